@@ -1,0 +1,159 @@
+"""The harmonized dataset format: what ``petctfm harmonize`` writes and every trainer reads.
+
+Layout (see ``docs/data-format.md``)::
+
+    DATASET/
+      dataset.json          format version, channels, spacing, orientation, normalization statistics
+      manifest.csv          one row per case (pseudonymous id, site, tracer, diagnosis, stage, SUV stats, ...)
+      splits.json           patient-level train/val/test, nested label fractions, k-shot subsets
+      quarantine.csv        cases that failed, one-line reason each
+      cases/<case_id>/
+        image.npy           float32 (2, X, Y, Z): channel 0 PET in SUV, channel 1 CT in HU (clipped)
+        label.npy           uint8 (X, Y, Z): 1 = lesion
+        organs.npy          uint8 (X, Y, Z), optional: organ labels (petctfm.synth.case.ORGAN_LABELS)
+        meta.json           affine (4x4, RAS, mm), spacing, shape, case metadata (no identifiers)
+
+Arrays are indexed ``[x, y, z]`` in RAS voxel order (x: left->right, y: posterior->anterior,
+z: inferior->superior), exactly what ``nibabel`` gives for an image with the stored affine, and what MONAI
+expects (channel first). Raw physical units are stored (SUV, HU), so quantitative measures (SUVmax, TLG)
+stay available; the normalization in ``dataset.json`` is applied on load by :func:`normalize`, so that
+zero after normalization is the training-split mean of each modality (the early-fusion MAE fills masked
+voxels with zero).
+
+Uncompressed ``.npy`` is chosen so a loader can ``np.load(mmap_mode="r")`` and read a random 3D patch
+without decompressing the volume (measured in ``benchmarks/``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from petctfm.errors import InputError
+from petctfm.io.atomic import atomic_dir, atomic_path, atomic_write_json
+
+FORMAT_VERSION = 1
+CHANNELS = ("PET", "CT")
+DATASET_JSON = "dataset.json"
+MANIFEST_CSV = "manifest.csv"
+SPLITS_JSON = "splits.json"
+QUARANTINE_CSV = "quarantine.csv"
+CASES_DIR = "cases"
+
+
+def case_dir(root: str | os.PathLike, case_id: str) -> Path:
+    return Path(root) / CASES_DIR / case_id
+
+
+def write_case(
+    root: str | os.PathLike,
+    case_id: str,
+    image: np.ndarray,
+    label: np.ndarray,
+    affine: np.ndarray,
+    meta: dict[str, Any],
+    organs: np.ndarray | None = None,
+) -> Path:
+    """Write one harmonized case atomically (the folder appears complete or not at all).
+
+    Args:
+        image: float32 (2, X, Y, Z), [PET SUV, CT HU].
+        label: (X, Y, Z) lesion mask, stored as uint8.
+        affine: 4x4 voxel->RAS-mm matrix.
+        meta: JSON-serializable case metadata (must not contain identifiers).
+        organs: optional (X, Y, Z) organ label map.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 4 or image.shape[0] != len(CHANNELS):
+        raise ValueError(f"image must be (2, X, Y, Z), got {image.shape}")
+    if label.shape != image.shape[1:]:
+        raise ValueError(f"label shape {label.shape} != image spatial shape {image.shape[1:]}")
+    if organs is not None and organs.shape != image.shape[1:]:
+        raise ValueError(f"organs shape {organs.shape} != image spatial shape {image.shape[1:]}")
+    affine = np.asarray(affine, dtype=np.float64)
+    spacing = [float(np.linalg.norm(affine[:3, i])) for i in range(3)]
+    with atomic_dir(case_dir(root, case_id)) as tmp:
+        np.save(tmp / "image.npy", np.ascontiguousarray(image))
+        np.save(tmp / "label.npy", np.ascontiguousarray(label.astype(np.uint8)))
+        if organs is not None:
+            np.save(tmp / "organs.npy", np.ascontiguousarray(organs.astype(np.uint8)))
+        atomic_write_json(
+            tmp / "meta.json",
+            {"case_id": case_id, "shape": list(image.shape[1:]), "spacing": spacing,
+             "affine": affine.tolist(), **meta},
+        )
+    return case_dir(root, case_id)
+
+
+def load_dataset_info(root: str | os.PathLike) -> dict[str, Any]:
+    """Read ``dataset.json``; a wrong path gives a one-line :class:`InputError`."""
+    root = Path(root)
+    path = root / DATASET_JSON
+    if not root.is_dir():
+        raise InputError(f"{root}: dataset folder not found")
+    if not path.is_file():
+        raise InputError(f"{root}: not a harmonized petctfm dataset (no {DATASET_JSON}; run 'petctfm harmonize')")
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: invalid JSON ({exc})") from None
+    if info.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"{path}: format_version {info.get('format_version')!r}, expected {FORMAT_VERSION}")
+    return info
+
+
+def load_splits(root: str | os.PathLike) -> dict[str, Any]:
+    path = Path(root) / SPLITS_JSON
+    if not path.is_file():
+        raise InputError(f"{path}: splits not found")
+    return json.loads(path.read_text())
+
+
+def load_case(root: str | os.PathLike, case_id: str, mmap: bool = True) -> dict[str, Any]:
+    """Open one case: ``image`` (2,X,Y,Z) float32, ``label`` (X,Y,Z) uint8, optional ``organs``, ``meta``.
+
+    With ``mmap=True`` the arrays are read-only memory maps: slicing a patch reads only that patch.
+    """
+    d = case_dir(root, case_id)
+    if not d.is_dir():
+        raise InputError(f"{d}: case not found in dataset")
+    mode = "r" if mmap else None
+    out: dict[str, Any] = {
+        "image": np.load(d / "image.npy", mmap_mode=mode),
+        "label": np.load(d / "label.npy", mmap_mode=mode),
+        "meta": json.loads((d / "meta.json").read_text()),
+    }
+    if (d / "organs.npy").exists():
+        out["organs"] = np.load(d / "organs.npy", mmap_mode=mode)
+    return out
+
+
+def normalize(image: np.ndarray, info: dict[str, Any], channels: tuple[str, ...] = CHANNELS) -> np.ndarray:
+    """Map raw [SUV, HU] channels to the training scale: ``(clip(x, lo, hi) - mean) / std`` per channel.
+
+    ``info["normalization"][name]`` holds ``mean``, ``std`` and ``clip`` (``[lo, hi]``), computed over the
+    training split by harmonize. ``image`` is (C, ...) with channels named by ``channels``. After this, zero
+    is each modality's training mean.
+    """
+    norm = info["normalization"]
+    out = np.empty(image.shape, dtype=np.float32)
+    for c, name in enumerate(channels):
+        p = norm[name]
+        lo, hi = p["clip"]
+        out[c] = (np.clip(image[c], lo, hi) - p["mean"]) / p["std"]
+    return out
+
+
+def write_dataset_info(root: str | os.PathLike, info: dict[str, Any]) -> Path:
+    info = {"format_version": FORMAT_VERSION, "channels": list(CHANNELS), **info}
+    return atomic_write_json(Path(root) / DATASET_JSON, info)
+
+
+__all__ = [
+    "FORMAT_VERSION", "CHANNELS", "case_dir", "write_case", "load_dataset_info", "load_splits", "load_case",
+    "normalize", "write_dataset_info", "atomic_path",
+]

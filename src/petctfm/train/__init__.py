@@ -1,0 +1,1 @@
+"""The trainer shared by pretraining and fine-tuning (DDP, bf16, checkpoints, resume)."""

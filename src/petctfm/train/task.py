@@ -1,0 +1,41 @@
+"""The contract between the generic trainer (``petctfm.train.trainer``) and a method (MAE, fine-tuning).
+
+A method is a :class:`TrainTask`. The trainer owns everything generic: processes and DDP, devices and bf16
+autocast, optimizer (AdamW), cosine schedule with warm-up, gradient accumulation and clipping, EMA,
+checkpoints (safetensors weights + training state), resume, ``metrics.jsonl``, TensorBoard, progress bar.
+The task owns the model, the data and the loss.
+
+Determinism and exact resume: the task's samples are a pure function of ``(seed, rank, sample_index)``.
+The trainer tells the task which global sample index to start from (``start_sample``), so after a resume
+the next batch is the batch an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import torch
+from torch import nn
+
+
+class TrainTask(Protocol):
+    #: Everything needed to rebuild the model and its preprocessing; saved as ``config.yaml`` and inside
+    #: every checkpoint (safetensors metadata), so ``load_model(checkpoint)`` needs nothing else.
+    config: dict[str, Any]
+
+    def build_model(self) -> nn.Module:
+        """A fresh model (on CPU, fp32). The trainer moves it to the device and wraps it in DDP."""
+
+    def batches(self, rank: int, world_size: int, start_sample: int) -> Iterator[dict[str, torch.Tensor]]:
+        """An endless iterator of CPU batches for this rank, beginning at per-rank sample ``start_sample``.
+
+        Different ranks see different samples; the same ``(config seed, rank, start_sample)`` gives the same
+        batches. Each batch holds ``batch_size`` samples (the trainer counts samples, not batches).
+        """
+
+    def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Forward + loss on a batch already on the device. Returns the scalar loss and float logs."""
+
+    def on_checkpoint(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int, run_dir: Path) -> None:
+        """Called on rank 0 every ``figure_every`` steps: write figures (PNG) or validation metrics."""
