@@ -16,8 +16,18 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp gives 0600)
+
+
 def _tmp_sibling(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes), dir=path.parent)
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     return Path(tmp)
 
@@ -75,6 +85,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         if path.exists():
