@@ -1,0 +1,82 @@
+"""``petctfm evaluate``: segmentation metrics (autoPET style) with bootstrap CIs, breakdowns and comparisons."""
+
+from __future__ import annotations
+
+from petctfm.cli._common import add_command
+
+EXAMPLES = """
+# predictions <case>.nii.gz (or <case>/lesions.nii.gz) against autoPET case folders (<case>/SEG.nii.gz;
+# SUV for TLG taken from <case>/SUV.nii.gz); site/tracer/diagnosis breakdowns from DIR/metadata.csv
+petctfm evaluate --pred preds/ --gt data/synth/autopet --out reports/eval
+
+# nnU-Net labelsTr as ground truth, explicit manifest and SUV pattern, 2,000 bootstrap resamples
+petctfm evaluate --pred preds/ --gt Dataset001_PETCT/labelsTr --manifest meta.csv \\
+    --suv 'data/{case}/SUV.nii.gz' --bootstrap 2000 --seed 1 --out reports/eval
+
+# paired comparison of two models (Wilcoxon signed-rank + bootstrap CI of the mean difference)
+petctfm evaluate --pred runs/pretrained/preds --compare runs/scratch/preds --gt data/synth/autopet --out cmp
+
+# the test split of a harmonized dataset as ground truth
+petctfm evaluate --pred preds/ --gt datasets/synth --split test --out reports/test
+"""
+
+
+def register(subparsers) -> None:
+    p = add_command(
+        subparsers,
+        "evaluate",
+        help="score predicted lesion masks against ground truth (Dice, autoPET FP/FN volume, lesion F1, ...)",
+        description="Per case: Dice, IoU, sensitivity, precision, autoPET false-positive and false-negative "
+        "volumes (ml, 18-connected components), lesion-wise recall/precision/F1, TMTV and TLG errors. "
+        "Negative cases (empty ground truth) follow autoPET: Dice undefined, FP volume counted. Aggregates: "
+        "mean with 95% percentile-bootstrap CI, per site/tracer/diagnosis, optional paired comparison. "
+        "Writes per_case.csv, summary.csv, summary.md and dice_per_case.png into --out. "
+        "Predictions must lie on the ground truth's grid. See docs/evaluate.md.",
+        examples=EXAMPLES,
+    )
+    p.add_argument("--pred", required=True, help="folder of predictions: <case>.nii.gz|.mha|.nrrd or "
+                   "<case>/lesions.nii.gz")
+    p.add_argument("--gt", required=True, help="ground truth: folder of <case>.nii.gz, autoPET <case>/SEG.nii.gz "
+                   "folders, nnU-Net raw folder / labelsTr, or a harmonized dataset")
+    p.add_argument("--out", required=True, help="report folder (created)")
+    p.add_argument("--suv", help="SUV images for TLG: a folder (<case>.nii.gz or <case>/SUV.nii.gz) or a "
+                   "pattern with {case}; default: found next to the ground truth when the layout has it")
+    p.add_argument("--manifest", help="CSV with case_id and site/tracer/diagnosis columns for breakdowns "
+                   "(default: manifest.csv or metadata.csv next to the ground truth, if any)")
+    p.add_argument("--compare", help="a second prediction folder, compared case by case with --pred")
+    p.add_argument("--split", help="with a harmonized dataset as --gt: evaluate only this split (e.g. test)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="count a ground-truth case without prediction as an empty prediction "
+                   "(default: error listing them)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="bootstrap resamples for the 95%% CIs (default 1000; 0 = no CI)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--connectivity", type=int, choices=(6, 18, 26), default=18,
+                   help="voxel connectivity of lesions (default 18, as the autoPET challenge)")
+    p.add_argument("--detection-iou", type=float, default=0.0, metavar="T",
+                   help="a lesion counts as detected when the predicted components touching it reach "
+                   "IoU > T (default 0 = any overlap, consistent with the autoPET FN volume)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from petctfm.errors import InputError
+    from petctfm.evaluate.report import evaluate_folder, write_report
+
+    if args.bootstrap < 0:
+        raise InputError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    if not 0.0 <= args.detection_iou < 1.0:
+        raise InputError(f"--detection-iou must be in [0, 1), got {args.detection_iou}")
+    result = evaluate_folder(
+        args.pred, args.gt, suv=args.suv, manifest=args.manifest, compare=args.compare,
+        allow_missing=args.allow_missing, connectivity=args.connectivity, detection_iou=args.detection_iou,
+        n_resamples=args.bootstrap, seed=args.seed, split=args.split, progress=True,
+    )
+    write_report(result, args.out)
+    overall = {s["metric"]: s for s in result["summary"] if s["group_by"] == "all"}
+    d = overall["dice"]
+    print(f"{len(result['cases'])} cases; Dice {d['mean']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}] "
+          f"(n={d['n']}); FP volume {overall['fp_volume_ml']['mean']:.2f} ml; "
+          f"FN volume {overall['fn_volume_ml']['mean']:.2f} ml")
+    print(f"report: {args.out}/summary.md")
+    return 0
