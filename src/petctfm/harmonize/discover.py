@@ -1,0 +1,300 @@
+"""Find the PET/CT cases under one or more input folders, in any of the supported layouts.
+
+Layouts (``--format auto`` tries them in this order):
+
+* ``nnunet``: ``ROOT/dataset.json`` with ``channel_names`` (the channel named CT and the one named PET/SUV/PT
+  are used, whatever their order), ``imagesTr/<id>_000k.nii.gz``, ``labelsTr/<id>.nii.gz``, ``imagesTs``.
+* ``dicom``: any file with the DICOM Part-10 preamble under ROOT; one case per StudyInstanceUID with a CT and
+  a PT series (several studies of a patient are several cases of one patient).
+* ``autopet``: folders holding ``SUV.nii.gz`` (or ``PET.nii.gz`` + metadata for SUV), ``CT.nii.gz`` and/or
+  ``CTres.nii.gz``, ``SEG.nii.gz``, optional ``ORGANS.nii.gz``: ``ROOT/<case>/`` or ``ROOT/<patient>/<study>/``.
+* ``pairs``: any other NIfTI/MHA/NRRD files; in each folder files are grouped by their name with the role word
+  removed. Role from the name (case-insensitive, on word boundaries ``_ - .``): ``seg``/``label``/``mask``/
+  ``lesion`` = lesion mask, ``organ`` = organ labels, ``pet``/``suv``/``pt`` = PET in SUV, ``ct``/``ctres`` = CT.
+  E.g. ``p1_suv.nii.gz`` + ``p1_ct.mha`` + ``p1_seg.nrrd``, or ``case7/PET.nrrd`` + ``case7/CT.nrrd``.
+
+Metadata come from ``metadata.csv`` in ROOT or its parent (or ``--metadata``), matched by case folder name /
+nnU-Net id / DICOM case folder; only whitelisted fields are kept (no identifiers, no free text). The patient
+grouping key (``patient_id`` column, DICOM PatientID, or the autoPET patient folder) is kept only as a salted
+hash (``hp_<hash>``); case ids are salted hashes of the source path (``hc_<hash8>``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from petctfm.errors import InputError
+from petctfm.io.images import IMAGE_SUFFIXES, is_image_file
+
+FORMATS = ("auto", "autopet", "nnunet", "dicom", "pairs")
+KEPT_FIELDS = ("site", "tracer", "diagnosis", "stage", "age", "sex", "weight_kg", "height_cm")
+SUV_FIELDS = ("injected_activity_bq", "uptake_min", "half_life_s")  # used to compute SUV from PET.nii.gz, not written out
+
+
+@dataclass
+class SourceCase:
+    """One case found in an input folder (picklable: sent to worker processes)."""
+
+    case_id: str  # pseudonym hc_<hash8>
+    fmt: str
+    root: str  # absolute input root
+    rel: str  # source path relative to root (folder or file)
+    files: dict[str, Any] = field(default_factory=dict)  # role -> relative path (dicom: series file lists)
+    patient: str = ""  # hp_<hash>
+    meta: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # a problem found already at discovery (case is quarantined)
+
+
+def _hash(salt: str, text: str, n: int) -> str:
+    return hashlib.sha256(f"{salt}|{text}".encode("utf-8")).hexdigest()[:n]
+
+
+def pseudonym(salt: str, root: Path, rel: str) -> str:
+    return "hc_" + _hash(salt, f"{root.name}/{rel}", 8)
+
+
+def patient_key(salt: str, text: str) -> str:
+    return "hp_" + _hash(salt, "patient|" + text, 10)
+
+
+def _clean(field_name: str, value: Any) -> Any:
+    """Whitelisted metadata only: numbers as floats, categories as short lowercase tokens."""
+    if value in (None, ""):
+        return None
+    if field_name in ("age", "weight_kg", "height_cm", "injected_activity_bq", "uptake_min", "half_life_s"):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    token = re.sub(r"[^a-z0-9_\- ]", "", str(value).strip().lower())[:32]
+    if field_name == "sex":
+        return {"m": "M", "male": "M", "f": "F", "female": "F"}.get(token, None)
+    return token or None
+
+
+def load_metadata(root: Path, extra: str | None = None) -> dict[str, dict[str, Any]]:
+    """Rows of ``metadata.csv`` (``extra``, else ROOT/, else ROOT/..) by case_id; {} if none."""
+    candidates = [Path(extra)] if extra else [root / "metadata.csv", root.parent / "metadata.csv"]
+    for path in candidates:
+        if path.is_file():
+            try:
+                with open(path, newline="") as f:
+                    rows = list(csv.DictReader(f))
+            except (OSError, csv.Error, UnicodeDecodeError) as exc:
+                raise InputError(f"{path}: cannot read metadata CSV ({exc})") from None
+            if rows and "case_id" not in rows[0]:
+                raise InputError(f"{path}: metadata CSV has no 'case_id' column")
+            return {r["case_id"]: r for r in rows}
+    return {}
+
+
+def _meta_from_row(row: dict[str, Any] | None) -> dict[str, Any]:
+    row = row or {}
+    return {k: _clean(k, row.get(k)) for k in KEPT_FIELDS + SUV_FIELDS if _clean(k, row.get(k)) is not None}
+
+
+def detect_format(root: Path) -> str:
+    if (root / "dataset.json").is_file() and ((root / "imagesTr").is_dir() or (root / "imagesTs").is_dir()):
+        return "nnunet"
+    for i, path in enumerate(p for p in root.rglob("*") if p.is_file()):
+        if path.name in ("SUV.nii.gz", "PET.nii.gz") and len(path.relative_to(root).parts) in (2, 3):
+            return "autopet"
+        if not is_image_file(path):  # DICOM files may have any name (e.g. "1.2.840....320")
+            from petctfm.io.dicom_read import is_dicom_file
+
+            if is_dicom_file(path):
+                return "dicom"
+        if i > 2000:
+            break
+    return "pairs"
+
+
+# --------------------------------------------------------------------------------------------- autopet
+
+
+def _discover_autopet(root: Path, salt: str, rows: dict) -> list[SourceCase]:
+    folders = sorted({p.parent for name in ("SUV.nii.gz", "PET.nii.gz") for p in root.glob(f"*/{name}")}
+                     | {p.parent for name in ("SUV.nii.gz", "PET.nii.gz") for p in root.glob(f"*/*/{name}")})
+    cases = []
+    for folder in folders:
+        rel = str(folder.relative_to(root))
+        parts = Path(rel).parts
+        row = rows.get(folder.name) or rows.get(parts[0]) or rows.get(rel.replace("/", "_"))
+        files = {role: str(Path(rel) / name) for role, name in
+                 (("suv", "SUV.nii.gz"), ("pet", "PET.nii.gz"), ("ct", "CT.nii.gz"), ("ctres", "CTres.nii.gz"),
+                  ("seg", "SEG.nii.gz"), ("organs", "ORGANS.nii.gz")) if (folder / name).exists()}
+        pid = (row or {}).get("patient_id") or parts[0]
+        case = SourceCase(pseudonym(salt, root, rel), "autopet", str(root), rel, files, patient_key(salt, pid),
+                          _meta_from_row(row))
+        cases.append(case)
+    return cases
+
+
+# ---------------------------------------------------------------------------------------------- nnunet
+
+
+def _nnunet_channels(root: Path) -> tuple[int, int]:
+    path = root / "dataset.json"
+    try:
+        info = json.loads(path.read_text())
+        names = {int(k): str(v).upper() for k, v in info["channel_names"].items()}
+    except (OSError, ValueError, KeyError, AttributeError) as exc:
+        raise InputError(f"{path}: no readable channel_names ({type(exc).__name__})") from None
+    pet = [k for k, v in names.items() if v in ("PET", "SUV", "PT")]
+    ct = [k for k, v in names.items() if v in ("CT", "CTRES")]
+    if len(pet) != 1 or len(ct) != 1:
+        raise InputError(f"{path}: channel_names {names} must name exactly one PET/SUV and one CT channel")
+    return pet[0], ct[0]
+
+
+def _discover_nnunet(root: Path, salt: str, rows: dict) -> list[SourceCase]:
+    pet_ch, ct_ch = _nnunet_channels(root)
+    ending = ".nii.gz"
+    try:
+        ending = json.loads((root / "dataset.json").read_text()).get("file_ending", ending)
+    except (OSError, ValueError):
+        pass
+    cases = []
+    for images, labels in (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs")):
+        ids = sorted({p.name[: -len(ending) - 5] for p in (root / images).glob(f"*_0000{ending}")})
+        for cid in ids:
+            files = {"suv": f"{images}/{cid}_{pet_ch:04d}{ending}", "ct": f"{images}/{cid}_{ct_ch:04d}{ending}"}
+            if (root / labels / f"{cid}{ending}").exists():
+                files["seg"] = f"{labels}/{cid}{ending}"
+            row = rows.get(cid)
+            rel = f"{images}/{cid}"
+            cases.append(SourceCase(pseudonym(salt, root, rel), "nnunet", str(root), rel, files,
+                                    patient_key(salt, (row or {}).get("patient_id") or cid), _meta_from_row(row)))
+    return cases
+
+
+# ----------------------------------------------------------------------------------------------- pairs
+
+_ROLE_WORDS = [
+    ("seg", ("seg", "label", "labels", "mask", "lesion", "lesions", "gt")),
+    ("organs", ("organ", "organs")),
+    ("suv", ("pet", "suv", "pt")),
+    ("ct", ("ct", "ctres")),
+]
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for s in IMAGE_SUFFIXES:
+        if name.lower().endswith(s):
+            return name[: -len(s)]
+    return path.stem
+
+
+def role_of(path: Path) -> tuple[str | None, str]:
+    """(role, group key) of an image file by the naming heuristic (see module doc)."""
+    words = re.split(r"([_\-.])", _stem(path))
+    for role, names in _ROLE_WORDS:
+        for i, w in enumerate(words):
+            if w.lower() in names:
+                rest = words[:i] + words[i + 1:]
+                return role, re.sub(r"^[_\-.]+|[_\-.]+$", "", "".join(rest)).replace("__", "_")
+    return None, _stem(path)
+
+
+def _discover_pairs(root: Path, salt: str, rows: dict) -> list[SourceCase]:
+    groups: dict[tuple[str, str], dict[str, str]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p)):
+        role, key = role_of(path)
+        if role is None:
+            continue
+        folder = str(path.parent.relative_to(root))
+        group = groups.setdefault((folder, key), {})
+        if role in group:
+            group.setdefault("_dupes", []).append(str(path.relative_to(root)))
+        else:
+            group[role] = str(path.relative_to(root))
+    cases = []
+    for (folder, key), files in sorted(groups.items()):
+        rel = str(Path(folder) / key) if key else folder
+        row = rows.get(key) or rows.get(Path(folder).name)
+        error = None
+        if "_dupes" in files:
+            error = f"ambiguous files for one role: {files.pop('_dupes')[:2]}"
+        if not error and ("suv" not in files or "ct" not in files):
+            error = f"missing modality: {'PET/SUV' if 'suv' not in files else 'CT'} (found {sorted(files)})"
+        cases.append(SourceCase(pseudonym(salt, root, rel), "pairs", str(root), rel, files,
+                                patient_key(salt, (row or {}).get("patient_id") or rel), _meta_from_row(row), error))
+    return cases
+
+
+# ----------------------------------------------------------------------------------------------- dicom
+
+
+def _discover_dicom(root: Path, salt: str, rows: dict) -> list[SourceCase]:
+    from petctfm.io.dicom_read import pick_series, scan_tree
+
+    studies, bad = scan_tree(root)
+    cases = []
+    for uid, study in sorted(studies.items(), key=lambda kv: (kv[1].folder, kv[0])):
+        picked = pick_series(study)
+        folder = study.folder
+        top = Path(folder).parts[0] if folder and folder != "." else ""
+        row = rows.get(Path(folder).name) or rows.get(top)
+        rel = folder if folder else "."
+        if sum(1 for s in studies.values() if s.folder == folder) > 1:
+            rel = f"{folder}#{_hash(salt, uid, 6)}"  # several studies in one folder: disambiguate
+        files = {mod: (s.files if s else None) for mod, s in picked.items()}
+        error = None
+        missing = [m for m in ("CT", "PT") if not picked[m]]
+        if missing:
+            error = f"missing modality: no {' / '.join(missing)} series in the study"
+        broken = [b for b in bad if folder in ("", ".") or b[0].startswith(folder + "/")]
+        if broken:
+            error = f"{broken[0][0]}: {broken[0][1]}"
+        pid = (row or {}).get("patient_id") or study.patient_id or uid
+        cases.append(SourceCase(pseudonym(salt, root, rel), "dicom", str(root), rel, files,
+                                patient_key(salt, pid), _meta_from_row(row), error))
+    claimed = {c.rel.split("#")[0] for c in cases}
+    for rel, reason in bad:  # corrupt files outside any study folder: one quarantined pseudo-case each
+        if not any(rel.startswith(f + "/") for f in claimed if f not in ("", ".")):
+            cases.append(SourceCase(pseudonym(salt, root, rel), "dicom", str(root), rel, {}, patient_key(salt, rel),
+                                    {}, f"{rel}: {reason}"))
+    return cases
+
+
+def discover(inputs: list[str], fmt: str = "auto", salt: str = "", metadata: str | None = None) -> list[SourceCase]:
+    """All cases under ``inputs`` (sorted by case id; deterministic), in layout ``fmt``."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown --format {fmt!r} (choose from {', '.join(FORMATS)})")
+    cases: list[SourceCase] = []
+    for raw in inputs:
+        root = Path(raw).resolve()
+        if not root.is_dir():
+            raise InputError(f"{raw}: input folder not found")
+        kind = detect_format(root) if fmt == "auto" else fmt
+        rows = load_metadata(root, metadata)
+        found = {"autopet": _discover_autopet, "nnunet": _discover_nnunet, "dicom": _discover_dicom,
+                 "pairs": _discover_pairs}[kind](root, salt, rows)
+        if not found:
+            raise InputError(f"{raw}: no {kind} cases found")
+        cases.extend(found)
+    seen: dict[str, SourceCase] = {}
+    for c in cases:
+        if c.case_id in seen:
+            raise InputError(f"{c.root}/{c.rel} and {seen[c.case_id].root}/{seen[c.case_id].rel}: same pseudonym "
+                             "(two inputs with the same folder name and layout?)")
+        seen[c.case_id] = c
+    return sorted(cases, key=lambda c: c.case_id)
+
+
+def shard(cases: list[SourceCase], spec: str | None) -> list[SourceCase]:
+    """The cases of shard ``"i/n"`` (0 <= i < n): every n-th case of the sorted list, starting at i."""
+    if not spec:
+        return cases
+    m = re.fullmatch(r"(\d+)/(\d+)", spec.strip())
+    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
+        raise InputError(f"--shard {spec!r}: expected i/n with 0 <= i < n, e.g. 0/4")
+    i, n = int(m.group(1)), int(m.group(2))
+    return [c for k, c in enumerate(cases) if k % n == i]

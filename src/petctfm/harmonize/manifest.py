@@ -1,0 +1,137 @@
+"""Finalize a harmonized dataset from its written cases: splits, normalization, manifest, QA, quarantine.
+
+Runs after all cases are written (automatically at the end of an unsharded run, or ``petctfm harmonize
+--finalize DATASET`` after all shards). It only reads ``cases/*/meta.json``, ``cases/*/image.npy`` and the
+failure records in ``.work/failed/``, so it is cheap and can be re-run at any time.
+
+Normalization statistics: per modality, mean and standard deviation of the clipped values (PET [0, 20] SUV,
+CT the stored window) over ALL stored voxels of the TRAINING cases, streamed slab by slab in float64. All
+voxels (not only body voxels) because that is what the loader normalizes and feeds to the network: zero
+after normalization is then the mean of what the model actually sees (the MAE's masked-patch fill value).
+The crop to the body keeps the air fraction moderate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from petctfm.data import format as fmt
+from petctfm.harmonize.pipeline import FAILED_DIR, WORK_DIR
+from petctfm.harmonize.qa import _csv_text, site_histograms, write_qa_table
+from petctfm.harmonize.splits import make_splits
+from petctfm.io.atomic import atomic_write_json, atomic_write_text
+
+PET_CLIP = (0.0, 20.0)
+MANIFEST_COLUMNS = [
+    "case_id", "split", "site", "tracer", "diagnosis", "stage", "age", "sex", "weight_kg", "shape", "spacing",
+    "suv_max", "liver_suv_mean", "lesion_count", "lesion_volume_ml", "ct_fov_coverage", "qa_status",
+    "source", "source_format", "source_path",
+]
+QUARANTINE_COLUMNS = ["case_id", "source", "source_format", "source_path", "reason"]
+
+
+def read_metas(out: str | os.PathLike) -> list[dict[str, Any]]:
+    """``meta.json`` of every complete case folder (temporary folders start with a dot and are skipped)."""
+    root = Path(out) / fmt.CASES_DIR
+    if not root.is_dir():
+        return []
+    metas = []
+    for d in sorted(root.iterdir()):
+        if d.name.startswith(".") or not (d / "meta.json").is_file():
+            continue
+        metas.append(json.loads((d / "meta.json").read_text()))
+    return metas
+
+
+def read_failures(out: str | os.PathLike, done: set[str]) -> list[dict[str, Any]]:
+    root = Path(out) / WORK_DIR / FAILED_DIR
+    rows = []
+    for p in sorted(root.glob("*.json")) if root.is_dir() else []:
+        rec = json.loads(p.read_text())
+        if rec["case_id"] not in done:
+            rows.append(rec)
+    return rows
+
+
+def normalization_stats(out: str | os.PathLike, case_ids: list[str], ct_window: tuple[float, float]) -> dict[str, Any]:
+    """Streaming mean/std of clipped PET and CT over all voxels of ``case_ids``."""
+    clips = {"PET": PET_CLIP, "CT": tuple(ct_window)}
+    acc = {name: [0.0, 0.0, 0] for name in fmt.CHANNELS}
+    for cid in case_ids:
+        image = np.load(fmt.case_dir(out, cid) / "image.npy", mmap_mode="r")
+        for c, name in enumerate(fmt.CHANNELS):
+            lo, hi = clips[name]
+            for x0 in range(0, image.shape[1], 32):
+                v = np.clip(np.asarray(image[c, x0:x0 + 32], dtype=np.float64), lo, hi)
+                acc[name][0] += float(v.sum())
+                acc[name][1] += float(np.square(v).sum())
+                acc[name][2] += v.size
+    stats = {}
+    for name, (s, ss, n) in acc.items():
+        mean = s / n
+        std = float(np.sqrt(max(ss / n - mean**2, 0.0)))
+        stats[name] = {"mean": round(mean, 6), "std": round(max(std, 1e-6), 6), "clip": list(clips[name]),
+                       "voxels": int(n)}
+    return stats
+
+
+def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write splits.json, dataset.json, manifest.csv, quarantine.csv and qa/ from the written cases."""
+    out = Path(out)
+    metas = read_metas(out)
+    failures = read_failures(out, {m["case_id"] for m in metas})
+    atomic_write_text(out / fmt.QUARANTINE_CSV, _csv_text(failures, QUARANTINE_COLUMNS))
+    spacings = {tuple(m["harmonize"]["spacing"]) for m in metas}
+    if len(spacings) > 1:
+        from petctfm.errors import InputError
+
+        raise InputError(f"{out}: cases were harmonized with different spacings {sorted(spacings)}; "
+                         "use one --spacing per dataset")
+    splits = make_splits([{"case_id": m["case_id"], "patient": m["patient"], "site": m.get("site"),
+                           "tracer": m.get("tracer"), "positive": m["stats"]["lesion_count"] > 0} for m in metas], seed)
+    atomic_write_json(out / fmt.SPLITS_JSON, splits)
+    split_of = {cid: s for s in ("train", "val", "test") for cid in splits[s]}
+    ct_window = tuple(metas[0]["harmonize"]["ct_window"]) if metas else (-1000.0, 1000.0)
+    info: dict[str, Any] = {
+        "name": out.name,
+        "description": "petctfm harmonized PET/CT (channel 0 PET SUV, channel 1 CT HU)",
+        "spacing": list(next(iter(spacings))) if spacings else None,
+        "orientation": "RAS",
+        "axis_order": "xyz",
+        "labels": {"background": 0, "lesion": 1},
+        "num_cases": len(metas),
+        "num_quarantined": len(failures),
+        "ct_window": list(ct_window),
+        "suv": sorted({m["harmonize"].get("suv", "bw") for m in metas}) or ["bw"],
+        "normalization_over": "all stored voxels of the train split, after clipping",
+    }
+    if splits["train"]:
+        info["normalization"] = normalization_stats(out, splits["train"], ct_window)
+    if any(m.get("has_organs") for m in metas):
+        from petctfm.synth.case import ORGAN_LABELS
+
+        info["organ_labels"] = dict(ORGAN_LABELS)
+    sources: dict[tuple, int] = {}
+    for m in metas:
+        key = (m.get("source"), m.get("source_format"))
+        sources[key] = sources.get(key, 0) + 1
+    info["sources"] = [{"name": n, "format": f, "num_cases": k} for (n, f), k in sorted(sources.items())]
+    info["sites"] = sorted({str(m.get("site")) for m in metas})
+    info["tracers"] = sorted({str(m.get("tracer")) for m in metas})
+    fmt.write_dataset_info(out, info)
+    rows = []
+    for m in metas:
+        rows.append({**{k: m.get(k) for k in MANIFEST_COLUMNS}, **{k: m["stats"].get(k) for k in
+                     ("suv_max", "liver_suv_mean", "lesion_count", "lesion_volume_ml")},
+                     "split": split_of.get(m["case_id"], ""), "qa_status": m.get("qa", {}).get("status"),
+                     "shape": "x".join(str(s) for s in m["shape"]),
+                     "spacing": "x".join(f"{s:g}" for s in m["spacing"])})
+    atomic_write_text(out / fmt.MANIFEST_CSV, _csv_text(rows, MANIFEST_COLUMNS))
+    write_qa_table(out, metas)
+    site_histograms(out, metas)
+    return {"num_cases": len(metas), "num_failed": len(failures), "splits": splits, "info": info}

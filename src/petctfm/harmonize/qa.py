@@ -1,0 +1,185 @@
+"""Quality assurance of harmonized cases: per-case checks, ``qa/qa.csv``, thumbnails, per-site histograms.
+
+Fatal (the case is quarantined): NaN/inf in PET or CT, a non-orthonormal direction matrix, no PET/CT
+overlap (raised in the pipeline), negative label values.
+Warnings (the case is kept, ``status=warn`` in qa.csv with the reasons):
+
+* ``ct_fov_coverage < 0.9``: CT covers less than 90 % of the PET field of view (the rest is -1000 HU);
+* PET spacing outside 0.5-8 mm or CT spacing outside 0.1-10 mm; oblique (non axis-aligned) acquisition;
+* SUV implausible for the tracer: liver SUVmean outside FDG 1-4 / PSMA 1.5-12 / unknown 0.5-15, or, without
+  organ labels, the median SUV of soft tissue (CT 0..100 HU) outside 0.2-4;
+* label values other than {0, 1} (binarized as > 0);
+* less than 95 % of lesion voxels inside the PET support (PET > 0);
+* lesion volume after resampling differs by more than 5 % from the source (lesions >= 1 ml).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from petctfm.errors import InputError
+from petctfm.io.atomic import atomic_path, atomic_write_text
+
+QA_DIR = "qa"
+LIVER_RANGE = {"fdg": (1.0, 4.0), "psma": (1.5, 12.0)}
+LIVER_DEFAULT = (0.5, 15.0)
+SOFT_TISSUE_RANGE = (0.2, 4.0)
+QA_COLUMNS = [
+    "case_id", "site", "tracer", "status", "warnings", "ct_fov_coverage", "pet_spacing", "ct_spacing",
+    "liver_suv_mean", "soft_tissue_suv_median", "suv_max", "label_values", "label_in_pet", "lesion_volume_ml",
+    "lesion_volume_ml_source",
+]
+
+
+def _orientation_ok(img: sitk.Image, name: str) -> bool:
+    d = np.asarray(img.GetDirection()).reshape(3, 3)
+    if not np.allclose(d.T @ d, np.eye(3), atol=1e-3):
+        raise InputError(f"{name}: direction matrix is not orthonormal ({np.round(d, 3).tolist()})")
+    return bool(np.allclose(np.abs(d), np.round(np.abs(d)), atol=1e-3))
+
+
+def check_inputs(suv: sitk.Image, ct: sitk.Image, seg: sitk.Image | None) -> dict[str, Any]:
+    """Checks on the loaded source images; raises :class:`InputError` for fatal problems."""
+    warnings = []
+    for name, img in (("PET", suv), ("CT", ct)):
+        arr = sitk.GetArrayViewFromImage(img)
+        if not np.isfinite(arr).all():
+            raise InputError(f"{name} contains NaN/inf values ({int((~np.isfinite(arr)).sum())} voxels)")
+        if not _orientation_ok(img, name):
+            warnings.append(f"{name} oblique")
+    pet_sp, ct_sp = list(suv.GetSpacing()), list(ct.GetSpacing())
+    if not all(0.5 <= s <= 8 for s in pet_sp):
+        warnings.append(f"PET spacing {np.round(pet_sp, 2).tolist()} outside 0.5-8 mm")
+    if not all(0.1 <= s <= 10 for s in ct_sp):
+        warnings.append(f"CT spacing {np.round(ct_sp, 2).tolist()} outside 0.1-10 mm")
+    label_values: list[int] = [0, 1]
+    src_ml = None
+    if seg is not None:
+        sarr = sitk.GetArrayViewFromImage(seg)
+        values = np.unique(sarr)
+        if (values < 0).any():
+            raise InputError(f"lesion label has negative values {values[values < 0][:3].tolist()}")
+        label_values = sorted({0, 1} | {int(v) for v in values})
+        if label_values != [0, 1]:
+            warnings.append(f"label values {label_values[:6]} (binarized > 0)")
+        src_ml = float((sarr > 0).sum()) * float(np.prod(seg.GetSpacing())) / 1000.0
+    return {"pet_spacing": [round(s, 3) for s in pet_sp], "ct_spacing": [round(s, 3) for s in ct_sp],
+            "label_values": label_values, "lesion_volume_ml_source": src_ml, "warnings": warnings}
+
+
+def check_case(h: dict[str, Any], stats: dict[str, Any], tracer: str | None) -> dict[str, Any]:
+    """QA row of one harmonized case: ``{"fatal": None | reason, "row": {...}}``."""
+    src = h["source"]
+    warnings = list(src["warnings"])
+    pet, ct, label = h["image"][0], h["image"][1], h["label"]
+    if h["ct_fov_coverage"] < 0.9:
+        warnings.append(f"CT covers {100 * h['ct_fov_coverage']:.0f}% of the PET FOV (rest filled -1000 HU)")
+    soft = (ct > 0) & (ct < 100)
+    soft_median = float(np.median(pet[soft])) if soft.any() else None
+    liver = stats.get("liver_suv_mean")
+    if liver is not None:
+        lo, hi = LIVER_RANGE.get(str(tracer), LIVER_DEFAULT)
+        if not lo <= liver <= hi:
+            warnings.append(f"liver SUVmean {liver:.2f} outside {lo}-{hi} for tracer {tracer}")
+    elif soft_median is not None and not SOFT_TISSUE_RANGE[0] <= soft_median <= SOFT_TISSUE_RANGE[1]:
+        warnings.append(f"soft-tissue SUV median {soft_median:.2f} outside {SOFT_TISSUE_RANGE}")
+    in_pet = float((pet[label > 0] > 0).mean()) if label.any() else 1.0
+    if in_pet < 0.95:
+        warnings.append(f"only {100 * in_pet:.0f}% of lesion voxels inside the PET support")
+    src_ml, out_ml = src.get("lesion_volume_ml_source"), stats["lesion_volume_ml"]
+    if src_ml and src_ml >= 1.0 and abs(out_ml - src_ml) > 0.05 * src_ml:
+        warnings.append(f"lesion volume {out_ml:.1f} ml vs {src_ml:.1f} ml in the source (> 5%)")
+    row = {
+        "status": "warn" if warnings else "ok", "warnings": "; ".join(warnings),
+        "ct_fov_coverage": round(h["ct_fov_coverage"], 4), "pet_spacing": src["pet_spacing"],
+        "ct_spacing": src["ct_spacing"], "liver_suv_mean": liver,
+        "soft_tissue_suv_median": None if soft_median is None else round(soft_median, 4),
+        "suv_max": stats["suv_max"], "label_values": src["label_values"], "label_in_pet": round(in_pet, 4),
+        "lesion_volume_ml": out_ml,
+        "lesion_volume_ml_source": None if src_ml is None else round(src_ml, 4),
+    }
+    return {"fatal": None, "row": row}
+
+
+def thumbnail(out: str | os.PathLike, case_id: str, h: dict[str, Any], meta: dict[str, Any]) -> Path | None:
+    """``qa/thumbs/<case_id>.png`` with ``petctfm.viz.view.render_case`` (skipped if it is not importable)."""
+    try:
+        from petctfm.viz.view import render_case
+    except ImportError:
+        return None
+    ref = h["reference"]
+
+    def img(arr: np.ndarray) -> sitk.Image:
+        im = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(arr, (2, 1, 0))))
+        im.CopyInformation(ref)
+        return im
+
+    organs = img(h["organs"]) if h["organs"] is not None else None
+    path = Path(out) / QA_DIR / "thumbs" / f"{case_id}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    title = f"{case_id}  {meta.get('site') or ''}  {meta.get('tracer') or ''}"
+    fig = render_case(img(h["image"][0]), img(h["image"][1]), seg=img(h["label"]), organs=organs, title=title,
+                      out_png=path, dpi=50)
+    del fig
+    return path
+
+
+def _csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    import json
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: ("" if r.get(c) is None else json.dumps(r[c]) if isinstance(r.get(c), (list, dict))
+                        else r[c]) for c in columns})
+    return buf.getvalue()
+
+
+def write_qa_table(out: str | os.PathLike, metas: list[dict[str, Any]]) -> Path:
+    rows = [{"case_id": m["case_id"], "site": m.get("site"), "tracer": m.get("tracer"), **m.get("qa", {})}
+            for m in metas]
+    return atomic_write_text(Path(out) / QA_DIR / "qa.csv", _csv_text(rows, QA_COLUMNS))
+
+
+def site_histograms(out: str | os.PathLike, metas: list[dict[str, Any]]) -> Path | None:
+    """``qa/site_histograms.png``: per-site PET (SUV) and CT (HU) histograms before/after harmonization."""
+    if not metas:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from petctfm.harmonize.pipeline import CT_HIST, PET_HIST
+
+    sites = sorted({str(m.get("site")) for m in metas})
+    fig = Figure(figsize=(12, 7), dpi=90)
+    axes = fig.subplots(2, 2)
+    for row, (mod, spec, unit) in enumerate((("PET", PET_HIST, "SUV"), ("CT", CT_HIST, "HU"))):
+        lo, hi, n = spec
+        centers = lo + (np.arange(n) + 0.5) * (hi - lo) / n
+        for col, when in enumerate(("hist_before", "hist_after")):
+            ax = axes[row, col]
+            for site in sites:
+                counts = np.sum([m[when][mod] for m in metas if str(m.get("site")) == site and when in m], axis=0)
+                if np.ndim(counts) == 0 or counts.sum() == 0:
+                    continue
+                ax.semilogy(centers, counts / counts.sum(), label=site, lw=1.2)
+            ax.set_title(f"{mod} {'before (source grid)' if col == 0 else 'after (harmonized)'}")
+            ax.set_xlabel(unit)
+            ax.set_ylabel("fraction of voxels")
+            ax.legend(fontsize=7)
+    fig.suptitle("Per-site intensity histograms (synthetic data if generated by petctfm synth)")
+    fig.tight_layout()
+    path = Path(out) / QA_DIR / "site_histograms.png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
