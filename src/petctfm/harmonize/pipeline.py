@@ -287,7 +287,11 @@ def resample_xyz(img: sitk.Image, ref: sitk.Image, linear: bool, default: float,
 
 
 def body_box(suv: sitk.Image, ct: sitk.Image, spacing, margin_mm: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """RAS box of the body inside the PET FOV (+ margin) and the fraction of the PET FOV that CT covers."""
+    """RAS box of the body inside the PET FOV (+ margin) and the fraction of that box that CT covers.
+
+    Coverage is measured inside the body's bounding box, not the whole PET field of view: a CT
+    reconstructed on a 500 mm circle inside a 700 mm PET FOV covers the patient fully, which is what matters.
+    """
     lo, hi = ras_bounds(suv)
     coarse = ras_grid(lo, hi, tuple(4 * s for s in spacing))
     ct_c = array_xyz(_resample(ct, coarse, False, -5000.0, sitk.sitkFloat32))
@@ -310,6 +314,8 @@ def body_box(suv: sitk.Image, ct: sitk.Image, spacing, margin_mm: float) -> tupl
     if not body.any():
         raise InputError("empty body mask: no CT > -500 HU and no PET > 0.3 SUV inside the PET field of view")
     idx = np.argwhere(body)
+    box = tuple(slice(a, b + 1) for a, b in zip(idx.min(axis=0), idx.max(axis=0)))
+    coverage = float(covered[box].mean())
     sp_c = np.asarray(coarse.GetSpacing())
     origin_c = np.asarray(coarse.GetOrigin()) @ LPS_TO_RAS
     blo = origin_c + idx.min(axis=0) * sp_c - sp_c / 2 - margin_mm
