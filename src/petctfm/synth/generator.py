@@ -1,0 +1,358 @@
+"""Assemble one synthetic PET/CT case: patient, anatomy, physiology, lesions, scanner grids, noise.
+
+Pipeline of :func:`generate_case` (all randomness from ``np.random.default_rng([seed, index])``):
+
+1. site = ``sites[index % len(sites)]`` (balanced multi-site runs); patient (sex, age, height, weight,
+   arms), tracer, diagnosis (~40 % negative controls), dose and times.
+2. Scanner grids of the site (PET and CT differ in spacing, matrix, field of view, origin; both carry the
+   site's direction cosines) and an axis-aligned "truth" grid covering the body.
+3. Anatomy label map on the truth grid -> HU and SUV maps (per-patient tissue values + texture) -> lesions
+   blended in (anti-aliased occupancy).
+4. CT: kernel blur (+ anti-alias) on the truth grid, linear resampling onto the CT grid, correlated noise.
+   PET: SUV -> Bq/ml (dose, weight, decay to scan start, site calibration bias), PSF blur, resampling onto
+   the PET grid, count-dependent (Poisson-like) noise. ``suv = pet * weight_g / decayed_dose`` exactly.
+5. ctres (CT -> PET grid, linear), organs (nearest), seg (occupancy >= 0.5, plus each lesion's centre voxel).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from petctfm.errors import InputError
+from petctfm.io.images import image_from_array
+from petctfm.synth.anatomy import Patient, add_benign_hotspots, body_extent, body_of, build_anatomy, organ_lut
+from petctfm.synth.case import SynthCase
+from petctfm.synth.lesions import place_lesions, plan_pattern, render_lesions, stage_of
+from petctfm.synth.physiology import draw_physiology, render
+from petctfm.synth.sites import SITES, SIZE_SCALE, SiteProfile, scaled_spacing
+
+SIZES = ("tiny", "small", "full")
+TRACERS = ("fdg", "psma")
+DIAGNOSES = ("melanoma", "lymphoma", "lung_cancer", "prostate_cancer", "negative")
+NEGATIVE_FRACTION = 0.4
+
+# FDG is F-18; PSMA is modelled as [68Ga]Ga-PSMA-11 (the most common PSMA ligand in the autoPET-III data).
+RADIONUCLIDE = {"fdg": ("F-18", 6586.2, "Fluorodeoxyglucose"), "psma": ("Ga-68", 4062.6, "Ga-68 PSMA-11")}
+
+_SURNAMES = ("MILLER", "NGUYEN", "OKAFOR", "SCHMIDT", "ROSSI", "HANSEN", "KOWALSKI", "GARCIA", "TANAKA",
+             "MURPHY", "DUBOIS", "SILVA", "LINDQVIST", "PETROV", "AHMED", "COHEN", "BERG", "MORI")
+_GIVEN_M = ("JAMES", "LUCAS", "OMAR", "PETER", "HENRIK", "MARCO", "DAVID", "KENJI", "SAMUEL", "ERIK")
+_GIVEN_F = ("ANNA", "MARIA", "SOFIA", "GRACE", "LENA", "AMARA", "YUKI", "CLARA", "INGRID", "NORA")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A scanner voxel grid: size (x, y, z voxels), spacing (mm), origin (mm, LPS), direction (row-major 3x3)."""
+
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+
+    @staticmethod
+    def centered(center, spacing, size, direction) -> "Grid":
+        d = np.diag(np.asarray(direction, dtype=np.float64).reshape(3, 3))
+        origin = [float(c - dk * (n - 1) / 2.0 * s) for c, dk, n, s in zip(center, d, size, spacing)]
+        return Grid(tuple(int(n) for n in size), tuple(float(s) for s in spacing), tuple(origin), tuple(direction))
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Physical (lo, hi) of the voxel centres."""
+        d = np.diag(np.asarray(self.direction).reshape(3, 3))
+        o = np.asarray(self.origin)
+        end = o + d * (np.asarray(self.size) - 1) * np.asarray(self.spacing)
+        return np.minimum(o, end), np.maximum(o, end)
+
+    def resample(self, img: sitk.Image, interp, default: float, pixel_type) -> sitk.Image:
+        f = sitk.ResampleImageFilter()
+        f.SetSize([int(s) for s in self.size])
+        f.SetOutputSpacing(self.spacing)
+        f.SetOutputOrigin(self.origin)
+        f.SetOutputDirection(self.direction)
+        f.SetInterpolator(interp)
+        f.SetDefaultPixelValue(float(default))
+        f.SetOutputPixelType(pixel_type)
+        return f.Execute(img)
+
+
+def _check_args(index: int, seed: int, size: str, sites, tracers) -> tuple[list[str], list[str]]:
+    if size not in SIZES:
+        raise InputError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    if not isinstance(index, (int, np.integer)) or index < 0:
+        raise InputError(f"case index must be a non-negative integer, got {index!r}")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    sites = list(SITES) if sites is None else list(sites)
+    tracers = list(TRACERS) if tracers is None else list(tracers)
+    if not sites:
+        raise InputError("no site given")
+    if not tracers:
+        raise InputError("no tracer given")
+    bad = [s for s in sites if s not in SITES]
+    if bad:
+        raise InputError(f"unknown site(s) {', '.join(bad)}; known: {', '.join(SITES)}")
+    bad = [t for t in tracers if t not in TRACERS]
+    if bad:
+        raise InputError(f"unknown tracer(s) {', '.join(bad)}; known: {', '.join(TRACERS)}")
+    return sites, tracers
+
+
+def _draw_clinical(rng: np.random.Generator, tracers: list[str]) -> dict:
+    negative = bool(rng.random() < NEGATIVE_FRACTION)
+    if "psma" in tracers and "fdg" in tracers:
+        tracer = "psma" if rng.random() < 0.25 else "fdg"
+    else:
+        tracer = tracers[0]
+    sex = "M" if tracer == "psma" or rng.random() < 0.5 else "F"
+    if negative:
+        diagnosis = "negative"
+    elif tracer == "psma":
+        diagnosis = "prostate_cancer"
+    else:
+        diagnosis = str(rng.choice(["lymphoma", "melanoma", "lung_cancer"]))
+    age_range = {"lymphoma": (20, 80), "prostate_cancer": (52, 85)}.get(diagnosis, (35, 85))
+    if tracer == "psma":
+        age_range = (52, 85)
+    age = int(rng.integers(age_range[0], age_range[1] + 1))
+    height = float(np.clip(rng.normal(176, 7) if sex == "M" else rng.normal(163, 6.5), 148, 200))
+    bmi = float(np.clip(rng.normal(26, 4.5), 17.5, 42))
+    weight = round(bmi * (height / 100) ** 2, 1)
+    arms = "up" if rng.random() < 0.6 else "down"
+    advanced = bool(rng.random() < 0.5)
+    return dict(negative=negative, tracer=tracer, sex=sex, diagnosis=diagnosis, age=age,
+                height_cm=round(height, 1), weight_kg=weight, arms=arms, advanced=advanced)
+
+
+def _draw_times(rng: np.random.Generator, tracer: str, weight: float, profile: SiteProfile, age: int) -> dict:
+    if tracer == "fdg":
+        mbq = float(np.clip(profile.fdg_mbq_per_kg * weight * rng.uniform(0.9, 1.1), 150, 500))
+    else:
+        mbq = float(np.clip(2.0 * weight * rng.uniform(0.85, 1.15), 80, 250))
+    dose_bq = round(mbq, 1) * 1e6
+    day = dt.date(2019, 1, 2) + dt.timedelta(days=int(rng.integers(0, 2400)))
+    inj = dt.datetime.combine(day, dt.time(7, 30)) + dt.timedelta(seconds=int(rng.integers(0, 6 * 3600)))
+    uptake_s = int(rng.integers(50 * 60, 90 * 60 + 1))
+    acq = inj + dt.timedelta(seconds=uptake_s)
+    birth = day - dt.timedelta(days=int(age * 365.25 + rng.integers(0, 365)))
+    return dict(injected_activity_bq=float(dose_bq), injection_time=inj.isoformat(),
+                acquisition_time=acq.isoformat(), uptake_s=uptake_s, uptake_min=round(uptake_s / 60.0, 2),
+                birth_date=birth.strftime("%Y%m%d"), study_date=day.strftime("%Y%m%d"))
+
+
+def _grids(profile: SiteProfile, size: str, patient: Patient, rng: np.random.Generator):
+    """CT grid, PET grid and truth-grid axes for this patient at this site and size."""
+    sc = SIZE_SCALE[size]
+    b = body_of(patient)
+    top = float(rng.uniform(10, 40))
+    bottom = b.z(0.66) - float(rng.uniform(0, 40))
+    psp = scaled_spacing(profile, size, "pet")
+    pfov = profile.pet_matrix * profile.pet_spacing_mm[0]
+    pn_xy = int(round(pfov / psp[0]))
+    pn_z = int(np.ceil((top - bottom) / psp[2])) + 1
+    (pox, poy), (cox, coy) = profile.center_offset_mm
+    pet = Grid.centered((pox + rng.uniform(-5, 5), poy + rng.uniform(-5, 5), top - (pn_z - 1) / 2 * psp[2]),
+                        psp, (pn_xy, pn_xy, pn_z), profile.direction)
+    csp = scaled_spacing(profile, size, "ct")
+    cfov = profile.ct_matrix * profile.ct_spacing_mm[0]
+    cn_xy = int(round(cfov / csp[0]))
+    ctop = top + float(rng.uniform(-5, 30))
+    cbot = bottom - float(rng.uniform(-10, 30))
+    cn_z = int(np.ceil((ctop - cbot) / csp[2])) + 1
+    ct = Grid.centered((cox + rng.uniform(-5, 5), coy + rng.uniform(-5, 5), ctop - (cn_z - 1) / 2 * csp[2]),
+                       csp, (cn_xy, cn_xy, cn_z), profile.direction)
+    lo, hi = body_extent(patient)
+    plo, phi = pet.bounds()
+    clo, chi = ct.bounds()
+    lo = np.maximum(lo, np.minimum(plo, clo) - 20)
+    hi = np.minimum(hi, np.maximum(phi, chi) + 20)
+    tsp = sc["truth"]
+    axes = tuple(np.arange(lo[k], hi[k] + tsp[k] * 0.5, tsp[k], dtype=np.float64) for k in range(3))
+    return ct, pet, axes
+
+
+def _truth_image(arr_xyz: np.ndarray, axes) -> sitk.Image:
+    return image_from_array(arr_xyz, tuple(float(a[1] - a[0]) for a in axes), tuple(float(a[0]) for a in axes))
+
+
+def _blur(arr: np.ndarray, sigma_mm, spacing) -> np.ndarray:
+    sig = [float(s) / float(sp) for s, sp in zip(sigma_mm, spacing)]
+    if max(sig) < 0.2:
+        return arr
+    return ndimage.gaussian_filter(arr, sig, mode="nearest", truncate=3.0)
+
+
+def _correlated_noise(shape_zyx, sigma_vox_zyx, rng: np.random.Generator) -> np.ndarray:
+    """Unit-SD Gaussian noise (float32), smoothed to the given correlation (voxels, z/y/x order)."""
+    n = rng.standard_normal(shape_zyx, dtype=np.float32)
+    if max(sigma_vox_zyx) >= 0.2:
+        n = ndimage.gaussian_filter(n, sigma_vox_zyx, mode="wrap", truncate=3.0)
+        n /= float(n.std()) or 1.0
+    return n
+
+
+def generate_case(index: int, seed: int, size: str = "small", sites: list[str] | None = None,
+                  tracers: list[str] | None = None) -> SynthCase:
+    """Generate case ``index`` of the cohort defined by ``seed`` (deterministic in all arguments).
+
+    Args:
+        index: case number (``case_id = f"PETCT_{index:04d}"``); the site is ``sites[index % len(sites)]``.
+        seed: cohort seed; the case's generator is ``np.random.default_rng([seed, index])``.
+        size: ``tiny`` (unit tests, < 1 s), ``small`` (~4 mm PET voxels, a few s), ``full`` (clinical grids).
+        sites: allowed site names (keys of ``SITES``; default all, in their order).
+        tracers: allowed tracers (``fdg``, ``psma``; default both). PSMA is used only for male patients
+            and then the diagnosis is prostate cancer or negative.
+
+    Returns:
+        A :class:`SynthCase`; see its docstring for the images and ``docs/synthetic-data.md`` for ``meta``.
+    """
+    sites, tracers = _check_args(index, seed, size, sites, tracers)
+    rng = np.random.default_rng([int(seed), int(index)])
+    site = sites[index % len(sites)]
+    profile = SITES[site]
+    clin = _draw_clinical(rng, tracers)
+    patient = Patient(clin["sex"], clin["age"], clin["height_cm"], clin["weight_kg"], clin["arms"])
+    times = _draw_times(rng, clin["tracer"], patient.weight_kg, profile, patient.age)
+    ct_grid, pet_grid, axes = _grids(profile, size, patient, rng)
+
+    # anatomy, benign hot spots, physiology
+    anat = build_anatomy(axes, patient, rng)
+    young_lean = patient.age < 45 and patient.bmi < 25
+    brown = clin["tracer"] == "fdg" and rng.random() < (0.3 if young_lean else 0.06)
+    hotspots = add_benign_hotspots(anat, patient, rng, brown_fat=bool(brown), injection=bool(rng.random() < 0.15))
+    phys = draw_physiology(clin["tracer"], rng)
+    hu, suv_true = render(anat, phys, rng)
+
+    # lesions
+    diagnosis = clin["diagnosis"]
+    lesions = []
+    if diagnosis != "negative":
+        pattern = plan_pattern(diagnosis, clin["advanced"], rng)
+        gap = 1.5 * max(pet_grid.spacing)
+        # at `tiny` (PET voxels ~9 mm) a lesion is at least one PET voxel wide, else it could not be seen
+        min_d = float(np.mean(pet_grid.spacing)) if size == "tiny" else 4.0
+        lesions = place_lesions(anat, diagnosis, pattern, rng, min_gap_mm=gap, bounds=pet_grid.bounds(),
+                                min_diameter_mm=min_d)
+        if not lesions:
+            diagnosis = "negative"
+    occ = render_lesions(anat, lesions, hu, suv_true, rng)
+    stage = stage_of(diagnosis, lesions)
+
+    # CT: kernel blur + anti-alias on truth grid, resample, correlated noise
+    tsp = anat.spacing
+    ct_sig = [np.hypot(profile.ct_kernel_fwhm_mm / 2.355, 0.4 * s) for s in ct_grid.spacing]
+    ct_img = ct_grid.resample(_truth_image(_blur(hu, ct_sig, tsp), axes), sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
+    ct_arr = sitk.GetArrayFromImage(ct_img)  # [z, y, x]
+    b = body_of(patient)
+    a_abd, b_abd = b.torso_ab(np.array([b.z(0.4)]))
+    diam_scale = float(2 * np.sqrt(a_abd[0] * b_abd[0]) / 300.0)
+    vol_ratio = np.prod(ct_grid.spacing) / np.prod((profile.ct_spacing_mm[0],) * 2 + (profile.ct_spacing_mm[2],))
+    noise_sd = profile.ct_noise_hu * diam_scale * max(1.0 / np.sqrt(vol_ratio), 0.25)
+    grain = profile.ct_noise_grain_mm / 2.355
+    ct_arr += noise_sd * _correlated_noise(ct_arr.shape, (0.3, grain / ct_grid.spacing[1], grain / ct_grid.spacing[0]), rng)
+    ct_i16 = np.clip(np.rint(ct_arr), -1024, 3071).astype(np.int16)
+    ct = sitk.GetImageFromArray(ct_i16)
+    ct.CopyInformation(ct_img)
+    del ct_arr, ct_img
+
+    # PET: activity (Bq/ml at scan start), PSF, resample, counts noise
+    half_life = RADIONUCLIDE[clin["tracer"]][1]
+    weight_g = patient.weight_kg * 1000.0
+    decayed = times["injected_activity_bq"] * np.exp(-np.log(2.0) * times["uptake_s"] / half_life)
+    act = suv_true * np.float32(decayed / weight_g * profile.suv_calibration)
+    psf_sig = [np.hypot(profile.pet_psf_fwhm_mm / 2.355, 0.4 * s) for s in pet_grid.spacing]
+    pet_img = pet_grid.resample(_truth_image(_blur(act, psf_sig, tsp), axes), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    pet_arr = sitk.GetArrayFromImage(pet_img)
+    vox_ml = float(np.prod(pet_grid.spacing)) / 1000.0
+    k = np.float32(vox_ml * profile.pet_frame_s * profile.pet_sensitivity)  # counts per (Bq/ml)
+    counts = np.clip(pet_arr, 0, None) * k
+    noise = _correlated_noise(counts.shape, (0.6, 0.6, 0.6), rng)
+    noisy = np.clip(counts + np.sqrt(counts + np.float32(2.0)) * noise, 0.0, None) / k
+    pet_f32 = noisy.astype(np.float32)
+    pet = sitk.GetImageFromArray(pet_f32)
+    pet.CopyInformation(pet_img)
+    suv_factor = weight_g / decayed
+    suv = sitk.GetImageFromArray((pet_f32.astype(np.float64) * suv_factor).astype(np.float32))
+    suv.CopyInformation(pet_img)
+
+    # PET-grid companions
+    ctres = pet_grid.resample(ct, sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
+    organs = pet_grid.resample(_truth_image(organ_lut()[anat.labels], axes), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    if lesions:
+        occ_img = pet_grid.resample(_truth_image(occ, axes), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        seg_arr = (sitk.GetArrayFromImage(occ_img) >= 0.5).astype(np.uint8)
+    else:
+        seg_arr = np.zeros(pet_f32.shape, dtype=np.uint8)
+    for les in lesions:
+        idx = pet_img.TransformPhysicalPointToIndex([float(v) for v in les.center])
+        if all(0 <= i < n for i, n in zip(idx, pet_grid.size)):
+            seg_arr[idx[2], idx[1], idx[0]] = 1
+    seg = sitk.GetImageFromArray(seg_arr)
+    seg.CopyInformation(pet_img)
+
+    rn, hl, pharm = RADIONUCLIDE[clin["tracer"]]
+    given = (_GIVEN_M if patient.sex == "M" else _GIVEN_F)[int(rng.integers(len(_GIVEN_M)))]
+    meta = {
+        "case_id": f"PETCT_{index:04d}",
+        "site": site,
+        "tracer": clin["tracer"],
+        "diagnosis": diagnosis,
+        "stage": stage,
+        "age": patient.age,
+        "sex": patient.sex,
+        "weight_kg": patient.weight_kg,
+        "height_cm": patient.height_cm,
+        "injected_activity_bq": times["injected_activity_bq"],
+        "injection_time": times["injection_time"],
+        "acquisition_time": times["acquisition_time"],
+        "uptake_min": times["uptake_min"],
+        "n_lesions": len(lesions),
+        "lesion_volume_ml": round(float(seg_arr.sum()) * vox_ml, 3),
+        "arms": patient.arms,
+        "patient_name": f"{_SURNAMES[int(rng.integers(len(_SURNAMES)))]}^{given}",
+        "patient_id": f"SYN{int(rng.integers(10 ** 7, 10 ** 8))}",
+        "birth_date": times["birth_date"],
+        "study_date": times["study_date"],
+        "accession_number": f"ACC{int(rng.integers(10 ** 6, 10 ** 7))}",
+        "referring_physician": f"{_SURNAMES[int(rng.integers(len(_SURNAMES)))]}^{_GIVEN_F[int(rng.integers(len(_GIVEN_F)))]}",
+        "patient_position": "HFS",  # head first supine
+        "uptake_s": times["uptake_s"],
+        "radionuclide": rn,
+        "radiopharmaceutical": pharm,
+        "half_life_s": hl,
+        "decayed_activity_bq": float(decayed),
+        "suv_factor": float(suv_factor),
+        "bmi": round(patient.bmi, 1),
+        "seed": int(seed),
+        "index": int(index),
+        "size": size,
+        "manufacturer": profile.manufacturer,
+        "model_name": profile.model_name,
+        "institution_name": profile.institution_name,
+        "station_name": profile.station_name,
+        "orientation": profile.orientation,
+        "device_serial_number": f"{profile.station_name}-{zlib.crc32(profile.name.encode()) % 10 ** 5:05d}",
+        "pet_psf_fwhm_mm": profile.pet_psf_fwhm_mm,
+        "pet_frame_s": profile.pet_frame_s,
+        "pet_recon": profile.pet_recon,
+        "suv_calibration": profile.suv_calibration,
+        "ct_kernel": profile.ct_kernel,
+        "ct_kvp": profile.ct_kvp,
+        "ct_noise_sd_hu": round(float(noise_sd), 2),
+        "pet_spacing_mm": list(pet_grid.spacing),
+        "ct_spacing_mm": list(ct_grid.spacing),
+        "benign_hotspots": hotspots,
+        "reference_suv": phys.summary(),
+        "lesions": [
+            {"region": l.region, "kind": l.kind, "center_mm": [round(float(v), 2) for v in l.center],
+             "diameter_mm": round(l.diameter_mm, 2), "suv_max": round(l.suv_max, 3), "necrotic": l.necrotic,
+             "low_contrast": l.low_contrast, "ct_pattern": l.ct, "above_diaphragm": l.above_diaphragm,
+             "volume_ml": round(l.volume_ml, 3)}
+            for l in lesions
+        ],
+    }
+    return SynthCase(case_id=meta["case_id"], ct=ct, pet=pet, suv=suv, ctres=ctres, seg=seg, organs=organs, meta=meta)
