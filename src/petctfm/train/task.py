@@ -31,11 +31,25 @@ class TrainTask(Protocol):
         """An endless iterator of CPU batches for this rank, beginning at per-rank sample ``start_sample``.
 
         Different ranks see different samples; the same ``(config seed, rank, start_sample)`` gives the same
-        batches. Each batch holds ``batch_size`` samples (the trainer counts samples, not batches).
+        batches. Each batch holds ``batch_size`` samples (the trainer counts samples, not batches: the first
+        dimension of the first tensor in the dict). Tensors are moved to the device by the trainer; other
+        values pass through unchanged. Samples must not depend on the global RNG of the main process (the
+        trainer restores that RNG on resume for dropout and the like, not for data).
         """
 
     def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Forward + loss on a batch already on the device. Returns the scalar loss and float logs."""
+        """Forward + loss on a batch already on the device. Returns the scalar loss and float logs.
+
+        ``model`` is what the trainer trains: possibly wrapped in DDP and/or ``torch.compile`` (call it; reach
+        the bare module through ``petctfm.train.checkpoint.unwrap_model`` for anything else). Runs under the
+        trainer's autocast; the loss should be a mean over the batch (gradient accumulation divides it by
+        ``grad_accum``). Logs may be floats or 0-d tensors (the trainer syncs them only at log steps).
+        """
 
     def on_checkpoint(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int, run_dir: Path) -> None:
-        """Called on rank 0 every ``figure_every`` steps: write figures (PNG) or validation metrics."""
+        """Called on rank 0 every ``figure_every`` steps: write figures (PNG) or validation metrics.
+
+        ``model`` is the bare module (no DDP, no compile), in train mode (switch to eval and back if needed);
+        ``batch`` the step's last micro-batch, on the device. The trainer saves and restores the RNG states
+        around this call, so it may draw random numbers without changing training.
+        """

@@ -1,0 +1,329 @@
+"""Early-fusion masked autoencoder for PET/CT (Liu et al. 2026), as a :class:`petctfm.train.task.TrainTask`.
+
+The method, top to bottom:
+
+1. **Input** ``x``: (B, C, X, Y, Z) patches, C = 2 channels [PET, CT] (``joint``, early fusion: both
+   modalities enter the first convolution / patch embedding together) or C = 1 (``pet`` / ``ct``, the
+   "separated-modality" baseline). Each channel is normalized with the dataset statistics
+   (:func:`petctfm.data.format.normalize`), so 0 is the training mean of that modality.
+2. **Mask** ``m``: random 3D blocks. The patch is tiled by ``block``^3 cubes; exactly
+   ``round(ratio * n_blocks)`` cubes are masked, chosen uniformly (SimMIM-style). The same mask covers all
+   channels: a masked region is missing in PET *and* CT, so the network cannot copy one modality into the
+   other at the same place; it must infer metabolism and anatomy from context. Drawn in the data loader
+   from the sample's own generator, so masks are a pure function of (seed, rank, sample index).
+3. **Imputation**: ``x_in = x * (1 - m)``: masked voxels are exactly 0, the training mean of each
+   modality (zero-mean imputation: the masked input stays on the data's intensity scale, no non-physical
+   value is introduced). Ablation ``mask_token="learnable"``: ``x_in = where(m, t, x)`` with a learnable
+   per-channel value ``t`` (C,), the MAE/SimMIM mask token transposed to voxel space.
+4. **Network**: a hierarchical UNet-shaped backbone (:mod:`petctfm.models.backbones`) with
+   ``out_channels = in_channels`` predicts every voxel's normalized intensity: ``p = f(x_in)``.
+5. **Loss** (weighted global reconstruction, over the whole volume): with the per-element error
+   ``e = (p - x)^2`` (``loss="l2"``) or ``|p - x|`` (``loss="l1"``), summed over batch, channels, voxels::
+
+       L = w_masked * sum(e * m) / max(sum(m), 1) + w_visible * sum(e * (1 - m)) / max(sum(1 - m), 1)
+
+   i.e. a weighted sum of the mean error over masked voxels and the mean error over visible voxels
+   (``m`` broadcast over channels; counts are voxel x channel elements). Defaults ``w_masked = 1``,
+   ``w_visible = 0.1`` (see ``docs/pretrain.md`` for why). ``w_visible = 0`` is the classic MAE loss.
+
+Shapes: ``x`` (B, C, X, Y, Z) float; mask grid (B, gx, gy, gz) bool with ``g = ceil(patch / block)``;
+voxel mask (B, 1, X, Y, Z) bool; prediction (B, C, X, Y, Z) float.
+
+Also here: :func:`border_discontinuity` (the seed's physics claim: intensity jumps at mask borders in the
+reconstruction) and the reconstruction figure written at checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from petctfm.data import format as fmt
+from petctfm.data.loader import MODES, PatchConfig, PatchDataset, patch_loader
+from petctfm.errors import InputError
+from petctfm.models.backbones import build_backbone, patch_divisor
+
+METHOD = "early_fusion_mae"
+
+# ------------------------------------------------------------------------------------------------ config
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "method": METHOD,
+    "seed": 0,
+    "dataset": None,  # path of the harmonized dataset (training only; not needed to rebuild the model)
+    "model": {"backbone": "swinunetr-base", "overrides": {}},  # overrides: MONAI constructor arguments
+    "mask": {"ratio": 0.6, "block": 16, "token": "zero"},  # token: zero | learnable
+    "loss": {"w_masked": 1.0, "w_visible": 0.1, "kind": "l2"},  # kind: l2 | l1
+    "data": PatchConfig().to_dict(),
+    "preprocessing": None,  # filled from dataset.json: channels + normalization statistics
+}
+
+
+def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Check a full config (after presets and overrides); returns it. Errors are one-line InputErrors."""
+    data = PatchConfig.from_dict(cfg["data"])
+    mask, loss, model = cfg["mask"], cfg["loss"], cfg["model"]
+    if not 0.0 <= float(mask["ratio"]) < 1.0:
+        raise InputError(f"mask ratio must be in [0, 1), got {mask['ratio']}")
+    if int(mask["block"]) < 1 or any(int(mask["block"]) > p for p in data.patch_size):
+        raise InputError(f"mask block {mask['block']} must be >= 1 and <= the patch size {data.patch_size}")
+    if mask["token"] not in ("zero", "learnable"):
+        raise InputError(f"mask token must be 'zero' or 'learnable', got {mask['token']!r}")
+    if loss["kind"] not in ("l1", "l2"):
+        raise InputError(f"loss kind must be 'l1' or 'l2', got {loss['kind']!r}")
+    if float(loss["w_masked"]) < 0 or float(loss["w_visible"]) < 0 or float(loss["w_masked"]) + float(loss["w_visible"]) == 0:
+        raise InputError("loss weights must be >= 0 and not both 0")
+    div = patch_divisor(model["backbone"])
+    if any(p % div for p in data.patch_size):
+        raise InputError(f"patch size {data.patch_size} must be a multiple of {div} for backbone {model['backbone']}")
+    if model["backbone"].startswith("swinunetr") and min(data.patch_size) < 64:
+        raise InputError(f"patch size {data.patch_size}: SwinUNETR backbones need sides >= 64 (1/32 bottleneck "
+                         "must hold more than one voxel)")
+    cfg["data"] = data.to_dict()
+    return cfg
+
+
+def in_channels(cfg: dict[str, Any]) -> int:
+    return len(MODES[cfg["data"]["mode"]])
+
+
+# ------------------------------------------------------------------------------------------------ masking
+
+
+def block_mask_grid(rng: np.random.Generator, grid: tuple[int, int, int], ratio: float) -> np.ndarray:
+    """Bool (gx, gy, gz): exactly ``round(ratio * gx*gy*gz)`` blocks True, chosen uniformly."""
+    n = int(np.prod(grid))
+    k = int(round(ratio * n))
+    flat = np.zeros(n, dtype=bool)
+    flat[rng.permutation(n)[:k]] = True
+    return flat.reshape(grid)
+
+
+def mask_grid_shape(patch_size, block: int) -> tuple[int, int, int]:
+    return tuple(math.ceil(p / block) for p in patch_size)  # type: ignore[return-value]
+
+
+def voxel_mask(grid: torch.Tensor, block: int, spatial: tuple[int, ...]) -> torch.Tensor:
+    """(B, gx, gy, gz) bool -> (B, 1, X, Y, Z) bool: each grid cell becomes a ``block``^3 cube (cropped)."""
+    m = grid[:, None]
+    for axis in (2, 3, 4):
+        m = m.repeat_interleave(block, dim=axis)
+    return m[:, :, : spatial[0], : spatial[1], : spatial[2]]
+
+
+def impute(x: torch.Tensor, mask: torch.Tensor, token: torch.Tensor | None = None) -> torch.Tensor:
+    """Network input: masked voxels (``mask`` (B,1,X,Y,Z)) set to 0, or to ``token`` (C,) if given."""
+    if token is None:
+        return x.masked_fill(mask, 0.0)
+    return torch.where(mask, token.to(x.dtype).view(1, -1, 1, 1, 1), x)
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+
+class EarlyFusionMAE(nn.Module):
+    """Backbone + masking. ``forward(x, mask_grid) -> prediction`` (B, C, X, Y, Z).
+
+    ``mask_token`` (C,) exists only with ``token="learnable"`` (initialized N(0, 0.02^2) as in MAE).
+    """
+
+    def __init__(self, backbone: nn.Module, channels: int, block: int, token: str = "zero"):
+        super().__init__()
+        self.backbone = backbone
+        self.block = int(block)
+        self.mask_token = nn.Parameter(torch.randn(channels) * 0.02) if token == "learnable" else None
+
+    def masked_input(self, x: torch.Tensor, mask_grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(network input (B, C, X, Y, Z), voxel mask (B, 1, X, Y, Z) bool)."""
+        mask = voxel_mask(mask_grid, self.block, tuple(x.shape[2:]))
+        return impute(x, mask, self.mask_token), mask
+
+    def forward(self, x: torch.Tensor, mask_grid: torch.Tensor) -> torch.Tensor:
+        x_in, _ = self.masked_input(x, mask_grid)
+        return self.backbone(x_in)
+
+
+def build_model(cfg: dict[str, Any]) -> EarlyFusionMAE:
+    """The MAE model described by a config (what ``load_model`` calls to rebuild a checkpoint)."""
+    c = in_channels(cfg)
+    backbone = build_backbone(cfg["model"]["backbone"], c, c, **cfg["model"].get("overrides", {}))
+    return EarlyFusionMAE(backbone, c, cfg["mask"]["block"], cfg["mask"]["token"])
+
+
+# ------------------------------------------------------------------------------------------------ loss
+
+
+def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, w_masked: float = 1.0,
+                        w_visible: float = 0.1, kind: str = "l2") -> tuple[torch.Tensor, dict[str, float]]:
+    """``L = w_masked * mean_masked(e) + w_visible * mean_visible(e)`` (module docstring), in fp32.
+
+    pred, target: (B, C, X, Y, Z); mask: (B, 1, X, Y, Z) bool. Returns (loss, logs with both means).
+    """
+    diff = pred.float() - target.float()
+    err = diff.square() if kind == "l2" else diff.abs()
+    m = mask.to(err.dtype).expand_as(err)
+    n_m = m.sum()
+    n_v = m.numel() - n_m
+    err_m = (err * m).sum() / n_m.clamp_min(1)
+    err_v = (err * (1 - m)).sum() / n_v.clamp_min(1)
+    loss = w_masked * err_m + w_visible * err_v
+    return loss, {"loss_masked": float(err_m.detach()), "loss_visible": float(err_v.detach())}
+
+
+# ------------------------------------------------------------------------------------------------ physics
+
+
+def border_discontinuity(recon: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean |finite difference| of the reconstruction across mask borders / within regions (a ratio).
+
+    recon: (B, C, X, Y, Z); mask: (B, 1, X, Y, Z) bool. For each axis, neighbour pairs (i, i+1) are
+    "border" pairs when exactly one of the two voxels is masked, "interior" otherwise. A reconstruction
+    that is seamless at the mask borders gives about the same ratio as the ground truth (~1 for random
+    block positions); an intensity jump at block borders (the learnable-token failure the seed paper
+    describes) gives a ratio > 1.
+    """
+    recon = recon.float()
+    num_b = den_b = num_i = den_i = 0.0
+    for axis in (2, 3, 4):
+        n = recon.shape[axis]
+        d = (recon.narrow(axis, 1, n - 1) - recon.narrow(axis, 0, n - 1)).abs()
+        b = (mask.narrow(axis, 1, n - 1) != mask.narrow(axis, 0, n - 1)).to(d.dtype).expand_as(d)
+        num_b += float((d * b).sum())
+        den_b += float(b.sum())
+        num_i += float((d * (1 - b)).sum())
+        den_i += float((1 - b).sum())
+    if den_b == 0 or den_i == 0 or num_i == 0:
+        return float("nan")
+    return (num_b / den_b) / (num_i / den_i)
+
+
+# ------------------------------------------------------------------------------------------------ figure
+
+
+def save_figure(x: torch.Tensor, x_in: torch.Tensor, pred: torch.Tensor, channels: list[str], path: Path,
+                title: str = "") -> Path:
+    """PNG: one row per channel (PET, CT), columns input / masked input / reconstruction.
+
+    x, x_in, pred: (C, X, Y, Z) of one sample; the coronal slice (middle y) is shown with z (superior) up.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from petctfm.io.atomic import atomic_path
+
+    y = x.shape[2] // 2
+    cols = [("input", x), ("masked input", x_in), ("reconstruction", pred)]
+    fig, axes = plt.subplots(len(channels), 3, figsize=(9, 3 * len(channels)), squeeze=False)
+    for r, name in enumerate(channels):
+        ref = x[r].float().cpu().numpy()  # display window from the whole input volume of this channel
+        lo, hi = np.percentile(ref, [0.5, 99.5])
+        hi = hi if hi > lo else lo + 1
+        for c, (label, vol) in enumerate(cols):
+            ax = axes[r][c]
+            ax.imshow(vol[r, :, y, :].float().cpu().numpy().T, origin="lower", cmap="gray_r" if name == "PET" else "gray",
+                      vmin=lo, vmax=hi)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{name}: {label}", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ task
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+class EarlyFusionMAETask:
+    """The early-fusion MAE as a TrainTask. ``config`` (a plain dict) fully describes model, masking,
+    loss, data and preprocessing; it is saved beside the run and in every checkpoint."""
+
+    def __init__(self, config: dict[str, Any], dataset: str | Path | None = None):
+        cfg = copy.deepcopy(config)
+        if dataset is not None:
+            cfg["dataset"] = str(dataset)
+        validate_config(cfg)
+        if cfg.get("dataset"):
+            info = fmt.load_dataset_info(cfg["dataset"])  # one-line InputError on a wrong path
+            if "normalization" not in info:
+                raise InputError(f"{cfg['dataset']}/{fmt.DATASET_JSON}: no 'normalization' statistics")
+            cfg["preprocessing"] = {
+                "channels": [fmt.CHANNELS[i] for i in MODES[cfg["data"]["mode"]]],
+                "normalization": {k: info["normalization"][k] for k in fmt.CHANNELS},
+            }
+        self.config = cfg
+        self.data_cfg = PatchConfig.from_dict(cfg["data"])
+
+    # -- TrainTask -----------------------------------------------------------------------------------
+
+    def build_model(self) -> nn.Module:
+        return build_model(self.config)
+
+    def dataset(self, rank: int = 0) -> PatchDataset:
+        if not self.config.get("dataset"):
+            raise InputError("no dataset given (config 'dataset' or --data)")
+        grid = mask_grid_shape(self.data_cfg.patch_size, int(self.config["mask"]["block"]))
+        ratio = float(self.config["mask"]["ratio"])
+
+        def add_mask(rng: np.random.Generator, item: dict[str, Any]) -> None:
+            item["mask"] = torch.from_numpy(block_mask_grid(rng, grid, ratio))
+
+        return PatchDataset(self.config["dataset"], self.data_cfg, seed=int(self.config["seed"]), rank=rank,
+                            extra=add_mask)
+
+    def batches(self, rank: int, world_size: int, start_sample: int) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches ``{"image": (B, C, px, py, pz), "mask": (B, gx, gy, gz) bool, "index": (B,)}``."""
+        return iter(patch_loader(self.dataset(rank), start_sample=start_sample))
+
+    def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        x = batch["image"]  # the trainer moved it to the device (channels_last_3d if configured)
+        pred = model(x, batch["mask"])
+        mask = voxel_mask(batch["mask"], int(self.config["mask"]["block"]), tuple(x.shape[2:]))
+        lc = self.config["loss"]
+        return reconstruction_loss(pred, x, mask, float(lc["w_masked"]), float(lc["w_visible"]), lc["kind"])
+
+    @torch.no_grad()
+    def on_checkpoint(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int, run_dir: Path) -> None:
+        m = _unwrap(model)
+        was_training = m.training
+        m.eval()
+        try:
+            x = batch["image"][:1]
+            grid = batch["mask"][:1].to(x.device)
+            x_in, _ = m.masked_input(x, grid)
+            pred = m.backbone(x_in)
+        finally:
+            m.train(was_training)
+        channels = (self.config.get("preprocessing") or {}).get("channels") or [
+            fmt.CHANNELS[i] for i in MODES[self.config["data"]["mode"]]]
+        save_figure(x[0], x_in[0], pred[0], list(channels), Path(run_dir) / "figures" / f"recon_step{step:07d}.png",
+                    title=f"step {step}")
+
+
+__all__ = [
+    "METHOD", "DEFAULT_CONFIG", "validate_config", "block_mask_grid", "mask_grid_shape", "voxel_mask", "impute",
+    "EarlyFusionMAE", "build_model", "reconstruction_loss", "border_discontinuity", "save_figure",
+    "EarlyFusionMAETask",
+]

@@ -1,0 +1,284 @@
+"""Checkpoints: safetensors weights (config JSON in the metadata) + a plain training-state file.
+
+Layout of a run folder's checkpoints::
+
+    run_dir/checkpoints/
+        step_0000200/model.safetensors   weights of the bare model (no DDP/compile prefixes), fp32, metadata:
+                                         {"petctfm_format": "petctfm-weights/1", "config": <task config JSON>,
+                                          "step": "200"}
+        step_0000200/ema.safetensors     the EMA weights (same metadata), when EMA is on
+        step_0000200/state.pt            optimizer / scheduler / grad scaler / EMA count / RNG states of every
+                                         rank / data position; only tensors, dicts, lists, numbers, strings,
+                                         so it loads with ``torch.load(weights_only=True)``
+        latest                           text file "step_0000200", written (atomically) after the folder
+
+A step folder is written whole (``atomic_dir``) and the ``latest`` pointer last, so a run killed at any
+moment leaves the previous checkpoint intact. Weights are loaded with ``safetensors`` only: nothing in a
+petctfm checkpoint is unpickled except ``state.pt`` with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from petctfm.errors import InputError
+from petctfm.io.atomic import atomic_dir, atomic_path, atomic_write_text
+
+WEIGHTS_FORMAT = "petctfm-weights/1"
+STATE_FORMAT = "petctfm-train-state/1"
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+STATE_FILE = "state.pt"
+LATEST = "latest"
+_STEP_DIR = re.compile(r"^step_(\d{7,})$")
+
+#: How ``load_model`` rebuilds a model from a checkpoint's config when no builder is given: the config's
+#: ``"method"`` names a ``"module:function"`` taking the config dict. Methods add themselves here
+#: (:func:`register_model_builder`); the built-in ones are listed so no import order matters.
+MODEL_BUILDERS: dict[str, str | Callable[[dict], nn.Module]] = {
+    "early_fusion_mae": "petctfm.pretrain.early_fusion_mae:build_model",
+}
+
+
+def register_model_builder(method: str, builder: str | Callable[[dict], nn.Module]) -> None:
+    MODEL_BUILDERS[method] = builder
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare module under ``torch.compile`` (``_orig_mod``) and DDP / AveragedModel (``module``)."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, torch.optim.swa_utils.AveragedModel)):
+            model = model.module
+        else:
+            return model
+
+
+# ------------------------------------------------------------------------------------------------ weights
+
+
+def _plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """CPU, contiguous tensors; tensors sharing storage (tied weights) are cloned (safetensors refuses them)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, v in unwrap_model(model).state_dict().items():
+        t = v.detach().to("cpu").contiguous()
+        ptr = t.untyped_storage().data_ptr() if t.numel() else -1
+        if ptr in seen:
+            t = t.clone()
+        elif ptr != -1:
+            seen.add(ptr)
+        out[k] = t
+    return out
+
+
+def save_weights(model: nn.Module, path: str | Path, config: dict[str, Any], step: int | None = None) -> Path:
+    """Write the bare model's ``state_dict`` to ``path`` (safetensors, atomic) with ``config`` in the metadata.
+
+    ``config`` must be JSON-serializable (the task config that ``build_model(config)`` rebuilds the model
+    from). Returns ``path``.
+    """
+    path = Path(path)
+    meta = {"petctfm_format": WEIGHTS_FORMAT, "config": json.dumps(config, default=str)}
+    if step is not None:
+        meta["step"] = str(int(step))
+    with atomic_path(path) as tmp:
+        save_file(_plain_state_dict(model), str(tmp), metadata=meta)
+    return path
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, str]]:
+    """(state dict on CPU, config dict, raw metadata) of a petctfm safetensors file; one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for garbage files
+        raise InputError(f"{path}: not a safetensors file ({exc})") from None
+    if meta.get("petctfm_format") != WEIGHTS_FORMAT or "config" not in meta:
+        raise InputError(f"{path}: not a petctfm checkpoint (safetensors metadata lacks petctfm_format/config)")
+    try:
+        config = json.loads(meta["config"])
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: config in the safetensors metadata is not valid JSON ({exc})") from None
+    return load_file(str(path), device="cpu"), config, meta
+
+
+def resolve_weights(checkpoint_or_run: str | Path, ema: bool = False) -> Path:
+    """The weights file for a ``.safetensors`` file, a step folder, a ``checkpoints`` folder or a run folder
+    (the latter two: the ``latest`` checkpoint)."""
+    p = Path(checkpoint_or_run)
+    name = EMA_FILE if ema else MODEL_FILE
+    if p.is_file():
+        return p
+    if not p.exists():
+        raise InputError(f"{p}: no such checkpoint file or run folder")
+    if (p / name).is_file():
+        return p / name
+    step_dir = latest_checkpoint(p / "checkpoints") or latest_checkpoint(p)
+    if step_dir is not None and (step_dir / name).is_file():
+        return step_dir / name
+    raise InputError(f"{p}: no {name} found (expected a .safetensors file, a step folder or a run folder with "
+                     f"checkpoints/)")
+
+
+def _builder_for(config: dict[str, Any], where: Path) -> Callable[[dict], nn.Module]:
+    method = config.get("method")
+    if method not in MODEL_BUILDERS:
+        raise InputError(f"{where}: config method {method!r} has no registered model builder "
+                         f"(known: {', '.join(MODEL_BUILDERS)}); pass build_model=")
+    builder = MODEL_BUILDERS[method]
+    if isinstance(builder, str):
+        mod, fn = builder.split(":")
+        builder = getattr(importlib.import_module(mod), fn)
+    return builder
+
+
+def load_model(checkpoint_or_run: str | Path, build_model: Callable[[dict], nn.Module] | None = None,
+               ema: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model from a checkpoint with safetensors only: ``(model on CPU in eval mode, config)``.
+
+    ``checkpoint_or_run``: a ``.safetensors`` file, a step folder, or a run folder (latest checkpoint).
+    ``build_model(config)`` makes the empty model; by default the builder registered for
+    ``config["method"]`` (:data:`MODEL_BUILDERS`). ``ema=True`` loads ``ema.safetensors`` instead.
+    """
+    path = resolve_weights(checkpoint_or_run, ema=ema)
+    state, config, _ = read_weights(path)
+    model = (build_model or _builder_for(config, path))(config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise InputError(f"{path}: weights do not fit the model built from its config "
+                         f"({' '.join(first[:2])[:300]})") from None
+    return model.eval(), config
+
+
+# ------------------------------------------------------------------------------------------------ RNG
+
+
+def capture_rng() -> dict[str, Any]:
+    """This process's RNG states (python, numpy, torch, CUDA) as tensors / numbers (``weights_only``-safe)."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    return {
+        "python": {"version": int(py_version), "state": torch.tensor(py_state, dtype=torch.int64),
+                   "gauss": py_gauss},
+        "numpy": {"name": str(np_name), "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+        "cuda": [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    npst = state["numpy"]
+    np.random.set_state((npst["name"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
+                         npst["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        n = min(len(state["cuda"]), torch.cuda.device_count())
+        torch.cuda.set_rng_state_all(state["cuda"][:n])
+
+
+class preserved_rng:
+    """Context manager: RNG states are the same after the block as before (figures must not shift training)."""
+
+    def __enter__(self):
+        self._saved = capture_rng()
+        return self
+
+    def __exit__(self, *exc):
+        restore_rng(self._saved)
+        return False
+
+
+# ------------------------------------------------------------------------------------------------ step folders
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{int(step):07d}"
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """Complete step folders (holding model + state), sorted by step."""
+    if not ckpt_dir.is_dir():
+        return []
+    out = []
+    for d in ckpt_dir.iterdir():
+        m = _STEP_DIR.match(d.name)
+        if m and d.is_dir() and (d / MODEL_FILE).is_file() and (d / STATE_FILE).is_file():
+            out.append((int(m.group(1)), d))
+    return sorted(out)
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The folder named by ``latest``; if that pointer is missing or stale, the newest complete folder."""
+    ckpt_dir = Path(ckpt_dir)
+    pointer = ckpt_dir / LATEST
+    if pointer.is_file():
+        d = ckpt_dir / pointer.read_text().strip()
+        if (d / MODEL_FILE).is_file() and (d / STATE_FILE).is_file():
+            return d
+    found = list_checkpoints(ckpt_dir)
+    return found[-1][1] if found else None
+
+
+def write_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, config: dict[str, Any], state: dict[str, Any],
+                     ema_model: nn.Module | None = None, keep: int = 3) -> Path:
+    """Write ``step_{step:07d}/`` whole, then the ``latest`` pointer, then delete all but the newest ``keep``."""
+    ckpt_dir = Path(ckpt_dir)
+    final = ckpt_dir / step_dir_name(step)
+    with atomic_dir(final) as tmp:
+        save_weights(model, tmp / MODEL_FILE, config, step=step)
+        if ema_model is not None:
+            save_weights(ema_model, tmp / EMA_FILE, config, step=step)
+        with atomic_path(tmp / STATE_FILE) as t:
+            torch.save({"format": STATE_FORMAT, **state}, t)
+    atomic_write_text(ckpt_dir / LATEST, final.name + "\n")
+    if keep and keep > 0:
+        for _, old in list_checkpoints(ckpt_dir)[:-keep]:
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_state(step_dir: Path) -> dict[str, Any]:
+    """``state.pt`` of a step folder, loaded with ``weights_only=True`` onto the CPU."""
+    path = Path(step_dir) / STATE_FILE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"{path}: training state file not found") from None
+    except Exception as exc:
+        raise InputError(f"{path}: not a loadable petctfm training state ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise InputError(f"{path}: not a petctfm training state (format tag missing)")
+    return state
+
+
+__all__ = [
+    "WEIGHTS_FORMAT", "STATE_FORMAT", "MODEL_FILE", "EMA_FILE", "STATE_FILE", "LATEST", "MODEL_BUILDERS",
+    "register_model_builder", "unwrap_model", "save_weights", "read_weights", "resolve_weights", "load_model",
+    "capture_rng", "restore_rng", "preserved_rng", "step_dir_name", "list_checkpoints", "latest_checkpoint",
+    "write_checkpoint", "read_state",
+]

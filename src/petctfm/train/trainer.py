@@ -1,0 +1,554 @@
+"""The generic training engine: one function, :func:`train`, runs a :class:`~petctfm.train.task.TrainTask`.
+
+What it does, in order:
+
+1. **Processes** (:mod:`petctfm.train.distributed`): a plain process, or one rank of a ``torchrun`` job
+   (NCCL on CUDA, Gloo on CPU). Rank 0 alone writes files.
+2. **Run folder**: ``config.yaml`` = ``{"train": TrainConfig, "task": task.config}``. A folder holding a
+   different config, or checkpoints without ``resume=True``, is refused (one-line ``InputError``).
+3. **Model**: seeded with ``cfg.seed`` (identical on every rank), then optionally the latest checkpoint's
+   weights; moved to the device, channels-last, EMA copy, DDP, ``torch.compile``.
+4. **Optimizer**: AdamW (fused on CUDA), no weight decay on 1-D parameters; ``LambdaLR`` with linear warm-up
+   and cosine decay (:class:`WarmupCosine`); a grad scaler only for fp16.
+5. **Loop**: per optimizer step, ``grad_accum`` micro-batches from ``task.batches(rank, world_size,
+   start_sample)``, each under autocast (bf16 on CUDA by default), loss / grad_accum backpropagated
+   (DDP ``no_sync`` on all but the last); clip, step, schedule, EMA.
+6. **Outputs**: ``metrics.jsonl`` and TensorBoard every ``log_every`` steps, ``task.on_checkpoint`` every
+   ``figure_every`` steps (RNG preserved), checkpoints every ``checkpoint_every`` steps and at exit
+   (``max_steps``, ``max_time_s``, SIGTERM, Ctrl-C).
+
+Exact resume: a checkpoint stores the step, the samples each rank consumed, the RNG states of every rank,
+optimizer / scheduler / scaler / EMA; the task's batches are a pure function of (seed, rank, sample index),
+so the resumed run sees the same next batch and computes the same losses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import os
+import signal
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import yaml
+from torch import nn
+
+from petctfm.errors import InputError, PetctfmError
+from petctfm.io.atomic import atomic_write_json, atomic_write_text
+from petctfm.train import checkpoint as ck
+from petctfm.train.checkpoint import load_model, save_weights
+from petctfm.train.config import (TrainConfig, add_train_args, apply_overrides, split_train_overrides,
+                                  train_config_from_args)
+from petctfm.train.distributed import (DistInfo, any_rank, barrier, cleanup, gather_to_all, init_distributed,
+                                       mean_over_ranks, rank_seed, seed_everything)
+from petctfm.train.task import TrainTask
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+#: TrainConfig fields that may change when a run is resumed (they do not change what is computed).
+RESUMABLE_CHANGES = frozenset({"max_steps", "max_time_s", "checkpoint_every", "keep_checkpoints", "log_every",
+                               "figure_every", "progress", "compile", "num_workers", "schedule_steps"})
+
+
+# ------------------------------------------------------------------------------------------------ schedule
+
+
+class WarmupCosine:
+    """LR factor: linear warm-up ``(step + 1) / warmup`` for ``step < warmup``, then cosine from 1 to
+    ``min_ratio`` over ``horizon - warmup`` steps, then ``min_ratio``.
+
+    ``step`` is the number of optimizer steps already taken (``LambdaLR``'s ``last_epoch``), so the first
+    step uses ``1 / warmup`` of the LR, never 0. A callable object rather than a lambda: ``LambdaLR`` saves
+    its attributes in ``state_dict``, so a resumed run keeps the original horizon.
+    """
+
+    def __init__(self, warmup: int, horizon: int, min_ratio: float):
+        self.warmup = int(warmup)
+        self.horizon = int(horizon)
+        self.min_ratio = float(min_ratio)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        span = max(self.horizon - self.warmup, 1)
+        progress = min((step - self.warmup) / span, 1.0)
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _plain(obj: Any) -> Any:
+    """A YAML/JSON-safe copy (tuples -> lists, Paths -> str, numpy scalars -> numbers)."""
+    return yaml.safe_load(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def _config_diff(old: dict[str, Any], new: dict[str, Any], ignore: frozenset[str] = frozenset()) -> list[str]:
+    a, b = _flatten(old), _flatten(new)
+    keys = sorted(set(a) | set(b))
+    return [f"{k}: {a.get(k, '<missing>')!r} -> {b.get(k, '<missing>')!r}" for k in keys
+            if a.get(k, "<missing>") != b.get(k, "<missing>") and k not in ignore]
+
+
+def _batch_size(batch: dict[str, Any]) -> int:
+    for v in batch.values():
+        if isinstance(v, torch.Tensor) and v.dim() > 0:
+            return int(v.shape[0])
+    raise PetctfmError("task batch holds no tensor with a batch dimension")
+
+
+def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, Any]:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device, non_blocking=True)
+            if channels_last and v.dim() == 5 and v.is_floating_point():
+                v = v.contiguous(memory_format=torch.channels_last_3d)
+        out[k] = v
+    return out
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` on CUDA, ``fp32`` on CPU. fp16 needs CUDA (it uses the grad scaler)."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise InputError("train.precision fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
+    return precision
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; weight decay on >= 2-D weights only (biases and norm scales are not decayed)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    kw: dict[str, Any] = {"fused": True} if (cfg.fused_optimizer and device.type == "cuda") else {}
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **kw)
+
+
+class _StopFlag:
+    """SIGTERM / first Ctrl-C set a flag (the loop stops after the current step and checkpoints); a second
+    Ctrl-C raises KeyboardInterrupt as usual."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.reason is not None:
+            raise KeyboardInterrupt
+        self.reason = signal.Signals(signum).name
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        return False
+
+
+class _Progress:
+    """A rich progress bar (steps, steps/s, loss, ETA) on rank 0, or nothing."""
+
+    def __init__(self, enabled: bool, total: int, start: int):
+        self.bar = None
+        if enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]} steps/s"), TextColumn("loss {task.fields[loss]}"),
+                                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+            self.task = self.bar.add_task("train", total=total, completed=start, rate="-", loss="-")
+
+    def __enter__(self) -> "_Progress":
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def update(self, step: int, rate: float | None = None, loss: float | None = None) -> None:
+        if self.bar is None:
+            return
+        fields = {}
+        if rate is not None:
+            fields["rate"] = f"{rate:.2f}"
+        if loss is not None:
+            fields["loss"] = f"{loss:.4g}"
+        self.bar.update(self.task, completed=step, **fields)
+
+    def __exit__(self, *exc) -> bool:
+        if self.bar is not None:
+            self.bar.stop()
+        return False
+
+
+# ------------------------------------------------------------------------------------------------ run folder
+
+
+def _check_run_dir(run_dir: Path, full_config: dict[str, Any], resume: bool) -> Path | None:
+    """Validate the run folder against the config; return the checkpoint folder to resume from (or None)."""
+    cfg_path = run_dir / CONFIG_FILE
+    ckpt = ck.latest_checkpoint(run_dir / "checkpoints")
+    if resume:
+        if ckpt is None:
+            raise InputError(f"{run_dir}: --resume requested but no checkpoint in {run_dir / 'checkpoints'}")
+        if cfg_path.is_file():
+            old = yaml.safe_load(cfg_path.read_text()) or {}
+            diff = _config_diff(old, full_config, frozenset(f"train.{k}" for k in RESUMABLE_CHANGES))
+            if diff:
+                raise InputError(f"{cfg_path}: cannot resume with a different configuration ({'; '.join(diff[:3])}"
+                                 f"{'; ...' if len(diff) > 3 else ''}); use the saved settings or a new run folder")
+        return ckpt
+    if cfg_path.is_file():
+        old = yaml.safe_load(cfg_path.read_text()) or {}
+        diff = _config_diff(old, full_config)
+        if diff:
+            raise InputError(f"{cfg_path}: run folder holds a different configuration ({'; '.join(diff[:3])}"
+                             f"{'; ...' if len(diff) > 3 else ''}); use a new run folder or --resume")
+    if ckpt is not None:
+        raise InputError(f"{run_dir}: already holds checkpoints ({ckpt.name}); pass --resume to continue it "
+                         f"or choose a new run folder")
+    return None
+
+
+def _truncate_metrics(path: Path, keep_upto_step: int) -> None:
+    """Keep metrics lines of steps <= ``keep_upto_step`` (a resumed run rewrites what came after)."""
+    if not path.is_file():
+        atomic_write_text(path, "")
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line).get("step", 0)) <= keep_upto_step:
+                kept.append(line)
+        except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+            continue  # a line cut by a kill
+    atomic_write_text(path, "".join(x + "\n" for x in kept))
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+
+
+def train(task: TrainTask, cfg: TrainConfig, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Train ``task`` with ``cfg`` in ``run_dir``; ``resume=True`` continues from its latest checkpoint.
+
+    Works as a plain process and as one rank of ``torchrun``. Returns the summary (every rank)::
+
+        {"steps": final step, "start_step": step resumed from, "loss": last loss (mean over ranks),
+         "time_s": wall time of this call, "samples_per_s": global samples / s of this call,
+         "samples": global samples consumed in total, "stopped": "max_steps" | "max_time" | "SIGTERM" | ...,
+         "checkpoint": last checkpoint folder, "world_size": ..., "precision": ..., "device": ...}
+    """
+    cfg = TrainConfig.from_dict(cfg.to_dict(), strict=True) if isinstance(cfg, TrainConfig) else \
+        TrainConfig.from_dict(cfg, strict=True)
+    info = init_distributed(cfg.device)
+    try:
+        return _Run(task, cfg, Path(run_dir), resume, info).run()
+    finally:
+        cleanup(info)
+
+
+class _Run:
+    def __init__(self, task: TrainTask, cfg: TrainConfig, run_dir: Path, resume: bool, info: DistInfo):
+        self.task, self.cfg, self.run_dir, self.info = task, cfg, run_dir, info
+        self.device = info.device
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.task_config = _plain(task.config)
+        self.full_config = _plain({"train": cfg.to_dict(), "task": self.task_config})
+
+        # Run folder: rank 0 checks (one answer for all ranks), writes config.yaml.
+        err, ckpt_name = None, None
+        if info.is_main:
+            try:
+                found = _check_run_dir(run_dir, self.full_config, resume)
+                ckpt_name = str(found) if found else None
+            except InputError as exc:
+                err = str(exc)
+        err, ckpt_name = gather_to_all((err, ckpt_name), info)[0]
+        if err:
+            raise InputError(err)
+        self.resume_from = Path(ckpt_name) if ckpt_name else None
+        if info.is_main:
+            atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(self.full_config, sort_keys=False))
+        barrier(info)
+
+    # -- setup ---------------------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        cfg, info = self.cfg, self.info
+        seed_everything(cfg.seed)  # same initial weights on every rank
+        model = self.task.build_model()
+        self.state: dict[str, Any] | None = None
+        if self.resume_from is not None:
+            weights, _, _ = ck.read_weights(self.resume_from / ck.MODEL_FILE)
+            model.load_state_dict(weights, strict=True)
+            self.state = ck.read_state(self.resume_from)
+        model = model.to(self.device)
+        if cfg.channels_last:  # 5-D weights (3D convolutions) only; other tensors keep their layout
+            for p in list(model.parameters()) + list(model.buffers()):
+                if p.dim() == 5:
+                    p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+        self.model = model  # the bare module: saved, given to on_checkpoint
+
+        self.ema = None
+        if cfg.ema_decay is not None:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            if self.state is not None:
+                ema_path = self.resume_from / ck.EMA_FILE
+                if not ema_path.is_file():
+                    raise InputError(f"{ema_path}: EMA is on but the checkpoint has no EMA weights")
+                ema_w, _, _ = ck.read_weights(ema_path)
+                self.ema.module.load_state_dict(ema_w, strict=True)
+                self.ema.n_averaged.copy_(self.state["ema_n_averaged"])
+
+        wrapped: nn.Module = model
+        self.ddp = None
+        if info.distributed:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.find_unused_parameters)
+            wrapped = self.ddp
+        if cfg.compile:
+            wrapped = torch.compile(wrapped)
+        self.wrapped = wrapped
+
+        self.optimizer = build_optimizer(model, cfg, self.device)
+        horizon = cfg.schedule_steps or cfg.max_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, WarmupCosine(cfg.warmup_steps, horizon, cfg.min_lr_ratio))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        self.step = 0
+        self.samples_done = 0  # per rank
+        self.elapsed_before = 0.0
+        if self.state is not None:
+            st = self.state
+            self.optimizer.load_state_dict(st["optimizer"])
+            self.scheduler.load_state_dict(st["scheduler"])
+            if cfg.schedule_steps is not None:  # an explicit horizon overrides the saved one
+                self.scheduler.lr_lambdas[0].horizon = int(cfg.schedule_steps)
+            if st.get("scaler"):
+                self.scaler.load_state_dict(st["scaler"])
+            self.step = int(st["step"])
+            self.samples_done = int(st["samples_per_rank"])
+            self.elapsed_before = float(st.get("elapsed_s", 0.0))
+            if int(st["world_size"]) != info.world_size:
+                warnings.warn(f"{self.resume_from}: saved with {st['world_size']} ranks, resumed with "
+                              f"{info.world_size}: data order and RNG streams differ from an uninterrupted run")
+
+    def _restore_or_seed_rng(self) -> None:
+        """Last thing before the loop: per-rank RNG streams (fresh) or exactly the saved ones (resume)."""
+        if self.state is not None and self.info.rank < len(self.state["rng"]):
+            ck.restore_rng(self.state["rng"][self.info.rank])
+        else:
+            seed_everything(rank_seed(self.cfg.seed, self.info.rank))
+
+    # -- checkpoint ----------------------------------------------------------------------------------
+
+    def _save(self) -> Path | None:
+        rngs = gather_to_all(ck.capture_rng(), self.info)  # collective: every rank calls it
+        path = None
+        if self.info.is_main:
+            state = {
+                "step": self.step,
+                "samples_per_rank": self.samples_done,
+                "world_size": self.info.world_size,
+                "elapsed_s": self.elapsed_before + (time.perf_counter() - self.t_start),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                "ema_n_averaged": self.ema.n_averaged.detach().cpu() if self.ema is not None else None,
+                "rng": rngs,
+                "train_config": self.cfg.to_dict(),
+            }
+            path = ck.write_checkpoint(self.run_dir / "checkpoints", self.step, self.model, self.task_config, state,
+                                       ema_model=self.ema.module if self.ema is not None else None,
+                                       keep=self.cfg.keep_checkpoints)
+            if self.tb is not None:
+                self.tb.flush()
+        barrier(self.info)
+        self.last_saved = self.step
+        self.last_checkpoint = path if path is not None else self.run_dir / "checkpoints" / ck.step_dir_name(self.step)
+        return path
+
+    # -- loop ----------------------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return contextlib.nullcontext()
+
+    def _one_step(self, it: Iterator[dict[str, Any]]) -> tuple[torch.Tensor, dict[str, Any], dict[str, Any], int]:
+        """Forward/backward over ``grad_accum`` micro-batches and one optimizer update.
+        Returns (mean loss, summed logs, last batch, samples consumed)."""
+        cfg = self.cfg
+        loss_sum = torch.zeros((), device=self.device)
+        logs_sum: dict[str, Any] = {}
+        n_samples = 0
+        batch: dict[str, Any] = {}
+        for micro in range(cfg.grad_accum):
+            batch = next(it)
+            n = _batch_size(batch)
+            if cfg.batch_size and n != cfg.batch_size:
+                raise InputError(f"task yields batches of {n} samples but train.batch_size is {cfg.batch_size}")
+            n_samples += n
+            batch = _to_device(batch, self.device, cfg.channels_last)
+            last = micro == cfg.grad_accum - 1
+            sync = self.ddp.no_sync() if (self.ddp is not None and not last) else contextlib.nullcontext()
+            with sync:
+                with self._autocast():
+                    loss, logs = self.task.training_step(self.wrapped, batch)
+                self.scaler.scale(loss.float() / cfg.grad_accum).backward()
+            loss_sum += loss.detach().float()
+            for k, v in (logs or {}).items():
+                v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
+                logs_sum[k] = logs_sum.get(k, 0.0) + v
+        lr = self.optimizer.param_groups[0]["lr"]  # the LR this update uses (logged with its step)
+        grad_norm = None
+        if cfg.clip_grad is not None:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        logs_mean = {k: v / cfg.grad_accum for k, v in logs_sum.items()}
+        logs_mean["lr"] = float(lr)
+        if grad_norm is not None:
+            logs_mean["grad_norm"] = grad_norm.detach().float()
+        return loss_sum / cfg.grad_accum, logs_mean, batch, n_samples
+
+    def _log(self, loss: torch.Tensor, logs: dict[str, Any], now: float) -> float:
+        """Mean over ranks (collective), then rank 0 appends metrics.jsonl and TensorBoard. Returns the loss."""
+        lr = float(logs.pop("lr"))
+        keys = sorted(logs)
+        values = [float(loss)] + [float(logs[k]) for k in keys]
+        values = mean_over_ranks(values, self.info)
+        loss_v = values[0]
+        if not math.isfinite(loss_v):
+            raise PetctfmError(f"loss is {loss_v} at step {self.step}; lower train.lr or check the data")
+        dt = max(now - self.t_last_log, 1e-9)
+        steps = self.step - self.step_last_log
+        samples_s = (self.samples_done - self.samples_last_log) * self.info.world_size / dt
+        rec = {"step": self.step, "loss": loss_v, "lr": lr, "samples_per_s": samples_s, "steps_per_s": steps / dt,
+               "time_s": self.elapsed_before + (now - self.t_start),
+               **{k: v for k, v in zip(keys, values[1:])}}
+        if self.info.is_main:
+            line = json.dumps(rec) + "\n"
+            fd = os.open(self.run_dir / METRICS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode())  # one whole line per write (append-only log)
+            finally:
+                os.close(fd)
+            if self.tb is not None:
+                for k, v in rec.items():
+                    if k != "step":
+                        self.tb.add_scalar(f"train/{k}", v, self.step)
+            self.progress.update(self.step, rate=steps / dt, loss=loss_v)
+        self.t_last_log, self.step_last_log, self.samples_last_log = now, self.step, self.samples_done
+        return loss_v
+
+    def run(self) -> dict[str, Any]:
+        cfg, info = self.cfg, self.info
+        self._setup()
+        start_step = self.step
+        self.tb = None
+        if info.is_main:
+            _truncate_metrics(self.run_dir / METRICS_FILE, self.step)
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step if self.step else None)
+        self.last_saved = self.step if self.resume_from is not None else -1
+        self.last_checkpoint = self.resume_from
+        it = iter(self.task.batches(info.rank, info.world_size, self.samples_done))
+        # Start the loader (worker start-up draws from the global RNG) before the training RNG is set, so a
+        # fresh and a resumed run enter the loop with exactly the RNG states they should.
+        it = itertools.chain([next(it)], it)
+        self.model.train()
+        self._restore_or_seed_rng()
+
+        self.t_start = self.t_last_log = time.perf_counter()
+        self.step_last_log, self.samples_last_log = self.step, self.samples_done
+        samples_at_start = self.samples_done
+        stopped, last_loss, last_logged, loss = "max_steps", float("nan"), -1, None
+        self.progress = _Progress(cfg.progress and info.is_main, cfg.max_steps, self.step)
+        try:
+            with _StopFlag() as stop, self.progress:
+                while self.step < cfg.max_steps:
+                    loss, logs, batch, n = self._one_step(it)
+                    self.step += 1
+                    self.samples_done += n
+                    now = time.perf_counter()
+                    if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                        last_loss, last_logged = self._log(loss, logs, now), self.step
+                    else:
+                        self.progress.update(self.step)
+                    if cfg.figure_every and self.step % cfg.figure_every == 0 and info.is_main:
+                        with ck.preserved_rng():
+                            self.task.on_checkpoint(self.model, batch, self.step, self.run_dir)
+                        self.model.train()
+                    if self.step % cfg.checkpoint_every == 0:
+                        self._save()
+                    time_up = cfg.max_time_s is not None and now - self.t_start >= cfg.max_time_s
+                    if info.distributed:
+                        halt = any_rank(time_up or stop.reason is not None, info)
+                    else:
+                        halt = time_up or stop.reason is not None
+                    if halt:
+                        stopped = "max_time" if time_up else (stop.reason or "signal")
+                        break
+        except KeyboardInterrupt:
+            # A second Ctrl-C inside a step: the step is lost, the last complete state is checkpointed below
+            # only in a single process (a collective after an interrupt could hang the other ranks).
+            stopped = "KeyboardInterrupt"
+            if info.distributed:
+                raise
+        if self.last_saved != self.step:
+            self._save()
+        if loss is not None and last_logged != self.step:
+            last_loss = mean_over_ranks([float(loss)], info)[0]
+        elapsed = time.perf_counter() - self.t_start
+        summary = {
+            "steps": self.step, "start_step": start_step, "loss": last_loss, "time_s": elapsed,
+            "samples_per_s": (self.samples_done - samples_at_start) * info.world_size / max(elapsed, 1e-9),
+            "samples": self.samples_done * info.world_size, "stopped": stopped,
+            "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+            "world_size": info.world_size, "precision": self.precision, "device": str(self.device),
+        }
+        if info.is_main:
+            if self.tb is not None:
+                self.tb.close()
+            atomic_write_json(self.run_dir / SUMMARY_FILE, summary)
+        return summary
+
+
+__all__ = ["TrainConfig", "add_train_args", "apply_overrides", "split_train_overrides", "train_config_from_args",
+           "train", "load_model", "save_weights", "WarmupCosine", "build_optimizer", "resolve_precision",
+           "CONFIG_FILE", "METRICS_FILE", "SUMMARY_FILE", "RESUMABLE_CHANGES"]
