@@ -159,6 +159,13 @@ def slice_geometry(img: sitk.Image) -> tuple[sitk.Image, list[float], list[list[
 # ------------------------------------------------------------------------------------ shared modules
 
 
+def _stamp_scan_time(ds: Dataset, scan) -> None:
+    """Acquisition, content and instance-creation date/time = scan start (deterministic bytes)."""
+    for kind in ("Acquisition", "Content", "InstanceCreation"):
+        setattr(ds, f"{kind}Date", _da(scan))
+        setattr(ds, f"{kind}Time", _tm(scan))
+
+
 def _common(case, seed: int, modality: str, series_uid: str, series_number: int, description: str):
     """Patient, study, series, frame-of-reference and equipment attributes shared by CT and PT slices."""
     from pydicom.dataset import Dataset
@@ -285,12 +292,7 @@ def write_ct_series(case, out_dir: Path, seed: int) -> list[Path]:
     ds = _common(case, seed, "CT", series_uid, 2, "CT whole body (synthetic)")
     ds.SOPClassUID = CT_IMAGE_STORAGE
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.AcquisitionDate = _da(scan)
-    ds.AcquisitionTime = _tm(scan)
-    ds.ContentDate = _da(scan)
-    ds.ContentTime = _tm(scan)
-    ds.InstanceCreationDate = _da(scan)
-    ds.InstanceCreationTime = _tm(scan)
+    _stamp_scan_time(ds, scan)
     ds.AcquisitionNumber = 1
     ds.KVP = _ds(float(_meta(case.meta, "ct_kvp", default=120)))
     if _meta(case.meta, "ct_kernel"):
@@ -373,12 +375,7 @@ def write_pt_series(case, out_dir: Path, seed: int) -> list:
     ds.ReconstructionMethod = str(_meta(meta, "pet_recon", default="OSEM"))
     ds.DecayCorrection = "START"
     ds.NumberOfSlices = len(ipps)
-    ds.AcquisitionDate = _da(scan)
-    ds.AcquisitionTime = _tm(scan)
-    ds.ContentDate = _da(scan)
-    ds.ContentTime = _tm(scan)
-    ds.InstanceCreationDate = _da(scan)
-    ds.InstanceCreationTime = _tm(scan)
+    _stamp_scan_time(ds, scan)
     # PET Isotope module
     rp = Dataset()
     rp.Radiopharmaceutical = pharm_name
