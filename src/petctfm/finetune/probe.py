@@ -1,0 +1,438 @@
+"""Linear probing of frozen pretrained encoders for lesion segmentation (``petctfm probe``).
+
+The seed's 5-shot experiment (Liu et al. 2026): the pretrained encoder is frozen and only a voxel-wise
+linear classifier is trained, on very few labeled cases, so the Dice measures how linearly separable
+lesions are in the learned features. Joint (PET+CT) pretraining is compared with "separated" pretraining
+(a PET-only and a CT-only encoder used side by side).
+
+Pipeline, top to bottom:
+
+1. **Encoders** (:func:`load_frozen_encoders`): each ``--encoder`` run is rebuilt with
+   :func:`petctfm.train.checkpoint.load_model` (an ``EarlyFusionMAE``; its ``.backbone`` is used), put in
+   eval mode with ``requires_grad = False``. The run's config says its mode (``joint`` -> [PET, CT],
+   ``pet`` -> [PET], ``ct`` -> [CT]) and its normalization statistics; each encoder normalizes and selects
+   its own channels from the raw [SUV, HU] input, so a PET-only and a CT-only encoder can share one input.
+2. **Features**: :func:`petctfm.models.backbones.encoder_features` of every encoder (all scales, finest
+   first), computed under ``torch.no_grad`` per patch on the fly (nothing precomputed).
+3. **Head**: ONE ``Conv3d(C_total, 2, kernel_size=1)`` on the concatenation of all scales of all encoders
+   upsampled (trilinear) to the patch resolution. Because trilinear upsampling and a 1x1x1 convolution are
+   both linear, ``head(cat(up(f_s)))`` equals ``sum_s up(W_s * f_s) + b`` with ``W_s`` the columns of the
+   head's weight that belong to scale ``s``; :meth:`LinearProbe.forward` computes the latter (the same
+   numbers, checked in the tests, without materializing C_total channels at full resolution: with
+   SwinUNETR-base that would be 1,536 channels at 96^3).
+4. **Training**: Dice + cross-entropy (MONAI ``DiceCELoss``) on patches from EXACTLY the dataset's stored
+   subset (``splits.json["kshot"][k]`` or ``["fractions"][percent]``), a patch centred on a lesion voxel
+   with probability ``fg_prob`` (foreground oversampling), AdamW, a fixed number of steps, one seed for
+   everything; bf16 autocast on CUDA.
+5. **Evaluation**: sliding-window inference (MONAI) over every case of the test split, argmax, per-case
+   metrics from :func:`petctfm.evaluate.metrics.case_metrics` -> ``per_case.csv``; mean Dice with a
+   percentile-bootstrap 95% CI (:func:`petctfm.evaluate.bootstrap.mean_ci`) -> ``summary.json``; the head
+   as ``head.safetensors`` (config in the metadata).
+
+Shapes: raw input ``(B, 2, X, Y, Z)`` [SUV, HU]; encoder input ``(B, C_e, X, Y, Z)`` normalized; features
+``(B, F_s, X / 2^s, ...)``; logits ``(B, 2, X, Y, Z)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from petctfm.data import format as fmt
+from petctfm.data.loader import MODES, list_cases
+from petctfm.errors import InputError
+from petctfm.models.backbones import encoder_features, patch_divisor
+
+METHOD = "linear_probe"
+
+
+# ------------------------------------------------------------------------------------------------ encoders
+
+
+class FrozenEncoder(nn.Module):
+    """A pretrained backbone used as a frozen feature extractor on raw [SUV, HU] input.
+
+    ``channels``: indices into the raw input (``MODES[mode]``); ``norm``: (C_e, 4) rows
+    ``[clip_lo, clip_hi, mean, std]`` of the encoder's own pretraining normalization.
+    """
+
+    def __init__(self, backbone: nn.Module, mode: str, norm: torch.Tensor, source: str, backbone_name: str):
+        super().__init__()
+        self.backbone = backbone
+        self.mode = mode
+        self.channels = list(MODES[mode])
+        self.register_buffer("norm", norm.float(), persistent=False)
+        self.source = source
+        self.backbone_name = backbone_name
+        self.backbone.eval()
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "FrozenEncoder":  # the encoder stays in eval mode
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def normalize(self, raw: torch.Tensor) -> torch.Tensor:
+        """(B, 2, ...) raw [SUV, HU] -> (B, C_e, ...) ``(clip(x) - mean) / std`` of this encoder's channels."""
+        x = raw[:, self.channels].float()
+        n = self.norm.to(x.device)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        lo, hi, mean, std = (n[:, i].view(shape) for i in range(4))
+        return (torch.maximum(torch.minimum(x, hi), lo) - mean) / std
+
+    @torch.no_grad()
+    def features(self, raw: torch.Tensor) -> list[torch.Tensor]:
+        """Multi-scale encoder features of a raw (B, 2, X, Y, Z) input, finest first (no gradient)."""
+        return encoder_features(self.backbone, self.normalize(raw))
+
+    def feature_channels(self, patch: int) -> list[int]:
+        """Channels of each scale (one dry run on a zero patch)."""
+        dev = self.norm.device
+        return [f.shape[1] for f in self.features(torch.zeros(1, 2, patch, patch, patch, device=dev))]
+
+
+def _norm_table(cfg: dict[str, Any], info: dict[str, Any], mode: str) -> torch.Tensor:
+    norm = ((cfg.get("preprocessing") or {}).get("normalization")) or info["normalization"]
+    rows = []
+    for i in MODES[mode]:
+        p = norm[fmt.CHANNELS[i]]
+        rows.append([float(p["clip"][0]), float(p["clip"][1]), float(p["mean"]), float(p["std"])])
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def load_frozen_encoders(runs: Sequence[str | os.PathLike], info: dict[str, Any]) -> list[FrozenEncoder]:
+    """Load each pretraining run (run folder, step folder or .safetensors) as a :class:`FrozenEncoder`."""
+    from petctfm.train.checkpoint import load_model, resolve_weights
+
+    if not runs:
+        raise InputError("no --encoder given (a pretraining run folder or checkpoint)")
+    out = []
+    for run in runs:
+        path = resolve_weights(run)  # one-line InputError for a missing run
+        model, cfg = load_model(path)
+        backbone = getattr(model, "backbone", None)
+        if not isinstance(backbone, nn.Module):
+            raise InputError(f"{path}: not a pretrained MAE checkpoint (model has no .backbone)")
+        mode = (cfg.get("data") or {}).get("mode", "joint")
+        if mode not in MODES:
+            raise InputError(f"{path}: unknown input mode {mode!r} in its config")
+        out.append(FrozenEncoder(backbone, mode, _norm_table(cfg, info, mode), str(path),
+                                 cfg["model"]["backbone"]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ the probe
+
+
+class LinearProbe(nn.Module):
+    """Frozen encoders + one voxel-wise linear head (``Conv3d(C_total, n_classes, 1)``).
+
+    ``forward(raw (B, 2, X, Y, Z)) -> logits (B, n_classes, X, Y, Z)``; X, Y, Z divisible by the backbones'
+    patch divisor. ``scale_channels``: per encoder, the channels of each of its scales (the head's input
+    channels are their concatenation, encoder by encoder, finest scale first).
+    """
+
+    def __init__(self, encoders: Sequence[FrozenEncoder], scale_channels: Sequence[Sequence[int]],
+                 n_classes: int = 2):
+        super().__init__()
+        self.encoders = nn.ModuleList(encoders)
+        self.scale_channels = [list(map(int, c)) for c in scale_channels]
+        self.in_channels = sum(sum(c) for c in self.scale_channels)
+        self.head = nn.Conv3d(self.in_channels, n_classes, kernel_size=1)
+
+    def features(self, raw: torch.Tensor) -> list[torch.Tensor]:
+        """All scales of all encoders (frozen, no grad), in the head's channel order."""
+        return [f for enc in self.encoders for f in enc.features(raw)]
+
+    def concat_features(self, raw: torch.Tensor) -> torch.Tensor:
+        """(B, C_total, X, Y, Z): every scale upsampled (trilinear) to the input size, concatenated.
+
+        Memory-hungry at real sizes; :meth:`forward` gives the same logits without it (used in tests).
+        """
+        size = raw.shape[2:]
+        return torch.cat([F.interpolate(f.float(), size=size, mode="trilinear", align_corners=False)
+                          if f.shape[2:] != size else f.float() for f in self.features(raw)], dim=1)
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        size = raw.shape[2:]
+        feats = self.features(raw)
+        widths = [f.shape[1] for f in feats]
+        if sum(widths) != self.in_channels:
+            raise RuntimeError(f"features have {sum(widths)} channels, the head expects {self.in_channels}")
+        weights = torch.split(self.head.weight, widths, dim=1)
+        out = None
+        for f, w in zip(feats, weights):
+            y = F.conv3d(f.to(w.dtype), w)  # the head's columns for this scale, at the scale's resolution
+            if y.shape[2:] != size:
+                y = F.interpolate(y, size=size, mode="trilinear", align_corners=False)
+            out = y if out is None else out + y
+        return out + self.head.bias.view(1, -1, 1, 1, 1)
+
+
+# ------------------------------------------------------------------------------------------------ config / data
+
+
+@dataclass
+class ProbeConfig:
+    kshot: int | None = 5  # use splits.json["kshot"][str(k)] ...
+    fraction: float | None = None  # ... or splits.json["fractions"][percent] (then kshot is None)
+    steps: int = 300
+    batch_size: int = 2
+    lr: float = 1e-2
+    weight_decay: float = 1e-4
+    patch: int | None = None  # default: the first encoder's pretraining patch size
+    fg_prob: float = 0.5  # probability that a training patch is centred on a lesion voxel
+    overlap: float = 0.25  # sliding-window overlap at evaluation
+    sw_batch_size: int = 2
+    seed: int = 0
+    n_resamples: int = 1000  # bootstrap resamples for the CI of the mean Dice
+    split: str = "test"
+
+
+def subset_cases(root: str | os.PathLike, kshot: int | None, fraction: float | None) -> tuple[str, list[str]]:
+    """(name, case ids) of the stored training subset: ``kshot`` cases or a label ``fraction`` in (0, 1]."""
+    splits = fmt.load_splits(root)
+    where = Path(root) / fmt.SPLITS_JSON
+    if fraction is not None:
+        if not 0 < fraction <= 1:
+            raise InputError(f"--fraction must be in (0, 1], got {fraction}")
+        key = f"{fraction * 100:g}"
+        stored = splits.get("fractions") or {}
+        if not stored.get(key):
+            raise InputError(f"{where}: no stored {key}% label fraction (stored: {', '.join(stored) or 'none'})")
+        return f"fraction{key}", list(stored[key])
+    if kshot is None:
+        raise InputError("give --kshot K or --fraction F")
+    stored = splits.get("kshot") or {}
+    if not stored.get(str(kshot)):
+        raise InputError(f"{where}: no stored {kshot}-shot subset (stored: {', '.join(stored) or 'none'})")
+    return f"kshot{kshot}", list(stored[str(kshot)])
+
+
+def background(info: dict[str, Any]) -> np.ndarray:
+    """(2,) raw background values [PET, CT] = each channel's lower clip (0 SUV, air)."""
+    return np.array([info["normalization"][c]["clip"][0] for c in fmt.CHANNELS], np.float32)
+
+
+def pad_to(image: np.ndarray, label: np.ndarray | None, size: Sequence[int], bg: np.ndarray):
+    """Pad (2, X, Y, Z) image (with ``bg``) and label (with 0) at the end of each axis to at least ``size``.
+
+    Returns (image, label, original spatial shape)."""
+    shape = image.shape[1:]
+    pad = [(0, max(int(s) - n, 0)) for n, s in zip(shape, size)]
+    if not any(p[1] for p in pad):
+        return image, label, shape
+    out = np.empty((image.shape[0], *[n + p[1] for n, p in zip(shape, pad)]), np.float32)
+    out[:] = bg[:, None, None, None]
+    out[:, :shape[0], :shape[1], :shape[2]] = image
+    if label is not None:
+        label = np.pad(label, pad)
+    return out, label, shape
+
+
+class PatchSampler:
+    """Random (image, label) patches from a fixed case list, foreground-oversampled; seeded per step.
+
+    Cases are held in memory (k-shot subsets are small). ``batch(step)`` -> (raw (B, 2, p, p, p) float32,
+    label (B, 1, p, p, p) int64), a pure function of (seed, step).
+    """
+
+    def __init__(self, root: str | os.PathLike, case_ids: Sequence[str], patch: int, fg_prob: float,
+                 seed: int, bg: np.ndarray):
+        self.patch, self.fg_prob, self.seed = int(patch), float(fg_prob), int(seed)
+        self.cases = []
+        for cid in case_ids:
+            c = fmt.load_case(root, cid, mmap=False)
+            img, lab, _ = pad_to(np.asarray(c["image"], np.float32), np.asarray(c["label"]), [patch] * 3, bg)
+            self.cases.append((img, lab, np.argwhere(lab > 0)))
+
+    def batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, int(step)])
+        p = self.patch
+        imgs, labs = [], []
+        for _ in range(batch_size):
+            img, lab, fg = self.cases[int(rng.integers(len(self.cases)))]
+            shape = np.array(lab.shape)
+            if len(fg) and rng.random() < self.fg_prob:
+                start = np.clip(fg[rng.integers(len(fg))] - p // 2, 0, shape - p)
+            else:
+                start = np.array([rng.integers(0, s - p + 1) for s in shape])
+            sl = tuple(slice(int(a), int(a) + p) for a in start)
+            imgs.append(img[(slice(None), *sl)])
+            labs.append(lab[sl][None].astype(np.int64))
+        return torch.from_numpy(np.stack(imgs)), torch.from_numpy(np.stack(labs))
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[info]}"), disable=not enabled, transient=True)
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN / infinite float replaced by None (JSON ``null``: strict JSON readers choke on NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def _csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if isinstance(r.get(k), float) and math.isnan(r[k]) else r.get(k)) for k in columns})
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------ train / eval
+
+
+def build_probe(runs: Sequence[str | os.PathLike], info: dict[str, Any], patch: int | None) -> tuple[LinearProbe, int]:
+    """(probe with a fresh head, patch side) for the given encoder runs."""
+    from petctfm.train.checkpoint import read_weights
+
+    encoders = load_frozen_encoders(runs, info)
+    if patch is None:
+        _, cfg, _ = read_weights(encoders[0].source)
+        patch = int(cfg["data"]["patch_size"][0])
+    for enc in encoders:
+        div = patch_divisor(enc.backbone_name)
+        if patch % div:
+            raise InputError(f"--patch {patch} must be a multiple of {div} for backbone {enc.backbone_name} "
+                             f"({enc.source})")
+    return LinearProbe(encoders, [enc.feature_channels(patch) for enc in encoders]), int(patch)
+
+
+def train_head(probe: LinearProbe, sampler: PatchSampler, cfg: ProbeConfig, device: torch.device,
+               progress: bool = False) -> list[float]:
+    """Train only ``probe.head`` for ``cfg.steps`` steps; returns the loss of every step."""
+    from monai.losses import DiceCELoss
+
+    torch.manual_seed(cfg.seed)
+    probe.to(device).train()
+    params = [p for p in probe.parameters() if p.requires_grad]
+    assert all(p is probe.head.weight or p is probe.head.bias for p in params), "only the head may train"
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    losses = []
+    with _progress(progress) as bar:
+        task = bar.add_task("probe: training head", total=cfg.steps, info="")
+        for step in range(cfg.steps):
+            x, y = sampler.batch(step, cfg.batch_size)
+            x, y = x.to(device), y.to(device)
+            with _autocast(device):
+                logits = probe(x)
+            loss = loss_fn(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            bar.update(task, advance=1, info=f"loss {losses[-1]:.3f}")
+    probe.eval()
+    return losses
+
+
+@torch.no_grad()
+def predict_case(probe: LinearProbe, image: np.ndarray, patch: int, bg: np.ndarray, device: torch.device,
+                 overlap: float = 0.25, sw_batch_size: int = 2) -> np.ndarray:
+    """uint8 (X, Y, Z) lesion mask of a raw (2, X, Y, Z) volume: sliding-window logits, argmax."""
+    from monai.inferers import sliding_window_inference
+
+    img, _, shape = pad_to(np.asarray(image, np.float32), None, [patch] * 3, bg)
+    x = torch.from_numpy(np.ascontiguousarray(img))[None].to(device)
+    with _autocast(device):
+        logits = sliding_window_inference(x, (patch,) * 3, sw_batch_size, probe, overlap=overlap, mode="gaussian")
+    pred = logits.float().argmax(1)[0].to(torch.uint8).cpu().numpy()
+    return pred[:shape[0], :shape[1], :shape[2]]
+
+
+def run_probe(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], out: str | os.PathLike,
+              cfg: ProbeConfig, progress: bool = False) -> dict[str, Any]:
+    """The whole probe: train the head on the stored subset, evaluate on ``cfg.split``, write ``out``.
+
+    Files: ``per_case.csv``, ``summary.json``, ``head.safetensors`` (config in the metadata),
+    ``config.json``, ``losses.json``. Returns the summary.
+    """
+    from petctfm.evaluate.bootstrap import mean_ci
+    from petctfm.evaluate.metrics import CASE_METRICS, case_metrics
+    from petctfm.io.atomic import atomic_write_json, atomic_write_text
+    from petctfm.train.checkpoint import save_weights
+
+    info = fmt.load_dataset_info(data)
+    if "normalization" not in info:
+        raise InputError(f"{Path(data) / fmt.DATASET_JSON}: no 'normalization' statistics")
+    subset_name, train_ids = subset_cases(data, cfg.kshot, cfg.fraction)
+    test_ids = list_cases(data, cfg.split)
+    probe, patch = build_probe(encoders, info, cfg.patch)
+    cfg.patch = patch
+    bg = background(info)
+    device = _device()
+    torch.manual_seed(cfg.seed)
+    probe.head.reset_parameters()  # the head's initialization is part of the seeded run
+    sampler = PatchSampler(data, train_ids, patch, cfg.fg_prob, cfg.seed, bg)
+    losses = train_head(probe, sampler, cfg, device, progress)
+
+    rows = []
+    with _progress(progress) as bar:
+        task = bar.add_task(f"probe: {cfg.split} cases", total=len(test_ids), info="")
+        for cid in test_ids:
+            case = fmt.load_case(data, cid, mmap=False)
+            pred = predict_case(probe, case["image"], patch, bg, device, cfg.overlap, cfg.sw_batch_size)
+            m = case_metrics(pred, case["label"], case["meta"]["spacing"], suv=case["image"][0])
+            rows.append({"case_id": cid, **m})
+            bar.update(task, advance=1, info=f"{cid} dice {m['dice']:.3f}")
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {
+        "method": METHOD, "dataset": str(data), "subset": subset_name, "train_cases": train_ids,
+        "encoders": [{"source": e.source, "mode": e.mode, "backbone": e.backbone_name,
+                      "channels": [fmt.CHANNELS[i] for i in e.channels]} for e in probe.encoders],
+        "scale_channels": probe.scale_channels, "head_in_channels": probe.in_channels, "n_classes": 2,
+        "features": "all encoder scales, trilinear-upsampled to the patch, concatenated (encoder order)",
+        "probe": asdict(cfg), "device": device.type,
+    }
+    config = json_safe(config)
+    save_weights(probe.head, out / "head.safetensors", config, step=cfg.steps)
+    atomic_write_json(out / "config.json", config)
+    atomic_write_json(out / "losses.json", losses)
+    atomic_write_text(out / "per_case.csv", _csv_text(rows, ["case_id", *CASE_METRICS]))
+    dice = mean_ci([r["dice"] for r in rows], n_resamples=cfg.n_resamples, seed=cfg.seed)
+    summary = {
+        "subset": subset_name, "n_train_cases": len(train_ids), "split": cfg.split, "n_cases": len(rows),
+        "dice": dice, "encoders": config["encoders"], "steps": cfg.steps,
+        "loss_first10": float(np.mean(losses[:10])) if losses else None,
+        "loss_last10": float(np.mean(losses[-10:])) if losses else None,
+    }
+    atomic_write_json(out / "summary.json", json_safe(summary))
+    return summary
+
+
+__all__ = ["METHOD", "FrozenEncoder", "load_frozen_encoders", "LinearProbe", "ProbeConfig", "subset_cases",
+           "json_safe", "background", "pad_to", "PatchSampler", "build_probe", "train_head", "predict_case",
+           "run_probe"]

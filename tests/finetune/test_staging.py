@@ -1,0 +1,137 @@
+"""``petctfm stage``: Mann-Whitney AUC and balanced accuracy against hand-computed values, the whole-body
+feature vector, and the command end to end (files, excluded negatives, feature cache)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from petctfm.cli.main import main
+from petctfm.data.loader import write_toy_dataset
+from petctfm.finetune import staging as S
+from petctfm.train.checkpoint import save_weights
+
+
+def tiny_mae_run(run, data, mode: str = "joint", steps: int = 1):
+    """A tiny MAE trained ``steps`` steps through the method's own task API, saved like a run."""
+    from petctfm.pretrain.early_fusion_mae import DEFAULT_CONFIG, EarlyFusionMAETask
+    from petctfm.pretrain.presets import deep_merge, get_preset
+
+    cfg = deep_merge(DEFAULT_CONFIG, get_preset("tiny")["task"])
+    cfg["data"].update(mode=mode, augment=False)
+    task = EarlyFusionMAETask(cfg, data)
+    torch.manual_seed(0)
+    model = task.build_model().train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    batches = task.batches(0, 1, 0)
+    for _ in range(steps):
+        loss = task.training_step(model, next(batches))
+        loss = loss[0] if isinstance(loss, tuple) else loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    save_weights(model, run / "model.safetensors", task.config, step=steps)
+    return run
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on the shared 2-core machine two contended threads made a backward pass ~20x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_auc_hand_computed_including_ties():
+    # positives 0.35 (beats 0.1 only) and 0.8 (beats both): 3 of 4 pairs
+    assert S.roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+    # a tie counts 1/2: pos 0.5 vs negs {0.5, 0.2} -> 0.5 + 1; pos 0.9 -> 2; (3.5) / 4
+    assert S.roc_auc([0, 1, 0, 1], [0.5, 0.5, 0.2, 0.9]) == pytest.approx(0.875)
+    assert S.roc_auc([0, 1, 1, 0], [0.3, 0.3, 0.3, 0.3]) == pytest.approx(0.5)
+    assert S.roc_auc([0, 0, 1], [0.1, 0.2, 0.9]) == 1.0 and S.roc_auc([0, 0, 1], [0.9, 0.2, 0.1]) == 0.0
+    # 3 pos x 2 neg, one tie: pos {0.7, 0.4, 0.4} vs neg {0.4, 0.1}: 2 + 1.5 + 1.5 = 5 of 6
+    assert S.roc_auc([1, 1, 1, 0, 0], [0.7, 0.4, 0.4, 0.4, 0.1]) == pytest.approx(5 / 6)
+    assert math.isnan(S.roc_auc([1, 1], [0.2, 0.3]))
+
+
+def test_accuracy_balanced_accuracy_and_bootstrap():
+    y, pred = [0, 0, 0, 1], [0, 0, 1, 1]
+    assert S.accuracy(y, pred) == 0.75
+    assert S.balanced_accuracy(y, pred) == pytest.approx((2 / 3 + 1) / 2)
+    m = S.classification_metrics(y, [0.1, 0.2, 0.6, 0.9], n_resamples=200, seed=1)
+    assert m["accuracy"]["value"] == 0.75 and m["auc"]["value"] == 1.0
+    assert m["accuracy"]["ci_low"] <= 0.75 <= m["accuracy"]["ci_high"]
+    again = S.classification_metrics(y, [0.1, 0.2, 0.6, 0.9], n_resamples=200, seed=1)
+    assert again == m  # seeded
+
+
+STAGES = {"toy000": "early", "toy001": "advanced", "toy002": "early", "toy003": "advanced",
+          "toy004": "early", "toy005": "advanced", "toy006": "early", "toy007": "advanced", "toy008": "none"}
+SPLITS = {"train": ["toy000", "toy001", "toy002", "toy003"], "val": ["toy004", "toy005"],
+          "test": ["toy006", "toy007", "toy008"], "fractions": {}, "kshot": {}}
+
+
+@pytest.fixture(scope="module")
+def env(one_thread, tmp_path_factory):
+    root = tmp_path_factory.mktemp("stage")
+    data = write_toy_dataset(root / "data", n_cases=9, shape=(32, 32, 40))
+    (data / "splits.json").write_text(json.dumps(SPLITS))
+    lines = ["case_id,split,site,stage"] + [f"{c},x,toy,{s}" for c, s in STAGES.items()]
+    (data / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return data, tiny_mae_run(root / "mae", data)
+
+
+def test_case_vector_pools_two_deepest_scales(env):
+    from petctfm.data.format import load_case, load_dataset_info
+    from petctfm.finetune.probe import background, load_frozen_encoders
+
+    data, run = env
+    info = load_dataset_info(data)
+    encs = load_frozen_encoders([run], info)
+    img = np.asarray(load_case(data, "toy000")["image"])
+    v = S.case_vector(encs, img, 32, background(info), torch.device("cpu"), scales=2)
+    assert v.shape == (2 * 2 * (64 + 32),) and np.isfinite(v).all()
+    # layout [mean over tiles | max over tiles], each [avg64, max64, avg32, max32]: max-over-tiles >= mean
+    half = len(v) // 2
+    assert (v[half:] >= v[:half] - 1e-5).all()
+    assert S.case_vector(encs, img, 32, background(info), torch.device("cpu"), scales=1).shape == (2 * 2 * 64,)
+
+
+def test_stage_end_to_end_files_and_cache(env, tmp_path, monkeypatch):
+    data, run = env
+    out = tmp_path / "stage"
+    args = ["stage", "--data", str(data), "--encoder", str(run), "--out", str(out), "--bootstrap", "100",
+            "--max-epochs", "60", "--no-progress"]
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert m["n"] == 2 and m["n_train"] == 4 and m["n_val"] == 2 and m["feature_dim"] == 384
+    for k in ("accuracy", "balanced_accuracy"):
+        assert 0.0 <= m[k]["value"] <= 1.0 and m[k]["value"] in (0.0, 0.5, 1.0)
+    assert 0.0 <= m["auc"]["value"] <= 1.0 and m["training"]["early_stopping"] is True
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert [r["case_id"] for r in rows] == ["toy006", "toy007"]  # the 'none' case is excluded
+    assert [r["stage"] for r in rows] == ["early", "advanced"]
+    probs = np.array([float(r["prob_advanced"]) for r in rows])
+    assert ((probs >= 0) & (probs <= 1)).all()
+    assert m["accuracy"]["value"] == pytest.approx(np.mean((probs >= 0.5) == np.array([0, 1])))
+    with np.load(out / "features.npz") as z:
+        assert sorted(z["case_ids"].tolist()) == sorted(c for c, s in STAGES.items() if s != "none")
+        assert z["features"].shape == (8, 384)
+    # re-run: every vector comes from the cache (computing one would fail) and the result is identical
+    monkeypatch.setattr(S, "case_vector", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    assert main(args) == 0
+    assert json.loads((out / "metrics.json").read_text())["accuracy"] == m["accuracy"]
+
+
+def test_stage_errors(env, tmp_path, capsys):
+    data, _ = env
+    assert main(["stage", "--data", str(data), "--encoder", str(tmp_path / "missing"), "--out",
+                 str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "missing" in err and "\n" not in err
