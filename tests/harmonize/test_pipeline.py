@@ -269,3 +269,23 @@ def test_worker_pool_writes_all_cases(tmp_path):
     assert main(["harmonize", "--in", str(tmp_path / "in"), "--out", str(out), "--workers", "2",
                  "--spacing", "6", "6", "6", "--no-thumbnails"]) == 0
     assert fmt.load_dataset_info(out)["num_cases"] == 2 and len(list((out / "cases").iterdir())) == 2
+
+
+def test_nifti_copies_match_arrays_and_affine(tmp_path):
+    import nibabel as nib
+
+    write_autopet_case(synth_case("N0"), tmp_path / "in")
+    out = tmp_path / "ds"
+    assert main(["harmonize", "--in", str(tmp_path / "in"), "--out", str(out), "--spacing", "6", "6", "6",
+                 "--no-thumbnails", "--nifti"]) == 0
+    (case_id,) = [p.name for p in (out / "cases").iterdir()]
+    case = _load(out, case_id)
+    folder = out / "nifti" / case_id
+    suv, ct, seg = (nib.load(folder / f"{n}.nii.gz") for n in ("SUV", "CTres", "SEG"))
+    np.testing.assert_array_equal(np.asarray(suv.dataobj), case["image"][0])
+    np.testing.assert_array_equal(np.asarray(ct.dataobj), case["image"][1])
+    np.testing.assert_array_equal(np.asarray(seg.dataobj), case["label"])
+    np.testing.assert_allclose(suv.affine, np.asarray(case["meta"]["affine"]), atol=1e-4)
+    assert nib.aff2axcodes(seg.affine) == ("R", "A", "S")
+    # the copy is an autoPET-like case folder that `petctfm view` reads
+    assert main(["view", str(folder), "--out", str(tmp_path / "v.png")]) == 0

@@ -51,6 +51,8 @@ def register(subparsers) -> None:
     p.add_argument("--metadata", help="metadata CSV (default: metadata.csv in the input folder or its parent)")
     p.add_argument("--write-mapping", metavar="FILE", help="write pseudonym -> source path CSV here (outside DATASET)")
     p.add_argument("--no-thumbnails", action="store_true", help="skip the per-case QA thumbnail PNGs")
+    p.add_argument("--nifti", action="store_true",
+                   help="also write NIfTI copies (DATASET/nifti/<case>/SUV, CTres, SEG) for viewing; training does not need them")
     p.set_defaults(func=run)
 
 
@@ -121,6 +123,12 @@ def run(args) -> int:
     failed = [r for r in results if r["status"] != "done"]
     for r in failed:
         print(f"quarantined {r['case_id']}: {r['reason']}")
+    if args.nifti:
+        from petctfm.harmonize.export import export_nifti
+
+        for r in results:
+            if r["status"] == "done":
+                export_nifti(args.out, r["case_id"])
     if not args.shard:
         res = finalize(args.out, args.seed)
         print(f"dataset {args.out}: {res['num_cases']} cases, {res['num_failed']} quarantined")
