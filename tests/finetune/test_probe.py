@@ -13,50 +13,19 @@ import torch
 from petctfm.cli.main import main
 from petctfm.data.loader import write_toy_dataset
 from petctfm.finetune import probe as P
-from petctfm.train.checkpoint import read_weights, save_weights
+from petctfm.train.checkpoint import read_weights
 
 KSHOT5 = ["toy000", "toy002"]  # deliberately not a prefix of train, so "exactly the stored subset" can fail
 
 
-def tiny_mae_run(run, data, mode: str, steps: int = 2):
-    """A tiny MAE pretrained for ``steps`` steps through the method's own task API, saved like a run."""
-    from petctfm.pretrain.early_fusion_mae import DEFAULT_CONFIG, EarlyFusionMAETask
-    from petctfm.pretrain.presets import deep_merge, get_preset
-
-    cfg = deep_merge(DEFAULT_CONFIG, get_preset("tiny")["task"])
-    cfg["data"].update(mode=mode, augment=False)
-    task = EarlyFusionMAETask(cfg, data)
-    torch.manual_seed(0)
-    model = task.build_model().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    batches = task.batches(0, 1, 0)
-    for _ in range(steps):
-        loss = task.training_step(model, next(batches))
-        loss = loss[0] if isinstance(loss, tuple) else loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    save_weights(model, run / "model.safetensors", task.config, step=steps)
-    return run
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on the shared 2-core machine two contended threads made a backward pass ~20x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
-def env(one_thread, tmp_path_factory):
+def env(tiny_mae_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("probe")
     data = write_toy_dataset(root / "data", n_cases=4, shape=(40, 40, 36))
     splits = json.loads((data / "splits.json").read_text())
     splits["kshot"] = {"1": ["toy000"], "5": KSHOT5}
     (data / "splits.json").write_text(json.dumps(splits))
-    runs = {m: tiny_mae_run(root / f"mae_{m}", data, m) for m in ("joint", "pet", "ct")}
+    runs = {m: tiny_mae_run(root / f"mae_{m}", data, m, steps=2) for m in ("joint", "pet", "ct")}
     return data, runs
 
 

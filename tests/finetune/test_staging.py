@@ -14,38 +14,6 @@ import torch
 from petctfm.cli.main import main
 from petctfm.data.loader import write_toy_dataset
 from petctfm.finetune import staging as S
-from petctfm.train.checkpoint import save_weights
-
-
-def tiny_mae_run(run, data, mode: str = "joint", steps: int = 1):
-    """A tiny MAE trained ``steps`` steps through the method's own task API, saved like a run."""
-    from petctfm.pretrain.early_fusion_mae import DEFAULT_CONFIG, EarlyFusionMAETask
-    from petctfm.pretrain.presets import deep_merge, get_preset
-
-    cfg = deep_merge(DEFAULT_CONFIG, get_preset("tiny")["task"])
-    cfg["data"].update(mode=mode, augment=False)
-    task = EarlyFusionMAETask(cfg, data)
-    torch.manual_seed(0)
-    model = task.build_model().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    batches = task.batches(0, 1, 0)
-    for _ in range(steps):
-        loss = task.training_step(model, next(batches))
-        loss = loss[0] if isinstance(loss, tuple) else loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    save_weights(model, run / "model.safetensors", task.config, step=steps)
-    return run
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on the shared 2-core machine two contended threads made a backward pass ~20x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_auc_hand_computed_including_ties():
@@ -78,7 +46,7 @@ SPLITS = {"train": ["toy000", "toy001", "toy002", "toy003"], "val": ["toy004", "
 
 
 @pytest.fixture(scope="module")
-def env(one_thread, tmp_path_factory):
+def env(tiny_mae_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("stage")
     data = write_toy_dataset(root / "data", n_cases=9, shape=(32, 32, 40))
     (data / "splits.json").write_text(json.dumps(SPLITS))

@@ -5,7 +5,6 @@ import hashlib
 import sys
 from pathlib import Path
 
-import torch
 
 from petctfm.io.atomic import atomic_write_json
 from petctfm.train.checkpoint import unwrap_model
