@@ -35,13 +35,16 @@ import datetime as dt
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import SimpleITK as sitk
 
 from petctfm.errors import InputError
 from petctfm.io.atomic import atomic_dir
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 from petctfm.io.images import array_xyz
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
