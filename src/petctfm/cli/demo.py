@@ -124,8 +124,9 @@ def _loss_curve(run_dir: Path, png: Path) -> list[dict]:
     rows = [r for r in rows if "loss" in r and "step" in r]
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1.5)
+    ax.set_yscale("log")  # heavy-tailed: a patch with the bladder or brain in it costs 10x one without
     ax.set_xlabel("step")
-    ax.set_ylabel("weighted reconstruction loss")
+    ax.set_ylabel(f"reconstruction loss (mean of {rows[1]['step'] - rows[0]['step'] if len(rows) > 1 else 1} steps)")
     ax.set_title("Early-fusion MAE pretraining (synthetic data)")
     ax.grid(alpha=0.3)
     fig.tight_layout()

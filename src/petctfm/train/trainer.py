@@ -13,7 +13,8 @@ What it does, in order:
 5. **Loop**: per optimizer step, ``grad_accum`` micro-batches from ``task.batches(rank, world_size,
    start_sample)``, each under autocast (bf16 on CUDA by default), loss / grad_accum backpropagated
    (DDP ``no_sync`` on all but the last); clip, step, schedule, EMA.
-6. **Outputs**: ``metrics.jsonl`` and TensorBoard every ``log_every`` steps, ``task.on_checkpoint`` every
+6. **Outputs**: ``metrics.jsonl`` and TensorBoard every ``log_every`` steps (loss and task logs averaged over
+   the steps since the previous line), ``task.on_checkpoint`` every
    ``figure_every`` steps (RNG preserved), checkpoints every ``checkpoint_every`` steps and at exit
    (``max_steps``, ``max_time_s``, SIGTERM, Ctrl-C).
 
@@ -498,6 +499,8 @@ class _Run:
         self.step_last_log, self.samples_last_log = self.step, self.samples_done
         samples_at_start = self.samples_done
         stopped, last_loss, last_logged, loss = "max_steps", float("nan"), -1, None
+        acc: dict[str, Any] = {}
+        acc_n = 0
         self.progress = _Progress(cfg.progress and info.is_main, cfg.max_steps, self.step)
         try:
             with _StopFlag() as stop, self.progress:
@@ -506,8 +509,14 @@ class _Run:
                     self.step += 1
                     self.samples_done += n
                     now = time.perf_counter()
+                    # logged values are means over the steps since the last log line (no host sync per step)
+                    for k, v in (("loss", loss), *((k, v) for k, v in logs.items() if k != "lr")):
+                        acc[k] = acc.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
+                    acc_n += 1
                     if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                        last_loss, last_logged = self._log(loss, logs, now), self.step
+                        mean = {k: v / acc_n for k, v in acc.items()}
+                        last_loss = self._log(mean.pop("loss"), {**mean, "lr": logs["lr"]}, now)
+                        last_logged, acc, acc_n = self.step, {}, 0
                     else:
                         self.progress.update(self.step)
                     if cfg.figure_every and self.step % cfg.figure_every == 0 and info.is_main:
