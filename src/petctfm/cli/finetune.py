@@ -1,0 +1,171 @@
+"""``petctfm finetune``: lesion segmentation from a pretrained encoder (or from scratch) on a label subset.
+
+Config = preset (``tiny`` | ``cpu`` | ``gpu``) -> the pretrained run's backbone and mode -> named options ->
+``--set key=value`` (task keys such as ``data.fg_prob``, ``val.overlap``; trainer keys prefixed ``train.``).
+With ``--resume`` the run folder's saved ``config.yaml`` is the base instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from petctfm.cli._common import add_command
+
+EXAMPLES = """
+# 10% of the labels, encoder from a pretraining run (its backbone and mode are used); seconds on a CPU
+petctfm finetune --data dataset/ --out runs/ft10 --init runs/mae_tiny --fraction 0.1 --preset tiny
+
+# the same from scratch (needs a backbone), on all training cases, and a 5-shot run with a frozen encoder
+petctfm finetune --data dataset/ --out runs/scratch10 --init scratch --backbone unet-resenc-tiny --fraction 10 --preset tiny
+petctfm finetune --data dataset/ --out runs/ft5shot --init runs/mae_base --kshot 5 --freeze-encoder --preset gpu
+
+# any field: --set (task) / --set train.KEY=... (trainer); continue a killed run exactly
+petctfm finetune --data dataset/ --out runs/x --init runs/mae_base --set data.fg_prob=0.5 --set train.lr=5e-5
+petctfm finetune --out runs/ft10 --resume --max-steps 40000
+
+# then: predictions of the best checkpoint on the test split, scored
+petctfm finetune --out runs/ft10 --predict test --pred-out runs/ft10/pred_test --data dataset/
+petctfm evaluate --pred runs/ft10/pred_test --gt dataset/ --split test --out runs/ft10/eval_test
+"""
+
+
+def register(subparsers) -> None:
+    from petctfm.train.config import add_train_args
+
+    p = add_command(
+        subparsers, "finetune",
+        help="fine-tune a pretrained encoder (or train from scratch) for lesion segmentation",
+        description="Lesion segmentation (background/lesion) with the backbone of a pretraining run: only the "
+        "encoder is transferred, decoder and head are new. Trains on EXACTLY a stored label subset of the "
+        "dataset (--fraction / --kshot from splits.json), Dice + cross-entropy (MONAI), foreground-oversampled "
+        "patches, validates by sliding-window inference on the val split and keeps RUN/best/model.safetensors "
+        "by val Dice. Same trainer as pretraining (DDP, bf16, resume). See docs/finetune.md.",
+        examples=EXAMPLES,
+    )
+    p.add_argument("--data", metavar="DATASET", help="harmonized dataset folder ('petctfm harmonize' output)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
+    p.add_argument("--init", metavar="RUN_OR_CKPT|scratch",
+                   help="pretraining run folder / checkpoint (.safetensors or step folder), or 'scratch'")
+    sub = p.add_mutually_exclusive_group()
+    sub.add_argument("--fraction", type=float, metavar="F",
+                     help="stored label fraction: 0.1 or 10 = 10%% (default: the whole train split)")
+    sub.add_argument("--kshot", type=int, metavar="K", help="stored k-shot subset (splits.json 'kshot')")
+    p.add_argument("--preset", choices=["tiny", "cpu", "gpu"], default=None,
+                   help="base configuration (default: gpu if CUDA is available, else cpu)")
+    p.add_argument("--mode", choices=["joint", "pet", "ct"],
+                   help="input channels; must match the pretrained run (default: the run's mode)")
+    p.add_argument("--backbone", metavar="NAME", help="backbone for --init scratch (must match a pretrained run)")
+    p.add_argument("--patch", type=int, metavar="N", help="cubic patch side in voxels (training and inference)")
+    p.add_argument("--fg-prob", type=float, metavar="P", help="foreground oversampling probability (default 0.33)")
+    p.add_argument("--freeze-encoder", action="store_true", default=None, help="train decoder and head only")
+    p.add_argument("--layer-decay", type=float, metavar="D",
+                   help="layer-wise LR decay (1 = off; values < 1 need the trainer's param-group hook)")
+    p.add_argument("--overlap", type=float, metavar="O", help="sliding-window overlap for validation (default 0.5)")
+    p.add_argument("--max-time", type=float, dest="train__max_time_s", default=None, metavar="S",
+                   help="stop (with a checkpoint) after S seconds")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--predict", metavar="SPLIT",
+                   help="do not train: predict SPLIT of --data with the run's best checkpoint (NIfTI)")
+    p.add_argument("--pred-out", metavar="DIR", help="with --predict: output folder (default RUN/pred_SPLIT)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field (task: data.fg_prob=0.5; trainer: train.lr=1e-4)")
+    add_train_args(p)
+    p.set_defaults(func=run)
+
+
+def build_configs(args: argparse.Namespace) -> tuple[dict, object]:
+    """(task config, TrainConfig) from preset / saved run config, pretrained run, named options, ``--set``."""
+    from pathlib import Path
+
+    import yaml
+
+    from petctfm.errors import InputError
+    from petctfm.finetune.presets import deep_merge, get_preset, set_dotted
+    from petctfm.finetune.segmentation import DEFAULT_CONFIG, check_compatible, pretrained_config, resolve_subset
+    from petctfm.train.config import split_train_overrides, train_config_from_args
+
+    saved = Path(args.out) / "config.yaml"
+    resumed = bool(args.resume and saved.is_file())
+    if resumed:
+        old = yaml.safe_load(saved.read_text()) or {}
+        task_cfg, train_base = old.get("task") or {}, old.get("train") or {}
+    else:
+        if args.init is None:
+            raise InputError("--init RUN_OR_CKPT|scratch is required")
+        if args.preset is None:
+            import torch
+
+            args.preset = "gpu" if torch.cuda.is_available() else "cpu"
+        preset = get_preset(args.preset)
+        task_cfg, train_base = deep_merge(DEFAULT_CONFIG, preset["task"]), preset["train"]
+        if args.init == "scratch":
+            if not args.backbone:
+                raise InputError("--init scratch needs --backbone NAME (e.g. unet-resenc-tiny, swinunetr-base)")
+            task_cfg["model"]["backbone"] = args.backbone
+            task_cfg["init"] = {"source": "scratch", "method": None, "step": None}
+        else:
+            pcfg, _, path = pretrained_config(args.init)
+            task_cfg["model"] = {"backbone": pcfg["model"]["backbone"],
+                                 "overrides": dict(pcfg["model"].get("overrides") or {})}
+            task_cfg["data"]["mode"] = pcfg["data"]["mode"]
+            want = {"model": {"backbone": args.backbone or pcfg["model"]["backbone"]},
+                    "data": {"mode": args.mode or pcfg["data"]["mode"]}}
+            check_compatible(want, pcfg, path)
+            task_cfg["init"] = {"source": str(path), "method": pcfg.get("method"), "step": None}
+    if args.data:
+        task_cfg["dataset"] = str(args.data)
+    if not task_cfg.get("dataset"):
+        raise InputError("--data DATASET is required")
+    if not resumed or args.fraction is not None or args.kshot is not None:
+        name, cases = resolve_subset(task_cfg["dataset"], args.fraction, args.kshot)
+        task_cfg["subset"] = {"name": name, "cases": cases}
+    named = {
+        ("data", "mode"): args.mode if resumed or args.init == "scratch" else None,
+        ("data", "patch_size"): [args.patch] * 3 if args.patch else None,
+        ("data", "fg_prob"): args.fg_prob, ("optim", "freeze_encoder"): args.freeze_encoder,
+        ("optim", "layer_decay"): args.layer_decay, ("val", "overlap"): args.overlap,
+    }
+    for (section, key), value in named.items():
+        if value is not None:
+            task_cfg[section][key] = value
+    train_sets, task_sets = split_train_overrides(args.set)
+    for a in task_sets:
+        set_dotted(task_cfg, a)
+    train_cfg = train_config_from_args(args, train_base, train_sets)
+    task_cfg["seed"] = train_cfg.seed
+    if train_cfg.batch_size > 0:
+        task_cfg["data"]["batch_size"] = train_cfg.batch_size
+    train_cfg.batch_size = int(task_cfg["data"]["batch_size"])
+    task_cfg["data"]["num_workers"] = train_cfg.num_workers
+    return task_cfg, train_cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from petctfm.errors import InputError
+
+    if args.predict:
+        from petctfm.finetune.inference import predict_split
+
+        if not args.data:
+            raise InputError("--predict needs --data DATASET")
+        out = Path(args.pred_out or Path(args.out) / f"pred_{args.predict}")
+        paths = predict_split(args.out, args.data, split=args.predict, out_dir=out, progress=True)
+        print(f"finetune: {len(paths)} predictions of split {args.predict!r} written to {out}")
+        return 0
+
+    from petctfm.finetune.segmentation import BEST_DIR, FinetuneTask
+    from petctfm.train.trainer import train
+
+    task_cfg, train_cfg = build_configs(args)
+    task = FinetuneTask(task_cfg)
+    summary = train(task, train_cfg, args.out, resume=args.resume)
+    if summary.get("world_size", 1) == 1 or int(os.environ.get("RANK", "0")) == 0:
+        best = Path(args.out) / BEST_DIR / "best.json"
+        extra = f"; best val Dice {best.read_text().strip()}" if best.is_file() else ""
+        print(f"finetune: {summary.get('steps')} steps on {task.config['subset']['name']} "
+              f"({len(task.config['subset']['cases'])} cases), loss {summary.get('loss'):.4f}, "
+              f"stopped by {summary.get('stopped')}; run folder {args.out}{extra}")
+    return 0
