@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from petctfm.data.loader import write_toy_dataset  # noqa: E402
 from petctfm.io.atomic import atomic_write_json  # noqa: E402
 from petctfm.pretrain.early_fusion_mae import (  # noqa: E402
-    DEFAULT_CONFIG, EarlyFusionMAETask, border_discontinuity, voxel_mask,
+    DEFAULT_CONFIG, EarlyFusionMAETask, border_discontinuity,
 )
 from petctfm.pretrain.presets import deep_merge, get_preset  # noqa: E402
 

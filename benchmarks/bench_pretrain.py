@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -99,7 +98,7 @@ def measure(name, build, step_fn, make_batch, bs, dev, *, fused, compile_, chann
            "samples_per_s": bs * steps / dt, "step_s": dt / steps, "warmup_s": t_warm, "loss": float(loss.detach())}
     if dev.type == "cuda":
         res["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    del model, opt, fn, batch
+    model = opt = fn = batch = None  # free GPU memory before the next variant (one() is not called again)
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     return res

@@ -171,6 +171,28 @@ def test_frozen_encoder_unchanged_after_training(toy, mae, tmp_path):
     assert any(not torch.equal(v, _dec(s1)[k]) for k, v in _dec(s3).items())  # the decoder did train
 
 
+def test_layer_decay_trains_with_scaled_groups(toy, mae, tmp_path):
+    """--layer-decay 0.5: the trainer's AdamW holds the task's groups, the input stage at lr * 0.5**4 (4 encoder
+    stages) under the same schedule as the head, and resume restores the same groups."""
+    from petctfm.train.checkpoint import read_state
+
+    run = tmp_path / "ld"
+    argv = ["finetune", "--data", str(toy), "--out", str(run), "--init", str(mae), "--kshot", "1", *FAST,
+            "--layer-decay", "0.5", "--checkpoint-every", "2", "--figure-every", "0", "--set", "train.lr=0.01",
+            "--set", "train.warmup_steps=0", "--set", "train.schedule_steps=10"]
+    assert main([*argv, "--max-steps", "2"]) == 0
+    groups = read_state(run / "checkpoints" / "step_0000002")["optimizer"]["param_groups"]
+    scales = sorted({round(g["lr_scale"], 6) for g in groups})
+    assert scales == [0.0625, 0.125, 0.25, 0.5, 1.0]
+    base = [g["lr"] for g in groups if g["lr_scale"] == 1.0][0]
+    assert 0 < base < 0.01  # cosine-decayed
+    for g in groups:
+        assert g["lr"] == pytest.approx(base * g["lr_scale"])
+    assert main([*argv, "--max-steps", "4", "--resume"]) == 0
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    assert rows[-1]["step"] == 4 and np.isfinite(rows[-1]["loss"])
+
+
 def _err(capsys, argv):
     capsys.readouterr()
     assert main(argv) == 2
@@ -193,4 +215,4 @@ def test_one_line_errors(toy, mae, tmp_path, capsys):
     assert str(junk) in _err(capsys, [*base, "--out", str(tmp_path / "c"), "--init", str(junk)])
     assert "--backbone" in _err(capsys, [*base, "--out", str(tmp_path / "d"), "--init", "scratch"])
     assert "mode" in _err(capsys, [*base, "--out", str(tmp_path / "e"), "--init", str(mae), "--mode", "pet"])
-    assert "trainer" in _err(capsys, [*base, "--out", str(tmp_path / "f"), "--init", str(mae), "--layer-decay", "0.75"])
+    assert "(0, 1]" in _err(capsys, [*base, "--out", str(tmp_path / "f"), "--init", str(mae), "--layer-decay", "1.5"])

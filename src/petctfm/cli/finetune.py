@@ -59,7 +59,7 @@ def register(subparsers) -> None:
     p.add_argument("--fg-prob", type=float, metavar="P", help="foreground oversampling probability (default 0.33)")
     p.add_argument("--freeze-encoder", action="store_true", default=None, help="train decoder and head only")
     p.add_argument("--layer-decay", type=float, metavar="D",
-                   help="layer-wise LR decay (1 = off; values < 1 need the trainer's param-group hook)")
+                   help="layer-wise LR decay: encoder stage s of S gets lr * D**(S-s) (default 1 = off; try 0.75)")
     p.add_argument("--overlap", type=float, metavar="O", help="sliding-window overlap for validation (default 0.5)")
     p.add_argument("--max-time", type=float, dest="train__max_time_s", default=None, metavar="S",
                    help="stop (with a checkpoint) after S seconds")

@@ -19,8 +19,8 @@ The method, top to bottom:
    (B, 1, X, Y, Z); Dice over the batch (``batch=True``) so a patch without lesion does not give a 0/0 Dice.
 5. **Optimization**: the generic trainer (``petctfm.train.trainer.train``: DDP, bf16, resume). Optional
    ``freeze_encoder`` (encoder ``requires_grad = False``: the trainer's AdamW only sees the decoder).
-   Layer-wise LR decay: :func:`layer_decay_groups` builds the param groups, but the trainer does not take
-   param groups yet, so ``layer_decay != 1`` is refused (see ``docs/finetune.md``).
+   Layer-wise LR decay (``layer_decay`` < 1): :meth:`FinetuneTask.param_groups` hands the trainer the groups
+   of :func:`layer_decay_groups` (deeper encoder stages keep more of the LR, decoder/head the full LR).
 6. **Validation** (:meth:`FinetuneTask.on_checkpoint`, rank 0 every ``figure_every`` steps): sliding-window
    inference (:func:`petctfm.finetune.inference.predict_case`) on every case of the val split, per-case
    metrics from :func:`petctfm.evaluate.metrics.case_metrics` (autoPET convention: Dice undefined on cases
@@ -355,9 +355,6 @@ class FinetuneTask:
         if dataset is not None:
             cfg["dataset"] = str(dataset)
         validate_config(cfg)
-        if float(cfg["optim"]["layer_decay"]) != 1.0:
-            raise InputError("layer-wise LR decay needs param groups in the trainer's optimizer, which "
-                             "petctfm.train.trainer does not take yet; use --layer-decay 1 or --freeze-encoder")
         if cfg.get("dataset"):
             info = fmt.load_dataset_info(cfg["dataset"])
             if "normalization" not in info:
@@ -373,6 +370,14 @@ class FinetuneTask:
         self._loss = None
 
     # -- TrainTask -----------------------------------------------------------------------------------
+
+    def param_groups(self, model: nn.Module, cfg: Any) -> list[dict[str, Any]] | None:
+        """Layer-wise LR decay groups (:func:`layer_decay_groups`) when ``optim.layer_decay`` < 1, else None
+        (the trainer's default two groups)."""
+        decay = float(self.config["optim"]["layer_decay"])
+        if decay == 1.0:
+            return None
+        return layer_decay_groups(model, float(cfg.lr), decay, float(cfg.weight_decay))
 
     def build_model(self) -> nn.Module:
         """Fresh model; the pretrained encoder loaded when ``init.source`` is a checkpoint; frozen if asked."""

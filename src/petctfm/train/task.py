@@ -53,3 +53,10 @@ class TrainTask(Protocol):
         ``batch`` the step's last micro-batch, on the device. The trainer saves and restores the RNG states
         around this call, so it may draw random numbers without changing training.
         """
+
+    # Optional (the trainer calls it when the task defines it):
+    #
+    # def param_groups(self, model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    #     """AdamW param groups ``{"params", "weight_decay", "lr_scale"}`` covering every trainable parameter
+    #     of the bare ``model`` exactly once; group LR = ``cfg.lr * lr_scale`` under the shared schedule.
+    #     Without it: two groups (>= 2-D weights decayed, the rest not), ``lr_scale`` 1."""

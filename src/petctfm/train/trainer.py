@@ -8,8 +8,9 @@ What it does, in order:
    different config, or checkpoints without ``resume=True``, is refused (one-line ``InputError``).
 3. **Model**: seeded with ``cfg.seed`` (identical on every rank), then optionally the latest checkpoint's
    weights; moved to the device, channels-last, EMA copy, DDP, ``torch.compile``.
-4. **Optimizer**: AdamW (fused on CUDA), no weight decay on 1-D parameters; ``LambdaLR`` with linear warm-up
-   and cosine decay (:class:`WarmupCosine`); a grad scaler only for fp16.
+4. **Optimizer**: AdamW (fused on CUDA), no weight decay on 1-D parameters, or the task's own param groups
+   (``task.param_groups(model, cfg)``, optional: e.g. layer-wise LR decay, each group with an ``lr_scale``);
+   ``LambdaLR`` with linear warm-up and cosine decay (:class:`WarmupCosine`); a grad scaler only for fp16.
 5. **Loop**: per optimizer step, ``grad_accum`` micro-batches from ``task.batches(rank, world_size,
    start_sample)``, each under autocast (bf16 on CUDA by default), loss / grad_accum backpropagated
    (DDP ``no_sync`` on all but the last); clip, step, schedule, EMA.
@@ -135,15 +136,41 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; weight decay on >= 2-D weights only (biases and norm scales are not decayed)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device,
+                    groups: list[dict[str, Any]] | None = None) -> torch.optim.AdamW:
+    """AdamW; weight decay on >= 2-D weights only (biases and norm scales are not decayed).
+
+    ``groups``: the task's own param groups (:meth:`TrainTask.param_groups`), each ``{"params": [...],
+    "weight_decay": float, "lr_scale": float}``; group LR = ``cfg.lr * lr_scale`` and the warm-up/cosine
+    schedule multiplies every group alike, so the ratios between groups hold for the whole run. Every
+    trainable parameter must be in exactly one group (checked: a forgotten parameter would silently not train).
+    """
+    if groups is None:
+        decay, no_decay = [], []
+        for p in model.parameters():
+            if p.requires_grad:
+                (decay if p.dim() >= 2 else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+                  {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
+    else:
+        seen: dict[int, int] = {}
+        for g in groups:
+            for p in g["params"]:
+                seen[id(p)] = seen.get(id(p), 0) + 1
+        trainable = {id(p) for p in model.parameters() if p.requires_grad}
+        if any(n > 1 for n in seen.values()) or set(seen) != trainable:
+            raise PetctfmError("task param_groups must hold every trainable parameter exactly once "
+                               f"({len(trainable)} trainable, {len(seen)} in groups)")
+    groups = [{**g, "params": list(g["params"]), "lr": cfg.lr * float(g.get("lr_scale", 1.0)),
+               "lr_scale": float(g.get("lr_scale", 1.0))} for g in groups]
     kw: dict[str, Any] = {"fused": True} if (cfg.fused_optimizer and device.type == "cuda") else {}
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **kw)
+
+
+def base_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The LR of the un-scaled groups (``lr_scale`` 1; the largest LR when every group is scaled)."""
+    plain = [g["lr"] for g in optimizer.param_groups if g.get("lr_scale", 1.0) == 1.0]
+    return float(plain[0] if plain else max(g["lr"] for g in optimizer.param_groups))
 
 
 class _StopFlag:
@@ -338,7 +365,9 @@ class _Run:
             wrapped = torch.compile(wrapped)
         self.wrapped = wrapped
 
-        self.optimizer = build_optimizer(model, cfg, self.device)
+        groups_fn = getattr(self.task, "param_groups", None)
+        groups = groups_fn(model, cfg) if callable(groups_fn) else None
+        self.optimizer = build_optimizer(model, cfg, self.device, groups)
         horizon = cfg.schedule_steps or cfg.max_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, WarmupCosine(cfg.warmup_steps, horizon, cfg.min_lr_ratio))
@@ -429,7 +458,7 @@ class _Run:
             for k, v in (logs or {}).items():
                 v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
                 logs_sum[k] = logs_sum.get(k, 0.0) + v
-        lr = self.optimizer.param_groups[0]["lr"]  # the LR this update uses (logged with its step)
+        lr = base_lr(self.optimizer)  # the LR this update uses (logged with its step)
         grad_norm = None
         if cfg.clip_grad is not None:
             self.scaler.unscale_(self.optimizer)
@@ -559,5 +588,5 @@ class _Run:
 
 
 __all__ = ["TrainConfig", "add_train_args", "apply_overrides", "split_train_overrides", "train_config_from_args",
-           "train", "load_model", "save_weights", "WarmupCosine", "build_optimizer", "resolve_precision",
+           "train", "load_model", "save_weights", "WarmupCosine", "build_optimizer", "base_lr", "resolve_precision",
            "CONFIG_FILE", "METRICS_FILE", "SUMMARY_FILE", "RESUMABLE_CHANGES"]
