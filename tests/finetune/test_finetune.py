@@ -12,7 +12,7 @@ import torch
 
 from petctfm.cli.main import main
 from petctfm.data import format as fmt
-from petctfm.data.loader import write_toy_dataset
+from petctfm.data.loader import PatchConfig, write_toy_dataset
 from petctfm.errors import InputError
 from petctfm.finetune.inference import normalized_input, predict_case, predict_split
 from petctfm.finetune.presets import deep_merge, get_preset
@@ -216,3 +216,21 @@ def test_one_line_errors(toy, mae, tmp_path, capsys):
     assert "--backbone" in _err(capsys, [*base, "--out", str(tmp_path / "d"), "--init", "scratch"])
     assert "mode" in _err(capsys, [*base, "--out", str(tmp_path / "e"), "--init", str(mae), "--mode", "pet"])
     assert "(0, 1]" in _err(capsys, [*base, "--out", str(tmp_path / "f"), "--init", str(mae), "--layer-decay", "1.5"])
+
+
+def test_labeled_patch_larger_than_volume_pads_image_and_label_alike(toy):
+    """Toy volume 32x32x40, patch 48^3: the whole case, centred; image padded with background (0 SUV / air),
+    label with 0, and the label still sits on the hot PET voxels."""
+    from petctfm.finetune.segmentation import LabeledPatchDataset
+
+    cfg = PatchConfig(patch_size=(48, 48, 48), fg_prob=0.0, augment=False)
+    ds = LabeledPatchDataset(toy, cfg, ["toy001"], seed=0)
+    x, y = ds.read_pair("toy001", np.random.default_rng(0))
+    case = fmt.load_case(toy, "toy001")
+    img, lab = np.asarray(case["image"]), np.asarray(case["label"])
+    assert x.shape == (2, 48, 48, 48) and y.shape == (48, 48, 48)
+    box = (slice(8, 40), slice(8, 40), slice(4, 44))
+    np.testing.assert_array_equal(x[(slice(None), *box)], img)
+    np.testing.assert_array_equal(y[box], lab)
+    assert y.sum() == lab.sum() > 0
+    assert (x[0, :8] == 0).all() and (x[1, :, :, :4] == -1000).all()

@@ -29,7 +29,7 @@ import itertools
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -150,33 +150,43 @@ class PatchDataset(Dataset):
             self._fg[case_id] = coords
         return self._fg[case_id]
 
-    def read_patch(self, case_id: str, rng: np.random.Generator) -> np.ndarray:
-        """Raw [SUV, HU] patch (2, px, py, pz) read through the memory map, padded with background."""
-        try:
-            img = np.load(fmt.case_dir(self.root, case_id) / "image.npy", mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{fmt.case_dir(self.root, case_id) / 'image.npy'}: cannot read ({exc})") from None
-        shape = np.array(img.shape[1:])
-        p = np.array(self.cfg.patch_size)
+    def crop(self, case_id: str, shape: Sequence[int], rng: np.random.Generator) -> tuple[slice, slice, slice]:
+        """The patch box in a volume of ``shape`` (X, Y, Z): with probability ``fg_prob`` centred on a random
+        foreground voxel of the case (when it has one), else uniform; clipped to the volume (a volume smaller
+        than the patch gives the whole axis)."""
+        shape_a, p = np.array(shape), np.array(self.cfg.patch_size)
         centre = None
         if self.cfg.fg_prob > 0 and rng.random() < self.cfg.fg_prob:
             fg = self.foreground(case_id)
             if len(fg):
                 centre = fg[rng.integers(len(fg))]
         if centre is None:
-            start = np.array([rng.integers(0, max(int(s - q), 0) + 1) for s, q in zip(shape, p)])
+            start = np.array([rng.integers(0, max(int(s - q), 0) + 1) for s, q in zip(shape_a, p)])
         else:
-            start = np.clip(centre - p // 2, 0, np.maximum(shape - p, 0))
-        stop = np.minimum(start + p, shape)
-        patch = np.asarray(img[:, start[0]:stop[0], start[1]:stop[1], start[2]:stop[2]], dtype=np.float32)
-        if patch.shape[1:] != tuple(p):  # volume smaller than the patch: pad with background, centred
-            out = np.empty((2, *p), np.float32)
-            out[:] = self._pad[:, None, None, None]
-            off = (p - np.array(patch.shape[1:])) // 2
-            out[:, off[0]:off[0] + patch.shape[1], off[1]:off[1] + patch.shape[2],
-                off[2]:off[2] + patch.shape[3]] = patch
-            patch = out
-        return patch
+            start = np.clip(centre - p // 2, 0, np.maximum(shape_a - p, 0))
+        stop = np.minimum(start + p, shape_a)
+        return tuple(slice(int(a), int(b)) for a, b in zip(start, stop))  # type: ignore[return-value]
+
+    def pad_centred(self, arr: np.ndarray, fill: Sequence[float]) -> np.ndarray:
+        """(C, x, y, z) cut from a volume smaller than the patch -> (C, *patch_size), the cut centred and the
+        rest filled with ``fill`` (C,) per channel. Unchanged when it already has the patch size."""
+        p = np.array(self.cfg.patch_size)
+        if arr.shape[1:] == tuple(p):
+            return arr
+        out = np.empty((arr.shape[0], *p), arr.dtype)
+        out[:] = np.asarray(fill, arr.dtype)[:, None, None, None]
+        off = (p - np.array(arr.shape[1:])) // 2
+        out[(slice(None), *(slice(int(o), int(o) + n) for o, n in zip(off, arr.shape[1:])))] = arr
+        return out
+
+    def read_patch(self, case_id: str, rng: np.random.Generator) -> np.ndarray:
+        """Raw [SUV, HU] patch (2, px, py, pz) read through the memory map, padded with background."""
+        try:
+            img = np.load(fmt.case_dir(self.root, case_id) / "image.npy", mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{fmt.case_dir(self.root, case_id) / 'image.npy'}: cannot read ({exc})") from None
+        box = self.crop(case_id, img.shape[1:], rng)
+        return self.pad_centred(np.asarray(img[(slice(None), *box)], dtype=np.float32), self._pad)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         rng = self.rng(i)

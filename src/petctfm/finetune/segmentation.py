@@ -274,29 +274,9 @@ class LabeledPatchDataset(PatchDataset):
             lab = np.load(d / "label.npy", mmap_mode="r")
         except (OSError, ValueError) as exc:
             raise InputError(f"{d}: cannot read image.npy / label.npy ({exc})") from None
-        shape, p = np.array(img.shape[1:]), np.array(self.cfg.patch_size)
-        centre = None
-        if self.cfg.fg_prob > 0 and rng.random() < self.cfg.fg_prob:
-            fg = self.foreground(case_id)
-            if len(fg):
-                centre = fg[rng.integers(len(fg))]
-        if centre is None:
-            start = np.array([rng.integers(0, max(int(s - q), 0) + 1) for s, q in zip(shape, p)])
-        else:
-            start = np.clip(centre - p // 2, 0, np.maximum(shape - p, 0))
-        stop = np.minimum(start + p, shape)
-        sl = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
-        x = np.asarray(img[(slice(None), *sl)], dtype=np.float32)
-        y = np.asarray(lab[sl], dtype=np.uint8)
-        if x.shape[1:] != tuple(p):  # volume smaller than the patch: background around it
-            xo = np.empty((2, *p), np.float32)
-            xo[:] = self._pad[:, None, None, None]
-            yo = np.zeros(tuple(p), np.uint8)
-            off = (p - np.array(x.shape[1:])) // 2
-            box = tuple(slice(int(o), int(o) + n) for o, n in zip(off, x.shape[1:]))
-            xo[(slice(None), *box)] = x
-            yo[box] = y
-            x, y = xo, yo
+        box = self.crop(case_id, img.shape[1:], rng)
+        x = self.pad_centred(np.asarray(img[(slice(None), *box)], dtype=np.float32), self._pad)
+        y = self.pad_centred(np.asarray(lab[box], dtype=np.uint8)[None], [0])[0]
         return x, y
 
     def case_of(self, i: int) -> str:
