@@ -75,27 +75,19 @@ def register(subparsers) -> None:
 
 def build_configs(args: argparse.Namespace) -> tuple[dict, object]:
     """(task config, TrainConfig) from preset / saved run config, pretrained run, named options, ``--set``."""
-    from pathlib import Path
-
-    import yaml
-
     from petctfm.errors import InputError
-    from petctfm.finetune.presets import deep_merge, get_preset, set_dotted
+    from petctfm.finetune.presets import deep_merge, get_preset
     from petctfm.finetune.segmentation import DEFAULT_CONFIG, check_compatible, pretrained_config, resolve_subset
-    from petctfm.train.config import split_train_overrides, train_config_from_args
+    from petctfm.train.config import default_preset, finish_configs, saved_run_configs
 
-    saved = Path(args.out) / "config.yaml"
-    resumed = bool(args.resume and saved.is_file())
+    saved = saved_run_configs(args.out) if args.resume else None
+    resumed = saved is not None
     if resumed:
-        old = yaml.safe_load(saved.read_text()) or {}
-        task_cfg, train_base = old.get("task") or {}, old.get("train") or {}
+        task_cfg, train_base = saved
     else:
         if args.init is None:
             raise InputError("--init RUN_OR_CKPT|scratch is required")
-        if args.preset is None:
-            import torch
-
-            args.preset = "gpu" if torch.cuda.is_available() else "cpu"
+        args.preset = args.preset or default_preset()
         preset = get_preset(args.preset)
         task_cfg, train_base = deep_merge(DEFAULT_CONFIG, preset["task"]), preset["train"]
         if args.init == "scratch":
@@ -125,19 +117,7 @@ def build_configs(args: argparse.Namespace) -> tuple[dict, object]:
         ("data", "fg_prob"): args.fg_prob, ("optim", "freeze_encoder"): args.freeze_encoder,
         ("optim", "layer_decay"): args.layer_decay, ("val", "overlap"): args.overlap,
     }
-    for (section, key), value in named.items():
-        if value is not None:
-            task_cfg[section][key] = value
-    train_sets, task_sets = split_train_overrides(args.set)
-    for a in task_sets:
-        set_dotted(task_cfg, a)
-    train_cfg = train_config_from_args(args, train_base, train_sets)
-    task_cfg["seed"] = train_cfg.seed
-    if train_cfg.batch_size > 0:
-        task_cfg["data"]["batch_size"] = train_cfg.batch_size
-    train_cfg.batch_size = int(task_cfg["data"]["batch_size"])
-    task_cfg["data"]["num_workers"] = train_cfg.num_workers
-    return task_cfg, train_cfg
+    return finish_configs(args, task_cfg, train_base, named)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -70,24 +70,16 @@ def register(subparsers) -> None:
 
 def build_configs(args: argparse.Namespace) -> tuple[dict, object]:
     """(task config, TrainConfig) from preset / saved run config, named options and ``--set``."""
-    from pathlib import Path
-
-    import yaml
-
     from petctfm.errors import InputError
     from petctfm.pretrain.early_fusion_mae import DEFAULT_CONFIG
-    from petctfm.pretrain.presets import deep_merge, get_preset, set_dotted
-    from petctfm.train.config import split_train_overrides, train_config_from_args
+    from petctfm.pretrain.presets import deep_merge, get_preset
+    from petctfm.train.config import default_preset, finish_configs, saved_run_configs
 
-    saved = Path(args.out) / "config.yaml"
-    if args.resume and saved.is_file():
-        old = yaml.safe_load(saved.read_text()) or {}
-        task_cfg, train_base = old.get("task") or {}, old.get("train") or {}
+    saved = saved_run_configs(args.out) if args.resume else None
+    if saved is not None:
+        task_cfg, train_base = saved
     else:
-        if args.preset is None:
-            import torch
-
-            args.preset = "gpu" if torch.cuda.is_available() else "cpu"
+        args.preset = args.preset or default_preset()
         preset = get_preset(args.preset)
         task_cfg, train_base = deep_merge(DEFAULT_CONFIG, preset["task"]), preset["train"]
     if args.data:
@@ -100,20 +92,7 @@ def build_configs(args: argparse.Namespace) -> tuple[dict, object]:
         ("loss", "w_visible"): args.w_visible, ("loss", "kind"): args.loss,
         ("data", "patch_size"): [args.patch] * 3 if args.patch else None,
     }
-    for (section, key), value in named.items():
-        if value is not None:
-            task_cfg[section][key] = value
-    train_sets, task_sets = split_train_overrides(args.set)
-    for a in task_sets:
-        set_dotted(task_cfg, a)
-    train_cfg = train_config_from_args(args, train_base, train_sets)
-    # one seed for everything; the loader reads batch size and workers from the task config
-    task_cfg["seed"] = train_cfg.seed
-    if train_cfg.batch_size > 0:
-        task_cfg["data"]["batch_size"] = train_cfg.batch_size
-    train_cfg.batch_size = int(task_cfg["data"]["batch_size"])
-    task_cfg["data"]["num_workers"] = train_cfg.num_workers
-    return task_cfg, train_cfg
+    return finish_configs(args, task_cfg, train_base, named)
 
 
 def run(args: argparse.Namespace) -> int:

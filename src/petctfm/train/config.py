@@ -206,4 +206,45 @@ def split_train_overrides(assignments: Iterable[str]) -> tuple[list[str], list[s
     return mine, rest
 
 
-__all__ = ["TrainConfig", "split_train_overrides", "PRECISIONS", "DEVICES", "add_train_args", "train_config_from_args", "apply_overrides"]
+def saved_run_configs(run_dir: str | Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(task config, train config dict) of ``RUN/config.yaml`` (what ``--resume`` builds on), or None."""
+    from pathlib import Path
+
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        return None
+    old = yaml.safe_load(saved.read_text()) or {}
+    return old.get("task") or {}, old.get("train") or {}
+
+
+def default_preset() -> str:
+    """``gpu`` when CUDA is available, else ``cpu`` (the default of every command with ``--preset``)."""
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def finish_configs(args: argparse.Namespace, task_cfg: dict[str, Any], train_base: TrainConfig | dict[str, Any],
+                   named: dict[tuple[str, str], Any]) -> tuple[dict[str, Any], TrainConfig]:
+    """The last, shared steps of a training command's config: named options (``{(section, key): value}``,
+    None = not given) -> task ``--set key=value`` -> the TrainConfig (base, ``--flags``, ``--set train.*``) ->
+    one seed for everything and the loader's batch size / workers copied into the task config."""
+    from petctfm.pretrain.presets import set_dotted
+
+    for (section, key), value in named.items():
+        if value is not None:
+            task_cfg[section][key] = value
+    train_sets, task_sets = split_train_overrides(args.set)
+    for a in task_sets:
+        set_dotted(task_cfg, a)
+    train_cfg = train_config_from_args(args, train_base, train_sets)
+    task_cfg["seed"] = train_cfg.seed
+    if train_cfg.batch_size > 0:
+        task_cfg["data"]["batch_size"] = train_cfg.batch_size
+    train_cfg.batch_size = int(task_cfg["data"]["batch_size"])
+    task_cfg["data"]["num_workers"] = train_cfg.num_workers
+    return task_cfg, train_cfg
+
+
+__all__ = ["TrainConfig", "split_train_overrides", "PRECISIONS", "DEVICES", "add_train_args", "train_config_from_args",
+           "apply_overrides", "saved_run_configs", "default_preset", "finish_configs"]
