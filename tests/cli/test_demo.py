@@ -1,4 +1,5 @@
-"""The README's main job, end to end at tiny size: synth -> harmonize (from DICOM) -> view -> pretrain -> report."""
+"""The README's main job, end to end at tiny size: synth -> harmonize (from DICOM) -> view -> pretrain ->
+fine-tune (pretrained 10%, scratch 10% and 100%) -> test predictions -> evaluation -> report."""
 
 from __future__ import annotations
 
@@ -39,3 +40,25 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
         img = imread(report / png)
         assert img.shape[0] > 100 and np.std(img) > 0.01, png
     assert len(list(report.glob("case_*.png"))) == 3
+
+    # fine-tuning: exactly the three demo runs, on the stored subsets, evaluated on the test split
+    splits = fmt.load_splits(out / "dataset")
+    assert len(splits["fractions"]["10"]) >= 1 and len(splits["test"]) >= 2
+    ft = out / "finetune"
+    names = ["finetune_pretrained_f10_s0", "finetune_scratch_f10_s0", "finetune_scratch_f100_s0"]
+    assert sorted(p.name for p in ft.iterdir() if p.is_dir()) == sorted(names)
+    for name in names:
+        done = json.loads((ft / name / "done.json").read_text())
+        assert done["cases"] == splits["fractions"]["10" if "f10_" in name else "100"]
+        assert done["n_test_cases"] == len(splits["test"]) and done["train"]["steps"] <= 20
+        assert sorted(p.name for p in (ft / name / "pred_test").iterdir()) == sorted(
+            f"{c}.nii.gz" for c in splits["test"])
+        assert (ft / name / "eval_test" / "per_case.csv").is_file()
+    assert "| pretrained 10% |" in text and "| scratch 100% |" in text and "results.md" in text
+    results = (report / "results.md").read_text()
+    assert "**Synthetic data.**" in results and "--runs pretrained:10,scratch:10,scratch:100" in results
+    preds = sorted(report.glob("pred_*.png"))
+    assert len(preds) == min(3, len(splits["test"])) and all(f"]({p.name})" in text for p in preds)
+    for png in [report / "label_efficiency.png", *preds]:
+        img = imread(png)
+        assert img.shape[0] > 100 and np.std(img) > 0.01, png

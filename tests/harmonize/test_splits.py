@@ -49,6 +49,7 @@ def test_fractions_and_kshot_nested_subsets_of_train():
         prev = cur
     assert prev == train
     positive = {r["case_id"] for r in recs if r["positive"]}
+    assert set(sp["fractions"]["1"]) & positive  # even the smallest fraction has a lesion case
     prev = set()
     for k in KSHOTS:
         cur = set(sp["kshot"][str(k)])

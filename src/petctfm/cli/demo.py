@@ -1,11 +1,34 @@
 """``petctfm demo``: the whole story on synthetic data, in one command.
 
 synth (multi-site phantoms, DICOM + autoPET) -> harmonize (SUV from DICOM tags, RAS, one spacing, QA,
-splits) -> view (clinician pictures) -> pretrain (early-fusion MAE) -> report folder.
+splits) -> view (clinician pictures) -> pretrain (early-fusion MAE) -> the label-efficiency comparison in
+its smallest form: fine-tune the pretrained encoder on 10% of the labels, and the same network from scratch
+on 10% and on 100% (:func:`petctfm.finetune.label_efficiency.run_label_efficiency` with explicit runs) ->
+predictions of the test split, evaluated (autoPET metrics, bootstrap CIs, paired Wilcoxon) -> report folder
+(``README.md``, ``results.md``, the Dice-vs-fraction plot, test cases with predicted vs true contours).
 
-Every stage runs through the same command-line entry point a user would type, so the demo exercises the
-real code paths. Fine-tuning, evaluation and the label-efficiency comparison join the story as their
-issue lands.
+Every stage runs through the same code a user would call (the command-line entry points, and the
+experiment's Python API), so the demo exercises the real code paths.
+
+Time budgets (:data:`PRESETS`). The CPU demo must finish in <= 15 minutes on a 2-core CPU. Measured stage
+times on the 2-core VM (24 ``small`` cases, before fine-tuning joined): synth ~160 s, harmonize ~95 s (at
+2 x 2 x 3 mm), views ~10 s, so ~10 minutes are left for learning and evaluation. The budget:
+
+- **harmonize at 4 mm** (the PET resolution of ``small`` phantoms; ``tiny``: 8 mm). At the default
+  2 x 2 x 3 mm a whole-body ``small`` case is ~15 M voxels and one sliding-window pass of the tiny UNet
+  (48^3 windows, overlap 0.5) took ~90 s on the shared VM; fine-tuning validates on the val cases and
+  predicts every test case, so that would take the whole budget. At 4 mm (150 x 78 x 298 voxels) with
+  overlap 0.25 one pass takes ~5 s (measured, 1 thread).
+- **pretrain 150 s** (was 240 s): the tiny residual UNet at 48^3, ~0.6 s per step.
+- **fine-tune 3 runs x ~100 s**: 100 steps (~0.55 s each at 48^3, batch 2, measured) with validation on the
+  3 val cases at steps 50 and 100 (~15 s each); ``--max-time 110`` caps a run on a loaded machine. Then test
+  predictions (5 cases, ~26 s) and evaluation: ~130 s per run, ~6.5 minutes for the three.
+- views of 3 synthetic cases and 3 test predictions, report: ~20 s.
+
+Total ~160 + ~60 + 150 + ~390 + ~20 s = ~13 minutes; the lead times the full CPU demo on an idle machine.
+The tiny preset (CI) runs the same story on 8 ``tiny`` cases at 8 mm (5 train / 1 val / 2 test; the 10%
+subset is one case, a lesion case by construction of the splits) with 30 pretraining and 20 fine-tuning
+steps per run.
 """
 
 from __future__ import annotations
@@ -19,7 +42,7 @@ from pathlib import Path
 from petctfm.cli._common import add_command
 
 EXAMPLES = """
-# the CPU demo (about 10 minutes on 2 cores); prints where the report is
+# the CPU demo (about 13 minutes on 2 cores); prints where the report is
 petctfm demo --out demo_out
 
 # the same story in about a minute, tiny sizes (what CI runs)
@@ -29,18 +52,31 @@ petctfm demo --out demo_tiny --preset tiny
 petctfm demo --out demo_gpu --preset gpu
 """
 
-#: Per preset: number of cases, phantom size, pretraining preset (+ overrides), pretraining budget.
+#: Per preset: number of cases, phantom size, pretraining preset (+ overrides) and budget (steps, seconds),
+#: fine-tuning preset (+ overrides) and budget per run (steps, seconds of training).
 #: The CPU demo pretrains the tiny residual UNet on 48^3 patches: on a 2-core machine the full nnU-Net-sized
 #: UNet takes 5-20 s per step at 64^3 (measured), far too slow to learn anything in a few minutes, while the
-#: tiny one runs about 0.6 s per step at 48^3.
+#: tiny one runs about 0.6 s per step at 48^3. Fine-tuning uses the same network and patch (the fine-tuning
+#: ``tiny`` preset with 48^3 patches; the backbone always comes from the pretraining run) and validates every
+#: 50 steps, so that a 90 s run (~150 steps) validates about three times and keeps the best checkpoint.
 PRESETS = {
-    "tiny": {"cases": 8, "size": "tiny", "pretrain_preset": "tiny", "pretrain_set": [], "max_steps": 30,
-             "max_time": 120},
-    "cpu": {"cases": 24, "size": "small", "pretrain_preset": "tiny", "pretrain_set": ["data.patch_size=[48,48,48]"],
-            "max_steps": 600, "max_time": 240},
-    "gpu": {"cases": 60, "size": "small", "pretrain_preset": "gpu", "pretrain_set": [], "max_steps": 2000,
-            "max_time": 600},
+    "tiny": {"cases": 8, "size": "tiny", "spacing": [8, 8, 8], "pretrain_preset": "tiny", "pretrain_set": [],
+             "max_steps": 30, "max_time": 120, "finetune_preset": "tiny", "finetune_set": [],
+             "ft_max_steps": 20, "ft_max_time": 60},
+    "cpu": {"cases": 24, "size": "small", "spacing": [4, 4, 4], "pretrain_preset": "tiny",
+            "pretrain_set": ["data.patch_size=[48,48,48]"], "max_steps": 600, "max_time": 150,
+            "finetune_preset": "tiny",
+            "finetune_set": ["data.patch_size=[48,48,48]", "val.overlap=0.25", "train.figure_every=50",
+                             "train.checkpoint_every=50", "train.warmup_steps=10"],
+            "ft_max_steps": 100, "ft_max_time": 110},
+    "gpu": {"cases": 60, "size": "small", "spacing": None, "pretrain_preset": "gpu", "pretrain_set": [],
+            "max_steps": 2000, "max_time": 600, "finetune_preset": "gpu", "finetune_set": ["train.figure_every=250"],
+            "ft_max_steps": 1500, "ft_max_time": 300},
 }
+#: The three fine-tuning runs of the demo: (arm, percent of the labeled training cases).
+DEMO_RUNS = [("pretrained", 10.0), ("scratch", 10.0), ("scratch", 100.0)]
+#: Test cases drawn with predicted vs true contours in the report.
+N_PRED_VIEWS = 3
 
 
 def register(subparsers) -> None:
@@ -49,7 +85,9 @@ def register(subparsers) -> None:
         "demo",
         help="run the whole pipeline on synthetic data and write a report",
         description="Synthesize a multi-site PET/CT cohort, harmonize it, look at it, pretrain the "
-        "early-fusion MAE on it and write a report folder. All data is synthetic.",
+        "early-fusion MAE on it, fine-tune the pretrained encoder on 10% of the labels and the same network "
+        "from scratch on 10% and 100%, evaluate all three on the test split and write a report folder "
+        "(README.md, results.md, plots, test cases with predicted vs true contours). All data is synthetic.",
         examples=EXAMPLES,
     )
     p.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default: demo_out)")
@@ -85,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         preset["cases"] = args.cases
     out = Path(args.out)
     synth_dir, data_dir, run_dir, report = out / "synth", out / "dataset", out / "pretrain", out / "report"
+    exp_dir = out / "finetune"
     report.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
@@ -92,24 +131,84 @@ def run(args: argparse.Namespace) -> int:
     _stage("synth", ["synth", "--out", str(synth_dir), "--cases", str(preset["cases"]), "--seed", str(args.seed),
                      "--size", preset["size"], "--formats", "autopet,dicom", "--workers", str(args.workers)],
            timings, console)
+    spacing = ["--spacing", *map(str, preset["spacing"])] if preset.get("spacing") else []
     _stage("harmonize", ["harmonize", "--in", str(synth_dir / "dicom"), "--out", str(data_dir),
-                         "--workers", str(args.workers)], timings, console)
+                         "--workers", str(args.workers), *spacing], timings, console)
 
     cases = sorted(p.name for p in (synth_dir / "autopet").iterdir() if p.is_dir())
     for case in cases[:3]:
         _stage(f"view {case}", ["view", str(synth_dir / "autopet" / case), "--out",
                                 str(report / f"case_{case}.png")], timings, console)
 
-    resume = ["--resume"] if (run_dir / "checkpoints").exists() else []
-    _stage("pretrain", ["pretrain", "--data", str(data_dir), "--out", str(run_dir), "--preset",
-                        preset["pretrain_preset"], "--max-steps", str(preset["max_steps"]), "--max-time",
-                        str(preset["max_time"]), "--seed", str(args.seed), *resume,
-                        *[a for kv in preset["pretrain_set"] for a in ("--set", kv)]], timings, console)
+    pretrained = _finished(run_dir)
+    if pretrained:  # a rerun of a finished demo: keep the encoder the fine-tuning runs were made from
+        console.print(f"[dim]pretrain: finished earlier ({pretrained.get('steps')} steps), kept[/]")
+    else:
+        resume = ["--resume"] if (run_dir / "checkpoints").exists() else []
+        _stage("pretrain", ["pretrain", "--data", str(data_dir), "--out", str(run_dir), "--preset",
+                            preset["pretrain_preset"], "--max-steps", str(preset["max_steps"]), "--max-time",
+                            str(preset["max_time"]), "--seed", str(args.seed), *resume,
+                            *[a for kv in preset["pretrain_set"] for a in ("--set", kv)]], timings, console)
 
-    _write_report(report, data_dir, run_dir, preset_name, preset, timings, time.perf_counter() - t_start)
+    experiment = _finetune_and_evaluate(data_dir, run_dir, exp_dir, preset, args.seed, timings, console)
+    pred_views = _prediction_views(data_dir, exp_dir, report, experiment, timings, console)
+
+    _write_report(report, data_dir, run_dir, preset_name, preset, timings, time.perf_counter() - t_start,
+                  experiment, pred_views)
     console.rule("[bold green]demo finished")
     console.print(f"report: [bold]{report / 'README.md'}[/] ({time.perf_counter() - t_start:.0f} s in all)")
     return 0
+
+
+def _finished(run_dir: Path) -> dict | None:
+    """The pretraining summary when a previous demo's pretraining ended by its budget, else None."""
+    p = run_dir / "summary.json"
+    try:
+        s = json.loads(p.read_text()) if p.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+    return s if s and s.get("stopped") in ("max_steps", "max_time") else None
+
+
+def _finetune_and_evaluate(data_dir: Path, run_dir: Path, exp_dir: Path, preset: dict, seed: int,
+                           timings: dict[str, float], console) -> dict:
+    """pretrained@10%, scratch@10%, scratch@100% -> test predictions -> evaluation (label-efficiency API)."""
+    from petctfm.finetune.label_efficiency import run_label_efficiency
+
+    console.rule("[bold]fine-tune + evaluate[/]: " + ", ".join(f"{a} {p:g}%" for a, p in DEMO_RUNS))
+    t0 = time.perf_counter()
+    out = run_label_efficiency(data_dir, run_dir, exp_dir, runs=DEMO_RUNS, seeds=[seed],
+                               preset=preset["finetune_preset"], overrides=preset["finetune_set"],
+                               max_steps=preset["ft_max_steps"], max_time=preset["ft_max_time"], probe_kshot=None,
+                               progress=True)
+    for rec in out["records"]:
+        timings[f"fine-tune + test {rec['arm']} {rec['fraction']:g}%"] = float(rec.get("time_s") or 0.0)
+    timings["fine-tune + evaluate (all)"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def _prediction_views(data_dir: Path, exp_dir: Path, report: Path, experiment: dict, timings: dict[str, float],
+                      console) -> list[tuple[str, str]]:
+    """``view`` PNGs of a few test cases (lesion cases first): truth green, pretrained@10% prediction magenta."""
+    from petctfm.data import format as fmt
+    from petctfm.harmonize.export import export_nifti
+
+    first = next(r for r in experiment["plan"] if r.kind == "finetune")  # pretrained at 10%
+    dice = next(r for r in experiment["records"] if r["name"] == first.name)["case_dice"]
+    test = fmt.load_splits(data_dir).get("test") or []
+    ordered = sorted(test, key=lambda c: (dice.get(c) is None, c))[:N_PRED_VIEWS]
+    views = []
+    for cid in ordered:
+        folder = export_nifti(data_dir, cid)  # DATASET/nifti/<id>: SUV, CTres, SEG on the evaluated grid
+        pred = exp_dir / first.name / "pred_test" / f"{cid}.nii.gz"
+        d = dice.get(cid)
+        title = (f"{cid} (test): truth green, {first.arm} {first.fraction:g}% prediction magenta"
+                 + (f", Dice {d:.2f}" if d is not None else ", no lesion") + " - synthetic")
+        png = report / f"pred_{cid}.png"
+        _stage(f"view prediction {cid}", ["view", str(folder), "--pred", str(pred), "--title", title,
+                                          "--out", str(png)], timings, console)
+        views.append((png.name, title))
+    return views
 
 
 def _loss_curve(run_dir: Path, png: Path) -> list[dict]:
@@ -136,8 +235,51 @@ def _loss_curve(run_dir: Path, png: Path) -> list[dict]:
     return rows
 
 
+def _copy(src: Path, dst: Path) -> None:
+    from petctfm.io.atomic import atomic_path
+
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def _finetune_section(report: Path, experiment: dict, pred_views: list[tuple[str, str]], tiny: bool) -> list[str]:
+    """Report lines for the fine-tuning runs; copies results.md and the plot into the report folder."""
+    from petctfm.finetune.label_efficiency import format_dice, fmt_num
+
+    _copy(experiment["results_md"], report / "results.md")
+    _copy(experiment["plot"], report / "label_efficiency.png")
+    groups = [g for g in experiment["summary"]["groups"] if g["kind"] == "finetune"]
+    n_test = experiment["records"][0]["n_test_cases"] if experiment["records"] else 0
+    lines = ["## Fine-tuning: does pretraining save labels?", "",
+             f"The pretrained encoder fine-tuned on 10% of the labeled training cases, and the same network from "
+             f"scratch on 10% and on 100%, each evaluated on the {n_test} test cases (best checkpoint by val Dice; "
+             "Dice over cases with lesions, mean [95% bootstrap CI]). A demo-sized run on synthetic phantoms: "
+             "a few minutes of CPU training and a handful of test cases, so wide CIs; see `results.md` for the "
+             "paired tests and the exact command, and `docs/label-efficiency.md` for the full experiment."
+             + (" The `tiny` preset only checks that every stage runs: 20 fine-tuning steps learn nothing yet."
+                if tiny else ""), "",
+             "| model | labeled training cases | test Dice [95% CI] | FP volume (ml) | FN volume (ml) | lesion F1 |",
+             "| --- | ---: | --- | ---: | ---: | ---: |"]
+    for g in groups:
+        lines.append(f"| {g['arm']} {g['fraction']:g}% | {g['n_train_cases']} | {format_dice(g)} | "
+                     f"{fmt_num(g['fp_volume_ml'], 2)} | {fmt_num(g['fn_volume_ml'], 2)} | {fmt_num(g['lesion_f1'])} |")
+    for c in experiment["summary"]["comparisons"]:
+        lines += ["", f"{c['a']} - {c['b']}: mean Dice difference {fmt_num(c['mean_diff'])} "
+                      f"[{fmt_num(c['ci_low'])}, {fmt_num(c['ci_high'])}], Wilcoxon p = {fmt_num(c['p_value'], 3)} "
+                      f"(n = {c['n']} test cases)."]
+    lines += ["", "![Dice vs label fraction](label_efficiency.png)", "",
+              f"Run folders (config, checkpoints, `pred_test/` NIfTI predictions, `eval_test/` per-case metrics): "
+              f"`{experiment['exp_dir']}`.", ""]
+    if pred_views:
+        lines += ["## Test cases: prediction vs truth", ""]
+        for name, title in pred_views:
+            lines += [f"{title}:", "", f"![{Path(name).stem}]({name})", ""]
+    return lines
+
+
 def _write_report(report: Path, data_dir: Path, run_dir: Path, preset_name: str, preset: dict,
-                  timings: dict[str, float], total_s: float) -> None:
+                  timings: dict[str, float], total_s: float, experiment: dict | None = None,
+                  pred_views: list[tuple[str, str]] = ()) -> None:
     import csv
 
     from petctfm.io.atomic import atomic_write_text
@@ -149,7 +291,13 @@ def _write_report(report: Path, data_dir: Path, run_dir: Path, preset_name: str,
         "clinical result.",
         "",
         f"Preset `{preset_name}`: {preset['cases']} `{preset['size']}` cases, pretraining preset "
-        f"`{preset['pretrain_preset']}`. Total time {total_s:.0f} s.",
+        f"`{preset['pretrain_preset']}`, fine-tuning preset `{preset['finetune_preset']}` "
+        f"(at most {preset['ft_max_time']} s of training per run). Total time {total_s:.0f} s.",
+        "",
+        "Files: `README.md` (this page), `results.md` (the fine-tuning results table, paired tests, exact "
+        "command), `label_efficiency.png` (test Dice vs label fraction), `pred_<case>.png` (test cases, "
+        "predicted vs true lesion contours), `case_<case>.png` (synthetic cases as generated), "
+        "`pretrain_loss.png`, `reconstruction.png`, QA histograms.",
         "",
         "## Stages",
         "",
@@ -184,7 +332,9 @@ def _write_report(report: Path, data_dir: Path, run_dir: Path, preset_name: str,
             shutil.copy(figs[-1], report / "reconstruction.png")
             lines += ["Input / masked input / reconstruction (PET and CT, coronal):", "",
                       "![reconstruction](reconstruction.png)", ""]
-    lines += ["## Cases", ""]
+    if experiment is not None:
+        lines += _finetune_section(report, experiment, list(pred_views), preset_name == "tiny")
+    lines += ["## Cases (as synthesized)", ""]
     for png in sorted(report.glob("case_*.png")):
         lines += [f"![{png.stem}]({png.name})", ""]
     atomic_write_text(report / "README.md", "\n".join(lines) + "\n")

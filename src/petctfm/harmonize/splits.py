@@ -7,7 +7,9 @@
   stratum-sorted list is proportional stratification, and unlike per-stratum rounding it also gives small
   datasets a val and a test patient (6 patients -> 4/1/1).
 * Label fractions (1, 5, 10, 20, 40, 100 % of the training cases) are prefixes of ONE stratified ordering
-  of the training cases, so each is a subset of the next; each has at least one case. k-shot subsets
+  of the training cases, so each is a subset of the next; each has at least one case, and the ordering
+  starts with a lesion-positive case (when there is one), so that even a one-case fraction of a small dataset
+  has a lesion to learn from (a negative control alone teaches segmentation nothing). k-shot subsets
   (k = 1, 5, 10) are prefixes of the lesion-positive training cases in that ordering (nested; fewer when
   the training split has fewer positive cases).
 """
@@ -59,6 +61,9 @@ def make_splits(cases: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
     train = out["train"]
     order = _stratified_order(train, {cid: (str(case_of[cid].get("site")), str(case_of[cid].get("tracer")),
                                             bool(case_of[cid]["positive"])) for cid in train}, rng)
+    first_pos = next((i for i, cid in enumerate(order) if case_of[cid]["positive"]), 0)
+    if order:
+        order.insert(0, order.pop(first_pos))  # every fraction holds a lesion case
     out["fractions"] = {str(f): sorted(order[: max(1, int(round(f / 100 * len(order))))]) if order else []
                         for f in FRACTIONS}
     positives = [cid for cid in order if case_of[cid]["positive"]]

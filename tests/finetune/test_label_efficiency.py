@@ -1,0 +1,203 @@
+"""``petctfm experiment label-efficiency``: the plan (names, exact stored subsets), the runs going through
+finetune / probe / evaluate, results.csv / .md / .png, resume that skips finished runs, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+from matplotlib.image import imread
+
+from petctfm.cli.main import main
+from petctfm.data import format as fmt
+from petctfm.data.loader import write_toy_dataset
+from petctfm.errors import InputError
+from petctfm.finetune import label_efficiency as LE
+from petctfm.io.atomic import atomic_write_json
+
+# few steps, small patches, validation every 2 steps: seconds per run on one core
+FAST = ["data.patch_size=[16,16,16]", "train.figure_every=2", "train.checkpoint_every=2", "train.log_every=1"]
+TRAIN = ["toy000", "toy001", "toy002", "toy003"]
+FRACTIONS = {"50": ["toy001", "toy003"], "100": TRAIN}  # 50% deliberately not a prefix of train
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, tiny_mae_run):
+    root = tmp_path_factory.mktemp("le")
+    data = write_toy_dataset(root / "data", n_cases=7, shape=(32, 32, 32))
+    sp = json.loads((data / fmt.SPLITS_JSON).read_text())
+    sp.update(train=TRAIN, val=["toy004"], test=["toy005", "toy006"], fractions=FRACTIONS,
+              kshot={"1": ["toy002"], "5": []})
+    atomic_write_json(data / fmt.SPLITS_JSON, sp)
+    mae = tiny_mae_run(root / "mae", data, steps=1)
+    return data, mae
+
+
+@pytest.fixture(scope="module")
+def experiment(env, tmp_path_factory):
+    """One finished experiment: pretrained + scratch at 50 % and 100 %, 1-shot joint probe, one seed."""
+    data, mae = env
+    out = tmp_path_factory.mktemp("exp") / "le"
+    res = LE.run_label_efficiency(data, mae, out, fractions=[50, 100], seeds=[0], preset="tiny", overrides=FAST,
+                                  max_steps=4, probe_kshot=1, probe_steps=3, progress=False)
+    return data, mae, out, res
+
+
+def test_plan_names_and_exact_subsets(env):
+    data, mae = env
+    plan = LE.build_plan(data, fractions=[50, 100], seeds=[0, 1], probe_kshot=1, joint_encoder=str(mae),
+                         separated=["pet_run", "ct_run"])
+    assert [r.name for r in plan] == [
+        "finetune_pretrained_f50_s0", "finetune_pretrained_f50_s1", "finetune_scratch_f50_s0",
+        "finetune_scratch_f50_s1", "finetune_pretrained_f100_s0", "finetune_pretrained_f100_s1",
+        "finetune_scratch_f100_s0", "finetune_scratch_f100_s1",
+        "probe_joint_k1_s0", "probe_separated_k1_s0", "probe_joint_k1_s1", "probe_separated_k1_s1"]
+    by = {r.name: r for r in plan}
+    assert by["finetune_scratch_f50_s1"].cases == FRACTIONS["50"] and by["finetune_scratch_f50_s1"].seed == 1
+    assert by["finetune_pretrained_f100_s0"].cases == TRAIN
+    assert by["probe_separated_k1_s0"].cases == ["toy002"] and by["probe_separated_k1_s0"].encoders == ["pet_run",
+                                                                                                       "ct_run"]
+    # explicit runs replace the product; no separated runs -> no separated probe
+    plan = LE.build_plan(data, seeds=[0], runs=LE.parse_runs("pretrained:50,scratch:50,scratch:100"),
+                         probe_kshot=1, joint_encoder=str(mae))
+    assert [r.name for r in plan] == ["finetune_pretrained_f50_s0", "finetune_scratch_f50_s0",
+                                      "finetune_scratch_f100_s0", "probe_joint_k1_s0"]
+    with pytest.raises(InputError, match=r"no stored 10% label fraction \(stored: 50%, 100%\)"):
+        LE.build_plan(data, fractions=[10], probe_kshot=None)
+    with pytest.raises(InputError, match="no stored 5-shot subset"):
+        LE.build_plan(data, fractions=[50], probe_kshot=5, joint_encoder=str(mae))
+    with pytest.raises(InputError, match="unknown arm 'finetuned'"):
+        LE.parse_runs("finetuned:10")
+
+
+def test_runs_results_and_files(experiment):
+    data, mae, out, res = experiment
+    names = ["finetune_pretrained_f50_s0", "finetune_scratch_f50_s0", "finetune_pretrained_f100_s0",
+             "finetune_scratch_f100_s0", "probe_joint_k1_s0"]
+    assert [r.name for r in res["plan"]] == names
+    exp = yaml.safe_load((out / "experiment.yaml").read_text())
+    assert [r["name"] for r in exp["runs"]] == names and exp["settings"]["preset"] == "tiny"
+    assert exp["runs"][0]["cases"] == FRACTIONS["50"]
+    for name in names:
+        done = json.loads((out / name / "done.json").read_text())
+        assert done["n_test_cases"] == 2 and set(done["case_dice"]) == {"toy005", "toy006"}
+        per_case = list(csv.DictReader(open(out / name / "eval_test" / "per_case.csv")))
+        assert [r["case_id"] for r in per_case] == ["toy005", "toy006"]
+        dice = [float(r["dice"]) for r in per_case]
+        assert all(0.0 <= d <= 1.0 for d in dice)
+        assert done["metrics"]["dice"]["mean"] == pytest.approx(np.mean(dice))
+    # fine-tuning went through the finetune code: trainer config with the exact subset, predictions on disk
+    ft = out / "finetune_scratch_f50_s0"
+    cfg = yaml.safe_load((ft / "config.yaml").read_text())
+    assert cfg["task"]["subset"]["cases"] == FRACTIONS["50"] and cfg["task"]["init"]["source"] == "scratch"
+    assert cfg["task"]["model"]["backbone"] == "unet-resenc-tiny" and cfg["task"]["data"]["mode"] == "joint"
+    assert cfg["train"]["max_steps"] == 4 and cfg["task"]["data"]["patch_size"] == [16, 16, 16]
+    assert sorted(p.name for p in (ft / "pred_test").iterdir()) == ["toy005.nii.gz", "toy006.nii.gz"]
+    pre = yaml.safe_load((out / "finetune_pretrained_f100_s0" / "config.yaml").read_text())
+    assert pre["task"]["init"]["source"] == str(mae / "model.safetensors")
+
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [(r["row"], r["name"]) for r in rows if r["row"] == "run"] == [("run", n) for n in names]
+    aggs = {r["name"]: r for r in rows if r["row"] == "aggregate"}
+    assert set(aggs) == {"pretrained 50%", "scratch 50%", "pretrained 100%", "scratch 100%", "probe joint 1-shot"}
+    run_dice = {r["name"]: float(r["dice_mean"]) for r in rows if r["row"] == "run"}
+    assert float(aggs["scratch 50%"]["dice_mean"]) == pytest.approx(run_dice["finetune_scratch_f50_s0"])
+    a = aggs["pretrained 100%"]
+    assert float(a["dice_ci_low"]) <= float(a["dice_mean"]) <= float(a["dice_ci_high"])
+    tests = [r["name"] for r in rows if r["row"] == "wilcoxon"]
+    assert tests == ["pretrained vs scratch at 50%", "pretrained vs scratch at 100%",
+                     "pretrained at 50% vs scratch at 100%"]
+
+    md = (out / "results.md").read_text()
+    assert "**Synthetic data.**" in md and "petctfm experiment label-efficiency --data" in md
+    assert "| arm | 50% (2 cases) | 100% (4 cases) |" in md
+    assert "| pretrained |" in md and "| scratch |" in md and "Wilcoxon" in md
+    assert "separated** probe was skipped" in md and "--mode pet" in md and "--separated" in md
+    img = imread(out / "label_efficiency.png")
+    assert img.shape[0] > 300 and np.std(img) > 0.01
+
+
+def test_rerun_skips_finished_runs(experiment, monkeypatch):
+    data, mae, out, res = experiment
+    done = {p: p.stat().st_mtime_ns for p in out.glob("*/done.json")}
+    ckpts = {p: p.stat().st_mtime_ns for p in out.glob("finetune_*/checkpoints/*/model.safetensors")}
+    assert len(done) == 5 and ckpts
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("petctfm.train.trainer.train", no_training)
+    monkeypatch.setattr("petctfm.finetune.probe.run_probe", no_training)
+    again = LE.run_label_efficiency(data, mae, out, fractions=[50, 100], seeds=[0], preset="tiny", overrides=FAST,
+                                    max_steps=4, probe_kshot=1, probe_steps=3, progress=False)
+    assert [r["name"] for r in again["records"]] == [r["name"] for r in res["records"]]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/done.json")} == done
+    assert {p: p.stat().st_mtime_ns for p in out.glob("finetune_*/checkpoints/*/model.safetensors")} == ckpts
+    # other settings in the same folder are refused
+    with pytest.raises(InputError, match="other settings"):
+        LE.run_label_efficiency(data, mae, out, fractions=[50], preset="tiny", max_steps=9, probe_kshot=None,
+                                progress=False)
+
+
+def test_killed_finetune_run_resumes(env, tmp_path):
+    data, mae = env
+    out = tmp_path / "le"
+    kw = dict(runs="scratch:50", seeds=[0], preset="tiny", overrides=FAST, probe_kshot=None, progress=False)
+    LE.run_label_efficiency(data, mae, out, max_steps=4, **kw)
+    run = out / "finetune_scratch_f50_s0"
+    (run / "done.json").unlink()  # as if killed during training: checkpoint at step 2, no final summary
+    (run / "summary.json").unlink()
+    import shutil
+
+    shutil.rmtree(run / "checkpoints" / "step_0000004")
+    seen = {}
+    import petctfm.train.trainer as T
+
+    real = T.train
+
+    def spy(task, cfg, run_dir, resume=False):
+        seen["resume"] = resume
+        return real(task, cfg, run_dir, resume=resume)
+
+    import unittest.mock as um
+
+    with um.patch.object(T, "train", spy):
+        res = LE.run_label_efficiency(data, mae, out, max_steps=4, **kw)
+    assert seen == {"resume": True}
+    assert res["records"][0]["train"]["steps"] == 4 and (run / "done.json").is_file()
+
+
+def test_cli_errors_are_one_line(env, tmp_path, capsys):
+    data, mae = env
+    bad = tmp_path / "no_such_run"
+    assert main(["experiment", "label-efficiency", "--data", str(data), "--pretrained", str(bad), "--out",
+                 str(tmp_path / "x"), "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {bad}: no such checkpoint file or run folder"
+    assert main(["experiment", "label-efficiency", "--data", str(data), "--pretrained", str(mae), "--out",
+                 str(tmp_path / "x"), "--runs", "pretrained:abc"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --runs: bad item 'pretrained:abc' (expected ARM:PERCENT, "
+                                               "e.g. pretrained:10)")
+
+
+def test_separated_probe_runs_beside_the_joint_one(env, tmp_path, tiny_mae_run):
+    data, mae = env
+    pet = tiny_mae_run(tmp_path / "mae_pet", data, "pet", steps=1)
+    ct = tiny_mae_run(tmp_path / "mae_ct", data, "ct", steps=1)
+    with pytest.raises(InputError, match="expects a PET-only pretraining run"):
+        LE.run_label_efficiency(data, mae, tmp_path / "bad", runs="scratch:50", separated=[ct, pet], probe_kshot=1,
+                                progress=False)
+    res = LE.run_label_efficiency(data, mae, tmp_path / "le", runs="scratch:50", seeds=[0], preset="tiny",
+                                  overrides=FAST, max_steps=2, separated=[pet, ct], probe_kshot=1, probe_steps=2,
+                                  progress=False)
+    assert [r.name for r in res["plan"]] == ["finetune_scratch_f50_s0", "probe_joint_k1_s0", "probe_separated_k1_s0"]
+    sep = json.loads((tmp_path / "le" / "probe_separated_k1_s0" / "config.json").read_text())
+    assert [e["mode"] for e in sep["encoders"]] == ["pet", "ct"] and sep["train_cases"] == ["toy002"]
+    md = (tmp_path / "le" / "results.md").read_text()
+    assert "| separated: PET-only + CT-only side by side | 1 | 1 |" in md and "Joint - separated:" in md
+    assert "probe was skipped" not in md
+    rows = list(csv.DictReader(open(tmp_path / "le" / "results.csv")))
+    assert "1-shot probe: joint vs separated" in [r["name"] for r in rows if r["row"] == "wilcoxon"]
