@@ -62,7 +62,8 @@ def predict_case(model: nn.Module, image: np.ndarray | torch.Tensor, patch: Sequ
 
     patch = tuple(int(p) for p in (patch if isinstance(patch, (list, tuple)) else (patch,) * 3))
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    x = torch.as_tensor(np.asarray(image), dtype=torch.float32)
+    # a torch tensor is used as is (a pinned CPU tensor is then copied to the GPU asynchronously)
+    x = image.float() if torch.is_tensor(image) else torch.as_tensor(np.asarray(image), dtype=torch.float32)
     if x.dim() != 4:
         raise ValueError(f"image must be (C, X, Y, Z), got {tuple(x.shape)}")
     shape = tuple(x.shape[1:])
@@ -77,8 +78,8 @@ def predict_case(model: nn.Module, image: np.ndarray | torch.Tensor, patch: Sequ
     model.eval()
     try:
         with _autocast(device):
-            logits = sliding_window_inference(x[None].to(device), patch, sw_batch_size, model, overlap=overlap,
-                                              mode="gaussian")
+            logits = sliding_window_inference(x[None].to(device, non_blocking=x.is_pinned()), patch, sw_batch_size,
+                                              model, overlap=overlap, mode="gaussian")
     finally:
         model.train(was_training)
     prob = torch.softmax(logits.float(), dim=1)[0, 1, :shape[0], :shape[1], :shape[2]]

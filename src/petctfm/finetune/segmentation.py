@@ -65,7 +65,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "loss": {"lambda_dice": 1.0, "lambda_ce": 1.0},
     "val": {"split": "val", "overlap": 0.5, "sw_batch_size": 2},
     "data": PatchConfig().to_dict(),
-    "preprocessing": None,  # channels + normalization statistics (from dataset.json)
+    "preprocessing": None,  # channels, normalization statistics, harmonize spacing/ct_window (dataset.json)
 }
 
 
@@ -342,6 +342,8 @@ class FinetuneTask:
             cfg["preprocessing"] = {
                 "channels": [fmt.CHANNELS[i] for i in MODES[cfg["data"]["mode"]]],
                 "normalization": {k: info["normalization"][k] for k in fmt.CHANNELS},
+                # the harmonization the dataset was built with: `petctfm predict` resamples new cases alike
+                "harmonize": {"spacing": info.get("spacing"), "ct_window": info.get("ct_window")},
             }
             if not cfg["subset"]["cases"]:
                 cfg["subset"]["name"], cfg["subset"]["cases"] = resolve_subset(cfg["dataset"])

@@ -140,6 +140,7 @@ def load_case_images(case: SourceCase, suv_kind: str = "bw") -> tuple[dict[str, 
         elif case.files.get("RTSTRUCT"):
             seg = read_rtstruct_on(root, case.files["RTSTRUCT"][0], suv)
         extra.update(_dicom_demographics(pt_datasets[0]))
+        extra["pt_datasets"] = pt_datasets  # headers in slice order (predict's DICOM-SEG); not a KEPT_FIELD
         return {"suv": suv, "ct": ct, "seg": seg, "organs": None}, extra
     f = case.files
     if "suv" in f:

@@ -1,0 +1,103 @@
+"""``petctfm predict``: PET/CT in, lesion masks and a quantitative report out."""
+
+from __future__ import annotations
+
+from petctfm.cli._common import add_command
+
+EXAMPLES = """
+# one study from NIfTI files (PET in SUV) -> OUT/lesions.nii.gz, lesions.csv, summary.json, report.png
+petctfm predict --model runs/ft_joint --pet case/SUV.nii.gz --ct case/CT.nii.gz --out pred/case
+
+# one study from DICOM series folders (SUV from the tags) -> also OUT/lesions.seg.dcm (DICOM-SEG)
+petctfm predict --model runs/ft_joint/best/model.safetensors --pet study/PT --ct study/CT --out pred/study
+
+# every case of an autoPET / nnU-Net / DICOM folder, flip TTA (8 flips), one subfolder per case
+petctfm predict --model runs/ft_joint --in data/synth/autopet --out pred/autopet --tta
+
+# quick look: 4 mm in-plane, no TTA, lower overlap, stricter threshold
+petctfm predict --model runs/ft_joint --in data/new --out pred/new --fast --overlap 0.25 --threshold 0.6
+"""
+
+
+def register(subparsers) -> None:
+    p = add_command(
+        subparsers,
+        "predict",
+        help="segment lesions on new PET/CT studies: mask, DICOM-SEG, lesion table, TMTV/TLG, report",
+        description="Read a PET/CT study (NIfTI/MHA/NRRD files or DICOM series; SUV from the tags as harmonize "
+        "does), harmonize it as the model's training data was, run sliding-window inference (optional flip TTA), "
+        "bring the lesion probability back onto the input PET grid and threshold it there. Writes per case "
+        "lesions.nii.gz (input PET geometry), lesions.seg.dcm (DICOM input), lesions.csv (per lesion: volume, "
+        "SUVmax/mean/peak, TLG, centroid, region), summary.json (TMTV, TLG, timings) and report.png. Folder mode: "
+        "one subfolder per case, failed cases in OUT/failed.csv, finished cases skipped unless --overwrite; exit "
+        "status 1 only when every case fails. Device: CUDA when available (bf16), else CPU. See docs/predict.md.",
+        examples=EXAMPLES,
+    )
+    p.add_argument("--model", required=True, metavar="RUN_OR_CKPT",
+                   help="fine-tuned segmentation run folder (its best checkpoint) or model.safetensors")
+    src = p.add_argument_group("input (either --pet and --ct, or --in)")
+    src.add_argument("--pet", help="PET image in SUV (NIfTI/MHA/NRRD) or a DICOM PT series folder")
+    src.add_argument("--ct", help="CT image in HU or a DICOM CT series folder")
+    src.add_argument("--in", dest="folder", metavar="FOLDER",
+                     help="a folder of cases (autoPET, nnU-Net raw, DICOM or paired files; see docs/data-layouts.md)")
+    src.add_argument("--format", default="auto", choices=("auto", "autopet", "nnunet", "dicom", "pairs"),
+                     help="layout of --in (default: detected)")
+    p.add_argument("--out", required=True, help="output folder (one study) or parent of one subfolder per case")
+    p.add_argument("--tta", type=int, nargs="?", const=8, default=0, choices=(4, 8), metavar="N",
+                   help="flip test-time augmentation: average probabilities over N flips (8 = all flip "
+                   "combinations of the 3 axes, the default when N is omitted; 4 = identity + single-axis flips)")
+    p.add_argument("--overlap", type=float, help="sliding-window overlap in [0, 1) (default: the model's, 0.5)")
+    p.add_argument("--threshold", type=float, default=0.5, help="lesion if probability > T (default 0.5)")
+    p.add_argument("--fast", action="store_true",
+                   help="twice the model's in-plane spacing (e.g. 4x4x3 mm): ~4x fewer voxels, misses small lesions")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1")
+    p.add_argument("--sw-batch", type=int, metavar="B",
+                   help="sliding-window batch size (default 8 on CUDA, the model's (2) on CPU)")
+    p.add_argument("--overwrite", action="store_true", help="redo cases that already have summary.json")
+    p.add_argument("--no-report", action="store_true", help="skip report.png (saves ~1 s per case)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _line(s: dict) -> str:
+    t = s["timings_s"]
+    return (f"{s['case']}: {s['lesion_count']} lesion(s), TMTV {s['tmtv_ml']:.1f} ml, TLG "
+            f"{(s['total_tlg'] or 0):.1f}, SUVmax {s['suv_max'] if s['suv_max'] is not None else 'n/a'}; "
+            f"{t['total']:.1f} s (inference {t['inference']:.1f} s)")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from petctfm.errors import InputError
+    from petctfm.predict.pipeline import Predictor, predict_folder, predict_one, source_from_files, sources_from_folder
+
+    if args.folder and (args.pet or args.ct):
+        raise InputError("give either --in FOLDER or --pet/--ct, not both")
+    if not args.folder and not (args.pet and args.ct):
+        raise InputError("give --pet PET and --ct CT (files or DICOM folders), or --in FOLDER")
+    if args.sw_batch is not None and args.sw_batch < 1:
+        raise InputError(f"--sw-batch must be >= 1, got {args.sw_batch}")
+    if args.folder:
+        cases = sources_from_folder(args.folder, args.format)  # input errors before the model is loaded
+    else:
+        case = source_from_files(args.pet, args.ct)
+    predictor = Predictor.load(args.model, args.device, args.overlap, args.tta, args.threshold, args.fast,
+                               args.sw_batch)
+    if not args.folder:
+        out = Path(args.out)
+        if (out / "summary.json").is_file() and not args.overwrite:
+            print(f"{out}/summary.json exists: nothing to do (use --overwrite to redo)")
+            return 0
+        print(_line(predict_one(case, predictor, out, report=not args.no_report)))
+        print(f"outputs: {out}")
+        return 0
+    res = predict_folder(cases, predictor, args.out, overwrite=args.overwrite, report=not args.no_report,
+                         progress=not args.no_progress)
+    print(f"{len(res['done'])} case(s) predicted, {len(res['skipped'])} already done, {len(res['failed'])} failed "
+          f"(device {predictor.device}); per-case summaries: {args.out}/cases.csv")
+    for f in res["failed"]:
+        print(f"failed: {f['case']}: {f['reason']}")
+    if res["failed"]:
+        print(f"failed cases listed in {args.out}/failed.csv")
+    return 1 if res["failed"] and not res["done"] and not res["skipped"] else 0

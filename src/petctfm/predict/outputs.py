@@ -1,0 +1,276 @@
+"""What ``petctfm predict`` writes for one case, and the per-lesion anatomical region.
+
+Files (all atomic; ``summary.json`` last, so a folder with it is complete):
+
+- ``lesions.nii.gz``: uint8 mask (1 = lesion) on the input PET grid, written by SimpleITK with the PET's
+  origin, spacing and direction (nibabel reads the same affine as the input PET's, LPS- or RAS-stored).
+- ``lesions.seg.dcm``: for DICOM input, a BINARY DICOM-SEG (highdicom) of one segment "Lesion"
+  (algorithm type AUTOMATIC, the model named in the algorithm identification) whose frames reference the
+  source PT series' instances (same FrameOfReferenceUID, one frame per PT slice holding lesion voxels;
+  every frame when there is no lesion, as highdicom cannot write a SEG without frames).
+- ``lesions.csv``: :func:`petctfm.evaluate.lesions.lesion_table` on the input PET grid in SUV (volume ml,
+  SUVmax, SUVmean, SUVpeak in a 1 ml sphere, TLG, centroid in patient LPS mm, voxel bounding box) plus
+  ``region``.
+- ``summary.json``: TMTV, total TLG, lesion count, SUVmax/SUVpeak, model, settings, petctfm version,
+  input kind, timings per stage.
+- ``report.png``: :func:`petctfm.viz.view.render_case` (PET MIP with the predicted lesion contours; coronal
+  and axial fused PET/CT slices through the hottest predicted lesion).
+
+Region of a lesion (``region`` column, ``region_source`` says which rule gave it):
+
+1. **organ labels** (autoPET-style ``ORGANS.nii.gz`` in the input): the organ holding at least half of the
+   lesion's voxels (:data:`petctfm.synth.case.ORGAN_LABELS` names), e.g. ``liver``; else rule 2.
+2. **body-region model** from the CT alone: on the harmonized grid (every 2nd voxel in-plane), per axial
+   slice, the body outline (CT > -500 HU, holes filled) and the air inside it (<= -500 HU); slices whose
+   inside air is >= 5 % of the outline are lung slices, the longest run of them (>= 40 mm) spans the lungs,
+   apex ``z1`` to base ``z0``, height ``L``. Along the cranio-caudal axis: above ``z1`` head/neck; ``[z0, z1]`` thorax;
+   ``[z0 - 0.8 L, z0)`` abdomen; ``[z0 - 1.4 L, z0 - 0.8 L)`` pelvis; below lower limbs. The factors are
+   adult proportions (lung base -> iliac crest ~0.8 lung heights, iliac crest -> ischial tuberosities ~0.6),
+   so the boundaries are approximate (a few cm): liver-dome lesions above the posterior lung bases count as
+   thorax. Without lungs in the CT field of view the region is ``unknown``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from petctfm.io.atomic import atomic_path, atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from petctfm.harmonize.discover import SourceCase
+    from petctfm.predict.pipeline import Predictor, Prepared
+
+MASK_FILE = "lesions.nii.gz"
+SEG_FILE = "lesions.seg.dcm"
+TABLE_FILE = "lesions.csv"
+REPORT_FILE = "report.png"
+SUMMARY_FILE = "summary.json"
+REGION_COLUMNS = ["region", "region_source"]
+LUNG_AIR_FRACTION = 0.05
+MIN_LUNG_MM = 40.0
+ABDOMEN_LUNGS, PELVIS_LUNGS = 0.8, 1.4  # region boundaries below the lung base, in lung heights
+
+
+# ------------------------------------------------------------------------------------------------ regions
+
+
+def lung_span(ct: np.ndarray, affine: np.ndarray) -> tuple[float, float] | None:
+    """(base z, apex z) in mm (RAS/LPS z, superior positive) of the lungs on a harmonized CT (X, Y, Z) with
+    an axis-aligned RAS ``affine``; None if no run of lung slices >= :data:`MIN_LUNG_MM` is found."""
+    from scipy.ndimage import binary_fill_holes
+
+    body = ct[::2, ::2] > -500.0  # every 2nd voxel in-plane: area fractions barely change, 4x less work
+    planar = np.zeros((3, 3, 3), bool)
+    planar[:, 1, 1] = planar[1, :, 1] = True  # in-plane 4-connectivity: holes are filled slice by slice
+    filled = binary_fill_holes(body, structure=planar)
+    area = filled.sum(axis=(0, 1))
+    air = (filled & ~body).sum(axis=(0, 1))
+    lung = (area > 0) & (air >= LUNG_AIR_FRACTION * np.maximum(area, 1))
+    best, start = (0, -1, -1), None
+    for k, v in enumerate(np.append(lung, False)):
+        if v and start is None:
+            start = k
+        elif not v and start is not None:
+            best = max(best, (k - start, start, k - 1))
+            start = None
+    dz = float(affine[2, 2])
+    if best[0] * abs(dz) < MIN_LUNG_MM:
+        return None
+    z = [float(affine[2, 3] + dz * k) for k in (best[1], best[2])]
+    return min(z), max(z)
+
+
+def body_region(z_mm: float, lungs: tuple[float, float] | None) -> str:
+    """Region of a point at cranio-caudal position ``z_mm`` (superior positive) given the lung span."""
+    if lungs is None:
+        return "unknown"
+    z0, z1 = lungs
+    height = z1 - z0
+    if z_mm > z1:
+        return "head/neck"
+    if z_mm >= z0:
+        return "thorax"
+    if z_mm >= z0 - ABDOMEN_LUNGS * height:
+        return "abdomen"
+    if z_mm >= z0 - PELVIS_LUNGS * height:
+        return "pelvis"
+    return "lower limbs"
+
+
+def _organ_names() -> dict[int, str]:
+    from petctfm.synth.case import ORGAN_LABELS
+
+    return {v: k for k, v in ORGAN_LABELS.items() if v > 0}
+
+
+def quantify(mask: np.ndarray, pet: sitk.Image, organs: sitk.Image | None, harmonized: dict[str, Any],
+             connectivity: int = 18) -> dict[str, Any]:
+    """Lesion table (+ region) and patient totals of ``mask`` (X, Y, Z) on the PET grid of ``pet`` (SUV).
+
+    ``organs``: optional organ label image (any grid; nearest-neighbour onto the PET grid); ``harmonized``:
+    :func:`~petctfm.harmonize.pipeline.harmonize_images` output (its CT gives the lung landmarks).
+    Returns ``{"table": [rows], "totals": lesions.summary(...), "lungs_z_mm": (base, apex) | None}``.
+    """
+    from petctfm.evaluate.lesions import label_lesions, lesion_table, summary
+    from petctfm.harmonize.pipeline import resample_xyz
+    from petctfm.io.images import array_xyz
+
+    suv = array_xyz(pet).astype(np.float32, copy=False)
+    table = lesion_table(mask, suv, pet, connectivity=connectivity)
+    lungs = lung_span(harmonized["image"][1], harmonized["affine"]) if table else None
+    org = None
+    if organs is not None and table:
+        org = resample_xyz(organs, pet, False, 0, dtype=np.uint8)
+        labels, _ = label_lesions(mask, connectivity)
+        names = _organ_names()
+    for row in table:
+        row["region"], row["region_source"] = body_region(row["centroid_z_mm"], lungs), "body model"
+        if lungs is None:
+            row["region_source"] = "none (no lungs in CT)"
+        if org is not None:
+            vals = org[labels == row["label"]]
+            counts = np.bincount(vals, minlength=256)
+            top = int(np.argmax(counts[1:]) + 1)
+            if counts[top] * 2 >= len(vals) and top in names:
+                row["region"], row["region_source"] = names[top], "organ labels"
+    return {"table": table, "totals": summary(table), "lungs_z_mm": lungs}
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def write_mask(mask: np.ndarray, pet: sitk.Image, path: str | os.PathLike) -> Path:
+    """uint8 mask (X, Y, Z) -> ``path`` with ``pet``'s geometry (SimpleITK copies origin/spacing/direction)."""
+    from petctfm.io.images import write_image
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(mask.astype(np.uint8), (2, 1, 0))))
+    img.CopyInformation(pet)
+    return write_image(img, path)
+
+
+def table_csv(table: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    from petctfm.evaluate.lesions import LESION_COLUMNS
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=LESION_COLUMNS + REGION_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in table:
+        w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def write_seg(mask: np.ndarray, pt_datasets: list[Any], path: str | os.PathLike, predictor: "Predictor") -> Path:
+    """Write ``mask`` (X, Y, Z, on the grid :func:`petctfm.io.dicom_read.read_volume` built from
+    ``pt_datasets``, which are in slice order) as a BINARY DICOM-SEG referencing those PT instances."""
+    import logging
+
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from petctfm import __version__
+
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # one INFO line per copied module otherwise
+    frames = np.ascontiguousarray(np.transpose(mask > 0, (2, 1, 0))).astype(np.uint8)  # [slice, rows, cols]
+    if frames.shape != (len(pt_datasets), int(pt_datasets[0].Rows), int(pt_datasets[0].Columns)):
+        raise ValueError(f"mask {frames.shape} does not match the PT series "
+                         f"({len(pt_datasets)} x {pt_datasets[0].Rows} x {pt_datasets[0].Columns})")
+    algo = hd.AlgorithmIdentificationSequence(
+        name=f"petctfm {predictor.config['model']['backbone']}", version=__version__,
+        family=codes.cid7162.ArtificialIntelligence)
+    segment = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="Lesion",
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Neoplasm,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algo,
+        tracking_uid=hd.UID(), tracking_id="predicted lesions")
+    seg = hd.seg.Segmentation(
+        source_images=pt_datasets, pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment], series_instance_uid=hd.UID(), series_number=901,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="petctfm", manufacturer_model_name="petctfm predict",
+        software_versions=__version__, device_serial_number="0", series_description="petctfm predicted lesions",
+        content_label="LESIONS", content_description="Lesions predicted by petctfm (research use only)",
+        omit_empty_frames=bool(frames.any()))
+    with atomic_path(path) as tmp:
+        seg.save_as(tmp, enforce_file_format=True)
+    return Path(path)
+
+
+def input_kind(case: "SourceCase") -> str:
+    if case.fmt == "dicom":
+        return "dicom"
+    name = str(case.files.get("suv") or case.files.get("pet") or "").lower()
+    for suffix, kind in ((".nii.gz", "nifti"), (".nii", "nifti"), (".mha", "mha"), (".mhd", "mha"),
+                         (".nrrd", "nrrd"), (".nhdr", "nrrd")):
+        if name.endswith(suffix):
+            return kind
+    return case.fmt
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float):
+        return round(v, 4) if v == v else None
+    return v
+
+
+def write_case_outputs(out_dir: str | os.PathLike, case: "SourceCase", predictor: "Predictor", prep: "Prepared",
+                       mask: np.ndarray, result: dict[str, Any], timings: dict[str, float],
+                       report: bool = True) -> dict[str, Any]:
+    """Write every output of one case into ``out_dir`` (created); ``summary.json`` last. Returns the summary."""
+    from petctfm import __version__
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pet = prep.images["suv"]
+    t0 = time.perf_counter()
+    files = [MASK_FILE]
+    write_mask(mask, pet, out / MASK_FILE)
+    if prep.pt_datasets is not None:
+        write_seg(mask, prep.pt_datasets, out / SEG_FILE, predictor)
+        files.append(SEG_FILE)
+    atomic_write_text(out / TABLE_FILE, table_csv(result["table"]))
+    files.append(TABLE_FILE)
+    t1 = time.perf_counter()
+    timings["write"] = t1 - t0
+    totals = {k: _clean(v) for k, v in result["totals"].items()}
+    if report:
+        from petctfm.viz.view import render_case
+
+        mask_img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(mask, (2, 1, 0))))
+        mask_img.CopyInformation(pet)
+        title = (f"{case.case_id}   predicted: {totals['lesion_count']} lesion(s), TMTV {totals['tmtv_ml']:.1f} ml"
+                 f"   [petctfm {predictor.config['model']['backbone']}; research use, not for diagnosis]")
+        fig = render_case(pet, prep.images["ct"], pred=mask_img, title=title, out_png=out / REPORT_FILE, dpi=80)
+        del fig
+        files.append(REPORT_FILE)
+        timings["report"] = time.perf_counter() - t1
+    timings["total"] = sum(v for k, v in timings.items() if k != "total")
+    h = prep.harmonized
+    summary = {
+        "case": case.case_id,
+        **totals,
+        "input": {"kind": input_kind(case), "source": case.rel if case.root == "/" else str(Path(case.root) / case.rel),
+                  "pet_shape": list(pet.GetSize()), "pet_spacing_mm": [round(s, 4) for s in pet.GetSpacing()],
+                  "harmonized_shape": list(h["image"].shape[1:]), "ct_fov_coverage": round(h["ct_fov_coverage"], 4)},
+        **predictor.describe(),
+        "lungs_z_mm": None if result["lungs_z_mm"] is None else [round(z, 1) for z in result["lungs_z_mm"]],
+        "petctfm_version": __version__,
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "outputs": files,
+        "note": "research software on its own predictions; not a medical device",
+    }
+    atomic_write_json(out / SUMMARY_FILE, json.loads(json.dumps(summary, default=str)))
+    return summary
+
+
+__all__ = ["MASK_FILE", "SEG_FILE", "TABLE_FILE", "REPORT_FILE", "SUMMARY_FILE", "lung_span", "body_region",
+           "quantify", "write_mask", "table_csv", "write_seg", "write_case_outputs", "input_kind"]
