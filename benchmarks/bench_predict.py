@@ -21,7 +21,13 @@ and the preprocessing (``--spacing``, CT window, normalization) recorded as fine
    seconds per stage (read, preprocess, inference, postprocess, write, report), median of ``--repeats``;
 3. reference in the same process: plain MONAI ``sliding_window_inference`` of the same network on the
    same (already harmonized and normalized, already on the device) volume: fp32, overlap 0.5, sw batch 4,
-   default constant blending, network only; median of ``--repeats``.
+   default constant blending, network only; median of ``--repeats``;
+4. resampling (on CUDA, or with ``--compare-resampling``): the two fine-grid resamplings of ``predict`` timed
+   on both paths, NumPy/SimpleITK on the CPU (``harmonize.pipeline.resample_xyz``) and torch on the device
+   (``harmonize.resample_torch``): PET and CT onto the harmonized RAS grid (``to_ras``, the part of
+   ``preprocess`` that moves to the GPU) and a probability back onto the input PET grid (``to_pet``, in
+   ``postprocess``); host<->device copies included, median of ``--repeats`` after one warm-up, and the largest
+   difference between the two paths' results.
 
 Prints one JSON object (also written to ``--out``): stage seconds, totals, the reference, and the ratios
 ``end_to_end / reference`` and ``inference / reference``. Not a timed test: numbers go to docs/predict.md.
@@ -92,6 +98,60 @@ def make_model(run: Path, backbone: str, patch: int, spacing: list[float]) -> Pa
     return save_weights(build_model(cfg), run / "model.safetensors", cfg)
 
 
+def time_resampling(prep, dev, repeats: int, sync) -> dict:
+    """Seconds of predict's two fine-grid resamplings on the NumPy path and the torch path on ``dev``.
+
+    ``to_ras``: PET (linear, 0 outside) and CT (linear, -1000 HU outside) onto the harmonized grid, as
+    ``harmonize_images`` does; ``to_pet``: a probability-sized float32 volume on that grid (the normalized PET
+    channel: only its size matters for speed) back onto the input PET grid, as ``to_pet_grid`` does.
+    """
+    import numpy as np
+
+    from petctfm.harmonize.pipeline import resample_xyz
+    from petctfm.harmonize.resample_torch import resample_xyz_torch
+
+    ref, pet, ct = prep.harmonized["reference"], prep.images["suv"], prep.images["ct"]
+    prob = prep.x[0]
+
+    def run(torch_path: bool) -> dict:
+        kw = {"device": dev} if torch_path else {}
+        fn = resample_xyz_torch if torch_path else resample_xyz
+        to_pet = (lambda: resample_xyz_torch(ref, pet, True, 0.0, device=dev, array=prob)) if torch_path else (
+            lambda: resample_xyz(_on_grid(prob, ref), pet, True, 0.0))
+        jobs = {"to_ras_pet": lambda: fn(pet, ref, True, 0.0, **kw),
+                "to_ras_ct": lambda: fn(ct, ref, True, -1000.0, **kw), "to_pet": to_pet}
+        out, secs = {}, {}
+        for name, job in jobs.items():
+            out[name] = job()  # warm-up (CUDA kernels, allocator)
+            times = []
+            for _ in range(repeats):
+                sync()
+                t0 = time.perf_counter()
+                job()
+                sync()
+                times.append(time.perf_counter() - t0)
+            secs[name] = statistics.median(times)
+        secs["to_ras"] = secs["to_ras_pet"] + secs["to_ras_ct"]
+        return {"seconds": {k: round(v, 4) for k, v in secs.items()}, "arrays": out}
+
+    cpu, gpu = run(False), run(True)
+    diff = {k: float(np.abs(cpu["arrays"][k] - gpu["arrays"][k]).max()) for k in cpu["arrays"]}
+    return {"numpy_cpu": cpu["seconds"], f"torch_{dev.type}": gpu["seconds"],
+            "speedup_to_ras": round(cpu["seconds"]["to_ras"] / max(gpu["seconds"]["to_ras"], 1e-9), 2),
+            "speedup_to_pet": round(cpu["seconds"]["to_pet"] / max(gpu["seconds"]["to_pet"], 1e-9), 2),
+            "max_abs_diff": diff, "ras_grid": list(ref.GetSize()), "pet_grid": list(pet.GetSize())}
+
+
+def _on_grid(arr_xyz, ref):
+    """``arr_xyz`` as a SimpleITK image with ``ref``'s geometry (what ``to_pet_grid`` builds on the CPU path)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(arr_xyz, (2, 1, 0))))
+    img.CopyInformation(ref)
+    return img
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pet")
@@ -108,6 +168,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--no-reference", action="store_true")
+    p.add_argument("--compare-resampling", action="store_true",
+                   help="time NumPy vs torch resampling also on CPU (always done on CUDA)")
     p.add_argument("--cpu-smoke", action="store_true", help="tiny network, 96x96x64 toy volume, CPU")
     p.add_argument("--out")
     args = p.parse_args()
@@ -174,6 +236,8 @@ def main() -> None:
             result["ratio_end_to_end_vs_reference"] = round(stages["wall"] / ref, 3)
             result["ratio_inference_vs_reference"] = round(stages["inference"] / ref, 3)
             del x
+        if dev.type == "cuda" or args.compare_resampling:
+            result["resampling_s"] = time_resampling(prepare(case, predictor), dev, args.repeats, sync)
         print(json.dumps(result, indent=2))
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

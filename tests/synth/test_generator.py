@@ -222,10 +222,10 @@ def _stage_rule(m: dict) -> str:
     if not les:
         return "none"
     if m["diagnosis"] == "lymphoma":
-        nodal = all(l["kind"] == "node" for l in les)
-        one_side = len({l["above_diaphragm"] for l in les}) == 1
+        nodal = all(x["kind"] == "node" for x in les)
+        one_side = len({x["above_diaphragm"] for x in les}) == 1
         return "early" if nodal and one_side else "advanced"
-    regions = {l["region"] for l in les}
+    regions = {x["region"] for x in les}
     primary = {"lung_cancer": "lung_", "melanoma": "skin_", "prostate_cancer": "prostate"}[m["diagnosis"]]
     return "early" if len(regions) == 1 and next(iter(regions)).startswith(primary) else "advanced"
 
@@ -240,7 +240,7 @@ def test_stage_follows_lesion_regions(cohort):
     # lymphoma nodes on both sides of the diaphragm are advanced
     for c in cohort:
         les = c.meta["lesions"]
-        if c.meta["diagnosis"] == "lymphoma" and len({l["above_diaphragm"] for l in les}) == 2:
+        if c.meta["diagnosis"] == "lymphoma" and len({x["above_diaphragm"] for x in les}) == 2:
             assert c.meta["stage"] == "advanced"
 
 

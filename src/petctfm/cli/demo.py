@@ -20,12 +20,15 @@ times on the 2-core VM (24 ``small`` cases, before fine-tuning joined): synth ~1
   predicts every test case, so that would take the whole budget. At 4 mm (150 x 78 x 298 voxels) with
   overlap 0.25 one pass takes ~5 s (measured, 1 thread).
 - **pretrain 150 s** (was 240 s): the tiny residual UNet at 48^3, ~0.6 s per step.
-- **fine-tune 3 runs x ~100 s**: 100 steps (~0.55 s each at 48^3, batch 2, measured) with validation on the
-  3 val cases at steps 50 and 100 (~15 s each); ``--max-time 110`` caps a run on a loaded machine. Then test
-  predictions (5 cases, ~26 s) and evaluation: ~130 s per run, ~6.5 minutes for the three.
+- **fine-tune 3 runs x ~120 s**: 500 steps on 32^3 patches (~0.2 s each, batch 2; at 4 mm a 32^3 patch is
+  13 cm, enough context for the small phantom lesions) with lesion-centred patches 2/3 of the time
+  (``data.fg_prob=0.67``: lesions are < 0.1 % of the voxels, and 100 steps at 48^3 with the default 0.33 had
+  learned nothing, test Dice 0.00), validation on the 3 val cases at steps 250 and 500 (~15 s each);
+  ``--max-time 120`` caps a run on a loaded machine. Then test predictions (5 cases, ~25 s) and evaluation:
+  ~150 s per run, ~7.5 minutes for the three.
 - views of 3 synthetic cases and 3 test predictions, report: ~20 s.
 
-Total ~160 + ~60 + 150 + ~390 + ~20 s = ~13 minutes; the lead times the full CPU demo on an idle machine.
+Budgeted ~160 + ~30 + 150 + ~450 + ~20 s = ~13.5 minutes; measured 10.5 minutes end to end on the 2-core VM (docs/results.md).
 The tiny preset (CI) runs the same story on 8 ``tiny`` cases at 8 mm (5 train / 1 val / 2 test; the 10%
 subset is one case, a lesion case by construction of the splits) with 30 pretraining and 20 fine-tuning
 steps per run.
@@ -42,7 +45,7 @@ from pathlib import Path
 from petctfm.cli._common import add_command
 
 EXAMPLES = """
-# the CPU demo (about 13 minutes on 2 cores); prints where the report is
+# the CPU demo (about 11 minutes on 2 cores); prints where the report is
 petctfm demo --out demo_out
 
 # the same story in about a minute, tiny sizes (what CI runs)
@@ -56,9 +59,9 @@ petctfm demo --out demo_gpu --preset gpu
 #: fine-tuning preset (+ overrides) and budget per run (steps, seconds of training).
 #: The CPU demo pretrains the tiny residual UNet on 48^3 patches: on a 2-core machine the full nnU-Net-sized
 #: UNet takes 5-20 s per step at 64^3 (measured), far too slow to learn anything in a few minutes, while the
-#: tiny one runs about 0.6 s per step at 48^3. Fine-tuning uses the same network and patch (the fine-tuning
-#: ``tiny`` preset with 48^3 patches; the backbone always comes from the pretraining run) and validates every
-#: 50 steps, so that a 90 s run (~150 steps) validates about three times and keeps the best checkpoint.
+#: tiny one runs about 0.6 s per step at 48^3. Fine-tuning uses the same network (the backbone always comes
+#: from the pretraining run; convolution weights do not depend on the patch size) on 32^3 lesion-biased
+#: patches and validates twice (steps 250 and 500), keeping the best checkpoint.
 PRESETS = {
     "tiny": {"cases": 8, "size": "tiny", "spacing": [8, 8, 8], "pretrain_preset": "tiny", "pretrain_set": [],
              "max_steps": 30, "max_time": 120, "finetune_preset": "tiny", "finetune_set": [],
@@ -66,9 +69,9 @@ PRESETS = {
     "cpu": {"cases": 24, "size": "small", "spacing": [4, 4, 4], "pretrain_preset": "tiny",
             "pretrain_set": ["data.patch_size=[48,48,48]"], "max_steps": 600, "max_time": 150,
             "finetune_preset": "tiny",
-            "finetune_set": ["data.patch_size=[48,48,48]", "val.overlap=0.25", "train.figure_every=50",
-                             "train.checkpoint_every=50", "train.warmup_steps=10"],
-            "ft_max_steps": 100, "ft_max_time": 110},
+            "finetune_set": ["data.patch_size=[32,32,32]", "data.fg_prob=0.67", "val.overlap=0.25",
+                             "train.figure_every=250", "train.checkpoint_every=250", "train.warmup_steps=20"],
+            "ft_max_steps": 500, "ft_max_time": 120},
     "gpu": {"cases": 60, "size": "small", "spacing": None, "pretrain_preset": "gpu", "pretrain_set": [],
             "max_steps": 2000, "max_time": 600, "finetune_preset": "gpu", "finetune_set": ["train.figure_every=250"],
             "ft_max_steps": 1500, "ft_max_time": 300},

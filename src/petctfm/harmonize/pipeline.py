@@ -11,9 +11,10 @@ Steps for one :class:`~petctfm.harmonize.discover.SourceCase`:
    components < 5 % of the largest dropped) and the CT coverage of the PET FOV; the fine grid is the body
    bounding box + ``margin_mm`` inside the PET FOV. No CT overlap at all -> the case fails.
 4. **Resample** onto the fine grid (separable 1D passes for axis-aligned grids, ``sitk.Resample`` for
-   oblique ones): PET linear (no B-spline overshoot, SUV stays >= 0), CT linear with -1000 HU outside the CT
-   FOV (the covered fraction is recorded as ``ct_fov_coverage``), labels nearest neighbour. CT is clipped to
-   ``ct_window`` (default [-1000, 1000] HU), PET below at 0.
+   oblique ones; the same passes in torch on a GPU when a ``resampler`` from
+   :mod:`petctfm.harmonize.resample_torch` is given): PET linear (no B-spline overshoot, SUV stays >= 0), CT
+   linear with -1000 HU outside the CT FOV (the covered fraction is recorded as ``ct_fov_coverage``), labels
+   nearest neighbour. CT is clipped to ``ct_window`` (default [-1000, 1000] HU), PET below at 0.
 5. **Write** ``image.npy`` (2, X, Y, Z) [SUV, HU], ``label.npy``, ``organs.npy``, ``meta.json`` with
    :func:`petctfm.data.format.write_case` (one atomic folder) and optionally a QA thumbnail.
 """
@@ -26,7 +27,7 @@ import re
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -233,6 +234,20 @@ def _axis_maps(src: sitk.Image, ref: sitk.Image) -> list[tuple[int, np.ndarray, 
     return maps
 
 
+def _taps(ci: np.ndarray, n: int, linear: bool, sign: float) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Source indices and weights of one 1D pass over an axis of length ``n`` at continuous indices ``ci``.
+
+    Linear: ``(i0, i1, f)``, the two neighbours (clipped to the axis) and the float32 weight of ``i1``;
+    nearest: ``(i, None, None)`` with ties as described in :func:`_pass`. Shared by the NumPy passes and
+    :mod:`petctfm.harmonize.resample_torch`, so both sample exactly the same source voxels.
+    """
+    if linear:
+        i0 = np.floor(ci).astype(np.int64)
+        return np.clip(i0, 0, n - 1), np.clip(i0 + 1, 0, n - 1), (ci - i0).astype(np.float32)
+    nearest = np.floor(ci + 0.5) if sign > 0 else np.ceil(ci - 0.5)
+    return np.clip(nearest.astype(np.int64), 0, n - 1), None, None
+
+
 def _pass(arr: np.ndarray, axis: int, ci: np.ndarray, valid: np.ndarray, linear: bool, default: float,
           sign: float = 1.0) -> np.ndarray:
     """Sample ``arr`` at continuous indices ``ci`` along ``axis``; ``valid`` marks samples inside the source.
@@ -241,18 +256,16 @@ def _pass(arr: np.ndarray, axis: int, ci: np.ndarray, valid: np.ndarray, linear:
     the larger LPS world coordinate whatever the storage direction, so LPS- and RAS-stored copies of an
     image give identical labels.
     """
-    n = arr.shape[axis]
     shape = [1, 1, 1]
     shape[axis] = len(ci)
+    i0, i1, f = _taps(ci, arr.shape[axis], linear, sign)
     if linear:
-        i0 = np.floor(ci).astype(int)
-        f = (ci - i0).astype(np.float32).reshape(shape)
-        a0 = np.take(arr, np.clip(i0, 0, n - 1), axis=axis).astype(np.float32, copy=False)
-        a1 = np.take(arr, np.clip(i0 + 1, 0, n - 1), axis=axis).astype(np.float32, copy=False)
+        f = f.reshape(shape)
+        a0 = np.take(arr, i0, axis=axis).astype(np.float32, copy=False)
+        a1 = np.take(arr, i1, axis=axis).astype(np.float32, copy=False)
         out = a0 * (1 - f) + a1 * f
     else:
-        nearest = np.floor(ci + 0.5) if sign > 0 else np.ceil(ci - 0.5)
-        out = np.take(arr, np.clip(nearest.astype(int), 0, n - 1), axis=axis)
+        out = np.take(arr, i0, axis=axis)
     if not valid.all():
         out = np.where(valid.reshape(shape), out, np.asarray(default, dtype=out.dtype))
     return out
@@ -270,21 +283,36 @@ def resample_xyz(img: sitk.Image, ref: sitk.Image, linear: bool, default: float,
         out_type = sitk.sitkFloat32 if dtype == np.float32 else sitk.sitkUInt8
         return array_xyz(_resample(img, ref, linear, default, out_type)).astype(dtype, copy=False)
     arr = sitk.GetArrayViewFromImage(img)  # [z, y, x], C-contiguous; ITK axis k is array axis 2 - k
+    planned = _separable_plan(maps, arr.shape)
+    if planned is None:
+        return np.full(ref.GetSize(), default, dtype=dtype)
+    crop, passes, perm = planned
+    arr = arr[crop]
+    for ax, ci, valid, sign in passes:
+        arr = _pass(arr, ax, ci, valid, linear, default, sign)
+    return np.ascontiguousarray(arr.transpose(perm)).astype(dtype, copy=False)
+
+
+def _separable_plan(maps: list[tuple[int, np.ndarray, float]], shape: tuple[int, ...]):
+    """The separable resampling of a ``[z, y, x]`` source array of ``shape`` along ``maps`` (:func:`_axis_maps`).
+
+    Returns ``(crop, passes, perm)``: the source crop (a tuple of slices: only the index range the target
+    needs), the 1D passes ``(array axis, ci relative to the crop, valid, sign)`` in the order that shrinks the
+    volume first, and the transpose that turns the result into ``[x, y, z]`` of the target; None when the
+    target does not intersect the source at all (every voxel is the default).
+    """
     crop, plan = [slice(None)] * 3, []
-    for a, (k, ci, sign) in enumerate(maps):
-        ax, n = 2 - k, arr.shape[2 - k]
+    for k, ci, sign in maps:
+        ax, n = 2 - k, shape[2 - k]
         valid = (ci >= -0.5) & (ci <= n - 0.5)
         if not valid.any():
-            return np.full(ref.GetSize(), default, dtype=dtype)
+            return None
         lo = max(0, int(np.floor(ci[valid].min())))
         hi = min(n, int(np.floor(ci[valid].max())) + 2)
         crop[ax] = slice(lo, hi)
         plan.append((ax, ci - lo, valid, sign, len(ci) / (hi - lo)))
-    arr = arr[tuple(crop)]
-    for ax, ci, valid, sign, _ in sorted(plan, key=lambda p: p[4]):  # shrink the volume first
-        arr = _pass(arr, ax, ci, valid, linear, default, sign)
-    perm = [2 - k for k, _, _ in maps]
-    return np.ascontiguousarray(arr.transpose(perm)).astype(dtype, copy=False)
+    passes = [p[:4] for p in sorted(plan, key=lambda p: p[4])]  # shrink the volume first
+    return tuple(crop), passes, [2 - k for k, _, _ in maps]
 
 
 def body_box(suv: sitk.Image, ct: sitk.Image, spacing, margin_mm: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -337,8 +365,13 @@ def harmonize_images(
     spacing: tuple[float, float, float] = DEFAULT_SPACING,
     ct_window: tuple[float, float] = DEFAULT_CT_WINDOW,
     margin_mm: float = 10.0,
+    resampler: Callable[..., np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Resample one case onto the RAS target grid cropped to the body.
+
+    ``resampler``: a drop-in for :func:`resample_xyz` (same arguments, same result), e.g.
+    :func:`petctfm.harmonize.resample_torch.torch_resampler` to run the fine-grid resampling on a GPU;
+    default :func:`resample_xyz` (NumPy/SimpleITK). The coarse body-box pass always runs on the CPU.
 
     Returns ``image`` float32 (2, X, Y, Z) [SUV, HU], ``label`` uint8 (X, Y, Z), ``organs`` uint8 or None,
     ``affine`` (4x4 RAS), ``ct_fov_coverage`` and the QA inputs (source spacings, histograms, source lesion
@@ -346,17 +379,18 @@ def harmonize_images(
     """
     from petctfm.harmonize import qa
 
+    resample = resampler or resample_xyz
     suv, ct, seg, organs = images["suv"], images["ct"], images.get("seg"), images.get("organs")
     src = qa.check_inputs(suv, ct, seg)
     lo, hi, coverage = body_box(suv, ct, spacing, margin_mm)
     ref = ras_grid(lo, hi, spacing)
-    pet = np.maximum(resample_xyz(suv, ref, True, 0.0), 0.0)
-    cta = np.clip(resample_xyz(ct, ref, True, ct_window[0]), *ct_window)
+    pet = np.maximum(resample(suv, ref, True, 0.0), 0.0)
+    cta = np.clip(resample(ct, ref, True, ct_window[0]), *ct_window)
     if seg is not None:
-        label = (resample_xyz(seg, ref, False, 0, dtype=np.float32) > 0).astype(np.uint8)
+        label = (resample(seg, ref, False, 0, dtype=np.float32) > 0).astype(np.uint8)
     else:
         label = np.zeros(pet.shape, np.uint8)
-    org = resample_xyz(organs, ref, False, 0, dtype=np.uint8) if organs is not None else None
+    org = resample(organs, ref, False, 0, dtype=np.uint8) if organs is not None else None
     stride = (slice(None, None, 2),) * 3
     src["hist_before"] = {"PET": _hist(sitk.GetArrayViewFromImage(suv)[stride], PET_HIST),
                           "CT": _hist(sitk.GetArrayViewFromImage(ct)[stride], CT_HIST)}

@@ -11,6 +11,8 @@ The method, stage by stage (the stage names are the keys of ``summary.json["timi
    without it get harmonize's defaults 2 x 2 x 3 mm, [-1000, 1000] HU) -> (2, X, Y, Z) [SUV, HU] on an
    axis-aligned RAS grid cropped to the body; then the model's normalization
    (:func:`petctfm.finetune.inference.normalized_input`). Same code as ``petctfm harmonize``, not a copy.
+   On CUDA the fine-grid resampling runs on the GPU (:mod:`petctfm.harmonize.resample_torch`, the same
+   separable passes in torch, handed to ``harmonize_images`` as its ``resampler``); on CPU it is NumPy.
    ``--fast`` doubles the in-plane spacing (2 x 2 x 3 -> 4 x 4 x 3 mm): 4x fewer voxels.
 3. **inference**: MONAI sliding-window inference with Gaussian blending
    (:func:`petctfm.finetune.inference.predict_case`, the training patch, ``--overlap``, bf16 autocast on
@@ -18,7 +20,8 @@ The method, stage by stage (the stage names are the keys of ``summary.json["timi
    (the full flip group, as nnU-Net's mirroring), ``--tta 4`` over identity + the 3 single-axis flips.
 4. **postprocess**: the lesion probability (not the label) is resampled from the RAS grid back onto the
    *input PET grid* (linear, separable passes of :func:`petctfm.harmonize.pipeline.resample_xyz`, equal to
-   SimpleITK's linear resampler; 0 outside the body crop) and thresholded there (``prob > threshold``), so
+   SimpleITK's linear resampler; 0 outside the body crop; on the GPU on CUDA) and thresholded there
+   (``prob > threshold``), so
    the mask has exactly the input PET's shape, spacing, origin and direction. Lesion table
    (:func:`petctfm.evaluate.lesions.lesion_table`, 18-connected components, SUV of the input PET) with an
    anatomical region per lesion (:mod:`petctfm.predict.outputs`).
@@ -91,7 +94,10 @@ class Predictor:
     """A loaded segmentation model and the inference settings applied to every case.
 
     Build with :meth:`load`. ``spacing``/``ct_window``: the harmonization of the model's training data
-    (``--fast``: in-plane spacing x 2); ``patch``: the training patch; ``tta``: 0 (off), 4 or 8 flips.
+    (``--fast``: in-plane spacing x 2); ``patch``: the training patch; ``tta``: 0 (off), 4 or 8 flips;
+    ``resample_device``: where the two fine-grid resamplings run (to the RAS grid, back to the PET grid):
+    None = NumPy/SimpleITK on the CPU, else :mod:`petctfm.harmonize.resample_torch` on that device
+    (:meth:`load` picks the model's device on CUDA, None on CPU).
     """
 
     model: nn.Module
@@ -107,6 +113,7 @@ class Predictor:
     threshold: float = DEFAULT_THRESHOLD
     sw_batch_size: int = 2
     fast: bool = False
+    resample_device: torch.device | None = None
 
     @classmethod
     def load(cls, model: str | os.PathLike, device: str | torch.device | None = "auto", overlap: float | None = None,
@@ -140,7 +147,7 @@ class Predictor:
         sw = int(sw_batch_size or (GPU_SW_BATCH if dev.type == "cuda" else cfg["val"].get("sw_batch_size", 2)))
         patch = tuple(int(p) for p in cfg["data"]["patch_size"])
         return cls(net.to(dev).eval(), cfg, Path(path), dev, spacing, window, source, patch, ov, int(tta),
-                   float(threshold), sw, bool(fast))
+                   float(threshold), sw, bool(fast), dev if dev.type == "cuda" else None)
 
     def describe(self) -> dict[str, Any]:
         """The model and settings as recorded in ``summary.json``."""
@@ -151,6 +158,7 @@ class Predictor:
                       "training_subset": (cfg.get("subset") or {}).get("name")},
             "preprocessing": {"spacing_mm": list(self.spacing), "ct_window_hu": list(self.ct_window),
                               "settings_from": self.spacing_source, "fast": self.fast,
+                              "resampling": f"torch {self.resample_device}" if self.resample_device else "numpy",
                               "channels": (cfg.get("preprocessing") or {}).get("channels")},
             "inference": {"device": str(self.device), "precision": "bf16" if self.device.type == "cuda" else "fp32",
                           "patch": list(self.patch), "overlap": self.overlap, "sw_batch_size": self.sw_batch_size,
@@ -271,13 +279,16 @@ def prepare(case: SourceCase, predictor: Predictor) -> Prepared:
     """Stages 1-2 (read, preprocess) of one case; errors are one-line InputErrors naming the input."""
     from petctfm.finetune.inference import normalized_input
     from petctfm.harmonize.pipeline import harmonize_images
+    from petctfm.harmonize.resample_torch import torch_resampler
 
+    dev = predictor.resample_device
     try:
         t0 = time.perf_counter()
         images, pt = read(case)
         t1 = time.perf_counter()
         h = harmonize_images({"suv": images["suv"], "ct": images["ct"], "seg": None, "organs": None},
-                             predictor.spacing, predictor.ct_window)
+                             predictor.spacing, predictor.ct_window,
+                             resampler=torch_resampler(dev) if dev is not None else None)
         x, bg = normalized_input(h["image"], predictor.config)
         t2 = time.perf_counter()
     except Exception as exc:  # noqa: BLE001 - any failure of a case becomes one line naming it
@@ -313,11 +324,17 @@ def infer(x: np.ndarray, bg: np.ndarray, predictor: Predictor) -> np.ndarray:
     return np.ascontiguousarray(acc / len(flips))
 
 
-def to_pet_grid(prob: np.ndarray, reference: sitk.Image, pet: sitk.Image) -> np.ndarray:
+def to_pet_grid(prob: np.ndarray, reference: sitk.Image, pet: sitk.Image,
+                device: torch.device | None = None) -> np.ndarray:
     """Resample a probability (X, Y, Z) on ``reference`` (the harmonized RAS grid) onto ``pet``'s grid
-    (linear, 0 outside the reference); returns (X', Y', Z') float32 indexed like ``array_xyz(pet)``."""
+    (linear, 0 outside the reference); returns (X', Y', Z') float32 indexed like ``array_xyz(pet)``.
+    ``device``: run the passes there with :mod:`petctfm.harmonize.resample_torch` (None: NumPy)."""
     from petctfm.harmonize.pipeline import resample_xyz
 
+    if device is not None:
+        from petctfm.harmonize.resample_torch import resample_xyz_torch
+
+        return resample_xyz_torch(reference, pet, True, 0.0, device=device, array=prob)
     img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(prob.astype(np.float32), (2, 1, 0))))
     img.CopyInformation(reference)
     return resample_xyz(img, pet, True, 0.0)
@@ -341,7 +358,7 @@ def predict_one(case: SourceCase, predictor: Predictor, out_dir: str | os.PathLi
             torch.cuda.synchronize()
         t1 = time.perf_counter()
         pet = prep.images["suv"]
-        prob_pet = to_pet_grid(prob, prep.harmonized["reference"], pet)
+        prob_pet = to_pet_grid(prob, prep.harmonized["reference"], pet, predictor.resample_device)
         mask = (prob_pet > predictor.threshold).astype(np.uint8)
         result = outputs.quantify(mask, pet, prep.images.get("organs"), prep.harmonized)
         t2 = time.perf_counter()

@@ -348,11 +348,11 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
         "benign_hotspots": hotspots,
         "reference_suv": phys.summary(),
         "lesions": [
-            {"region": l.region, "kind": l.kind, "center_mm": [round(float(v), 2) for v in l.center],
-             "diameter_mm": round(l.diameter_mm, 2), "suv_max": round(l.suv_max, 3), "necrotic": l.necrotic,
-             "low_contrast": l.low_contrast, "ct_pattern": l.ct, "above_diaphragm": l.above_diaphragm,
-             "volume_ml": round(l.volume_ml, 3)}
-            for l in lesions
+            {"region": les.region, "kind": les.kind, "center_mm": [round(float(v), 2) for v in les.center],
+             "diameter_mm": round(les.diameter_mm, 2), "suv_max": round(les.suv_max, 3), "necrotic": les.necrotic,
+             "low_contrast": les.low_contrast, "ct_pattern": les.ct, "above_diaphragm": les.above_diaphragm,
+             "volume_ml": round(les.volume_ml, 3)}
+            for les in lesions
         ],
     }
     return SynthCase(case_id=meta["case_id"], ct=ct, pet=pet, suv=suv, ctres=ctres, seg=seg, organs=organs, meta=meta)

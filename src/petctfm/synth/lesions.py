@@ -58,10 +58,10 @@ def stage_of(diagnosis: str, lesions: list[Lesion]) -> str:
     if diagnosis == "negative" or not lesions:
         return "none"
     if diagnosis == "lymphoma":
-        if any(l.kind != "node" for l in lesions):
+        if any(les.kind != "node" for les in lesions):
             return "advanced"
-        return "early" if len({l.above_diaphragm for l in lesions}) == 1 else "advanced"
-    regions = {l.region for l in lesions}
+        return "early" if len({les.above_diaphragm for les in lesions}) == 1 else "advanced"
+    regions = {les.region for les in lesions}
     if len(regions) == 1 and next(iter(regions)) in PRIMARY_REGIONS.get(diagnosis, ()):
         return "early"
     return "advanced"
