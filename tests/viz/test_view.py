@@ -253,3 +253,18 @@ def test_generated_synthetic_case_renders(tmp_path):
     out = tmp_path / "synth.png"
     render_case(case.suv, case.ct, seg=case.seg, organs=case.organs, title=case.case_id, out_png=out, dpi=30)
     assert matplotlib.image.imread(out).shape[:2] == (210, 480)
+
+
+def test_focus_largest_picks_the_biggest_lesion_not_the_hottest():
+    pet = np.ones((30, 30, 30), np.float32)
+    seg = np.zeros((30, 30, 30), np.uint8)
+    seg[3:5, 3:5, 3:5] = 1  # small and hot
+    pet[4, 4, 4] = 12.0
+    seg[15:25, 15:25, 15:25] = 1  # large and cooler, its SUVmax off centre
+    pet[15:25, 15:25, 15:25] = 3.0
+    pet[20, 18, 22] = 5.0
+    assert select_focus(pet, seg)[0] == (4, 4, 4)
+    (ijk, reason) = select_focus(pet, None, seg, focus="largest")
+    assert ijk == (20, 18, 22) and reason == "largest predicted lesion"
+    with pytest.raises(ValueError, match="focus"):
+        select_focus(pet, seg, focus="brightest")

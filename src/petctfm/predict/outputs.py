@@ -14,7 +14,7 @@ Files (all atomic; ``summary.json`` last, so a folder with it is complete):
 - ``summary.json``: TMTV, total TLG, lesion count, SUVmax/SUVpeak, model, settings, petctfm version,
   input kind, timings per stage.
 - ``report.png``: :func:`petctfm.viz.view.render_case` (PET MIP with the predicted lesion contours; coronal
-  and axial fused PET/CT slices through the hottest predicted lesion).
+  and axial fused PET/CT slices through the largest predicted lesion, at its SUVmax voxel).
 
 Region of a lesion (``region`` column, ``region_source`` says which rule gave it):
 
@@ -249,7 +249,8 @@ def write_case_outputs(out_dir: str | os.PathLike, case: "SourceCase", predictor
         mask_img.CopyInformation(pet)
         title = (f"{case.case_id}   predicted: {totals['lesion_count']} lesion(s), TMTV {totals['tmtv_ml']:.1f} ml"
                  f"   [petctfm {predictor.config['model']['backbone']}; research use, not for diagnosis]")
-        fig = render_case(pet, prep.images["ct"], pred=mask_img, title=title, out_png=out / REPORT_FILE, dpi=80)
+        fig = render_case(pet, prep.images["ct"], pred=mask_img, title=title, out_png=out / REPORT_FILE, dpi=80,
+                          focus="largest")
         del fig
         files.append(REPORT_FILE)
         timings["report"] = time.perf_counter() - t1

@@ -170,21 +170,34 @@ def select_focus(
     seg: np.ndarray | None = None,
     pred: np.ndarray | None = None,
     ct: np.ndarray | None = None,
+    focus: str = "hottest",
 ) -> tuple[tuple[int, int, int], str]:
     """The voxel the fused slices pass through, and why.
 
-    The SUVmax voxel of the hottest lesion (inside ``seg``), else of the hottest predicted lesion (inside
-    ``pred``), else the body centre (centre of mass of CT > -500 HU, or of PET above 10% of its 99.9th
-    percentile when there is no CT). All arrays are (X, Y, Z) on the same grid.
+    ``focus="hottest"``: the SUVmax voxel of the hottest lesion (inside ``seg``), else of the hottest
+    predicted lesion (inside ``pred``). ``focus="largest"``: the SUVmax voxel of the largest lesion
+    (18-connected component by voxel count, the autoPET connectivity), same order. Without any lesion: the
+    body centre (centre of mass of CT > -500 HU, or of PET above 10% of its 99.9th percentile when there is
+    no CT). All arrays are (X, Y, Z) on the same grid.
 
     Returns:
-        ((i, j, k), reason) with reason one of ``"hottest lesion"``, ``"hottest predicted lesion"``,
+        ((i, j, k), reason) with reason e.g. ``"hottest lesion"``, ``"largest predicted lesion"``,
         ``"body centre"``.
     """
-    for mask, reason in ((seg, "hottest lesion"), (pred, "hottest predicted lesion")):
+    if focus not in ("hottest", "largest"):
+        raise ValueError(f"focus must be 'hottest' or 'largest', got {focus!r}")
+    for mask, what in ((seg, "lesion"), (pred, "predicted lesion")):
         if mask is not None and np.any(mask > 0):
-            masked = np.where(mask > 0, pet, -np.inf)
-            return tuple(int(v) for v in np.unravel_index(int(np.argmax(masked)), pet.shape)), reason
+            inside = mask > 0
+            if focus == "largest":
+                from petctfm.evaluate.lesions import label_lesions
+
+                cc, n = label_lesions(inside, connectivity=18)
+                sizes = np.bincount(cc.ravel(), minlength=n + 1)
+                sizes[0] = 0
+                inside = cc == int(np.argmax(sizes))
+            masked = np.where(inside, pet, -np.inf)
+            return tuple(int(v) for v in np.unravel_index(int(np.argmax(masked)), pet.shape)), f"{focus} {what}"
     if ct is not None and np.any(ct > -500):
         body = ct > -500
     else:
@@ -283,6 +296,7 @@ def render_case(
     out_png: str | os.PathLike | None = None,
     dpi: int = 100,
     suv_max: float = 10.0,
+    focus: str = "hottest",
 ) -> matplotlib.figure.Figure:
     """Draw PET MIP + coronal and axial fused PET/CT slices; optionally write a PNG (atomically).
 
@@ -295,6 +309,7 @@ def render_case(
         out_png: where to write the PNG (``16*dpi x 7*dpi`` pixels); nothing is written when None.
         dpi: dots per inch; the figure is always 16 x 7 inches.
         suv_max: upper end of the SUV window (MIP grey scale and PET colormap).
+        focus: the fused slices pass through the ``"hottest"`` or the ``"largest"`` lesion (:func:`select_focus`).
 
     Returns:
         The matplotlib Figure (Agg canvas, not registered with pyplot, so no figure leaks).
@@ -302,7 +317,7 @@ def render_case(
     if suv_max <= 0:
         raise ValueError(f"suv_max must be > 0, got {suv_max}")
     vol = to_display(pet_suv, ct, seg, organs, pred)
-    (fi, fj, fk), reason = select_focus(vol.pet, vol.seg, vol.pred, vol.ct)
+    (fi, fj, fk), reason = select_focus(vol.pet, vol.seg, vol.pred, vol.ct, focus)
     xs, ys, zs = vol.centers(0), vol.centers(1), vol.centers(2)
     x_ext, y_ext, z_ext = vol.edges(0), vol.edges(1), vol.edges(2)
     coronal_extent = (x_ext[0], x_ext[1], z_ext[0], z_ext[1])  # origin="lower": superior up
