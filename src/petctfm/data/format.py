@@ -89,8 +89,9 @@ def write_case(
     return case_dir(root, case_id)
 
 
-def load_dataset_info(root: str | os.PathLike) -> dict[str, Any]:
-    """Read ``dataset.json``; a wrong path gives a one-line :class:`InputError`."""
+def load_dataset_info(root: str | os.PathLike, require_normalization: bool = False) -> dict[str, Any]:
+    """Read ``dataset.json``; a wrong path gives a one-line :class:`InputError`, and so does a dataset
+    without normalization statistics when ``require_normalization`` (what training needs)."""
     root = Path(root)
     path = root / DATASET_JSON
     if not root.is_dir():
@@ -103,6 +104,8 @@ def load_dataset_info(root: str | os.PathLike) -> dict[str, Any]:
         raise InputError(f"{path}: invalid JSON ({exc})") from None
     if info.get("format_version") != FORMAT_VERSION:
         raise InputError(f"{path}: format_version {info.get('format_version')!r}, expected {FORMAT_VERSION}")
+    if require_normalization and "normalization" not in info:
+        raise InputError(f"{path}: no 'normalization' statistics")
     return info
 
 

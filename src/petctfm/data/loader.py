@@ -41,6 +41,15 @@ from petctfm.errors import InputError
 MODES = {"joint": (0, 1), "pet": (0,), "ct": (1,)}
 
 
+def preprocessing_record(info: dict[str, Any], mode: str) -> dict[str, Any]:
+    """What a model trained in ``mode`` on the dataset described by ``info`` (its ``dataset.json``, read with
+    ``load_dataset_info(root, require_normalization=True)``) needs to prepare new input like its training
+    data: the input channels and the dataset's normalization statistics. Saved as the config's
+    ``preprocessing``."""
+    return {"channels": [fmt.CHANNELS[i] for i in MODES[mode]],
+            "normalization": {k: info["normalization"][k] for k in fmt.CHANNELS}}
+
+
 @dataclass
 class PatchConfig:
     """Everything that defines the patch stream (saved in the run's config)."""
@@ -120,9 +129,7 @@ class PatchDataset(Dataset):
     def __init__(self, root: str | os.PathLike, cfg: PatchConfig, seed: int, rank: int = 0,
                  extra: Callable[[np.random.Generator, dict[str, Any]], None] | None = None):
         self.root = Path(root)
-        self.info = fmt.load_dataset_info(self.root)
-        if "normalization" not in self.info:
-            raise InputError(f"{self.root / fmt.DATASET_JSON}: no 'normalization' statistics")
+        self.info = fmt.load_dataset_info(self.root, require_normalization=True)
         self.cfg = cfg
         self.seed, self.rank = int(seed), int(rank)
         self.case_ids = list_cases(self.root, cfg.split)

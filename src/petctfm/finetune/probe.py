@@ -383,9 +383,7 @@ def run_probe(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], ou
     from petctfm.io.atomic import atomic_write_json, atomic_write_text
     from petctfm.train.checkpoint import save_weights
 
-    info = fmt.load_dataset_info(data)
-    if "normalization" not in info:
-        raise InputError(f"{Path(data) / fmt.DATASET_JSON}: no 'normalization' statistics")
+    info = fmt.load_dataset_info(data, require_normalization=True)
     subset_name, train_ids = subset_cases(data, cfg.kshot, cfg.fraction)
     test_ids = list_cases(data, cfg.split)
     probe, patch = build_probe(encoders, info, cfg.patch)

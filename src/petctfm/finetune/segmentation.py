@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from petctfm.data import format as fmt
-from petctfm.data.loader import MODES, PatchConfig, PatchDataset, patch_loader
+from petctfm.data.loader import MODES, PatchConfig, PatchDataset, patch_loader, preprocessing_record
 from petctfm.errors import InputError
 from petctfm.models.backbones import build_backbone, load_encoder, patch_divisor
 from petctfm.train.checkpoint import read_weights, register_model_builder, resolve_weights, save_weights
@@ -336,12 +336,9 @@ class FinetuneTask:
             cfg["dataset"] = str(dataset)
         validate_config(cfg)
         if cfg.get("dataset"):
-            info = fmt.load_dataset_info(cfg["dataset"])
-            if "normalization" not in info:
-                raise InputError(f"{cfg['dataset']}/{fmt.DATASET_JSON}: no 'normalization' statistics")
+            info = fmt.load_dataset_info(cfg["dataset"], require_normalization=True)
             cfg["preprocessing"] = {
-                "channels": [fmt.CHANNELS[i] for i in MODES[cfg["data"]["mode"]]],
-                "normalization": {k: info["normalization"][k] for k in fmt.CHANNELS},
+                **preprocessing_record(info, cfg["data"]["mode"]),
                 # the harmonization the dataset was built with: `petctfm predict` resamples new cases alike
                 "harmonize": {"spacing": info.get("spacing"), "ct_window": info.get("ct_window")},
             }

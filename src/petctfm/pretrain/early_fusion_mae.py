@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from petctfm.data import format as fmt
-from petctfm.data.loader import MODES, PatchConfig, PatchDataset, patch_loader
+from petctfm.data.loader import MODES, PatchConfig, PatchDataset, patch_loader, preprocessing_record
 from petctfm.errors import InputError
 from petctfm.models.backbones import build_backbone, patch_divisor
 
@@ -266,13 +266,9 @@ class EarlyFusionMAETask:
             cfg["dataset"] = str(dataset)
         validate_config(cfg)
         if cfg.get("dataset"):
-            info = fmt.load_dataset_info(cfg["dataset"])  # one-line InputError on a wrong path
-            if "normalization" not in info:
-                raise InputError(f"{cfg['dataset']}/{fmt.DATASET_JSON}: no 'normalization' statistics")
-            cfg["preprocessing"] = {
-                "channels": [fmt.CHANNELS[i] for i in MODES[cfg["data"]["mode"]]],
-                "normalization": {k: info["normalization"][k] for k in fmt.CHANNELS},
-            }
+            # one-line InputError on a wrong path or a dataset without statistics
+            info = fmt.load_dataset_info(cfg["dataset"], require_normalization=True)
+            cfg["preprocessing"] = preprocessing_record(info, cfg["data"]["mode"])
         self.config = cfg
         self.data_cfg = PatchConfig.from_dict(cfg["data"])
 
