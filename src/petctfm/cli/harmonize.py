@@ -60,14 +60,14 @@ def _mapping(path, out, cases) -> None:
     from pathlib import Path
 
     from petctfm.errors import InputError
-    from petctfm.harmonize.qa import _csv_text
+    from petctfm.io.tables import csv_text
     from petctfm.io.atomic import atomic_write_text
 
     target, dataset = Path(path).expanduser().resolve(), Path(out).resolve()
     if target == dataset or dataset in target.parents:
         raise InputError(f"--write-mapping {path}: must be outside the dataset folder {out}")
     rows = [{"case_id": c.case_id, "source_root": c.root, "source_path": c.rel, "format": c.fmt} for c in cases]
-    atomic_write_text(target, _csv_text(rows, ["case_id", "source_root", "source_path", "format"]))
+    atomic_write_text(target, csv_text(rows, ["case_id", "source_root", "source_path", "format"]))
 
 
 def run(args) -> int:

@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from petctfm.evaluate.cases import (
 from petctfm.evaluate.geometry import grid_mismatch
 from petctfm.evaluate.metrics import CASE_METRICS, case_metrics
 from petctfm.io.atomic import atomic_path, atomic_write_text
+from petctfm.io.tables import csv_text
 
 # Metrics summarized with bootstrap CIs (the rest of CASE_METRICS are counts / bookkeeping).
 SUMMARY_METRICS = [
@@ -128,18 +127,6 @@ def build_result(cases: list[dict], cases_compare: list[dict] | None = None, bre
 
 
 # ----------------------------------------------------------------------------------------------- writing
-def _csv_text(rows: list[dict], columns: list[str] | None = None) -> str:
-    if not rows:
-        return ""
-    columns = columns or list(rows[0])
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
-    return buf.getvalue()
-
-
 def _fmt(x: float, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
@@ -258,13 +245,13 @@ def write_report(result: dict, out: str | Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     lead = ["case_id", *result["breakdown_columns"], "missing_prediction"]
     files = {
-        "per_case.csv": atomic_write_text(out / "per_case.csv", _csv_text(result["cases"], lead + CASE_METRICS)),
-        "summary.csv": atomic_write_text(out / "summary.csv", _csv_text(result["summary"])),
+        "per_case.csv": atomic_write_text(out / "per_case.csv", csv_text(result["cases"], lead + CASE_METRICS)),
+        "summary.csv": atomic_write_text(out / "summary.csv", csv_text(result["summary"])),
     }
     if result["comparison"]:
         files["per_case_compare.csv"] = atomic_write_text(
-            out / "per_case_compare.csv", _csv_text(result["cases_compare"], lead + CASE_METRICS))
-        files["comparison.csv"] = atomic_write_text(out / "comparison.csv", _csv_text(result["comparison"]))
+            out / "per_case_compare.csv", csv_text(result["cases_compare"], lead + CASE_METRICS))
+        files["comparison.csv"] = atomic_write_text(out / "comparison.csv", csv_text(result["comparison"]))
     _plot(result, out / "dice_per_case.png")
     files["dice_per_case.png"] = out / "dice_per_case.png"
     files["summary.md"] = atomic_write_text(out / "summary.md", _markdown(result))

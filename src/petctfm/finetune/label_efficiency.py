@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import math
 import shlex
@@ -61,6 +60,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from petctfm.errors import InputError
+from petctfm.io.tables import csv_text
 
 ARMS = ("pretrained", "scratch")
 PROBE_ARMS = ("joint", "separated")
@@ -517,16 +517,6 @@ def result_rows(records: list[dict[str, Any]], summary: dict[str, Any]) -> list[
     return rows
 
 
-def _csv_text(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None or (isinstance(r.get(k), float) and math.isnan(r[k])) else r[k])
-                    for k in RESULT_COLUMNS})
-    return buf.getvalue()
-
-
 def results_markdown(records: list[dict[str, Any]], summary: dict[str, Any], plan: list[PlannedRun],
                      settings: Settings, command: str, missing: list[str]) -> str:
     """The report: the seed-style table, secondary metrics, paired tests, the probe table, the runs."""
@@ -702,7 +692,7 @@ def write_results(exp_dir: Path, records: list[dict[str, Any]], plan: list[Plann
     summary = summarize(records)
     done = {r["name"] for r in records}
     missing = [r.name for r in plan if r.name not in done]
-    atomic_write_text(exp_dir / "results.csv", _csv_text(result_rows(records, summary)))
+    atomic_write_text(exp_dir / "results.csv", csv_text(result_rows(records, summary), RESULT_COLUMNS))
     atomic_write_text(exp_dir / "results.md", results_markdown(records, summary, plan, settings, command, missing))
     plot_results(summary, exp_dir / "label_efficiency.png")
     return summary

@@ -35,8 +35,6 @@ Shapes: raw input ``(B, 2, X, Y, Z)`` [SUV, HU]; encoder input ``(B, C_e, X, Y, 
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -51,6 +49,7 @@ from torch import nn
 from petctfm.data import format as fmt
 from petctfm.data.loader import MODES, list_cases
 from petctfm.errors import InputError
+from petctfm.io.tables import csv_text
 from petctfm.models.backbones import encoder_features, patch_divisor
 
 METHOD = "linear_probe"
@@ -283,7 +282,13 @@ def _autocast(device: torch.device):
 
 
 def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("{task.fields[info]}"), disable=not enabled, transient=True)
@@ -298,15 +303,6 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
     return obj
-
-
-def _csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if isinstance(r.get(k), float) and math.isnan(r[k]) else r.get(k)) for k in columns})
-    return buf.getvalue()
 
 
 # ------------------------------------------------------------------------------------------------ train / eval
@@ -419,7 +415,7 @@ def run_probe(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], ou
     save_weights(probe.head, out / "head.safetensors", config, step=cfg.steps)
     atomic_write_json(out / "config.json", config)
     atomic_write_json(out / "losses.json", losses)
-    atomic_write_text(out / "per_case.csv", _csv_text(rows, ["case_id", *CASE_METRICS]))
+    atomic_write_text(out / "per_case.csv", csv_text(rows, ["case_id", *CASE_METRICS]))
     dice = mean_ci([r["dice"] for r in rows], n_resamples=cfg.n_resamples, seed=cfg.seed)
     summary = {
         "subset": subset_name, "n_train_cases": len(train_ids), "split": cfg.split, "n_cases": len(rows),

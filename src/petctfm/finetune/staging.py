@@ -39,8 +39,9 @@ from torch import nn
 
 from petctfm.data import format as fmt
 from petctfm.errors import InputError
-from petctfm.finetune.probe import (FrozenEncoder, _autocast, _csv_text, _device, _progress, background,
+from petctfm.finetune.probe import (FrozenEncoder, _autocast, _device, _progress, background,
                                     json_safe, load_frozen_encoders, pad_to)
+from petctfm.io.tables import csv_text
 
 STAGES = {"early": 0, "advanced": 1}
 BODY_HU = -500.0  # a tile "holds body" when some CT voxel is above this
@@ -330,7 +331,7 @@ def run_stage(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], ou
     atomic_write_json(out / "history.json", json_safe(log["history"]))
     rows = [{"case_id": c, "stage": "advanced" if t else "early", "label": int(t), "prob_advanced": float(p),
              "pred": int(p >= 0.5)} for c, t, p in zip(ids["test"], y_test, prob)]
-    atomic_write_text(out / "predictions.csv", _csv_text(rows, ["case_id", "stage", "label", "prob_advanced", "pred"]))
+    atomic_write_text(out / "predictions.csv", csv_text(rows, ["case_id", "stage", "label", "prob_advanced", "pred"]))
     save_weights(model, out / "mlp.safetensors", {"method": "stage_mlp", "feature_dim": metrics["feature_dim"],
                                                   **asdict(cfg), "encoders": metrics["encoders"]})
     return metrics

@@ -22,9 +22,10 @@ import numpy as np
 
 from petctfm.data import format as fmt
 from petctfm.harmonize.pipeline import FAILED_DIR, WORK_DIR
-from petctfm.harmonize.qa import _csv_text, site_histograms, write_qa_table
+from petctfm.harmonize.qa import site_histograms, write_qa_table
 from petctfm.harmonize.splits import make_splits
 from petctfm.io.atomic import atomic_write_json, atomic_write_text
+from petctfm.io.tables import csv_text
 
 PET_CLIP = (0.0, 20.0)
 MANIFEST_COLUMNS = [
@@ -85,7 +86,7 @@ def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str
     out = Path(out)
     metas = read_metas(out)
     failures = read_failures(out, {m["case_id"] for m in metas})
-    atomic_write_text(out / fmt.QUARANTINE_CSV, _csv_text(failures, QUARANTINE_COLUMNS))
+    atomic_write_text(out / fmt.QUARANTINE_CSV, csv_text(failures, QUARANTINE_COLUMNS))
     spacings = {tuple(m["harmonize"]["spacing"]) for m in metas}
     if len(spacings) > 1:
         from petctfm.errors import InputError
@@ -131,7 +132,7 @@ def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str
                      "split": split_of.get(m["case_id"], ""), "qa_status": m.get("qa", {}).get("status"),
                      "shape": "x".join(str(s) for s in m["shape"]),
                      "spacing": "x".join(f"{s:g}" for s in m["spacing"])})
-    atomic_write_text(out / fmt.MANIFEST_CSV, _csv_text(rows, MANIFEST_COLUMNS))
+    atomic_write_text(out / fmt.MANIFEST_CSV, csv_text(rows, MANIFEST_COLUMNS))
     write_qa_table(out, metas)
     site_histograms(out, metas)
     return {"num_cases": len(metas), "num_failed": len(failures), "splits": splits, "info": info}

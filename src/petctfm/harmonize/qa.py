@@ -15,8 +15,6 @@ Warnings (the case is kept, ``status=warn`` in qa.csv with the reasons):
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import SimpleITK as sitk
 
 from petctfm.errors import InputError
 from petctfm.io.atomic import atomic_path, atomic_write_text
+from petctfm.io.tables import csv_text
 
 QA_DIR = "qa"
 LIVER_RANGE = {"fdg": (1.0, 4.0), "psma": (1.5, 12.0)}
@@ -131,22 +130,10 @@ def thumbnail(out: str | os.PathLike, case_id: str, h: dict[str, Any], meta: dic
     return path
 
 
-def _csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    import json
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({c: ("" if r.get(c) is None else json.dumps(r[c]) if isinstance(r.get(c), (list, dict))
-                        else r[c]) for c in columns})
-    return buf.getvalue()
-
-
 def write_qa_table(out: str | os.PathLike, metas: list[dict[str, Any]]) -> Path:
     rows = [{"case_id": m["case_id"], "site": m.get("site"), "tracer": m.get("tracer"), **m.get("qa", {})}
             for m in metas]
-    return atomic_write_text(Path(out) / QA_DIR / "qa.csv", _csv_text(rows, QA_COLUMNS))
+    return atomic_write_text(Path(out) / QA_DIR / "qa.csv", csv_text(rows, QA_COLUMNS))
 
 
 def site_histograms(out: str | os.PathLike, metas: list[dict[str, Any]]) -> Path | None:

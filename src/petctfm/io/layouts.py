@@ -22,14 +22,13 @@ cosines in the header (qform/sform), so the orientation a site uses survives in 
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
 from petctfm.io.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from petctfm.io.images import write_image
+from petctfm.io.tables import csv_text
 
 AUTOPET_FILES: dict[str, str] = {
     "CT.nii.gz": "ct",
@@ -92,18 +91,6 @@ def write_nnunet_dataset_json(root: str | os.PathLike, name: str = "petctfm_synt
     return atomic_write_json(root / "dataset.json", info)
 
 
-def _csv_value(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple, dict)):
-        import json
-
-        return json.dumps(value, sort_keys=True, default=str)
-    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalar
-        return value.item()
-    return value
-
-
 def write_metadata_csv(rows: Iterable[dict[str, Any]], path: str | os.PathLike,
                        fields: list[str] | None = None) -> Path:
     """Write ``rows`` (one dict per case) as CSV, atomically.
@@ -118,9 +105,4 @@ def write_metadata_csv(rows: Iterable[dict[str, Any]], path: str | os.PathLike,
     rows = list(rows)
     extras = sorted({k for row in rows for k in row} - set(fields))
     columns = list(fields) + extras
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: _csv_value(row.get(c)) for c in columns})
-    return atomic_write_text(path, buf.getvalue())
+    return atomic_write_text(path, csv_text(rows, columns))

@@ -156,17 +156,12 @@ def write_mask(mask: np.ndarray, pet: sitk.Image, path: str | os.PathLike) -> Pa
 
 
 def table_csv(table: list[dict[str, Any]]) -> str:
-    import csv
-    import io
-
+    """The lesion table as CSV, floats rounded to 4 decimals."""
     from petctfm.evaluate.lesions import LESION_COLUMNS
+    from petctfm.io.tables import csv_text
 
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=LESION_COLUMNS + REGION_COLUMNS, lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for r in table:
-        w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
-    return buf.getvalue()
+    rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in table]
+    return csv_text(rows, LESION_COLUMNS + REGION_COLUMNS)
 
 
 def write_seg(mask: np.ndarray, pt_datasets: list[Any], path: str | os.PathLike, predictor: "Predictor") -> Path:

@@ -37,15 +37,13 @@ complete; finished cases (``summary.json`` present) are skipped unless ``overwri
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import os
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -55,6 +53,7 @@ from torch import nn
 from petctfm.errors import InputError, PetctfmError
 from petctfm.harmonize.discover import SourceCase
 from petctfm.harmonize.pipeline import DEFAULT_CT_WINDOW, DEFAULT_SPACING
+from petctfm.io.tables import csv_text
 
 DEFAULT_THRESHOLD = 0.5
 TTA_CHOICES = (0, 4, 8)
@@ -374,15 +373,6 @@ def predict_one(case: SourceCase, predictor: Predictor, out_dir: str | os.PathLi
 # ------------------------------------------------------------------------------------------------ folder
 
 
-def _csv(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({c: "" if r.get(c) is None else r[c] for c in columns})
-    return buf.getvalue()
-
-
 def predict_folder(cases: list[SourceCase], predictor: Predictor, out: str | os.PathLike, overwrite: bool = False,
                    report: bool = True, progress: bool = True) -> dict[str, Any]:
     """Predict every case into ``out/<case_id>/``; never raises for a bad case.
@@ -430,7 +420,7 @@ def predict_folder(cases: list[SourceCase], predictor: Predictor, out: str | os.
                 failed.append({"case": case.case_id, "reason": " ".join(reason.split())[:400]})
             del prep
             bar.advance(task)
-    atomic_write_text(out / FAILED_CSV, _csv(failed, ("case", "reason")))
+    atomic_write_text(out / FAILED_CSV, csv_text(failed, ("case", "reason")))
     rows = []
     for c in cases:
         path = out / c.case_id / SUMMARY_JSON
@@ -439,7 +429,7 @@ def predict_folder(cases: list[SourceCase], predictor: Predictor, out: str | os.
             rows.append({"case": c.case_id, **{k: s.get(k) for k in ("lesion_count", "tmtv_ml", "total_tlg",
                                                                           "suv_max", "suv_peak")},
                          "seconds": (s.get("timings_s") or {}).get("total")})
-    atomic_write_text(out / CASES_CSV, _csv(rows, ("case", "lesion_count", "tmtv_ml", "total_tlg", "suv_max",
+    atomic_write_text(out / CASES_CSV, csv_text(rows, ("case", "lesion_count", "tmtv_ml", "total_tlg", "suv_max",
                                                    "suv_peak", "seconds")))
     return {"done": done, "skipped": skipped, "failed": failed}
 
