@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import torch
-
-from petctfm.train.checkpoint import save_weights
+from quick_train import train_and_save
 
 
 def _tiny_mae_run(run, data, mode: str = "joint", steps: int = 1):
@@ -16,18 +14,7 @@ def _tiny_mae_run(run, data, mode: str = "joint", steps: int = 1):
     cfg = deep_merge(DEFAULT_CONFIG, get_preset("tiny")["task"])
     cfg["data"].update(mode=mode, augment=False)
     task = EarlyFusionMAETask(cfg, data)
-    torch.manual_seed(0)
-    model = task.build_model().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    batches = task.batches(0, 1, 0)
-    for _ in range(steps):
-        loss = task.training_step(model, next(batches))
-        loss = loss[0] if isinstance(loss, tuple) else loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    save_weights(model, run / "model.safetensors", task.config, step=steps)
-    return run
+    return train_and_save(task, run, steps)
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
+from quick_train import train_and_save
 
 from petctfm.data import format as fmt
 from petctfm.data.loader import write_toy_dataset
 from petctfm.io.atomic import atomic_write_json
-from petctfm.train.checkpoint import save_weights
 
 MODEL_SPACING = [8.0, 8.0, 8.0]  # coarse harmonized grid: tiny synthetic studies become ~50x30x150 voxels
 
@@ -28,17 +27,7 @@ def make_tiny_model(run, data_root, steps: int = 5):
     cfg = deep_merge(DEFAULT_CONFIG, get_preset("tiny")["task"])
     cfg["data"].update(patch_size=[16, 16, 16], augment=False, batch_size=2)
     task = FinetuneTask(cfg, root)
-    torch.manual_seed(0)
-    model = task.build_model().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    batches = task.batches(0, 1, 0)
-    for _ in range(steps):
-        loss, _ = task.training_step(model, next(batches))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    save_weights(model, run / "model.safetensors", task.config, step=steps)
-    return run
+    return train_and_save(task, run, steps)
 
 
 @pytest.fixture(scope="session")
