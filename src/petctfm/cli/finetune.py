@@ -30,7 +30,7 @@ petctfm evaluate --pred runs/ft10/pred_test --gt dataset/ --split test --out run
 
 
 def register(subparsers) -> None:
-    from petctfm.train.config import add_train_args
+    from petctfm.train.config import add_run_args
 
     p = add_command(
         subparsers, "finetune",
@@ -61,15 +61,10 @@ def register(subparsers) -> None:
     p.add_argument("--layer-decay", type=float, metavar="D",
                    help="layer-wise LR decay: encoder stage s of S gets lr * D**(S-s) (default 1 = off; try 0.75)")
     p.add_argument("--overlap", type=float, metavar="O", help="sliding-window overlap for validation (default 0.5)")
-    p.add_argument("--max-time", type=float, dest="train__max_time_s", default=None, metavar="S",
-                   help="stop (with a checkpoint) after S seconds")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--predict", metavar="SPLIT",
                    help="do not train: predict SPLIT of --data with the run's best checkpoint (NIfTI)")
     p.add_argument("--pred-out", metavar="DIR", help="with --predict: output folder (default RUN/pred_SPLIT)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config field (task: data.fg_prob=0.5; trainer: train.lr=1e-4)")
-    add_train_args(p)
+    add_run_args(p, "data.fg_prob=0.5")
     p.set_defaults(func=run)
 
 

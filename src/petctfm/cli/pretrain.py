@@ -35,7 +35,7 @@ torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:
 
 
 def register(subparsers) -> None:
-    from petctfm.train.config import add_train_args
+    from petctfm.train.config import add_run_args
 
     p = add_command(
         subparsers, "pretrain",
@@ -59,12 +59,7 @@ def register(subparsers) -> None:
     p.add_argument("--w-masked", type=float, metavar="W", help="loss weight of masked voxels (default 1.0)")
     p.add_argument("--w-visible", type=float, metavar="W", help="loss weight of visible voxels (default 0.1)")
     p.add_argument("--loss", choices=["l2", "l1"], help="reconstruction error (default l2)")
-    p.add_argument("--max-time", type=float, dest="train__max_time_s", default=None, metavar="S",
-                   help="stop (with a checkpoint) after S seconds")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config field (task: mask.ratio=0.75; trainer: train.lr=1e-4)")
-    add_train_args(p)
+    add_run_args(p, "mask.ratio=0.75")
     p.set_defaults(func=run)
 
 

@@ -162,6 +162,18 @@ def add_train_args(parser: argparse.ArgumentParser, prefix: str = "") -> argpars
     return group
 
 
+def add_run_args(parser: argparse.ArgumentParser, set_example: str) -> argparse._ArgumentGroup:
+    """The options every training command shares, read by :func:`finish_configs`: ``--max-time``,
+    ``--resume``, ``--set KEY=VALUE`` (``set_example``: a task key of that command, for the help), then one
+    option per TrainConfig field (:func:`add_train_args`)."""
+    parser.add_argument("--max-time", type=float, dest="train__max_time_s", default=None, metavar="S",
+                        help="stop (with a checkpoint) after S seconds")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override any config field (task: {set_example}; trainer: train.lr=1e-4)")
+    return add_train_args(parser)
+
+
 def train_config_from_args(args: argparse.Namespace, base: TrainConfig | dict[str, Any] | None = None,
                            overrides: Iterable[str] = ()) -> TrainConfig:
     """``base`` (a preset's dict or a TrainConfig), then the named options given, then ``--set`` overrides."""
@@ -247,4 +259,4 @@ def finish_configs(args: argparse.Namespace, task_cfg: dict[str, Any], train_bas
 
 
 __all__ = ["TrainConfig", "split_train_overrides", "PRECISIONS", "DEVICES", "add_train_args", "train_config_from_args",
-           "apply_overrides", "saved_run_configs", "default_preset", "finish_configs"]
+           "apply_overrides", "add_run_args", "saved_run_configs", "default_preset", "finish_configs"]
