@@ -200,23 +200,16 @@ class ProbeConfig:
 
 
 def subset_cases(root: str | os.PathLike, kshot: int | None, fraction: float | None) -> tuple[str, list[str]]:
-    """(name, case ids) of the stored training subset: ``kshot`` cases or a label ``fraction`` in (0, 1]."""
-    splits = fmt.load_splits(root)
-    where = Path(root) / fmt.SPLITS_JSON
-    if fraction is not None:
-        if not 0 < fraction <= 1:
-            raise InputError(f"--fraction must be in (0, 1], got {fraction}")
-        key = f"{fraction * 100:g}"
-        stored = splits.get("fractions") or {}
-        if not stored.get(key):
-            raise InputError(f"{where}: no stored {key}% label fraction (stored: {', '.join(stored) or 'none'})")
-        return f"fraction{key}", list(stored[key])
-    if kshot is None:
+    """(name, case ids) of the stored training subset: ``kshot`` cases or a label ``fraction`` in (0, 1]
+    (:func:`petctfm.finetune.segmentation.resolve_subset`; a probe needs one of the two, never the whole
+    training split by default)."""
+    from petctfm.finetune.segmentation import resolve_subset
+
+    if fraction is not None and not 0 < fraction <= 1:
+        raise InputError(f"--fraction must be in (0, 1], got {fraction}")
+    if kshot is None and fraction is None:
         raise InputError("give --kshot K or --fraction F")
-    stored = splits.get("kshot") or {}
-    if not stored.get(str(kshot)):
-        raise InputError(f"{where}: no stored {kshot}-shot subset (stored: {', '.join(stored) or 'none'})")
-    return f"kshot{kshot}", list(stored[str(kshot)])
+    return resolve_subset(root, fraction, kshot)
 
 
 def background(info: dict[str, Any]) -> np.ndarray:
