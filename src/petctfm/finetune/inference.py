@@ -42,7 +42,19 @@ def normalized_input(raw: np.ndarray, cfg: dict[str, Any]) -> tuple[np.ndarray, 
     return np.ascontiguousarray(x), bg
 
 
-def _autocast(device: torch.device):
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """``auto``/None -> CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:1`` (or a device) as given;
+    asking for CUDA on a machine without it is a one-line InputError."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available on this machine")
+    return dev
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA, nothing (fp32) on CPU: how petctfm runs inference and frozen encoders."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -77,7 +89,7 @@ def predict_case(model: nn.Module, image: np.ndarray | torch.Tensor, patch: Sequ
     was_training = model.training
     model.eval()
     try:
-        with _autocast(device):
+        with autocast_for(device):
             logits = sliding_window_inference(x[None].to(device, non_blocking=x.is_pinned()), patch, sw_batch_size,
                                               model, overlap=overlap, mode="gaussian")
     finally:
@@ -126,7 +138,7 @@ def predict_split(run_or_ckpt: str | Path, dataset: str | Path, split: str = "te
     ``overlap`` defaults to the model config's ``val.overlap`` (0.5); ``device`` to CUDA when available.
     """
     model, cfg, _ = load_segmenter(run_or_ckpt)
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device)
     model = model.to(dev)
     ov = float(cfg["val"]["overlap"] if overlap is None else overlap)
     ids = list_cases(dataset, split)
@@ -145,4 +157,4 @@ def predict_split(run_or_ckpt: str | Path, dataset: str | Path, split: str = "te
     return out
 
 
-__all__ = ["normalized_input", "predict_case", "load_segmenter", "write_label_nifti", "predict_split"]
+__all__ = ["resolve_device", "autocast_for", "normalized_input", "predict_case", "load_segmenter", "write_label_nifti", "predict_split"]

@@ -49,6 +49,7 @@ from torch import nn
 from petctfm.data import format as fmt
 from petctfm.data.loader import MODES, list_cases
 from petctfm.errors import InputError
+from petctfm.finetune.inference import autocast_for, resolve_device
 from petctfm.io.tables import csv_text
 from petctfm.models.backbones import encoder_features, patch_divisor
 
@@ -266,14 +267,6 @@ class PatchSampler:
         return torch.from_numpy(np.stack(imgs)), torch.from_numpy(np.stack(labs))
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def _progress(enabled: bool):
     from rich.progress import (
         BarColumn,
@@ -334,7 +327,7 @@ def train_head(probe: LinearProbe, sampler: PatchSampler, cfg: ProbeConfig, devi
         for step in range(cfg.steps):
             x, y = sampler.batch(step, cfg.batch_size)
             x, y = x.to(device), y.to(device)
-            with _autocast(device):
+            with autocast_for(device):
                 logits = probe(x)
             loss = loss_fn(logits.float(), y)
             opt.zero_grad(set_to_none=True)
@@ -354,7 +347,7 @@ def predict_case(probe: LinearProbe, image: np.ndarray, patch: int, bg: np.ndarr
 
     img, _, shape = pad_to(np.asarray(image, np.float32), None, [patch] * 3, bg)
     x = torch.from_numpy(np.ascontiguousarray(img))[None].to(device)
-    with _autocast(device):
+    with autocast_for(device):
         logits = sliding_window_inference(x, (patch,) * 3, sw_batch_size, probe, overlap=overlap, mode="gaussian")
     pred = logits.float().argmax(1)[0].to(torch.uint8).cpu().numpy()
     return pred[:shape[0], :shape[1], :shape[2]]
@@ -378,7 +371,7 @@ def run_probe(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], ou
     probe, patch = build_probe(encoders, info, cfg.patch)
     cfg.patch = patch
     bg = background(info)
-    device = _device()
+    device = resolve_device()
     torch.manual_seed(cfg.seed)
     probe.head.reset_parameters()  # the head's initialization is part of the seeded run
     sampler = PatchSampler(data, train_ids, patch, cfg.fg_prob, cfg.seed, bg)

@@ -39,8 +39,15 @@ from torch import nn
 
 from petctfm.data import format as fmt
 from petctfm.errors import InputError
-from petctfm.finetune.probe import (FrozenEncoder, _autocast, _device, _progress, background,
-                                    json_safe, load_frozen_encoders, pad_to)
+from petctfm.finetune.inference import autocast_for, resolve_device
+from petctfm.finetune.probe import (
+    FrozenEncoder,
+    _progress,
+    background,
+    json_safe,
+    load_frozen_encoders,
+    pad_to,
+)
 from petctfm.io.tables import csv_text
 
 STAGES = {"early": 0, "advanced": 1}
@@ -134,7 +141,7 @@ def case_vector(encoders: Sequence[FrozenEncoder], image: np.ndarray, patch: int
         vecs = []
         for s in range(0, len(tiles), batch):
             x = torch.from_numpy(np.stack(tiles[s:s + batch])).to(device)
-            with _autocast(device):
+            with autocast_for(device):
                 feats = enc.features(x)[-scales:]
             pooled = [torch.cat([f.float().mean(dim=(2, 3, 4)), f.float().amax(dim=(2, 3, 4))], dim=1)
                       for f in reversed(feats)]  # deepest first
@@ -176,7 +183,7 @@ def case_features(data: str | os.PathLike, case_ids: Sequence[str], encoders: Se
             have = {}  # unreadable or old cache: recompute
     todo = [c for c in case_ids if c not in have]
     if todo:
-        device = _device()
+        device = resolve_device()
         for enc in encoders:
             enc.to(device)
         bg = background(info)

@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from petctfm.errors import InputError, PetctfmError
+from petctfm.finetune.inference import resolve_device
 from petctfm.harmonize.discover import SourceCase
 from petctfm.harmonize.pipeline import DEFAULT_CT_WINDOW, DEFAULT_SPACING
 from petctfm.io.tables import csv_text
@@ -66,16 +67,6 @@ STAGES = ("read", "preprocess", "inference", "postprocess", "write", "report")
 
 
 # ------------------------------------------------------------------------------------------------ model
-
-
-def resolve_device(name: str | None = "auto") -> torch.device:
-    """``auto``/None -> CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:1`` as given."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: CUDA is not available on this machine")
-    return dev
 
 
 def harmonize_settings(cfg: dict[str, Any]) -> tuple[tuple[float, float, float], tuple[float, float], str]:
@@ -137,7 +128,7 @@ class Predictor:
         ov = float(cfg["val"]["overlap"] if overlap is None else overlap)
         if not 0.0 <= ov < 1.0:
             raise InputError(f"--overlap must be in [0, 1), got {ov}")
-        dev = device if isinstance(device, torch.device) else resolve_device(device)
+        dev = resolve_device(device)
         spacing, window, source = harmonize_settings(cfg)
         if fast:
             spacing = (spacing[0] * FAST_INPLANE_FACTOR, spacing[1] * FAST_INPLANE_FACTOR, spacing[2])
@@ -383,7 +374,13 @@ def predict_folder(cases: list[SourceCase], predictor: Predictor, out: str | os.
     """
     import json
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from petctfm.io.atomic import atomic_write_text
 
