@@ -123,10 +123,8 @@ def _bad_autopet_root(root: Path) -> dict[str, str]:
 
 
 def _pairs_root(root: Path) -> dict[str, str]:
-    """Plain pairs (naming heuristic): a good MHA/NRRD pair and one with NaN in the PET.
-
-    (NaN must be tested with MHA/NRRD: ITK's NIfTI reader turns NaN into 0, see docs/harmonize.md.)
-    """
+    """Plain pairs (naming heuristic): a good MHA/NRRD pair and a NIfTI pair with NaN in the PET (read by
+    nibabel: ITK 5's NIfTI reader alone would have turned the NaN into 0)."""
     good = synth_case("GOOD_P")
     write_image(good.suv, root / "p1_suv.mha")
     write_image(good.ct, root / "p1_ct.nrrd")
@@ -136,9 +134,9 @@ def _pairs_root(root: Path) -> dict[str, str]:
     arr[3, 4, 5] = np.nan
     img = sitk.GetImageFromArray(arr)
     img.CopyInformation(nan.suv)
-    write_image(img, root / "nanpet" / "PET.mha")
-    write_image(nan.ct, root / "nanpet" / "CT.mha")
-    return {"nanpet": "NaN"}
+    write_image(img, root / "nanpet" / "x_suv.nii.gz")
+    write_image(nan.ct, root / "nanpet" / "x_ct.nii.gz")
+    return {"nanpet/x": "NaN"}
 
 
 def _bad_dicom_root(root: Path) -> dict[str, str]:

@@ -257,10 +257,10 @@ def test_one_line_errors(synth_tiny, tiny_model, tmp_path, capsys):
     arr[5, 5, 5] = np.nan
     nan_img = sitk.GetImageFromArray(arr)
     nan_img.CopyInformation(img)
-    sitk.WriteImage(nan_img, str(tmp_path / "nan_pet.mha"))  # (ITK's NIfTI reader turns NaN into 0 itself)
-    err = _one_line_error(capsys, [*base, "--model", str(tiny_model), "--pet", str(tmp_path / "nan_pet.mha"),
+    sitk.WriteImage(nan_img, str(tmp_path / "nan_pet.nii.gz"))  # NIfTI: ITK 5's own reader would read a 0
+    err = _one_line_error(capsys, [*base, "--model", str(tiny_model), "--pet", str(tmp_path / "nan_pet.nii.gz"),
                                    "--ct", ct])
-    assert "nan_pet.mha" in err and "NaN" in err
+    assert "nan_pet.nii.gz" in err and "NaN" in err
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.float32), np.eye(4)), tmp_path / "pet4d.nii.gz")
     err = _one_line_error(capsys, [*base, "--model", str(tiny_model), "--pet", str(tmp_path / "pet4d.nii.gz"),
                                    "--ct", ct])

@@ -8,6 +8,7 @@ does) and converts to/from the NIfTI RAS header itself, so an image written here
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,20 +26,60 @@ def is_image_file(path: str | os.PathLike) -> bool:
 
 
 def read_image(path: str | os.PathLike) -> sitk.Image:
-    """Read a 3D image; a missing, unreadable or non-3D file raises :class:`InputError` naming it."""
+    """Read a 3D image; a missing, unreadable or non-3D file raises :class:`InputError` naming it.
+
+    Floating-point NIfTI voxels are taken from nibabel, not from ITK: ITK 5's NIfTI reader silently turns
+    every NaN and ±inf voxel into 0 (``nifti_read_buffer``; fixed only in ITK 6), which would hide a corrupt
+    PET behind plausible zeros. Geometry and pixel type still come from ITK, so the image is the one ITK
+    would have read, NaNs included, and QA can refuse it by name.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        reader.ReadImageInformation()
+        if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
+            raise InputError(
+                f"{path}: expected a 3D single-channel image, got {reader.GetDimension()}D with "
+                f"{reader.GetNumberOfComponents()} component(s)"
+            )
+        img = _read_float_nifti(path, reader) if _is_float_nifti(path) else reader.Execute()
+    except (RuntimeError, OSError, EOFError, ValueError, zlib.error) as exc:  # ITK, or nibabel's gzip/array
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: cannot read image ({first})") from None
-    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(
-            f"{path}: expected a 3D single-channel image, got {img.GetDimension()}D with "
-            f"{img.GetNumberOfComponentsPerPixel()} component(s)"
-        )
+    return img
+
+
+def _is_float_nifti(path: Path) -> bool:
+    if not str(path).lower().endswith((".nii", ".nii.gz")):
+        return False
+    import nibabel as nib
+
+    try:
+        return nib.load(str(path)).header.get_data_dtype().kind == "f"
+    except Exception:  # nibabel cannot parse it: let ITK read it (or say why it cannot)
+        return False
+
+
+def _read_float_nifti(path: Path, reader: sitk.ImageFileReader) -> sitk.Image:
+    """The voxels of a float NIfTI as stored (scl_slope/scl_inter applied, non-finite values kept), on the
+    geometry ITK reads from its header. nibabel's array is indexed like ITK's: file order, no reorientation."""
+    import nibabel as nib
+
+    arr = np.asanyarray(nib.load(str(path)).dataobj)
+    size = tuple(reader.GetSize())
+    if arr.shape[3:] and all(n == 1 for n in arr.shape[3:]):
+        arr = arr.reshape(arr.shape[:3])
+    if arr.shape != size:
+        raise InputError(f"{path}: NIfTI data shape {arr.shape} does not match its header size {size}")
+    img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(arr, (2, 1, 0))))
+    if img.GetPixelID() != reader.GetPixelID():
+        img = sitk.Cast(img, reader.GetPixelID())
+    img.SetSpacing(reader.GetSpacing())
+    img.SetOrigin(reader.GetOrigin())
+    img.SetDirection(reader.GetDirection())
     return img
 
 
