@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import math
 import shutil
 from pathlib import Path
@@ -221,6 +222,44 @@ def test_folder_mode_corrupt_case_listed_others_complete_and_resume(synth_tiny, 
     for f in bad.iterdir():
         shutil.copy(f, only_bad / "PETCT_BAD" / f.name)
     assert main([*argv[:4], str(only_bad), "--out", str(tmp_path / "out2"), *argv[7:]]) == 1  # all failed
+
+
+def test_batch_list_mixes_nifti_and_dicom_and_quarantines_a_bad_row(synth_tiny, tiny_model, tmp_path):
+    """--batch LIST.csv: paths relative to the list, DICOM folders and NIfTI files, a missing file fails alone."""
+    lst = tmp_path / "lists" / "cases.csv"
+    lst.parent.mkdir()
+    rel = os.path.relpath(synth_tiny, lst.parent)
+    lst.write_text("case_id,pet,ct\n"
+                   f"nifti_case,{rel}/autopet/PETCT_0000/SUV.nii.gz,{rel}/autopet/PETCT_0000/CT.nii.gz\n"
+                   f"dicom case,{rel}/dicom/PETCT_0001/PT,{rel}/dicom/PETCT_0001/CT\n"
+                   ",,\n"
+                   f"missing,{rel}/autopet/PETCT_0000/nope.nii.gz,{rel}/autopet/PETCT_0000/CT.nii.gz\n")
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(tiny_model), "--batch", str(lst), "--out", str(out), "--overlap", "0",
+                 "--no-progress", "--no-report", "--device", "cpu"]) == 0
+    assert [r["case"] for r in _read_csv(out / "failed.csv")] == ["missing"]
+    assert "nope.nii.gz" in _read_csv(out / "failed.csv")[0]["reason"]
+    assert nib.load(out / "nifti_case" / "lesions.nii.gz").shape == \
+        nib.load(synth_tiny / "autopet" / "PETCT_0000" / "SUV.nii.gz").shape
+    assert (out / "dicom_case" / "lesions.seg.dcm").is_file()  # DICOM in -> DICOM-SEG out
+    assert {r["case"] for r in _read_csv(out / "cases.csv")} == {"nifti_case", "dicom_case"}
+
+
+def test_batch_list_errors_name_the_list(tmp_path, tiny_model, capsys):
+    from petctfm.predict.pipeline import sources_from_list
+
+    with pytest.raises(InputError, match=r"nolist\.csv: batch list not found"):
+        sources_from_list(tmp_path / "nolist.csv")
+    (tmp_path / "bad.csv").write_text("suv,ctres\na,b\n")
+    with pytest.raises(InputError, match=r"bad\.csv: batch list needs a header row with columns pet and ct"):
+        sources_from_list(tmp_path / "bad.csv")
+    (tmp_path / "a.nii.gz").write_bytes(b"")
+    (tmp_path / "dup.csv").write_text("case_id,pet,ct\nx,a.nii.gz,a.nii.gz\nx,a.nii.gz,a.nii.gz\n")
+    with pytest.raises(InputError, match=r"dup\.csv:3: case_id 'x' is used twice"):
+        sources_from_list(tmp_path / "dup.csv")
+    err = _one_line_error(capsys, ["predict", "--model", str(tiny_model), "--batch", "x.csv", "--in", "y",
+                                   "--out", str(tmp_path)])
+    assert "give one input: --in or --batch" in err
 
 
 # ------------------------------------------------------------------------------------------------ errors

@@ -14,6 +14,9 @@ petctfm predict --model runs/ft_joint/best/model.safetensors --pet study/PT --ct
 # every case of an autoPET / nnU-Net / DICOM folder, flip TTA (8 flips), one subfolder per case
 petctfm predict --model runs/ft_joint --in data/synth/autopet --out pred/autopet --tta
 
+# any files anywhere: a CSV list with columns case_id,pet,ct (one output subfolder per row)
+petctfm predict --model runs/ft_joint --batch cases.csv --out pred/list
+
 # quick look: 4 mm in-plane, no TTA, lower overlap, stricter threshold
 petctfm predict --model runs/ft_joint --in data/new --out pred/new --fast --overlap 0.25 --threshold 0.6
 """
@@ -35,11 +38,14 @@ def register(subparsers) -> None:
     )
     p.add_argument("--model", required=True, metavar="RUN_OR_CKPT",
                    help="fine-tuned segmentation run folder (its best checkpoint) or model.safetensors")
-    src = p.add_argument_group("input (either --pet and --ct, or --in)")
+    src = p.add_argument_group("input (either --pet and --ct, or --in, or --batch)")
     src.add_argument("--pet", help="PET image in SUV (NIfTI/MHA/NRRD) or a DICOM PT series folder")
     src.add_argument("--ct", help="CT image in HU or a DICOM CT series folder")
     src.add_argument("--in", dest="folder", metavar="FOLDER",
                      help="a folder of cases (autoPET, nnU-Net raw, DICOM or paired files; see docs/data-layouts.md)")
+    src.add_argument("--batch", metavar="LIST.csv",
+                     help="a CSV with a header row and columns pet, ct (files or DICOM folders, relative to the "
+                     "list's folder) and optional case_id: one output subfolder per row, as --in")
     src.add_argument("--format", default="auto", choices=("auto", "autopet", "nnunet", "dicom", "pairs"),
                      help="layout of --in (default: detected)")
     p.add_argument("--out", required=True, help="output folder (one study) or parent of one subfolder per case")
@@ -70,21 +76,26 @@ def run(args) -> int:
     from pathlib import Path
 
     from petctfm.errors import InputError
-    from petctfm.predict.pipeline import Predictor, predict_folder, predict_one, source_from_files, sources_from_folder
+    from petctfm.predict.pipeline import (Predictor, predict_folder, predict_one, source_from_files,
+                                          sources_from_folder, sources_from_list)
 
-    if args.folder and (args.pet or args.ct):
-        raise InputError("give either --in FOLDER or --pet/--ct, not both")
-    if not args.folder and not (args.pet and args.ct):
-        raise InputError("give --pet PET and --ct CT (files or DICOM folders), or --in FOLDER")
+    given = [name for name, v in (("--pet/--ct", args.pet or args.ct), ("--in", args.folder), ("--batch", args.batch))
+             if v]
+    if len(given) > 1:
+        raise InputError(f"give one input: {' or '.join(given)}, not both")
+    if not given or (given == ["--pet/--ct"] and not (args.pet and args.ct)):
+        raise InputError("give --pet PET and --ct CT (files or DICOM folders), --in FOLDER or --batch LIST.csv")
     if args.sw_batch is not None and args.sw_batch < 1:
         raise InputError(f"--sw-batch must be >= 1, got {args.sw_batch}")
     if args.folder:
         cases = sources_from_folder(args.folder, args.format)  # input errors before the model is loaded
+    elif args.batch:
+        cases = sources_from_list(args.batch)
     else:
         case = source_from_files(args.pet, args.ct)
     predictor = Predictor.load(args.model, args.device, args.overlap, args.tta, args.threshold, args.fast,
                                args.sw_batch)
-    if not args.folder:
+    if not (args.folder or args.batch):
         out = Path(args.out)
         if (out / "summary.json").is_file() and not args.overwrite:
             print(f"{out}/summary.json exists: nothing to do (use --overwrite to redo)")

@@ -212,12 +212,59 @@ def sources_from_folder(folder: str | os.PathLike, fmt: str = "auto") -> list[So
         rel = c.rel.split("#")[0]
         if c.fmt == "nnunet":
             rel = Path(rel).name  # imagesTs/<id> -> <id>
-        name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in rel.strip("./").replace("/", "_"))
-        name = name or Path(c.root).name
+        name = _safe_name(rel) or Path(c.root).name
         if name in used:
             name = f"{name}_{c.case_id}"
         used.add(name)
         out.append(replace(c, case_id=name))
+    return out
+
+
+def _safe_name(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text.strip("./").replace("/", "_"))
+
+
+def sources_from_list(path: str | os.PathLike) -> list[SourceCase]:
+    """The cases of ``--batch LIST``: a CSV file with a header row and columns ``pet`` and ``ct`` (image files
+    or DICOM series folders, as ``--pet``/``--ct``; relative paths are relative to the list's folder) and an
+    optional ``case_id`` (output subfolder name; default the PET's name). A row whose files are missing or
+    unusable becomes a case with an ``error``: it is listed in ``failed.csv`` and the other rows run."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: batch list not found")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = [(h or "").strip().lower() for h in reader.fieldnames or []]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: cannot read batch list ({exc})") from None
+    if "pet" not in header or "ct" not in header:
+        raise InputError(f"{path}: batch list needs a header row with columns pet and ct (and optionally case_id), "
+                         f"found {header or 'none'}")
+    out, used = [], set()
+    for i, raw in enumerate(rows, start=2):
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
+        if not row.get("pet") and not row.get("ct"):
+            continue  # blank line
+        pet, ct = (path.parent / row.get("pet", ""), path.parent / row.get("ct", ""))
+        name = _safe_name(row.get("case_id", "")) or f"row{i}"
+        try:
+            if not row.get("pet") or not row.get("ct"):
+                raise InputError(f"{path}:{i}: a pet and a ct path are both needed")
+            case = source_from_files(pet, ct)
+            name = _safe_name(row.get("case_id", "")) or _safe_name(case.case_id) or name
+            case = replace(case, case_id=name)
+        except InputError as exc:
+            case = SourceCase(name, "pairs", "/", str(pet), {}, error=str(exc))
+        if case.case_id in used:
+            raise InputError(f"{path}:{i}: case_id {case.case_id!r} is used twice (output folders must differ)")
+        used.add(case.case_id)
+        out.append(case)
+    if not out:
+        raise InputError(f"{path}: batch list has no cases")
     return out
 
 
