@@ -164,3 +164,26 @@ def test_matches_autopet_reference_on_random_blobs(seed):
     assert m["n_gt_lesions"] > 2 and m["fp_volume_ml"] > 0 and m["fn_volume_ml"] > 0  # a non-trivial case
     assert m["fp_volume_ml"] == pytest.approx(fp) and m["fn_volume_ml"] == pytest.approx(fn)
     assert m["dice"] == pytest.approx(dice)
+
+
+def test_average_precision_by_hand_ties_and_brute_force():
+    from petctfm.evaluate.metrics import average_precision
+
+    # ranks 1..4 = [lesion, bg, lesion, bg]: P@R=0.5 is 1, P@R=1 is 2/3 -> AP = 0.5 * 1 + 0.5 * 2/3
+    assert average_precision(np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 0, 1, 0])) == pytest.approx(5 / 6)
+    # all scores tied: one threshold, precision = prevalence
+    assert average_precision(np.full(4, 0.5), np.array([1, 0, 1, 0])) == pytest.approx(0.5)
+    assert average_precision(np.array([0.9, 0.1]), np.array([1, 0])) == 1.0
+    assert math.isnan(average_precision(np.array([0.3, 0.2]), np.zeros(2)))  # negative case: undefined
+    # brute force over thresholds on a 3D map with many ties (bf16-like rounding)
+    rng = np.random.default_rng(0)
+    target = rng.random((6, 7, 8)) < 0.1
+    scores = np.round(np.clip(target * 0.3 + rng.random(target.shape) * 0.7, 0, 1), 2)
+    ap, prev_r = 0.0, 0.0
+    for t in np.unique(scores)[::-1]:
+        sel = scores >= t
+        p, r = (sel & target).sum() / sel.sum(), (sel & target).sum() / target.sum()
+        ap += (r - prev_r) * p
+        prev_r = r
+    assert average_precision(scores, target) == pytest.approx(ap)
+    assert target.mean() < average_precision(scores, target) < 1.0  # informative scores beat the prevalence

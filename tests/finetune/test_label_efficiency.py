@@ -197,7 +197,16 @@ def test_separated_probe_runs_beside_the_joint_one(env, tmp_path, tiny_mae_run):
     sep = json.loads((tmp_path / "le" / "probe_separated_k1_s0" / "config.json").read_text())
     assert [e["mode"] for e in sep["encoders"]] == ["pet", "ct"] and sep["train_cases"] == ["toy002"]
     md = (tmp_path / "le" / "results.md").read_text()
-    assert "| separated: PET-only + CT-only side by side | 1 | 1 |" in md and "Joint - separated:" in md
-    assert "probe was skipped" not in md
+    assert "| separated: PET-only + CT-only side by side | 1 | 1 |" in md and "Joint - separated (Dice):" in md
+    assert "Joint - separated (AP):" in md and "probe was skipped" not in md
     rows = list(csv.DictReader(open(tmp_path / "le" / "results.csv")))
-    assert "1-shot probe: joint vs separated" in [r["name"] for r in rows if r["row"] == "wilcoxon"]
+    assert [r["name"] for r in rows if r["row"] == "wilcoxon"] == [
+        "1-shot probe: joint vs separated", "1-shot probe: joint vs separated, AP"]
+    # the probes' AP: per-case values from per_case.csv, aggregated like the Dice
+    aggs = {r["name"]: r for r in rows if r["row"] == "aggregate"}
+    for arm in ("joint", "separated"):
+        per_case = list(csv.DictReader(open(tmp_path / "le" / f"probe_{arm}_k1_s0" / "per_case.csv")))
+        aps = [float(r["ap"]) for r in per_case if r["ap"]]
+        assert aps and all(0 < a <= 1 for a in aps)
+        assert float(aggs[f"probe {arm} 1-shot"]["ap_mean"]) == pytest.approx(np.mean(aps))
+    assert aggs["scratch 50%"]["ap_mean"] == ""  # fine-tuning runs report Dice only

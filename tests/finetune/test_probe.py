@@ -112,6 +112,7 @@ def test_probe_cli_end_to_end_on_exactly_the_stored_kshot_subset(env, tmp_path, 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["subset"] == "kshot5" and summary["n_train_cases"] == 2 and summary["dice"]["n"] == 1
     assert summary["dice"]["mean"] == pytest.approx(float(rows[0]["dice"]))
+    assert 0.0 < float(rows[0]["ap"]) <= 1.0 and summary["ap"]["mean"] == pytest.approx(float(rows[0]["ap"]))
     head, cfg, _ = read_weights(out / "head.safetensors")
     assert head["weight"].shape == (2, 120, 1, 1, 1) and cfg["train_cases"] == KSHOT5
     assert cfg["encoders"][0]["mode"] == "joint" and cfg["probe"]["steps"] == 3

@@ -159,4 +159,27 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing, suv: np.ndarray | No
     return {k: out[k] for k in CASE_METRICS}
 
 
-__all__ = ["CASE_METRICS", "case_metrics", "voxel_overlap", "component_overlap"]
+def average_precision(scores: np.ndarray, target: np.ndarray) -> float:
+    """Voxel-wise average precision of lesion ``scores`` (any shape, e.g. a probability map) against the
+    boolean ``target``: the area under the precision-recall curve as a step sum, ``sum_n (R_n - R_{n-1}) P_n``
+    over the distinct score thresholds taken from high to low (tied scores enter together), the definition
+    of scikit-learn's ``average_precision_score``. Threshold-free: it says how well the scores rank lesion
+    voxels above the rest, where a Dice at one fixed threshold can be 0 for a usable ranking. The chance level
+    is the lesion prevalence. NaN when ``target`` is empty (negative case)."""
+    y = np.asarray(target).ravel() > 0
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return NAN
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if s.shape != y.shape:
+        raise ValueError(f"scores {np.shape(scores)} and target {np.shape(target)} differ in size")
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # last index of each run of tied scores
+    tp = np.cumsum(y)[last]
+    precision = tp / (last + 1)
+    recall = tp / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+__all__ = ["CASE_METRICS", "case_metrics", "voxel_overlap", "component_overlap", "average_precision"]

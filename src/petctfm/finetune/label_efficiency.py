@@ -355,7 +355,7 @@ def run_probe_arm(run: PlannedRun, settings: Settings, run_dir: Path, progress: 
                            "manifest": str(manifest) if manifest else None})
     write_report(result, run_dir / EVAL_DIR)
     return {"train": {"steps": summary["steps"], "stopped": "max_steps", "loss": summary.get("loss_last10")},
-            "best": None, "result": result}
+            "best": None, "result": result, "case_ap": {r["case_id"]: r.get("ap") for r in rows}}
 
 
 def execute_run(run: PlannedRun, settings: Settings, exp_dir: Path, progress: bool = False) -> dict[str, Any]:
@@ -372,6 +372,7 @@ def execute_run(run: PlannedRun, settings: Settings, exp_dir: Path, progress: bo
     record = {
         **run.to_dict(), "n_train_cases": len(run.cases), "split": SPLIT, "n_test_cases": len(result["cases"]),
         "metrics": metrics, "case_dice": {r["case_id"]: r["dice"] for r in result["cases"]},
+        **({"case_ap": out["case_ap"]} if "case_ap" in out else {}),
         "train": out["train"], "best": out["best"], "per_case": f"{EVAL_DIR}/per_case.csv",
         "time_s": round(time.perf_counter() - t0, 1),
     }
@@ -399,12 +400,13 @@ def _nan(x: Any) -> float:
     return float("nan") if x is None or x == "" else float(x)
 
 
-def _case_matrix(records: list[dict[str, Any]]) -> dict[str, float]:
-    """Per test case, the Dice averaged over the records (seeds); NaN where undefined (negative cases)."""
-    cases = sorted({c for r in records for c in r["case_dice"]})
+def _case_matrix(records: list[dict[str, Any]], key: str = "case_dice") -> dict[str, float]:
+    """Per test case, the metric ``key`` (``case_dice``, or ``case_ap`` for probes) averaged over the records
+    (seeds); NaN where undefined (negative cases)."""
+    cases = sorted({c for r in records for c in r.get(key, {})})
     out = {}
     for c in cases:
-        vals = [_nan(r["case_dice"].get(c)) for r in records]
+        vals = [_nan(r.get(key, {}).get(c)) for r in records]
         vals = [v for v in vals if math.isfinite(v)]
         out[c] = float(np.mean(vals)) if vals else float("nan")
     return out
@@ -433,6 +435,9 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
              "dice": mean_ci(list(per_case.values()), N_RESAMPLES, BOOTSTRAP_SEED),
              "dice_sd": float(np.std(seed_means, ddof=1)) if len(rs) > 1 else float("nan"),
              "case_dice": per_case}
+        if any("case_ap" in r for r in rs):  # probes: threshold-free voxel-wise average precision
+            g["case_ap"] = _case_matrix(rs, "case_ap")
+            g["ap"] = mean_ci(list(g["case_ap"].values()), N_RESAMPLES, BOOTSTRAP_SEED)
         for m in RUN_METRICS[1:]:
             g[m] = float(np.nanmean([_nan(r["metrics"][m]["mean"]) for r in rs])) if rs else float("nan")
         groups.append(g)
@@ -440,11 +445,11 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
                                else PROBE_ARMS.index(g["arm"]), g["fraction"] or g["kshot"] or 0))
     find = {(g["kind"], g["arm"], g["fraction"] if g["kind"] == "finetune" else g["kshot"]): g for g in groups}
 
-    def compare(a: dict, b: dict, label: str) -> dict[str, Any]:
-        ids = sorted(set(a["case_dice"]) & set(b["case_dice"]))
-        c = paired_comparison([a["case_dice"][i] for i in ids], [b["case_dice"][i] for i in ids],
-                              N_RESAMPLES, BOOTSTRAP_SEED)
-        return {"comparison": label, "a": _group_label(a), "b": _group_label(b), **c}
+    def compare(a: dict, b: dict, label: str, key: str = "case_dice") -> dict[str, Any]:
+        ids = sorted(set(a[key]) & set(b[key]))
+        c = paired_comparison([a[key][i] for i in ids], [b[key][i] for i in ids], N_RESAMPLES, BOOTSTRAP_SEED)
+        return {"comparison": label, "metric": "ap" if key == "case_ap" else "dice", "a": _group_label(a),
+                "b": _group_label(b), **c}
 
     comps = []
     fracs = sorted({g["fraction"] for g in groups if g["kind"] == "finetune"})
@@ -459,8 +464,10 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     ks = sorted({g["kshot"] for g in groups if g["kind"] == "probe"})
     for k in ks:
         if ("probe", "joint", k) in find and ("probe", "separated", k) in find:
-            comps.append(compare(find[("probe", "joint", k)], find[("probe", "separated", k)],
-                                 f"{k}-shot probe: joint vs separated"))
+            joint, sep = find[("probe", "joint", k)], find[("probe", "separated", k)]
+            comps.append(compare(joint, sep, f"{k}-shot probe: joint vs separated"))
+            if "case_ap" in joint and "case_ap" in sep:
+                comps.append(compare(joint, sep, f"{k}-shot probe: joint vs separated, AP", "case_ap"))
     return {"groups": groups, "comparisons": comps}
 
 
@@ -486,6 +493,7 @@ def format_dice(g: dict[str, Any]) -> str:
 RESULT_COLUMNS = [
     "row", "name", "kind", "arm", "fraction", "kshot", "seed", "n_seeds", "n_train_cases", "n_test_cases",
     "dice_n", "dice_mean", "dice_ci_low", "dice_ci_high", "dice_sd", "fp_volume_ml", "fn_volume_ml", "lesion_f1",
+    "ap_mean", "ap_ci_low", "ap_ci_high",
     "steps", "stopped", "time_s", "a", "b", "mean_diff", "diff_ci_low", "diff_ci_high", "wins_a", "wins_b", "ties",
     "p_value",
 ]
@@ -509,9 +517,10 @@ def result_rows(records: list[dict[str, Any]], summary: dict[str, Any]) -> list[
                      "n_seeds": g["n_seeds"], "n_train_cases": g["n_train_cases"], "n_test_cases": g["n_test_cases"],
                      "dice_n": g["dice"]["n"], "dice_mean": g["dice"]["mean"], "dice_ci_low": g["dice"]["ci_low"],
                      "dice_ci_high": g["dice"]["ci_high"], "dice_sd": g["dice_sd"],
-                     **{k: g[k] for k in RUN_METRICS[1:]}})
+                     **{k: g[k] for k in RUN_METRICS[1:]},
+                     **({f"ap_{k}": g["ap"][k] for k in ("mean", "ci_low", "ci_high")} if "ap" in g else {})})
     for c in summary["comparisons"]:
-        rows.append({"row": "wilcoxon", "name": c["comparison"], "a": c["a"], "b": c["b"], "dice_n": c["n"],
+        rows.append({"row": "wilcoxon", "name": c["comparison"],  # dice_n: cases compared (Dice or AP) "a": c["a"], "b": c["b"], "dice_n": c["n"],
                      "mean_diff": c["mean_diff"], "diff_ci_low": c["ci_low"], "diff_ci_high": c["ci_high"],
                      "wins_a": c["wins_a"], "wins_b": c["wins_b"], "ties": c["ties"], "p_value": c["p_value"]})
     return rows
@@ -591,16 +600,24 @@ def results_markdown(records: list[dict[str, Any]], summary: dict[str, Any], pla
                   "Frozen encoder(s), one voxel-wise linear head on all encoder scales (`petctfm probe`), trained on "
                   f"the stored {k}-shot subset, evaluated on the test split.", ""]
         if pr:
-            lines += ["| encoders | training cases | seeds | Dice [95% CI] | FP volume (ml) | lesion F1 |",
-                      "|---|---|---|---|---|---|"]
+            lines += ["| encoders | training cases | seeds | Dice [95% CI] | AP [95% CI] | FP volume (ml) | lesion F1 |",
+                      "|---|---|---|---|---|---|---|"]
             for g in pr:
                 what = ("joint PET+CT (the pretrained run)" if g["arm"] == "joint"
                         else "separated: PET-only + CT-only side by side")
-                lines.append(f"| {what} | {g['n_train_cases']} | {g['n_seeds']} | {format_dice(g)} | "
+                ap = g.get("ap") or {"n": 0}
+                ap_text = (f"{fmt_num(ap['mean'])} [{fmt_num(ap['ci_low'])}, {fmt_num(ap['ci_high'])}]"
+                           if ap["n"] else "n/a")
+                lines.append(f"| {what} | {g['n_train_cases']} | {g['n_seeds']} | {format_dice(g)} | {ap_text} | "
                              f"{fmt_num(g['fp_volume_ml'], 2)} | {fmt_num(g['lesion_f1'])} |")
+            lines += ["", "AP: voxel-wise average precision of the head's lesion probability on each test case with "
+                      "lesions (area under the precision-recall curve; chance level = the lesion prevalence, well "
+                      "under 0.01 here). It is threshold-free: a head whose probabilities rank lesion voxels first "
+                      "but never cross 0.5 has Dice 0 and a high AP, so AP is the fairer test of linear "
+                      "separability."]
             for c in [c for c in summary["comparisons"] if "probe" in c["comparison"]]:
-                lines += ["", f"Joint - separated: {fmt_num(c['mean_diff'])} "
-                          f"[{fmt_num(c['ci_low'])}, {fmt_num(c['ci_high'])}]"
+                lines += ["", f"Joint - separated ({'AP' if c.get('metric') == 'ap' else 'Dice'}): "
+                          f"{fmt_num(c['mean_diff'])} [{fmt_num(c['ci_low'])}, {fmt_num(c['ci_high'])}]"
                           f", Wilcoxon p = {fmt_num(c['p_value'], 4)} (n = {c['n']})."]
             lines.append("")
         if not settings.separated:
@@ -628,7 +645,8 @@ def results_markdown(records: list[dict[str, Any]], summary: dict[str, Any], pla
 
 
 def plot_results(summary: dict[str, Any], png: Path) -> Path:
-    """Dice vs label fraction (log x), one line per arm with its CI band; probes as a second panel."""
+    """Dice vs label fraction (log x), one line per arm with its CI band; probes (Dice filled, AP open
+    markers) as a second panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -669,10 +687,19 @@ def plot_results(summary: dict[str, Any], png: Path) -> Path:
     if pr:
         bx = axes[1]
         for i, g in enumerate(pr):
-            d = g["dice"]
-            y = _nan(d["mean"])
-            bx.errorbar([i], [y], yerr=[[y - _nan(d["ci_low"])], [_nan(d["ci_high"]) - y]], fmt="s",
-                        color="C2" if g["arm"] == "joint" else "C3", capsize=4)
+            color = "C2" if g["arm"] == "joint" else "C3"
+            for metric, dx, marker in (("dice", -0.12, "s"), ("ap", 0.12, "o")):
+                d = g.get(metric)
+                if not d or not d["n"]:
+                    continue
+                y = _nan(d["mean"])
+                bx.errorbar([i + dx], [y], yerr=[[y - _nan(d["ci_low"])], [_nan(d["ci_high"]) - y]], fmt=marker,
+                            color=color, mfc="white" if metric == "ap" else color, capsize=4,
+                            label=metric.replace("dice", "Dice").upper() if metric == "ap" else "Dice")
+        handles, labels = bx.get_legend_handles_labels()
+        if handles:
+            uniq = dict(zip(labels, handles))
+            bx.legend(uniq.values(), uniq.keys(), loc="upper right", fontsize=8)
         bx.set_xticks(range(len(pr)), [f"{g['arm']}\n{g['kshot']}-shot" for g in pr])
         bx.set_xlim(-0.6, len(pr) - 0.4)
         bx.set_ylim(0, 1)

@@ -25,9 +25,11 @@ Pipeline, top to bottom:
    with probability ``fg_prob`` (foreground oversampling), AdamW, a fixed number of steps, one seed for
    everything; bf16 autocast on CUDA.
 5. **Evaluation**: sliding-window inference (MONAI) over every case of the test split, argmax, per-case
-   metrics from :func:`petctfm.evaluate.metrics.case_metrics` -> ``per_case.csv``; mean Dice with a
-   percentile-bootstrap 95% CI (:func:`petctfm.evaluate.bootstrap.mean_ci`) -> ``summary.json``; the head
-   as ``head.safetensors`` (config in the metadata).
+   metrics from :func:`petctfm.evaluate.metrics.case_metrics` plus the voxel-wise average precision of the
+   lesion probability (``ap``, threshold-free: how well the frozen features rank lesion voxels, which a
+   Dice at the 0.5 threshold can hide) -> ``per_case.csv``; mean Dice and mean AP with percentile-bootstrap
+   95% CIs (:func:`petctfm.evaluate.bootstrap.mean_ci`) -> ``summary.json``; the head as
+   ``head.safetensors`` (config in the metadata).
 
 Shapes: raw input ``(B, 2, X, Y, Z)`` [SUV, HU]; encoder input ``(B, C_e, X, Y, Z)`` normalized; features
 ``(B, F_s, X / 2^s, ...)``; logits ``(B, 2, X, Y, Z)``.
@@ -340,17 +342,24 @@ def train_head(probe: LinearProbe, sampler: PatchSampler, cfg: ProbeConfig, devi
 
 
 @torch.no_grad()
-def predict_case(probe: LinearProbe, image: np.ndarray, patch: int, bg: np.ndarray, device: torch.device,
-                 overlap: float = 0.25, sw_batch_size: int = 2) -> np.ndarray:
-    """uint8 (X, Y, Z) lesion mask of a raw (2, X, Y, Z) volume: sliding-window logits, argmax."""
+def lesion_probability(probe: LinearProbe, image: np.ndarray, patch: int, bg: np.ndarray, device: torch.device,
+                       overlap: float = 0.25, sw_batch_size: int = 2) -> np.ndarray:
+    """float32 (X, Y, Z) lesion probability (softmax of the head's two logits) of a raw (2, X, Y, Z) volume,
+    by Gaussian-weighted sliding-window inference (MONAI)."""
     from monai.inferers import sliding_window_inference
 
     img, _, shape = pad_to(np.asarray(image, np.float32), None, [patch] * 3, bg)
     x = torch.from_numpy(np.ascontiguousarray(img))[None].to(device)
     with autocast_for(device):
         logits = sliding_window_inference(x, (patch,) * 3, sw_batch_size, probe, overlap=overlap, mode="gaussian")
-    pred = logits.float().argmax(1)[0].to(torch.uint8).cpu().numpy()
-    return pred[:shape[0], :shape[1], :shape[2]]
+    prob = logits.float().softmax(1)[0, 1].cpu().numpy()
+    return np.ascontiguousarray(prob[:shape[0], :shape[1], :shape[2]])
+
+
+def predict_case(probe: LinearProbe, image: np.ndarray, patch: int, bg: np.ndarray, device: torch.device,
+                 overlap: float = 0.25, sw_batch_size: int = 2) -> np.ndarray:
+    """uint8 (X, Y, Z) lesion mask of a raw (2, X, Y, Z) volume: the argmax of the two classes."""
+    return (lesion_probability(probe, image, patch, bg, device, overlap, sw_batch_size) > 0.5).astype(np.uint8)
 
 
 def run_probe(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], out: str | os.PathLike,
@@ -361,7 +370,7 @@ def run_probe(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], ou
     ``config.json``, ``losses.json``. Returns the summary.
     """
     from petctfm.evaluate.bootstrap import mean_ci
-    from petctfm.evaluate.metrics import CASE_METRICS, case_metrics
+    from petctfm.evaluate.metrics import CASE_METRICS, average_precision, case_metrics
     from petctfm.io.atomic import atomic_write_json, atomic_write_text
     from petctfm.train.checkpoint import save_weights
 
@@ -382,9 +391,10 @@ def run_probe(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], ou
         task = bar.add_task(f"probe: {cfg.split} cases", total=len(test_ids), info="")
         for cid in test_ids:
             case = fmt.load_case(data, cid, mmap=False)
-            pred = predict_case(probe, case["image"], patch, bg, device, cfg.overlap, cfg.sw_batch_size)
-            m = case_metrics(pred, case["label"], case["meta"]["spacing"], suv=case["image"][0])
-            rows.append({"case_id": cid, **m})
+            prob = lesion_probability(probe, case["image"], patch, bg, device, cfg.overlap, cfg.sw_batch_size)
+            m = case_metrics((prob > 0.5).astype(np.uint8), case["label"], case["meta"]["spacing"],
+                             suv=case["image"][0])
+            rows.append({"case_id": cid, **m, "ap": average_precision(prob, case["label"])})
             bar.update(task, advance=1, info=f"{cid} dice {m['dice']:.3f}")
 
     out = Path(out)
@@ -401,11 +411,12 @@ def run_probe(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], ou
     save_weights(probe.head, out / "head.safetensors", config, step=cfg.steps)
     atomic_write_json(out / "config.json", config)
     atomic_write_json(out / "losses.json", losses)
-    atomic_write_text(out / "per_case.csv", csv_text(rows, ["case_id", *CASE_METRICS]))
+    atomic_write_text(out / "per_case.csv", csv_text(rows, ["case_id", *CASE_METRICS, "ap"]))
     dice = mean_ci([r["dice"] for r in rows], n_resamples=cfg.n_resamples, seed=cfg.seed)
+    ap = mean_ci([r["ap"] for r in rows], n_resamples=cfg.n_resamples, seed=cfg.seed)
     summary = {
         "subset": subset_name, "n_train_cases": len(train_ids), "split": cfg.split, "n_cases": len(rows),
-        "dice": dice, "encoders": config["encoders"], "steps": cfg.steps,
+        "dice": dice, "ap": ap, "encoders": config["encoders"], "steps": cfg.steps,
         "loss_first10": float(np.mean(losses[:10])) if losses else None,
         "loss_last10": float(np.mean(losses[-10:])) if losses else None,
     }
@@ -414,5 +425,5 @@ def run_probe(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], ou
 
 
 __all__ = ["METHOD", "FrozenEncoder", "load_frozen_encoders", "LinearProbe", "ProbeConfig", "subset_cases",
-           "json_safe", "background", "pad_to", "PatchSampler", "build_probe", "train_head", "predict_case",
+           "json_safe", "background", "pad_to", "PatchSampler", "build_probe", "train_head", "lesion_probability", "predict_case",
            "run_probe"]
