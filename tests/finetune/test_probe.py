@@ -47,7 +47,13 @@ def test_encoder_is_the_checkpoint_and_stays_frozen_while_loss_decreases(env):
     head_before = probe.head.weight.detach().clone()
 
     cfg = P.ProbeConfig(steps=30, lr=2e-2, fg_prob=1.0, seed=0)
-    sampler = P.PatchSampler(data, KSHOT5, patch, cfg.fg_prob, cfg.seed, P.background(_info(data)))
+    sampler = P.PatchSampler(data, KSHOT5, patch, cfg.fg_prob, cfg.seed)
+    x, y = sampler.batch(0, 2)
+    assert x.shape == (2, 2, patch, patch, patch) and y.shape == (2, 1, patch, patch, patch) and y.dtype == torch.int64
+    assert y.sum() > 0  # fg_prob 1: centred on lesions
+    x2, y2 = sampler.batch(0, 2)
+    assert torch.equal(x, x2) and torch.equal(y, y2)  # a pure function of (seed, step)
+    assert x[:, 1].min() < -500  # raw HU, not normalized (each encoder normalizes its own channels)
     losses = P.train_head(probe, sampler, cfg, torch.device("cpu"))
     assert not enc.training  # eval mode even though the probe was put in train mode
     for k, v in enc.state_dict().items():

@@ -220,53 +220,43 @@ def background(info: dict[str, Any]) -> np.ndarray:
     return np.array([info["normalization"][c]["clip"][0] for c in fmt.CHANNELS], np.float32)
 
 
-def pad_to(image: np.ndarray, label: np.ndarray | None, size: Sequence[int], bg: np.ndarray):
-    """Pad (2, X, Y, Z) image (with ``bg``) and label (with 0) at the end of each axis to at least ``size``.
-
-    Returns (image, label, original spatial shape)."""
+def pad_to(image: np.ndarray, size: Sequence[int], bg: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Pad a (2, X, Y, Z) image with ``bg`` at the end of each axis to at least ``size`` (for sliding-window
+    inference on volumes smaller than a window). Returns (image, original spatial shape)."""
     shape = image.shape[1:]
-    pad = [(0, max(int(s) - n, 0)) for n, s in zip(shape, size)]
-    if not any(p[1] for p in pad):
-        return image, label, shape
-    out = np.empty((image.shape[0], *[n + p[1] for n, p in zip(shape, pad)]), np.float32)
+    pad = [max(int(s) - n, 0) for n, s in zip(shape, size)]
+    if not any(pad):
+        return image, shape
+    out = np.empty((image.shape[0], *[n + p for n, p in zip(shape, pad)]), np.float32)
     out[:] = bg[:, None, None, None]
     out[:, :shape[0], :shape[1], :shape[2]] = image
-    if label is not None:
-        label = np.pad(label, pad)
-    return out, label, shape
+    return out, shape
 
 
 class PatchSampler:
-    """Random (image, label) patches from a fixed case list, foreground-oversampled; seeded per step.
+    """Batches of raw (image, label) patches from a fixed case list, a pure function of (seed, step).
 
-    Cases are held in memory (k-shot subsets are small). ``batch(step)`` -> (raw (B, 2, p, p, p) float32,
-    label (B, 1, p, p, p) int64), a pure function of (seed, step).
+    The patches are fine-tuning's (:class:`petctfm.finetune.segmentation.LabeledPatchDataset`: centred on a
+    lesion voxel with probability ``fg_prob``, else uniform; image and label cut by the same box, padded
+    centred with background / 0) without augmentation and without normalization: each frozen encoder
+    normalizes and selects its own channels. ``batch(step)`` -> (raw (B, 2, p, p, p) float32 [SUV, HU],
+    label (B, 1, p, p, p) int64).
     """
 
-    def __init__(self, root: str | os.PathLike, case_ids: Sequence[str], patch: int, fg_prob: float,
-                 seed: int, bg: np.ndarray):
-        self.patch, self.fg_prob, self.seed = int(patch), float(fg_prob), int(seed)
-        self.cases = []
-        for cid in case_ids:
-            c = fmt.load_case(root, cid, mmap=False)
-            img, lab, _ = pad_to(np.asarray(c["image"], np.float32), np.asarray(c["label"]), [patch] * 3, bg)
-            self.cases.append((img, lab, np.argwhere(lab > 0)))
+    def __init__(self, root: str | os.PathLike, case_ids: Sequence[str], patch: int, fg_prob: float, seed: int):
+        from petctfm.data.loader import PatchConfig
+        from petctfm.finetune.segmentation import LabeledPatchDataset
+
+        self.seed = int(seed)
+        cfg = PatchConfig(patch_size=(int(patch),) * 3, fg_prob=float(fg_prob), augment=False)
+        self.dataset = LabeledPatchDataset(root, cfg, list(case_ids), seed=self.seed)
 
     def batch(self, step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, int(step)])
-        p = self.patch
-        imgs, labs = [], []
-        for _ in range(batch_size):
-            img, lab, fg = self.cases[int(rng.integers(len(self.cases)))]
-            shape = np.array(lab.shape)
-            if len(fg) and rng.random() < self.fg_prob:
-                start = np.clip(fg[rng.integers(len(fg))] - p // 2, 0, shape - p)
-            else:
-                start = np.array([rng.integers(0, s - p + 1) for s in shape])
-            sl = tuple(slice(int(a), int(a) + p) for a in start)
-            imgs.append(img[(slice(None), *sl)])
-            labs.append(lab[sl][None].astype(np.int64))
-        return torch.from_numpy(np.stack(imgs)), torch.from_numpy(np.stack(labs))
+        ds = self.dataset
+        pairs = [ds.read_pair(ds.case_ids[int(rng.integers(len(ds.case_ids)))], rng) for _ in range(batch_size)]
+        return (torch.from_numpy(np.stack([x for x, _ in pairs])),
+                torch.from_numpy(np.stack([y[None] for _, y in pairs]).astype(np.int64)))
 
 
 def _progress(enabled: bool):
@@ -348,7 +338,7 @@ def lesion_probability(probe: LinearProbe, image: np.ndarray, patch: int, bg: np
     by Gaussian-weighted sliding-window inference (MONAI)."""
     from monai.inferers import sliding_window_inference
 
-    img, _, shape = pad_to(np.asarray(image, np.float32), None, [patch] * 3, bg)
+    img, shape = pad_to(np.asarray(image, np.float32), [patch] * 3, bg)
     x = torch.from_numpy(np.ascontiguousarray(img))[None].to(device)
     with autocast_for(device):
         logits = sliding_window_inference(x, (patch,) * 3, sw_batch_size, probe, overlap=overlap, mode="gaussian")
@@ -383,7 +373,7 @@ def run_probe(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], ou
     device = resolve_device()
     torch.manual_seed(cfg.seed)
     probe.head.reset_parameters()  # the head's initialization is part of the seeded run
-    sampler = PatchSampler(data, train_ids, patch, cfg.fg_prob, cfg.seed, bg)
+    sampler = PatchSampler(data, train_ids, patch, cfg.fg_prob, cfg.seed)
     losses = train_head(probe, sampler, cfg, device, progress)
 
     rows = []

@@ -127,7 +127,7 @@ def case_vector(encoders: Sequence[FrozenEncoder], image: np.ndarray, patch: int
     """(D,) float32 whole-body vector of a raw (2, X, Y, Z) volume (see module docstring)."""
     X, Y, Z = image.shape[1:]
     size = [int(np.ceil(s / patch) * patch) for s in (X, Y, Z)]
-    img, _, _ = pad_to(np.asarray(image, np.float32), None, size, bg)
+    img, _ = pad_to(np.asarray(image, np.float32), size, bg)
     tiles = []
     for i in range(0, size[0], patch):
         for j in range(0, size[1], patch):
