@@ -46,7 +46,8 @@ from pathlib import Path
 
 
 def toy_case(folder: Path, shape: tuple[int, int, int], spacing: float, seed: int = 0) -> tuple[Path, Path]:
-    """A whole-body-sized toy PET (SUV) / CT pair as NIfTI: elliptic body, lungs, liver, 12 hot lesions."""
+    """A whole-body-sized toy PET (SUV) / CT pair as NIfTI: elliptic body, lungs, liver, 12 hot lesions, noise
+    in the body (so the files compress about as well as real ones)."""
     import numpy as np
     import SimpleITK as sitk
 
@@ -68,6 +69,7 @@ def toy_case(folder: Path, shape: tuple[int, int, int], spacing: float, seed: in
         r = rng.uniform(3, 8)
         pet[(gx - c[0]) ** 2 + (gy - c[1]) ** 2 + (gz - c[2]) ** 2 <= r * r] = rng.uniform(4, 15)
     pet += np.abs(rng.normal(0, 0.1, pet.shape)).astype(np.float32) * body
+    ct += rng.normal(0, 15, ct.shape).astype(np.float32) * body  # CT noise (HU): compresses like a real CT
     paths = []
     for name, arr in (("SUV", pet), ("CT", ct.astype(np.int16))):
         img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(arr, (2, 1, 0))))

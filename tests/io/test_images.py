@@ -55,3 +55,24 @@ def test_bad_files_are_named(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((3, 3, 3, 2), np.float32), np.eye(4)), tmp_path / "4d.nii.gz")
     with pytest.raises(InputError, match=r"4d\.nii\.gz: expected a 3D single-channel image, got 4D"):
         read_image(tmp_path / "4d.nii.gz")
+
+
+def test_multi_member_gzip_truncated_and_nifti2_float_files(tmp_path):
+    import gzip
+
+    data = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    data[0, 1, 2] = np.nan
+    nib.save(nib.Nifti2Image(data, np.eye(4)), tmp_path / "n2.nii.gz")
+    with pytest.raises(InputError, match=r"n2\.nii\.gz: cannot read image"):  # ITK 5 reads no NIfTI-2
+        read_image(tmp_path / "n2.nii.gz")
+    # a gzip file of two members (as bgzip or concatenated streams write): the whole image is read
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "plain.nii")
+    raw = (tmp_path / "plain.nii").read_bytes()
+    (tmp_path / "two.nii.gz").write_bytes(gzip.compress(raw[:400]) + gzip.compress(raw[400:]))
+    b = sitk.GetArrayFromImage(read_image(tmp_path / "two.nii.gz")).transpose(2, 1, 0)
+    np.testing.assert_array_equal(np.isnan(b), np.isnan(data))
+    np.testing.assert_array_equal(b[~np.isnan(b)], data[~np.isnan(data)])
+    whole = gzip.compress(raw)
+    (tmp_path / "cut.nii.gz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(InputError, match=r"cut\.nii\.gz: cannot read image"):
+        read_image(tmp_path / "cut.nii.gz")
