@@ -101,6 +101,11 @@ def test_loss_weights_hand_computed():
     pred2 = torch.cat([pred, 2 * pred], dim=1)
     loss, logs = reconstruction_loss(pred2, torch.zeros_like(pred2), mask, 1.0, 0.0, "l2")
     assert loss.item() == pytest.approx((1 + 9 + 4 + 36) / 4)
+    # per-modality masked means are logged, not weighted into the loss
+    loss2, logs = reconstruction_loss(pred2, torch.zeros_like(pred2), mask, 1.0, 0.0, "l2", ["pet", "ct"])
+    assert loss2.item() == loss.item()
+    assert logs["loss_masked_pet"] == pytest.approx(5.0) and logs["loss_masked_ct"] == pytest.approx(20.0)
+    assert "loss_masked_pet" not in reconstruction_loss(pred, target, mask, channels=["pet"])[1]  # one channel
 
 
 def test_border_discontinuity_metric():

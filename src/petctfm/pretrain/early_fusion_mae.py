@@ -38,7 +38,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -160,10 +160,13 @@ def build_model(cfg: dict[str, Any]) -> EarlyFusionMAE:
 
 
 def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, w_masked: float = 1.0,
-                        w_visible: float = 0.1, kind: str = "l2") -> tuple[torch.Tensor, dict[str, float]]:
+                        w_visible: float = 0.1, kind: str = "l2",
+                        channels: Sequence[str] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """``L = w_masked * mean_masked(e) + w_visible * mean_visible(e)`` (module docstring), in fp32.
 
-    pred, target: (B, C, X, Y, Z); mask: (B, 1, X, Y, Z) bool. Returns (loss, logs with both means).
+    pred, target: (B, C, X, Y, Z); mask: (B, 1, X, Y, Z) bool. Returns (loss, logs with both means). With
+    ``channels`` (C names, e.g. ``["pet", "ct"]``) and C > 1 the logs also hold each channel's masked mean
+    ``loss_masked_<name>`` (not part of the loss: it shows which modality a joint model reconstructs well).
     """
     diff = pred.float() - target.float()
     err = diff.square() if kind == "l2" else diff.abs()
@@ -173,7 +176,11 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Te
     err_m = (err * m).sum() / n_m.clamp_min(1)
     err_v = (err * (1 - m)).sum() / n_v.clamp_min(1)
     loss = w_masked * err_m + w_visible * err_v
-    return loss, {"loss_masked": float(err_m.detach()), "loss_visible": float(err_v.detach())}
+    logs = {"loss_masked": float(err_m.detach()), "loss_visible": float(err_v.detach())}
+    if channels is not None and err.shape[1] > 1:
+        per_channel = (err * m).detach().sum(dim=(0, 2, 3, 4)) / m[:, 0].sum().clamp_min(1)
+        logs.update({f"loss_masked_{name}": float(v) for name, v in zip(channels, per_channel.tolist())})
+    return loss, logs
 
 
 # ------------------------------------------------------------------------------------------------ physics
@@ -298,7 +305,8 @@ class EarlyFusionMAETask:
         pred = model(x, batch["mask"])
         mask = voxel_mask(batch["mask"], int(self.config["mask"]["block"]), tuple(x.shape[2:]))
         lc = self.config["loss"]
-        return reconstruction_loss(pred, x, mask, float(lc["w_masked"]), float(lc["w_visible"]), lc["kind"])
+        names = [fmt.CHANNELS[i].lower() for i in MODES[self.data_cfg.mode]]
+        return reconstruction_loss(pred, x, mask, float(lc["w_masked"]), float(lc["w_visible"]), lc["kind"], names)
 
     @torch.no_grad()
     def on_checkpoint(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int, run_dir: Path) -> None:
