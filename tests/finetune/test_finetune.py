@@ -125,11 +125,12 @@ def test_layer_decay_groups_and_stages():
 def test_finetune_learns_validates_keeps_best_and_predictions_score(toy, mae, tmp_path, capsys):
     run = tmp_path / "ft"
     assert main(["finetune", "--data", str(toy), "--out", str(run), "--init", str(mae), "--fraction", "1.0", *FAST,
-                 "--max-steps", "24", "--log-every", "1", "--checkpoint-every", "12", "--figure-every", "12"]) == 0
+                 "--max-steps", "24", "--log-every", "1", "--checkpoint-every", "12", "--figure-every", "10"]) == 0
     losses = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 24 and np.mean(losses[-6:]) < 0.8 * np.mean(losses[:6]), losses
     val = [json.loads(x) for x in (run / "val.jsonl").read_text().splitlines()]
-    assert [v["step"] for v in val] == [12, 24] and all(0.0 <= v["dice"] <= 1.0 for v in val)
+    # every 10 steps, and the final weights (the budget ended between two validations)
+    assert [v["step"] for v in val] == [10, 20, 24] and all(0.0 <= v["dice"] <= 1.0 for v in val)
     best = json.loads((run / "best" / "best.json").read_text())
     assert best["dice"] == max(v["dice"] for v in val)
     model, cfg = load_model(run / "best" / "model.safetensors")

@@ -73,7 +73,7 @@ def test_kill_and_resume_is_exact(tmp_path):
     second = train(task_b, cfg(**kw), b, resume=True)
     assert second["start_step"] == 6 and second["steps"] == 10
     assert task_b.seen[0] == (0, 12)  # the next sample after 6 steps x 2 samples
-    assert task_b.figures == [9]
+    assert task_b.figures == [9, 10]  # every 3 steps, and the final weights when the budget ends between hooks
     la, lb = metrics(a), metrics(b)
     assert [r["step"] for r in lb] == list(range(1, 11))  # resumed log continues without duplicates
     torch.testing.assert_close(torch.tensor([r["loss"] for r in lb]), torch.tensor([r["loss"] for r in la]),
@@ -89,8 +89,10 @@ def test_kill_and_resume_is_exact(tmp_path):
 def test_sigterm_stops_cleanly_and_resumes_exactly(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     train(TinyTask(dropout=0.2), cfg(max_steps=8), a)
-    s = train(TinyTask(dropout=0.2, sigterm_at_sample=6), cfg(max_steps=8), b)  # SIGTERM during step 4
+    task = TinyTask(dropout=0.2, sigterm_at_sample=6)
+    s = train(task, cfg(max_steps=8, figure_every=3), b)  # SIGTERM during step 4
     assert s["stopped"] == "SIGTERM" and s["steps"] == 4
+    assert task.figures == [3]  # a signal means "stop now": no extra figure / validation at exit
     assert latest_checkpoint(b / "checkpoints").name == "step_0000004"
     train(TinyTask(dropout=0.2), cfg(max_steps=8), b, resume=True)
     assert [r["loss"] for r in metrics(b)] == pytest.approx([r["loss"] for r in metrics(a)], rel=1e-5)

@@ -528,6 +528,7 @@ class _Run:
         self.step_last_log, self.samples_last_log = self.step, self.samples_done
         samples_at_start = self.samples_done
         stopped, last_loss, last_logged, loss = "max_steps", float("nan"), -1, None
+        hooked, batch = self.step, None  # last step the task's on_checkpoint hook ran (figure / validation)
         acc: dict[str, Any] = {}
         acc_n = 0
         self.progress = _Progress(cfg.progress and info.is_main, cfg.max_steps, self.step)
@@ -552,6 +553,7 @@ class _Run:
                         with ck.preserved_rng():
                             self.task.on_checkpoint(self.model, batch, self.step, self.run_dir)
                         self.model.train()
+                        hooked = self.step
                     if self.step % cfg.checkpoint_every == 0:
                         self._save()
                     time_up = cfg.max_time_s is not None and now - self.t_start >= cfg.max_time_s
@@ -570,6 +572,12 @@ class _Run:
                 raise
         if self.last_saved != self.step:
             self._save()
+        if (cfg.figure_every and stopped in ("max_steps", "max_time") and hooked != self.step and batch is not None
+                and info.is_main):
+            # A run that ended by its budget between two hooks: figure / validate the final weights too, so a
+            # fine-tuning run stopped by --max-time still competes for its best checkpoint with its last state.
+            with ck.preserved_rng():
+                self.task.on_checkpoint(self.model, batch, self.step, self.run_dir)
         if loss is not None and last_logged != self.step:
             last_loss = mean_over_ranks([float(loss)], info)[0]
         elapsed = time.perf_counter() - self.t_start
