@@ -376,7 +376,7 @@ def execute_run(run: PlannedRun, settings: Settings, exp_dir: Path, progress: bo
         "train": out["train"], "best": out["best"], "per_case": f"{EVAL_DIR}/per_case.csv",
         "time_s": round(time.perf_counter() - t0, 1),
     }
-    from petctfm.finetune.probe import json_safe
+    from petctfm.io.atomic import json_safe
 
     record = json_safe(record)  # NaN (undefined Dice) -> None, as a rerun reads it back from done.json
     atomic_write_json(run_dir / DONE_FILE, record)

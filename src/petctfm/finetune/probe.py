@@ -37,7 +37,6 @@ Shapes: raw input ``(B, 2, X, Y, Z)`` [SUV, HU]; encoder input ``(B, C_e, X, Y, 
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -272,17 +271,6 @@ def _progress(enabled: bool):
                     TextColumn("{task.fields[info]}"), disable=not enabled, transient=True)
 
 
-def json_safe(obj: Any) -> Any:
-    """``obj`` with every NaN / infinite float replaced by None (JSON ``null``: strict JSON readers choke on NaN)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
 # ------------------------------------------------------------------------------------------------ train / eval
 
 
@@ -361,7 +349,7 @@ def run_probe(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], ou
     """
     from petctfm.evaluate.bootstrap import mean_ci
     from petctfm.evaluate.metrics import CASE_METRICS, average_precision, case_metrics
-    from petctfm.io.atomic import atomic_write_json, atomic_write_text
+    from petctfm.io.atomic import atomic_write_json, atomic_write_text, json_safe
     from petctfm.train.checkpoint import save_weights
 
     info = fmt.load_dataset_info(data, require_normalization=True)
@@ -415,5 +403,5 @@ def run_probe(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], ou
 
 
 __all__ = ["METHOD", "FrozenEncoder", "load_frozen_encoders", "LinearProbe", "ProbeConfig", "subset_cases",
-           "json_safe", "background", "pad_to", "PatchSampler", "build_probe", "train_head", "lesion_probability", "predict_case",
+           "background", "pad_to", "PatchSampler", "build_probe", "train_head", "lesion_probability", "predict_case",
            "run_probe"]

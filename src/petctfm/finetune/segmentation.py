@@ -46,6 +46,7 @@ from torch import nn
 from petctfm.data import format as fmt
 from petctfm.data.loader import MODES, PatchConfig, PatchDataset, patch_loader, preprocessing_record
 from petctfm.errors import InputError
+from petctfm.io.atomic import json_safe
 from petctfm.models.backbones import build_backbone, load_encoder, patch_divisor
 from petctfm.train.checkpoint import read_weights, register_model_builder, resolve_weights, save_weights
 
@@ -301,15 +302,6 @@ class LabeledPatchDataset(PatchDataset):
 # ------------------------------------------------------------------------------------------------ task
 
 
-def _json_safe(obj: Any) -> Any:
-    """NaN / inf -> None (strict JSON), recursively."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Rewrite ``path`` atomically with the old lines of earlier steps plus ``record`` (small file)."""
     from petctfm.io.atomic import atomic_write_text
@@ -407,7 +399,7 @@ class FinetuneTask:
         best = json.loads(best_file.read_text()) if best_file.is_file() else None
         dice = result["dice"]
         improved = math.isfinite(dice) and (best is None or best["step"] >= step or dice > best["dice"])
-        _append_jsonl(run_dir / VAL_FILE, _json_safe({"step": step, **result, "best": improved}))
+        _append_jsonl(run_dir / VAL_FILE, json_safe({"step": step, **result, "best": improved}))
         if improved:
             from petctfm.io.atomic import atomic_write_json
 

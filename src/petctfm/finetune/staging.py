@@ -44,7 +44,6 @@ from petctfm.finetune.probe import (
     FrozenEncoder,
     _progress,
     background,
-    json_safe,
     load_frozen_encoders,
     pad_to,
 )
@@ -302,7 +301,7 @@ def staged_cases(data: str | os.PathLike) -> dict[str, int]:
 def run_stage(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], out: str | os.PathLike,
               cfg: StageConfig, progress: bool = False) -> dict[str, Any]:
     """Features -> MLP on train (early stopping on val) -> metrics on test. Writes ``out``; returns metrics."""
-    from petctfm.io.atomic import atomic_write_json, atomic_write_text
+    from petctfm.io.atomic import atomic_write_json, atomic_write_text, json_safe
     from petctfm.train.checkpoint import read_weights, save_weights
 
     info = fmt.load_dataset_info(data)

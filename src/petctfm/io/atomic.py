@@ -67,6 +67,20 @@ def atomic_write_json(path: str | os.PathLike, obj, indent: int = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False, default=_json_default) + "\n")
 
 
+def json_safe(obj):
+    """``obj`` with every NaN / infinite float replaced by None (JSON ``null``), recursively through dicts,
+    lists and tuples: ``json.dumps`` would write ``NaN``, which strict JSON readers refuse."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def _json_default(o):
     import numpy as np
 
