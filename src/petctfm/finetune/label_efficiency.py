@@ -277,18 +277,21 @@ def finetune_argv(run: PlannedRun, settings: Settings, run_dir: Path, progress: 
     return argv
 
 
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when it is missing or unreadable (files are written atomically, so
+    an unreadable one was never finished)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def _training_finished(run_dir: Path) -> dict[str, Any] | None:
     """The trainer's summary when training ended by its budget (not killed / interrupted), else None."""
     from petctfm.train.trainer import SUMMARY_FILE
 
-    p = run_dir / SUMMARY_FILE
-    if not p.is_file():
-        return None
-    try:
-        s = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return s if s.get("stopped") in ("max_steps", "max_time") else None
+    s = _read_json(run_dir / SUMMARY_FILE)
+    return s if s and s.get("stopped") in ("max_steps", "max_time") else None
 
 
 def run_finetune(run: PlannedRun, settings: Settings, run_dir: Path, progress: bool) -> dict[str, Any]:
@@ -384,13 +387,8 @@ def execute_run(run: PlannedRun, settings: Settings, exp_dir: Path, progress: bo
 
 
 def load_done(run_dir: Path) -> dict[str, Any] | None:
-    p = run_dir / DONE_FILE
-    if not p.is_file():
-        return None
-    try:
-        return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None  # cut by a crash before the atomic rename cannot happen; unreadable = not done
+    """The record of a finished run (``RUN/done.json``), None when the run is not done."""
+    return _read_json(run_dir / DONE_FILE)
 
 
 # ------------------------------------------------------------------------------------------------ results
