@@ -149,21 +149,17 @@ def load_case_images(case: SourceCase, suv_kind: str = "bw") -> tuple[dict[str, 
     ct_rel = f.get("ct") or f.get("ctres")
     if not ct_rel:
         raise InputError(f"{case.rel}: missing modality: no CT image (CT.nii.gz or CTres.nii.gz)")
-    if "pet" in f and "suv" not in f:
-        m = case.meta
-        if not all(m.get(k) for k in ("weight_kg", "injected_activity_bq", "uptake_min")):
-            raise InputError(f"{f['pet']}: no SUV.nii.gz and no weight_kg/injected_activity_bq/uptake_min in "
-                             "metadata.csv to compute SUV from Bq/ml (missing SUV tags)")
+    bqml, m = "suv" not in f, case.meta  # PET in Bq/ml: SUV from metadata.csv
+    if bqml and not all(m.get(k) for k in ("weight_kg", "injected_activity_bq", "uptake_min")):
+        raise InputError(f"{f['pet']}: no SUV.nii.gz and no weight_kg/injected_activity_bq/uptake_min in "
+                         "metadata.csv to compute SUV from Bq/ml (missing SUV tags)")
     roles = {"pet": f.get("suv") or f["pet"], "ct": ct_rel, "seg": f.get("seg"), "organs": f.get("organs")}
     images = _read_parallel({r: root / rel for r, rel in roles.items() if rel})
-    pet = sitk.Cast(images["pet"], sitk.sitkFloat32)
-    if "suv" in f:
-        suv = pet
-    else:
+    suv = sitk.Cast(images["pet"], sitk.sitkFloat32)
+    if bqml:
         from petctfm.harmonize.suv import suv_from_bqml
 
-        m = case.meta
-        suv = suv_from_bqml(pet, m["weight_kg"], m["injected_activity_bq"], m["uptake_min"] * 60.0,
+        suv = suv_from_bqml(suv, m["weight_kg"], m["injected_activity_bq"], m["uptake_min"] * 60.0,
                             m.get("half_life_s", 6586.2))  # F-18 unless metadata says otherwise
     # int16 CT stays int16 (half the memory traffic); resampling gives float32
     return {"suv": suv, "ct": images["ct"], "seg": images.get("seg"), "organs": images.get("organs")}, extra
