@@ -95,7 +95,7 @@ def predict_case(model: nn.Module, image: np.ndarray | torch.Tensor, patch: Sequ
     finally:
         model.train(was_training)
     prob = torch.softmax(logits.float(), dim=1)[0, 1, :shape[0], :shape[1], :shape[2]]
-    prob_np = prob.cpu().numpy().astype(np.float32)
+    prob_np = np.ascontiguousarray(prob.cpu().numpy())  # float32; one copy of the cropped view, not two
     return prob_np, (prob_np > 0.5).astype(np.uint8)
 
 

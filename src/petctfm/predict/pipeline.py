@@ -249,16 +249,15 @@ def sources_from_list(path: str | os.PathLike) -> list[SourceCase]:
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
         if not row.get("pet") and not row.get("ct"):
             continue  # blank line
-        pet, ct = (path.parent / row.get("pet", ""), path.parent / row.get("ct", ""))
-        name = _safe_name(row.get("case_id", "")) or f"row{i}"
+        pet, ct = path.parent / row.get("pet", ""), path.parent / row.get("ct", "")
+        given = _safe_name(row.get("case_id", ""))
         try:
             if not row.get("pet") or not row.get("ct"):
                 raise InputError(f"{path}:{i}: a pet and a ct path are both needed")
             case = source_from_files(pet, ct)
-            name = _safe_name(row.get("case_id", "")) or _safe_name(case.case_id) or name
-            case = replace(case, case_id=name)
+            case = replace(case, case_id=given or _safe_name(case.case_id) or f"row{i}")
         except InputError as exc:
-            case = SourceCase(name, "pairs", "/", str(pet), {}, error=str(exc))
+            case = SourceCase(given or f"row{i}", "pairs", "/", str(pet), {}, error=str(exc))
         if case.case_id in used:
             raise InputError(f"{path}:{i}: case_id {case.case_id!r} is used twice (output folders must differ)")
         used.add(case.case_id)
@@ -357,7 +356,7 @@ def infer(x: np.ndarray, bg: np.ndarray, predictor: Predictor) -> np.ndarray:
                                sw_batch_size=predictor.sw_batch_size)
         if axes:
             prob = np.flip(prob, axes)
-        acc = prob.astype(np.float32) if acc is None else acc + prob
+        acc = prob if acc is None else acc + prob  # (float32; a new array, never written in place)
     return np.ascontiguousarray(acc / len(flips))
 
 
@@ -480,6 +479,6 @@ def predict_folder(cases: list[SourceCase], predictor: Predictor, out: str | os.
 
 __all__ = [
     "DEFAULT_THRESHOLD", "TTA_CHOICES", "Predictor", "Prepared", "resolve_device", "harmonize_settings",
-    "source_from_files", "sources_from_folder", "read", "prepare", "infer", "to_pet_grid", "predict_one",
+    "source_from_files", "sources_from_folder", "sources_from_list", "read", "prepare", "infer", "to_pet_grid", "predict_one",
     "predict_folder",
 ]
