@@ -42,10 +42,10 @@ import SimpleITK as sitk
 
 from petctfm.errors import InputError
 from petctfm.io.atomic import atomic_dir
+from petctfm.io.images import array_xyz
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
-from petctfm.io.images import array_xyz
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
