@@ -3,7 +3,7 @@
 Trains the early-fusion MAE twice with identical data, seed, network and schedule, once with zero-mean
 imputation and once with a learnable mask token, then reconstructs held-out patches (rank 1's sample
 stream, never seen in training) and measures
-:func:`petctfm.pretrain.early_fusion_mae.border_discontinuity`: mean |finite difference| across mask-block
+:func:`petctfm.methods.early_fusion_mae.mae.border_discontinuity`: mean |finite difference| across mask-block
 borders divided by the mean within regions. The same ratio on the ground truth patch (~1 for random block
 positions) is printed for reference, and ``excess = ratio(reconstruction) / ratio(target)``: 1 = seamless,
 > 1 = a jump at the borders.
@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from petctfm.data.loader import write_toy_dataset  # noqa: E402
 from petctfm.io.atomic import atomic_write_json  # noqa: E402
-from petctfm.pretrain.early_fusion_mae import (  # noqa: E402
+from petctfm.methods.early_fusion_mae.mae import (  # noqa: E402
     DEFAULT_CONFIG, EarlyFusionMAETask, border_discontinuity,
 )
-from petctfm.pretrain.presets import deep_merge, get_preset  # noqa: E402
+from petctfm.methods.early_fusion_mae.presets import deep_merge, get_preset  # noqa: E402
 
 
 def train_and_measure(data, token: str, args, device: torch.device) -> dict:

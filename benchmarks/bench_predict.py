@@ -84,8 +84,8 @@ def make_model(run: Path, backbone: str, patch: int, spacing: list[float]) -> Pa
     """A random-weight fine-tuned segmentation checkpoint with the preprocessing fine-tuning records."""
     import torch
 
-    from petctfm.finetune.presets import deep_merge
-    from petctfm.finetune.segmentation import DEFAULT_CONFIG, build_model, validate_config
+    from petctfm.methods.segmentation.presets import deep_merge
+    from petctfm.methods.segmentation.segmenter import DEFAULT_CONFIG, build_model, validate_config
     from petctfm.train.checkpoint import save_weights
 
     cfg = deep_merge(DEFAULT_CONFIG, {"model": {"backbone": backbone}, "data": {"patch_size": [patch] * 3}})

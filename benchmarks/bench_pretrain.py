@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from petctfm.data.loader import PatchConfig, PatchDataset, patch_loader, write_toy_dataset  # noqa: E402
 from petctfm.io.atomic import atomic_write_json  # noqa: E402
-from petctfm.pretrain.early_fusion_mae import (  # noqa: E402
+from petctfm.methods.early_fusion_mae.mae import (  # noqa: E402
     EarlyFusionMAE, block_mask_grid, mask_grid_shape, reconstruction_loss, voxel_mask,
 )
 

@@ -1,9 +1,10 @@
 """petctfm: PET/CT foundation models for oncologic imaging.
 
-Areas (one sub-package each): ``io`` (images, DICOM, layouts), ``synth`` (synthetic multi-center
-PET/CT phantoms), ``harmonize`` (multi-center scans -> one training-ready dataset), ``data``
-(harmonized dataset format and patch loading), ``models`` (backbones), ``pretrain`` (self-supervised
-methods), ``finetune``, ``prompt``, ``evaluate``, ``predict``, ``viz`` and ``cli``.
+Layers (docs/architecture.md): ``core`` and ``io`` at the bottom; ``synth``, ``harmonize``, ``data``,
+``models``, ``evaluate``, ``viz``; ``train`` and ``inference``; ``methods`` (one folder per seed method) and
+``predict``; ``experiments``; ``cli`` on top.
 """
 
-__version__ = "0.1.0"
+from petctfm.core.version import __version__
+
+__all__ = ["__version__"]

@@ -8,7 +8,7 @@ import torch
 
 from petctfm.data import format as fmt
 from petctfm.data.loader import PatchConfig, PatchDataset, patch_loader, write_toy_dataset
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 from petctfm.evaluate.geometry import grid_of
 from petctfm.evaluate.lesions import (
     SPHERE_1ML_RADIUS_MM, label_lesions, lesion_table, sphere_kernel, suv_peak, summary,

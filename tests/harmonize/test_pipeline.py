@@ -15,7 +15,7 @@ from petctfm.cli.main import main
 from petctfm.data import format as fmt
 from petctfm.harmonize.discover import discover, shard
 from petctfm.harmonize.pipeline import process_case
-from petctfm.io.dicom_write import write_dicom_case
+from petctfm.synth.dicom import write_dicom_case
 from petctfm.io.images import write_image
 from petctfm.io.layouts import write_autopet_case
 

@@ -7,7 +7,7 @@ import math
 import pytest
 from pydicom.dataset import Dataset
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 from petctfm.harmonize.suv import lean_body_mass_kg, suv_factor
 
 HALF = 6586.2

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from petctfm.errors import InputError
+from harmonize_phantoms import synth_case
+
+from petctfm.core.errors import InputError
 from petctfm.harmonize.suv import suv_factor
 from petctfm.io.dicom_read import pick_series, read_seg_on, read_volume, scan_tree
-from petctfm.io.dicom_write import write_dicom_case
+from petctfm.synth.dicom import write_dicom_case
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "harmonize"))
-from harmonize_phantoms import synth_case  # noqa: E402
 
 FLIPPED = (1, 0, 0, 0, -1, 0, 0, 0, -1)
 

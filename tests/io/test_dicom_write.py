@@ -11,8 +11,8 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from petctfm.errors import InputError
-from petctfm.io.dicom_write import write_dicom_case
+from petctfm.core.errors import InputError
+from petctfm.synth.dicom import write_dicom_case
 from petctfm.io.images import array_xyz, image_from_array
 from petctfm.synth.case import SynthCase
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 from petctfm.io.images import read_image
 
 OBLIQUE = np.array([[0.0, 0.0, 3.0, 5.0], [2.0, 0.0, 0.0, -3.0], [0.0, -2.0, 0.0, 7.0], [0, 0, 0, 1]])

@@ -15,7 +15,8 @@ from petctfm.io.layouts import (
     write_nnunet_case,
     write_nnunet_dataset_json,
 )
-from petctfm.synth.case import METADATA_FIELDS, SynthCase
+from petctfm.core.labels import METADATA_FIELDS
+from petctfm.synth.case import SynthCase
 
 RAS = (-1, 0, 0, 0, -1, 0, 0, 0, 1)
 

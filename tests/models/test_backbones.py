@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 from petctfm.models.backbones import (
     BACKBONES, build_backbone, count_parameters, encoder_features, encoder_state_dict, load_encoder,
 )

@@ -17,8 +17,8 @@ MODEL_SPACING = [8.0, 8.0, 8.0]  # coarse harmonized grid: tiny synthetic studie
 def make_tiny_model(run, data_root, steps: int = 5):
     """A tiny residual-UNet segmenter fine-tuned ``steps`` steps from scratch through FinetuneTask on a toy
     dataset whose dataset.json records an 8 mm harmonize spacing; saved as ``run/model.safetensors``."""
-    from petctfm.finetune.presets import deep_merge, get_preset
-    from petctfm.finetune.segmentation import DEFAULT_CONFIG, FinetuneTask
+    from petctfm.methods.segmentation.presets import deep_merge, get_preset
+    from petctfm.methods.segmentation.segmenter import DEFAULT_CONFIG, FinetuneTask
 
     root = write_toy_dataset(data_root, n_cases=2, shape=(24, 24, 24))
     info = json.loads((root / fmt.DATASET_JSON).read_text())

@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from petctfm.cli.main import main
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 from petctfm.predict import pipeline
 from petctfm.predict.outputs import quantify
 from petctfm.predict.pipeline import Predictor, predict_one, source_from_files
@@ -343,7 +343,7 @@ def test_folder_layouts_give_readable_case_names(synth_tiny):
 
 def test_regions_from_organ_labels_and_lung_landmarks():
     from petctfm.predict.outputs import body_region, lung_span
-    from petctfm.synth.case import ORGAN_LABELS
+    from petctfm.core.labels import ORGAN_LABELS
 
     # harmonized CT (X, Y, Z) at 4 mm, z from 0 to 396 mm: body cylinder, air-filled lungs for z in [200, 300]
     shape = (40, 30, 100)

@@ -12,8 +12,8 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from petctfm.errors import InputError
-from petctfm.synth.case import METADATA_FIELDS, ORGAN_LABELS
+from petctfm.core.errors import InputError
+from petctfm.core.labels import METADATA_FIELDS, ORGAN_LABELS
 from petctfm.synth.generator import SIZES, TRACERS, generate_case
 from petctfm.synth.sites import SITES
 

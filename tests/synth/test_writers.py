@@ -11,9 +11,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 from petctfm.io.images import array_xyz, read_image
-from petctfm.synth.case import METADATA_FIELDS
+from petctfm.core.labels import METADATA_FIELDS
 from petctfm.synth.writers import synthesize
 
 

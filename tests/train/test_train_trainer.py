@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 from petctfm.train.checkpoint import latest_checkpoint, load_model
 from petctfm.train.config import (TrainConfig, add_train_args, apply_overrides, split_train_overrides,
                                   train_config_from_args)

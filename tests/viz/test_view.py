@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from petctfm.cli.main import main
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 from petctfm.io.images import array_xyz, image_from_array, write_image
 from petctfm.viz.view import FIG_SIZE_PX, load_case_images, render_case, select_focus, to_display
 

@@ -3,7 +3,7 @@
 synth (multi-site phantoms, DICOM + autoPET) -> harmonize (SUV from DICOM tags, RAS, one spacing, QA,
 splits) -> view (clinician pictures) -> pretrain (early-fusion MAE) -> the label-efficiency comparison in
 its smallest form: fine-tune the pretrained encoder on 10% of the labels, and the same network from scratch
-on 10% and on 100% (:func:`petctfm.finetune.label_efficiency.run_label_efficiency` with explicit runs) ->
+on 10% and on 100% (:func:`petctfm.experiments.label_efficiency.runner.run_label_efficiency` with explicit runs) ->
 predictions of the test split, evaluated (autoPET metrics, bootstrap CIs, paired Wilcoxon) -> report folder
 (``README.md``, ``results.md``, the Dice-vs-fraction plot, test cases with predicted vs true contours).
 
@@ -104,7 +104,7 @@ def register(subparsers) -> None:
 
 def _stage(name: str, argv: list[str], timings: dict[str, float], console) -> None:
     from petctfm.cli.main import main as cli_main
-    from petctfm.errors import PetctfmError
+    from petctfm.core.errors import PetctfmError
 
     console.rule(f"[bold]{name}[/]: petctfm {' '.join(argv)}")
     t0 = time.perf_counter()
@@ -176,7 +176,7 @@ def _finished(run_dir: Path) -> dict | None:
 def _finetune_and_evaluate(data_dir: Path, run_dir: Path, exp_dir: Path, preset: dict, seed: int,
                            timings: dict[str, float], console) -> dict:
     """pretrained@10%, scratch@10%, scratch@100% -> test predictions -> evaluation (label-efficiency API)."""
-    from petctfm.finetune.label_efficiency import run_label_efficiency
+    from petctfm.experiments.label_efficiency.runner import run_label_efficiency
 
     console.rule("[bold]fine-tune + evaluate[/]: " + ", ".join(f"{a} {p:g}%" for a, p in DEMO_RUNS))
     t0 = time.perf_counter()
@@ -247,7 +247,7 @@ def _copy(src: Path, dst: Path) -> None:
 
 def _finetune_section(report: Path, experiment: dict, pred_views: list[tuple[str, str]], tiny: bool) -> list[str]:
     """Report lines for the fine-tuning runs; copies results.md and the plot into the report folder."""
-    from petctfm.finetune.label_efficiency import format_dice, fmt_num
+    from petctfm.experiments.label_efficiency.runner import format_dice, fmt_num
 
     _copy(experiment["results_md"], report / "results.md")
     _copy(experiment["plot"], report / "label_efficiency.png")

@@ -60,7 +60,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from petctfm.errors import InputError
+    from petctfm.core.errors import InputError
     from petctfm.evaluate.report import evaluate_folder, write_report
 
     if args.bootstrap < 0:

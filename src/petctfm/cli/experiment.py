@@ -2,7 +2,7 @@
 
 Each experiment is a sub-subcommand registered in :data:`EXPERIMENTS` (name -> ``register(subparsers)``), so
 new experiments are added without touching the others. ``label-efficiency``:
-:mod:`petctfm.finetune.label_efficiency`.
+:mod:`petctfm.experiments.label_efficiency.runner`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ petctfm experiment label-efficiency --data dataset/ --pretrained runs/mae_tiny -
 
 
 def _register_label_efficiency(sub) -> None:
-    from petctfm.finetune.label_efficiency import add_arguments
+    from petctfm.experiments.label_efficiency.runner import add_arguments
 
     p = add_command(
         sub, "label-efficiency",
@@ -45,7 +45,7 @@ def _register_label_efficiency(sub) -> None:
 
 
 def _run_label_efficiency(args: argparse.Namespace) -> int:
-    from petctfm.finetune.label_efficiency import run_from_args
+    from petctfm.experiments.label_efficiency.runner import run_from_args
 
     out = run_from_args(args)
     print(f"experiment label-efficiency: {len(out['records'])} runs; results in {out['results_md']}, "

@@ -70,9 +70,9 @@ def register(subparsers) -> None:
 
 def build_configs(args: argparse.Namespace) -> tuple[dict, object]:
     """(task config, TrainConfig) from preset / saved run config, pretrained run, named options, ``--set``."""
-    from petctfm.errors import InputError
-    from petctfm.finetune.presets import deep_merge, get_preset
-    from petctfm.finetune.segmentation import DEFAULT_CONFIG, check_compatible, pretrained_config, resolve_subset
+    from petctfm.core.errors import InputError
+    from petctfm.methods.segmentation.presets import deep_merge, get_preset
+    from petctfm.methods.segmentation.segmenter import DEFAULT_CONFIG, check_compatible, pretrained_config, resolve_subset
     from petctfm.train.config import default_preset, finish_configs, saved_run_configs
 
     saved = saved_run_configs(args.out) if args.resume else None
@@ -119,10 +119,10 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from petctfm.errors import InputError
+    from petctfm.core.errors import InputError
 
     if args.predict:
-        from petctfm.finetune.inference import predict_split
+        from petctfm.inference.sliding_window import predict_split
 
         if not args.data:
             raise InputError("--predict needs --data DATASET")
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"finetune: {len(paths)} predictions of split {args.predict!r} written to {out}")
         return 0
 
-    from petctfm.finetune.segmentation import BEST_DIR, FinetuneTask
+    from petctfm.methods.segmentation.segmenter import BEST_DIR, FinetuneTask
     from petctfm.train.trainer import train
 
     task_cfg, train_cfg = build_configs(args)

@@ -59,7 +59,7 @@ def register(subparsers) -> None:
 def _mapping(path, out, cases) -> None:
     from pathlib import Path
 
-    from petctfm.errors import InputError
+    from petctfm.core.errors import InputError
     from petctfm.io.tables import csv_text
     from petctfm.io.atomic import atomic_write_text
 
@@ -76,7 +76,7 @@ def run(args) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from petctfm.errors import InputError
+    from petctfm.core.errors import InputError
     from petctfm.harmonize.discover import discover, shard
     from petctfm.harmonize.manifest import finalize
     from petctfm.harmonize.pipeline import is_done, parse_spacing, process_case

@@ -7,8 +7,8 @@ import importlib
 import logging
 import sys
 
-from petctfm import __version__
-from petctfm.errors import PetctfmError
+from petctfm.core.version import __version__
+from petctfm.core.errors import PetctfmError
 
 # Order is the order shown by ``petctfm --help``. A module that does not exist yet is skipped, so
 # commands appear as their issues land.

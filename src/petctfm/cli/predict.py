@@ -75,7 +75,7 @@ def _line(s: dict) -> str:
 def run(args) -> int:
     from pathlib import Path
 
-    from petctfm.errors import InputError
+    from petctfm.core.errors import InputError
     from petctfm.predict.pipeline import (Predictor, predict_folder, predict_one, source_from_files,
                                           sources_from_folder, sources_from_list)
 

@@ -65,9 +65,9 @@ def register(subparsers) -> None:
 
 def build_configs(args: argparse.Namespace) -> tuple[dict, object]:
     """(task config, TrainConfig) from preset / saved run config, named options and ``--set``."""
-    from petctfm.errors import InputError
-    from petctfm.pretrain.early_fusion_mae import DEFAULT_CONFIG
-    from petctfm.pretrain.presets import deep_merge, get_preset
+    from petctfm.core.errors import InputError
+    from petctfm.methods.early_fusion_mae.mae import DEFAULT_CONFIG
+    from petctfm.methods.early_fusion_mae.presets import deep_merge, get_preset
     from petctfm.train.config import default_preset, finish_configs, saved_run_configs
 
     saved = saved_run_configs(args.out) if args.resume else None
@@ -91,7 +91,7 @@ def build_configs(args: argparse.Namespace) -> tuple[dict, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from petctfm.pretrain.early_fusion_mae import EarlyFusionMAETask
+    from petctfm.methods.early_fusion_mae.mae import EarlyFusionMAETask
     from petctfm.train.trainer import train
 
     task_cfg, train_cfg = build_configs(args)

@@ -49,8 +49,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from petctfm.errors import InputError
-    from petctfm.finetune.probe import ProbeConfig, run_probe
+    from petctfm.core.errors import InputError
+    from petctfm.methods.probe import ProbeConfig, run_probe
 
     if args.steps < 1:
         raise InputError(f"--steps must be >= 1, got {args.steps}")

@@ -40,7 +40,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from petctfm.finetune.staging import StageConfig, run_stage
+    from petctfm.methods.staging import StageConfig, run_stage
 
     cfg = StageConfig(hidden=args.hidden, max_epochs=args.max_epochs, scales=args.scales, patch=args.patch,
                       seed=args.seed, n_resamples=args.bootstrap)

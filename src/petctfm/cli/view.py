@@ -44,7 +44,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from petctfm.errors import InputError
+    from petctfm.core.errors import InputError
     from petctfm.io.images import read_image
     from petctfm.viz.view import describe_case, load_case_images, render_case
 

@@ -10,7 +10,7 @@ Layout (see ``docs/data-format.md``)::
       cases/<case_id>/
         image.npy           float32 (2, X, Y, Z): channel 0 PET in SUV, channel 1 CT in HU (clipped)
         label.npy           uint8 (X, Y, Z): 1 = lesion
-        organs.npy          uint8 (X, Y, Z), optional: organ labels (petctfm.synth.case.ORGAN_LABELS)
+        organs.npy          uint8 (X, Y, Z), optional: organ labels (petctfm.core.labels.ORGAN_LABELS)
         meta.json           affine (4x4, RAS, mm), spacing, shape, case metadata (no identifiers)
 
 Arrays are indexed ``[x, y, z]`` in RAS voxel order (x: left->right, y: posterior->anterior,
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 from petctfm.io.atomic import atomic_dir, atomic_path, atomic_write_json
 
 FORMAT_VERSION = 1

@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from petctfm.data import format as fmt
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 
 MODES = {"joint": (0, 1), "pet": (0,), "ct": (1,)}
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 from petctfm.evaluate.geometry import Grid, grid_mismatch, grid_of
 from petctfm.io.images import IMAGE_SUFFIXES, array_xyz, read_image
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from petctfm import __version__
-from petctfm.errors import InputError
+from petctfm.core.version import __version__
+from petctfm.core.errors import InputError
 from petctfm.evaluate.bootstrap import aggregate, paired_comparison
 from petctfm.evaluate.cases import (
     BREAKDOWN_COLUMNS, auto_manifest, explicit_suv, find_ground_truth, find_predictions, load_ground_truth,

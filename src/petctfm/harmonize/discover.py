@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 from petctfm.io.images import IMAGE_SUFFIXES, is_image_file
 
 FORMATS = ("auto", "autopet", "nnunet", "dicom", "pairs")

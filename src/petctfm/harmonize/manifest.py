@@ -89,7 +89,7 @@ def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str
     atomic_write_text(out / fmt.QUARANTINE_CSV, csv_text(failures, QUARANTINE_COLUMNS))
     spacings = {tuple(m["harmonize"]["spacing"]) for m in metas}
     if len(spacings) > 1:
-        from petctfm.errors import InputError
+        from petctfm.core.errors import InputError
 
         raise InputError(f"{out}: cases were harmonized with different spacings {sorted(spacings)}; "
                          "use one --spacing per dataset")
@@ -114,7 +114,7 @@ def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str
     if splits["train"]:
         info["normalization"] = normalization_stats(out, splits["train"], ct_window)
     if any(m.get("has_organs") for m in metas):
-        from petctfm.synth.case import ORGAN_LABELS
+        from petctfm.core.labels import ORGAN_LABELS
 
         info["organ_labels"] = dict(ORGAN_LABELS)
     sources: dict[tuple, int] = {}

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import SimpleITK as sitk
 
-from petctfm.errors import InputError, PetctfmError
+from petctfm.core.errors import InputError, PetctfmError
 from petctfm.harmonize.discover import KEPT_FIELDS, SourceCase
 from petctfm.io.atomic import atomic_write_json
 from petctfm.io.images import array_xyz, read_image
@@ -413,7 +413,7 @@ def case_stats(image: np.ndarray, label: np.ndarray, organs: np.ndarray | None, 
     """SUVmax, liver SUVmean (organ label 1), lesion count (cc3d, 26-connected) and volume (ml)."""
     import cc3d
 
-    from petctfm.synth.case import ORGAN_LABELS
+    from petctfm.core.labels import ORGAN_LABELS
 
     pet = image[0]
     voxel_ml = float(np.prod(spacing)) / 1000.0

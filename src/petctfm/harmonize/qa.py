@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 from petctfm.io.atomic import atomic_path, atomic_write_text
 from petctfm.io.tables import csv_text
 

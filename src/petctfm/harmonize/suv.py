@@ -34,7 +34,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 
 PHILIPS_SUV_FACTOR = (0x7053, 0x1000)
 PHILIPS_ACTIVITY_FACTOR = (0x7053, 0x1009)

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 import SimpleITK as sitk
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 
 HEADER_TAGS = [
     "StudyInstanceUID", "SeriesInstanceUID", "Modality", "PatientID", "SOPInstanceUID", "ImageType",

@@ -7,7 +7,7 @@ autoPET layout (one folder per case, written at once)::
     root/<case_id>/PET.nii.gz      activity concentration, Bq/ml, decay-corrected to scan start
     root/<case_id>/SUV.nii.gz      body-weight SUV
     root/<case_id>/SEG.nii.gz      lesion mask (uint8, 1 = lesion)
-    root/<case_id>/ORGANS.nii.gz   organ labels (values in ``synth.case.ORGAN_LABELS``)
+    root/<case_id>/ORGANS.nii.gz   organ labels (values in ``core.labels.ORGAN_LABELS``)
 
 nnU-Net v2 raw layout (the autoPET challenge convention: channel 0 = CT on the PET grid, 1 = SUV)::
 
@@ -99,7 +99,7 @@ def write_metadata_csv(rows: Iterable[dict[str, Any]], path: str | os.PathLike,
     found in the rows, sorted. Missing values are empty; lists/dicts are stored as JSON.
     """
     if fields is None:
-        from petctfm.synth.case import METADATA_FIELDS
+        from petctfm.core.labels import METADATA_FIELDS
 
         fields = list(METADATA_FIELDS)
     rows = list(rows)

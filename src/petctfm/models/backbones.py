@@ -38,7 +38,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 
 #: Patch side each backbone needs to be divisible by (SwinUNETR: patch 2 x 4 merges = 32).
 DIVISOR = {"swinunetr": 32, "unet-resenc": 16, "unet-resenc-tiny": 8}

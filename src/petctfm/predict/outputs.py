@@ -19,7 +19,7 @@ Files (all atomic; ``summary.json`` last, so a folder with it is complete):
 Region of a lesion (``region`` column, ``region_source`` says which rule gave it):
 
 1. **organ labels** (autoPET-style ``ORGANS.nii.gz`` in the input): the organ holding at least half of the
-   lesion's voxels (:data:`petctfm.synth.case.ORGAN_LABELS` names), e.g. ``liver``; else rule 2.
+   lesion's voxels (:data:`petctfm.core.labels.ORGAN_LABELS` names), e.g. ``liver``; else rule 2.
 2. **body-region model** from the CT alone: on the harmonized grid (every 2nd voxel in-plane), per axial
    slice, the body outline (CT > -500 HU, holes filled) and the air inside it (<= -500 HU); slices whose
    inside air is >= 5 % of the outline are lung slices, the longest run of them (>= 40 mm) spans the lungs,
@@ -105,7 +105,7 @@ def body_region(z_mm: float, lungs: tuple[float, float] | None) -> str:
 
 
 def _organ_names() -> dict[int, str]:
-    from petctfm.synth.case import ORGAN_LABELS
+    from petctfm.core.labels import ORGAN_LABELS
 
     return {v: k for k, v in ORGAN_LABELS.items() if v > 0}
 
@@ -172,7 +172,7 @@ def write_seg(mask: np.ndarray, pt_datasets: list[Any], path: str | os.PathLike,
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    from petctfm import __version__
+    from petctfm.core.version import __version__
 
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # one INFO line per copied module otherwise
     frames = np.ascontiguousarray(np.transpose(mask > 0, (2, 1, 0))).astype(np.uint8)  # [slice, rows, cols]
@@ -221,7 +221,7 @@ def write_case_outputs(out_dir: str | os.PathLike, case: "SourceCase", predictor
                        mask: np.ndarray, result: dict[str, Any], timings: dict[str, float],
                        report: bool = True) -> dict[str, Any]:
     """Write every output of one case into ``out_dir`` (created); ``summary.json`` last. Returns the summary."""
-    from petctfm import __version__
+    from petctfm.core.version import __version__
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

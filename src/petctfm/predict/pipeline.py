@@ -10,12 +10,12 @@ The method, stage by stage (the stage names are the keys of ``summary.json["timi
    in the model's config (``preprocessing.harmonize``, from the dataset it was fine-tuned on; checkpoints
    without it get harmonize's defaults 2 x 2 x 3 mm, [-1000, 1000] HU) -> (2, X, Y, Z) [SUV, HU] on an
    axis-aligned RAS grid cropped to the body; then the model's normalization
-   (:func:`petctfm.finetune.inference.normalized_input`). Same code as ``petctfm harmonize``, not a copy.
+   (:func:`petctfm.inference.sliding_window.normalized_input`). Same code as ``petctfm harmonize``, not a copy.
    On CUDA the fine-grid resampling runs on the GPU (:mod:`petctfm.harmonize.resample_torch`, the same
    separable passes in torch, handed to ``harmonize_images`` as its ``resampler``); on CPU it is NumPy.
    ``--fast`` doubles the in-plane spacing (2 x 2 x 3 -> 4 x 4 x 3 mm): 4x fewer voxels.
 3. **inference**: MONAI sliding-window inference with Gaussian blending
-   (:func:`petctfm.finetune.inference.predict_case`, the training patch, ``--overlap``, bf16 autocast on
+   (:func:`petctfm.inference.sliding_window.predict_case`, the training patch, ``--overlap``, bf16 autocast on
    CUDA). ``--tta 8`` averages the lesion *probabilities* over the 8 combinations of flips of the three axes
    (the full flip group, as nnU-Net's mirroring), ``--tta 4`` over identity + the 3 single-axis flips.
 4. **postprocess**: the lesion probability (not the label) is resampled from the RAS grid back onto the
@@ -50,8 +50,8 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
-from petctfm.errors import InputError, PetctfmError
-from petctfm.finetune.inference import resolve_device
+from petctfm.core.errors import InputError, PetctfmError
+from petctfm.inference.sliding_window import resolve_device
 from petctfm.harmonize.discover import SourceCase
 from petctfm.harmonize.pipeline import DEFAULT_CT_WINDOW, DEFAULT_SPACING
 from petctfm.io.tables import csv_text
@@ -114,7 +114,7 @@ class Predictor:
         A missing path or a file that is not a petctfm segmentation model raises a one-line
         :class:`InputError` naming it.
         """
-        from petctfm.finetune.inference import load_segmenter
+        from petctfm.inference.sliding_window import load_segmenter
 
         if not Path(model).exists():
             raise InputError(f"{model}: model not found (a fine-tuning run folder or model.safetensors)")
@@ -313,7 +313,7 @@ def read(case: SourceCase) -> tuple[dict[str, Any], list[Any] | None]:
 
 def prepare(case: SourceCase, predictor: Predictor) -> Prepared:
     """Stages 1-2 (read, preprocess) of one case; errors are one-line InputErrors naming the input."""
-    from petctfm.finetune.inference import normalized_input
+    from petctfm.inference.sliding_window import normalized_input
     from petctfm.harmonize.pipeline import harmonize_images
     from petctfm.harmonize.resample_torch import torch_resampler
 
@@ -345,7 +345,7 @@ def _flip_sets(n: int) -> list[tuple[int, ...]]:
 
 def infer(x: np.ndarray, bg: np.ndarray, predictor: Predictor) -> np.ndarray:
     """Stage 3: lesion probability (X, Y, Z) float32 on the harmonized grid; mean over the TTA flips."""
-    from petctfm.finetune.inference import predict_case
+    from petctfm.inference.sliding_window import predict_case
 
     acc = None
     flips = _flip_sets(predictor.tta)

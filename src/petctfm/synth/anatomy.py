@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from petctfm.synth.case import ORGAN_LABELS
+from petctfm.core.labels import ORGAN_LABELS
 
 
 class T:

@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 from petctfm.io.images import image_from_array
 from petctfm.synth.anatomy import Patient, add_benign_hotspots, body_extent, body_of, build_anatomy, organ_lut
 from petctfm.synth.case import SynthCase

@@ -19,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 
 FORMATS: tuple[str, ...] = ("autopet", "nnunet", "dicom")
 
@@ -51,7 +51,7 @@ def write_case(case, out_dir: str | os.PathLike, formats: Iterable[str] = FORMAT
     if "nnunet" in formats:
         layouts.write_nnunet_case(case, out_dir / "nnunet")
     if "dicom" in formats:
-        from petctfm.io.dicom_write import write_dicom_case
+        from petctfm.synth.dicom import write_dicom_case
 
         _, row["dicom_seg"] = write_dicom_case(case, out_dir / "dicom", seed=seed)
     return row

@@ -33,7 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 from petctfm.io.atomic import atomic_dir, atomic_path, atomic_write_text
 
 WEIGHTS_FORMAT = "petctfm-weights/1"
@@ -48,8 +48,8 @@ _STEP_DIR = re.compile(r"^step_(\d{7,})$")
 #: ``"method"`` names a ``"module:function"`` taking the config dict. Methods add themselves here
 #: (:func:`register_model_builder`); the built-in ones are listed so no import order matters.
 MODEL_BUILDERS: dict[str, str | Callable[[dict], nn.Module]] = {
-    "early_fusion_mae": "petctfm.pretrain.early_fusion_mae:build_model",
-    "finetune_segmentation": "petctfm.finetune.segmentation:build_model",
+    "early_fusion_mae": "petctfm.methods.early_fusion_mae.mae:build_model",
+    "finetune_segmentation": "petctfm.methods.segmentation.segmenter:build_model",
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
@@ -241,7 +241,7 @@ def finish_configs(args: argparse.Namespace, task_cfg: dict[str, Any], train_bas
     """The last, shared steps of a training command's config: named options (``{(section, key): value}``,
     None = not given) -> task ``--set key=value`` -> the TrainConfig (base, ``--flags``, ``--set train.*``) ->
     one seed for everything and the loader's batch size / workers copied into the task config."""
-    from petctfm.pretrain.presets import set_dotted
+    from petctfm.methods.early_fusion_mae.presets import set_dotted
 
     for (section, key), value in named.items():
         if value is not None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 
 
 @dataclass(frozen=True)

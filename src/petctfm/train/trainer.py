@@ -42,7 +42,7 @@ import torch
 import yaml
 from torch import nn
 
-from petctfm.errors import InputError, PetctfmError
+from petctfm.core.errors import InputError, PetctfmError
 from petctfm.io.atomic import atomic_write_json, atomic_write_text
 from petctfm.train import checkpoint as ck
 from petctfm.train.checkpoint import load_model, save_weights

@@ -47,10 +47,10 @@ from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar  # noqa: E402
 
-from petctfm.errors import InputError  # noqa: E402
+from petctfm.core.errors import InputError  # noqa: E402
 from petctfm.io.atomic import atomic_path  # noqa: E402
 from petctfm.io.images import IMAGE_SUFFIXES, array_xyz, is_image_file, read_image  # noqa: E402
-from petctfm.synth.case import ORGAN_LABELS  # noqa: E402
+from petctfm.core.labels import ORGAN_LABELS  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ def render_case(
         pet_suv: PET in SUV (any orientation, any grid); defines the display grid.
         ct: CT in HU (any grid; resampled linearly onto the PET grid).
         seg: lesion mask (> 0 = lesion), drawn green. pred: predicted lesion mask, drawn magenta.
-        organs: organ label map (values of ``petctfm.synth.case.ORGAN_LABELS``), thin faint contours.
+        organs: organ label map (values of ``petctfm.core.labels.ORGAN_LABELS``), thin faint contours.
         title: figure title (case id, site, tracer).
         out_png: where to write the PNG (``16*dpi x 7*dpi`` pixels); nothing is written when None.
         dpi: dots per inch; the figure is always 16 x 7 inches.

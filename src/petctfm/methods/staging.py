@@ -38,9 +38,9 @@ import torch
 from torch import nn
 
 from petctfm.data import format as fmt
-from petctfm.errors import InputError
-from petctfm.finetune.inference import autocast_for, resolve_device
-from petctfm.finetune.probe import (
+from petctfm.core.errors import InputError
+from petctfm.inference.sliding_window import autocast_for, resolve_device
+from petctfm.methods.probe import (
     FrozenEncoder,
     _progress,
     background,

@@ -21,11 +21,11 @@ The method, top to bottom:
    Every run records the exact stored subset it trains on (``cases``), resolved once, from splits.json.
 2. **Fine-tuning runs** go through the ``petctfm finetune`` code: the command line is built
    (:func:`finetune_argv`), parsed by the real parser, turned into configs by
-   :func:`petctfm.cli.finetune.build_configs` and trained by :class:`~petctfm.finetune.segmentation.FinetuneTask`
+   :func:`petctfm.cli.finetune.build_configs` and trained by :class:`~petctfm.methods.segmentation.segmenter.FinetuneTask`
    with the generic trainer (best checkpoint by val Dice). The best checkpoint predicts the **test** split
-   (:func:`petctfm.finetune.inference.predict_split`, NIfTI) and :func:`petctfm.evaluate.evaluate_folder`
+   (:func:`petctfm.inference.sliding_window.predict_split`, NIfTI) and :func:`petctfm.evaluate.evaluate_folder`
    scores it (per-case CSV, summary with bootstrap CIs, plot in ``RUN/eval_test/``).
-3. **Probe runs** use :func:`petctfm.finetune.probe.run_probe`, which trains the linear head and computes the
+3. **Probe runs** use :func:`petctfm.methods.probe.run_probe`, which trains the linear head and computes the
    test per-case metrics in memory with the same :func:`petctfm.evaluate.metrics.case_metrics`; those rows
    go through :func:`petctfm.evaluate.build_result` / ``write_report`` into the same ``RUN/eval_test/``.
 4. **Resume**: a run is finished when ``RUN/done.json`` exists (written atomically, last, after predictions
@@ -59,7 +59,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 from petctfm.io.tables import csv_text
 
 ARMS = ("pretrained", "scratch")
@@ -145,7 +145,7 @@ def parse_runs(spec: str | Sequence) -> list[tuple[str, float]]:
 
 
 def _fraction_subset(data: str | Path, pct: float) -> tuple[str, list[str]]:
-    from petctfm.finetune.segmentation import resolve_subset
+    from petctfm.methods.segmentation.segmenter import resolve_subset
 
     if not 0 < pct <= 100:
         raise InputError(f"label fraction {pct:g}% must be in (0, 100]")
@@ -175,7 +175,7 @@ def build_plan(data: str | Path, arms: Sequence[str] = ARMS, fractions: Sequence
             plan.append(PlannedRun(f"finetune_{arm}_f{_pct(pct)}_s{int(s)}", "finetune", arm, int(s), subset,
                                    list(cases), fraction=float(pct)))
     if probe_kshot:
-        from petctfm.finetune.probe import subset_cases
+        from petctfm.methods.probe import subset_cases
 
         subset, cases = subset_cases(data, int(probe_kshot), None)
         probes = [("joint", [str(joint_encoder)])] if joint_encoder else []
@@ -211,7 +211,7 @@ class Settings:
 
 def check_pretrained(pretrained: str | Path) -> tuple[Path, dict[str, Any]]:
     """(weights file, config) of the pretraining run; one-line InputError when it is not one."""
-    from petctfm.finetune.segmentation import pretrained_config
+    from petctfm.methods.segmentation.segmenter import pretrained_config
 
     cfg, _, path = pretrained_config(pretrained)
     return Path(path), cfg
@@ -299,8 +299,8 @@ def run_finetune(run: PlannedRun, settings: Settings, run_dir: Path, progress: b
     from petctfm.cli.finetune import build_configs
     from petctfm.cli.main import build_parser
     from petctfm.evaluate import evaluate_folder, write_report
-    from petctfm.finetune.inference import predict_split
-    from petctfm.finetune.segmentation import FinetuneTask
+    from petctfm.inference.sliding_window import predict_split
+    from petctfm.methods.segmentation.segmenter import FinetuneTask
     from petctfm.train import checkpoint as ck
     from petctfm.train.trainer import train
 
@@ -341,7 +341,7 @@ def run_probe_arm(run: PlannedRun, settings: Settings, run_dir: Path, progress: 
     """The k-shot linear probe (head training + test metrics by ``run_probe``), reported like a fine-tune run."""
     from petctfm.evaluate import build_result, write_report
     from petctfm.evaluate.cases import BREAKDOWN_COLUMNS, auto_manifest, read_manifest
-    from petctfm.finetune.probe import ProbeConfig, run_probe
+    from petctfm.methods.probe import ProbeConfig, run_probe
 
     steps = settings.probe_steps or PROBE_STEPS.get(settings.preset, 300)
     cfg = ProbeConfig(kshot=run.kshot, steps=int(steps), seed=run.seed, n_resamples=N_RESAMPLES, split=SPLIT)
@@ -757,9 +757,9 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
     import yaml
     from rich.console import Console
 
-    from petctfm import __version__
+    from petctfm.core.version import __version__
     from petctfm.data import format as fmt
-    from petctfm.finetune.presets import PRESETS
+    from petctfm.methods.segmentation.presets import PRESETS
     from petctfm.io.atomic import atomic_write_text
 
     console = Console(quiet=not progress)
@@ -820,7 +820,7 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The experiment's command-line options (used by ``petctfm experiment label-efficiency``)."""
-    from petctfm.finetune.presets import PRESETS
+    from petctfm.methods.segmentation.presets import PRESETS
 
     p.add_argument("--data", required=True, metavar="DATASET", help="harmonized dataset folder")
     p.add_argument("--pretrained", required=True, metavar="RUN", help="joint pretraining run folder or checkpoint")

@@ -12,7 +12,7 @@ import torch
 from petctfm.cli.main import main
 from petctfm.data.loader import write_toy_dataset
 from petctfm.models.backbones import encoder_features, encoder_state_dict
-from petctfm.pretrain.early_fusion_mae import EarlyFusionMAE
+from petctfm.methods.early_fusion_mae.mae import EarlyFusionMAE
 from petctfm.train.trainer import load_model
 
 ARGS = ["--preset", "tiny", "--no-progress", "--log-every", "1", "--seed", "3"]

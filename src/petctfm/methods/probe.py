@@ -49,8 +49,8 @@ from torch import nn
 
 from petctfm.data import format as fmt
 from petctfm.data.loader import MODES, list_cases
-from petctfm.errors import InputError
-from petctfm.finetune.inference import autocast_for, resolve_device
+from petctfm.core.errors import InputError
+from petctfm.inference.sliding_window import autocast_for, resolve_device
 from petctfm.io.tables import csv_text
 from petctfm.models.backbones import encoder_features, patch_divisor
 
@@ -203,9 +203,9 @@ class ProbeConfig:
 
 def subset_cases(root: str | os.PathLike, kshot: int | None, fraction: float | None) -> tuple[str, list[str]]:
     """(name, case ids) of the stored training subset: ``kshot`` cases or a label ``fraction`` in (0, 1]
-    (:func:`petctfm.finetune.segmentation.resolve_subset`; a probe needs one of the two, never the whole
+    (:func:`petctfm.methods.segmentation.segmenter.resolve_subset`; a probe needs one of the two, never the whole
     training split by default)."""
-    from petctfm.finetune.segmentation import resolve_subset
+    from petctfm.methods.segmentation.segmenter import resolve_subset
 
     if fraction is not None and not 0 < fraction <= 1:
         raise InputError(f"--fraction must be in (0, 1], got {fraction}")
@@ -235,7 +235,7 @@ def pad_to(image: np.ndarray, size: Sequence[int], bg: np.ndarray) -> tuple[np.n
 class PatchSampler:
     """Batches of raw (image, label) patches from a fixed case list, a pure function of (seed, step).
 
-    The patches are fine-tuning's (:class:`petctfm.finetune.segmentation.LabeledPatchDataset`: centred on a
+    The patches are fine-tuning's (:class:`petctfm.methods.segmentation.segmenter.LabeledPatchDataset`: centred on a
     lesion voxel with probability ``fg_prob``, else uniform; image and label cut by the same box, padded
     centred with background / 0) without augmentation and without normalization: each frozen encoder
     normalizes and selects its own channels. ``batch(step)`` -> (raw (B, 2, p, p, p) float32 [SUV, HU],
@@ -244,7 +244,7 @@ class PatchSampler:
 
     def __init__(self, root: str | os.PathLike, case_ids: Sequence[str], patch: int, fg_prob: float, seed: int):
         from petctfm.data.loader import PatchConfig
-        from petctfm.finetune.segmentation import LabeledPatchDataset
+        from petctfm.methods.segmentation.segmenter import LabeledPatchDataset
 
         self.seed = int(seed)
         cfg = PatchConfig(patch_size=(int(patch),) * 3, fg_prob=float(fg_prob), augment=False)

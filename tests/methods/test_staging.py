@@ -13,7 +13,7 @@ import torch
 
 from petctfm.cli.main import main
 from petctfm.data.loader import write_toy_dataset
-from petctfm.finetune import staging as S
+from petctfm.methods import staging as S
 
 
 def test_auc_hand_computed_including_ties():
@@ -57,7 +57,7 @@ def env(tiny_mae_run, tmp_path_factory):
 
 def test_case_vector_pools_two_deepest_scales(env):
     from petctfm.data.format import load_case, load_dataset_info
-    from petctfm.finetune.probe import background, load_frozen_encoders
+    from petctfm.methods.probe import background, load_frozen_encoders
 
     data, run = env
     info = load_dataset_info(data)

@@ -46,7 +46,7 @@ from torch import nn
 
 from petctfm.data import format as fmt
 from petctfm.data.loader import MODES, PatchConfig, PatchDataset, patch_loader, preprocessing_record
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 from petctfm.models.backbones import build_backbone, patch_divisor
 
 METHOD = "early_fusion_mae"

@@ -12,7 +12,7 @@ import torch
 
 from petctfm.cli.main import main
 from petctfm.data.loader import write_toy_dataset
-from petctfm.finetune import probe as P
+from petctfm.methods import probe as P
 from petctfm.train.checkpoint import read_weights
 
 KSHOT5 = ["toy000", "toy002"]  # deliberately not a prefix of train, so "exactly the stored subset" can fail

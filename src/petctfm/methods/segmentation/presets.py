@@ -1,7 +1,7 @@
 """Fine-tuning presets: ``tiny`` (tests/CI/demo, seconds on a CPU), ``cpu``, ``gpu`` (the real configuration).
 
 A preset is data: ``{"task": <partial fine-tuning config>, "train": <TrainConfig fields>}``. The task part is
-deep-merged over :data:`petctfm.finetune.segmentation.DEFAULT_CONFIG`; the backbone given here is used only
+deep-merged over :data:`petctfm.methods.segmentation.segmenter.DEFAULT_CONFIG`; the backbone given here is used only
 with ``--init scratch`` without ``--backbone`` (a pretrained run always brings its own backbone and mode).
 ``figure_every`` is the validation interval (sliding-window inference on the val split, best checkpoint).
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from petctfm.errors import InputError
-from petctfm.pretrain.presets import deep_merge, set_dotted
+from petctfm.core.errors import InputError
+from petctfm.methods.early_fusion_mae.presets import deep_merge, set_dotted
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Seconds on one CPU core, matching the pretraining tiny preset (residual UNet 8..64 filters, 32^3).

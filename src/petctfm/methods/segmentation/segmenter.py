@@ -22,7 +22,7 @@ The method, top to bottom:
    Layer-wise LR decay (``layer_decay`` < 1): :meth:`FinetuneTask.param_groups` hands the trainer the groups
    of :func:`layer_decay_groups` (deeper encoder stages keep more of the LR, decoder/head the full LR).
 6. **Validation** (:meth:`FinetuneTask.on_checkpoint`, rank 0 every ``figure_every`` steps): sliding-window
-   inference (:func:`petctfm.finetune.inference.predict_case`) on every case of the val split, per-case
+   inference (:func:`petctfm.inference.sliding_window.predict_case`) on every case of the val split, per-case
    metrics from :func:`petctfm.evaluate.metrics.case_metrics` (autoPET convention: Dice undefined on cases
    without lesions, false-positive volume counted), mean Dice -> ``RUN/val.jsonl``; the best model by val
    Dice -> ``RUN/best/model.safetensors`` (config in the metadata; ``load_model`` rebuilds it).
@@ -45,7 +45,7 @@ from torch import nn
 
 from petctfm.data import format as fmt
 from petctfm.data.loader import MODES, PatchConfig, PatchDataset, patch_loader, preprocessing_record
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 from petctfm.io.atomic import json_safe
 from petctfm.models.backbones import build_backbone, load_encoder, patch_divisor
 from petctfm.train.checkpoint import read_weights, register_model_builder, resolve_weights, save_weights
@@ -425,7 +425,7 @@ def validate(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, split: 
     "fp_volume_ml": mean, "fn_volume_ml": mean, "cases": {case_id: dice}}``.
     """
     from petctfm.evaluate.metrics import case_metrics
-    from petctfm.finetune.inference import normalized_input, predict_case
+    from petctfm.inference.sliding_window import normalized_input, predict_case
 
     ids = (fmt.load_splits(dataset).get(split) or [])
     if not ids:

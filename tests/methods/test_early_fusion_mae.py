@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from petctfm.data.loader import write_toy_dataset
-from petctfm.errors import InputError
-from petctfm.pretrain.early_fusion_mae import (
+from petctfm.core.errors import InputError
+from petctfm.methods.early_fusion_mae.mae import (
     DEFAULT_CONFIG, EarlyFusionMAETask, block_mask_grid, border_discontinuity, build_model, mask_grid_shape,
     reconstruction_loss, voxel_mask,
 )
-from petctfm.pretrain.presets import deep_merge, get_preset, set_dotted
+from petctfm.methods.early_fusion_mae.presets import deep_merge, get_preset, set_dotted
 
 
 @pytest.fixture(scope="module")

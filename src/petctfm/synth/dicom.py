@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import SimpleITK as sitk
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 from petctfm.io.atomic import atomic_dir
 from petctfm.io.images import array_xyz
 

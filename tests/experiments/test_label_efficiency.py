@@ -14,8 +14,8 @@ from matplotlib.image import imread
 from petctfm.cli.main import main
 from petctfm.data import format as fmt
 from petctfm.data.loader import write_toy_dataset
-from petctfm.errors import InputError
-from petctfm.finetune import label_efficiency as LE
+from petctfm.core.errors import InputError
+from petctfm.experiments.label_efficiency import runner as LE
 from petctfm.io.atomic import atomic_write_json
 
 # few steps, small patches, validation every 2 steps: seconds per run on one core
@@ -130,7 +130,7 @@ def test_rerun_skips_finished_runs(experiment, monkeypatch):
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr("petctfm.train.trainer.train", no_training)
-    monkeypatch.setattr("petctfm.finetune.probe.run_probe", no_training)
+    monkeypatch.setattr("petctfm.methods.probe.run_probe", no_training)
     again = LE.run_label_efficiency(data, mae, out, fractions=[50, 100], seeds=[0], preset="tiny", overrides=FAST,
                                     max_steps=4, probe_kshot=1, probe_steps=3, progress=False)
     assert [r["name"] for r in again["records"]] == [r["name"] for r in res["records"]]

@@ -1,7 +1,7 @@
 """Pretraining presets: ``tiny`` (tests/CI/demo, seconds on a CPU), ``cpu``, ``gpu`` (the real configuration).
 
 A preset is data: ``{"task": <partial early-fusion MAE config>, "train": <TrainConfig fields>}``. The task
-part is deep-merged over :data:`petctfm.pretrain.early_fusion_mae.DEFAULT_CONFIG`; the train part sets
+part is deep-merged over :data:`petctfm.methods.early_fusion_mae.mae.DEFAULT_CONFIG`; the train part sets
 fields of the trainer's ``TrainConfig`` (fields the trainer does not have are ignored with a warning).
 Every field can be overridden from the command line (named options or ``--set key=value``).
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Seconds on one CPU core: residual UNet with 8..64 filters on 32^3 patches, 8^3 mask blocks.

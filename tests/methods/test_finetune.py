@@ -13,10 +13,10 @@ import torch
 from petctfm.cli.main import main
 from petctfm.data import format as fmt
 from petctfm.data.loader import PatchConfig, write_toy_dataset
-from petctfm.errors import InputError
-from petctfm.finetune.inference import normalized_input, predict_case, predict_split
-from petctfm.finetune.presets import deep_merge, get_preset
-from petctfm.finetune.segmentation import (DEFAULT_CONFIG, FinetuneTask, LesionSegmenter, build_model,
+from petctfm.core.errors import InputError
+from petctfm.inference.sliding_window import normalized_input, predict_case, predict_split
+from petctfm.methods.segmentation.presets import deep_merge, get_preset
+from petctfm.methods.segmentation.segmenter import (DEFAULT_CONFIG, FinetuneTask, LesionSegmenter, build_model,
                                            encoder_stages, layer_decay_groups, resolve_subset)
 from petctfm.io.atomic import atomic_write_json
 from petctfm.train.checkpoint import load_model, read_weights
@@ -222,7 +222,7 @@ def test_one_line_errors(toy, mae, tmp_path, capsys):
 def test_labeled_patch_larger_than_volume_pads_image_and_label_alike(toy):
     """Toy volume 32x32x40, patch 48^3: the whole case, centred; image padded with background (0 SUV / air),
     label with 0, and the label still sits on the hot PET voxels."""
-    from petctfm.finetune.segmentation import LabeledPatchDataset
+    from petctfm.methods.segmentation.segmenter import LabeledPatchDataset
 
     cfg = PatchConfig(patch_size=(48, 48, 48), fg_prob=0.0, augment=False)
     ds = LabeledPatchDataset(toy, cfg, ["toy001"], seed=0)

@@ -22,7 +22,7 @@ from torch import nn
 
 from petctfm.data import format as fmt
 from petctfm.data.loader import MODES, list_cases
-from petctfm.errors import InputError
+from petctfm.core.errors import InputError
 
 
 def normalized_input(raw: np.ndarray, cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +102,7 @@ def predict_case(model: nn.Module, image: np.ndarray | torch.Tensor, patch: Sequ
 def load_segmenter(run_or_ckpt: str | Path) -> tuple[nn.Module, dict[str, Any], Path]:
     """(model in eval mode on CPU, config, weights file). A run folder gives its best checkpoint by val Dice
     (``RUN/best/model.safetensors``) when there is one, else its latest checkpoint."""
-    from petctfm.finetune.segmentation import BEST_DIR, METHOD
+    from petctfm.methods.segmentation.segmenter import BEST_DIR, METHOD
     from petctfm.train.checkpoint import load_model, resolve_weights
 
     src = Path(run_or_ckpt)

@@ -1,6 +1,6 @@
 """How much the trainer costs per step compared to a bare PyTorch loop doing the same work.
 
-``python -m petctfm.train.bench_overhead [--device cuda] [--size 64] [--batch 4]``
+``python benchmarks/bench_train_overhead.py [--device cuda] [--size 64] [--batch 4]``
 
 Both loops train the same 3-layer 3D conv net (2 -> 32 -> 32 -> 2 channels, 3^3 kernels) to reproduce its
 input, on the same pre-made CPU batches copied to the device each step, with AdamW (fused on CUDA), bf16

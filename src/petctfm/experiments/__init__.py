@@ -1,0 +1,1 @@
+"""petctfm.experiments: multi-run studies that call the Python API (never argv)."""

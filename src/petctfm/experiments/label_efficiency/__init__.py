@@ -1,0 +1,1 @@
+"""The label-efficiency experiment: pretrained vs scratch at stored label fractions x seeds, plus k-shot probes."""

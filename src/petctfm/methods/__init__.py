@@ -1,0 +1,1 @@
+"""petctfm.methods: one home per seed method (early_fusion_mae/, segmentation/, probe, staging)."""

@@ -1,0 +1,1 @@
+"""Lesion segmentation fine-tuning from a pretrained encoder (or from scratch)."""
