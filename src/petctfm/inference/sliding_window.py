@@ -12,7 +12,6 @@ raw [SUV, HU] volumes, so a model can predict on another harmonized dataset.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,6 +21,7 @@ from torch import nn
 
 from petctfm.data import format as fmt
 from petctfm.data.loader import MODES, list_cases
+from petctfm.core.device import autocast_for, resolve_device
 from petctfm.core.errors import InputError
 
 
@@ -40,24 +40,6 @@ def normalized_input(raw: np.ndarray, cfg: dict[str, Any]) -> tuple[np.ndarray, 
     lo = np.array([[pre["normalization"][c]["clip"][0]] for c in fmt.CHANNELS], np.float32)[:, :, None, None]
     bg = fmt.normalize(lo, info)[chans].reshape(-1)
     return np.ascontiguousarray(x), bg
-
-
-def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
-    """``auto``/None -> CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:1`` (or a device) as given;
-    asking for CUDA on a machine without it is a one-line InputError."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: CUDA is not available on this machine")
-    return dev
-
-
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA, nothing (fp32) on CPU: how petctfm runs inference and frozen encoders."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -157,4 +139,4 @@ def predict_split(run_or_ckpt: str | Path, dataset: str | Path, split: str = "te
     return out
 
 
-__all__ = ["resolve_device", "autocast_for", "normalized_input", "predict_case", "load_segmenter", "write_label_nifti", "predict_split"]
+__all__ = ["normalized_input", "predict_case", "load_segmenter", "write_label_nifti", "predict_split"]

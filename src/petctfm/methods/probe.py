@@ -50,7 +50,7 @@ from torch import nn
 from petctfm.data import format as fmt
 from petctfm.data.loader import MODES, list_cases
 from petctfm.core.errors import InputError
-from petctfm.inference.sliding_window import autocast_for, resolve_device
+from petctfm.core.device import autocast_for, resolve_device
 from petctfm.io.tables import csv_text
 from petctfm.models.backbones import encoder_features, patch_divisor
 

@@ -39,7 +39,7 @@ from torch import nn
 
 from petctfm.data import format as fmt
 from petctfm.core.errors import InputError
-from petctfm.inference.sliding_window import autocast_for, resolve_device
+from petctfm.core.device import autocast_for, resolve_device
 from petctfm.methods.probe import (
     FrozenEncoder,
     _progress,

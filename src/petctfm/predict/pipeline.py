@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from petctfm.core.errors import InputError, PetctfmError
-from petctfm.inference.sliding_window import resolve_device
+from petctfm.core.device import resolve_device
 from petctfm.harmonize.discover import SourceCase
 from petctfm.harmonize.pipeline import DEFAULT_CT_WINDOW, DEFAULT_SPACING
 from petctfm.io.tables import csv_text

@@ -33,6 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from petctfm.core.device import unwrap_model
 from petctfm.core.errors import InputError
 from petctfm.io.atomic import atomic_dir, atomic_path, atomic_write_text
 
@@ -55,17 +56,6 @@ MODEL_BUILDERS: dict[str, str | Callable[[dict], nn.Module]] = {
 
 def register_model_builder(method: str, builder: str | Callable[[dict], nn.Module]) -> None:
     MODEL_BUILDERS[method] = builder
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The bare module under ``torch.compile`` (``_orig_mod``) and DDP / AveragedModel (``module``)."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, (nn.parallel.DistributedDataParallel, torch.optim.swa_utils.AveragedModel)):
-            model = model.module
-        else:
-            return model
 
 
 # ------------------------------------------------------------------------------------------------ weights
@@ -279,7 +269,7 @@ def read_state(step_dir: Path) -> dict[str, Any]:
 
 __all__ = [
     "WEIGHTS_FORMAT", "STATE_FORMAT", "MODEL_FILE", "EMA_FILE", "STATE_FILE", "LATEST", "MODEL_BUILDERS",
-    "register_model_builder", "unwrap_model", "save_weights", "read_weights", "resolve_weights", "load_model",
+    "register_model_builder", "save_weights", "read_weights", "resolve_weights", "load_model",
     "capture_rng", "restore_rng", "preserved_rng", "step_dir_name", "list_checkpoints", "latest_checkpoint",
     "write_checkpoint", "read_state",
 ]

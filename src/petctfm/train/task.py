@@ -41,7 +41,7 @@ class TrainTask(Protocol):
         """Forward + loss on a batch already on the device. Returns the scalar loss and float logs.
 
         ``model`` is what the trainer trains: possibly wrapped in DDP and/or ``torch.compile`` (call it; reach
-        the bare module through ``petctfm.train.checkpoint.unwrap_model`` for anything else). Runs under the
+        the bare module through ``petctfm.core.device.unwrap_model`` for anything else). Runs under the
         trainer's autocast; the loss should be a mean over the batch (gradient accumulation divides it by
         ``grad_accum``). Logs may be floats or 0-d tensors (the trainer syncs them only at log steps).
         """

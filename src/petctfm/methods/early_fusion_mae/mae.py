@@ -46,6 +46,7 @@ from torch import nn
 
 from petctfm.data import format as fmt
 from petctfm.data.loader import MODES, PatchConfig, PatchDataset, patch_loader, preprocessing_record
+from petctfm.core.device import unwrap_model
 from petctfm.core.errors import InputError
 from petctfm.models.backbones import build_backbone, patch_divisor
 
@@ -253,16 +254,6 @@ def save_figure(x: torch.Tensor, x_in: torch.Tensor, pred: torch.Tensor, channel
 # ------------------------------------------------------------------------------------------------ task
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
-
-
 class EarlyFusionMAETask:
     """The early-fusion MAE as a TrainTask. ``config`` (a plain dict) fully describes model, masking,
     loss, data and preprocessing; it is saved beside the run and in every checkpoint."""
@@ -310,7 +301,7 @@ class EarlyFusionMAETask:
 
     @torch.no_grad()
     def on_checkpoint(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int, run_dir: Path) -> None:
-        m = _unwrap(model)
+        m = unwrap_model(model)
         was_training = m.training
         m.eval()
         try:
