@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 from petctfm.io.atomic import atomic_write_json
-from petctfm.train.checkpoint import unwrap_model
+from petctfm.core.device import unwrap_model
 from petctfm.train.trainer import TrainConfig, train
 from tiny_train_task import TinyTask
 
