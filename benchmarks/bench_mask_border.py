@@ -26,13 +26,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # toy_dataset.py
 
-from petctfm.data.loader import write_toy_dataset  # noqa: E402
+from toy_dataset import write_bench_dataset  # noqa: E402
 from petctfm.io.atomic import atomic_write_json  # noqa: E402
 from petctfm.methods.early_fusion_mae.mae import (  # noqa: E402
     DEFAULT_CONFIG, EarlyFusionMAETask, border_discontinuity,
 )
-from petctfm.methods.early_fusion_mae.presets import deep_merge, get_preset  # noqa: E402
+from petctfm.core.config import deep_merge  # noqa: E402
+from petctfm.methods.early_fusion_mae.presets import get_preset  # noqa: E402
 
 
 def train_and_measure(data, token: str, args, device: torch.device) -> dict:
@@ -99,7 +101,7 @@ def main(argv=None) -> int:
     data = args.data
     if not data:
         tmp = tempfile.TemporaryDirectory()
-        data = write_toy_dataset(Path(tmp.name) / "ds", n_cases=4, shape=tuple(args.toy_shape))
+        data = write_bench_dataset(Path(tmp.name) / "ds", n_cases=4, shape=tuple(args.toy_shape))
     results = {"args": vars(args), "runs": [train_and_measure(data, t, args, device) for t in ("zero", "learnable")]}
     for r in results["runs"]:
         print(f"{r['token']:>9}: border/interior gradient ratio reconstruction {r['ratio_reconstruction']:.3f} "

@@ -17,13 +17,13 @@ The model is a ``finetune_segmentation`` checkpoint written to a temporary run f
 and the preprocessing (``--spacing``, CT window, normalization) recorded as fine-tuning would. Steps:
 
 1. warm-up: one full prediction (CUDA context, cuDNN autotuning, page cache), not timed;
-2. ``petctfm predict`` path (:func:`petctfm.predict.pipeline.predict_one`): files on disk -> files written,
+2. ``petctfm predict`` path (:func:`petctfm.predict.predictor.predict_one`): files on disk -> files written,
    seconds per stage (read, preprocess, inference, postprocess, write, report), median of ``--repeats``;
 3. reference in the same process: plain MONAI ``sliding_window_inference`` of the same network on the
    same (already harmonized and normalized, already on the device) volume: fp32, overlap 0.5, sw batch 4,
    default constant blending, network only; median of ``--repeats``;
 4. resampling (on CUDA, or with ``--compare-resampling``): the two fine-grid resamplings of ``predict`` timed
-   on both paths, NumPy/SimpleITK on the CPU (``harmonize.pipeline.resample_xyz``) and torch on the device
+   on both paths, NumPy/SimpleITK on the CPU (``harmonize.resample.resample_xyz``) and torch on the device
    (``harmonize.resample_torch``): PET and CT onto the harmonized RAS grid (``to_ras``, the part of
    ``preprocess`` that moves to the GPU) and a probability back onto the input PET grid (``to_pet``, in
    ``postprocess``); host<->device copies included, median of ``--repeats`` after one warm-up, and the largest
@@ -84,8 +84,9 @@ def make_model(run: Path, backbone: str, patch: int, spacing: list[float]) -> Pa
     """A random-weight fine-tuned segmentation checkpoint with the preprocessing fine-tuning records."""
     import torch
 
-    from petctfm.methods.segmentation.presets import deep_merge
-    from petctfm.methods.segmentation.segmenter import DEFAULT_CONFIG, build_model, validate_config
+    from petctfm.core.config import deep_merge
+    from petctfm.methods.segmentation.model import build_model
+    from petctfm.methods.segmentation.task import DEFAULT_CONFIG, validate_config
     from petctfm.train.checkpoint import save_weights
 
     cfg = deep_merge(DEFAULT_CONFIG, {"model": {"backbone": backbone}, "data": {"patch_size": [patch] * 3}})
@@ -109,7 +110,7 @@ def time_resampling(prep, dev, repeats: int, sync) -> dict:
     """
     import numpy as np
 
-    from petctfm.harmonize.pipeline import resample_xyz
+    from petctfm.harmonize.resample import resample_xyz
     from petctfm.harmonize.resample_torch import resample_xyz_torch
 
     ref, pet, ct = prep.harmonized["reference"], prep.images["suv"], prep.images["ct"]
@@ -181,7 +182,8 @@ def main() -> None:
     import torch
     from monai.inferers import sliding_window_inference
 
-    from petctfm.predict.pipeline import Predictor, predict_one, prepare, source_from_files
+    from petctfm.predict.predictor import Predictor, predict_one, prepare
+    from petctfm.predict.sources import source_from_files
 
     if args.threads:
         torch.set_num_threads(args.threads)

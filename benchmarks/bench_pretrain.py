@@ -37,9 +37,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # toy_dataset.py
 
-from petctfm.data.loader import PatchConfig, PatchDataset, patch_loader, write_toy_dataset  # noqa: E402
+from petctfm.data.loader import PatchConfig, PatchDataset, patch_loader  # noqa: E402
 from petctfm.io.atomic import atomic_write_json  # noqa: E402
+from toy_dataset import write_bench_dataset  # noqa: E402
+
 from petctfm.methods.early_fusion_mae.mae import (  # noqa: E402
     EarlyFusionMAE, block_mask_grid, mask_grid_shape, reconstruction_loss, voxel_mask,
 )
@@ -225,7 +228,7 @@ def main(argv=None) -> int:
         tmp = tempfile.TemporaryDirectory()
         shape = (64, 64, 96) if smoke else (192, 192, 320)
         t0 = time.perf_counter()
-        data = write_toy_dataset(Path(tmp.name) / "ds", n_cases=3 if smoke else 8, shape=shape)
+        data = write_bench_dataset(Path(tmp.name) / "ds", n_cases=3 if smoke else 8, shape=shape)
         results["loader"]["dataset"] = {"written": True, "cases": 3 if smoke else 8, "shape": list(shape),
                                         "write_s": time.perf_counter() - t0}
     workers = 0 if smoke else args.workers

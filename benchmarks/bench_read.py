@@ -45,7 +45,7 @@ def main() -> None:
     from bench_predict import toy_case
 
     from petctfm.harmonize.discover import SourceCase
-    from petctfm.harmonize.pipeline import load_case_images
+    from petctfm.harmonize.load import load_case_images
     from petctfm.io.images import read_image
 
     with tempfile.TemporaryDirectory() as tmp:

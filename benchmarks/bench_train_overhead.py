@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from petctfm.train.trainer import TrainConfig, train
+from petctfm.train.config import TrainConfig
+from petctfm.train.trainer import train
 
 
 def _net() -> nn.Module:

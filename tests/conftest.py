@@ -26,7 +26,8 @@ from quick_train import train_and_save  # noqa: E402
 def _tiny_mae_run(run, data, mode: str = "joint", steps: int = 1):
     """A tiny MAE trained ``steps`` steps through the method's own task API, saved like a run."""
     from petctfm.methods.early_fusion_mae.mae import DEFAULT_CONFIG, EarlyFusionMAETask
-    from petctfm.methods.early_fusion_mae.presets import deep_merge, get_preset
+    from petctfm.core.config import deep_merge
+    from petctfm.methods.early_fusion_mae.presets import get_preset
 
     cfg = deep_merge(DEFAULT_CONFIG, get_preset("tiny")["task"])
     cfg["data"].update(mode=mode, augment=False)

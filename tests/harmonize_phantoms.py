@@ -96,6 +96,6 @@ def synth_case(case_id: str = "PHANTOM_0", pet_direction=(1, 0, 0, 0, 1, 0, 0, 0
 
 
 def write_meta_csv(cases: list[SynthCase], path: Path) -> None:
-    from petctfm.io.layouts import write_metadata_csv
+    from petctfm.synth.layouts import write_metadata_csv
 
     write_metadata_csv([c.meta for c in cases], path)

@@ -1,10 +1,49 @@
 """petctfm: PET/CT foundation models for oncologic imaging.
 
-Layers (docs/architecture.md): ``core`` and ``io`` at the bottom; ``synth``, ``harmonize``, ``data``,
-``models``, ``evaluate``, ``viz``; ``train`` and ``inference``; ``methods`` (one folder per seed method) and
-``predict``; ``experiments``; ``cli`` on top.
+The public Python API (docs/python-api.md); every command of the ``petctfm`` CLI is a thin shell over it:
+
+- :func:`synthesize` — synthetic multi-center whole-body PET/CT phantoms (autoPET, nnU-Net, DICOM layouts).
+- :func:`harmonize_folder` — any mix of autoPET / nnU-Net / NIfTI pairs / DICOM -> one training-ready dataset.
+- :func:`pretrain` — early-fusion masked-autoencoder pretraining on a harmonized dataset.
+- :func:`finetune` — lesion segmentation from a pretrained encoder (or from scratch) on a label fraction.
+- :class:`Predictor` — ``Predictor.from_run(run).predict(pet, ct) -> (mask, lesion_table, summary)``, in memory.
+- :func:`evaluate_folder` — autoPET metrics per case with bootstrap confidence intervals.
+- :func:`render_case` — the picture a clinician reads (PET MIP, fused slices, contours).
+
+Names are imported on first use, so ``import petctfm`` loads neither torch nor MONAI. The package layers are
+drawn in docs/architecture.md.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from petctfm.core.version import __version__
 
-__all__ = ["__version__"]
+# public name -> "module:attribute", imported lazily
+_API: dict[str, str] = {
+    "synthesize": "petctfm.synth.writers:synthesize",
+    "harmonize_folder": "petctfm.harmonize.api:harmonize_folder",
+    "pretrain": "petctfm.methods.early_fusion_mae.api:pretrain",
+    "finetune": "petctfm.methods.segmentation.api:finetune",
+    "Predictor": "petctfm.predict.predictor:Predictor",
+    "evaluate_folder": "petctfm.evaluate.report:evaluate_folder",
+    "render_case": "petctfm.viz:render_case",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    target = _API.get(name)
+    if target is None:
+        raise AttributeError(f"module 'petctfm' has no attribute {name!r}")
+    module, attr = target.split(":")
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value  # cache: the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from petctfm.data import format as fmt
-from petctfm.data.loader import PatchConfig, PatchDataset, patch_loader, write_toy_dataset
+from petctfm.data.loader import PatchConfig, PatchDataset, patch_loader
 from petctfm.core.errors import InputError
+from toy_data import write_toy_dataset
 
 
 @pytest.fixture(scope="module")

@@ -58,3 +58,21 @@ def test_aggregate_breakdown_groups():
     assert by[("all", "all")]["n"] == 4 and by[("all", "all")]["n_cases"] == 5
     assert by[("site", "A")]["mean"] == pytest.approx(0.8)
     assert by[("site", "B")]["n"] == 1 and by[("site", "B")]["mean"] == pytest.approx(0.2)
+
+
+def test_bootstrap_ci_is_scipys_percentile_bootstrap_and_skips_undefined_resamples():
+    from scipy.stats import bootstrap
+
+    from petctfm.evaluate.bootstrap import bootstrap_ci
+
+    x = np.random.default_rng(3).normal(0.5, 0.2, 25)
+    ref = bootstrap((x,), np.mean, n_resamples=500, method="percentile", rng=np.random.default_rng(7),
+                    vectorized=True).confidence_interval
+    assert mean_ci(x, 500, seed=7)["ci_low"] == ref.low and mean_ci(x, 500, seed=7)["ci_high"] == ref.high
+    # one statistic per resample (staging's metrics) gives the same interval as the vectorized form
+    assert bootstrap_ci(lambda i: x[i].mean(), 25, 500, 7) == bootstrap_ci(lambda i: x[i].mean(-1), 25, 500, 7,
+                                                                         vectorized=True)
+    y = np.array([0, 1] * 3)
+    lo, hi = bootstrap_ci(lambda i: float("nan") if len(set(y[i])) < 2 else y[i].mean(), 6, 200, 0)
+    assert 0 < lo <= hi < 1  # one-class resamples are left out, not NaN
+    assert all(math.isnan(v) for v in bootstrap_ci(lambda i: 1.0, 0, 100, 0))

@@ -1,4 +1,4 @@
-"""``petctfm experiment label-efficiency``: the plan (names, exact stored subsets), the runs going through
+"""``petctfm experiment label-efficiency`` (:mod:`petctfm.experiments.label_efficiency`): the plan (names, exact stored subsets), the runs going through
 finetune / probe / evaluate, results.csv / .md / .png, resume that skips finished runs, one-line errors."""
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from matplotlib.image import imread
 
 from petctfm.cli.main import main
 from petctfm.data import format as fmt
-from petctfm.data.loader import write_toy_dataset
+from toy_data import write_toy_dataset
 from petctfm.core.errors import InputError
-from petctfm.experiments.label_efficiency import runner as LE
+from petctfm.experiments.label_efficiency.plan import build_plan, parse_runs
+from petctfm.experiments.label_efficiency.run import run_label_efficiency
 from petctfm.io.atomic import atomic_write_json
 
 # few steps, small patches, validation every 2 steps: seconds per run on one core
@@ -41,14 +42,14 @@ def experiment(env, tmp_path_factory):
     """One finished experiment: pretrained + scratch at 50 % and 100 %, 1-shot joint probe, one seed."""
     data, mae = env
     out = tmp_path_factory.mktemp("exp") / "le"
-    res = LE.run_label_efficiency(data, mae, out, fractions=[50, 100], seeds=[0], preset="tiny", overrides=FAST,
+    res = run_label_efficiency(data, mae, out, fractions=[50, 100], seeds=[0], preset="tiny", overrides=FAST,
                                   max_steps=4, probe_kshot=1, probe_steps=3, progress=False)
     return data, mae, out, res
 
 
 def test_plan_names_and_exact_subsets(env):
     data, mae = env
-    plan = LE.build_plan(data, fractions=[50, 100], seeds=[0, 1], probe_kshot=1, joint_encoder=str(mae),
+    plan = build_plan(data, fractions=[50, 100], seeds=[0, 1], probe_kshot=1, joint_encoder=str(mae),
                          separated=["pet_run", "ct_run"])
     assert [r.name for r in plan] == [
         "finetune_pretrained_f50_s0", "finetune_pretrained_f50_s1", "finetune_scratch_f50_s0",
@@ -61,16 +62,16 @@ def test_plan_names_and_exact_subsets(env):
     assert by["probe_separated_k1_s0"].cases == ["toy002"] and by["probe_separated_k1_s0"].encoders == ["pet_run",
                                                                                                        "ct_run"]
     # explicit runs replace the product; no separated runs -> no separated probe
-    plan = LE.build_plan(data, seeds=[0], runs=LE.parse_runs("pretrained:50,scratch:50,scratch:100"),
+    plan = build_plan(data, seeds=[0], runs=parse_runs("pretrained:50,scratch:50,scratch:100"),
                          probe_kshot=1, joint_encoder=str(mae))
     assert [r.name for r in plan] == ["finetune_pretrained_f50_s0", "finetune_scratch_f50_s0",
                                       "finetune_scratch_f100_s0", "probe_joint_k1_s0"]
     with pytest.raises(InputError, match=r"no stored 10% label fraction \(stored: 50%, 100%\)"):
-        LE.build_plan(data, fractions=[10], probe_kshot=None)
+        build_plan(data, fractions=[10], probe_kshot=None)
     with pytest.raises(InputError, match="no stored 5-shot subset"):
-        LE.build_plan(data, fractions=[50], probe_kshot=5, joint_encoder=str(mae))
+        build_plan(data, fractions=[50], probe_kshot=5, joint_encoder=str(mae))
     with pytest.raises(InputError, match="unknown arm 'finetuned'"):
-        LE.parse_runs("finetuned:10")
+        parse_runs("finetuned:10")
 
 
 def test_runs_results_and_files(experiment):
@@ -131,14 +132,14 @@ def test_rerun_skips_finished_runs(experiment, monkeypatch):
 
     monkeypatch.setattr("petctfm.train.trainer.train", no_training)
     monkeypatch.setattr("petctfm.methods.probe.run_probe", no_training)
-    again = LE.run_label_efficiency(data, mae, out, fractions=[50, 100], seeds=[0], preset="tiny", overrides=FAST,
+    again = run_label_efficiency(data, mae, out, fractions=[50, 100], seeds=[0], preset="tiny", overrides=FAST,
                                     max_steps=4, probe_kshot=1, probe_steps=3, progress=False)
     assert [r["name"] for r in again["records"]] == [r["name"] for r in res["records"]]
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/done.json")} == done
     assert {p: p.stat().st_mtime_ns for p in out.glob("finetune_*/checkpoints/*/model.safetensors")} == ckpts
     # other settings in the same folder are refused
     with pytest.raises(InputError, match="other settings"):
-        LE.run_label_efficiency(data, mae, out, fractions=[50], preset="tiny", max_steps=9, probe_kshot=None,
+        run_label_efficiency(data, mae, out, fractions=[50], preset="tiny", max_steps=9, probe_kshot=None,
                                 progress=False)
 
 
@@ -146,7 +147,7 @@ def test_killed_finetune_run_resumes(env, tmp_path):
     data, mae = env
     out = tmp_path / "le"
     kw = dict(runs="scratch:50", seeds=[0], preset="tiny", overrides=FAST, probe_kshot=None, progress=False)
-    LE.run_label_efficiency(data, mae, out, max_steps=4, **kw)
+    run_label_efficiency(data, mae, out, max_steps=4, **kw)
     run = out / "finetune_scratch_f50_s0"
     (run / "done.json").unlink()  # as if killed during training: checkpoint at step 2, no final summary
     (run / "summary.json").unlink()
@@ -165,7 +166,7 @@ def test_killed_finetune_run_resumes(env, tmp_path):
     import unittest.mock as um
 
     with um.patch.object(T, "train", spy):
-        res = LE.run_label_efficiency(data, mae, out, max_steps=4, **kw)
+        res = run_label_efficiency(data, mae, out, max_steps=4, **kw)
     assert seen == {"resume": True}
     assert res["records"][0]["train"]["steps"] == 4 and (run / "done.json").is_file()
 
@@ -188,9 +189,9 @@ def test_separated_probe_runs_beside_the_joint_one(env, tmp_path, tiny_mae_run):
     pet = tiny_mae_run(tmp_path / "mae_pet", data, "pet", steps=1)
     ct = tiny_mae_run(tmp_path / "mae_ct", data, "ct", steps=1)
     with pytest.raises(InputError, match="expects a PET-only pretraining run"):
-        LE.run_label_efficiency(data, mae, tmp_path / "bad", runs="scratch:50", separated=[ct, pet], probe_kshot=1,
+        run_label_efficiency(data, mae, tmp_path / "bad", runs="scratch:50", separated=[ct, pet], probe_kshot=1,
                                 progress=False)
-    res = LE.run_label_efficiency(data, mae, tmp_path / "le", runs="scratch:50", seeds=[0], preset="tiny",
+    res = run_label_efficiency(data, mae, tmp_path / "le", runs="scratch:50", seeds=[0], preset="tiny",
                                   overrides=FAST, max_steps=2, separated=[pet, ct], probe_kshot=1, probe_steps=2,
                                   progress=False)
     assert [r.name for r in res["plan"]] == ["finetune_scratch_f50_s0", "probe_joint_k1_s0", "probe_separated_k1_s0"]

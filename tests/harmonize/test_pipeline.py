@@ -17,7 +17,7 @@ from petctfm.harmonize.discover import discover, shard
 from petctfm.harmonize.pipeline import process_case
 from petctfm.synth.dicom import write_dicom_case
 from petctfm.io.images import write_image
-from petctfm.io.layouts import write_autopet_case
+from petctfm.synth.layouts import write_autopet_case
 
 from harmonize_phantoms import IDENTIFIERS, LESION_R, synth_case, write_meta_csv
 
@@ -253,7 +253,7 @@ def test_suv_from_pet_bqml_and_metadata(tmp_path):
     write_autopet_case(case, tmp_path / "ap")
     (tmp_path / "ap" / "BQ0" / "SUV.nii.gz").unlink()
     write_meta_csv([case], tmp_path / "metadata.csv")  # weight, injected activity, uptake -> SUV
-    from petctfm.harmonize.pipeline import load_case_images
+    from petctfm.harmonize.load import load_case_images
 
     images, _ = load_case_images(discover([str(tmp_path / "ap")])[0])
     np.testing.assert_allclose(sitk.GetArrayFromImage(images["suv"]), sitk.GetArrayFromImage(case.suv), rtol=1e-4,

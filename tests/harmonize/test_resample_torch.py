@@ -1,4 +1,4 @@
-"""The torch resampler (``harmonize.resample_torch``) against the NumPy one (``harmonize.pipeline.resample_xyz``).
+"""The torch resampler (``harmonize.resample_torch``) against the NumPy one (``harmonize.resample.resample_xyz``).
 
 Run on the CPU here; the same code runs on CUDA. Linear must agree to 1e-5 (float32), nearest exactly, for
 LPS-, RAS- and flip-stored sources, swapped axes, anisotropic spacings, partial overlap and half-voxel ties.
@@ -11,7 +11,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from petctfm.harmonize.pipeline import _axis_maps, harmonize_images, ras_bounds, ras_grid, resample_xyz
+from petctfm.harmonize.pipeline import harmonize_images
+from petctfm.harmonize.resample import axis_maps, ras_bounds, ras_grid, resample_xyz
 from petctfm.harmonize.resample_torch import resample_xyz_torch, resample_zyx, torch_resampler
 
 from harmonize_phantoms import grid, phantom_images
@@ -54,7 +55,7 @@ def test_linear_matches_numpy_to_1e5(name):
     for pixel, default in (("float32", 0.0), ("int16", -1000.0)):
         img = _source(DIRECTIONS[name], pixel)
         ref = _partial_ref(img)
-        assert _axis_maps(img, ref) is not None  # the separable path, not the fallback
+        assert axis_maps(img, ref) is not None  # the separable path, not the fallback
         a, b = _both(img, ref, True, default)
         assert a.shape == b.shape == ref.GetSize() and b.dtype == np.float32
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
@@ -106,7 +107,7 @@ def test_no_overlap_gives_default_and_oblique_falls_back():
     c, s = np.cos(0.3), np.sin(0.3)
     oblique.SetDirection((c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0))
     ref = _partial_ref(oblique)
-    assert _axis_maps(oblique, ref) is None
+    assert axis_maps(oblique, ref) is None
     a, b = _both(oblique, ref, True, 0.0)
     np.testing.assert_array_equal(b, a)  # the same SimpleITK code path
 
@@ -123,7 +124,7 @@ def test_array_on_a_geometry_grid_and_tensor_input(name):
     for arr in (xyz, torch.from_numpy(np.ascontiguousarray(xyz))):
         got = resample_xyz_torch(geometry, ref, True, 0.0, array=arr)
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
-    t = resample_zyx(torch.from_numpy(sitk.GetArrayFromImage(img)), _axis_maps(img, ref), ref.GetSize(), True, 0.0)
+    t = resample_zyx(torch.from_numpy(sitk.GetArrayFromImage(img)), axis_maps(img, ref), ref.GetSize(), True, 0.0)
     assert torch.is_tensor(t) and t.is_contiguous() and t.dtype == torch.float32
     np.testing.assert_allclose(t.numpy(), want, rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="not the grid's size"):

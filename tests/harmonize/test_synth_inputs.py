@@ -11,7 +11,7 @@ import pytest
 
 from petctfm.cli.main import main
 from petctfm.data import format as fmt
-from petctfm.io.layouts import write_metadata_csv
+from petctfm.synth.layouts import write_metadata_csv
 from petctfm.synth.generator import generate_case
 from petctfm.synth.writers import write_case
 

@@ -133,7 +133,7 @@ def _rtstruct(pt_file: Path, case, path: Path) -> None:
 
 def test_rtstruct_lesion_rois_rasterized_when_no_seg(tmp_path):
     from petctfm.harmonize.discover import discover
-    from petctfm.harmonize.pipeline import load_case_images
+    from petctfm.harmonize.load import load_case_images
 
     case = synth_case("RT0")
     src, _ = write_dicom_case(case, tmp_path / "rt", seed=4)

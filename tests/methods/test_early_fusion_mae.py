@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from petctfm.data.loader import write_toy_dataset
+from toy_data import write_toy_dataset
 from petctfm.core.errors import InputError
 from petctfm.methods.early_fusion_mae.mae import (
     DEFAULT_CONFIG, EarlyFusionMAETask, block_mask_grid, border_discontinuity, build_model, mask_grid_shape,
     reconstruction_loss, voxel_mask,
 )
-from petctfm.methods.early_fusion_mae.presets import deep_merge, get_preset, set_dotted
+from petctfm.core.config import deep_merge, set_dotted
+from petctfm.methods.early_fusion_mae.presets import get_preset
 
 
 @pytest.fixture(scope="module")

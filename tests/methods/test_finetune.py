@@ -12,14 +12,19 @@ import torch
 
 from petctfm.cli.main import main
 from petctfm.data import format as fmt
-from petctfm.data.loader import PatchConfig, write_toy_dataset
+from petctfm.data.loader import LabeledPatchDataset, PatchConfig
 from petctfm.core.errors import InputError
-from petctfm.inference.sliding_window import normalized_input, predict_case, predict_split
-from petctfm.methods.segmentation.presets import deep_merge, get_preset
-from petctfm.methods.segmentation.segmenter import (DEFAULT_CONFIG, FinetuneTask, LesionSegmenter, build_model,
-                                           encoder_stages, layer_decay_groups, resolve_subset)
+from petctfm.inference.normalize import normalized_input
+from petctfm.inference.sliding_window import predict_case
+from petctfm.methods.segmentation.predict import predict_split
+from petctfm.core.config import deep_merge
+from petctfm.methods.segmentation.presets import get_preset
+from petctfm.methods.segmentation.model import LesionSegmenter, build_model, layer_decay_groups
+from petctfm.methods.segmentation.task import DEFAULT_CONFIG, FinetuneTask, resolve_subset
+from petctfm.models.encoders import encoder_stages
 from petctfm.io.atomic import atomic_write_json
 from petctfm.train.checkpoint import load_model, read_weights
+from toy_data import write_toy_dataset
 
 FAST = ["--preset", "tiny", "--patch", "16", "--no-progress", "--seed", "1"]
 
@@ -222,8 +227,6 @@ def test_one_line_errors(toy, mae, tmp_path, capsys):
 def test_labeled_patch_larger_than_volume_pads_image_and_label_alike(toy):
     """Toy volume 32x32x40, patch 48^3: the whole case, centred; image padded with background (0 SUV / air),
     label with 0, and the label still sits on the hot PET voxels."""
-    from petctfm.methods.segmentation.segmenter import LabeledPatchDataset
-
     cfg = PatchConfig(patch_size=(48, 48, 48), fg_prob=0.0, augment=False)
     ds = LabeledPatchDataset(toy, cfg, ["toy001"], seed=0)
     x, y = ds.read_pair("toy001", np.random.default_rng(0))

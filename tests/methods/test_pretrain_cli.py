@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from petctfm.cli.main import main
-from petctfm.data.loader import write_toy_dataset
-from petctfm.models.backbones import encoder_features, encoder_state_dict
+from toy_data import write_toy_dataset
+from petctfm.models.encoders import encoder_features, encoder_state_dict
 from petctfm.methods.early_fusion_mae.mae import EarlyFusionMAE
-from petctfm.train.trainer import load_model
+from petctfm.train.checkpoint import load_model
 
 ARGS = ["--preset", "tiny", "--no-progress", "--log-every", "1", "--seed", "3"]
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from petctfm.cli.main import main
-from petctfm.data.loader import write_toy_dataset
+from toy_data import write_toy_dataset
 from petctfm.methods import probe as P
 from petctfm.train.checkpoint import read_weights
 
@@ -139,3 +139,18 @@ def test_one_line_errors(env, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "no stored 10-shot subset" in err and "splits.json" in err and "\n" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_encoder_normalization_is_the_fine_tuned_models():
+    """The probe's torch normalization and a fine-tuned model's NumPy input are one function: equal numbers."""
+    from petctfm.inference.normalize import normalized_input
+
+    norm = {"PET": {"clip": [0.0, 30.0], "mean": 1.23456, "std": 2.71828},
+            "CT": {"clip": [-1000.0, 1000.0], "mean": -234.567, "std": 456.789}}
+    raw = np.random.default_rng(0).normal(0, 500, (2, 6, 5, 4)).astype(np.float32)
+    for mode in ("joint", "pet", "ct"):
+        enc = P.FrozenEncoder(torch.nn.Identity(), mode, P._norm_table({"preprocessing": {"normalization": norm}},
+                                                                         {}, mode), "x", "none")
+        mine = enc.normalize(torch.from_numpy(raw)[None])[0].numpy()
+        theirs, _ = normalized_input(raw, {"preprocessing": {"normalization": norm}, "data": {"mode": mode}})
+        np.testing.assert_array_equal(mine, theirs)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from petctfm.cli.main import main
-from petctfm.data.loader import write_toy_dataset
+from toy_data import write_toy_dataset
 from petctfm.methods import staging as S
 
 

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from petctfm.core.errors import InputError
-from petctfm.models.backbones import (
-    BACKBONES, build_backbone, count_parameters, encoder_features, encoder_state_dict, load_encoder,
-)
+from petctfm.models.backbones import BACKBONES, build_backbone, count_parameters
+from petctfm.models.encoders import encoder_features, encoder_state_dict, load_encoder
 
 
 def test_registry_names():

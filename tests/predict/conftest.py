@@ -8,7 +8,7 @@ import pytest
 from quick_train import train_and_save
 
 from petctfm.data import format as fmt
-from petctfm.data.loader import write_toy_dataset
+from toy_data import write_toy_dataset
 from petctfm.io.atomic import atomic_write_json
 
 MODEL_SPACING = [8.0, 8.0, 8.0]  # coarse harmonized grid: tiny synthetic studies become ~50x30x150 voxels
@@ -17,8 +17,9 @@ MODEL_SPACING = [8.0, 8.0, 8.0]  # coarse harmonized grid: tiny synthetic studie
 def make_tiny_model(run, data_root, steps: int = 5):
     """A tiny residual-UNet segmenter fine-tuned ``steps`` steps from scratch through FinetuneTask on a toy
     dataset whose dataset.json records an 8 mm harmonize spacing; saved as ``run/model.safetensors``."""
-    from petctfm.methods.segmentation.presets import deep_merge, get_preset
-    from petctfm.methods.segmentation.segmenter import DEFAULT_CONFIG, FinetuneTask
+    from petctfm.core.config import deep_merge
+    from petctfm.methods.segmentation.presets import get_preset
+    from petctfm.methods.segmentation.task import DEFAULT_CONFIG, FinetuneTask
 
     root = write_toy_dataset(data_root, n_cases=2, shape=(24, 24, 24))
     info = json.loads((root / fmt.DATASET_JSON).read_text())

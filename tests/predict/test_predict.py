@@ -17,9 +17,10 @@ import SimpleITK as sitk
 
 from petctfm.cli.main import main
 from petctfm.core.errors import InputError
-from petctfm.predict import pipeline
+from petctfm.predict import predictor as pipeline
 from petctfm.predict.outputs import quantify
-from petctfm.predict.pipeline import Predictor, predict_one, source_from_files
+from petctfm.predict.predictor import Predictor, predict_one
+from petctfm.predict.sources import source_from_files
 
 MODEL_SPACING = [8.0, 8.0, 8.0]  # the harmonize spacing recorded by the tiny_model fixture (conftest.py)
 
@@ -246,7 +247,7 @@ def test_batch_list_mixes_nifti_and_dicom_and_quarantines_a_bad_row(synth_tiny, 
 
 
 def test_batch_list_errors_name_the_list(tmp_path, tiny_model, capsys):
-    from petctfm.predict.pipeline import sources_from_list
+    from petctfm.predict.sources import sources_from_list
 
     with pytest.raises(InputError, match=r"nolist\.csv: batch list not found"):
         sources_from_list(tmp_path / "nolist.csv")
@@ -331,7 +332,7 @@ def test_flip_tta_makes_the_prediction_flip_equivariant(predictor):
 
 
 def test_folder_layouts_give_readable_case_names(synth_tiny):
-    from petctfm.predict.pipeline import sources_from_folder
+    from petctfm.predict.sources import sources_from_folder
 
     for layout in ("autopet", "nnunet", "dicom"):
         cases = sources_from_folder(synth_tiny / layout)

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from petctfm.harmonize import resample_torch
-from petctfm.predict import pipeline
-from petctfm.predict.pipeline import Predictor, predict_one, source_from_files
+from petctfm.predict import predictor as pipeline
+from petctfm.predict.predictor import Predictor, predict_one
+from petctfm.predict.sources import source_from_files
 
 
 def test_torch_resampling_path_gives_the_same_mask(synth_tiny, tiny_model, tmp_path, monkeypatch):

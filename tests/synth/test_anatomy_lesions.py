@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from petctfm.synth.anatomy import Anatomy, Patient, T, body_extent, build_anatomy
+from petctfm.synth.anatomy import Anatomy, build_anatomy
+from petctfm.synth.body import Patient, body_extent
 from petctfm.synth.lesions import Lesion, render_lesions, stage_of
 from petctfm.synth.physiology import draw_physiology, render
+from petctfm.synth.tissues import T
 
 SP = (6.0, 6.0, 8.0)
 

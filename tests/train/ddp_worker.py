@@ -8,7 +8,8 @@ from pathlib import Path
 
 from petctfm.io.atomic import atomic_write_json
 from petctfm.core.device import unwrap_model
-from petctfm.train.trainer import TrainConfig, train
+from petctfm.train.config import TrainConfig
+from petctfm.train.trainer import train
 from tiny_train_task import TinyTask
 
 run_dir = Path(sys.argv[1])

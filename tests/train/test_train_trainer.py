@@ -15,11 +15,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from petctfm.cli._common import add_train_args, train_config_from_args
 from petctfm.core.errors import InputError
 from petctfm.train.checkpoint import latest_checkpoint, load_model
-from petctfm.train.config import (TrainConfig, add_train_args, apply_overrides, split_train_overrides,
-                                  train_config_from_args)
-from petctfm.train.trainer import WarmupCosine, train
+from petctfm.train.config import TrainConfig, apply_overrides, split_train_overrides
+from petctfm.train.schedule import WarmupCosine
+from petctfm.train.trainer import train
 from tiny_train_task import TinyTask, build_tiny_model
 
 HERE = Path(__file__).parent

@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from petctfm.train.checkpoint import latest_checkpoint
-from petctfm.train.trainer import TrainConfig, train
+from petctfm.train.config import TrainConfig
+from petctfm.train.trainer import train
 from tiny_train_task import TinyTask
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -1,4 +1,4 @@
-"""Tests of petctfm.viz.view and ``petctfm view`` on tiny analytic phantoms.
+"""Tests of petctfm.viz (display frame, rendering), the case reader it is fed by and ``petctfm view``, on tiny analytic phantoms.
 
 The phantom is defined in physical LPS millimetres (x: right->left, y: anterior->posterior, z: inferior->
 superior), sampled on a PET grid and a finer CT grid, and stored with different direction cosines / array
@@ -18,7 +18,9 @@ import SimpleITK as sitk
 from petctfm.cli.main import main
 from petctfm.core.errors import InputError
 from petctfm.io.images import array_xyz, image_from_array, write_image
-from petctfm.viz.view import FIG_SIZE_PX, load_case_images, render_case, select_focus, to_display
+from petctfm.io.layouts.read import read_case_images
+from petctfm.viz.display import select_focus, to_display
+from petctfm.viz.render import FIG_SIZE_PX, render_case
 
 LESION_CENTER = np.array([-50.0, -20.0, 120.0])  # patient's right, anterior, mid-body
 LESION_RADIUS = 15.0
@@ -177,9 +179,9 @@ def test_cli_on_autopet_folder_and_missing_folder(phantom, tmp_path, capsys):
     out = tmp_path / "view.png"
     assert main(["view", str(folder), "--out", str(out), "--pred", str(folder / "SEG.nii.gz")]) == 0
     assert matplotlib.image.imread(out).shape[:2] == (700, 1600)
-    images = load_case_images([folder])
+    images = read_case_images([folder])
     assert set(images) == {"pet", "ct", "seg", "organs"}
-    from petctfm.viz.view import describe_case
+    from petctfm.io.layouts.read import describe_case
 
     assert describe_case([folder]) == "PETCT_0001  |  site: site_B  |  tracer: fdg"
 
@@ -194,10 +196,10 @@ def test_cli_on_autopet_folder_and_missing_folder(phantom, tmp_path, capsys):
 def test_pet_without_suv_is_a_clear_error(phantom, tmp_path):
     folder = _write_autopet(tmp_path / "PETCT_0002", phantom, with_suv=False)
     with pytest.raises(InputError, match="SUV"):
-        load_case_images([folder])
+        read_case_images([folder])
     # explicit Bq/ml file passed as PET is caught by its values
     with pytest.raises(InputError, match="Bq/ml"):
-        load_case_images([folder / "PET.nii.gz", folder / "CT.nii.gz"])
+        read_case_images([folder / "PET.nii.gz", folder / "CT.nii.gz"])
 
 
 def test_explicit_files_roles_by_name_and_order(phantom, tmp_path):
@@ -206,12 +208,12 @@ def test_explicit_files_roles_by_name_and_order(phantom, tmp_path):
     write_image(case["ct"], tmp_path / "patient_ct.nrrd")
     write_image(case["pet"], tmp_path / "a.nii.gz")
     write_image(case["ct"], tmp_path / "b.nii.gz")
-    by_name = load_case_images([tmp_path / "patient_ct.nrrd", tmp_path / "patient_suv.mha"])
+    by_name = read_case_images([tmp_path / "patient_ct.nrrd", tmp_path / "patient_suv.mha"])
     np.testing.assert_array_equal(array_xyz(by_name["pet"]), phantom["pet"]["suv"])
-    by_order = load_case_images([tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"])
+    by_order = read_case_images([tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"])
     np.testing.assert_array_equal(array_xyz(by_order["ct"]), phantom["ct"]["ct"])
     with pytest.raises(InputError, match="not found"):
-        load_case_images([tmp_path / "a.nii.gz", tmp_path / "missing_ct.nii.gz"])
+        read_case_images([tmp_path / "a.nii.gz", tmp_path / "missing_ct.nii.gz"])
 
 
 @pytest.mark.parametrize("pet_channel", [1, 0])
@@ -228,7 +230,7 @@ def test_nnunet_layout(phantom, tmp_path, pet_channel):
         "labels": {"background": 0, "lesion": 1}, "numTraining": 1, "file_ending": ".nii.gz",
     }))
     for given in ([tmp_path / "nnunet"], [ds / "imagesTr" / "PETCT_0005_0000.nii.gz"]):
-        images = load_case_images(given)
+        images = read_case_images(given)
         assert set(images) == {"pet", "ct", "seg"}
         np.testing.assert_array_equal(array_xyz(images["pet"]), array_xyz(case["pet"]))
         assert float(array_xyz(images["ct"]).min()) <= -800  # the CT, not the PET

@@ -2,7 +2,7 @@
 
 Each experiment is a sub-subcommand registered in :data:`EXPERIMENTS` (name -> ``register(subparsers)``), so
 new experiments are added without touching the others. ``label-efficiency``:
-:mod:`petctfm.experiments.label_efficiency.runner`.
+:func:`petctfm.experiments.label_efficiency.run.run_label_efficiency`. Argument parsing only.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ petctfm experiment label-efficiency --data dataset/ --pretrained runs/mae_tiny -
 
 
 def _register_label_efficiency(sub) -> None:
-    from petctfm.experiments.label_efficiency.runner import add_arguments
-
     p = add_command(
         sub, "label-efficiency",
         help="pretrained vs scratch fine-tuning at several label fractions (+ k-shot probes), test Dice with CIs",
@@ -40,14 +38,53 @@ def _register_label_efficiency(sub) -> None:
         "(RUN/done.json) are skipped, a killed fine-tuning run continues. See docs/label-efficiency.md.",
         examples=LABEL_EFFICIENCY_EXAMPLES,
     )
-    add_arguments(p)
+    _add_label_efficiency_arguments(p)
     p.set_defaults(func=_run_label_efficiency)
 
 
-def _run_label_efficiency(args: argparse.Namespace) -> int:
-    from petctfm.experiments.label_efficiency.runner import run_from_args
+def _add_label_efficiency_arguments(p: argparse.ArgumentParser) -> None:
+    """The experiment's command-line options (used by ``petctfm experiment label-efficiency``)."""
+    from petctfm.experiments.label_efficiency.plan import PROBE_STEPS
+    from petctfm.methods.segmentation.presets import PRESETS
 
-    out = run_from_args(args)
+    p.add_argument("--data", required=True, metavar="DATASET", help="harmonized dataset folder")
+    p.add_argument("--pretrained", required=True, metavar="RUN", help="joint pretraining run folder or checkpoint")
+    p.add_argument("--out", required=True, metavar="EXP_DIR", help="experiment folder (resumable)")
+    p.add_argument("--fractions", default="10,20,40,100", metavar="P,P,...",
+                   help="stored label fractions in percent (default 10,20,40,100)")
+    p.add_argument("--seeds", default="0", metavar="S,S,...", help="seeds (default 0); e.g. 0,1,2")
+    p.add_argument("--arms", default="pretrained,scratch", metavar="A,A", help="pretrained,scratch (default both)")
+    p.add_argument("--runs", metavar="ARM:P,...",
+                   help="explicit runs instead of arms x fractions, e.g. pretrained:10,scratch:10,scratch:100")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="fine-tuning preset (default: gpu if CUDA is available, else cpu)")
+    p.add_argument("--probe-kshot", type=int, default=5, metavar="K", help="k of the linear probes (0 = no probes)")
+    p.add_argument("--probe-steps", type=int, default=None, metavar="N",
+                   help=f"probe head steps (default per preset: {PROBE_STEPS})")
+    p.add_argument("--separated", nargs=2, metavar=("PET_RUN", "CT_RUN"),
+                   help="PET-only and CT-only pretraining runs for the separated probe")
+    p.add_argument("--max-steps", type=int, default=None, metavar="N", help="fine-tuning steps per run")
+    p.add_argument("--max-time", type=float, default=None, metavar="S", help="fine-tuning seconds per run")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override for every fine-tuning run (as in petctfm finetune: data.fg_prob=0.5, train.lr=1e-4)")
+    p.add_argument("--no-progress", action="store_true", help="quiet: no progress display")
+
+
+def _run_label_efficiency(args: argparse.Namespace) -> int:
+    from petctfm.core.errors import InputError
+    from petctfm.experiments.label_efficiency.plan import parse_list
+    from petctfm.experiments.label_efficiency.run import run_label_efficiency
+
+    if args.probe_steps is not None and args.probe_steps < 1:
+        raise InputError(f"--probe-steps must be >= 1, got {args.probe_steps}")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise InputError(f"--max-steps must be >= 1, got {args.max_steps}")
+    out = run_label_efficiency(
+        args.data, args.pretrained, args.out, runs=args.runs, seeds=parse_list(args.seeds, int, "seed"),
+        preset=args.preset, overrides=args.set, arms=parse_list(args.arms, str, "arm"),
+        fractions=parse_list(args.fractions, float, "fraction"), probe_kshot=args.probe_kshot,
+        probe_steps=args.probe_steps, separated=args.separated, max_steps=args.max_steps, max_time=args.max_time,
+        progress=not args.no_progress)
     print(f"experiment label-efficiency: {len(out['records'])} runs; results in {out['results_md']}, "
           f"{out['results_csv']}, {out['plot']}")
     return 0

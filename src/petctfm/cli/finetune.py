@@ -1,15 +1,16 @@
 """``petctfm finetune``: lesion segmentation from a pretrained encoder (or from scratch) on a label subset.
 
-Config = preset (``tiny`` | ``cpu`` | ``gpu``) -> the pretrained run's backbone and mode -> named options ->
-``--set key=value`` (task keys such as ``data.fg_prob``, ``val.overlap``; trainer keys prefixed ``train.``).
-With ``--resume`` the run folder's saved ``config.yaml`` is the base instead.
+Argument parsing only: training is :func:`petctfm.methods.segmentation.api.finetune` (config = preset -> the
+pretrained run's backbone and mode -> named options -> ``--set key=value`` -> trainer options; with
+``--resume`` the run folder's saved config); ``--predict`` is
+:func:`petctfm.methods.segmentation.predict.predict_split`.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from petctfm.cli._common import add_command
+from petctfm.cli._common import add_command, add_run_args, train_options
 
 EXAMPLES = """
 # 10% of the labels, encoder from a pretraining run (its backbone and mode are used); seconds on a CPU
@@ -30,8 +31,6 @@ petctfm evaluate --pred runs/ft10/pred_test --gt dataset/ --split test --out run
 
 
 def register(subparsers) -> None:
-    from petctfm.train.config import add_run_args
-
     p = add_command(
         subparsers, "finetune",
         help="fine-tune a pretrained encoder (or train from scratch) for lesion segmentation",
@@ -68,53 +67,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def build_configs(args: argparse.Namespace) -> tuple[dict, object]:
-    """(task config, TrainConfig) from preset / saved run config, pretrained run, named options, ``--set``."""
-    from petctfm.core.errors import InputError
-    from petctfm.methods.segmentation.presets import deep_merge, get_preset
-    from petctfm.methods.segmentation.segmenter import DEFAULT_CONFIG, check_compatible, pretrained_config, resolve_subset
-    from petctfm.train.config import default_preset, finish_configs, saved_run_configs
-
-    saved = saved_run_configs(args.out) if args.resume else None
-    resumed = saved is not None
-    if resumed:
-        task_cfg, train_base = saved
-    else:
-        if args.init is None:
-            raise InputError("--init RUN_OR_CKPT|scratch is required")
-        args.preset = args.preset or default_preset()
-        preset = get_preset(args.preset)
-        task_cfg, train_base = deep_merge(DEFAULT_CONFIG, preset["task"]), preset["train"]
-        if args.init == "scratch":
-            if not args.backbone:
-                raise InputError("--init scratch needs --backbone NAME (e.g. unet-resenc-tiny, swinunetr-base)")
-            task_cfg["model"]["backbone"] = args.backbone
-            task_cfg["init"] = {"source": "scratch", "method": None, "step": None}
-        else:
-            pcfg, _, path = pretrained_config(args.init)
-            task_cfg["model"] = {"backbone": pcfg["model"]["backbone"],
-                                 "overrides": dict(pcfg["model"].get("overrides") or {})}
-            task_cfg["data"]["mode"] = pcfg["data"]["mode"]
-            want = {"model": {"backbone": args.backbone or pcfg["model"]["backbone"]},
-                    "data": {"mode": args.mode or pcfg["data"]["mode"]}}
-            check_compatible(want, pcfg, path)
-            task_cfg["init"] = {"source": str(path), "method": pcfg.get("method"), "step": None}
-    if args.data:
-        task_cfg["dataset"] = str(args.data)
-    if not task_cfg.get("dataset"):
-        raise InputError("--data DATASET is required")
-    if not resumed or args.fraction is not None or args.kshot is not None:
-        name, cases = resolve_subset(task_cfg["dataset"], args.fraction, args.kshot)
-        task_cfg["subset"] = {"name": name, "cases": cases}
-    named = {
-        ("data", "mode"): args.mode if resumed or args.init == "scratch" else None,
-        ("data", "patch_size"): [args.patch] * 3 if args.patch else None,
-        ("data", "fg_prob"): args.fg_prob, ("optim", "freeze_encoder"): args.freeze_encoder,
-        ("optim", "layer_decay"): args.layer_decay, ("val", "overlap"): args.overlap,
-    }
-    return finish_configs(args, task_cfg, train_base, named)
-
-
 def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
@@ -122,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from petctfm.core.errors import InputError
 
     if args.predict:
-        from petctfm.inference.sliding_window import predict_split
+        from petctfm.methods.segmentation.predict import predict_split
 
         if not args.data:
             raise InputError("--predict needs --data DATASET")
@@ -131,16 +83,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"finetune: {len(paths)} predictions of split {args.predict!r} written to {out}")
         return 0
 
-    from petctfm.methods.segmentation.segmenter import BEST_DIR, FinetuneTask
-    from petctfm.train.trainer import train
+    from petctfm.methods.segmentation.api import finetune
+    from petctfm.methods.segmentation.task import BEST_DIR
+    from petctfm.train.config import saved_run_configs
 
-    task_cfg, train_cfg = build_configs(args)
-    task = FinetuneTask(task_cfg)
-    summary = train(task, train_cfg, args.out, resume=args.resume)
+    if args.init is None and not (args.resume and saved_run_configs(args.out) is not None):
+        raise InputError("--init RUN_OR_CKPT|scratch is required")
+    opts = train_options(args)
+    summary = finetune(args.data, args.out, args.init, args.preset, args.fraction, kshot=args.kshot,
+                       backbone=args.backbone, max_steps=opts.pop("max_steps", None),
+                       max_time=opts.pop("max_time_s", None), resume=args.resume, overrides=args.set,
+                       mode=args.mode, patch=args.patch, fg_prob=args.fg_prob, freeze_encoder=args.freeze_encoder,
+                       layer_decay=args.layer_decay, overlap=args.overlap, **opts)
     if summary.get("world_size", 1) == 1 or int(os.environ.get("RANK", "0")) == 0:
         best = Path(args.out) / BEST_DIR / "best.json"
         extra = f"; best val Dice {best.read_text().strip()}" if best.is_file() else ""
-        print(f"finetune: {summary.get('steps')} steps on {task.config['subset']['name']} "
-              f"({len(task.config['subset']['cases'])} cases), loss {summary.get('loss'):.4f}, "
-              f"stopped by {summary.get('stopped')}; run folder {args.out}{extra}")
+        subset = saved_run_configs(args.out)[0]["subset"]
+        print(f"finetune: {summary.get('steps')} steps on {subset['name']} ({len(subset['cases'])} cases), "
+              f"loss {summary.get('loss'):.4f}, stopped by {summary.get('stopped')}; run folder {args.out}{extra}")
     return 0

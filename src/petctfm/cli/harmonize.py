@@ -1,4 +1,7 @@
-"""``petctfm harmonize``: turn autoPET / nnU-Net / DICOM / plain PET+CT folders into one training dataset."""
+"""``petctfm harmonize``: turn autoPET / nnU-Net / DICOM / plain PET+CT folders into one training dataset.
+
+Argument parsing only; the work is :func:`petctfm.harmonize.api.harmonize_folder`.
+"""
 
 from __future__ import annotations
 
@@ -56,82 +59,26 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _mapping(path, out, cases) -> None:
-    from pathlib import Path
-
-    from petctfm.core.errors import InputError
-    from petctfm.io.tables import csv_text
-    from petctfm.io.atomic import atomic_write_text
-
-    target, dataset = Path(path).expanduser().resolve(), Path(out).resolve()
-    if target == dataset or dataset in target.parents:
-        raise InputError(f"--write-mapping {path}: must be outside the dataset folder {out}")
-    rows = [{"case_id": c.case_id, "source_root": c.root, "source_path": c.rel, "format": c.fmt} for c in cases]
-    atomic_write_text(target, csv_text(rows, ["case_id", "source_root", "source_path", "format"]))
-
-
 def run(args) -> int:
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    import multiprocessing as mp
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from petctfm.core.errors import InputError
-    from petctfm.harmonize.discover import discover, shard
-    from petctfm.harmonize.manifest import finalize
-    from petctfm.harmonize.pipeline import is_done, parse_spacing, process_case
+    from petctfm.harmonize.api import finalize_dataset, harmonize_folder
 
     if args.finalize:
         if args.inputs:
             raise InputError("--finalize DATASET takes no --in")
-        from pathlib import Path
-
-        if not (Path(args.finalize) / "cases").is_dir():
-            raise InputError(f"{args.finalize}: no cases/ folder (not a harmonize output)")
-        res = finalize(args.finalize, args.seed)
+        res = finalize_dataset(args.finalize, args.seed)
         print(f"finalized {args.finalize}: {res['num_cases']} cases, {res['num_failed']} quarantined")
         return 0
     if not args.inputs or not args.out:
         raise InputError("--in SRC and --out DATASET are required (or --finalize DATASET)")
-    if args.workers < 1:
-        raise InputError(f"--workers must be >= 1, got {args.workers}")
-    lo, hi = args.ct_window
-    if lo >= hi:
-        raise InputError(f"--ct-window {lo} {hi}: LO must be < HI")
-    opts = {"spacing": parse_spacing(args.spacing), "ct_window": (lo, hi), "margin_mm": args.margin,
-            "suv_kind": "lbm" if args.suv == "sul" else "bw", "thumbnails": not args.no_thumbnails, "threads": 1}
-    cases = discover(args.inputs, args.format, salt=args.salt, metadata=args.metadata)
-    if args.write_mapping:
-        _mapping(args.write_mapping, args.out, cases)
-    mine = shard(cases, args.shard)
-    todo = [c for c in mine if not is_done(args.out, c.case_id)]
-    print(f"{len(cases)} cases found, {len(mine)} in this shard, {len(mine) - len(todo)} already done")
-    results = []
-    columns = [TextColumn("harmonize"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns) as progress:
-        task = progress.add_task("cases", total=len(todo))
-        if args.workers == 1 or len(todo) <= 1:
-            for c in todo:
-                results.append(process_case(c, args.out, opts))
-                progress.advance(task)
-        else:
-            with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as pool:
-                futures = [pool.submit(process_case, c, args.out, opts) for c in todo]
-                for fut in as_completed(futures):
-                    results.append(fut.result())
-                    progress.advance(task)
-    failed = [r for r in results if r["status"] != "done"]
-    for r in failed:
-        print(f"quarantined {r['case_id']}: {r['reason']}")
-    if args.nifti:
-        from petctfm.harmonize.export import export_nifti
-
-        for r in results:
-            if r["status"] == "done":
-                export_nifti(args.out, r["case_id"])
-    if not args.shard:
-        res = finalize(args.out, args.seed)
-        print(f"dataset {args.out}: {res['num_cases']} cases, {res['num_failed']} quarantined")
+    summary = harmonize_folder(
+        args.inputs, args.out, fmt=args.format, spacing=args.spacing, ct_window=args.ct_window, margin=args.margin,
+        suv=args.suv, workers=args.workers, shard=args.shard, seed=args.seed, salt=args.salt,
+        metadata=args.metadata, write_mapping=args.write_mapping, thumbnails=not args.no_thumbnails,
+        nifti=args.nifti, progress=True,
+    )
+    if summary["finalized"]:
+        print(f"dataset {args.out}: {summary['n_cases']} cases, {summary['n_quarantined']} quarantined")
     else:
         print(f"shard {args.shard} done; after all shards run: petctfm harmonize --finalize {args.out}")
-    return min(len(failed), 100)
+    return min(summary["n_failed"], 100)

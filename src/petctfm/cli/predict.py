@@ -76,8 +76,9 @@ def run(args) -> int:
     from pathlib import Path
 
     from petctfm.core.errors import InputError
-    from petctfm.predict.pipeline import (Predictor, predict_folder, predict_one, source_from_files,
-                                          sources_from_folder, sources_from_list)
+    from petctfm.predict.batch import predict_folder
+    from petctfm.predict.predictor import Predictor, predict_one
+    from petctfm.predict.sources import source_from_files, sources_from_folder, sources_from_list
 
     given = [name for name, v in (("--pet/--ct", args.pet or args.ct), ("--in", args.folder), ("--batch", args.batch))
              if v]

@@ -1,16 +1,14 @@
 """``petctfm pretrain``: early-fusion masked-autoencoder pretraining on a harmonized dataset.
 
-Config = preset (``tiny`` | ``cpu`` | ``gpu``) -> named options -> ``--set key=value`` (task keys such as
-``mask.ratio``, ``data.fg_prob``, ``model.overrides.use_checkpoint``; trainer keys prefixed ``train.``).
-With ``--resume`` the run folder's saved ``config.yaml`` is the base instead of the preset.
-One seed (``--seed``, default 0) drives weights, masks, patches and augmentations.
+Argument parsing only: the run is :func:`petctfm.methods.early_fusion_mae.api.pretrain` (config = preset ->
+named options -> ``--set key=value`` -> trainer options; with ``--resume`` the run folder's saved config).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from petctfm.cli._common import add_command
+from petctfm.cli._common import add_command, add_run_args, train_options
 
 EXAMPLES = """
 # seconds on a CPU: tiny network, 32^3 patches (what tests and the demo use)
@@ -35,8 +33,6 @@ torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:
 
 
 def register(subparsers) -> None:
-    from petctfm.train.config import add_run_args
-
     p = add_command(
         subparsers, "pretrain",
         help="early-fusion masked-autoencoder pretraining (PET+CT channels, zero-mean imputation)",
@@ -63,41 +59,18 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def build_configs(args: argparse.Namespace) -> tuple[dict, object]:
-    """(task config, TrainConfig) from preset / saved run config, named options and ``--set``."""
-    from petctfm.core.errors import InputError
-    from petctfm.methods.early_fusion_mae.mae import DEFAULT_CONFIG
-    from petctfm.methods.early_fusion_mae.presets import deep_merge, get_preset
-    from petctfm.train.config import default_preset, finish_configs, saved_run_configs
-
-    saved = saved_run_configs(args.out) if args.resume else None
-    if saved is not None:
-        task_cfg, train_base = saved
-    else:
-        args.preset = args.preset or default_preset()
-        preset = get_preset(args.preset)
-        task_cfg, train_base = deep_merge(DEFAULT_CONFIG, preset["task"]), preset["train"]
-    if args.data:
-        task_cfg["dataset"] = str(args.data)
-    if not task_cfg.get("dataset"):
-        raise InputError("--data DATASET is required")
-    named = {
-        ("data", "mode"): args.mode, ("model", "backbone"): args.backbone, ("mask", "ratio"): args.mask_ratio,
-        ("mask", "block"): args.mask_block, ("mask", "token"): args.mask_token, ("loss", "w_masked"): args.w_masked,
-        ("loss", "w_visible"): args.w_visible, ("loss", "kind"): args.loss,
-        ("data", "patch_size"): [args.patch] * 3 if args.patch else None,
-    }
-    return finish_configs(args, task_cfg, train_base, named)
-
-
 def run(args: argparse.Namespace) -> int:
-    from petctfm.methods.early_fusion_mae.mae import EarlyFusionMAETask
-    from petctfm.train.trainer import train
+    import os
 
-    task_cfg, train_cfg = build_configs(args)
-    task = EarlyFusionMAETask(task_cfg)  # validates; wrong dataset path -> one-line InputError
-    summary = train(task, train_cfg, args.out, resume=args.resume)
-    if summary.get("world_size", 1) == 1 or int(__import__("os").environ.get("RANK", "0")) == 0:
+    from petctfm.methods.early_fusion_mae.api import pretrain
+
+    opts = train_options(args)
+    summary = pretrain(args.data, args.out, args.preset, max_steps=opts.pop("max_steps", None),
+                       max_time=opts.pop("max_time_s", None), resume=args.resume, overrides=args.set,
+                       mode=args.mode, backbone=args.backbone, patch=args.patch, mask_ratio=args.mask_ratio,
+                       mask_block=args.mask_block, mask_token=args.mask_token, w_masked=args.w_masked,
+                       w_visible=args.w_visible, loss=args.loss, **opts)
+    if summary.get("world_size", 1) == 1 or int(os.environ.get("RANK", "0")) == 0:
         print(f"pretrain: {summary.get('steps')} steps, loss {summary.get('loss'):.4f}, "
               f"{summary.get('samples_per_s', 0):.2f} samples/s, stopped by {summary.get('stopped')}; "
               f"run folder {args.out}")

@@ -46,13 +46,14 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from petctfm.core.errors import InputError
     from petctfm.io.images import read_image
-    from petctfm.viz.view import describe_case, load_case_images, render_case
+    from petctfm.io.layouts.read import describe_case, read_case_images
+    from petctfm.viz.render import render_case
 
     if args.suv_max <= 0:
         raise InputError(f"--suv-max must be > 0, got {args.suv_max}")
     if args.dpi < 10 or args.dpi > 600:
         raise InputError(f"--dpi must be between 10 and 600, got {args.dpi}")
-    images = load_case_images(args.inputs)
+    images = read_case_images(args.inputs)
     for key in ("seg", "pred", "organs"):
         path = getattr(args, key)
         if path:

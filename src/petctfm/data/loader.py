@@ -15,18 +15,25 @@ One item, step by step:
    case, sub-sampled to at most 4096 with a case-seeded generator).
 4. Read only that patch from ``image.npy`` opened with ``np.load(mmap_mode="r")``; where the volume is
    smaller than the patch, pad with each channel's lower clip value (PET 0 SUV, CT air), i.e. background.
+   (:meth:`PatchDataset.cut`, the one crop routine: it cuts the label with the same box when asked.)
 5. Normalize with :func:`petctfm.data.format.normalize` (dataset statistics: zero = training mean).
-6. Augment with MONAI (flips, small rotations/scales, intensity scale/shift jitter) seeded from ``rng``.
+6. Augment (:func:`petctfm.data.augment.build_augment`: flips, small rotations/scales, intensity
+   scale/shift jitter) seeded from ``rng``.
 7. Select channels by mode: ``joint`` -> [PET, CT], ``pet`` -> [PET], ``ct`` -> [CT].
 
 Output item: ``{"image": float32 (C, px, py, pz), "index": int64 ()}``. An optional ``extra(rng, item)``
 callable adds method-specific entries (the MAE adds its block mask) from the same generator.
+
+:class:`LabeledPatchDataset` is the same stream over a fixed case list with the label: lesion-only
+foreground, image and label cut with the same box and augmented jointly; items
+``{"image": (C, px, py, pz) float32, "label": (1, px, py, pz) int64, "index": ()}``.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -36,6 +43,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from petctfm.data import format as fmt
+from petctfm.data.augment import build_augment
 from petctfm.core.errors import InputError
 
 MODES = {"joint": (0, 1), "pet": (0,), "ct": (1,)}
@@ -107,22 +115,6 @@ def list_cases(root: str | os.PathLike, split: str) -> list[str]:
     return ids
 
 
-def build_augment(cfg: PatchConfig):
-    """MONAI augmentation pipeline on a (C, X, Y, Z) tensor; seeded per item via ``set_random_state``."""
-    from monai.transforms import Compose, RandAffine, RandFlip, RandScaleIntensity, RandShiftIntensity
-
-    rot = np.deg2rad(cfg.rotate_deg)
-    return Compose([
-        RandFlip(prob=cfg.flip_prob, spatial_axis=0),
-        RandFlip(prob=cfg.flip_prob, spatial_axis=1),
-        RandFlip(prob=cfg.flip_prob, spatial_axis=2),
-        RandAffine(prob=cfg.affine_prob, rotate_range=(rot, rot, rot), scale_range=cfg.scale_range,
-                   mode="bilinear", padding_mode="border"),
-        RandScaleIntensity(factors=cfg.intensity_scale, prob=cfg.intensity_prob, channel_wise=True),
-        RandShiftIntensity(offsets=cfg.intensity_shift, prob=cfg.intensity_prob, channel_wise=True),
-    ])
-
-
 class PatchDataset(Dataset):
     """Item ``i`` = the i-th patch of rank ``rank``'s stream (see module docstring). Length is unbounded."""
 
@@ -144,15 +136,17 @@ class PatchDataset(Dataset):
     def rng(self, i: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.rank, int(i)])
 
+    def foreground_mask(self, case: dict[str, Any]) -> np.ndarray:
+        """(X, Y, Z) bool: lesion voxels (``label > 0``) or hot voxels (SUV >= ``hot_suv``) of a loaded case."""
+        return (np.asarray(case["label"]) > 0) | (np.asarray(case["image"][0]) >= self.cfg.hot_suv)
+
     def foreground(self, case_id: str) -> np.ndarray:
-        """(N, 3) int voxel coordinates of lesion or hot voxels (N <= 4096; may be empty)."""
+        """(N, 3) int voxel coordinates of :meth:`foreground_mask` (N <= 4096, a case-seeded sub-sample; may be
+        empty), computed once per case and worker."""
         if case_id not in self._fg:
-            case = fmt.load_case(self.root, case_id)
-            fg = np.asarray(case["label"]) > 0
-            fg |= np.asarray(case["image"][0]) >= self.cfg.hot_suv
-            coords = np.argwhere(fg)
+            coords = np.argwhere(self.foreground_mask(fmt.load_case(self.root, case_id)))
             if len(coords) > 4096:
-                sub = np.random.default_rng(_stable_hash(case_id))
+                sub = np.random.default_rng(zlib.crc32(case_id.encode()))
                 coords = coords[np.sort(sub.choice(len(coords), 4096, replace=False))]
             self._fg[case_id] = coords
         return self._fg[case_id]
@@ -186,14 +180,31 @@ class PatchDataset(Dataset):
         out[(slice(None), *(slice(int(o), int(o) + n) for o, n in zip(off, arr.shape[1:])))] = arr
         return out
 
-    def read_patch(self, case_id: str, rng: np.random.Generator) -> np.ndarray:
-        """Raw [SUV, HU] patch (2, px, py, pz) read through the memory map, padded with background."""
+    def cut(self, case_id: str, rng: np.random.Generator, label: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """The one crop routine: draw the box (:meth:`crop`), read it from ``image.npy`` (and ``label.npy``
+        when ``label``) through the memory map, pad centred to the patch size. Returns raw [SUV, HU]
+        (2, px, py, pz) float32 padded with background and label (px, py, pz) uint8 padded with 0 (or None)."""
+        d = fmt.case_dir(self.root, case_id)
         try:
-            img = np.load(fmt.case_dir(self.root, case_id) / "image.npy", mmap_mode="r")
+            img = np.load(d / "image.npy", mmap_mode="r")
+            lab = np.load(d / "label.npy", mmap_mode="r") if label else None
         except (OSError, ValueError) as exc:
-            raise InputError(f"{fmt.case_dir(self.root, case_id) / 'image.npy'}: cannot read ({exc})") from None
+            what = f"{d}: cannot read image.npy / label.npy" if label else f"{d / 'image.npy'}: cannot read"
+            raise InputError(f"{what} ({exc})") from None
         box = self.crop(case_id, img.shape[1:], rng)
-        return self.pad_centred(np.asarray(img[(slice(None), *box)], dtype=np.float32), self._pad)
+        x = self.pad_centred(np.asarray(img[(slice(None), *box)], dtype=np.float32), self._pad)
+        y = None if lab is None else self.pad_centred(np.asarray(lab[box], dtype=np.uint8)[None], [0])[0]
+        return x, y
+
+    def read_patch(self, case_id: str, rng: np.random.Generator) -> np.ndarray:
+        """Raw [SUV, HU] patch (2, px, py, pz) float32 read through the memory map, padded with background."""
+        return self.cut(case_id, rng, label=False)[0]
+
+    def read_pair(self, case_id: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Raw [SUV, HU] patch (2, px, py, pz) float32 and its label (px, py, pz) uint8, the same crop."""
+        x, y = self.cut(case_id, rng, label=True)
+        assert y is not None
+        return x, y
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         rng = self.rng(i)
@@ -202,7 +213,7 @@ class PatchDataset(Dataset):
         x = torch.from_numpy(patch)
         if self._augment is not None:
             self._augment.set_random_state(seed=int(rng.integers(2**31)))
-            x = torch.as_tensor(np.asarray(self._augment(x)), dtype=torch.float32)
+            x = torch.as_tensor(np.asarray(self._augment({"image": x})["image"]), dtype=torch.float32)
         x = x[list(MODES[self.cfg.mode])].contiguous()
         item: dict[str, Any] = {"image": x, "index": torch.tensor(int(i))}
         if self.extra is not None:
@@ -210,10 +221,45 @@ class PatchDataset(Dataset):
         return item
 
 
-def _stable_hash(s: str) -> int:
-    import zlib
+class LabeledPatchDataset(PatchDataset):
+    """:class:`PatchDataset` over a fixed case list that returns ``{"image", "label", "index"}`` (fine-tuning,
+    probing).
 
-    return zlib.crc32(s.encode())
+    Item ``i``: ``rng = default_rng([seed, rank, i])`` -> case (uniform over ``case_ids``) -> patch centred on
+    a *lesion* voxel with probability ``fg_prob`` (hot non-lesion voxels are not foreground here), otherwise
+    uniform -> image and label cropped identically (:meth:`read_pair`, padded with background / 0) ->
+    normalized -> joint augmentation (:func:`petctfm.data.augment.build_augment` with ``label=True``) seeded
+    from ``rng`` -> channels by mode. image (C, px, py, pz) float32, label (1, px, py, pz) int64 in {0, 1}.
+    """
+
+    def __init__(self, root: str | os.PathLike, cfg: PatchConfig, case_ids: Sequence[str], seed: int, rank: int = 0):
+        super().__init__(root, cfg, seed=seed, rank=rank)
+        self._augment = build_augment(cfg, label=True) if cfg.augment else None
+        if not case_ids:
+            raise InputError(f"{root}: empty training subset")
+        self.case_ids = list(case_ids)
+
+    def foreground_mask(self, case: dict[str, Any]) -> np.ndarray:
+        """(X, Y, Z) bool: lesion voxels only."""
+        return np.asarray(case["label"]) > 0
+
+    def case_of(self, i: int) -> str:
+        """The case item ``i`` is drawn from (the first draw of its generator)."""
+        return self.case_ids[int(self.rng(i).integers(len(self.case_ids)))]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        rng = self.rng(i)
+        case_id = self.case_ids[int(rng.integers(len(self.case_ids)))]  # == self.case_of(i)
+        raw, lab = self.read_pair(case_id, rng)
+        x = torch.from_numpy(fmt.normalize(raw, self.info))
+        y = torch.from_numpy(lab[None].astype(np.float32))
+        if self._augment is not None:
+            self._augment.set_random_state(seed=int(rng.integers(2**31)))
+            out = self._augment({"image": x, "label": y})
+            x = torch.as_tensor(np.asarray(out["image"]), dtype=torch.float32)
+            y = torch.as_tensor(np.asarray(out["label"]))
+        x = x[list(MODES[self.cfg.mode])].contiguous()
+        return {"image": x, "label": (y > 0.5).to(torch.int64), "index": torch.tensor(int(i))}
 
 
 class StreamSampler(Sampler[int]):
@@ -242,50 +288,5 @@ def patch_loader(dataset: PatchDataset, start_sample: int = 0, batch_size: int |
     )
 
 
-def write_toy_dataset(root: str | os.PathLike, n_cases: int = 4, shape: tuple[int, int, int] = (48, 48, 64),
-                      seed: int = 0) -> Path:
-    """A tiny dataset in the harmonized format, for tests, benchmarks and smoke runs (synthetic only).
-
-    Each case: an ellipsoidal "body" (CT soft tissue ~40 HU in air at -1000 HU, a denser "spine" cylinder
-    of ~400 HU; PET background SUV ~1, liver-like region SUV ~2.5) with 1-3 spherical hot lesions
-    (SUV 5-12, label 1). Splits: all but the last case train, last case val and test.
-    """
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    X, Y, Z = shape
-    gx, gy, gz = np.meshgrid(np.arange(X), np.arange(Y), np.arange(Z), indexing="ij")
-    ids = []
-    for k in range(n_cases):
-        cx, cy = X / 2 + rng.normal(0, 2), Y / 2 + rng.normal(0, 2)
-        body = ((gx - cx) / (0.42 * X)) ** 2 + ((gy - cy) / (0.33 * Y)) ** 2 <= 1
-        ct = np.where(body, 40.0, -1000.0) + rng.normal(0, 10, shape)
-        spine = ((gx - cx) ** 2 + (gy - cy + 0.2 * Y) ** 2 <= (0.06 * X) ** 2) & body
-        ct[spine] = 400.0 + rng.normal(0, 20, int(spine.sum()))
-        pet = np.where(body, 1.0, 0.0) + np.abs(rng.normal(0, 0.1, shape)) * body
-        liver = body & (((gx - cx - 0.15 * X) / (0.15 * X)) ** 2 + ((gy - cy) / (0.15 * Y)) ** 2
-                        + ((gz - 0.6 * Z) / (0.2 * Z)) ** 2 <= 1)
-        pet[liver] = 2.5
-        label = np.zeros(shape, np.uint8)
-        for _ in range(int(rng.integers(1, 4))):
-            c = np.array([rng.uniform(0.3, 0.7) * X, rng.uniform(0.3, 0.7) * Y, rng.uniform(0.2, 0.8) * Z])
-            r = rng.uniform(2.0, 4.0)
-            les = (gx - c[0]) ** 2 + (gy - c[1]) ** 2 + (gz - c[2]) ** 2 <= r * r
-            pet[les] = rng.uniform(5, 12)
-            label[les] = 1
-        image = np.stack([pet, ct]).astype(np.float32)
-        cid = f"toy{k:03d}"
-        fmt.write_case(root, cid, image, label, np.diag([2.0, 2.0, 2.0, 1.0]), {"site": "toy", "tracer": "FDG"})
-        ids.append(cid)
-    fmt.write_dataset_info(root, {
-        "spacing": [2.0, 2.0, 2.0], "orientation": "RAS",
-        "normalization": {"PET": {"mean": 0.6, "std": 1.2, "clip": [0.0, 30.0]},
-                          "CT": {"mean": -400.0, "std": 500.0, "clip": [-1000.0, 1500.0]}},
-    })
-    from petctfm.io.atomic import atomic_write_json
-
-    atomic_write_json(root / fmt.SPLITS_JSON, {"train": ids[:-1] if len(ids) > 1 else ids, "val": ids[-1:],
-                                               "test": ids[-1:], "fractions": {}, "kshot": {}})
-    return root
-
-
-__all__ = ["write_toy_dataset", "MODES", "PatchConfig", "PatchDataset", "StreamSampler", "patch_loader", "list_cases", "build_augment"]
+__all__ = ["MODES", "PatchConfig", "preprocessing_record", "list_cases", "PatchDataset", "LabeledPatchDataset",
+           "StreamSampler", "patch_loader"]

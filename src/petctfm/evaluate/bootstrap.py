@@ -1,9 +1,15 @@
 """Aggregates over cases: means with percentile-bootstrap 95% CIs, group breakdowns, paired comparisons.
 
-- :func:`mean_ci`: mean of the defined (non-NaN) values and a percentile bootstrap CI from
-  ``scipy.stats.bootstrap`` (``method="percentile"``, 1,000 resamples of cases by default, seeded). The
-  percentile method is what FratMAE-style tables report; with fewer than two distinct values the CI
-  collapses to the mean (nothing to resample).
+This module is the only bootstrap code in petctfm (evaluation tables, the probe, staging metrics).
+
+- :func:`bootstrap_ci`: percentile bootstrap CI of any statistic of resampled case indices: ``n_resamples``
+  rows of ``n`` indices drawn with replacement (``numpy.random.default_rng(seed).integers(0, n, (R, n))``,
+  the draws of ``scipy.stats.bootstrap``), resamples where the statistic is undefined (NaN, e.g. one class
+  only for an AUC) skipped, quantiles by ``scipy.stats.quantile`` (linear), as ``scipy.stats.bootstrap``'s
+  ``method="percentile"``: for a mean, the same numbers.
+- :func:`mean_ci`: mean of the defined (non-NaN) values and its percentile bootstrap CI (1,000 resamples of
+  cases by default, seeded). The percentile method is what FratMAE-style tables report; with fewer than two
+  distinct values the CI collapses to the mean (nothing to resample).
 - :func:`paired_comparison`: per-case differences A - B on cases where both are defined; Wilcoxon
   signed-rank test (``scipy.stats.wilcoxon``, two-sided, zero differences dropped as in Wilcoxon's original
   method) and a bootstrap CI of the mean difference (cases resampled as pairs).
@@ -13,7 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -32,13 +38,34 @@ def defined(values: Iterable) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
+def bootstrap_ci(statistic: Callable[[np.ndarray], float | np.ndarray], n: int, n_resamples: int = 1000,
+                 seed: int = 0, confidence: float = 0.95, vectorized: bool = False) -> tuple[float, float]:
+    """Percentile bootstrap CI ``(low, high)`` of ``statistic`` over resamples of ``n`` cases.
+
+    ``statistic(indices)``: with ``vectorized=False`` it takes one resample's (n,) int64 case indices and
+    returns a float; with ``vectorized=True`` it takes all of them, (n_resamples, n), and returns
+    (n_resamples,) values. Undefined (non-finite) resample values are skipped; ``(nan, nan)`` when ``n`` or
+    ``n_resamples`` is 0 or no resample is defined.
+    """
+    from scipy import stats
+
+    if n == 0 or n_resamples <= 0:
+        return NAN, NAN
+    idx = np.random.default_rng(seed).integers(0, n, (n_resamples, n))
+    vals = np.asarray(statistic(idx) if vectorized else [statistic(i) for i in idx], dtype=np.float64)
+    vals = vals[np.isfinite(vals)]
+    if not len(vals):
+        return NAN, NAN
+    alpha = np.asarray((1 - confidence) / 2, dtype=np.float64)
+    lo, hi = stats.quantile(vals, np.stack([alpha, 1 - alpha]), axis=-1)
+    return float(lo), float(hi)
+
+
 def mean_ci(values: Iterable, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict:
     """``{"n", "mean", "ci_low", "ci_high", "median", "std"}`` of the defined values (NaN-safe).
 
     n = 0 gives NaN everywhere; fewer than two distinct values give a CI equal to the mean.
     """
-    from scipy.stats import bootstrap
-
     x = defined(values)
     n = len(x)
     if n == 0:
@@ -46,9 +73,7 @@ def mean_ci(values: Iterable, n_resamples: int = 1000, seed: int = 0, confidence
     mean = float(x.mean())
     lo = hi = mean
     if n_resamples > 0 and np.unique(x).size > 1:
-        res = bootstrap((x,), np.mean, n_resamples=n_resamples, method="percentile",
-                        confidence_level=confidence, rng=np.random.default_rng(seed), vectorized=True)
-        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        lo, hi = bootstrap_ci(lambda i: x[i].mean(axis=-1), n, n_resamples, seed, confidence, vectorized=True)
     return {"n": n, "mean": mean, "ci_low": lo, "ci_high": hi, "median": float(np.median(x)),
             "std": float(x.std(ddof=1)) if n > 1 else 0.0}
 
@@ -114,4 +139,4 @@ def paired_comparison(a: Sequence, b: Sequence, n_resamples: int = 1000, seed: i
     }
 
 
-__all__ = ["defined", "mean_ci", "group_rows", "aggregate", "paired_comparison"]
+__all__ = ["defined", "bootstrap_ci", "mean_ci", "group_rows", "aggregate", "paired_comparison"]

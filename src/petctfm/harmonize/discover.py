@@ -17,20 +17,26 @@ Metadata come from ``metadata.csv`` in ROOT or its parent (or ``--metadata``), m
 nnU-Net id / DICOM case folder; only whitelisted fields are kept (no identifiers, no free text). The patient
 grouping key (``patient_id`` column, DICOM PatientID, or the autoPET patient folder) is kept only as a salted
 hash (``hp_<hash>``); case ids are salted hashes of the source path (``hc_<hash8>``).
+
+The layout rules themselves (detection, autoPET file names, nnU-Net channels, role words) live in
+:mod:`petctfm.io.layouts`, shared with ``petctfm view``; this module turns them into :class:`SourceCase` lists.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from petctfm.core.errors import InputError
-from petctfm.io.images import IMAGE_SUFFIXES, is_image_file
+from petctfm.io.images import is_image_file
+from petctfm.io.layouts.autopet import autopet_case_folders, autopet_files
+from petctfm.io.layouts.detect import detect_format
+from petctfm.io.layouts.names import role_of
+from petctfm.io.layouts.nnunet import nnunet_case_files, nnunet_case_ids, nnunet_channels
 
 FORMATS = ("auto", "autopet", "nnunet", "dicom", "pairs")
 KEPT_FIELDS = ("site", "tracer", "diagnosis", "stage", "age", "sex", "weight_kg", "height_cm")
@@ -99,36 +105,16 @@ def _meta_from_row(row: dict[str, Any] | None) -> dict[str, Any]:
     return {k: _clean(k, row.get(k)) for k in KEPT_FIELDS + SUV_FIELDS if _clean(k, row.get(k)) is not None}
 
 
-def detect_format(root: Path) -> str:
-    if (root / "dataset.json").is_file() and ((root / "imagesTr").is_dir() or (root / "imagesTs").is_dir()):
-        return "nnunet"
-    for i, path in enumerate(p for p in root.rglob("*") if p.is_file()):
-        if path.name in ("SUV.nii.gz", "PET.nii.gz") and len(path.relative_to(root).parts) in (2, 3):
-            return "autopet"
-        if not is_image_file(path):  # DICOM files may have any name (e.g. "1.2.840....320")
-            from petctfm.io.dicom_read import is_dicom_file
-
-            if is_dicom_file(path):
-                return "dicom"
-        if i > 2000:
-            break
-    return "pairs"
-
-
 # --------------------------------------------------------------------------------------------- autopet
 
 
 def _discover_autopet(root: Path, salt: str, rows: dict) -> list[SourceCase]:
-    folders = sorted({p.parent for name in ("SUV.nii.gz", "PET.nii.gz") for p in root.glob(f"*/{name}")}
-                     | {p.parent for name in ("SUV.nii.gz", "PET.nii.gz") for p in root.glob(f"*/*/{name}")})
     cases = []
-    for folder in folders:
+    for folder in autopet_case_folders(root):
         rel = str(folder.relative_to(root))
         parts = Path(rel).parts
         row = rows.get(folder.name) or rows.get(parts[0]) or rows.get(rel.replace("/", "_"))
-        files = {role: str(Path(rel) / name) for role, name in
-                 (("suv", "SUV.nii.gz"), ("pet", "PET.nii.gz"), ("ct", "CT.nii.gz"), ("ctres", "CTres.nii.gz"),
-                  ("seg", "SEG.nii.gz"), ("organs", "ORGANS.nii.gz")) if (folder / name).exists()}
+        files = {role: str(Path(rel) / name) for role, name in autopet_files(folder).items()}
         pid = (row or {}).get("patient_id") or parts[0]
         case = SourceCase(pseudonym(salt, root, rel), "autopet", str(root), rel, files, patient_key(salt, pid),
                           _meta_from_row(row))
@@ -139,34 +125,12 @@ def _discover_autopet(root: Path, salt: str, rows: dict) -> list[SourceCase]:
 # ---------------------------------------------------------------------------------------------- nnunet
 
 
-def _nnunet_channels(root: Path) -> tuple[int, int]:
-    path = root / "dataset.json"
-    try:
-        info = json.loads(path.read_text())
-        names = {int(k): str(v).upper() for k, v in info["channel_names"].items()}
-    except (OSError, ValueError, KeyError, AttributeError) as exc:
-        raise InputError(f"{path}: no readable channel_names ({type(exc).__name__})") from None
-    pet = [k for k, v in names.items() if v in ("PET", "SUV", "PT")]
-    ct = [k for k, v in names.items() if v in ("CT", "CTRES")]
-    if len(pet) != 1 or len(ct) != 1:
-        raise InputError(f"{path}: channel_names {names} must name exactly one PET/SUV and one CT channel")
-    return pet[0], ct[0]
-
-
 def _discover_nnunet(root: Path, salt: str, rows: dict) -> list[SourceCase]:
-    pet_ch, ct_ch = _nnunet_channels(root)
-    ending = ".nii.gz"
-    try:
-        ending = json.loads((root / "dataset.json").read_text()).get("file_ending", ending)
-    except (OSError, ValueError):
-        pass
+    channels = nnunet_channels(root)
     cases = []
-    for images, labels in (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs")):
-        ids = sorted({p.name[: -len(ending) - 5] for p in (root / images).glob(f"*_0000{ending}")})
-        for cid in ids:
-            files = {"suv": f"{images}/{cid}_{pet_ch:04d}{ending}", "ct": f"{images}/{cid}_{ct_ch:04d}{ending}"}
-            if (root / labels / f"{cid}{ending}").exists():
-                files["seg"] = f"{labels}/{cid}{ending}"
+    for images in ("imagesTr", "imagesTs"):
+        for cid in nnunet_case_ids(root, images, channels.ending):
+            files = nnunet_case_files(root, images, cid, channels)
             row = rows.get(cid)
             rel = f"{images}/{cid}"
             cases.append(SourceCase(pseudonym(salt, root, rel), "nnunet", str(root), rel, files,
@@ -175,33 +139,6 @@ def _discover_nnunet(root: Path, salt: str, rows: dict) -> list[SourceCase]:
 
 
 # ----------------------------------------------------------------------------------------------- pairs
-
-_ROLE_WORDS = [
-    ("seg", ("seg", "label", "labels", "mask", "lesion", "lesions", "gt")),
-    ("organs", ("organ", "organs")),
-    ("suv", ("pet", "suv", "pt")),
-    ("ct", ("ct", "ctres")),
-]
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for s in IMAGE_SUFFIXES:
-        if name.lower().endswith(s):
-            return name[: -len(s)]
-    return path.stem
-
-
-def role_of(path: Path) -> tuple[str | None, str]:
-    """(role, group key) of an image file by the naming heuristic (see module doc)."""
-    words = re.split(r"([_\-.])", _stem(path))
-    for role, names in _ROLE_WORDS:
-        for i, w in enumerate(words):
-            if w.lower() in names:
-                rest = words[:i] + words[i + 1:]
-                return role, re.sub(r"^[_\-.]+|[_\-.]+$", "", "".join(rest)).replace("__", "_")
-    return None, _stem(path)
-
 
 def _discover_pairs(root: Path, salt: str, rows: dict) -> list[SourceCase]:
     groups: dict[tuple[str, str], dict[str, str]] = {}

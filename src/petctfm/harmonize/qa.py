@@ -27,6 +27,8 @@ from petctfm.io.atomic import atomic_path, atomic_write_text
 from petctfm.io.tables import csv_text
 
 QA_DIR = "qa"
+PET_HIST = (0.0, 20.0, 80)  # SUV bins for the QA histograms (lo, hi, n)
+CT_HIST = (-1100.0, 1600.0, 54)
 LIVER_RANGE = {"fdg": (1.0, 4.0), "psma": (1.5, 12.0)}
 LIVER_DEFAULT = (0.5, 15.0)
 SOFT_TISSUE_RANGE = (0.2, 4.0)
@@ -35,6 +37,12 @@ QA_COLUMNS = [
     "liver_suv_mean", "soft_tissue_suv_median", "suv_max", "label_values", "label_in_pet", "lesion_volume_ml",
     "lesion_volume_ml_source",
 ]
+
+
+def histogram(values: np.ndarray, spec: tuple[float, float, int]) -> list[int]:
+    """Voxel counts of ``values`` in the ``spec = (lo, hi, n)`` bins (values clipped into the range)."""
+    lo, hi, n = spec
+    return np.histogram(np.clip(values, lo, hi), bins=n, range=(lo, hi))[0].astype(int).tolist()
 
 
 def _orientation_ok(img: sitk.Image, name: str) -> bool:
@@ -108,9 +116,9 @@ def check_case(h: dict[str, Any], stats: dict[str, Any], tracer: str | None) -> 
 
 
 def thumbnail(out: str | os.PathLike, case_id: str, h: dict[str, Any], meta: dict[str, Any]) -> Path | None:
-    """``qa/thumbs/<case_id>.png`` with ``petctfm.viz.view.render_case`` (skipped if it is not importable)."""
+    """``qa/thumbs/<case_id>.png`` with ``petctfm.viz.render.render_case`` (skipped if it is not importable)."""
     try:
-        from petctfm.viz.view import render_case
+        from petctfm.viz.render import render_case
     except ImportError:
         return None
     ref = h["reference"]
@@ -144,8 +152,6 @@ def site_histograms(out: str | os.PathLike, metas: list[dict[str, Any]]) -> Path
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
-
-    from petctfm.harmonize.pipeline import CT_HIST, PET_HIST
 
     sites = sorted({str(m.get("site")) for m in metas})
     fig = Figure(figsize=(12, 7), dpi=90)

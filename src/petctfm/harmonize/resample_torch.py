@@ -1,13 +1,13 @@
 """Separable resampling of axis-aligned grids in PyTorch, on any device: the GPU twin of ``resample_xyz``.
 
-The method is :func:`petctfm.harmonize.pipeline.resample_xyz`'s, with the same helpers, so both sample the
+The method is :func:`petctfm.harmonize.resample.resample_xyz`'s, with the same helpers, so both sample the
 same source voxels with the same weights:
 
-1. :func:`~petctfm.harmonize.pipeline._axis_maps`: for each target axis, the matching source axis and the
+1. :func:`~petctfm.harmonize.resample.axis_maps`: for each target axis, the matching source axis and the
    continuous source index of every target voxel (None for oblique grids -> the NumPy/SimpleITK path);
-2. :func:`~petctfm.harmonize.pipeline._separable_plan`: the source crop the target needs, the order of the
+2. :func:`~petctfm.harmonize.resample.separable_plan`: the source crop the target needs, the order of the
    three 1D passes (the one that shrinks the volume most first), the final transpose to ``[x, y, z]``;
-3. :func:`~petctfm.harmonize.pipeline._taps`: per pass, the neighbour indices and float32 weights (linear)
+3. :func:`~petctfm.harmonize.resample.taps`: per pass, the neighbour indices and float32 weights (linear)
    or the nearest index (ties to the larger LPS coordinate).
 
 Only the gathers and blends run in torch: ``index_select`` along the axis, then ``a0 * (1 - f) + a1 * f`` in
@@ -29,7 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from petctfm.harmonize.pipeline import _axis_maps, _separable_plan, _taps, resample_xyz
+from petctfm.harmonize.resample import axis_maps, resample_xyz, separable_plan, taps
 
 # dtypes torch cannot gather on every device -> a lossless wider one (nearest) / float32 (linear: NumPy
 # casts to float32 right after the gather, so casting before it gives the same values)
@@ -45,14 +45,14 @@ def _as_tensor(arr: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def resample_zyx(arr: np.ndarray | torch.Tensor, maps: list[tuple[int, np.ndarray, float]], size: tuple[int, ...],
                  linear: bool, default: float, dtype=np.float32, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Resample a source array ``arr`` ``[z, y, x]`` (SimpleITK's order) along ``maps`` (``_axis_maps``).
+    """Resample a source array ``arr`` ``[z, y, x]`` (SimpleITK's order) along ``maps`` (:func:`~petctfm.harmonize.resample.axis_maps`).
 
     Returns the target ``[x, y, z]`` (``size`` = the target's ITK size) as a tensor of ``dtype`` on
     ``device``. Linear: float32 blends; nearest: the source values (then cast to ``dtype``).
     """
     device = torch.device(device)
     tdtype = torch.from_numpy(np.zeros(0, np.dtype(dtype))).dtype
-    planned = _separable_plan(maps, tuple(arr.shape))
+    planned = separable_plan(maps, tuple(arr.shape))
     if planned is None:
         return torch.full(tuple(int(s) for s in size), default, dtype=tdtype, device=device)
     crop, passes, perm = planned
@@ -67,7 +67,7 @@ def resample_zyx(arr: np.ndarray | torch.Tensor, maps: list[tuple[int, np.ndarra
     for ax, ci, valid, sign in passes:
         shape = [1, 1, 1]
         shape[ax] = len(ci)
-        i0, i1, f = _taps(ci, t.shape[ax], linear, sign)
+        i0, i1, f = taps(ci, t.shape[ax], linear, sign)
         idx0 = torch.from_numpy(i0).to(device)
         if linear:
             w = torch.from_numpy(f).to(device).view(shape)
@@ -87,13 +87,13 @@ def resample_zyx(arr: np.ndarray | torch.Tensor, maps: list[tuple[int, np.ndarra
 def resample_xyz_torch(img: sitk.Image, ref: sitk.Image, linear: bool, default: float, dtype=np.float32,
                        device: str | torch.device = "cpu",
                        array: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
-    """Drop-in for :func:`~petctfm.harmonize.pipeline.resample_xyz` that runs the passes on ``device``.
+    """Drop-in for :func:`~petctfm.harmonize.resample.resample_xyz` that runs the passes on ``device``.
 
     ``img`` sampled on the grid of ``ref`` as a NumPy ``[x, y, z]`` array of ``dtype``. ``array``: the
     voxels of ``img`` as ``[x, y, z]`` (NumPy or a tensor, any device) when ``img`` only carries the
     geometry (e.g. a probability on an empty reference grid). Oblique grids fall back to ``resample_xyz``.
     """
-    maps = _axis_maps(img, ref)
+    maps = axis_maps(img, ref)
     if maps is None:
         if array is not None:
             vals = array.detach().cpu().numpy() if torch.is_tensor(array) else np.asarray(array)

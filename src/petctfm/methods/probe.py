@@ -12,7 +12,7 @@ Pipeline, top to bottom:
    eval mode with ``requires_grad = False``. The run's config says its mode (``joint`` -> [PET, CT],
    ``pet`` -> [PET], ``ct`` -> [CT]) and its normalization statistics; each encoder normalizes and selects
    its own channels from the raw [SUV, HU] input, so a PET-only and a CT-only encoder can share one input.
-2. **Features**: :func:`petctfm.models.backbones.encoder_features` of every encoder (all scales, finest
+2. **Features**: :func:`petctfm.models.encoders.encoder_features` of every encoder (all scales, finest
    first), computed under ``torch.no_grad`` per patch on the fly (nothing precomputed).
 3. **Head**: ONE ``Conv3d(C_total, 2, kernel_size=1)`` on the concatenation of all scales of all encoders
    upsampled (trilinear) to the patch resolution. Because trilinear upsampling and a 1x1x1 convolution are
@@ -24,7 +24,9 @@ Pipeline, top to bottom:
    subset (``splits.json["kshot"][k]`` or ``["fractions"][percent]``), a patch centred on a lesion voxel
    with probability ``fg_prob`` (foreground oversampling), AdamW, a fixed number of steps, one seed for
    everything; bf16 autocast on CUDA.
-5. **Evaluation**: sliding-window inference (MONAI) over every case of the test split, argmax, per-case
+5. **Evaluation**: sliding-window inference over every case of the test split
+   (:func:`petctfm.inference.sliding_window.lesion_probability`: MONAI, Gaussian blending, volumes smaller
+   than the patch padded with background), argmax, per-case
    metrics from :func:`petctfm.evaluate.metrics.case_metrics` plus the voxel-wise average precision of the
    lesion probability (``ap``, threshold-free: how well the frozen features rank lesion voxels, which a
    Dice at the 0.5 threshold can hide) -> ``per_case.csv``; mean Dice and mean AP with percentile-bootstrap
@@ -51,8 +53,11 @@ from petctfm.data import format as fmt
 from petctfm.data.loader import MODES, list_cases
 from petctfm.core.errors import InputError
 from petctfm.core.device import autocast_for, resolve_device
+from petctfm.inference.normalize import norm_table, normalize
+from petctfm.inference.sliding_window import lesion_probability
 from petctfm.io.tables import csv_text
-from petctfm.models.backbones import encoder_features, patch_divisor
+from petctfm.models.backbones import patch_divisor
+from petctfm.models.encoders import encoder_features
 
 METHOD = "linear_probe"
 
@@ -85,12 +90,9 @@ class FrozenEncoder(nn.Module):
         return self
 
     def normalize(self, raw: torch.Tensor) -> torch.Tensor:
-        """(B, 2, ...) raw [SUV, HU] -> (B, C_e, ...) ``(clip(x) - mean) / std`` of this encoder's channels."""
-        x = raw[:, self.channels].float()
-        n = self.norm.to(x.device)
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        lo, hi, mean, std = (n[:, i].view(shape) for i in range(4))
-        return (torch.maximum(torch.minimum(x, hi), lo) - mean) / std
+        """(B, 2, ...) raw [SUV, HU] -> (B, C_e, ...) ``(clip(x) - mean) / std`` of this encoder's channels
+        (:func:`petctfm.inference.normalize.normalize`, the one normalization)."""
+        return normalize(raw[:, self.channels], self.norm, channel_axis=1)
 
     @torch.no_grad()
     def features(self, raw: torch.Tensor) -> list[torch.Tensor]:
@@ -105,11 +107,7 @@ class FrozenEncoder(nn.Module):
 
 def _norm_table(cfg: dict[str, Any], info: dict[str, Any], mode: str) -> torch.Tensor:
     norm = ((cfg.get("preprocessing") or {}).get("normalization")) or info["normalization"]
-    rows = []
-    for i in MODES[mode]:
-        p = norm[fmt.CHANNELS[i]]
-        rows.append([float(p["clip"][0]), float(p["clip"][1]), float(p["mean"]), float(p["std"])])
-    return torch.tensor(rows, dtype=torch.float32)
+    return torch.from_numpy(norm_table(norm, MODES[mode]))
 
 
 def load_frozen_encoders(runs: Sequence[str | os.PathLike], info: dict[str, Any]) -> list[FrozenEncoder]:
@@ -203,9 +201,9 @@ class ProbeConfig:
 
 def subset_cases(root: str | os.PathLike, kshot: int | None, fraction: float | None) -> tuple[str, list[str]]:
     """(name, case ids) of the stored training subset: ``kshot`` cases or a label ``fraction`` in (0, 1]
-    (:func:`petctfm.methods.segmentation.segmenter.resolve_subset`; a probe needs one of the two, never the whole
+    (:func:`petctfm.methods.segmentation.task.resolve_subset`; a probe needs one of the two, never the whole
     training split by default)."""
-    from petctfm.methods.segmentation.segmenter import resolve_subset
+    from petctfm.methods.segmentation.task import resolve_subset
 
     if fraction is not None and not 0 < fraction <= 1:
         raise InputError(f"--fraction must be in (0, 1], got {fraction}")
@@ -219,23 +217,10 @@ def background(info: dict[str, Any]) -> np.ndarray:
     return np.array([info["normalization"][c]["clip"][0] for c in fmt.CHANNELS], np.float32)
 
 
-def pad_to(image: np.ndarray, size: Sequence[int], bg: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Pad a (2, X, Y, Z) image with ``bg`` at the end of each axis to at least ``size`` (for sliding-window
-    inference on volumes smaller than a window). Returns (image, original spatial shape)."""
-    shape = image.shape[1:]
-    pad = [max(int(s) - n, 0) for n, s in zip(shape, size)]
-    if not any(pad):
-        return image, shape
-    out = np.empty((image.shape[0], *[n + p for n, p in zip(shape, pad)]), np.float32)
-    out[:] = bg[:, None, None, None]
-    out[:, :shape[0], :shape[1], :shape[2]] = image
-    return out, shape
-
-
 class PatchSampler:
     """Batches of raw (image, label) patches from a fixed case list, a pure function of (seed, step).
 
-    The patches are fine-tuning's (:class:`petctfm.methods.segmentation.segmenter.LabeledPatchDataset`: centred on a
+    The patches are fine-tuning's (:class:`petctfm.data.loader.LabeledPatchDataset`: centred on a
     lesion voxel with probability ``fg_prob``, else uniform; image and label cut by the same box, padded
     centred with background / 0) without augmentation and without normalization: each frozen encoder
     normalizes and selects its own channels. ``batch(step)`` -> (raw (B, 2, p, p, p) float32 [SUV, HU],
@@ -244,7 +229,7 @@ class PatchSampler:
 
     def __init__(self, root: str | os.PathLike, case_ids: Sequence[str], patch: int, fg_prob: float, seed: int):
         from petctfm.data.loader import PatchConfig
-        from petctfm.methods.segmentation.segmenter import LabeledPatchDataset
+        from petctfm.data.loader import LabeledPatchDataset
 
         self.seed = int(seed)
         cfg = PatchConfig(patch_size=(int(patch),) * 3, fg_prob=float(fg_prob), augment=False)
@@ -319,27 +304,6 @@ def train_head(probe: LinearProbe, sampler: PatchSampler, cfg: ProbeConfig, devi
     return losses
 
 
-@torch.no_grad()
-def lesion_probability(probe: LinearProbe, image: np.ndarray, patch: int, bg: np.ndarray, device: torch.device,
-                       overlap: float = 0.25, sw_batch_size: int = 2) -> np.ndarray:
-    """float32 (X, Y, Z) lesion probability (softmax of the head's two logits) of a raw (2, X, Y, Z) volume,
-    by Gaussian-weighted sliding-window inference (MONAI)."""
-    from monai.inferers import sliding_window_inference
-
-    img, shape = pad_to(np.asarray(image, np.float32), [patch] * 3, bg)
-    x = torch.from_numpy(np.ascontiguousarray(img))[None].to(device)
-    with autocast_for(device):
-        logits = sliding_window_inference(x, (patch,) * 3, sw_batch_size, probe, overlap=overlap, mode="gaussian")
-    prob = logits.float().softmax(1)[0, 1].cpu().numpy()
-    return np.ascontiguousarray(prob[:shape[0], :shape[1], :shape[2]])
-
-
-def predict_case(probe: LinearProbe, image: np.ndarray, patch: int, bg: np.ndarray, device: torch.device,
-                 overlap: float = 0.25, sw_batch_size: int = 2) -> np.ndarray:
-    """uint8 (X, Y, Z) lesion mask of a raw (2, X, Y, Z) volume: the argmax of the two classes."""
-    return (lesion_probability(probe, image, patch, bg, device, overlap, sw_batch_size) > 0.5).astype(np.uint8)
-
-
 def run_probe(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], out: str | os.PathLike,
               cfg: ProbeConfig, progress: bool = False) -> dict[str, Any]:
     """The whole probe: train the head on the stored subset, evaluate on ``cfg.split``, write ``out``.
@@ -369,7 +333,8 @@ def run_probe(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], ou
         task = bar.add_task(f"probe: {cfg.split} cases", total=len(test_ids), info="")
         for cid in test_ids:
             case = fmt.load_case(data, cid, mmap=False)
-            prob = lesion_probability(probe, case["image"], patch, bg, device, cfg.overlap, cfg.sw_batch_size)
+            prob = lesion_probability(probe, case["image"], patch, cfg.overlap, device, bg=bg,
+                                      sw_batch_size=cfg.sw_batch_size)
             m = case_metrics((prob > 0.5).astype(np.uint8), case["label"], case["meta"]["spacing"],
                              suv=case["image"][0])
             rows.append({"case_id": cid, **m, "ap": average_precision(prob, case["label"])})
@@ -403,5 +368,4 @@ def run_probe(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], ou
 
 
 __all__ = ["METHOD", "FrozenEncoder", "load_frozen_encoders", "LinearProbe", "ProbeConfig", "subset_cases",
-           "background", "pad_to", "PatchSampler", "build_probe", "train_head", "lesion_probability", "predict_case",
-           "run_probe"]
+           "background", "PatchSampler", "build_probe", "train_head", "run_probe"]

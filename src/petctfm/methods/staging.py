@@ -20,7 +20,7 @@ Pipeline, top to bottom:
    both classes; otherwise a fixed number of epochs.
 5. **Metrics** on the test split: accuracy, macro sensitivity (balanced accuracy = mean of the two
    per-class recalls), ROC AUC (:func:`roc_auc`, Mann-Whitney U with ties counted 1/2), each with a
-   percentile-bootstrap 95% CI over test cases -> ``metrics.json``; ``predictions.csv``.
+   percentile-bootstrap 95% CI over test cases (:func:`petctfm.evaluate.bootstrap.bootstrap_ci`) -> ``metrics.json``; ``predictions.csv``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import hashlib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -40,12 +40,13 @@ from torch import nn
 from petctfm.data import format as fmt
 from petctfm.core.errors import InputError
 from petctfm.core.device import autocast_for, resolve_device
+from petctfm.evaluate.bootstrap import bootstrap_ci
+from petctfm.inference.sliding_window import pad_to
 from petctfm.methods.probe import (
     FrozenEncoder,
     _progress,
     background,
     load_frozen_encoders,
-    pad_to,
 )
 from petctfm.io.tables import csv_text
 
@@ -79,20 +80,6 @@ def balanced_accuracy(y: Sequence[int], pred: Sequence[int]) -> float:
     y, pred = np.asarray(y), np.asarray(pred)
     recalls = [float((pred[y == c] == c).mean()) for c in np.unique(y)]
     return float(np.mean(recalls)) if recalls else float("nan")
-
-
-def bootstrap_ci(fn: Callable[[np.ndarray], float], n: int, n_resamples: int = 1000, seed: int = 0,
-                 confidence: float = 0.95) -> tuple[float, float]:
-    """Percentile CI of ``fn(indices)`` over case resamples (undefined resamples, e.g. one class, skipped)."""
-    if n == 0 or n_resamples <= 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    vals = np.array([fn(rng.integers(0, n, n)) for _ in range(n_resamples)], dtype=np.float64)
-    vals = vals[np.isfinite(vals)]
-    if not len(vals):
-        return float("nan"), float("nan")
-    a = (1 - confidence) / 2
-    return float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))
 
 
 def classification_metrics(y: Sequence[int], prob: Sequence[float], threshold: float = 0.5,
@@ -343,5 +330,5 @@ def run_stage(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], ou
     return metrics
 
 
-__all__ = ["STAGES", "roc_auc", "accuracy", "balanced_accuracy", "bootstrap_ci", "classification_metrics",
+__all__ = ["STAGES", "roc_auc", "accuracy", "balanced_accuracy", "classification_metrics",
            "case_vector", "case_features", "StageConfig", "build_mlp", "train_mlp", "staged_cases", "run_stage"]

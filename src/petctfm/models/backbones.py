@@ -1,4 +1,4 @@
-"""Backbone registry: hierarchical UNet-shaped 3D networks built from MONAI, with a reusable encoder.
+"""Backbone registry: hierarchical UNet-shaped 3D networks built from MONAI, and the patch sizes they accept.
 
 Every backbone maps ``(B, in_channels, X, Y, Z) -> (B, out_channels, X, Y, Z)`` (same spatial size), so the
 same network is the masked-autoencoder (``out_channels == in_channels``: predicts the voxel intensities)
@@ -21,21 +21,14 @@ name                        network                                             
 SwinUNETR needs patch sides that are multiples of 32 and >= 64 (its 1/32 bottleneck goes through an
 instance norm, which needs more than one voxel); the residual UNet needs multiples of 2^(stages-1).
 
-Encoder reuse (the downstream issue: segmentation decoder, linear probe, staging head):
-
-- :func:`encoder_features` returns the multi-scale encoder features, finest first.
-  SwinUNETR: ``[encoder1(x), encoder2(h0), encoder3(h1), encoder4(h2), h3, encoder10(h4)]`` with ``h`` the
-  Swin-ViT hidden states, i.e. strides 1, 2, 4, 8, 16, 32 and channels F, F, 2F, 4F, 8F, 16F (F =
-  feature_size): exactly what SwinUNETR's own decoder consumes. DynUNet: the input block, every
-  down-sampling stage and the bottleneck (strides 1, 2, 4, ...).
-- :func:`encoder_state_dict` / :func:`load_encoder` save and restore only the encoder's weights.
+The encoder of a backbone (features per scale, weights, stages) is reached through
+:mod:`petctfm.models.encoders`, one adapter per backbone family.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-import torch
 from torch import nn
 
 from petctfm.core.errors import InputError
@@ -101,87 +94,19 @@ def patch_divisor(name: str) -> int:
     return DIVISOR.get(name, 16)
 
 
+def check_patch_size(name: str, patch_size: Sequence[int]) -> None:
+    """One-line InputError unless every side of ``patch_size`` (X, Y, Z) fits backbone ``name``: a multiple of
+    :func:`patch_divisor`, and >= 64 for SwinUNETR (its 1/32 bottleneck must hold more than one voxel)."""
+    div = patch_divisor(name)
+    if any(int(p) % div for p in patch_size):
+        raise InputError(f"patch size {list(patch_size)} must be a multiple of {div} for backbone {name}")
+    if name.startswith("swinunetr") and min(patch_size) < 64:
+        raise InputError(f"patch size {list(patch_size)}: SwinUNETR backbones need sides >= 64 (1/32 bottleneck "
+                         "must hold more than one voxel)")
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# ---------------------------------------------------------------------------------------------- encoder
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The backbone inside DDP / torch.compile / a method wrapper with a ``backbone`` attribute."""
-    for _ in range(4):
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):  # DDP
-            model = model.module
-        elif hasattr(model, "_orig_mod"):  # torch.compile
-            model = model._orig_mod
-        elif hasattr(model, "backbone") and isinstance(model.backbone, nn.Module):
-            model = model.backbone
-        else:
-            break
-    return model
-
-
-def encoder_prefixes(model: nn.Module) -> tuple[str, ...]:
-    """State-dict prefixes of the encoder part of a backbone."""
-    from monai.networks.nets import DynUNet, SwinUNETR
-
-    model = _unwrap(model)
-    if isinstance(model, SwinUNETR):
-        return ("swinViT.", "encoder1.", "encoder2.", "encoder3.", "encoder4.", "encoder10.")
-    if isinstance(model, DynUNet):
-        return ("input_block.", "downsamples.", "bottleneck.")
-    raise TypeError(f"not a petctfm backbone: {type(model).__name__}")
-
-
-def encoder_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The encoder's weights (keys as in the backbone's own ``state_dict``)."""
-    prefixes = encoder_prefixes(model)
-    return {k: v for k, v in _unwrap(model).state_dict().items() if k.startswith(prefixes)}
-
-
-def load_encoder(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
-    """Load encoder weights into ``model`` (strict on the encoder: every encoder key, matching shapes).
-
-    ``state`` may be an :func:`encoder_state_dict` or a full backbone / MAE state dict (``backbone.``
-    prefixes are stripped; decoder keys are ignored). The decoder keeps its current weights.
-    """
-    backbone = _unwrap(model)
-    prefixes = encoder_prefixes(backbone)
-    state = {k.removeprefix("backbone."): v for k, v in state.items()}
-    enc = {k: v for k, v in state.items() if k.startswith(prefixes)}
-    own = {k: v for k, v in backbone.state_dict().items() if k.startswith(prefixes)}
-    missing = sorted(set(own) - set(enc))
-    if missing:
-        raise InputError(f"encoder weights incomplete: {len(missing)} missing keys (first: {missing[0]})")
-    bad = [k for k in own if tuple(own[k].shape) != tuple(enc[k].shape)]
-    if bad:
-        raise InputError(
-            f"encoder weights do not fit this backbone: {bad[0]} has shape {tuple(enc[bad[0]].shape)}, "
-            f"expected {tuple(own[bad[0]].shape)} (different backbone or number of input channels?)"
-        )
-    backbone.load_state_dict(enc, strict=False)
-    return model
-
-
-def encoder_features(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """Multi-scale encoder features of ``x`` (B, C, X, Y, Z), finest first (see module docstring)."""
-    from monai.networks.nets import DynUNet, SwinUNETR
-
-    m = _unwrap(model)
-    if isinstance(m, SwinUNETR):
-        h = m.swinViT(x, m.normalize)
-        return [m.encoder1(x), m.encoder2(h[0]), m.encoder3(h[1]), m.encoder4(h[2]), h[3], m.encoder10(h[4])]
-    if isinstance(m, DynUNet):
-        feats = [m.input_block(x)]
-        for down in m.downsamples:
-            feats.append(down(feats[-1]))
-        feats.append(m.bottleneck(feats[-1]))
-        return feats
-    raise TypeError(f"not a petctfm backbone: {type(m).__name__}")
-
-
-__all__ = [
-    "BACKBONES", "build_backbone", "patch_divisor", "count_parameters", "encoder_prefixes",
-    "encoder_state_dict", "load_encoder", "encoder_features",
-]
+__all__ = ["BACKBONES", "build_backbone", "patch_divisor", "check_patch_size", "count_parameters"]

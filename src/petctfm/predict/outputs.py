@@ -13,7 +13,7 @@ Files (all atomic; ``summary.json`` last, so a folder with it is complete):
   ``region``.
 - ``summary.json``: TMTV, total TLG, lesion count, SUVmax/SUVpeak, model, settings, petctfm version,
   input kind, timings per stage.
-- ``report.png``: :func:`petctfm.viz.view.render_case` (PET MIP with the predicted lesion contours; coronal
+- ``report.png``: :func:`petctfm.viz.render.render_case` (PET MIP with the predicted lesion contours; coronal
   and axial fused PET/CT slices through the largest predicted lesion, at its SUVmax voxel).
 
 Region of a lesion (``region`` column, ``region_source`` says which rule gave it):
@@ -36,16 +36,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
-from petctfm.io.atomic import atomic_path, atomic_write_json, atomic_write_text
-
-if TYPE_CHECKING:
-    from petctfm.harmonize.discover import SourceCase
-    from petctfm.predict.pipeline import Predictor, Prepared
+from petctfm.harmonize.discover import SourceCase
+from petctfm.io.atomic import atomic_write_json, atomic_write_text
 
 MASK_FILE = "lesions.nii.gz"
 SEG_FILE = "lesions.seg.dcm"
@@ -119,7 +116,7 @@ def quantify(mask: np.ndarray, pet: sitk.Image, organs: sitk.Image | None, harmo
     Returns ``{"table": [rows], "totals": lesions.summary(...), "lungs_z_mm": (base, apex) | None}``.
     """
     from petctfm.evaluate.lesions import label_lesions, lesion_table, summary
-    from petctfm.harmonize.pipeline import resample_xyz
+    from petctfm.harmonize.resample import resample_xyz
     from petctfm.io.images import array_xyz
 
     suv = array_xyz(pet).astype(np.float32, copy=False)
@@ -164,43 +161,22 @@ def table_csv(table: list[dict[str, Any]]) -> str:
     return csv_text(rows, LESION_COLUMNS + REGION_COLUMNS)
 
 
-def write_seg(mask: np.ndarray, pt_datasets: list[Any], path: str | os.PathLike, predictor: "Predictor") -> Path:
+def write_seg(mask: np.ndarray, pt_datasets: list[Any], path: str | os.PathLike, model_name: str) -> Path:
     """Write ``mask`` (X, Y, Z, on the grid :func:`petctfm.io.dicom_read.read_volume` built from
-    ``pt_datasets``, which are in slice order) as a BINARY DICOM-SEG referencing those PT instances."""
-    import logging
-
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
+    ``pt_datasets``, which are in slice order) as a BINARY DICOM-SEG referencing those PT instances
+    (:func:`petctfm.io.dicom_seg.build_seg`: algorithm type AUTOMATIC, ``model_name`` identified)."""
     from petctfm.core.version import __version__
+    from petctfm.io.dicom_seg import build_seg, save_seg
 
-    logging.getLogger("highdicom").setLevel(logging.WARNING)  # one INFO line per copied module otherwise
     frames = np.ascontiguousarray(np.transpose(mask > 0, (2, 1, 0))).astype(np.uint8)  # [slice, rows, cols]
-    if frames.shape != (len(pt_datasets), int(pt_datasets[0].Rows), int(pt_datasets[0].Columns)):
-        raise ValueError(f"mask {frames.shape} does not match the PT series "
-                         f"({len(pt_datasets)} x {pt_datasets[0].Rows} x {pt_datasets[0].Columns})")
-    algo = hd.AlgorithmIdentificationSequence(
-        name=f"petctfm {predictor.config['model']['backbone']}", version=__version__,
-        family=codes.cid7162.ArtificialIntelligence)
-    segment = hd.seg.SegmentDescription(
-        segment_number=1, segment_label="Lesion",
-        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-        segmented_property_type=codes.SCT.Neoplasm,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algo,
-        tracking_uid=hd.UID(), tracking_id="predicted lesions")
-    seg = hd.seg.Segmentation(
-        source_images=pt_datasets, pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[segment], series_instance_uid=hd.UID(), series_number=901,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="petctfm", manufacturer_model_name="petctfm predict",
-        software_versions=__version__, device_serial_number="0", series_description="petctfm predicted lesions",
-        content_label="LESIONS", content_description="Lesions predicted by petctfm (research use only)",
-        omit_empty_frames=bool(frames.any()))
-    with atomic_path(path) as tmp:
-        seg.save_as(tmp, enforce_file_format=True)
-    return Path(path)
+    seg = build_seg(frames, pt_datasets, series_number=901, series_description="petctfm predicted lesions",
+                    content_description="Lesions predicted by petctfm (research use only)",
+                    manufacturer_model_name="petctfm predict", software_versions=__version__,
+                    algorithm=(model_name, __version__), tracking_id="predicted lesions")
+    return save_seg(seg, path)
 
 
-def input_kind(case: "SourceCase") -> str:
+def input_kind(case: SourceCase) -> str:
     if case.fmt == "dicom":
         return "dicom"
     name = str(case.files.get("suv") or case.files.get("pet") or "").lower()
@@ -211,62 +187,86 @@ def input_kind(case: "SourceCase") -> str:
     return case.fmt
 
 
+def case_source(case: SourceCase) -> str:
+    """The input as ``summary.json["input"]["source"]`` names it (PET file / DICOM folder / case folder)."""
+    return case.rel if case.root == "/" else str(Path(case.root) / case.rel)
+
+
 def _clean(v: Any) -> Any:
     if isinstance(v, float):
         return round(v, 4) if v == v else None
     return v
 
 
-def write_case_outputs(out_dir: str | os.PathLike, case: "SourceCase", predictor: "Predictor", prep: "Prepared",
-                       mask: np.ndarray, result: dict[str, Any], timings: dict[str, float],
-                       report: bool = True) -> dict[str, Any]:
-    """Write every output of one case into ``out_dir`` (created); ``summary.json`` last. Returns the summary."""
+def case_summary(case_id: str, kind: str, source: str | None, pet: sitk.Image, harmonized: dict[str, Any],
+                 settings: dict[str, Any], result: dict[str, Any], timings: dict[str, float],
+                 files: list[str]) -> dict[str, Any]:
+    """The ``summary.json`` dict of one case (JSON types only): totals, input, ``settings`` (the predictor's
+    ``describe()``), lung landmarks, version, ``timings`` per stage (+ ``total``, rounded), ``files`` written."""
     from petctfm.core.version import __version__
 
+    t = {k: v for k, v in timings.items() if k != "total"}
+    t["total"] = sum(t.values())
+    h = harmonized
+    summary = {
+        "case": case_id,
+        **{k: _clean(v) for k, v in result["totals"].items()},
+        "input": {"kind": kind, "source": source,
+                  "pet_shape": list(pet.GetSize()), "pet_spacing_mm": [round(s, 4) for s in pet.GetSpacing()],
+                  "harmonized_shape": list(h["image"].shape[1:]), "ct_fov_coverage": round(h["ct_fov_coverage"], 4)},
+        **settings,
+        "lungs_z_mm": None if result["lungs_z_mm"] is None else [round(z, 1) for z in result["lungs_z_mm"]],
+        "petctfm_version": __version__,
+        "timings_s": {k: round(v, 4) for k, v in t.items()},
+        "outputs": list(files),
+        "note": "research software on its own predictions; not a medical device",
+    }
+    return json.loads(json.dumps(summary, default=str))
+
+
+def write_case_outputs(out_dir: str | os.PathLike, summary: dict[str, Any], mask: np.ndarray,
+                       table: list[dict[str, Any]], images: dict[str, Any], pt_datasets: list[Any] | None,
+                       model_name: str, timings: dict[str, float], report: bool = True) -> dict[str, Any]:
+    """Write every output of one case into ``out_dir`` (created); ``summary.json`` last. Returns the summary
+    as written: ``summary`` (:func:`case_summary`) with the write/report timings and the files added.
+
+    ``mask`` (X, Y, Z) uint8 on the PET grid of ``images["suv"]``; ``table`` the lesion rows;
+    ``pt_datasets``: DICOM PT headers (then ``lesions.seg.dcm`` too) or None; ``model_name``: the algorithm
+    name in the DICOM-SEG and the report title.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pet = prep.images["suv"]
+    pet = images["suv"]
+    timings = dict(timings)
     t0 = time.perf_counter()
     files = [MASK_FILE]
     write_mask(mask, pet, out / MASK_FILE)
-    if prep.pt_datasets is not None:
-        write_seg(mask, prep.pt_datasets, out / SEG_FILE, predictor)
+    if pt_datasets is not None:
+        write_seg(mask, pt_datasets, out / SEG_FILE, model_name)
         files.append(SEG_FILE)
-    atomic_write_text(out / TABLE_FILE, table_csv(result["table"]))
+    atomic_write_text(out / TABLE_FILE, table_csv(table))
     files.append(TABLE_FILE)
     t1 = time.perf_counter()
     timings["write"] = t1 - t0
-    totals = {k: _clean(v) for k, v in result["totals"].items()}
     if report:
-        from petctfm.viz.view import render_case
+        from petctfm.viz.render import render_case
 
         mask_img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(mask, (2, 1, 0))))
         mask_img.CopyInformation(pet)
-        title = (f"{case.case_id}   predicted: {totals['lesion_count']} lesion(s), TMTV {totals['tmtv_ml']:.1f} ml"
-                 f"   [petctfm {predictor.config['model']['backbone']}; research use, not for diagnosis]")
-        fig = render_case(pet, prep.images["ct"], pred=mask_img, title=title, out_png=out / REPORT_FILE, dpi=80,
+        title = (f"{summary['case']}   predicted: {summary['lesion_count']} lesion(s), TMTV "
+                 f"{summary['tmtv_ml']:.1f} ml   [{model_name}; research use, not for diagnosis]")
+        fig = render_case(pet, images["ct"], pred=mask_img, title=title, out_png=out / REPORT_FILE, dpi=80,
                           focus="largest")
         del fig
         files.append(REPORT_FILE)
         timings["report"] = time.perf_counter() - t1
-    timings["total"] = sum(v for k, v in timings.items() if k != "total")
-    h = prep.harmonized
-    summary = {
-        "case": case.case_id,
-        **totals,
-        "input": {"kind": input_kind(case), "source": case.rel if case.root == "/" else str(Path(case.root) / case.rel),
-                  "pet_shape": list(pet.GetSize()), "pet_spacing_mm": [round(s, 4) for s in pet.GetSpacing()],
-                  "harmonized_shape": list(h["image"].shape[1:]), "ct_fov_coverage": round(h["ct_fov_coverage"], 4)},
-        **predictor.describe(),
-        "lungs_z_mm": None if result["lungs_z_mm"] is None else [round(z, 1) for z in result["lungs_z_mm"]],
-        "petctfm_version": __version__,
-        "timings_s": {k: round(v, 4) for k, v in timings.items()},
-        "outputs": files,
-        "note": "research software on its own predictions; not a medical device",
-    }
-    atomic_write_json(out / SUMMARY_FILE, json.loads(json.dumps(summary, default=str)))
+    t = {k: v for k, v in timings.items() if k != "total"}
+    t["total"] = sum(t.values())
+    summary = {**summary, "timings_s": {k: round(v, 4) for k, v in t.items()}, "outputs": files}
+    atomic_write_json(out / SUMMARY_FILE, summary)
     return summary
 
 
 __all__ = ["MASK_FILE", "SEG_FILE", "TABLE_FILE", "REPORT_FILE", "SUMMARY_FILE", "lung_span", "body_region",
-           "quantify", "write_mask", "table_csv", "write_seg", "write_case_outputs", "input_kind"]
+           "quantify", "write_mask", "table_csv", "write_seg", "input_kind", "case_source", "case_summary",
+           "write_case_outputs"]

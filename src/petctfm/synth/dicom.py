@@ -421,54 +421,29 @@ def write_pt_series(case, out_dir: Path, seed: int) -> list:
 
 
 def write_seg(case, pt_datasets: list, path: Path, seed: int) -> str:
-    """Write the lesion mask (``case.seg``, PET grid) as a BINARY DICOM-SEG referencing the PT series.
+    """Write the lesion mask (``case.seg``, PET grid) as a BINARY DICOM-SEG referencing the PT series
+    (:func:`petctfm.io.dicom_seg.build_seg`, algorithm type MANUAL, deterministic UIDs and dates).
 
     Returns ``"lesion"`` when the mask has voxels, ``"empty"`` for a negative case (then every frame is
     stored, all zero, since highdicom cannot omit all frames; reading back gives an all-zero mask).
     """
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
+    from petctfm.io.dicom_seg import build_seg, save_seg
 
-    meta = case.meta
     mask = _slices(case.seg)[3]  # [z, rows, cols] in the same slice order as the PT files
     if mask.shape[0] != len(pt_datasets) or (mask.shape[1], mask.shape[2]) != (
         int(pt_datasets[0].Rows),
         int(pt_datasets[0].Columns),
     ):
         raise InputError(f"case {case.case_id}: SEG grid {mask.shape} differs from the PET grid")
-    mask = (mask > 0).astype(np.uint8)
-    scan = _parse_time(meta, "acquisition_time", case.case_id)
-    segment = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label="Lesion",
-        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-        segmented_property_type=codes.SCT.Neoplasm,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+    scan = _parse_time(case.meta, "acquisition_time", case.case_id)
+    seg = build_seg(
+        mask, pt_datasets, series_number=4, series_description="Lesion segmentation (synthetic)",
+        content_description="Lesions (synthetic ground truth)", manufacturer_model_name="petctfm synth",
+        software_versions=SOFTWARE, tracking_id="lesions",
         tracking_uid=case_uid(seed, case.case_id, "SEG", "tracking"),
-        tracking_id="lesions",
-    )
-    seg = hd.seg.Segmentation(
-        source_images=pt_datasets,
-        pixel_array=mask,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[segment],
         series_instance_uid=case_uid(seed, case.case_id, "SEG", "series"),
-        series_number=4,
         sop_instance_uid=case_uid(seed, case.case_id, "SEG", "instance"),
-        instance_number=1,
-        manufacturer="petctfm",
-        manufacturer_model_name="petctfm synth",
-        software_versions=SOFTWARE,
-        device_serial_number="0",
-        content_description="Lesions (synthetic ground truth)",
-        content_label="LESIONS",
-        content_creator_name="Synthetic^Generator",
-        series_description="Lesion segmentation (synthetic)",
-        content_date=scan.date(),
-        content_time=scan.time(),
-        series_date=scan.date(),
-        series_time=scan.time(),
-        omit_empty_frames=bool(mask.any()),
+        content_creator_name="Synthetic^Generator", when=scan,
     )
     # deterministic bytes: highdicom stamps the creation time with "now"
     seg.InstanceCreationDate = _da(scan)
@@ -484,8 +459,7 @@ def write_seg(case, pt_datasets: list, path: Path, seed: int) -> str:
     seg.InstitutionName = pt_datasets[0].InstitutionName
     seg.AccessionNumber = pt_datasets[0].AccessionNumber
     seg.ReferringPhysicianName = pt_datasets[0].ReferringPhysicianName
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(path, enforce_file_format=True)
+    save_seg(seg, path)
     return "lesion" if mask.any() else "empty"
 
 

@@ -26,11 +26,13 @@ from scipy import ndimage
 
 from petctfm.core.errors import InputError
 from petctfm.io.images import image_from_array
-from petctfm.synth.anatomy import Patient, add_benign_hotspots, body_extent, body_of, build_anatomy, organ_lut
+from petctfm.synth.anatomy import add_benign_hotspots, build_anatomy
+from petctfm.synth.body import Patient, body_extent, body_of
 from petctfm.synth.case import SynthCase
 from petctfm.synth.lesions import place_lesions, plan_pattern, render_lesions, stage_of
 from petctfm.synth.physiology import draw_physiology, render
 from petctfm.synth.sites import SITES, SIZE_SCALE, SiteProfile, scaled_spacing
+from petctfm.synth.tissues import organ_lut
 
 SIZES = ("tiny", "small", "full")
 TRACERS = ("fdg", "psma")

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from petctfm.synth.anatomy import T, Anatomy, smooth_noise
+from petctfm.synth.anatomy import Anatomy
+from petctfm.synth.canvas import smooth_noise
+from petctfm.synth.tissues import T
 
 BONE = (T.CORTICAL, T.MARROW, T.MARROW_FAT)
 NODE_OK = (T.FAT, T.FAT_SC, T.MUSCLE, T.SOFT, T.BOWEL, T.LUNG_L, T.LUNG_R, T.VESSEL, T.COLON, T.BROWN_FAT)

@@ -1,6 +1,6 @@
 """Tissue properties: CT attenuation (HU) and tracer uptake (SUV), with per-patient variation.
 
-Each tissue of :class:`petctfm.synth.anatomy.T` gets, per patient, a mean HU drawn from a range and a
+Each tissue of :class:`petctfm.synth.tissues.T` gets, per patient, a mean HU drawn from a range and a
 texture amplitude (HU SD of a smooth random field), and per tracer a mean SUV drawn from a range and a
 relative texture amplitude. Ranges follow typical clinical values (see docs/synthetic-data.md); e.g. FDG
 myocardium is drawn from a three-way mixture (suppressed / partial / intense) because it varies that much
@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from petctfm.synth.anatomy import T, TISSUE_NAMES, Anatomy, smooth_noise
+from petctfm.synth.anatomy import Anatomy
+from petctfm.synth.canvas import smooth_noise
+from petctfm.synth.tissues import TISSUE_NAMES, T
 
 # tissue -> (HU low, HU high, texture SD in HU)
 HU_TABLE: dict[int, tuple[float, float, float]] = {

@@ -2,8 +2,8 @@
 
 Output folder::
 
-    out_dir/autopet/<case_id>/...     autoPET NIfTI layout          (io.layouts.write_autopet_case)
-    out_dir/nnunet/...                nnU-Net v2 raw layout         (io.layouts.write_nnunet_case)
+    out_dir/autopet/<case_id>/...     autoPET NIfTI layout          (synth.layouts.write_autopet_case)
+    out_dir/nnunet/...                nnU-Net v2 raw layout         (synth.layouts.write_nnunet_case)
     out_dir/dicom/<case_id>/...       CT + PT series and DICOM-SEG  (io.dicom_write.write_dicom_case)
     out_dir/metadata.csv              one row per case, sorted by case id
 
@@ -37,10 +37,10 @@ def write_case(case, out_dir: str | os.PathLike, formats: Iterable[str] = FORMAT
     """Write one case in every requested layout under ``out_dir``; returns its metadata.csv row.
 
     ``seed`` seeds the DICOM UIDs (default ``case.meta["seed"]`` or 0). The nnU-Net ``dataset.json`` is not
-    touched here (see :func:`petctfm.io.layouts.write_nnunet_dataset_json`, called once after all cases).
+    touched here (see :func:`petctfm.synth.layouts.write_nnunet_dataset_json`, called once after all cases).
     The row gets a ``dicom_seg`` column (``lesion``/``empty``) when DICOM is written.
     """
-    from petctfm.io import layouts
+    from petctfm.synth import layouts
 
     formats = check_formats(formats)
     out_dir = Path(out_dir)
@@ -105,7 +105,7 @@ def synthesize(
         BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
     )
 
-    from petctfm.io.layouts import write_metadata_csv, write_nnunet_dataset_json
+    from petctfm.synth.layouts import write_metadata_csv, write_nnunet_dataset_json
 
     formats = check_formats(formats)
     if int(n_cases) < 1:

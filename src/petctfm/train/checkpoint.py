@@ -50,7 +50,7 @@ _STEP_DIR = re.compile(r"^step_(\d{7,})$")
 #: (:func:`register_model_builder`); the built-in ones are listed so no import order matters.
 MODEL_BUILDERS: dict[str, str | Callable[[dict], nn.Module]] = {
     "early_fusion_mae": "petctfm.methods.early_fusion_mae.mae:build_model",
-    "finetune_segmentation": "petctfm.methods.segmentation.segmenter:build_model",
+    "finetune_segmentation": "petctfm.methods.segmentation.model:build_model",
 }
 
 

@@ -1,20 +1,23 @@
-"""``TrainConfig``: the trainer's settings as plain data (saved in ``config.yaml``), plus CLI helpers.
+"""``TrainConfig``: the trainer's settings as plain data (saved in ``config.yaml``), and the shared last steps
+of a training run's config (:func:`finish_configs`).
 
-Every field is a command-line option (:func:`add_train_args`: ``--max-steps``, ``--lr``, ``--no-compile``...)
-and can also be set as ``--set key=value`` (:func:`apply_overrides`, value parsed as YAML, optional
-``train.`` prefix). A ``None`` option value is written ``none`` on the command line (``--clip-grad none``).
+Every field can be given by name (:func:`train_config`: ``{"max_steps": 5, "lr": 1e-4}``; on the command line
+``--max-steps``, ``--lr``: :func:`petctfm.cli._common.add_train_args`) or as an override ``train.key=value``
+(:func:`apply_overrides`, value parsed as YAML, optional ``train.`` prefix). A ``None`` value is written
+``none`` on the command line (``--clip-grad none``).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import warnings
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 import yaml
 
+from petctfm.core.config import Overrides, parse_overrides, read_config, set_key
 from petctfm.core.errors import InputError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -136,120 +139,104 @@ def _coerce(name: str, value: Any) -> Any:
         raise InputError(f"train.{name}: cannot use {value!r} (expected {t})") from None
 
 
-def add_train_args(parser: argparse.ArgumentParser, prefix: str = "") -> argparse._ArgumentGroup:
-    """Add one option per TrainConfig field (``--max-steps``, ``--lr``, ``--compile/--no-compile``...).
-
-    Defaults are ``None`` (= not given), so :func:`train_config_from_args` only overrides what the user
-    typed. ``prefix`` (e.g. ``"train-"``) avoids clashes with a command's own options.
-    """
-    group = parser.add_argument_group("trainer")
-    for f in fields(TrainConfig):
-        opt = "--" + prefix + f.name.replace("_", "-")
-        t = str(f.type)
-        default = TrainConfig().__getattribute__(f.name)
-        helptext = f"(default {default})"
-        if t.startswith("bool"):
-            group.add_argument(opt, dest="train__" + f.name, action=argparse.BooleanOptionalAction, default=None,
-                               help=helptext)
-        else:
-            kw: dict[str, Any] = {}
-            if f.name == "precision":
-                kw["choices"] = PRECISIONS
-            elif f.name == "device":
-                kw["choices"] = DEVICES
-            group.add_argument(opt, dest="train__" + f.name, default=None, metavar=f.name.upper(), help=helptext,
-                               **kw)
-    return group
-
-
-def add_run_args(parser: argparse.ArgumentParser, set_example: str) -> argparse._ArgumentGroup:
-    """The options every training command shares, read by :func:`finish_configs`: ``--max-time``,
-    ``--resume``, ``--set KEY=VALUE`` (``set_example``: a task key of that command, for the help), then one
-    option per TrainConfig field (:func:`add_train_args`)."""
-    parser.add_argument("--max-time", type=float, dest="train__max_time_s", default=None, metavar="S",
-                        help="stop (with a checkpoint) after S seconds")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"override any config field (task: {set_example}; trainer: train.lr=1e-4)")
-    return add_train_args(parser)
-
-
-def train_config_from_args(args: argparse.Namespace, base: TrainConfig | dict[str, Any] | None = None,
-                           overrides: Iterable[str] = ()) -> TrainConfig:
-    """``base`` (a preset's dict or a TrainConfig), then the named options given, then ``--set`` overrides."""
+def train_config(base: TrainConfig | dict[str, Any] | None = None, options: Mapping[str, Any] | None = None,
+                 overrides: Iterable[str | tuple[str, Any]] = ()) -> TrainConfig:
+    """``base`` (a preset's dict or a TrainConfig), then ``options`` (field -> value; None = not given), then
+    ``overrides`` (:func:`apply_overrides`). An unknown option name is a one-line InputError."""
     d = base.to_dict() if isinstance(base, TrainConfig) else dict(base or {})
-    for f in fields(TrainConfig):
-        v = getattr(args, "train__" + f.name, None)
+    names = {f.name for f in fields(TrainConfig)}
+    for k, v in (options or {}).items():
+        if k not in names:
+            raise InputError(f"unknown trainer setting {k!r} (known: {', '.join(sorted(names))})")
         if v is not None:
-            d[f.name] = v
+            d[k] = v
     cfg = TrainConfig.from_dict(d)
     return apply_overrides(cfg, overrides)
 
 
-def apply_overrides(cfg: TrainConfig, assignments: Iterable[str]) -> TrainConfig:
-    """Apply ``key=value`` strings (``lr=3e-4``, ``train.ema_decay=0.999``, ``clip_grad=none``); new config."""
+def run_options(options: Mapping[str, Any], max_steps: int | None = None,
+                max_time: float | None = None) -> dict[str, Any]:
+    """Trainer options of an API call: ``options`` plus ``max_steps`` and ``max_time`` (= ``max_time_s``)
+    where given (None = not given)."""
+    out = dict(options)
+    if max_steps is not None:
+        out["max_steps"] = max_steps
+    if max_time is not None:
+        out["max_time_s"] = max_time
+    return out
+
+
+def apply_overrides(cfg: TrainConfig, assignments: Iterable[str | tuple[str, Any]]) -> TrainConfig:
+    """Apply ``key=value`` strings (``lr=3e-4``, ``train.ema_decay=0.999``, ``clip_grad=none``; a value that
+    is not YAML stays a string) or ``(key, value)`` pairs; a new config."""
     out = dataclasses.replace(cfg)
     names = {f.name for f in fields(TrainConfig)}
     for a in assignments or ():
-        if "=" not in a:
-            raise InputError(f"--set expects key=value, got {a!r}")
-        key, raw = a.split("=", 1)
+        if isinstance(a, str):
+            if "=" not in a:
+                raise InputError(f"--set expects key=value, got {a!r}")
+            key, raw = a.split("=", 1)
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                value = raw
+        else:
+            key, value = a
         key = key.strip()
         if key.startswith("train."):
             key = key[len("train."):]
         if key not in names:
             raise InputError(f"--set {key}: unknown trainer setting (known: {', '.join(sorted(names))})")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
         setattr(out, key, _coerce(key, value))
     return out.validate()
 
 
-def split_train_overrides(assignments: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Split ``--set`` strings into trainer ones (key prefixed ``train.``) and the rest (the task's config).
+def split_train_overrides(assignments: Overrides) -> tuple[list, list]:
+    """Split overrides (``key=value`` strings, pairs, or a mapping) into trainer ones (key prefixed ``train.``)
+    and the rest (the task's config), each item kept as given (a mapping becomes pairs).
 
     Only the prefix decides: ``seed`` exists in both configs, so a bare key is left to the task.
     """
+    items = list(assignments.items()) if isinstance(assignments, Mapping) else list(assignments or ())
     mine, rest = [], []
-    for a in assignments or ():
-        (mine if a.strip().startswith("train.") else rest).append(a)
+    for a in items:
+        key = a if isinstance(a, str) else str(a[0])
+        (mine if key.strip().startswith("train.") else rest).append(a)
     return mine, rest
 
 
-def saved_run_configs(run_dir: str | Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(task config, train config dict) of ``RUN/config.yaml`` (what ``--resume`` builds on), or None."""
-    from pathlib import Path
-
+def saved_run_configs(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(task config, train config dict) of ``RUN/config.yaml`` (what a resumed run builds on), or None."""
     saved = Path(run_dir) / "config.yaml"
     if not saved.is_file():
         return None
-    old = yaml.safe_load(saved.read_text()) or {}
+    old = read_config(saved)
     return old.get("task") or {}, old.get("train") or {}
 
 
 def default_preset() -> str:
-    """``gpu`` when CUDA is available, else ``cpu`` (the default of every command with ``--preset``)."""
+    """``gpu`` when CUDA is available, else ``cpu`` (the default preset of every training entry point)."""
     import torch
 
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
-def finish_configs(args: argparse.Namespace, task_cfg: dict[str, Any], train_base: TrainConfig | dict[str, Any],
-                   named: dict[tuple[str, str], Any]) -> tuple[dict[str, Any], TrainConfig]:
-    """The last, shared steps of a training command's config: named options (``{(section, key): value}``,
-    None = not given) -> task ``--set key=value`` -> the TrainConfig (base, ``--flags``, ``--set train.*``) ->
-    one seed for everything and the loader's batch size / workers copied into the task config."""
-    from petctfm.methods.early_fusion_mae.presets import set_dotted
+def finish_configs(task_cfg: dict[str, Any], train_base: TrainConfig | dict[str, Any],
+                   named: dict[tuple[str, str], Any], overrides: Overrides = None,
+                   train_options: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], TrainConfig]:
+    """The last, shared steps of a training run's config: named task options (``{(section, key): value}``,
+    None = not given) -> task overrides -> the TrainConfig (``train_base``, ``train_options``, ``train.*``
+    overrides) -> one seed for everything and the loader's batch size / workers copied into the task config.
 
+    ``overrides``: ``"key=value"`` strings, ``(key, value)`` pairs or a mapping (:mod:`petctfm.core.config`).
+    """
     for (section, key), value in named.items():
         if value is not None:
             task_cfg[section][key] = value
-    train_sets, task_sets = split_train_overrides(args.set)
-    for a in task_sets:
-        set_dotted(task_cfg, a)
-    train_cfg = train_config_from_args(args, train_base, train_sets)
+    train_sets, task_sets = split_train_overrides(overrides)
+    for key, value in parse_overrides(task_sets):
+        set_key(task_cfg, key, value)
+    train_cfg = train_config(train_base, train_options, train_sets)
     task_cfg["seed"] = train_cfg.seed
     if train_cfg.batch_size > 0:
         task_cfg["data"]["batch_size"] = train_cfg.batch_size
@@ -258,5 +245,5 @@ def finish_configs(args: argparse.Namespace, task_cfg: dict[str, Any], train_bas
     return task_cfg, train_cfg
 
 
-__all__ = ["TrainConfig", "split_train_overrides", "PRECISIONS", "DEVICES", "add_train_args", "train_config_from_args",
-           "apply_overrides", "add_run_args", "saved_run_configs", "default_preset", "finish_configs"]
+__all__ = ["TrainConfig", "PRECISIONS", "DEVICES", "train_config", "run_options", "apply_overrides",
+           "split_train_overrides", "saved_run_configs", "default_preset", "finish_configs"]

@@ -22,17 +22,17 @@ What it does, in order:
 Exact resume: a checkpoint stores the step, the samples each rank consumed, the RNG states of every rank,
 optimizer / scheduler / scaler / EMA; the task's batches are a pure function of (seed, rank, sample index),
 so the resumed run sees the same next batch and computes the same losses.
+
+Its parts: ``train/run_dir.py`` (run-folder check, ``metrics.jsonl``, file names), ``train/schedule.py``
+(optimizer and LR schedule), ``train/progress.py`` (stop flag, progress bar), ``train/checkpoint.py`` and
+``train/distributed.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import math
-import os
-import signal
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -45,68 +45,16 @@ from torch import nn
 from petctfm.core.errors import InputError, PetctfmError
 from petctfm.io.atomic import atomic_write_json, atomic_write_text
 from petctfm.train import checkpoint as ck
-from petctfm.train.checkpoint import load_model, save_weights
-from petctfm.train.config import (TrainConfig, add_train_args, apply_overrides, split_train_overrides,
-                                  train_config_from_args)
+from petctfm.train.config import TrainConfig
 from petctfm.train.distributed import (DistInfo, any_rank, barrier, cleanup, gather_to_all, init_distributed,
                                        mean_over_ranks, rank_seed, seed_everything)
+from petctfm.train.progress import Progress, StopFlag
+from petctfm.train.run_dir import (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, append_metrics, check_run_dir, plain,
+                                   truncate_metrics)
+from petctfm.train.schedule import WarmupCosine, base_lr, build_optimizer
 from petctfm.train.task import TrainTask
 
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
-#: TrainConfig fields that may change when a run is resumed (they do not change what is computed).
-RESUMABLE_CHANGES = frozenset({"max_steps", "max_time_s", "checkpoint_every", "keep_checkpoints", "log_every",
-                               "figure_every", "progress", "compile", "num_workers", "schedule_steps"})
-
-
-# ------------------------------------------------------------------------------------------------ schedule
-
-
-class WarmupCosine:
-    """LR factor: linear warm-up ``(step + 1) / warmup`` for ``step < warmup``, then cosine from 1 to
-    ``min_ratio`` over ``horizon - warmup`` steps, then ``min_ratio``.
-
-    ``step`` is the number of optimizer steps already taken (``LambdaLR``'s ``last_epoch``), so the first
-    step uses ``1 / warmup`` of the LR, never 0. A callable object rather than a lambda: ``LambdaLR`` saves
-    its attributes in ``state_dict``, so a resumed run keeps the original horizon.
-    """
-
-    def __init__(self, warmup: int, horizon: int, min_ratio: float):
-        self.warmup = int(warmup)
-        self.horizon = int(horizon)
-        self.min_ratio = float(min_ratio)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        span = max(self.horizon - self.warmup, 1)
-        progress = min((step - self.warmup) / span, 1.0)
-        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def _plain(obj: Any) -> Any:
-    """A YAML/JSON-safe copy (tuples -> lists, Paths -> str, numpy scalars -> numbers)."""
-    return yaml.safe_load(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: d}
-
-
-def _config_diff(old: dict[str, Any], new: dict[str, Any], ignore: frozenset[str] = frozenset()) -> list[str]:
-    a, b = _flatten(old), _flatten(new)
-    keys = sorted(set(a) | set(b))
-    return [f"{k}: {a.get(k, '<missing>')!r} -> {b.get(k, '<missing>')!r}" for k in keys
-            if a.get(k, "<missing>") != b.get(k, "<missing>") and k not in ignore]
 
 
 def _batch_size(batch: dict[str, Any]) -> int:
@@ -136,146 +84,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device,
-                    groups: list[dict[str, Any]] | None = None) -> torch.optim.AdamW:
-    """AdamW; weight decay on >= 2-D weights only (biases and norm scales are not decayed).
-
-    ``groups``: the task's own param groups (:meth:`TrainTask.param_groups`), each ``{"params": [...],
-    "weight_decay": float, "lr_scale": float}``; group LR = ``cfg.lr * lr_scale`` and the warm-up/cosine
-    schedule multiplies every group alike, so the ratios between groups hold for the whole run. Every
-    trainable parameter must be in exactly one group (checked: a forgotten parameter would silently not train).
-    """
-    if groups is None:
-        decay, no_decay = [], []
-        for p in model.parameters():
-            if p.requires_grad:
-                (decay if p.dim() >= 2 else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
-                  {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
-    else:
-        seen: dict[int, int] = {}
-        for g in groups:
-            for p in g["params"]:
-                seen[id(p)] = seen.get(id(p), 0) + 1
-        trainable = {id(p) for p in model.parameters() if p.requires_grad}
-        if any(n > 1 for n in seen.values()) or set(seen) != trainable:
-            raise PetctfmError("task param_groups must hold every trainable parameter exactly once "
-                               f"({len(trainable)} trainable, {len(seen)} in groups)")
-    groups = [{**g, "params": list(g["params"]), "lr": cfg.lr * float(g.get("lr_scale", 1.0)),
-               "lr_scale": float(g.get("lr_scale", 1.0))} for g in groups]
-    kw: dict[str, Any] = {"fused": True} if (cfg.fused_optimizer and device.type == "cuda") else {}
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **kw)
-
-
-def base_lr(optimizer: torch.optim.Optimizer) -> float:
-    """The LR of the un-scaled groups (``lr_scale`` 1; the largest LR when every group is scaled)."""
-    plain = [g["lr"] for g in optimizer.param_groups if g.get("lr_scale", 1.0) == 1.0]
-    return float(plain[0] if plain else max(g["lr"] for g in optimizer.param_groups))
-
-
-class _StopFlag:
-    """SIGTERM / first Ctrl-C set a flag (the loop stops after the current step and checkpoints); a second
-    Ctrl-C raises KeyboardInterrupt as usual."""
-
-    def __init__(self) -> None:
-        self.reason: str | None = None
-        self._old: dict[int, Any] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if signum == signal.SIGINT and self.reason is not None:
-            raise KeyboardInterrupt
-        self.reason = signal.Signals(signum).name
-
-    def __enter__(self) -> "_StopFlag":
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGTERM, signal.SIGINT):
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-        return False
-
-
-class _Progress:
-    """A rich progress bar (steps, steps/s, loss, ETA) on rank 0, or nothing."""
-
-    def __init__(self, enabled: bool, total: int, start: int):
-        self.bar = None
-        if enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
-
-            self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[rate]} steps/s"), TextColumn("loss {task.fields[loss]}"),
-                                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-            self.task = self.bar.add_task("train", total=total, completed=start, rate="-", loss="-")
-
-    def __enter__(self) -> "_Progress":
-        if self.bar is not None:
-            self.bar.start()
-        return self
-
-    def update(self, step: int, rate: float | None = None, loss: float | None = None) -> None:
-        if self.bar is None:
-            return
-        fields = {}
-        if rate is not None:
-            fields["rate"] = f"{rate:.2f}"
-        if loss is not None:
-            fields["loss"] = f"{loss:.4g}"
-        self.bar.update(self.task, completed=step, **fields)
-
-    def __exit__(self, *exc) -> bool:
-        if self.bar is not None:
-            self.bar.stop()
-        return False
-
-
-# ------------------------------------------------------------------------------------------------ run folder
-
-
-def _check_run_dir(run_dir: Path, full_config: dict[str, Any], resume: bool) -> Path | None:
-    """Validate the run folder against the config; return the checkpoint folder to resume from (or None)."""
-    cfg_path = run_dir / CONFIG_FILE
-    ckpt = ck.latest_checkpoint(run_dir / "checkpoints")
-    if resume:
-        if ckpt is None:
-            raise InputError(f"{run_dir}: --resume requested but no checkpoint in {run_dir / 'checkpoints'}")
-        if cfg_path.is_file():
-            old = yaml.safe_load(cfg_path.read_text()) or {}
-            diff = _config_diff(old, full_config, frozenset(f"train.{k}" for k in RESUMABLE_CHANGES))
-            if diff:
-                raise InputError(f"{cfg_path}: cannot resume with a different configuration ({'; '.join(diff[:3])}"
-                                 f"{'; ...' if len(diff) > 3 else ''}); use the saved settings or a new run folder")
-        return ckpt
-    if cfg_path.is_file():
-        old = yaml.safe_load(cfg_path.read_text()) or {}
-        diff = _config_diff(old, full_config)
-        if diff:
-            raise InputError(f"{cfg_path}: run folder holds a different configuration ({'; '.join(diff[:3])}"
-                             f"{'; ...' if len(diff) > 3 else ''}); use a new run folder or --resume")
-    if ckpt is not None:
-        raise InputError(f"{run_dir}: already holds checkpoints ({ckpt.name}); pass --resume to continue it "
-                         f"or choose a new run folder")
-    return None
-
-
-def _truncate_metrics(path: Path, keep_upto_step: int) -> None:
-    """Keep metrics lines of steps <= ``keep_upto_step`` (a resumed run rewrites what came after)."""
-    if not path.is_file():
-        atomic_write_text(path, "")
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if int(json.loads(line).get("step", 0)) <= keep_upto_step:
-                kept.append(line)
-        except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-            continue  # a line cut by a kill
-    atomic_write_text(path, "".join(x + "\n" for x in kept))
-
 
 # ------------------------------------------------------------------------------------------------ trainer
 
@@ -304,14 +112,14 @@ class _Run:
         self.task, self.cfg, self.run_dir, self.info = task, cfg, run_dir, info
         self.device = info.device
         self.precision = resolve_precision(cfg.precision, self.device)
-        self.task_config = _plain(task.config)
-        self.full_config = _plain({"train": cfg.to_dict(), "task": self.task_config})
+        self.task_config = plain(task.config)
+        self.full_config = plain({"train": cfg.to_dict(), "task": self.task_config})
 
         # Run folder: rank 0 checks (one answer for all ranks), writes config.yaml.
         err, ckpt_name = None, None
         if info.is_main:
             try:
-                found = _check_run_dir(run_dir, self.full_config, resume)
+                found = check_run_dir(run_dir, self.full_config, resume)
                 ckpt_name = str(found) if found else None
             except InputError as exc:
                 err = str(exc)
@@ -491,12 +299,7 @@ class _Run:
                "time_s": self.elapsed_before + (now - self.t_start),
                **{k: v for k, v in zip(keys, values[1:])}}
         if self.info.is_main:
-            line = json.dumps(rec) + "\n"
-            fd = os.open(self.run_dir / METRICS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, line.encode())  # one whole line per write (append-only log)
-            finally:
-                os.close(fd)
+            append_metrics(self.run_dir / METRICS_FILE, rec)
             if self.tb is not None:
                 for k, v in rec.items():
                     if k != "step":
@@ -511,7 +314,7 @@ class _Run:
         start_step = self.step
         self.tb = None
         if info.is_main:
-            _truncate_metrics(self.run_dir / METRICS_FILE, self.step)
+            truncate_metrics(self.run_dir / METRICS_FILE, self.step)
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step if self.step else None)
@@ -531,9 +334,9 @@ class _Run:
         hooked, batch = self.step, None  # last step the task's on_checkpoint hook ran (figure / validation)
         acc: dict[str, Any] = {}
         acc_n = 0
-        self.progress = _Progress(cfg.progress and info.is_main, cfg.max_steps, self.step)
+        self.progress = Progress(cfg.progress and info.is_main, cfg.max_steps, self.step)
         try:
-            with _StopFlag() as stop, self.progress:
+            with StopFlag() as stop, self.progress:
                 while self.step < cfg.max_steps:
                     loss, logs, batch, n = self._one_step(it)
                     self.step += 1
@@ -595,6 +398,4 @@ class _Run:
         return summary
 
 
-__all__ = ["TrainConfig", "add_train_args", "apply_overrides", "split_train_overrides", "train_config_from_args",
-           "train", "load_model", "save_weights", "WarmupCosine", "build_optimizer", "base_lr", "resolve_precision",
-           "CONFIG_FILE", "METRICS_FILE", "SUMMARY_FILE", "RESUMABLE_CHANGES"]
+__all__ = ["train", "resolve_precision"]

@@ -1,14 +1,20 @@
-"""petctfm.viz: pictures of PET/CT cases (``petctfm view``, QA thumbnails, prediction reports).
+"""petctfm.viz: pictures of PET/CT cases (``petctfm view``, QA thumbnails, prediction reports); rendering only.
 
-Import the functions from :mod:`petctfm.viz.view`; this package does not import matplotlib on its own.
+:mod:`petctfm.viz.render` draws the figure (:func:`render_case`), :mod:`petctfm.viz.display` brings the images
+onto one display grid and picks the slices (:func:`to_display`, :func:`select_focus`). Reading a case from
+disk is :mod:`petctfm.io.layouts.read`. This package does not import matplotlib on its own.
 """
 
-__all__ = ["render_case", "load_case_images", "describe_case", "select_focus", "to_display"]
+__all__ = ["render_case", "select_focus", "to_display"]
 
 
 def __getattr__(name):  # lazy: keep ``import petctfm.viz`` cheap
-    if name in __all__:
-        from petctfm.viz import view
+    if name == "render_case":
+        from petctfm.viz.render import render_case
 
-        return getattr(view, name)
+        return render_case
+    if name in ("select_focus", "to_display"):
+        from petctfm.viz import display
+
+        return getattr(display, name)
     raise AttributeError(name)

@@ -31,6 +31,11 @@ voxel mask (B, 1, X, Y, Z) bool; prediction (B, C, X, Y, Z) float.
 
 Also here: :func:`border_discontinuity` (the seed's physics claim: intensity jumps at mask borders in the
 reconstruction) and the reconstruction figure written at checkpoints.
+
+The whole method is this one file, read top to bottom (as facebookresearch/mae's ``models_mae.py``): config
+and its checks, masking, model, loss, the physics metric, the figure, then the :class:`EarlyFusionMAETask`
+that the generic trainer runs. Its presets are in ``presets.py`` next to it; the backbones and their
+encoders are shared (:mod:`petctfm.models`), and so is the patch stream (:mod:`petctfm.data.loader`).
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from petctfm.data import format as fmt
 from petctfm.data.loader import MODES, PatchConfig, PatchDataset, patch_loader, preprocessing_record
 from petctfm.core.device import unwrap_model
 from petctfm.core.errors import InputError
-from petctfm.models.backbones import build_backbone, patch_divisor
+from petctfm.models.backbones import build_backbone, check_patch_size
 
 METHOD = "early_fusion_mae"
 
@@ -80,12 +85,7 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise InputError(f"loss kind must be 'l1' or 'l2', got {loss['kind']!r}")
     if float(loss["w_masked"]) < 0 or float(loss["w_visible"]) < 0 or float(loss["w_masked"]) + float(loss["w_visible"]) == 0:
         raise InputError("loss weights must be >= 0 and not both 0")
-    div = patch_divisor(model["backbone"])
-    if any(p % div for p in data.patch_size):
-        raise InputError(f"patch size {data.patch_size} must be a multiple of {div} for backbone {model['backbone']}")
-    if model["backbone"].startswith("swinunetr") and min(data.patch_size) < 64:
-        raise InputError(f"patch size {data.patch_size}: SwinUNETR backbones need sides >= 64 (1/32 bottleneck "
-                         "must hold more than one voxel)")
+    check_patch_size(model["backbone"], data.patch_size)
     cfg["data"] = data.to_dict()
     return cfg
 

@@ -3,17 +3,15 @@
 A preset is data: ``{"task": <partial early-fusion MAE config>, "train": <TrainConfig fields>}``. The task
 part is deep-merged over :data:`petctfm.methods.early_fusion_mae.mae.DEFAULT_CONFIG`; the train part sets
 fields of the trainer's ``TrainConfig`` (fields the trainer does not have are ignored with a warning).
-Every field can be overridden from the command line (named options or ``--set key=value``).
+Every field can be overridden by a named option or a dotted override
+(:func:`petctfm.methods.early_fusion_mae.api.pretrain`, ``petctfm pretrain --set key=value``).
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-import yaml
-
-from petctfm.core.errors import InputError
+from petctfm.core.config import pick_preset
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Seconds on one CPU core: residual UNet with 8..64 filters on 32^3 patches, 8^3 mask blocks.
@@ -54,40 +52,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
 def get_preset(name: str) -> dict[str, Any]:
-    if name not in PRESETS:
-        raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return copy.deepcopy(PRESETS[name])
+    """A copy of preset ``name`` (``{"task": ..., "train": ...}``); one-line error for an unknown name."""
+    return pick_preset(PRESETS, name)
 
 
-def set_dotted(cfg: dict[str, Any], assignment: str) -> None:
-    """Apply ``key.sub=value`` (value parsed as YAML: numbers, lists, booleans) to a nested config."""
-    if "=" not in assignment:
-        raise InputError(f"--set expects key=value, got {assignment!r}")
-    key, raw = assignment.split("=", 1)
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise InputError(f"--set {key}: cannot parse value {raw!r} ({exc})") from None
-    parts = key.strip().split(".")
-    node = cfg
-    for p in parts[:-1]:
-        if not isinstance(node.get(p), dict):
-            raise InputError(f"--set {key}: no config section {p!r}")
-        node = node[p]
-    if parts[-1] not in node and parts[-2:-1] != ["overrides"]:
-        raise InputError(f"--set {key}: unknown config key (known here: {', '.join(node)})")
-    node[parts[-1]] = value
-
-
-__all__ = ["PRESETS", "deep_merge", "get_preset", "set_dotted"]
+__all__ = ["PRESETS", "get_preset"]

@@ -1,18 +1,17 @@
 """Fine-tuning presets: ``tiny`` (tests/CI/demo, seconds on a CPU), ``cpu``, ``gpu`` (the real configuration).
 
 A preset is data: ``{"task": <partial fine-tuning config>, "train": <TrainConfig fields>}``. The task part is
-deep-merged over :data:`petctfm.methods.segmentation.segmenter.DEFAULT_CONFIG`; the backbone given here is used only
-with ``--init scratch`` without ``--backbone`` (a pretrained run always brings its own backbone and mode).
+deep-merged over :data:`petctfm.methods.segmentation.task.DEFAULT_CONFIG`; the backbone given here is used
+only from scratch (``init=None`` / ``--init scratch``) without a backbone (a pretrained run always brings its own
+backbone and mode).
 ``figure_every`` is the validation interval (sliding-window inference on the val split, best checkpoint).
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-from petctfm.core.errors import InputError
-from petctfm.methods.early_fusion_mae.presets import deep_merge, set_dotted
+from petctfm.core.config import pick_preset
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Seconds on one CPU core, matching the pretraining tiny preset (residual UNet 8..64 filters, 32^3).
@@ -48,9 +47,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def get_preset(name: str) -> dict[str, Any]:
-    if name not in PRESETS:
-        raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return copy.deepcopy(PRESETS[name])
+    """A copy of preset ``name`` (``{"task": ..., "train": ...}``); one-line error for an unknown name."""
+    return pick_preset(PRESETS, name)
 
 
-__all__ = ["PRESETS", "get_preset", "deep_merge", "set_dotted"]
+__all__ = ["PRESETS", "get_preset"]

@@ -1,6 +1,6 @@
-"""On-disk layouts of a synthetic (or any) PET/CT case: autoPET NIfTI, nnU-Net v2 raw, and metadata.csv.
+"""Write a :class:`~petctfm.synth.case.SynthCase` in the autoPET and nnU-Net v2 raw layouts, and metadata.csv.
 
-autoPET layout (one folder per case, written at once)::
+autoPET layout (one folder per case, written at once; file names in :data:`petctfm.io.layouts.autopet.AUTOPET_FILES`)::
 
     root/<case_id>/CT.nii.gz       CT in HU on its native grid
     root/<case_id>/CTres.nii.gz    CT resampled onto the PET grid (HU)
@@ -17,33 +17,29 @@ nnU-Net v2 raw layout (the autoPET challenge convention: channel 0 = CT on the P
     root/dataset.json                     channel_names, labels, numTraining, file_ending
 
 NIfTI files are written by SimpleITK (``io.images.write_image``), which stores each site's direction
-cosines in the header (qform/sform), so the orientation a site uses survives in the file.
+cosines in the header (qform/sform), so the orientation a site uses survives in the file. Reading these
+layouts is :mod:`petctfm.io.layouts`.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from petctfm.io.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from petctfm.io.images import write_image
+from petctfm.io.layouts.autopet import AUTOPET_FILES
+from petctfm.io.layouts.nnunet import NNUNET_CHANNELS
 from petctfm.io.tables import csv_text
 
-AUTOPET_FILES: dict[str, str] = {
-    "CT.nii.gz": "ct",
-    "CTres.nii.gz": "ctres",
-    "SUV.nii.gz": "suv",
-    "PET.nii.gz": "pet",
-    "SEG.nii.gz": "seg",
-    "ORGANS.nii.gz": "organs",
-}
+if TYPE_CHECKING:
+    from petctfm.synth.case import SynthCase
 
-NNUNET_CHANNELS: dict[str, str] = {"0": "CT", "1": "PET"}
 NNUNET_LABELS: dict[str, int] = {"background": 0, "lesion": 1}
 
 
-def write_autopet_case(case, root: str | os.PathLike) -> Path:
+def write_autopet_case(case: SynthCase, root: str | os.PathLike) -> Path:
     """Write ``root/<case_id>/`` with the six autoPET files; the folder appears whole or not at all."""
     target = Path(root) / case.case_id
     with atomic_dir(target) as tmp:
@@ -52,7 +48,7 @@ def write_autopet_case(case, root: str | os.PathLike) -> Path:
     return target
 
 
-def write_nnunet_case(case, root: str | os.PathLike) -> list[Path]:
+def write_nnunet_case(case: SynthCase, root: str | os.PathLike) -> list[Path]:
     """Write one training case into an nnU-Net v2 raw dataset folder ``root`` (each file atomic).
 
     Channels follow autoPET's nnU-Net setup: ``_0000`` is the CT resampled to the PET grid, ``_0001`` the

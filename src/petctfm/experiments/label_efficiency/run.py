@@ -1,0 +1,241 @@
+"""The label-efficiency runs: execution, resumable (``RUN/done.json``), through the Python API (fine-tuning:
+:func:`petctfm.methods.segmentation.api.finetune`; probes: :func:`petctfm.methods.probe.run_probe`).
+:func:`run_label_efficiency` is the experiment's entry point. See :mod:`petctfm.experiments.label_efficiency`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from petctfm.core.errors import InputError
+from petctfm.experiments.label_efficiency.plan import (ARMS, BOOTSTRAP_SEED, DEFAULT_FRACTIONS, DONE_FILE,
+                                                       EVAL_DIR, EXPERIMENT_FILE, N_RESAMPLES, PRED_DIR,
+                                                       PROBE_STEPS, RUN_METRICS, SPLIT, PlannedRun, Settings,
+                                                       build_plan, check_pretrained, check_separated,
+                                                       command_line, parse_runs)
+from petctfm.experiments.label_efficiency.report import fmt_num, write_results
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when it is missing or unreadable (files are written atomically, so
+    an unreadable one was never finished)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _training_finished(run_dir: Path) -> dict[str, Any] | None:
+    """The trainer's summary when training ended by its budget (not killed / interrupted), else None."""
+    from petctfm.train.run_dir import SUMMARY_FILE
+
+    s = _read_json(run_dir / SUMMARY_FILE)
+    return s if s and s.get("stopped") in ("max_steps", "max_time") else None
+
+
+def finetune_kwargs(run: PlannedRun, settings: Settings, run_dir: Path, progress: bool) -> dict[str, Any]:
+    """The :func:`petctfm.methods.segmentation.api.finetune` arguments of a fine-tuning run (what
+    ``petctfm finetune`` gets from a user typing the run by hand)."""
+    kw: dict[str, Any] = {"dataset": settings.data, "out": run_dir, "preset": settings.preset,
+                          "fraction": float(f"{run.fraction / 100.0:g}"), "seed": run.seed,
+                          "max_steps": settings.max_steps, "max_time": settings.max_time}
+    overrides: list[Any] = []
+    if run.arm == "pretrained":
+        kw["init"] = settings.pretrained
+    else:  # the same network as the pretrained arm, randomly initialized
+        kw.update(init=None, backbone=settings.backbone, mode=settings.mode)
+        if settings.model_overrides:
+            overrides.append(("model.overrides", dict(settings.model_overrides)))
+    if not progress:
+        kw["progress"] = False
+    kw["overrides"] = overrides + list(settings.overrides)
+    return kw
+
+
+def run_finetune(run: PlannedRun, settings: Settings, run_dir: Path, progress: bool) -> dict[str, Any]:
+    """Train (or resume / skip training), predict the test split, evaluate. Returns the run record."""
+    from petctfm.evaluate import evaluate_folder, write_report
+    from petctfm.methods.segmentation.api import finetune
+    from petctfm.methods.segmentation.predict import predict_split
+    from petctfm.train import checkpoint as ck
+
+    train_summary = _training_finished(run_dir)
+    if train_summary is None:
+        resume = ck.latest_checkpoint(run_dir / "checkpoints") is not None
+        train_summary = finetune(**finetune_kwargs(run, settings, run_dir, progress), resume=resume)
+    predict_split(run_dir, settings.data, split=SPLIT, out_dir=run_dir / PRED_DIR, progress=progress)
+    result = evaluate_folder(run_dir / PRED_DIR, settings.data, split=SPLIT, n_resamples=N_RESAMPLES,
+                             seed=BOOTSTRAP_SEED, progress=progress)
+    write_report(result, run_dir / EVAL_DIR)
+    best = run_dir / "best" / "best.json"
+    return {"train": {k: train_summary.get(k) for k in ("steps", "stopped", "time_s", "loss")},
+            "best": json.loads(best.read_text()) if best.is_file() else None, "result": result}
+
+
+def _parse_case_row(row: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if k == "case_id":
+            out[k] = v
+        elif k == "negative":
+            out[k] = v.strip().lower() == "true"
+        else:
+            try:
+                out[k] = float(v) if v != "" else float("nan")
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def run_probe_arm(run: PlannedRun, settings: Settings, run_dir: Path, progress: bool) -> dict[str, Any]:
+    """The k-shot linear probe (head training + test metrics by ``run_probe``), reported like a fine-tune run."""
+    from petctfm.evaluate import build_result, write_report
+    from petctfm.evaluate.cases import BREAKDOWN_COLUMNS, auto_manifest, read_manifest
+    from petctfm.methods.probe import ProbeConfig, run_probe
+
+    steps = settings.probe_steps or PROBE_STEPS.get(settings.preset, 300)
+    cfg = ProbeConfig(kshot=run.kshot, steps=int(steps), seed=run.seed, n_resamples=N_RESAMPLES, split=SPLIT)
+    summary = run_probe(settings.data, run.encoders, run_dir, cfg, progress=progress)
+    with open(run_dir / "per_case.csv", newline="") as f:
+        rows = [_parse_case_row(r) for r in csv.DictReader(f)]
+    manifest = auto_manifest(settings.data)
+    meta = read_manifest(manifest) if manifest else {}
+    columns = [c for c in BREAKDOWN_COLUMNS if any(c in m for m in meta.values())]
+    rows = [{"case_id": r["case_id"], **{c: meta.get(r["case_id"], {}).get(c, "") for c in columns},
+             **{k: v for k, v in r.items() if k != "case_id"}} for r in rows]
+    result = build_result(rows, None, columns, N_RESAMPLES, BOOTSTRAP_SEED,
+                          {"pred": f"linear probe {run.name}", "gt": settings.data, "split": SPLIT,
+                           "manifest": str(manifest) if manifest else None})
+    write_report(result, run_dir / EVAL_DIR)
+    return {"train": {"steps": summary["steps"], "stopped": "max_steps", "loss": summary.get("loss_last10")},
+            "best": None, "result": result, "case_ap": {r["case_id"]: r.get("ap") for r in rows}}
+
+
+def execute_run(run: PlannedRun, settings: Settings, exp_dir: Path, progress: bool = False) -> dict[str, Any]:
+    """Run one planned run to completion and write ``RUN/done.json`` (last, atomically); returns its record."""
+    from petctfm.io.atomic import atomic_write_json
+
+    run_dir = exp_dir / run.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    out = (run_finetune if run.kind == "finetune" else run_probe_arm)(run, settings, run_dir, progress)
+    result = out["result"]
+    metrics = {s["metric"]: {k: s[k] for k in ("n", "mean", "ci_low", "ci_high", "std")}
+               for s in result["summary"] if s["group_by"] == "all" and s["metric"] in RUN_METRICS}
+    record = {
+        **run.to_dict(), "n_train_cases": len(run.cases), "split": SPLIT, "n_test_cases": len(result["cases"]),
+        "metrics": metrics, "case_dice": {r["case_id"]: r["dice"] for r in result["cases"]},
+        **({"case_ap": out["case_ap"]} if "case_ap" in out else {}),
+        "train": out["train"], "best": out["best"], "per_case": f"{EVAL_DIR}/per_case.csv",
+        "time_s": round(time.perf_counter() - t0, 1),
+    }
+    from petctfm.io.atomic import json_safe
+
+    record = json_safe(record)  # NaN (undefined Dice) -> None, as a rerun reads it back from done.json
+    atomic_write_json(run_dir / DONE_FILE, record)
+    return record
+
+
+def load_done(run_dir: Path) -> dict[str, Any] | None:
+    """The record of a finished run (``RUN/done.json``), None when the run is not done."""
+    return _read_json(run_dir / DONE_FILE)
+
+
+# ------------------------------------------------------------------------------------------------ the experiment
+
+
+def _check_settings(exp_dir: Path, settings: Settings) -> None:
+    import yaml
+
+    p = exp_dir / EXPERIMENT_FILE
+    if not p.is_file():
+        return
+    old = (yaml.safe_load(p.read_text()) or {}).get("settings") or {}
+    new = asdict(settings)
+    diff = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
+    if diff:
+        raise InputError(f"{p}: this folder holds an experiment with other settings ({'; '.join(diff[:3])}); "
+                         "use a new --out or the same settings")
+
+
+def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Path,
+                         runs: Sequence[tuple[str, float]] | str | None = None, seeds: Sequence[int] = (0,),
+                         preset: str | None = None, overrides: Sequence[str] = (),
+                         arms: Sequence[str] = ARMS, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+                         probe_kshot: int | None = 5, probe_steps: int | None = None,
+                         separated: Sequence[str] | None = None, max_steps: int | None = None,
+                         max_time: float | None = None, progress: bool = True) -> dict[str, Any]:
+    """Plan, run (skipping finished runs), evaluate and report the experiment in ``out``.
+
+    ``runs``: explicit ``[(arm, percent)]`` or ``"pretrained:10,scratch:100"`` instead of ``arms`` x
+    ``fractions``. ``probe_kshot`` None / 0: no probes. ``separated``: (PET_RUN, CT_RUN). ``max_steps`` /
+    ``max_time``: per fine-tuning run. ``overrides``: ``--set`` strings for every fine-tuning run.
+    Returns ``{"exp_dir", "plan", "records", "summary", "results_md", "results_csv", "plot", "command"}``.
+    """
+    import yaml
+    from rich.console import Console
+
+    from petctfm.core.version import __version__
+    from petctfm.data import format as fmt
+    from petctfm.io.atomic import atomic_write_text
+    from petctfm.methods.segmentation.presets import PRESETS
+    from petctfm.train.config import default_preset
+
+    console = Console(quiet=not progress)
+    data = Path(data)
+    if not (data / fmt.SPLITS_JSON).is_file():
+        raise InputError(f"{data}: not a harmonized dataset (no {fmt.SPLITS_JSON}; run 'petctfm harmonize')")
+    weights, pcfg = check_pretrained(pretrained)
+    preset = preset or default_preset()
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if separated is not None and len(separated) != 2:
+        raise InputError("--separated takes two runs: PET_RUN CT_RUN")
+    sep = check_separated(*separated) if separated else []
+    explicit = parse_runs(runs) if runs else None
+    seeds = [int(s) for s in seeds]
+    settings = Settings(data=str(data), pretrained=str(weights), preset=preset,
+                        backbone=pcfg["model"]["backbone"], mode=pcfg["data"]["mode"],
+                        model_overrides=dict(pcfg["model"].get("overrides") or {}), max_steps=max_steps,
+                        max_time=max_time, overrides=list(overrides), probe_kshot=int(probe_kshot or 0) or None,
+                        probe_steps=probe_steps, separated=sep)
+    plan = build_plan(data, arms, fractions, seeds, explicit, settings.probe_kshot, str(weights), sep or None)
+    exp_dir = Path(out)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    _check_settings(exp_dir, settings)
+    command = command_line(settings, exp_dir, seeds, None if explicit else list(arms),
+                           None if explicit else [float(f) for f in fractions], explicit)
+    atomic_write_text(exp_dir / EXPERIMENT_FILE, yaml.safe_dump({
+        "experiment": "label-efficiency", "petctfm": __version__, "command": command, "settings": asdict(settings),
+        "seeds": seeds, "runs": [r.to_dict() for r in plan]}, sort_keys=False))
+
+    records: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    ran = 0
+    for i, run in enumerate(plan, 1):
+        done = load_done(exp_dir / run.name)
+        if done is not None:
+            console.print(f"[dim][{i}/{len(plan)}] {run.name}: finished earlier, skipped[/]")
+            records.append(done)
+            continue
+        elapsed = time.perf_counter() - t0
+        eta = (f", about {elapsed / ran * (len(plan) - i + 1) / 60:.1f} min left" if ran else "")
+        console.rule(f"[bold][{i}/{len(plan)}] {run.name}[/] ({len(run.cases)} training cases{eta})")
+        rec = execute_run(run, settings, exp_dir, progress)
+        ran += 1
+        d = rec["metrics"]["dice"]
+        console.print(f"[green]{run.name}[/]: test Dice {fmt_num(d['mean'])} [{fmt_num(d['ci_low'])}, "
+                      f"{fmt_num(d['ci_high'])}] in {rec['time_s']:.0f} s")
+        records.append(rec)
+    summary = write_results(exp_dir, records, plan, settings, command)
+    console.print(f"label-efficiency: {len(records)} runs ({ran} run now); results in {exp_dir / 'results.md'}")
+    return {"exp_dir": exp_dir, "plan": plan, "records": records, "summary": summary,
+            "results_md": exp_dir / "results.md", "results_csv": exp_dir / "results.csv",
+            "plot": exp_dir / "label_efficiency.png", "command": command}
+
+
+__all__ = ["finetune_kwargs", "run_finetune", "run_probe_arm", "execute_run", "load_done", "run_label_efficiency"]

@@ -1,0 +1,190 @@
+"""Python API of harmonization: a folder (or several) of PET/CT cases -> one petctfm dataset.
+
+:func:`harmonize_folder` is what ``petctfm harmonize`` runs: discover the cases in every input
+(:mod:`petctfm.harmonize.discover`), keep this shard's share, skip the cases already written, process the rest
+(:func:`petctfm.harmonize.pipeline.process_case`, in a pool of spawned worker processes when ``workers > 1``),
+optionally write NIfTI copies, then finalize the dataset (:func:`petctfm.harmonize.manifest.finalize`: splits,
+normalization statistics, manifest, QA report, quarantine list). :func:`finalize_dataset` is
+``petctfm harmonize --finalize``. Keyword names mirror the CLI flags (``--ct-window`` -> ``ct_window``,
+``--no-thumbnails`` -> ``thumbnails=False``).
+
+Example::
+
+    from petctfm.harmonize.api import harmonize_folder
+
+    summary = harmonize_folder("data/synth/dicom", "data/harmonized", workers=2)
+    print(summary["n_cases"], [f["case_id"] for f in summary["failed"]])
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from petctfm.core.errors import InputError
+from petctfm.harmonize.discover import FORMATS, SourceCase, discover, shard as select_shard
+from petctfm.harmonize.manifest import finalize
+from petctfm.harmonize.pipeline import DEFAULT_CT_WINDOW, DEFAULT_SPACING, is_done, process_case
+from petctfm.io.atomic import atomic_write_text
+from petctfm.io.tables import csv_text
+
+MAPPING_COLUMNS = ["case_id", "source_root", "source_path", "format"]
+
+
+def parse_spacing(values: Sequence[float] | None) -> tuple[float, float, float]:
+    """Target spacing (mm) from ``--spacing X Y Z``; None/empty -> ``DEFAULT_SPACING``."""
+    if not values:
+        return DEFAULT_SPACING
+    if len(values) != 3 or any(not math.isfinite(v) or v <= 0 or v > 20 for v in values):
+        raise InputError(f"--spacing needs three positive numbers in mm (<= 20), got {list(values)}")
+    return tuple(float(v) for v in values)  # type: ignore[return-value]
+
+
+def write_mapping_csv(path: str | os.PathLike, out: str | os.PathLike, cases: list[SourceCase]) -> Path:
+    """Pseudonym -> source path CSV at ``path``, which must lie outside the dataset folder ``out``."""
+    target, dataset = Path(path).expanduser().resolve(), Path(out).resolve()
+    if target == dataset or dataset in target.parents:
+        raise InputError(f"--write-mapping {path}: must be outside the dataset folder {out}")
+    rows = [{"case_id": c.case_id, "source_root": c.root, "source_path": c.rel, "format": c.fmt} for c in cases]
+    return atomic_write_text(target, csv_text(rows, MAPPING_COLUMNS))
+
+
+def finalize_dataset(dataset: str | os.PathLike, seed: int = 0) -> dict[str, Any]:
+    """(Re)compute splits, statistics, manifest and QA of a harmonized ``dataset`` (after all shards ran).
+
+    Returns :func:`petctfm.harmonize.manifest.finalize`'s summary: ``num_cases``, ``num_failed``, ``splits``,
+    ``info`` (the dataset.json content).
+    """
+    if not (Path(dataset) / "cases").is_dir():
+        raise InputError(f"{dataset}: no cases/ folder (not a harmonize output)")
+    return finalize(dataset, seed)
+
+
+def _run_cases(todo: list[SourceCase], out: str, opts: dict[str, Any], workers: int,
+               progress: bool) -> list[dict[str, Any]]:
+    """``process_case`` over ``todo``, in this process or a spawn pool of ``workers``; results as they finish."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing as mp
+
+    def advance() -> None:
+        if bar is not None:
+            bar.advance(task)
+
+    results: list[dict[str, Any]] = []
+    bar = None
+    if progress:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        bar = Progress(TextColumn("harmonize"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TimeRemainingColumn())
+        bar.start()
+        task = bar.add_task("cases", total=len(todo))
+    try:
+        if workers == 1 or len(todo) <= 1:
+            for c in todo:
+                results.append(process_case(c, out, opts))
+                advance()
+        else:
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+                futures = [pool.submit(process_case, c, out, opts) for c in todo]
+                for fut in as_completed(futures):
+                    results.append(fut.result())
+                    advance()
+    finally:
+        if bar is not None:
+            bar.stop()
+    return results
+
+
+def harmonize_folder(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    fmt: str = "auto",
+    spacing: Sequence[float] | None = None,
+    ct_window: Sequence[float] = DEFAULT_CT_WINDOW,
+    margin: float = 10.0,
+    suv: str = "bw",
+    workers: int = 1,
+    shard: str | None = None,
+    seed: int = 0,
+    salt: str = "",
+    metadata: str | os.PathLike | None = None,
+    write_mapping: str | os.PathLike | None = None,
+    thumbnails: bool = True,
+    nifti: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Harmonize every case under ``inputs`` into the dataset folder ``out`` (docs/harmonize.md).
+
+    Args:
+        inputs: one input folder or a list of them (``--in``, repeatable); layouts may differ.
+        out: the dataset folder (``--out``); a re-run skips the cases already written there.
+        fmt: input layout, one of ``auto`` (detected per input), ``autopet``, ``nnunet``, ``dicom``, ``pairs``.
+        spacing: target voxel spacing (X, Y, Z) mm, default (2, 2, 3). ct_window: CT clip window (HU).
+        margin: margin around the body crop (mm). suv: ``"bw"`` body-weight SUV or ``"sul"`` (lean body mass).
+        workers: worker processes. shard: ``"i/n"``: process only shard i of n and do not finalize.
+        seed: seed of the splits. salt: secret mixed into the pseudonym hashes.
+        metadata: metadata CSV (default: ``metadata.csv`` in the input folder or its parent).
+        write_mapping: write the pseudonym -> source path CSV here (must be outside ``out``).
+        thumbnails: per-case QA thumbnails. nifti: also write NIfTI copies under ``out/nifti/``.
+        progress: print the case count, a progress bar and the quarantined cases (what the CLI shows).
+
+    Returns:
+        ``{"out", "n_found", "n_in_shard", "n_skipped", "n_done", "n_failed", "failed": [{"case_id", "reason"}],
+        "finalized", "n_cases", "n_quarantined", "mapping"}``: ``n_done``/``n_failed``/``failed`` are this
+        call's cases (``n_skipped`` were already written), ``n_cases``/``n_quarantined`` the whole dataset
+        after finalizing (None for a shard), ``mapping`` the mapping CSV written (or None).
+
+    Raises:
+        InputError: bad arguments, an input folder not found or with no cases.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    inputs = [str(p) for p in inputs]
+    if not inputs or not out:
+        raise InputError("--in SRC and --out DATASET are required (or --finalize DATASET)")
+    if fmt not in FORMATS:
+        raise InputError(f"unknown --format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
+    lo, hi = (float(v) for v in ct_window)
+    if lo >= hi:
+        raise InputError(f"--ct-window {lo} {hi}: LO must be < HI")
+    if suv not in ("bw", "sul"):
+        raise InputError(f"--suv {suv!r}: choose bw or sul")
+    out = str(out)
+    opts = {"spacing": parse_spacing(spacing), "ct_window": (lo, hi), "margin_mm": margin,
+            "suv_kind": "lbm" if suv == "sul" else "bw", "thumbnails": thumbnails, "threads": 1}
+    cases = discover(inputs, fmt, salt=salt, metadata=str(metadata) if metadata else None)
+    mapping = write_mapping_csv(write_mapping, out, cases) if write_mapping else None
+    mine = select_shard(cases, shard)
+    todo = [c for c in mine if not is_done(out, c.case_id)]
+    if progress:
+        print(f"{len(cases)} cases found, {len(mine)} in this shard, {len(mine) - len(todo)} already done")
+    results = _run_cases(todo, out, opts, workers, progress)
+    failed = [{"case_id": r["case_id"], "reason": r["reason"]} for r in results if r["status"] != "done"]
+    if progress:
+        for r in failed:
+            print(f"quarantined {r['case_id']}: {r['reason']}")
+    if nifti:
+        from petctfm.harmonize.export import export_nifti
+
+        for r in results:
+            if r["status"] == "done":
+                export_nifti(out, r["case_id"])
+    summary: dict[str, Any] = {
+        "out": out, "n_found": len(cases), "n_in_shard": len(mine), "n_skipped": len(mine) - len(todo),
+        "n_done": len(results) - len(failed), "n_failed": len(failed), "failed": failed, "finalized": not shard,
+        "n_cases": None, "n_quarantined": None, "mapping": None if mapping is None else str(mapping),
+    }
+    if not shard:
+        res = finalize(out, seed)
+        summary.update(n_cases=res["num_cases"], n_quarantined=res["num_failed"])
+    return summary
+
+
+__all__ = ["harmonize_folder", "finalize_dataset", "parse_spacing", "write_mapping_csv"]

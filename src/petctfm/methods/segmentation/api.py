@@ -1,0 +1,106 @@
+"""The Python API of lesion-segmentation fine-tuning: :func:`finetune` (what ``petctfm finetune`` calls).
+
+Config = preset (``tiny`` | ``cpu`` | ``gpu``) -> the pretrained run's backbone, model overrides and mode ->
+named options (``patch``, ``fg_prob``, ``freeze_encoder``...) -> ``overrides`` (task keys such as
+``data.fg_prob``, ``val.overlap``; trainer keys prefixed ``train.``) -> trainer options (any
+:class:`~petctfm.train.config.TrainConfig` field). With ``resume`` the run folder's saved ``config.yaml`` is
+the base instead. The run trains on exactly one stored label subset (``fraction`` / ``kshot`` from
+``splits.json``; neither: the whole train split).
+
+    from petctfm.methods.segmentation.api import finetune
+    summary = finetune("dataset/", "runs/ft10", init="runs/mae_tiny", preset="tiny", fraction=0.1)
+    scratch = finetune("dataset/", "runs/scratch10", preset="tiny", fraction=0.1, backbone="unet-resenc-tiny")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from petctfm.core.config import Overrides, deep_merge
+from petctfm.core.errors import InputError
+from petctfm.methods.segmentation.presets import get_preset
+from petctfm.train.config import TrainConfig, default_preset, finish_configs, run_options, saved_run_configs
+
+#: Named options of :func:`finetune` (the ``petctfm finetune`` flags) -> (config section, key). ``mode``
+#: is applied only from scratch or on resume (a pretrained run brings its own mode, checked).
+NAMED_OPTIONS: dict[str, tuple[str, str]] = {
+    "mode": ("data", "mode"), "patch": ("data", "patch_size"), "fg_prob": ("data", "fg_prob"),
+    "freeze_encoder": ("optim", "freeze_encoder"), "layer_decay": ("optim", "layer_decay"),
+    "overlap": ("val", "overlap"),
+}
+
+
+def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Path | None = None,
+                     preset: str | None = None, fraction: float | None = None, *, kshot: int | None = None,
+                     backbone: str | None = None, max_steps: int | None = None, max_time: float | None = None,
+                     resume: bool = False, overrides: Overrides = None,
+                     **config: Any) -> tuple[dict[str, Any], TrainConfig]:
+    """(task config, TrainConfig) of a fine-tuning run; the arguments are those of :func:`finetune`."""
+    from petctfm.methods.segmentation.task import (DEFAULT_CONFIG, check_compatible, pretrained_config,
+                                                   resolve_subset)
+
+    given = {k: config.pop(k) for k in list(config) if k in NAMED_OPTIONS}
+    mode = given.get("mode")
+    scratch = init is None or str(init) == "scratch"
+    saved = saved_run_configs(out) if resume else None
+    resumed = saved is not None
+    if resumed:
+        task_cfg, train_base = saved
+    else:
+        p = get_preset(preset or default_preset())
+        task_cfg, train_base = deep_merge(DEFAULT_CONFIG, p["task"]), p["train"]
+        if scratch:
+            if not backbone:
+                raise InputError("--init scratch needs --backbone NAME (e.g. unet-resenc-tiny, swinunetr-base)")
+            task_cfg["model"]["backbone"] = backbone
+            task_cfg["init"] = {"source": "scratch", "method": None, "step": None}
+        else:
+            pcfg, _, path = pretrained_config(init)
+            task_cfg["model"] = {"backbone": pcfg["model"]["backbone"],
+                                 "overrides": dict(pcfg["model"].get("overrides") or {})}
+            task_cfg["data"]["mode"] = pcfg["data"]["mode"]
+            want = {"model": {"backbone": backbone or pcfg["model"]["backbone"]},
+                    "data": {"mode": mode or pcfg["data"]["mode"]}}
+            check_compatible(want, pcfg, path)
+            task_cfg["init"] = {"source": str(path), "method": pcfg.get("method"), "step": None}
+    if dataset:
+        task_cfg["dataset"] = str(dataset)
+    if not task_cfg.get("dataset"):
+        raise InputError("--data DATASET is required")
+    if not resumed or fraction is not None or kshot is not None:
+        name, cases = resolve_subset(task_cfg["dataset"], fraction, kshot)
+        task_cfg["subset"] = {"name": name, "cases": cases}
+    named = {NAMED_OPTIONS[k]: v for k, v in given.items()}
+    named[("data", "mode")] = mode if resumed or scratch else None
+    if named.get(("data", "patch_size")):
+        named[("data", "patch_size")] = [int(named[("data", "patch_size")])] * 3
+    return finish_configs(task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
+
+
+def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | None = None,
+             preset: str | None = None, fraction: float | None = None, *, kshot: int | None = None,
+             backbone: str | None = None, max_steps: int | None = None, max_time: float | None = None,
+             resume: bool = False, overrides: Overrides = None, **config: Any) -> dict[str, Any]:
+    """Fine-tune a lesion segmenter on a harmonized ``dataset`` into the run folder ``out``; the trainer's
+    summary (``steps``, ``loss``, ``stopped``...; the best checkpoint by val Dice is ``out/best/``).
+
+    ``init``: a pretraining run folder or checkpoint (its encoder, backbone and mode are used), or None /
+    ``"scratch"`` for random weights (then ``backbone`` is required). ``preset``: ``tiny`` | ``cpu`` | ``gpu``
+    (None: gpu when CUDA is available, else cpu). ``fraction`` (0.1 or 10 = 10 %) or ``kshot``: the stored
+    label subset of ``splits.json``; neither: the whole train split. ``max_steps`` / ``max_time`` (seconds):
+    stop with a checkpoint. ``resume``: continue the run in ``out`` (its saved config is the base).
+    ``overrides``: ``{"data.fg_prob": 0.5, "train.lr": 5e-5}`` or ``["data.fg_prob=0.5"]``. ``config``: named
+    options (:data:`NAMED_OPTIONS`: ``patch=32``, ``freeze_encoder=True``, ``layer_decay=0.75``...) and trainer
+    settings (``lr``, ``seed``, ``progress``...).
+    """
+    from petctfm.methods.segmentation.task import FinetuneTask
+    from petctfm.train import trainer
+
+    task_cfg, train_cfg = finetune_configs(dataset, out, init, preset, fraction, kshot=kshot, backbone=backbone,
+                                           max_steps=max_steps, max_time=max_time, resume=resume,
+                                           overrides=overrides, **config)
+    return trainer.train(FinetuneTask(task_cfg), train_cfg, out, resume=resume)
+
+
+__all__ = ["NAMED_OPTIONS", "finetune_configs", "finetune"]

@@ -1,0 +1,71 @@
+"""Predictions of a fine-tuned segmentation model on the cases of a harmonized dataset split, NIfTI out.
+
+:func:`predict_split`: every case of a split -> ``OUT/<case_id>.nii.gz`` (uint8 label map, nibabel, the case's
+RAS affine from ``meta.json``), so that ``petctfm evaluate --pred OUT --gt DATASET --split test`` scores them.
+The model's own preprocessing (channels and normalization statistics saved in its config,
+:func:`petctfm.inference.normalize.normalized_input`) is applied to the raw [SUV, HU] volumes, so a model can
+predict on another harmonized dataset; inference is :func:`petctfm.inference.sliding_window.predict_case`
+(the training patch, Gaussian blending, overlap from the config).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from petctfm.core.device import resolve_device
+from petctfm.data import format as fmt
+from petctfm.data.loader import list_cases
+from petctfm.inference.model import load_segmenter
+from petctfm.inference.normalize import normalized_input
+from petctfm.inference.sliding_window import predict_case
+
+
+def write_label_nifti(label: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
+    """Write a uint8 (X, Y, Z) label map with a 4x4 RAS affine as NIfTI (nibabel, atomic)."""
+    import nibabel as nib
+
+    from petctfm.io.atomic import atomic_path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(np.asarray(label, np.uint8), np.asarray(affine, np.float64))
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return path
+
+
+def predict_split(run_or_ckpt: str | Path, dataset: str | Path, split: str = "test",
+                  out_dir: str | Path = "predictions", overlap: float | None = None,
+                  device: str | torch.device | None = None, progress: bool = False) -> list[Path]:
+    """Predict every case of ``split`` and write ``out_dir/<case_id>.nii.gz``; returns the written paths.
+
+    ``run_or_ckpt``: a fine-tuning run folder (its best checkpoint by val Dice, else the latest) or a
+    ``.safetensors`` file. ``overlap`` defaults to the model config's ``val.overlap`` (0.5); ``device`` to
+    CUDA when available.
+    """
+    from rich.progress import Progress
+
+    model, cfg, _ = load_segmenter(run_or_ckpt)
+    dev = resolve_device(device)
+    model = model.to(dev)
+    ov = float(cfg["val"]["overlap"] if overlap is None else overlap)
+    ids = list_cases(dataset, split)
+    out: list[Path] = []
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"predict {split}", total=len(ids))
+        for cid in ids:
+            case = fmt.load_case(dataset, cid, mmap=True)
+            x, bg = normalized_input(np.asarray(case["image"]), cfg)
+            _, label = predict_case(model, x, cfg["data"]["patch_size"], ov, dev, bg=bg,
+                                    sw_batch_size=int(cfg["val"].get("sw_batch_size", 2)))
+            out.append(write_label_nifti(label, np.asarray(case["meta"]["affine"]), Path(out_dir) / f"{cid}.nii.gz"))
+            bar.advance(task)
+    return out
+
+
+__all__ = ["write_label_nifti", "predict_split"]

@@ -1,0 +1,250 @@
+"""Lesion segmentation fine-tuning of a pretrained encoder (``petctfm finetune``), as a TrainTask.
+
+The method, top to bottom (the network is in ``model.py``, validation in ``validation.py``, the Python API in
+``api.py``, presets in ``presets.py``, all in this folder):
+
+1. **Config** (:data:`DEFAULT_CONFIG`, :func:`validate_config`): model, init, the exact training cases, optim,
+   loss, validation, patch stream and preprocessing; saved beside the run and in every checkpoint.
+2. **Initialization** (``init``): ``"scratch"`` (random, needs a backbone name) or a petctfm checkpoint / run
+   folder (:func:`pretrained_config`): ONLY the encoder is transferred
+   (:func:`petctfm.models.encoders.load_encoder`); the decoder and the output head keep their fresh random
+   weights. Mode and backbone must match the pretrained run (:func:`check_compatible`).
+3. **Training data**: EXACTLY the dataset's stored label subset (:func:`resolve_subset`:
+   ``splits.json["fractions"][pct]`` or ``["kshot"][K]``; default the whole training split). Patches come from
+   :class:`petctfm.data.loader.LabeledPatchDataset`: item ``i`` of rank ``r`` is a pure function of
+   ``(seed, r, i)``; with probability ``fg_prob`` (0.33, nnU-Net) the patch is centred on a lesion voxel,
+   otherwise uniform; image and label are augmented jointly (flips, small affine with nearest-neighbour
+   labels, intensity jitter on the image only).
+4. **Loss**: MONAI ``DiceCELoss(softmax=True, to_onehot_y=True)`` on logits (B, 2, X, Y, Z) and labels
+   (B, 1, X, Y, Z); Dice over the batch (``batch=True``) so a patch without lesion does not give a 0/0 Dice.
+5. **Optimization**: the generic trainer (``petctfm.train.trainer.train``: DDP, bf16, resume). Optional
+   ``freeze_encoder`` (encoder ``requires_grad = False``: the trainer's AdamW only sees the decoder).
+   Layer-wise LR decay (``layer_decay`` < 1): :meth:`FinetuneTask.param_groups` hands the trainer the groups
+   of :func:`petctfm.methods.segmentation.model.layer_decay_groups`.
+6. **Validation** (:meth:`FinetuneTask.on_checkpoint`, rank 0 every ``figure_every`` steps):
+   :func:`petctfm.methods.segmentation.validation.validate` on the val split, mean Dice -> ``RUN/val.jsonl``;
+   the best model by val Dice -> ``RUN/best/model.safetensors`` (config in the metadata; ``load_model``
+   rebuilds it).
+
+Shapes: image (B, C, px, py, pz) float32 normalized; label (B, 1, px, py, pz) int64 in {0, 1};
+logits (B, 2, px, py, pz).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from petctfm.core.errors import InputError
+from petctfm.data import format as fmt
+from petctfm.data.loader import MODES, LabeledPatchDataset, PatchConfig, patch_loader, preprocessing_record
+from petctfm.inference.model import BEST_DIR  # RUN/best/: the best checkpoint by val Dice
+from petctfm.io.atomic import json_safe
+from petctfm.methods.segmentation.model import METHOD, build_model, freeze_encoder, layer_decay_groups
+from petctfm.methods.segmentation.validation import validate
+from petctfm.models.backbones import check_patch_size
+from petctfm.models.encoders import load_encoder
+from petctfm.train.checkpoint import read_weights, resolve_weights, save_weights
+
+VAL_FILE = "val.jsonl"
+
+# ------------------------------------------------------------------------------------------------ config
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "method": METHOD,
+    "seed": 0,
+    "dataset": None,  # harmonized dataset (training only; not needed to rebuild the model)
+    "model": {"backbone": "swinunetr-base", "overrides": {}},
+    "init": {"source": "scratch", "method": None, "step": None},  # source: "scratch" or a checkpoint path
+    "subset": {"name": "train", "cases": []},  # filled from splits.json: the exact training cases
+    "optim": {"freeze_encoder": False, "layer_decay": 1.0},
+    "loss": {"lambda_dice": 1.0, "lambda_ce": 1.0},
+    "val": {"split": "val", "overlap": 0.5, "sw_batch_size": 2},
+    "data": PatchConfig().to_dict(),
+    "preprocessing": None,  # channels, normalization statistics, harmonize spacing/ct_window (dataset.json)
+}
+
+
+def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Check a full config (after presets and overrides); returns it. Errors are one-line InputErrors."""
+    data = PatchConfig.from_dict(cfg["data"])
+    check_patch_size(cfg["model"]["backbone"], data.patch_size)
+    if not 0.0 <= data.fg_prob <= 1.0:
+        raise InputError(f"data.fg_prob must be in [0, 1], got {data.fg_prob}")
+    if not 0.0 < float(cfg["optim"]["layer_decay"]) <= 1.0:
+        raise InputError(f"layer decay must be in (0, 1], got {cfg['optim']['layer_decay']}")
+    if not 0.0 <= float(cfg["val"]["overlap"]) < 1.0:
+        raise InputError(f"val overlap must be in [0, 1), got {cfg['val']['overlap']}")
+    if float(cfg["loss"]["lambda_dice"]) < 0 or float(cfg["loss"]["lambda_ce"]) < 0:
+        raise InputError("loss weights must be >= 0")
+    cfg["data"] = data.to_dict()
+    return cfg
+
+
+def resolve_subset(root: str | Path, fraction: float | None = None, kshot: int | None = None) -> tuple[str, list[str]]:
+    """(name, case ids) of the stored training subset.
+
+    ``fraction`` may be a ratio (0.1) or a percentage (10); it must be one of ``splits.json["fractions"]``.
+    ``kshot`` must be a key of ``splits.json["kshot"]``. Neither: the whole ``train`` split.
+    """
+    where = Path(root) / fmt.SPLITS_JSON
+    splits = fmt.load_splits(root)
+    if fraction is not None and kshot is not None:
+        raise InputError("give --fraction or --kshot, not both")
+    if fraction is not None:
+        pct = float(fraction) * 100 if 0 < float(fraction) <= 1 else float(fraction)
+        key = f"{pct:g}"
+        stored = splits.get("fractions") or {}
+        if key not in stored or not stored[key]:
+            raise InputError(f"{where}: no stored {key}% label fraction (stored: "
+                             f"{', '.join(f'{k}%' for k in stored if stored[k]) or 'none'})")
+        return f"fraction{key}", list(stored[key])
+    if kshot is not None:
+        stored = splits.get("kshot") or {}
+        if str(kshot) not in stored or not stored[str(kshot)]:
+            raise InputError(f"{where}: no stored {kshot}-shot subset (stored: "
+                             f"{', '.join(k for k in stored if stored[k]) or 'none'})")
+        return f"kshot{kshot}", list(stored[str(kshot)])
+    if not splits.get("train"):
+        raise InputError(f"{where}: no training cases in split 'train'")
+    return "train", list(splits["train"])
+
+
+def pretrained_config(source: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
+    """(config, state dict, weights file) of a petctfm checkpoint or run folder; one-line errors."""
+    path = resolve_weights(source)
+    state, cfg, _ = read_weights(path)  # InputError on a non-petctfm / non-safetensors file
+    if not isinstance(cfg.get("model"), dict) or "backbone" not in cfg["model"] or "mode" not in cfg.get("data", {}):
+        raise InputError(f"{path}: checkpoint config has no model.backbone / data.mode (not a backbone checkpoint)")
+    return cfg, state, path
+
+
+def check_compatible(cfg: dict[str, Any], pcfg: dict[str, Any], where: Path) -> None:
+    """The pretrained run's backbone and input mode must be this run's."""
+    if pcfg["model"]["backbone"] != cfg["model"]["backbone"]:
+        raise InputError(f"{where}: pretrained backbone {pcfg['model']['backbone']!r} != fine-tuning backbone "
+                         f"{cfg['model']['backbone']!r}")
+    if pcfg["data"]["mode"] != cfg["data"]["mode"]:
+        raise InputError(f"{where}: pretrained with mode {pcfg['data']['mode']!r} "
+                         f"({len(MODES[pcfg['data']['mode']])} input channels), fine-tuning asks for mode "
+                         f"{cfg['data']['mode']!r}")
+
+
+# ------------------------------------------------------------------------------------------------ task
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Rewrite ``path`` atomically with the old lines of earlier steps plus ``record`` (small file)."""
+    from petctfm.io.atomic import atomic_write_text
+
+    lines = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                if int(json.loads(line)["step"]) < int(record["step"]):
+                    lines.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
+    lines.append(json.dumps(record))
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+class FinetuneTask:
+    """Fine-tuning as a TrainTask. ``config`` fully describes the model, the init, the exact training cases,
+    the loss, the data and the preprocessing; it is saved beside the run and in every checkpoint."""
+
+    def __init__(self, config: dict[str, Any], dataset: str | Path | None = None):
+        cfg = copy.deepcopy(config)
+        if dataset is not None:
+            cfg["dataset"] = str(dataset)
+        validate_config(cfg)
+        if cfg.get("dataset"):
+            info = fmt.load_dataset_info(cfg["dataset"], require_normalization=True)
+            cfg["preprocessing"] = {
+                **preprocessing_record(info, cfg["data"]["mode"]),
+                # the harmonization the dataset was built with: `petctfm predict` resamples new cases alike
+                "harmonize": {"spacing": info.get("spacing"), "ct_window": info.get("ct_window")},
+            }
+            if not cfg["subset"]["cases"]:
+                cfg["subset"]["name"], cfg["subset"]["cases"] = resolve_subset(cfg["dataset"])
+        self.config = cfg
+        self.data_cfg = PatchConfig.from_dict(cfg["data"])
+        self._loss = None
+
+    # -- TrainTask -----------------------------------------------------------------------------------
+
+    def param_groups(self, model: nn.Module, cfg: Any) -> list[dict[str, Any]] | None:
+        """Layer-wise LR decay groups (:func:`layer_decay_groups`) when ``optim.layer_decay`` < 1, else None
+        (the trainer's default two groups)."""
+        decay = float(self.config["optim"]["layer_decay"])
+        if decay == 1.0:
+            return None
+        return layer_decay_groups(model, float(cfg.lr), decay, float(cfg.weight_decay))
+
+    def build_model(self) -> nn.Module:
+        """Fresh model; the pretrained encoder loaded when ``init.source`` is a checkpoint; frozen if asked."""
+        model = build_model(self.config)
+        src = self.config["init"]["source"]
+        if src != "scratch":
+            pcfg, state, path = pretrained_config(src)
+            check_compatible(self.config, pcfg, path)
+            load_encoder(model, state)
+        if self.config["optim"]["freeze_encoder"]:
+            freeze_encoder(model)
+        return model
+
+    def dataset(self, rank: int = 0) -> LabeledPatchDataset:
+        if not self.config.get("dataset"):
+            raise InputError("no dataset given (config 'dataset' or --data)")
+        return LabeledPatchDataset(self.config["dataset"], self.data_cfg, self.config["subset"]["cases"],
+                                   seed=int(self.config["seed"]), rank=rank)
+
+    def batches(self, rank: int, world_size: int, start_sample: int) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches ``{"image": (B, C, p, p, p), "label": (B, 1, p, p, p) int64, "index": (B,)}``."""
+        return iter(patch_loader(self.dataset(rank), start_sample=start_sample))
+
+    def loss_fn(self):
+        if self._loss is None:
+            from monai.losses import DiceCELoss
+
+            lc = self.config["loss"]
+            self._loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True,
+                                    lambda_dice=float(lc["lambda_dice"]), lambda_ce=float(lc["lambda_ce"]))
+        return self._loss
+
+    def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = model(batch["image"])
+        loss = self.loss_fn()(logits.float(), batch["label"])
+        return loss, {"fg_fraction": batch["label"].float().mean().detach()}
+
+    @torch.no_grad()
+    def on_checkpoint(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int, run_dir: Path) -> None:
+        """Validate on the val split, append to ``val.jsonl``, keep the best checkpoint by mean val Dice."""
+        if not self.config.get("dataset"):
+            return
+        result = validate(model, self.config, self.config["dataset"], split=self.config["val"]["split"])
+        if result is None:
+            return
+        run_dir = Path(run_dir)
+        best_file = run_dir / BEST_DIR / "best.json"
+        best = json.loads(best_file.read_text()) if best_file.is_file() else None
+        dice = result["dice"]
+        improved = math.isfinite(dice) and (best is None or best["step"] >= step or dice > best["dice"])
+        _append_jsonl(run_dir / VAL_FILE, json_safe({"step": step, **result, "best": improved}))
+        if improved:
+            from petctfm.io.atomic import atomic_write_json
+
+            save_weights(model, run_dir / BEST_DIR / "model.safetensors", self.config, step=step)
+            atomic_write_json(best_file, {"step": step, "dice": dice, "metric": "mean val Dice"})
+
+
+__all__ = [
+    "DEFAULT_CONFIG", "VAL_FILE", "BEST_DIR", "validate_config", "resolve_subset", "pretrained_config",
+    "check_compatible", "FinetuneTask",
+]

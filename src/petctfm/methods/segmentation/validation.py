@@ -1,0 +1,56 @@
+"""Validation of a segmentation model during fine-tuning: sliding-window predictions on a split of the
+harmonized dataset, per-case metrics, their means.
+
+Per case: the [SUV, HU] volume (2, X, Y, Z) is normalized like the training data
+(:func:`petctfm.inference.normalize.normalized_input`), predicted patch by patch
+(:func:`petctfm.inference.sliding_window.predict_case`: Gaussian-weighted overlap, background padding) into a
+label (X, Y, Z) and scored by :func:`petctfm.evaluate.metrics.case_metrics` (autoPET convention: Dice
+undefined on cases without lesions, false-positive volume counted).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from petctfm.data import format as fmt
+
+
+def validate(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, split: str = "val") -> dict[str, Any] | None:
+    """Mean per-case metrics of sliding-window predictions on ``split``; None if the split is empty.
+
+    Returns ``{"dice": mean Dice over cases with lesions (NaN if none), "n_cases", "n_dice",
+    "fp_volume_ml": mean, "fn_volume_ml": mean, "cases": {case_id: dice}}``.
+    """
+    from petctfm.evaluate.metrics import case_metrics
+    from petctfm.inference.normalize import normalized_input
+    from petctfm.inference.sliding_window import predict_case
+
+    ids = (fmt.load_splits(dataset).get(split) or [])
+    if not ids:
+        return None
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    rows = {}
+    try:
+        for cid in ids:
+            case = fmt.load_case(dataset, cid, mmap=True)
+            x, bg = normalized_input(np.asarray(case["image"]), cfg)
+            _, label = predict_case(model, x, cfg["data"]["patch_size"], float(cfg["val"]["overlap"]), device,
+                                    bg=bg, sw_batch_size=int(cfg["val"]["sw_batch_size"]))
+            rows[cid] = case_metrics(label, np.asarray(case["label"]), case["meta"]["spacing"])
+    finally:
+        model.train(was_training)
+    dices = [r["dice"] for r in rows.values() if math.isfinite(r["dice"])]
+    return {"dice": float(np.mean(dices)) if dices else float("nan"), "n_cases": len(rows), "n_dice": len(dices),
+            "fp_volume_ml": float(np.mean([r["fp_volume_ml"] for r in rows.values()])),
+            "fn_volume_ml": float(np.mean([r["fn_volume_ml"] for r in rows.values()])),
+            "cases": {k: r["dice"] for k, r in rows.items()}}
+
+
+__all__ = ["validate"]

@@ -1,0 +1,58 @@
+"""Test fixture: a tiny synthetic dataset in the harmonized format, written in well under a second.
+
+Tests import it as a top-level module (``from toy_data import write_toy_dataset``), like ``quick_train``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from petctfm.data import format as fmt
+from petctfm.io.atomic import atomic_write_json
+
+
+def write_toy_dataset(root: str | os.PathLike, n_cases: int = 4, shape: tuple[int, int, int] = (48, 48, 64),
+                      seed: int = 0) -> Path:
+    """A tiny dataset in the harmonized format, for tests (synthetic only).
+
+    Each case: an ellipsoidal "body" (CT soft tissue ~40 HU in air at -1000 HU, a denser "spine" cylinder
+    of ~400 HU; PET background SUV ~1, liver-like region SUV ~2.5) with 1-3 spherical hot lesions
+    (SUV 5-12, label 1). Splits: all but the last case train, last case val and test.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    X, Y, Z = shape
+    gx, gy, gz = np.meshgrid(np.arange(X), np.arange(Y), np.arange(Z), indexing="ij")
+    ids = []
+    for k in range(n_cases):
+        cx, cy = X / 2 + rng.normal(0, 2), Y / 2 + rng.normal(0, 2)
+        body = ((gx - cx) / (0.42 * X)) ** 2 + ((gy - cy) / (0.33 * Y)) ** 2 <= 1
+        ct = np.where(body, 40.0, -1000.0) + rng.normal(0, 10, shape)
+        spine = ((gx - cx) ** 2 + (gy - cy + 0.2 * Y) ** 2 <= (0.06 * X) ** 2) & body
+        ct[spine] = 400.0 + rng.normal(0, 20, int(spine.sum()))
+        pet = np.where(body, 1.0, 0.0) + np.abs(rng.normal(0, 0.1, shape)) * body
+        liver = body & (((gx - cx - 0.15 * X) / (0.15 * X)) ** 2 + ((gy - cy) / (0.15 * Y)) ** 2
+                        + ((gz - 0.6 * Z) / (0.2 * Z)) ** 2 <= 1)
+        pet[liver] = 2.5
+        label = np.zeros(shape, np.uint8)
+        for _ in range(int(rng.integers(1, 4))):
+            c = np.array([rng.uniform(0.3, 0.7) * X, rng.uniform(0.3, 0.7) * Y, rng.uniform(0.2, 0.8) * Z])
+            r = rng.uniform(2.0, 4.0)
+            les = (gx - c[0]) ** 2 + (gy - c[1]) ** 2 + (gz - c[2]) ** 2 <= r * r
+            pet[les] = rng.uniform(5, 12)
+            label[les] = 1
+        image = np.stack([pet, ct]).astype(np.float32)
+        cid = f"toy{k:03d}"
+        fmt.write_case(root, cid, image, label, np.diag([2.0, 2.0, 2.0, 1.0]), {"site": "toy", "tracer": "FDG"})
+        ids.append(cid)
+    fmt.write_dataset_info(root, {
+        "spacing": [2.0, 2.0, 2.0], "orientation": "RAS",
+        "normalization": {"PET": {"mean": 0.6, "std": 1.2, "clip": [0.0, 30.0]},
+                          "CT": {"mean": -400.0, "std": 500.0, "clip": [-1000.0, 1500.0]}},
+    })
+    atomic_write_json(root / fmt.SPLITS_JSON, {"train": ids[:-1] if len(ids) > 1 else ids, "val": ids[-1:],
+                                               "test": ids[-1:], "fractions": {}, "kshot": {}})
+    return root
