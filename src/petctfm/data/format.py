@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -135,20 +135,46 @@ def load_case(root: str | os.PathLike, case_id: str, mmap: bool = True) -> dict[
     return out
 
 
-def normalize(image: np.ndarray, info: dict[str, Any], channels: tuple[str, ...] = CHANNELS) -> np.ndarray:
-    """Map raw [SUV, HU] channels to the training scale: ``(clip(x, lo, hi) - mean) / std`` per channel.
+def norm_table(normalization: dict[str, Any], channels: Sequence[int | str] = CHANNELS) -> np.ndarray:
+    """(C, 4) float32 rows ``[clip_lo, clip_hi, mean, std]`` for ``channels`` (names of :data:`CHANNELS` or
+    indices into it) from a ``normalization`` dict ``{name: {clip, mean, std}}`` (``dataset.json``, or a model
+    config's ``preprocessing.normalization``)."""
+    rows = []
+    for c in channels:
+        p = normalization[CHANNELS[c] if isinstance(c, (int, np.integer)) else c]
+        rows.append([float(p["clip"][0]), float(p["clip"][1]), float(p["mean"]), float(p["std"])])
+    return np.asarray(rows, dtype=np.float32).reshape(-1, 4)
 
-    ``info["normalization"][name]`` holds ``mean``, ``std`` and ``clip`` (``[lo, hi]``), computed over the
-    training split by harmonize. ``image`` is (C, ...) with channels named by ``channels``. After this, zero
-    is each modality's training mean.
+
+def apply_normalization(x, table, channel_axis: int = 0):
+    """``(clip(x, lo, hi) - mean) / std`` per channel in float32, the one implementation of petctfm's input
+    normalization: NumPy in -> NumPy out (training patches, fine-tuned models), torch in -> torch out on the
+    tensor's device (frozen encoders of the probe and staging).
+
+    ``x``: (C, ...) with ``channel_axis=0`` or (B, C, ...) with ``channel_axis=1``, the channels of ``table``'s
+    rows (:func:`norm_table`, (C, 4)). After this, zero is each modality's training mean.
     """
-    norm = info["normalization"]
-    out = np.empty(image.shape, dtype=np.float32)
-    for c, name in enumerate(channels):
-        p = norm[name]
-        lo, hi = p["clip"]
-        out[c] = (np.clip(image[c], lo, hi) - p["mean"]) / p["std"]
-    return out
+    shape = [1] * x.ndim
+    shape[channel_axis] = -1
+    if not isinstance(x, np.ndarray) and hasattr(x, "dim"):  # a torch tensor (torch not imported here)
+        import torch
+
+        x = x.float()
+        t = torch.as_tensor(table, dtype=torch.float32, device=x.device)
+        lo, hi, mean, std = (t[:, i].view(shape) for i in range(4))
+        return (torch.minimum(torch.maximum(x, lo), hi) - mean) / std
+    x = np.asarray(x, dtype=np.float32)
+    t = np.asarray(table, dtype=np.float32)
+    lo, hi, mean, std = (t[:, i].reshape(shape) for i in range(4))
+    return (np.minimum(np.maximum(x, lo), hi) - mean) / std
+
+
+def normalize(image: np.ndarray, info: dict[str, Any], channels: tuple[str, ...] = CHANNELS) -> np.ndarray:
+    """Map raw [SUV, HU] channels (C, ...) named by ``channels`` to the training scale with the dataset's
+    statistics ``info["normalization"]`` (computed over the training split by harmonize):
+    :func:`apply_normalization` with :func:`norm_table`. After this, zero is each modality's training mean.
+    """
+    return apply_normalization(image, norm_table(info["normalization"], channels))
 
 
 def write_dataset_info(root: str | os.PathLike, info: dict[str, Any]) -> Path:
@@ -158,5 +184,5 @@ def write_dataset_info(root: str | os.PathLike, info: dict[str, Any]) -> Path:
 
 __all__ = [
     "FORMAT_VERSION", "CHANNELS", "case_dir", "write_case", "load_dataset_info", "load_splits", "load_case",
-    "normalize", "write_dataset_info", "atomic_path",
+    "normalize", "norm_table", "apply_normalization", "write_dataset_info", "atomic_path",
 ]

@@ -31,6 +31,7 @@ foreground, image and label cut with the same box and augmented jointly; items
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import zlib
@@ -56,6 +57,23 @@ def preprocessing_record(info: dict[str, Any], mode: str) -> dict[str, Any]:
     ``preprocessing``."""
     return {"channels": [fmt.CHANNELS[i] for i in MODES[mode]],
             "normalization": {k: info["normalization"][k] for k in fmt.CHANNELS}}
+
+
+def bind_dataset(config: dict[str, Any], dataset: str | os.PathLike | None,
+                 validate: Callable[[dict[str, Any]], Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A task's config bound to its dataset: a deep copy of ``config`` with ``dataset`` set (when given),
+    checked by ``validate`` (the method's ``validate_config``), and, when it names a dataset, that dataset's
+    ``preprocessing_record`` under ``preprocessing``. Returns ``(config, dataset info or None)``; a wrong path
+    or a dataset without statistics is a one-line InputError."""
+    cfg = copy.deepcopy(config)
+    if dataset is not None:
+        cfg["dataset"] = str(dataset)
+    validate(cfg)
+    info = None
+    if cfg.get("dataset"):
+        info = fmt.load_dataset_info(cfg["dataset"], require_normalization=True)
+        cfg["preprocessing"] = preprocessing_record(info, cfg["data"]["mode"])
+    return cfg, info
 
 
 @dataclass

@@ -19,7 +19,6 @@ An explicit ``--suv`` (a folder with ``<id>.<ext>`` or ``<id>/SUV.<ext>``, or a 
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 
 from petctfm.core.errors import InputError
 from petctfm.evaluate.geometry import Grid, grid_mismatch, grid_of
+from petctfm.io.layouts.nnunet import nnunet_channels
 from petctfm.io.images import IMAGE_SUFFIXES, array_xyz, read_image
 
 BREAKDOWN_COLUMNS = ("site", "tracer", "diagnosis")
@@ -64,17 +64,14 @@ def _image_in(folder: Path, stem: str) -> Path | None:
 
 
 def _nnunet_suv_channel(raw_root: Path) -> int | None:
-    ds = raw_root / "dataset.json"
-    if not ds.is_file():
+    """The PET/SUV channel of the nnU-Net dataset at ``raw_root`` (:func:`petctfm.io.layouts.nnunet.nnunet_channels`),
+    or None without a readable ``dataset.json`` (then SUV-based metrics are left out)."""
+    if not (raw_root / "dataset.json").is_file():
         return None
     try:
-        names = json.loads(ds.read_text()).get("channel_names", {})
-    except (json.JSONDecodeError, AttributeError):
+        return nnunet_channels(raw_root).pet
+    except InputError:
         return None
-    for key, name in names.items():
-        if str(name).upper() in ("SUV", "PET"):
-            return int(key)
-    return None
 
 
 def find_ground_truth(gt: str | Path, split: str | None = None) -> dict[str, GtCase]:

@@ -53,7 +53,7 @@ from petctfm.data import format as fmt
 from petctfm.data.loader import MODES, list_cases
 from petctfm.core.errors import InputError
 from petctfm.core.device import autocast_for, resolve_device
-from petctfm.inference.normalize import norm_table, normalize
+from petctfm.data.format import apply_normalization, norm_table
 from petctfm.inference.sliding_window import lesion_probability
 from petctfm.io.tables import csv_text
 from petctfm.models.backbones import patch_divisor
@@ -92,7 +92,7 @@ class FrozenEncoder(nn.Module):
     def normalize(self, raw: torch.Tensor) -> torch.Tensor:
         """(B, 2, ...) raw [SUV, HU] -> (B, C_e, ...) ``(clip(x) - mean) / std`` of this encoder's channels
         (:func:`petctfm.inference.normalize.normalize`, the one normalization)."""
-        return normalize(raw[:, self.channels], self.norm, channel_axis=1)
+        return apply_normalization(raw[:, self.channels], self.norm, channel_axis=1)
 
     @torch.no_grad()
     def features(self, raw: torch.Tensor) -> list[torch.Tensor]:

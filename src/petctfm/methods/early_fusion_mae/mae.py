@@ -40,7 +40,6 @@ encoders are shared (:mod:`petctfm.models`), and so is the patch stream (:mod:`p
 
 from __future__ import annotations
 
-import copy
 import math
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -50,7 +49,7 @@ import torch
 from torch import nn
 
 from petctfm.data import format as fmt
-from petctfm.data.loader import MODES, PatchConfig, PatchDataset, patch_loader, preprocessing_record
+from petctfm.data.loader import MODES, PatchConfig, PatchDataset, bind_dataset, patch_loader
 from petctfm.core.device import unwrap_model
 from petctfm.core.errors import InputError
 from petctfm.models.backbones import build_backbone, check_patch_size
@@ -259,16 +258,8 @@ class EarlyFusionMAETask:
     loss, data and preprocessing; it is saved beside the run and in every checkpoint."""
 
     def __init__(self, config: dict[str, Any], dataset: str | Path | None = None):
-        cfg = copy.deepcopy(config)
-        if dataset is not None:
-            cfg["dataset"] = str(dataset)
-        validate_config(cfg)
-        if cfg.get("dataset"):
-            # one-line InputError on a wrong path or a dataset without statistics
-            info = fmt.load_dataset_info(cfg["dataset"], require_normalization=True)
-            cfg["preprocessing"] = preprocessing_record(info, cfg["data"]["mode"])
-        self.config = cfg
-        self.data_cfg = PatchConfig.from_dict(cfg["data"])
+        self.config, _ = bind_dataset(config, dataset, validate_config)  # + the dataset's normalization record
+        self.data_cfg = PatchConfig.from_dict(self.config["data"])
 
     # -- TrainTask -----------------------------------------------------------------------------------
 

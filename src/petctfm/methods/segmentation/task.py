@@ -32,7 +32,6 @@ logits (B, 2, px, py, pz).
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from pathlib import Path
@@ -43,7 +42,7 @@ from torch import nn
 
 from petctfm.core.errors import InputError
 from petctfm.data import format as fmt
-from petctfm.data.loader import MODES, LabeledPatchDataset, PatchConfig, patch_loader, preprocessing_record
+from petctfm.data.loader import MODES, LabeledPatchDataset, PatchConfig, bind_dataset, patch_loader
 from petctfm.inference.model import BEST_DIR  # RUN/best/: the best checkpoint by val Dice
 from petctfm.io.atomic import json_safe
 from petctfm.methods.segmentation.model import METHOD, build_model, freeze_encoder, layer_decay_groups
@@ -160,17 +159,10 @@ class FinetuneTask:
     the loss, the data and the preprocessing; it is saved beside the run and in every checkpoint."""
 
     def __init__(self, config: dict[str, Any], dataset: str | Path | None = None):
-        cfg = copy.deepcopy(config)
-        if dataset is not None:
-            cfg["dataset"] = str(dataset)
-        validate_config(cfg)
-        if cfg.get("dataset"):
-            info = fmt.load_dataset_info(cfg["dataset"], require_normalization=True)
-            cfg["preprocessing"] = {
-                **preprocessing_record(info, cfg["data"]["mode"]),
-                # the harmonization the dataset was built with: `petctfm predict` resamples new cases alike
-                "harmonize": {"spacing": info.get("spacing"), "ct_window": info.get("ct_window")},
-            }
+        cfg, info = bind_dataset(config, dataset, validate_config)
+        if info is not None:
+            # the harmonization the dataset was built with: `petctfm predict` resamples new cases alike
+            cfg["preprocessing"]["harmonize"] = {"spacing": info.get("spacing"), "ct_window": info.get("ct_window")}
             if not cfg["subset"]["cases"]:
                 cfg["subset"]["name"], cfg["subset"]["cases"] = resolve_subset(cfg["dataset"])
         self.config = cfg
