@@ -6,12 +6,14 @@ Pipeline of :func:`generate_case` (all randomness from ``np.random.default_rng([
    arms), tracer, diagnosis (~40 % negative controls), dose and times.
 2. Scanner grids of the site (PET and CT differ in spacing, matrix, field of view, origin; both carry the
    site's direction cosines) and an axis-aligned "truth" grid covering the body.
-3. Anatomy label map on the truth grid -> HU and SUV maps (per-patient tissue values + texture) -> lesions
-   blended in (anti-aliased occupancy).
+3. Anatomy label map on the truth grid -> HU and SUV maps (per-patient tissue values + texture) -> lesion
+   plan drawn (``burden.draw_plan``: count, volumes, sites, uptake per diagnosis), placed and blended in
+   (anti-aliased occupancy).
 4. CT: kernel blur (+ anti-alias) on the truth grid, linear resampling onto the CT grid, correlated noise.
    PET: SUV -> Bq/ml (dose, weight, decay to scan start, site calibration bias), PSF blur, resampling onto
    the PET grid, count-dependent (Poisson-like) noise. ``suv = pet * weight_g / decayed_dose`` exactly.
-5. ctres (CT -> PET grid, linear), organs (nearest), seg (occupancy >= 0.5, plus each lesion's centre voxel).
+5. ctres (CT -> PET grid, linear), organs (nearest), seg (occupancy >= 0.5, plus each lesion's centre voxel);
+   per-lesion SEG volumes (``lesion_volumes_ml``) from the truth-grid lesion owner map.
 """
 
 from __future__ import annotations

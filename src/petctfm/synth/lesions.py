@@ -1,10 +1,13 @@
-"""Lesions: disease pattern per diagnosis, placement, irregular shapes, uptake, CT correlate, and the stage.
+"""Lesions: placement of a lesion plan, irregular shapes, uptake, CT correlate, and the stage.
 
-A lesion is an irregular blob (a sphere whose radius is modulated by a few random low-frequency lobes, so
-lobulated rather than spherical), placed at a lymph-node station or inside an organ (lung, liver, bone,
-spleen, prostate, subcutaneous fat). Its uptake is heterogeneous (smooth texture, brighter centre, optional
-necrotic core, optional low contrast) and its CT appearance depends on where it sits (soft tissue in fat
-or lung, hypodense in liver/spleen, lytic or sclerotic in bone).
+What to place (count, volumes, sites, uptake per diagnosis) is drawn beforehand by
+:func:`petctfm.synth.burden.draw_plan`. A lesion is an irregular blob (a sphere whose radius is modulated by
+a few random low-frequency lobes, so lobulated rather than spherical) or a confluent mass of several such
+blobs, placed at a lymph-node station (or next to a ureter, bowel or brown fat) or inside an organ (lung,
+liver, bone, spleen, prostate, subcutaneous fat), scaled to its planned volume and clipped to the tissues it
+may occupy. Its uptake is heterogeneous (smooth texture, brighter centre, optional necrotic core, optional
+low contrast) and its CT appearance depends on where it sits (soft tissue in fat or lung, hypodense in
+liver/spleen, lytic or sclerotic in bone).
 
 Stage rule (the label of the staging task, derived only from where the lesions are):
 - lymphoma (Ann Arbor): ``early`` when every lesion is nodal and all are on one side of the diaphragm;
