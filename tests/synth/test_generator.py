@@ -187,10 +187,13 @@ def test_negatives_and_lesions(cohort):
         if c.meta["diagnosis"] == "negative":
             assert n == 0 and seg.sum() == 0 and c.meta["stage"] == "none"
             continue
-        assert 1 <= n <= 20 and seg.sum() > 0
+        # issue 15: realistic burden (up to 40 lesions, masses up to ~1 l, SUVmax up to 45; was 20 / 80 mm / 30)
+        assert 1 <= n <= 40 and seg.sum() > 0
         assert abs(c.meta["lesion_volume_ml"] - seg.sum() * np.prod(c.seg.GetSpacing()) / 1000) < 1e-2
+        assert len(c.meta["lesion_volumes_ml"]) == n
+        assert abs(sum(c.meta["lesion_volumes_ml"]) - c.meta["lesion_volume_ml"]) < 1e-2
         for les in c.meta["lesions"]:
-            assert 4 <= les["diameter_mm"] <= 80 and 2 <= les["suv_max"] <= 30
+            assert 4 <= les["diameter_mm"] <= 160 and 2 <= les["suv_max"] <= 45
             idx = c.seg.TransformPhysicalPointToIndex(les["center_mm"])
             assert seg[idx[2], idx[1], idx[0]] == 1  # seg is where the lesion is
     assert sum(1 for c in cohort if c.meta["n_lesions"] > 1) >= 3

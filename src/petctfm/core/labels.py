@@ -38,6 +38,7 @@ METADATA_FIELDS: list[str] = [
     "uptake_min",
     "n_lesions",
     "lesion_volume_ml",
+    "lesion_volumes_ml",  # JSON list: SEG volume (ml) of each lesion, in the order of meta["lesions"]
     "arms",
     "patient_name",
     "patient_id",

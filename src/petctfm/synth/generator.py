@@ -6,12 +6,14 @@ Pipeline of :func:`generate_case` (all randomness from ``np.random.default_rng([
    arms), tracer, diagnosis (~40 % negative controls), dose and times.
 2. Scanner grids of the site (PET and CT differ in spacing, matrix, field of view, origin; both carry the
    site's direction cosines) and an axis-aligned "truth" grid covering the body.
-3. Anatomy label map on the truth grid -> HU and SUV maps (per-patient tissue values + texture) -> lesions
-   blended in (anti-aliased occupancy).
+3. Anatomy label map on the truth grid -> HU and SUV maps (per-patient tissue values + texture) -> lesion
+   plan drawn (``burden.draw_plan``: count, volumes, sites, uptake per diagnosis), placed and blended in
+   (anti-aliased occupancy).
 4. CT: kernel blur (+ anti-alias) on the truth grid, linear resampling onto the CT grid, correlated noise.
    PET: SUV -> Bq/ml (dose, weight, decay to scan start, site calibration bias), PSF blur, resampling onto
    the PET grid, count-dependent (Poisson-like) noise. ``suv = pet * weight_g / decayed_dose`` exactly.
-5. ctres (CT -> PET grid, linear), organs (nearest), seg (occupancy >= 0.5, plus each lesion's centre voxel).
+5. ctres (CT -> PET grid, linear), organs (nearest), seg (occupancy >= 0.5, plus each lesion's centre voxel);
+   per-lesion SEG volumes (``lesion_volumes_ml``) from the truth-grid lesion owner map.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from petctfm.io.images import image_from_array
 from petctfm.synth.anatomy import add_benign_hotspots, build_anatomy
 from petctfm.synth.body import Patient, body_extent, body_of
 from petctfm.synth.case import SynthCase
-from petctfm.synth.lesions import place_lesions, plan_pattern, render_lesions, stage_of
+from petctfm.synth.burden import draw_plan
+from petctfm.synth.lesions import place_lesions, render_lesions, stage_of
 from petctfm.synth.physiology import draw_physiology, render
 from petctfm.synth.sites import SITES, SIZE_SCALE, SiteProfile, scaled_spacing
 from petctfm.synth.tissues import organ_lut
@@ -197,6 +200,27 @@ def _correlated_noise(shape_zyx, sigma_vox_zyx, rng: np.random.Generator) -> np.
     return n
 
 
+def _lesion_volumes(seg_arr: np.ndarray, owner: np.ndarray, axes, pet_grid: "Grid", pet_img: sitk.Image,
+                    lesions: list, vox_ml: float) -> list[float]:
+    """Per-lesion volumes (ml) of the PET-grid SEG, in the order of ``lesions``; they sum to the SEG volume.
+
+    Each SEG voxel belongs to the lesion that owns it on the truth grid (nearest-neighbour resampling of the
+    owner map); SEG voxels without an owner (edge of the linear interpolation) go to the nearest lesion
+    centre.
+    """
+    own = sitk.GetArrayFromImage(pet_grid.resample(_truth_image(owner, axes), sitk.sitkNearestNeighbor, 0,
+                                                   sitk.sitkUInt8))
+    ids = own[seg_arr > 0].astype(np.int64)
+    orphan = np.argwhere((seg_arr > 0) & (own == 0))
+    if len(orphan):
+        pts = np.array([pet_img.TransformIndexToPhysicalPoint([int(i) for i in zyx[::-1]]) for zyx in orphan])
+        cen = np.array([les.center for les in lesions])
+        nearest = np.argmin(((pts[:, None, :] - cen[None]) ** 2).sum(-1), axis=1) + 1
+        ids = np.concatenate([ids[ids > 0], nearest])
+    counts = np.bincount(ids, minlength=len(lesions) + 1)[1:len(lesions) + 1]
+    return [float(c) * vox_ml for c in counts]
+
+
 def generate_case(index: int, seed: int, size: str = "small", sites: list[str] | None = None,
                   tracers: list[str] | None = None) -> SynthCase:
     """Generate case ``index`` of the cohort defined by ``seed`` (deterministic in all arguments).
@@ -232,16 +256,26 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
     # lesions
     diagnosis = clin["diagnosis"]
     lesions = []
+    planned_ml = 0.0
     if diagnosis != "negative":
-        pattern = plan_pattern(diagnosis, clin["advanced"], rng)
+        # the plan (count, volumes, sites, uptake) is drawn first, from the rng alone (synth/burden.py)
+        plan = draw_plan(diagnosis, clin["advanced"], rng, body_ml=patient.weight_kg * 1000.0)
+        planned_ml = float(sum(plan.volumes_ml))
         gap = 1.5 * max(pet_grid.spacing)
         # at `tiny` (PET voxels ~9 mm) a lesion is at least one PET voxel wide, else it could not be seen
         min_d = float(np.mean(pet_grid.spacing)) if size == "tiny" else 4.0
-        lesions = place_lesions(anat, diagnosis, pattern, rng, min_gap_mm=gap, bounds=pet_grid.bounds(),
+        lesions = place_lesions(anat, diagnosis, plan, rng, min_gap_mm=gap, bounds=pet_grid.bounds(),
                                 min_diameter_mm=min_d)
-        if not lesions:
-            diagnosis = "negative"
-    occ = render_lesions(anat, lesions, hu, suv_true, rng)
+    owner = np.zeros(anat.labels.shape, np.uint8) if lesions else None
+    occ = render_lesions(anat, lesions, hu, suv_true, rng, owner=owner)
+    if lesions:  # a lesion clipped away entirely by its allowed tissues is dropped (owner ids renumbered)
+        keep = [k for k, les in enumerate(lesions) if les.volume_ml > 0]
+        lut = np.zeros(len(lesions) + 1, np.uint8)
+        lut[[k + 1 for k in keep]] = np.arange(1, len(keep) + 1)
+        owner = lut[owner]
+        lesions = [lesions[k] for k in keep]
+    if not lesions:
+        diagnosis = "negative"
     stage = stage_of(diagnosis, lesions)
 
     # CT: kernel blur + anti-alias on truth grid, resample, correlated noise
@@ -284,6 +318,7 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
     # PET-grid companions
     ctres = pet_grid.resample(ct, sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
     organs = pet_grid.resample(_truth_image(organ_lut()[anat.labels], axes), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    lesion_vols: list[float] = []
     if lesions:
         occ_img = pet_grid.resample(_truth_image(occ, axes), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
         seg_arr = (sitk.GetArrayFromImage(occ_img) >= 0.5).astype(np.uint8)
@@ -293,6 +328,8 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
         idx = pet_img.TransformPhysicalPointToIndex([float(v) for v in les.center])
         if all(0 <= i < n for i, n in zip(idx, pet_grid.size)):
             seg_arr[idx[2], idx[1], idx[0]] = 1
+    if lesions:
+        lesion_vols = _lesion_volumes(seg_arr, owner, axes, pet_grid, pet_img, lesions, vox_ml)
     seg = sitk.GetImageFromArray(seg_arr)
     seg.CopyInformation(pet_img)
 
@@ -314,6 +351,8 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
         "uptake_min": times["uptake_min"],
         "n_lesions": len(lesions),
         "lesion_volume_ml": round(float(seg_arr.sum()) * vox_ml, 3),
+        "lesion_volumes_ml": [round(v, 3) for v in lesion_vols],
+        "planned_lesion_volume_ml": round(planned_ml, 3),
         "arms": patient.arms,
         "patient_name": f"{_SURNAMES[int(rng.integers(len(_SURNAMES)))]}^{given}",
         "patient_id": f"SYN{int(rng.integers(10 ** 7, 10 ** 8))}",
@@ -353,8 +392,10 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
             {"region": les.region, "kind": les.kind, "center_mm": [round(float(v), 2) for v in les.center],
              "diameter_mm": round(les.diameter_mm, 2), "suv_max": round(les.suv_max, 3), "necrotic": les.necrotic,
              "low_contrast": les.low_contrast, "ct_pattern": les.ct, "above_diaphragm": les.above_diaphragm,
-             "volume_ml": round(les.volume_ml, 3)}
-            for les in lesions
+             "volume_ml": round(les.volume_ml, 3), "seg_volume_ml": round(v, 3),
+             "planned_volume_ml": round(les.planned_volume_ml, 3), "suv_mean": round(les.suv_mean, 3),
+             "heterogeneity": round(les.heterogeneity, 3), "n_parts": 1 + len(les.parts), "near": les.near}
+            for les, v in zip(lesions, lesion_vols)
         ],
     }
     return SynthCase(case_id=meta["case_id"], ct=ct, pet=pet, suv=suv, ctres=ctres, seg=seg, organs=organs, meta=meta)

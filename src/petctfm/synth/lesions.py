@@ -1,10 +1,13 @@
-"""Lesions: disease pattern per diagnosis, placement, irregular shapes, uptake, CT correlate, and the stage.
+"""Lesions: placement of a lesion plan, irregular shapes, uptake, CT correlate, and the stage.
 
-A lesion is an irregular blob (a sphere whose radius is modulated by a few random low-frequency lobes, so
-lobulated rather than spherical), placed at a lymph-node station or inside an organ (lung, liver, bone,
-spleen, prostate, subcutaneous fat). Its uptake is heterogeneous (smooth texture, brighter centre, optional
-necrotic core, optional low contrast) and its CT appearance depends on where it sits (soft tissue in fat
-or lung, hypodense in liver/spleen, lytic or sclerotic in bone).
+What to place (count, volumes, sites, uptake per diagnosis) is drawn beforehand by
+:func:`petctfm.synth.burden.draw_plan`. A lesion is an irregular blob (a sphere whose radius is modulated by
+a few random low-frequency lobes, so lobulated rather than spherical) or a confluent mass of several such
+blobs, placed at a lymph-node station (or next to a ureter, bowel or brown fat) or inside an organ (lung,
+liver, bone, spleen, prostate, subcutaneous fat), scaled to its planned volume and clipped to the tissues it
+may occupy. Its uptake is heterogeneous (smooth texture, brighter centre, optional necrotic core, optional
+low contrast) and its CT appearance depends on where it sits (soft tissue in fat or lung, hypodense in
+liver/spleen, lytic or sclerotic in bone).
 
 Stage rule (the label of the staging task, derived only from where the lesions are):
 - lymphoma (Ann Arbor): ``early`` when every lesion is nodal and all are on one side of the diaphragm;
@@ -17,7 +20,7 @@ Stage rule (the label of the staging task, derived only from where the lesions a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,7 +43,11 @@ PRIMARY_REGIONS = {
 
 @dataclass
 class Lesion:
-    """One lesion (physical units, LPS mm)."""
+    """One lesion (physical units, LPS mm).
+
+    A lesion is one connected mass: a single lobulated blob, or (``parts``) a confluent cluster of merged
+    nodes, each part a lobulated blob of its own at ``center + offset``.
+    """
 
     region: str  # e.g. "axilla_left", "liver", "bone", "lung_right", "skin_trunk", "prostate"
     kind: str  # "node" | "organ"
@@ -53,6 +60,16 @@ class Lesion:
     above_diaphragm: bool
     lobes: np.ndarray  # (k, 4): unit direction (3) + amplitude (1)
     volume_ml: float = 0.0  # rendered volume on the truth grid (set by render_lesions)
+    suv_mean: float = 0.0  # > 0: scale uptake to this mean (rim, outside a necrotic core); 0: peak = suv_max
+    heterogeneity: float = 0.12  # relative amplitude of the smooth uptake texture
+    parts: list = field(default_factory=list)  # extra blobs [(offset (3,), diameter_mm, lobes (k, 4)), ...]
+    near: str | None = None  # "ureter" | "bowel" | "brown_fat" when placed next to that hot physiology
+    planned_volume_ml: float = 0.0  # volume the plan asked for (before shrinking to fit)
+
+    def blobs(self) -> list[tuple[np.ndarray, float, np.ndarray]]:
+        """(centre, diameter, lobes) of every blob of the lesion, the main one first."""
+        return [(self.center, self.diameter_mm, self.lobes)] + [
+            (self.center + np.asarray(o, float), float(d), lb) for o, d, lb in self.parts]
 
 
 def stage_of(diagnosis: str, lesions: list[Lesion]) -> str:
@@ -67,72 +84,6 @@ def stage_of(diagnosis: str, lesions: list[Lesion]) -> str:
     if len(regions) == 1 and next(iter(regions)) in PRIMARY_REGIONS.get(diagnosis, ()):
         return "early"
     return "advanced"
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Disease patterns: a list of (region, count, diameter range mm, SUVmax range)
-
-
-def plan_pattern(diagnosis: str, advanced: bool, rng: np.random.Generator) -> list[tuple[str, int, tuple, tuple]]:
-    side = lambda: "left" if rng.random() < 0.5 else "right"  # noqa: E731
-    ri = lambda a, b: int(rng.integers(a, b + 1))  # noqa: E731
-    out: list[tuple[str, int, tuple, tuple]] = []
-    if diagnosis == "lymphoma":
-        upper = ["neck_left", "neck_right", "supraclavicular_left", "supraclavicular_right", "axilla_left",
-                 "axilla_right", "mediastinum", "hilum_left", "hilum_right"]
-        lower = ["paraaortic", "mesenteric", "iliac_left", "iliac_right", "inguinal_left", "inguinal_right"]
-        size, suv = (10, 45), (4, 25)
-        if not advanced:
-            pool = upper if rng.random() < 0.65 else lower
-            for st in rng.choice(pool, size=ri(1, 2), replace=False):
-                out.append((str(st), ri(1, 3), size, suv))
-        else:
-            for st in rng.choice(upper, size=ri(1, 4), replace=False):
-                out.append((str(st), ri(1, 3), size, suv))
-            for st in rng.choice(lower, size=ri(1, 3), replace=False):
-                out.append((str(st), ri(1, 3), size, suv))
-            if rng.random() < 0.4:
-                out.append(("spleen", ri(1, 3), (8, 30), (4, 18)))
-            if rng.random() < 0.2:
-                out.append(("bone", ri(1, 3), (10, 30), (4, 15)))
-            if rng.random() < 0.15:
-                out.append(("mediastinum", 1, (50, 80), (6, 25)))  # bulky
-    elif diagnosis == "melanoma":
-        skin = "skin_" + str(rng.choice(["trunk", "trunk", "head_neck", f"leg_{side()}", f"arm_{side()}"]))
-        out.append((skin, ri(1, 2), (5, 25), (2, 10)))
-        if advanced:
-            s = side()
-            out.append((str(rng.choice([f"axilla_{s}", f"inguinal_{s}", f"neck_{s}"])), ri(1, 3), (8, 35), (4, 20)))
-            for reg, p, n, size, suv in (("lung", 0.5, (1, 5), (5, 20), (2, 12)), ("liver", 0.35, (1, 4), (8, 40), (4, 18)),
-                                         ("bone", 0.3, (1, 3), (8, 25), (3, 15)), ("skin_trunk", 0.3, (1, 3), (5, 20), (3, 12))):
-                if rng.random() < p:
-                    reg = f"lung_{side()}" if reg == "lung" else reg
-                    out.append((reg, ri(*n), size, suv))
-    elif diagnosis == "lung_cancer":
-        s = side()
-        out.append((f"lung_{s}", 1, (12, 70) if advanced else (8, 40), (3, 20)))
-        if rng.random() < 0.2:
-            out.append((f"lung_{s}", 1, (5, 12), (2, 6)))  # satellite nodule
-        if advanced:
-            out.append((str(rng.choice([f"hilum_{s}", "mediastinum"])), ri(1, 3), (8, 30), (3, 15)))
-            for reg, p, n, size, suv in (("mediastinum", 0.4, (1, 2), (10, 30), (3, 15)),
-                                         (f"supraclavicular_{s}", 0.2, (1, 1), (8, 20), (3, 12)),
-                                         ("liver", 0.3, (1, 4), (10, 40), (4, 15)), ("bone", 0.35, (1, 4), (10, 30), (3, 15)),
-                                         (f"lung_{'left' if s == 'right' else 'right'}", 0.25, (1, 3), (5, 15), (2, 8))):
-                if rng.random() < p:
-                    out.append((reg, ri(*n), size, suv))
-    elif diagnosis == "prostate_cancer":
-        if not advanced or rng.random() < 0.6:
-            out.append(("prostate", ri(1, 2), (6, 18), (4, 20)))
-        if advanced:
-            s = side()
-            out.append((f"iliac_{s}", ri(1, 3), (5, 18), (4, 30)))
-            for reg, p, n, size, suv in (("iliac_left" if s == "right" else "iliac_right", 0.4, (1, 2), (5, 15), (4, 25)),
-                                         ("paraaortic", 0.4, (1, 3), (5, 15), (4, 25)),
-                                         ("bone", 0.55, (1, 8), (6, 25), (4, 30))):
-                if rng.random() < p:
-                    out.append((reg, ri(*n), size, suv))
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -169,136 +120,317 @@ def _probe(anat: Anatomy, c: np.ndarray, r: float) -> np.ndarray:
     return anat.labels[idx[:, 0], idx[:, 1], idx[:, 2]]
 
 
-def place_lesions(anat: Anatomy, diagnosis: str, pattern, rng: np.random.Generator,
-                  min_gap_mm: float, bounds: tuple[np.ndarray, np.ndarray] | None = None,
-                  max_lesions: int = 20, min_diameter_mm: float = 4.0) -> list[Lesion]:
-    """Place lesions of ``pattern`` in ``anat``; a lesion that does not fit after 40 tries is dropped.
+HOT_TISSUES = {"ureter": (T.URETER,), "bowel": (T.BOWEL, T.COLON), "brown_fat": (T.BROWN_FAT,)}
+# where a lesion may be rendered (its occupancy is clipped to these tissues): nodes avoid bone, parenchymal
+# organs and vessels; organ lesions stay inside their organ; skin lesions inside the body
+NODE_EXCLUDE = NODE_BAD + (T.AIR, T.TABLE, T.GAS)
+SKIN_EXCLUDE = (T.AIR, T.TABLE) + BONE
 
-    ``bounds`` (lo, hi mm): lesions must lie entirely inside this box (the PET field of view).
-    ``min_diameter_mm``: lower clip of the drawn diameters (the generator uses one PET voxel at ``tiny``).
 
-    Lesions never overlap: centres are at least ``r1 + r2 + min_gap_mm`` apart.
+def allowed_tissues(les: "Lesion") -> tuple[tuple[int, ...], bool]:
+    """(tissues, inclusive): the lesion may cover these tissues (inclusive) or all but these (exclusive)."""
+    if les.kind == "node":
+        return NODE_EXCLUDE, False
+    if les.region.startswith("skin"):
+        return SKIN_EXCLUDE, False
+    if les.region == "bone":
+        return BONE, True
+    if les.region in ("liver", "spleen", "prostate") or les.region.startswith("lung_"):
+        return _organ_tissues(les.region), True
+    return (T.AIR, T.TABLE), False
+
+
+def _diameter(volume_ml: float) -> float:
+    return float((6.0 * volume_ml * 1000.0 / np.pi) ** (1.0 / 3.0))
+
+
+def _lobes(rng: np.random.Generator) -> np.ndarray:
+    k = int(rng.integers(2, 6))
+    dirs = rng.standard_normal((k, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    amps = rng.uniform(0.1, 0.35, (k, 1))
+    return np.hstack([dirs, amps])
+
+
+def _unit(rng: np.random.Generator) -> np.ndarray:
+    v = rng.standard_normal(3)
+    return v / (np.linalg.norm(v) or 1.0)
+
+
+def _node_ok(anat: Anatomy, c: np.ndarray, r: float, main: bool = True) -> bool:
+    """A node (blob) of radius ``r`` at ``c`` fits: its centre (main blob) and most of its sphere avoid bone,
+    vessels, heart, airway, parenchymal organs and air. Big masses wrap around such structures (the
+    rendering clips them to the allowed tissues), so they may touch more of them."""
+    probe = _probe(anat, c, 0.7 * r)
+    tol = 0.12 if r <= 15 else 0.35
+    if main and (probe[13] in NODE_BAD or probe[13] == T.AIR):
+        return False
+    return float(np.isin(probe, NODE_BAD + (T.AIR,)).mean()) <= tol
+
+
+def _inside(pts: np.ndarray, center: np.ndarray, d: float, lobes: np.ndarray) -> np.ndarray:
+    """Points inside one lobulated blob (the surface that :func:`render_lesions` anti-aliases)."""
+    v = pts - center
+    dist = np.linalg.norm(v, axis=1) + 1e-6
+    rdir = np.ones(len(pts))
+    for dx, dy, dz, amp in lobes:
+        cosang = (v[:, 0] * dx + v[:, 1] * dy + v[:, 2] * dz) / dist
+        rdir = rdir + amp * np.clip(cosang, 0, 1) ** 3 - amp * 0.25
+    return dist < d / 2 * np.clip(rdir, 0.55, None)
+
+
+def shape_volume_ml(shape: list[tuple[np.ndarray, float, np.ndarray]], n: int = 24) -> float:
+    """Volume (ml) of the union of the blobs of ``shape``, counted on an ``n``^3 grid of its bounding box."""
+    lo = np.min([o - d / 2 * (1 + lb[:, 3].sum()) for o, d, lb in shape], axis=0)
+    hi = np.max([o + d / 2 * (1 + lb[:, 3].sum()) for o, d, lb in shape], axis=0)
+    g = [lo[k] + (np.arange(n) + 0.5) * (hi[k] - lo[k]) / n for k in range(3)]
+    pts = np.stack(np.meshgrid(*g, indexing="ij"), -1).reshape(-1, 3)
+    inside = np.zeros(len(pts), bool)
+    for o, d, lb in shape:
+        inside |= _inside(pts, o, d, lb)
+    return float(inside.mean() * np.prod(hi - lo) / 1000.0)
+
+
+def lesion_shape(volume_ml: float, n_parts: int, min_diameter_mm: float,
+                 rng: np.random.Generator) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    """Blobs ``(offset mm, diameter mm, lobes)`` of one lesion of ``volume_ml``, the main blob at offset 0.
+
+    ``n_parts > 1``: a confluent mass; each further node overlaps a random earlier one (centre distance
+    0.5-0.8x the sum of the radii; chains run mostly along z). The whole shape is then scaled so that the
+    union of the lobulated blobs has ``volume_ml`` (before the ``min_diameter_mm`` clip).
+    """
+    pv = volume_ml * (rng.dirichlet(np.full(n_parts, 2.0)) if n_parts > 1 else np.ones(1))
+    shape = [(np.zeros(3), _diameter(pv[0]), _lobes(rng))]
+    for v in pv[1:]:
+        d = _diameter(v)
+        po, pd, _ = shape[int(rng.integers(len(shape)))]
+        u = _unit(rng) * np.array([1.0, 0.8, 1.4])
+        u /= np.linalg.norm(u)
+        shape.append((po + u * rng.uniform(0.5, 0.8) * (pd / 2 + d / 2), d, _lobes(rng)))
+    s = (volume_ml / max(shape_volume_ml(shape), 1e-9)) ** (1.0 / 3.0)
+    return [(o * s, max(d * s, min_diameter_mm), lb) for o, d, lb in shape]
+
+
+def place_lesions(anat: Anatomy, diagnosis: str, plan, rng: np.random.Generator, min_gap_mm: float,
+                  bounds: tuple[np.ndarray, np.ndarray] | None = None, max_lesions: int = 40,
+                  min_diameter_mm: float = 4.0, tries: int = 25, shrink_rounds: int = 4) -> list[Lesion]:
+    """Place the lesions of ``plan`` (a :class:`petctfm.synth.burden.LesionPlan`) in ``anat``.
+
+    Largest lesions first. A lesion that does not fit after ``tries`` positions is halved in volume and tried
+    again (``shrink_rounds`` times), then dropped. ``bounds`` (lo, hi mm): lesions lie entirely inside this
+    box (the PET field of view). ``min_diameter_mm``: lower clip of every blob's diameter (the generator uses
+    one PET voxel at ``tiny``). Lesions never overlap: blob centres of different lesions are at least
+    ``r1 + r2 + min_gap_mm`` apart; the blobs of one confluent mass overlap on purpose.
     """
     placed: list[Lesion] = []
     cache: dict[tuple[int, ...], np.ndarray] = {}
-    for region, count, size, suv in pattern:
-        for _ in range(count):
-            if len(placed) >= max_lesions:
-                return placed
-            d = max(float(np.exp(rng.uniform(np.log(size[0]), np.log(size[1])))), min_diameter_mm)
+    h = float(np.mean(anat.spacing))
+
+    def cand(tissues: tuple[int, ...]) -> np.ndarray:
+        if tissues not in cache:
+            cache[tissues] = np.argwhere(np.isin(anat.labels, tissues))
+        return cache[tissues]
+
+    def fits(blobs: list[tuple[np.ndarray, float]]) -> bool:
+        for c, d in blobs:
             r = d / 2
-            for _try in range(40):
-                if region in anat.stations:
-                    c0, jit, above = anat.stations[region]
-                    c = np.asarray(c0) + rng.uniform(-1, 1, 3) * np.asarray(jit)
-                    probe = _probe(anat, c, 0.8 * r)
-                    if np.isin(probe, NODE_BAD).mean() > 0.1 or probe[13] in NODE_BAD:
+            if bounds is not None and (np.any(c - r < bounds[0]) or np.any(c + r > bounds[1])):
+                return False
+            for q in placed:
+                for qc, qd, _ in q.blobs():
+                    if np.linalg.norm(c - qc) < r + qd / 2 + min_gap_mm:
+                        return False
+        return True
+
+    order = sorted(range(len(plan.lesions)), key=lambda i: -plan.lesions[i].volume_ml)
+    for i in order:
+        pl = plan.lesions[i]
+        if len(placed) >= max_lesions:
+            break
+        vol = pl.volume_ml
+        done = None
+        for _round in range(shrink_rounds + 1):
+            shape = lesion_shape(vol, pl.n_parts if vol >= 2.0 else 1, min_diameter_mm, rng)
+            r0 = shape[0][1] / 2
+            for _try in range(tries):
+                near = pl.near
+                if pl.kind == "node":
+                    hot = cand(HOT_TISSUES[near]) if near else np.zeros((0, 3))
+                    if near and len(hot):
+                        p = anat.point_of(hot[rng.integers(len(hot))])
+                        c = p + _unit(rng) * (r0 + 0.5 * h + rng.uniform(0.0, 4.0))
+                        region = pl.region
+                        if near == "brown_fat":
+                            region = f"supraclavicular_{'left' if c[0] > 0 else 'right'}"
+                        elif near == "ureter":
+                            region = "paraaortic" if c[2] > anat.landmarks.get("iliac_crest", -np.inf) else \
+                                f"iliac_{'left' if c[0] > 0 else 'right'}"
+                        elif near == "bowel":
+                            region = "mesenteric"
+                        if anat.labels[tuple(anat.index_of(c))] in HOT_TISSUES[near]:
+                            continue
+                    elif pl.region in anat.stations:
+                        near = None
+                        c0, jit, _ = anat.stations[pl.region]
+                        c = np.asarray(c0, float) + rng.uniform(-1, 1, 3) * np.asarray(jit)
+                        region = pl.region
+                    else:
+                        break
+                    blobs = [(c + off, d) for off, d, _ in shape]
+                    if not all(_node_ok(anat, bc, bd / 2, main=j == 0) for j, (bc, bd) in enumerate(blobs)):
                         continue
+                    above = bool(c[2] > anat.z_diaphragm) if near else bool(anat.stations[region][2]) \
+                        if region in anat.stations else bool(c[2] > anat.z_diaphragm)
                     kind, reg = "node", region
                 else:
-                    tissues = _organ_tissues(region)
-                    if tissues not in cache:
-                        cache[tissues] = np.argwhere(np.isin(anat.labels, tissues))
-                    cand = cache[tissues]
-                    if len(cand) == 0:
+                    near = None
+                    tissues = _organ_tissues(pl.region)
+                    cands = cand(tissues)
+                    if len(cands) == 0:
                         break
-                    c = anat.point_of(cand[rng.integers(len(cand))]) + rng.uniform(-0.5, 0.5, 3) * np.asarray(anat.spacing)
-                    probe = _probe(anat, c, 0.8 * r if region != "bone" else 0.5 * r)
-                    frac_in = np.isin(probe, tissues + (BONE if region == "bone" else ())).mean()
-                    if region.startswith("skin"):
-                        ok = np.isin(probe, (T.FAT_SC, T.MUSCLE, T.AIR)).mean() > 0.9 and probe[13] == T.FAT_SC
+                    c = anat.point_of(cands[rng.integers(len(cands))]) + rng.uniform(-0.5, 0.5, 3) * np.asarray(anat.spacing)
+                    probe = _probe(anat, c, 0.8 * r0 if pl.region != "bone" else 0.5 * r0)
+                    if pl.region.startswith("skin"):
+                        if not (np.isin(probe, (T.FAT_SC, T.MUSCLE, T.AIR)).mean() > 0.9 and probe[13] == T.FAT_SC):
+                            continue
+                        reg = _skin_region(c, anat)
+                        if reg != pl.region and _try < tries // 2:
+                            continue  # prefer the planned skin region
                     else:
-                        ok = frac_in >= (0.6 if region != "prostate" else 0.4)
-                    if not ok:
-                        continue
+                        frac_in = np.isin(probe, tissues + (BONE if pl.region == "bone" else ())).mean()
+                        if frac_in < (0.6 if pl.region != "prostate" else 0.4):
+                            continue
+                        reg = pl.region
                     kind = "organ"
-                    reg = _skin_region(c, anat) if region.startswith("skin") else region
                     above = bool(c[2] > anat.z_diaphragm)
-                if bounds is not None and (np.any(c - r < bounds[0]) or np.any(c + r > bounds[1])):
+                    blobs = [(c, shape[0][1])]
+                if not fits(blobs):
                     continue
-                if any(np.linalg.norm(c - q.center) < r + q.diameter_mm / 2 + min_gap_mm for q in placed):
-                    continue
-                necrotic = d > 28 and rng.random() < 0.5
-                low = rng.random() < 0.15
-                ct = {"liver": "hypodense", "spleen": "hypodense", "prostate": "isodense"}.get(reg, "soft")
-                if reg == "bone":
-                    ct = "sclerotic" if rng.random() < (0.8 if diagnosis == "prostate_cancer" else 0.3) else "lytic"
-                k = int(rng.integers(2, 6))
-                dirs = rng.standard_normal((k, 3))
-                dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-                amps = rng.uniform(0.1, 0.35, (k, 1))
-                placed.append(Lesion(reg, kind, c.astype(np.float64), d, float(rng.uniform(*suv)), bool(necrotic),
-                                     bool(low), ct, bool(above), np.hstack([dirs, amps])))
+                done = (kind, reg, above, near, blobs)
                 break
+            if done is not None or vol <= 0.1:
+                break
+            vol = max(vol / 2.0, 0.1)
+        if done is None:
+            continue
+        kind, reg, above, near, blobs = done
+        c, d0 = blobs[0]
+        ct = {"liver": "hypodense", "spleen": "hypodense", "prostate": "isodense"}.get(reg, "soft")
+        if reg == "bone":
+            ct = "sclerotic" if rng.random() < (0.8 if diagnosis == "prostate_cancer" else 0.3) else "lytic"
+        parts = [(off, float(d), lb) for off, d, lb in shape[1:]]
+        placed.append(Lesion(reg, kind, np.asarray(c, np.float64), float(d0), float(pl.suv_mean * 1.5),
+                             bool(pl.necrotic), bool(pl.low_contrast), ct, bool(above), shape[0][2],
+                             suv_mean=float(pl.suv_mean), heterogeneity=float(pl.heterogeneity), parts=parts,
+                             near=near, planned_volume_ml=float(pl.volume_ml)))
     return placed
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Rasterization
 
+SUV_PEAK_MAX = 45.0
+
 
 def render_lesions(anat: Anatomy, lesions: list[Lesion], hu: np.ndarray, suv: np.ndarray,
-                   rng: np.random.Generator) -> np.ndarray:
+                   rng: np.random.Generator, owner: np.ndarray | None = None) -> np.ndarray:
     """Blend lesions into ``hu`` and ``suv`` (truth grid, in place); returns the lesion occupancy.
 
     Occupancy is an anti-aliased fraction in [0, 1] (float32, truth grid), so lesions smaller than a truth
-    voxel still show up. Each lesion's SUV peaks at its ``suv_max`` (low-contrast lesions: 1.5–2.5x the local
-    background, at least 2; every lesion at least 1.3x the 75th percentile of its neighbourhood outside
-    urine-filled organs, at most 30); necrotic cores have low uptake and lower HU. Updates ``suv_max`` to
-    the value actually used.
+    voxel still show up; it is clipped to the tissues the lesion may occupy (:func:`allowed_tissues`: a node
+    never covers bone or a parenchymal organ, a liver lesion stays in the liver, nothing leaves the body).
+    Uptake: a brighter centre, a smooth texture of amplitude ``heterogeneity``, an optional necrotic core
+    (SUV 5-15 % of the peak, 25 HU lower). With ``suv_mean > 0`` the uptake outside the core is scaled to
+    that mean, else the peak is ``suv_max``; low-contrast lesions peak at 1.5-2.5x the local background (at
+    least 2). Every lesion peaks at least 1.3x the 75th percentile of its neighbourhood outside urine-filled
+    organs, and at most ``SUV_PEAK_MAX``. Updates ``suv_max``, ``suv_mean`` and ``volume_ml`` to what was
+    rendered. ``owner`` (uint8, truth grid), when given, gets lesion number ``k + 1`` where lesion ``k`` has
+    the largest occupancy.
     """
     occ = np.zeros(anat.labels.shape, dtype=np.float32)
+    best = np.zeros(anat.labels.shape, dtype=np.float32) if owner is not None else None
     axes = anat.axes
     h = float(np.mean(anat.spacing))
-    for les in lesions:
-        r = les.diameter_mm / 2
-        rmax = r * (1 + les.lobes[:, 3].sum()) + h
+    for k_les, les in enumerate(lesions):
+        blobs = les.blobs()
+        lo = np.min([c - (d / 2 * (1 + lb[:, 3].sum()) + h) for c, d, lb in blobs], axis=0)
+        hi = np.max([c + (d / 2 * (1 + lb[:, 3].sum()) + h) for c, d, lb in blobs], axis=0)
         sl = []
         for k in range(3):
             a = axes[k]
-            i0 = int(np.searchsorted(a, les.center[k] - rmax, "left"))
-            i1 = int(np.searchsorted(a, les.center[k] + rmax, "right"))
+            i0 = int(np.searchsorted(a, lo[k], "left"))
+            i1 = int(np.searchsorted(a, hi[k], "right"))
             sl.append(slice(max(i0, 0), min(max(i1, i0 + 1), len(a))))
         sl = tuple(sl)
-        x = axes[0][sl[0]][:, None, None] - les.center[0]
-        y = axes[1][sl[1]][None, :, None] - les.center[1]
-        z = axes[2][sl[2]][None, None, :] - les.center[2]
-        dist = np.sqrt(x ** 2 + y ** 2 + z ** 2) + 1e-6
-        rdir = np.full(dist.shape, 1.0, dtype=np.float32)
-        for dx, dy, dz, amp in les.lobes:
-            cosang = (x * dx + y * dy + z * dz) / dist
-            rdir = rdir + amp * np.clip(cosang, 0, 1) ** 3 - amp * 0.25
-        R = r * np.clip(rdir, 0.55, None)
-        f = np.clip((R - dist) / h + 0.5, 0.0, 1.0).astype(np.float32)
+        f = None
+        rn = None
+        for c, d, lobes in blobs:
+            r = d / 2
+            x = axes[0][sl[0]][:, None, None] - c[0]
+            y = axes[1][sl[1]][None, :, None] - c[1]
+            z = axes[2][sl[2]][None, None, :] - c[2]
+            dist = np.sqrt(x ** 2 + y ** 2 + z ** 2) + 1e-6
+            rdir = np.full(dist.shape, 1.0, dtype=np.float32)
+            for dx, dy, dz, amp in lobes:
+                cosang = (x * dx + y * dy + z * dz) / dist
+                rdir = rdir + amp * np.clip(cosang, 0, 1) ** 3 - amp * 0.25
+            R = r * np.clip(rdir, 0.55, None)
+            fb = np.clip((R - dist) / h + 0.5, 0.0, 1.0).astype(np.float32)
+            rb = (dist / R).astype(np.float32)  # 0 centre .. 1 edge
+            f = fb if f is None else np.maximum(f, fb)
+            rn = rb if rn is None else np.minimum(rn, rb)
+        tissues, inclusive = allowed_tissues(les)
+        ok = np.isin(anat.labels[sl], tissues)
+        f = f * (ok if inclusive else ~ok)
         if not f.any():
+            les.volume_ml = 0.0
             continue
-        rn = dist / R  # 0 centre .. 1 edge
         bg_suv = float(np.median(suv[sl][f > 0.5])) if (f > 0.5).any() else float(suv[sl].mean())
-        if les.low_contrast:
-            les.suv_max = float(max(2.0, bg_suv * rng.uniform(1.5, 2.5)))
-        # stay conspicuous against the neighbourhood (1 cm around the box, urine-filled organs excluded):
-        # at least 1.3x its 75th percentile, and within the 2-30 SUVmax range of the spec
-        nb = tuple(slice(max(0, q.start - int(10 / sp)), q.stop + int(10 / sp)) for q, sp in zip(sl, anat.spacing))
-        near = suv[nb][~np.isin(anat.labels[nb], URINE)]
-        if near.size:
-            les.suv_max = float(np.clip(max(les.suv_max, 1.3 * np.percentile(near, 75)), 2.0, 30.0))
         tex = smooth_noise(f.shape, max(1.0, 4.0 / h), rng)
-        profile = np.clip(1.0 - 0.3 * rn ** 2 + 0.12 * tex, 0.3, None)
+        profile = np.clip(1.0 - 0.3 * rn ** 2 + les.heterogeneity * tex, 0.3, None)
+        core = None
         if les.necrotic:
             core = rn < rng.uniform(0.35, 0.6)
             profile = np.where(core, rng.uniform(0.05, 0.15), profile)
-        les_suv = les.suv_max * profile / float(profile[f > 0].max())
+        free = 1.0 - occ[sl]
+        w = np.minimum(f, free)
+        if les.low_contrast:
+            les.suv_max = float(max(2.0, bg_suv * rng.uniform(1.5, 2.5)))
+            les_suv = les.suv_max * profile / float(profile[f > 0].max())
+        elif les.suv_mean > 0:
+            rim = w if core is None else w * ~core
+            if rim.sum() <= 0:
+                rim = w
+            les_suv = les.suv_mean * profile / max(float((profile * rim).sum() / max(rim.sum(), 1e-9)), 1e-6)
+        else:
+            les_suv = les.suv_max * profile / float(profile[f > 0].max())
+        # stay conspicuous against the neighbourhood (1 cm around the box, urine-filled organs excluded):
+        # peak at least 1.3x its 75th percentile, and within 2..SUV_PEAK_MAX
+        peak = float(les_suv[f > 0].max())
+        target = peak
+        nb = tuple(slice(max(0, q.start - int(10 / sp)), q.stop + int(10 / sp)) for q, sp in zip(sl, anat.spacing))
+        near = suv[nb][~np.isin(anat.labels[nb], URINE)]
+        if near.size:
+            target = max(target, 1.3 * float(np.percentile(near, 75)))
+        target = float(np.clip(target, 2.0, SUV_PEAK_MAX))
+        les_suv = les_suv * np.float32(target / peak)
+        les.suv_max = target
         base_hu = {"soft": 40.0, "isodense": float(np.median(hu[sl][f > 0.5])) if (f > 0.5).any() else 40.0,
                    "lytic": 60.0, "sclerotic": float(rng.uniform(700, 1100))}.get(les.ct)
         if les.ct == "hypodense":
             base_hu = float(np.median(hu[sl][f > 0.5])) - rng.uniform(15, 40) if (f > 0.5).any() else 20.0
         les_hu = base_hu + 6.0 * tex
-        if les.necrotic:
+        if core is not None:
             les_hu = np.where(core, base_hu - 25.0, les_hu)
-        free = 1.0 - occ[sl]
-        w = np.minimum(f, free)
         suv[sl] = suv[sl] * (1 - w) + les_suv * w
         hu[sl] = hu[sl] * (1 - w) + les_hu * w
         occ[sl] += w
-        les.volume_ml = float(w.sum()) * float(np.prod(anat.spacing)) / 1000.0
+        if owner is not None:
+            mine = w > best[sl]
+            owner[sl][mine] = k_les + 1
+            best[sl] = np.where(mine, w, best[sl])
+        wsum = float(w.sum())
+        les.volume_ml = wsum * float(np.prod(anat.spacing)) / 1000.0
+        if wsum > 0:
+            les.suv_mean = float((les_suv * w).sum() / wsum)
     return occ
