@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from petctfm.synth.anatomy import Patient, T, body_extent, build_anatomy
+from petctfm.synth.anatomy import build_anatomy
+from petctfm.synth.body import Patient, body_extent
+from petctfm.synth.tissues import T
 from petctfm.synth.burden import (BURDEN, MIN_LESION_ML, SITE_MAX_ML, LesionPlan, PlannedLesion, draw_plan,
                                   total_quantile)
 from petctfm.synth.generator import generate_case
