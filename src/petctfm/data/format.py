@@ -135,38 +135,84 @@ def load_case(root: str | os.PathLike, case_id: str, mmap: bool = True) -> dict[
     return out
 
 
+#: PET intensity transforms before the z-score (``data.pet_transform``): ``clip`` = SUV clipped to [0, 20]
+#: (the original, and what a normalization entry without a ``transform`` field means, so old checkpoints keep
+#: their input), ``log1p`` = ``log(1 + clipped SUV)``, which shrinks the bladder / brain tail (docs/pretrain.md).
+PET_TRANSFORMS = ("clip", "log1p")
+
+
+def select_pet_transform(normalization: dict[str, Any], transform: str = "clip",
+                         where: str | os.PathLike = "dataset.json") -> dict[str, Any]:
+    """The ``{name: {clip, mean, std, transform}}`` normalization for PET intensity ``transform`` from a
+    dataset's statistics (``dataset.json["normalization"]``: PET carries its ``log1p`` mean/std beside the
+    clipped-SUV ones). One-line InputError for an unknown transform or a dataset finalized before the
+    statistics existed (``where`` names it)."""
+    if transform not in PET_TRANSFORMS:
+        raise InputError(f"unknown data.pet_transform {transform!r} (choose {', '.join(PET_TRANSFORMS)})")
+    out = {k: {kk: vv for kk, vv in v.items() if not isinstance(vv, dict)} for k, v in normalization.items()}
+    for k in out:
+        out[k]["transform"] = "clip"
+    if transform != "clip":
+        stats = normalization["PET"].get(transform)
+        if not stats:
+            raise InputError(f"{where}: no PET {transform} statistics (finalized by an older petctfm; rerun "
+                             "'petctfm harmonize --finalize DATASET')")
+        out["PET"].update(mean=stats["mean"], std=stats["std"], transform=transform)
+    return out
+
+
 def norm_table(normalization: dict[str, Any], channels: Sequence[int | str] = CHANNELS) -> np.ndarray:
-    """(C, 4) float32 rows ``[clip_lo, clip_hi, mean, std]`` for ``channels`` (names of :data:`CHANNELS` or
-    indices into it) from a ``normalization`` dict ``{name: {clip, mean, std}}`` (``dataset.json``, or a model
-    config's ``preprocessing.normalization``)."""
+    """(C, 5) float32 rows ``[clip_lo, clip_hi, mean, std, log1p]`` for ``channels`` (names of :data:`CHANNELS`
+    or indices into it) from a ``normalization`` dict ``{name: {clip, mean, std[, transform]}}``
+    (``dataset.json``, a model config's ``preprocessing.normalization``, or :func:`select_pet_transform`);
+    ``log1p`` is 1.0 where ``transform == "log1p"`` (absent: ``clip``, the original transform)."""
     rows = []
     for c in channels:
         p = normalization[CHANNELS[c] if isinstance(c, (int, np.integer)) else c]
-        rows.append([float(p["clip"][0]), float(p["clip"][1]), float(p["mean"]), float(p["std"])])
-    return np.asarray(rows, dtype=np.float32).reshape(-1, 4)
+        transform = p.get("transform", "clip")
+        if transform not in PET_TRANSFORMS:
+            raise InputError(f"unknown intensity transform {transform!r} in the normalization record")
+        rows.append([float(p["clip"][0]), float(p["clip"][1]), float(p["mean"]), float(p["std"]),
+                     float(transform == "log1p")])
+    return np.asarray(rows, dtype=np.float32).reshape(-1, 5)
 
 
 def apply_normalization(x, table, channel_axis: int = 0):
-    """``(clip(x, lo, hi) - mean) / std`` per channel in float32, the one implementation of petctfm's input
-    normalization: NumPy in -> NumPy out (training patches, fine-tuned models), torch in -> torch out on the
+    """``(f(clip(x, lo, hi)) - mean) / std`` per channel in float32, ``f`` = ``log1p`` on the rows flagged so
+    (column 4 of the table) and the identity elsewhere: the one implementation of petctfm's input
+    normalization. NumPy in -> NumPy out (training patches, fine-tuned models), torch in -> torch out on the
     tensor's device (frozen encoders of the probe and staging).
 
     ``x``: (C, ...) with ``channel_axis=0`` or (B, C, ...) with ``channel_axis=1``, the channels of ``table``'s
-    rows (:func:`norm_table`, (C, 4)). After this, zero is each modality's training mean.
+    rows (:func:`norm_table`, (C, 5); a legacy (C, 4) table means no log rows). After this, zero is each
+    modality's training mean.
     """
     shape = [1] * x.ndim
     shape[channel_axis] = -1
+    logs = [i for i, r in enumerate(np.asarray(table)) if len(r) > 4 and r[4] > 0.5]
     if not isinstance(x, np.ndarray) and hasattr(x, "dim"):  # a torch tensor (torch not imported here)
         import torch
 
         x = x.float()
         t = torch.as_tensor(table, dtype=torch.float32, device=x.device)
         lo, hi, mean, std = (t[:, i].view(shape) for i in range(4))
-        return (torch.minimum(torch.maximum(x, lo), hi) - mean) / std
+        y = torch.minimum(torch.maximum(x, lo), hi)
+        if logs:
+            y = y.clone()
+            idx = [slice(None)] * x.ndim
+            for i in logs:
+                idx[channel_axis] = i
+                y[tuple(idx)] = torch.log1p(y[tuple(idx)])
+        return (y - mean) / std
     x = np.asarray(x, dtype=np.float32)
     t = np.asarray(table, dtype=np.float32)
     lo, hi, mean, std = (t[:, i].reshape(shape) for i in range(4))
-    return (np.minimum(np.maximum(x, lo), hi) - mean) / std
+    y = np.minimum(np.maximum(x, lo), hi)
+    for i in logs:
+        idx = [slice(None)] * x.ndim
+        idx[channel_axis] = i
+        y[tuple(idx)] = np.log1p(y[tuple(idx)])
+    return (y - mean) / std
 
 
 def normalize(image: np.ndarray, info: dict[str, Any], channels: tuple[str, ...] = CHANNELS) -> np.ndarray:
@@ -184,5 +230,6 @@ def write_dataset_info(root: str | os.PathLike, info: dict[str, Any]) -> Path:
 
 __all__ = [
     "FORMAT_VERSION", "CHANNELS", "case_dir", "write_case", "load_dataset_info", "load_splits", "load_case",
-    "normalize", "norm_table", "apply_normalization", "write_dataset_info", "atomic_path",
+    "normalize", "norm_table", "apply_normalization", "PET_TRANSFORMS", "select_pet_transform",
+    "write_dataset_info", "atomic_path",
 ]

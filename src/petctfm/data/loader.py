@@ -16,7 +16,8 @@ One item, step by step:
 4. Read only that patch from ``image.npy`` opened with ``np.load(mmap_mode="r")``; where the volume is
    smaller than the patch, pad with each channel's lower clip value (PET 0 SUV, CT air), i.e. background.
    (:meth:`PatchDataset.cut`, the one crop routine: it cuts the label with the same box when asked.)
-5. Normalize with :func:`petctfm.data.format.normalize` (dataset statistics: zero = training mean).
+5. Normalize with :func:`petctfm.data.format.apply_normalization` (dataset statistics: zero = training mean;
+   PET through ``pet_transform``, :func:`petctfm.data.format.select_pet_transform`).
 6. Augment (:func:`petctfm.data.augment.build_augment`: flips, small rotations/scales, intensity
    scale/shift jitter) seeded from ``rng``.
 7. Select channels by mode: ``joint`` -> [PET, CT], ``pet`` -> [PET], ``ct`` -> [CT].
@@ -50,13 +51,13 @@ from petctfm.core.errors import InputError
 MODES = {"joint": (0, 1), "pet": (0,), "ct": (1,)}
 
 
-def preprocessing_record(info: dict[str, Any], mode: str) -> dict[str, Any]:
+def preprocessing_record(info: dict[str, Any], mode: str, pet_transform: str = "clip") -> dict[str, Any]:
     """What a model trained in ``mode`` on the dataset described by ``info`` (its ``dataset.json``, read with
     ``load_dataset_info(root, require_normalization=True)``) needs to prepare new input like its training
-    data: the input channels and the dataset's normalization statistics. Saved as the config's
-    ``preprocessing``."""
-    return {"channels": [fmt.CHANNELS[i] for i in MODES[mode]],
-            "normalization": {k: info["normalization"][k] for k in fmt.CHANNELS}}
+    data: the input channels and the dataset's normalization statistics for ``pet_transform`` (each entry
+    names its ``transform``). Saved as the config's ``preprocessing``."""
+    norm = fmt.select_pet_transform({k: info["normalization"][k] for k in fmt.CHANNELS}, pet_transform)
+    return {"channels": [fmt.CHANNELS[i] for i in MODES[mode]], "normalization": norm}
 
 
 def bind_dataset(config: dict[str, Any], dataset: str | os.PathLike | None,
@@ -72,7 +73,8 @@ def bind_dataset(config: dict[str, Any], dataset: str | os.PathLike | None,
     info = None
     if cfg.get("dataset"):
         info = fmt.load_dataset_info(cfg["dataset"], require_normalization=True)
-        cfg["preprocessing"] = preprocessing_record(info, cfg["data"]["mode"])
+        cfg["preprocessing"] = preprocessing_record(info, cfg["data"]["mode"],
+                                                    cfg["data"].get("pet_transform", "clip"))
     return cfg, info
 
 
@@ -85,6 +87,7 @@ class PatchConfig:
     split: str = "train"  # which splits.json list to sample from ("all": every case folder)
     fg_prob: float = 0.33  # probability of centring the patch on a lesion / hot voxel
     hot_suv: float = 4.0  # SUV threshold of a "hot" voxel (used with fg_prob)
+    pet_transform: str = "clip"  # PET intensity before the z-score: clip (SUV in [0, 20]) | log1p
     augment: bool = True
     flip_prob: float = 0.5  # per axis
     affine_prob: float = 0.2
@@ -110,6 +113,9 @@ class PatchConfig:
         cfg = cls(**d)
         if cfg.mode not in MODES:
             raise InputError(f"unknown mode {cfg.mode!r}; choose joint, pet or ct")
+        if cfg.pet_transform not in fmt.PET_TRANSFORMS:
+            raise InputError(f"unknown data.pet_transform {cfg.pet_transform!r}; choose "
+                             f"{', '.join(fmt.PET_TRANSFORMS)}")
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,6 +153,8 @@ class PatchDataset(Dataset):
         self._fg: dict[str, np.ndarray] = {}
         self._augment = build_augment(cfg) if cfg.augment else None
         self._pad = np.array([self.info["normalization"][c]["clip"][0] for c in fmt.CHANNELS], np.float32)
+        self.norm = fmt.norm_table(fmt.select_pet_transform(self.info["normalization"], cfg.pet_transform,
+                                                            self.root / fmt.DATASET_JSON))  # (2, 5)
 
     def __len__(self) -> int:  # unbounded stream; samplers give the indices
         return 2**62
@@ -227,7 +235,7 @@ class PatchDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         rng = self.rng(i)
         case_id = self.case_ids[int(rng.integers(len(self.case_ids)))]
-        patch = fmt.normalize(self.read_patch(case_id, rng), self.info)
+        patch = fmt.apply_normalization(self.read_patch(case_id, rng), self.norm)
         x = torch.from_numpy(patch)
         if self._augment is not None:
             self._augment.set_random_state(seed=int(rng.integers(2**31)))
@@ -269,7 +277,7 @@ class LabeledPatchDataset(PatchDataset):
         rng = self.rng(i)
         case_id = self.case_ids[int(rng.integers(len(self.case_ids)))]  # == self.case_of(i)
         raw, lab = self.read_pair(case_id, rng)
-        x = torch.from_numpy(fmt.normalize(raw, self.info))
+        x = torch.from_numpy(fmt.apply_normalization(raw, self.norm))
         y = torch.from_numpy(lab[None].astype(np.float32))
         if self._augment is not None:
             self._augment.set_random_state(seed=int(rng.integers(2**31)))

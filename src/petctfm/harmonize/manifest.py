@@ -8,7 +8,9 @@ Normalization statistics: per modality, mean and standard deviation of the clipp
 CT the stored window) over ALL stored voxels of the TRAINING cases, streamed slab by slab in float64. All
 voxels (not only body voxels) because that is what the loader normalizes and feeds to the network: zero
 after normalization is then the mean of what the model actually sees (the MAE's masked-patch fill value).
-The crop to the body keeps the air fraction moderate.
+The crop to the body keeps the air fraction moderate. PET also gets the mean and standard deviation of
+``log1p`` of the clipped SUV (``normalization.PET.log1p``), the statistics of the ``log1p`` PET transform
+(:func:`petctfm.data.format.select_pet_transform`, docs/pretrain.md).
 """
 
 from __future__ import annotations
@@ -60,9 +62,10 @@ def read_failures(out: str | os.PathLike, done: set[str]) -> list[dict[str, Any]
 
 
 def normalization_stats(out: str | os.PathLike, case_ids: list[str], ct_window: tuple[float, float]) -> dict[str, Any]:
-    """Streaming mean/std of clipped PET and CT over all voxels of ``case_ids``."""
+    """Streaming mean/std of clipped PET and CT over all voxels of ``case_ids``, and of ``log1p`` of the
+    clipped PET (``PET.log1p``)."""
     clips = {"PET": PET_CLIP, "CT": tuple(ct_window)}
-    acc = {name: [0.0, 0.0, 0] for name in fmt.CHANNELS}
+    acc = {name: [0.0, 0.0, 0] for name in (*fmt.CHANNELS, "PET.log1p")}
     for cid in case_ids:
         image = np.load(fmt.case_dir(out, cid) / "image.npy", mmap_mode="r")
         for c, name in enumerate(fmt.CHANNELS):
@@ -72,12 +75,20 @@ def normalization_stats(out: str | os.PathLike, case_ids: list[str], ct_window: 
                 acc[name][0] += float(v.sum())
                 acc[name][1] += float(np.square(v).sum())
                 acc[name][2] += v.size
-    stats = {}
+                if name == "PET":
+                    lv = np.log1p(v)
+                    acc["PET.log1p"][0] += float(lv.sum())
+                    acc["PET.log1p"][1] += float(np.square(lv).sum())
+                    acc["PET.log1p"][2] += lv.size
+    stats: dict[str, Any] = {}
     for name, (s, ss, n) in acc.items():
         mean = s / n
         std = float(np.sqrt(max(ss / n - mean**2, 0.0)))
-        stats[name] = {"mean": round(mean, 6), "std": round(max(std, 1e-6), 6), "clip": list(clips[name]),
-                       "voxels": int(n)}
+        ms = {"mean": round(mean, 6), "std": round(max(std, 1e-6), 6)}
+        if name == "PET.log1p":
+            stats["PET"]["log1p"] = ms
+        else:
+            stats[name] = {**ms, "clip": list(clips[name]), "voxels": int(n)}
     return stats
 
 

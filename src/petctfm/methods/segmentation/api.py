@@ -60,8 +60,11 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
             task_cfg["model"] = {"backbone": pcfg["model"]["backbone"],
                                  "overrides": dict(pcfg["model"].get("overrides") or {})}
             task_cfg["data"]["mode"] = pcfg["data"]["mode"]
+            # the encoder learned on its PET intensity scale: fine-tune on the same (absent: "clip")
+            task_cfg["data"]["pet_transform"] = pcfg["data"].get("pet_transform", "clip")
             want = {"model": {"backbone": backbone or pcfg["model"]["backbone"]},
-                    "data": {"mode": mode or pcfg["data"]["mode"]}}
+                    "data": {"mode": mode or pcfg["data"]["mode"],
+                             "pet_transform": task_cfg["data"]["pet_transform"]}}
             check_compatible(want, pcfg, path)
             task_cfg["init"] = {"source": str(path), "method": pcfg.get("method"), "step": None}
     if dataset:

@@ -125,7 +125,7 @@ def pretrained_config(source: str | Path) -> tuple[dict[str, Any], dict[str, tor
 
 
 def check_compatible(cfg: dict[str, Any], pcfg: dict[str, Any], where: Path) -> None:
-    """The pretrained run's backbone and input mode must be this run's."""
+    """The pretrained run's backbone, input mode and PET intensity transform must be this run's."""
     if pcfg["model"]["backbone"] != cfg["model"]["backbone"]:
         raise InputError(f"{where}: pretrained backbone {pcfg['model']['backbone']!r} != fine-tuning backbone "
                          f"{cfg['model']['backbone']!r}")
@@ -133,6 +133,10 @@ def check_compatible(cfg: dict[str, Any], pcfg: dict[str, Any], where: Path) -> 
         raise InputError(f"{where}: pretrained with mode {pcfg['data']['mode']!r} "
                          f"({len(MODES[pcfg['data']['mode']])} input channels), fine-tuning asks for mode "
                          f"{cfg['data']['mode']!r}")
+    want, have = cfg["data"].get("pet_transform", "clip"), pcfg["data"].get("pet_transform", "clip")
+    if want != have:
+        raise InputError(f"{where}: pretrained with data.pet_transform {have!r}, fine-tuning asks for {want!r} "
+                         "(the encoder would see another PET intensity scale)")
 
 
 # ------------------------------------------------------------------------------------------------ task
