@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from petctfm.data import format as fmt
-from petctfm.harmonize.pipeline import FAILED_DIR, WORK_DIR
+from petctfm.harmonize.pipeline import FAILED_DIR, WORK_DIR, lesion_volumes
 from petctfm.harmonize.qa import site_histograms, write_qa_table
 from petctfm.harmonize.splits import make_splits
 from petctfm.io.atomic import atomic_write_json, atomic_write_text
@@ -32,7 +32,8 @@ from petctfm.io.tables import csv_text
 PET_CLIP = (0.0, 20.0)
 MANIFEST_COLUMNS = [
     "case_id", "split", "site", "tracer", "diagnosis", "stage", "age", "sex", "weight_kg", "shape", "spacing",
-    "suv_max", "liver_suv_mean", "lesion_count", "lesion_volume_ml", "ct_fov_coverage", "qa_status",
+    "suv_max", "liver_suv_mean", "lesion_count", "lesion_volume_ml", "lesion_volumes_ml", "ct_fov_coverage",
+    "qa_status",
     "source", "source_format", "source_path",
 ]
 QUARANTINE_COLUMNS = ["case_id", "source", "source_format", "source_path", "reason"]
@@ -138,8 +139,13 @@ def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str
     fmt.write_dataset_info(out, info)
     rows = []
     for m in metas:
+        vols = m["stats"].get("lesion_volumes_ml")
+        if vols is None:  # a case written before per-lesion volumes were recorded: measure its label now
+            vols = lesion_volumes(np.load(fmt.case_dir(out, m["case_id"]) / "label.npy", mmap_mode="r"),
+                                  m["spacing"])
         rows.append({**{k: m.get(k) for k in MANIFEST_COLUMNS}, **{k: m["stats"].get(k) for k in
                      ("suv_max", "liver_suv_mean", "lesion_count", "lesion_volume_ml")},
+                     "lesion_volumes_ml": json.dumps(vols),
                      "split": split_of.get(m["case_id"], ""), "qa_status": m.get("qa", {}).get("status"),
                      "shape": "x".join(str(s) for s in m["shape"]),
                      "spacing": "x".join(f"{s:g}" for s in m["spacing"])})

@@ -128,10 +128,22 @@ def harmonize_images(
             "source": src, "reference": ref}
 
 
-def case_stats(image: np.ndarray, label: np.ndarray, organs: np.ndarray | None, spacing) -> dict[str, Any]:
-    """SUVmax, liver SUVmean (organ label 1), lesion count (cc3d, 26-connected) and volume (ml)."""
+def lesion_volumes(label: np.ndarray, spacing) -> list[float]:
+    """Volume (ml, 4 decimals) of each lesion of a harmonized ``label`` (X, Y, Z): 26-connected components
+    (cc3d), largest first; [] without lesions. Lesions that touch on the harmonized grid count as one, as in
+    the autoPET lesion metrics."""
     import cc3d
 
+    if not label.any():
+        return []
+    components = cc3d.connected_components(np.asarray(label) > 0, connectivity=26)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    return [round(float(n) * voxel_ml, 4) for n in sorted(np.bincount(components.ravel())[1:], reverse=True)]
+
+
+def case_stats(image: np.ndarray, label: np.ndarray, organs: np.ndarray | None, spacing) -> dict[str, Any]:
+    """SUVmax, liver SUVmean (organ label 1), lesion count (cc3d, 26-connected), total volume (ml) and the
+    volume of each lesion (``lesion_volumes_ml``, :func:`lesion_volumes`)."""
     from petctfm.core.labels import ORGAN_LABELS
 
     pet = image[0]
@@ -141,7 +153,8 @@ def case_stats(image: np.ndarray, label: np.ndarray, organs: np.ndarray | None, 
         stats["liver_suv_mean"] = round(float(pet[organs == ORGAN_LABELS["liver"]].mean()), 4)
     if organs is not None and (organs == ORGAN_LABELS["aorta"]).any():
         stats["blood_pool_suv_mean"] = round(float(pet[organs == ORGAN_LABELS["aorta"]].mean()), 4)
-    stats["lesion_count"] = int(cc3d.connected_components(label > 0, connectivity=26, return_N=True)[1]) if label.any() else 0
+    stats["lesion_volumes_ml"] = lesion_volumes(label, spacing)
+    stats["lesion_count"] = len(stats["lesion_volumes_ml"])
     stats["lesion_volume_ml"] = round(float((label > 0).sum()) * voxel_ml, 4)
     stats["lesion_suv_max"] = round(float(pet[label > 0].max()), 4) if label.any() else None
     return stats
