@@ -67,6 +67,9 @@ def _add_label_efficiency_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-time", type=float, default=None, metavar="S", help="fine-tuning seconds per run")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override for every fine-tuning run (as in petctfm finetune: data.fg_prob=0.5, train.lr=1e-4)")
+    p.add_argument("--holdout-site", metavar="NAME", default=None,
+                   help="the site the dataset holds out (petctfm harmonize --holdout-site NAME): checked absent from "
+                   "training, pretraining and normalization, and reported separately beside the in-domain test")
     p.add_argument("--no-progress", action="store_true", help="quiet: no progress display")
 
 
@@ -84,7 +87,7 @@ def _run_label_efficiency(args: argparse.Namespace) -> int:
         preset=args.preset, overrides=args.set, arms=parse_list(args.arms, str, "arm"),
         fractions=parse_list(args.fractions, float, "fraction"), probe_kshot=args.probe_kshot,
         probe_steps=args.probe_steps, separated=args.separated, max_steps=args.max_steps, max_time=args.max_time,
-        progress=not args.no_progress)
+        holdout_site=args.holdout_site, progress=not args.no_progress)
     print(f"experiment label-efficiency: {len(out['records'])} runs; results in {out['results_md']}, "
           f"{out['results_csv']}, {out['plot']}")
     return 0

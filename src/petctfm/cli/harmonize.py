@@ -50,6 +50,9 @@ def register(subparsers) -> None:
     p.add_argument("--shard", metavar="i/n", help="process only shard i of n (0-based); then run --finalize")
     p.add_argument("--finalize", metavar="DATASET", help="only (re)compute splits, statistics, manifest, QA")
     p.add_argument("--seed", type=int, default=0, help="seed of the splits (default 0)")
+    p.add_argument("--holdout-site", metavar="NAME", default=None,
+                   help="keep this site's cases out of train/val/test and the normalization statistics: they form "
+                   "the 'holdout' split (generalization to an unseen site)")
     p.add_argument("--salt", default="", help="secret mixed into the pseudonym hashes (recommended for real data)")
     p.add_argument("--metadata", help="metadata CSV (default: metadata.csv in the input folder or its parent)")
     p.add_argument("--write-mapping", metavar="FILE", help="write pseudonym -> source path CSV here (outside DATASET)")
@@ -66,7 +69,7 @@ def run(args) -> int:
     if args.finalize:
         if args.inputs:
             raise InputError("--finalize DATASET takes no --in")
-        res = finalize_dataset(args.finalize, args.seed)
+        res = finalize_dataset(args.finalize, args.seed, holdout_site=args.holdout_site)
         print(f"finalized {args.finalize}: {res['num_cases']} cases, {res['num_failed']} quarantined")
         return 0
     if not args.inputs or not args.out:
@@ -75,7 +78,7 @@ def run(args) -> int:
         args.inputs, args.out, fmt=args.format, spacing=args.spacing, ct_window=args.ct_window, margin=args.margin,
         suv=args.suv, workers=args.workers, shard=args.shard, seed=args.seed, salt=args.salt,
         metadata=args.metadata, write_mapping=args.write_mapping, thumbnails=not args.no_thumbnails,
-        nifti=args.nifti, progress=True,
+        nifti=args.nifti, progress=True, holdout_site=args.holdout_site,
     )
     if summary["finalized"]:
         print(f"dataset {args.out}: {summary['n_cases']} cases, {summary['n_quarantined']} quarantined")

@@ -51,15 +51,16 @@ def write_mapping_csv(path: str | os.PathLike, out: str | os.PathLike, cases: li
     return atomic_write_text(target, csv_text(rows, MAPPING_COLUMNS))
 
 
-def finalize_dataset(dataset: str | os.PathLike, seed: int = 0) -> dict[str, Any]:
-    """(Re)compute splits, statistics, manifest and QA of a harmonized ``dataset`` (after all shards ran).
+def finalize_dataset(dataset: str | os.PathLike, seed: int = 0, holdout_site: str | None = None) -> dict[str, Any]:
+    """(Re)compute splits, statistics, manifest and QA of a harmonized ``dataset`` (after all shards ran);
+    ``holdout_site``: keep that site's cases out of train/val/test, in the ``holdout`` split.
 
     Returns :func:`petctfm.harmonize.manifest.finalize`'s summary: ``num_cases``, ``num_failed``, ``splits``,
     ``info`` (the dataset.json content).
     """
     if not (Path(dataset) / "cases").is_dir():
         raise InputError(f"{dataset}: no cases/ folder (not a harmonize output)")
-    return finalize(dataset, seed)
+    return finalize(dataset, seed, holdout_site=holdout_site)
 
 
 def _run_cases(todo: list[SourceCase], out: str, opts: dict[str, Any], workers: int,
@@ -117,6 +118,7 @@ def harmonize_folder(
     thumbnails: bool = True,
     nifti: bool = False,
     progress: bool = False,
+    holdout_site: str | None = None,
 ) -> dict[str, Any]:
     """Harmonize every case under ``inputs`` into the dataset folder ``out`` (docs/harmonize.md).
 
@@ -132,6 +134,8 @@ def harmonize_folder(
         write_mapping: write the pseudonym -> source path CSV here (must be outside ``out``).
         thumbnails: per-case QA thumbnails. nifti: also write NIfTI copies under ``out/nifti/``.
         progress: print the case count, a progress bar and the quarantined cases (what the CLI shows).
+        holdout_site: a site whose cases form the ``holdout`` split, never in train/val/test or the
+            normalization statistics (``petctfm experiment label-efficiency --holdout-site``).
 
     Returns:
         ``{"out", "n_found", "n_in_shard", "n_skipped", "n_done", "n_failed", "failed": [{"case_id", "reason"}],
@@ -182,7 +186,7 @@ def harmonize_folder(
         "n_cases": None, "n_quarantined": None, "mapping": None if mapping is None else str(mapping),
     }
     if not shard:
-        res = finalize(out, seed)
+        res = finalize(out, seed, holdout_site=holdout_site)
         summary.update(n_cases=res["num_cases"], n_quarantined=res["num_failed"])
     return summary
 

@@ -93,8 +93,11 @@ def normalization_stats(out: str | os.PathLike, case_ids: list[str], ct_window: 
     return stats
 
 
-def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Write splits.json, dataset.json, manifest.csv, quarantine.csv and qa/ from the written cases."""
+def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str, Any]] | None = None,
+             holdout_site: str | None = None) -> dict[str, Any]:
+    """Write splits.json, dataset.json, manifest.csv, quarantine.csv and qa/ from the written cases.
+    ``holdout_site``: that site's cases form the ``holdout`` split (:func:`make_splits`), outside the
+    train split and so outside the normalization statistics."""
     out = Path(out)
     metas = read_metas(out)
     failures = read_failures(out, {m["case_id"] for m in metas})
@@ -106,9 +109,10 @@ def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str
         raise InputError(f"{out}: cases were harmonized with different spacings {sorted(spacings)}; "
                          "use one --spacing per dataset")
     splits = make_splits([{"case_id": m["case_id"], "patient": m["patient"], "site": m.get("site"),
-                           "tracer": m.get("tracer"), "positive": m["stats"]["lesion_count"] > 0} for m in metas], seed)
+                           "tracer": m.get("tracer"), "positive": m["stats"]["lesion_count"] > 0} for m in metas],
+                         seed, holdout_site)
     atomic_write_json(out / fmt.SPLITS_JSON, splits)
-    split_of = {cid: s for s in ("train", "val", "test") for cid in splits[s]}
+    split_of = {cid: s for s in ("train", "val", "test", "holdout") for cid in splits.get(s, [])}
     ct_window = tuple(metas[0]["harmonize"]["ct_window"]) if metas else (-1000.0, 1000.0)
     info: dict[str, Any] = {
         "name": out.name,
@@ -123,6 +127,8 @@ def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str
         "suv": sorted({m["harmonize"].get("suv", "bw") for m in metas}) or ["bw"],
         "normalization_over": "all stored voxels of the train split, after clipping",
     }
+    if holdout_site is not None:
+        info["holdout_site"] = holdout_site
     if splits["train"]:
         info["normalization"] = normalization_stats(out, splits["train"], ct_window)
     if any(m.get("has_organs") for m in metas):

@@ -12,6 +12,9 @@
   has a lesion to learn from (a negative control alone teaches segmentation nothing). k-shot subsets
   (k = 1, 5, 10) are prefixes of the lesion-positive training cases in that ordering (nested; fewer when
   the training split has fewer positive cases).
+* ``holdout_site``: every patient with a case from that site goes to the ``holdout`` list, out of
+  train/val/test, the fractions and the k-shot subsets (the autoPET II out-of-domain setting); the other
+  patients are split as above. Statistics computed over ``train`` (normalization) then never see the site.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from petctfm.core.errors import InputError
 
 PATTERN = ["train", "test", "train", "val", "train", "train", "test", "train", "train", "train"]
 FRACTIONS = (1, 5, 10, 20, 40, 100)
@@ -40,8 +45,17 @@ def _stratified_order(items: list[str], strata: dict[str, tuple], rng: np.random
     return [it for _, it in sorted(keyed)]
 
 
-def make_splits(cases: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
-    """Splits from case records with ``case_id``, ``patient``, ``site``, ``tracer``, ``positive`` (bool)."""
+def make_splits(cases: list[dict[str, Any]], seed: int = 0, holdout_site: str | None = None) -> dict[str, Any]:
+    """Splits from case records with ``case_id``, ``patient``, ``site``, ``tracer``, ``positive`` (bool);
+    with ``holdout_site``, that site's patients go to ``holdout`` (and ``holdout_site`` is recorded)."""
+    held: list[str] = []
+    if holdout_site is not None:
+        sites = sorted({str(c.get("site")) for c in cases})
+        if holdout_site not in sites:
+            raise InputError(f"--holdout-site {holdout_site!r}: no case from that site (sites: {', '.join(sites)})")
+        out_patients = {c["patient"] for c in cases if str(c.get("site")) == holdout_site}
+        held = sorted(c["case_id"] for c in cases if c["patient"] in out_patients)
+        cases = [c for c in cases if c["patient"] not in out_patients]
     rng = np.random.default_rng(seed)
     by_patient: dict[str, list[dict[str, Any]]] = {}
     for c in sorted(cases, key=lambda c: c["case_id"]):
@@ -68,4 +82,6 @@ def make_splits(cases: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
                         for f in FRACTIONS}
     positives = [cid for cid in order if case_of[cid]["positive"]]
     out["kshot"] = {str(k): sorted(positives[:k]) for k in KSHOTS}
+    if holdout_site is not None:
+        out["holdout_site"], out["holdout"] = holdout_site, held
     return out

@@ -18,6 +18,10 @@ EXPERIMENT_FILE = "experiment.yaml"
 EVAL_DIR = "eval_test"
 PRED_DIR = "pred_test"
 SPLIT = "test"
+#: The split of the held-out site (``petctfm harmonize --holdout-site``), evaluated beside ``test``.
+HOLDOUT_SPLIT = "holdout"
+HOLDOUT_EVAL_DIR = "eval_holdout"
+HOLDOUT_PRED_DIR = "pred_holdout"
 N_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 #: Linear-probe head training steps per preset (the probe's patch is the encoder's pretraining patch).
@@ -105,13 +109,14 @@ def _fraction_subset(data: str | Path, pct: float) -> tuple[str, list[str]]:
 def build_plan(data: str | Path, arms: Sequence[str] = ARMS, fractions: Sequence[float] = DEFAULT_FRACTIONS,
                seeds: Sequence[int] = (0,), runs: Sequence[tuple[str, float]] | None = None,
                probe_kshot: int | None = 5, joint_encoder: str | None = None,
-               separated: Sequence[str] | None = None) -> list[PlannedRun]:
+               separated: Sequence[str] | None = None, holdout: Sequence[str] = ()) -> list[PlannedRun]:
     """The experiment's runs, fine-tuning first (by fraction, arm, seed), then probes (by seed).
 
     ``runs`` (explicit ``(arm, percent)`` pairs) replaces the ``arms`` x ``fractions`` product. Probes are
     planned when ``probe_kshot`` is set: ``joint`` with ``joint_encoder``, ``separated`` only when the two
     runs ``separated = (PET_RUN, CT_RUN)`` are given. Subsets come from ``data/splits.json`` (one-line
-    errors for a fraction or k-shot subset that is not stored).
+    errors for a fraction or k-shot subset that is not stored). ``holdout``: case ids that no run may train
+    on (the held-out site); a subset holding one is an InputError.
     """
     for a in arms:
         if a not in ARMS:
@@ -135,6 +140,10 @@ def build_plan(data: str | Path, arms: Sequence[str] = ARMS, fractions: Sequence
             for arm, enc in probes:
                 plan.append(PlannedRun(f"probe_{arm}_k{int(probe_kshot)}_s{int(s)}", "probe", arm, int(s), subset,
                                        list(cases), kshot=int(probe_kshot), encoders=enc))
+    leaked = sorted({c for r in plan for c in r.cases} & set(holdout))
+    if leaked:
+        raise InputError(f"{data}: held-out case(s) {', '.join(leaked[:3])} in a training subset; re-finalize the "
+                         "dataset with 'petctfm harmonize --finalize DATASET --holdout-site NAME'")
     return plan
 
 
@@ -157,6 +166,7 @@ class Settings:
     probe_kshot: int | None = 5
     probe_steps: int | None = None
     separated: list[str] = field(default_factory=list)
+    holdout_site: str | None = None
 
 
 def check_pretrained(pretrained: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -165,6 +175,30 @@ def check_pretrained(pretrained: str | Path) -> tuple[Path, dict[str, Any]]:
 
     cfg, _, path = pretrained_config(pretrained)
     return Path(path), cfg
+
+
+def check_holdout(data: str | Path, pcfg: dict[str, Any], where: str | Path, site: str) -> list[str]:
+    """The ``holdout`` case ids of ``data`` for ``--holdout-site site``, after checking that the dataset was
+    finalized with that held-out site and that the pretraining run (config ``pcfg``, from ``where``) cannot
+    have seen it: it sampled the ``train`` split (not ``all``) and normalized with this dataset's statistics
+    (computed over ``train`` only), i.e. it was pretrained on this held-out version of the dataset."""
+    from petctfm.data import format as fmt
+
+    splits = fmt.load_splits(data)
+    if splits.get("holdout_site") != site:
+        raise InputError(f"{data}: splits.json holds no held-out site {site!r} (held out: "
+                         f"{splits.get('holdout_site')!r}); run 'petctfm harmonize --finalize {data} --holdout-site "
+                         f"{site}' and pretrain on that dataset")
+    if pcfg.get("data", {}).get("split", "train") == "all":
+        raise InputError(f"{where}: pretrained on every case folder (data.split 'all'), the held-out site included")
+    norm = (pcfg.get("preprocessing") or {}).get("normalization")
+    info = fmt.load_dataset_info(data, require_normalization=True)
+    want = fmt.select_pet_transform(info["normalization"], pcfg["data"].get("pet_transform", "clip"))
+    if not norm or any(abs(float(norm[c][k]) - float(want[c][k])) > 1e-5 for c in fmt.CHANNELS
+                       for k in ("mean", "std")):
+        raise InputError(f"{where}: pretrained with other normalization statistics than {data} with site {site!r} "
+                         "held out (pretrained on a dataset that includes it?); pretrain on the held-out dataset")
+    return list(splits.get("holdout") or [])
 
 
 def check_separated(pet_run: str | Path, ct_run: str | Path) -> list[str]:
@@ -198,12 +232,16 @@ def command_line(settings: Settings, out: str | Path, seeds: Sequence[int], arms
         argv += ["--max-steps", str(settings.max_steps)]
     if settings.max_time is not None:
         argv += ["--max-time", f"{settings.max_time:g}"]
+    if settings.holdout_site is not None:
+        argv += ["--holdout-site", settings.holdout_site]
     for kv in settings.overrides:
         argv += ["--set", kv]
     return " ".join(shlex.quote(a) for a in argv)
 
 
 __all__ = ["ARMS", "PROBE_ARMS", "DEFAULT_FRACTIONS", "DONE_FILE", "EXPERIMENT_FILE", "EVAL_DIR", "PRED_DIR",
-           "SPLIT", "N_RESAMPLES", "BOOTSTRAP_SEED", "PROBE_STEPS", "RUN_METRICS", "PlannedRun", "fmt_pct",
-           "parse_list", "parse_runs", "build_plan", "Settings", "check_pretrained", "check_separated",
+           "SPLIT", "HOLDOUT_SPLIT", "HOLDOUT_EVAL_DIR", "HOLDOUT_PRED_DIR", "N_RESAMPLES", "BOOTSTRAP_SEED",
+           "PROBE_STEPS", "RUN_METRICS", "PlannedRun", "fmt_pct",
+           "parse_list", "parse_runs", "build_plan", "Settings", "check_pretrained", "check_holdout",
+           "check_separated",
            "command_line"]

@@ -59,6 +59,14 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
             g["ap"] = mean_ci(list(g["case_ap"].values()), N_RESAMPLES, BOOTSTRAP_SEED)
         for m in RUN_METRICS[1:]:
             g[m] = float(np.nanmean([_nan(r["metrics"][m]["mean"]) for r in rs])) if rs else float("nan")
+        held = [r["holdout"] for r in rs if r.get("holdout")]
+        if held:  # the held-out site, the same statistics over its cases
+            h_case = _case_matrix(held)
+            g["holdout"] = {"site": held[0]["site"], "n_test_cases": held[0]["n_test_cases"], "case_dice": h_case,
+                            "dice": mean_ci(list(h_case.values()), N_RESAMPLES, BOOTSTRAP_SEED)}
+            if any("case_ap" in h for h in held):
+                g["holdout"]["ap"] = mean_ci(list(_case_matrix(held, "case_ap").values()), N_RESAMPLES,
+                                             BOOTSTRAP_SEED)
         groups.append(g)
     groups.sort(key=lambda g: (g["kind"] != "finetune", ARMS.index(g["arm"]) if g["arm"] in ARMS
                                else PROBE_ARMS.index(g["arm"]), g["fraction"] or g["kshot"] or 0))
@@ -130,6 +138,13 @@ def result_rows(records: list[dict[str, Any]], summary: dict[str, Any]) -> list[
                      **{k: m[k]["mean"] for k in RUN_METRICS[1:]},
                      "steps": (r.get("train") or {}).get("steps"), "stopped": (r.get("train") or {}).get("stopped"),
                      "time_s": r.get("time_s")})
+        if r.get("holdout"):
+            h = r["holdout"]["metrics"]
+            rows.append({"row": "run_holdout", "name": f"{r['name']} @ {r['holdout']['site']}", "kind": r["kind"],
+                         "arm": r["arm"], "fraction": r["fraction"], "kshot": r["kshot"], "seed": r["seed"],
+                         "n_seeds": 1, "n_train_cases": r["n_train_cases"], "n_test_cases": r["holdout"]["n_test_cases"],
+                         "dice_n": h["dice"]["n"], "dice_mean": h["dice"]["mean"], "dice_ci_low": h["dice"]["ci_low"],
+                         "dice_ci_high": h["dice"]["ci_high"], **{k: h[k]["mean"] for k in RUN_METRICS[1:]}})
     for g in summary["groups"]:
         rows.append({"row": "aggregate", "name": _group_label(g), "kind": g["kind"], "arm": g["arm"],
                      "fraction": g["fraction"], "kshot": g["kshot"], "seed": " ".join(map(str, g["seeds"])),
@@ -138,6 +153,15 @@ def result_rows(records: list[dict[str, Any]], summary: dict[str, Any]) -> list[
                      "dice_ci_high": g["dice"]["ci_high"], "dice_sd": g["dice_sd"],
                      **{k: g[k] for k in RUN_METRICS[1:]},
                      **({f"ap_{k}": g["ap"][k] for k in ("mean", "ci_low", "ci_high")} if "ap" in g else {})})
+        if "holdout" in g:
+            h = g["holdout"]
+            rows.append({"row": "aggregate_holdout", "name": f"{_group_label(g)} @ {h['site']}", "kind": g["kind"],
+                         "arm": g["arm"], "fraction": g["fraction"], "kshot": g["kshot"],
+                         "seed": " ".join(map(str, g["seeds"])), "n_seeds": g["n_seeds"],
+                         "n_train_cases": g["n_train_cases"], "n_test_cases": h["n_test_cases"],
+                         "dice_n": h["dice"]["n"], "dice_mean": h["dice"]["mean"], "dice_ci_low": h["dice"]["ci_low"],
+                         "dice_ci_high": h["dice"]["ci_high"],
+                         **({f"ap_{k}": h["ap"][k] for k in ("mean", "ci_low", "ci_high")} if "ap" in h else {})})
     for c in summary["comparisons"]:
         rows.append({"row": "wilcoxon", "name": c["comparison"],  # dice_n: cases compared (Dice or AP) "a": c["a"], "b": c["b"], "dice_n": c["n"],
                      "mean_diff": c["mean_diff"], "diff_ci_low": c["ci_low"], "diff_ci_high": c["ci_high"],
@@ -200,6 +224,7 @@ def results_markdown(records: list[dict[str, Any]], summary: dict[str, Any], pla
                          f"{fmt_num(g['fn_volume_ml'], 2)} | "
                          f"{fmt_num(g['lesion_f1'])} |")
         lines.append("")
+    lines += holdout_markdown(summary["groups"], settings)
     comps = [c for c in summary["comparisons"] if "probe" not in c["comparison"]]
     if comps:
         lines += ["## Paired comparison (Dice, test cases)", "",
@@ -261,6 +286,33 @@ def results_markdown(records: list[dict[str, Any]], summary: dict[str, Any], pla
                      f"`{r['name']}/{r['per_case']}` |")
     lines += ["", "![Dice vs label fraction](label_efficiency.png)", ""]
     return "\n".join(lines)
+
+
+def _ci_text(d: dict[str, Any] | None) -> str:
+    if not d or not d["n"]:
+        return "n/a"
+    return f"{fmt_num(d['mean'])} [{fmt_num(d['ci_low'])}, {fmt_num(d['ci_high'])}]"
+
+
+def holdout_markdown(groups: list[dict[str, Any]], settings: Settings) -> list[str]:
+    """The held-out-site section: per arm and fraction (or probe), in-domain test vs held-out site, Dice (and AP
+    for probes) with bootstrap CIs over each split's cases; [] without a held-out site."""
+    held = [g for g in groups if "holdout" in g]
+    if not held:
+        return []
+    site = held[0]["holdout"]["site"]
+    lines = [f"## Held-out site `{site}`: generalization to an unseen site", "",
+             f"The dataset keeps every case of `{site}` out of train/val/test, the label fractions, the k-shot subsets "
+             "and the normalization statistics (`petctfm harmonize --holdout-site`); the pretraining run was checked "
+             "to use that dataset's statistics. Every model below is trained on the other sites only and scored on "
+             f"the in-domain test split and on the held-out site ({held[0]['holdout']['n_test_cases']} cases).", "",
+             "| run | training cases | seeds | in-domain test Dice [95% CI] | held-out Dice [95% CI] | "
+             "in-domain AP | held-out AP |", "|---|---|---|---|---|---|---|"]
+    for g in held:
+        lines.append(f"| {_group_label(g)} | {g['n_train_cases']} | {g['n_seeds']} | {_ci_text(g['dice'])} | "
+                     f"{_ci_text(g['holdout']['dice'])} | {_ci_text(g.get('ap')) if 'ap' in g else '—'} | "
+                     f"{_ci_text(g['holdout'].get('ap')) if 'ap' in g['holdout'] else '—'} |")
+    return lines + [""]
 
 
 def plot_results(summary: dict[str, Any], png: Path) -> Path:
@@ -344,5 +396,5 @@ def write_results(exp_dir: Path, records: list[dict[str, Any]], plan: list[Plann
     return summary
 
 
-__all__ = ["summarize", "fmt_num", "format_dice", "RESULT_COLUMNS", "result_rows", "results_markdown",
+__all__ = ["summarize", "fmt_num", "format_dice", "RESULT_COLUMNS", "result_rows", "results_markdown", "holdout_markdown",
            "plot_results", "write_results"]

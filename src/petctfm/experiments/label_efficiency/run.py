@@ -7,15 +7,17 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Any, Sequence
 
 from petctfm.core.errors import InputError
 from petctfm.experiments.label_efficiency.plan import (ARMS, BOOTSTRAP_SEED, DEFAULT_FRACTIONS, DONE_FILE,
-                                                       EVAL_DIR, EXPERIMENT_FILE, N_RESAMPLES, PRED_DIR,
+                                                       EVAL_DIR, EXPERIMENT_FILE, HOLDOUT_EVAL_DIR,
+                                                       HOLDOUT_PRED_DIR, HOLDOUT_SPLIT, N_RESAMPLES, PRED_DIR,
                                                        PROBE_STEPS, RUN_METRICS, SPLIT, PlannedRun, Settings,
-                                                       build_plan, check_pretrained, check_separated,
+                                                       build_plan, check_holdout, check_pretrained,
+                                                       check_separated,
                                                        command_line, parse_runs)
 from petctfm.experiments.label_efficiency.report import fmt_num, write_results
 
@@ -50,10 +52,16 @@ def finetune_kwargs(run: PlannedRun, settings: Settings, run_dir: Path, progress
         kw.update(init=None, backbone=settings.backbone, mode=settings.mode)
         if settings.model_overrides:
             overrides.append(("model.overrides", dict(settings.model_overrides)))
+        overrides.append(("data.pet_transform", _pretrained_transform(settings)))  # the same input scale
     if not progress:
         kw["progress"] = False
     kw["overrides"] = overrides + list(settings.overrides)
     return kw
+
+
+def _pretrained_transform(settings: Settings) -> str:
+    """The pretraining run's PET intensity transform (absent in older runs: ``clip``)."""
+    return check_pretrained(settings.pretrained)[1]["data"].get("pet_transform", "clip")
 
 
 def run_finetune(run: PlannedRun, settings: Settings, run_dir: Path, progress: bool) -> dict[str, Any]:
@@ -67,13 +75,19 @@ def run_finetune(run: PlannedRun, settings: Settings, run_dir: Path, progress: b
     if train_summary is None:
         resume = ck.latest_checkpoint(run_dir / "checkpoints") is not None
         train_summary = finetune(**finetune_kwargs(run, settings, run_dir, progress), resume=resume)
-    predict_split(run_dir, settings.data, split=SPLIT, out_dir=run_dir / PRED_DIR, progress=progress)
-    result = evaluate_folder(run_dir / PRED_DIR, settings.data, split=SPLIT, n_resamples=N_RESAMPLES,
-                             seed=BOOTSTRAP_SEED, progress=progress)
-    write_report(result, run_dir / EVAL_DIR)
+    splits = [(SPLIT, PRED_DIR, EVAL_DIR)]
+    if settings.holdout_site is not None:
+        splits.append((HOLDOUT_SPLIT, HOLDOUT_PRED_DIR, HOLDOUT_EVAL_DIR))
+    results = {}
+    for split, pred_dir, eval_dir in splits:
+        predict_split(run_dir, settings.data, split=split, out_dir=run_dir / pred_dir, progress=progress)
+        results[split] = evaluate_folder(run_dir / pred_dir, settings.data, split=split, n_resamples=N_RESAMPLES,
+                                         seed=BOOTSTRAP_SEED, progress=progress)
+        write_report(results[split], run_dir / eval_dir)
     best = run_dir / "best" / "best.json"
     return {"train": {k: train_summary.get(k) for k in ("steps", "stopped", "time_s", "loss")},
-            "best": json.loads(best.read_text()) if best.is_file() else None, "result": result}
+            "best": json.loads(best.read_text()) if best.is_file() else None, "result": results[SPLIT],
+            **({"holdout": results[HOLDOUT_SPLIT]} if HOLDOUT_SPLIT in results else {})}
 
 
 def _parse_case_row(row: dict[str, str]) -> dict[str, Any]:
@@ -92,13 +106,24 @@ def _parse_case_row(row: dict[str, str]) -> dict[str, Any]:
 
 
 def run_probe_arm(run: PlannedRun, settings: Settings, run_dir: Path, progress: bool) -> dict[str, Any]:
-    """The k-shot linear probe (head training + test metrics by ``run_probe``), reported like a fine-tune run."""
+    """The k-shot linear probe (head training + test metrics by ``run_probe``), reported like a fine-tune run.
+    With a held-out site, the same probe (same seed, same subset: the same head) is run again on the
+    ``holdout`` split in ``RUN/holdout/`` (``run_probe`` evaluates one split per call)."""
+    out = _probe_split(run, settings, run_dir, SPLIT, EVAL_DIR, progress)
+    if settings.holdout_site is not None:
+        held = _probe_split(run, settings, run_dir / HOLDOUT_SPLIT, HOLDOUT_SPLIT, HOLDOUT_EVAL_DIR, progress)
+        out.update(holdout=held["result"], holdout_case_ap=held["case_ap"])
+    return out
+
+
+def _probe_split(run: PlannedRun, settings: Settings, run_dir: Path, split: str, eval_dir: str,
+                 progress: bool) -> dict[str, Any]:
     from petctfm.evaluate import build_result, write_report
     from petctfm.evaluate.cases import BREAKDOWN_COLUMNS, auto_manifest, read_manifest
     from petctfm.methods.probe import ProbeConfig, run_probe
 
     steps = settings.probe_steps or PROBE_STEPS.get(settings.preset, 300)
-    cfg = ProbeConfig(kshot=run.kshot, steps=int(steps), seed=run.seed, n_resamples=N_RESAMPLES, split=SPLIT)
+    cfg = ProbeConfig(kshot=run.kshot, steps=int(steps), seed=run.seed, n_resamples=N_RESAMPLES, split=split)
     summary = run_probe(settings.data, run.encoders, run_dir, cfg, progress=progress)
     with open(run_dir / "per_case.csv", newline="") as f:
         rows = [_parse_case_row(r) for r in csv.DictReader(f)]
@@ -108,9 +133,9 @@ def run_probe_arm(run: PlannedRun, settings: Settings, run_dir: Path, progress: 
     rows = [{"case_id": r["case_id"], **{c: meta.get(r["case_id"], {}).get(c, "") for c in columns},
              **{k: v for k, v in r.items() if k != "case_id"}} for r in rows]
     result = build_result(rows, None, columns, N_RESAMPLES, BOOTSTRAP_SEED,
-                          {"pred": f"linear probe {run.name}", "gt": settings.data, "split": SPLIT,
+                          {"pred": f"linear probe {run.name}", "gt": settings.data, "split": split,
                            "manifest": str(manifest) if manifest else None})
-    write_report(result, run_dir / EVAL_DIR)
+    write_report(result, run_dir / eval_dir)
     return {"train": {"steps": summary["steps"], "stopped": "max_steps", "loss": summary.get("loss_last10")},
             "best": None, "result": result, "case_ap": {r["case_id"]: r.get("ap") for r in rows}}
 
@@ -124,12 +149,21 @@ def execute_run(run: PlannedRun, settings: Settings, exp_dir: Path, progress: bo
     t0 = time.perf_counter()
     out = (run_finetune if run.kind == "finetune" else run_probe_arm)(run, settings, run_dir, progress)
     result = out["result"]
-    metrics = {s["metric"]: {k: s[k] for k in ("n", "mean", "ci_low", "ci_high", "std")}
-               for s in result["summary"] if s["group_by"] == "all" and s["metric"] in RUN_METRICS}
+
+    def run_metrics(res: dict[str, Any]) -> dict[str, Any]:
+        return {s["metric"]: {k: s[k] for k in ("n", "mean", "ci_low", "ci_high", "std")}
+                for s in res["summary"] if s["group_by"] == "all" and s["metric"] in RUN_METRICS}
+
+    metrics = run_metrics(result)
+    held = out.get("holdout")
     record = {
         **run.to_dict(), "n_train_cases": len(run.cases), "split": SPLIT, "n_test_cases": len(result["cases"]),
         "metrics": metrics, "case_dice": {r["case_id"]: r["dice"] for r in result["cases"]},
         **({"case_ap": out["case_ap"]} if "case_ap" in out else {}),
+        **({"holdout": {"site": settings.holdout_site, "split": HOLDOUT_SPLIT, "n_test_cases": len(held["cases"]),
+                        "metrics": run_metrics(held), "case_dice": {r["case_id"]: r["dice"] for r in held["cases"]},
+                        **({"case_ap": out["holdout_case_ap"]} if "holdout_case_ap" in out else {})}}
+           if held is not None else {}),
         "train": out["train"], "best": out["best"], "per_case": f"{EVAL_DIR}/per_case.csv",
         "time_s": round(time.perf_counter() - t0, 1),
     }
@@ -156,6 +190,8 @@ def _check_settings(exp_dir: Path, settings: Settings) -> None:
         return
     old = (yaml.safe_load(p.read_text()) or {}).get("settings") or {}
     new = asdict(settings)
+    defaults = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
+    old = {k: old.get(k, defaults.get(k)) for k in new}  # a setting added later: older folders had its default
     diff = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
     if diff:
         raise InputError(f"{p}: this folder holds an experiment with other settings ({'; '.join(diff[:3])}); "
@@ -168,12 +204,15 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
                          arms: Sequence[str] = ARMS, fractions: Sequence[float] = DEFAULT_FRACTIONS,
                          probe_kshot: int | None = 5, probe_steps: int | None = None,
                          separated: Sequence[str] | None = None, max_steps: int | None = None,
-                         max_time: float | None = None, progress: bool = True) -> dict[str, Any]:
+                         max_time: float | None = None, holdout_site: str | None = None,
+                         progress: bool = True) -> dict[str, Any]:
     """Plan, run (skipping finished runs), evaluate and report the experiment in ``out``.
 
     ``runs``: explicit ``[(arm, percent)]`` or ``"pretrained:10,scratch:100"`` instead of ``arms`` x
     ``fractions``. ``probe_kshot`` None / 0: no probes. ``separated``: (PET_RUN, CT_RUN). ``max_steps`` /
     ``max_time``: per fine-tuning run. ``overrides``: ``--set`` strings for every fine-tuning run.
+    ``holdout_site``: the site the dataset keeps out of training (``petctfm harmonize --holdout-site``); every
+    run is also evaluated on it (``RUN/eval_holdout``) and the report shows it beside the in-domain test.
     Returns ``{"exp_dir", "plan", "records", "summary", "results_md", "results_csv", "plot", "command"}``.
     """
     import yaml
@@ -190,20 +229,24 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
     if not (data / fmt.SPLITS_JSON).is_file():
         raise InputError(f"{data}: not a harmonized dataset (no {fmt.SPLITS_JSON}; run 'petctfm harmonize')")
     weights, pcfg = check_pretrained(pretrained)
+    holdout = check_holdout(data, pcfg, weights, holdout_site) if holdout_site is not None else []
     preset = preset or default_preset()
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if separated is not None and len(separated) != 2:
         raise InputError("--separated takes two runs: PET_RUN CT_RUN")
     sep = check_separated(*separated) if separated else []
+    for enc in sep if holdout_site is not None else []:
+        check_holdout(data, check_pretrained(enc)[1], enc, holdout_site)
     explicit = parse_runs(runs) if runs else None
     seeds = [int(s) for s in seeds]
     settings = Settings(data=str(data), pretrained=str(weights), preset=preset,
                         backbone=pcfg["model"]["backbone"], mode=pcfg["data"]["mode"],
                         model_overrides=dict(pcfg["model"].get("overrides") or {}), max_steps=max_steps,
                         max_time=max_time, overrides=list(overrides), probe_kshot=int(probe_kshot or 0) or None,
-                        probe_steps=probe_steps, separated=sep)
-    plan = build_plan(data, arms, fractions, seeds, explicit, settings.probe_kshot, str(weights), sep or None)
+                        probe_steps=probe_steps, separated=sep, holdout_site=holdout_site)
+    plan = build_plan(data, arms, fractions, seeds, explicit, settings.probe_kshot, str(weights), sep or None,
+                      holdout)
     exp_dir = Path(out)
     exp_dir.mkdir(parents=True, exist_ok=True)
     _check_settings(exp_dir, settings)
