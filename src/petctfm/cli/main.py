@@ -23,6 +23,8 @@ COMMANDS = [
     "evaluate",
     "experiment",
     "predict",
+    "prompt_train",
+    "segment",
     "demo",
 ]
 

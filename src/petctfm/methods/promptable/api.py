@@ -1,0 +1,79 @@
+"""The Python API of promptable-segmentation training: :func:`prompt_train` (what ``petctfm prompt-train`` calls).
+
+Config = preset -> the pretrained run's backbone (``init``) -> named options -> ``overrides`` -> trainer options;
+with ``resume`` the run's saved ``config.yaml`` is the base.
+
+    from petctfm.methods.promptable.api import prompt_train
+    prompt_train("dataset/", "runs/prompt", init="runs/mae", preset="tiny")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from petctfm.core.config import Overrides, deep_merge
+from petctfm.core.errors import InputError
+from petctfm.methods.promptable.presets import get_preset
+from petctfm.train.config import TrainConfig, default_preset, finish_configs, run_options, saved_run_configs
+
+NAMED_OPTIONS: dict[str, tuple[str, str]] = {"mode": ("data", "mode"), "patch": ("data", "patch_size")}
+
+
+def prompt_train_configs(dataset: str | Path | None, out: str | Path, init: str | Path | None = None,
+                         preset: str | None = None, *, backbone: str | None = None, held_out: list[str] | None = None,
+                         max_steps: int | None = None, max_time: float | None = None, resume: bool = False,
+                         overrides: Overrides = None, **config: Any) -> tuple[dict[str, Any], TrainConfig]:
+    """(task config, TrainConfig) of a prompt-training run; arguments as :func:`prompt_train`."""
+    from petctfm.methods.promptable.task import DEFAULT_CONFIG
+    from petctfm.methods.segmentation.task import pretrained_config
+
+    given = {k: config.pop(k) for k in list(config) if k in NAMED_OPTIONS}
+    saved = saved_run_configs(out) if resume else None
+    if saved is not None:
+        task_cfg, train_base = saved
+    else:
+        p = get_preset(preset or default_preset())
+        task_cfg, train_base = deep_merge(DEFAULT_CONFIG, p["task"]), p["train"]
+        if backbone:
+            task_cfg["model"]["backbone"] = backbone
+        if init is not None and str(init) != "scratch":
+            pcfg, _, path = pretrained_config(init)
+            if backbone and backbone != pcfg["model"]["backbone"]:
+                raise InputError(f"{path}: pretrained backbone {pcfg['model']['backbone']!r} != --backbone {backbone!r}")
+            task_cfg["model"] = {"backbone": pcfg["model"]["backbone"],
+                                 "overrides": dict(pcfg["model"].get("overrides") or {})}
+            task_cfg["init"] = {"source": str(path), "method": pcfg.get("method"), "mode": pcfg["data"]["mode"]}
+    if dataset:
+        task_cfg["dataset"] = str(dataset)
+    if not task_cfg.get("dataset"):
+        raise InputError("--data DATASET is required")
+    if held_out is not None:
+        task_cfg["targets"]["held_out"] = list(held_out)
+    named = {NAMED_OPTIONS[k]: v for k, v in given.items()}
+    if named.get(("data", "patch_size")):
+        named[("data", "patch_size")] = [int(named[("data", "patch_size")])] * 3
+    return finish_configs(task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
+
+
+def prompt_train(dataset: str | Path | None, out: str | Path, init: str | Path | None = None,
+                 preset: str | None = None, *, backbone: str | None = None, held_out: list[str] | None = None,
+                 max_steps: int | None = None, max_time: float | None = None, resume: bool = False,
+                 overrides: Overrides = None, **config: Any) -> dict[str, Any]:
+    """Train a promptable segmenter on a harmonized ``dataset`` into the run folder ``out``; the trainer's summary.
+
+    ``init``: a pretrained petctfm run / checkpoint (its encoder and backbone; input convolutions inflated to
+    the prompt channels) or None / ``"scratch"``. ``mode``: ``"pet"`` (default, as the paper) or ``"joint"``
+    (PET + CT). ``held_out``: organ names never sampled (default spleen, kidney_left, kidney_right).
+    ``overrides``: ``{"clicks.max_iter": 5, "train.lr": 1e-4}``. Other keywords: trainer settings.
+    """
+    from petctfm.methods.promptable.task import PromptTask
+    from petctfm.train import trainer
+
+    task_cfg, train_cfg = prompt_train_configs(dataset, out, init, preset, backbone=backbone, held_out=held_out,
+                                               max_steps=max_steps, max_time=max_time, resume=resume,
+                                               overrides=overrides, **config)
+    return trainer.train(PromptTask(task_cfg), train_cfg, out, resume=resume)
+
+
+__all__ = ["NAMED_OPTIONS", "prompt_train_configs", "prompt_train"]

@@ -1,0 +1,121 @@
+"""Prompt encoding and click simulation, shared by training (``task.py``) and use (``session.py``).
+
+**Prompt channels** (:func:`encode_prompts`): four (P, px, py, pz) float32 channels appended to the image:
+0 positive clicks, 1 negative clicks (each click a ball of radius ``click_radius`` voxels set to 1), 2 the 3D
+box (1 inside), 3 the previous mask (0/1). No prompt = all zeros.
+
+**Click simulation** (the SegAnyPET / nnInteractive protocol):
+
+- :func:`interior_point`: the voxel of a region farthest from its boundary (maximum of the Euclidean distance
+  transform; the crop border counts as boundary); ties -> the first in C order (deterministic).
+- :func:`corrective_click`: the largest connected error region (18-connectivity) among false negatives
+  (``target & ~pred``) and false positives (``pred & ~target``); a positive click at the interior point of a
+  false-negative region, a negative click at that of a false-positive region; None when there is no error.
+- :func:`jittered_box`: the target's bounding box with each face moved by up to ``jitter`` of its side.
+
+Shapes: masks (X, Y, Z) bool; points (3,) int voxel indices of the same array.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+N_PROMPT_CHANNELS = 4
+POS, NEG, BOX, PREV = range(N_PROMPT_CHANNELS)
+
+
+def interior_point(region: np.ndarray) -> np.ndarray | None:
+    """(3,) index of the voxel of ``region`` (bool, X, Y, Z) farthest from its boundary, or None if empty."""
+    from scipy.ndimage import distance_transform_edt
+
+    region = np.asarray(region, dtype=bool)
+    if not region.any():
+        return None
+    dist = distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1, 1:-1]
+    return np.array(np.unravel_index(int(np.argmax(dist)), region.shape))
+
+
+def _largest_component(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """(bool mask of the largest 18-connected component, its voxel count); (empty, 0) when ``mask`` is empty."""
+    import cc3d
+
+    if not mask.any():
+        return np.zeros(mask.shape, bool), 0
+    labels = cc3d.connected_components(np.ascontiguousarray(mask, dtype=np.uint8), connectivity=18)
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    k = int(np.argmax(counts))
+    return labels == k, int(counts[k])
+
+
+def corrective_click(target: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, bool] | None:
+    """(point (3,), positive) on the largest error region of ``pred`` vs ``target`` (both bool, X, Y, Z), or None
+    when they agree. A false-negative region gives a positive click, a false-positive region a negative one."""
+    target, pred = np.asarray(target, bool), np.asarray(pred, bool)
+    fn, n_fn = _largest_component(target & ~pred)
+    fp, n_fp = _largest_component(pred & ~target)
+    if n_fn == 0 and n_fp == 0:
+        return None
+    positive = n_fn >= n_fp
+    point = interior_point(fn if positive else fp)
+    assert point is not None
+    return point, positive
+
+
+def bounding_box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(lo (3,), hi (3,)) inclusive voxel bounds of ``mask``, or None when empty."""
+    idx = np.argwhere(mask)
+    if not len(idx):
+        return None
+    return idx.min(axis=0), idx.max(axis=0)
+
+
+def jittered_box(mask: np.ndarray, rng: np.random.Generator, jitter: float = 0.1) -> tuple[np.ndarray, np.ndarray] | None:
+    """The bounding box of ``mask`` with each face moved by a uniform fraction in [-jitter, jitter] of the side
+    (at least one voxel of play), clipped to the array; None when ``mask`` is empty."""
+    bb = bounding_box(mask)
+    if bb is None:
+        return None
+    lo, hi = bb
+    side = hi - lo + 1
+    play = np.maximum(np.rint(side * jitter), 1)
+    lo = lo + np.rint(rng.uniform(-1, 1, 3) * play)
+    hi = hi + np.rint(rng.uniform(-1, 1, 3) * play)
+    shape = np.array(mask.shape)
+    lo = np.clip(lo, 0, shape - 1).astype(int)
+    hi = np.clip(np.maximum(hi, lo), 0, shape - 1).astype(int)
+    return lo, hi
+
+
+def ball(shape: Sequence[int], centre: Sequence[float], radius: float) -> np.ndarray:
+    """(X, Y, Z) bool: voxels within ``radius`` (voxels) of ``centre`` (continuous index; may lie outside)."""
+    axes = [np.arange(n) - float(c) for n, c in zip(shape, centre)]
+    gx, gy, gz = np.meshgrid(*axes, indexing="ij", sparse=True)
+    return gx**2 + gy**2 + gz**2 <= radius**2 + 1e-6
+
+
+def encode_prompts(shape: Sequence[int], points: Sequence[tuple[Sequence[float], bool]] = (),
+                   box: tuple[Sequence[float], Sequence[float]] | None = None, prev: np.ndarray | None = None,
+                   click_radius: float = 2.0) -> np.ndarray:
+    """The (4, X, Y, Z) float32 prompt channels of one object in an array of ``shape``.
+
+    ``points``: ``(index (3,), positive)`` in this array's (continuous) voxel indices; ``box``: (lo, hi)
+    inclusive continuous indices; ``prev``: (X, Y, Z) previous mask (> 0.5 = inside).
+    """
+    out = np.zeros((N_PROMPT_CHANNELS, *shape), np.float32)
+    for p, positive in points:
+        out[POS if positive else NEG][ball(shape, p, click_radius)] = 1.0
+    if box is not None:
+        lo = np.maximum(np.floor(np.asarray(box[0], float) + 0.5), 0).astype(int)
+        hi = np.minimum(np.floor(np.asarray(box[1], float) + 0.5), np.array(shape) - 1).astype(int)
+        if np.all(hi >= lo):
+            out[BOX][lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = 1.0
+    if prev is not None:
+        out[PREV] = (np.asarray(prev) > 0.5).astype(np.float32)
+    return out
+
+
+__all__ = ["N_PROMPT_CHANNELS", "POS", "NEG", "BOX", "PREV", "interior_point", "corrective_click", "bounding_box",
+           "jittered_box", "ball", "encode_prompts"]

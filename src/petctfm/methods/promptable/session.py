@@ -1,0 +1,330 @@
+"""Interactive promptable segmentation: :class:`PromptSession` (one study, many objects, click by click).
+
+How a click becomes a mask (docs/promptable.md):
+
+1. **Once per study** (cached): the input PET (and CT, resampled onto the PET grid) is reoriented to the
+   model's RAS axes by axis permutation and flips only (no interpolation; an oblique grid is handled as its
+   nearest axis-aligned orientation) and normalized with the model's statistics.
+2. **Per prompt** (a point, a box): the crop follows the prompts, never a ground truth: it is centred on the
+   bounding box of the object's positive points, box and current mask, and spans the model's patch at the
+   model's training spacing (``patch * spacing`` mm). It is resampled to the patch (trilinear), the four
+   prompt channels are drawn at patch resolution, and the network runs once. **Auto-zoom**: when the prediction
+   touches a crop face that is not the image border, the crop grows by ``zoom_step`` (the same patch, coarser
+   voxels) up to ``max_zoom`` and the step is re-run. The logits are resampled back to the crop (trilinear) and
+   thresholded at 0; voxels outside the crop keep the object's previous mask.
+3. **Objects**: one label map, each object its id; with ``overwrite=False`` (default) an earlier object keeps
+   its voxels. :meth:`undo` restores the exact previous state of the changed object.
+
+Coordinates: ``space="voxel"`` (indices [x, y, z] of the input PET array, ITK / nibabel order), ``"lps"`` (DICOM /
+ITK patient mm: +x Left, +y Posterior, +z Superior) or ``"ras"`` (nibabel / 3D Slicer mm: +x Right, +y Anterior).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from petctfm.core.errors import InputError
+from petctfm.evaluate.geometry import Grid, grid_of
+from petctfm.methods.promptable import prompts as P
+
+SPACES = ("voxel", "lps", "ras")
+
+
+def as_image(obj: Any, what: str) -> "Any":
+    """A SimpleITK image from a path, a SimpleITK image, a nibabel image or an ``(array, RAS affine)`` pair."""
+    import SimpleITK as sitk
+
+    from petctfm.io.images import image_from_array, read_image
+
+    if isinstance(obj, (str, os.PathLike)):
+        return read_image(obj)
+    if isinstance(obj, sitk.Image):
+        return obj
+    if hasattr(obj, "affine") and hasattr(obj, "get_fdata"):
+        arr, affine = np.asarray(obj.get_fdata(dtype=np.float32)), obj.affine
+    elif isinstance(obj, tuple) and len(obj) == 2:
+        arr, affine = np.asarray(obj[0], np.float32), obj[1]
+    else:
+        raise InputError(f"{what}: expected a path, a SimpleITK or nibabel image, or (array, affine)")
+    if arr.ndim != 3:
+        raise InputError(f"{what}: expected a 3D image, got shape {arr.shape}")
+    g = grid_of(np.asarray(affine, float), arr.shape)
+    return image_from_array(arr, tuple(g.spacing), tuple(g.origin), tuple(g.direction.ravel()))
+
+
+@dataclass
+class Orientation:
+    """Input index axes -> model RAS axes by permutation and flips. ``perm[i]``: the RAS axis of input axis i;
+    ``flip[i]``: input axis i runs against it."""
+
+    perm: tuple[int, ...]
+    flip: tuple[bool, ...]
+    shape: tuple[int, ...]  # input shape
+
+    @classmethod
+    def of(cls, grid: Grid) -> "Orientation":
+        ras = np.diag([-1.0, -1.0, 1.0]) @ grid.direction
+        perm = tuple(int(np.argmax(np.abs(ras[:, i]))) for i in range(3))
+        if sorted(perm) != [0, 1, 2]:
+            raise InputError("image direction is too oblique to map onto RAS axes")
+        return cls(perm, tuple(bool(ras[perm[i], i] < 0) for i in range(3)), tuple(grid.shape))
+
+    def to_ras(self, arr: np.ndarray) -> np.ndarray:
+        """(..., X, Y, Z) input order -> (..., R, A, S)."""
+        lead = arr.ndim - 3
+        arr = np.flip(arr, [lead + i for i in range(3) if self.flip[i]])
+        inv = [self.perm.index(a) for a in range(3)]
+        return np.ascontiguousarray(np.transpose(arr, list(range(lead)) + [lead + i for i in inv]))
+
+    def from_ras(self, arr: np.ndarray) -> np.ndarray:
+        lead = arr.ndim - 3
+        arr = np.transpose(arr, list(range(lead)) + [lead + self.perm[i] for i in range(3)])
+        return np.ascontiguousarray(np.flip(arr, [lead + i for i in range(3) if self.flip[i]]))
+
+    def index_to_ras(self, idx: np.ndarray) -> np.ndarray:
+        out = np.zeros(3)
+        for i in range(3):
+            out[self.perm[i]] = (self.shape[i] - 1 - idx[i]) if self.flip[i] else idx[i]
+        return out
+
+
+@dataclass
+class ObjectState:
+    points: list = field(default_factory=list)  # [(RAS-array index (3,), positive)]
+    box: tuple | None = None  # (lo (3,), hi (3,)) RAS-array indices
+    mask: np.ndarray | None = None  # (R, A, S) bool
+    zoom: float = 1.0
+
+
+class PromptSession:
+    """Segment objects in one PET (/CT) study from clicks and boxes; see the module docstring.
+
+    Build with :meth:`from_run`. ``add_point`` / ``add_box`` run the model and return the object's mask on the
+    input grid; :meth:`mask` is the label map (uint8 if ids <= 255, else uint16) on the input PET grid.
+    """
+
+    def __init__(self, model: torch.nn.Module, config: dict[str, Any], pet: Any, ct: Any = None,
+                 device: str = "cpu", max_zoom: float = 4.0, zoom_step: float = 1.5, overwrite: bool = False):
+        import SimpleITK as sitk
+
+        from petctfm.inference.normalize import normalized_input
+        from petctfm.io.images import array_xyz
+
+        self.model, self.config = model.to(device).eval(), config
+        self.device, self.max_zoom, self.zoom_step, self.overwrite = device, float(max_zoom), float(zoom_step), overwrite
+        self.pet_image = as_image(pet, "PET")
+        self.suv = array_xyz(self.pet_image).astype(np.float32)
+        self.grid = grid_of(self.pet_image)
+        self.orient = Orientation.of(self.grid)
+        mode = config["data"]["mode"]
+        if mode != "pet" and ct is None:
+            raise InputError(f"this model reads PET and CT (mode {mode!r}): give ct=")
+        if ct is not None and mode != "pet":
+            ct_img = sitk.Resample(as_image(ct, "CT"), self.pet_image, sitk.Transform(), sitk.sitkLinear, -1000.0)
+            ct_arr = array_xyz(ct_img).astype(np.float32)
+        else:
+            ct_arr = np.full(self.suv.shape, -1000.0, np.float32)
+        x, self.bg = normalized_input(np.stack([self.suv, ct_arr]), config)
+        self.x = self.orient.to_ras(x)  # cached: (C, R, A, S) normalized
+        self.shape = np.array(self.x.shape[1:])
+        sp = np.zeros(3)
+        for i in range(3):
+            sp[self.orient.perm[i]] = self.grid.spacing[i]
+        self.spacing_ras = sp
+        model_sp = ((config.get("preprocessing") or {}).get("harmonize") or {}).get("spacing") or sp
+        self.patch = np.array(config["data"]["patch_size"], int)
+        self.base_extent = self.patch * np.asarray(model_sp, float) / sp  # crop size in input voxels at zoom 1
+        self.click_radius = float(config.get("clicks", {}).get("click_radius", 2.0))
+        self.objects: dict[int, ObjectState] = {}
+        self.history: list[tuple[int, ObjectState | None]] = []
+        self.forwards = 0  # network evaluations so far (auto-zoom re-runs included)
+
+    @classmethod
+    def from_run(cls, run: str | os.PathLike, pet: Any, ct: Any = None, device: str = "cpu", **kw: Any) -> "PromptSession":
+        """Load a ``prompt-train`` run folder (latest checkpoint) or ``model.safetensors`` (safetensors only)."""
+        from petctfm.methods.promptable.model import METHOD
+        from petctfm.train.checkpoint import load_model
+
+        model, cfg = load_model(run)
+        if cfg.get("method") != METHOD:
+            raise InputError(f"{run}: not a promptable model (method {cfg.get('method')!r})")
+        return cls(model, cfg, pet, ct=ct, device=device, **kw)
+
+    # -- coordinates ---------------------------------------------------------------------------------
+
+    def to_index(self, xyz: Any, space: str = "voxel", what: str = "point") -> np.ndarray:
+        """A point in ``space`` -> continuous index of the cached RAS array; InputError outside the image."""
+        if space not in SPACES:
+            raise InputError(f"{what}: unknown coordinate space {space!r} (choose {', '.join(SPACES)})")
+        p = np.asarray(xyz, dtype=float).reshape(-1)
+        if p.shape != (3,) or not np.all(np.isfinite(p)):
+            raise InputError(f"{what}: expected 3 finite coordinates, got {xyz!r}")
+        if space == "ras":
+            p = p * np.array([-1.0, -1.0, 1.0])
+        if space != "voxel":
+            p = (np.linalg.inv(self.grid.index_to_lps) @ np.append(p, 1.0))[:3]
+        if np.any(p < -0.5) or np.any(p > np.array(self.grid.shape) - 0.5):
+            raise InputError(f"{what}: {list(np.round(np.asarray(xyz, float), 2))} ({space}) lies outside the image "
+                             f"(voxel {list(np.round(p, 1))}, shape {list(self.grid.shape)})")
+        return self.orient.index_to_ras(p)
+
+    # -- prompts ---------------------------------------------------------------------------------------
+
+    def _state(self, obj: int) -> ObjectState:
+        if int(obj) < 1:
+            raise InputError(f"object id must be >= 1, got {obj}")
+        self.history.append((int(obj), copy.deepcopy(self.objects.get(int(obj)))))
+        return self.objects.setdefault(int(obj), ObjectState())
+
+    def add_point(self, xyz: Any, positive: bool = True, object: int = 1, space: str = "voxel") -> np.ndarray:
+        """Add a click and re-segment ``object``; returns its mask (X, Y, Z) bool on the input grid."""
+        idx = self.to_index(xyz, space)
+        st = self._state(object)
+        st.points.append((idx, bool(positive)))
+        return self._run(int(object))
+
+    def add_box(self, lo: Any, hi: Any, object: int = 1, space: str = "voxel") -> np.ndarray:
+        """Set ``object``'s 3D box (two opposite corners) and re-segment it; returns its mask on the input grid."""
+        a, b = self.to_index(lo, space, "box corner"), self.to_index(hi, space, "box corner")
+        st = self._state(object)
+        st.box = (np.minimum(a, b), np.maximum(a, b))
+        return self._run(int(object))
+
+    def set_mask(self, mask: np.ndarray, object: int = 1) -> None:
+        """Start ``object`` from a mask (X, Y, Z) on the input grid (e.g. ``petctfm predict``'s); undoable."""
+        mask = np.asarray(mask)
+        if mask.shape != tuple(self.grid.shape):
+            raise InputError(f"start mask shape {mask.shape} != PET shape {tuple(self.grid.shape)}")
+        self._state(object).mask = self.orient.to_ras(mask > 0)
+
+    def undo(self) -> None:
+        """Restore the state before the last ``add_point`` / ``add_box`` / ``set_mask`` / ``reset``."""
+        if not self.history:
+            raise InputError("nothing to undo")
+        obj, before = self.history.pop()
+        if before is None:
+            self.objects.pop(obj, None)
+        else:
+            self.objects[obj] = before
+
+    def reset(self, object: int = 1) -> None:
+        """Forget ``object`` (its prompts and mask); undoable."""
+        if int(object) in self.objects:
+            self.history.append((int(object), self.objects.pop(int(object))))
+
+    # -- the model ------------------------------------------------------------------------------------
+
+    def _crop(self, st: ObjectState, zoom: float) -> tuple[np.ndarray, np.ndarray]:
+        """(lo (3,) int, size (3,) int) of the crop in the RAS array; may extend beyond the image."""
+        pts = [p for p, pos in st.points if pos]
+        if st.box is not None:
+            pts += [st.box[0], st.box[1]]
+        if st.mask is not None and st.mask.any():
+            bb = P.bounding_box(st.mask)
+            pts += [bb[0], bb[1]]
+        if not pts:
+            pts = [p for p, _ in st.points]
+        pts = np.array(pts, float)
+        centre = (pts.min(axis=0) + pts.max(axis=0)) / 2
+        size = np.maximum(np.rint(self.base_extent * zoom), 1).astype(int)
+        return np.rint(centre - size / 2).astype(int), size
+
+    def _predict(self, st: ObjectState, lo: np.ndarray, size: np.ndarray) -> np.ndarray:
+        """Network run on one crop -> (size) bool prediction."""
+        src_lo, src_hi = np.maximum(lo, 0), np.minimum(lo + size, self.shape)
+        dst = tuple(slice(int(a - b), int(c - b)) for a, b, c in zip(src_lo, lo, src_hi))
+        src = tuple(slice(int(a), int(b)) for a, b in zip(src_lo, src_hi))
+        img = np.empty((self.x.shape[0], *size), np.float32)
+        img[:] = self.bg[:, None, None, None]
+        img[(slice(None), *dst)] = self.x[(slice(None), *src)]
+        prev = np.zeros(tuple(size), np.float32)
+        if st.mask is not None:
+            prev[dst] = st.mask[src]
+        scale = self.patch / size
+        to_patch = lambda q: (np.asarray(q) - lo + 0.5) * scale - 0.5  # noqa: E731
+        p = tuple(int(v) for v in self.patch)
+        prompts = P.encode_prompts(p, [(to_patch(q), pos) for q, pos in st.points],
+                                   box=None if st.box is None else (to_patch(st.box[0]), to_patch(st.box[1])),
+                                   click_radius=self.click_radius)
+        with torch.no_grad():
+            t_img = F.interpolate(torch.from_numpy(img)[None], size=p, mode="trilinear", align_corners=False)
+            t_prev = F.interpolate(torch.from_numpy(prev)[None, None], size=p, mode="trilinear", align_corners=False)
+            t_pr = torch.from_numpy(prompts)[None]
+            t_pr[:, P.PREV] = (t_prev[:, 0] > 0.5).float()
+            logits = self.model(t_img.to(self.device), t_pr.to(self.device)).float().cpu()
+            logits = F.interpolate(logits, size=tuple(int(s) for s in size), mode="trilinear", align_corners=False)
+        self.forwards += 1
+        out = logits[0, 0].numpy() > 0
+        valid = np.zeros(tuple(size), bool)
+        valid[dst] = True
+        return out & valid
+
+    def _run(self, obj: int) -> np.ndarray:
+        st = self.objects[obj]
+        if st.mask is None:
+            st.mask = np.zeros(tuple(self.shape), bool)
+        zoom = 1.0
+        while True:
+            lo, size = self._crop(st, zoom)
+            pred = self._predict(st, lo, size)
+            touches = False
+            for ax in range(3):
+                first, last = np.take(pred, 0, axis=ax).any(), np.take(pred, -1, axis=ax).any()
+                touches |= bool(first and lo[ax] > 0) or bool(last and lo[ax] + size[ax] < self.shape[ax])
+            if not touches or zoom >= self.max_zoom:
+                break
+            zoom = min(zoom * self.zoom_step, self.max_zoom)
+        src_lo, src_hi = np.maximum(lo, 0), np.minimum(lo + size, self.shape)
+        src = tuple(slice(int(a), int(b)) for a, b in zip(src_lo, src_hi))
+        dst = tuple(slice(int(a - b), int(c - b)) for a, b, c in zip(src_lo, lo, src_hi))
+        st.mask[src] = pred[dst]
+        st.zoom = zoom
+        return self.orient.from_ras(st.mask)
+
+    # -- results --------------------------------------------------------------------------------------
+
+    def object_mask(self, object: int) -> np.ndarray:
+        """(X, Y, Z) bool mask of one object on the input grid (before the label-map composition)."""
+        st = self.objects.get(int(object))
+        if st is None or st.mask is None:
+            return np.zeros(tuple(self.grid.shape), bool)
+        return self.orient.from_ras(st.mask)
+
+    def mask(self) -> np.ndarray:
+        """The label map (X, Y, Z) on the input PET grid: each object its id; objects in id order, an earlier
+        object keeps its voxels unless ``overwrite``."""
+        ids = sorted(self.objects)
+        out = np.zeros(tuple(self.shape), np.uint16 if ids and ids[-1] > 255 else np.uint8)
+        for k in ids:
+            m = self.objects[k].mask
+            if m is not None:
+                out[m if self.overwrite else (m & (out == 0))] = k
+        return self.orient.from_ras(out)
+
+    def table(self, names: dict[int, str] | None = None) -> list[dict[str, Any]]:
+        """One row per object of :meth:`mask`: volume (ml), SUVmax / SUVmean / SUVpeak (1 ml sphere), TLG."""
+        from petctfm.evaluate.lesions import suv_peak
+
+        lab, rows = self.mask(), []
+        vox_ml = float(np.prod(self.grid.spacing)) / 1000.0
+        for k in sorted(self.objects):
+            m = lab == k
+            n = int(m.sum())
+            vals = self.suv[m]
+            mean = float(vals.mean()) if n else float("nan")
+            st = self.objects[k]
+            rows.append({"object": k, "name": (names or {}).get(k, ""), "n_voxels": n, "volume_ml": n * vox_ml,
+                         "suv_max": float(vals.max()) if n else float("nan"), "suv_mean": mean,
+                         "suv_peak": suv_peak(self.suv, m, self.grid.spacing), "tlg": mean * n * vox_ml,
+                         "n_points": len(st.points), "box": st.box is not None, "zoom": st.zoom})
+        return rows
+
+
+__all__ = ["SPACES", "as_image", "Orientation", "ObjectState", "PromptSession"]

@@ -1,0 +1,250 @@
+"""Promptable segmentation training (``petctfm prompt-train``) as a TrainTask.
+
+1. **Targets** (:class:`PromptPatchDataset`): from the harmonized dataset, every organ of ``organs.npy``
+   except the held-out classes (``targets.held_out``, default spleen and both kidneys: never sampled, kept
+   for zero-shot evaluation), every lesion (18-connected component of ``label.npy``), and "all lesions in
+   view". Item ``i`` is a pure function of ``(seed, rank, i)``: case -> target kind (``targets.kind_probs``,
+   renormalized over the kinds the case has) -> target -> a patch centred on the target's bounding box,
+   jittered by up to a quarter patch (training crops may use the ground truth; at inference the crop follows
+   the prompts, ``session.py``) -> the first prompt: a positive click at the target's interior point
+   (maximum of the distance transform) and, with ``clicks.box_prob``, a jittered 3D box.
+2. **Iterative click simulation** (:meth:`PromptTask.training_step`): ``n_iter`` in [0, ``clicks.max_iter``]
+   rounds without gradient, each predicting, feeding the prediction back as the previous-mask channel and
+   adding one corrective click on the largest error region (:func:`~.prompts.corrective_click`); with
+   ``clicks.mask_only_prob`` the last round adds no click (the mask-only step of SAM / SegAnyPET). Then one
+   forward with gradient and the loss: MONAI ``DiceCELoss(sigmoid=True, batch=True)``.
+3. **Figures** (:meth:`PromptTask.on_checkpoint`): a validation target segmented with 1..3 simulated clicks,
+   the clicks and masks drawn on the coronal slice; Dice per click appended to ``RUN/val.jsonl``.
+
+Shapes: image (B, C, p, p, p) normalized; target (B, 1, p, p, p) float {0, 1}; prompts (B, 4, p, p, p).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from petctfm.core.errors import InputError
+from petctfm.core.labels import ORGAN_LABELS
+from petctfm.data import format as fmt
+from petctfm.data.loader import PatchConfig, PatchDataset, bind_dataset, list_cases, patch_loader
+from petctfm.methods.promptable import prompts as P
+from petctfm.methods.promptable.model import METHOD, build_model, load_pretrained_encoder
+from petctfm.models.backbones import check_patch_size
+
+VAL_FILE = "val.jsonl"
+KINDS = ("lesion", "organ", "all_lesions")
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "method": METHOD,
+    "seed": 0,
+    "dataset": None,
+    "model": {"backbone": "unet-resenc-tiny", "overrides": {}},
+    "init": {"source": "scratch", "method": None, "mode": None},
+    "targets": {"held_out": ["spleen", "kidney_left", "kidney_right"],
+                "kind_probs": {"lesion": 0.45, "organ": 0.4, "all_lesions": 0.15}},
+    "clicks": {"max_iter": 3, "mask_only_prob": 0.2, "box_prob": 0.3, "box_jitter": 0.1, "click_radius": 2.0,
+               "crop_jitter": 0.25},
+    "data": {**PatchConfig().to_dict(), "mode": "pet", "augment": False},
+    "preprocessing": None,
+}
+
+
+def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Check a full config; returns it. One-line InputErrors."""
+    data = PatchConfig.from_dict(cfg["data"])
+    check_patch_size(cfg["model"]["backbone"], data.patch_size)
+    bad = [n for n in cfg["targets"]["held_out"] if n not in ORGAN_LABELS or n == "background"]
+    if bad:
+        raise InputError(f"targets.held_out: unknown organ {bad[0]!r} (known: {', '.join(list(ORGAN_LABELS)[1:])})")
+    probs = cfg["targets"]["kind_probs"]
+    if set(probs) - set(KINDS) or any(float(v) < 0 for v in probs.values()) or sum(map(float, probs.values())) <= 0:
+        raise InputError(f"targets.kind_probs must map {', '.join(KINDS)} to weights >= 0 (not all 0), got {probs}")
+    if int(cfg["clicks"]["max_iter"]) < 0:
+        raise InputError("clicks.max_iter must be >= 0")
+    cfg["data"] = data.to_dict()
+    return cfg
+
+
+def held_out_values(cfg: dict[str, Any]) -> set[int]:
+    return {ORGAN_LABELS[n] for n in cfg["targets"]["held_out"]}
+
+
+class PromptPatchDataset(PatchDataset):
+    """Items ``{"image" (C,p,p,p), "target" (1,p,p,p), "prompts" (4,p,p,p), "n_iter", "mask_only", "index"}``."""
+
+    def __init__(self, config: dict[str, Any], rank: int = 0):
+        cfg = PatchConfig.from_dict(config["data"])
+        super().__init__(config["dataset"], cfg, seed=int(config["seed"]), rank=rank)
+        self.config = config
+        self.case_ids = list_cases(self.root, cfg.split)
+        self.held_out = held_out_values(config)
+        self._targets: dict[str, tuple[np.ndarray, list[int], np.ndarray | None]] = {}
+
+    def targets(self, case_id: str) -> tuple[np.ndarray, list[int], np.ndarray | None]:
+        """(lesion component map (X, Y, Z) uint32, allowed organ values, organ map or None), once per case."""
+        import cc3d
+
+        if case_id not in self._targets:
+            case = fmt.load_case(self.root, case_id)
+            comps = cc3d.connected_components(np.ascontiguousarray(case["label"] > 0, np.uint8), connectivity=18)
+            organs = np.asarray(case["organs"]) if "organs" in case else None
+            values = [] if organs is None else [int(v) for v in np.unique(organs) if v and int(v) not in self.held_out]
+            self._targets[case_id] = (comps, values, organs)
+        return self._targets[case_id]
+
+    def pick(self, rng: np.random.Generator) -> tuple[str, str, np.ndarray]:
+        """(case id, kind, target mask (X, Y, Z) bool) drawn from ``rng``."""
+        probs = self.config["targets"]["kind_probs"]
+        for _ in range(100):
+            case_id = self.case_ids[int(rng.integers(len(self.case_ids)))]
+            comps, organ_values, organs = self.targets(case_id)
+            n_les = int(comps.max())
+            have = {"lesion": n_les > 0, "organ": bool(organ_values), "all_lesions": n_les > 0}
+            w = np.array([float(probs.get(k, 0)) * have[k] for k in KINDS])
+            if w.sum() <= 0:
+                continue
+            kind = KINDS[int(rng.choice(len(KINDS), p=w / w.sum()))]
+            if kind == "lesion":
+                return case_id, kind, comps == int(rng.integers(1, n_les + 1))
+            if kind == "organ":
+                return case_id, kind, organs == organ_values[int(rng.integers(len(organ_values)))]
+            return case_id, kind, comps > 0
+        raise InputError(f"{self.root}: no case in split {self.cfg.split!r} has a lesion or a non-held-out organ")
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        rng = self.rng(i)
+        case_id, kind, target = self.pick(rng)
+        cc = self.config["clicks"]
+        p, shape = np.array(self.cfg.patch_size), np.array(target.shape)
+        lo, hi = P.bounding_box(target)
+        if kind == "all_lesions":  # centre on one lesion, the target is every lesion voxel in view
+            pts = np.argwhere(target)
+            lo = hi = pts[int(rng.integers(len(pts)))]
+        centre = (lo + hi) / 2 + rng.uniform(-1, 1, 3) * p * float(cc["crop_jitter"])
+        start = np.clip(np.rint(centre - p / 2).astype(int), 0, np.maximum(shape - p, 0))
+        box = tuple(slice(int(a), int(b)) for a, b in zip(start, np.minimum(start + p, shape)))
+        image = np.load(fmt.case_dir(self.root, case_id) / "image.npy", mmap_mode="r")
+        x = self.pad_centred(np.asarray(image[(slice(None), *box)], np.float32), self._pad)
+        t = self.pad_centred(target[box][None].astype(np.uint8), [0])[0].astype(bool)
+        if not t.any():  # the jitter moved the target out of view: no prompt, empty target (a valid lesson too)
+            prompts = np.zeros((P.N_PROMPT_CHANNELS, *p), np.float32)
+        else:
+            first = P.interior_point(t)
+            jb = P.jittered_box(t, rng, float(cc["box_jitter"])) if rng.random() < float(cc["box_prob"]) else None
+            prompts = P.encode_prompts(t.shape, [(first, True)], box=jb, click_radius=float(cc["click_radius"]))
+        x = fmt.normalize(x, self.info)[list(self.cfg_mode_channels())]
+        return {"image": torch.from_numpy(np.ascontiguousarray(x)), "target": torch.from_numpy(t[None].astype(np.float32)),
+                "prompts": torch.from_numpy(prompts), "n_iter": torch.tensor(int(rng.integers(int(cc["max_iter"]) + 1))),
+                "mask_only": torch.tensor(bool(rng.random() < float(cc["mask_only_prob"]))), "index": torch.tensor(int(i))}
+
+    def cfg_mode_channels(self) -> tuple[int, ...]:
+        from petctfm.data.loader import MODES
+
+        return MODES[self.cfg.mode]
+
+
+def simulate_clicks(model: nn.Module, image: torch.Tensor, target: torch.Tensor, prompts: torch.Tensor, n_iter: int,
+                    mask_only_last: bool = False, click_radius: float = 2.0,
+                    history: list | None = None) -> torch.Tensor:
+    """``n_iter`` rounds of predict -> previous mask -> corrective click, without gradient; returns the new prompts
+    (B, 4, p, p, p). ``history`` (optional list) receives per round the predictions (B, p, p, p) bool (numpy)
+    and the clicks ``[(point, positive) or None per sample]``."""
+    prompts = prompts.clone()
+    with torch.no_grad():
+        for it in range(n_iter):
+            pred = (model(image, prompts) > 0)[:, 0].cpu().numpy()
+            tgt = target[:, 0].cpu().numpy() > 0.5
+            clicks = []
+            for b in range(pred.shape[0]):
+                prompts[b, P.PREV] = torch.from_numpy(pred[b].astype(np.float32)).to(prompts.device)
+                click = None if (mask_only_last and it == n_iter - 1) else P.corrective_click(tgt[b], pred[b])
+                if click is not None:
+                    ch = P.POS if click[1] else P.NEG
+                    ballm = P.ball(pred.shape[1:], click[0], click_radius)
+                    prompts[b, ch][torch.from_numpy(ballm).to(prompts.device)] = 1.0
+                clicks.append(click)
+            if history is not None:
+                history.append((pred, clicks))
+    return prompts
+
+
+class PromptTask:
+    """Promptable segmentation as a TrainTask; ``config`` is saved beside the run and in every checkpoint."""
+
+    def __init__(self, config: dict[str, Any], dataset: str | Path | None = None):
+        cfg, info = bind_dataset(config, dataset, validate_config)
+        if info is not None:
+            cfg["preprocessing"]["harmonize"] = {"spacing": info.get("spacing"), "ct_window": info.get("ct_window")}
+        self.config = cfg
+        self._loss = None
+
+    def build_model(self) -> nn.Module:
+        """Fresh model; the pretrained encoder (inflated to the prompt channels) when ``init.source`` is a run."""
+        model = build_model(self.config)
+        init = self.config["init"]
+        if init["source"] != "scratch":
+            from petctfm.methods.segmentation.task import pretrained_config
+
+            pcfg, state, path = pretrained_config(init["source"])
+            if pcfg["model"]["backbone"] != self.config["model"]["backbone"]:
+                raise InputError(f"{path}: pretrained backbone {pcfg['model']['backbone']!r} != "
+                                 f"{self.config['model']['backbone']!r}")
+            load_pretrained_encoder(model, state, pcfg["data"]["mode"], self.config["data"]["mode"])
+        return model
+
+    def dataset(self, rank: int = 0) -> PromptPatchDataset:
+        if not self.config.get("dataset"):
+            raise InputError("prompt-train needs a dataset (config 'dataset' or --data)")
+        return PromptPatchDataset(self.config, rank=rank)
+
+    def batches(self, rank: int, world_size: int, start_sample: int) -> Iterator[dict[str, torch.Tensor]]:
+        return iter(patch_loader(self.dataset(rank), start_sample=start_sample))
+
+    def loss_fn(self):
+        if self._loss is None:
+            from monai.losses import DiceCELoss
+
+            self._loss = DiceCELoss(sigmoid=True, batch=True)
+        return self._loss
+
+    def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        n_iter = int(batch["n_iter"][0])  # one count per batch (the first sample's draw)
+        prompts = simulate_clicks(model, batch["image"], batch["target"], batch["prompts"], n_iter,
+                                  bool(batch["mask_only"][0]), float(self.config["clicks"]["click_radius"]))
+        logits = model(batch["image"], prompts)
+        loss = self.loss_fn()(logits.float(), batch["target"])
+        return loss, {"n_iter": float(n_iter)}
+
+    @torch.no_grad()
+    def on_checkpoint(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int, run_dir: Path) -> None:
+        """Segment the batch's first target with 1..3 simulated clicks; figure + Dice per click in ``val.jsonl``."""
+        from petctfm.evaluate.metrics import voxel_overlap
+        from petctfm.io.atomic import atomic_write_text
+        from petctfm.methods.promptable.figures import click_figure
+
+        was = model.training
+        model.eval()
+        img, tgt = batch["image"][:1], batch["target"][:1]
+        prompts = batch["prompts"][:1].clone()
+        prompts[:, P.NEG:] = 0  # the first click only (drop the sampled box)
+        history: list = []
+        simulate_clicks(model, img, tgt, prompts, 3, click_radius=float(self.config["clicks"]["click_radius"]),
+                        history=history)
+        gt = tgt[0, 0].cpu().numpy() > 0.5
+        dices = [voxel_overlap(pred[0], gt)["dice"] for pred, _ in history]
+        click_figure(img[0, 0].cpu().numpy(), gt, history, Path(run_dir) / "figures" / f"clicks_step{step:07d}.png",
+                     title=f"step {step}: Dice per click {', '.join(f'{d:.2f}' for d in dices)}")
+        path = Path(run_dir) / VAL_FILE
+        old = path.read_text() if path.is_file() else ""
+        atomic_write_text(path, old + json.dumps({"step": step, "dice_per_click": dices}) + "\n")
+        model.train(was)
+
+
+__all__ = ["DEFAULT_CONFIG", "KINDS", "VAL_FILE", "validate_config", "held_out_values", "PromptPatchDataset",
+           "simulate_clicks", "PromptTask"]
