@@ -51,6 +51,7 @@ _STEP_DIR = re.compile(r"^step_(\d{7,})$")
 MODEL_BUILDERS: dict[str, str | Callable[[dict], nn.Module]] = {
     "early_fusion_mae": "petctfm.methods.early_fusion_mae.mae:build_model",
     "finetune_segmentation": "petctfm.methods.segmentation.model:build_model",
+    "fratmae": "petctfm.methods.fratmae.fratmae:build_model",
 }
 
 
