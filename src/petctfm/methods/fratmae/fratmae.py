@@ -43,7 +43,7 @@ from petctfm.data.loader import bind_dataset, patch_loader
 from petctfm.methods.early_fusion_mae.mae import save_figure
 from petctfm.methods.fratmae.context import TEXT_LEN, TextEncoder, Vocabulary, default_vocabulary, info_nce, positives
 from petctfm.methods.fratmae.stacks import StackConfig, StackDataset
-from petctfm.methods.fratmae.vit import Block, ViTEncoder, init_weights, patchify, sincos_3d, token_grid, unpatchify
+from petctfm.methods.fratmae.vit import Block, TwinViT, init_weights, patchify, sincos_3d, token_grid, unpatchify
 
 METHOD = "fratmae"
 MODALITIES = ("pet", "ct")
@@ -160,14 +160,12 @@ class FratMAE(nn.Module):
         self.grid = token_grid(data.stack_shape(), self.patch)
         self.n_tokens = math.prod(self.grid)
         self.n_keep = n_visible(self.n_tokens, float(cfg["mask"]["ratio"]))
-        enc = dict(grid=self.grid, patch=self.patch, dim=int(m["dim"]), depth=int(m["depth"]), heads=int(m["heads"]))
         dec = dict(enc_dim=int(m["dim"]), dim=int(m["decoder_dim"]), depth=int(m["decoder_depth"]),
                    heads=int(m["decoder_heads"]), grid=self.grid)
+        self.backbone = TwinViT(self.arch, self.grid, self.patch, int(m["dim"]), int(m["depth"]), int(m["heads"]))
         if self.arch == "fratmae":
-            self.encoders = nn.ModuleDict({"pet": ViTEncoder(1, cls=True, **enc), "ct": ViTEncoder(1, **enc)})
             self.decoders = nn.ModuleDict({k: Decoder(out=self.patch**3, cross=True, **dec) for k in MODALITIES})
         else:
-            self.encoders = nn.ModuleDict({"joint": ViTEncoder(2, cls=True, **enc)})
             self.decoders = nn.ModuleDict({"joint": Decoder(out=2 * self.patch**3, cross=False, **dec)})
         self.context_align = bool(ca["enabled"])
         if self.context_align:
@@ -175,6 +173,11 @@ class FratMAE(nn.Module):
             self.img_proj = nn.Linear(int(m["dim"]), int(ca["proj_dim"]))
             self.txt_proj = nn.Linear(int(ca["dim"]), int(ca["proj_dim"]))
             self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / float(ca["tau_init"]))))
+
+    @property
+    def encoders(self) -> nn.ModuleDict:
+        """``backbone.encoders``: ``pet`` and ``ct`` (FratMAE) or ``joint`` (MAE)."""
+        return self.backbone.encoders
 
     def forward(self, image: torch.Tensor, target: torch.Tensor, perm: torch.Tensor,
                 text: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

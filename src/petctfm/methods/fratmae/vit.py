@@ -118,7 +118,9 @@ class ViTEncoder(nn.Module):
     """A 3D ViT: ``Conv3d(C, D, p, stride=p)`` patch embedding + fixed sin-cos positions, optional CLS token,
     ``depth`` SDPA blocks, final LayerNorm.
 
-    ``forward(x (B, C, X, Y, Z), keep (B, n) long or None) -> (B, [1 +] n, D)``: with ``keep`` only those
+    ``forward(x (B, C, X, Y, Z), keep (B, n) long or None) -> (B, [1 +] n, D)``; any input whose sides are
+    multiples of ``p`` works (the sin-cos code is computed for its grid), so downstream patches may differ from
+    the pretraining stacks.: with ``keep`` only those
     tokens (MAE: the visible ones, in ``keep`` order) enter the blocks; the CLS token (when ``cls``) is first.
     :meth:`hidden_states` returns the outputs of chosen blocks for downstream decoders (UNETR).
     """
@@ -140,7 +142,10 @@ class ViTEncoder(nn.Module):
 
     def tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Embedded tokens before the blocks: (B, [1 +] n, D)."""
-        t = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos.to(x.dtype)
+        t = self.patch_embed(x)
+        grid = tuple(t.shape[2:])
+        pos = self.pos if grid == self.grid else sincos_3d(grid, self.dim)[None].to(x.device)  # any grid: fixed code
+        t = t.flatten(2).transpose(1, 2) + pos.to(t.dtype)
         if keep is not None:
             t = torch.gather(t, 1, keep[..., None].expand(-1, -1, t.shape[-1]))
         if self.cls_token is not None:
@@ -165,4 +170,40 @@ class ViTEncoder(nn.Module):
         return out
 
 
-__all__ = ["token_grid", "patchify", "unpatchify", "sincos_3d", "Attention", "Block", "init_weights", "ViTEncoder"]
+class TwinViT(nn.Module):
+    """FratMAE's encoders, the part reused downstream: ``arch="fratmae"``: ``encoders.pet`` (with CLS) and
+    ``encoders.ct``, weights not shared; ``arch="mae"``: ``encoders.joint`` over both channels (with CLS).
+
+    :meth:`features` ``(x (B, 2, X, Y, Z) [PET, CT]) -> [ (B, C, X/p, Y/p, Z/p) ] * len(layers)``: the patch
+    tokens after blocks ``layers`` (default: every quarter of the depth, UNETR's 3/6/9/12 for 12 blocks), PET
+    and CT concatenated along channels (C = 2D) for the twins, C = D for the joint ViT.
+    """
+
+    def __init__(self, arch: str, grid: Sequence[int], patch: int, dim: int, depth: int, heads: int):
+        super().__init__()
+        self.arch, self.patch, self.dim, self.depth = arch, int(patch), int(dim), int(depth)
+        enc = dict(grid=grid, patch=patch, dim=dim, depth=depth, heads=heads)
+        if arch == "fratmae":
+            self.encoders = nn.ModuleDict({"pet": ViTEncoder(1, cls=True, **enc), "ct": ViTEncoder(1, **enc)})
+        else:
+            self.encoders = nn.ModuleDict({"joint": ViTEncoder(2, cls=True, **enc)})
+
+    def layers(self) -> list[int]:
+        return sorted({max(1, round(self.depth * q / 4)) for q in (1, 2, 3, 4)})
+
+    def features(self, x: torch.Tensor, layers: Sequence[int] | None = None) -> list[torch.Tensor]:
+        layers = list(layers or self.layers())
+        grid = [s // self.patch for s in x.shape[2:]]
+        if self.arch == "fratmae":
+            pet = self.encoders["pet"].hidden_states(x[:, 0:1], layers)
+            ct = self.encoders["ct"].hidden_states(x[:, 1:2], layers)
+            hs = [torch.cat([a, b], -1) for a, b in zip(pet, ct)]
+        else:
+            hs = self.encoders["joint"].hidden_states(x, layers)
+        return [h.transpose(1, 2).reshape(h.shape[0], h.shape[2], *grid) for h in hs]
+
+    def feature_channels(self) -> list[int]:
+        return [self.dim * (2 if self.arch == "fratmae" else 1)] * len(self.layers())
+
+
+__all__ = ["TwinViT", "token_grid", "patchify", "unpatchify", "sincos_3d", "Attention", "Block", "init_weights", "ViTEncoder"]
