@@ -127,7 +127,7 @@ def load_frozen_encoders(runs: Sequence[str | os.PathLike], info: dict[str, Any]
         if mode not in MODES:
             raise InputError(f"{path}: unknown input mode {mode!r} in its config")
         out.append(FrozenEncoder(backbone, mode, _norm_table(cfg, info, mode), str(path),
-                                 cfg["model"]["backbone"]))
+                                 cfg["model"].get("backbone", cfg.get("method", "?"))))
     return out
 
 

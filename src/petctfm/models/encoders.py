@@ -113,11 +113,44 @@ class DynUNetEncoder:
         return [[m.input_block], *[[d] for d in m.downsamples], [m.bottleneck]]
 
 
+class TwinViTEncoder:
+    """FratMAE's ``TwinViT`` (twin PET / CT ViTs, or one joint ViT): the patch tokens after every quarter of the
+    depth, PET and CT concatenated along channels, as maps on the token grid (all at stride ``patch``, not
+    2^s: a ViT has one scale). Stages: the patch embeddings, then block i of every encoder, then the norms."""
+
+    prefixes = ("encoders.",)
+
+    def __init__(self, net: nn.Module):
+        self.net = net
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.net.features(x)
+
+    def channels(self) -> list[int]:
+        return self.net.feature_channels()
+
+    def stages(self) -> list[list[nn.Module]]:
+        encs = list(self.net.encoders.values())
+        first: list[nn.Module] = [e.patch_embed for e in encs]
+        first += [_ParamHolder(e.cls_token) for e in encs if e.cls_token is not None]
+        blocks = [[e.blocks[i] for e in encs] for i in range(len(encs[0].blocks))]
+        return [first, *blocks[:-1], blocks[-1] + [e.norm for e in encs]]
+
+
+class _ParamHolder(nn.Module):
+    """A bare parameter (a ViT's CLS token) as a module, so stages list modules only."""
+
+    def __init__(self, p: nn.Parameter):
+        super().__init__()
+        self.p = p
+
+
 #: Adapter per network class name (looked up along the class's MRO, so subclasses are covered). Keyed by
 #: name so that importing this module does not import MONAI.
 ENCODERS: dict[str, Callable[[nn.Module], Encoder]] = {
     "SwinUNETR": SwinUNETREncoder,
     "DynUNet": DynUNetEncoder,
+    "TwinViT": TwinViTEncoder,
 }
 
 
@@ -183,6 +216,6 @@ def load_encoder(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
 
 
 __all__ = [
-    "Encoder", "SwinUNETREncoder", "DynUNetEncoder", "ENCODERS", "register_encoder", "backbone_of", "get_encoder",
+    "Encoder", "SwinUNETREncoder", "DynUNetEncoder", "TwinViTEncoder", "ENCODERS", "register_encoder", "backbone_of", "get_encoder",
     "encoder_features", "encoder_stages", "encoder_state_dict", "load_encoder",
 ]

@@ -52,6 +52,7 @@ MODEL_BUILDERS: dict[str, str | Callable[[dict], nn.Module]] = {
     "early_fusion_mae": "petctfm.methods.early_fusion_mae.mae:build_model",
     "finetune_segmentation": "petctfm.methods.segmentation.model:build_model",
     "promptable": "petctfm.methods.promptable.model:build_model",
+    "fratmae": "petctfm.methods.fratmae.fratmae:build_model",
 }
 
 
