@@ -206,6 +206,7 @@ def main() -> None:
     import torch
     from monai.inferers import sliding_window_inference
 
+    from petctfm.io.atomic import atomic_write_json
     from petctfm.predict.predictor import Predictor, predict_one, prepare
     from petctfm.predict.sources import source_from_files
 
@@ -264,11 +265,12 @@ def main() -> None:
             result["ratio_end_to_end_vs_reference"] = round(stages["wall"] / ref, 3)
             result["ratio_inference_vs_reference"] = round(stages["inference"] / ref, 3)
             del x
+        save = (lambda: atomic_write_json(args.out, result)) if args.out else (lambda: None)
+        save()  # before the resampling comparison: a run cut short by its time budget keeps the main numbers
         if dev.type == "cuda" or args.compare_resampling:
             result["resampling_s"] = time_resampling(prepare(case, predictor), dev, args.repeats, sync)
+            save()
         print(json.dumps(result, indent=2))
-        if args.out:
-            Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -196,7 +196,7 @@ def main(argv=None) -> int:
         torch.backends.cudnn.benchmark = False
         torch.backends.cuda.matmul.allow_tf32 = False
         common = dict(warmup=warmup, steps=steps, bf16=bf16)
-        ref = measure(f"reference_{label}", build_ref, ref_step, make_batch, 2, dev, fused=False, compile_=False,
+        ref = measure(f"reference_{label}", build_ref, ref_step, make_batch, 1 if smoke else 2, dev, fused=False, compile_=False,
                       channels_last=False, **common)
         ref_flops = flops_per_sample(build_ref().to(dev), ref_step, lambda b: {k: v.to(dev) for k, v in make_batch(b).items()})
         ref["flops_per_sample"] = ref_flops

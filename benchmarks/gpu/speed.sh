@@ -12,7 +12,7 @@
 # --smoke: the same code path on the CPU with tiny networks and volumes (CI runs it: tests/benchmarks).
 #   torch.compile of the SwinUNETR step comes last, in the time left (COMPILE_S): its warm-up took up to
 #   200 s on an H100, so a short budget may end it unmeasured (the log says so).
-# Stage budgets (seconds, each a hard timeout): PREDICT_S=75 PRETRAIN_S=60 UNET_S=35 COMPILE_S=45.
+# Stage budgets (seconds, each a hard timeout): PREDICT_S=80 PRETRAIN_S=60 UNET_S=35 COMPILE_S=40.
 source "$(dirname "$0")/_setup.sh"
 exec > >(tee -a "$OUT/speed.log") 2>&1
 
@@ -37,7 +37,7 @@ run_bench() {  # run_bench BUDGET_S NAME SCRIPT ARGS...: one benchmark under a h
 }
 
 stage "predict: whole-body pair, end to end vs plain MONAI"
-run_bench "${PREDICT_S:-${BUDGET_DEFAULT:-75}}" predict benchmarks/bench_predict.py "${PREDICT_ARGS[@]}" --out "$OUT/predict.json"
+run_bench "${PREDICT_S:-${BUDGET_DEFAULT:-80}}" predict benchmarks/bench_predict.py "${PREDICT_ARGS[@]}" --out "$OUT/predict.json"
 
 stage "pretrain: SwinUNETR-v2 48, reference vs ours (eager), loader, GPU utilization"
 run_bench "${PRETRAIN_S:-${BUDGET_DEFAULT:-60}}" pretrain benchmarks/bench_pretrain.py "${PRETRAIN_ARGS[@]}" --out "$OUT/pretrain_swin.json"
@@ -47,7 +47,7 @@ run_bench "${UNET_S:-${BUDGET_DEFAULT:-35}}" unet benchmarks/bench_pretrain.py "
 
 if [ ${#COMPILE_ARGS[@]} -gt 0 ]; then
     stage "pretrain: SwinUNETR-v2 48 with torch.compile (in the time left)"
-    run_bench "${COMPILE_S:-${BUDGET_DEFAULT:-45}}" compile benchmarks/bench_pretrain.py "${COMPILE_ARGS[@]}" --out "$OUT/pretrain_compile.json"
+    run_bench "${COMPILE_S:-${BUDGET_DEFAULT:-40}}" compile benchmarks/bench_pretrain.py "${COMPILE_ARGS[@]}" --out "$OUT/pretrain_compile.json"
 fi
 
 for method in fratmae promptable; do
