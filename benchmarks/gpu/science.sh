@@ -16,7 +16,7 @@ if [ "$SMOKE" = 1 ]; then
     CASES=${CASES:-8} SIZE=tiny WORKERS=${WORKERS:-2} SPACING=${SPACING:-8 8 8}
     PRE=(--preset tiny --max-steps 4 --device cpu)
     FT_PRESET=tiny FT_STEPS=${FT_STEPS:-4} FT_S=${FT_S:-60} PATCH=32 KSHOT=5 PROBE_STEPS=${PROBE_STEPS:-3}
-    FT_SET=()
+    FT_SET=(--set train.compile=false --set train.num_workers=0)
 else
     CASES=${CASES:-200} SIZE=small WORKERS=${WORKERS:-16} SPACING=${SPACING:-4 4 4}
     # residual UNet, 64^3 at 4 mm (26 cm), batch 8, eager: torch.compile's warm-up would eat the budget
