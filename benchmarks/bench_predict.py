@@ -6,6 +6,9 @@ Usage::
     # volume of 440x440x300 voxels at 2 mm (about 400x400x300 after harmonization's body crop)
     python benchmarks/bench_predict.py --out bench_predict.json
 
+    # what benchmarks/gpu/speed.sh runs: PET 400x400x300 at 2 mm + CT 512x512x300 over the same field of view
+    python benchmarks/bench_predict.py --shape 400 400 300 --ct-shape 512 512 300 --out predict.json
+
     # a real-looking case instead: petctfm synth --out /tmp/full --cases 1 --size full --formats autopet
     python benchmarks/bench_predict.py --pet /tmp/full/autopet/PETCT_0000/SUV.nii.gz \\
         --ct /tmp/full/autopet/PETCT_0000/CT.nii.gz --spacing 2 2 3
@@ -45,13 +48,12 @@ import time
 from pathlib import Path
 
 
-def toy_case(folder: Path, shape: tuple[int, int, int], spacing: float, seed: int = 0) -> tuple[Path, Path]:
-    """A whole-body-sized toy PET (SUV) / CT pair as NIfTI: elliptic body, lungs, liver, 12 hot lesions, noise
-    in the body (so the files compress about as well as real ones)."""
+def _toy_volumes(shape, lesions, with_noise_rng):
+    """(PET SUV, CT HU) float32 arrays of ``shape`` (X, Y, Z) of the toy body; ``lesions``: (centre as fractions of
+    the field of view, radius as a fraction of X, SUV). Coordinates are fractions of the field of view, so the
+    PET and the CT of a pair can sit on grids of different sizes over the same field of view."""
     import numpy as np
-    import SimpleITK as sitk
 
-    rng = np.random.default_rng(seed)
     X, Y, Z = shape
     x = (np.arange(X) - X / 2)[:, None, None] / (0.46 * X)
     y = (np.arange(Y) - Y / 2)[None, :, None] / (0.36 * Y)
@@ -64,17 +66,36 @@ def toy_case(folder: Path, shape: tuple[int, int, int], spacing: float, seed: in
     liver = ((x + 0.3) ** 2 / 0.06 + y**2 / 0.3 + (z - 0.5) ** 2 / 0.006 <= 1) & body
     pet[liver] = 2.5
     gx, gy, gz = np.ogrid[:X, :Y, :Z]
-    for _ in range(12):
-        c = rng.uniform([0.3 * X, 0.3 * Y, 0.1 * Z], [0.7 * X, 0.7 * Y, 0.9 * Z])
-        r = rng.uniform(3, 8)
-        pet[(gx - c[0]) ** 2 + (gy - c[1]) ** 2 + (gz - c[2]) ** 2 <= r * r] = rng.uniform(4, 15)
+    for c, r, suv in lesions:
+        c, r = np.asarray(c) * shape, r * X
+        pet[(gx - c[0]) ** 2 + (gy - c[1]) ** 2 + (gz - c[2]) ** 2 <= r * r] = suv
+    rng = with_noise_rng
     pet += np.abs(rng.normal(0, 0.1, pet.shape)).astype(np.float32) * body
     ct += rng.normal(0, 15, ct.shape).astype(np.float32) * body  # CT noise (HU): compresses like a real CT
+    return pet, ct
+
+
+def toy_case(folder: Path, shape: tuple[int, int, int], spacing: float, seed: int = 0,
+             ct_shape: tuple[int, int, int] | None = None) -> tuple[Path, Path]:
+    """A whole-body-sized toy PET (SUV) / CT pair as NIfTI: elliptic body, lungs, liver, 12 hot lesions, noise
+    in the body (so the files compress about as well as real ones). The PET has ``shape`` voxels of ``spacing``
+    mm; the CT ``ct_shape`` voxels (default: the PET's) over the same field of view (e.g. PET 400x400x300 at
+    2 mm, CT 512x512x300 at 1.5625 x 1.5625 x 2 mm, as a scanner writes them)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(seed)
+    lesions = [(rng.uniform([0.3, 0.3, 0.1], [0.7, 0.7, 0.9]), rng.uniform(3, 8) / shape[0], rng.uniform(4, 15))
+               for _ in range(12)]
+    ct_shape = tuple(ct_shape or shape)
+    fov = np.asarray(shape, float) * spacing
     paths = []
-    for name, arr in (("SUV", pet), ("CT", ct.astype(np.int16))):
+    for name, grid in (("SUV", tuple(shape)), ("CT", ct_shape)):
+        pet, ct = _toy_volumes(grid, lesions, rng)
+        arr = pet if name == "SUV" else ct.astype(np.int16)
         img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(arr, (2, 1, 0))))
-        img.SetSpacing((spacing,) * 3)
-        img.SetOrigin((-X * spacing / 2, -Y * spacing / 2, -Z * spacing))
+        img.SetSpacing(tuple(float(v) for v in fov / np.asarray(grid)))
+        img.SetOrigin(tuple(float(v) for v in (-fov[0] / 2, -fov[1] / 2, -fov[2])))
         paths.append(folder / f"{name}.nii.gz")
         sitk.WriteImage(img, str(paths[-1]))
     return paths[0], paths[1]
@@ -159,7 +180,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pet")
     p.add_argument("--ct")
-    p.add_argument("--shape", nargs=3, type=int, default=[440, 440, 300], help="toy volume voxels (2 mm)")
+    p.add_argument("--shape", nargs=3, type=int, help="toy PET voxels (2 mm; default 440 440 300, smoke 96 96 64)")
+    p.add_argument("--ct-shape", nargs=3, type=int, help="toy CT voxels over the same field of view (default: --shape)")
     p.add_argument("--backbone", default="swinunetr-base")
     p.add_argument("--patch", type=int, default=96)
     p.add_argument("--spacing", nargs=3, type=float, default=[2.0, 2.0, 2.0], help="model's harmonize spacing")
@@ -177,11 +199,14 @@ def main() -> None:
     p.add_argument("--out")
     args = p.parse_args()
     if args.cpu_smoke:
-        args.shape, args.backbone, args.patch, args.device, args.repeats = [96, 96, 64], "unet-resenc-tiny", 32, "cpu", 1
+        args.backbone, args.patch, args.device, args.repeats = "unet-resenc-tiny", 32, "cpu", 1
+        args.shape = args.shape or [96, 96, 64]
+    args.shape = args.shape or [440, 440, 300]
 
     import torch
     from monai.inferers import sliding_window_inference
 
+    from petctfm.io.atomic import atomic_write_json
     from petctfm.predict.predictor import Predictor, predict_one, prepare
     from petctfm.predict.sources import source_from_files
 
@@ -193,8 +218,8 @@ def main() -> None:
             pet, ct = Path(args.pet), Path(args.ct)
         else:
             t0 = time.perf_counter()
-            pet, ct = toy_case(tmp, tuple(args.shape), 2.0)
-            print(f"toy case {args.shape} at 2 mm written in {time.perf_counter() - t0:.1f} s")
+            pet, ct = toy_case(tmp, tuple(args.shape), 2.0, ct_shape=args.ct_shape)
+            print(f"toy case PET {args.shape} at 2 mm, CT {args.ct_shape or args.shape} written in {time.perf_counter() - t0:.1f} s")
         make_model(tmp / "run", args.backbone, args.patch, args.spacing)
         predictor = Predictor.load(tmp / "run", args.device, args.overlap, args.tta, fast=args.fast)
         case = source_from_files(pet, ct)
@@ -219,7 +244,7 @@ def main() -> None:
             "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "backbone": args.backbone, "patch": args.patch, "tta": args.tta, "overlap": args.overlap, "fast": args.fast,
             "precision": "bf16" if dev.type == "cuda" else "fp32", "sw_batch_size": predictor.sw_batch_size,
-            "pet_shape": s["input"]["pet_shape"], "harmonized_shape": s["input"]["harmonized_shape"],
+            "pet_shape": s["input"]["pet_shape"], "ct_shape": args.ct_shape or args.shape, "harmonized_shape": s["input"]["harmonized_shape"],
             "lesion_count": s["lesion_count"], "seconds": {k: round(v, 3) for k, v in stages.items()},
         }
         if not args.no_reference:
@@ -240,11 +265,12 @@ def main() -> None:
             result["ratio_end_to_end_vs_reference"] = round(stages["wall"] / ref, 3)
             result["ratio_inference_vs_reference"] = round(stages["inference"] / ref, 3)
             del x
+        save = (lambda: atomic_write_json(args.out, result)) if args.out else (lambda: None)
+        save()  # before the resampling comparison: a run cut short by its time budget keeps the main numbers
         if dev.type == "cuda" or args.compare_resampling:
             result["resampling_s"] = time_resampling(prepare(case, predictor), dev, args.repeats, sync)
+            save()
         print(json.dumps(result, indent=2))
-        if args.out:
-            Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Pretraining throughput: plain reference vs the optimized early-fusion MAE step, MFU, loader patches/s.
 
-In ONE run on the same GPU, for each SwinUNETR-v2 feature size (24, 48 by default):
+In ONE run on the same GPU, for each SwinUNETR-v2 feature size (24, 48 by default) and, with ``--unet``,
+for the residual UNet (``unet-resenc``: MONAI ``DynUNet(res_block=True)``, 32..320 filters):
 
 - ``reference``: MONAI ``SwinUNETR(use_v2=True)``, batch 2 of 2x96^3, bf16 autocast, eager, plain
   ``torch.optim.AdamW`` (defaults), MSE between output and input. (Project measurement on an H100: 19
@@ -12,12 +13,14 @@ In ONE run on the same GPU, for each SwinUNETR-v2 feature size (24, 48 by defaul
 Then the best variant is fed from the real data loader (``PatchDataset`` over an on-disk harmonized
 dataset, worker processes, pinned memory) while GPU utilization is sampled with NVML, and the loader alone
 is timed in patches/s. FLOPs of one training step are counted with ``torch.utils.flop_counter``;
-MFU = achieved FLOP/s / peak (H100 SXM bf16 dense: 989 TFLOP/s).
+MFU = achieved FLOP/s / peak (H100 / H200 SXM bf16 dense: 989 TFLOP/s; ``--peak-tflops`` to change).
+The residual UNet's reference is the same plain recipe on a plain MONAI ``DynUNet`` of the same shape.
 
 Usage::
 
     python benchmarks/bench_pretrain.py --out bench_pretrain.json            # GPU (the lead's H100 run)
     python benchmarks/bench_pretrain.py --cpu-smoke --out /tmp/smoke.json    # tiny, CPU, seconds
+    python benchmarks/bench_pretrain.py --features 48 --unet --variants 8 8:compile --out r.json  # gpu/speed.sh
 
 Results are written (atomically) to ``--out`` after every measurement, so a run cut short keeps what
 it measured.
@@ -47,7 +50,7 @@ from petctfm.methods.early_fusion_mae.mae import (  # noqa: E402
     EarlyFusionMAE, block_mask_grid, mask_grid_shape, reconstruction_loss, voxel_mask,
 )
 
-H100_BF16_PEAK = 989e12
+BF16_PEAK = 989e12  # H100 / H200 SXM, bf16 dense (the H200 has the H100's tensor cores)
 
 
 def flops_per_sample(model, step_fn, make_batch) -> float:
@@ -132,19 +135,26 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--workers", type=int, default=12)
     ap.add_argument("--skip-loader", action="store_true", help="only the step measurements")
+    ap.add_argument("--patch", type=int, help="patch side (default 96, smoke 64; SwinUNETR needs >= 64)")
+    ap.add_argument("--no-swin", action="store_true", help="no SwinUNETR (with --unet: the residual UNet only)")
+    ap.add_argument("--unet", action="store_true", help="also the residual UNet (unet-resenc) vs plain DynUNet")
+    ap.add_argument("--loader-cases", type=int, default=8, help="cases of the on-disk dataset written for the loader")
+    ap.add_argument("--peak-tflops", type=float, default=BF16_PEAK / 1e12, help="bf16 dense peak for the MFU")
     args = ap.parse_args(argv)
 
     smoke = args.cpu_smoke
     dev = torch.device("cpu" if smoke or not torch.cuda.is_available() else "cuda")
-    patch = 64 if smoke else 96
+    patch = args.patch or (64 if smoke else 96)
     block = 16
-    features = [12] if smoke else args.features
+    features = [] if args.no_swin else [12] if smoke else args.features
+    peak = args.peak_tflops * 1e12
     batches = [1] if smoke else args.batches
     steps, warmup = (1, 1) if smoke else (args.steps, 3)
     bf16 = dev.type == "cuda"
     out = Path(args.out)
     results: dict = {"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
-                     "torch": torch.__version__, "patch": patch, "in_channels": 2, "runs": [], "loader": {}}
+                     "torch": torch.__version__, "patch": patch, "in_channels": 2, "peak_tflops": args.peak_tflops,
+                     "runs": [], "loader": {}}
     save = lambda: atomic_write_json(out, results)  # noqa: E731
     grid = mask_grid_shape((patch,) * 3, block)
 
@@ -163,24 +173,34 @@ def main(argv=None) -> int:
 
     from monai.networks.nets import SwinUNETR
 
-    for F in features:
-        def build_ref(F=F):
-            return SwinUNETR(in_channels=2, out_channels=2, feature_size=F, use_v2=True,
-                             depths=(1, 1, 1, 1) if smoke else (2, 2, 2, 2))
+    from petctfm.models.backbones import build_backbone
 
-        def build_ours(F=F, flash=False):
-            return EarlyFusionMAE(SwinUNETR(in_channels=2, out_channels=2, feature_size=F, use_v2=True,
-                                            depths=(1, 1, 1, 1) if smoke else (2, 2, 2, 2),
-                                            use_flash_attention=flash), 2, block, "zero")
+    def swin(F, flash=False):
+        return SwinUNETR(in_channels=2, out_channels=2, feature_size=F, use_v2=True,
+                         depths=(1, 1, 1, 1) if smoke else (2, 2, 2, 2), use_flash_attention=flash)
 
+    unet_name = "unet-resenc-tiny" if smoke else "unet-resenc"
+    # (label, plain reference network, our network(flash)); flash attention exists for SwinUNETR only
+    nets = [(f"f{F}", lambda F=F: swin(F), lambda flash=False, F=F: swin(F, flash)) for F in features]
+    if args.unet:
+        nets.append(("unet", lambda: build_backbone(unet_name, 2, 2), lambda flash=False: build_backbone(unet_name, 2, 2)))
+    builders = {}
+    for label, build_net_ref, build_net in nets:
+        def build_ref(build_net_ref=build_net_ref):
+            return build_net_ref()
+
+        def build_ours(flash=False, build_net=build_net):
+            return EarlyFusionMAE(build_net(flash), 2, block, "zero")
+
+        builders[label] = build_ours
         torch.backends.cudnn.benchmark = False
         torch.backends.cuda.matmul.allow_tf32 = False
         common = dict(warmup=warmup, steps=steps, bf16=bf16)
-        ref = measure(f"reference_f{F}", build_ref, ref_step, make_batch, 2, dev, fused=False, compile_=False,
+        ref = measure(f"reference_{label}", build_ref, ref_step, make_batch, 1 if smoke else 2, dev, fused=False, compile_=False,
                       channels_last=False, **common)
         ref_flops = flops_per_sample(build_ref().to(dev), ref_step, lambda b: {k: v.to(dev) for k, v in make_batch(b).items()})
         ref["flops_per_sample"] = ref_flops
-        ref["mfu"] = ref["samples_per_s"] * ref_flops / H100_BF16_PEAK
+        ref["mfu"] = ref["samples_per_s"] * ref_flops / peak
         results["runs"].append(ref)
         print(json.dumps(ref), flush=True)
         save()
@@ -197,11 +217,13 @@ def main(argv=None) -> int:
             variants = [(1, False, False, False), (1, False, False, True)]
         if args.variants:
             variants = [(int(v.split(":")[0]), ":cl" in v, ":compile" in v, ":flash" in v) for v in args.variants]
+        if label == "unet":
+            variants = list(dict.fromkeys((bs, cl, comp, False) for bs, cl, comp, _ in variants))
         best = None
         for bs, cl, comp, flash in variants:
-            name = f"ours_f{F}_b{bs}" + ("_cl" if cl else "") + ("_compile" if comp else "") + ("_flash" if flash else "")
+            name = f"ours_{label}_b{bs}" + ("_cl" if cl else "") + ("_compile" if comp else "") + ("_flash" if flash else "")
             try:
-                r = measure(name, lambda: build_ours(F, flash), mae_step, make_batch, bs, dev, fused=dev.type == "cuda",
+                r = measure(name, lambda: build_ours(flash), mae_step, make_batch, bs, dev, fused=dev.type == "cuda",
                             compile_=comp, channels_last=cl, **common)
             except torch.OutOfMemoryError:
                 r = {"name": name, "batch": bs, "error": "out of memory"}
@@ -210,14 +232,14 @@ def main(argv=None) -> int:
                 r = {"name": name, "batch": bs, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
             if "samples_per_s" in r:
                 r["flops_per_sample"] = ours_flops
-                r["mfu"] = r["samples_per_s"] * ours_flops / H100_BF16_PEAK
+                r["mfu"] = r["samples_per_s"] * ours_flops / peak
                 r["speedup_vs_reference"] = r["samples_per_s"] / ref["samples_per_s"]
                 if best is None or r["samples_per_s"] > best["samples_per_s"]:
                     best = {**r, "cl": cl, "comp": comp, "flash": flash}
             results["runs"].append(r)
             print(json.dumps(r), flush=True)
             save()
-        results[f"best_f{F}"] = best
+        results[f"best_{label}"] = best
 
     # ------------------------------------------------------------------ loader, on-disk harmonized data
     tmp = None
@@ -228,8 +250,8 @@ def main(argv=None) -> int:
         tmp = tempfile.TemporaryDirectory()
         shape = (64, 64, 96) if smoke else (192, 192, 320)
         t0 = time.perf_counter()
-        data = write_bench_dataset(Path(tmp.name) / "ds", n_cases=3 if smoke else 8, shape=shape)
-        results["loader"]["dataset"] = {"written": True, "cases": 3 if smoke else 8, "shape": list(shape),
+        data = write_bench_dataset(Path(tmp.name) / "ds", n_cases=3 if smoke else args.loader_cases, shape=shape)
+        results["loader"]["dataset"] = {"written": True, "cases": 3 if smoke else args.loader_cases, "shape": list(shape),
                                         "write_s": time.perf_counter() - t0}
     workers = 0 if smoke else args.workers
     cfg = PatchConfig.from_dict({"patch_size": patch, "batch_size": batches[-1], "num_workers": workers})
@@ -248,13 +270,10 @@ def main(argv=None) -> int:
     save()
 
     # ------------------------------------------------------------------ end to end: best variant fed by the loader
-    best = results.get(f"best_f{features[-1]}")
+    best = results.get(f"best_f{features[-1]}") if features else None
     if best:
-        F = features[-1]
         torch.manual_seed(0)
-        model = EarlyFusionMAE(SwinUNETR(in_channels=2, out_channels=2, feature_size=F, use_v2=True,
-                                         depths=(1, 1, 1, 1) if smoke else (2, 2, 2, 2),
-                                         use_flash_attention=best["flash"]), 2, block).to(dev)
+        model = builders[f"f{features[-1]}"](best["flash"]).to(dev)
         if best["cl"]:
             model = model.to(memory_format=torch.channels_last_3d)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev.type == "cuda" or None)
@@ -281,7 +300,7 @@ def main(argv=None) -> int:
             torch.cuda.synchronize()
             th = threading.Thread(target=gpu_util_sampler, args=(stop, util), daemon=True)
             th.start()
-        n = steps * 2
+        n = 1 if smoke else steps * 2
         t0 = time.perf_counter()
         for _ in range(n):
             step()
@@ -300,11 +319,11 @@ def main(argv=None) -> int:
         tmp.cleanup()
 
     print("\nsummary")
-    for F in features:
-        ref = next(r for r in results["runs"] if r["name"] == f"reference_f{F}")
-        b = results.get(f"best_f{F}")
+    for label, _, _ in nets:
+        ref = next(r for r in results["runs"] if r["name"] == f"reference_{label}")
+        b = results.get(f"best_{label}")
         if b:
-            print(f"  feature {F}: reference {ref['samples_per_s']:.1f} samples/s (MFU {ref['mfu']:.1%}), "
+            print(f"  {label}: reference {ref['samples_per_s']:.1f} samples/s (MFU {ref['mfu']:.1%}), "
                   f"best {b['name']} {b['samples_per_s']:.1f} samples/s (MFU {b['mfu']:.1%}), "
                   f"ratio {b['speedup_vs_reference']:.2f}x")
     print(f"  loader: {results['loader']['patches_per_s']:.1f} patches/s ({workers} workers)")
