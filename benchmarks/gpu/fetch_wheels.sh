@@ -39,7 +39,7 @@ ls -l .whl 2>/dev/null || echo "no .whl/ yet"
 # what travels: tracked files + untracked files git does not ignore + the carried .whl/
 LIMIT=$((64 * 1024 * 1024))
 TREE=$(git ls-files -z --cached --others --exclude-standard | xargs -0 -r stat -c %s -- 2>/dev/null | awk '{s+=$1} END {print s+0}')
-WHL=$(du -sb .whl 2>/dev/null | cut -f1)
+WHL=$( (du -sb .whl 2>/dev/null || true) | cut -f1)
 TOTAL=$((TREE + ${WHL:-0}))
 awk -v t="$TREE" -v w="${WHL:-0}" 'BEGIN {printf "working tree %.1f MiB + .whl %.1f MiB = %.1f MiB (limit 64 MiB)\n", t/1048576, w/1048576, (t+w)/1048576}'
 if [ "$TOTAL" -ge "$LIMIT" ]; then

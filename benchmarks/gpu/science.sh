@@ -49,20 +49,21 @@ run_stage() {  # run_stage NAME ARGS...: one petctfm command, timed, recorded in
 
 run_stage synth synth --out "$WORK/synth" --cases "$CASES" --seed 0 --size "$SIZE" --formats autopet \
     --workers "$WORKERS" --no-progress
-# shellcheck disable=SC2086  # SPACING is three numbers
-run_stage harmonize harmonize --in "$WORK/synth/autopet" --out "$WORK/dataset" --spacing $SPACING \
-    --workers "$WORKERS" --no-thumbnails
-run_stage pretrain pretrain --data "$WORK/dataset" --out "$WORK/pretrain" --seed 0 --no-progress "${PRE[@]}"
-
+# The held-out site is left out when the dataset is built (splits, statistics, pretraining never see it).
 HOLDOUT=()
 if "${CLI[@]}" experiment label-efficiency --help | grep -q -- --holdout-site; then
     SITE=$($PY -c "import csv,sys; r=list(csv.DictReader(open(sys.argv[1]))); print(sorted({x['site'] for x in r})[-1])" \
-        "$WORK/dataset/manifest.csv")
+        "$(find "$WORK/synth" -name metadata.csv | head -n 1)")
     HOLDOUT=(--holdout-site "$SITE")
     echo "held-out site: $SITE"
 else
     echo "held-out site: skipped (petctfm experiment label-efficiency has no --holdout-site yet)"
 fi
+# shellcheck disable=SC2086  # SPACING is three numbers
+run_stage harmonize harmonize --in "$WORK/synth/autopet" --out "$WORK/dataset" --spacing $SPACING \
+    --workers "$WORKERS" --no-thumbnails "${HOLDOUT[@]}"
+run_stage pretrain pretrain --data "$WORK/dataset" --out "$WORK/pretrain" --seed 0 --no-progress "${PRE[@]}"
+
 run_stage label-efficiency experiment label-efficiency --data "$WORK/dataset" --pretrained "$WORK/pretrain" \
     --out "$WORK/exp" --preset "$FT_PRESET" --seeds "${SEEDS:-0}" --runs pretrained:10,scratch:10,scratch:100 \
     --probe-kshot "$KSHOT" --probe-steps "$PROBE_STEPS" --max-steps "$FT_STEPS" --max-time "$FT_S" --no-progress \
