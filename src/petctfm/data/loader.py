@@ -58,10 +58,11 @@ SAMPLING = ("suv", "body")
 def preprocessing_record(info: dict[str, Any], mode: str) -> dict[str, Any]:
     """What a model trained in ``mode`` on the dataset described by ``info`` (its ``dataset.json``, read with
     ``load_dataset_info(root, require_normalization=True)``) needs to prepare new input like its training
-    data: the input channels and the dataset's normalization statistics. Saved as the config's
+    data: the input channels, the dataset's normalization statistics and its voxel spacing / CT window. Saved as the config's
     ``preprocessing``."""
     return {"channels": [fmt.CHANNELS[i] for i in MODES[mode]],
-            "normalization": {k: info["normalization"][k] for k in fmt.CHANNELS}}
+            "normalization": {k: info["normalization"][k] for k in fmt.CHANNELS},
+            "harmonize": {"spacing": info.get("spacing"), "ct_window": info.get("ct_window")}}
 
 
 def bind_dataset(config: dict[str, Any], dataset: str | os.PathLike | None,
