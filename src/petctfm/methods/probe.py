@@ -409,6 +409,14 @@ class PatchSampler:
                 torch.from_numpy(np.stack([y[None] for _, y in pairs]).astype(np.int64)))
 
 
+def _progress(enabled: bool):
+    """A rich progress bar (disabled: a no-op), shared with staging."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[info]}"), disable=not enabled, transient=True)
+
+
 def sample_voxels(label: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """(M, 3) voxel coordinates of one patch's label (X, Y, Z): up to ``n`` lesion and ``n`` background voxels."""
     out = []
@@ -491,6 +499,9 @@ def run_probe(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], ou
     fit = train_head(probe, sampler, cfg, device, lesion_prevalence(data, train_ids))
 
     rows, tp, fp, fn = [], 0, 0, 0
+    bar = _progress(progress)
+    bar.start()
+    task = bar.add_task(f"probe: {cfg.split} cases", total=len(test_ids), info="")
     for cid in test_ids:
         case = fmt.load_case(data, cid, mmap=False)
         prob = lesion_probability(probe, case["image"], patch, cfg.overlap, device, bg=background(info),
@@ -500,8 +511,8 @@ def run_probe(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], ou
         m = case_metrics(pred.astype(np.uint8), case["label"], case["meta"]["spacing"], suv=case["image"][0])
         rows.append({"case_id": cid, **m, "ap": average_precision(prob, case["label"]),
                      "prevalence": float(gt.mean())})
-        if progress:
-            print(f"probe: {cid} dice {m['dice']:.3f} ap {rows[-1]['ap']:.4f}", flush=True)
+        bar.update(task, advance=1, info=f"{cid} dice {m['dice']:.3f} ap {rows[-1]['ap']:.4f}")
+    bar.stop()
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
