@@ -5,39 +5,52 @@ from __future__ import annotations
 from petctfm.cli._common import add_command
 
 EXAMPLES = """
-# the seed's 5-shot linear probe of a joint PET/CT encoder, evaluated on the test split
+# the seed's 5-shot linear probe of a joint PET/CT network (encoder scales + last decoder features), test split
 petctfm probe --data dataset/ --encoder runs/mae_joint --out runs/probe_joint --kshot 5
 
-# "separated" pretraining: a PET-only and a CT-only encoder side by side, one linear head
+# "separated" pretraining: a PET-only and a CT-only network side by side, one linear head
 petctfm probe --data dataset/ --encoder runs/mae_pet --encoder runs/mae_ct --out runs/probe_sep --kshot 5
 
-# a stored label fraction instead of k shots, more steps, another patch size and seed
-petctfm probe --data dataset/ --encoder runs/mae_joint --out runs/probe_10pc --fraction 0.1 \\
-    --steps 1000 --patch 96 --seed 1
+# the random-init control (same architecture, untrained) and a width-matched joint arm (two seeds)
+petctfm probe --data dataset/ --encoder random:runs/mae_joint --out runs/probe_random --kshot 5
+petctfm probe --data dataset/ --encoder runs/mae_joint --encoder runs/mae_joint_s1 --out runs/probe_joint2 --kshot 5
+
+# only the decoder's last features, or only two encoder scales; a stored label fraction; another seed
+petctfm probe --data dataset/ --encoder runs/mae_joint --out runs/probe_dec --points dec --fraction 0.1 --seed 1
+petctfm probe --data dataset/ --encoder runs/mae_joint --out runs/probe_e02 --points enc0,enc2
 """
 
 
 def register(subparsers) -> None:
     p = add_command(
         subparsers, "probe",
-        help="linear probe (frozen encoder, 1x1x1 head) for lesion segmentation; k-shot or label fraction",
-        description="Freeze one or more pretrained MAE encoders, upsample their multi-scale features to full "
-        "patch resolution, and train a single voxel-wise linear layer (1x1x1 convolution, 2 classes) with "
-        "Dice + cross-entropy on the dataset's stored k-shot subset (or label fraction). Evaluates by "
-        "sliding-window inference on the test split. Writes per_case.csv, summary.json (mean Dice with a "
-        "95%% bootstrap CI), head.safetensors, config.json, losses.json. See docs/probe-and-staging.md.",
+        help="linear probe (frozen network, voxel-wise logistic regression) for lesion segmentation",
+        description="Freeze one or more pretrained MAE networks, read their features (encoder scales and/or the "
+        "last decoder features) at voxels of patches from the dataset's stored k-shot subset (or label "
+        "fraction), standardize them and fit a class-balanced L2 logistic regression by L-BFGS (a 1x1x1 "
+        "convolution); the threshold maximizes the Dice expected at the training cases' lesion prevalence. "
+        "Evaluates by sliding-window inference on the test split. Writes per_case.csv, summary.json (mean Dice "
+        "and AP with 95%% bootstrap CIs, pooled Dice), head.safetensors, config.json. 'random:RUN' probes RUN's "
+        "architecture untrained (the control). See docs/probe-and-staging.md.",
         examples=EXAMPLES,
     )
     p.add_argument("--data", required=True, metavar="DATASET", help="harmonized dataset folder")
     p.add_argument("--encoder", required=True, action="append", metavar="RUN",
-                   help="pretraining run folder / checkpoint; repeat for side-by-side encoders (separated)")
+                   help="pretraining run folder / checkpoint, or random:RUN (its architecture untrained); repeat "
+                   "for side-by-side encoders (separated, width-matched); they must share patch, spacing, "
+                   "normalization")
     p.add_argument("--out", required=True, metavar="OUT", help="output folder")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--kshot", type=int, metavar="K", help="use splits.json kshot[K] (default 5)")
     g.add_argument("--fraction", type=float, metavar="F", help="use the stored label fraction F in (0, 1]")
-    p.add_argument("--steps", type=int, default=300, metavar="N", help="head training steps (default 300)")
-    p.add_argument("--batch-size", type=int, default=2, metavar="B", help="patches per step (default 2)")
-    p.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate of the head (default 1e-2)")
+    p.add_argument("--steps", type=int, default=100, metavar="N",
+                   help="batches of training patches whose voxels the head is fitted on (default 100)")
+    p.add_argument("--batch-size", type=int, default=2, metavar="B", help="patches per batch (default 2)")
+    p.add_argument("--points", default="all", metavar="P",
+                   help="probe points: all (default), enc, dec, or a list like enc0,enc3,dec")
+    p.add_argument("--voxels-per-patch", type=int, default=256, metavar="N",
+                   help="at most N lesion and N background voxels per patch (default 256)")
+    p.add_argument("--l2", type=float, default=1e-3, help="L2 penalty of the logistic regression (default 1e-3)")
     p.add_argument("--patch", type=int, metavar="P", help="cubic patch side (default: the encoder's pretraining patch)")
     p.add_argument("--fg-prob", type=float, default=0.5, metavar="P",
                    help="probability of a lesion-centred training patch (default 0.5)")
@@ -55,12 +68,14 @@ def run(args) -> int:
     if args.steps < 1:
         raise InputError(f"--steps must be >= 1, got {args.steps}")
     cfg = ProbeConfig(kshot=None if args.fraction is not None else (args.kshot or 5), fraction=args.fraction,
-                      steps=args.steps, batch_size=args.batch_size, lr=args.lr, patch=args.patch,
-                      fg_prob=args.fg_prob, seed=args.seed, n_resamples=args.bootstrap, split=args.split)
+                      steps=args.steps, batch_size=args.batch_size, points=args.points,
+                      voxels_per_patch=args.voxels_per_patch, l2=args.l2, patch=args.patch, fg_prob=args.fg_prob,
+                      seed=args.seed, n_resamples=args.bootstrap, split=args.split)
     summary = run_probe(args.data, args.encoder, args.out, cfg, progress=not args.no_progress)
-    d = summary["dice"]
+    d, ap, prev = summary["dice"], summary["ap"], summary["prevalence"]
     num = lambda x: "n/a" if x is None or x != x else f"{x:.3f}"  # noqa: E731
-    print(f"probe ({summary['subset']}, {summary['n_train_cases']} training cases): mean Dice on "
-          f"{summary['split']} = {num(d['mean'])} [95% CI {num(d['ci_low'])}, {num(d['ci_high'])}] "
-          f"(n={d['n']}); results in {args.out}")
+    print(f"probe ({summary['subset']}, {summary['n_train_cases']} training cases, {summary['head_in_channels']} "
+          f"features): on {summary['split']} mean Dice {num(d['mean'])} [95% CI {num(d['ci_low'])}, "
+          f"{num(d['ci_high'])}], mean AP {ap['mean']:.4f} [{ap['ci_low']:.4f}, {ap['ci_high']:.4f}] (chance = "
+          f"prevalence {prev['mean']:.5f}) (n={d['n']}); results in {args.out}")
     return 0

@@ -9,10 +9,13 @@ One item, step by step:
 
 1. ``rng = numpy.random.default_rng([seed, rank, i])``.
 2. Choose a case uniformly from ``case_ids``.
-3. Choose the patch corner: with probability ``fg_prob`` the patch is centred on a foreground voxel
-   (a lesion voxel from ``label.npy``, or a "hot" PET voxel with SUV >= ``hot_suv``), otherwise uniform
-   over the volume. Foreground coordinates are computed once per case and worker (a pure function of the
-   case, sub-sampled to at most 4096 with a case-seeded generator).
+3. Choose the patch corner: with probability ``fg_prob`` the patch is centred on a candidate voxel,
+   otherwise uniform over the volume. **Candidates come from the image only** (self-supervised
+   pretraining never reads ``label.npy``), by ``sampling``: ``"suv"`` (default) = body voxels with SUV >=
+   ``hot_suv`` (or, when ``hot_quantile`` is set, >= that quantile of the case's body SUV), ``"body"`` =
+   every body voxel (CT > ``body_hu``). Candidate coordinates are computed once per case and worker (a pure
+   function of the case, sub-sampled to at most 4096 with a case-seeded generator). Only
+   :class:`LabeledPatchDataset` (fine-tuning, probing) uses lesion voxels from ``label.npy``.
 4. Read only that patch from ``image.npy`` opened with ``np.load(mmap_mode="r")``; where the volume is
    smaller than the patch, pad with each channel's lower clip value (PET 0 SUV, CT air), i.e. background.
    (:meth:`PatchDataset.cut`, the one crop routine: it cuts the label with the same box when asked.)
@@ -49,15 +52,18 @@ from petctfm.data.augment import build_augment
 from petctfm.core.errors import InputError
 
 MODES = {"joint": (0, 1), "pet": (0,), "ct": (1,)}
+#: Image-only patch-centre candidates of :class:`PatchDataset` (``PatchConfig.sampling``).
+SAMPLING = ("suv", "body")
 
 
 def preprocessing_record(info: dict[str, Any], mode: str, pet_transform: str = "clip") -> dict[str, Any]:
     """What a model trained in ``mode`` on the dataset described by ``info`` (its ``dataset.json``, read with
     ``load_dataset_info(root, require_normalization=True)``) needs to prepare new input like its training
-    data: the input channels and the dataset's normalization statistics for ``pet_transform`` (each entry
-    names its ``transform``). Saved as the config's ``preprocessing``."""
+    data: the input channels, the dataset's normalization statistics for ``pet_transform`` (each entry names its
+    ``transform``) and its voxel spacing / CT window. Saved as the config's ``preprocessing``."""
     norm = fmt.select_pet_transform({k: info["normalization"][k] for k in fmt.CHANNELS}, pet_transform)
-    return {"channels": [fmt.CHANNELS[i] for i in MODES[mode]], "normalization": norm}
+    return {"channels": [fmt.CHANNELS[i] for i in MODES[mode]], "normalization": norm,
+            "harmonize": {"spacing": info.get("spacing"), "ct_window": info.get("ct_window")}}
 
 
 def bind_dataset(config: dict[str, Any], dataset: str | os.PathLike | None,
@@ -85,8 +91,11 @@ class PatchConfig:
     patch_size: tuple[int, int, int] = (96, 96, 96)
     mode: str = "joint"  # joint | pet | ct
     split: str = "train"  # which splits.json list to sample from ("all": every case folder)
-    fg_prob: float = 0.33  # probability of centring the patch on a lesion / hot voxel
-    hot_suv: float = 4.0  # SUV threshold of a "hot" voxel (used with fg_prob)
+    fg_prob: float = 0.33  # probability of centring the patch on a candidate voxel (else uniform)
+    sampling: str = "suv"  # image-only candidates of unlabeled patches: suv (hot body voxels) | body
+    hot_suv: float = 4.0  # SUV threshold of a "hot" voxel (sampling "suv")
+    hot_quantile: float | None = None  # instead of hot_suv: this quantile of the case's body SUV, in (0, 1)
+    body_hu: float = -500.0  # CT threshold of a body voxel
     pet_transform: str = "clip"  # PET intensity before the z-score: clip (SUV in [0, 20]) | log1p
     augment: bool = True
     flip_prob: float = 0.5  # per axis
@@ -116,6 +125,10 @@ class PatchConfig:
         if cfg.pet_transform not in fmt.PET_TRANSFORMS:
             raise InputError(f"unknown data.pet_transform {cfg.pet_transform!r}; choose "
                              f"{', '.join(fmt.PET_TRANSFORMS)}")
+        if cfg.sampling not in SAMPLING:
+            raise InputError(f"unknown data.sampling {cfg.sampling!r}; choose {' or '.join(SAMPLING)}")
+        if cfg.hot_quantile is not None and not 0 < float(cfg.hot_quantile) < 1:
+            raise InputError(f"data.hot_quantile must be in (0, 1), got {cfg.hot_quantile}")
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,15 +175,33 @@ class PatchDataset(Dataset):
     def rng(self, i: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.rank, int(i)])
 
-    def foreground_mask(self, case: dict[str, Any]) -> np.ndarray:
-        """(X, Y, Z) bool: lesion voxels (``label > 0``) or hot voxels (SUV >= ``hot_suv``) of a loaded case."""
-        return (np.asarray(case["label"]) > 0) | (np.asarray(case["image"][0]) >= self.cfg.hot_suv)
+    def read_image(self, case_id: str) -> np.ndarray:
+        """(2, X, Y, Z) raw [SUV, HU] memory map of ``image.npy`` (nothing else of the case is opened)."""
+        path = fmt.case_dir(self.root, case_id) / "image.npy"
+        try:
+            return np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: cannot read ({exc})") from None
+
+    def foreground_mask(self, case_id: str) -> np.ndarray:
+        """(X, Y, Z) bool patch-centre candidates of a case, from its image only (``sampling``): body voxels
+        (CT > ``body_hu``) that are hot (``"suv"``: SUV >= ``hot_suv``, or >= the ``hot_quantile`` of the
+        body's SUV) or all of them (``"body"``). Never reads the label."""
+        img = self.read_image(case_id)
+        body = np.asarray(img[1]) > self.cfg.body_hu
+        if self.cfg.sampling == "body":
+            return body
+        suv = np.asarray(img[0])
+        thr = self.cfg.hot_suv
+        if self.cfg.hot_quantile is not None and body.any():
+            thr = float(np.quantile(suv[body], float(self.cfg.hot_quantile)))
+        return body & (suv >= thr)
 
     def foreground(self, case_id: str) -> np.ndarray:
         """(N, 3) int voxel coordinates of :meth:`foreground_mask` (N <= 4096, a case-seeded sub-sample; may be
         empty), computed once per case and worker."""
         if case_id not in self._fg:
-            coords = np.argwhere(self.foreground_mask(fmt.load_case(self.root, case_id)))
+            coords = np.argwhere(self.foreground_mask(case_id))
             if len(coords) > 4096:
                 sub = np.random.default_rng(zlib.crc32(case_id.encode()))
                 coords = coords[np.sort(sub.choice(len(coords), 4096, replace=False))]
@@ -265,9 +296,9 @@ class LabeledPatchDataset(PatchDataset):
             raise InputError(f"{root}: empty training subset")
         self.case_ids = list(case_ids)
 
-    def foreground_mask(self, case: dict[str, Any]) -> np.ndarray:
-        """(X, Y, Z) bool: lesion voxels only."""
-        return np.asarray(case["label"]) > 0
+    def foreground_mask(self, case_id: str) -> np.ndarray:
+        """(X, Y, Z) bool: lesion voxels only (``label.npy``; supervised use only)."""
+        return np.asarray(fmt.load_case(self.root, case_id)["label"]) > 0
 
     def case_of(self, i: int) -> str:
         """The case item ``i`` is drawn from (the first draw of its generator)."""
@@ -314,5 +345,5 @@ def patch_loader(dataset: PatchDataset, start_sample: int = 0, batch_size: int |
     )
 
 
-__all__ = ["MODES", "PatchConfig", "preprocessing_record", "list_cases", "PatchDataset", "LabeledPatchDataset",
+__all__ = ["MODES", "SAMPLING", "PatchConfig", "preprocessing_record", "list_cases", "PatchDataset", "LabeledPatchDataset",
            "StreamSampler", "patch_loader"]

@@ -181,6 +181,33 @@ def encoder_features(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return get_encoder(model).features(x)
 
 
+#: The attribute of each family's output layer (a 1x1x1 convolution); its input is the network's last decoder
+#: features, full resolution (SwinUNETR ``out``: F channels; DynUNet ``output_block``: ``filters[0]``).
+OUTPUT_LAYERS: dict[str, str] = {"SwinUNETR": "out", "DynUNet": "output_block"}
+
+
+def output_layer(model: nn.Module) -> nn.Module:
+    """The output layer of ``model``'s backbone (:data:`OUTPUT_LAYERS`, looked up along the class's MRO)."""
+    net = backbone_of(model)
+    for cls in type(net).__mro__:
+        if cls.__name__ in OUTPUT_LAYERS:
+            return getattr(net, OUTPUT_LAYERS[cls.__name__])
+    raise TypeError(f"no output layer known for {type(net).__name__} (add it to OUTPUT_LAYERS)")
+
+
+def decoder_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The last decoder features of ``x`` (B, C, X, Y, Z): the input of the backbone's output layer,
+    (B, F_dec, X, Y, Z), captured by a forward pre-hook during one full forward pass (the network must be in
+    eval mode so that a deep-supervision head returns one output)."""
+    seen: list[torch.Tensor] = []
+    handle = output_layer(model).register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    try:
+        backbone_of(model)(x)
+    finally:
+        handle.remove()
+    return seen[-1]
+
+
 def encoder_stages(model: nn.Module) -> list[list[nn.Module]]:
     """The encoder as a list of stages, finest (input) first, each a list of modules."""
     return get_encoder(model).stages()
@@ -216,6 +243,7 @@ def load_encoder(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
 
 
 __all__ = [
-    "Encoder", "SwinUNETREncoder", "DynUNetEncoder", "TwinViTEncoder", "ENCODERS", "register_encoder", "backbone_of", "get_encoder",
-    "encoder_features", "encoder_stages", "encoder_state_dict", "load_encoder",
+    "Encoder", "SwinUNETREncoder", "DynUNetEncoder", "TwinViTEncoder", "ENCODERS", "register_encoder", "backbone_of",
+    "get_encoder", "encoder_features", "encoder_stages", "encoder_state_dict", "load_encoder", "OUTPUT_LAYERS",
+    "output_layer", "decoder_features",
 ]

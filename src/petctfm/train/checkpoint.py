@@ -142,6 +142,12 @@ def _builder_for(config: dict[str, Any], where: Path) -> Callable[[dict], nn.Mod
     return builder
 
 
+def build_from_config(config: dict[str, Any], where: str | Path = "config") -> nn.Module:
+    """The untrained (randomly initialized) model a checkpoint's ``config`` describes, by its registered builder
+    (a random-init control with exactly the architecture of a trained run)."""
+    return _builder_for(config, Path(where))(config)
+
+
 def load_model(checkpoint_or_run: str | Path, build_model: Callable[[dict], nn.Module] | None = None,
                ema: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model from a checkpoint with safetensors only: ``(model on CPU in eval mode, config)``.
@@ -270,7 +276,7 @@ def read_state(step_dir: Path) -> dict[str, Any]:
 
 
 __all__ = [
-    "WEIGHTS_FORMAT", "STATE_FORMAT", "MODEL_FILE", "EMA_FILE", "STATE_FILE", "LATEST", "MODEL_BUILDERS",
+    "WEIGHTS_FORMAT", "build_from_config", "STATE_FORMAT", "MODEL_FILE", "EMA_FILE", "STATE_FILE", "LATEST", "MODEL_BUILDERS",
     "register_model_builder", "save_weights", "read_weights", "resolve_weights", "load_model",
     "capture_rng", "restore_rng", "preserved_rng", "step_dir_name", "list_checkpoints", "latest_checkpoint",
     "write_checkpoint", "read_state",

@@ -25,7 +25,7 @@ HOLDOUT_PRED_DIR = "pred_holdout"
 N_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 #: Linear-probe head training steps per preset (the probe's patch is the encoder's pretraining patch).
-PROBE_STEPS = {"tiny": 20, "cpu": 200, "gpu": 1000}
+PROBE_STEPS = {"tiny": 100, "cpu": 200, "gpu": 200}
 #: Per-run metrics carried into results.csv (means over test cases with bootstrap CIs).
 RUN_METRICS = ("dice", "fp_volume_ml", "fn_volume_ml", "lesion_f1")
 

@@ -164,9 +164,8 @@ class FinetuneTask:
 
     def __init__(self, config: dict[str, Any], dataset: str | Path | None = None):
         cfg, info = bind_dataset(config, dataset, validate_config)
+        # cfg["preprocessing"]["harmonize"]: the dataset's spacing / CT window; `petctfm predict` resamples alike
         if info is not None:
-            # the harmonization the dataset was built with: `petctfm predict` resamples new cases alike
-            cfg["preprocessing"]["harmonize"] = {"spacing": info.get("spacing"), "ct_window": info.get("ct_window")}
             if not cfg["subset"]["cases"]:
                 cfg["subset"]["name"], cfg["subset"]["cases"] = resolve_subset(cfg["dataset"])
         self.config = cfg
