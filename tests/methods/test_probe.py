@@ -13,6 +13,7 @@ import torch
 
 from petctfm.cli.main import main
 from toy_data import write_toy_dataset
+from petctfm.core.errors import InputError
 from petctfm.methods import probe as P
 from petctfm.train.checkpoint import read_weights
 
@@ -289,3 +290,11 @@ def test_probe_points_are_parsed_strictly():
     for bad in ("enc7", "decoder", ""):
         with pytest.raises(P.InputError):
             P.parse_points(bad, 4)
+
+
+def test_points_of_an_encoder_without_decoder():
+    """'all' of an encoder-only backbone (FratMAE's twin ViT) is its encoder scales; 'dec' is refused."""
+    assert P.parse_points("all", 3, has_decoder=False) == [0, 1, 2]
+    assert P.parse_points("all", 3) == [0, 1, 2, "dec"]
+    with pytest.raises(InputError, match="no decoder"):
+        P.parse_points("enc0,dec", 3, has_decoder=False)

@@ -53,7 +53,7 @@ from petctfm.data import format as fmt
 from petctfm.data.format import apply_normalization, norm_table
 from petctfm.data.loader import MODES
 from petctfm.models.backbones import patch_divisor
-from petctfm.models.encoders import decoder_features, encoder_features, get_encoder
+from petctfm.models.encoders import decoder_features, encoder_features, get_encoder, has_output_layer
 
 METHOD = "linear_probe"
 RANDOM_PREFIX = "random:"
@@ -62,15 +62,18 @@ RANDOM_PREFIX = "random:"
 # ------------------------------------------------------------------------------------------------ encoders
 
 
-def parse_points(spec: str | Sequence[str], n_scales: int) -> list[int | str]:
+def parse_points(spec: str | Sequence[str], n_scales: int, has_decoder: bool = True) -> list[int | str]:
     """Probe points from ``"all"`` | ``"enc"`` | ``"dec"`` | ``"enc0,enc3,dec"``: encoder scale indices (ints,
-    finest = 0) and ``"dec"``, in the given order."""
+    finest = 0) and ``"dec"``, in the given order. ``"all"`` of a backbone without a decoder (``has_decoder``
+    False, e.g. FratMAE's twin ViT) is its encoder scales; asking such a backbone for ``"dec"`` is an error."""
     items = [t.strip() for t in (spec.split(",") if isinstance(spec, str) else spec) if t.strip()]
     out: list[int | str] = []
     for t in items:
         if t in ("all", "enc"):
             out += list(range(n_scales))
-        if t in ("all", "dec"):
+        if t == "dec" and not has_decoder:
+            raise InputError("probe point 'dec': this encoder has no decoder (use enc or encK)")
+        if t == "dec" or (t == "all" and has_decoder):
             out.append("dec")
         if t.startswith("enc") and t != "enc":
             try:
@@ -109,7 +112,7 @@ class FrozenEncoder(nn.Module):
         self.backbone.eval()
         for p in self.backbone.parameters():
             p.requires_grad_(False)
-        self.points = parse_points(points, len(get_encoder(backbone).channels()))
+        self.points = parse_points(points, len(get_encoder(backbone).channels()), has_output_layer(backbone))
 
     def train(self, mode: bool = True) -> "FrozenEncoder":  # the encoder stays in eval mode
         super().train(mode)

@@ -186,13 +186,23 @@ def encoder_features(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 OUTPUT_LAYERS: dict[str, str] = {"SwinUNETR": "out", "DynUNet": "output_block"}
 
 
+def _output_attr(net: nn.Module) -> str | None:
+    return next((OUTPUT_LAYERS[c.__name__] for c in type(net).__mro__ if c.__name__ in OUTPUT_LAYERS), None)
+
+
+def has_output_layer(model: nn.Module) -> bool:
+    """Whether ``model``'s backbone is UNet-shaped with a known output layer (so :func:`decoder_features` works);
+    an encoder-only backbone (FratMAE's twin ViT) has none."""
+    return _output_attr(backbone_of(model)) is not None
+
+
 def output_layer(model: nn.Module) -> nn.Module:
     """The output layer of ``model``'s backbone (:data:`OUTPUT_LAYERS`, looked up along the class's MRO)."""
     net = backbone_of(model)
-    for cls in type(net).__mro__:
-        if cls.__name__ in OUTPUT_LAYERS:
-            return getattr(net, OUTPUT_LAYERS[cls.__name__])
-    raise TypeError(f"no output layer known for {type(net).__name__} (add it to OUTPUT_LAYERS)")
+    attr = _output_attr(net)
+    if attr is None:
+        raise TypeError(f"no output layer known for {type(net).__name__} (add it to OUTPUT_LAYERS)")
+    return getattr(net, attr)
 
 
 def decoder_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -245,5 +255,5 @@ def load_encoder(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
 __all__ = [
     "Encoder", "SwinUNETREncoder", "DynUNetEncoder", "TwinViTEncoder", "ENCODERS", "register_encoder", "backbone_of",
     "get_encoder", "encoder_features", "encoder_stages", "encoder_state_dict", "load_encoder", "OUTPUT_LAYERS",
-    "output_layer", "decoder_features",
+    "output_layer", "has_output_layer", "decoder_features",
 ]
