@@ -13,11 +13,11 @@ import dataclasses
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
-from petctfm.core.config import Overrides, parse_overrides, read_config, set_key
+from petctfm.core.config import Overrides, deep_merge, parse_overrides, read_config, set_key
 from petctfm.core.errors import InputError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -219,6 +219,27 @@ def default_preset() -> str:
     import torch
 
     return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def base_configs(out: str | Path, resume: bool, preset: str | None, get_preset: Callable[[str], dict[str, Any]],
+                 default_config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """Where every training entry point starts: ``(task config, train config dict, resumed)``. On ``resume``
+    with a saved ``out/config.yaml``, that run's configs; else the method's ``default_config`` deep-merged with
+    the preset's ``task`` part, and the preset's ``train`` part (``preset`` None: :func:`default_preset`)."""
+    saved = saved_run_configs(out) if resume else None
+    if saved is not None:
+        return saved[0], saved[1], True
+    p = get_preset(preset or default_preset())
+    return deep_merge(default_config, p["task"]), p["train"], False
+
+
+def bind_dataset_path(task_cfg: dict[str, Any], dataset: str | Path | None) -> dict[str, Any]:
+    """Set ``task_cfg["dataset"]`` to ``dataset`` when given; a run without any dataset is a one-line error."""
+    if dataset:
+        task_cfg["dataset"] = str(dataset)
+    if not task_cfg.get("dataset"):
+        raise InputError("--data DATASET is required")
+    return task_cfg
 
 
 def finish_configs(task_cfg: dict[str, Any], train_base: TrainConfig | dict[str, Any],

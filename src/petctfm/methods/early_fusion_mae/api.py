@@ -15,10 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from petctfm.core.config import Overrides, deep_merge
-from petctfm.core.errors import InputError
+from petctfm.core.config import Overrides
 from petctfm.methods.early_fusion_mae.presets import get_preset
-from petctfm.train.config import TrainConfig, default_preset, finish_configs, run_options, saved_run_configs
+from petctfm.train.config import base_configs, bind_dataset_path, TrainConfig, finish_configs, run_options
 
 #: Named options of :func:`pretrain` (the ``petctfm pretrain`` flags) -> (config section, key).
 NAMED_OPTIONS: dict[str, tuple[str, str]] = {
@@ -37,16 +36,8 @@ def pretrain_configs(dataset: str | Path | None, out: str | Path, preset: str | 
     named = {NAMED_OPTIONS[k]: config.pop(k) for k in list(config) if k in NAMED_OPTIONS}
     if named.get(("data", "patch_size")):
         named[("data", "patch_size")] = [int(named[("data", "patch_size")])] * 3
-    saved = saved_run_configs(out) if resume else None
-    if saved is not None:
-        task_cfg, train_base = saved
-    else:
-        p = get_preset(preset or default_preset())
-        task_cfg, train_base = deep_merge(DEFAULT_CONFIG, p["task"]), p["train"]
-    if dataset:
-        task_cfg["dataset"] = str(dataset)
-    if not task_cfg.get("dataset"):
-        raise InputError("--data DATASET is required")
+    task_cfg, train_base, _ = base_configs(out, resume, preset, get_preset, DEFAULT_CONFIG)
+    bind_dataset_path(task_cfg, dataset)
     return finish_configs(task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
 
 

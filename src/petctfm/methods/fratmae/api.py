@@ -15,10 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from petctfm.core.config import Overrides, deep_merge
+from petctfm.core.config import Overrides
 from petctfm.core.errors import InputError
 from petctfm.methods.fratmae.presets import get_preset
-from petctfm.train.config import TrainConfig, default_preset, finish_configs, run_options, saved_run_configs
+from petctfm.train.config import base_configs, bind_dataset_path, TrainConfig, finish_configs, run_options
 
 #: Named options -> (config section, key).
 NAMED_OPTIONS: dict[str, tuple[str, str]] = {
@@ -34,20 +34,12 @@ def pretrain_configs(dataset: str | Path | None, out: str | Path, preset: str | 
     from petctfm.methods.fratmae.fratmae import DEFAULT_CONFIG, VARIANTS
 
     named = {NAMED_OPTIONS[k]: config.pop(k) for k in list(config) if k in NAMED_OPTIONS}
-    saved = saved_run_configs(out) if resume else None
-    if saved is not None:
-        task_cfg, train_base = saved
-    else:
-        p = get_preset(preset or default_preset())
-        task_cfg, train_base = deep_merge(DEFAULT_CONFIG, p["task"]), p["train"]
+    task_cfg, train_base, _ = base_configs(out, resume, preset, get_preset, DEFAULT_CONFIG)
     if variant is not None:
         if variant not in VARIANTS:
             raise InputError(f"unknown FratMAE variant {variant!r}; choose {', '.join(VARIANTS)}")
         named[("model", "arch")], named[("context_align", "enabled")] = VARIANTS[variant]
-    if dataset:
-        task_cfg["dataset"] = str(dataset)
-    if not task_cfg.get("dataset"):
-        raise InputError("--data DATASET is required")
+    bind_dataset_path(task_cfg, dataset)
     return finish_configs(task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
 
 

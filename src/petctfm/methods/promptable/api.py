@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from petctfm.core.config import Overrides, deep_merge
+from petctfm.core.config import Overrides
 from petctfm.core.errors import InputError
 from petctfm.methods.promptable.presets import get_preset
-from petctfm.train.config import TrainConfig, default_preset, finish_configs, run_options, saved_run_configs
+from petctfm.train.config import base_configs, bind_dataset_path, TrainConfig, finish_configs, run_options
 
 NAMED_OPTIONS: dict[str, tuple[str, str]] = {"mode": ("data", "mode"), "patch": ("data", "patch_size")}
 
@@ -29,12 +29,8 @@ def prompt_train_configs(dataset: str | Path | None, out: str | Path, init: str 
     from petctfm.methods.segmentation.task import pretrained_config
 
     given = {k: config.pop(k) for k in list(config) if k in NAMED_OPTIONS}
-    saved = saved_run_configs(out) if resume else None
-    if saved is not None:
-        task_cfg, train_base = saved
-    else:
-        p = get_preset(preset or default_preset())
-        task_cfg, train_base = deep_merge(DEFAULT_CONFIG, p["task"]), p["train"]
+    task_cfg, train_base, resumed = base_configs(out, resume, preset, get_preset, DEFAULT_CONFIG)
+    if not resumed:
         if backbone:
             task_cfg["model"]["backbone"] = backbone
         if init is not None and str(init) != "scratch":
@@ -44,10 +40,7 @@ def prompt_train_configs(dataset: str | Path | None, out: str | Path, init: str 
             task_cfg["model"] = {"backbone": pcfg["model"]["backbone"],
                                  "overrides": dict(pcfg["model"].get("overrides") or {})}
             task_cfg["init"] = {"source": str(path), "method": pcfg.get("method"), "mode": pcfg["data"]["mode"]}
-    if dataset:
-        task_cfg["dataset"] = str(dataset)
-    if not task_cfg.get("dataset"):
-        raise InputError("--data DATASET is required")
+    bind_dataset_path(task_cfg, dataset)
     if held_out is not None:
         task_cfg["targets"]["held_out"] = list(held_out)
     named = {NAMED_OPTIONS[k]: v for k, v in given.items()}

@@ -17,10 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from petctfm.core.config import Overrides, deep_merge
+from petctfm.core.config import Overrides
 from petctfm.core.errors import InputError
 from petctfm.methods.segmentation.presets import get_preset
-from petctfm.train.config import TrainConfig, default_preset, finish_configs, run_options, saved_run_configs
+from petctfm.train.config import base_configs, bind_dataset_path, TrainConfig, finish_configs, run_options
 
 #: Named options of :func:`finetune` (the ``petctfm finetune`` flags) -> (config section, key). ``mode``
 #: is applied only from scratch or on resume (a pretrained run brings its own mode, checked).
@@ -43,13 +43,8 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
     given = {k: config.pop(k) for k in list(config) if k in NAMED_OPTIONS}
     mode = given.get("mode")
     scratch = init is None or str(init) == "scratch"
-    saved = saved_run_configs(out) if resume else None
-    resumed = saved is not None
-    if resumed:
-        task_cfg, train_base = saved
-    else:
-        p = get_preset(preset or default_preset())
-        task_cfg, train_base = deep_merge(DEFAULT_CONFIG, p["task"]), p["train"]
+    task_cfg, train_base, resumed = base_configs(out, resume, preset, get_preset, DEFAULT_CONFIG)
+    if not resumed:
         if scratch:
             if not backbone:
                 raise InputError("--init scratch needs --backbone NAME (e.g. unet-resenc-tiny, swinunetr-base)")
@@ -67,10 +62,7 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
                              "pet_transform": task_cfg["data"]["pet_transform"]}}
             check_compatible(want, pcfg, path)
             task_cfg["init"] = {"source": str(path), "method": pcfg.get("method"), "step": None}
-    if dataset:
-        task_cfg["dataset"] = str(dataset)
-    if not task_cfg.get("dataset"):
-        raise InputError("--data DATASET is required")
+    bind_dataset_path(task_cfg, dataset)
     if not resumed or fraction is not None or kshot is not None:
         name, cases = resolve_subset(task_cfg["dataset"], fraction, kshot)
         task_cfg["subset"] = {"name": name, "cases": cases}
