@@ -42,7 +42,7 @@ torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:
 def register(subparsers) -> None:
     p = add_command(
         subparsers, "pretrain",
-        help="early-fusion masked-autoencoder pretraining (PET+CT channels, zero-mean imputation)",
+        help="self-supervised pretraining: early-fusion MAE (default) or FratMAE (--method fratmae)",
         description="Pretrain a hierarchical backbone (SwinUNETR-v2 or residual UNet) as an early-fusion masked "
         "autoencoder on a harmonized PET/CT dataset: random 3D blocks are masked (set to zero = the modality "
         "mean) in PET and CT together and the network reconstructs the whole volume. Writes a run folder "
