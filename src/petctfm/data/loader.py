@@ -237,10 +237,12 @@ class PatchDataset(Dataset):
         out[(slice(None), *(slice(int(o), int(o) + n) for o, n in zip(off, arr.shape[1:])))] = arr
         return out
 
-    def cut(self, case_id: str, rng: np.random.Generator, label: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """The one crop routine: draw the box (:meth:`crop`), read it from ``image.npy`` (and ``label.npy``
-        when ``label``) through the memory map, pad centred to the patch size. Returns raw [SUV, HU]
-        (2, px, py, pz) float32 padded with background and label (px, py, pz) uint8 padded with 0 (or None)."""
+    def cut(self, case_id: str, rng: np.random.Generator, label: bool,
+            box: tuple[slice, ...] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The one crop routine: draw the box (:meth:`crop`; or use the given ``box``, e.g. one centred on a
+        prompt target), read it from ``image.npy`` (and ``label.npy`` when ``label``) through the memory map,
+        pad centred to the patch size. Returns raw [SUV, HU] (2, px, py, pz) float32 padded with background and
+        label (px, py, pz) uint8 padded with 0 (or None)."""
         d = fmt.case_dir(self.root, case_id)
         try:
             img = np.load(d / "image.npy", mmap_mode="r")
@@ -248,7 +250,7 @@ class PatchDataset(Dataset):
         except (OSError, ValueError) as exc:
             what = f"{d}: cannot read image.npy / label.npy" if label else f"{d / 'image.npy'}: cannot read"
             raise InputError(f"{what} ({exc})") from None
-        box = self.crop(case_id, img.shape[1:], rng)
+        box = self.crop(case_id, img.shape[1:], rng) if box is None else box
         x = self.pad_centred(np.asarray(img[(slice(None), *box)], dtype=np.float32), self._pad)
         y = None if lab is None else self.pad_centred(np.asarray(lab[box], dtype=np.uint8)[None], [0])[0]
         return x, y

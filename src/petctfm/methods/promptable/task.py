@@ -32,7 +32,7 @@ from torch import nn
 from petctfm.core.errors import InputError
 from petctfm.core.labels import ORGAN_LABELS
 from petctfm.data import format as fmt
-from petctfm.data.loader import PatchConfig, PatchDataset, bind_dataset, list_cases, patch_loader
+from petctfm.data.loader import MODES, PatchConfig, PatchDataset, bind_dataset, list_cases, patch_loader
 from petctfm.methods.promptable import prompts as P
 from petctfm.methods.promptable.model import METHOD, build_model, load_pretrained_encoder
 from petctfm.models.backbones import check_patch_size
@@ -129,8 +129,7 @@ class PromptPatchDataset(PatchDataset):
         centre = (lo + hi) / 2 + rng.uniform(-1, 1, 3) * p * float(cc["crop_jitter"])
         start = np.clip(np.rint(centre - p / 2).astype(int), 0, np.maximum(shape - p, 0))
         box = tuple(slice(int(a), int(b)) for a, b in zip(start, np.minimum(start + p, shape)))
-        image = np.load(fmt.case_dir(self.root, case_id) / "image.npy", mmap_mode="r")
-        x = self.pad_centred(np.asarray(image[(slice(None), *box)], np.float32), self._pad)
+        x, _ = self.cut(case_id, rng, label=False, box=box)
         t = self.pad_centred(target[box][None].astype(np.uint8), [0])[0].astype(bool)
         if not t.any():  # the jitter moved the target out of view: no prompt, empty target (a valid lesson too)
             prompts = np.zeros((P.N_PROMPT_CHANNELS, *p), np.float32)
@@ -138,16 +137,11 @@ class PromptPatchDataset(PatchDataset):
             first = P.interior_point(t)
             jb = P.jittered_box(t, rng, float(cc["box_jitter"])) if rng.random() < float(cc["box_prob"]) else None
             prompts = P.encode_prompts(t.shape, [(first, True)], box=jb, click_radius=float(cc["click_radius"]))
-        x = fmt.normalize(x, self.info)[list(self.cfg_mode_channels())]
+        # the dataset's normalization with the configured PET transform (self.norm), as the session applies it
+        x = fmt.apply_normalization(x, self.norm)[list(MODES[self.cfg.mode])]
         return {"image": torch.from_numpy(np.ascontiguousarray(x)), "target": torch.from_numpy(t[None].astype(np.float32)),
                 "prompts": torch.from_numpy(prompts), "n_iter": torch.tensor(int(rng.integers(int(cc["max_iter"]) + 1))),
                 "mask_only": torch.tensor(bool(rng.random() < float(cc["mask_only_prob"]))), "index": torch.tensor(int(i))}
-
-    def cfg_mode_channels(self) -> tuple[int, ...]:
-        from petctfm.data.loader import MODES
-
-        return MODES[self.cfg.mode]
-
 
 def simulate_clicks(model: nn.Module, image: torch.Tensor, target: torch.Tensor, prompts: torch.Tensor, n_iter: int,
                     mask_only_last: bool = False, click_radius: float = 2.0,
