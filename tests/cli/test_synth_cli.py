@@ -35,7 +35,7 @@ def test_synth_cli_end_to_end(tmp_path, capsys):
 def test_bad_choice_is_one_line_error_exit_2(tmp_path, capsys, extra, message):
     rc = main(["synth", "--out", str(tmp_path / "o"), "--cases", "1", "--seed", "0", *extra])
     err = capsys.readouterr().err
-    assert rc == 2
+    assert rc == 3
     assert err.startswith(message) and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
 

@@ -92,15 +92,15 @@ def test_cli_end_to_end_with_comparison(data, capsys):
     assert "3 cases" in capsys.readouterr().out
 
 
-def test_geometry_mismatch_exit_2_one_line(data, capsys):
+def test_geometry_mismatch_exit_3_one_line(data, capsys):
     write(data["a"] / "c1.nii.gz", CASES["c1"][1], origin=(ORIGIN[0] + 1.0, ORIGIN[1], ORIGIN[2]))
     rc = main(["evaluate", "--pred", str(data["a"]), "--gt", str(data["gt"]), "--out", str(data["tmp"] / "r")])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1
+    assert rc == 3 and len(err.splitlines()) == 1
     assert err.startswith("error: mismatched geometry") and "c1.nii.gz" in err and "SEG.nii.gz" in err
     assert "origin" in err
     write(data["a"] / "c1.nii.gz", CASES["c1"][1], spacing=(2.0, 2.0, 2.5))
-    assert main(["evaluate", "--pred", str(data["a"]), "--gt", str(data["gt"]), "--out", str(data["tmp"] / "r")]) == 2
+    assert main(["evaluate", "--pred", str(data["a"]), "--gt", str(data["gt"]), "--out", str(data["tmp"] / "r")]) == 3
     assert "spacing" in capsys.readouterr().err
 
 
@@ -108,7 +108,7 @@ def test_missing_prediction_error_and_allow_missing(data, capsys):
     (data["a"] / "c1.nii.gz").unlink()
     args = ["evaluate", "--pred", str(data["a"]), "--gt", str(data["gt"]), "--out", str(data["tmp"] / "r"),
             "--bootstrap", "50"]
-    assert main(args) == 2
+    assert main(args) == 3
     err = capsys.readouterr().err
     assert "no prediction for 1 ground-truth case(s): c1" in err
     assert main(args + ["--allow-missing"]) == 0
@@ -118,7 +118,7 @@ def test_missing_prediction_error_and_allow_missing(data, capsys):
 
 def test_probability_map_is_rejected(data, capsys):
     write(data["a"] / "c1.nii.gz", CASES["c1"][1] * np.float32(0.7))
-    assert main(["evaluate", "--pred", str(data["a"]), "--gt", str(data["gt"]), "--out", str(data["tmp"] / "r")]) == 2
+    assert main(["evaluate", "--pred", str(data["a"]), "--gt", str(data["gt"]), "--out", str(data["tmp"] / "r")]) == 3
     assert "non-integer values" in capsys.readouterr().err
 
 

@@ -175,11 +175,11 @@ def test_cli_errors_are_one_line(env, tmp_path, capsys):
     data, mae = env
     bad = tmp_path / "no_such_run"
     assert main(["experiment", "label-efficiency", "--data", str(data), "--pretrained", str(bad), "--out",
-                 str(tmp_path / "x"), "--preset", "tiny"]) == 2
+                 str(tmp_path / "x"), "--preset", "tiny"]) == 3
     err = capsys.readouterr().err.strip()
     assert err == f"error: {bad}: no such checkpoint file or run folder"
     assert main(["experiment", "label-efficiency", "--data", str(data), "--pretrained", str(mae), "--out",
-                 str(tmp_path / "x"), "--runs", "pretrained:abc"]) == 2
+                 str(tmp_path / "x"), "--runs", "pretrained:abc"]) == 3
     assert capsys.readouterr().err.strip() == ("error: --runs: bad item 'pretrained:abc' (expected ARM:PERCENT, "
                                                "e.g. pretrained:10)")
 

@@ -159,7 +159,7 @@ def test_bad_inputs_quarantined_good_cases_complete_and_no_identifiers(tmp_path,
     mapping = tmp_path / "private" / "map.csv"
     rc = main(["harmonize", "--in", str(ap), "--in", str(dc), "--in", str(pp), "--out", str(out), "--spacing", "4", "4", "4",
                "--workers", "1", "--write-mapping", str(mapping)])
-    assert rc == len(expected)
+    assert rc == 5  # ExitCode.PARTIAL: good cases done, the bad ones quarantined
     rows = list(csv.DictReader(open(out / "quarantine.csv")))
     reasons = {r["source_path"]: r["reason"] for r in rows}
     assert set(reasons) == set(expected)
@@ -198,7 +198,7 @@ def test_bad_inputs_quarantined_good_cases_complete_and_no_identifiers(tmp_path,
 def test_mapping_inside_dataset_refused(tmp_path):
     write_autopet_case(synth_case("M0"), tmp_path / "in")
     assert main(["harmonize", "--in", str(tmp_path / "in"), "--out", str(tmp_path / "ds"),
-                 "--write-mapping", str(tmp_path / "ds" / "map.csv")]) == 2
+                 "--write-mapping", str(tmp_path / "ds" / "map.csv")]) == 3
     assert not (tmp_path / "ds" / "cases").exists()
 
 

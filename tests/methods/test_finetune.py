@@ -201,7 +201,7 @@ def test_layer_decay_trains_with_scaled_groups(toy, mae, tmp_path):
 
 def _err(capsys, argv):
     capsys.readouterr()
-    assert main(argv) == 2
+    assert main(argv) == 3
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err, err
     return err

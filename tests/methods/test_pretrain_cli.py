@@ -71,14 +71,14 @@ def test_kill_and_resume_gives_same_losses(toy, tmp_path):
 def test_wrong_dataset_path_is_one_line_error(tmp_path, capsys):
     rc = main(["pretrain", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run"), "--preset", "tiny"])
     err = capsys.readouterr().err.strip()
-    assert rc == 2
+    assert rc == 3
     assert err.startswith("error: ") and "missing" in err and "\n" not in err
 
 
 def test_bad_option_values_are_one_line_errors(toy, tmp_path, capsys):
     rc = main(["pretrain", "--data", str(toy), "--out", str(tmp_path / "r"), "--preset", "tiny",
                "--set", "mask.ratoi=0.5"])
-    assert rc == 2 and "unknown config key" in capsys.readouterr().err
+    assert rc == 3 and "unknown config key" in capsys.readouterr().err
     rc = main(["pretrain", "--data", str(toy), "--out", str(tmp_path / "r"), "--preset", "tiny",
                "--mask-block", "64"])
-    assert rc == 2 and "mask block" in capsys.readouterr().err
+    assert rc == 3 and "mask block" in capsys.readouterr().err

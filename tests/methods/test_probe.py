@@ -150,11 +150,11 @@ def test_probe_cli_end_to_end_on_exactly_the_stored_kshot_subset(env, tmp_path, 
 def test_one_line_errors(env, tmp_path, capsys):
     data, runs = env
     assert main(["probe", "--data", str(data), "--encoder", str(tmp_path / "nope"), "--out",
-                 str(tmp_path / "o"), "--no-progress"]) == 2
+                 str(tmp_path / "o"), "--no-progress"]) == 3
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "nope" in err and "\n" not in err
     assert main(["probe", "--data", str(data), "--encoder", str(runs["joint"]), "--out", str(tmp_path / "o"),
-                 "--kshot", "10", "--no-progress"]) == 2
+                 "--kshot", "10", "--no-progress"]) == 3
     err = capsys.readouterr().err.strip()
     assert "no stored 10-shot subset" in err and "splits.json" in err and "\n" not in err
     assert not (tmp_path / "o").exists()
@@ -279,7 +279,7 @@ def test_mismatched_encoders_are_refused(env, tmp_path, tiny_mae_run, capsys):
                                                 "normalization": "normalization"}[name]):
             P.build_probe([runs["joint"], tmp_path / name], _info(data), 32)
     assert main(["probe", "--data", str(data), "--encoder", str(runs["ct"]), "--encoder", str(tmp_path / "spacing"),
-                 "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+                 "--out", str(tmp_path / "o"), "--no-progress"]) == 3
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "voxel spacing" in err and "\n" not in err
 

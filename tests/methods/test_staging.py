@@ -100,6 +100,6 @@ def test_stage_end_to_end_files_and_cache(env, tmp_path, monkeypatch):
 def test_stage_errors(env, tmp_path, capsys):
     data, _ = env
     assert main(["stage", "--data", str(data), "--encoder", str(tmp_path / "missing"), "--out",
-                 str(tmp_path / "o"), "--no-progress"]) == 2
+                 str(tmp_path / "o"), "--no-progress"]) == 3
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "missing" in err and "\n" not in err

@@ -201,7 +201,7 @@ def test_folder_mode_corrupt_case_listed_others_complete_and_resume(synth_tiny, 
     out = tmp_path / "out"
     argv = ["predict", "--model", str(tiny_model), "--in", str(src), "--out", str(out), "--overlap", "0",
             "--no-progress", "--no-report", "--device", "cpu"]
-    assert main(argv) == 0
+    assert main(argv) == 5  # ExitCode.PARTIAL
     failed = _read_csv(out / "failed.csv")
     assert [r["case"] for r in failed] == ["PETCT_BAD"]
     assert "SUV.nii.gz" in failed[0]["reason"] and "\n" not in failed[0]["reason"]
@@ -215,14 +215,14 @@ def test_folder_mode_corrupt_case_listed_others_complete_and_resume(synth_tiny, 
     assert {r["case"] for r in _read_csv(out / "cases.csv")} == {"PETCT_0000", "PETCT_0001"}
     stamp = (out / "PETCT_0000" / "summary.json").stat().st_mtime_ns
     capsys.readouterr()
-    assert main(argv) == 0  # resumed: finished cases are skipped, the bad one fails again
+    assert main(argv) == 5  # resumed: finished cases are skipped, the bad one fails again
     assert "2 already done" in capsys.readouterr().out
     assert (out / "PETCT_0000" / "summary.json").stat().st_mtime_ns == stamp
     only_bad = tmp_path / "only_bad"
     (only_bad / "PETCT_BAD").mkdir(parents=True)
     for f in bad.iterdir():
         shutil.copy(f, only_bad / "PETCT_BAD" / f.name)
-    assert main([*argv[:4], str(only_bad), "--out", str(tmp_path / "out2"), *argv[7:]]) == 1  # all failed
+    assert main([*argv[:4], str(only_bad), "--out", str(tmp_path / "out2"), *argv[7:]]) == 3  # all failed: ExitCode.INPUT
 
 
 def test_batch_list_mixes_nifti_and_dicom_and_quarantines_a_bad_row(synth_tiny, tiny_model, tmp_path):
@@ -237,7 +237,7 @@ def test_batch_list_mixes_nifti_and_dicom_and_quarantines_a_bad_row(synth_tiny, 
                    f"missing,{rel}/autopet/PETCT_0000/nope.nii.gz,{rel}/autopet/PETCT_0000/CT.nii.gz\n")
     out = tmp_path / "out"
     assert main(["predict", "--model", str(tiny_model), "--batch", str(lst), "--out", str(out), "--overlap", "0",
-                 "--no-progress", "--no-report", "--device", "cpu"]) == 0
+                 "--no-progress", "--no-report", "--device", "cpu"]) == 5  # ExitCode.PARTIAL
     assert [r["case"] for r in _read_csv(out / "failed.csv")] == ["missing"]
     assert "nope.nii.gz" in _read_csv(out / "failed.csv")[0]["reason"]
     assert nib.load(out / "nifti_case" / "lesions.nii.gz").shape == \
@@ -268,7 +268,7 @@ def test_batch_list_errors_name_the_list(tmp_path, tiny_model, capsys):
 
 def _one_line_error(capsys, argv) -> str:
     capsys.readouterr()
-    assert main(argv) == 2
+    assert main(argv) == 3
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
     return err

@@ -187,7 +187,7 @@ def test_cli_on_autopet_folder_and_missing_folder(phantom, tmp_path, capsys):
 
     capsys.readouterr()
     missing = tmp_path / "nope"
-    assert main(["view", str(missing), "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["view", str(missing), "--out", str(tmp_path / "x.png")]) == 3
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and str(missing) in err
     assert not (tmp_path / "x.png").exists()

@@ -6,6 +6,7 @@ Argument parsing only; the work is :func:`petctfm.harmonize.api.harmonize_folder
 from __future__ import annotations
 
 from petctfm.cli._common import add_command
+from petctfm.core.errors import batch_exit_code
 
 EXAMPLES = """
 # synthetic multi-site DICOM -> harmonized dataset (2x2x3 mm RAS, SUV + HU, splits, QA)
@@ -31,7 +32,7 @@ def register(subparsers) -> None:
         description="Read autoPET NIfTI, nnU-Net v2 raw, plain PET+CT pairs or DICOM trees (SUV computed from "
         "the PT tags), resample PET, CT and labels onto one RAS grid cropped to the body, and write the "
         "petctfm dataset format (docs/data-format.md) with manifest, patient-level splits, normalization "
-        "statistics, QA report and quarantine list. Exit code: number of failed cases (max 100). "
+        "statistics, QA report and quarantine list. Exit code: 0 all cases done, 5 some quarantined, 3 all failed (docs/reliability.md). "
         "A re-run skips finished cases. See docs/harmonize.md.",
         examples=EXAMPLES,
     )
@@ -84,4 +85,4 @@ def run(args) -> int:
         print(f"dataset {args.out}: {summary['n_cases']} cases, {summary['n_quarantined']} quarantined")
     else:
         print(f"shard {args.shard} done; after all shards run: petctfm harmonize --finalize {args.out}")
-    return min(summary["n_failed"], 100)
+    return batch_exit_code(summary["n_done"] + summary["n_skipped"], summary["n_failed"])

@@ -8,7 +8,7 @@ import logging
 import sys
 
 from petctfm.core.version import __version__
-from petctfm.core.errors import PetctfmError
+from petctfm.core.errors import ExitCode, PetctfmError
 
 # Order is the order shown by ``petctfm --help``. A module that does not exist yet is skipped, so
 # commands appear as their issues land.
@@ -63,10 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except PetctfmError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return int(exc.exit_code)
+    except OSError as exc:  # a file-system problem the code did not anticipate: one line, never a traceback
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return int(ExitCode.OUTPUT)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return int(ExitCode.INTERRUPTED)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from petctfm.cli._common import add_command
+from petctfm.core.errors import batch_exit_code
 
 EXAMPLES = """
 # one study from NIfTI files (PET in SUV) -> OUT/lesions.nii.gz, lesions.csv, summary.json, report.png
@@ -112,4 +113,4 @@ def run(args) -> int:
         print(f"failed: {f['case']}: {f['reason']}")
     if res["failed"]:
         print(f"failed cases listed in {args.out}/failed.csv")
-    return 1 if res["failed"] and not res["done"] and not res["skipped"] else 0
+    return batch_exit_code(len(res["done"]) + len(res["skipped"]), len(res["failed"]))
