@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from conftest import lesion_voxel, prompt_config, stub_session, threshold_auto  # noqa: E402
+from serve_fixtures import lesion_voxel, prompt_config, stub_session, threshold_auto  # noqa: E402
 from petctfm.core.errors import InputError  # noqa: E402
 from petctfm.serve.app import Server, create_app, make_server  # noqa: E402
 from petctfm.serve.cases import CaseList  # noqa: E402
@@ -29,7 +29,7 @@ def _client(server):
 
 @pytest.fixture
 def server(phantom, tmp_path):
-    return Server(CaseList(phantom / "autopet"), tmp_path / "out", stub_session, threshold_auto)
+    return Server(CaseList(phantom / "autopet"), tmp_path / "out", stub_session, threshold_auto())
 
 
 def _ras(server, case, voxel):

@@ -220,6 +220,15 @@ def create_app(server: Server) -> Any:
     @app.get("/api/cases/{case_id:path}/volume/{which}")
     def volume(case_id: str, which: str) -> Response:
         st = server.state(case_id)
+        if which == "mask.nii.gz":  # the label map, uint8, on the PET grid (the page's overlay)
+            import numpy as np
+            import SimpleITK as sitk
+
+            with st.lock:
+                lab = st.session.mask().astype(np.uint8)
+            img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(lab, (2, 1, 0))))
+            img.CopyInformation(st.pet)
+            return Response(nifti_bytes(img, np.uint8), media_type="application/gzip")
         images = {"pet.nii.gz": st.pet, "ct.nii.gz": st.ct_on_pet}
         if which not in images:
             raise UnknownCase(which)
