@@ -110,8 +110,10 @@ def make_server(model: str, data: str | None = None, pet: str | None = None, ct:
                 **kw: Any) -> Server:
     """A :class:`Server` for a ``prompt-train`` run ``model`` (PromptSession.from_run per opened case) and an
     optional fine-tuned segmentation run ``auto_model`` (:class:`~petctfm.predict.predictor.Predictor`)."""
+    from petctfm.core.device import resolve_device
     from petctfm.methods.promptable.session import PromptSession
 
+    device = str(resolve_device(device))
     if not Path(model).exists():
         raise InputError(f"{model}: model not found (a prompt-train run folder or model.safetensors)")
     cases = CaseList(data, pet, ct)
