@@ -130,6 +130,13 @@ def test_automatic_negative_click_and_delete(server):
     vox = np.argwhere(st_obj.session.mask() == k)[0]
     st = c.post(f"/api/cases/{CASE}/click", json={"version": 1, "positive": False, "ras": _ras(server, CASE, vox)}).json()
     assert st_obj.session.mask()[tuple(vox)] == 0  # shift-click removed voxels of that lesion
+    # the server's one-pass table = PromptSession.table (the owner of the per-object quantities)
+    ref = {r["object"]: r for r in st_obj.session.table() if r["n_voxels"]}
+    assert {r["object"] for r in st["lesions"] if r["n_voxels"]} == set(ref)
+    for r in st["lesions"]:
+        if r["n_voxels"]:
+            for key in ("n_voxels", "volume_ml", "suv_max", "suv_mean", "suv_peak", "tlg"):
+                assert r[key] == pytest.approx(ref[r["object"]][key], rel=1e-5), (r["object"], key)
     st = c.post(f"/api/cases/{CASE}/delete", json={"version": 2, "object": 1}).json()
     assert 1 not in [r["object"] for r in st["lesions"]]
     st = c.post(f"/api/cases/{CASE}/undo", json={"version": 3}).json()

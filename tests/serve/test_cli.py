@@ -65,10 +65,11 @@ def test_serve_process_prints_a_token_url_and_binds_localhost(phantom, tmp_path)
 def test_static_files_ship_in_the_package():
     """pip install needs no node: every file of serve/static is package data (pyproject), niivue with its license."""
     import fnmatch
-    import tomllib
     from pathlib import Path
 
     import petctfm.serve
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
     root = Path(petctfm.serve.__file__).parent
     patterns = tomllib.loads((root.parents[2] / "pyproject.toml").read_text())["tool"]["setuptools"][

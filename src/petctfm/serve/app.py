@@ -227,7 +227,7 @@ def create_app(server: Server) -> Any:
             import SimpleITK as sitk
 
             with st.lock:
-                lab = st.session.mask().astype(np.uint8)
+                lab = st.labels().astype(np.uint8)
             img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(lab, (2, 1, 0))))
             img.CopyInformation(st.pet)
             return Response(nifti_bytes(img, np.uint8), media_type="application/gzip")

@@ -113,7 +113,8 @@
     drawMip(mip(img, 1));
   }
   async function change(action, body) {
-    if (!app.caseId || app.busy) return;
+    if (!app.caseId) return;
+    if (app.busy) { msg("busy: wait for the last change to finish"); return; }
     app.busy = true; msg("");
     const t0 = performance.now();
     try {
