@@ -253,8 +253,11 @@ def create_app(server: Server) -> Any:
 
     @app.post("/api/cases/{case_id:path}/save")
     async def save(case_id: str, request: Request) -> Any:
+        from starlette.concurrency import run_in_threadpool
+
+        st = server.state(case_id)
         body = await _json(request)
-        return server.state(case_id).save(str(body.get("user", "")))
+        return await run_in_threadpool(st.save, str(body.get("user", "")))  # DICOM-SEG can take seconds
 
     @app.post("/api/cases/{case_id:path}/{action}")
     async def act(case_id: str, action: str, request: Request) -> Any:

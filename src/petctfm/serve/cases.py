@@ -78,10 +78,6 @@ class CaseList:
         log.warning("refused case id %r: %s", case_id[:200], "path traversal attempt" if odd else "not served")
         raise UnknownCase(case_id)
 
-    def is_dicom(self, case_id: str) -> bool:
-        src = self.get(case_id)
-        return getattr(src, "fmt", "") == "dicom"
-
     def read(self, case_id: str) -> CaseImages:
         """Read one case (InputError naming the input when it is missing or corrupt)."""
         src = self.get(case_id)
