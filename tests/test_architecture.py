@@ -31,8 +31,11 @@ ALLOWED: dict[str, set[str]] = {
     "predict": {"core", "io", "data", "models", "train", "inference", "harmonize", "evaluate", "viz"},
     "experiments": {"core", "io", "synth", "data", "models", "evaluate", "viz", "harmonize", "train", "inference",
                     "methods", "predict"},
+    # the local web viewer (petctfm serve): an application over methods/predict/io, like experiments
+    "serve": {"core", "io", "data", "models", "evaluate", "viz", "harmonize", "train", "inference", "methods",
+              "predict"},
     "cli": {"core", "io", "synth", "data", "models", "evaluate", "viz", "harmonize", "train", "inference",
-            "methods", "predict", "experiments", "api"},
+            "methods", "predict", "experiments", "serve", "api"},
 }
 
 

@@ -25,6 +25,7 @@ COMMANDS = [
     "predict",
     "prompt_train",
     "segment",
+    "serve",
     "demo",
 ]
 

@@ -1,0 +1,53 @@
+"""``petctfm serve``: the local web viewer where clicks segment and correct lesions (docs/viewer.md)."""
+
+from __future__ import annotations
+
+import argparse
+
+from petctfm.cli._common import add_command
+
+EXAMPLES = """
+# every case of a folder (autoPET, nnU-Net, DICOM tree, paired files or a harmonized dataset)
+petctfm serve --model runs/prompt --data data/synth/autopet
+
+# one study, with the automatic segmentation model behind "Run automatic"
+petctfm serve --model runs/prompt --auto-model runs/ft_joint --pet case/SUV.nii.gz --ct case/CT.nii.gz
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "serve", help="local web viewer: fused PET/CT, clicks segment and correct lesions, save",
+                    description="Serve a PET/CT viewer on 127.0.0.1 (niivue in the browser): a case list, fused "
+                    "PET/CT in three planes and a PET MIP, 'Run automatic' (a petctfm predict model), click = add, "
+                    "shift-click = remove, box, undo/redo, lesion table (volume, SUVmax/mean/peak, TLG), save as "
+                    "NIfTI on the input PET grid (+ DICOM-SEG for DICOM input), autosave and an audit log. The URL "
+                    "printed carries a random token every request needs. Needs: pip install 'petctfm[serve]'. "
+                    "See docs/viewer.md.", examples=EXAMPLES)
+    p.add_argument("--model", required=True, metavar="RUN", help="prompt-train run folder or model.safetensors")
+    p.add_argument("--auto-model", metavar="RUN", help="fine-tuned segmentation run for 'Run automatic' (optional)")
+    src = p.add_argument_group("cases (either --data, or --pet and --ct)")
+    src.add_argument("--data", metavar="FOLDER", help="a folder of cases in any layout petctfm reads")
+    src.add_argument("--pet", help="PET image in SUV or a DICOM PT series folder")
+    src.add_argument("--ct", help="CT image in HU or a DICOM CT series folder")
+    p.add_argument("--out", default="petctfm-serve", help="output folder: <out>/<case>/mask.nii.gz, lesions.csv, "
+                   "audit.jsonl (default ./petctfm-serve)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; anything else is "
+                   "reachable from the network: a warning is printed)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from petctfm.core.errors import UsageError
+
+    try:
+        from petctfm.serve.app import make_server, serve
+    except ModuleNotFoundError as exc:
+        raise UsageError(f"petctfm serve needs {exc.name}: pip install 'petctfm[serve]'") from None
+    if (args.data is None) == (args.pet is None) or (args.pet is None) != (args.ct is None):
+        raise UsageError("give --data FOLDER, or --pet and --ct")
+    server = make_server(args.model, data=args.data, pet=args.pet, ct=args.ct, out=args.out,
+                         auto_model=args.auto_model, device=args.device)
+    serve(server, host=args.host, port=args.port)
+    return 0

@@ -1,0 +1,113 @@
+"""The cases a server offers, and the images of one case.
+
+Sources (one per server): a folder in any layout ``petctfm predict --in`` reads (autoPET, nnU-Net raw, DICOM
+tree, paired files; :func:`petctfm.predict.sources.sources_from_folder`), a harmonized dataset (``dataset.json``
++ ``cases/<id>/image.npy``, PET SUV and CT HU on one RAS grid), or one ``--pet``/``--ct`` pair. Case ids are the
+names those readers give (letters, digits, ``-_.``); a request for any other id (``../``, an absolute path, an
+unknown name) is refused by :meth:`CaseList.get` with :class:`UnknownCase` and logged: the server never builds a
+path from what the page sends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from petctfm.core.errors import InputError
+
+log = logging.getLogger("petctfm.serve")
+
+
+class UnknownCase(LookupError):
+    """A case id that is not in the served list (the app answers 404)."""
+
+
+@dataclass
+class CaseImages:
+    """One case read: ``pet`` (SUV) and ``ct`` (HU) as SimpleITK images on their own grids, optional organ labels,
+    DICOM PT headers in slice order (DICOM input: the DICOM-SEG references them) or None."""
+
+    pet: Any
+    ct: Any
+    organs: Any = None
+    pt_datasets: list | None = None
+
+
+class CaseList:
+    """``case_id -> source`` for one served folder or file pair; see the module docstring."""
+
+    def __init__(self, data: str | os.PathLike | None = None, pet: str | os.PathLike | None = None,
+                 ct: str | os.PathLike | None = None):
+        from petctfm.predict.sources import source_from_files, sources_from_folder
+
+        self.harmonized: Path | None = None
+        self.sources: dict[str, Any] = {}
+        if (data is None) == (pet is None):
+            raise InputError("give either a data folder or a PET (and CT) file")
+        if pet is not None:
+            if ct is None:
+                raise InputError("--pet needs --ct")
+            case = source_from_files(pet, ct)
+            self.sources[case.case_id] = case
+            return
+        root = Path(data)
+        if not root.is_dir():
+            raise InputError(f"{root}: data folder not found")
+        if (root / "dataset.json").is_file() and (root / "cases").is_dir():
+            self.harmonized = root
+            self.sources = {p.name: p for p in sorted((root / "cases").iterdir()) if (p / "image.npy").is_file()}
+        else:
+            self.sources = {c.case_id: c for c in sources_from_folder(root)}
+        if not self.sources:
+            raise InputError(f"{root}: no PET/CT cases found (see docs/data-layouts.md)")
+
+    def ids(self) -> list[str]:
+        return list(self.sources)
+
+    def get(self, case_id: str) -> Any:
+        """The source of ``case_id``; :class:`UnknownCase` (logged; a traversal attempt is named) otherwise."""
+        if case_id in self.sources:
+            return self.sources[case_id]
+        odd = ".." in case_id or case_id.startswith(("/", "\\")) or "/" in case_id or "\\" in case_id
+        log.warning("refused case id %r: %s", case_id[:200], "path traversal attempt" if odd else "not served")
+        raise UnknownCase(case_id)
+
+    def read(self, case_id: str) -> CaseImages:
+        """Read one case (InputError naming the input when it is missing or corrupt)."""
+        src = self.get(case_id)
+        if self.harmonized is not None:
+            return _read_harmonized(src)
+        from petctfm.predict.predictor import read
+        from petctfm.predict.sources import named_error
+
+        try:
+            images, pt = read(src)
+        except Exception as exc:  # noqa: BLE001 - any failure of a case is one line naming it
+            raise named_error(exc, src) from None
+        return CaseImages(images["suv"], images["ct"], images.get("organs"), pt)
+
+
+def _read_harmonized(folder: Path) -> CaseImages:
+    from petctfm.predict.predictor import as_image
+
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        image = np.load(folder / "image.npy", mmap_mode="r")
+        affine = np.asarray(meta["affine"], float)
+        if image.ndim != 4 or image.shape[0] != 2 or affine.shape != (4, 4):
+            raise ValueError(f"image shape {image.shape}, affine shape {affine.shape}")
+        organs = np.load(folder / "organs.npy") if (folder / "organs.npy").is_file() else None
+        return CaseImages(as_image((np.asarray(image[0]), affine), float32=True),
+                          as_image((np.asarray(image[1]), affine), float32=True),
+                          None if organs is None else as_image((organs, affine)))
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise InputError(f"{folder}: unreadable harmonized case ({type(exc).__name__}: {exc})") from None
+
+
+__all__ = ["CaseImages", "CaseList", "UnknownCase"]
