@@ -2,12 +2,15 @@
 
 Each case runs a real command on tiny phantoms and asserts the exit code (docs/reliability.md), no traceback,
 a one-line ``error:`` naming the file where the run is refused, the rest of the batch finished, and nothing
-half-written. Commands that could hang on a regression (a FIFO in the input) run in a subprocess with a
-timeout, so a hang fails the test instead of stalling CI.
+half-written. Commands that could hang on a regression (a FIFO in the input) run under :func:`fifo_guard`:
+a thread that keeps checking whether anyone has opened the FIFOs for reading, and if so releases the
+reader (a writer open + close gives it EOF) and records it, so a regression fails the test instead of
+stalling CI.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -16,6 +19,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -65,13 +70,33 @@ def run(args, capsys):
     return rc, out, err
 
 
-def run_sub(args, timeout=120):
-    """The CLI in a subprocess (for inputs that could hang it); a hang fails via TimeoutExpired."""
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    p = subprocess.run([sys.executable, "-m", "petctfm.cli.main", *[str(a) for a in args]], capture_output=True,
-                       text=True, timeout=timeout, env=env, errors="replace")
-    assert "Traceback" not in p.stdout + p.stderr, p.stderr
-    return p.returncode, p.stdout, p.stderr
+@contextlib.contextmanager
+def fifo_guard(*fifos):
+    """Create the FIFOs; fail if the code under test opened any of them (it would have hung), without hanging."""
+    for f in fifos:
+        os.mkfifo(f)
+    opened: list[str] = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            for f in fifos:
+                try:
+                    fd = os.open(f, os.O_WRONLY | os.O_NONBLOCK)  # succeeds only while a reader waits
+                except OSError:
+                    continue
+                opened.append(str(f))
+                os.close(fd)  # the blocked reader gets EOF and goes on
+            time.sleep(0.05)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+    assert not opened, f"opened a FIFO for reading (would hang): {opened}"
 
 
 def error_line(err: str, *names: str) -> str:
@@ -95,30 +120,22 @@ def no_tmp_left(out: Path) -> None:
 # -------------------------------------------------------------------------------- discovery: special files
 
 
-def _fifo_tree(template, tmp_path, layout):
-    root = autopet(template, tmp_path / "in") if layout == "autopet" else dicom(template, tmp_path / "in")
-    os.mkfifo(root / "pipe")
-    if layout == "autopet":
-        os.mkfifo(root / "A" / "notes.fifo")
-    else:
-        os.mkfifo(root / "D" / "PT" / "extra.dcm")  # a pipe with a DICOM name: must not be opened
-    return root
-
-
 @pytest.mark.parametrize("layout", ["autopet", "dicom"])
-def test_fifo_in_harmonize_input_is_skipped_not_opened(template, tmp_path, layout):
-    root = _fifo_tree(template, tmp_path, layout)
-    rc, out, err = run_sub(["harmonize", "--in", root, "--out", tmp_path / "ds", *FAST])
+def test_fifo_in_harmonize_input_is_skipped_not_opened(template, tmp_path, capsys, caplog, layout):
+    root = autopet(template, tmp_path / "in") if layout == "autopet" else dicom(template, tmp_path / "in")
+    inner = root / "A" / "notes.fifo" if layout == "autopet" else root / "D" / "PT" / "extra.dcm"  # DICOM name
+    with fifo_guard(root / "pipe", inner), caplog.at_level(logging.INFO):
+        rc, out, err = run(["harmonize", "--in", root, "--out", tmp_path / "ds", *FAST], capsys)
     assert rc == 0, err
-    assert "named pipe" in err and "pipe" in err
+    assert "named pipe" in caplog.text and inner.name in caplog.text
     assert len(manifest(tmp_path / "ds")) == (2 if layout == "autopet" else 1)
+    no_tmp_left(tmp_path / "ds")
 
 
 def test_fifo_named_like_an_image_is_not_a_case(template, tmp_path, capsys, caplog):
     root = autopet(template, tmp_path / "in")
     (root / "C").mkdir()
-    os.mkfifo(root / "C" / "SUV.nii.gz")
-    with caplog.at_level(logging.INFO):
+    with fifo_guard(root / "C" / "SUV.nii.gz"), caplog.at_level(logging.INFO):
         rc, out, err = run(["harmonize", "--in", root, "--out", tmp_path / "ds", *FAST], capsys)
     assert rc == 0 and len(manifest(tmp_path / "ds")) == 2
     assert "named pipe" in caplog.text and "SUV.nii.gz" in caplog.text
@@ -141,12 +158,11 @@ def test_socket_and_dangling_link_skipped(template, tmp_path, capsys, caplog):
     assert "socket" in caplog.text and "dangling" in caplog.text
 
 
-def test_fifo_in_predict_input_is_skipped(template, tiny_model, tmp_path):
+def test_fifo_in_predict_input_is_skipped(template, tiny_model, tmp_path, capsys):
     root = autopet(template, tmp_path / "in", cases=("A",))
-    os.mkfifo(root / "A" / "x_pet.nii.gz")
-    os.mkfifo(root / "stray")
-    rc, out, err = run_sub(["predict", "--model", tiny_model, "--in", root, "--out", tmp_path / "pred",
-                            "--no-report", "--no-progress"])
+    with fifo_guard(root / "A" / "x_pet.nii.gz", root / "stray"):
+        rc, out, err = run(["predict", "--model", tiny_model, "--in", root, "--out", tmp_path / "pred",
+                            "--no-report", "--no-progress"], capsys)
     assert rc == 0, err
     assert (tmp_path / "pred" / "A" / "summary.json").is_file()
 
@@ -205,6 +221,7 @@ def test_non_utf8_names_no_traceback_no_abort(template, tmp_path, capsys, where)
     rows = manifest(tmp_path / "ds")
     assert len(rows) == expected and all(r["case_id"].startswith("hc_") for r in rows)
     assert any("\ufffd" in r["source_path"] for r in rows)  # shown with replacement characters
+    no_tmp_left(tmp_path / "ds")
 
 
 def test_non_utf8_pet_file_name_predict(template, tiny_model, tmp_path, capsys):
@@ -263,6 +280,8 @@ def test_same_study_twice_kept_once_and_reported(template, tmp_path, capsys, how
     assert len(dups) == 1 and dups[0]["duplicate_of_path"].endswith("/A") and "same PET file" in dups[0]["evidence"]
     assert "duplicate" in out
     assert dups[0]["case_id"] not in {r["case_id"] for r in rows}
+    assert not (tmp_path / "ds" / "cases" / dups[0]["case_id"]).exists()  # the copy was never written
+    no_tmp_left(tmp_path / "ds")
     splits = json.loads((tmp_path / "ds" / "splits.json").read_text())
     assert sorted(splits["train"] + splits["val"] + splits["test"]) == sorted(r["case_id"] for r in rows)
 
@@ -501,3 +520,65 @@ def test_workers_die_when_harmonize_is_killed(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+# ------------------------------------------------------------------ special files given directly, other commands
+
+
+def test_predict_batch_row_with_fifo_fails_alone(template, tiny_model, tmp_path, capsys):
+    a = template / "autopet" / "A"
+    lst = tmp_path / "list.csv"
+    lst.write_text(f"case_id,pet,ct\ngood,{a / 'SUV.nii.gz'},{a / 'CTres.nii.gz'}\n"
+                   f"piped,pet_pipe.nii.gz,{a / 'CTres.nii.gz'}\n")
+    with fifo_guard(tmp_path / "pet_pipe.nii.gz"):
+        rc, out, err = run(["predict", "--model", tiny_model, "--batch", lst, "--out", tmp_path / "pred",
+                            "--no-report", "--no-progress"], capsys)
+    assert rc == 5, err
+    failed = list(csv.DictReader(open(tmp_path / "pred" / "failed.csv")))
+    assert [f["case"] for f in failed] == ["piped"] and "pet_pipe.nii.gz" in failed[0]["reason"]
+    assert "not a regular file" in failed[0]["reason"]
+    assert (tmp_path / "pred" / "good" / "summary.json").is_file()
+    assert not (tmp_path / "pred" / "piped").exists()  # nothing half-written for the failed case
+
+
+def test_predict_pet_fifo_one_line(template, tiny_model, tmp_path, capsys):
+    with fifo_guard(tmp_path / "SUV.nii.gz"):
+        rc, out, err = run(["predict", "--model", tiny_model, "--pet", tmp_path / "SUV.nii.gz", "--ct",
+                            template / "autopet" / "A" / "CTres.nii.gz", "--out", tmp_path / "pred", "--no-report"],
+                           capsys)
+    assert rc == 3
+    error_line(err, "SUV.nii.gz", "not a regular file")
+    assert not (tmp_path / "pred" / "summary.json").exists()
+
+
+def test_evaluate_fifo_prediction_not_opened(tmp_path, capsys):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    _mask(gt / "c1.nii.gz")
+    _mask(gt / "c2.nii.gz")
+    _mask(pred / "c2.nii.gz")
+    with fifo_guard(pred / "c1.nii.gz"):
+        rc, out, err = run(["evaluate", "--gt", gt, "--pred", pred, "--out", tmp_path / "ev"], capsys)
+    assert rc == 3
+    error_line(err, "c1")
+
+
+def test_pretrain_dataset_json_fifo_not_opened(tmp_path, capsys):
+    data = tmp_path / "ds"
+    (data / "cases").mkdir(parents=True)
+    with fifo_guard(data / "dataset.json"):
+        rc, out, err = run(["pretrain", "--data", data, "--out", tmp_path / "run", "--preset", "tiny",
+                            "--no-progress", "--max-steps", "1"], capsys)
+    assert rc == 3
+    error_line(err, str(data))
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_training_on_a_non_utf8_dataset_path(tmp_path, capsys, command):
+    from toy_data import write_toy_dataset
+
+    data = write_toy_dataset(os.path.join(tmp_path, os.fsdecode(b"ds_\xe9")), n_cases=3, shape=(32, 32, 32))
+    extra = ["--patch", "16", "--init", "scratch", "--backbone", "unet-resenc-tiny"] if command == "finetune" else []
+    rc, out, err = run([command, "--data", data, "--out", tmp_path / "run", "--preset", "tiny", "--no-progress",
+                        "--max-steps", "1", *extra], capsys)
+    assert rc == 0, err
+    assert (tmp_path / "run" / "config.yaml").is_file()
