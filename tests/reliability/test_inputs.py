@@ -39,10 +39,14 @@ def test_fifo_in_harmonize_input_is_skipped_not_opened(template, tmp_path, capsy
     no_tmp_left(tmp_path / "ds")
 
 
-def test_fifo_named_like_an_image_is_not_a_case(template, tmp_path, capsys, caplog):
+@pytest.mark.parametrize("how", ["fifo_named_suv", "link_to_outside_fifo"])
+def test_fifo_named_like_an_image_is_not_a_case(template, tmp_path, capsys, caplog, how):
     root = autopet(template, tmp_path / "in")
     (root / "C").mkdir()
-    with fifo_guard(root / "C" / "SUV.nii.gz"), caplog.at_level(logging.INFO):
+    fifo = root / "C" / "SUV.nii.gz" if how == "fifo_named_suv" else tmp_path / "outside.pipe"
+    with fifo_guard(fifo), caplog.at_level(logging.INFO):
+        if how == "link_to_outside_fifo":
+            (root / "C" / "SUV.nii.gz").symlink_to(fifo)
         rc, out, err = run(["harmonize", "--in", root, "--out", tmp_path / "ds", *FAST], capsys)
     assert rc == 0 and len(manifest(tmp_path / "ds")) == 2
     assert "named pipe" in caplog.text and "SUV.nii.gz" in caplog.text

@@ -43,6 +43,15 @@ def test_foreign_metadata_in_parent_is_warned_not_fatal(template, tmp_path, caps
     assert len(manifest(tmp_path / "ds")) == 2
 
 
+def test_metadata_with_bom_and_padded_header(template, tmp_path, capsys):
+    root = autopet(template, tmp_path / "in")
+    (root / "metadata.csv").write_bytes(b"\xef\xbb\xbf case_id , age ,tracer\nA, 61 ,psma\n")  # Excel's UTF-8 BOM
+    rc, _, err = run(["harmonize", "--in", root, "--out", tmp_path / "ds", *FAST], capsys)
+    assert rc == 0, err
+    m = _case_meta(tmp_path / "ds")
+    assert m["A"]["age"] == 61.0 and m["A"]["tracer"] == "psma" and m["B"]["age"] is None
+
+
 def test_metadata_id_column_maps_a_foreign_table(template, tmp_path, capsys):
     root = autopet(template, tmp_path / "in")
     meta = _meta(tmp_path / "clinical.csv", ["Subject ID", "age", "sex", "diagnosis"],
