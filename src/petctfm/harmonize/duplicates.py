@@ -6,7 +6,8 @@ case (:func:`content_key`):
 
 * DICOM: the SeriesInstanceUID of the PT series discovery picked (UIDs are globally unique; copies keep them);
 * NIfTI/MHA/NRRD: the BLAKE2b hash of the PET file's bytes (``SUV``/``PET`` file). Cheap enough (one
-  sequential read, ~1 GB/s) and cached in ``OUT/.work/content_keys.json`` by (real path, size, mtime), so a
+  sequential read; BLAKE2b ran at 0.30-0.37 GB/s on the shared 2-core VM: ~0.2 s for a 70 MB SUV.nii.gz)
+  and cached in ``OUT/.work/content_keys.json`` by (real path, size, mtime), so a
   re-run reads only new or changed files. A re-compressed or re-saved copy (other bytes, same voxels) is not
   recognised; DICOM UIDs and patient-level splits remain the main guard.
 
