@@ -62,5 +62,5 @@ def test_in_memory_prediction_equals_the_written_files(written, predictor, how, 
         {k: v for k, v in cli_summary.items() if k not in VOLATILE}
     assert summary["outputs"] == [] and summary["input"]["kind"] == "memory"
     assert {k: v for k, v in summary["input"].items() if k not in ("kind", "source")} == \
-        {k: v for k, v in cli_summary["input"].items() if k not in ("kind", "source")}
+        {k: v for k, v in cli_summary["input"].items() if k not in ("kind", "source", "fingerprint")}
     assert set(summary["timings_s"]) == {"preprocess", "inference", "postprocess", "total"}

@@ -19,6 +19,9 @@ petctfm harmonize --in /data/autoPET --in /data/nnUNet_raw/Dataset221 --out ds -
 petctfm harmonize --in /data/dicom --out ds --shard 0/4    # ... 1/4, 2/4, 3/4 elsewhere
 petctfm harmonize --finalize ds
 
+# a foreign metadata table: say which column holds the case (folder) id
+petctfm harmonize --in /data/autoPET --out ds --metadata clinical.csv --metadata-id "Subject ID"
+
 # keep a pseudonym -> source mapping OUTSIDE the dataset (only on request)
 petctfm harmonize --in /data/autoPET --out ds --write-mapping ~/private/ds_mapping.csv
 """
@@ -56,6 +59,8 @@ def register(subparsers) -> None:
                    "the 'holdout' split (generalization to an unseen site)")
     p.add_argument("--salt", default="", help="secret mixed into the pseudonym hashes (recommended for real data)")
     p.add_argument("--metadata", help="metadata CSV (default: metadata.csv in the input folder or its parent)")
+    p.add_argument("--metadata-id", metavar="COLUMN",
+                   help="the metadata CSV's case id column (default case_id; e.g. 'Subject ID' for TCIA's table)")
     p.add_argument("--write-mapping", metavar="FILE", help="write pseudonym -> source path CSV here (outside DATASET)")
     p.add_argument("--no-thumbnails", action="store_true", help="skip the per-case QA thumbnail PNGs")
     p.add_argument("--nifti", action="store_true",
@@ -78,7 +83,7 @@ def run(args) -> int:
     summary = harmonize_folder(
         args.inputs, args.out, fmt=args.format, spacing=args.spacing, ct_window=args.ct_window, margin=args.margin,
         suv=args.suv, workers=args.workers, shard=args.shard, seed=args.seed, salt=args.salt,
-        metadata=args.metadata, write_mapping=args.write_mapping, thumbnails=not args.no_thumbnails,
+        metadata=args.metadata, metadata_id=args.metadata_id, write_mapping=args.write_mapping, thumbnails=not args.no_thumbnails,
         nifti=args.nifti, progress=True, holdout_site=args.holdout_site,
     )
     if summary["finalized"]:

@@ -9,6 +9,7 @@ import sys
 
 from petctfm.core.version import __version__
 from petctfm.core.errors import ExitCode, PetctfmError
+from petctfm.io.walk import printable
 
 # Order is the order shown by ``petctfm --help``. A module that does not exist yet is skipped, so
 # commands appear as their issues land.
@@ -63,11 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except PetctfmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)  # printable: file names that are not UTF-8
         return int(exc.exit_code)
     except OSError as exc:  # a file-system problem the code did not anticipate: one line, never a traceback
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"error: {printable(where)}{printable(exc.strerror or exc)}", file=sys.stderr)
         return int(ExitCode.OUTPUT)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

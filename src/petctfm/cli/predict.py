@@ -33,8 +33,9 @@ def register(subparsers) -> None:
         "bring the lesion probability back onto the input PET grid and threshold it there. Writes per case "
         "lesions.nii.gz (input PET geometry), lesions.seg.dcm (DICOM input), lesions.csv (per lesion: volume, "
         "SUVmax/mean/peak, TLG, centroid, region), summary.json (TMTV, TLG, timings) and report.png. Folder mode: "
-        "one subfolder per case, failed cases in OUT/failed.csv, finished cases skipped unless --overwrite; exit "
-        "status 1 only when every case fails. Device: CUDA when available (bf16), else CPU. See docs/predict.md.",
+        "one subfolder per case, failed cases in OUT/failed.csv, finished cases skipped unless --overwrite (only "
+        "when their summary.json was made from the same input and model; else redone); exit 0 all done, 5 some "
+        "failed, 3 all failed (docs/reliability.md); --in reads no metadata CSV. Device: CUDA when available (bf16), else CPU. See docs/predict.md.",
         examples=EXAMPLES,
     )
     p.add_argument("--model", required=True, metavar="RUN_OR_CKPT",
@@ -90,7 +91,7 @@ def run(args) -> int:
     if args.sw_batch is not None and args.sw_batch < 1:
         raise InputError(f"--sw-batch must be >= 1, got {args.sw_batch}")
     if args.folder:
-        cases = sources_from_folder(args.folder, args.format)  # input errors before the model is loaded
+        cases = sources_from_folder(args.folder, args.format, exclude=[args.out])  # errors before the model loads
     elif args.batch:
         cases = sources_from_list(args.batch)
     else:
@@ -100,13 +101,20 @@ def run(args) -> int:
     if not (args.folder or args.batch):
         out = Path(args.out)
         if (out / "summary.json").is_file() and not args.overwrite:
-            print(f"{out}/summary.json exists: nothing to do (use --overwrite to redo)")
-            return 0
+            from petctfm.predict.identity import stale_reason
+
+            why = stale_reason(out / "summary.json", case, predictor.describe())
+            if why is None:
+                print(f"{out}/summary.json exists for this input and model: nothing to do (use --overwrite to redo)")
+                return 0
+            print(f"{out}/summary.json exists but {why}: predicting again")
         print(_line(predict_one(case, predictor, out, report=not args.no_report)))
         print(f"outputs: {out}")
         return 0
     res = predict_folder(cases, predictor, args.out, overwrite=args.overwrite, report=not args.no_report,
                          progress=not args.no_progress)
+    for r in res["redone"]:
+        print(f"{r['case']}: predicted again: the stored summary.json did not match ({r['reason']})")
     print(f"{len(res['done'])} case(s) predicted, {len(res['skipped'])} already done, {len(res['failed'])} failed "
           f"(device {predictor.device}); per-case summaries: {args.out}/cases.csv")
     for f in res["failed"]:

@@ -12,6 +12,9 @@ Ground-truth layouts (``--gt``), detected in this order:
    plain files ``<id>.nii.gz|.nii|.mha|.nrrd``.
 
 Predictions (``--pred``): ``<id>.<ext>`` or ``<id>/lesions.<ext>`` (the ``petctfm predict`` layout).
+Two files for one case (``c1.nii.gz`` and ``c1.nii``, or ``c1.nii.gz`` and ``c1/lesions.nii.gz``; the same
+for ground truth) are refused with an :class:`InputError` naming both: picking one silently would make the
+score depend on which file won.
 An explicit ``--suv`` (a folder with ``<id>.<ext>`` or ``<id>/SUV.<ext>``, or a pattern containing
 ``{case}``) overrides the automatic SUV.
 """
@@ -56,11 +59,18 @@ def case_id_of(path: Path) -> str | None:
 
 
 def _image_in(folder: Path, stem: str) -> Path | None:
-    for suffix in IMAGE_SUFFIXES:
-        p = folder / f"{stem}{suffix}"
-        if p.is_file():
-            return p
-    return None
+    """The image ``folder/stem.<ext>``; None if none; :class:`InputError` if several extensions exist."""
+    found = [folder / f"{stem}{suffix}" for suffix in IMAGE_SUFFIXES if (folder / f"{stem}{suffix}").is_file()]
+    if len(found) > 1:
+        raise InputError(f"{found[0]} and {found[1]}: two files for one case; keep one")
+    return found[0] if found else None
+
+
+def _add(found: dict[str, Path], case_id: str, path: Path) -> None:
+    """``found[case_id] = path``, refusing a second file for the same case (a silent choice otherwise)."""
+    if case_id in found:
+        raise InputError(f"{found[case_id]} and {path}: two files for case {case_id}; keep one")
+    found[case_id] = path
 
 
 def _nnunet_suv_channel(raw_root: Path) -> int | None:
@@ -89,17 +99,23 @@ def find_ground_truth(gt: str | Path, split: str | None = None) -> dict[str, GtC
     if gt.name in ("labelsTr", "labelsTs"):
         images = gt.parent / gt.name.replace("labels", "images")
         channel = _nnunet_suv_channel(gt.parent)
+        labels: dict[str, Path] = {}
         for f in sorted(gt.iterdir()):
-            cid = case_id_of(f)
-            if cid is not None:
-                suv = _image_in(images, f"{cid}_{channel:04d}") if channel is not None else None
-                cases[cid] = GtCase(cid, label=f, suv=suv)
+            if (cid := case_id_of(f)) is not None and f.is_file():
+                _add(labels, cid, f)
+        for cid, f in labels.items():
+            suv = _image_in(images, f"{cid}_{channel:04d}") if channel is not None else None
+            cases[cid] = GtCase(cid, label=f, suv=suv)
     else:
+        labels = {}
         for f in sorted(gt.iterdir()):
             if f.is_dir() and (seg := _image_in(f, "SEG")) is not None:
-                cases[f.name] = GtCase(f.name, label=seg, suv=_image_in(f, "SUV"))
+                _add(labels, f.name, seg)
             elif f.is_file() and (cid := case_id_of(f)) is not None:
-                cases[cid] = GtCase(cid, label=f)
+                _add(labels, cid, f)
+        for cid, f in labels.items():
+            suv = _image_in(f.parent, "SUV") if f.parent != gt else None
+            cases[cid] = GtCase(cid, label=f, suv=suv)
     if not cases:
         raise InputError(f"{gt}: no ground-truth masks found (expected <case>.nii.gz, <case>/SEG.nii.gz, "
                          "an nnU-Net labelsTr folder or a harmonized dataset)")
@@ -126,16 +142,17 @@ def _dataset_cases(root: Path, split: str | None) -> dict[str, GtCase]:
 
 
 def find_predictions(pred: str | Path) -> dict[str, Path]:
-    """Prediction files under ``pred`` by case id: ``<id>.<ext>`` or ``<id>/lesions.<ext>``."""
+    """Prediction files under ``pred`` by case id: ``<id>.<ext>`` or ``<id>/lesions.<ext>`` (two for one case:
+    :class:`InputError` naming both)."""
     pred = Path(pred)
     if not pred.is_dir():
         raise InputError(f"{pred}: prediction folder not found")
     out: dict[str, Path] = {}
     for f in sorted(pred.iterdir()):
         if f.is_dir() and (p := _image_in(f, "lesions")) is not None:
-            out[f.name] = p
+            _add(out, f.name, p)
         elif f.is_file() and (cid := case_id_of(f)) is not None:
-            out[cid] = f
+            _add(out, cid, f)
     return out
 
 

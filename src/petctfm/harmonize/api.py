@@ -25,8 +25,9 @@ from typing import Any, Sequence
 
 from petctfm.core.errors import InputError
 from petctfm.harmonize.discover import FORMATS, SourceCase, discover, shard as select_shard
+from petctfm.harmonize.duplicates import drop_duplicates, write_duplicates_csv
 from petctfm.harmonize.manifest import finalize
-from petctfm.harmonize.pipeline import DEFAULT_CT_WINDOW, DEFAULT_SPACING, is_done, process_case
+from petctfm.harmonize.pipeline import DEFAULT_CT_WINDOW, DEFAULT_SPACING, WORK_DIR, is_done, process_case
 from petctfm.io.atomic import atomic_write_text
 from petctfm.io.tables import csv_text
 
@@ -63,11 +64,49 @@ def finalize_dataset(dataset: str | os.PathLike, seed: int = 0, holdout_site: st
     return finalize(dataset, seed, holdout_site=holdout_site)
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this worker when the harmonize process dies (also by SIGKILL), so that no
+    orphaned worker keeps running. Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``; elsewhere a daemon thread
+    that polls the parent pid every second."""
+    import signal
+    import sys
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="petctfm-parent-watch").start()
+
+
+def worker_pool(workers: int):
+    """A spawn-context process pool whose workers die with this process (:func:`_die_with_parent`)."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing as mp
+
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
+                               initargs=(os.getpid(),))
+
+
 def _run_cases(todo: list[SourceCase], out: str, opts: dict[str, Any], workers: int,
                progress: bool) -> list[dict[str, Any]]:
-    """``process_case`` over ``todo``, in this process or a spawn pool of ``workers``; results as they finish."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    import multiprocessing as mp
+    """``process_case`` over ``todo``, in this process or a spawn pool of ``workers`` (:func:`worker_pool`:
+    the workers die with this process); results as they finish."""
+    from concurrent.futures import as_completed
 
     def advance() -> None:
         if bar is not None:
@@ -89,7 +128,7 @@ def _run_cases(todo: list[SourceCase], out: str, opts: dict[str, Any], workers: 
                 results.append(process_case(c, out, opts))
                 advance()
         else:
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            with worker_pool(workers) as pool:
                 futures = [pool.submit(process_case, c, out, opts) for c in todo]
                 for fut in as_completed(futures):
                     results.append(fut.result())
@@ -114,6 +153,7 @@ def harmonize_folder(
     seed: int = 0,
     salt: str = "",
     metadata: str | os.PathLike | None = None,
+    metadata_id: str | None = None,
     write_mapping: str | os.PathLike | None = None,
     thumbnails: bool = True,
     nifti: bool = False,
@@ -131,6 +171,7 @@ def harmonize_folder(
         workers: worker processes. shard: ``"i/n"``: process only shard i of n and do not finalize.
         seed: seed of the splits. salt: secret mixed into the pseudonym hashes.
         metadata: metadata CSV (default: ``metadata.csv`` in the input folder or its parent).
+        metadata_id: the metadata CSV's case id column (default ``case_id``; e.g. ``"Subject ID"``).
         write_mapping: write the pseudonym -> source path CSV here (must be outside ``out``).
         thumbnails: per-case QA thumbnails. nifti: also write NIfTI copies under ``out/nifti/``.
         progress: print the case count, a progress bar and the quarantined cases (what the CLI shows).
@@ -139,9 +180,11 @@ def harmonize_folder(
 
     Returns:
         ``{"out", "n_found", "n_in_shard", "n_skipped", "n_done", "n_failed", "failed": [{"case_id", "reason"}],
-        "finalized", "n_cases", "n_quarantined", "mapping"}``: ``n_done``/``n_failed``/``failed`` are this
-        call's cases (``n_skipped`` were already written), ``n_cases``/``n_quarantined`` the whole dataset
-        after finalizing (None for a shard), ``mapping`` the mapping CSV written (or None).
+        "finalized", "n_cases", "n_quarantined", "mapping", "duplicates"}``: ``n_done``/``n_failed``/``failed``
+        are this call's cases (``n_skipped`` were already written), ``n_cases``/``n_quarantined`` the whole
+        dataset after finalizing (None for a shard), ``mapping`` the mapping CSV written (or None),
+        ``duplicates`` the rows of ``OUT/duplicates.csv`` (studies found twice by content, not harmonized
+        again; :mod:`petctfm.harmonize.duplicates`). The output folder, when inside an input, is not read.
 
     Raises:
         InputError: bad arguments, an input folder not found or with no cases.
@@ -163,12 +206,16 @@ def harmonize_folder(
     out = str(out)
     opts = {"spacing": parse_spacing(spacing), "ct_window": (lo, hi), "margin_mm": margin,
             "suv_kind": "lbm" if suv == "sul" else "bw", "thumbnails": thumbnails, "threads": 1}
-    cases = discover(inputs, fmt, salt=salt, metadata=str(metadata) if metadata else None)
+    cases = discover(inputs, fmt, salt=salt, metadata=str(metadata) if metadata else None, metadata_id=metadata_id,
+                     exclude=[out])
+    cases, duplicates = drop_duplicates(cases, inputs, lambda c: is_done(out, c.case_id),
+                                        Path(out) / WORK_DIR / "content_keys.json")
     mapping = write_mapping_csv(write_mapping, out, cases) if write_mapping else None
     mine = select_shard(cases, shard)
     todo = [c for c in mine if not is_done(out, c.case_id)]
     if progress:
-        print(f"{len(cases)} cases found, {len(mine)} in this shard, {len(mine) - len(todo)} already done")
+        dup = f" (+{len(duplicates)} duplicate(s) skipped, see {out}/duplicates.csv)" if duplicates else ""
+        print(f"{len(cases)} cases found{dup}, {len(mine)} in this shard, {len(mine) - len(todo)} already done")
     results = _run_cases(todo, out, opts, workers, progress)
     failed = [{"case_id": r["case_id"], "reason": r["reason"]} for r in results if r["status"] != "done"]
     if progress:
@@ -184,7 +231,9 @@ def harmonize_folder(
         "out": out, "n_found": len(cases), "n_in_shard": len(mine), "n_skipped": len(mine) - len(todo),
         "n_done": len(results) - len(failed), "n_failed": len(failed), "failed": failed, "finalized": not shard,
         "n_cases": None, "n_quarantined": None, "mapping": None if mapping is None else str(mapping),
+        "duplicates": duplicates,
     }
+    write_duplicates_csv(out, duplicates)
     if not shard:
         res = finalize(out, seed, holdout_site=holdout_site)
         summary.update(n_cases=res["num_cases"], n_quarantined=res["num_failed"])

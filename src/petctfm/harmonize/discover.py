@@ -13,10 +13,18 @@ Layouts (``--format auto`` tries them in this order):
   ``lesion`` = lesion mask, ``organ`` = organ labels, ``pet``/``suv``/``pt`` = PET in SUV, ``ct``/``ctres`` = CT.
   E.g. ``p1_suv.nii.gz`` + ``p1_ct.mha`` + ``p1_seg.nrrd``, or ``case7/PET.nrrd`` + ``case7/CT.nrrd``.
 
-Metadata come from ``metadata.csv`` in ROOT or its parent (or ``--metadata``), matched by case folder name /
-nnU-Net id / DICOM case folder; only whitelisted fields are kept (no identifiers, no free text). The patient
+Metadata come from ``metadata.csv`` in ROOT or its parent (or ``--metadata``, id column ``case_id`` or
+``--metadata-id``; :mod:`petctfm.harmonize.metadata`), matched by case folder name / nnU-Net id / DICOM case
+folder; only whitelisted fields are kept (no identifiers, no free text). The patient
 grouping key (``patient_id`` column, DICOM PatientID, or the autoPET patient folder) is kept only as a salted
 hash (``hp_<hash>``); case ids are salted hashes of the source path (``hc_<hash8>``).
+
+Every layout walks its input with :func:`petctfm.io.walk.walk_files`: regular files only (a FIFO, socket or
+device is skipped, never opened), symlinked folders outside the input followed once by real path, links back
+into the input not followed, ``exclude`` folders (the output folder) and earlier petctfm datasets skipped.
+File and folder names that are not UTF-8 are kept as they are on disk (``surrogateescape``); pseudonyms hash
+their exact bytes. Each case records a ``content_key`` where discovery knows one (DICOM: the PT series UID),
+used by :mod:`petctfm.harmonize.duplicates`.
 
 The layout rules themselves (detection, autoPET file names, nnU-Net channels, role words) live in
 :mod:`petctfm.io.layouts`, shared with ``petctfm view``; this module turns them into :class:`SourceCase` lists.
@@ -24,23 +32,27 @@ The layout rules themselves (detection, autoPET file names, nnU-Net channels, ro
 
 from __future__ import annotations
 
-import csv
 import hashlib
+import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from petctfm.core.errors import InputError
+from petctfm.harmonize.metadata import KEPT_FIELDS, SUV_FIELDS, load_metadata, meta_from_row as _meta_from_row
 from petctfm.io.images import is_image_file
 from petctfm.io.layouts.autopet import autopet_case_folders, autopet_files
 from petctfm.io.layouts.detect import detect_format
 from petctfm.io.layouts.names import role_of
 from petctfm.io.layouts.nnunet import nnunet_case_files, nnunet_case_ids, nnunet_channels
+from petctfm.io.walk import fs_bytes, printable, walk_files
 
+log = logging.getLogger(__name__)
 FORMATS = ("auto", "autopet", "nnunet", "dicom", "pairs")
-KEPT_FIELDS = ("site", "tracer", "diagnosis", "stage", "age", "sex", "weight_kg", "height_cm")
-SUV_FIELDS = ("injected_activity_bq", "uptake_min", "half_life_s")  # used to compute SUV from PET.nii.gz, not written out
+__all__ = ["FORMATS", "KEPT_FIELDS", "SUV_FIELDS", "SourceCase", "discover", "load_metadata", "patient_key",
+           "pseudonym", "shard"]
 
 
 @dataclass
@@ -55,10 +67,12 @@ class SourceCase:
     patient: str = ""  # hp_<hash>
     meta: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # a problem found already at discovery (case is quarantined)
+    content_key: str = ""  # identity of the image data when discovery knows it (DICOM: PT series UID)
 
 
 def _hash(salt: str, text: str, n: int) -> str:
-    return hashlib.sha256(f"{salt}|{text}".encode("utf-8")).hexdigest()[:n]
+    """Salted hash of ``text``'s exact bytes (file names that are not UTF-8 included: surrogateescape)."""
+    return hashlib.sha256(fs_bytes(f"{salt}|{text}")).hexdigest()[:n]
 
 
 def pseudonym(salt: str, root: Path, rel: str) -> str:
@@ -69,48 +83,12 @@ def patient_key(salt: str, text: str) -> str:
     return "hp_" + _hash(salt, "patient|" + text, 10)
 
 
-def _clean(field_name: str, value: Any) -> Any:
-    """Whitelisted metadata only: numbers as floats, categories as short lowercase tokens."""
-    if value in (None, ""):
-        return None
-    if field_name in ("age", "weight_kg", "height_cm", "injected_activity_bq", "uptake_min", "half_life_s"):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    token = re.sub(r"[^a-z0-9_\- ]", "", str(value).strip().lower())[:32]
-    if field_name == "sex":
-        return {"m": "M", "male": "M", "f": "F", "female": "F"}.get(token, None)
-    return token or None
-
-
-def load_metadata(root: Path, extra: str | None = None) -> dict[str, dict[str, Any]]:
-    """Rows of ``metadata.csv`` (``extra``, else ROOT/, else ROOT/..) by case_id; {} if none."""
-    candidates = [Path(extra)] if extra else [root / "metadata.csv", root.parent / "metadata.csv"]
-    for path in candidates:
-        if path.is_file():
-            try:
-                with open(path, newline="") as f:
-                    rows = list(csv.DictReader(f))
-            except (OSError, csv.Error, UnicodeDecodeError) as exc:
-                raise InputError(f"{path}: cannot read metadata CSV ({exc})") from None
-            if rows and "case_id" not in rows[0]:
-                raise InputError(f"{path}: metadata CSV has no 'case_id' column")
-            return {r["case_id"]: r for r in rows}
-    return {}
-
-
-def _meta_from_row(row: dict[str, Any] | None) -> dict[str, Any]:
-    row = row or {}
-    return {k: _clean(k, row.get(k)) for k in KEPT_FIELDS + SUV_FIELDS if _clean(k, row.get(k)) is not None}
-
-
 # --------------------------------------------------------------------------------------------- autopet
 
 
-def _discover_autopet(root: Path, salt: str, rows: dict) -> list[SourceCase]:
+def _discover_autopet(root: Path, salt: str, rows: dict, exclude: tuple = ()) -> list[SourceCase]:
     cases = []
-    for folder in autopet_case_folders(root):
+    for folder in autopet_case_folders(root, exclude):
         rel = str(folder.relative_to(root))
         parts = Path(rel).parts
         row = rows.get(folder.name) or rows.get(parts[0]) or rows.get(rel.replace("/", "_"))
@@ -125,7 +103,7 @@ def _discover_autopet(root: Path, salt: str, rows: dict) -> list[SourceCase]:
 # ---------------------------------------------------------------------------------------------- nnunet
 
 
-def _discover_nnunet(root: Path, salt: str, rows: dict) -> list[SourceCase]:
+def _discover_nnunet(root: Path, salt: str, rows: dict, exclude: tuple = ()) -> list[SourceCase]:
     channels = nnunet_channels(root)
     cases = []
     for images in ("imagesTr", "imagesTs"):
@@ -140,9 +118,9 @@ def _discover_nnunet(root: Path, salt: str, rows: dict) -> list[SourceCase]:
 
 # ----------------------------------------------------------------------------------------------- pairs
 
-def _discover_pairs(root: Path, salt: str, rows: dict) -> list[SourceCase]:
-    groups: dict[tuple[str, str], dict[str, str]] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p)):
+def _discover_pairs(root: Path, salt: str, rows: dict, exclude: tuple = ()) -> list[SourceCase]:
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(p for p in walk_files(root, exclude) if is_image_file(p)):
         role, key = role_of(path)
         if role is None:
             continue
@@ -158,7 +136,7 @@ def _discover_pairs(root: Path, salt: str, rows: dict) -> list[SourceCase]:
         row = rows.get(key) or rows.get(Path(folder).name)
         error = None
         if "_dupes" in files:
-            error = f"ambiguous files for one role: {files.pop('_dupes')[:2]}"
+            error = f"ambiguous files for one role: {[printable(d) for d in files.pop('_dupes')[:2]]}"
         if not error and ("suv" not in files or "ct" not in files):
             error = f"missing modality: {'PET/SUV' if 'suv' not in files else 'CT'} (found {sorted(files)})"
         cases.append(SourceCase(pseudonym(salt, root, rel), "pairs", str(root), rel, files,
@@ -169,10 +147,10 @@ def _discover_pairs(root: Path, salt: str, rows: dict) -> list[SourceCase]:
 # ----------------------------------------------------------------------------------------------- dicom
 
 
-def _discover_dicom(root: Path, salt: str, rows: dict) -> list[SourceCase]:
+def _discover_dicom(root: Path, salt: str, rows: dict, exclude: tuple = ()) -> list[SourceCase]:
     from petctfm.io.dicom_read import pick_series, scan_tree
 
-    studies, bad = scan_tree(root)
+    studies, bad = scan_tree(root, exclude)
     cases = []
     for uid, study in sorted(studies.items(), key=lambda kv: (kv[1].folder, kv[0])):
         picked = pick_series(study)
@@ -191,36 +169,49 @@ def _discover_dicom(root: Path, salt: str, rows: dict) -> list[SourceCase]:
         if broken:
             error = f"{broken[0][0]}: {broken[0][1]}"
         pid = (row or {}).get("patient_id") or study.patient_id or uid
+        if study.duplicate_files:
+            log.warning("%s: %d DICOM file(s) repeat instances of the study in %s (a copy?); each instance is read "
+                        "once, e.g. %s ignored", printable(root), len(study.duplicate_files), printable(rel),
+                        printable(study.duplicate_files[0]))
+        key = f"dicom PT series {picked['PT'].uid}" if picked["PT"] else ""
         cases.append(SourceCase(pseudonym(salt, root, rel), "dicom", str(root), rel, files,
-                                patient_key(salt, pid), _meta_from_row(row), error))
+                                patient_key(salt, pid), _meta_from_row(row), error, key))
     claimed = {c.rel.split("#")[0] for c in cases}
     for rel, reason in bad:  # corrupt files outside any study folder: one quarantined pseudo-case each
         if not any(rel.startswith(f + "/") for f in claimed if f not in ("", ".")):
             cases.append(SourceCase(pseudonym(salt, root, rel), "dicom", str(root), rel, {}, patient_key(salt, rel),
-                                    {}, f"{rel}: {reason}"))
+                                    {}, f"{printable(rel)}: {reason}"))
     return cases
 
 
-def discover(inputs: list[str], fmt: str = "auto", salt: str = "", metadata: str | None = None) -> list[SourceCase]:
-    """All cases under ``inputs`` (sorted by case id; deterministic), in layout ``fmt``."""
+def discover(inputs: list[str], fmt: str = "auto", salt: str = "", metadata: str | None = None, *,
+             metadata_id: str | None = None, use_metadata: bool = True,
+             exclude: Iterable[str | os.PathLike] = ()) -> list[SourceCase]:
+    """All cases under ``inputs`` (sorted by case id; deterministic), in layout ``fmt``.
+
+    ``metadata``/``metadata_id``: the metadata CSV and its id column (:func:`petctfm.harmonize.metadata.load_metadata`);
+    ``use_metadata=False``: read none (``petctfm predict``). ``exclude``: folders not walked (the output folder).
+    """
     if fmt not in FORMATS:
         raise InputError(f"unknown --format {fmt!r} (choose from {', '.join(FORMATS)})")
     cases: list[SourceCase] = []
+    skip = tuple(str(p) for p in exclude)
     for raw in inputs:
         root = Path(raw).resolve()
         if not root.is_dir():
             raise InputError(f"{raw}: input folder not found")
-        kind = detect_format(root) if fmt == "auto" else fmt
-        rows = load_metadata(root, metadata)
+        kind = detect_format(root, skip) if fmt == "auto" else fmt
+        rows = load_metadata(root, metadata, metadata_id) if use_metadata else {}
         found = {"autopet": _discover_autopet, "nnunet": _discover_nnunet, "dicom": _discover_dicom,
-                 "pairs": _discover_pairs}[kind](root, salt, rows)
+                 "pairs": _discover_pairs}[kind](root, salt, rows, skip)
         if not found:
             raise InputError(f"{raw}: no {kind} cases found")
         cases.extend(found)
     seen: dict[str, SourceCase] = {}
     for c in cases:
         if c.case_id in seen:
-            raise InputError(f"{c.root}/{c.rel} and {seen[c.case_id].root}/{seen[c.case_id].rel}: same pseudonym "
+            raise InputError(f"{printable(c.root)}/{printable(c.rel)} and {printable(seen[c.case_id].root)}/"
+                             f"{printable(seen[c.case_id].rel)}: same pseudonym "
                              "(two inputs with the same folder name and layout?)")
         seen[c.case_id] = c
     return sorted(cases, key=lambda c: c.case_id)

@@ -100,6 +100,10 @@ def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str
     train split and so outside the normalization statistics."""
     out = Path(out)
     metas = read_metas(out)
+    dup_csv = out / "duplicates.csv"  # harmonize.duplicates: a second copy written by an earlier run stays out
+    if dup_csv.is_file():
+        dups = {r.split(",", 1)[0] for r in dup_csv.read_text().splitlines()[1:]}
+        metas = [m for m in metas if m["case_id"] not in dups]
     failures = read_failures(out, {m["case_id"] for m in metas})
     atomic_write_text(out / fmt.QUARANTINE_CSV, csv_text(failures, QUARANTINE_COLUMNS))
     spacings = {tuple(m["harmonize"]["spacing"]) for m in metas}

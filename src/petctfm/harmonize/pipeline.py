@@ -41,6 +41,7 @@ from petctfm.harmonize.load import load_case_images
 from petctfm.harmonize.resample import LPS_TO_RAS, affine_of, ras_bounds, ras_grid, resample_sitk, resample_xyz
 from petctfm.io.atomic import atomic_write_json
 from petctfm.io.images import array_xyz
+from petctfm.io.walk import printable
 
 DEFAULT_SPACING = (2.0, 2.0, 3.0)
 DEFAULT_CT_WINDOW = (-1000.0, 1000.0)
@@ -162,8 +163,9 @@ def case_stats(image: np.ndarray, label: np.ndarray, organs: np.ndarray | None, 
 
 def _sanitize(msg: str, case: SourceCase) -> str:
     """One line, input root replaced by its folder name (no absolute paths in outputs)."""
-    line = " ".join(str(msg).split())
-    line = line.replace(case.root.rstrip("/") + "/", "").replace(case.root, Path(case.root).name)
+    line = " ".join(printable(msg).split())
+    root = printable(case.root)
+    line = line.replace(root.rstrip("/") + "/", "").replace(root, Path(root).name)
     return line[:300]
 
 
@@ -186,8 +188,8 @@ def process_case(case: SourceCase, out: str, opts: dict[str, Any]) -> dict[str, 
 
     t0 = time.perf_counter()
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(opts.get("threads", 1)))
-    base = {"case_id": case.case_id, "source": Path(case.root).name, "source_format": case.fmt,
-            "source_path": case.rel}
+    base = {"case_id": case.case_id, "source": printable(Path(case.root).name), "source_format": case.fmt,
+            "source_path": printable(case.rel)}
     try:
         images, extra = load_case_images(case, opts.get("suv_kind", "bw"))
         spacing = tuple(opts.get("spacing", DEFAULT_SPACING))

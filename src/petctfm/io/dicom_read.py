@@ -20,12 +20,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import SimpleITK as sitk
 
 from petctfm.core.errors import InputError
+from petctfm.io.walk import walk_files
 
 HEADER_TAGS = [
     "StudyInstanceUID", "SeriesInstanceUID", "Modality", "PatientID", "SOPInstanceUID", "ImageType",
@@ -51,6 +52,7 @@ class StudyInfo:
     patient_id: str
     series: dict[str, SeriesInfo] = field(default_factory=dict)
     folder: str = ""  # deepest folder (relative) that holds every file of the study
+    duplicate_files: list[str] = field(default_factory=list)  # second copies of instances already seen
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -63,8 +65,13 @@ def is_dicom_file(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def scan_tree(root: str | os.PathLike) -> tuple[dict[str, StudyInfo], list[tuple[str, str]]]:
+def scan_tree(root: str | os.PathLike, exclude: Iterable[str | os.PathLike] = ()
+              ) -> tuple[dict[str, StudyInfo], list[tuple[str, str]]]:
     """Headers of every DICOM file under ``root``, grouped by study and series.
+
+    Walked by :func:`petctfm.io.walk.walk_files` (regular files only, links into the tree not followed,
+    ``exclude`` folders skipped). A file whose SOPInstanceUID is already in its series (a copy of the same
+    study elsewhere in the tree) is not added again; it is listed in ``StudyInfo.duplicate_files``.
 
     Returns ``(studies, bad)``: studies by StudyInstanceUID, and ``(relative path, reason)`` for files that
     look like DICOM (``DICM`` preamble) but whose header cannot be parsed. Files without the preamble are
@@ -75,31 +82,32 @@ def scan_tree(root: str | os.PathLike) -> tuple[dict[str, StudyInfo], list[tuple
     root = Path(root)
     studies: dict[str, StudyInfo] = {}
     bad: list[tuple[str, str]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if not is_dicom_file(path):
-                continue
-            rel = str(path.relative_to(root))
-            try:
-                ds = pydicom.dcmread(path, stop_before_pixels=True)
-                study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
-                modality = str(ds.Modality).upper()
-            except Exception as exc:  # noqa: BLE001 - any parse error means a corrupt file
-                bad.append((rel, f"unreadable DICOM header ({type(exc).__name__})"))
-                continue
-            study = studies.setdefault(study_uid, StudyInfo(study_uid, str(getattr(ds, "PatientID", ""))))
-            series = study.series.get(series_uid)
-            if series is None:
-                refs = [str(item.SeriesInstanceUID) for item in getattr(ds, "ReferencedSeriesSequence", [])
-                        if "SeriesInstanceUID" in item]
-                corrected = [str(v).upper() for v in (getattr(ds, "CorrectedImage", None) or [])]
-                series = SeriesInfo(series_uid, modality, attenuation_corrected=("ATTN" in corrected or not corrected),
-                                    referenced_series=refs)
-                study.series[series_uid] = series
-            series.files.append(rel)
-            series.sop_uids.append(str(getattr(ds, "SOPInstanceUID", "")))
+    for path in walk_files(root, exclude):
+        if not is_dicom_file(path):
+            continue
+        rel = str(path.relative_to(root))
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+            modality = str(ds.Modality).upper()
+        except Exception as exc:  # noqa: BLE001 - any parse error means a corrupt file
+            bad.append((rel, f"unreadable DICOM header ({type(exc).__name__})"))
+            continue
+        study = studies.setdefault(study_uid, StudyInfo(study_uid, str(getattr(ds, "PatientID", ""))))
+        series = study.series.get(series_uid)
+        if series is None:
+            refs = [str(item.SeriesInstanceUID) for item in getattr(ds, "ReferencedSeriesSequence", [])
+                    if "SeriesInstanceUID" in item]
+            corrected = [str(v).upper() for v in (getattr(ds, "CorrectedImage", None) or [])]
+            series = SeriesInfo(series_uid, modality, attenuation_corrected=("ATTN" in corrected or not corrected),
+                                referenced_series=refs)
+            study.series[series_uid] = series
+        sop = str(getattr(ds, "SOPInstanceUID", ""))
+        if sop and sop in series.sop_uids:
+            study.duplicate_files.append(rel)
+            continue
+        series.files.append(rel)
+        series.sop_uids.append(sop)
     for study in studies.values():
         files = [f for s in study.series.values() for f in s.files]
         study.folder = os.path.commonpath([str(Path(f).parent) for f in files]) if files else ""

@@ -32,10 +32,31 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     every NaN and ±inf voxel into 0 (``nifti_read_buffer``; fixed only in ITK 6), which would hide a corrupt
     PET behind plausible zeros. Geometry and pixel type still come from ITK, so the image is the one ITK
     would have read, NaNs included, and QA can refuse it by name.
+
+    A file name that is not UTF-8 (ITK takes C++ strings: such a name aborts the whole process) is read
+    through a temporary symlink with a plain name; ``.mhd``/``.nhdr`` (whose data file is named inside the
+    header) then raise :class:`InputError` asking to rename it.
     """
+    from petctfm.io.walk import is_regular_file, is_utf8_name, printable
+
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path}: file not found")
+        raise InputError(f"{printable(path)}: file not found")
+    if not is_regular_file(path):
+        raise InputError(f"{printable(path)}: not a regular file (a pipe, socket or device is never read)")
+    if not is_utf8_name(path):
+        suffix = next((s for s in IMAGE_SUFFIXES if path.name.lower().endswith(s)), "")
+        if suffix not in (".nii.gz", ".nii", ".mha", ".nrrd"):
+            raise InputError(f"{printable(path)}: file name is not valid UTF-8; rename it")
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="petctfm-name-") as tmp:
+            link = Path(tmp) / f"image{suffix}"
+            os.symlink(os.fsencode(path.resolve()), link)
+            try:
+                return read_image(link)
+            except InputError as exc:  # name the real file, not the temporary link
+                raise InputError(str(exc).replace(str(link), printable(path))) from None
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:

@@ -3,7 +3,8 @@
 :func:`predict_folder`: a background thread reads and preprocesses the next case while the current one is
 inferred (:func:`petctfm.predict.predictor.predict_one`); a case that fails is listed in ``OUT/failed.csv``
 (case, reason) and the others complete; finished cases (``summary.json`` present) are skipped unless
-``overwrite``; ``OUT/cases.csv`` holds one summary row per finished case.
+``overwrite`` and made from the same input and model (:func:`petctfm.predict.identity.stale_reason`; otherwise
+redone, with a line saying why); ``OUT/cases.csv`` holds one summary row per finished case.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def predict_folder(cases: list[SourceCase], predictor: Predictor, out: str | os.
     """Predict every case into ``out/<case_id>/``; never raises for a bad case.
 
     Case ``i + 1`` is read and preprocessed in a background thread while case ``i`` is inferred. Returns
-    ``{"done": [...], "skipped": [...], "failed": [{"case", "reason"}]}``; writes ``out/failed.csv`` (empty
+    ``{"done": [...], "skipped": [...], "failed": [{"case", "reason"}], "redone": [{"case", "reason"}]}``
+    (``redone``: had a stale summary.json); writes ``out/failed.csv`` (empty
     but for the header when nothing failed) and ``out/cases.csv`` (one summary row per finished case).
     """
     import json
@@ -46,8 +48,19 @@ def predict_folder(cases: list[SourceCase], predictor: Predictor, out: str | os.
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    todo = [c for c in cases if overwrite or not (out / c.case_id / SUMMARY_FILE).is_file()]
-    skipped = [c.case_id for c in cases if c not in todo]
+    from petctfm.predict.identity import stale_reason
+
+    settings = predictor.describe()
+    todo, skipped, redone = [], [], []
+    for c in cases:
+        stored = out / c.case_id / SUMMARY_FILE
+        if overwrite or not stored.is_file():
+            todo.append(c)
+        elif (why := stale_reason(stored, c, settings)) is not None:
+            todo.append(c)
+            redone.append({"case": c.case_id, "reason": why})
+        else:
+            skipped.append(c.case_id)
     done: list[str] = []
     failed: list[dict[str, str]] = []
 
@@ -88,7 +101,7 @@ def predict_folder(cases: list[SourceCase], predictor: Predictor, out: str | os.
                          "seconds": (s.get("timings_s") or {}).get("total")})
     atomic_write_text(out / CASES_CSV, csv_text(rows, ("case", "lesion_count", "tmtv_ml", "total_tlg", "suv_max",
                                                    "suv_peak", "seconds")))
-    return {"done": done, "skipped": skipped, "failed": failed}
+    return {"done": done, "skipped": skipped, "failed": failed, "redone": redone}
 
 
 

@@ -82,6 +82,7 @@ class Prepared:
     x: np.ndarray  # (C, X, Y, Z) normalized network input
     bg: np.ndarray  # (C,) normalized background (padding value)
     timings: dict[str, float] = field(default_factory=dict)
+    fingerprint: dict[str, str] = field(default_factory=dict)  # identity.input_fingerprint of the case read
 
 
 @dataclass
@@ -109,6 +110,7 @@ class Predictor:
     sw_batch_size: int = 2
     fast: bool = False
     resample_device: torch.device | None = None
+    weights_digest: str = ""  # BLAKE2b of the checkpoint file (summary.json: model.weights_blake2b)
 
     @classmethod
     def load(cls, model: str | os.PathLike, device: str | torch.device | None = "auto", overlap: float | None = None,
@@ -139,8 +141,10 @@ class Predictor:
             torch.backends.cudnn.benchmark = True  # one patch shape for the whole run
         sw = int(sw_batch_size or (GPU_SW_BATCH if dev.type == "cuda" else cfg["val"].get("sw_batch_size", 2)))
         patch = tuple(int(p) for p in cfg["data"]["patch_size"])
+        from petctfm.predict.identity import model_digest
+
         return cls(net.to(dev).eval(), cfg, Path(path), dev, spacing, window, source, patch, ov, int(tta),
-                   float(threshold), sw, bool(fast), dev if dev.type == "cuda" else None)
+                   float(threshold), sw, bool(fast), dev if dev.type == "cuda" else None, model_digest(path))
 
     @classmethod
     def from_run(cls, run: str | os.PathLike, device: str | torch.device | None = "auto", overlap: float | None = None,
@@ -160,7 +164,8 @@ class Predictor:
         return {
             "model": {"path": str(self.path), "method": cfg.get("method"), "backbone": cfg["model"]["backbone"],
                       "mode": cfg["data"]["mode"], "init": (cfg.get("init") or {}).get("source"),
-                      "training_subset": (cfg.get("subset") or {}).get("name")},
+                      "training_subset": (cfg.get("subset") or {}).get("name"),
+                      "weights_blake2b": self.weights_digest or None},
             "preprocessing": {"spacing_mm": list(self.spacing), "ct_window_hu": list(self.ct_window),
                               "settings_from": self.spacing_source, "fast": self.fast,
                               "resampling": f"torch {self.resample_device}" if self.resample_device else "numpy",
@@ -273,10 +278,14 @@ def prepare(case: SourceCase, predictor: Predictor) -> Prepared:
     """Stages 1-2 (read, preprocess) of one case; errors are one-line InputErrors naming the input."""
     try:
         t0 = time.perf_counter()
+        from petctfm.predict.identity import input_fingerprint
+
         images, pt = read(case)
         read_s = time.perf_counter() - t0
-        return prepare_images(images, predictor, pt, case.case_id, outputs.input_kind(case),
+        prep = prepare_images(images, predictor, pt, case.case_id, outputs.input_kind(case),
                               outputs.case_source(case), {"read": read_s})
+        prep.fingerprint = input_fingerprint(case)
+        return prep
     except Exception as exc:  # noqa: BLE001 - any failure of a case becomes one line naming it
         if not isinstance(exc, PetctfmError) and os.environ.get("PETCTFM_DEBUG"):
             traceback.print_exc()
@@ -316,6 +325,7 @@ def predict_one(case: SourceCase, predictor: Predictor, out_dir: str | os.PathLi
     prep = prepared if prepared is not None else prepare(case, predictor)
     try:
         mask, table, summary, timings = predictor.predict_prepared(prep)
+        summary["input"]["fingerprint"] = prep.fingerprint  # what a re-run's skip compares (predict.identity)
         return outputs.write_case_outputs(out_dir, summary, mask, table, prep.images, prep.pt_datasets,
                                           predictor.model_name, timings, report=report)
     except Exception as exc:  # noqa: BLE001

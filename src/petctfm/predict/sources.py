@@ -17,10 +17,12 @@ from pathlib import Path
 
 from petctfm.core.errors import InputError, PetctfmError
 from petctfm.harmonize.discover import SourceCase
+from petctfm.io.walk import printable
 
 
 def _dicom_series(folder: Path, modality: str) -> list[str]:
-    """Absolute paths of the largest ``modality`` series under ``folder`` (as harmonize picks it)."""
+    """Absolute paths of the largest ``modality`` series under ``folder`` (as harmonize picks it; regular
+    files only, :func:`petctfm.io.walk.walk_files`)."""
     from petctfm.io.dicom_read import pick_series, scan_tree
 
     studies, bad = scan_tree(folder)
@@ -45,6 +47,7 @@ def source_from_files(pet: str | os.PathLike, ct: str | os.PathLike) -> SourceCa
     name = pet.name if pet.is_dir() else _strip_suffix(pet.name)
     if name.lower() in ("suv", "pet", "pt", "petct"):  # autoPET-style file names: the case is the folder
         name = pet.resolve().parent.name
+    name = printable(name)  # a case label that prints (undecodable file-name bytes -> U+FFFD)
     if pet.is_dir():
         files = {"PT": _dicom_series(pet, "PT"), "CT": _dicom_series(ct, "CT")}
         return SourceCase(name, "dicom", "/", str(pet), files)
@@ -60,12 +63,14 @@ def _strip_suffix(name: str) -> str:
     return name
 
 
-def sources_from_folder(folder: str | os.PathLike, fmt: str = "auto") -> list[SourceCase]:
+def sources_from_folder(folder: str | os.PathLike, fmt: str = "auto",
+                        exclude: list[str | os.PathLike] | tuple = ()) -> list[SourceCase]:
     """Every case under ``folder`` (autoPET, nnU-Net, DICOM or paired-file layout; harmonize's discovery),
-    each named by its readable source path (``case_id`` = output subfolder name, unique)."""
+    each named by its readable source path (``case_id`` = output subfolder name, unique). No metadata CSV is
+    read (prediction needs none); ``exclude``: folders not walked (the output folder, when inside)."""
     from petctfm.harmonize.discover import discover
 
-    cases = discover([str(folder)], fmt)
+    cases = discover([str(folder)], fmt, use_metadata=False, exclude=exclude)
     used: set[str] = set()
     out = []
     for c in cases:
@@ -81,7 +86,10 @@ def sources_from_folder(folder: str | os.PathLike, fmt: str = "auto") -> list[So
 
 
 def _safe_name(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text.strip("./").replace("/", "_"))
+    """A folder name from a source path: letters, digits, ``-_.``; anything else (``/``, undecodable bytes)
+    becomes ``_``."""
+    return "".join(ch if (ch.isalnum() and ch.isprintable()) or ch in "-_." else "_"
+                   for ch in text.strip("./").replace("/", "_"))
 
 
 def sources_from_list(path: str | os.PathLike) -> list[SourceCase]:
@@ -136,10 +144,10 @@ def case_label(case: SourceCase) -> str:
 
 def named_error(exc: BaseException, case: SourceCase) -> InputError:
     """An InputError whose one-line message names the input (prefix added unless it names a path already)."""
-    msg = " ".join(str(exc).split()) or type(exc).__name__
+    msg = " ".join(printable(exc).split()) or type(exc).__name__
     if not isinstance(exc, PetctfmError):
         msg = f"{type(exc).__name__}: {msg}"
-    label = case_label(case)
+    label = printable(case_label(case))
     if label not in msg and not (case.files and any(str(v) in msg for v in case.files.values() if isinstance(v, str))):
         msg = f"{label}: {msg}"
     return InputError(msg)

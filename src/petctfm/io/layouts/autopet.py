@@ -14,7 +14,11 @@ Collections hold ``ROOT/<case>/`` or ``ROOT/<patient>/<study>/`` folders.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Iterable
+
+from petctfm.io.walk import is_regular_file, walk_files
 
 AUTOPET_FILES: dict[str, str] = {
     "SUV.nii.gz": "suv",
@@ -30,16 +34,17 @@ PET_FILES = ("SUV.nii.gz", "PET.nii.gz")  # a folder holding one of these is an 
 
 
 def is_autopet_case(folder: Path) -> bool:
-    """True if ``folder`` holds ``SUV.nii.gz`` or ``PET.nii.gz``."""
-    return any((folder / name).exists() for name in PET_FILES)
+    """True if ``folder`` holds ``SUV.nii.gz`` or ``PET.nii.gz`` (as regular files)."""
+    return any(is_regular_file(folder / name) for name in PET_FILES)
 
 
-def autopet_case_folders(root: Path) -> list[Path]:
-    """The autoPET case folders ``ROOT/<case>/`` and ``ROOT/<patient>/<study>/`` under ``root``, sorted."""
-    return sorted({p.parent for name in PET_FILES for p in root.glob(f"*/{name}")}
-                  | {p.parent for name in PET_FILES for p in root.glob(f"*/*/{name}")})
+def autopet_case_folders(root: Path, exclude: Iterable[str | os.PathLike] = ()) -> list[Path]:
+    """The autoPET case folders ``ROOT/<case>/`` and ``ROOT/<patient>/<study>/`` under ``root``, sorted
+    (walked by :func:`petctfm.io.walk.walk_files`: regular files, links into the tree not followed)."""
+    return sorted({p.parent for p in walk_files(root, exclude)
+                   if p.name in PET_FILES and len(p.relative_to(root).parts) in (2, 3)})
 
 
 def autopet_files(folder: Path) -> dict[str, str]:
     """``{role: file name}`` of the autoPET files present in ``folder`` (order of :data:`AUTOPET_FILES`)."""
-    return {role: name for name, role in AUTOPET_FILES.items() if (folder / name).exists()}
+    return {role: name for name, role in AUTOPET_FILES.items() if is_regular_file(folder / name)}

@@ -77,7 +77,9 @@ def _index(names: dict[int, str], wanted: tuple[str, ...]) -> int:
 
 def nnunet_case_ids(root: Path, images: str, ending: str) -> list[str]:
     """Sorted ids of the cases in ``root/images`` (``imagesTr`` or ``imagesTs``): those with a channel-0 file."""
-    return sorted({p.name[: -len(ending) - 5] for p in (root / images).glob(f"*_0000{ending}")})
+    from petctfm.io.walk import is_regular_file
+
+    return sorted({p.name[: -len(ending) - 5] for p in (root / images).glob(f"*_0000{ending}") if is_regular_file(p)})
 
 
 def nnunet_case_files(root: Path, images: str, case_id: str, channels: NnunetChannels) -> dict[str, str]:
@@ -85,6 +87,6 @@ def nnunet_case_files(root: Path, images: str, case_id: str, channels: NnunetCha
     files = {"suv": f"{images}/{case_id}_{channels.pet:04d}{channels.ending}",
              "ct": f"{images}/{case_id}_{channels.ct:04d}{channels.ending}"}
     labels = images.replace("images", "labels")
-    if (root / labels / f"{case_id}{channels.ending}").exists():
+    if (root / labels / f"{case_id}{channels.ending}").is_file():
         files["seg"] = f"{labels}/{case_id}{channels.ending}"
     return files
