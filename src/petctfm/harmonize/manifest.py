@@ -33,7 +33,7 @@ PET_CLIP = (0.0, 20.0)
 MANIFEST_COLUMNS = [
     "case_id", "split", "site", "tracer", "diagnosis", "stage", "age", "sex", "weight_kg", "shape", "spacing",
     "suv_max", "liver_suv_mean", "lesion_count", "lesion_volume_ml", "lesion_volumes_ml", "ct_fov_coverage",
-    "qa_status",
+    "qa_status", "qa_flags",
     "source", "source_format", "source_path",
 ]
 QUARANTINE_COLUMNS = ["case_id", "source", "source_format", "source_path", "reason"]
@@ -153,6 +153,7 @@ def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str
                      ("suv_max", "liver_suv_mean", "lesion_count", "lesion_volume_ml")},
                      "lesion_volumes_ml": json.dumps(vols),
                      "split": split_of.get(m["case_id"], ""), "qa_status": m.get("qa", {}).get("status"),
+                     "qa_flags": m.get("qa", {}).get("warnings") or "",
                      "shape": "x".join(str(s) for s in m["shape"]),
                      "spacing": "x".join(f"{s:g}" for s in m["spacing"])})
     atomic_write_text(out / fmt.MANIFEST_CSV, csv_text(rows, MANIFEST_COLUMNS))

@@ -34,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 import SimpleITK as sitk
 
+from petctfm.core import plausibility as plaus
 from petctfm.core.errors import InputError, PetctfmError
 from petctfm.harmonize import qa
 from petctfm.harmonize.discover import KEPT_FIELDS, SourceCase
@@ -50,8 +51,11 @@ WORK_DIR = ".work"
 FAILED_DIR = "failed"
 
 
-def body_crop_box(suv: sitk.Image, ct: sitk.Image, spacing, margin_mm: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """RAS box of the body inside the PET FOV (+ margin) and the fraction of that box that CT covers.
+def body_crop_box(suv: sitk.Image, ct: sitk.Image, spacing, margin_mm: float
+                  ) -> tuple[np.ndarray, np.ndarray, float, float | None]:
+    """RAS box of the body inside the PET FOV (+ margin), the fraction of that box that CT covers, and the
+    fraction of the PET body (smoothed PET > 0.3 SUV where CT exists) inside the CT body (> -500 HU), None
+    when there is no PET body to compare (:func:`petctfm.core.plausibility.check_body_overlap`).
 
     Coverage is measured inside the body's bounding box, not the whole PET field of view: a CT
     reconstructed on a 500 mm circle inside a 700 mm PET FOV covers the patient fully, which is what matters.
@@ -67,6 +71,8 @@ def body_crop_box(suv: sitk.Image, ct: sitk.Image, spacing, margin_mm: float) ->
     from scipy.ndimage import gaussian_filter
 
     pet_s = gaussian_filter(pet_c, sigma=1.0)  # PET noise in air must not count as body
+    pet_body = covered & (pet_s > BODY_SUV)
+    overlap = float((pet_body & (ct_c > BODY_HU)).sum() / pet_body.sum()) if pet_body.sum() >= 8 else None
     body = np.where(covered, ct_c > BODY_HU, pet_s > BODY_SUV)
     if body.any():  # drop small specks (noise, table edges): keep components >= 5% of the largest
         import cc3d
@@ -84,7 +90,7 @@ def body_crop_box(suv: sitk.Image, ct: sitk.Image, spacing, margin_mm: float) ->
     origin_c = np.asarray(coarse.GetOrigin()) @ LPS_TO_RAS
     blo = origin_c + idx.min(axis=0) * sp_c - sp_c / 2 - margin_mm
     bhi = origin_c + idx.max(axis=0) * sp_c + sp_c / 2 + margin_mm
-    return np.maximum(blo, lo), np.minimum(bhi, hi), coverage
+    return np.maximum(blo, lo), np.minimum(bhi, hi), coverage, overlap
 
 
 # ------------------------------------------------------------------------------------------- harmonize
@@ -110,7 +116,9 @@ def harmonize_images(
     resample = resampler or resample_xyz
     suv, ct, seg, organs = images["suv"], images["ct"], images.get("seg"), images.get("organs")
     src = qa.check_inputs(suv, ct, seg)
-    lo, hi, coverage = body_crop_box(suv, ct, spacing, margin_mm)
+    lo, hi, coverage, overlap = body_crop_box(suv, ct, spacing, margin_mm)
+    src["warnings"] += plaus.check_ct_values(sitk.GetArrayViewFromImage(ct)[(slice(None, None, 2),) * 3], "CT")
+    src["warnings"] += plaus.check_body_overlap(overlap)
     ref = ras_grid(lo, hi, spacing)
     pet = np.maximum(resample(suv, ref, True, 0.0), 0.0)
     cta = np.clip(resample(ct, ref, True, ct_window[0]), *ct_window)
@@ -119,6 +127,10 @@ def harmonize_images(
     else:
         label = np.zeros(pet.shape, np.uint8)
     org = resample(organs, ref, False, 0, dtype=np.uint8) if organs is not None else None
+    soft = (cta > 0) & (cta < 100)
+    src["soft_tissue_suv_median"] = float(np.median(pet[soft])) if soft.any() else None
+    plaus.check_soft_tissue_suv(src["soft_tissue_suv_median"])  # a PET in Bq/ml: refused here, for predict too
+    src["body_overlap"] = None if overlap is None else round(overlap, 4)
     stride = (slice(None, None, 2),) * 3
     src["hist_before"] = {"PET": qa.histogram(sitk.GetArrayViewFromImage(suv)[stride], qa.PET_HIST),
                           "CT": qa.histogram(sitk.GetArrayViewFromImage(ct)[stride], qa.CT_HIST)}
