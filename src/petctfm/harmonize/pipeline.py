@@ -25,6 +25,7 @@ Steps for one :class:`~petctfm.harmonize.discover.SourceCase`:
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 import traceback
@@ -35,7 +36,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from petctfm.core import plausibility as plaus
-from petctfm.core.errors import InputError, PetctfmError
+from petctfm.core.errors import InputError, OutputError, PetctfmError
 from petctfm.harmonize import qa
 from petctfm.harmonize.discover import KEPT_FIELDS, SourceCase
 from petctfm.harmonize.load import load_case_images
@@ -46,7 +47,11 @@ from petctfm.io.images import array_xyz
 DEFAULT_SPACING = (2.0, 2.0, 3.0)
 DEFAULT_CT_WINDOW = (-1000.0, 1000.0)
 BODY_HU = -500.0
+LUNG_HU = -950.0  # the CT body of the PET/CT overlap check includes the lungs (-900..-700 HU)
 BODY_SUV = 0.3
+#: OSErrors that are the output's fault (disk full, quota, read-only file system): they stop a harmonize run
+#: with exit 4 instead of quarantining the case as bad data.
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 WORK_DIR = ".work"
 FAILED_DIR = "failed"
 
@@ -71,8 +76,10 @@ def body_crop_box(suv: sitk.Image, ct: sitk.Image, spacing, margin_mm: float
     from scipy.ndimage import gaussian_filter
 
     pet_s = gaussian_filter(pet_c, sigma=1.0)  # PET noise in air must not count as body
-    pet_body = covered & (pet_s > BODY_SUV)
-    overlap = float((pet_body & (ct_c > BODY_HU)).sum() / pet_body.sum()) if pet_body.sum() >= 8 else None
+    ct_body = covered & (ct_c > LUNG_HU)  # the overlap's PET threshold follows the PET's scale (a PET in Bq/ml
+    level = float(np.median(pet_s[ct_body])) if ct_body.any() else 1.0  # is refused later, by its own name)
+    pet_body = covered & (pet_s > BODY_SUV * max(level, 1.0))
+    overlap = float((pet_body & ct_body).sum() / pet_body.sum()) if pet_body.sum() >= 8 else None
     body = np.where(covered, ct_c > BODY_HU, pet_s > BODY_SUV)
     if body.any():  # drop small specks (noise, table edges): keep components >= 5% of the largest
         import cc3d
@@ -228,9 +235,14 @@ def process_case(case: SourceCase, out: str, opts: dict[str, Any]) -> dict[str, 
             qa.thumbnail(out, case.case_id, h, meta)
         return {"case_id": case.case_id, "status": "done", "seconds": time.perf_counter() - t0}
     except Exception as exc:  # noqa: BLE001 - any failure of one case quarantines it; the run goes on
+        if isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS:  # the disk, not the case: stop the run
+            raise OutputError(f"{out}: cannot write the dataset ({exc.strerror or exc}); no case was quarantined "
+                              "for it, re-run when there is room") from None
         reason = _sanitize(str(exc) or type(exc).__name__, case)
         if not isinstance(exc, PetctfmError):
             reason = f"{type(exc).__name__}: {reason}"
+        if case.rel and case.rel not in reason:  # name the input (a value check names only "PET" or "CT")
+            reason = f"{case.rel}: {reason}"
             if os.environ.get("PETCTFM_DEBUG"):
                 traceback.print_exc()
         atomic_write_json(failed_path(out, case.case_id), {**base, "reason": reason})
