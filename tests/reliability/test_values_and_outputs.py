@@ -9,7 +9,9 @@ analytic phantoms of ``tests/harmonize_phantoms.py`` (4 mm, ~0.3 s a case) and t
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
+import json
 import struct
 from pathlib import Path
 
@@ -179,3 +181,168 @@ def test_harmonize_good_phantoms_are_not_flagged(bad_batch):
     """'warn' is rare: the sound phantoms (4 mm PET, 2.5 x 2.5 x 5 mm CT) carry no flag."""
     assert {r["qa_status"] for r in bad_batch["manifest"]} == {"ok"}
     assert all(r["qa_flags"] == "" for r in bad_batch["manifest"])
+
+
+def test_one_absurd_case_does_not_shift_the_normalization(tmp_path):
+    """Robust statistics: a kept (only flagged) case with SUV x 10 leaves the PET/CT mean and std within 2 %
+    of the clean dataset's, and is listed as left out; an SUV x 1e30 case never gets in (quarantined)."""
+    from petctfm.harmonize.api import harmonize_folder
+    from petctfm.harmonize.manifest import normalization_stats
+
+    src = tmp_path / "in"
+    for cid in ("G0", "G1", "G2", "G3", "X10", "X1E30"):
+        write_autopet_case(synth_case(cid, lesion=cid != "G1"), src)
+    _set_suv(src / "X10", lambda a: a * 10.0)
+    _set_suv(src / "X1E30", lambda a: a * 1e30)
+    out = tmp_path / "ds"
+    summary = harmonize_folder(src, out, spacing=(4, 4, 4), thumbnails=False)
+    assert summary["n_failed"] == 1 and "impossible for SUV" in summary["failed"][0]["reason"]
+    rows = {r["source_path"]: r for r in csv.DictReader(open(out / "manifest.csv"))}
+    assert rows["X10"]["qa_status"] == "warn" and "liver SUVmean" in rows["X10"]["qa_flags"]
+    ids = {k: r["case_id"] for k, r in rows.items()}
+    clean = normalization_stats(out, [ids[k] for k in ("G0", "G1", "G2", "G3")], (-1000.0, 1000.0))
+    excluded: list[str] = []
+    dirty = normalization_stats(out, list(ids.values()), (-1000.0, 1000.0), excluded)
+    assert excluded == [ids["X10"]]
+    for ch in ("PET", "CT"):
+        for k in ("mean", "std"):
+            assert dirty[ch][k] == pytest.approx(clean[ch][k], rel=0.02), (ch, k)
+    info = json.loads((out / "dataset.json").read_text())
+    train = json.loads((out / "splits.json").read_text())["train"]
+    assert info["normalization_excluded"] == ([ids["X10"]] if ids["X10"] in train and len(train) >= 3 else [])
+
+
+# ------------------------------------------------------------------------------------------------ harmonize outputs
+
+
+@pytest.fixture(scope="module")
+def small_input(tmp_path_factory):
+    src = tmp_path_factory.mktemp("small") / "in"
+    write_autopet_case(synth_case("S0"), src)
+    return src
+
+
+def _read_only(monkeypatch):
+    """Make every probe / temporary file creation fail as on a read-only mount (root ignores chmod)."""
+    import tempfile
+
+    def refuse(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", k.get("dir"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+
+
+OUT_CASES = ["file", "proc", "readonly"]
+
+
+def _bad_out(kind: str, tmp_path: Path, monkeypatch) -> Path:
+    if kind == "file":
+        p = tmp_path / "taken.txt"
+        p.write_text("not a folder")
+        return p
+    if kind == "proc":
+        return Path("/proc/petctfm_out")
+    _read_only(monkeypatch)
+    return tmp_path / "ro_out"
+
+
+@pytest.mark.parametrize("kind", OUT_CASES)
+def test_harmonize_bad_out_is_one_line_exit_4(kind, small_input, tmp_path, monkeypatch, capsys):
+    out = _bad_out(kind, tmp_path, monkeypatch)
+    rc, _, err = run_cli(["harmonize", "--in", small_input, "--out", out, *SPACING], capsys)
+    assert rc == 4
+    one_error_line(err, str(out), "--out")
+    assert not (tmp_path / "ro_out").exists()
+
+
+@pytest.mark.parametrize("kind", ["folder", "device", "fifo", "symlink_to_fifo"])
+def test_harmonize_write_mapping_refuses_non_regular_target(kind, small_input, tmp_path, capsys):
+    import os
+
+    if kind == "folder":
+        target = tmp_path / "a_folder"
+        target.mkdir()
+    elif kind == "device":
+        target = Path("/dev/null")
+    else:
+        fifo = tmp_path / "pipe"
+        os.mkfifo(fifo)
+        target = fifo
+        if kind == "symlink_to_fifo":
+            target = tmp_path / "link.csv"
+            target.symlink_to(fifo)
+    out = tmp_path / "ds"
+    rc, _, err = run_cli(["harmonize", "--in", small_input, "--out", out, "--write-mapping", target, *SPACING],
+                         capsys)
+    assert rc == 4
+    one_error_line(err, "--write-mapping", "not a regular file" if kind != "device" else "pseudo file system")
+    assert not out.exists()  # refused before any work
+    if kind != "device":
+        assert Path(target).resolve().exists() and not Path(target).resolve().is_file()  # untouched
+
+
+@pytest.mark.parametrize("option", [["--spacing", "6", "6", "6"], ["--ct-window", "-500", "500"]])
+def test_harmonize_rerun_with_other_settings_writes_nothing(option, tmp_path, capsys):
+    src = tmp_path / "in"
+    write_autopet_case(synth_case("R0"), src)
+    out = tmp_path / "ds"
+    assert run_cli(["harmonize", "--in", src, "--out", out, *SPACING], capsys)[0] == 0
+    write_autopet_case(synth_case("R1"), src)  # a new case arrives, then a re-run with other settings
+    before = sorted(p.name for p in (out / "cases").iterdir())
+    argv = ["harmonize", "--in", src, "--out", out, "--no-thumbnails", *option]
+    if option[0] != "--spacing":
+        argv += ["--spacing", "4", "4", "4"]
+    rc, _, err = run_cli(argv, capsys)
+    assert rc == 2
+    one_error_line(err, str(out / "cases"), option[0], "remove")
+    assert sorted(p.name for p in (out / "cases").iterdir()) == before  # nothing written before refusing
+
+
+def test_harmonize_disk_full_is_exit_4_not_a_quarantine(tmp_path, monkeypatch, capsys):
+    src = tmp_path / "in"
+    write_autopet_case(synth_case("F0"), src)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fmt.np, "save", full)
+    out = tmp_path / "ds"
+    rc, _, err = run_cli(["harmonize", "--in", src, "--out", out, *SPACING], capsys)
+    assert rc == 4
+    one_error_line(err, str(out), "No space left on device")
+    assert not (out / ".work" / "failed").exists() or not list((out / ".work" / "failed").iterdir())
+    no_temp_files(out)
+
+
+# ------------------------------------------------------------------------------------------------ evaluate
+
+
+@pytest.fixture(scope="module")
+def eval_inputs(tmp_path_factory):
+    import nibabel as nib
+    from toy_data import write_toy_dataset
+
+    root = tmp_path_factory.mktemp("ev")
+    toy = write_toy_dataset(root / "toy", n_cases=2, shape=(16, 16, 16))
+    pred = root / "pred"
+    pred.mkdir()
+    for cid in ("toy000", "toy001"):
+        lab = np.asarray(fmt.load_case(toy, cid)["label"])
+        nib.save(nib.Nifti1Image(lab, np.diag([2.0, 2.0, 2.0, 1.0])), str(pred / f"{cid}.nii.gz"))
+    return toy, pred
+
+
+@pytest.mark.parametrize("kind", OUT_CASES)
+def test_evaluate_bad_out_is_one_line_exit_4(kind, eval_inputs, tmp_path, monkeypatch, capsys):
+    toy, pred = eval_inputs
+    out = _bad_out(kind, tmp_path, monkeypatch)
+    rc, _, err = run_cli(["evaluate", "--pred", pred, "--gt", toy, "--out", out, "--bootstrap", "0"], capsys)
+    assert rc == 4
+    one_error_line(err, str(out), "--out")
+
+
+def test_evaluate_good_run_still_works(eval_inputs, tmp_path, capsys):
+    toy, pred = eval_inputs
+    rc, out, _ = run_cli(["evaluate", "--pred", pred, "--gt", toy, "--out", tmp_path / "r", "--bootstrap", "0"],
+                         capsys)
+    assert rc == 0 and (tmp_path / "r" / "per_case.csv").is_file()
