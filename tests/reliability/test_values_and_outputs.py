@@ -106,9 +106,14 @@ def _shift_label(folder: Path) -> None:
 
 
 def _other_body(folder: Path) -> None:
-    """The CT of another patient (or position): the body 70 mm to the side, on the same grid."""
+    """The CT of another patient (or position): the body 100 mm to the side, on the same grid."""
     (folder / "CTres.nii.gz").unlink()
-    _set_ct(folder, lambda a: np.roll(a, 28, axis=2))
+    def shift(a, n=40):
+        out = np.full_like(a, -1000)
+        out[..., n:] = a[..., :-n]
+        return out
+
+    _set_ct(folder, shift)
 
 
 # (folder, how to break it, fragment of the quarantine reason)
@@ -346,3 +351,78 @@ def test_evaluate_good_run_still_works(eval_inputs, tmp_path, capsys):
     rc, out, _ = run_cli(["evaluate", "--pred", pred, "--gt", toy, "--out", tmp_path / "r", "--bootstrap", "0"],
                          capsys)
     assert rc == 0 and (tmp_path / "r" / "per_case.csv").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ predict
+
+PREDICT_BAD = [  # (case, breaker, fragment of the error, the file the error names)
+    ("BQMLASSUV", lambda d: _set_suv(d, lambda a: a * SUV_TO_BQML), "impossible for SUV", "SUV.nii.gz"),
+    ("SWAPPED", _swap, "PET and CT swapped", "SUV.nii.gz"),
+    ("ZEROPET", lambda d: _set_suv(d, lambda a: np.zeros_like(a)), "every voxel is <= 0", "SUV.nii.gz"),
+    ("OTHERBODY", _other_body, "do not show the same body", "SUV.nii.gz"),
+    ("CONSTCT", lambda d: _set_ct(d, lambda a: np.full_like(a, 40)), "an empty CT", "SUV.nii.gz"),
+    ("PIXDIM0", lambda d: _zero_pixdim(d / "CT.nii.gz", 1), "pixdim[1]=0", "CT.nii.gz"),
+]
+
+
+@pytest.fixture(scope="module")
+def predict_inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pin") / "in"
+    write_autopet_case(synth_case("GOOD_P"), root)
+    write_autopet_case(synth_case("HOT"), root)  # a 150-SUV lesion: unusual, flagged, predicted
+    _set_suv(root / "HOT", lambda a: np.where(a > 5, 150.0, a))
+    for cid, breaker, _, _ in PREDICT_BAD:
+        write_autopet_case(synth_case(cid), root)
+        breaker(root / cid)
+    for d in root.iterdir():  # predict reads PET, CT (and organs); keep the layout minimal
+        for extra in ("PET.nii.gz", "CTres.nii.gz"):
+            if (d / extra).exists() and (d / "CT.nii.gz").exists():
+                (d / extra).unlink()
+    return root
+
+
+@pytest.mark.parametrize("cid", [c[0] for c in PREDICT_BAD])
+def test_predict_refuses_implausible_study(cid, predict_inputs, tiny_seg_model, tmp_path, capsys):
+    _, _, fragment, named = next(c for c in PREDICT_BAD if c[0] == cid)
+    d = predict_inputs / cid
+    out = tmp_path / "pred"
+    rc, _, err = run_cli(["predict", "--model", tiny_seg_model, "--pet", d / "SUV.nii.gz", "--ct", d / "CT.nii.gz",
+                          "--out", out, "--no-progress", "--no-report"], capsys)
+    assert rc == 3
+    one_error_line(err, fragment, named)
+    assert not (out / "summary.json").exists()
+    no_temp_files(tmp_path)
+
+
+def test_predict_batch_finishes_the_rest_and_flags_the_unusual(predict_inputs, tiny_seg_model, tmp_path, capsys):
+    out = tmp_path / "pred"
+    rc, stdout, _ = run_cli(["predict", "--model", tiny_seg_model, "--in", predict_inputs, "--format", "autopet",
+                             "--out", out, "--no-progress", "--no-report"], capsys)
+    assert rc == 5  # PARTIAL
+    failed = {r["case"]: r["reason"] for r in csv.DictReader(open(out / "failed.csv"))}
+    assert set(failed) == {c[0] for c in PREDICT_BAD}
+    for cid, _, fragment, _ in PREDICT_BAD:
+        assert fragment in failed[cid] and "\n" not in failed[cid]
+        assert not (out / cid / "summary.json").exists()
+    good = json.loads((out / "GOOD_P" / "summary.json").read_text())
+    hot = json.loads((out / "HOT" / "summary.json").read_text())
+    assert good["flags"] == []
+    assert any("SUVmax 150.0 > 100" in f for f in hot["flags"]), hot["flags"]
+    no_temp_files(out)
+
+
+@pytest.mark.parametrize("kind", OUT_CASES)
+def test_predict_checks_out_before_loading_the_model(kind, predict_inputs, tmp_path, monkeypatch, capsys):
+    from petctfm.predict import predictor
+
+    def never(*a, **k):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(predictor.Predictor, "load", classmethod(never))
+    out = _bad_out(kind, tmp_path, monkeypatch)
+    d = predict_inputs / "GOOD_P"
+    rc, _, err = run_cli(["predict", "--model", tmp_path / "no_model", "--pet", d / "SUV.nii.gz", "--ct",
+                          d / "CT.nii.gz", "--out", out], capsys)
+    assert rc == 4
+    line = one_error_line(err, str(out), "--out")
+    assert "SUV.nii.gz" not in line  # blames the output, not the input

@@ -73,12 +73,16 @@ def body_crop_box(suv: sitk.Image, ct: sitk.Image, spacing, margin_mm: float
     coverage = float(covered.mean())
     if coverage == 0.0:
         raise InputError("no PET/CT overlap: the CT field of view does not intersect the PET field of view")
-    from scipy.ndimage import gaussian_filter
+    from scipy.ndimage import gaussian_filter, median_filter
 
     pet_s = gaussian_filter(pet_c, sigma=1.0)  # PET noise in air must not count as body
-    ct_body = covered & (ct_c > LUNG_HU)  # the overlap's PET threshold follows the PET's scale (a PET in Bq/ml
-    level = float(np.median(pet_s[ct_body])) if ct_body.any() else 1.0  # is refused later, by its own name)
-    pet_body = covered & (pet_s > BODY_SUV * max(level, 1.0))
+    # PET/CT body overlap: PET above half its median in the CT body (the threshold follows the PET's scale, and
+    # half-maximum of the linear PET meets the nearest-neighbour CT edge); a 3-voxel median filter, not the
+    # Gaussian (which spreads a hot lesion into the air), drops single noisy voxels when the grid is big enough
+    pet_m = median_filter(pet_c, size=3) if min(pet_c.shape) >= 8 else pet_c
+    ct_body = covered & (ct_c > LUNG_HU)
+    level = float(np.median(pet_m[ct_body])) if ct_body.any() else 0.0
+    pet_body = covered & (pet_m > (0.5 * level if level > 0 else BODY_SUV))
     overlap = float((pet_body & ct_body).sum() / pet_body.sum()) if pet_body.sum() >= 8 else None
     body = np.where(covered, ct_c > BODY_HU, pet_s > BODY_SUV)
     if body.any():  # drop small specks (noise, table edges): keep components >= 5% of the largest
