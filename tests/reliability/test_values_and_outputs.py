@@ -12,6 +12,7 @@ import csv
 import errno
 import gzip
 import json
+import shutil
 import struct
 from pathlib import Path
 
@@ -426,3 +427,127 @@ def test_predict_checks_out_before_loading_the_model(kind, predict_inputs, tmp_p
     assert rc == 4
     line = one_error_line(err, str(out), "--out")
     assert "SUV.nii.gz" not in line  # blames the output, not the input
+
+
+# ------------------------------------------------------------------------------------------------ pretrain / finetune
+
+TINY = ["--preset", "tiny", "--no-progress", "--seed", "3", "--figure-every", "0", "--log-every", "1"]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    from toy_data import write_toy_dataset
+
+    return write_toy_dataset(tmp_path_factory.mktemp("toy"), n_cases=3, shape=(32, 32, 32))
+
+
+@pytest.fixture(scope="module")
+def pretrained(toy, tmp_path_factory):
+    """A 2-step pretraining run with checkpoints at steps 1 and 2 (copied by the tests that damage it)."""
+    run = tmp_path_factory.mktemp("pre") / "run"
+    assert main(["pretrain", "--data", str(toy), "--out", str(run), *TINY, "--max-steps", "2",
+                 "--checkpoint-every", "1"]) == 0
+    return run
+
+
+def _copy_run(run: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(run, dst, symlinks=True)
+    return dst
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+@pytest.mark.parametrize("kind", OUT_CASES)
+def test_training_bad_out_is_one_line_exit_4(command, kind, toy, tmp_path, monkeypatch, capsys):
+    out = _bad_out(kind, tmp_path, monkeypatch)
+    extra = ["--init", "scratch", "--backbone", "unet-resenc-tiny", "--patch", "16"] if command == "finetune" else []
+    rc, _, err = run_cli([command, "--data", toy, "--out", out, *TINY, *extra, "--max-steps", "1"], capsys)
+    assert rc == 4
+    one_error_line(err, str(out), "--out")
+
+
+@pytest.mark.parametrize("option", [["--lr", "nan"], ["--lr", "inf"], ["--weight-decay", "nan"],
+                                    ["--set", "train.clip_grad=.nan"], ["--max-time", "nan"]])
+def test_training_non_finite_numbers_are_usage_errors(option, toy, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc, _, err = run_cli(["pretrain", "--data", toy, "--out", out, *TINY, "--max-steps", "1", *option], capsys)
+    assert rc == 2
+    one_error_line(err, "must be a finite number")
+    assert not (out / "checkpoints").exists()
+
+
+def test_resume_with_broken_config_yaml_is_one_line(pretrained, tmp_path, capsys):
+    run = _copy_run(pretrained, tmp_path)
+    (run / "config.yaml").write_text("train: {lr: [unclosed\n  task: : :\n")
+    rc, _, err = run_cli(["pretrain", "--out", run, "--resume", "--no-progress", "--max-steps", "3"], capsys)
+    assert rc == 3
+    one_error_line(err, str(run / "config.yaml"), "cannot read config")
+
+
+def test_resume_with_edited_config_yaml_is_refused_naming_the_keys(pretrained, tmp_path, capsys):
+    import yaml
+
+    run = _copy_run(pretrained, tmp_path)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["train"]["lr"] = 0.5
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    rc, _, err = run_cli(["pretrain", "--out", run, "--resume", "--no-progress", "--max-steps", "3"], capsys)
+    assert rc == 3
+    one_error_line(err, "config.yaml", "train.lr", "edited")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
+def test_resume_reports_changed_resumable_settings(pretrained, tmp_path, capsys):
+    run = _copy_run(pretrained, tmp_path)
+    with pytest.warns(UserWarning, match=r"changed settings: train.max_steps: 2 -> 3"):
+        rc, _, _ = run_cli(["pretrain", "--out", run, "--resume", "--no-progress", "--max-steps", "3"], capsys)
+    assert rc == 0 and (run / "checkpoints" / "step_0000003").is_dir()
+
+
+@pytest.mark.parametrize("damage", ["truncated_weights", "garbage_state"])
+def test_corrupted_latest_checkpoint_falls_back_to_the_previous(damage, pretrained, tmp_path, capsys):
+    run = _copy_run(pretrained, tmp_path)
+    last = run / "checkpoints" / "step_0000002"
+    if damage == "truncated_weights":
+        data = (last / "model.safetensors").read_bytes()
+        (last / "model.safetensors").write_bytes(data[: len(data) // 3])
+    else:
+        (last / "state.pt").write_bytes(b"\x00garbage" * 10)
+    with pytest.warns(UserWarning, match="skipped a corrupted checkpoint: step_0000002.*resuming from step_0000001"):
+        rc, _, _ = run_cli(["pretrain", "--out", run, "--resume", "--no-progress", "--max-steps", "3"], capsys)
+    assert rc == 0
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]  # step 2 recomputed from step 1, then step 3
+    from petctfm.train.checkpoint import read_state
+
+    assert read_state(run / "checkpoints" / "step_0000003")["step"] == 3
+
+
+def test_pretraining_disk_full_is_one_line_exit_4(toy, tmp_path, monkeypatch, capsys):
+    from petctfm.train import checkpoint as ck
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "checkpoints"))
+
+    monkeypatch.setattr(ck, "write_checkpoint", full)
+    rc, _, err = run_cli(["pretrain", "--data", toy, "--out", tmp_path / "run", *TINY, "--max-steps", "1"], capsys)
+    assert rc == 4
+    one_error_line(err, "No space left on device", "checkpoints")
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+@pytest.mark.parametrize("breakage", ["3d_image", "truncated_image"])
+def test_training_refuses_a_broken_image_npy_naming_it(command, breakage, toy, tmp_path, capsys):
+    data = tmp_path / "toy"
+    shutil.copytree(toy, data)
+    victim = data / "cases" / "toy000" / "image.npy"
+    if breakage == "3d_image":
+        np.save(victim, np.zeros((32, 32, 32), np.float32))
+    else:
+        victim.write_bytes(victim.read_bytes()[:500])
+    extra = ["--init", "scratch", "--backbone", "unet-resenc-tiny", "--patch", "16"] if command == "finetune" else []
+    rc, _, err = run_cli([command, "--data", data, "--out", tmp_path / "run", *TINY, *extra, "--max-steps", "2"],
+                         capsys)
+    assert rc == 3
+    one_error_line(err, str(victim))
