@@ -144,10 +144,11 @@ def check_body_overlap(fraction: float | None) -> list[str]:
     return []
 
 
-def check_label_kept(source_ml: float | None, kept_ml: float) -> list[str]:
+def check_label_kept(source_ml: float | None, kept_ml: float, voxel_ml: float = 0.0) -> list[str]:
     """InputError when a lesion label of ``source_ml`` keeps less than :data:`LABEL_KEPT_POSSIBLE` of its volume
-    (``kept_ml``) on the harmonized PET grid: its affine puts it outside the PET."""
-    if source_ml and source_ml > 0 and kept_ml < LABEL_KEPT_POSSIBLE * source_ml:
+    (``kept_ml``) on the harmonized PET grid: its affine puts it outside the PET. Only for labels of at least
+    0.5 ml and 4 target voxels (``voxel_ml``), which nearest-neighbour resampling cannot lose by itself."""
+    if source_ml and source_ml >= max(0.5, 4 * voxel_ml) and kept_ml < LABEL_KEPT_POSSIBLE * source_ml:
         raise InputError(f"lesion label: only {kept_ml:.1f} of {source_ml:.1f} ml lie inside the PET body crop "
                          "(its affine is off the PET's; a positive case would silently become negative)")
     return []

@@ -101,7 +101,7 @@ def check_case(h: dict[str, Any], stats: dict[str, Any], tracer: str | None) -> 
         warnings.append(f"CT covers {100 * h['ct_fov_coverage']:.0f}% of the PET FOV (rest filled -1000 HU)")
     soft_median = src.get("soft_tissue_suv_median")
     src_ml, out_ml = src.get("lesion_volume_ml_source"), stats["lesion_volume_ml"]
-    plaus.check_label_kept(src_ml, out_ml)
+    plaus.check_label_kept(src_ml, out_ml, float(np.prod(h["reference"].GetSpacing())) / 1000)
     liver = stats.get("liver_suv_mean")
     if liver is not None:
         lo, hi = LIVER_RANGE.get(str(tracer), LIVER_DEFAULT)
