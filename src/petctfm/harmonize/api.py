@@ -47,7 +47,7 @@ def check_mapping_target(path: str | os.PathLike, out: str | os.PathLike) -> Pat
     nothing yet (a device, FIFO or folder is refused: :func:`petctfm.io.atomic.check_output_file`)."""
     target, dataset = Path(path).expanduser().resolve(), Path(out).resolve()
     if target == dataset or dataset in target.parents:
-        raise UsageError(f"--write-mapping {path}: must be outside the dataset folder {out}")
+        raise InputError(f"--write-mapping {path}: must be outside the dataset folder {out}")
     return check_output_file(path, "--write-mapping")
 
 
