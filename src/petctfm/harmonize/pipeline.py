@@ -59,8 +59,9 @@ FAILED_DIR = "failed"
 def body_crop_box(suv: sitk.Image, ct: sitk.Image, spacing, margin_mm: float
                   ) -> tuple[np.ndarray, np.ndarray, float, float | None]:
     """RAS box of the body inside the PET FOV (+ margin), the fraction of that box that CT covers, and the
-    fraction of the PET body (smoothed PET > 0.3 SUV where CT exists) inside the CT body (> -500 HU), None
-    when there is no PET body to compare (:func:`petctfm.core.plausibility.check_body_overlap`).
+    fraction of the PET body (coarse PET above half its median in the CT body, where CT exists) inside the CT
+    body (> -950 HU, lungs included), None when there is no PET body to compare
+    (:func:`petctfm.core.plausibility.check_body_overlap`).
 
     Coverage is measured inside the body's bounding box, not the whole PET field of view: a CT
     reconstructed on a 500 mm circle inside a 700 mm PET FOV covers the patient fully, which is what matters.
@@ -245,9 +246,9 @@ def process_case(case: SourceCase, out: str, opts: dict[str, Any]) -> dict[str, 
         reason = _sanitize(str(exc) or type(exc).__name__, case)
         if not isinstance(exc, PetctfmError):
             reason = f"{type(exc).__name__}: {reason}"
-        if case.rel and case.rel not in reason:  # name the input (a value check names only "PET" or "CT")
-            reason = f"{case.rel}: {reason}"
             if os.environ.get("PETCTFM_DEBUG"):
                 traceback.print_exc()
+        if case.rel and case.rel not in reason:  # name the input (a value check names only "PET" or "CT")
+            reason = f"{case.rel}: {reason}"
         atomic_write_json(failed_path(out, case.case_id), {**base, "reason": reason})
         return {"case_id": case.case_id, "status": "failed", "reason": reason, "seconds": time.perf_counter() - t0}

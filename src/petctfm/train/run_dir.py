@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from petctfm.core.config import read_config
 from petctfm.core.errors import InputError
 from petctfm.io.atomic import atomic_write_text
 from petctfm.train import checkpoint as ck
@@ -51,13 +52,6 @@ def config_diff(old: dict[str, Any], new: dict[str, Any], ignore: frozenset[str]
             if a.get(k, "<missing>") != b.get(k, "<missing>") and k not in ignore]
 
 
-def _read_saved(cfg_path: Path) -> dict[str, Any]:
-    """``config.yaml`` of a run folder as a dict; a broken file is a one-line InputError naming it."""
-    from petctfm.core.config import read_config
-
-    return read_config(cfg_path)
-
-
 def checkpoint_config(step_dir: Path) -> dict[str, Any]:
     """``{"train": ..., "task": ...}`` a checkpoint was trained with: the task config from the weights'
     safetensors metadata and the TrainConfig from ``state.pt`` (what an edited config.yaml is compared to)."""
@@ -87,7 +81,7 @@ def check_run_dir(run_dir: Path, full_config: dict[str, Any], resume: bool,
             raise InputError(f"{run_dir}: --resume requested but no checkpoint in {run_dir / 'checkpoints'}")
         notes += [f"skipped a corrupted checkpoint: {s}; resuming from {ckpt.name}" for s in skipped]
         if cfg_path.is_file():
-            old = _read_saved(cfg_path)
+            old = read_config(cfg_path)  # a broken file: one line naming it
             diff = config_diff(old, full_config, resumable)
             if diff:
                 raise InputError(f"{cfg_path}: cannot resume with a different configuration ({'; '.join(diff[:3])}"
@@ -104,7 +98,7 @@ def check_run_dir(run_dir: Path, full_config: dict[str, Any], resume: bool,
                 notes.append(f"resuming {ckpt.name} with changed settings: {'; '.join(changed)}")
         return ckpt
     if cfg_path.is_file():
-        old = _read_saved(cfg_path)
+        old = read_config(cfg_path)  # a broken file: one line naming it
         diff = config_diff(old, full_config)
         if diff:
             raise InputError(f"{cfg_path}: run folder holds a different configuration ({'; '.join(diff[:3])}"
