@@ -1,4 +1,4 @@
-"""Fixtures of the bad-input battery: a tiny fine-tuned segmentation model (as tests/predict builds it)."""
+"""Fixtures of the bad-input battery: tiny fine-tuned segmentation models and template phantoms."""
 
 from __future__ import annotations
 
@@ -34,3 +34,9 @@ def template(tmp_path_factory):
     write_autopet_case(synth_case("B", lesion=False, pet_spacing=(5.0, 5.0, 5.0)), root / "autopet")
     write_dicom_case(synth_case("D"), root / "dicom", seed=3)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_seg_model(tiny_model):
+    """The same tiny fine-tuned segmenter (the values battery's name for it)."""
+    return tiny_model

@@ -62,11 +62,13 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from petctfm.core.errors import InputError
     from petctfm.evaluate.report import evaluate_folder, write_report
+    from petctfm.io.atomic import ensure_output_dir
 
     if args.bootstrap < 0:
         raise InputError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     if not 0.0 <= args.detection_iou < 1.0:
         raise InputError(f"--detection-iou must be in [0, 1), got {args.detection_iou}")
+    ensure_output_dir(args.out, "--out", create=False)  # the output first, before any case is read
     result = evaluate_folder(
         args.pred, args.gt, suv=args.suv, manifest=args.manifest, compare=args.compare,
         allow_missing=args.allow_missing, connectivity=args.connectivity, detection_iou=args.detection_iou,

@@ -35,7 +35,9 @@ def register(subparsers) -> None:
         "SUVmax/mean/peak, TLG, centroid, region), summary.json (TMTV, TLG, timings) and report.png. Folder mode: "
         "one subfolder per case, failed cases in OUT/failed.csv, finished cases skipped unless --overwrite (only "
         "when their summary.json was made from the same input and model; else redone); exit 0 all done, 5 some "
-        "failed, 3 all failed (docs/reliability.md); --in reads no metadata CSV. Device: CUDA when available (bf16), else CPU. See docs/predict.md.",
+        "failed, 3 all failed, 4 when --out cannot be written (docs/reliability.md); --in reads no metadata CSV; "
+        "impossible inputs (a PET in Bq/ml, PET and CT swapped, an all-zero PET, a CT of another body) are "
+        "refused, unusual ones flagged in summary.json. Device: CUDA when available (bf16), else CPU. See docs/predict.md.",
         examples=EXAMPLES,
     )
     p.add_argument("--model", required=True, metavar="RUN_OR_CKPT",
@@ -71,13 +73,15 @@ def _line(s: dict) -> str:
     t = s["timings_s"]
     return (f"{s['case']}: {s['lesion_count']} lesion(s), TMTV {s['tmtv_ml']:.1f} ml, TLG "
             f"{(s['total_tlg'] or 0):.1f}, SUVmax {s['suv_max'] if s['suv_max'] is not None else 'n/a'}; "
-            f"{t['total']:.1f} s (inference {t['inference']:.1f} s)")
+            f"{t['total']:.1f} s (inference {t['inference']:.1f} s)"
+            + (f"; FLAGS: {'; '.join(s['flags'])}" if s.get("flags") else ""))
 
 
 def run(args) -> int:
     from pathlib import Path
 
     from petctfm.core.errors import InputError
+    from petctfm.io.atomic import ensure_output_dir
     from petctfm.predict.batch import predict_folder
     from petctfm.predict.predictor import Predictor, predict_one
     from petctfm.predict.sources import source_from_files, sources_from_folder, sources_from_list
@@ -90,6 +94,7 @@ def run(args) -> int:
         raise InputError("give --pet PET and --ct CT (files or DICOM folders), --in FOLDER or --batch LIST.csv")
     if args.sw_batch is not None and args.sw_batch < 1:
         raise InputError(f"--sw-batch must be >= 1, got {args.sw_batch}")
+    ensure_output_dir(args.out, "--out", create=False)  # the output first: before the inputs and the model
     if args.folder:
         cases = sources_from_folder(args.folder, args.format, exclude=[args.out])  # errors before the model loads
     elif args.batch:

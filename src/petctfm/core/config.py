@@ -93,7 +93,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
         text = path.read_text()
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise InputError(f"{path}: cannot read config ({exc})") from None
+        raise InputError(f"{path}: cannot read config ({' '.join(str(exc).split())[:300]})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

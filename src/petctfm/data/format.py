@@ -116,6 +116,24 @@ def load_splits(root: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def load_array(path: str | os.PathLike, mmap: bool = True, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """One ``.npy`` of a case: ``image.npy`` must be (2, X, Y, Z) (``shape=None``), a label / organ map the
+    image's spatial ``shape`` (X, Y, Z). A missing, unreadable or wrongly shaped file is a one-line
+    :class:`InputError` naming it (a 3-D image.npy would otherwise fail deep inside a crop or a network)."""
+    path = Path(path)
+    try:
+        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read ({' '.join(str(exc).split())[:200]})") from None
+    if shape is None and (arr.ndim != 4 or arr.shape[0] != len(CHANNELS)):
+        raise InputError(f"{path}: expected a (2, X, Y, Z) [PET, CT] array, got shape {tuple(arr.shape)}")
+    if shape is not None and tuple(arr.shape) != tuple(shape):
+        raise InputError(f"{path}: shape {tuple(arr.shape)} does not match the image's {tuple(shape)}")
+    return arr
+
+
 def load_case(root: str | os.PathLike, case_id: str, mmap: bool = True) -> dict[str, Any]:
     """Open one case: ``image`` (2,X,Y,Z) float32, ``label`` (X,Y,Z) uint8, optional ``organs``, ``meta``.
 
@@ -124,14 +142,15 @@ def load_case(root: str | os.PathLike, case_id: str, mmap: bool = True) -> dict[
     d = case_dir(root, case_id)
     if not d.is_dir():
         raise InputError(f"{d}: case not found in dataset")
-    mode = "r" if mmap else None
-    out: dict[str, Any] = {
-        "image": np.load(d / "image.npy", mmap_mode=mode),
-        "label": np.load(d / "label.npy", mmap_mode=mode),
-        "meta": json.loads((d / "meta.json").read_text()),
-    }
+    image = load_array(d / "image.npy", mmap)
+    try:
+        meta = json.loads((d / "meta.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{d / 'meta.json'}: cannot read ({' '.join(str(exc).split())[:200]})") from None
+    out: dict[str, Any] = {"image": image, "label": load_array(d / "label.npy", mmap, image.shape[1:]),
+                           "meta": meta}
     if (d / "organs.npy").exists():
-        out["organs"] = np.load(d / "organs.npy", mmap_mode=mode)
+        out["organs"] = load_array(d / "organs.npy", mmap, image.shape[1:])
     return out
 
 
@@ -230,6 +249,7 @@ def write_dataset_info(root: str | os.PathLike, info: dict[str, Any]) -> Path:
 
 __all__ = [
     "FORMAT_VERSION", "CHANNELS", "case_dir", "write_case", "load_dataset_info", "load_splits", "load_case",
+    "load_array",
     "normalize", "norm_table", "apply_normalization", "PET_TRANSFORMS", "select_pet_transform",
     "write_dataset_info", "atomic_path",
 ]

@@ -177,11 +177,7 @@ class PatchDataset(Dataset):
 
     def read_image(self, case_id: str) -> np.ndarray:
         """(2, X, Y, Z) raw [SUV, HU] memory map of ``image.npy`` (nothing else of the case is opened)."""
-        path = fmt.case_dir(self.root, case_id) / "image.npy"
-        try:
-            return np.load(path, mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: cannot read ({exc})") from None
+        return fmt.load_array(fmt.case_dir(self.root, case_id) / "image.npy")
 
     def foreground_mask(self, case_id: str) -> np.ndarray:
         """(X, Y, Z) bool patch-centre candidates of a case, from its image only (``sampling``): body voxels
@@ -244,12 +240,8 @@ class PatchDataset(Dataset):
         pad centred to the patch size. Returns raw [SUV, HU] (2, px, py, pz) float32 padded with background and
         label (px, py, pz) uint8 padded with 0 (or None)."""
         d = fmt.case_dir(self.root, case_id)
-        try:
-            img = np.load(d / "image.npy", mmap_mode="r")
-            lab = np.load(d / "label.npy", mmap_mode="r") if label else None
-        except (OSError, ValueError) as exc:
-            what = f"{d}: cannot read image.npy / label.npy" if label else f"{d / 'image.npy'}: cannot read"
-            raise InputError(f"{what} ({exc})") from None
+        img = fmt.load_array(d / "image.npy")
+        lab = fmt.load_array(d / "label.npy", shape=img.shape[1:]) if label else None
         box = self.crop(case_id, img.shape[1:], rng) if box is None else box
         x = self.pad_centred(np.asarray(img[(slice(None), *box)], dtype=np.float32), self._pad)
         y = None if lab is None else self.pad_centred(np.asarray(lab[box], dtype=np.uint8)[None], [0])[0]

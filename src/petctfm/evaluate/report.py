@@ -22,7 +22,7 @@ from petctfm.evaluate.cases import (
 )
 from petctfm.evaluate.geometry import grid_mismatch
 from petctfm.evaluate.metrics import CASE_METRICS, case_metrics
-from petctfm.io.atomic import atomic_path, atomic_write_text
+from petctfm.io.atomic import atomic_path, atomic_write_text, ensure_output_dir
 from petctfm.io.tables import csv_text
 
 # Metrics summarized with bootstrap CIs (the rest of CASE_METRICS are counts / bookkeeping).
@@ -241,8 +241,7 @@ def _plot(result: dict, path: Path) -> None:
 
 def write_report(result: dict, out: str | Path) -> dict[str, Path]:
     """Write the report files into ``out`` (created if needed); returns them by name."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_output_dir(out, "--out")  # a file, /proc, read-only: one-line OutputError (exit 4)
     lead = ["case_id", *result["breakdown_columns"], "missing_prediction"]
     files = {
         "per_case.csv": atomic_write_text(out / "per_case.csv", csv_text(result["cases"], lead + CASE_METRICS)),

@@ -23,12 +23,12 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from petctfm.core.errors import InputError
+from petctfm.core.errors import InputError, UsageError
 from petctfm.harmonize.discover import FORMATS, SourceCase, discover, shard as select_shard
 from petctfm.harmonize.duplicates import drop_duplicates, write_duplicates_csv
 from petctfm.harmonize.manifest import finalize
 from petctfm.harmonize.pipeline import DEFAULT_CT_WINDOW, DEFAULT_SPACING, WORK_DIR, is_done, process_case
-from petctfm.io.atomic import atomic_write_text
+from petctfm.io.atomic import atomic_write_text, check_output_file, ensure_output_dir
 from petctfm.io.tables import csv_text
 
 MAPPING_COLUMNS = ["case_id", "source_root", "source_path", "format"]
@@ -43,11 +43,18 @@ def parse_spacing(values: Sequence[float] | None) -> tuple[float, float, float]:
     return tuple(float(v) for v in values)  # type: ignore[return-value]
 
 
-def write_mapping_csv(path: str | os.PathLike, out: str | os.PathLike, cases: list[SourceCase]) -> Path:
-    """Pseudonym -> source path CSV at ``path``, which must lie outside the dataset folder ``out``."""
+def check_mapping_target(path: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """The resolved ``--write-mapping`` target: outside the dataset folder ``out``, and a regular file or
+    nothing yet (a device, FIFO or folder is refused: :func:`petctfm.io.atomic.check_output_file`)."""
     target, dataset = Path(path).expanduser().resolve(), Path(out).resolve()
     if target == dataset or dataset in target.parents:
         raise InputError(f"--write-mapping {path}: must be outside the dataset folder {out}")
+    return check_output_file(path, "--write-mapping")
+
+
+def write_mapping_csv(path: str | os.PathLike, out: str | os.PathLike, cases: list[SourceCase]) -> Path:
+    """Pseudonym -> source path CSV at ``path``, which must lie outside the dataset folder ``out``."""
+    target = check_mapping_target(path, out)
     rows = [{"case_id": c.case_id, "source_root": c.root, "source_path": c.rel, "format": c.fmt} for c in cases]
     return atomic_write_text(target, csv_text(rows, MAPPING_COLUMNS))
 
@@ -61,6 +68,7 @@ def finalize_dataset(dataset: str | os.PathLike, seed: int = 0, holdout_site: st
     """
     if not (Path(dataset) / "cases").is_dir():
         raise InputError(f"{dataset}: no cases/ folder (not a harmonize output)")
+    ensure_output_dir(dataset, "--finalize DATASET")
     return finalize(dataset, seed, holdout_site=holdout_site)
 
 
@@ -100,6 +108,33 @@ def worker_pool(workers: int):
 
     return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
                                initargs=(os.getpid(),))
+
+
+def check_compatible(out: str | os.PathLike, opts: dict[str, Any]) -> None:
+    """Before anything is written: the cases already in ``out`` must have been harmonized with this run's
+    spacing, CT window and SUV kind (a dataset mixes none of them); otherwise a one-line UsageError naming the
+    folder to remove (or the options to use)."""
+    from petctfm.data.format import CASES_DIR
+
+    root = Path(out) / CASES_DIR
+    metas = sorted(root.glob("[!.]*/meta.json")) if root.is_dir() else []
+    if not metas:
+        return
+    import json
+
+    try:
+        old = json.loads(metas[0].read_text()).get("harmonize") or {}
+    except (OSError, ValueError):
+        raise InputError(f"{metas[0]}: unreadable meta.json in the existing dataset") from None
+    want = {"spacing": [float(v) for v in opts["spacing"]], "ct_window": [float(v) for v in opts["ct_window"]],
+            "suv": "sul" if opts.get("suv_kind") == "lbm" else "bw"}
+    flags = {"spacing": "--spacing", "ct_window": "--ct-window", "suv": "--suv"}
+    diff = [f"{flags[k]} {v} (the {len(metas)} case(s) there have {old.get(k)})" for k, v in want.items()
+            if k in old and (old[k] != v if k == "suv" else [float(x) for x in old[k]] != v)]
+    if diff:
+        raise UsageError(f"{out}: already holds cases harmonized differently: {'; '.join(diff)}; re-run with "
+                         f"the dataset's settings, or remove the folder {Path(out) / CASES_DIR} (or choose a new "
+                         "--out) to start over")
 
 
 def _run_cases(todo: list[SourceCase], out: str, opts: dict[str, Any], workers: int,
@@ -206,6 +241,11 @@ def harmonize_folder(
     out = str(out)
     opts = {"spacing": parse_spacing(spacing), "ct_window": (lo, hi), "margin_mm": margin,
             "suv_kind": "lbm" if suv == "sul" else "bw", "thumbnails": thumbnails, "threads": 1}
+    # outputs first, before anything is read or written: --out, --write-mapping, the existing dataset
+    ensure_output_dir(out, "--out", create=False)
+    if write_mapping:
+        check_mapping_target(write_mapping, out)
+    check_compatible(out, opts)
     cases = discover(inputs, fmt, salt=salt, metadata=str(metadata) if metadata else None, metadata_id=metadata_id,
                      exclude=[out])
     cases, duplicates = drop_duplicates(cases, inputs, lambda c: is_done(out, c.case_id),
@@ -240,4 +280,5 @@ def harmonize_folder(
     return summary
 
 
-__all__ = ["harmonize_folder", "finalize_dataset", "parse_spacing", "write_mapping_csv"]
+__all__ = ["harmonize_folder", "finalize_dataset", "parse_spacing", "write_mapping_csv", "check_mapping_target",
+           "check_compatible"]

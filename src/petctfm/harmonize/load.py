@@ -131,8 +131,10 @@ def load_case_images(case: SourceCase, suv_kind: str = "bw") -> tuple[dict[str, 
     images = _read_parallel({r: root / rel for r, rel in roles.items() if rel})
     suv = sitk.Cast(images["pet"], sitk.sitkFloat32)
     if bqml:
+        from petctfm.core.plausibility import check_weight_kg
         from petctfm.harmonize.suv import suv_from_bqml
 
+        check_weight_kg(m["weight_kg"], f"{f['pet']}: metadata.csv weight_kg")
         suv = suv_from_bqml(suv, m["weight_kg"], m["injected_activity_bq"], m["uptake_min"] * 60.0,
                             m.get("half_life_s", 6586.2))  # F-18 unless metadata says otherwise
     # int16 CT stays int16 (half the memory traffic); resampling gives float32

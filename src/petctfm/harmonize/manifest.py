@@ -5,7 +5,10 @@ Runs after all cases are written (automatically at the end of an unsharded run, 
 failure records in ``.work/failed/``, so it is cheap and can be re-run at any time.
 
 Normalization statistics: per modality, mean and standard deviation of the clipped values (PET [0, 20] SUV,
-CT the stored window) over ALL stored voxels of the TRAINING cases, streamed slab by slab in float64. All
+CT the stored window) over ALL stored voxels of the TRAINING cases, streamed slab by slab in float64, leaving
+out a case whose per-case mean is a robust outlier (median +- 5 scaled MADs, :func:`robust_outliers`), so one
+absurd-but-finite case cannot shift every case's normalization; those cases are listed in
+``normalization.excluded`` of dataset.json (none on a sound dataset, where the numbers are the plain pooled ones). All
 voxels (not only body voxels) because that is what the loader normalizes and feeds to the network: zero
 after normalization is then the mean of what the model actually sees (the MAE's masked-patch fill value).
 The crop to the body keeps the air fraction moderate. PET also gets the mean and standard deviation of
@@ -33,7 +36,7 @@ PET_CLIP = (0.0, 20.0)
 MANIFEST_COLUMNS = [
     "case_id", "split", "site", "tracer", "diagnosis", "stage", "age", "sex", "weight_kg", "shape", "spacing",
     "suv_max", "liver_suv_mean", "lesion_count", "lesion_volume_ml", "lesion_volumes_ml", "ct_fov_coverage",
-    "qa_status",
+    "qa_status", "qa_flags",
     "source", "source_format", "source_path",
 ]
 QUARANTINE_COLUMNS = ["case_id", "source", "source_format", "source_path", "reason"]
@@ -62,25 +65,65 @@ def read_failures(out: str | os.PathLike, done: set[str]) -> list[dict[str, Any]
     return rows
 
 
-def normalization_stats(out: str | os.PathLike, case_ids: list[str], ct_window: tuple[float, float]) -> dict[str, Any]:
-    """Streaming mean/std of clipped PET and CT over all voxels of ``case_ids``, and of ``log1p`` of the
-    clipped PET (``PET.log1p``)."""
-    clips = {"PET": PET_CLIP, "CT": tuple(ct_window)}
+#: A train case whose clipped per-case mean lies further than this many scaled MADs (1.4826 * MAD) from the
+#: median of the per-case means, and further than the floor below, is left out of the normalization statistics
+#: (robust against one absurd-but-finite case; with fewer than 3 train cases nothing is left out).
+OUTLIER_MADS = 5.0
+OUTLIER_FLOOR = {"PET": ("relative", 0.5), "CT": ("absolute", 300.0)}
+
+
+def _case_sums(out: str | os.PathLike, cid: str, clips: dict[str, tuple[float, float]]) -> dict[str, list[float]]:
+    """Per-channel ``[sum, sum of squares, count]`` of the clipped values of one case (and ``PET.log1p``)."""
     acc = {name: [0.0, 0.0, 0] for name in (*fmt.CHANNELS, "PET.log1p")}
-    for cid in case_ids:
-        image = np.load(fmt.case_dir(out, cid) / "image.npy", mmap_mode="r")
-        for c, name in enumerate(fmt.CHANNELS):
-            lo, hi = clips[name]
-            for x0 in range(0, image.shape[1], 32):
-                v = np.clip(np.asarray(image[c, x0:x0 + 32], dtype=np.float64), lo, hi)
-                acc[name][0] += float(v.sum())
-                acc[name][1] += float(np.square(v).sum())
-                acc[name][2] += v.size
-                if name == "PET":
-                    lv = np.log1p(v)
-                    acc["PET.log1p"][0] += float(lv.sum())
-                    acc["PET.log1p"][1] += float(np.square(lv).sum())
-                    acc["PET.log1p"][2] += lv.size
+    image = np.load(fmt.case_dir(out, cid) / "image.npy", mmap_mode="r")
+    for c, name in enumerate(fmt.CHANNELS):
+        lo, hi = clips[name]
+        for x0 in range(0, image.shape[1], 32):
+            v = np.clip(np.asarray(image[c, x0:x0 + 32], dtype=np.float64), lo, hi)
+            acc[name][0] += float(v.sum())
+            acc[name][1] += float(np.square(v).sum())
+            acc[name][2] += v.size
+            if name == "PET":
+                lv = np.log1p(v)
+                acc["PET.log1p"][0] += float(lv.sum())
+                acc["PET.log1p"][1] += float(np.square(lv).sum())
+                acc["PET.log1p"][2] += lv.size
+    return acc
+
+
+def robust_outliers(case_means: dict[str, dict[str, float]]) -> list[str]:
+    """Cases (of ``{case_id: {channel: clipped mean}}``) whose mean of any channel is an outlier: more than
+    :data:`OUTLIER_MADS` scaled MADs and more than the channel's :data:`OUTLIER_FLOOR` from the median."""
+    if len(case_means) < 3:
+        return []
+    bad = set()
+    for name, (kind, floor) in OUTLIER_FLOOR.items():
+        ids = list(case_means)
+        m = np.array([case_means[c][name] for c in ids])
+        med = float(np.median(m))
+        mad = 1.4826 * float(np.median(np.abs(m - med)))
+        limit = max(OUTLIER_MADS * mad, floor * abs(med) if kind == "relative" else floor, 1e-6)
+        bad.update(c for c, v in zip(ids, m) if abs(v - med) > limit)
+    return sorted(bad)
+
+
+def normalization_stats(out: str | os.PathLike, case_ids: list[str], ct_window: tuple[float, float],
+                        excluded: list[str] | None = None) -> dict[str, Any]:
+    """Mean/std of clipped PET and CT over all voxels of ``case_ids`` (and of ``log1p`` of the clipped PET,
+    ``PET.log1p``), pooled over the cases that are not outliers (:func:`robust_outliers`; their ids are
+    appended to ``excluded`` when given). On a dataset without outliers: the plain pooled mean/std."""
+    clips = {"PET": PET_CLIP, "CT": tuple(ct_window)}
+    per_case = {cid: _case_sums(out, cid, clips) for cid in case_ids}
+    outliers = robust_outliers({cid: {n: a[n][0] / max(a[n][2], 1) for n in fmt.CHANNELS}
+                                for cid, a in per_case.items()})
+    if excluded is not None:
+        excluded.extend(outliers)
+    acc = {name: [0.0, 0.0, 0] for name in (*fmt.CHANNELS, "PET.log1p")}
+    for cid, a in per_case.items():
+        if cid in outliers:
+            continue
+        for name in acc:
+            acc[name] = [x + y for x, y in zip(acc[name], a[name])]
     stats: dict[str, Any] = {}
     for name, (s, ss, n) in acc.items():
         mean = s / n
@@ -134,7 +177,9 @@ def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str
     if holdout_site is not None:
         info["holdout_site"] = holdout_site
     if splits["train"]:
-        info["normalization"] = normalization_stats(out, splits["train"], ct_window)
+        excluded: list[str] = []
+        info["normalization"] = normalization_stats(out, splits["train"], ct_window, excluded)
+        info["normalization_excluded"] = excluded  # robust outliers left out of the statistics (docs/reliability.md)
     if any(m.get("has_organs") for m in metas):
         from petctfm.core.labels import ORGAN_LABELS
 
@@ -157,6 +202,7 @@ def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str
                      ("suv_max", "liver_suv_mean", "lesion_count", "lesion_volume_ml")},
                      "lesion_volumes_ml": json.dumps(vols),
                      "split": split_of.get(m["case_id"], ""), "qa_status": m.get("qa", {}).get("status"),
+                     "qa_flags": m.get("qa", {}).get("warnings") or "",
                      "shape": "x".join(str(s) for s in m["shape"]),
                      "spacing": "x".join(f"{s:g}" for s in m["spacing"])})
     atomic_write_text(out / fmt.MANIFEST_CSV, csv_text(rows, MANIFEST_COLUMNS))

@@ -25,6 +25,7 @@ Steps for one :class:`~petctfm.harmonize.discover.SourceCase`:
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 import traceback
@@ -34,7 +35,8 @@ from typing import Any, Callable
 import numpy as np
 import SimpleITK as sitk
 
-from petctfm.core.errors import InputError, PetctfmError
+from petctfm.core import plausibility as plaus
+from petctfm.core.errors import InputError, OutputError, PetctfmError
 from petctfm.harmonize import qa
 from petctfm.harmonize.discover import KEPT_FIELDS, SourceCase
 from petctfm.harmonize.load import load_case_images
@@ -46,13 +48,21 @@ from petctfm.io.walk import printable
 DEFAULT_SPACING = (2.0, 2.0, 3.0)
 DEFAULT_CT_WINDOW = (-1000.0, 1000.0)
 BODY_HU = -500.0
+LUNG_HU = -950.0  # the CT body of the PET/CT overlap check includes the lungs (-900..-700 HU)
 BODY_SUV = 0.3
+#: OSErrors that are the output's fault (disk full, quota, read-only file system): they stop a harmonize run
+#: with exit 4 instead of quarantining the case as bad data.
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 WORK_DIR = ".work"
 FAILED_DIR = "failed"
 
 
-def body_crop_box(suv: sitk.Image, ct: sitk.Image, spacing, margin_mm: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """RAS box of the body inside the PET FOV (+ margin) and the fraction of that box that CT covers.
+def body_crop_box(suv: sitk.Image, ct: sitk.Image, spacing, margin_mm: float
+                  ) -> tuple[np.ndarray, np.ndarray, float, float | None]:
+    """RAS box of the body inside the PET FOV (+ margin), the fraction of that box that CT covers, and the
+    fraction of the PET body (coarse PET above half its median in the CT body, where CT exists) inside the CT
+    body (> -950 HU, lungs included), None when there is no PET body to compare
+    (:func:`petctfm.core.plausibility.check_body_overlap`).
 
     Coverage is measured inside the body's bounding box, not the whole PET field of view: a CT
     reconstructed on a 500 mm circle inside a 700 mm PET FOV covers the patient fully, which is what matters.
@@ -65,9 +75,17 @@ def body_crop_box(suv: sitk.Image, ct: sitk.Image, spacing, margin_mm: float) ->
     coverage = float(covered.mean())
     if coverage == 0.0:
         raise InputError("no PET/CT overlap: the CT field of view does not intersect the PET field of view")
-    from scipy.ndimage import gaussian_filter
+    from scipy.ndimage import gaussian_filter, median_filter
 
     pet_s = gaussian_filter(pet_c, sigma=1.0)  # PET noise in air must not count as body
+    # PET/CT body overlap: PET above half its median in the CT body (the threshold follows the PET's scale, and
+    # half-maximum of the linear PET meets the nearest-neighbour CT edge); a 3-voxel median filter, not the
+    # Gaussian (which spreads a hot lesion into the air), drops single noisy voxels when the grid is big enough
+    pet_m = median_filter(pet_c, size=3) if min(pet_c.shape) >= 8 else pet_c
+    ct_body = covered & (ct_c > LUNG_HU)
+    level = float(np.median(pet_m[ct_body])) if ct_body.any() else 0.0
+    pet_body = covered & (pet_m > (0.5 * level if level > 0 else BODY_SUV))
+    overlap = float((pet_body & ct_body).sum() / pet_body.sum()) if pet_body.sum() >= 8 else None
     body = np.where(covered, ct_c > BODY_HU, pet_s > BODY_SUV)
     if body.any():  # drop small specks (noise, table edges): keep components >= 5% of the largest
         import cc3d
@@ -85,7 +103,7 @@ def body_crop_box(suv: sitk.Image, ct: sitk.Image, spacing, margin_mm: float) ->
     origin_c = np.asarray(coarse.GetOrigin()) @ LPS_TO_RAS
     blo = origin_c + idx.min(axis=0) * sp_c - sp_c / 2 - margin_mm
     bhi = origin_c + idx.max(axis=0) * sp_c + sp_c / 2 + margin_mm
-    return np.maximum(blo, lo), np.minimum(bhi, hi), coverage
+    return np.maximum(blo, lo), np.minimum(bhi, hi), coverage, overlap
 
 
 # ------------------------------------------------------------------------------------------- harmonize
@@ -111,7 +129,9 @@ def harmonize_images(
     resample = resampler or resample_xyz
     suv, ct, seg, organs = images["suv"], images["ct"], images.get("seg"), images.get("organs")
     src = qa.check_inputs(suv, ct, seg)
-    lo, hi, coverage = body_crop_box(suv, ct, spacing, margin_mm)
+    lo, hi, coverage, overlap = body_crop_box(suv, ct, spacing, margin_mm)
+    src["warnings"] += plaus.check_ct_values(sitk.GetArrayViewFromImage(ct)[(slice(None, None, 2),) * 3], "CT")
+    src["warnings"] += plaus.check_body_overlap(overlap)
     ref = ras_grid(lo, hi, spacing)
     pet = np.maximum(resample(suv, ref, True, 0.0), 0.0)
     cta = np.clip(resample(ct, ref, True, ct_window[0]), *ct_window)
@@ -120,6 +140,10 @@ def harmonize_images(
     else:
         label = np.zeros(pet.shape, np.uint8)
     org = resample(organs, ref, False, 0, dtype=np.uint8) if organs is not None else None
+    soft = (cta > 0) & (cta < 100)
+    src["soft_tissue_suv_median"] = float(np.median(pet[soft])) if soft.any() else None
+    plaus.check_soft_tissue_suv(src["soft_tissue_suv_median"])  # a PET in Bq/ml: refused here, for predict too
+    src["body_overlap"] = None if overlap is None else round(overlap, 4)
     stride = (slice(None, None, 2),) * 3
     src["hist_before"] = {"PET": qa.histogram(sitk.GetArrayViewFromImage(suv)[stride], qa.PET_HIST),
                           "CT": qa.histogram(sitk.GetArrayViewFromImage(ct)[stride], qa.CT_HIST)}
@@ -218,10 +242,15 @@ def process_case(case: SourceCase, out: str, opts: dict[str, Any]) -> dict[str, 
             qa.thumbnail(out, case.case_id, h, meta)
         return {"case_id": case.case_id, "status": "done", "seconds": time.perf_counter() - t0}
     except Exception as exc:  # noqa: BLE001 - any failure of one case quarantines it; the run goes on
+        if isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS:  # the disk, not the case: stop the run
+            raise OutputError(f"{out}: cannot write the dataset ({exc.strerror or exc}); no case was quarantined "
+                              "for it, re-run when there is room") from None
         reason = _sanitize(str(exc) or type(exc).__name__, case)
         if not isinstance(exc, PetctfmError):
             reason = f"{type(exc).__name__}: {reason}"
             if os.environ.get("PETCTFM_DEBUG"):
                 traceback.print_exc()
+        if case.rel and case.rel not in reason:  # name the input (a value check names only "PET" or "CT")
+            reason = f"{case.rel}: {reason}"
         atomic_write_json(failed_path(out, case.case_id), {**base, "reason": reason})
         return {"case_id": case.case_id, "status": "failed", "reason": reason, "seconds": time.perf_counter() - t0}

@@ -1,16 +1,25 @@
 """Quality assurance of harmonized cases: per-case checks, ``qa/qa.csv``, thumbnails, per-site histograms.
 
-Fatal (the case is quarantined): NaN/inf in PET or CT, a non-orthonormal direction matrix, no PET/CT
-overlap (raised in the pipeline), negative label values.
-Warnings (the case is kept, ``status=warn`` in qa.csv with the reasons):
+The ranges are :mod:`petctfm.core.plausibility` (documented with their sources in docs/reliability.md).
 
-* ``ct_fov_coverage < 0.9``: CT covers less than 90 % of the PET field of view (the rest is -1000 HU);
-* PET spacing outside 0.5-8 mm or CT spacing outside 0.1-10 mm; oblique (non axis-aligned) acquisition;
+Fatal (the case is quarantined, never trained on): NaN/inf in PET or CT; an impossible voxel spacing (pixdim 0,
+wrong unit); a non-orthonormal direction matrix; a PET that is all <= 0, mostly negative, a CT (air at -1000:
+PET and CT swapped), SUVmax > 1000 or a soft-tissue median SUV > 50 (Bq/ml or grams, not SUV); a CT that is
+constant or has no air (not HU, or a PET in the CT slot); no PET/CT overlap or less than half of the PET body
+inside the CT body; an empty body; negative label values; a lesion label that keeps less than half of its
+volume on the PET (its affine is off).
+
+Flags (the case is kept, ``status=warn`` in qa.csv with the reasons; meant to be rare on sound data):
+
+* ``ct_fov_coverage < 0.9``: CT covers less than 90 % of the body box (the rest is -1000 HU);
+* spacing outside 0.3-20 mm; oblique (non axis-aligned) acquisition; PET body only 50-80 % inside the CT body;
+* SUVmax > 100; negative SUV below -1; CT body median outside -300..300 HU;
 * SUV implausible for the tracer: liver SUVmean outside FDG 1-4 / PSMA 1.5-12 / unknown 0.5-15, or, without
   organ labels, the median SUV of soft tissue (CT 0..100 HU) outside 0.2-4;
 * label values other than {0, 1} (binarized as > 0);
 * less than 95 % of lesion voxels inside the PET support (PET > 0);
-* lesion volume after resampling differs by more than 5 % from the source (lesions >= 1 ml).
+* lesion volume after resampling differs by more than 5 % from the source (labels >= 1 ml and >= 100 voxels
+  of the target grid: below that, nearest-neighbour partial voxels alone move the volume by more than 5 %).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from petctfm.core import plausibility as plaus
 from petctfm.core.errors import InputError
 from petctfm.io.atomic import atomic_path, atomic_write_text
 from petctfm.io.tables import csv_text
@@ -32,9 +42,10 @@ CT_HIST = (-1100.0, 1600.0, 54)
 LIVER_RANGE = {"fdg": (1.0, 4.0), "psma": (1.5, 12.0)}
 LIVER_DEFAULT = (0.5, 15.0)
 SOFT_TISSUE_RANGE = (0.2, 4.0)
+LESION_VOXELS_FOR_VOLUME_CHECK = 100  # the 5 % volume flag needs a label of at least this many target voxels
 QA_COLUMNS = [
     "case_id", "site", "tracer", "status", "warnings", "ct_fov_coverage", "pet_spacing", "ct_spacing",
-    "liver_suv_mean", "soft_tissue_suv_median", "suv_max", "label_values", "label_in_pet", "lesion_volume_ml",
+    "liver_suv_mean", "soft_tissue_suv_median", "suv_max", "body_overlap", "label_values", "label_in_pet", "lesion_volume_ml",
     "lesion_volume_ml_source",
 ]
 
@@ -53,19 +64,21 @@ def _orientation_ok(img: sitk.Image, name: str) -> bool:
 
 
 def check_inputs(suv: sitk.Image, ct: sitk.Image, seg: sitk.Image | None) -> dict[str, Any]:
-    """Checks on the loaded source images; raises :class:`InputError` for fatal problems."""
+    """Checks on the loaded source images; raises :class:`InputError` for fatal problems (the plausibility
+    ranges of :mod:`petctfm.core.plausibility`); ``warnings`` holds the flags. The CT's values are checked
+    after the PET/CT overlap (:func:`petctfm.harmonize.pipeline.harmonize_images`): a CT that misses the PET
+    is reported as such, not as an empty CT."""
     warnings = []
     for name, img in (("PET", suv), ("CT", ct)):
         arr = sitk.GetArrayViewFromImage(img)
         if not np.isfinite(arr).all():
             raise InputError(f"{name} contains NaN/inf values ({int((~np.isfinite(arr)).sum())} voxels)")
+        warnings += plaus.check_spacing(img.GetSpacing(), name)
         if not _orientation_ok(img, name):
             warnings.append(f"{name} oblique")
+    stride = (slice(None, None, 2),) * 3  # values on every 8th voxel: enough for ranges and fractions
+    warnings += plaus.check_pet_values(sitk.GetArrayViewFromImage(suv)[stride], "PET")
     pet_sp, ct_sp = list(suv.GetSpacing()), list(ct.GetSpacing())
-    if not all(0.5 <= s <= 8 for s in pet_sp):
-        warnings.append(f"PET spacing {np.round(pet_sp, 2).tolist()} outside 0.5-8 mm")
-    if not all(0.1 <= s <= 10 for s in ct_sp):
-        warnings.append(f"CT spacing {np.round(ct_sp, 2).tolist()} outside 0.1-10 mm")
     label_values: list[int] = [0, 1]
     src_ml = None
     if seg is not None:
@@ -85,11 +98,11 @@ def check_case(h: dict[str, Any], stats: dict[str, Any], tracer: str | None) -> 
     """QA row of one harmonized case: ``{"fatal": None | reason, "row": {...}}``."""
     src = h["source"]
     warnings = list(src["warnings"])
-    pet, ct, label = h["image"][0], h["image"][1], h["label"]
+    pet, label = h["image"][0], h["label"]
     if h["ct_fov_coverage"] < 0.9:
         warnings.append(f"CT covers {100 * h['ct_fov_coverage']:.0f}% of the PET FOV (rest filled -1000 HU)")
-    soft = (ct > 0) & (ct < 100)
-    soft_median = float(np.median(pet[soft])) if soft.any() else None
+    soft_median = src.get("soft_tissue_suv_median")
+    src_ml, out_ml = src.get("lesion_volume_ml_source"), stats["lesion_volume_ml"]
     liver = stats.get("liver_suv_mean")
     if liver is not None:
         lo, hi = LIVER_RANGE.get(str(tracer), LIVER_DEFAULT)
@@ -100,15 +113,17 @@ def check_case(h: dict[str, Any], stats: dict[str, Any], tracer: str | None) -> 
     in_pet = float((pet[label > 0] > 0).mean()) if label.any() else 1.0
     if in_pet < 0.95:
         warnings.append(f"only {100 * in_pet:.0f}% of lesion voxels inside the PET support")
-    src_ml, out_ml = src.get("lesion_volume_ml_source"), stats["lesion_volume_ml"]
-    if src_ml and src_ml >= 1.0 and abs(out_ml - src_ml) > 0.05 * src_ml:
+    voxel_ml = float(np.prod(h["reference"].GetSpacing())) / 1000
+    plaus.check_label_kept(src_ml, out_ml, voxel_ml)
+    # 5 % is only meaningful for a label of >= 100 target voxels: a 2-voxel lesion on an 8 mm grid moves by 50 %
+    if src_ml and src_ml >= max(1.0, LESION_VOXELS_FOR_VOLUME_CHECK * voxel_ml) and abs(out_ml - src_ml) > 0.05 * src_ml:
         warnings.append(f"lesion volume {out_ml:.1f} ml vs {src_ml:.1f} ml in the source (> 5%)")
     row = {
         "status": "warn" if warnings else "ok", "warnings": "; ".join(warnings),
         "ct_fov_coverage": round(h["ct_fov_coverage"], 4), "pet_spacing": src["pet_spacing"],
         "ct_spacing": src["ct_spacing"], "liver_suv_mean": liver,
         "soft_tissue_suv_median": None if soft_median is None else round(soft_median, 4),
-        "suv_max": stats["suv_max"], "label_values": src["label_values"], "label_in_pet": round(in_pet, 4),
+        "suv_max": stats["suv_max"], "body_overlap": src.get("body_overlap"), "label_values": src["label_values"], "label_in_pet": round(in_pet, 4),
         "lesion_volume_ml": out_ml,
         "lesion_volume_ml_source": None if src_ml is None else round(src_ml, 4),
     }

@@ -35,6 +35,7 @@ import datetime as dt
 from typing import Any
 
 from petctfm.core.errors import InputError
+from petctfm.core.plausibility import check_weight_kg
 
 PHILIPS_SUV_FACTOR = (0x7053, 0x1000)
 PHILIPS_ACTIVITY_FACTOR = (0x7053, 0x1009)
@@ -145,6 +146,7 @@ def _mass_g(ds: Any, where: str, kind: str) -> float:
     weight = _float(ds, "PatientWeight", where)
     if weight <= 0:
         raise InputError(f"{where}: DICOM tag PatientWeight={weight} must be > 0 for SUV")
+    check_weight_kg(weight, f"{where}: DICOM tag PatientWeight")  # grams or a typo: refused, not SUV x 1000
     if kind == "bw":
         return weight * 1000.0
     if kind == "lbm":
@@ -183,4 +185,5 @@ def suv_from_bqml(bqml, weight_kg: float, dose_bq: float, uptake_s: float, half_
     """Body-weight SUV of an activity image in Bq/ml decay-corrected to scan start (autoPET ``PET.nii.gz``)."""
     if weight_kg <= 0 or dose_bq <= 0:
         raise InputError(f"weight {weight_kg} kg and dose {dose_bq} Bq must be > 0 for SUV")
+    check_weight_kg(weight_kg, "metadata weight_kg")
     return bqml * (weight_kg * 1000.0 / (dose_bq * 2.0 ** (-uptake_s / half_life_s)))

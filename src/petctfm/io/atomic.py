@@ -15,6 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from petctfm.core.errors import OutputError
+
+#: Pseudo file systems that no output may go to (``--out /proc/x``).
+SPECIAL_ROOTS = ("/proc", "/sys", "/dev")
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -114,3 +119,52 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def ensure_output_dir(path: str | os.PathLike, what: str = "--out", create: bool = True) -> Path:
+    """Check, before any work, that ``path`` is (or can become) a writable folder; create it (``create``;
+    else only its nearest existing folder is probed) and return it.
+
+    One-line :class:`~petctfm.core.errors.OutputError` (exit 4) naming ``path`` and ``what`` (the option) when
+    it is a file, lies under ``/proc``, ``/sys`` or ``/dev``, cannot be created, or is read-only / not
+    writable (a probe file is created and removed: permission bits alone do not tell root or a read-only
+    mount).
+    """
+    p = Path(path).expanduser()
+    resolved = p.resolve()
+    if any(resolved == Path(r) or Path(r) in resolved.parents for r in SPECIAL_ROOTS):
+        raise OutputError(f"{path}: {what} lies under /{resolved.parts[1]}, a "
+                          "pseudo file system; choose a folder on a disk")
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"{path}: {what} is a file, not a folder")
+    probe_dir = p
+    if not create:
+        while not probe_dir.exists() and probe_dir != probe_dir.parent:
+            probe_dir = probe_dir.parent
+        if not probe_dir.is_dir():
+            raise OutputError(f"{path}: {what} cannot be created ({probe_dir} is a file)")
+    try:
+        if create:
+            p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".petctfm-write-probe-", dir=probe_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise OutputError(f"{path}: {what} is not writable ({reason})") from None
+    return p
+
+
+def check_output_file(path: str | os.PathLike, what: str) -> Path:
+    """Check that ``path`` may be (re)written as a regular file: refuse an existing directory, device, FIFO or
+    socket (also behind a symlink) and a path under ``/proc``/``/sys``/``/dev``; its folder must be writable
+    (:func:`ensure_output_dir`). Returns the resolved path."""
+    p = Path(path).expanduser()
+    resolved = p.resolve()
+    if any(resolved == Path(r) or Path(r) in resolved.parents for r in SPECIAL_ROOTS):
+        raise OutputError(f"{path}: {what} lies under a pseudo file system ({resolved}); choose a regular file")
+    if resolved.exists() and not resolved.is_file():
+        kind = "a folder" if resolved.is_dir() else "a device, FIFO or socket"
+        raise OutputError(f"{path}: {what} is {kind}, not a regular file; refusing to replace it")
+    ensure_output_dir(resolved.parent, f"the folder of {what}", create=False)
+    return resolved

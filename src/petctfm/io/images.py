@@ -59,6 +59,7 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
                 raise InputError(str(exc).replace(str(link), printable(path))) from None
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
+    check_nifti_pixdim(path)
     try:
         reader.ReadImageInformation()
         if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
@@ -71,6 +72,45 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: cannot read image ({first})") from None
     return img
+
+
+def check_nifti_pixdim(path: Path) -> None:
+    """Refuse a NIfTI whose stored voxel size ``pixdim[1:4]`` is 0, negative or not finite: ITK and nibabel
+    silently read such an axis as 1 mm, which resamples the image to the wrong physical size. Reads only the
+    raw header (NIfTI-1: 348 bytes, float32 pixdim at byte 76; NIfTI-2: 540 bytes, float64 at 104)."""
+    import struct
+
+    name = str(path).lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return
+    try:
+        if name.endswith(".gz"):
+            import gzip
+
+            with gzip.open(path, "rb") as f:
+                head = f.read(540)
+        else:
+            with open(path, "rb") as f:
+                head = f.read(540)
+    except (OSError, EOFError, zlib.error):
+        return  # unreadable: the reader below says so, naming the file
+    if len(head) < 348:
+        return
+    for order in ("<", ">"):
+        size = struct.unpack(order + "i", head[:4])[0]
+        if size == 348:
+            pixdim = struct.unpack(order + "8f", head[76:108])
+            break
+        if size == 540 and len(head) >= 540:
+            pixdim = struct.unpack(order + "8d", head[104:168])
+            break
+    else:
+        return
+    bad = [(i, v) for i, v in enumerate(pixdim[1:4], start=1) if not (np.isfinite(v) and v > 0)]
+    if bad:
+        shown = ", ".join(f"pixdim[{i}]={v:g}" for i, v in bad)
+        raise InputError(f"{path}: voxel size unknown ({shown} in the NIfTI header; readers would silently use "
+                         "1 mm)")
 
 
 def _is_float_nifti(path: Path) -> bool:

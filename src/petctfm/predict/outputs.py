@@ -198,6 +198,18 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def input_flags(harmonized: dict[str, Any]) -> list[str]:
+    """What is unusual about the input (kept, but worth a look): the plausibility flags of
+    :mod:`petctfm.core.plausibility` found while harmonizing (spacing, SUVmax > 100, body overlap, CT
+    values...) and a CT that covers less than 90 % of the body box. Impossible inputs never get here: they
+    are refused with a one-line InputError (docs/reliability.md)."""
+    flags = list((harmonized.get("source") or {}).get("warnings") or [])
+    cov = harmonized.get("ct_fov_coverage")
+    if cov is not None and cov < 0.9:
+        flags.append(f"CT covers {100 * cov:.0f}% of the body box (rest filled -1000 HU)")
+    return flags
+
+
 def case_summary(case_id: str, kind: str, source: str | None, pet: sitk.Image, harmonized: dict[str, Any],
                  settings: dict[str, Any], result: dict[str, Any], timings: dict[str, float],
                  files: list[str]) -> dict[str, Any]:
@@ -215,6 +227,7 @@ def case_summary(case_id: str, kind: str, source: str | None, pet: sitk.Image, h
                   "pet_shape": list(pet.GetSize()), "pet_spacing_mm": [round(s, 4) for s in pet.GetSpacing()],
                   "harmonized_shape": list(h["image"].shape[1:]), "ct_fov_coverage": round(h["ct_fov_coverage"], 4)},
         **settings,
+        "flags": input_flags(h),
         "lungs_z_mm": None if result["lungs_z_mm"] is None else [round(z, 1) for z in result["lungs_z_mm"]],
         "petctfm_version": __version__,
         "timings_s": {k: round(v, 4) for k, v in t.items()},
@@ -255,6 +268,8 @@ def write_case_outputs(out_dir: str | os.PathLike, summary: dict[str, Any], mask
         mask_img.CopyInformation(pet)
         title = (f"{summary['case']}   predicted: {summary['lesion_count']} lesion(s), TMTV "
                  f"{summary['tmtv_ml']:.1f} ml   [{model_name}; research use, not for diagnosis]")
+        if summary.get("flags"):
+            title += "\nFLAGGED INPUT: " + "; ".join(summary["flags"])[:160]
         fig = render_case(pet, images["ct"], pred=mask_img, title=title, out_png=out / REPORT_FILE, dpi=80,
                           focus="largest")
         del fig

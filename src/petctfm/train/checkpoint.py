@@ -241,6 +241,28 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def intact_checkpoint(ckpt_dir: Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint that reads back whole (weights and training state), newest first from the
+    ``latest`` pointer, and one line for each newer one skipped as unreadable (a disk error, a truncated file):
+    ``(step folder or None, ["step_0000200/model.safetensors: not a safetensors file (...)", ...])``."""
+    ckpt_dir = Path(ckpt_dir)
+    first = latest_checkpoint(ckpt_dir)
+    candidates = ([first] if first is not None else []) + [d for _, d in reversed(list_checkpoints(ckpt_dir))
+                                                            if d != first]
+    skipped = []
+    for d in candidates:
+        try:
+            read_weights(d / MODEL_FILE)
+            read_state(d)
+            if (d / EMA_FILE).is_file():
+                read_weights(d / EMA_FILE)
+        except InputError as exc:
+            skipped.append(f"{d.name}: {str(exc).replace(str(d) + '/', '')}")
+            continue
+        return d, skipped
+    return None, skipped
+
+
 def write_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, config: dict[str, Any], state: dict[str, Any],
                      ema_model: nn.Module | None = None, keep: int = 3) -> Path:
     """Write ``step_{step:07d}/`` whole, then the ``latest`` pointer, then delete all but the newest ``keep``."""
@@ -278,6 +300,6 @@ def read_state(step_dir: Path) -> dict[str, Any]:
 __all__ = [
     "WEIGHTS_FORMAT", "build_from_config", "STATE_FORMAT", "MODEL_FILE", "EMA_FILE", "STATE_FILE", "LATEST", "MODEL_BUILDERS",
     "register_model_builder", "save_weights", "read_weights", "resolve_weights", "load_model",
-    "capture_rng", "restore_rng", "preserved_rng", "step_dir_name", "list_checkpoints", "latest_checkpoint",
+    "capture_rng", "restore_rng", "preserved_rng", "step_dir_name", "list_checkpoints", "latest_checkpoint", "intact_checkpoint",
     "write_checkpoint", "read_state",
 ]

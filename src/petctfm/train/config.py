@@ -10,6 +10,7 @@ Every field can be given by name (:func:`train_config`: ``{"max_steps": 5, "lr":
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 import yaml
 
 from petctfm.core.config import Overrides, deep_merge, parse_overrides, read_config, set_key
-from petctfm.core.errors import InputError
+from petctfm.core.errors import InputError, UsageError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEVICES = ("auto", "cpu", "cuda")
@@ -89,6 +90,10 @@ class TrainConfig:
         for k in ("batch_size", "warmup_steps", "figure_every", "keep_checkpoints", "num_workers"):
             if int(getattr(self, k)) < 0:
                 raise InputError(f"train.{k} must be >= 0, got {getattr(self, k)}")
+        for f in fields(self):  # NaN passes every comparison below: refuse non-finite numbers first
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UsageError(f"train.{f.name} must be a finite number, got {v}")
         if self.lr <= 0:
             raise InputError(f"train.lr must be > 0, got {self.lr}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -225,7 +230,11 @@ def base_configs(out: str | Path, resume: bool, preset: str | None, get_preset: 
                  default_config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """Where every training entry point starts: ``(task config, train config dict, resumed)``. On ``resume``
     with a saved ``out/config.yaml``, that run's configs; else the method's ``default_config`` deep-merged with
-    the preset's ``task`` part, and the preset's ``train`` part (``preset`` None: :func:`default_preset`)."""
+    the preset's ``task`` part, and the preset's ``train`` part (``preset`` None: :func:`default_preset`).
+    The run folder ``out`` is checked (and created) first: :func:`petctfm.io.atomic.ensure_output_dir`."""
+    from petctfm.io.atomic import ensure_output_dir
+
+    ensure_output_dir(out, "--out")  # the run folder first: a file, /proc, read-only -> one line, exit 4
     saved = saved_run_configs(out) if resume else None
     if saved is not None:
         return saved[0], saved[1], True

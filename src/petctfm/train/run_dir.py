@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from petctfm.core.config import read_config
 from petctfm.core.errors import InputError
 from petctfm.io.atomic import atomic_write_text
 from petctfm.train import checkpoint as ck
@@ -51,26 +52,58 @@ def config_diff(old: dict[str, Any], new: dict[str, Any], ignore: frozenset[str]
             if a.get(k, "<missing>") != b.get(k, "<missing>") and k not in ignore]
 
 
-def check_run_dir(run_dir: Path, full_config: dict[str, Any], resume: bool) -> Path | None:
-    """Validate the run folder against the config; return the checkpoint folder to resume from (or None)."""
+def checkpoint_config(step_dir: Path) -> dict[str, Any]:
+    """``{"train": ..., "task": ...}`` a checkpoint was trained with: the task config from the weights'
+    safetensors metadata and the TrainConfig from ``state.pt`` (what an edited config.yaml is compared to)."""
+    _, task_cfg, _ = ck.read_weights(step_dir / ck.MODEL_FILE)
+    state = ck.read_state(step_dir)
+    return plain({"train": state.get("train_config") or {}, "task": task_cfg})
+
+
+def check_run_dir(run_dir: Path, full_config: dict[str, Any], resume: bool,
+                  notes: list[str] | None = None) -> Path | None:
+    """Validate the run folder against the config; return the checkpoint folder to resume from (or None).
+
+    On ``resume``: the newest *intact* checkpoint (:func:`petctfm.train.checkpoint.intact_checkpoint`; a
+    corrupted latest one is skipped with a note), and the config must equal both ``config.yaml`` and the one
+    that checkpoint was trained with (an edited config.yaml is refused, naming the keys), except the
+    :data:`RESUMABLE_CHANGES`, which are applied and reported. ``notes`` collects those one-line reports.
+    """
+    notes = notes if notes is not None else []
     cfg_path = run_dir / CONFIG_FILE
-    ckpt = ck.latest_checkpoint(run_dir / "checkpoints")
+    resumable = frozenset(f"train.{k}" for k in RESUMABLE_CHANGES) | {"task.data.num_workers"}
     if resume:
+        ckpt, skipped = ck.intact_checkpoint(run_dir / "checkpoints")
         if ckpt is None:
+            if skipped:
+                raise InputError(f"{run_dir}: --resume requested but no intact checkpoint in "
+                                 f"{run_dir / 'checkpoints'} (unreadable: {'; '.join(skipped)})")
             raise InputError(f"{run_dir}: --resume requested but no checkpoint in {run_dir / 'checkpoints'}")
+        notes += [f"skipped a corrupted checkpoint: {s}; resuming from {ckpt.name}" for s in skipped]
         if cfg_path.is_file():
-            old = yaml.safe_load(cfg_path.read_text()) or {}
-            diff = config_diff(old, full_config, frozenset(f"train.{k}" for k in RESUMABLE_CHANGES))
+            old = read_config(cfg_path)  # a broken file: one line naming it
+            diff = config_diff(old, full_config, resumable)
             if diff:
                 raise InputError(f"{cfg_path}: cannot resume with a different configuration ({'; '.join(diff[:3])}"
                                  f"{'; ...' if len(diff) > 3 else ''}); use the saved settings or a new run folder")
+        trained = checkpoint_config(ckpt)
+        if trained.get("train"):
+            diff = config_diff(trained, full_config, resumable)
+            if diff:
+                raise InputError(f"{cfg_path}: differs from the configuration {ckpt.name} was trained with "
+                                 f"({'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''}); was config.yaml "
+                                 "edited? Restore it or start a new run folder")
+            changed = [d for d in config_diff(trained, full_config) if d.split(":")[0] in resumable]
+            if changed:
+                notes.append(f"resuming {ckpt.name} with changed settings: {'; '.join(changed)}")
         return ckpt
     if cfg_path.is_file():
-        old = yaml.safe_load(cfg_path.read_text()) or {}
+        old = read_config(cfg_path)  # a broken file: one line naming it
         diff = config_diff(old, full_config)
         if diff:
             raise InputError(f"{cfg_path}: run folder holds a different configuration ({'; '.join(diff[:3])}"
                              f"{'; ...' if len(diff) > 3 else ''}); use a new run folder or --resume")
+    ckpt = ck.latest_checkpoint(run_dir / "checkpoints")
     if ckpt is not None:
         raise InputError(f"{run_dir}: already holds checkpoints ({ckpt.name}); pass --resume to continue it "
                          f"or choose a new run folder")

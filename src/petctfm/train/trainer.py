@@ -43,7 +43,7 @@ import yaml
 from torch import nn
 
 from petctfm.core.errors import InputError, PetctfmError
-from petctfm.io.atomic import atomic_write_json, atomic_write_text
+from petctfm.io.atomic import atomic_write_json, atomic_write_text, ensure_output_dir
 from petctfm.train import checkpoint as ck
 from petctfm.train.config import TrainConfig
 from petctfm.train.distributed import (DistInfo, any_rank, barrier, cleanup, gather_to_all, init_distributed,
@@ -100,6 +100,7 @@ def train(task: TrainTask, cfg: TrainConfig, run_dir: str | Path, resume: bool =
     """
     cfg = TrainConfig.from_dict(cfg.to_dict(), strict=True) if isinstance(cfg, TrainConfig) else \
         TrainConfig.from_dict(cfg, strict=True)
+    ensure_output_dir(run_dir, "--out")  # a file, /proc or read-only: one line (exit 4) before any work
     info = init_distributed(cfg.device)
     try:
         return _Run(task, cfg, Path(run_dir), resume, info).run()
@@ -119,8 +120,11 @@ class _Run:
         err, ckpt_name = None, None
         if info.is_main:
             try:
-                found = check_run_dir(run_dir, self.full_config, resume)
+                notes: list[str] = []
+                found = check_run_dir(run_dir, self.full_config, resume, notes)
                 ckpt_name = str(found) if found else None
+                for note in notes:  # a skipped corrupted checkpoint, settings changed on resume: said, not silent
+                    warnings.warn(f"{run_dir}: {note}", stacklevel=2)
             except InputError as exc:
                 err = str(exc)
         err, ckpt_name = gather_to_all((err, ckpt_name), info)[0]
