@@ -47,9 +47,10 @@ def env(tmp_path_factory):
     return data, train_and_save(FratMAETask(cfg, data), root / "frat", steps=2) / "model.safetensors"
 
 
-def _seg_config(**model):
+def _seg_config(crop="resized", **model):
     cfg = deep_merge(FT_CONFIG, ft_preset("tiny")["task"])
     cfg["model"].update(model)
+    cfg["data"]["crop"] = crop
     return cfg
 
 
@@ -91,6 +92,8 @@ def test_labeled_stacks_are_aligned_and_hit_lesions(env):
     torch.testing.assert_close(ds[3]["image"], item["image"])  # a pure function of (seed, rank, i)
     # image and label are the same slices: the lesion label sits on hot PET (normalized SUV > 2)
     assert float(item["image"][0][item["label"][0] > 0].mean()) > 2.0
+    native = FratMAEFinetuneTask(_seg_config("native"), data).dataset()[3]  # stack-shaped crops, no resize
+    assert native["image"].shape == (2, 32, 8, 48) and native["label"].shape == (1, 32, 8, 48)
 
 
 def test_finetune_predict_evaluate_resume_from_a_fratmae_run(env, tmp_path, capsys):
@@ -103,7 +106,9 @@ def test_finetune_predict_evaluate_resume_from_a_fratmae_run(env, tmp_path, caps
     assert len(losses) == 8 and np.mean(losses[-3:]) < np.mean(losses[:3]), losses
     model, cfg = load_model(run / "best" / "model.safetensors")
     assert isinstance(model, FratMAESegmenter) and cfg["method"] == "fratmae_segmentation"
-    assert cfg["init"]["source"] == str(frat) and cfg["data"]["patch_size"] == [-1, -1, -1]
+    # native crops (the default): sliding windows of the stack shape on the harmonized grid
+    assert cfg["init"]["source"] == str(frat) and cfg["data"]["crop"] == "native"
+    assert cfg["data"]["patch_size"] == [32, 8, 48]
     # the pretrained twin encoders were the starting point (decoder fresh): step-0 weights equal the run's
     state = read_weights(frat)[0]
     fresh = FratMAEFinetuneTask(cfg, data).build_model().state_dict()
@@ -125,12 +130,15 @@ def test_finetune_predict_evaluate_resume_from_a_fratmae_run(env, tmp_path, caps
 
 
 def test_predict_model_on_a_synthetic_study(env, tmp_path):
+    """Resized whole-body stacks (the model stitches whole volumes) through petctfm predict."""
     from petctfm.synth.writers import synthesize
 
     data, frat = env
     run = tmp_path / "ft"
     assert main(["finetune", "--data", str(data), "--out", str(run), "--init", str(frat), *FAST,
-                 "--max-steps", "1", "--figure-every", "0"]) == 0
+                 "--max-steps", "2", "--set", "data.crop=resized", "--checkpoint-every", "1", "--figure-every", "1"]) == 0
+    assert load_model(run)[1]["data"]["patch_size"] == [-1, -1, -1]
+    assert [json.loads(x)["step"] for x in (run / "val.jsonl").read_text().splitlines()] == [1, 2]
     synthesize(tmp_path / "synth", n_cases=1, seed=0, size="tiny", progress=False)
     study = next((tmp_path / "synth" / "autopet").iterdir())
     out = tmp_path / "pred"

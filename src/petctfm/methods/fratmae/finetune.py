@@ -4,12 +4,14 @@ The network and the stacks are in :mod:`.segment`. What is reused, not repeated:
 ``DiceCELoss``), validation on the val split with the best checkpoint by val Dice (``RUN/best/``), freezing,
 layer-wise LR decay and the stored label subsets are those of :mod:`petctfm.methods.segmentation`
 (:class:`FratMAEFinetuneTask` subclasses its ``FinetuneTask``); inference is :mod:`petctfm.inference` (the
-model predicts whole volumes, so ``data.patch_size = [-1, -1, -1]``).
+sliding window over stack-shaped windows for native crops; for resized stacks the model predicts whole
+volumes, ``data.patch_size = [-1, -1, -1]``).
 
 Config (saved beside the run and in every checkpoint; ``load_model`` rebuilds the segmenter from it):
 ``model`` (``backbone = "fratmae-unetr"``, the pretrained run's ``arch``/``patch``/``dim``/``depth``/``heads``,
 ``feature_size``), ``data`` (:class:`~.segment.SegStackConfig`: the pretrained run's grid / stack / depth / k,
-``fg_prob``, batch size), ``init``, ``subset``, ``optim``, ``loss``, ``val``, ``preprocessing``.
+``crop`` (``native``: stack-shaped crops of the harmonized grid, the paper's; ``resized``: whole-body stacks as
+in pretraining), ``fg_prob``, batch size), ``init``, ``subset``, ``optim``, ``loss``, ``val``, ``preprocessing``.
 
 ``init``: a FratMAE pretraining run (any variant, coronal or axial) or ``"scratch"`` (the no-pretraining arm:
 the same network from the FratMAE preset's sizes, random weights).
@@ -29,7 +31,7 @@ from torch import nn
 
 from petctfm.core.config import Overrides, deep_merge, pick_preset
 from petctfm.core.errors import InputError
-from petctfm.data.loader import bind_dataset, patch_loader
+from petctfm.data.loader import LabeledPatchDataset, PatchConfig, bind_dataset, patch_loader
 from petctfm.methods.fratmae.presets import get_preset as pretrain_preset
 from petctfm.methods.fratmae.segment import (BACKBONE, METHOD, WHOLE_VOLUME, LabeledStackDataset, SegStackConfig,
                                              build_model, decoder_levels)
@@ -52,7 +54,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "subset": {"name": "train", "cases": []},
     "optim": {"freeze_encoder": False, "layer_decay": 1.0},
     "loss": {"lambda_dice": 1.0, "lambda_ce": 1.0},
-    "val": {"split": "val", "overlap": 0.0, "sw_batch_size": 1, "stack_batch": 4},
+    "val": {"split": "val", "overlap": 0.5, "sw_batch_size": 1, "stack_batch": 4},  # overlap: native crops only
     "data": {**SegStackConfig().to_dict(), "patch_size": list(WHOLE_VOLUME)},
     "preprocessing": None,
 }
@@ -75,6 +77,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 NAMED_OPTIONS: dict[str, tuple[str, str]] = {
     "fg_prob": ("data", "fg_prob"), "freeze_encoder": ("optim", "freeze_encoder"),
     "layer_decay": ("optim", "layer_decay"), "stack": ("data", "stack"), "feature_size": ("model", "feature_size"),
+    "crop": ("data", "crop"),
 }
 
 
@@ -142,9 +145,17 @@ class FratMAEFinetuneTask(FinetuneTask):
             freeze_encoder(model)
         return model
 
-    def dataset(self, rank: int = 0) -> LabeledStackDataset:
+    def dataset(self, rank: int = 0) -> LabeledStackDataset | LabeledPatchDataset:
+        """Native crops: the fine-tuning patch stream with stack-shaped patches; resized: whole-body stacks."""
         if not self.config.get("dataset"):
             raise InputError("no dataset given (config 'dataset' or --data)")
+        d = self.data_cfg
+        if d.crop == "native":
+            patches = PatchConfig(patch_size=d.stack_shape(), mode="joint", split=d.split, fg_prob=d.fg_prob,
+                                  pet_transform=d.pet_transform, augment=d.augment, batch_size=d.batch_size,
+                                  num_workers=d.num_workers)
+            return LabeledPatchDataset(self.config["dataset"], patches, self.config["subset"]["cases"],
+                                       seed=int(self.config["seed"]), rank=rank)
         return LabeledStackDataset(self.config["dataset"], self.data_cfg, self.config["subset"]["cases"],
                                    self.config["preprocessing"]["normalization"], seed=int(self.config["seed"]),
                                    rank=rank)
@@ -202,8 +213,8 @@ def finetune_fratmae(dataset: str | Path | None, out: str | Path, init: str | Pa
     segmentation into ``out``; the trainer's summary; ``out/best/model.safetensors`` is the best by val Dice
     (``petctfm predict --model out`` and ``petctfm finetune --out out --predict test`` use it).
 
-    ``config``: named options (``fg_prob``, ``freeze_encoder``, ``layer_decay``, ``stack`` (scratch only),
-    ``feature_size``) and trainer settings (``lr``, ``seed``...); other arguments as
+    ``config``: named options (``crop`` = native | resized, ``fg_prob``, ``freeze_encoder``, ``layer_decay``,
+    ``stack`` (scratch only), ``feature_size``) and trainer settings (``lr``, ``seed``...); other arguments as
     :func:`petctfm.methods.segmentation.api.finetune`.
     """
     from petctfm.train import trainer

@@ -1,5 +1,5 @@
-"""FratMAE downstream lesion segmentation: a UNETR decoder on the twin encoders, trained on labeled whole-body
-stacks, predicting whole volumes by stitching stacks back onto the harmonized grid.
+"""FratMAE downstream lesion segmentation: a UNETR decoder on the twin encoders, trained on stack-shaped crops
+of the harmonized volume (the paper's) or on resized whole-body stacks, predicting on the harmonized grid.
 
 1. **Network** (:class:`FratMAESegmenter`): the pretrained :class:`~.vit.TwinViT` (both encoders fully visible;
    no masking downstream) and a UNETR decoder built from MONAI's ``UnetrBasicBlock`` / ``UnetrPrUpBlock`` /
@@ -8,8 +8,12 @@ stacks, predicting whole volumes by stitching stacks back onto the harmonized gr
    patch side ``p = 2^L`` the decoder has L levels: level 0 is a conv block on the input stack, level j =
    1..L-1 takes tap ``4 - L + j`` (1-based among the four) up-sampled ``L - j`` times by ``UnetrPrUpBlock``,
    the last tap is the bottleneck; channels ``feature_size * 2^j`` (UNETR's 16/32/64/128 for p = 16).
-2. **Two forward modes.** ``model(stack, stacks=True)``: (B, 2, *stack_shape) -> logits (B, 2, *stack_shape),
-   what training sees. ``model(volume)``: any (B, 2, X, Y, Z) normalized harmonized volume -> logits
+2. **Input** (``data.crop``). ``native`` (default; the paper: "3D input patches are randomly cropped from the
+   original scans without resizing"): stack-shaped crops of the harmonized volume (contiguous slices, no
+   resize, :class:`petctfm.data.loader.LabeledPatchDataset` with ``patch_size = stack_shape``), predicted by
+   the sliding window of :mod:`petctfm.inference` with that window (``data.patch_size = stack_shape``).
+   ``resized``: the pretraining geometry, below. ``model(stack, stacks=True)``: (B, 2, *stack_shape) ->
+   logits (B, 2, *stack_shape), what training sees. ``model(volume)``: any (B, 2, X, Y, Z) normalized harmonized volume -> logits
    (B, 2, X, Y, Z): the volume is resized (trilinear) to the pretraining grid, cut into every stack that the
    grid holds along the stack axis (blocks of ``k * depth`` slices at starts ``0, kd, 2kd, ...`` plus one
    ending at the last slice, each at the ``k`` offsets, so every slice is in >= 1 stack), the stacks' logits
@@ -17,7 +21,7 @@ stacks, predicting whole volumes by stitching stacks back onto the harmonized gr
    whole-volume segmenter for :mod:`petctfm.inference` (``data.patch_size = [-1, -1, -1]``: MONAI's sliding
    window then uses one window, the whole volume), and validation, ``predict_split``, ``petctfm predict``
    and ``petctfm evaluate`` work unchanged.
-3. **Training stacks** (:class:`LabeledStackDataset`): the harmonized case normalized with the model's
+3. **Training stacks** (``resized``, :class:`LabeledStackDataset`): the harmonized case normalized with the model's
    preprocessing table, resized to the grid (image trilinear, label nearest), then the stack of
    :mod:`.stacks` (``k * depth`` slices, every k-th kept); with probability ``fg_prob`` the block is placed
    so that a random lesion voxel's slice is one of the kept slices.
@@ -47,20 +51,26 @@ METHOD = "fratmae_segmentation"
 BACKBONE = "fratmae-unetr"
 N_CLASSES = 2
 WHOLE_VOLUME = [-1, -1, -1]  # data.patch_size: one inference window = the whole volume (MONAI fall-back)
+CROPS = ("native", "resized")
 
 
 @dataclass
 class SegStackConfig(StackConfig):
     """The labeled stack stream: :class:`~.stacks.StackConfig` + foreground placement + the inference window."""
 
-    fg_prob: float = 0.5  # probability that the block keeps the slice of a random lesion voxel
-    patch_size: tuple[int, int, int] = (-1, -1, -1)  # inference window; -1 = whole volume (the model stitches)
+    crop: str = "native"  # native: stack-shaped crops of the harmonized grid | resized: whole-body stacks
+    fg_prob: float = 0.5  # probability that the crop / block holds a random lesion voxel
+    augment: bool = False  # native crops: the fine-tuning augmentation of petctfm.data.augment
+    patch_size: tuple[int, int, int] = (-1, -1, -1)  # inference window (set from crop: stack shape or whole volume)
     pet_transform: str = "clip"  # as pretraining (FratMAE normalizes with the dataset's clip transform)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SegStackConfig":
         cfg = super().from_dict(d)
-        cfg.patch_size = tuple(int(v) for v in cfg.patch_size)  # type: ignore[assignment]
+        if cfg.crop not in CROPS:
+            raise InputError(f"data.crop must be one of {', '.join(CROPS)}, got {cfg.crop!r}")
+        # the inference window follows the crop: a stack-shaped sliding window, or the whole volume
+        cfg.patch_size = cfg.stack_shape() if cfg.crop == "native" else tuple(WHOLE_VOLUME)  # type: ignore[assignment]
         if not 0.0 <= float(cfg.fg_prob) <= 1.0:
             raise InputError(f"data.fg_prob must be in [0, 1], got {cfg.fg_prob}")
         return cfg  # type: ignore[return-value]
@@ -133,7 +143,9 @@ class FratMAESegmenter(nn.Module):
         return self.out(y)
 
     def forward(self, x: torch.Tensor, stacks: bool = False) -> torch.Tensor:
-        return self.decode(x) if stacks else self.whole_volume(x)
+        """Stack-shaped input (training; native crops: every sliding window) -> :meth:`decode`; otherwise the
+        whole volume -> :meth:`whole_volume`."""
+        return self.decode(x) if stacks or self.data.crop == "native" else self.whole_volume(x)
 
     def whole_volume(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2, X, Y, Z) -> logits (B, 2, X, Y, Z) by stitching stacks on the resized grid (module docstring)."""
@@ -206,5 +218,5 @@ class LabeledStackDataset(StackDataset):
                 "index": torch.tensor(int(i))}
 
 
-__all__ = ["METHOD", "BACKBONE", "N_CLASSES", "WHOLE_VOLUME", "SegStackConfig", "unetr_taps", "decoder_levels",
+__all__ = ["METHOD", "BACKBONE", "N_CLASSES", "WHOLE_VOLUME", "CROPS", "SegStackConfig", "unetr_taps", "decoder_levels",
            "stack_indices", "FratMAESegmenter", "build_model", "LabeledStackDataset"]
