@@ -42,7 +42,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from petctfm.core.errors import InputError
-from petctfm.data import format as fmt
 from petctfm.data.format import norm_table
 from petctfm.methods.fratmae.stacks import STACK_AXES, StackConfig, StackDataset
 from petctfm.methods.fratmae.vit import TwinViT, token_grid
@@ -187,17 +186,11 @@ class LabeledStackDataset(StackDataset):
 
     def label(self, case_id: str) -> torch.Tensor:
         """(1, *grid) uint8 lesion label, nearest-neighbour resized (cached like the volumes)."""
-        if case_id not in self._labels:
-            path = fmt.case_dir(self.root, case_id) / "label.npy"
-            try:
-                lab = np.load(path, mmap_mode="r")
-            except (OSError, ValueError) as exc:
-                raise InputError(f"{path}: cannot read ({exc})") from None
-            if len(self._labels) >= max(1, self.cfg.cache_cases):
-                self._labels.pop(next(iter(self._labels)))
+        def make(lab: np.ndarray) -> torch.Tensor:
             t = torch.from_numpy((np.asarray(lab) > 0).astype(np.float32))[None, None]
-            self._labels[case_id] = F.interpolate(t, size=tuple(self.cfg.grid), mode="nearest-exact")[0].to(torch.uint8)
-        return self._labels[case_id]
+            return F.interpolate(t, size=tuple(self.cfg.grid), mode="nearest-exact")[0].to(torch.uint8)
+
+        return self.cached(self._labels, case_id, "label.npy", make)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, self.rank, int(i)])

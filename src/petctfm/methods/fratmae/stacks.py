@@ -140,20 +140,28 @@ class StackDataset(Dataset):
     def __len__(self) -> int:
         return 2**62
 
-    def volume(self, case_id: str) -> torch.Tensor:
-        """(2, *grid) normalized, resized [PET, CT] of a case (cached, at most ``cache_cases`` per worker)."""
-        if case_id not in self._volumes:
-            path = fmt.case_dir(self.root, case_id) / "image.npy"
+    def cached(self, cache: dict[str, torch.Tensor], case_id: str, name: str, make) -> torch.Tensor:
+        """``make(array)`` of the case's ``name`` (``image.npy`` / ``label.npy``, memory-mapped), kept in ``cache``
+        (at most ``cache_cases`` per worker, oldest dropped); an unreadable file is a one-line InputError."""
+        if case_id not in cache:
+            path = fmt.case_dir(self.root, case_id) / name
             try:
-                img = np.load(path, mmap_mode="r")
+                arr = np.load(path, mmap_mode="r")
             except (OSError, ValueError) as exc:
                 raise InputError(f"{path}: cannot read ({exc})") from None
-            if len(self._volumes) >= max(1, self.cfg.cache_cases):
-                self._volumes.pop(next(iter(self._volumes)))
+            if len(cache) >= max(1, self.cfg.cache_cases):
+                cache.pop(next(iter(cache)))
+            cache[case_id] = make(arr)
+        return cache[case_id]
+
+    def volume(self, case_id: str) -> torch.Tensor:
+        """(2, *grid) normalized, resized [PET, CT] of a case (cached, at most ``cache_cases`` per worker)."""
+        def make(img: np.ndarray) -> torch.Tensor:
             img = np.asarray(img, np.float32)
             norm = fmt.normalize(img, self.info) if self.table is None else fmt.apply_normalization(img, self.table)
-            self._volumes[case_id] = resize(norm, self.cfg.grid)
-        return self._volumes[case_id]
+            return resize(norm, self.cfg.grid)
+
+        return self.cached(self._volumes, case_id, "image.npy", make)
 
     def text(self, case_id: str) -> torch.Tensor:
         if case_id not in self._texts:
