@@ -112,11 +112,16 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def is_fratmae_source(init: str | Path | None) -> bool:
     """Whether ``init`` is a FratMAE pretraining run / checkpoint (False for anything unreadable)."""
+    import json
+
+    from safetensors import safe_open
+
     if init is None or str(init) == "scratch":
         return False
-    try:
-        return read_weights(resolve_weights(init))[1].get("method") == PRETRAIN_METHOD
-    except InputError:
+    try:  # the metadata only: no tensor is read
+        with safe_open(str(resolve_weights(init)), framework="pt") as f:
+            return json.loads((f.metadata() or {}).get("config", "{}")).get("method") == PRETRAIN_METHOD
+    except Exception:  # noqa: BLE001 - unreadable: not FratMAE's; the segmentation path reports the problem
         return False
 
 
