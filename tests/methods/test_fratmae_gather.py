@@ -42,7 +42,8 @@ def _worker(rank: int, path: str, q) -> None:
         for gr in grads:  # what DDP does to parameter gradients: the mean over ranks
             dist.all_reduce(gr)
             gr /= 2
-        q.put((rank, loss.detach(), grads))
+        # plain arrays (pickled by value): torch's shared-memory tensors would die with this process
+        q.put((rank, loss.detach().numpy(), [g.numpy() for g in grads]))
     finally:
         dist.destroy_process_group()
 
@@ -61,6 +62,6 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
         p.join(60)
     assert sorted(r for r, _, _ in out) == [0, 1]
     for _, loss_r, grads in out:
-        torch.testing.assert_close(loss_r, loss.detach())
+        torch.testing.assert_close(torch.from_numpy(loss_r), loss.detach())
         for got, want in zip(grads, params):
-            torch.testing.assert_close(got, want.grad)
+            torch.testing.assert_close(torch.from_numpy(got), want.grad)
