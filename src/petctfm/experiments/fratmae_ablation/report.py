@@ -169,7 +169,7 @@ def plot(summary: dict[str, Any], png: Path) -> Path:
     hi = np.array([g["dice"]["ci_high"] if g["dice"]["n"] else np.nan for g in rows], dtype=float)
     axes[0].errorbar(m, y, xerr=[np.nan_to_num(m - lo), np.nan_to_num(hi - m)], fmt="o", capsize=4)
     axes[0].set_yticks(y, labels, fontsize=8)
-    axes[0].set_xlim(0, 1)
+    axes[0].set_xlim(0, 1.02)
     axes[0].invert_yaxis()
     axes[0].set_xlabel("test Dice (mean, 95% bootstrap CI)")
     axes[0].grid(alpha=0.3, axis="x")
@@ -181,7 +181,7 @@ def plot(summary: dict[str, Any], png: Path) -> Path:
                          xerr=[np.nan_to_num(mv - np.array([d["ci_low"] for d in v], dtype=float)),
                                np.nan_to_num(np.array([d["ci_high"] for d in v], dtype=float) - mv)])
         axes[1].set_yticks(range(len(arms)), [LABELS[a] for a in arms], fontsize=8)
-        axes[1].set_xlim(0, 1)
+        axes[1].set_xlim(0, 1.02)
         axes[1].invert_yaxis()
         axes[1].set_xlabel("staging macro sensitivity (95% CI)")
         axes[1].grid(alpha=0.3, axis="x")
