@@ -103,6 +103,14 @@ def speed_md(out: Path, seconds: float, smoke: bool) -> str:
                          f"NVML samples) {e.get('nvml_note') or ''}.")
     lines += ["", *extra, "", "MFU: FLOPs of one step (torch.utils.flop_counter) x samples/s / 989 TFLOP/s "
               "(H100/H200 SXM bf16 dense). Each JSON holds every field (step_s, warm-up, loss).", ""]
+    frat = _load(out / "fratmae.json")  # benchmarks/bench_fratmae.py
+    if frat:
+        lines += [f"## FratMAE pretraining step ({frat['preset']}, stack {frat['stack_shape']}, batch {frat['batch']}; "
+                  "targets MFU >= 35 %, >= 4x the naive MONAI reference)", "",
+                  "| variant | batch | samples/s | MFU | x reference | peak GiB |", "| --- | ---: | ---: | ---: | ---: | ---: |",
+                  *pretrain_rows(frat), ""]
+        if frat.get("loader"):
+            lines += [f"Loader: {frat['loader']['stacks_per_s']:.1f} stacks/s with {frat['loader']['workers']} workers.", ""]
     return "\n".join(lines) + "\n"
 
 

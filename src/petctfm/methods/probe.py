@@ -150,7 +150,10 @@ def _run_record(cfg: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
             spacing = fmt.load_dataset_info(cfg["dataset"]).get("spacing")
         except InputError:
             spacing = None
-    return {"patch_size": [int(v) for v in (cfg.get("data") or {}).get("patch_size", [])],
+    data = cfg.get("data") or {}
+    stack = {k: data[k] for k in ("grid", "stack", "depth", "k")} if "grid" in data and "stack" in data else None
+    return {"stack": stack,  # FratMAE encoders: the whole-body stack geometry they were pretrained on
+            "patch_size": [int(v) for v in data.get("patch_size", [])],
             "spacing": [round(float(v), 4) for v in spacing] if spacing else None,
             "normalization": pre.get("normalization") or info["normalization"]}
 

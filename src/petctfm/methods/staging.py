@@ -6,7 +6,10 @@ Pipeline, top to bottom:
 1. **Cases**: lesion-positive cases with ``manifest.csv`` column ``stage`` in {early, advanced}
    (label 1 = advanced); negatives (``none``) and unknown stages are left out. Train / val / test from
    ``splits.json``.
-2. **One vector per case** (:func:`case_vector`): the raw [SUV, HU] volume is padded with background to a
+2. **One vector per case** (:func:`case_vector`). A FratMAE encoder (its run records a stack geometry) sees
+   the paper's input: the case normalized, resized to its pretraining grid and centrally cropped to one
+   whole-body stack (:func:`stack_features`); its maps are pooled as below. Other encoders: the raw [SUV, HU]
+   volume is padded with background to a
    multiple of the patch and cut into non-overlapping ``patch``^3 tiles; tiles holding no body (no CT voxel
    above -500 HU) are skipped (pure air would dilute the mean). For each tile the frozen encoder's deepest
    and second-deepest feature maps are pooled (global average and global max per channel); the tile
@@ -125,16 +128,34 @@ def case_vector(encoders: Sequence[FrozenEncoder], image: np.ndarray, patch: int
     per_encoder = []
     for enc in encoders:
         vecs = []
-        for s in range(0, len(tiles), batch):
+        if enc.record.get("stack"):  # FratMAE: one centrally cropped whole-body stack, not tiles
+            vecs.append(_pooled(stack_features(enc, image, device), scales))
+        for s in range(0, 0 if vecs else len(tiles), batch):
             x = torch.from_numpy(np.stack(tiles[s:s + batch])).to(device)
             with autocast_for(device):
-                feats = enc.features(x)[-scales:]
-            pooled = [torch.cat([f.float().mean(dim=(2, 3, 4)), f.float().amax(dim=(2, 3, 4))], dim=1)
-                      for f in reversed(feats)]  # deepest first
-            vecs.append(torch.cat(pooled, dim=1).cpu())
+                vecs.append(_pooled(enc.features(x), scales))
         v = torch.cat(vecs)  # (n_tiles, 2 * sum C)
         per_encoder.append(torch.cat([v.mean(0), v.amax(0)]))
     return torch.cat(per_encoder).numpy().astype(np.float32)
+
+
+def _pooled(feats: Sequence[torch.Tensor], scales: int) -> torch.Tensor:
+    """(B, 2 * sum C) global average and max of the ``scales`` deepest maps, deepest first."""
+    return torch.cat([torch.cat([f.float().mean(dim=(2, 3, 4)), f.float().amax(dim=(2, 3, 4))], dim=1)
+                      for f in reversed(list(feats)[-scales:])], dim=1).cpu()
+
+
+@torch.no_grad()
+def stack_features(enc: FrozenEncoder, image: np.ndarray, device: torch.device) -> list[torch.Tensor]:
+    """A FratMAE encoder's maps of a raw (2, X, Y, Z) case: normalized with the encoder's statistics, resized to
+    its pretraining grid, the central stack (:func:`petctfm.methods.fratmae.stacks.central_stack`)."""
+    from petctfm.methods.fratmae.stacks import StackConfig, central_stack
+    from petctfm.models.encoders import encoder_features
+
+    raw = torch.from_numpy(np.array(image, np.float32))[None].to(device)
+    x = central_stack(enc.normalize(raw)[0], StackConfig.from_dict(enc.record["stack"]))[None]
+    with autocast_for(device):
+        return encoder_features(enc.backbone, x)
 
 
 def _fingerprint(encoders: Sequence[FrozenEncoder], patch: int, scales: int) -> str:
@@ -145,6 +166,7 @@ def _fingerprint(encoders: Sequence[FrozenEncoder], patch: int, scales: int) -> 
             h.update(v.detach().cpu().float().numpy().tobytes())
         h.update(enc.mode.encode())
         h.update(enc.norm.cpu().numpy().tobytes())
+        h.update(repr(enc.record.get("stack")).encode())
     h.update(f"patch={patch};scales={scales};body={BODY_HU}".encode())
     return h.hexdigest()[:32]
 
@@ -302,7 +324,8 @@ def run_stage(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], ou
     if not ids["test"]:
         raise InputError(f"{data}: no staged (early/advanced) case in the test split")
     encs = load_frozen_encoders(encoders, info)
-    patch = cfg.patch or int(read_weights(encs[0].source)[1]["data"]["patch_size"][0])
+    first = read_weights(encs[0].source.removeprefix("random:"))[1]
+    patch = cfg.patch or int((first["data"].get("patch_size") or [first["model"].get("patch", 32)])[0])
     cfg.patch = patch
     out = Path(out)
     feats = case_features(data, ids["train"] + ids["val"] + ids["test"], encs, patch, out / "features.npz",
@@ -331,4 +354,4 @@ def run_stage(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], ou
 
 
 __all__ = ["STAGES", "roc_auc", "accuracy", "balanced_accuracy", "classification_metrics",
-           "case_vector", "case_features", "StageConfig", "build_mlp", "train_mlp", "staged_cases", "run_stage"]
+           "case_vector", "stack_features", "case_features", "StageConfig", "build_mlp", "train_mlp", "staged_cases", "run_stage"]

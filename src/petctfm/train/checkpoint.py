@@ -53,6 +53,7 @@ MODEL_BUILDERS: dict[str, str | Callable[[dict], nn.Module]] = {
     "finetune_segmentation": "petctfm.methods.segmentation.model:build_model",
     "promptable": "petctfm.methods.promptable.model:build_model",
     "fratmae": "petctfm.methods.fratmae.fratmae:build_model",
+    "fratmae_segmentation": "petctfm.methods.fratmae.segment:build_model",
 }
 
 

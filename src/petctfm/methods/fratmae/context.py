@@ -15,6 +15,8 @@
    ``s = exp(logit_scale) = 1 / tau`` (CLIP), clamped to <= 100; identical metadata strings in a batch are
    positives of each other: per row ``-log(sum_{j in P(i)} exp(l_ij) / sum_j exp(l_ij))``, averaged over rows,
    and the loss is the mean of the image->text and text->image directions.
+5. **Across GPUs** (:func:`global_info_nce`): under DDP the embeddings and texts of every rank are gathered, so
+   the contrastive batch is the global batch (the paper's 24 = 8 GPUs x 3), not one rank's.
 """
 
 from __future__ import annotations
@@ -147,5 +149,39 @@ def info_nce(img: torch.Tensor, txt: torch.Tensor, pos: torch.Tensor, logit_scal
     return loss, {"retrieval_acc": 0.5 * (hit_i + hit_t), "tau": (1.0 / scale).detach()}
 
 
-__all__ = ["FIELDS", "TEXT_LEN", "default_vocabulary", "metadata_words", "Vocabulary", "metadata_tokens",
+def world() -> tuple[int, int]:
+    """(rank, world size) of the initialized process group; (0, 1) without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_batch(x: torch.Tensor) -> torch.Tensor:
+    """(B, ...) on every rank -> (world * B, ...) in rank order. The other ranks' rows are constants
+    (``all_gather`` has no backward); this rank's rows keep their gradient, multiplied by the world size (value
+    unchanged: ``x + (n - 1) * (x - x.detach())``), because every rank computes the same global loss and DDP
+    averages the ranks' gradients: the mean of ``n * dL/dx_r`` over ranks r is exactly dL/dtheta. World size
+    1: ``x`` itself. Every rank must pass the same B (the loader drops the last incomplete batch)."""
+    import torch.distributed as dist
+
+    rank, n = world()
+    if n == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(n)]
+    dist.all_gather(parts, x.detach().contiguous())
+    parts[rank] = x + (n - 1) * (x - x.detach()) if x.is_floating_point() else x
+    return torch.cat(parts, 0)
+
+
+def global_info_nce(img: torch.Tensor, txt: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`info_nce` over the global batch: embeddings (B, D) and token ids (B, L) of every rank gathered
+    (:func:`gather_batch`), positives from the gathered texts; every rank computes the same value (the
+    temperature's gradient is then the same on every rank, as it should be)."""
+    return info_nce(gather_batch(img), gather_batch(txt), positives(gather_batch(text)), logit_scale)
+
+
+__all__ = ["world", "gather_batch", "global_info_nce", "FIELDS", "TEXT_LEN", "default_vocabulary", "metadata_words", "Vocabulary", "metadata_tokens",
            "TextEncoder", "positives", "info_nce"]

@@ -41,7 +41,7 @@ from petctfm.core.device import unwrap_model
 from petctfm.core.errors import InputError
 from petctfm.data.loader import bind_dataset, patch_loader
 from petctfm.methods.early_fusion_mae.mae import save_figure
-from petctfm.methods.fratmae.context import TEXT_LEN, TextEncoder, Vocabulary, default_vocabulary, info_nce, positives
+from petctfm.methods.fratmae.context import TEXT_LEN, TextEncoder, Vocabulary, default_vocabulary, global_info_nce
 from petctfm.methods.fratmae.stacks import StackConfig, StackDataset
 from petctfm.methods.fratmae.vit import Block, TwinViT, init_weights, patchify, sincos_3d, token_grid, unpatchify
 
@@ -275,7 +275,7 @@ def fratmae_loss(model: FratMAE, out: dict[str, torch.Tensor], image: torch.Tens
             logs[f"recon_{name}"] = masked_mse(pred, tgt, sel).detach() if bool(sel.any()) else torch.tensor(float("nan"))
     loss = recon
     if model.context_align:
-        nce, nce_logs = info_nce(out["img_emb"], out["txt_emb"], positives(text), out["logit_scale"])
+        nce, nce_logs = global_info_nce(out["img_emb"], out["txt_emb"], text, out["logit_scale"])  # all ranks' rows
         loss = loss + float(cfg["context_align"]["weight"]) * nce
         logs.update(info_nce=nce.detach(), **nce_logs)
     return loss, logs

@@ -99,6 +99,14 @@ def cut_stack(volume: torch.Tensor, axis: int, depth: int, k: int, start: int) -
     return volume.index_select(axis + 1, idx)
 
 
+def central_stack(volume: torch.Tensor, cfg: StackConfig) -> torch.Tensor:
+    """(C, X, Y, Z) normalized volume -> (C, *stack_shape): resized to the grid, the centred ``k * depth``
+    block of the stack axis, every k-th slice (staging's whole-body input; the paper's central crop)."""
+    axis = STACK_AXES[cfg.stack]
+    g = F.interpolate(volume.float()[None], size=tuple(cfg.grid), mode="trilinear", align_corners=False)[0]
+    return cut_stack(g, axis, cfg.depth, cfg.k, (cfg.grid[axis] - cfg.k * cfg.depth) // 2)
+
+
 def case_text(root: str | os.PathLike, case_id: str, vocab: Vocabulary) -> torch.Tensor:
     """(TEXT_LEN,) token ids of one case's ``meta.json`` (one-line InputError when it is unreadable)."""
     path = fmt.case_dir(root, case_id) / "meta.json"
@@ -114,15 +122,17 @@ def case_text(root: str | os.PathLike, case_id: str, vocab: Vocabulary) -> torch
 class StackDataset(Dataset):
     """Item ``i`` of rank ``rank``'s stack stream (module docstring). Length is unbounded.
 
-    ``n_tokens`` (N) and ``mask_ratio`` size the masking draws; ``vocab`` tokenizes the metadata.
+    ``n_tokens`` (N) and ``mask_ratio`` size the masking draws; ``vocab`` tokenizes the metadata; ``table``
+    (:func:`petctfm.data.format.norm_table`) replaces the dataset's normalization (fine-tuning: the model's).
     """
 
     def __init__(self, root: str | os.PathLike, cfg: StackConfig, n_tokens: int, mask_ratio: float,
-                 vocab: Vocabulary, seed: int, rank: int = 0):
+                 vocab: Vocabulary, seed: int, rank: int = 0, table: np.ndarray | None = None):
         self.root = Path(root)
         self.info = fmt.load_dataset_info(self.root, require_normalization=True)
         self.cfg, self.n_tokens, self.mask_ratio, self.vocab = cfg, int(n_tokens), float(mask_ratio), vocab
         self.seed, self.rank = int(seed), int(rank)
+        self.table = table  # normalization rows (fmt.norm_table); None: the dataset's statistics
         self.case_ids = list_cases(self.root, cfg.split)
         self._volumes: dict[str, torch.Tensor] = {}
         self._texts: dict[str, torch.Tensor] = {}
@@ -130,18 +140,28 @@ class StackDataset(Dataset):
     def __len__(self) -> int:
         return 2**62
 
-    def volume(self, case_id: str) -> torch.Tensor:
-        """(2, *grid) normalized, resized [PET, CT] of a case (cached, at most ``cache_cases`` per worker)."""
-        if case_id not in self._volumes:
-            path = fmt.case_dir(self.root, case_id) / "image.npy"
+    def cached(self, cache: dict[str, torch.Tensor], case_id: str, name: str, make) -> torch.Tensor:
+        """``make(array)`` of the case's ``name`` (``image.npy`` / ``label.npy``, memory-mapped), kept in ``cache``
+        (at most ``cache_cases`` per worker, oldest dropped); an unreadable file is a one-line InputError."""
+        if case_id not in cache:
+            path = fmt.case_dir(self.root, case_id) / name
             try:
-                img = np.load(path, mmap_mode="r")
+                arr = np.load(path, mmap_mode="r")
             except (OSError, ValueError) as exc:
                 raise InputError(f"{path}: cannot read ({exc})") from None
-            if len(self._volumes) >= max(1, self.cfg.cache_cases):
-                self._volumes.pop(next(iter(self._volumes)))
-            self._volumes[case_id] = resize(fmt.normalize(np.asarray(img, np.float32), self.info), self.cfg.grid)
-        return self._volumes[case_id]
+            if len(cache) >= max(1, self.cfg.cache_cases):
+                cache.pop(next(iter(cache)))
+            cache[case_id] = make(arr)
+        return cache[case_id]
+
+    def volume(self, case_id: str) -> torch.Tensor:
+        """(2, *grid) normalized, resized [PET, CT] of a case (cached, at most ``cache_cases`` per worker)."""
+        def make(img: np.ndarray) -> torch.Tensor:
+            img = np.asarray(img, np.float32)
+            norm = fmt.normalize(img, self.info) if self.table is None else fmt.apply_normalization(img, self.table)
+            return resize(norm, self.cfg.grid)
+
+        return self.cached(self._volumes, case_id, "image.npy", make)
 
     def text(self, case_id: str) -> torch.Tensor:
         if case_id not in self._texts:
@@ -159,4 +179,4 @@ class StackDataset(Dataset):
                 "text": self.text(case_id), "index": torch.tensor(int(i))}
 
 
-__all__ = ["STACK_AXES", "StackConfig", "resize", "cut_stack", "case_text", "StackDataset"]
+__all__ = ["STACK_AXES", "StackConfig", "resize", "cut_stack", "central_stack", "case_text", "StackDataset"]

@@ -73,6 +73,19 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
     return finish_configs(task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
 
 
+def uses_fratmae(out: str | Path, init: str | Path | None, backbone: str | None, resume: bool) -> bool:
+    """Whether this fine-tuning run is FratMAE's (:mod:`petctfm.methods.fratmae.finetune`): a resumed FratMAE
+    segmentation run, a FratMAE pretraining run as ``init``, or ``--init scratch --backbone fratmae-unetr``."""
+    from petctfm.methods.fratmae.finetune import is_fratmae_source
+    from petctfm.methods.fratmae.segment import BACKBONE, METHOD
+    from petctfm.train.config import saved_run_configs
+
+    saved = saved_run_configs(out) if resume else None
+    if saved is not None:
+        return saved[0].get("method") == METHOD
+    return backbone == BACKBONE or is_fratmae_source(init)
+
+
 def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | None = None,
              preset: str | None = None, fraction: float | None = None, *, kshot: int | None = None,
              backbone: str | None = None, max_steps: int | None = None, max_time: float | None = None,
@@ -81,7 +94,9 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
     summary (``steps``, ``loss``, ``stopped``...; the best checkpoint by val Dice is ``out/best/``).
 
     ``init``: a pretraining run folder or checkpoint (its encoder, backbone and mode are used), or None /
-    ``"scratch"`` for random weights (then ``backbone`` is required). ``preset``: ``tiny`` | ``cpu`` | ``gpu``
+    ``"scratch"`` for random weights (then ``backbone`` is required). A FratMAE run (or ``backbone=
+    "fratmae-unetr"`` from scratch) goes to :func:`petctfm.methods.fratmae.finetune.finetune_fratmae`.
+    ``preset``: ``tiny`` | ``cpu`` | ``gpu``
     (None: gpu when CUDA is available, else cpu). ``fraction`` (0.1 or 10 = 10 %) or ``kshot``: the stored
     label subset of ``splits.json``; neither: the whole train split. ``max_steps`` / ``max_time`` (seconds):
     stop with a checkpoint. ``resume``: continue the run in ``out`` (its saved config is the base).
@@ -92,10 +107,18 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
     from petctfm.methods.segmentation.task import FinetuneTask
     from petctfm.train import trainer
 
+    if uses_fratmae(out, init, backbone, resume):  # a FratMAE encoder (or its network from scratch)
+        from petctfm.methods.fratmae.finetune import finetune_fratmae
+
+        for flag in ("mode", "patch", "overlap"):
+            if config.pop(flag, None) is not None:
+                raise InputError(f"--{flag} does not apply to FratMAE fine-tuning (whole-body stacks, both modalities)")
+        return finetune_fratmae(dataset, out, None if init == "scratch" else init, preset, fraction, kshot=kshot,
+                                max_steps=max_steps, max_time=max_time, resume=resume, overrides=overrides, **config)
     task_cfg, train_cfg = finetune_configs(dataset, out, init, preset, fraction, kshot=kshot, backbone=backbone,
                                            max_steps=max_steps, max_time=max_time, resume=resume,
                                            overrides=overrides, **config)
     return trainer.train(FinetuneTask(task_cfg), train_cfg, out, resume=resume)
 
 
-__all__ = ["NAMED_OPTIONS", "finetune_configs", "finetune"]
+__all__ = ["NAMED_OPTIONS", "finetune_configs", "uses_fratmae", "finetune"]

@@ -1,0 +1,213 @@
+"""The FratMAE ablation runs, resumable, through the Python API: pretraining
+(:func:`petctfm.methods.fratmae.api.pretrain_fratmae`), fine-tuning
+(:func:`petctfm.methods.fratmae.finetune.finetune_fratmae`, then ``predict_split`` + ``evaluate_folder`` on
+the test split), staging (:func:`petctfm.methods.staging.run_stage`). :func:`run_fratmae_ablation` is the entry
+point. A finished run has ``RUN/done.json`` (written last, atomically, as in ``label_efficiency``) and is
+skipped on a rerun; a killed training resumes from its last checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from petctfm.core.errors import InputError
+from petctfm.experiments.fratmae_ablation.plan import EXPERIMENT_FILE, Planned, Settings, build_plan, command_line
+from petctfm.experiments.fratmae_ablation.report import write_results
+from petctfm.experiments.label_efficiency.plan import DONE_FILE, EVAL_DIR, PRED_DIR, SPLIT
+from petctfm.experiments.label_efficiency.run import load_done
+
+
+def _train(run_dir: Path, fn, **kw: Any) -> dict[str, Any]:
+    """Train with ``fn`` (a pretrain / finetune API) unless the run ended by its budget; resume a killed one."""
+    from petctfm.io.atomic import json_safe
+    from petctfm.train.checkpoint import latest_checkpoint
+    from petctfm.train.run_dir import SUMMARY_FILE
+
+    done = load_done(run_dir)
+    if done is not None:
+        return done
+    try:
+        import json
+
+        s = json.loads((run_dir / SUMMARY_FILE).read_text())
+        if s.get("stopped") in ("max_steps", "max_time"):
+            return s
+    except (OSError, ValueError):
+        pass
+    resume = latest_checkpoint(run_dir / "checkpoints") is not None
+    return json_safe(fn(out=run_dir, resume=resume, **kw))
+
+
+def run_pretrain(p: Planned, s: Settings, exp_dir: Path, progress: bool) -> dict[str, Any]:
+    from petctfm.io.atomic import atomic_write_json
+    from petctfm.methods.fratmae.api import pretrain_fratmae
+
+    run_dir = exp_dir / p.name
+    summary = _train(run_dir, pretrain_fratmae, dataset=s.data, preset=s.preset, variant=p.variant,
+                     max_steps=s.pretrain_steps, overrides=list(s.pretrain_overrides), seed=p.seed, progress=progress)
+    record = {**p.to_dict(), "train": {k: summary.get(k) for k in ("steps", "stopped", "loss")}}
+    if load_done(run_dir) is None:
+        atomic_write_json(run_dir / DONE_FILE, record)
+    return record
+
+
+def run_finetune(p: Planned, s: Settings, exp_dir: Path, progress: bool) -> dict[str, Any]:
+    """Fine-tune (or resume), predict the test split, evaluate; the record with per-case Dice and IoU."""
+    from petctfm.evaluate import evaluate_folder, write_report
+    from petctfm.methods.fratmae.finetune import finetune_fratmae
+    from petctfm.methods.segmentation.predict import predict_split
+    from petctfm.train.checkpoint import resolve_weights
+
+    run_dir = exp_dir / p.name
+    kw: dict[str, Any] = {"init": str(resolve_weights(exp_dir / p.pretrain)) if p.pretrain else None}
+    if not p.pretrain:
+        kw["stack"] = p.stack
+    summary = _train(run_dir, finetune_fratmae, dataset=s.data, preset=s.preset, seed=p.seed,
+                     fraction=float(f"{float(p.fraction) / 100:g}"), max_steps=s.max_steps,
+                     overrides=list(s.overrides), progress=progress, **kw)
+    predict_split(run_dir, s.data, split=SPLIT, out_dir=run_dir / PRED_DIR, progress=progress)
+    result = evaluate_folder(run_dir / PRED_DIR, s.data, split=SPLIT, n_resamples=s.n_resamples, seed=0,
+                             progress=progress)
+    write_report(result, run_dir / EVAL_DIR)
+    from petctfm.train.config import saved_run_configs
+
+    cases = saved_run_configs(run_dir)[0]["subset"]["cases"]
+    return {**p.to_dict(), "n_train_cases": len(cases),
+            "train": {k: summary.get(k) for k in ("steps", "stopped", "loss")},
+            "case_dice": {r["case_id"]: r["dice"] for r in result["cases"]},
+            "case_iou": {r["case_id"]: r["iou"] for r in result["cases"]}}
+
+
+def run_staging(p: Planned, s: Settings, exp_dir: Path, progress: bool) -> dict[str, Any]:
+    """Staging MLP on the pretraining run's frozen encoders (no pretraining: ``random:`` of the FratMAE run)."""
+    from petctfm.methods.staging import StageConfig, run_stage
+    from petctfm.train.checkpoint import resolve_weights
+
+    weights = str(resolve_weights(exp_dir / p.pretrain))
+    spec = weights if p.variant else f"random:{weights}"
+    run_dir = exp_dir / p.name
+    m = run_stage(s.data, [spec], run_dir, StageConfig(seed=p.seed, n_resamples=s.n_resamples,
+                                                         max_epochs=s.stage_epochs), progress=progress)
+    with open(run_dir / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {**p.to_dict(), "balanced_accuracy": m["balanced_accuracy"], "accuracy": m["accuracy"],
+            "case_prob": {r["case_id"]: float(r["prob_advanced"]) for r in rows},
+            "case_label": {r["case_id"]: int(r["label"]) for r in rows}}
+
+
+def execute(p: Planned, s: Settings, exp_dir: Path, progress: bool) -> dict[str, Any]:
+    """Run one planned run and write its ``done.json`` (last); returns the record."""
+    from petctfm.io.atomic import atomic_write_json, json_safe
+
+    if p.kind == "pretrain":
+        return run_pretrain(p, s, exp_dir, progress)
+    t0 = time.perf_counter()
+    record = (run_finetune if p.kind == "finetune" else run_staging)(p, s, exp_dir, progress)
+    record = json_safe({**record, "time_s": round(time.perf_counter() - t0, 1)})
+    atomic_write_json(exp_dir / p.name / DONE_FILE, record)
+    return record
+
+
+def staging_possible(data: str | Path) -> str | None:
+    """None when the dataset supports staging (staged train cases of both classes, a staged test case), else
+    the reason (the experiment then skips staging and says so)."""
+    from petctfm.data import format as fmt
+    from petctfm.methods.staging import staged_cases
+
+    try:
+        labels = staged_cases(data)
+    except InputError as exc:
+        return str(exc)
+    splits = fmt.load_splits(data)
+    train = {labels[c] for c in splits.get("train", []) if c in labels}
+    if train != {0, 1} or not any(c in labels for c in splits.get("test", [])):
+        return f"{data}: staging needs early and advanced train cases and a staged test case"
+    return None
+
+
+def _check_settings(exp_dir: Path, settings: Settings) -> None:
+    import yaml
+
+    p = exp_dir / EXPERIMENT_FILE
+    if not p.is_file():
+        return
+    old = (yaml.safe_load(p.read_text()) or {}).get("settings") or {}
+    diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in asdict(settings).items() if old.get(k) != v]
+    if diff:
+        raise InputError(f"{p}: this folder holds an experiment with other settings ({'; '.join(diff[:3])}); "
+                         "use a new --out or the same settings")
+
+
+def run_fratmae_ablation(data: str | Path, out: str | Path, fraction: float = 20.0,
+                         more_fractions: Sequence[float] = (40.0, 100.0), seeds: Sequence[int] = (0,),
+                         preset: str | None = None, pretrain_steps: int | None = None, max_steps: int | None = None,
+                         overrides: Sequence[str] = (), pretrain_overrides: Sequence[str] = (), stage: bool = True,
+                         stage_epochs: int = 500, n_resamples: int = 1000, progress: bool = True) -> dict[str, Any]:
+    """Plan, run (skipping finished runs), evaluate and report the ablation in ``out``.
+
+    ``fraction``: the stored label fraction (percent) of Table 3 and Table 2; ``more_fractions``: where no
+    pretraining and FratMAE are compared again. ``pretrain_steps`` / ``max_steps``: per pretraining / fine-tuning
+    run, the same for every arm (default: the preset's; ``pretrain_steps`` None = ``max_steps``). ``overrides`` /
+    ``pretrain_overrides``: ``--set`` strings for every fine-tuning / pretraining run. ``stage``: also run
+    staging (skipped with a note when the dataset has no staged cases). Returns ``{"exp_dir", "plan", "records",
+    "summary", "results_md", "results_csv", "plot", "command"}``.
+    """
+    import yaml
+    from rich.console import Console
+
+    from petctfm.core.version import __version__
+    from petctfm.data import format as fmt
+    from petctfm.io.atomic import atomic_write_text
+    from petctfm.methods.fratmae.presets import PRESETS
+    from petctfm.train.config import default_preset
+
+    console = Console(quiet=not progress)
+    data = Path(data)
+    if not (data / fmt.SPLITS_JSON).is_file():
+        raise InputError(f"{data}: not a harmonized dataset (no {fmt.SPLITS_JSON}; run 'petctfm harmonize')")
+    preset = preset or default_preset()
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    notes = []
+    why = staging_possible(data) if stage else None
+    if why:
+        notes.append(f"staging skipped: {why}")
+    settings = Settings(data=str(data), preset=preset, fraction=float(fraction),
+                        more_fractions=[float(f) for f in more_fractions],
+                        pretrain_steps=pretrain_steps if pretrain_steps is not None else max_steps,
+                        max_steps=max_steps, overrides=list(overrides), pretrain_overrides=list(pretrain_overrides),
+                        stage=bool(stage and not why), stage_epochs=int(stage_epochs), n_resamples=int(n_resamples))
+    seeds = [int(s) for s in seeds]
+    plan = build_plan(settings.fraction, settings.more_fractions, seeds, settings.stage)
+    from petctfm.methods.segmentation.task import resolve_subset
+
+    for pct in {settings.fraction, *settings.more_fractions}:  # a missing stored fraction fails now, not later
+        resolve_subset(data, fraction=float(f"{pct / 100:g}"))
+    exp_dir = Path(out)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    _check_settings(exp_dir, settings)
+    command = command_line(settings, str(exp_dir), seeds)
+    atomic_write_text(exp_dir / EXPERIMENT_FILE, yaml.safe_dump({
+        "experiment": "fratmae-ablation", "petctfm": __version__, "command": command, "settings": asdict(settings),
+        "seeds": seeds, "runs": [p.to_dict() for p in plan]}, sort_keys=False))
+    records, ran = [], 0
+    for i, p in enumerate(plan, 1):
+        done = load_done(exp_dir / p.name)
+        if done is not None:
+            console.print(f"[dim][{i}/{len(plan)}] {p.name}: finished earlier, skipped[/]")
+            records.append(done)
+            continue
+        console.rule(f"[bold][{i}/{len(plan)}] {p.name}[/]")
+        records.append(execute(p, settings, exp_dir, progress))
+        ran += 1
+    summary = write_results(exp_dir, [r for r in records if r["kind"] != "pretrain"], plan, settings, command, notes)
+    console.print(f"fratmae-ablation: {len(records)} runs ({ran} run now); results in {exp_dir / 'results.md'}")
+    return {"exp_dir": exp_dir, "plan": plan, "records": records, "summary": summary, "ran": ran,
+            "results_md": exp_dir / "results.md", "results_csv": exp_dir / "results.csv",
+            "plot": exp_dir / "fratmae_ablation.png", "command": command}
+
+
+__all__ = ["run_pretrain", "run_finetune", "run_staging", "execute", "staging_possible", "run_fratmae_ablation"]
