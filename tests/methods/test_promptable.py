@@ -197,3 +197,44 @@ def test_point_outside_the_image_names_the_entry(untrained_run, tmp_path):
         {"object": 1, "point": [1, 1, 1]}, {"object": 1, "point": [500, 1, 1], "positive": False}]}))
     with pytest.raises(InputError, match=r"p.json: prompts\[1\]: .*outside the image"):
         segment(untrained_run, tmp_path / "pet.nii.gz", tmp_path / "p.json", tmp_path / "out")
+
+
+def test_cached_embedding_click_path_equals_recomputing(tmp_path):
+    """The session's cached crop embedding gives the same masks as re-embedding on every click, and a click
+    inside the object's crop runs the mask decoder only."""
+    import torch
+
+    cfg = _cfg()
+    assert cfg["model"]["design"] == "cached"
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    save_weights(model, tmp_path / "run" / "model.safetensors", cfg, step=0)
+    img, arr = _lps_pet()
+    clicks = [((10, 11, 9), True), ((12, 11, 9), False), ((9, 12, 8), True), ((11, 10, 10), False)]
+    cached = PromptSession.from_run(tmp_path / "run", img, max_zoom=1.0)
+    fresh = PromptSession.from_run(tmp_path / "run", img, max_zoom=1.0, cache_size=0)
+    for p, positive in clicks:
+        assert np.array_equal(cached.add_point(p, positive), fresh.add_point(p, positive))
+    assert cached.encodes == 1 and fresh.encodes == len(clicks) and cached.forwards == len(clicks)
+    # the same as the model's own forward on the crop (one model definition for training and the session)
+    x = torch.randn(1, 1, 16, 16, 16)
+    pr = torch.zeros(1, 4, 16, 16, 16)
+    pr[0, 0, 8, 8, 8] = 1
+    with torch.no_grad():
+        assert torch.allclose(model(x, pr), model.decode(model.embed(x), pr))
+    # undo restores the crop too: the next click after undo reuses the cache
+    cached.undo()
+    cached.add_point(*clicks[-1])
+    assert cached.encodes == 1
+
+
+def test_channels_design_still_builds_and_old_configs_default_to_it():
+    cfg = _cfg()
+    cfg["model"]["design"] = "channels"
+    m = build_model(cfg)
+    assert m.design == "channels" and m.head is None
+    del cfg["model"]["design"]
+    assert build_model(cfg).design == "channels"
+    cfg["model"]["design"] = "tokens"
+    with pytest.raises(InputError, match="model.design"):
+        build_model(cfg)

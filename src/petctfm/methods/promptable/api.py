@@ -17,7 +17,8 @@ from petctfm.core.errors import InputError
 from petctfm.methods.promptable.presets import get_preset
 from petctfm.train.config import base_configs, bind_dataset_path, TrainConfig, finish_configs, run_options
 
-NAMED_OPTIONS: dict[str, tuple[str, str]] = {"mode": ("data", "mode"), "patch": ("data", "patch_size")}
+NAMED_OPTIONS: dict[str, tuple[str, str]] = {"mode": ("data", "mode"), "patch": ("data", "patch_size"),
+                                             "design": ("model", "design")}
 
 
 def prompt_train_configs(dataset: str | Path | None, out: str | Path, init: str | Path | None = None,
@@ -37,8 +38,8 @@ def prompt_train_configs(dataset: str | Path | None, out: str | Path, init: str 
             pcfg, _, path = pretrained_config(init)
             if backbone and backbone != pcfg["model"]["backbone"]:
                 raise InputError(f"{path}: pretrained backbone {pcfg['model']['backbone']!r} != --backbone {backbone!r}")
-            task_cfg["model"] = {"backbone": pcfg["model"]["backbone"],
-                                 "overrides": dict(pcfg["model"].get("overrides") or {})}
+            task_cfg["model"].update(backbone=pcfg["model"]["backbone"],
+                                     overrides=dict(pcfg["model"].get("overrides") or {}))
             task_cfg["init"] = {"source": str(path), "method": pcfg.get("method"), "mode": pcfg["data"]["mode"]}
     bind_dataset_path(task_cfg, dataset)
     if held_out is not None:
