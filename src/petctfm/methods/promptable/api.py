@@ -58,8 +58,9 @@ def prompt_train(dataset: str | Path | None, out: str | Path, init: str | Path |
 
     ``init``: a pretrained petctfm run / checkpoint (its encoder and backbone; input convolutions inflated to
     the prompt channels) or None / ``"scratch"``. ``mode``: ``"pet"`` (default, as the paper) or ``"joint"``
-    (PET + CT). ``held_out``: organ names never sampled (default spleen, kidney_left, kidney_right).
-    ``overrides``: ``{"clicks.max_iter": 5, "train.lr": 1e-4}``. Other keywords: trainer settings.
+    (PET + CT). ``design``: ``"cached"`` (default: image embedding once per crop, a light prompt decoder per
+    click) or ``"channels"`` (prompts as input channels of the whole network). ``held_out``: organ names never
+    sampled (default spleen, kidney_left, kidney_right). ``overrides``: ``{"clicks.max_iter": 5, "train.lr": 1e-4}``. Other keywords: trainer settings.
     """
     from petctfm.methods.promptable.task import PromptTask
     from petctfm.train import trainer
