@@ -75,10 +75,16 @@ def toy_prompt_run(tmp_path):
 
 
 def test_experiment_runs_end_to_end(toy_prompt_run, tmp_path):
+    from petctfm.methods.segmentation.task import DEFAULT_CONFIG as SEG, FinetuneTask
+
     root, run = toy_prompt_run
+    seg = FinetuneTask(deep_merge(SEG, {"model": {"backbone": "unet-resenc-tiny"},
+                                        "data": {"patch_size": [16, 16, 16]}}), root)
+    save_weights(seg.build_model(), tmp_path / "auto" / "model.safetensors", seg.config, step=0)
     out = tmp_path / "exp"
     assert main(["experiment", "interactive", "--data", str(root), "--model", str(run), "--out", str(out),
-                 "--max-cases", "1", "--max-clicks", "3", "--max-targets", "1", "--no-progress"]) == 0
+                 "--max-cases", "1", "--max-clicks", "3", "--max-targets", "1", "--no-progress",
+                 "--auto", str(tmp_path / "auto")]) == 0
     for name in ("results.md", "results.csv", "steps.csv", "dice_vs_clicks.png", "info.json"):
         assert (out / name).is_file(), name
     assert list((out / "cases").glob("*.png"))
@@ -86,6 +92,7 @@ def test_experiment_runs_end_to_end(toy_prompt_run, tmp_path):
         steps = list(csv.DictReader(f))
     got = {(r["protocol"], r["arm"], r["kind"]) for r in steps}
     assert {("autopet", "model", "lesions"), ("autopet", "iso", "lesions"), ("one_per_lesion", "iso", "lesions"),
+            ("auto", "auto", "lesions"),
             ("corrective", "model", "lesion"), ("corrective", "model", "organ")} <= got
     auto_steps = sorted(int(r["clicks"]) for r in steps if r["protocol"] == "autopet" and r["arm"] == "model")
     assert auto_steps == [0, 1, 2, 3]
