@@ -14,9 +14,9 @@ Per test case of a harmonized dataset (RAS arrays at the dataset spacing; SUV an
    (:func:`~petctfm.methods.promptable.prompts.corrective_click`). Targets: ``lesions`` (a missed lesion outside
    every object's crop becomes a new object; a false positive is a negative click for the object that drew it),
    each single ``lesion`` component, each ``organ`` of ``organs.npy`` (``seen``: not in the model's
-   ``targets.held_out``).
-3. **One click per lesion** (``protocol = "one_per_lesion"``): every lesion click (up to ``max_clicks``) and
-   nothing else, for ``model`` and ``iso``; **automatic** (``protocol = "auto"``, zero clicks): a
+   ``targets.held_out``; the ``max_targets`` largest seen and the ``max_targets`` largest held-out organs).
+3. **One click per lesion** (``protocol = "one_per_lesion"``, recorded as ``clicks = 1``): every lesion click
+   (up to ``max_clicks``) and nothing else, for ``model`` and ``iso``; **automatic** (``protocol = "auto"``, zero clicks): a
    ``petctfm finetune`` model's lesion mask (``auto=RUN``).
 
 Metrics per (case, target, arm, step): Dice, autoPET false-positive and false-negative volume (ml,
@@ -99,9 +99,10 @@ class CaseRunner:
         for k, p in enumerate(fg, 1):
             self.s.add_point(p, True, object=k)
             iso |= C.isocontour(self.suv, p, self.half_box)
-        self._row("one_per_lesion", "model", "lesions", "lesions", len(fg),
-                  _metrics(self._lesion_mask(), self.lesion, self.spacing))
-        self._row("one_per_lesion", "iso", "lesions", "lesions", len(fg), _metrics(iso, self.lesion, self.spacing))
+        # clicks = 1: one click per lesion (the case's lesion count is in n_lesion_clicks)
+        for arm, pred in (("model", self._lesion_mask()), ("iso", iso)):
+            self._row("one_per_lesion", arm, "lesions", "lesions", 1, {**_metrics(pred, self.lesion, self.spacing),
+                                                                        "n_lesion_clicks": len(fg)})
 
     def corrective(self, target: np.ndarray, kind: str, name: str, seen: Any = "", multi: bool = False) -> None:
         """Corrective clicks on one target; ``multi``: missed regions outside every crop become new objects."""
@@ -144,9 +145,11 @@ class CaseRunner:
                 self.corrective(comps == j + 1, "lesion", f"lesion_{j + 1}")
         if self.organs is not None:
             names = {v: k for k, v in ORGAN_LABELS.items()}
-            values = [int(v) for v in np.unique(self.organs) if v]
-            sizes = [int((self.organs == v).sum()) for v in values]
-            for v in [values[i] for i in np.argsort(sizes)[::-1][:self.max_targets]]:
+            counts = np.bincount(np.asarray(self.organs, np.int64).ravel())
+            values = [int(v) for v in np.argsort(-counts, kind="stable") if v and counts[v]]  # largest first
+            seen = [v for v in values if v not in self.held_out][:self.max_targets]
+            held = [v for v in values if v in self.held_out][:self.max_targets]  # zero-shot: always evaluated
+            for v in seen + held:
                 self.corrective(self.organs == v, "organ", names.get(v, str(v)), seen=v not in self.held_out)
 
 
