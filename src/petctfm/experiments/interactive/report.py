@@ -108,7 +108,7 @@ def _ci(r: dict | None, digits: int = 3) -> str:
 def markdown(summary: list[dict], info: dict) -> str:
     lines = ["# Interactive segmentation (synthetic data; not a clinical result)", "",
              f"Model `{info['model']}`, data `{info['data']}` split `{info['split']}`, {info['n_cases']} cases, "
-             f"up to {info['max_clicks']} clicks; isocontour box {info['iso_box_mm']} mm; held-out organs: "
+             f"up to {info['max_clicks']} clicks, auto-zoom limit {info.get('max_zoom', 4.0)}; isocontour box {info['iso_box_mm']} mm; held-out organs: "
              f"{', '.join(info['held_out']) or 'none'}; automatic baseline: `{info['auto'] or 'not given'}`; "
              f"{info['seconds']:.0f} s. Mean [95 % bootstrap CI] (n targets).", "",
              "## One click per lesion: learned model vs 41 % SUVmax isocontour", "",

@@ -173,10 +173,11 @@ def auto_masks(auto: str | os.PathLike, root: Path, case_ids: list[str], device:
 def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike,
                     auto: str | os.PathLike | None = None, split: str = "test", max_cases: int | None = None,
                     max_clicks: int = 10, max_targets: int = 10, organs: bool = True, iso_box_mm: float = 60.0,
-                    n_figures: int = 3, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+                    n_figures: int = 3, device: str = "cpu", max_zoom: float = 4.0,
+                    progress: bool = True) -> dict[str, Any]:
     """Run both protocols and both baselines on ``split`` of ``data``; writes ``out/results.md``,
     ``results.csv``, ``steps.csv``, ``dice_vs_clicks.png``, ``cases/*.png``; returns :func:`.report.write_report`'s
-    paths plus ``rows`` and ``summary``."""
+    paths plus ``rows`` and ``summary``. ``max_zoom``: the session's auto-zoom limit (1 = no zoom)."""
     from petctfm.data import format as fmt
     from petctfm.data.loader import list_cases
     from petctfm.experiments.interactive import report
@@ -205,7 +206,8 @@ def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str 
         affine = np.asarray(meta.get("affine", np.diag([*meta.get("spacing", [2.0] * 3), 1.0])), float)
         spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         lesion = np.asarray(case["label"]) > 0
-        session = PromptSession(net, cfg, (img[0], affine), ct=(img[1], affine), device=device, cache_size=64)
+        session = PromptSession(net, cfg, (img[0], affine), ct=(img[1], affine), device=device, cache_size=64,
+                                max_zoom=max_zoom)
         r = CaseRunner(session, cid, img[0], lesion, np.asarray(case["organs"]) if organs and "organs" in case
                        else None, spacing, held, meta, max_clicks, iso_box_mm, max_targets)
         r.autopet()
@@ -220,7 +222,7 @@ def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str 
             print(f"interactive: {i + 1}/{len(case_ids)} {cid}: {len(r.rows)} rows, {session.encodes} embeddings, "
                   f"{session.forwards} decoder runs, {time.perf_counter() - t0:.0f}s", flush=True)
     info = {"data": str(root), "model": str(model), "auto": str(auto) if auto else None, "split": split,
-            "n_cases": len(case_ids), "max_clicks": max_clicks, "iso_box_mm": iso_box_mm,
+            "n_cases": len(case_ids), "max_clicks": max_clicks, "iso_box_mm": iso_box_mm, "max_zoom": max_zoom,
             "held_out": sorted(cfg.get("targets", {}).get("held_out", [])), "seconds": time.perf_counter() - t0}
     return report.write_report(rows, figures, info, out)
 
