@@ -57,6 +57,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--designs", nargs="+", default=["channels", "cached"],
+                    help="channels | cached | cached-norefine (the cached decoder without its full-resolution refinement)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -64,11 +66,12 @@ def main():
     train_root = write_toy_dataset(d / "train", n_cases=5, seed=3)
     test_root = write_toy_dataset(d / "test", n_cases=4, seed=99)
     res = {}
-    for design in ("channels", "cached"):
+    for design in a.designs:
         per_seed = []
         for seed in a.seeds:
             cfg = deep_merge(DEFAULT_CONFIG, get_preset("tiny")["task"])
-            cfg["model"]["design"], cfg["seed"] = design, seed
+            cfg["model"]["design"], cfg["seed"] = design.split("-")[0], seed
+            cfg["model"]["head_refine"] = design != "cached-norefine"
             cfg["targets"]["kind_probs"] = {"lesion": 1.0, "organ": 0.0, "all_lesions": 0.0}
             t = time.perf_counter()
             torch.manual_seed(seed)
@@ -86,7 +89,7 @@ def main():
         allv = np.concatenate(per_seed)
         res[design]["dice"] = allv.tolist()
         res[design]["dice_ci"] = [mean_ci(allv[:, c]) for c in range(allv.shape[1])]
-    for c in range(3):
+    for c in range(3 if {"cached", "channels"} <= set(res) else 0):
         cmp = paired_comparison(np.array(res["cached"]["dice"])[:, c], np.array(res["channels"]["dice"])[:, c])
         print(f"{c + 1} click(s): channels {res['channels']['dice_ci'][c]['mean']:.3f} "
               f"[{res['channels']['dice_ci'][c]['ci_low']:.3f}, {res['channels']['dice_ci'][c]['ci_high']:.3f}]  "

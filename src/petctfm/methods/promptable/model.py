@@ -81,21 +81,41 @@ class PromptSegmenter(nn.Module):
         x = torch.cat([embedding, prompts.to(embedding.dtype)], dim=1)
         if self.head is None:
             return self.backbone(x)
-        return F.interpolate(self.head(x), size=tuple(x.shape[2:]), mode="trilinear", align_corners=False)
+        return self.head(x)
 
     def forward(self, image: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
         return self.decode(self.embed(image), prompts)
 
 
-def build_head(in_channels: int, filters: list[int]) -> nn.Module:
-    """The ``cached`` design's mask decoder: a small residual UNet (MONAI DynUNet), one output channel at 1/2
-    resolution (every stage stride 2; 3 or 4 stages)."""
+class PromptDecoder(nn.Module):
+    """The ``cached`` design's mask decoder on ``x`` = [embedding, prompts] (B, E + 4, X, Y, Z): ``coarse`` (a
+    small residual UNet at 1/2 resolution) upsampled (trilinear) to the patch; with ``refine`` (a 3x3x3 conv on
+    [upsampled coarse features, x] at full resolution, ~25 M multiply-adds at 32^3) the logit sees the
+    embedding's and the clicks' full-resolution detail, else the coarse output is the logit."""
+
+    def __init__(self, coarse: nn.Module, refine: nn.Module | None = None):
+        super().__init__()
+        self.coarse, self.refine = coarse, refine
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.interpolate(self.coarse(x), size=tuple(x.shape[2:]), mode="trilinear", align_corners=False)
+        return y if self.refine is None else self.refine(torch.cat([y, x], dim=1))
+
+
+REFINE_CHANNELS = 8
+
+
+def build_head(in_channels: int, filters: list[int], refine: bool = True) -> nn.Module:
+    """The ``cached`` design's :class:`PromptDecoder`: MONAI DynUNet (every stage stride 2, 3 or 4 stages) with
+    ``REFINE_CHANNELS`` outputs + a full-resolution 3x3x3 refinement (``refine``), else one output channel."""
     from monai.networks.nets import DynUNet
 
     n = len(filters)
     strides = list(HEAD_STRIDES[:n])
-    return DynUNet(spatial_dims=3, in_channels=in_channels, out_channels=1, kernel_size=[3] * n, strides=strides,
-                   upsample_kernel_size=strides[1:], filters=list(filters), res_block=True)
+    coarse = DynUNet(spatial_dims=3, in_channels=in_channels, out_channels=REFINE_CHANNELS if refine else 1,
+                     kernel_size=[3] * n, strides=strides, upsample_kernel_size=strides[1:], filters=list(filters),
+                     res_block=True)
+    return PromptDecoder(coarse, nn.Conv3d(REFINE_CHANNELS + in_channels, 1, 3, padding=1) if refine else None)
 
 
 def build_model(cfg: dict[str, Any]) -> PromptSegmenter:
@@ -109,7 +129,9 @@ def build_model(cfg: dict[str, Any]) -> PromptSegmenter:
     if e < 1 or not 3 <= len(filters) <= len(HEAD_STRIDES) or min(filters) < 1:
         raise InputError(f"model.embed_channels must be >= 1 and model.head_filters 3..{len(HEAD_STRIDES)} "
                          f"positive widths, got {e} / {filters}")
-    return PromptSegmenter(build_backbone(m["backbone"], n_img, e, **over), build_head(e + N_PROMPT_CHANNELS, filters))
+    # configs saved before the refinement existed have no model.head_refine: their decoder had none
+    head = build_head(e + N_PROMPT_CHANNELS, filters, refine=bool(m.get("head_refine", False)))
+    return PromptSegmenter(build_backbone(m["backbone"], n_img, e, **over), head)
 
 
 register_model_builder(METHOD, build_model)
@@ -143,5 +165,6 @@ def load_pretrained_encoder(model: PromptSegmenter, state: dict[str, torch.Tenso
     return inflated
 
 
-__all__ = ["METHOD", "DESIGNS", "HEAD_STRIDES", "image_channels", "design_of", "PromptSegmenter", "build_head",
+__all__ = ["METHOD", "DESIGNS", "HEAD_STRIDES", "image_channels", "design_of", "PromptSegmenter", "PromptDecoder",
+           "REFINE_CHANNELS", "build_head",
            "build_model", "load_pretrained_encoder"]

@@ -45,7 +45,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "seed": 0,
     "dataset": None,
     "model": {"backbone": "unet-resenc-tiny", "overrides": {}, "design": "cached", "embed_channels": 16,
-              "head_filters": [16, 32, 32]},
+              "head_filters": [16, 32, 32], "head_refine": True},
     "init": {"source": "scratch", "method": None, "mode": None},
     "targets": {"held_out": ["spleen", "kidney_left", "kidney_right"],
                 "kind_probs": {"lesion": 0.45, "organ": 0.4, "all_lesions": 0.15}},
