@@ -12,7 +12,7 @@ from petctfm.methods.promptable.prompts import corrective_click, interior_point
 from petctfm.methods.promptable.session import PromptSession
 from petctfm.methods.promptable.task import DEFAULT_CONFIG, PromptTask
 
-STEPS = 60
+STEPS = 40
 
 
 def test_dice_rises_with_clicks(tmp_path):
