@@ -153,7 +153,7 @@ def plot(summary: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from petctfm.io.atomic import atomic_path
+    from petctfm.methods.promptable.figures import save_png
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     curves = [("autopet", "model", "lesions", "all", "model, autoPET protocol (lesions)", "C0", "-"),
@@ -177,11 +177,7 @@ def plot(summary: list[dict], path: Path) -> Path:
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("Dice vs clicks (synthetic phantoms)", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=90)
 
 
 def case_figure(fig_case: dict, path: Path) -> Path:
@@ -194,7 +190,7 @@ def case_figure(fig_case: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib import colormaps
 
-    from petctfm.io.atomic import atomic_path
+    from petctfm.methods.promptable.figures import save_png
 
     fg, bg = fig_case["fg"], fig_case["bg"]
     y = int(fg[0][1]) if fg else fig_case["suv"].shape[1] // 2
@@ -216,12 +212,7 @@ def case_figure(fig_case: dict, path: Path) -> Path:
                  "clicks", fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def write_report(rows: list[dict], figures: list[dict], info: dict, out: str | Path) -> dict[str, Any]:
