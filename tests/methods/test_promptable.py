@@ -266,3 +266,20 @@ def test_segment_dicom_in_writes_a_dicom_seg_per_object(untrained_run, tmp_path)
     # a DICOM PET folder without --ct: a one-line usage error (exit 2)
     assert main(["segment", "--model", str(untrained_run), "--pet", str(study / "PT"), "--prompts",
                  str(tmp_path / "p.json"), "--out", str(tmp_path / "o2")]) == 2
+
+
+@pytest.mark.parametrize("design", ["cached", "channels"])
+def test_prompt_train_cli_design(tmp_path, design):
+    import yaml
+
+    from petctfm.cli.main import main
+    from petctfm.train.checkpoint import load_model
+
+    root = write_toy_dataset(tmp_path / "ds", n_cases=3, shape=(32, 32, 40))
+    assert main(["prompt-train", "--data", str(root), "--out", str(tmp_path / "run"), "--preset", "tiny",
+                 "--design", design, "--patch", "16", "--max-steps", "2", "--figure-every", "0",
+                 "--checkpoint-every", "2", "--num-workers", "0", "--device", "cpu"]) == 0
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert cfg["task"]["model"]["design"] == design
+    model, _ = load_model(tmp_path / "run")
+    assert model.design == design
