@@ -197,3 +197,89 @@ def test_point_outside_the_image_names_the_entry(untrained_run, tmp_path):
         {"object": 1, "point": [1, 1, 1]}, {"object": 1, "point": [500, 1, 1], "positive": False}]}))
     with pytest.raises(InputError, match=r"p.json: prompts\[1\]: .*outside the image"):
         segment(untrained_run, tmp_path / "pet.nii.gz", tmp_path / "p.json", tmp_path / "out")
+
+
+def test_cached_embedding_click_path_equals_recomputing(tmp_path):
+    """The session's cached crop embedding gives the same masks as re-embedding on every click, and a click
+    inside the object's crop runs the mask decoder only."""
+    import torch
+
+    cfg = _cfg()
+    assert cfg["model"]["design"] == "cached"
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    save_weights(model, tmp_path / "run" / "model.safetensors", cfg, step=0)
+    img, arr = _lps_pet()
+    clicks = [((10, 11, 9), True), ((12, 11, 9), False), ((9, 12, 8), True), ((11, 10, 10), False)]
+    cached = PromptSession.from_run(tmp_path / "run", img, max_zoom=1.0)
+    fresh = PromptSession.from_run(tmp_path / "run", img, max_zoom=1.0, cache_size=0)
+    for p, positive in clicks:
+        assert np.array_equal(cached.add_point(p, positive), fresh.add_point(p, positive))
+    assert cached.encodes == 1 and fresh.encodes == len(clicks) and cached.forwards == len(clicks)
+    # the same as the model's own forward on the crop (one model definition for training and the session)
+    x = torch.randn(1, 1, 16, 16, 16)
+    pr = torch.zeros(1, 4, 16, 16, 16)
+    pr[0, 0, 8, 8, 8] = 1
+    with torch.no_grad():
+        assert torch.allclose(model(x, pr), model.decode(model.embed(x), pr))
+    # undo restores the crop too: the next click after undo reuses the cache
+    cached.undo()
+    cached.add_point(*clicks[-1])
+    assert cached.encodes == 1
+
+
+def test_channels_design_still_builds_and_old_configs_default_to_it():
+    cfg = _cfg()
+    cfg["model"]["design"] = "channels"
+    m = build_model(cfg)
+    assert m.design == "channels" and m.head is None
+    del cfg["model"]["design"]
+    assert build_model(cfg).design == "channels"
+    cfg["model"]["design"] = "tokens"
+    with pytest.raises(InputError, match="model.design"):
+        build_model(cfg)
+
+
+def test_segment_dicom_in_writes_a_dicom_seg_per_object(untrained_run, tmp_path):
+    from petctfm.cli.main import main
+    from petctfm.io.dicom_read import read_seg_on, read_volume
+    from petctfm.synth.writers import synthesize
+
+    synthesize(tmp_path / "synth", n_cases=1, seed=0, size="tiny", formats=["dicom"], progress=False)
+    study = next((tmp_path / "synth" / "dicom").iterdir())
+    (tmp_path / "p.json").write_text(json.dumps({"objects": {"1": "hot spot", "2": "other"}, "prompts": [
+        {"object": 1, "point": [10, 10, 10]}, {"object": 2, "box": [[2, 2, 2], [6, 6, 6]]}]}))
+    out = tmp_path / "out"
+    assert main(["segment", "--model", str(untrained_run), "--pet", str(study / "PT"), "--ct", str(study / "CT"),
+                 "--prompts", str(tmp_path / "p.json"), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    lab = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "mask.nii.gz")))
+    pt_files = sorted(str(p.relative_to(study)) for p in (study / "PT").iterdir())
+    suv, pt = read_volume(study, pt_files)
+    for k in (1, 2):
+        name = f"object_{k}.seg.dcm"
+        if (lab == k).any():
+            assert name in summary["dicom_seg"]
+            back = sitk.GetArrayFromImage(read_seg_on(out, name, pt, suv))
+            np.testing.assert_array_equal(back > 0, lab == k)
+    assert summary["dicom_seg"]
+    # a DICOM PET folder without --ct: a one-line usage error (exit 2)
+    assert main(["segment", "--model", str(untrained_run), "--pet", str(study / "PT"), "--prompts",
+                 str(tmp_path / "p.json"), "--out", str(tmp_path / "o2")]) == 2
+
+
+@pytest.mark.parametrize("design", ["cached", "channels"])
+def test_prompt_train_cli_design(tmp_path, design):
+    import yaml
+
+    from petctfm.cli.main import main
+    from petctfm.train.checkpoint import load_model
+
+    root = write_toy_dataset(tmp_path / "ds", n_cases=3, shape=(32, 32, 40))
+    assert main(["prompt-train", "--data", str(root), "--out", str(tmp_path / "run"), "--preset", "tiny",
+                 "--design", design, "--patch", "16", "--max-steps", "2", "--figure-every", "0",
+                 "--checkpoint-every", "2", "--num-workers", "0", "--device", "cpu"]) == 0
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert cfg["task"]["model"]["design"] == design
+    model, _ = load_model(tmp_path / "run")
+    assert model.design == design

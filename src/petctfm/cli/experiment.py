@@ -147,11 +147,53 @@ def _run_fratmae_ablation(args: argparse.Namespace) -> int:
         n_resamples=args.bootstrap, progress=not args.no_progress)
     print(f"experiment fratmae-ablation: {len(out['records'])} runs ({out['ran']} run now); results in "
           f"{out['results_md']}, {out['results_csv']}, {out['plot']}")
+
+
+def _register_interactive(sub) -> None:
+    p = add_command(
+        sub, "interactive",
+        help="a promptable model click by click (autoPET IV protocol, corrective clicks) vs isocontour / automatic",
+        description="Evaluate a prompt-train model on the test split: the autoPET IV click protocol (lesion and "
+        "background clicks fixed from the ground truth, 0..10+10), corrective clicks on the largest error (lesions, "
+        "each lesion, each organ, seen vs held-out), one click per lesion against a 41 %-of-SUVmax isocontour, and "
+        "optionally an automatic petctfm finetune model. Writes results.md, results.csv, steps.csv, "
+        "dice_vs_clicks.png and cases/*.png. See docs/promptable.md.",
+        examples="petctfm experiment interactive --data dataset/ --model runs/prompt --out exp/interactive "
+        "--auto runs/finetune",
+    )
+    p.add_argument("--data", required=True, metavar="DATASET", help="harmonized dataset folder")
+    p.add_argument("--model", required=True, metavar="RUN", help="prompt-train run folder or model.safetensors")
+    p.add_argument("--out", required=True, metavar="EXP_DIR", help="output folder")
+    p.add_argument("--auto", metavar="RUN", help="a petctfm finetune run: the zero-click automatic baseline")
+    p.add_argument("--split", default="test", help="dataset split (default test)")
+    p.add_argument("--max-cases", type=int, default=None, metavar="N", help="only the first N cases")
+    p.add_argument("--max-clicks", type=int, default=10, metavar="N", help="clicks per protocol (default 10)")
+    p.add_argument("--max-targets", type=int, default=10, metavar="N",
+                   help="single lesions and organs per case for the corrective protocol (default 10)")
+    p.add_argument("--no-organs", action="store_true", help="skip the organ targets")
+    p.add_argument("--iso-box-mm", type=float, default=60.0, help="side of the isocontour's box (default 60 mm)")
+    p.add_argument("--figures", type=int, default=3, metavar="N", help="case PNGs (default 3)")
+    p.add_argument("--max-zoom", type=float, default=4.0, help="the session's auto-zoom limit (default 4; 1 = off)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--no-progress", action="store_true", help="quiet")
+    p.set_defaults(func=_run_interactive)
+
+
+def _run_interactive(args: argparse.Namespace) -> int:
+    from petctfm.experiments.interactive.run import run_interactive
+
+    out = run_interactive(args.data, args.model, args.out, auto=args.auto, split=args.split,
+                          max_cases=args.max_cases, max_clicks=args.max_clicks, max_targets=args.max_targets,
+                          organs=not args.no_organs, iso_box_mm=args.iso_box_mm, n_figures=args.figures,
+                          device=args.device, max_zoom=args.max_zoom, progress=not args.no_progress)
+    print(f"experiment interactive: {len(out['rows'])} rows; results in {out['results_md']}, {out['results_csv']}, "
+          f"{out['plot']}")
     return 0
 
 
 #: Experiment name -> function adding its sub-subcommand.
-EXPERIMENTS = {"label-efficiency": _register_label_efficiency, "fratmae-ablation": _register_fratmae_ablation}
+EXPERIMENTS = {"label-efficiency": _register_label_efficiency, "fratmae-ablation": _register_fratmae_ablation,
+               "interactive": _register_interactive}
 
 
 def register(subparsers) -> None:

@@ -20,8 +20,10 @@ def register(subparsers) -> None:
     p = add_command(
         subparsers, "prompt-train", help="train a promptable (clicks, box, previous mask) segmenter",
         description="Targets: each organ of organs.npy (minus --held-out), each lesion, all lesions in view; "
-        "iterative click simulation (interior point, then the largest error region). Prompts are extra input "
-        "channels of a petctfm backbone. Same trainer as pretraining. See docs/promptable.md.",
+        "iterative click simulation (interior point, then the largest error region). Design 'cached' (default): "
+        "the backbone embeds the image once per crop and a light decoder reads the prompt channels per click; "
+        "'channels': prompts are extra input channels of the backbone. Same trainer as pretraining. "
+        "See docs/promptable.md.",
         examples=EXAMPLES,
     )
     p.add_argument("--data", metavar="DATASET", help="harmonized dataset folder")
@@ -31,6 +33,8 @@ def register(subparsers) -> None:
     p.add_argument("--mode", choices=["pet", "joint"], help="input: PET only (default) or PET+CT")
     p.add_argument("--backbone", metavar="NAME", help="backbone from scratch (default: the preset's)")
     p.add_argument("--patch", type=int, metavar="N", help="cubic patch side in voxels")
+    p.add_argument("--design", choices=["cached", "channels"], help="cached image embedding + light prompt decoder "
+                   "(default) or prompts as input channels of the whole network")
     p.add_argument("--held-out", metavar="ORGANS", help="comma-separated organ names never sampled "
                    "(default spleen,kidney_left,kidney_right)")
     add_run_args(p, "clicks.max_iter=5")
@@ -44,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     held = [s.strip() for s in args.held_out.split(",") if s.strip()] if args.held_out is not None else None
     s = prompt_train(args.data, args.out, args.init, args.preset, backbone=args.backbone, held_out=held,
                      max_steps=opts.pop("max_steps", None), max_time=opts.pop("max_time_s", None),
-                     resume=args.resume, overrides=args.set, mode=args.mode, patch=args.patch, **opts)
+                     resume=args.resume, overrides=args.set, mode=args.mode, patch=args.patch, design=args.design,
+                     **opts)
     print(f"prompt-train: {s.get('steps')} steps, loss {s.get('loss'):.4f}, stopped by {s.get('stopped')}; "
           f"run folder {args.out}")
     return 0

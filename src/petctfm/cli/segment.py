@@ -11,8 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "study; writes mask.nii.gz on the input PET grid, objects.csv and summary.json. Example: "
                        "petctfm segment --model runs/prompt --pet SUV.nii.gz --prompts prompts.json --out seg/")
     p.add_argument("--model", required=True, help="prompt-train run folder or model.safetensors")
-    p.add_argument("--pet", required=True, help="PET image in SUV (NIfTI, MHA, NRRD)")
-    p.add_argument("--ct", help="CT image (needed by PET+CT models; resampled onto the PET grid)")
+    p.add_argument("--pet", required=True, help="PET image in SUV (NIfTI, MHA, NRRD), or a DICOM PT series folder "
+                   "(SUV from the tags; then give --ct CT_FOLDER too, and a DICOM-SEG per object is written)")
+    p.add_argument("--ct", help="CT image or DICOM CT folder (needed by PET+CT models; resampled onto the PET grid)")
     p.add_argument("--prompts", required=True, help="prompt file (JSON, see docs/promptable.md)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--start-from", help="mask / label map on the PET grid to correct (e.g. petctfm predict's)")
@@ -23,10 +24,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from petctfm.methods.promptable.segment import segment
 
-    s = segment(args.model, args.pet, args.prompts, args.out, ct=args.ct, start_from=args.start_from,
-                device=args.device, overwrite=args.overwrite, max_zoom=args.max_zoom)
+    pet, ct, pt_datasets = args.pet, args.ct, None
+    if Path(args.pet).is_dir():  # DICOM in: read as petctfm predict does (SUV from the PT tags), DICOM-SEG out
+        from petctfm.core.errors import UsageError
+        from petctfm.predict.predictor import read
+        from petctfm.predict.sources import source_from_files
+
+        if not args.ct:
+            raise UsageError(f"--pet {args.pet} is a DICOM folder: give --ct CT_FOLDER too (as petctfm predict)")
+        images, pt_datasets = read(source_from_files(args.pet, args.ct))
+        pet, ct = images["suv"], images["ct"]
+    s = segment(args.model, pet, args.prompts, args.out, ct=ct, start_from=args.start_from,
+                device=args.device, overwrite=args.overwrite, max_zoom=args.max_zoom, pt_datasets=pt_datasets,
+                pet_name=args.pet)
     for r in s["objects"]:
         print(f"object {r['object']} {r['name']}: {r['volume_ml']:.1f} ml, SUVmax {r['suv_max']:.2f}, TLG {r['tlg']:.1f}")
     print(f"wrote {args.out} ({s['s_per_prompt']:.2f} s per prompt)")

@@ -17,7 +17,8 @@ from petctfm.core.errors import InputError
 from petctfm.methods.promptable.presets import get_preset
 from petctfm.train.config import base_configs, bind_dataset_path, TrainConfig, finish_configs, run_options
 
-NAMED_OPTIONS: dict[str, tuple[str, str]] = {"mode": ("data", "mode"), "patch": ("data", "patch_size")}
+NAMED_OPTIONS: dict[str, tuple[str, str]] = {"mode": ("data", "mode"), "patch": ("data", "patch_size"),
+                                             "design": ("model", "design")}
 
 
 def prompt_train_configs(dataset: str | Path | None, out: str | Path, init: str | Path | None = None,
@@ -37,8 +38,8 @@ def prompt_train_configs(dataset: str | Path | None, out: str | Path, init: str 
             pcfg, _, path = pretrained_config(init)
             if backbone and backbone != pcfg["model"]["backbone"]:
                 raise InputError(f"{path}: pretrained backbone {pcfg['model']['backbone']!r} != --backbone {backbone!r}")
-            task_cfg["model"] = {"backbone": pcfg["model"]["backbone"],
-                                 "overrides": dict(pcfg["model"].get("overrides") or {})}
+            task_cfg["model"].update(backbone=pcfg["model"]["backbone"],
+                                     overrides=dict(pcfg["model"].get("overrides") or {}))
             task_cfg["init"] = {"source": str(path), "method": pcfg.get("method"), "mode": pcfg["data"]["mode"]}
     bind_dataset_path(task_cfg, dataset)
     if held_out is not None:
@@ -57,8 +58,9 @@ def prompt_train(dataset: str | Path | None, out: str | Path, init: str | Path |
 
     ``init``: a pretrained petctfm run / checkpoint (its encoder and backbone; input convolutions inflated to
     the prompt channels) or None / ``"scratch"``. ``mode``: ``"pet"`` (default, as the paper) or ``"joint"``
-    (PET + CT). ``held_out``: organ names never sampled (default spleen, kidney_left, kidney_right).
-    ``overrides``: ``{"clicks.max_iter": 5, "train.lr": 1e-4}``. Other keywords: trainer settings.
+    (PET + CT). ``design``: ``"cached"`` (default: image embedding once per crop, a light prompt decoder per
+    click) or ``"channels"`` (prompts as input channels of the whole network). ``held_out``: organ names never
+    sampled (default spleen, kidney_left, kidney_right). ``overrides``: ``{"clicks.max_iter": 5, "train.lr": 1e-4}``. Other keywords: trainer settings.
     """
     from petctfm.methods.promptable.task import PromptTask
     from petctfm.train import trainer

@@ -19,8 +19,6 @@ def click_figure(pet: np.ndarray, gt: np.ndarray, history: list, path: Path, tit
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from petctfm.io.atomic import atomic_path
-
     first = interior_point(gt)
     y = int(first[1]) if first is not None else pet.shape[1] // 2
     clicks = [(first, True)] if first is not None else []
@@ -45,12 +43,21 @@ def click_figure(pet: np.ndarray, gt: np.ndarray, history: list, path: Path, tit
             clicks.append(history[k][1][0])
     if title:
         fig.suptitle(title, fontsize=9)
+    return save_png(fig, path)
+
+
+def save_png(fig, path: Path, dpi: int = 80) -> Path:
+    """Write a matplotlib figure as a PNG atomically (creating the folder) and close it; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    from petctfm.io.atomic import atomic_path
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
     return path
 
 
-__all__ = ["click_figure"]
+__all__ = ["click_figure", "save_png"]

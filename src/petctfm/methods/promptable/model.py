@@ -1,17 +1,30 @@
-"""The promptable network: a petctfm backbone whose input is the image plus the four prompt channels.
+"""The promptable network: an image encoder whose embedding is cached, and a light prompt-conditioned decoder.
 
-1. **Architecture** (nnInteractive-style, docs/promptable.md): the backbone named by ``model.backbone``
-   (residual UNet / SwinUNETR-v2, :mod:`petctfm.models.backbones`) with ``in_channels`` = image channels
-   (``pet`` 1, ``joint`` [PET, CT] 2) + :data:`~petctfm.methods.promptable.prompts.N_PROMPT_CHANNELS` and one
-   output channel (the target's logit). Wrapped in :class:`PromptSegmenter` (``.backbone``) so the encoder
-   helpers (:mod:`petctfm.models.encoders`) reach it.
+1. **Architecture** (``model.design``, docs/promptable.md):
+
+   - ``"cached"`` (default): the backbone named by ``model.backbone`` (residual UNet / SwinUNETR-v2,
+     :mod:`petctfm.models.backbones`) reads the **image only** and returns an embedding of
+     ``model.embed_channels`` feature maps at patch resolution (:meth:`PromptSegmenter.embed`: once per crop,
+     cached by the session). The mask decoder (:meth:`PromptSegmenter.decode`: every click) is a small residual
+     UNet (MONAI ``DynUNet``, filters ``model.head_filters``, every stride 2) on the embedding concatenated with
+     the four prompt channels: its first block reads them at full resolution with stride 2, its own encoder
+     carries prompts and image features together to 1/4 and 1/8, and it predicts the logit at 1/2 resolution,
+     upsampled (trilinear) to the patch, as SAM predicts a low-resolution mask. Working at 1/2 makes a click
+     ~5-15x cheaper than a full-resolution decoder (measured, docs/promptable.md).
+   - ``"channels"`` (nnInteractive-style, the first design; checkpoints without ``model.design``): the backbone
+     reads image + prompt channels; :meth:`embed` is the identity, so every click runs the whole network.
+
+   Both designs have the same interface (``embed`` / ``decode`` / ``forward``), used by training
+   (``task.py``) and the session alike. The backbone is ``.backbone`` so the encoder helpers
+   (:mod:`petctfm.models.encoders`) reach it.
 2. **Initialization from a pretrained run** (:func:`load_pretrained_encoder`): only the encoder is transferred
    (:func:`petctfm.models.encoders.load_encoder`). Tensors whose input-channel dimension differs (the first
    convolutions) are *inflated*: each image channel of this model takes the pretrained weights of the same
-   modality (PET from a joint [PET, CT] MAE), prompt channels start at zero, so at step 0 the network
-   computes exactly the pretrained encoder's features of the image.
+   modality (PET from a joint [PET, CT] MAE), prompt channels (design ``channels``) start at zero, so at step 0
+   the encoder computes exactly the pretrained encoder's features of the image.
 
-Shapes: input (B, C_img + 4, X, Y, Z) float32; logits (B, 1, X, Y, Z).
+Shapes: image (B, C_img, X, Y, Z) float32; prompts (B, 4, X, Y, Z); embedding (B, E, X, Y, Z) (``cached``: E =
+``embed_channels``; ``channels``: the image itself); logits (B, 1, X, Y, Z).
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from petctfm.core.errors import InputError
@@ -29,6 +43,8 @@ from petctfm.models.encoders import get_encoder, load_encoder
 from petctfm.train.checkpoint import register_model_builder
 
 METHOD = "promptable"
+DESIGNS = ("cached", "channels")
+HEAD_STRIDES = (2, 2, 2, 2)  # every decoder stage halves; 3 stages need patch sides divisible by 8
 
 
 def image_channels(cfg: dict[str, Any]) -> tuple[int, ...]:
@@ -36,21 +52,86 @@ def image_channels(cfg: dict[str, Any]) -> tuple[int, ...]:
     return MODES[cfg["data"]["mode"]]
 
 
-class PromptSegmenter(nn.Module):
-    """``forward(image (B, C, X, Y, Z), prompts (B, 4, X, Y, Z)) -> logits (B, 1, X, Y, Z)``."""
+def design_of(cfg: dict[str, Any]) -> str:
+    """``model.design`` of a config; a config without one (saved before the cached design) is ``channels``."""
+    d = cfg["model"].get("design", "channels")
+    if d not in DESIGNS:
+        raise InputError(f"model.design must be one of {', '.join(DESIGNS)}, got {d!r}")
+    return d
 
-    def __init__(self, backbone: nn.Module):
+
+class PromptSegmenter(nn.Module):
+    """``forward(image, prompts) = decode(embed(image), prompts)``; ``head`` None = the ``channels`` design."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
+        self.head = head
+
+    @property
+    def design(self) -> str:
+        return "channels" if self.head is None else "cached"
+
+    def embed(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, C_img, X, Y, Z) -> the embedding a session caches per crop (the image itself for ``channels``)."""
+        return image if self.head is None else self.backbone(image)
+
+    def decode(self, embedding: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+        """(embedding, prompts (B, 4, X, Y, Z)) -> logits (B, 1, X, Y, Z)."""
+        x = torch.cat([embedding, prompts.to(embedding.dtype)], dim=1)
+        if self.head is None:
+            return self.backbone(x)
+        return self.head(x)
 
     def forward(self, image: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
-        return self.backbone(torch.cat([image, prompts], dim=1))
+        return self.decode(self.embed(image), prompts)
+
+
+class PromptDecoder(nn.Module):
+    """The ``cached`` design's mask decoder on ``x`` = [embedding, prompts] (B, E + 4, X, Y, Z): ``coarse`` (a
+    small residual UNet at 1/2 resolution) upsampled (trilinear) to the patch; with ``refine`` (a 3x3x3 conv on
+    [upsampled coarse features, x] at full resolution, ~25 M multiply-adds at 32^3) the logit sees the
+    embedding's and the clicks' full-resolution detail, else the coarse output is the logit."""
+
+    def __init__(self, coarse: nn.Module, refine: nn.Module | None = None):
+        super().__init__()
+        self.coarse, self.refine = coarse, refine
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.interpolate(self.coarse(x), size=tuple(x.shape[2:]), mode="trilinear", align_corners=False)
+        return y if self.refine is None else self.refine(torch.cat([y, x], dim=1))
+
+
+REFINE_CHANNELS = 8
+
+
+def build_head(in_channels: int, filters: list[int], refine: bool = True) -> nn.Module:
+    """The ``cached`` design's :class:`PromptDecoder`: MONAI DynUNet (every stage stride 2, 3 or 4 stages) with
+    ``REFINE_CHANNELS`` outputs + a full-resolution 3x3x3 refinement (``refine``), else one output channel."""
+    from monai.networks.nets import DynUNet
+
+    n = len(filters)
+    strides = list(HEAD_STRIDES[:n])
+    coarse = DynUNet(spatial_dims=3, in_channels=in_channels, out_channels=REFINE_CHANNELS if refine else 1,
+                     kernel_size=[3] * n, strides=strides, upsample_kernel_size=strides[1:], filters=list(filters),
+                     res_block=True)
+    return PromptDecoder(coarse, nn.Conv3d(REFINE_CHANNELS + in_channels, 1, 3, padding=1) if refine else None)
 
 
 def build_model(cfg: dict[str, Any]) -> PromptSegmenter:
     """The (untrained) promptable model a config describes; what ``load_model`` calls for a checkpoint."""
-    n_in = len(image_channels(cfg)) + N_PROMPT_CHANNELS
-    return PromptSegmenter(build_backbone(cfg["model"]["backbone"], n_in, 1, **cfg["model"].get("overrides", {})))
+    m, n_img = cfg["model"], len(image_channels(cfg))
+    over = m.get("overrides") or {}
+    if design_of(cfg) == "channels":
+        return PromptSegmenter(build_backbone(m["backbone"], n_img + N_PROMPT_CHANNELS, 1, **over))
+    e = int(m.get("embed_channels", 16))
+    filters = [int(f) for f in m.get("head_filters", [16, 32, 32])]
+    if e < 1 or not 3 <= len(filters) <= len(HEAD_STRIDES) or min(filters) < 1:
+        raise InputError(f"model.embed_channels must be >= 1 and model.head_filters 3..{len(HEAD_STRIDES)} "
+                         f"positive widths, got {e} / {filters}")
+    # configs saved before the refinement existed have no model.head_refine: their decoder had none
+    head = build_head(e + N_PROMPT_CHANNELS, filters, refine=bool(m.get("head_refine", False)))
+    return PromptSegmenter(build_backbone(m["backbone"], n_img, e, **over), head)
 
 
 register_model_builder(METHOD, build_model)
@@ -84,4 +165,6 @@ def load_pretrained_encoder(model: PromptSegmenter, state: dict[str, torch.Tenso
     return inflated
 
 
-__all__ = ["METHOD", "image_channels", "PromptSegmenter", "build_model", "load_pretrained_encoder"]
+__all__ = ["METHOD", "DESIGNS", "HEAD_STRIDES", "image_channels", "design_of", "PromptSegmenter", "PromptDecoder",
+           "REFINE_CHANNELS", "build_head",
+           "build_model", "load_pretrained_encoder"]

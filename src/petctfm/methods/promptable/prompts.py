@@ -31,10 +31,14 @@ def interior_point(region: np.ndarray) -> np.ndarray | None:
     from scipy.ndimage import distance_transform_edt
 
     region = np.asarray(region, dtype=bool)
-    if not region.any():
+    bb = bounding_box(region)
+    if bb is None:
         return None
-    dist = distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1, 1:-1]
-    return np.array(np.unravel_index(int(np.argmax(dist)), region.shape))
+    # within the bounding box (+1 voxel of background): the same distances and the same C-order tie-break as
+    # the whole array, at the cost of the box (a whole-body organ mask stays cheap)
+    sub = region[tuple(slice(int(a), int(b) + 1) for a, b in zip(*bb))]
+    dist = distance_transform_edt(np.pad(sub, 1))[1:-1, 1:-1, 1:-1]
+    return np.array(np.unravel_index(int(np.argmax(dist)), sub.shape)) + bb[0]
 
 
 def _largest_component(mask: np.ndarray) -> tuple[np.ndarray, int]:

@@ -107,14 +107,38 @@ def apply_prompts(session: PromptSession, spec: dict[str, Any]) -> None:
             raise InputError(f"{spec['path']}: prompts[{i}]: {exc}") from None
 
 
-def segment(model: str | os.PathLike, pet: str | os.PathLike, prompts: str | os.PathLike, out: str | os.PathLike,
-            ct: str | os.PathLike | None = None, start_from: str | os.PathLike | None = None,
-            device: str = "cpu", overwrite: bool = False, max_zoom: float = 4.0) -> dict[str, Any]:
+def write_dicom_segs(labels: np.ndarray, names: dict[int, str], pt_datasets: list[Any], out: Path,
+                     model_name: str) -> list[Path]:
+    """One BINARY DICOM-SEG per object of ``labels`` (X, Y, Z, on the grid of the PT series ``pt_datasets`` in
+    slice order), ``out/object_<id>.seg.dcm``, referencing the PT instances (:func:`petctfm.io.dicom_seg.build_seg`,
+    as ``petctfm predict`` writes its lesions; the segment is labelled with the object's name)."""
+    from petctfm.core.version import __version__
+    from petctfm.io.dicom_seg import build_seg, save_seg
+
+    paths = []
+    for k in sorted(int(v) for v in np.unique(labels) if v):
+        frames = np.ascontiguousarray(np.transpose(labels == k, (2, 1, 0))).astype(np.uint8)  # [slice, rows, cols]
+        name = (names.get(k) or f"object {k}")[:64]
+        seg = build_seg(frames, pt_datasets, series_number=910 + k % 89, series_description=f"petctfm segment: {name}",
+                        content_description="Object segmented from prompts by petctfm (research use only)",
+                        manufacturer_model_name="petctfm segment", software_versions=__version__,
+                        algorithm=(model_name, __version__), segment_label=name, tracking_id=f"object {k}")
+        paths.append(save_seg(seg, out / f"object_{k}.seg.dcm"))
+    return paths
+
+
+def segment(model: str | os.PathLike, pet: Any, prompts: str | os.PathLike, out: str | os.PathLike,
+            ct: Any = None, start_from: str | os.PathLike | None = None,
+            device: str = "cpu", overwrite: bool = False, max_zoom: float = 4.0, pt_datasets: list[Any] | None = None,
+            pet_name: str | None = None) -> dict[str, Any]:
     """``petctfm segment``: ``out/mask.nii.gz`` (label map on the input PET grid), ``out/objects.csv`` (one row
     per object: volume, SUVmax/mean/peak, TLG), ``out/summary.json``; returns the summary.
 
-    ``start_from``: a mask / label map on the PET grid (e.g. ``petctfm predict``'s ``mask.nii.gz``); each nonzero
-    value becomes an object with that id, which the prompts then correct."""
+    ``pet`` / ``ct``: paths or images (:func:`~petctfm.methods.promptable.session.as_image`). ``pt_datasets``:
+    the PT headers in slice order when the PET was read from DICOM (``pet`` then on that series' grid): one
+    DICOM-SEG per object is written too (``out/object_<id>.seg.dcm``). ``start_from``: a mask / label map on the
+    PET grid (e.g. ``petctfm predict``'s ``mask.nii.gz``); each nonzero value becomes an object with that id,
+    which the prompts then correct."""
     import time
 
     import SimpleITK as sitk
@@ -147,12 +171,15 @@ def segment(model: str | os.PathLike, pet: str | os.PathLike, prompts: str | os.
     names = {**{k: f"object_{k}" for k in known}, **spec["objects"]}
     rows = session.table(names)
     atomic_write_text(out / OUTPUT_TABLE, csv_text(rows))
-    summary = {"model": str(model), "pet": str(pet), "prompts": str(prompts), "n_objects": len(rows),
-               "n_prompts": len(spec["prompts"]), "forwards": session.forwards, "space": spec["space"],
+    segs = write_dicom_segs(lab, names, pt_datasets, out, Path(str(model)).name) if pt_datasets else []
+    summary = {"model": str(model), "pet": str(pet_name or pet), "dicom_seg": [p.name for p in segs],
+               "prompts": str(prompts), "n_objects": len(rows),
+               "n_prompts": len(spec["prompts"]), "forwards": session.forwards, "encodes": session.encodes, "space": spec["space"],
                "timings_s": {"load": t1 - t0, "prompts": t2 - t1},
                "s_per_prompt": (t2 - t1) / max(len(spec["prompts"]), 1), "objects": rows}
     atomic_write_json(out / OUTPUT_SUMMARY, summary)
     return summary
 
 
-__all__ = ["OUTPUT_MASK", "OUTPUT_TABLE", "OUTPUT_SUMMARY", "read_prompt_file", "apply_prompts", "segment"]
+__all__ = ["OUTPUT_MASK", "OUTPUT_TABLE", "OUTPUT_SUMMARY", "read_prompt_file", "apply_prompts", "write_dicom_segs",
+           "segment"]

@@ -7,11 +7,14 @@ How a click becomes a mask (docs/promptable.md):
    nearest axis-aligned orientation) and normalized with the model's statistics.
 2. **Per prompt** (a point, a box): the crop follows the prompts, never a ground truth: it is centred on the
    bounding box of the object's positive points, box and current mask, and spans the model's patch at the
-   model's training spacing (``patch * spacing`` mm). It is resampled to the patch (trilinear), the four
-   prompt channels are drawn at patch resolution, and the network runs once. **Auto-zoom**: when the prediction
-   touches a crop face that is not the image border, the crop grows by ``zoom_step`` (the same patch, coarser
-   voxels) up to ``max_zoom`` and the step is re-run. The logits are resampled back to the crop (trilinear) and
-   thresholded at 0; voxels outside the crop keep the object's previous mask.
+   model's training spacing (``patch * spacing`` mm). It is resampled to the patch (trilinear) and the image
+   encoder runs **once per crop** (``model.embed``; the embedding is cached, ``cache_size`` crops). An object
+   keeps its crop while its positive points and box stay inside it (1/8 of a side from every face), so a
+   later click runs only the light mask decoder (``model.decode``) on the four prompt channels drawn at patch
+   resolution. **Auto-zoom**: when the prediction touches a crop face that is not the image border, the crop
+   grows by ``zoom_step`` (the same patch, coarser voxels; a new embedding) up to ``max_zoom`` and the step is
+   re-run; the object keeps its zoom for later clicks. The logits are resampled back to the crop (trilinear)
+   and thresholded at 0; voxels outside the crop keep the object's previous mask.
 3. **Objects**: one label map, each object its id; with ``overwrite=False`` (default) an earlier object keeps
    its voxels. :meth:`undo` restores the exact previous state of the changed object.
 
@@ -101,6 +104,7 @@ class ObjectState:
     box: tuple | None = None  # (lo (3,), hi (3,)) RAS-array indices
     mask: np.ndarray | None = None  # (R, A, S) bool
     zoom: float = 1.0
+    crop: tuple | None = None  # (lo (3,), size (3,)) of the last crop, kept while the prompts stay inside it
 
 
 class PromptSession:
@@ -111,7 +115,8 @@ class PromptSession:
     """
 
     def __init__(self, model: torch.nn.Module, config: dict[str, Any], pet: Any, ct: Any = None,
-                 device: str = "cpu", max_zoom: float = 4.0, zoom_step: float = 1.5, overwrite: bool = False):
+                 device: str = "cpu", max_zoom: float = 4.0, zoom_step: float = 1.5, overwrite: bool = False,
+                 cache_size: int = 4):
         import SimpleITK as sitk
 
         from petctfm.inference.normalize import normalized_input
@@ -144,7 +149,10 @@ class PromptSession:
         self.click_radius = float(config.get("clicks", {}).get("click_radius", 2.0))
         self.objects: dict[int, ObjectState] = {}
         self.history: list[tuple[int, ObjectState | None]] = []
-        self.forwards = 0  # network evaluations so far (auto-zoom re-runs included)
+        self.forwards = 0  # mask-decoder evaluations so far (auto-zoom re-runs included)
+        self.encodes = 0  # image-encoder evaluations (crops embedded; the rest came from the cache)
+        self.cache_size = int(cache_size)
+        self._cache: dict[tuple, torch.Tensor] = {}  # (crop lo, size) -> embedding, most recent last
 
     @classmethod
     def from_run(cls, run: str | os.PathLike, pet: Any, ct: Any = None, device: str = "cpu", **kw: Any) -> "PromptSession":
@@ -214,6 +222,20 @@ class PromptSession:
         else:
             self.objects[obj] = before
 
+    def clear(self) -> None:
+        """Forget every object and the undo history (not undoable); the cached crop embeddings stay valid (they
+        depend on the image only), so a new target on the same study reuses them."""
+        self.objects, self.history = {}, []
+
+    def in_crop(self, xyz: Any, object: int, space: str = "voxel") -> bool:
+        """Whether a point lies inside ``object``'s current crop (False for an object not yet run)."""
+        st = self.objects.get(int(object))
+        if st is None or st.crop is None:
+            return False
+        q = self.to_index(xyz, space)
+        lo, size = st.crop
+        return bool(np.all(q >= lo) and np.all(q <= lo + size - 1))
+
     def reset(self, object: int = 1) -> None:
         """Forget ``object`` (its prompts and mask); undoable."""
         if int(object) in self.objects:
@@ -236,14 +258,41 @@ class PromptSession:
         size = np.maximum(np.rint(self.base_extent * zoom), 1).astype(int)
         return np.rint(centre - size / 2).astype(int), size
 
+    def _fits(self, st: ObjectState, lo: np.ndarray, size: np.ndarray) -> bool:
+        """Whether the object's positive points and box lie inside the crop, a margin of 1/8 of its side away
+        from every face (then the crop, and its cached embedding, are kept for this prompt)."""
+        pts = [p for p, pos in st.points if pos] + ([st.box[0], st.box[1]] if st.box is not None else [])
+        m = size / 8.0
+        return all(np.all(q >= lo + m) and np.all(q <= lo + size - 1 - m) for q in pts)
+
+    def _embedding(self, lo: np.ndarray, size: np.ndarray) -> torch.Tensor:
+        """The model's embedding of one crop (the image resampled to the patch), computed once per crop and kept
+        in a small most-recently-used cache (``cache_size`` crops)."""
+        key = (tuple(int(v) for v in lo), tuple(int(v) for v in size))
+        emb = self._cache.pop(key, None)
+        if emb is None:
+            src_lo, src_hi = np.maximum(lo, 0), np.minimum(lo + size, self.shape)
+            dst = tuple(slice(int(a - b), int(c - b)) for a, b, c in zip(src_lo, lo, src_hi))
+            src = tuple(slice(int(a), int(b)) for a, b in zip(src_lo, src_hi))
+            img = np.empty((self.x.shape[0], *size), np.float32)
+            img[:] = self.bg[:, None, None, None]
+            img[(slice(None), *dst)] = self.x[(slice(None), *src)]
+            with torch.no_grad():
+                t_img = F.interpolate(torch.from_numpy(img)[None], size=tuple(int(v) for v in self.patch),
+                                      mode="trilinear", align_corners=False)
+                emb = self.model.embed(t_img.to(self.device))
+            self.encodes += 1
+        self._cache[key] = emb
+        while len(self._cache) > self.cache_size:
+            self._cache.pop(next(iter(self._cache)))
+        return emb
+
     def _predict(self, st: ObjectState, lo: np.ndarray, size: np.ndarray) -> np.ndarray:
-        """Network run on one crop -> (size) bool prediction."""
+        """The mask decoder on one crop (its embedding cached) -> (size) bool prediction."""
+        emb = self._embedding(lo, size)
         src_lo, src_hi = np.maximum(lo, 0), np.minimum(lo + size, self.shape)
         dst = tuple(slice(int(a - b), int(c - b)) for a, b, c in zip(src_lo, lo, src_hi))
         src = tuple(slice(int(a), int(b)) for a, b in zip(src_lo, src_hi))
-        img = np.empty((self.x.shape[0], *size), np.float32)
-        img[:] = self.bg[:, None, None, None]
-        img[(slice(None), *dst)] = self.x[(slice(None), *src)]
         prev = np.zeros(tuple(size), np.float32)
         if st.mask is not None:
             prev[dst] = st.mask[src]
@@ -254,11 +303,10 @@ class PromptSession:
                                    box=None if st.box is None else (to_patch(st.box[0]), to_patch(st.box[1])),
                                    click_radius=self.click_radius)
         with torch.no_grad():
-            t_img = F.interpolate(torch.from_numpy(img)[None], size=p, mode="trilinear", align_corners=False)
             t_prev = F.interpolate(torch.from_numpy(prev)[None, None], size=p, mode="trilinear", align_corners=False)
             t_pr = torch.from_numpy(prompts)[None]
             t_pr[:, P.PREV] = (t_prev[:, 0] > 0.5).float()
-            logits = self.model(t_img.to(self.device), t_pr.to(self.device)).float().cpu()
+            logits = self.model.decode(emb, t_pr.to(self.device)).float().cpu()
             logits = F.interpolate(logits, size=tuple(int(s) for s in size), mode="trilinear", align_corners=False)
         self.forwards += 1
         out = logits[0, 0].numpy() > 0
@@ -270,9 +318,12 @@ class PromptSession:
         st = self.objects[obj]
         if st.mask is None:
             st.mask = np.zeros(tuple(self.shape), bool)
-        zoom = 1.0
-        while True:
+        zoom = st.zoom  # an object that zoomed out once starts there (no re-zoom from 1 on every click)
+        if st.crop is not None and self._fits(st, *st.crop):
+            lo, size = st.crop  # same crop: the cached embedding, only the decoder runs
+        else:
             lo, size = self._crop(st, zoom)
+        while True:
             pred = self._predict(st, lo, size)
             touches = False
             for ax in range(3):
@@ -281,11 +332,12 @@ class PromptSession:
             if not touches or zoom >= self.max_zoom:
                 break
             zoom = min(zoom * self.zoom_step, self.max_zoom)
+            lo, size = self._crop(st, zoom)
         src_lo, src_hi = np.maximum(lo, 0), np.minimum(lo + size, self.shape)
         src = tuple(slice(int(a), int(b)) for a, b in zip(src_lo, src_hi))
         dst = tuple(slice(int(a - b), int(c - b)) for a, b, c in zip(src_lo, lo, src_hi))
         st.mask[src] = pred[dst]
-        st.zoom = zoom
+        st.zoom, st.crop = zoom, (lo, size)
         return self.orient.from_ras(st.mask)
 
     # -- results --------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from petctfm.core.labels import ORGAN_LABELS
 from petctfm.data import format as fmt
 from petctfm.data.loader import MODES, PatchConfig, PatchDataset, bind_dataset, list_cases, patch_loader
 from petctfm.methods.promptable import prompts as P
-from petctfm.methods.promptable.model import METHOD, build_model, load_pretrained_encoder
+from petctfm.methods.promptable.model import METHOD, build_model, design_of, load_pretrained_encoder
 from petctfm.models.backbones import check_patch_size
 
 VAL_FILE = "val.jsonl"
@@ -44,7 +44,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "method": METHOD,
     "seed": 0,
     "dataset": None,
-    "model": {"backbone": "unet-resenc-tiny", "overrides": {}},
+    "model": {"backbone": "unet-resenc-tiny", "overrides": {}, "design": "cached", "embed_channels": 16,
+              "head_filters": [16, 32, 32], "head_refine": True},
     "init": {"source": "scratch", "method": None, "mode": None},
     "targets": {"held_out": ["spleen", "kidney_left", "kidney_right"],
                 "kind_probs": {"lesion": 0.45, "organ": 0.4, "all_lesions": 0.15}},
@@ -59,6 +60,7 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Check a full config; returns it. One-line InputErrors."""
     data = PatchConfig.from_dict(cfg["data"])
     check_patch_size(cfg["model"]["backbone"], data.patch_size)
+    design_of(cfg)
     bad = [n for n in cfg["targets"]["held_out"] if n not in ORGAN_LABELS or n == "background"]
     if bad:
         raise InputError(f"targets.held_out: unknown organ {bad[0]!r} (known: {', '.join(list(ORGAN_LABELS)[1:])})")
@@ -148,11 +150,14 @@ def simulate_clicks(model: nn.Module, image: torch.Tensor, target: torch.Tensor,
                     history: list | None = None) -> torch.Tensor:
     """``n_iter`` rounds of predict -> previous mask -> corrective click, without gradient; returns the new prompts
     (B, 4, p, p, p). ``history`` (optional list) receives per round the predictions (B, p, p, p) bool (numpy)
-    and the clicks ``[(point, positive) or None per sample]``."""
+    and the clicks ``[(point, positive) or None per sample]``. The image is embedded once (``model.embed``);
+    each round runs only ``model.decode``, as a session does per click."""
     prompts = prompts.clone()
+    net = getattr(model, "module", model)  # the model inside DistributedDataParallel
     with torch.no_grad():
+        emb = net.embed(image) if n_iter else None
         for it in range(n_iter):
-            pred = (model(image, prompts) > 0)[:, 0].cpu().numpy()
+            pred = (net.decode(emb, prompts) > 0)[:, 0].cpu().numpy()
             tgt = target[:, 0].cpu().numpy() > 0.5
             clicks = []
             for b in range(pred.shape[0]):

@@ -1,0 +1,83 @@
+"""Click protocols fixed from the ground truth, and the 41 %-of-SUVmax isocontour baseline (docs/promptable.md).
+
+- :func:`component_points`: the interior point (maximum of the distance transform) of each 18-connected
+  component of a mask, largest component first, at most ``n``.
+- :func:`autopet_clicks` (the autoPET IV interactive protocol, fixed in advance): lesion clicks at the interior
+  points of up to 10 lesion components; background clicks at the interior points of up to 10 components of
+  high uptake outside the lesions (PET above its 99.75th percentile over the non-lesion voxels).
+- :func:`isocontour`: what standard software does from one lesion click: inside a box around the click, the
+  18-connected region of voxels with SUV >= 41 % of the box's SUVmax that contains the click (or, when the
+  click itself is below the threshold, the box's hottest voxel).
+
+Shapes: (X, Y, Z) arrays of one case; points (3,) int voxel indices.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from petctfm.methods.promptable.prompts import interior_point
+
+ISO_FRACTION = 0.41
+BACKGROUND_PERCENTILE = 99.75
+
+
+def component_points(mask: np.ndarray, n: int, connectivity: int = 18) -> list[np.ndarray]:
+    """Interior points of the ``n`` largest connected components of ``mask`` (largest first; ties by label)."""
+    import cc3d
+    from scipy.ndimage import find_objects
+
+    mask = np.asarray(mask, bool)
+    if n <= 0 or not mask.any():
+        return []
+    labels = cc3d.connected_components(np.ascontiguousarray(mask, np.uint8), connectivity=connectivity)
+    counts = np.bincount(labels.ravel())[1:]
+    order = np.argsort(-counts, kind="stable")[:n]
+    boxes = find_objects(labels)
+    out = []
+    for k in order:
+        box = boxes[k]
+        p = interior_point(labels[box] == k + 1)
+        out.append(p + np.array([s.start for s in box]))
+    return out
+
+
+def autopet_clicks(suv: np.ndarray, lesion: np.ndarray, n: int = 10, percentile: float = BACKGROUND_PERCENTILE,
+                   connectivity: int = 18) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(lesion clicks, background clicks), each at most ``n``, fixed from the ground truth (autoPET IV)."""
+    lesion = np.asarray(lesion, bool)
+    fg = component_points(lesion, n, connectivity)
+    outside = ~lesion
+    if not outside.any():
+        return fg, []
+    thr = float(np.percentile(np.asarray(suv)[outside], percentile))
+    return fg, component_points((np.asarray(suv) > thr) & outside, n, connectivity)
+
+
+def isocontour(suv: np.ndarray, point: Sequence[float], half_box: Sequence[int], fraction: float = ISO_FRACTION,
+               connectivity: int = 18) -> np.ndarray:
+    """(X, Y, Z) bool: the ``fraction`` x SUVmax isocontour grown from ``point`` inside the box of
+    ``2 * half_box + 1`` voxels centred on it (clipped to the image); SUVmax is the box's maximum."""
+    import cc3d
+
+    suv = np.asarray(suv)
+    p = np.rint(np.asarray(point, float)).astype(int)
+    h = np.asarray(half_box, int)
+    lo, hi = np.maximum(p - h, 0), np.minimum(p + h + 1, suv.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    sub = suv[box]
+    out = np.zeros(suv.shape, bool)
+    vmax = float(sub.max()) if sub.size else 0.0
+    if vmax <= 0:
+        return out
+    region = sub >= fraction * vmax
+    labels = cc3d.connected_components(np.ascontiguousarray(region, np.uint8), connectivity=connectivity)
+    local = tuple(p - lo)
+    seed = local if region[local] else np.unravel_index(int(np.argmax(sub)), sub.shape)
+    out[box] = labels == labels[tuple(seed)]
+    return out
+
+
+__all__ = ["ISO_FRACTION", "BACKGROUND_PERCENTILE", "component_points", "autopet_clicks", "isocontour"]

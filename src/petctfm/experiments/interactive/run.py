@@ -1,0 +1,230 @@
+"""``petctfm experiment interactive``: a promptable model click by click on the test split (docs/promptable.md).
+
+Per test case of a harmonized dataset (RAS arrays at the dataset spacing; SUV and HU), one
+:class:`~petctfm.methods.promptable.session.PromptSession` (crop embeddings cached across targets):
+
+1. **autoPET IV protocol** (``protocol = "autopet"``, target ``lesions``: every lesion voxel of the case): clicks
+   fixed in advance (:func:`~.clicks.autopet_clicks`); step k = 0..``max_clicks`` adds lesion click k (a new
+   object: lesion-wise sequential prompting, objects fused into one lesion mask) and background click k (a
+   negative click given to the object whose positive click is nearest; a background click before any lesion
+   click, or on a case without lesions, has nothing to correct and is recorded as unused). Arms: ``model``,
+   ``iso`` (the union of the 41 % isocontours of the lesion clicks so far, :func:`~.clicks.isocontour`).
+2. **Corrective protocol** (``protocol = "corrective"``): the first click at the interior point of the largest
+   component, then up to ``max_clicks`` - 1 clicks on the largest error region
+   (:func:`~petctfm.methods.promptable.prompts.corrective_click`). Targets: ``lesions`` (a missed lesion outside
+   every object's crop becomes a new object; a false positive is a negative click for the object that drew it),
+   each single ``lesion`` component, each ``organ`` of ``organs.npy`` (``seen``: not in the model's
+   ``targets.held_out``; the ``max_targets`` largest seen and the ``max_targets`` largest held-out organs).
+3. **One click per lesion** (``protocol = "one_per_lesion"``, recorded as ``clicks = 1``): every lesion click
+   (up to ``max_clicks``) and nothing else, for ``model`` and ``iso``; **automatic** (``protocol = "auto"``, zero clicks): a
+   ``petctfm finetune`` model's lesion mask (``auto=RUN``).
+
+Metrics per (case, target, arm, step): Dice, autoPET false-positive and false-negative volume (ml,
+18-connectivity; :func:`petctfm.evaluate.metrics.case_metrics`). Aggregation and files: :mod:`.report`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from petctfm.core.errors import InputError
+from petctfm.evaluate.metrics import case_metrics, voxel_overlap
+from petctfm.experiments.interactive import clicks as C
+
+METRICS = ("dice", "fp_volume_ml", "fn_volume_ml")
+
+
+def _metrics(pred: np.ndarray, gt: np.ndarray, spacing) -> dict[str, float]:
+    m = case_metrics(pred, gt, spacing)
+    return {k: m[k] for k in METRICS}
+
+
+class CaseRunner:
+    """The protocols on one case; rows are dicts (see the module docstring) appended to ``self.rows``."""
+
+    def __init__(self, session, case_id: str, suv: np.ndarray, lesion: np.ndarray, organs: np.ndarray | None,
+                 spacing, held_out: set[int], meta: dict[str, Any], max_clicks: int, iso_box_mm: float,
+                 max_targets: int):
+        self.s, self.case_id, self.suv, self.lesion, self.organs = session, case_id, suv, lesion, organs
+        self.spacing, self.held_out, self.max_clicks, self.max_targets = np.asarray(spacing, float), held_out, \
+            max_clicks, max_targets
+        self.half_box = np.maximum(np.rint(iso_box_mm / 2 / self.spacing), 1).astype(int)
+        self.base = {"case_id": case_id, "site": meta.get("site", ""), "tracer": meta.get("tracer", "")}
+        self.rows: list[dict[str, Any]] = []
+        self.clicks_drawn: dict[str, Any] = {}  # for the figures: the autoPET clicks and the model's last mask
+
+    def _row(self, protocol: str, arm: str, kind: str, target: str, step: int, m: dict, seen: Any = "") -> None:
+        self.rows.append({**self.base, "protocol": protocol, "arm": arm, "kind": kind, "target": target,
+                          "seen": seen, "clicks": step, **m})
+
+    def _lesion_mask(self) -> np.ndarray:
+        return self.s.mask() > 0
+
+    def autopet(self) -> None:
+        fg, bg = C.autopet_clicks(self.suv, self.lesion, self.max_clicks)
+        self.s.clear()
+        iso = np.zeros(self.suv.shape, bool)
+        empty = {k: v for k, v in _metrics(iso, self.lesion, self.spacing).items()}
+        for arm in ("model", "iso"):
+            self._row("autopet", arm, "lesions", "lesions", 0, empty)
+        positives: list[tuple[np.ndarray, int]] = []
+        unused = 0
+        for k in range(1, self.max_clicks + 1):
+            if k <= len(fg):
+                positives.append((fg[k - 1], k))
+                self.s.add_point(fg[k - 1], True, object=k)
+                iso |= C.isocontour(self.suv, fg[k - 1], self.half_box)
+            if k <= len(bg):
+                if positives:
+                    obj = min(positives, key=lambda t: float(np.sum((t[0] - bg[k - 1]) ** 2)))[1]
+                    self.s.add_point(bg[k - 1], False, object=obj)
+                else:
+                    unused += 1
+            self._row("autopet", "model", "lesions", "lesions", k, _metrics(self._lesion_mask(), self.lesion,
+                                                                              self.spacing))
+            self._row("autopet", "iso", "lesions", "lesions", k, _metrics(iso, self.lesion, self.spacing))
+        self.clicks_drawn = {"fg": fg, "bg": bg, "mask": self._lesion_mask(), "iso": iso, "unused_bg": unused}
+
+    def one_per_lesion(self) -> None:
+        fg = C.component_points(self.lesion, self.max_clicks)
+        if not fg:
+            return
+        self.s.clear()
+        iso = np.zeros(self.suv.shape, bool)
+        for k, p in enumerate(fg, 1):
+            self.s.add_point(p, True, object=k)
+            iso |= C.isocontour(self.suv, p, self.half_box)
+        # clicks = 1: one click per lesion (the case's lesion count is in n_lesion_clicks)
+        for arm, pred in (("model", self._lesion_mask()), ("iso", iso)):
+            self._row("one_per_lesion", arm, "lesions", "lesions", 1, {**_metrics(pred, self.lesion, self.spacing),
+                                                                        "n_lesion_clicks": len(fg)})
+
+    def corrective(self, target: np.ndarray, kind: str, name: str, seen: Any = "", multi: bool = False) -> None:
+        """Corrective clicks on one target; ``multi``: missed regions outside every crop become new objects."""
+        from petctfm.methods.promptable.prompts import corrective_click
+
+        first = C.component_points(target, 1)
+        if not first:
+            return
+        self.s.clear()
+        self.s.add_point(first[0], True, object=1)
+        pred = self._lesion_mask()
+        score = (lambda p: _metrics(p, target, self.spacing)) if kind == "lesions" else \
+            (lambda p: {"dice": voxel_overlap(p, target)["dice"]})
+        self._row("corrective", "model", kind, name, 1, score(pred), seen)
+        for k in range(2, self.max_clicks + 1):
+            click = corrective_click(target, pred)
+            if click is not None:
+                point, positive = click
+                if not positive:
+                    obj = int(self.s.mask()[tuple(point)]) or 1
+                elif multi and not any(self.s.in_crop(point, o) for o in self.s.objects):
+                    obj = max(self.s.objects) + 1
+                else:
+                    obj = min(self.s.objects, key=lambda o: 0 if self.s.in_crop(point, o) else 1)
+                self.s.add_point(point, positive, object=obj)
+                pred = self._lesion_mask()
+            self._row("corrective", "model", kind, name, k, score(pred), seen)
+
+    def targets(self) -> None:
+        """The corrective protocol on all lesions, each lesion, each organ (at most ``max_targets`` of each)."""
+        import cc3d
+
+        from petctfm.core.labels import ORGAN_LABELS
+
+        if self.lesion.any():
+            self.corrective(self.lesion, "lesions", "lesions", multi=True)
+            comps = cc3d.connected_components(np.ascontiguousarray(self.lesion, np.uint8), connectivity=18)
+            sizes = np.bincount(comps.ravel())[1:]
+            for j in np.argsort(-sizes, kind="stable")[:self.max_targets]:
+                self.corrective(comps == j + 1, "lesion", f"lesion_{j + 1}")
+        if self.organs is not None:
+            names = {v: k for k, v in ORGAN_LABELS.items()}
+            counts = np.bincount(np.asarray(self.organs, np.int64).ravel())
+            values = [int(v) for v in np.argsort(-counts, kind="stable") if v and counts[v]]  # largest first
+            seen = [v for v in values if v not in self.held_out][:self.max_targets]
+            held = [v for v in values if v in self.held_out][:self.max_targets]  # zero-shot: always evaluated
+            for v in seen + held:
+                self.corrective(self.organs == v, "organ", names.get(v, str(v)), seen=v not in self.held_out)
+
+
+def auto_masks(auto: str | os.PathLike, root: Path, case_ids: list[str], device: str) -> Callable[[str], np.ndarray]:
+    """A function case id -> the automatic lesion mask (X, Y, Z) bool of a ``petctfm finetune`` run."""
+    from petctfm.data import format as fmt
+    from petctfm.inference.model import load_segmenter
+    from petctfm.inference.normalize import normalized_input
+    from petctfm.inference.sliding_window import predict_case
+
+    model, cfg, _ = load_segmenter(auto)
+    patch = cfg["data"]["patch_size"]
+
+    def predict(case_id: str) -> np.ndarray:
+        x, bg = normalized_input(np.asarray(fmt.load_case(root, case_id)["image"]), cfg)
+        return predict_case(model, x, patch, device=device, bg=bg)[1] > 0
+
+    return predict
+
+
+def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike,
+                    auto: str | os.PathLike | None = None, split: str = "test", max_cases: int | None = None,
+                    max_clicks: int = 10, max_targets: int = 10, organs: bool = True, iso_box_mm: float = 60.0,
+                    n_figures: int = 3, device: str = "cpu", max_zoom: float = 4.0,
+                    progress: bool = True) -> dict[str, Any]:
+    """Run both protocols and both baselines on ``split`` of ``data``; writes ``out/results.md``,
+    ``results.csv``, ``steps.csv``, ``dice_vs_clicks.png``, ``cases/*.png``; returns :func:`.report.write_report`'s
+    paths plus ``rows`` and ``summary``. ``max_zoom``: the session's auto-zoom limit (1 = no zoom)."""
+    from petctfm.data import format as fmt
+    from petctfm.data.loader import list_cases
+    from petctfm.experiments.interactive import report
+    from petctfm.methods.promptable.model import METHOD
+    from petctfm.methods.promptable.session import PromptSession
+    from petctfm.methods.promptable.task import held_out_values
+    from petctfm.train.checkpoint import load_model
+
+    if max_clicks < 1:
+        raise InputError(f"--max-clicks must be >= 1, got {max_clicks}")
+    root, out = Path(data), Path(out)
+    net, cfg = load_model(model)
+    if cfg.get("method") != METHOD:
+        raise InputError(f"{model}: not a promptable model (method {cfg.get('method')!r})")
+    case_ids = list_cases(root, split)[: max_cases if max_cases else None]
+    if not case_ids:
+        raise InputError(f"{root}: split {split!r} has no cases")
+    held = held_out_values(cfg) if "targets" in cfg else set()
+    auto_fn = auto_masks(auto, root, case_ids, device) if auto else None
+    rows: list[dict[str, Any]] = []
+    figures: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    for i, cid in enumerate(case_ids):
+        case = fmt.load_case(root, cid, mmap=False)
+        img, meta = np.asarray(case["image"], np.float32), case.get("meta", {})
+        affine = np.asarray(meta.get("affine", np.diag([*meta.get("spacing", [2.0] * 3), 1.0])), float)
+        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        lesion = np.asarray(case["label"]) > 0
+        session = PromptSession(net, cfg, (img[0], affine), ct=(img[1], affine), device=device, cache_size=64,
+                                max_zoom=max_zoom)
+        r = CaseRunner(session, cid, img[0], lesion, np.asarray(case["organs"]) if organs and "organs" in case
+                       else None, spacing, held, meta, max_clicks, iso_box_mm, max_targets)
+        r.autopet()
+        r.one_per_lesion()
+        r.targets()
+        if auto_fn is not None:
+            r._row("auto", "auto", "lesions", "lesions", 0, _metrics(auto_fn(cid), lesion, spacing))
+        rows += r.rows
+        if len(figures) < n_figures and lesion.any():
+            figures.append({"case_id": cid, "suv": img[0], "ct": img[1], "gt": lesion, **r.clicks_drawn})
+        if progress:
+            print(f"interactive: {i + 1}/{len(case_ids)} {cid}: {len(r.rows)} rows, {session.encodes} embeddings, "
+                  f"{session.forwards} decoder runs, {time.perf_counter() - t0:.0f}s", flush=True)
+    info = {"data": str(root), "model": str(model), "auto": str(auto) if auto else None, "split": split,
+            "n_cases": len(case_ids), "max_clicks": max_clicks, "iso_box_mm": iso_box_mm, "max_zoom": max_zoom,
+            "held_out": sorted(cfg.get("targets", {}).get("held_out", [])), "seconds": time.perf_counter() - t0}
+    return report.write_report(rows, figures, info, out)
+
+
+__all__ = ["METRICS", "CaseRunner", "auto_masks", "run_interactive"]
