@@ -27,12 +27,19 @@ def prompt_config():
 
 class ClickNet(torch.nn.Module):
     """Stand-in prompt network: foreground = the previous mask, plus a small ball (~1 patch voxel) around each
-    positive click, minus a larger one around each negative click. Deterministic, weightless."""
+    positive click, minus a larger one around each negative click. Deterministic, weightless. It has the
+    session's interface (``embed`` once per crop, ``decode`` per click) of :class:`PromptSegmenter`."""
 
-    def forward(self, img, prompts):
+    def embed(self, img):
+        return img
+
+    def decode(self, emb, prompts):
         pos = F.max_pool3d(prompts[:, POS:POS + 1], 3, 1, 1)
         neg = F.max_pool3d(prompts[:, NEG:NEG + 1], 5, 1, 2)
         return 10.0 * torch.clamp(pos + prompts[:, PREV:PREV + 1], max=1) - 20.0 * neg - 5.0
+
+    def forward(self, img, prompts):
+        return self.decode(self.embed(img), prompts)
 
 
 def stub_session(pet, ct):
