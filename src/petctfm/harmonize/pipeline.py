@@ -223,7 +223,7 @@ def process_case(case: SourceCase, out: str, opts: dict[str, Any]) -> dict[str, 
         meta.setdefault("site", Path(case.root).name.lower())
         meta = {k: meta.get(k) for k in KEPT_FIELDS}
         stats = case_stats(h["image"], h["label"], h["organs"], spacing)
-        checks = qa.check_case(h, stats, meta.get("tracer"))
+        checks = qa.check_case(h, stats, meta.get("tracer"), meta.get("weight_kg"))
         if checks["fatal"]:
             raise InputError(checks["fatal"])
         record = {

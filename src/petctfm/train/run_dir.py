@@ -134,3 +134,31 @@ def append_metrics(path: Path, record: dict[str, Any]) -> None:
         os.write(fd, line.encode())  # one whole line per write (append-only log)
     finally:
         os.close(fd)
+
+
+def open_tensorboard(run_dir: Path, purge_step: int | None):
+    """A ``SummaryWriter`` on ``run_dir/tb``, or None (with a warning) when no path to it can be given.
+
+    TensorBoard encodes its log path as UTF-8, so a run folder whose name is not UTF-8 (``surrogateescape``
+    bytes from the file system) raised ``UnicodeEncodeError`` deep inside it. Such a folder is reached through
+    an open descriptor, ``/proc/self/fd/N/tb`` (a plain ASCII path to the same folder, Linux); the descriptor is
+    closed when the writer is collected. Where ``/proc`` is missing, TensorBoard logging is skipped for that
+    run (``metrics.jsonl`` still holds every logged number)."""
+    import logging
+    import weakref
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from petctfm.io.walk import is_utf8_name, printable
+
+    if is_utf8_name(run_dir):
+        return SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
+    fd = os.open(run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    if not os.path.isdir(f"/proc/self/fd/{fd}"):
+        os.close(fd)
+        logging.getLogger(__name__).warning("%s: folder name is not UTF-8 and /proc is missing: no TensorBoard log "
+                                            "(metrics.jsonl has the numbers)", printable(run_dir))
+        return None
+    writer = SummaryWriter(f"/proc/self/fd/{fd}/tb", purge_step=purge_step)
+    weakref.finalize(writer, os.close, fd)
+    return writer

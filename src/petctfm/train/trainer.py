@@ -49,8 +49,8 @@ from petctfm.train.config import TrainConfig
 from petctfm.train.distributed import (DistInfo, any_rank, barrier, cleanup, gather_to_all, init_distributed,
                                        mean_over_ranks, rank_seed, seed_everything)
 from petctfm.train.progress import Progress, StopFlag
-from petctfm.train.run_dir import (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, append_metrics, check_run_dir, plain,
-                                   truncate_metrics)
+from petctfm.train.run_dir import (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, append_metrics, check_run_dir,
+                                   open_tensorboard, plain, truncate_metrics)
 from petctfm.train.schedule import WarmupCosine, base_lr, build_optimizer
 from petctfm.train.task import TrainTask
 
@@ -319,9 +319,7 @@ class _Run:
         self.tb = None
         if info.is_main:
             truncate_metrics(self.run_dir / METRICS_FILE, self.step)
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step if self.step else None)
+            self.tb = open_tensorboard(self.run_dir, purge_step=self.step if self.step else None)
         self.last_saved = self.step if self.resume_from is not None else -1
         self.last_checkpoint = self.resume_from
         it = iter(self.task.batches(info.rank, info.world_size, self.samples_done))
