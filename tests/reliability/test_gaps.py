@@ -117,3 +117,45 @@ def test_weight_flags_never_raise():
     assert check_weight_kg(250, "x") == weight_flags(250)
     with pytest.raises(Exception, match="grams"):
         check_weight_kg(80000, "x")
+
+
+# ------------------------------------------------------------------------- resume reads the checkpoint once
+
+
+def test_resume_reads_the_checkpoint_once_and_matches_exactly(tmp_path, capsys, monkeypatch):
+    """--resume reads model.safetensors, ema.safetensors and state.pt of the resumed step once each (they were
+    read up to three times: intact check, trained-with config, load), and the resumed run's weights equal an
+    uninterrupted run's."""
+    import safetensors.torch
+    import torch
+
+    from petctfm.train import checkpoint as ck
+    from toy_data import write_toy_dataset
+
+    data = write_toy_dataset(tmp_path / "ds", n_cases=3, shape=(32, 32, 32))
+    opts = ["--preset", "tiny", "--no-progress", "--seed", "3", "--figure-every", "0", "--log-every", "1",
+            "--checkpoint-every", "1", "--set", "train.ema_decay=0.9"]
+    assert run(["pretrain", "--data", data, "--out", tmp_path / "full", *opts, "--max-steps", "3"], capsys)[0] == 0
+    assert run(["pretrain", "--data", data, "--out", tmp_path / "cut", *opts, "--max-steps", "2"], capsys)[0] == 0
+    reads: list[str] = []
+    real_load_file, real_torch_load = ck.load_file, torch.load
+
+    def load_file(path, *a, **k):
+        reads.append(Path(path).relative_to(tmp_path / "cut").as_posix())
+        return real_load_file(path, *a, **k)
+
+    def torch_load(path, *a, **k):
+        reads.append(Path(path).relative_to(tmp_path / "cut").as_posix())
+        return real_torch_load(path, *a, **k)
+
+    monkeypatch.setattr(ck, "load_file", load_file)
+    monkeypatch.setattr(torch, "load", torch_load)
+    rc, _, err = run(["pretrain", "--out", tmp_path / "cut", "--resume", "--no-progress", "--max-steps", "3"], capsys)
+    monkeypatch.undo()
+    assert rc == 0, err
+    step2 = "checkpoints/step_0000002"
+    assert sorted(reads) == [f"{step2}/ema.safetensors", f"{step2}/model.safetensors", f"{step2}/state.pt"]
+    for name in ("model.safetensors", "ema.safetensors"):
+        a = safetensors.torch.load_file(tmp_path / "full" / "checkpoints" / "step_0000003" / name)
+        b = safetensors.torch.load_file(tmp_path / "cut" / "checkpoints" / "step_0000003" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
