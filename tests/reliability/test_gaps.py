@@ -159,3 +159,57 @@ def test_resume_reads_the_checkpoint_once_and_matches_exactly(tmp_path, capsys, 
         a = safetensors.torch.load_file(tmp_path / "full" / "checkpoints" / "step_0000003" / name)
         b = safetensors.torch.load_file(tmp_path / "cut" / "checkpoints" / "step_0000003" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+# ------------------------------------------------------------------------- duplicates by decoded content
+
+
+def _regzip(path: Path) -> None:
+    import gzip
+
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw, compresslevel=1, mtime=12345))
+
+
+def test_recompressed_copy_is_a_duplicate_by_decoded_voxels(template, tmp_path, capsys):
+    """A copy of case A whose SUV.nii.gz is re-compressed (other bytes, same voxels) is harmonized once more but
+    left out at finalize: listed in duplicates.csv, not in the manifest or the splits; a copy with one voxel
+    changed is a different study and is kept. A re-run (and --finalize) keeps the same answer."""
+    import nibabel as nib
+    import numpy as np
+
+    root = autopet(template, tmp_path / "in")
+    for name in ("A_recompressed", "A_changed"):
+        shutil.copytree(root / "A", root / name)
+    _regzip(root / "A_recompressed" / "SUV.nii.gz")
+    assert (root / "A_recompressed" / "SUV.nii.gz").read_bytes() != (root / "A" / "SUV.nii.gz").read_bytes()
+    img = nib.load(root / "A_changed" / "SUV.nii.gz")
+    arr = np.asarray(img.dataobj).copy()
+    arr[arr.shape[0] // 2, arr.shape[1] // 2, arr.shape[2] // 2] += 0.5
+    nib.save(nib.Nifti1Image(arr, img.affine, img.header), root / "A_changed" / "SUV.nii.gz")
+    out = tmp_path / "out"
+    for args in (["--in", root, "--out", out, *FAST], ["--in", root, "--out", out, *FAST], ["--finalize", out]):
+        rc, _, err = run(["harmonize", *args], capsys)
+        assert rc == 0, err
+        rows = list(csv.DictReader(open(out / "duplicates.csv", encoding="utf-8")))
+        assert [(r["source_path"], r["duplicate_of_path"].split("/")[-1]) for r in rows] == [("A_recompressed", "A")]
+        assert rows[0]["evidence"] == "same decoded PET voxels and geometry blake2b"
+        assert sorted(r["source_path"] for r in manifest(out)) == ["A", "A_changed", "B"]
+        splits = json.loads((out / "splits.json").read_text())
+        assert rows[0]["case_id"] not in {c for v in splits.values() if isinstance(v, list) for c in v}
+    no_tmp_left(out)
+
+
+def test_voxel_key_sees_voxels_and_geometry():
+    import numpy as np
+    import SimpleITK as sitk
+
+    from petctfm.harmonize.duplicates import voxel_key
+
+    a = sitk.GetImageFromArray(np.arange(64, dtype=np.float32).reshape(4, 4, 4))
+    b = sitk.GetImageFromArray(np.arange(64, dtype=np.float32).reshape(4, 4, 4))
+    assert voxel_key(a) == voxel_key(b)
+    b.SetOrigin((0.0, 0.0, 10.0))
+    assert voxel_key(a) != voxel_key(b)
+    c = sitk.GetImageFromArray(np.arange(64, dtype=np.float32).reshape(4, 4, 4) * 1.0001)
+    assert voxel_key(a) != voxel_key(c)
