@@ -409,6 +409,9 @@ def test_predict_batch_finishes_the_rest_and_flags_the_unusual(predict_inputs, t
     hot = json.loads((out / "HOT" / "summary.json").read_text())
     assert good["flags"] == []
     assert any("SUVmax 150.0 > 100" in f for f in hot["flags"]), hot["flags"]
+    cases = {r["case"]: r for r in csv.DictReader(open(out / "cases.csv", encoding="utf-8"))}
+    assert set(cases) == {"GOOD_P", "HOT"}  # only the finished cases; their flags as in summary.json
+    assert cases["GOOD_P"]["flags"] == "" and cases["HOT"]["flags"] == "; ".join(hot["flags"])
     no_temp_files(out)
 
 

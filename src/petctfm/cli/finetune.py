@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from petctfm.cli._common import add_command, add_run_args, train_options
+from petctfm.io.walk import printable  # a --out that is not UTF-8 is printed with U+FFFD
 
 EXAMPLES = """
 # 10% of the labels, encoder from a pretraining run (its backbone and mode are used); seconds on a CPU
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("--predict needs --data DATASET")
         out = Path(args.pred_out or Path(args.out) / f"pred_{args.predict}")
         paths = predict_split(args.out, args.data, split=args.predict, out_dir=out, progress=True)
-        print(f"finetune: {len(paths)} predictions of split {args.predict!r} written to {out}")
+        print(f"finetune: {len(paths)} predictions of split {args.predict!r} written to {printable(out)}")
         return 0
 
     from petctfm.methods.segmentation.api import finetune
@@ -100,5 +101,5 @@ def run(args: argparse.Namespace) -> int:
         extra = f"; best val Dice {best.read_text().strip()}" if best.is_file() else ""
         subset = saved_run_configs(args.out)[0]["subset"]
         print(f"finetune: {summary.get('steps')} steps on {subset['name']} ({len(subset['cases'])} cases), "
-              f"loss {summary.get('loss'):.4f}, stopped by {summary.get('stopped')}; run folder {args.out}{extra}")
+              f"loss {summary.get('loss'):.4f}, stopped by {summary.get('stopped')}; run folder {printable(args.out)}{extra}")
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from petctfm.cli._common import add_command, add_run_args, train_options
+from petctfm.io.walk import printable  # a --out that is not UTF-8 is printed with U+FFFD
 
 EXAMPLES = """
 # seconds on a CPU: tiny network, 32^3 patches (what tests and the demo use)
@@ -104,7 +105,7 @@ def _report(summary: dict, out: str) -> None:
     if summary.get("world_size", 1) == 1 or int(os.environ.get("RANK", "0")) == 0:
         print(f"pretrain: {summary.get('steps')} steps, loss {summary.get('loss'):.4f}, "
               f"{summary.get('samples_per_s', 0):.2f} samples/s, stopped by {summary.get('stopped')}; "
-              f"run folder {out}")
+              f"run folder {printable(out)}")
 
 
 def _method(args: argparse.Namespace) -> str:

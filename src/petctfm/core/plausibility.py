@@ -77,6 +77,18 @@ def check_weight_kg(weight: float, where: str) -> list[str]:
     if not math.isfinite(w) or not lo <= w <= hi:
         hint = f" (grams? {w / 1000:g} kg)" if math.isfinite(w) and w >= 1000 else ""
         raise InputError(f"{where}: body weight {w:g} kg is impossible (outside {lo:g}-{hi:g} kg){hint}")
+    return weight_flags(w)
+
+
+def weight_flags(weight: float | None) -> list[str]:
+    """Flags for a known body weight in kg (never raises): outside :data:`WEIGHT_KG_USUAL` is unusual (a child,
+    a bariatric patient, or a typo in a weight that was not needed for SUV). None / not a number: no flag."""
+    try:
+        w = float(weight)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return []
+    if not math.isfinite(w):
+        return []
     ulo, uhi = WEIGHT_KG_USUAL
     return [] if ulo <= w <= uhi else [f"body weight {w:g} kg outside the usual {ulo:g}-{uhi:g} kg"]
 
@@ -161,6 +173,6 @@ def _r(values: Sequence[float]) -> list[float]:
 __all__ = [
     "SUV_MAX_IMPOSSIBLE", "SUV_MAX_UNUSUAL", "SOFT_TISSUE_SUV_IMPOSSIBLE", "AIR_FRACTION_SWAPPED", "WEIGHT_KG_POSSIBLE",
     "WEIGHT_KG_USUAL", "CT_MIN_HU_REQUIRED", "CT_BODY_MEDIAN_USUAL", "SPACING_MM_POSSIBLE", "SPACING_MM_USUAL",
-    "BODY_OVERLAP_POSSIBLE", "BODY_OVERLAP_USUAL", "LABEL_KEPT_POSSIBLE", "check_spacing", "check_weight_kg",
+    "BODY_OVERLAP_POSSIBLE", "BODY_OVERLAP_USUAL", "LABEL_KEPT_POSSIBLE", "check_spacing", "check_weight_kg", "weight_flags",
     "check_pet_values", "check_soft_tissue_suv", "check_ct_values", "check_body_overlap", "check_label_kept",
 ]

@@ -35,6 +35,7 @@ import numpy as np
 
 from petctfm.core.errors import InputError
 from petctfm.io.atomic import atomic_dir, atomic_path, atomic_write_json
+from petctfm.io.walk import file_kind
 
 FORMAT_VERSION = 1
 CHANNELS = ("PET", "CT")
@@ -97,6 +98,9 @@ def load_dataset_info(root: str | os.PathLike, require_normalization: bool = Fal
     if not root.is_dir():
         raise InputError(f"{root}: dataset folder not found")
     if not path.is_file():
+        if os.path.lexists(path):  # a FIFO, socket, device or folder: say so, never open it (a FIFO would hang)
+            raise InputError(f"{path}: not a regular file (a {file_kind(path)}); a petctfm dataset needs "
+                             f"{DATASET_JSON} as a plain JSON file")
         raise InputError(f"{root}: not a harmonized petctfm dataset (no {DATASET_JSON}; run 'petctfm harmonize')")
     try:
         info = json.loads(path.read_text())

@@ -8,8 +8,14 @@ case (:func:`content_key`):
 * NIfTI/MHA/NRRD: the BLAKE2b hash of the PET file's bytes (``SUV``/``PET`` file). Cheap enough (one
   sequential read; BLAKE2b ran at 0.30-0.37 GB/s on the shared 2-core VM: ~0.2 s for a 70 MB SUV.nii.gz)
   and cached in ``OUT/.work/content_keys.json`` by (real path, size, mtime), so a
-  re-run reads only new or changed files. A re-compressed or re-saved copy (other bytes, same voxels) is not
-  recognised; DICOM UIDs and patient-level splits remain the main guard.
+  re-run reads only new or changed files.
+* decoded content (:func:`voxel_key`): the hash of the PET voxel array (in SUV, as read) and its geometry
+  (size, spacing, origin, direction), computed by :func:`petctfm.harmonize.pipeline.process_case` from the
+  image it has just read (no second read) and stored in ``meta.json`` as ``pet_voxel_key``. It catches a
+  re-compressed or re-saved copy (other gzip header or NIfTI extension, same voxels) and a DICOM study
+  re-exported with new UIDs. Because it is known only after reading, such a copy is harmonized once more and
+  then left out at finalize (:func:`decoded_duplicates`): listed in ``duplicates.csv`` (evidence "same
+  decoded PET voxels and geometry"), out of the manifest, the splits and the statistics.
 
 Which copy is kept (:func:`drop_duplicates`): a copy already harmonized in an earlier run, else the one of
 the first ``--in`` folder, else the first by source path. The others are not harmonized; each is a row of
@@ -78,6 +84,43 @@ def content_key(case: SourceCase, cache: dict[str, Any] | None = None) -> str:
     return key
 
 
+def voxel_key(image: Any) -> str:
+    """Identity of a decoded PET (a SimpleITK image): BLAKE2b-128 of its voxel bytes, pixel type, size, spacing,
+    origin and direction (geometry rounded to 1e-4 mm, so a re-save's float noise does not matter)."""
+    import SimpleITK as sitk
+
+    h = hashlib.blake2b(digest_size=16)
+    geometry = [image.GetPixelIDTypeAsString(), list(image.GetSize()),
+                *([round(float(v), 4) + 0.0 for v in vals] for vals in (image.GetSpacing(), image.GetOrigin(),
+                                                                        image.GetDirection()))]
+    h.update(json.dumps(geometry).encode())
+    h.update(memoryview(sitk.GetArrayViewFromImage(image)).cast("B"))
+    return f"decoded PET voxels and geometry blake2b {h.hexdigest()}"
+
+
+def decoded_duplicates(metas: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Rows for ``duplicates.csv`` of written cases whose ``pet_voxel_key`` (meta.json) repeats an earlier
+    one's; the copy kept is the first by (source folder, source path, case id). Cases without a key (written
+    before the key existed) are never matched."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for m in metas:
+        if m.get("pet_voxel_key"):
+            groups.setdefault(m["pet_voxel_key"], []).append(m)
+    rows = []
+    for key, group in groups.items():
+        group.sort(key=lambda m: (str(m.get("source")), str(m.get("source_path")), m["case_id"]))
+        keep = group[0]
+        for m in group[1:]:
+            rows.append({"case_id": m["case_id"], "source": m.get("source"), "source_path": m.get("source_path"),
+                         "duplicate_of": keep["case_id"],
+                         "duplicate_of_path": f"{keep.get('source')}/{keep.get('source_path')}",
+                         "evidence": f"same {key.rsplit(' ', 1)[0]}"})
+            log.warning("duplicate: %s/%s is the same study as %s (%s); left out of the manifest and splits, "
+                        "listed in %s", m.get("source"), m.get("source_path"), rows[-1]["duplicate_of_path"],
+                        rows[-1]["evidence"], DUPLICATES_CSV)
+    return sorted(rows, key=lambda r: r["case_id"])
+
+
 def drop_duplicates(cases: list[SourceCase], inputs: list[str], is_done: Callable[[SourceCase], bool],
                     cache_path: str | os.PathLike | None = None) -> tuple[list[SourceCase], list[dict[str, str]]]:
     """``(kept cases, duplicate rows)``: one case per content key (module doc for which one), in input order."""
@@ -123,4 +166,5 @@ def write_duplicates_csv(out: str | os.PathLike, rows: list[dict[str, str]]) -> 
     return atomic_write_text(Path(out) / DUPLICATES_CSV, csv_text(rows, DUPLICATE_COLUMNS))
 
 
-__all__ = ["DUPLICATES_CSV", "file_digest", "content_key", "drop_duplicates", "write_duplicates_csv"]
+__all__ = ["DUPLICATES_CSV", "file_digest", "content_key", "voxel_key", "decoded_duplicates", "drop_duplicates",
+           "write_duplicates_csv"]

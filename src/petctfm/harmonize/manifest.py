@@ -18,6 +18,8 @@ The crop to the body keeps the air fraction moderate. PET also gets the mean and
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from petctfm.data import format as fmt
+from petctfm.harmonize.duplicates import DUPLICATES_CSV, decoded_duplicates, write_duplicates_csv
 from petctfm.harmonize.pipeline import FAILED_DIR, WORK_DIR, lesion_volumes
 from petctfm.harmonize.qa import site_histograms, write_qa_table
 from petctfm.harmonize.splits import make_splits
@@ -143,10 +146,16 @@ def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str
     train split and so outside the normalization statistics."""
     out = Path(out)
     metas = read_metas(out)
-    dup_csv = out / "duplicates.csv"  # harmonize.duplicates: a second copy written by an earlier run stays out
+    dup_csv = out / DUPLICATES_CSV  # harmonize.duplicates: a second copy written by an earlier run stays out
     if dup_csv.is_file():
-        dups = {r.split(",", 1)[0] for r in dup_csv.read_text().splitlines()[1:]}
+        dups = {r["case_id"] for r in csv.DictReader(io.StringIO(dup_csv.read_text(encoding="utf-8")))}
         metas = [m for m in metas if m["case_id"] not in dups]
+    decoded = decoded_duplicates(metas)  # same voxels, other file bytes: found only once read (duplicates.py)
+    if decoded:
+        old = list(csv.DictReader(io.StringIO(dup_csv.read_text(encoding="utf-8")))) if dup_csv.is_file() else []
+        write_duplicates_csv(out, sorted(old + decoded, key=lambda r: r["case_id"]))
+        gone = {r["case_id"] for r in decoded}
+        metas = [m for m in metas if m["case_id"] not in gone]
     failures = read_failures(out, {m["case_id"] for m in metas})
     atomic_write_text(out / fmt.QUARANTINE_CSV, csv_text(failures, QUARANTINE_COLUMNS))
     spacings = {tuple(m["harmonize"]["spacing"]) for m in metas}

@@ -39,6 +39,7 @@ from petctfm.core import plausibility as plaus
 from petctfm.core.errors import InputError, OutputError, PetctfmError
 from petctfm.harmonize import qa
 from petctfm.harmonize.discover import KEPT_FIELDS, SourceCase
+from petctfm.harmonize.duplicates import voxel_key
 from petctfm.harmonize.load import load_case_images
 from petctfm.harmonize.resample import LPS_TO_RAS, affine_of, ras_bounds, ras_grid, resample_sitk, resample_xyz
 from petctfm.io.atomic import atomic_write_json
@@ -216,6 +217,7 @@ def process_case(case: SourceCase, out: str, opts: dict[str, Any]) -> dict[str, 
             "source_path": printable(case.rel)}
     try:
         images, extra = load_case_images(case, opts.get("suv_kind", "bw"))
+        pet_key = voxel_key(images["suv"])  # decoded-content identity, from the image just read (duplicates.py)
         spacing = tuple(opts.get("spacing", DEFAULT_SPACING))
         h = harmonize_images(images, spacing, tuple(opts.get("ct_window", DEFAULT_CT_WINDOW)),
                              float(opts.get("margin_mm", 10.0)))
@@ -223,12 +225,12 @@ def process_case(case: SourceCase, out: str, opts: dict[str, Any]) -> dict[str, 
         meta.setdefault("site", Path(case.root).name.lower())
         meta = {k: meta.get(k) for k in KEPT_FIELDS}
         stats = case_stats(h["image"], h["label"], h["organs"], spacing)
-        checks = qa.check_case(h, stats, meta.get("tracer"))
+        checks = qa.check_case(h, stats, meta.get("tracer"), meta.get("weight_kg"))
         if checks["fatal"]:
             raise InputError(checks["fatal"])
         record = {
             **base, **meta, "patient": case.patient, "orientation": "RAS", "ct_fov_coverage": round(h["ct_fov_coverage"], 4),
-            "has_label": images.get("seg") is not None, "has_organs": h["organs"] is not None,
+            "pet_voxel_key": pet_key, "has_label": images.get("seg") is not None, "has_organs": h["organs"] is not None,
             "stats": stats, "qa": checks["row"], "hist_before": h["source"]["hist_before"],
             "hist_after": h["source"]["hist_after"],
             "harmonize": {"spacing": list(spacing), "ct_window": list(opts.get("ct_window", DEFAULT_CT_WINDOW)),

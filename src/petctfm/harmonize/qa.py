@@ -94,10 +94,12 @@ def check_inputs(suv: sitk.Image, ct: sitk.Image, seg: sitk.Image | None) -> dic
             "label_values": label_values, "lesion_volume_ml_source": src_ml, "warnings": warnings}
 
 
-def check_case(h: dict[str, Any], stats: dict[str, Any], tracer: str | None) -> dict[str, Any]:
-    """QA row of one harmonized case: ``{"fatal": None | reason, "row": {...}}``."""
+def check_case(h: dict[str, Any], stats: dict[str, Any], tracer: str | None,
+               weight_kg: float | None = None) -> dict[str, Any]:
+    """QA row of one harmonized case: ``{"fatal": None | reason, "row": {...}}``; ``weight_kg`` (DICOM
+    PatientWeight or metadata, when known) outside the usual range is flagged."""
     src = h["source"]
-    warnings = list(src["warnings"])
+    warnings = list(src["warnings"]) + plaus.weight_flags(weight_kg)
     pet, label = h["image"][0], h["label"]
     if h["ct_fov_coverage"] < 0.9:
         warnings.append(f"CT covers {100 * h['ct_fov_coverage']:.0f}% of the PET FOV (rest filled -1000 HU)")

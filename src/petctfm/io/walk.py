@@ -67,6 +67,17 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
+def file_kind(path: str | os.PathLike) -> str:
+    """What ``path`` is, in words ("named pipe", "folder", "dangling symlink", "regular file"...); never opens it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "dangling symlink" if os.path.islink(path) else "missing path"
+    if stat.S_ISREG(mode):
+        return "regular file"
+    return "folder" if stat.S_ISDIR(mode) else _kind(mode)
+
+
 def is_regular_file(path: str | os.PathLike) -> bool:
     """True for a regular file (through symlinks); False for folders, FIFOs, sockets, devices, dangling links.
     Never opens the file."""

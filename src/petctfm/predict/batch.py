@@ -4,7 +4,8 @@
 inferred (:func:`petctfm.predict.predictor.predict_one`); a case that fails is listed in ``OUT/failed.csv``
 (case, reason) and the others complete; finished cases (``summary.json`` present) are skipped unless
 ``overwrite`` and made from the same input and model (:func:`petctfm.predict.identity.stale_reason`; otherwise
-redone, with a line saying why); ``OUT/cases.csv`` holds one summary row per finished case.
+redone, with a line saying why); ``OUT/cases.csv`` holds one summary row per finished case
+(with ``flags``: the input's plausibility flags from its ``summary.json``, ``; ``-joined, empty when none).
 """
 
 from __future__ import annotations
@@ -98,9 +99,10 @@ def predict_folder(cases: list[SourceCase], predictor: Predictor, out: str | os.
             s = json.loads(path.read_text())
             rows.append({"case": c.case_id, **{k: s.get(k) for k in ("lesion_count", "tmtv_ml", "total_tlg",
                                                                           "suv_max", "suv_peak")},
-                         "seconds": (s.get("timings_s") or {}).get("total")})
+                         "seconds": (s.get("timings_s") or {}).get("total"),
+                         "flags": "; ".join(s.get("flags") or [])})  # summary.json's plausibility flags
     atomic_write_text(out / CASES_CSV, csv_text(rows, ("case", "lesion_count", "tmtv_ml", "total_tlg", "suv_max",
-                                                   "suv_peak", "seconds")))
+                                                   "suv_peak", "seconds", "flags")))
     return {"done": done, "skipped": skipped, "failed": failed, "redone": redone}
 
 

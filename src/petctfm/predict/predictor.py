@@ -260,6 +260,7 @@ def prepare_images(images: dict[str, Any], predictor: Predictor, pt_datasets: li
                    case_id: str = "case", kind: str = "memory", source: str | None = None,
                    timings: dict[str, float] | None = None) -> Prepared:
     """Stage 2 (preprocess) of images ``{"suv", "ct", "organs"}`` (SimpleITK, own grids)."""
+    from petctfm.core import plausibility as plaus
     from petctfm.harmonize.pipeline import harmonize_images
     from petctfm.harmonize.resample_torch import torch_resampler
     from petctfm.inference.normalize import normalized_input
@@ -269,6 +270,8 @@ def prepare_images(images: dict[str, Any], predictor: Predictor, pt_datasets: li
     h = harmonize_images({"suv": images["suv"], "ct": images["ct"], "seg": None, "organs": None},
                          predictor.spacing, predictor.ct_window,
                          resampler=torch_resampler(dev) if dev is not None else None)
+    if pt_datasets:  # DICOM: PatientWeight is known (files carry none; predict reads no metadata)
+        h["source"]["warnings"] += plaus.weight_flags(getattr(pt_datasets[0], "PatientWeight", None))
     x, bg = normalized_input(h["image"], predictor.config)
     timings = {**(timings or {}), "preprocess": time.perf_counter() - t0}
     return Prepared(case_id, kind, source, images, pt_datasets, h, x, bg, timings)

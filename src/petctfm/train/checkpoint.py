@@ -24,6 +24,7 @@ import json
 import random
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -242,10 +243,35 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def intact_checkpoint(ckpt_dir: Path) -> tuple[Path | None, list[str]]:
-    """The newest checkpoint that reads back whole (weights and training state), newest first from the
-    ``latest`` pointer, and one line for each newer one skipped as unreadable (a disk error, a truncated file):
-    ``(step folder or None, ["step_0000200/model.safetensors: not a safetensors file (...)", ...])``."""
+@dataclass
+class LoadedCheckpoint:
+    """A step folder read whole, once (what ``--resume`` needs: the intact check, the trained-with config
+    and the weights to load all come from this one read)."""
+
+    path: Path  # the step folder
+    weights: dict[str, torch.Tensor]  # model.safetensors, on the CPU
+    config: dict[str, Any]  # the task config from the safetensors metadata
+    state: dict[str, Any]  # state.pt (weights_only=True)
+    ema_weights: dict[str, torch.Tensor] | None  # ema.safetensors, when the folder holds one
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def read_checkpoint(step_dir: Path) -> LoadedCheckpoint:
+    """Read a step folder whole (weights, state, EMA weights if present); InputError naming the unreadable file."""
+    d = Path(step_dir)
+    weights, config, _ = read_weights(d / MODEL_FILE)
+    state = read_state(d)
+    ema = read_weights(d / EMA_FILE)[0] if (d / EMA_FILE).is_file() else None
+    return LoadedCheckpoint(d, weights, config, state, ema)
+
+
+def read_intact_checkpoint(ckpt_dir: Path) -> tuple[LoadedCheckpoint | None, list[str]]:
+    """The newest checkpoint that reads back whole (weights and training state), read once, newest first from
+    the ``latest`` pointer, and one line for each newer one skipped as unreadable (a disk error, a truncated
+    file): ``(LoadedCheckpoint or None, ["step_0000200/model.safetensors: not a safetensors file (...)", ...])``."""
     ckpt_dir = Path(ckpt_dir)
     first = latest_checkpoint(ckpt_dir)
     candidates = ([first] if first is not None else []) + [d for _, d in reversed(list_checkpoints(ckpt_dir))
@@ -253,15 +279,16 @@ def intact_checkpoint(ckpt_dir: Path) -> tuple[Path | None, list[str]]:
     skipped = []
     for d in candidates:
         try:
-            read_weights(d / MODEL_FILE)
-            read_state(d)
-            if (d / EMA_FILE).is_file():
-                read_weights(d / EMA_FILE)
+            return read_checkpoint(d), skipped
         except InputError as exc:
             skipped.append(f"{d.name}: {str(exc).replace(str(d) + '/', '')}")
-            continue
-        return d, skipped
     return None, skipped
+
+
+def intact_checkpoint(ckpt_dir: Path) -> tuple[Path | None, list[str]]:
+    """:func:`read_intact_checkpoint`, returning only the step folder: ``(step folder or None, skipped)``."""
+    loaded, skipped = read_intact_checkpoint(ckpt_dir)
+    return (loaded.path if loaded is not None else None), skipped
 
 
 def write_checkpoint(ckpt_dir: Path, step: int, model: nn.Module, config: dict[str, Any], state: dict[str, Any],
@@ -302,5 +329,6 @@ __all__ = [
     "WEIGHTS_FORMAT", "build_from_config", "STATE_FORMAT", "MODEL_FILE", "EMA_FILE", "STATE_FILE", "LATEST", "MODEL_BUILDERS",
     "register_model_builder", "save_weights", "read_weights", "resolve_weights", "load_model",
     "capture_rng", "restore_rng", "preserved_rng", "step_dir_name", "list_checkpoints", "latest_checkpoint", "intact_checkpoint",
+    "LoadedCheckpoint", "read_checkpoint", "read_intact_checkpoint",
     "write_checkpoint", "read_state",
 ]

@@ -52,17 +52,16 @@ def config_diff(old: dict[str, Any], new: dict[str, Any], ignore: frozenset[str]
             if a.get(k, "<missing>") != b.get(k, "<missing>") and k not in ignore]
 
 
-def checkpoint_config(step_dir: Path) -> dict[str, Any]:
+def checkpoint_config(loaded: ck.LoadedCheckpoint) -> dict[str, Any]:
     """``{"train": ..., "task": ...}`` a checkpoint was trained with: the task config from the weights'
     safetensors metadata and the TrainConfig from ``state.pt`` (what an edited config.yaml is compared to)."""
-    _, task_cfg, _ = ck.read_weights(step_dir / ck.MODEL_FILE)
-    state = ck.read_state(step_dir)
-    return plain({"train": state.get("train_config") or {}, "task": task_cfg})
+    return plain({"train": loaded.state.get("train_config") or {}, "task": loaded.config})
 
 
 def check_run_dir(run_dir: Path, full_config: dict[str, Any], resume: bool,
-                  notes: list[str] | None = None) -> Path | None:
-    """Validate the run folder against the config; return the checkpoint folder to resume from (or None).
+                  notes: list[str] | None = None) -> ck.LoadedCheckpoint | None:
+    """Validate the run folder against the config; return the checkpoint to resume from, already read (its
+    weights, state and EMA are read once, here, and handed to the trainer), or None.
 
     On ``resume``: the newest *intact* checkpoint (:func:`petctfm.train.checkpoint.intact_checkpoint`; a
     corrupted latest one is skipped with a note), and the config must equal both ``config.yaml`` and the one
@@ -73,7 +72,7 @@ def check_run_dir(run_dir: Path, full_config: dict[str, Any], resume: bool,
     cfg_path = run_dir / CONFIG_FILE
     resumable = frozenset(f"train.{k}" for k in RESUMABLE_CHANGES) | {"task.data.num_workers"}
     if resume:
-        ckpt, skipped = ck.intact_checkpoint(run_dir / "checkpoints")
+        ckpt, skipped = ck.read_intact_checkpoint(run_dir / "checkpoints")
         if ckpt is None:
             if skipped:
                 raise InputError(f"{run_dir}: --resume requested but no intact checkpoint in "
@@ -134,3 +133,31 @@ def append_metrics(path: Path, record: dict[str, Any]) -> None:
         os.write(fd, line.encode())  # one whole line per write (append-only log)
     finally:
         os.close(fd)
+
+
+def open_tensorboard(run_dir: Path, purge_step: int | None):
+    """A ``SummaryWriter`` on ``run_dir/tb``, or None (with a warning) when no path to it can be given.
+
+    TensorBoard encodes its log path as UTF-8, so a run folder whose name is not UTF-8 (``surrogateescape``
+    bytes from the file system) raised ``UnicodeEncodeError`` deep inside it. Such a folder is reached through
+    an open descriptor, ``/proc/self/fd/N/tb`` (a plain ASCII path to the same folder, Linux); the descriptor is
+    closed when the writer is collected. Where ``/proc`` is missing, TensorBoard logging is skipped for that
+    run (``metrics.jsonl`` still holds every logged number)."""
+    import logging
+    import weakref
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from petctfm.io.walk import is_utf8_name, printable
+
+    if is_utf8_name(run_dir):
+        return SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
+    fd = os.open(run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    if not os.path.isdir(f"/proc/self/fd/{fd}"):
+        os.close(fd)
+        logging.getLogger(__name__).warning("%s: folder name is not UTF-8 and /proc is missing: no TensorBoard log "
+                                            "(metrics.jsonl has the numbers)", printable(run_dir))
+        return None
+    writer = SummaryWriter(f"/proc/self/fd/{fd}/tb", purge_step=purge_step)
+    weakref.finalize(writer, os.close, fd)
+    return writer

@@ -49,8 +49,8 @@ from petctfm.train.config import TrainConfig
 from petctfm.train.distributed import (DistInfo, any_rank, barrier, cleanup, gather_to_all, init_distributed,
                                        mean_over_ranks, rank_seed, seed_everything)
 from petctfm.train.progress import Progress, StopFlag
-from petctfm.train.run_dir import (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, append_metrics, check_run_dir, plain,
-                                   truncate_metrics)
+from petctfm.train.run_dir import (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, append_metrics, check_run_dir,
+                                   open_tensorboard, plain, truncate_metrics)
 from petctfm.train.schedule import WarmupCosine, base_lr, build_optimizer
 from petctfm.train.task import TrainTask
 
@@ -118,11 +118,12 @@ class _Run:
 
         # Run folder: rank 0 checks (one answer for all ranks), writes config.yaml.
         err, ckpt_name = None, None
+        self.loaded: ck.LoadedCheckpoint | None = None  # rank 0: the resume checkpoint, read once by the check
         if info.is_main:
             try:
                 notes: list[str] = []
-                found = check_run_dir(run_dir, self.full_config, resume, notes)
-                ckpt_name = str(found) if found else None
+                self.loaded = check_run_dir(run_dir, self.full_config, resume, notes)
+                ckpt_name = str(self.loaded.path) if self.loaded else None
                 for note in notes:  # a skipped corrupted checkpoint, settings changed on resume: said, not silent
                     warnings.warn(f"{run_dir}: {note}", stacklevel=2)
             except InputError as exc:
@@ -142,10 +143,12 @@ class _Run:
         seed_everything(cfg.seed)  # same initial weights on every rank
         model = self.task.build_model()
         self.state: dict[str, Any] | None = None
-        if self.resume_from is not None:
-            weights, _, _ = ck.read_weights(self.resume_from / ck.MODEL_FILE)
-            model.load_state_dict(weights, strict=True)
-            self.state = ck.read_state(self.resume_from)
+        loaded = None
+        if self.resume_from is not None:  # rank 0 read it in check_run_dir; other ranks read it here, once
+            loaded = self.loaded if self.loaded is not None else ck.read_checkpoint(self.resume_from)
+            self.loaded = None
+            model.load_state_dict(loaded.weights, strict=True)
+            self.state = loaded.state
         model = model.to(self.device)
         if cfg.channels_last:  # 5-D weights (3D convolutions) only; other tensors keep their layout
             for p in list(model.parameters()) + list(model.buffers()):
@@ -159,11 +162,10 @@ class _Run:
 
             self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
             if self.state is not None:
-                ema_path = self.resume_from / ck.EMA_FILE
-                if not ema_path.is_file():
-                    raise InputError(f"{ema_path}: EMA is on but the checkpoint has no EMA weights")
-                ema_w, _, _ = ck.read_weights(ema_path)
-                self.ema.module.load_state_dict(ema_w, strict=True)
+                if loaded.ema_weights is None:
+                    raise InputError(f"{self.resume_from / ck.EMA_FILE}: EMA is on but the checkpoint has no EMA "
+                                     "weights")
+                self.ema.module.load_state_dict(loaded.ema_weights, strict=True)
                 self.ema.n_averaged.copy_(self.state["ema_n_averaged"])
 
         wrapped: nn.Module = model
@@ -319,9 +321,7 @@ class _Run:
         self.tb = None
         if info.is_main:
             truncate_metrics(self.run_dir / METRICS_FILE, self.step)
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step if self.step else None)
+            self.tb = open_tensorboard(self.run_dir, purge_step=self.step if self.step else None)
         self.last_saved = self.step if self.resume_from is not None else -1
         self.last_checkpoint = self.resume_from
         it = iter(self.task.batches(info.rank, info.world_size, self.samples_done))
