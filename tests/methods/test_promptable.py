@@ -170,6 +170,16 @@ def test_session_mask_on_lps_input_grid_and_undo(untrained_run, tmp_path):
     assert (tmp_path / "out" / "objects.csv").read_text().startswith("object,name,n_voxels,volume_ml")
 
 
+def test_prompt_file_object_kinds(tmp_path):
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps({"objects": {"1": "Kidney left", "2": "lesion A", "3": {"name": "thymus", "kind": "organ"},
+                                         "4": {"name": "liver", "kind": "lesion"}},
+                             "prompts": [{"object": 1, "point": [1, 2, 3]}]}))
+    spec = read_prompt_file(p)
+    assert spec["kinds"] == {1: "organ", 2: "lesion", 3: "organ", 4: "lesion"}
+    assert spec["objects"] == {1: "Kidney left", 2: "lesion A", 3: "thymus", 4: "liver"}
+
+
 @pytest.mark.parametrize("doc, message", [
     ("not json", "not valid JSON"),
     ({"prompts": []}, "non-empty list"),
@@ -181,6 +191,8 @@ def test_session_mask_on_lps_input_grid_and_undo(untrained_run, tmp_path):
      "exactly one of"),
     ({"objects": {"1": "a"}, "prompts": [{"object": 1, "point": [1, 2, 3], "positive": "yes"}]}, "true or false"),
     ({"objects": {"x": "a"}, "prompts": [{"object": 1, "point": [1, 2, 3]}]}, "id must be an integer"),
+    ({"objects": {"1": {"name": "a", "kind": "tumour"}}, "prompts": [{"object": 1, "point": [1, 2, 3]}]},
+     "objects\\['1'\\]: expected"),
 ])
 def test_malformed_prompt_files(tmp_path, doc, message):
     p = tmp_path / "p.json"
