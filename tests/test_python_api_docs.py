@@ -58,3 +58,7 @@ def test_python_api_examples_run(tmp_path, monkeypatch, capsys):
     assert len(scope["result"]["cases"]) == len(scope["rows"]) == 6
     assert (tmp_path / "case.png").stat().st_size > 10_000
     assert (tmp_path / "runs/seg/config.yaml").is_file() and (tmp_path / "runs/mae/summary.json").is_file()
+    # the PromptSession section: one object left after the undo, its mask on the PET grid
+    labels = scope["labels"]
+    assert labels.shape == scope["suv"].shape and set(np.unique(labels).tolist()) <= {0, 1}
+    assert [r["name"] for r in scope["table"]] == ["lesion A"] and "1 object;" in out

@@ -170,6 +170,16 @@ def test_session_mask_on_lps_input_grid_and_undo(untrained_run, tmp_path):
     assert (tmp_path / "out" / "objects.csv").read_text().startswith("object,name,n_voxels,volume_ml")
 
 
+def test_prompt_file_object_kinds(tmp_path):
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps({"objects": {"1": "Kidney left", "2": "lesion A", "3": {"name": "thymus", "kind": "organ"},
+                                         "4": {"name": "liver", "kind": "lesion"}},
+                             "prompts": [{"object": 1, "point": [1, 2, 3]}]}))
+    spec = read_prompt_file(p)
+    assert spec["kinds"] == {1: "organ", 2: "lesion", 3: "organ", 4: "lesion"}
+    assert spec["objects"] == {1: "Kidney left", 2: "lesion A", 3: "thymus", 4: "liver"}
+
+
 @pytest.mark.parametrize("doc, message", [
     ("not json", "not valid JSON"),
     ({"prompts": []}, "non-empty list"),
@@ -181,6 +191,8 @@ def test_session_mask_on_lps_input_grid_and_undo(untrained_run, tmp_path):
      "exactly one of"),
     ({"objects": {"1": "a"}, "prompts": [{"object": 1, "point": [1, 2, 3], "positive": "yes"}]}, "true or false"),
     ({"objects": {"x": "a"}, "prompts": [{"object": 1, "point": [1, 2, 3]}]}, "id must be an integer"),
+    ({"objects": {"1": {"name": "a", "kind": "tumour"}}, "prompts": [{"object": 1, "point": [1, 2, 3]}]},
+     "objects\\['1'\\]: expected"),
 ])
 def test_malformed_prompt_files(tmp_path, doc, message):
     p = tmp_path / "p.json"
@@ -240,29 +252,38 @@ def test_channels_design_still_builds_and_old_configs_default_to_it():
         build_model(cfg)
 
 
-def test_segment_dicom_in_writes_a_dicom_seg_per_object(untrained_run, tmp_path):
+def test_segment_dicom_in_writes_one_seg_with_a_segment_per_object(untrained_run, tmp_path):
+    import highdicom as hd
+
     from petctfm.cli.main import main
-    from petctfm.io.dicom_read import read_seg_on, read_volume
+    from petctfm.io.dicom_read import read_volume
     from petctfm.synth.writers import synthesize
 
     synthesize(tmp_path / "synth", n_cases=1, seed=0, size="tiny", formats=["dicom"], progress=False)
     study = next((tmp_path / "synth" / "dicom").iterdir())
-    (tmp_path / "p.json").write_text(json.dumps({"objects": {"1": "hot spot", "2": "other"}, "prompts": [
+    (tmp_path / "p.json").write_text(json.dumps({"objects": {"1": "hot spot", "2": "liver"}, "prompts": [
         {"object": 1, "point": [10, 10, 10]}, {"object": 2, "box": [[2, 2, 2], [6, 6, 6]]}]}))
     out = tmp_path / "out"
     assert main(["segment", "--model", str(untrained_run), "--pet", str(study / "PT"), "--ct", str(study / "CT"),
                  "--prompts", str(tmp_path / "p.json"), "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    lab = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "mask.nii.gz")))
+    assert summary["dicom_seg"] == ["mask.seg.dcm"]
+    lab = np.transpose(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "mask.nii.gz"))), (2, 1, 0))  # (X, Y, Z)
+    present = [k for k in (1, 2) if (lab == k).any()]
+    assert present
     pt_files = sorted(str(p.relative_to(study)) for p in (study / "PT").iterdir())
-    suv, pt = read_volume(study, pt_files)
-    for k in (1, 2):
-        name = f"object_{k}.seg.dcm"
-        if (lab == k).any():
-            assert name in summary["dicom_seg"]
-            back = sitk.GetArrayFromImage(read_seg_on(out, name, pt, suv))
-            np.testing.assert_array_equal(back > 0, lab == k)
-    assert summary["dicom_seg"]
+    _, pts = read_volume(study, pt_files)
+    seg = hd.seg.segread(out / "mask.seg.dcm")
+    descs = list(seg.SegmentSequence)
+    assert len(descs) == len(present)
+    assert {d.SegmentAlgorithmType for d in descs} == {"SEMIAUTOMATIC"}
+    expected = {1: ("hot spot", "108369006"), 2: ("liver", "10200004")}  # SCT neoplasm / liver
+    assert [(d.SegmentLabel, d.SegmentedPropertyTypeCodeSequence[0].CodeValue) for d in descs] == [
+        expected[k] for k in present]
+    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=[ds.SOPInstanceUID for ds in pts],
+                                               segment_numbers=list(range(1, len(present) + 1)))
+    for i, k in enumerate(present):  # [slice, rows, cols] per segment == the object's voxels
+        np.testing.assert_array_equal(pixels[..., i], np.transpose(lab == k, (2, 1, 0)))
     # a DICOM PET folder without --ct: a one-line usage error (exit 2)
     assert main(["segment", "--model", str(untrained_run), "--pet", str(study / "PT"), "--prompts",
                  str(tmp_path / "p.json"), "--out", str(tmp_path / "o2")]) == 2

@@ -195,19 +195,61 @@ def test_autosave_resumes_after_restart(server, phantom, tmp_path):
     assert st["totals"]["count"] == 1 and again.open_cases[CASE].session.mask()[tuple(centre)] == 1
 
 
+def test_organ_objects_are_listed_apart_validated_and_resumed(server, phantom):
+    c = _client(server)
+    c.post(f"/api/cases/{CASE}/open")
+    centre, _ = lesion_voxel(phantom)
+    shape = np.array(server.open_cases[CASE].session.grid.shape)
+    far = np.where(centre < shape // 2, shape - 4, 3)  # a voxel away from the lesion
+    st = c.post(f"/api/cases/{CASE}/click", json={"version": 0, "ras": _ras(server, CASE, centre)}).json()
+    lesion_totals = st["totals"]
+    for bad, err in (({"kind": "tumour"}, "kind must be"), ({"kind": "organ", "name": "pancreas"}, "unknown organ"),
+                     ({"kind": "organ", "name": "liver", "positive": False}, "no liver yet")):
+        r = c.post(f"/api/cases/{CASE}/click", json={"version": 1, "ras": _ras(server, CASE, far), **bad})
+        assert r.status_code == 422 and err in r.json()["error"], r.text
+    st = c.post(f"/api/cases/{CASE}/click", json={"version": 1, "ras": _ras(server, CASE, far), "kind": "organ",
+                                                 "name": "Kidney left"}).json()
+    assert [(r["object"], r["kind"], r["name"]) for r in st["organs"]] == [(2, "organ", "kidney_left")]
+    assert [r["kind"] for r in st["lesions"]] == ["lesion"] and st["organs"][0]["volume_ml"] > 0
+    assert st["totals"] == lesion_totals  # organs are not counted in MTV / TLG
+    # a second organ click (anywhere) refines the same organ; a plain click makes a lesion
+    st = c.post(f"/api/cases/{CASE}/click", json={"version": 2, "ras": _ras(server, CASE, far - 1), "kind": "organ",
+                                                 "name": "kidney_left"}).json()
+    assert len(st["organs"]) == 1 and st["organs"][0]["n_points"] == 2
+    names = {o["name"]: o["held_out"] for o in c.get("/api/cases").json()["organs"]}
+    assert "liver" in names and "background" not in names and not any(names.values())  # stub: no config
+    saved = c.post(f"/api/cases/{CASE}/save", json={}).json()["files"]
+    assert any(f.endswith("organs.csv") for f in saved)
+    # a new server resumes the kinds from objects.json
+    again = Server(CaseList(phantom / "autopet"), server.out, stub_session)
+    st = _client(again).post(f"/api/cases/{CASE}/open").json()
+    assert [r["name"] for r in st["organs"]] == ["kidney_left"] and len(st["lesions"]) == 1
+
+
 def test_dicom_case_saves_dicom_seg(phantom, tmp_path):
-    import pydicom
+    import highdicom as hd
 
     server = Server(CaseList(phantom / "dicom"), tmp_path / "out", stub_session)
     c = _client(server)
     case = c.get("/api/cases").json()["cases"][0]["id"]
     st = c.post(f"/api/cases/{case}/open").json()
     assert st["dicom"] is True
-    shape = server.open_cases[case].session.grid.shape
-    c.post(f"/api/cases/{case}/click", json={"version": 0, "ras": _ras(server, case, [s // 2 for s in shape])})
+    shape = np.array(server.open_cases[case].session.grid.shape)
+    c.post(f"/api/cases/{case}/click", json={"version": 0, "ras": _ras(server, case, shape // 2)})
+    c.post(f"/api/cases/{case}/click", json={"version": 1, "ras": _ras(server, case, shape // 4), "kind": "organ",
+                                             "name": "liver"})
     files = c.post(f"/api/cases/{case}/save", json={}).json()["files"]
-    seg = [f for f in files if f.endswith(".seg.dcm")]
-    assert seg and pydicom.dcmread(seg[0]).Modality == "SEG"
+    seg = hd.seg.segread([f for f in files if f.endswith(".seg.dcm")][0])
+    descs = list(seg.SegmentSequence)
+    assert [(d.SegmentLabel, d.SegmentAlgorithmType, d.SegmentedPropertyTypeCodeSequence[0].CodeValue)
+            for d in descs] == [("lesion 1", "SEMIAUTOMATIC", "108369006"), ("liver", "SEMIAUTOMATIC", "10200004")]
+    st = server.open_cases[case]
+    lab = st.labels()
+    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=[ds.SOPInstanceUID for ds in st.pt_datasets],
+                                               segment_numbers=[1, 2])
+    for i, k in enumerate((1, 2)):  # each segment's frames reproduce its object's voxels
+        assert (lab == k).any()
+        np.testing.assert_array_equal(pixels[..., i], np.transpose(lab == k, (2, 1, 0)))
 
 
 def test_make_server_with_a_real_prompt_run(phantom, tmp_path):
@@ -220,6 +262,8 @@ def test_make_server_with_a_real_prompt_run(phantom, tmp_path):
         make_server(str(tmp_path / "nope"), data=str(phantom / "autopet"))
     server = make_server(str(tmp_path / "run"), data=str(phantom / "autopet"), out=str(tmp_path / "out"))
     c = _client(server)
+    held = {o["name"] for o in c.get("/api/cases").json()["organs"] if o["held_out"]}
+    assert held == set(cfg["targets"]["held_out"]) and held  # the model's zero-shot organs, from its config
     c.post(f"/api/cases/{CASE}/open")
     r = c.post(f"/api/cases/{CASE}/click", json={"version": 0, "ras": _ras(server, CASE, [38, 38, 50])})
     assert r.status_code == 200 and r.json()["version"] == 1

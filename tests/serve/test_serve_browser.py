@@ -77,8 +77,9 @@ def _wait(d, cond, what, timeout=20.0):
                          f"message {_text(d, 'msg')!r}")
 
 
-def _click_voxel(d, server, voxel, shift=False):
-    """Put niivue's crosshair on ``voxel`` (PET index) and click the canvas there, as a user would."""
+def _click_voxel(d, server, voxel, shift=False, click=True):
+    """Put niivue's crosshair on ``voxel`` (PET index) and click the canvas there, as a user would (``click``
+    False: only move the mouse there)."""
     st = server.open_cases[CASE]
     lps = (st.session.grid.index_to_lps @ np.append(np.asarray(voxel, float), 1.0))[:3]
     ras = (lps * [-1, -1, 1]).tolist()
@@ -90,7 +91,9 @@ def _click_voxel(d, server, voxel, shift=False):
     canvas = d.find_element("id", "gl")
     w, h = canvas.size["width"], canvas.size["height"]
     chain = ActionChains(d).move_to_element_with_offset(canvas, int(pos[0] - w / 2), int(pos[1] - h / 2))
-    if shift:
+    if not click:
+        pass
+    elif shift:
         chain = chain.key_down(Keys.SHIFT).click().key_up(Keys.SHIFT)
     else:
         chain = chain.click()
@@ -132,6 +135,27 @@ def test_page_automatic_click_save(running, phantom, tmp_path):
         d.find_element("id", "undo").click()
         _wait(d, lambda: int(_text(d, "lesion-count")) == n_auto + 1, "undo")
         assert float(_text(d, "mtv")) == pytest.approx(mtv_click)
+
+        # the SUV under the mouse (no click): the PET value at the voxel of the position it names
+        _click_voxel(d, server, centre, click=False)
+        _wait(d, lambda: d.execute_script("return window.petctfmViewer.hover") is not None, "the hover readout")
+        hover = d.execute_script("return window.petctfmViewer.hover")
+        st = server.open_cases[CASE]
+        lps = np.asarray(hover["mm"]) * [-1, -1, 1]
+        vox = np.rint(np.linalg.inv(st.session.grid.index_to_lps) @ np.append(lps, 1.0))[:3].astype(int)
+        assert np.abs(vox - centre).max() <= 1 and hover["suv"] == pytest.approx(st.session.suv[tuple(vox)], abs=1e-3)
+        assert "SUV" in _text(d, "hover")
+
+        # an organ: chosen by name, listed apart, not counted as a lesion
+        from selenium.webdriver.support.select import Select
+
+        Select(d.find_element("id", "kind")).select_by_value("liver")
+        shape = np.array(st.session.grid.shape)
+        _click_voxel(d, server, np.where(centre < shape // 2, shape - 4, 3))
+        _wait(d, lambda: len(d.find_elements("css selector", "#organs tbody tr")) == 1, "an organ click")
+        assert int(_text(d, "lesion-count")) == n_auto + 1 and float(_text(d, "mtv")) == pytest.approx(mtv_click)
+        Select(d.find_element("id", "kind")).select_by_value("")
+        _click_voxel(d, server, centre, click=False)  # crosshair back on the lesion for the screenshot
 
         d.find_element("id", "save").click()
         _wait(d, lambda: "saved" in _text(d, "status"), "save")

@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "petctfm segment --model runs/prompt --pet SUV.nii.gz --prompts prompts.json --out seg/")
     p.add_argument("--model", required=True, help="prompt-train run folder or model.safetensors")
     p.add_argument("--pet", required=True, help="PET image in SUV (NIfTI, MHA, NRRD), or a DICOM PT series folder "
-                   "(SUV from the tags; then give --ct CT_FOLDER too, and a DICOM-SEG per object is written)")
+                   "(SUV from the tags; then give --ct CT_FOLDER too, and mask.seg.dcm, a DICOM-SEG with one segment per object, is written)")
     p.add_argument("--ct", help="CT image or DICOM CT folder (needed by PET+CT models; resampled onto the PET grid)")
     p.add_argument("--prompts", required=True, help="prompt file (JSON, see docs/promptable.md)")
     p.add_argument("--out", required=True, help="output folder")

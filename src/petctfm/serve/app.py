@@ -11,7 +11,8 @@ bit-packed bytes; requests are small JSON; nothing is unpickled.
 Routes (all under the token): ``GET /`` page, ``GET /static/<file>``, ``GET /api/cases``,
 ``POST /api/cases/<id>/open``, ``GET /api/cases/<id>/volume/{pet,ct}.nii.gz``, ``GET /api/cases/<id>/mask``,
 ``GET /api/cases/<id>/state``, ``POST /api/cases/<id>/{click,box,auto,delete,undo,redo}`` (JSON body with
-``version`` and ``user``), ``POST /api/cases/<id>/save``.
+``version`` and ``user``; a click or box may name ``kind`` "lesion" | "organ" and, for an organ, ``name``: an
+ORGAN_LABELS name, listed by ``/api/cases`` with the model's held-out organs flagged), ``POST /api/cases/<id>/save``.
 """
 
 
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from petctfm.core.errors import InputError, PetctfmError
+from petctfm.core.labels import ORGAN_LABELS
 from petctfm.serve.cases import CaseList, UnknownCase
 from petctfm.serve.state import CaseState, Conflict, nifti_bytes
 
@@ -50,6 +52,7 @@ class Server:
     max_body: int = DEFAULT_MAX_BODY
     hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "testserver")
     model_name: str = "petctfm promptable"
+    held_out: tuple[str, ...] = ()  # the model's zero-shot organs (its config's targets.held_out)
     open_cases: "OrderedDict[str, CaseState]" = field(default_factory=OrderedDict)
     _open_lock: threading.Lock = field(default_factory=threading.Lock)
     _auto: Callable[..., Any] | None = None
@@ -91,7 +94,12 @@ class Server:
 
 
 def _resume(st: CaseState) -> None:
-    """Start from the case's autosaved mask (each label its object), so a closed tab or server loses nothing."""
+    """Start from the case's autosaved mask (each label its object; kinds and names from objects.json), so a
+    closed tab or server loses nothing."""
+    import json
+
+    from petctfm.serve.state import OBJECTS_FILE, parse_kind
+
     path = st.out / "mask.nii.gz"
     if not path.is_file():
         return
@@ -103,6 +111,13 @@ def _resume(st: CaseState) -> None:
             st.session.set_mask(lab == k, object=k)
     except PetctfmError as exc:
         log.warning("%s: autosave not resumed (%s)", path, exc)
+        return
+    try:
+        meta = json.loads((st.out / OBJECTS_FILE).read_text()) if (st.out / OBJECTS_FILE).is_file() else {}
+        st.meta = {int(k): parse_kind(v) or {"kind": "lesion"} for k, v in meta.items()
+                   if int(k) in st.session.objects}
+    except (ValueError, TypeError, AttributeError, PetctfmError) as exc:
+        log.warning("%s: object kinds not resumed (%s); all objects are lesions", st.out / OBJECTS_FILE, exc)
 
 
 def make_server(model: str, data: str | None = None, pet: str | None = None, ct: str | None = None,
@@ -113,10 +128,14 @@ def make_server(model: str, data: str | None = None, pet: str | None = None, ct:
     from petctfm.core.device import resolve_device
     from petctfm.methods.promptable.session import PromptSession
 
+    from petctfm.train.checkpoint import read_weights, resolve_weights
+
     device = str(resolve_device(device))
     if not Path(model).exists():
         raise InputError(f"{model}: model not found (a prompt-train run folder or model.safetensors)")
     cases = CaseList(data, pet, ct)
+    held_out = (read_weights(resolve_weights(model))[1].get("targets") or {}).get("held_out") or ()
+    kw.setdefault("held_out", tuple(held_out))
 
     def session_factory(pet_img: Any, ct_img: Any) -> Any:
         return PromptSession.from_run(model, pet_img, ct=ct_img, device=device)
@@ -207,7 +226,8 @@ def create_app(server: Server) -> Any:
     @app.get("/api/cases")
     def list_cases() -> dict[str, Any]:
         return {"cases": [{"id": c, "open": c in server.open_cases} for c in server.cases.ids()],
-                "has_auto": server.auto_factory is not None}
+                "has_auto": server.auto_factory is not None,
+                "organs": [{"name": n, "held_out": n in server.held_out} for n in ORGAN_LABELS if n != "background"]}
 
     @app.post("/api/cases/{case_id:path}/open")
     def open_case(case_id: str) -> Any:

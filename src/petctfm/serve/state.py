@@ -5,8 +5,10 @@ only if the request names the case's current ``version`` (else :class:`Conflict`
 case cannot interleave their edits or build on a mask they have not seen. Each change bumps the version,
 autosaves the label map (NIfTI on the input PET grid, atomic) and appends one line to the case's audit log.
 
-Objects are lesions: each has its own id in one label map (:meth:`PromptSession.mask`); "Run automatic" turns
-each 18-connected component of the automatic mask into an object. Undo/redo work on whole user actions (one
+Objects are lesions or organs (``kind``; an organ has an ``ORGAN_LABELS`` name, e.g. one of the model's
+held-out organs for a zero-shot try): each has its own id in one label map (:meth:`PromptSession.mask`); organs
+are listed apart and not counted in MTV / TLG. "Run automatic" turns each 18-connected component of the
+automatic mask into a lesion object. Kinds and names are autosaved beside the mask (``objects.json``). Undo/redo work on whole user actions (one
 "Run automatic" is one action however many objects it made); redo re-applies the action (the network is
 deterministic, so a redone click gives the same mask).
 """
@@ -29,6 +31,7 @@ from petctfm.core.errors import InputError
 
 MAX_OBJECTS = 255  # uint8 label map
 USER_MAX = 64
+OBJECTS_FILE = "objects.json"  # {id: {"kind", "name"}} beside the autosaved mask
 
 
 class Conflict(Exception):
@@ -62,6 +65,11 @@ class CaseState:
     timings: dict[str, float] = field(default_factory=dict)
     _labels: tuple[int, np.ndarray] | None = None  # (version, label map) of the current version
     _peaks: dict[tuple, float] = field(default_factory=dict)  # SUVpeak by (object, voxel count, SUV sum, bbox)
+    meta: dict[int, dict[str, str]] = field(default_factory=dict)  # id -> {"kind", "name"}; absent = a lesion
+
+    def kind_name(self, obj: int) -> tuple[str, str]:
+        m = self.meta.get(int(obj)) or {}
+        return m.get("kind", "lesion"), m.get("name") or f"lesion {obj}"
 
     def labels(self) -> np.ndarray:
         """:meth:`PromptSession.mask` (X, Y, Z), computed once per version."""
@@ -124,10 +132,18 @@ class CaseState:
     def _resolve(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
         """Fill in the object a click goes to and turn page coordinates into voxel indices (what is replayed)."""
         ids = sorted(self.session.objects)
+        what = parse_kind(args) if kind in ("click", "box") else {}
+        if what.get("kind") == "organ" and args.get("object") is None:  # an organ's clicks go to that organ
+            same = [k for k in ids if self.meta.get(k) == what]
+            args = {**args, "object": same[0]} if same else args
         if kind == "click":
             v = self.voxel_of(args.get("ras"))
             positive = bool(args.get("positive", True))
             obj = args.get("object")
+            if obj is None and what.get("kind") == "organ" and not positive:
+                raise InputError(f"no {what['name']} yet: start it with a positive click")
+            if obj is None and what.get("kind") == "organ":
+                obj = max(ids, default=0) + 1
             if obj is None:
                 under = int(self.labels()[tuple(v)])
                 if positive:
@@ -136,15 +152,16 @@ class CaseState:
                     obj = under or self.last_object
                     if obj is None:
                         raise InputError("a negative click (shift-click) must land on a lesion to remove it")
-            return {"voxel": v.tolist(), "positive": positive, "object": self._check_object(obj)}
+            return {"voxel": v.tolist(), "positive": positive, "object": self._check_object(obj), **what}
         if kind == "box":
             a, b = self.voxel_of(args.get("lo")), self.voxel_of(args.get("hi"))
             obj = args.get("object") or (max(ids, default=0) + 1)
-            return {"lo": np.minimum(a, b).tolist(), "hi": np.maximum(a, b).tolist(), "object": self._check_object(obj)}
+            return {"lo": np.minimum(a, b).tolist(), "hi": np.maximum(a, b).tolist(), "object": self._check_object(obj),
+                    **what}
         if kind == "delete":
             obj = int(args.get("object", 0))
             if obj not in self.session.objects:
-                raise InputError(f"no lesion {obj}")
+                raise InputError(f"no object {obj}")
             return {"object": obj}
         if kind == "auto":
             if self.auto is None:
@@ -161,6 +178,8 @@ class CaseState:
 
     def _apply(self, act: Action) -> None:
         s, a = self.session, act.args
+        if act.kind in ("click", "box") and a["object"] not in s.objects:  # a new object: its kind and name
+            self.meta[a["object"]] = {k: a[k] for k in ("kind", "name") if k in a} or {"kind": "lesion"}
         if act.kind == "click":
             s.add_point(a["voxel"], positive=a["positive"], object=a["object"], space="voxel")
             act.steps, self.last_object = 1, a["object"]
@@ -180,17 +199,21 @@ class CaseState:
             n = min(n, MAX_OBJECTS - first + 1)
             for k in range(n):
                 s.set_mask(labels == k + 1, object=first + k)
+                self.meta[first + k] = {"kind": "lesion"}
             act.steps = n
             a["lesions"] = n
 
     # -- reading ----------------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        """What the page shows: version, one row per lesion (volume, SUVmax/mean/peak, TLG), totals, undo/redo."""
+        """What the page shows: version, one row per lesion and per organ (volume, SUVmax/mean/peak, TLG, kind,
+        name), lesion totals (organs not counted), undo/redo."""
         t0 = time.perf_counter()
         rows = self.table()
         self.timings["last_table_s"] = time.perf_counter() - t0
-        return {"case": self.case_id, "version": self.version, "lesions": rows,
+        organs = [r for r in rows if r["kind"] == "organ"]
+        rows = [r for r in rows if r["kind"] != "organ"]
+        return {"case": self.case_id, "version": self.version, "lesions": rows, "organs": organs,
                 "totals": {"count": sum(r["n_voxels"] > 0 for r in rows),
                            "mtv_ml": float(sum(r["volume_ml"] for r in rows)),
                            "tlg": float(sum(r["tlg"] for r in rows))},
@@ -217,7 +240,7 @@ class CaseState:
         rows = []
         for k in ids:
             st, found = s.objects[k], boxes[k - 1] if k <= len(boxes) else None
-            row = {"object": k, "n_voxels": 0, "volume_ml": 0.0, "suv_max": None, "suv_mean": None,
+            row = {"object": k, "kind": self.kind_name(k)[0], "name": self.kind_name(k)[1], "n_voxels": 0, "volume_ml": 0.0, "suv_max": None, "suv_mean": None,
                    "suv_peak": None, "tlg": 0.0, "n_points": len(st.points), "box": st.box is not None}
             if found is not None:
                 # the bounding box grown by the SUVpeak sphere (clipped to the image): all work is in this crop
@@ -242,24 +265,36 @@ class CaseState:
     # -- files ------------------------------------------------------------------------------------------
 
     def _autosave(self) -> None:
+        from petctfm.io.atomic import atomic_write_json
         from petctfm.predict.outputs import write_mask
 
         write_mask(self.labels(), self.pet, self.out / "mask.nii.gz")
+        atomic_write_json(self.out / OBJECTS_FILE, {str(k): v for k, v in self.meta.items() if k in self.session.objects})
 
     def save(self, user: str) -> dict[str, Any]:
-        """mask.nii.gz (input PET grid), lesions.csv and, for DICOM input, mask.seg.dcm; all atomic."""
+        """mask.nii.gz (input PET grid), lesions.csv (+ organs.csv when there are organs) and, for DICOM input,
+        mask.seg.dcm (one segment per object, lesions and organs coded as such, SEMIAUTOMATIC); all atomic."""
         from petctfm.io.atomic import atomic_write_text
         from petctfm.io.tables import csv_text
-        from petctfm.predict.outputs import write_mask, write_seg
+        from petctfm.methods.promptable.segment import write_objects_seg
+        from petctfm.predict.outputs import write_mask
 
         with self.lock:
             lab = self.labels()
             files = [write_mask(lab, self.pet, self.out / "mask.nii.gz")]
             rows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in self.table()]
-            cols = ["object", "n_voxels", "volume_ml", "suv_max", "suv_mean", "suv_peak", "tlg", "n_points", "box"]
-            files.append(atomic_write_text(self.out / "lesions.csv", csv_text(rows, cols)))
+            cols = ["object", "kind", "name", "n_voxels", "volume_ml", "suv_max", "suv_mean", "suv_peak", "tlg",
+                    "n_points", "box"]
+            files.append(atomic_write_text(self.out / "lesions.csv",
+                                           csv_text([r for r in rows if r["kind"] != "organ"], cols)))
+            if any(r["kind"] == "organ" for r in rows):
+                files.append(atomic_write_text(self.out / "organs.csv",
+                                               csv_text([r for r in rows if r["kind"] == "organ"], cols)))
             if self.pt_datasets is not None and lab.any():
-                files.append(write_seg(lab, self.pt_datasets, self.out / "mask.seg.dcm", self.model_name))
+                ids = [int(v) for v in np.unique(lab) if v]
+                files.append(write_objects_seg(lab, {k: self.kind_name(k)[1] for k in ids},
+                                               {k: self.kind_name(k)[0] for k in ids}, self.pt_datasets,
+                                               self.out / "mask.seg.dcm", self.model_name, "petctfm serve"))
             self._audit(user, "save", {"files": [p.name for p in files]})
             return {"version": self.version, "files": [str(p) for p in files]}
 
@@ -277,6 +312,22 @@ class CaseState:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def parse_kind(args: dict[str, Any]) -> dict[str, str]:
+    """The validated ``kind`` / ``name`` of a click or box: ``{}`` (a lesion, named by its id), ``{"kind":
+    "lesion"}`` or ``{"kind": "organ", "name": <an ORGAN_LABELS name>}``."""
+    from petctfm.io.dicom_seg import KINDS, organ_key
+
+    kind = args.get("kind", "lesion")
+    if kind not in KINDS:
+        raise InputError(f"kind must be one of {', '.join(KINDS)}, got {str(kind)[:40]!r}")
+    if kind == "lesion":
+        return {"kind": "lesion"} if "kind" in args else {}
+    name = organ_key(str(args.get("name", ""))[:64])
+    if name is None:
+        raise InputError(f"unknown organ {str(args.get('name', ''))[:40]!r}")
+    return {"kind": "organ", "name": name}
 
 
 def clean_user(user: Any) -> str:
@@ -300,4 +351,4 @@ def nifti_bytes(img: Any, dtype: Any = np.float32) -> bytes:
     return gzip.compress(nii.to_bytes(), compresslevel=1)
 
 
-__all__ = ["Action", "CaseState", "Conflict", "MAX_OBJECTS", "clean_user", "nifti_bytes"]
+__all__ = ["Action", "CaseState", "Conflict", "MAX_OBJECTS", "OBJECTS_FILE", "clean_user", "nifti_bytes", "parse_kind"]

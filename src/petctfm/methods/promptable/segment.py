@@ -3,7 +3,8 @@
 Prompt file (JSON; docs/promptable.md)::
 
     {"space": "lps",                                   # voxel | lps | ras (default voxel)
-     "objects": {"1": "liver", "2": "lesion A"},       # id -> name; ids 1..65535
+     "objects": {"1": "liver", "2": "lesion A",        # id -> name; ids 1..65535; a name of ORGAN_LABELS
+                 "3": {"name": "node", "kind": "lesion"}},  # is an organ, others lesions (or say "kind")
      "prompts": [                                      # applied in order (sequential, object by object)
         {"object": 1, "point": [12.0, -40.5, 300.0], "positive": true},
         {"object": 2, "box": [[0, 0, 0], [10, 10, 10]]},
@@ -22,11 +23,13 @@ from typing import Any
 import numpy as np
 
 from petctfm.core.errors import InputError
+from petctfm.io.dicom_seg import KINDS, organ_key
 from petctfm.methods.promptable.session import SPACES, PromptSession
 
 OUTPUT_MASK = "mask.nii.gz"
 OUTPUT_TABLE = "objects.csv"
 OUTPUT_SUMMARY = "summary.json"
+OUTPUT_SEG = "mask.seg.dcm"
 
 
 def _xyz(v: Any, where: str) -> list[float]:
@@ -60,10 +63,17 @@ def read_prompt_file(path: str | os.PathLike, known_ids: set[int] = frozenset())
     raw = doc.get("objects", {})
     if not isinstance(raw, dict):
         raise InputError(f"{path}: 'objects' must map ids to names")
+    kinds: dict[int, str] = {}
     for k, name in raw.items():
         if not str(k).isdigit() or not 1 <= int(k) <= 65535:
             raise InputError(f"{path}: objects[{k!r}]: id must be an integer 1..65535")
+        if isinstance(name, dict):
+            if set(name) - {"name", "kind"} or name.get("kind", "lesion") not in KINDS:
+                raise InputError(f"{path}: objects[{k!r}]: expected {{\"name\": ..., \"kind\": \"lesion\" | \"organ\"}}")
+            kinds[int(k)] = name.get("kind") or object_kind(name.get("name", ""))
+            name = name.get("name", f"object_{k}")
         objects[int(k)] = str(name)
+        kinds.setdefault(int(k), object_kind(objects[int(k)]))
     prompts = doc.get("prompts")
     if not isinstance(prompts, list) or not prompts:
         raise InputError(f"{path}: 'prompts' must be a non-empty list")
@@ -92,7 +102,13 @@ def read_prompt_file(path: str | os.PathLike, known_ids: set[int] = frozenset())
             if not isinstance(b, list) or len(b) != 2:
                 raise InputError(f"{where}: 'box' must be [[x0, y0, z0], [x1, y1, z1]]")
             out.append({"object": obj, "box": [_xyz(b[0], where + ".box[0]"), _xyz(b[1], where + ".box[1]")]})
-    return {"space": space, "objects": objects, "prompts": out, "path": str(path)}
+    return {"space": space, "objects": objects, "kinds": kinds, "prompts": out, "path": str(path)}
+
+
+def object_kind(name: str) -> str:
+    """"organ" when ``name`` is an organ of ``petctfm.core.labels.ORGAN_LABELS`` ("liver", "Kidney left"), else
+    "lesion"."""
+    return "organ" if organ_key(name) else "lesion"
 
 
 def apply_prompts(session: PromptSession, spec: dict[str, Any]) -> None:
@@ -107,24 +123,30 @@ def apply_prompts(session: PromptSession, spec: dict[str, Any]) -> None:
             raise InputError(f"{spec['path']}: prompts[{i}]: {exc}") from None
 
 
-def write_dicom_segs(labels: np.ndarray, names: dict[int, str], pt_datasets: list[Any], out: Path,
-                     model_name: str) -> list[Path]:
-    """One BINARY DICOM-SEG per object of ``labels`` (X, Y, Z, on the grid of the PT series ``pt_datasets`` in
-    slice order), ``out/object_<id>.seg.dcm``, referencing the PT instances (:func:`petctfm.io.dicom_seg.build_seg`,
-    as ``petctfm predict`` writes its lesions; the segment is labelled with the object's name)."""
+def write_objects_seg(labels: np.ndarray, names: dict[int, str], kinds: dict[int, str], pt_datasets: list[Any],
+                      path: str | os.PathLike, model_name: str, series_description: str = "petctfm segment") -> Path:
+    """One BINARY DICOM-SEG of the label map ``labels`` (X, Y, Z, on the grid of the PT series ``pt_datasets``
+    in slice order) with one segment per nonzero object id, labelled with its name (``names``, default
+    ``object <id>``) and coded as its kind (``kinds``: lesion | organ, default from the name,
+    :func:`object_kind`); algorithm type SEMIAUTOMATIC (prompted / human-corrected), ``model_name`` identified.
+    Shared by ``petctfm segment`` and ``petctfm serve``'s Save (:func:`petctfm.io.dicom_seg.build_seg`)."""
     from petctfm.core.version import __version__
-    from petctfm.io.dicom_seg import build_seg, save_seg
+    from petctfm.io.dicom_seg import SegmentSpec, build_seg, save_seg
 
-    paths = []
-    for k in sorted(int(v) for v in np.unique(labels) if v):
-        frames = np.ascontiguousarray(np.transpose(labels == k, (2, 1, 0))).astype(np.uint8)  # [slice, rows, cols]
-        name = (names.get(k) or f"object {k}")[:64]
-        seg = build_seg(frames, pt_datasets, series_number=910 + k % 89, series_description=f"petctfm segment: {name}",
-                        content_description="Object segmented from prompts by petctfm (research use only)",
-                        manufacturer_model_name="petctfm segment", software_versions=__version__,
-                        algorithm=(model_name, __version__), segment_label=name, tracking_id=f"object {k}")
-        paths.append(save_seg(seg, out / f"object_{k}.seg.dcm"))
-    return paths
+    ids = sorted(int(v) for v in np.unique(labels) if v)
+    if not ids:
+        raise InputError(f"{path}: nothing segmented: no DICOM-SEG written")
+    specs = []
+    for k in ids:
+        name = names.get(k) or f"object {k}"
+        specs.append(SegmentSpec(k, name, kinds.get(k) or object_kind(name)))
+    frames = np.ascontiguousarray(np.transpose(labels, (2, 1, 0)))  # [slice, rows, cols]
+    seg = build_seg(frames, pt_datasets, series_number=910, series_description=series_description,
+                    content_description="Objects segmented from prompts by petctfm (research use only)",
+                    manufacturer_model_name="petctfm promptable", software_versions=__version__,
+                    algorithm=(model_name, __version__), algorithm_type="SEMIAUTOMATIC", segments=specs,
+                    tracking_id="object", content_label="OBJECTS")
+    return save_seg(seg, path)
 
 
 def segment(model: str | os.PathLike, pet: Any, prompts: str | os.PathLike, out: str | os.PathLike,
@@ -135,8 +157,8 @@ def segment(model: str | os.PathLike, pet: Any, prompts: str | os.PathLike, out:
     per object: volume, SUVmax/mean/peak, TLG), ``out/summary.json``; returns the summary.
 
     ``pet`` / ``ct``: paths or images (:func:`~petctfm.methods.promptable.session.as_image`). ``pt_datasets``:
-    the PT headers in slice order when the PET was read from DICOM (``pet`` then on that series' grid): one
-    DICOM-SEG per object is written too (``out/object_<id>.seg.dcm``). ``start_from``: a mask / label map on the
+    the PT headers in slice order when the PET was read from DICOM (``pet`` then on that series' grid): a
+    DICOM-SEG with one segment per object is written too (``out/mask.seg.dcm``, :func:`write_objects_seg`). ``start_from``: a mask / label map on the
     PET grid (e.g. ``petctfm predict``'s ``mask.nii.gz``); each nonzero value becomes an object with that id,
     which the prompts then correct."""
     import time
@@ -171,7 +193,8 @@ def segment(model: str | os.PathLike, pet: Any, prompts: str | os.PathLike, out:
     names = {**{k: f"object_{k}" for k in known}, **spec["objects"]}
     rows = session.table(names)
     atomic_write_text(out / OUTPUT_TABLE, csv_text(rows))
-    segs = write_dicom_segs(lab, names, pt_datasets, out, Path(str(model)).name) if pt_datasets else []
+    segs = [write_objects_seg(lab, names, spec["kinds"], pt_datasets, out / OUTPUT_SEG, Path(str(model)).name)
+            ] if pt_datasets and lab.any() else []
     summary = {"model": str(model), "pet": str(pet_name or pet), "dicom_seg": [p.name for p in segs],
                "prompts": str(prompts), "n_objects": len(rows),
                "n_prompts": len(spec["prompts"]), "forwards": session.forwards, "encodes": session.encodes, "space": spec["space"],
@@ -181,5 +204,5 @@ def segment(model: str | os.PathLike, pet: Any, prompts: str | os.PathLike, out:
     return summary
 
 
-__all__ = ["OUTPUT_MASK", "OUTPUT_TABLE", "OUTPUT_SUMMARY", "read_prompt_file", "apply_prompts", "write_dicom_segs",
-           "segment"]
+__all__ = ["OUTPUT_MASK", "OUTPUT_TABLE", "OUTPUT_SUMMARY", "OUTPUT_SEG", "read_prompt_file", "object_kind",
+           "apply_prompts", "write_objects_seg", "segment"]

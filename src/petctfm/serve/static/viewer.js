@@ -30,6 +30,9 @@
     sel.innerHTML = "<option value=''>—</option>" +
       data.cases.map((c) => { const id = c.id.replace(/[<>&"]/g, ""); return `<option value="${id}">${id}</option>`; }).join("");
     $("auto").disabled = !data.has_auto;
+    $("kind").innerHTML = "<option value=''>lesion</option>" + (data.organs || []).map((o) => {
+      const n = o.name.replace(/[^a-z_]/g, "");
+      return `<option value="${n}">${n.replace(/_/g, " ")}${o.held_out ? " (zero-shot)" : ""}</option>`; }).join("");
     sel.onchange = () => sel.value && openCase(sel.value);
     if (data.cases.length === 1) { sel.value = data.cases[0].id; openCase(sel.value); }
   }
@@ -98,6 +101,11 @@
     $("undo").disabled = !st.can_undo; $("redo").disabled = !st.can_redo;
     $("auto").disabled = !st.has_auto;
     const f = (x, n) => (x === null || x === undefined ? "—" : Number(x).toFixed(n));
+    const esc = (t) => String(t).replace(/[<>&"]/g, "");
+    $("organs").tBodies[0].innerHTML = (st.organs || []).map((r) =>
+      `<tr data-id="${r.object}" class="${r.object === app.selected ? "sel" : ""}"><td>${r.object}</td>` +
+      `<td>${esc(r.name).replace(/_/g, " ")}</td><td>${f(r.volume_ml, 1)}</td><td>${f(r.suv_mean, 2)}</td>` +
+      `<td><button data-del="${r.object}" title="delete">×</button></td></tr>`).join("");
     $("lesions").tBodies[0].innerHTML = st.lesions.map((r) =>
       `<tr data-id="${r.object}" class="${r.object === app.selected ? "sel" : ""}"><td>${r.object}</td>` +
       `<td>${f(r.volume_ml, 2)}</td><td>${f(r.suv_max, 2)}</td><td>${f(r.suv_mean, 2)}</td>` +
@@ -137,15 +145,20 @@
     for (let i = 0; i < 3; i++) if (hi[i] - lo[i] < 2) { const c = (hi[i] + lo[i]) / 2; lo[i] = c - ext / 2; hi[i] = c + ext / 2; }
     return { lo, hi };
   }
+  function target() {  // which object a click or box goes to: the selected row, else the chosen kind
+    if (app.selected) return { object: app.selected };
+    const organ = $("kind").value;
+    return organ ? { kind: "organ", name: organ } : {};
+  }
   function onClick(shift) {
     if (!app.ready || app.navigate) return;
     const ras = crosshairMM();
     if (app.boxMode) {
       if (!app.boxA) { app.boxA = ras; status("box: click the opposite corner"); return; }
       const b = boxFrom(app.boxA, ras); app.boxA = null; setBox(false);
-      return change("box", { lo: b.lo, hi: b.hi, ...(app.selected ? { object: app.selected } : {}) });
+      return change("box", { lo: b.lo, hi: b.hi, ...target() });
     }
-    return change("click", { ras, positive: !shift, ...(app.selected ? { object: app.selected } : {}) });
+    return change("click", { ras, positive: !shift, ...target() });
   }
   function setBox(on) { app.boxMode = on; app.boxA = null; $("box").classList.toggle("on", on); }
 
@@ -156,12 +169,28 @@
     if (!d || e.button !== 0 || Math.hypot(e.clientX - d.x, e.clientY - d.y) > 4) return;
     setTimeout(() => onClick(d.shift || e.shiftKey), 0);  // after niivue has moved the crosshair
   });
-  $("lesions").addEventListener("click", (e) => {
+  const onRow = (e) => {
     const del = e.target.getAttribute("data-del");
     if (del) return change("delete", { object: Number(del) });
     const tr = e.target.closest("tr[data-id]");
     if (tr) { const id = Number(tr.dataset.id); app.selected = app.selected === id ? null : id; show(app.state); }
+  };
+  $("lesions").addEventListener("click", onRow);
+  $("organs").addEventListener("click", onRow);
+  // the SUV under the mouse (the crosshair's is in #suv): canvas position -> niivue fraction -> PET voxel
+  gl.addEventListener("mousemove", (e) => {
+    if (!app.ready) return;
+    const nv = app.nv, r = gl.getBoundingClientRect(), dpr = nv.uiData.dpr || 1;
+    const frac = nv.canvasPos2frac([(e.clientX - r.left) * dpr, (e.clientY - r.top) * dpr]);
+    app.hover = null;
+    if (frac && frac.every((c) => c >= 0 && c <= 1)) {  // as niivue's own onLocationChange reads values
+      const vol = nv.volumes[V.PET], mm = nv.frac2mm(frac, 0, true), v = vol.mm2vox(mm);
+      app.hover = { voxel: Array.from(v), mm: Array.from(mm).slice(0, 3), suv: vol.getValue(v[0], v[1], v[2]) };
+    }
+    $("hover").textContent = app.hover
+      ? `mouse: SUV ${Number(app.hover.suv).toFixed(2)} at [${app.hover.mm.map((x) => x.toFixed(0))}] mm` : "mouse: —";
   });
+  gl.addEventListener("mouseleave", () => { app.hover = null; $("hover").textContent = "mouse: —"; });
   $("auto").onclick = () => change("auto", {});
   $("undo").onclick = () => change("undo", {});
   $("redo").onclick = () => change("redo", {});
@@ -182,7 +211,7 @@
     if (v) { v.cal_min = lo; v.cal_max = hi; app.nv.updateGLVolume(); }
   };
   document.addEventListener("keydown", (e) => {
-    if (e.target.tagName === "INPUT") return;
+    if (e.target.tagName === "INPUT" || e.target.tagName === "SELECT") return;
     const k = e.key.toLowerCase(), mod = e.ctrlKey || e.metaKey;
     if (mod && k === "z") { e.preventDefault(); change(e.shiftKey ? "redo" : "undo", {}); }
     else if (mod && k === "y") { e.preventDefault(); change("redo", {}); }
