@@ -9,6 +9,8 @@ The public Python API (docs/python-api.md); every command of the ``petctfm`` CLI
 - :class:`Predictor` — ``Predictor.from_run(run).predict(pet, ct) -> (mask, lesion_table, summary)``, in memory.
 - :func:`evaluate_folder` — autoPET metrics per case with bootstrap confidence intervals.
 - :func:`render_case` — the picture a clinician reads (PET MIP, fused slices, contours).
+- :func:`pretrain_fratmae` — FratMAE (twin ViTs, cross-modal masking, ContextAlign) pretraining.
+- :func:`prompt_train` / :class:`PromptSession` — promptable segmentation: train, then click, box, undo.
 
 Names are imported on first use, so ``import petctfm`` loads neither torch nor MONAI. The package layers are
 drawn in docs/architecture.md.
@@ -30,6 +32,9 @@ _API: dict[str, str] = {
     "Predictor": "petctfm.predict.predictor:Predictor",
     "evaluate_folder": "petctfm.evaluate.report:evaluate_folder",
     "render_case": "petctfm.viz:render_case",
+    "pretrain_fratmae": "petctfm.methods.fratmae.api:pretrain_fratmae",
+    "prompt_train": "petctfm.methods.promptable.api:prompt_train",
+    "PromptSession": "petctfm.methods.promptable.session:PromptSession",
 }
 
 __all__ = ["__version__", *_API]
