@@ -32,6 +32,9 @@ def test_isocontour_matches_a_hand_computation():
     assert np.array_equal(got, want)
     # a click on the rim (below threshold) grows from the box's hottest voxel instead
     assert np.array_equal(isocontour(suv, (9, 9, 5), half_box=(8, 8, 8)), want)
+    # ... or, as the dense prompt of the isocontour-informed first click (fallback=False), gives nothing
+    assert not isocontour(suv, (9, 9, 5), half_box=(8, 8, 8), fallback=False).any()
+    assert np.array_equal(isocontour(suv, (9, 9, 9), half_box=(8, 8, 8), fallback=False), want)
     # a small box around the separate blob: its own max (8) sets the threshold, the blob alone is grown
     got = isocontour(suv, (16, 10, 10), half_box=(2, 2, 2))
     want = np.zeros(suv.shape, bool)
@@ -84,7 +87,7 @@ def test_experiment_runs_end_to_end(toy_prompt_run, tmp_path):
     out = tmp_path / "exp"
     assert main(["experiment", "interactive", "--data", str(root), "--model", str(run), "--out", str(out),
                  "--max-cases", "1", "--max-clicks", "3", "--max-targets", "1", "--no-progress",
-                 "--auto", str(tmp_path / "auto")]) == 0
+                 "--auto", str(tmp_path / "auto"), "--iso-prior"]) == 0
     for name in ("results.md", "results.csv", "steps.csv", "dice_vs_clicks.png", "info.json"):
         assert (out / name).is_file(), name
     assert list((out / "cases").glob("*.png"))
@@ -92,7 +95,7 @@ def test_experiment_runs_end_to_end(toy_prompt_run, tmp_path):
         steps = list(csv.DictReader(f))
     got = {(r["protocol"], r["arm"], r["kind"]) for r in steps}
     assert {("autopet", "model", "lesions"), ("autopet", "iso", "lesions"), ("one_per_lesion", "iso", "lesions"),
-            ("auto", "auto", "lesions"),
+            ("one_per_lesion", "model_isoprior", "lesions"), ("auto", "auto", "lesions"),
             ("corrective", "model", "lesion"), ("corrective", "model", "organ")} <= got
     auto_steps = sorted(int(r["clicks"]) for r in steps if r["protocol"] == "autopet" and r["arm"] == "model")
     assert auto_steps == [0, 1, 2, 3]
@@ -100,9 +103,11 @@ def test_experiment_runs_end_to_end(toy_prompt_run, tmp_path):
     assert organs <= {("liver", "True"), ("spleen", "False")} and organs  # spleen is held out by default
     with open(out / "results.csv", newline="") as f:
         summary = list(csv.DictReader(f))
-    assert any(r["section"] == "model_minus_iso_one_click_per_lesion" and r["metric"] == "dice" for r in summary)
+    for section in ("model_minus_iso_one_click_per_lesion", "model_isoprior_minus_iso_one_click_per_lesion"):
+        assert any(r["section"] == section and r["metric"] == "dice" and int(r["n"]) >= 1 for r in summary), section
     assert any(r["section"] == "auc" for r in summary)
-    assert "One click per lesion" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "One click per lesion" in md and "Isocontour-informed first click" in md
 
 
 def test_experiment_rejects_a_non_promptable_model(tmp_path, toy_prompt_run):
@@ -117,3 +122,47 @@ def test_experiment_rejects_a_non_promptable_model(tmp_path, toy_prompt_run):
         from petctfm.experiments.interactive.run import run_interactive
 
         run_interactive(root, tmp_path / "seg", tmp_path / "x")
+
+
+class _EchoSession:
+    """A stand-in session whose 'model' returns each object's starting mask (records the prompts it got)."""
+
+    def __init__(self, shape):
+        self.shape, self.masks, self.points = shape, {}, []
+
+    def clear(self):
+        self.masks = {}
+
+    def set_mask(self, mask, object=1):
+        self.masks[object] = np.asarray(mask, bool)
+
+    def add_point(self, p, positive=True, object=1):
+        self.points.append((tuple(int(v) for v in p), positive, object))
+        self.masks.setdefault(object, np.zeros(self.shape, bool))
+
+    def mask(self):
+        out = np.zeros(self.shape, np.uint8)
+        for k, m in self.masks.items():
+            out[m & (out == 0)] = k
+        return out
+
+
+def test_iso_prior_arm_starts_each_lesion_object_from_its_isocontour():
+    from petctfm.experiments.interactive.run import CaseRunner
+
+    suv = np.full((24, 24, 24), 1.0, np.float32)
+    lesion = np.zeros(suv.shape, bool)
+    hot, faint = (slice(4, 8),) * 3, (slice(15, 19),) * 3
+    suv[hot], suv[faint] = 10.0, 1.2  # hot: its isocontour is the lesion; faint, with a hot neighbour in its box
+    lesion[hot] = lesion[faint] = True
+    suv[20:22, 20:22, 20:22] = 9.0  # the neighbour -> the faint click is below 41 %: no prior
+    runner = CaseRunner(_EchoSession(suv.shape), "c", suv, lesion, None, (4.0, 4.0, 4.0), set(), {}, 10, 60.0, 1,
+                        iso_prior=True)
+    runner.one_per_lesion()
+    rows = {r["arm"]: r for r in runner.rows}
+    assert set(rows) == {"model", "iso", "model_isoprior"}
+    assert rows["model"]["dice"] == 0.0  # the echo 'model' without a prior predicts nothing
+    # with the prior: the hot lesion exactly (64 of 128 lesion voxels), nothing for the faint one
+    assert rows["model_isoprior"]["dice"] == pytest.approx(2 * 64 / (64 + 128))
+    assert rows["model_isoprior"]["fp_volume_ml"] == 0.0
+    assert rows["iso"]["fp_volume_ml"] > 0  # the baseline grows the hot neighbour from the faint click

@@ -174,6 +174,8 @@ def _register_interactive(sub) -> None:
     p.add_argument("--iso-box-mm", type=float, default=60.0, help="side of the isocontour's box (default 60 mm)")
     p.add_argument("--figures", type=int, default=3, metavar="N", help="case PNGs (default 3)")
     p.add_argument("--max-zoom", type=float, default=4.0, help="the session's auto-zoom limit (default 4; 1 = off)")
+    p.add_argument("--iso-prior", action="store_true", help="also the isocontour-informed first click at one click "
+                   "per lesion (the 41 %% isocontour as the previous-mask prompt; reported separately)")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--no-progress", action="store_true", help="quiet")
     p.set_defaults(func=_run_interactive)
@@ -185,7 +187,8 @@ def _run_interactive(args: argparse.Namespace) -> int:
     out = run_interactive(args.data, args.model, args.out, auto=args.auto, split=args.split,
                           max_cases=args.max_cases, max_clicks=args.max_clicks, max_targets=args.max_targets,
                           organs=not args.no_organs, iso_box_mm=args.iso_box_mm, n_figures=args.figures,
-                          device=args.device, max_zoom=args.max_zoom, progress=not args.no_progress)
+                          device=args.device, max_zoom=args.max_zoom, progress=not args.no_progress,
+                          iso_prior=args.iso_prior)
     print(f"experiment interactive: {len(out['rows'])} rows; results in {out['results_md']}, {out['results_csv']}, "
           f"{out['plot']}")
     return 0

@@ -7,7 +7,7 @@
   high uptake outside the lesions (PET above its 99.75th percentile over the non-lesion voxels).
 - :func:`isocontour`: what standard software does from one lesion click: inside a box around the click, the
   18-connected region of voxels with SUV >= 41 % of the box's SUVmax that contains the click (or, when the
-  click itself is below the threshold, the box's hottest voxel).
+  click itself is below the threshold, the box's hottest voxel; with ``fallback=False`` nothing).
 
 Shapes: (X, Y, Z) arrays of one case; points (3,) int voxel indices.
 """
@@ -57,9 +57,11 @@ def autopet_clicks(suv: np.ndarray, lesion: np.ndarray, n: int = 10, percentile:
 
 
 def isocontour(suv: np.ndarray, point: Sequence[float], half_box: Sequence[int], fraction: float = ISO_FRACTION,
-               connectivity: int = 18) -> np.ndarray:
+               connectivity: int = 18, fallback: bool = True) -> np.ndarray:
     """(X, Y, Z) bool: the ``fraction`` x SUVmax isocontour grown from ``point`` inside the box of
-    ``2 * half_box + 1`` voxels centred on it (clipped to the image); SUVmax is the box's maximum."""
+    ``2 * half_box + 1`` voxels centred on it (clipped to the image); SUVmax is the box's maximum. A click below
+    the threshold grows from the box's hottest voxel (``fallback``, what the baseline does) or gives an empty
+    mask (``fallback=False``: the dense prompt of the isocontour-informed first click)."""
     import cc3d
 
     suv = np.asarray(suv)
@@ -75,6 +77,8 @@ def isocontour(suv: np.ndarray, point: Sequence[float], half_box: Sequence[int],
     region = sub >= fraction * vmax
     labels = cc3d.connected_components(np.ascontiguousarray(region, np.uint8), connectivity=connectivity)
     local = tuple(p - lo)
+    if not fallback and not region[local]:
+        return out
     seed = local if region[local] else np.unravel_index(int(np.argmax(sub)), sub.shape)
     out[box] = labels == labels[tuple(seed)]
     return out

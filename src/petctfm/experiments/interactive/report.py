@@ -25,6 +25,7 @@ from petctfm.evaluate.bootstrap import mean_ci, paired_comparison
 
 STEP_COLUMNS = ["case_id", "site", "tracer", "protocol", "arm", "kind", "target", "seen", "clicks", "dice",
                 "fp_volume_ml", "fn_volume_ml"]
+ONE_CLICK_ARMS = ("model", "model_isoprior")  # learned arms compared with the isocontour at one click per lesion
 SUMMARY_COLUMNS = ["section", "protocol", "arm", "kind", "group", "clicks", "metric", "n", "mean", "ci_low", "ci_high"]
 
 
@@ -82,13 +83,16 @@ def summarize(rows: list[dict], max_clicks: int, n_resamples: int = 1000) -> lis
                 add(f"clicks_to_{thr}", key, "", "clicks", [max_clicks + 1 if c is None else c for c in reached])
                 add(f"clicks_to_{thr}", key, "", "fraction_reached", [float(c is not None) for c in reached])
     one = {(r["case_id"], r["arm"]): r for r in rows if r["protocol"] == "one_per_lesion"}
-    cases = sorted({c for c, a in one if a == "model" and (c, "iso") in one})
-    for m in ("dice", "fp_volume_ml"):
-        cmp = paired_comparison([one[(c, "model")][m] for c in cases], [one[(c, "iso")][m] for c in cases],
-                                n_resamples)
-        out.append({"section": "model_minus_iso_one_click_per_lesion", "protocol": "one_per_lesion", "arm": "model-iso",
-                    "kind": "lesions", "group": "all", "clicks": "", "metric": m, "n": cmp["n"],
-                    "mean": cmp["mean_diff"], "ci_low": cmp["ci_low"], "ci_high": cmp["ci_high"]})
+    for arm in ONE_CLICK_ARMS:  # each learned arm vs the isocontour, paired over cases
+        cases = sorted({c for c, a in one if a == arm and (c, "iso") in one})
+        if not cases:
+            continue
+        for m in ("dice", "fp_volume_ml"):
+            cmp = paired_comparison([one[(c, arm)][m] for c in cases], [one[(c, "iso")][m] for c in cases],
+                                    n_resamples)
+            out.append({"section": f"{arm}_minus_iso_one_click_per_lesion", "protocol": "one_per_lesion",
+                        "arm": f"{arm}-iso", "kind": "lesions", "group": "all", "clicks": "", "metric": m,
+                        "n": cmp["n"], "mean": cmp["mean_diff"], "ci_low": cmp["ci_low"], "ci_high": cmp["ci_high"]})
     return out
 
 
@@ -117,6 +121,13 @@ def markdown(summary: list[dict], info: dict) -> str:
         lines.append(f"| {m} | {_ci(_get(summary, section='per_step', protocol='one_per_lesion', arm='model', metric=m), digits)} "
                      f"| {_ci(_get(summary, section='per_step', protocol='one_per_lesion', arm='iso', metric=m), digits)} "
                      f"| {_ci(_get(summary, section='model_minus_iso_one_click_per_lesion', metric=m), digits)} |")
+    if _get(summary, section="model_isoprior_minus_iso_one_click_per_lesion") is not None:
+        lines += ["", "Isocontour-informed first click (`--iso-prior`: each lesion object starts from its click's 41 % "
+                  "isocontour as the previous-mask prompt; not the pure model):", "",
+                  "| metric | model + iso prior | model + iso prior - iso (paired over cases) |", "|---|---|---|"]
+        for m, digits in (("dice", 3), ("fp_volume_ml", 2)):
+            lines.append(f"| {m} | {_ci(_get(summary, section='per_step', protocol='one_per_lesion', arm='model_isoprior', metric=m), digits)} "
+                         f"| {_ci(_get(summary, section='model_isoprior_minus_iso_one_click_per_lesion', metric=m), digits)} |")
     auto = [r for r in summary if r["protocol"] == "auto" and r["section"] == "per_step"]
     if auto:
         lines += ["", "## Automatic model (zero clicks)", ""] + [f"- {r['metric']}: {_ci(r)}" for r in auto]

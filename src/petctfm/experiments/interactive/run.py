@@ -16,7 +16,8 @@ Per test case of a harmonized dataset (RAS arrays at the dataset spacing; SUV an
    each single ``lesion`` component, each ``organ`` of ``organs.npy`` (``seen``: not in the model's
    ``targets.held_out``; the ``max_targets`` largest seen and the ``max_targets`` largest held-out organs).
 3. **One click per lesion** (``protocol = "one_per_lesion"``, recorded as ``clicks = 1``): every lesion click
-   (up to ``max_clicks``) and nothing else, for ``model`` and ``iso``; **automatic** (``protocol = "auto"``, zero clicks): a
+   (up to ``max_clicks``) and nothing else, for ``model`` and ``iso`` (and ``model_isoprior`` with ``iso_prior``:
+   each lesion object starts from its click's 41 % isocontour as the previous-mask prompt); **automatic** (``protocol = "auto"``, zero clicks): a
    ``petctfm finetune`` model's lesion mask (``auto=RUN``).
 
 Metrics per (case, target, arm, step): Dice, autoPET false-positive and false-negative volume (ml,
@@ -49,7 +50,8 @@ class CaseRunner:
 
     def __init__(self, session, case_id: str, suv: np.ndarray, lesion: np.ndarray, organs: np.ndarray | None,
                  spacing, held_out: set[int], meta: dict[str, Any], max_clicks: int, iso_box_mm: float,
-                 max_targets: int):
+                 max_targets: int, iso_prior: bool = False):
+        self.iso_prior = iso_prior
         self.s, self.case_id, self.suv, self.lesion, self.organs = session, case_id, suv, lesion, organs
         self.spacing, self.held_out, self.max_clicks, self.max_targets = np.asarray(spacing, float), held_out, \
             max_clicks, max_targets
@@ -100,7 +102,14 @@ class CaseRunner:
             self.s.add_point(p, True, object=k)
             iso |= C.isocontour(self.suv, p, self.half_box)
         # clicks = 1: one click per lesion (the case's lesion count is in n_lesion_clicks)
-        for arm, pred in (("model", self._lesion_mask()), ("iso", iso)):
+        arms = [("model", self._lesion_mask()), ("iso", iso)]
+        if self.iso_prior:  # the isocontour-informed first click: its 41 % region as the previous-mask prompt
+            self.s.clear()
+            for k, p in enumerate(fg, 1):
+                self.s.set_mask(C.isocontour(self.suv, p, self.half_box, fallback=False), object=k)
+                self.s.add_point(p, True, object=k)
+            arms.append(("model_isoprior", self._lesion_mask()))
+        for arm, pred in arms:
             self._row("one_per_lesion", arm, "lesions", "lesions", 1, {**_metrics(pred, self.lesion, self.spacing),
                                                                         "n_lesion_clicks": len(fg)})
 
@@ -174,10 +183,12 @@ def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str 
                     auto: str | os.PathLike | None = None, split: str = "test", max_cases: int | None = None,
                     max_clicks: int = 10, max_targets: int = 10, organs: bool = True, iso_box_mm: float = 60.0,
                     n_figures: int = 3, device: str = "cpu", max_zoom: float = 4.0,
-                    progress: bool = True) -> dict[str, Any]:
+                    progress: bool = True, iso_prior: bool = False) -> dict[str, Any]:
     """Run both protocols and both baselines on ``split`` of ``data``; writes ``out/results.md``,
     ``results.csv``, ``steps.csv``, ``dice_vs_clicks.png``, ``cases/*.png``; returns :func:`.report.write_report`'s
-    paths plus ``rows`` and ``summary``. ``max_zoom``: the session's auto-zoom limit (1 = no zoom)."""
+    paths plus ``rows`` and ``summary``. ``max_zoom``: the session's auto-zoom limit (1 = no zoom). ``iso_prior``:
+    also the arm ``model_isoprior`` at one click per lesion (each lesion object starts from the 41 % isocontour
+    containing its click as the previous-mask prompt, then the click; reported separately from the model)."""
     from petctfm.data import format as fmt
     from petctfm.data.loader import list_cases
     from petctfm.experiments.interactive import report
@@ -209,7 +220,7 @@ def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str 
         session = PromptSession(net, cfg, (img[0], affine), ct=(img[1], affine), device=device, cache_size=64,
                                 max_zoom=max_zoom)
         r = CaseRunner(session, cid, img[0], lesion, np.asarray(case["organs"]) if organs and "organs" in case
-                       else None, spacing, held, meta, max_clicks, iso_box_mm, max_targets)
+                       else None, spacing, held, meta, max_clicks, iso_box_mm, max_targets, iso_prior)
         r.autopet()
         r.one_per_lesion()
         r.targets()
@@ -223,6 +234,7 @@ def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str 
                   f"{session.forwards} decoder runs, {time.perf_counter() - t0:.0f}s", flush=True)
     info = {"data": str(root), "model": str(model), "auto": str(auto) if auto else None, "split": split,
             "n_cases": len(case_ids), "max_clicks": max_clicks, "iso_box_mm": iso_box_mm, "max_zoom": max_zoom,
+            "iso_prior": iso_prior,
             "held_out": sorted(cfg.get("targets", {}).get("held_out", [])), "seconds": time.perf_counter() - t0}
     return report.write_report(rows, figures, info, out)
 
