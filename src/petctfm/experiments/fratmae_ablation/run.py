@@ -17,7 +17,7 @@ from petctfm.core.errors import InputError
 from petctfm.experiments.fratmae_ablation.plan import EXPERIMENT_FILE, Planned, Settings, build_plan, command_line
 from petctfm.experiments.fratmae_ablation.report import write_results
 from petctfm.experiments.label_efficiency.plan import DONE_FILE, EVAL_DIR, PRED_DIR, SPLIT
-from petctfm.experiments.label_efficiency.run import load_done
+from petctfm.experiments.label_efficiency.run import load_done, run_plan
 
 
 def _train(run_dir: Path, fn, **kw: Any) -> dict[str, Any]:
@@ -193,16 +193,7 @@ def run_fratmae_ablation(data: str | Path, out: str | Path, fraction: float = 20
     atomic_write_text(exp_dir / EXPERIMENT_FILE, yaml.safe_dump({
         "experiment": "fratmae-ablation", "petctfm": __version__, "command": command, "settings": asdict(settings),
         "seeds": seeds, "runs": [p.to_dict() for p in plan]}, sort_keys=False))
-    records, ran = [], 0
-    for i, p in enumerate(plan, 1):
-        done = load_done(exp_dir / p.name)
-        if done is not None:
-            console.print(f"[dim][{i}/{len(plan)}] {p.name}: finished earlier, skipped[/]")
-            records.append(done)
-            continue
-        console.rule(f"[bold][{i}/{len(plan)}] {p.name}[/]")
-        records.append(execute(p, settings, exp_dir, progress))
-        ran += 1
+    records, ran = run_plan(plan, exp_dir, lambda p: execute(p, settings, exp_dir, progress), console)
     summary = write_results(exp_dir, [r for r in records if r["kind"] != "pretrain"], plan, settings, command, notes)
     console.print(f"fratmae-ablation: {len(records)} runs ({ran} run now); results in {exp_dir / 'results.md'}")
     return {"exp_dir": exp_dir, "plan": plan, "records": records, "summary": summary, "ran": ran,

@@ -9,7 +9,7 @@ import json
 import time
 from dataclasses import MISSING, asdict, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from petctfm.core.errors import InputError
 from petctfm.experiments.label_efficiency.plan import (ARMS, BOOTSTRAP_SEED, DEFAULT_FRACTIONS, DONE_FILE,
@@ -179,6 +179,34 @@ def load_done(run_dir: Path) -> dict[str, Any] | None:
     return _read_json(run_dir / DONE_FILE)
 
 
+def run_plan(plan: list, exp_dir: Path, execute: Callable[[Any], dict[str, Any]], console: Any,
+             announce: Callable[[Any], str] | None = None,
+             report: Callable[[Any, dict[str, Any]], None] | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Run every planned run (anything with a ``name``) in order, resumably: a run whose ``RUN/done.json``
+    exists is read back and skipped, the others are ``execute``d (which writes their ``done.json``). Prints a
+    header per run (``announce(run)`` adds to it, with an estimate of the time left) and ``report(run, record)``
+    after each. Returns (records in plan order, number of runs executed now). Shared by every experiment."""
+    records: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    ran = 0
+    for i, run in enumerate(plan, 1):
+        done = load_done(exp_dir / run.name)
+        if done is not None:
+            console.print(f"[dim][{i}/{len(plan)}] {run.name}: finished earlier, skipped[/]")
+            records.append(done)
+            continue
+        elapsed = time.perf_counter() - t0
+        eta = f"about {elapsed / ran * (len(plan) - i + 1) / 60:.1f} min left" if ran else ""
+        info = ", ".join(x for x in ((announce(run) if announce else ""), eta) if x)
+        console.rule(f"[bold][{i}/{len(plan)}] {run.name}[/]" + (f" ({info})" if info else ""))
+        rec = execute(run)
+        ran += 1
+        if report:
+            report(run, rec)
+        records.append(rec)
+    return records, ran
+
+
 # ------------------------------------------------------------------------------------------------ the experiment
 
 
@@ -256,24 +284,16 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
         "experiment": "label-efficiency", "petctfm": __version__, "command": command, "settings": asdict(settings),
         "seeds": seeds, "runs": [r.to_dict() for r in plan]}, sort_keys=False))
 
-    records: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
-    ran = 0
-    for i, run in enumerate(plan, 1):
-        done = load_done(exp_dir / run.name)
-        if done is not None:
-            console.print(f"[dim][{i}/{len(plan)}] {run.name}: finished earlier, skipped[/]")
-            records.append(done)
-            continue
-        elapsed = time.perf_counter() - t0
-        eta = (f", about {elapsed / ran * (len(plan) - i + 1) / 60:.1f} min left" if ran else "")
-        console.rule(f"[bold][{i}/{len(plan)}] {run.name}[/] ({len(run.cases)} training cases{eta})")
-        rec = execute_run(run, settings, exp_dir, progress)
-        ran += 1
+    def announce(run: PlannedRun) -> str:
+        return f"{len(run.cases)} training cases"
+
+    def report(run: PlannedRun, rec: dict[str, Any]) -> None:
         d = rec["metrics"]["dice"]
         console.print(f"[green]{run.name}[/]: test Dice {fmt_num(d['mean'])} [{fmt_num(d['ci_low'])}, "
                       f"{fmt_num(d['ci_high'])}] in {rec['time_s']:.0f} s")
-        records.append(rec)
+
+    records, ran = run_plan(plan, exp_dir, lambda run: execute_run(run, settings, exp_dir, progress), console,
+                            announce, report)
     summary = write_results(exp_dir, records, plan, settings, command)
     console.print(f"label-efficiency: {len(records)} runs ({ran} run now); results in {exp_dir / 'results.md'}")
     return {"exp_dir": exp_dir, "plan": plan, "records": records, "summary": summary,
@@ -281,4 +301,5 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
             "plot": exp_dir / "label_efficiency.png", "command": command}
 
 
-__all__ = ["finetune_kwargs", "run_finetune", "run_probe_arm", "execute_run", "load_done", "run_label_efficiency"]
+__all__ = ["finetune_kwargs", "run_finetune", "run_probe_arm", "execute_run", "load_done", "run_plan",
+           "run_label_efficiency"]
