@@ -45,20 +45,29 @@ def main() -> None:
     from petctfm.methods.segmentation.api import finetune
     from petctfm.methods.segmentation.predict import predict_split
 
+    from petctfm.evaluate.bootstrap import paired_comparison
+
     out = Path(args.out)
-    rows = []
+    rows, per_case = [], {}
+    seeds = [int(s) for s in args.seeds.split(",")]
     for transform in args.transforms.split(","):
-        for seed in (int(s) for s in args.seeds.split(",")):
+        for seed in seeds:
             pre = out / f"mae_{transform}_s{seed}"
             ft = out / f"ft_{transform}_s{seed}"
-            pretrain(args.data, pre, "tiny", max_steps=args.pretrain_steps, seed=seed, progress=False,
-                     overrides=[f"data.pet_transform={transform}"])
-            finetune(args.data, ft, init=pre, preset="tiny", max_steps=args.finetune_steps, seed=seed,
-                     progress=False)
-            predict_split(ft, args.data, split="test", out_dir=ft / "pred_test", progress=False)
+            # resumable: a finished run (summary.json) is kept, a half-written one resumed
+            if not (pre / "summary.json").is_file():
+                pretrain(args.data, pre, "tiny", max_steps=args.pretrain_steps, seed=seed, progress=False,
+                         overrides=[f"data.pet_transform={transform}"], resume=(pre / "checkpoints").is_dir())
+            if not (ft / "summary.json").is_file():
+                finetune(args.data, ft, init=pre, preset="tiny", max_steps=args.finetune_steps, seed=seed,
+                         progress=False, resume=(ft / "checkpoints").is_dir())
+            if not (ft / "pred_test" / "done.json").is_file():
+                predict_split(ft, args.data, split="test", out_dir=ft / "pred_test", progress=False)
+                (ft / "pred_test" / "done.json").write_text("{}")
             res = evaluate_folder(ft / "pred_test", args.data, split="test", n_resamples=1000, seed=0,
                                   progress=False)
             dice = next(s for s in res["summary"] if s["group_by"] == "all" and s["metric"] == "dice")
+            per_case[(transform, seed)] = {c["case_id"]: c["dice"] for c in res["cases"]}
             best = json.loads((ft / "best" / "best.json").read_text()) if (ft / "best" / "best.json").is_file() else {}
             row = {"transform": transform, "seed": seed, **{f"pet_{k}": v for k, v in loss_stats(pre).items()},
                    "ct_cv": loss_stats(pre, "loss_masked_ct")["cv"],
@@ -66,7 +75,21 @@ def main() -> None:
                    "best_val_dice": best.get("dice")}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    result = {"runs": rows}
+    names = args.transforms.split(",")
+    if len(names) == 2:  # B - A per case, each case's Dice averaged over the seeds first (cases with lesions)
+        a, b = names
+        cases = sorted(per_case[(a, seeds[0])])
+
+        def seed_mean(t: str, c: str) -> float:
+            v = [per_case[(t, s)].get(c) for s in seeds]
+            v = [x for x in v if x is not None and np.isfinite(x)]
+            return float(np.mean(v)) if v else float("nan")
+
+        result["paired"] = {"diff": f"{b} - {a}", **paired_comparison(
+            [seed_mean(b, c) for c in cases], [seed_mean(a, c) for c in cases], n_resamples=2000, seed=0)}
+        print(json.dumps(result["paired"]), flush=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

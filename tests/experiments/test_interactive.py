@@ -12,7 +12,7 @@ from petctfm.core.errors import InputError
 from petctfm.core.labels import ORGAN_LABELS
 from petctfm.data import format as fmt
 from petctfm.experiments.interactive.clicks import autopet_clicks, component_points, isocontour
-from petctfm.experiments.interactive.report import clicks_to_reach
+from petctfm.experiments.interactive.report import clicks_to_reach, markdown, summarize
 from petctfm.methods.promptable.model import build_model
 from petctfm.methods.promptable.presets import get_preset
 from petctfm.methods.promptable.task import DEFAULT_CONFIG, PromptTask
@@ -60,6 +60,29 @@ def test_autopet_clicks_positive_inside_lesions_background_on_hot_non_lesion():
 def test_clicks_to_reach():
     assert clicks_to_reach([0.5, 0.85, 0.95], 0.8) == 2 and clicks_to_reach([0.5, 0.6], 0.8) is None
     assert clicks_to_reach([0.1, float("nan"), 0.92], 0.9, first_click=0) == 2
+
+
+def test_one_click_breakdown_by_site_and_tracer_is_paired_within_each_group():
+    rows = []
+    for i, (site, tracer, dm, di) in enumerate([("a", "fdg", 0.8, 0.6), ("a", "psma", 0.6, 0.5),
+                                                ("b", "fdg", 0.2, 0.5), ("b", "fdg", 0.4, 0.6)]):
+        for arm, d, fp in (("model", dm, 1.0), ("iso", di, 3.0 + i)):
+            rows.append({"case_id": f"c{i}", "site": site, "tracer": tracer, "protocol": "one_per_lesion", "arm": arm,
+                         "kind": "lesions", "target": "lesions", "seen": "", "clicks": 1, "dice": d,
+                         "fp_volume_ml": fp, "fn_volume_ml": 0.0})
+    summary = summarize(rows, max_clicks=1, n_resamples=200)
+
+    def get(by, group, arm, metric):
+        return next(r for r in summary if r["section"] == f"one_click_by_{by}" and r["group"] == group
+                    and r["arm"] == arm and r["metric"] == metric)
+
+    assert get("site", "a", "model", "dice")["mean"] == pytest.approx(0.7) and get("site", "a", "model", "dice")["n"] == 2
+    assert get("site", "b", "model-iso", "dice")["mean"] == pytest.approx(-0.25)
+    assert get("site", "b", "model-iso", "fp_volume_ml")["mean"] == pytest.approx(-4.5)  # iso FP 5 and 6 ml vs 1 ml
+    assert get("tracer", "fdg", "iso", "dice")["n"] == 3 and get("tracer", "psma", "model-iso", "dice")["mean"] == pytest.approx(0.1)
+    md = markdown(summary, {"model": "m", "data": "d", "split": "test", "n_cases": 4, "max_clicks": 1,
+                            "iso_box_mm": 60, "held_out": [], "auto": None, "seconds": 1.0})
+    assert "One click per lesion by site" in md and "| b | 2 |" in md and "by tracer" in md
 
 
 @pytest.fixture

@@ -93,6 +93,33 @@ def summarize(rows: list[dict], max_clicks: int, n_resamples: int = 1000) -> lis
             out.append({"section": f"{arm}_minus_iso_one_click_per_lesion", "protocol": "one_per_lesion",
                         "arm": f"{arm}-iso", "kind": "lesions", "group": "all", "clicks": "", "metric": m,
                         "n": cmp["n"], "mean": cmp["mean_diff"], "ci_low": cmp["ci_low"], "ci_high": cmp["ci_high"]})
+    out += one_click_breakdown(one, n_resamples)
+    return out
+
+
+def one_click_breakdown(one: dict[tuple, dict], n_resamples: int = 1000) -> list[dict]:
+    """One click per lesion by site and by tracer: each arm's mean Dice / FP volume over that group's cases and
+    model - iso paired over them (sections ``one_click_by_site`` / ``one_click_by_tracer``; ``group`` holds
+    the site or tracer name, ``arm`` the arm or ``model-iso``)."""
+    out: list[dict] = []
+    for by in ("site", "tracer"):
+        names = sorted({str(r.get(by) or "unknown") for r in one.values()})
+        for name in names:
+            cases = sorted({c for (c, a), r in one.items() if a == "iso" and str(r.get(by) or "unknown") == name})
+            for arm in ("iso", *ONE_CLICK_ARMS):
+                have = [c for c in cases if (c, arm) in one]
+                if not have:
+                    continue
+                for m in ("dice", "fp_volume_ml"):
+                    row = {"section": f"one_click_by_{by}", "protocol": "one_per_lesion", "arm": arm,
+                           "kind": "lesions", "group": name, "clicks": 1, "metric": m}
+                    ci = mean_ci([one[(c, arm)][m] for c in have], n_resamples)
+                    out.append({**row, **{k: ci[k] for k in ("n", "mean", "ci_low", "ci_high")}})
+                    if arm != "iso":
+                        cmp = paired_comparison([one[(c, arm)][m] for c in have], [one[(c, "iso")][m] for c in have],
+                                                n_resamples)
+                        out.append({**row, "arm": f"{arm}-iso", "n": cmp["n"], "mean": cmp["mean_diff"],
+                                    "ci_low": cmp["ci_low"], "ci_high": cmp["ci_high"]})
     return out
 
 
@@ -128,6 +155,20 @@ def markdown(summary: list[dict], info: dict) -> str:
         for m, digits in (("dice", 3), ("fp_volume_ml", 2)):
             lines.append(f"| {m} | {_ci(_get(summary, section='per_step', protocol='one_per_lesion', arm='model_isoprior', metric=m), digits)} "
                          f"| {_ci(_get(summary, section='model_isoprior_minus_iso_one_click_per_lesion', metric=m), digits)} |")
+    for by in ("site", "tracer"):
+        groups = sorted({r["group"] for r in summary if r["section"] == f"one_click_by_{by}"})
+        if len(groups) < 2:
+            continue
+        lines += ["", f"One click per lesion by {by} (Dice / FP volume in ml; model - iso paired over the {by}'s cases):",
+                  "", f"| {by} | cases | Dice model | Dice iso | Dice model - iso | FP model | FP iso | FP model - iso |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for g in groups:
+            def cell(arm, m, digits, g=g):
+                return _ci(_get(summary, section=f"one_click_by_{by}", group=g, arm=arm, metric=m), digits).split(" (n=")[0]
+            n = _get(summary, section=f"one_click_by_{by}", group=g, arm="iso", metric="dice")
+            lines.append(f"| {g} | {n['n'] if n else 0} | " + " | ".join(
+                [cell("model", "dice", 3), cell("iso", "dice", 3), cell("model-iso", "dice", 3),
+                 cell("model", "fp_volume_ml", 1), cell("iso", "fp_volume_ml", 1), cell("model-iso", "fp_volume_ml", 1)]) + " |")
     auto = [r for r in summary if r["protocol"] == "auto" and r["section"] == "per_step"]
     if auto:
         lines += ["", "## Automatic model (zero clicks)", ""] + [f"- {r['metric']}: {_ci(r)}" for r in auto]
