@@ -189,3 +189,18 @@ def test_iso_prior_arm_starts_each_lesion_object_from_its_isocontour():
     assert rows["model_isoprior"]["dice"] == pytest.approx(2 * 64 / (64 + 128))
     assert rows["model_isoprior"]["fp_volume_ml"] == 0.0
     assert rows["iso"]["fp_volume_ml"] > 0  # the baseline grows the hot neighbour from the faint click
+
+
+def test_one_click_protocol_alone_with_prompted_components(toy_prompt_run, tmp_path):
+    root, run = toy_prompt_run
+    out = tmp_path / "exp1"
+    assert main(["experiment", "interactive", "--data", str(root), "--model", str(run), "--out", str(out),
+                 "--max-cases", "1", "--max-clicks", "2", "--no-progress", "--protocols", "one_per_lesion",
+                 "--components", "prompted"]) == 0
+    with open(out / "steps.csv", newline="") as f:
+        protocols = {r["protocol"] for r in csv.DictReader(f)}
+    assert protocols == {"one_per_lesion"}
+    info = __import__("json").loads((out / "info.json").read_text())
+    assert info["components"] == "prompted" and info["protocols"] == ["one_per_lesion"]
+    assert main(["experiment", "interactive", "--data", str(root), "--model", str(run), "--out", str(tmp_path / "e2"),
+                 "--no-progress", "--protocols", "one,two"]) == 3

@@ -304,3 +304,40 @@ def test_prompt_train_cli_design(tmp_path, design):
     assert cfg["task"]["model"]["design"] == design
     model, _ = load_model(tmp_path / "run")
     assert model.design == design
+
+
+class _ThresholdModel:
+    """A stand-in network: the 'embedding' is the crop itself and the decoder marks every voxel of normalized
+    PET above 3 (hot structures), whatever the prompts: it spills into every hot structure in view."""
+
+    def to(self, device):
+        return self
+
+    def eval(self):
+        return self
+
+    def embed(self, x):
+        return x
+
+    def decode(self, emb, prompts):
+        return (emb[:, :1] > 3).float() * 20 - 10
+
+
+@pytest.mark.parametrize("components", ["all", "prompted"])
+def test_prompted_components_drop_spill_away_from_the_click(components):
+    suv = np.full(SHAPE, 0.5, np.float32)
+    suv[9:12, 9:12, 9:12] = 10.0  # the clicked lesion
+    suv[15:17, 4:6, 10:12] = 10.0  # hot physiology in the same crop, not connected to it
+    img = sitk.GetImageFromArray(np.transpose(suv, (2, 1, 0)))
+    img.SetSpacing((2.0, 2.0, 2.0))
+    s = PromptSession(_ThresholdModel(), _cfg(), img, max_zoom=1.0, components=components)
+    m = s.add_point((10, 10, 10), True, object=1) > 0
+    assert m[9:12, 9:12, 9:12].all()
+    assert m[15:17, 4:6, 10:12].all() == (components == "all") and m.sum() == (27 + 8 if components == "all" else 27)
+    # a second positive click on the other structure keeps both
+    if components == "prompted":
+        assert (s.add_point((15, 4, 10), True, object=1) > 0).sum() == 35
+        s2 = PromptSession(_ThresholdModel(), _cfg(), img, max_zoom=1.0, components=components)
+        assert (s2.add_box((8, 8, 8), (12, 12, 12), object=1) > 0).sum() == 27  # the box reaches the lesion only
+    with pytest.raises(InputError, match="components"):
+        PromptSession(_ThresholdModel(), _cfg(), img, components="largest")

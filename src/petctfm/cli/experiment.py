@@ -176,6 +176,11 @@ def _register_interactive(sub) -> None:
     p.add_argument("--max-zoom", type=float, default=4.0, help="the session's auto-zoom limit (default 4; 1 = off)")
     p.add_argument("--iso-prior", action="store_true", help="also the isocontour-informed first click at one click "
                    "per lesion (the 41 %% isocontour as the previous-mask prompt; reported separately)")
+    p.add_argument("--components", choices=("all", "prompted"), default="all",
+                   help="all: the decoder's mask; prompted: drop predicted components that no positive click or "
+                   "box reaches (default all)")
+    p.add_argument("--protocols", default="autopet,one_per_lesion,corrective",
+                   help="comma-separated subset of autopet, one_per_lesion, corrective (default all three)")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--no-progress", action="store_true", help="quiet")
     p.set_defaults(func=_run_interactive)
@@ -188,7 +193,8 @@ def _run_interactive(args: argparse.Namespace) -> int:
                           max_cases=args.max_cases, max_clicks=args.max_clicks, max_targets=args.max_targets,
                           organs=not args.no_organs, iso_box_mm=args.iso_box_mm, n_figures=args.figures,
                           device=args.device, max_zoom=args.max_zoom, progress=not args.no_progress,
-                          iso_prior=args.iso_prior)
+                          iso_prior=args.iso_prior, components=args.components,
+                          protocols=tuple(p.strip() for p in args.protocols.split(",") if p.strip()))
     print(f"experiment interactive: {len(out['rows'])} rows; results in {out['results_md']}, {out['results_csv']}, "
           f"{out['plot']}")
     return 0

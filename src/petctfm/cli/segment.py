@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--overwrite", action="store_true", help="a later object may take an earlier object's voxels")
     p.add_argument("--max-zoom", type=float, default=4.0, help="auto-zoom limit (crop side x this at most)")
+    p.add_argument("--components", choices=("all", "prompted"), default="all",
+                   help="all: the decoder's mask; prompted: drop predicted components that no positive click or "
+                   "box reaches (default all)")
     p.set_defaults(func=run)
 
 
@@ -40,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         pet, ct = images["suv"], images["ct"]
     s = segment(args.model, pet, args.prompts, args.out, ct=ct, start_from=args.start_from,
                 device=args.device, overwrite=args.overwrite, max_zoom=args.max_zoom, pt_datasets=pt_datasets,
+                components=args.components,
                 pet_name=args.pet)
     for r in s["objects"]:
         print(f"object {r['object']} {r['name']}: {r['volume_ml']:.1f} ml, SUVmax {r['suv_max']:.2f}, TLG {r['tlg']:.1f}")

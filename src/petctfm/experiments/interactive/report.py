@@ -227,7 +227,8 @@ def plot(summary: list[dict], path: Path) -> Path:
     ax.set_xlabel("clicks (autoPET protocol: lesion + background clicks per step)")
     ax.set_ylabel("Dice")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:  # nothing drawn when only the one-click protocol ran
+        ax.legend(fontsize=7, loc="lower right")
     ax.set_title("Dice vs clicks (synthetic phantoms)", fontsize=9)
     return save_png(fig, path, dpi=90)
 

@@ -179,16 +179,25 @@ def auto_masks(auto: str | os.PathLike, root: Path, case_ids: list[str], device:
     return predict
 
 
+#: The click protocols (docs/promptable.md): the autoPET IV protocol, one click per lesion against the
+#: isocontour, corrective clicks per target.
+PROTOCOLS = ("autopet", "one_per_lesion", "corrective")
+
+
 def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike,
                     auto: str | os.PathLike | None = None, split: str = "test", max_cases: int | None = None,
                     max_clicks: int = 10, max_targets: int = 10, organs: bool = True, iso_box_mm: float = 60.0,
                     n_figures: int = 3, device: str = "cpu", max_zoom: float = 4.0,
-                    progress: bool = True, iso_prior: bool = False) -> dict[str, Any]:
+                    progress: bool = True, iso_prior: bool = False, components: str = "all",
+                    protocols: tuple[str, ...] = PROTOCOLS) -> dict[str, Any]:
     """Run both protocols and both baselines on ``split`` of ``data``; writes ``out/results.md``,
     ``results.csv``, ``steps.csv``, ``dice_vs_clicks.png``, ``cases/*.png``; returns :func:`.report.write_report`'s
     paths plus ``rows`` and ``summary``. ``max_zoom``: the session's auto-zoom limit (1 = no zoom). ``iso_prior``:
     also the arm ``model_isoprior`` at one click per lesion (each lesion object starts from the 41 % isocontour
-    containing its click as the previous-mask prompt, then the click; reported separately from the model)."""
+    containing its click as the previous-mask prompt, then the click; reported separately from the model).
+    ``components``: the session's :data:`~petctfm.methods.promptable.session.COMPONENTS` rule (``"prompted"``:
+    drop predicted components no positive prompt reaches). ``protocols``: a subset of :data:`PROTOCOLS` to run
+    (``("one_per_lesion",)``: only the one-click comparison, a fraction of the time)."""
     from petctfm.data import format as fmt
     from petctfm.data.loader import list_cases
     from petctfm.experiments.interactive import report
@@ -199,6 +208,9 @@ def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str 
 
     if max_clicks < 1:
         raise InputError(f"--max-clicks must be >= 1, got {max_clicks}")
+    unknown = sorted(set(protocols) - set(PROTOCOLS))
+    if unknown or not protocols:
+        raise InputError(f"protocols must be among {', '.join(PROTOCOLS)}, got {', '.join(protocols) or 'none'}")
     root, out = Path(data), Path(out)
     net, cfg = load_model(model)
     if cfg.get("method") != METHOD:
@@ -218,25 +230,28 @@ def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str 
         spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         lesion = np.asarray(case["label"]) > 0
         session = PromptSession(net, cfg, (img[0], affine), ct=(img[1], affine), device=device, cache_size=64,
-                                max_zoom=max_zoom)
+                                max_zoom=max_zoom, components=components)
         r = CaseRunner(session, cid, img[0], lesion, np.asarray(case["organs"]) if organs and "organs" in case
                        else None, spacing, held, meta, max_clicks, iso_box_mm, max_targets, iso_prior)
-        r.autopet()
-        r.one_per_lesion()
-        r.targets()
+        if "autopet" in protocols:
+            r.autopet()
+        if "one_per_lesion" in protocols:
+            r.one_per_lesion()
+        if "corrective" in protocols:
+            r.targets()
         if auto_fn is not None:
             r._row("auto", "auto", "lesions", "lesions", 0, _metrics(auto_fn(cid), lesion, spacing))
         rows += r.rows
-        if len(figures) < n_figures and lesion.any():
+        if len(figures) < n_figures and lesion.any() and r.clicks_drawn:  # the figure draws the autoPET clicks
             figures.append({"case_id": cid, "suv": img[0], "ct": img[1], "gt": lesion, **r.clicks_drawn})
         if progress:
             print(f"interactive: {i + 1}/{len(case_ids)} {cid}: {len(r.rows)} rows, {session.encodes} embeddings, "
                   f"{session.forwards} decoder runs, {time.perf_counter() - t0:.0f}s", flush=True)
     info = {"data": str(root), "model": str(model), "auto": str(auto) if auto else None, "split": split,
             "n_cases": len(case_ids), "max_clicks": max_clicks, "iso_box_mm": iso_box_mm, "max_zoom": max_zoom,
-            "iso_prior": iso_prior,
+            "iso_prior": iso_prior, "components": components, "protocols": list(protocols),
             "held_out": sorted(cfg.get("targets", {}).get("held_out", [])), "seconds": time.perf_counter() - t0}
     return report.write_report(rows, figures, info, out)
 
 
-__all__ = ["METRICS", "CaseRunner", "auto_masks", "run_interactive"]
+__all__ = ["METRICS", "PROTOCOLS", "CaseRunner", "auto_masks", "run_interactive"]

@@ -152,7 +152,7 @@ def write_objects_seg(labels: np.ndarray, names: dict[int, str], kinds: dict[int
 def segment(model: str | os.PathLike, pet: Any, prompts: str | os.PathLike, out: str | os.PathLike,
             ct: Any = None, start_from: str | os.PathLike | None = None,
             device: str = "cpu", overwrite: bool = False, max_zoom: float = 4.0, pt_datasets: list[Any] | None = None,
-            pet_name: str | None = None) -> dict[str, Any]:
+            pet_name: str | None = None, components: str = "all") -> dict[str, Any]:
     """``petctfm segment``: ``out/mask.nii.gz`` (label map on the input PET grid), ``out/objects.csv`` (one row
     per object: volume, SUVmax/mean/peak, TLG), ``out/summary.json``; returns the summary.
 
@@ -160,7 +160,8 @@ def segment(model: str | os.PathLike, pet: Any, prompts: str | os.PathLike, out:
     the PT headers in slice order when the PET was read from DICOM (``pet`` then on that series' grid): a
     DICOM-SEG with one segment per object is written too (``out/mask.seg.dcm``, :func:`write_objects_seg`). ``start_from``: a mask / label map on the
     PET grid (e.g. ``petctfm predict``'s ``mask.nii.gz``); each nonzero value becomes an object with that id,
-    which the prompts then correct."""
+    which the prompts then correct. ``components``: ``"prompted"`` drops predicted components that no positive
+    click or box reaches (:data:`~petctfm.methods.promptable.session.COMPONENTS`)."""
     import time
 
     import SimpleITK as sitk
@@ -170,7 +171,8 @@ def segment(model: str | os.PathLike, pet: Any, prompts: str | os.PathLike, out:
     from petctfm.io.tables import csv_text
 
     t0 = time.perf_counter()
-    session = PromptSession.from_run(model, pet, ct=ct, device=device, overwrite=overwrite, max_zoom=max_zoom)
+    session = PromptSession.from_run(model, pet, ct=ct, device=device, overwrite=overwrite, max_zoom=max_zoom,
+                                     components=components)
     known: set[int] = set()
     if start_from is not None:
         start = array_xyz(read_image(start_from))

@@ -14,7 +14,9 @@ How a click becomes a mask (docs/promptable.md):
    resolution. **Auto-zoom**: when the prediction touches a crop face that is not the image border, the crop
    grows by ``zoom_step`` (the same patch, coarser voxels; a new embedding) up to ``max_zoom`` and the step is
    re-run; the object keeps its zoom for later clicks. The logits are resampled back to the crop (trilinear)
-   and thresholded at 0; voxels outside the crop keep the object's previous mask.
+   and thresholded at 0; voxels outside the crop keep the object's previous mask. With
+   ``components="prompted"`` the predicted components that no positive click or box reaches are dropped
+   first (spill into neighbouring physiological uptake; it then also triggers no zoom).
 3. **Objects**: one label map, each object its id; with ``overwrite=False`` (default) an earlier object keeps
    its voxels. :meth:`undo` restores the exact previous state of the changed object.
 
@@ -38,6 +40,10 @@ from petctfm.evaluate.geometry import Grid, grid_of
 from petctfm.methods.promptable import prompts as P
 
 SPACES = ("voxel", "lps", "ras")
+#: ``components="all"``: the decoder's mask as it is; ``"prompted"``: only its connected components (26-connected)
+#: that hold a positive click (or a voxel next to one) or meet the box; the others (hot structures the model
+#: spilled into, away from every prompt) are dropped before auto-zoom and before the mask is stored.
+COMPONENTS = ("all", "prompted")
 
 
 def as_image(obj: Any, what: str) -> "Any":
@@ -116,7 +122,7 @@ class PromptSession:
 
     def __init__(self, model: torch.nn.Module, config: dict[str, Any], pet: Any, ct: Any = None,
                  device: str = "cpu", max_zoom: float = 4.0, zoom_step: float = 1.5, overwrite: bool = False,
-                 cache_size: int = 4):
+                 cache_size: int = 4, components: str = "all"):
         import SimpleITK as sitk
 
         from petctfm.inference.normalize import normalized_input
@@ -124,6 +130,9 @@ class PromptSession:
 
         self.model, self.config = model.to(device).eval(), config
         self.device, self.max_zoom, self.zoom_step, self.overwrite = device, float(max_zoom), float(zoom_step), overwrite
+        if components not in COMPONENTS:
+            raise InputError(f"components must be one of {', '.join(COMPONENTS)}, got {components!r}")
+        self.components = components
         self.pet_image = as_image(pet, "PET")
         self.suv = array_xyz(self.pet_image).astype(np.float32)
         self.grid = grid_of(self.pet_image)
@@ -312,7 +321,31 @@ class PromptSession:
         out = logits[0, 0].numpy() > 0
         valid = np.zeros(tuple(size), bool)
         valid[dst] = True
-        return out & valid
+        out &= valid
+        return self._keep_prompted(st, out, lo) if self.components == "prompted" else out
+
+    @staticmethod
+    def _keep_prompted(st: ObjectState, pred: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """``pred`` (crop, bool) without its connected components that no positive prompt reaches: a component
+        is kept when it holds a voxel within one voxel (3x3x3) of a positive click, or meets the box. An object
+        with neither (a mask-only object) is returned unchanged."""
+        import cc3d
+
+        seeds = np.zeros(pred.shape, bool)
+        for q, pos in st.points:
+            if pos:
+                c = np.rint(np.asarray(q) - lo).astype(int)
+                sl = tuple(slice(max(int(v) - 1, 0), max(int(v) + 2, 0)) for v in c)
+                seeds[sl] = True
+        if st.box is not None:
+            b0 = np.maximum(np.rint(np.asarray(st.box[0]) - lo).astype(int), 0)
+            b1 = np.rint(np.asarray(st.box[1]) - lo).astype(int) + 1
+            seeds[tuple(slice(int(a), max(int(b), 0)) for a, b in zip(b0, b1))] = True
+        if not seeds.any() or not pred.any():  # mask-only object, or no prompt inside this crop: unchanged
+            return pred
+        labels = cc3d.connected_components(np.ascontiguousarray(pred, np.uint8), connectivity=26)
+        keep = np.unique(labels[seeds & pred])
+        return np.isin(labels, keep[keep > 0])
 
     def _run(self, obj: int) -> np.ndarray:
         st = self.objects[obj]
