@@ -200,7 +200,23 @@ def test_one_click_protocol_alone_with_prompted_components(toy_prompt_run, tmp_p
     with open(out / "steps.csv", newline="") as f:
         protocols = {r["protocol"] for r in csv.DictReader(f)}
     assert protocols == {"one_per_lesion"}
+    with open(out / "results.csv", newline="") as f:
+        assert any(r["section"] == "model_minus_iso_one_click_per_lesion" and r["metric"] == "fp_voxels_ml"
+                   for r in csv.DictReader(f))
     info = __import__("json").loads((out / "info.json").read_text())
     assert info["components"] == "prompted" and info["protocols"] == ["one_per_lesion"]
     assert main(["experiment", "interactive", "--data", str(root), "--model", str(run), "--out", str(tmp_path / "e2"),
                  "--no-progress", "--protocols", "one,two"]) == 3
+
+
+def test_fp_voxels_counts_spill_connected_to_a_lesion_that_autopet_fp_ignores():
+    from petctfm.experiments.interactive.run import _metrics
+
+    gt = np.zeros((10, 10, 10), bool)
+    gt[2:5, 2:5, 2:5] = True
+    pred = gt.copy()
+    pred[5:7, 2:5, 2:5] = True  # 18 voxels of spill attached to the lesion
+    pred[8, 8, 8] = True  # one detached false-positive voxel
+    m = _metrics(pred, gt, (2.0, 2.0, 2.0))  # 8 mm3 per voxel
+    assert m["fp_voxels_ml"] == pytest.approx(19 * 8 / 1000)
+    assert m["fp_volume_ml"] == pytest.approx(1 * 8 / 1000)

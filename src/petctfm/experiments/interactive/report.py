@@ -24,8 +24,10 @@ import numpy as np
 from petctfm.evaluate.bootstrap import mean_ci, paired_comparison
 
 STEP_COLUMNS = ["case_id", "site", "tracer", "protocol", "arm", "kind", "target", "seen", "clicks", "dice",
-                "fp_volume_ml", "fn_volume_ml"]
+                "fp_volume_ml", "fn_volume_ml", "fp_voxels_ml"]
 ONE_CLICK_ARMS = ("model", "model_isoprior")  # learned arms compared with the isocontour at one click per lesion
+#: compared at one click per lesion: autoPET Dice and FP volume, and every predicted voxel outside the truth (ml)
+ONE_CLICK_METRICS = ("dice", "fp_volume_ml", "fp_voxels_ml")
 SUMMARY_COLUMNS = ["section", "protocol", "arm", "kind", "group", "clicks", "metric", "n", "mean", "ci_low", "ci_high"]
 
 
@@ -64,7 +66,7 @@ def summarize(rows: list[dict], max_clicks: int, n_resamples: int = 1000) -> lis
     for k, v in series.items():
         groups.setdefault(k[:4], []).append(v)
     for key, members in sorted(groups.items()):
-        metrics = [m for m in ("dice", "fp_volume_ml", "fn_volume_ml") if m in members[0][0]]
+        metrics = [m for m in ("dice", "fp_volume_ml", "fn_volume_ml", "fp_voxels_ml") if m in members[0][0]]
         steps = sorted({r["clicks"] for s in members for r in s})
         for c in steps:
             for m in metrics:
@@ -87,7 +89,9 @@ def summarize(rows: list[dict], max_clicks: int, n_resamples: int = 1000) -> lis
         cases = sorted({c for c, a in one if a == arm and (c, "iso") in one})
         if not cases:
             continue
-        for m in ("dice", "fp_volume_ml"):
+        for m in ONE_CLICK_METRICS:
+            if not all(m in one[(c, a)] for c in cases for a in (arm, "iso")):
+                continue
             cmp = paired_comparison([one[(c, arm)][m] for c in cases], [one[(c, "iso")][m] for c in cases],
                                     n_resamples)
             out.append({"section": f"{arm}_minus_iso_one_click_per_lesion", "protocol": "one_per_lesion",
@@ -110,7 +114,7 @@ def one_click_breakdown(one: dict[tuple, dict], n_resamples: int = 1000) -> list
                 have = [c for c in cases if (c, arm) in one]
                 if not have:
                     continue
-                for m in ("dice", "fp_volume_ml"):
+                for m in [m for m in ONE_CLICK_METRICS if all(m in one[(c, a)] for c in have for a in (arm, "iso"))]:
                     row = {"section": f"one_click_by_{by}", "protocol": "one_per_lesion", "arm": arm,
                            "kind": "lesions", "group": name, "clicks": 1, "metric": m}
                     ci = mean_ci([one[(c, arm)][m] for c in have], n_resamples)
@@ -144,7 +148,7 @@ def markdown(summary: list[dict], info: dict) -> str:
              f"{info['seconds']:.0f} s. Mean [95 % bootstrap CI] (n targets).", "",
              "## One click per lesion: learned model vs 41 % SUVmax isocontour", "",
              "| metric | model | isocontour | model - iso (paired over cases) |", "|---|---|---|---|"]
-    for m, digits in (("dice", 3), ("fp_volume_ml", 2)):
+    for m, digits in (("dice", 3), ("fp_volume_ml", 2), ("fp_voxels_ml", 2)):
         lines.append(f"| {m} | {_ci(_get(summary, section='per_step', protocol='one_per_lesion', arm='model', metric=m), digits)} "
                      f"| {_ci(_get(summary, section='per_step', protocol='one_per_lesion', arm='iso', metric=m), digits)} "
                      f"| {_ci(_get(summary, section='model_minus_iso_one_click_per_lesion', metric=m), digits)} |")
@@ -152,7 +156,7 @@ def markdown(summary: list[dict], info: dict) -> str:
         lines += ["", "Isocontour-informed first click (`--iso-prior`: each lesion object starts from its click's 41 % "
                   "isocontour as the previous-mask prompt; not the pure model):", "",
                   "| metric | model + iso prior | model + iso prior - iso (paired over cases) |", "|---|---|---|"]
-        for m, digits in (("dice", 3), ("fp_volume_ml", 2)):
+        for m, digits in (("dice", 3), ("fp_volume_ml", 2), ("fp_voxels_ml", 2)):
             lines.append(f"| {m} | {_ci(_get(summary, section='per_step', protocol='one_per_lesion', arm='model_isoprior', metric=m), digits)} "
                          f"| {_ci(_get(summary, section='model_isoprior_minus_iso_one_click_per_lesion', metric=m), digits)} |")
     for by in ("site", "tracer"):

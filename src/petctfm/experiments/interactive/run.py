@@ -37,12 +37,18 @@ from petctfm.core.errors import InputError
 from petctfm.evaluate.metrics import case_metrics, voxel_overlap
 from petctfm.experiments.interactive import clicks as C
 
-METRICS = ("dice", "fp_volume_ml", "fn_volume_ml")
+METRICS = ("dice", "fp_volume_ml", "fn_volume_ml", "fp_voxels_ml")
 
 
 def _metrics(pred: np.ndarray, gt: np.ndarray, spacing) -> dict[str, float]:
+    """autoPET Dice, FP and FN volume (:func:`~petctfm.evaluate.metrics.case_metrics`) and ``fp_voxels_ml``:
+    every predicted voxel outside the ground truth (ml). autoPET's FP volume counts only predicted components
+    that miss the ground truth, so over-segmentation connected to a lesion (a spill into neighbouring uptake) is
+    in ``fp_voxels_ml`` only."""
     m = case_metrics(pred, gt, spacing)
-    return {k: m[k] for k in METRICS}
+    out = {k: m[k] for k in METRICS if k in m}
+    out["fp_voxels_ml"] = float(np.count_nonzero(pred & ~gt) * np.prod(np.asarray(spacing, float)) / 1000.0)
+    return out
 
 
 class CaseRunner:
