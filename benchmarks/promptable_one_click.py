@@ -67,7 +67,8 @@ def pool(a: list[str], b: list[str], n_resamples: int = 2000) -> None:
     data = {"A": [_one(e) for e in a], "B": [_one(e) for e in b]}
     cases = sorted({c for c, arm in data["A"][0] if arm == "iso"})
     mean = lambda runs, arm, m: [float(np.mean([float(r[(c, arm)][m]) for r in runs])) for c in cases]  # noqa: E731
-    for m in ("dice", "fp_volume_ml"):
+    first = data["A"][0][(cases[0], "iso")]
+    for m in [m for m in ("dice", "fp_volume_ml", "fp_voxels_ml") if first.get(m) not in (None, "")]:
         iso = mean(data["A"][:1], "iso", m)
         print(f"{m}: isocontour {np.mean(iso):.3f} (n={len(cases)} cases)")
         for k, runs in data.items():

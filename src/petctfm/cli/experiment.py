@@ -176,9 +176,9 @@ def _register_interactive(sub) -> None:
     p.add_argument("--max-zoom", type=float, default=4.0, help="the session's auto-zoom limit (default 4; 1 = off)")
     p.add_argument("--iso-prior", action="store_true", help="also the isocontour-informed first click at one click "
                    "per lesion (the 41 %% isocontour as the previous-mask prompt; reported separately)")
-    p.add_argument("--components", choices=("all", "prompted"), default="all",
-                   help="all: the decoder's mask; prompted: drop predicted components that no positive click or "
-                   "box reaches (default all)")
+    p.add_argument("--components", choices=("all", "prompted"), default="prompted",
+                   help="prompted (default): drop predicted components that no positive click or box reaches; "
+                   "all: the decoder's mask as it is")
     p.add_argument("--protocols", default="autopet,one_per_lesion,corrective",
                    help="comma-separated subset of autopet, one_per_lesion, corrective (default all three)")
     p.add_argument("--device", default="cpu", help="cpu | cuda")

@@ -20,9 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--overwrite", action="store_true", help="a later object may take an earlier object's voxels")
     p.add_argument("--max-zoom", type=float, default=4.0, help="auto-zoom limit (crop side x this at most)")
-    p.add_argument("--components", choices=("all", "prompted"), default="all",
-                   help="all: the decoder's mask; prompted: drop predicted components that no positive click or "
-                   "box reaches (default all)")
+    p.add_argument("--components", choices=("all", "prompted"), default="prompted",
+                   help="prompted (default): drop predicted components that no positive click or box reaches; "
+                   "all: the decoder's mask as it is")
     p.set_defaults(func=run)
 
 

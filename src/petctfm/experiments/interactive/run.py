@@ -194,7 +194,7 @@ def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str 
                     auto: str | os.PathLike | None = None, split: str = "test", max_cases: int | None = None,
                     max_clicks: int = 10, max_targets: int = 10, organs: bool = True, iso_box_mm: float = 60.0,
                     n_figures: int = 3, device: str = "cpu", max_zoom: float = 4.0,
-                    progress: bool = True, iso_prior: bool = False, components: str = "all",
+                    progress: bool = True, iso_prior: bool = False, components: str = "prompted",
                     protocols: tuple[str, ...] = PROTOCOLS) -> dict[str, Any]:
     """Run both protocols and both baselines on ``split`` of ``data``; writes ``out/results.md``,
     ``results.csv``, ``steps.csv``, ``dice_vs_clicks.png``, ``cases/*.png``; returns :func:`.report.write_report`'s

@@ -152,7 +152,7 @@ def write_objects_seg(labels: np.ndarray, names: dict[int, str], kinds: dict[int
 def segment(model: str | os.PathLike, pet: Any, prompts: str | os.PathLike, out: str | os.PathLike,
             ct: Any = None, start_from: str | os.PathLike | None = None,
             device: str = "cpu", overwrite: bool = False, max_zoom: float = 4.0, pt_datasets: list[Any] | None = None,
-            pet_name: str | None = None, components: str = "all") -> dict[str, Any]:
+            pet_name: str | None = None, components: str = "prompted") -> dict[str, Any]:
     """``petctfm segment``: ``out/mask.nii.gz`` (label map on the input PET grid), ``out/objects.csv`` (one row
     per object: volume, SUVmax/mean/peak, TLG), ``out/summary.json``; returns the summary.
 

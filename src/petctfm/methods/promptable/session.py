@@ -40,9 +40,10 @@ from petctfm.evaluate.geometry import Grid, grid_of
 from petctfm.methods.promptable import prompts as P
 
 SPACES = ("voxel", "lps", "ras")
-#: ``components="all"``: the decoder's mask as it is; ``"prompted"``: only its connected components (26-connected)
-#: that hold a positive click (or a voxel next to one) or meet the box; the others (hot structures the model
+#: ``components="prompted"`` (default): only the decoder's connected components (26-connected) that hold a
+#: positive click (or a voxel next to one) or meet the box are kept; the others (hot structures the model
 #: spilled into, away from every prompt) are dropped before auto-zoom and before the mask is stored.
+#: ``"all"``: the decoder's mask as it is. docs/promptable.md has the measurement behind the default.
 COMPONENTS = ("all", "prompted")
 
 
@@ -122,7 +123,7 @@ class PromptSession:
 
     def __init__(self, model: torch.nn.Module, config: dict[str, Any], pet: Any, ct: Any = None,
                  device: str = "cpu", max_zoom: float = 4.0, zoom_step: float = 1.5, overwrite: bool = False,
-                 cache_size: int = 4, components: str = "all"):
+                 cache_size: int = 4, components: str = "prompted"):
         import SimpleITK as sitk
 
         from petctfm.inference.normalize import normalized_input
