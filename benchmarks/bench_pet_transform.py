@@ -7,8 +7,8 @@ masked-PET loss of ``metrics.jsonl``: the two transforms have different units, s
 compared: coefficient of variation of the logged values, the largest jump between consecutive logs relative
 to their median, and the ratio last-third / first-third mean (< 1: it learns).
 
-    python benchmarks/bench_pet_transform.py --data DATASET --out /tmp/pt --pretrain-steps 150 \\
-        --finetune-steps 100 --seeds 0,1
+    python benchmarks/bench_pet_transform.py --data DATASET --out /tmp/pt --pretrain-steps 200 \\
+        --finetune-steps 300 --seeds 0,1 --ft-set data.fg_prob=0.67 --ft-set train.warmup_steps=20
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ def main() -> None:
     ap.add_argument("--finetune-steps", type=int, default=100)
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--transforms", default="clip,log1p")
+    ap.add_argument("--ft-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="fine-tuning override (repeatable), e.g. data.fg_prob=0.67")
     args = ap.parse_args()
 
     from petctfm.evaluate import evaluate_folder
@@ -59,8 +61,10 @@ def main() -> None:
                 pretrain(args.data, pre, "tiny", max_steps=args.pretrain_steps, seed=seed, progress=False,
                          overrides=[f"data.pet_transform={transform}"], resume=(pre / "checkpoints").is_dir())
             if not (ft / "summary.json").is_file():
+                every = max(args.finetune_steps // 2, 1)  # validate twice (best checkpoint), not every 10 steps
                 finetune(args.data, ft, init=pre, preset="tiny", max_steps=args.finetune_steps, seed=seed,
-                         progress=False, resume=(ft / "checkpoints").is_dir())
+                         progress=False, resume=(ft / "checkpoints").is_dir(),
+                         overrides=[f"train.checkpoint_every={every}", f"train.figure_every={every}", *args.ft_set])
             if not (ft / "pred_test" / "done.json").is_file():
                 predict_split(ft, args.data, split="test", out_dir=ft / "pred_test", progress=False)
                 (ft / "pred_test" / "done.json").write_text("{}")
