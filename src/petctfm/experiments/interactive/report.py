@@ -87,17 +87,23 @@ def summarize(rows: list[dict], max_clicks: int, n_resamples: int = 1000) -> lis
     one = {(r["case_id"], r["arm"]): r for r in rows if r["protocol"] == "one_per_lesion"}
     for arm in ONE_CLICK_ARMS:  # each learned arm vs the isocontour, paired over cases
         cases = sorted({c for c, a in one if a == arm and (c, "iso") in one})
-        if not cases:
-            continue
-        for m in ONE_CLICK_METRICS:
-            if not all(m in one[(c, a)] for c in cases for a in (arm, "iso")):
-                continue
-            cmp = paired_comparison([one[(c, arm)][m] for c in cases], [one[(c, "iso")][m] for c in cases],
-                                    n_resamples)
-            out.append({"section": f"{arm}_minus_iso_one_click_per_lesion", "protocol": "one_per_lesion",
-                        "arm": f"{arm}-iso", "kind": "lesions", "group": "all", "clicks": "", "metric": m,
-                        "n": cmp["n"], "mean": cmp["mean_diff"], "ci_low": cmp["ci_low"], "ci_high": cmp["ci_high"]})
+        out += _minus_iso(one, cases, arm, {"section": f"{arm}_minus_iso_one_click_per_lesion",
+                                            "protocol": "one_per_lesion", "arm": f"{arm}-iso", "kind": "lesions",
+                                            "group": "all", "clicks": ""}, n_resamples)
     out += one_click_breakdown(one, n_resamples)
+    return out
+
+
+def _minus_iso(one: dict[tuple, dict], cases: list[str], arm: str, row: dict, n_resamples: int) -> list[dict]:
+    """``row`` + (n, mean, ci_low, ci_high) of ``arm`` - iso paired over ``cases``, one per metric of
+    :data:`ONE_CLICK_METRICS` that both arms recorded."""
+    out = []
+    for m in ONE_CLICK_METRICS:
+        if not cases or not all(m in one[(c, a)] for c in cases for a in (arm, "iso")):
+            continue
+        cmp = paired_comparison([one[(c, arm)][m] for c in cases], [one[(c, "iso")][m] for c in cases], n_resamples)
+        out.append({**row, "metric": m, "n": cmp["n"], "mean": cmp["mean_diff"], "ci_low": cmp["ci_low"],
+                    "ci_high": cmp["ci_high"]})
     return out
 
 
@@ -112,18 +118,13 @@ def one_click_breakdown(one: dict[tuple, dict], n_resamples: int = 1000) -> list
             cases = sorted({c for (c, a), r in one.items() if a == "iso" and str(r.get(by) or "unknown") == name})
             for arm in ("iso", *ONE_CLICK_ARMS):
                 have = [c for c in cases if (c, arm) in one]
-                if not have:
-                    continue
-                for m in [m for m in ONE_CLICK_METRICS if all(m in one[(c, a)] for c in have for a in (arm, "iso"))]:
-                    row = {"section": f"one_click_by_{by}", "protocol": "one_per_lesion", "arm": arm,
-                           "kind": "lesions", "group": name, "clicks": 1, "metric": m}
+                row = {"section": f"one_click_by_{by}", "protocol": "one_per_lesion", "arm": arm,
+                       "kind": "lesions", "group": name, "clicks": 1}
+                for m in [m for m in ONE_CLICK_METRICS if have and all(m in one[(c, arm)] for c in have)]:
                     ci = mean_ci([one[(c, arm)][m] for c in have], n_resamples)
-                    out.append({**row, **{k: ci[k] for k in ("n", "mean", "ci_low", "ci_high")}})
-                    if arm != "iso":
-                        cmp = paired_comparison([one[(c, arm)][m] for c in have], [one[(c, "iso")][m] for c in have],
-                                                n_resamples)
-                        out.append({**row, "arm": f"{arm}-iso", "n": cmp["n"], "mean": cmp["mean_diff"],
-                                    "ci_low": cmp["ci_low"], "ci_high": cmp["ci_high"]})
+                    out.append({**row, "metric": m, **{k: ci[k] for k in ("n", "mean", "ci_low", "ci_high")}})
+                if arm != "iso":
+                    out += _minus_iso(one, have, arm, {**row, "arm": f"{arm}-iso"}, n_resamples)
     return out
 
 
