@@ -8,7 +8,7 @@ import logging
 import sys
 
 from petctfm.core.version import __version__
-from petctfm.core.errors import ExitCode, PetctfmError
+from petctfm.core.errors import ExitCode, PetctfmError, cli_wording
 from petctfm.io.walk import printable
 
 # Order is the order shown by ``petctfm --help``. A module that does not exist yet is skipped, so
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except PetctfmError as exc:
-        print(f"error: {printable(exc)}", file=sys.stderr)  # printable: file names that are not UTF-8
+        print(f"error: {printable(cli_wording(exc))}", file=sys.stderr)  # printable: file names that are not UTF-8
         return int(exc.exit_code)
     except OSError as exc:  # a file-system problem the code did not anticipate: one line, never a traceback
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""

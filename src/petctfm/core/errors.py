@@ -35,9 +35,18 @@ class ExitCode(enum.IntEnum):
 
 
 class PetctfmError(Exception):
-    """A user-facing error: bad input, wrong path, missing tag. The message names the file and the problem."""
+    """A user-facing error: bad input, wrong path, missing tag. The message names the file and the problem.
+
+    ``arg``: the Python argument (or config key) the error is about, when it is one. API messages name
+    arguments as Python does (``max_steps=-5: must be >= 1``); the CLI words them as flags
+    (:func:`cli_wording`: ``--max-steps -5: must be >= 1``), so the API never speaks of flags.
+    """
 
     exit_code: ExitCode = ExitCode.INPUT
+
+    def __init__(self, *args: object, arg: str | None = None):
+        super().__init__(*args)
+        self.arg = arg
 
 
 class InputError(PetctfmError, ValueError):
@@ -56,6 +65,19 @@ class OutputError(PetctfmError, OSError):
     """An output location cannot be written (not a folder, permission denied, read-only, disk full)."""
 
     exit_code = ExitCode.OUTPUT
+
+
+def cli_wording(exc: BaseException, flags: dict[str, str] | None = None) -> str:
+    """The message of ``exc`` as the command line says it: an error about argument ``arg`` whose message reads
+    ``arg=VALUE`` or ``arg:`` names the flag instead (``flags[arg]``, default ``--arg-with-dashes``)."""
+    msg = str(exc)
+    arg = getattr(exc, "arg", None)
+    if not arg:
+        return msg
+    flag = (flags or {}).get(arg, "--" + arg.replace("_", "-"))
+    for old, new in ((f"{arg}=", f"{flag} "), (f"{arg}:", f"{flag}:")):
+        msg = msg.replace(old, new)
+    return msg
 
 
 def batch_exit_code(n_done: int, n_failed: int) -> ExitCode:
