@@ -44,8 +44,8 @@ def main() -> None:
 
     from petctfm.evaluate import evaluate_folder
     from petctfm.methods.early_fusion_mae.api import pretrain
-    from petctfm.methods.segmentation.api import finetune
-    from petctfm.methods.segmentation.predict import predict_split
+    from petctfm.methods.finetune import finetune
+    from petctfm.predict.split import predict_split
 
     from petctfm.evaluate.bootstrap import paired_comparison
 

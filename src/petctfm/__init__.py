@@ -11,6 +11,8 @@ The public Python API (docs/python-api.md); every command of the ``petctfm`` CLI
 - :func:`render_case` — the picture a clinician reads (PET MIP, fused slices, contours).
 - :func:`pretrain_fratmae` — FratMAE (twin ViTs, cross-modal masking, ContextAlign) pretraining.
 - :func:`prompt_train` / :class:`PromptSession` — promptable segmentation: train, then click, box, undo.
+- :func:`register_method` / :class:`Method` / :class:`ModelKind` / :class:`Option` — plug a new method in
+  (docs/architecture.md, "Adding a method"; a package can use the ``petctfm.methods`` entry-point group instead).
 
 Names are imported on first use, so ``import petctfm`` loads neither torch nor MONAI. The package layers are
 drawn in docs/architecture.md.
@@ -28,13 +30,17 @@ _API: dict[str, str] = {
     "synthesize": "petctfm.synth.writers:synthesize",
     "harmonize_folder": "petctfm.harmonize.api:harmonize_folder",
     "pretrain": "petctfm.methods.early_fusion_mae.api:pretrain",
-    "finetune": "petctfm.methods.segmentation.api:finetune",
+    "finetune": "petctfm.methods.finetune:finetune",
     "Predictor": "petctfm.predict.predictor:Predictor",
     "evaluate_folder": "petctfm.evaluate.report:evaluate_folder",
     "render_case": "petctfm.viz:render_case",
     "pretrain_fratmae": "petctfm.methods.fratmae.api:pretrain_fratmae",
     "prompt_train": "petctfm.methods.promptable.api:prompt_train",
     "PromptSession": "petctfm.methods.promptable.session:PromptSession",
+    "register_method": "petctfm.core.registry:register_method",
+    "Method": "petctfm.core.registry:Method",
+    "ModelKind": "petctfm.core.registry:ModelKind",
+    "Option": "petctfm.core.registry:Option",
 }
 
 __all__ = ["__version__", *_API]

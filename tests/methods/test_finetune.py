@@ -16,7 +16,7 @@ from petctfm.data.loader import LabeledPatchDataset, PatchConfig
 from petctfm.core.errors import InputError
 from petctfm.inference.normalize import normalized_input
 from petctfm.inference.sliding_window import predict_case
-from petctfm.methods.segmentation.predict import predict_split
+from petctfm.predict.split import predict_split
 from petctfm.core.config import deep_merge
 from petctfm.methods.segmentation.presets import get_preset
 from petctfm.methods.segmentation.model import LesionSegmenter, build_model, layer_decay_groups

@@ -260,9 +260,9 @@ def test_kill_and_resume_gives_same_losses(toy, tmp_path):
 
 def test_cli_option_mixups_are_one_line_errors(toy, tmp_path, capsys):
     assert main(["pretrain", "--data", str(toy), "--out", str(tmp_path / "a"), "--preset", "tiny",
-                 "--variant", "mae"]) == 3
-    assert "add --method fratmae" in capsys.readouterr().err
-    assert main(["pretrain", "--data", str(toy), "--out", str(tmp_path / "b"), *ARGS, "--mode", "pet"]) == 3
-    assert "not used by --method fratmae" in capsys.readouterr().err
+                 "--variant", "mae"]) == 2  # usage error: an option of another method
+    assert "--variant: not an option of --method early-fusion-mae" in capsys.readouterr().err
+    assert main(["pretrain", "--data", str(toy), "--out", str(tmp_path / "b"), *ARGS, "--mode", "pet"]) == 2
+    assert "--mode: not an option of --method fratmae" in capsys.readouterr().err
     assert main(["pretrain", "--data", str(toy), "--out", str(tmp_path / "c"), *ARGS, "--patch", "7"]) == 3
     assert "multiple of the patch size" in capsys.readouterr().err

@@ -157,20 +157,22 @@ def test_scratch_arm_and_errors(env, tmp_path, capsys):
     assert cfg["init"]["source"] == "scratch" and cfg["subset"]["cases"] == ["toy000", "toy002"]
     capsys.readouterr()
     assert main(["finetune", "--data", str(data), "--out", str(tmp_path / "x"), "--init", str(frat), "--patch", "16",
-                 *FAST]) == 2 + 1  # InputError: exit 3, one line
-    assert "--patch does not apply to FratMAE" in capsys.readouterr().err
+                 *FAST]) == 2  # UsageError: exit 2, one line, worded as the flag
+    assert "--patch: does not apply to FratMAE" in capsys.readouterr().err
     with pytest.raises(InputError, match="patch side of 4, 8 or 16"):
         FratMAEFinetuneTask(_seg_config(patch=6), data)
 
 
 def test_stage_uses_the_central_whole_body_stack(env, tmp_path):
     from petctfm.methods.probe import load_frozen_encoders
-    from petctfm.methods.staging import case_vector, stack_features
+    from petctfm.methods.fratmae.encoder import stack_features
+    from petctfm.methods.staging import case_vector
 
     data, frat = env
     info = fmt.load_dataset_info(data)
     enc = load_frozen_encoders([frat], info)[0]
-    assert enc.record["stack"] == {"grid": [32, 32, 48], "stack": "coronal", "depth": 8, "k": 2}
+    assert enc.geometry == {"stack": {"grid": [32, 32, 48], "stack": "coronal", "depth": 8, "k": 2}}
+    assert enc.read_case is not None  # the method's own whole-case reader (the central stack), not tiles
     image = np.asarray(fmt.load_case(data, "toy000")["image"])
     maps = stack_features(enc, image, torch.device("cpu"))
     assert [tuple(f.shape) for f in maps] == [(1, 96, 4, 1, 6)] * 2  # one stack, PET+CT tokens, 2 taps

@@ -1,9 +1,9 @@
 """``petctfm finetune``: lesion segmentation from a pretrained encoder (or from scratch) on a label subset.
 
-Argument parsing only: training is :func:`petctfm.methods.segmentation.api.finetune` (config = preset -> the
-pretrained run's backbone and mode -> named options -> ``--set key=value`` -> trainer options; with
-``--resume`` the run folder's saved config); ``--predict`` is
-:func:`petctfm.methods.segmentation.predict.predict_split`.
+Argument parsing only: training is :func:`petctfm.methods.finetune.finetune`, which hands the run to the method
+that owns ``--init`` (config = preset -> the pretrained run's backbone and mode -> named options ->
+``--set key=value`` -> trainer options; with ``--resume`` the run folder's saved config); ``--predict`` is
+:func:`petctfm.predict.split.predict_split`.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from petctfm.core.errors import InputError
 
     if args.predict:
-        from petctfm.methods.segmentation.predict import predict_split
+        from petctfm.predict.split import predict_split
 
         if not args.data:
             raise InputError("--predict needs --data DATASET")
@@ -84,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"finetune: {len(paths)} predictions of split {args.predict!r} written to {printable(out)}")
         return 0
 
-    from petctfm.methods.segmentation.api import finetune
-    from petctfm.methods.segmentation.task import BEST_DIR
+    from petctfm.inference.model import BEST_DIR
+    from petctfm.methods.finetune import finetune
     from petctfm.train.config import saved_run_configs
 
     if args.init is None and not (args.resume and saved_run_configs(args.out) is not None):

@@ -1,9 +1,10 @@
-"""``petctfm pretrain``: early-fusion masked-autoencoder pretraining (default) or FratMAE (``--method fratmae``)
-on a harmonized dataset.
+"""``petctfm pretrain``: self-supervised pretraining with any registered method (``--method NAME``, default the
+first registered pretraining method) on a harmonized dataset.
 
-Argument parsing only: the run is :func:`petctfm.methods.early_fusion_mae.api.pretrain` or
-:func:`petctfm.methods.fratmae.api.pretrain_fratmae` (config = preset -> named options -> ``--set key=value`` ->
-trainer options; with ``--resume`` the run folder's saved config, whose method wins over ``--method``).
+Argument parsing only. The methods, their options (:class:`petctfm.core.registry.Option`) and their entry
+points (:attr:`petctfm.core.registry.Method.pretrain`) come from the method registry; nothing here names one.
+Config = preset -> the method's named options -> ``--set key=value`` -> trainer options; with ``--resume`` the
+run folder's saved config, whose method wins over ``--method``.
 """
 
 from __future__ import annotations
@@ -41,60 +42,64 @@ torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:
 
 
 def register(subparsers) -> None:
+    from petctfm.core.registry import options_of, pretraining_methods
+
+    methods = pretraining_methods()
+    names = [m.name for m in methods]
     p = add_command(
         subparsers, "pretrain",
-        help="self-supervised pretraining: early-fusion MAE (default) or FratMAE (--method fratmae)",
-        description="Pretrain a hierarchical backbone (SwinUNETR-v2 or residual UNet) as an early-fusion masked "
-        "autoencoder on a harmonized PET/CT dataset: random 3D blocks are masked (set to zero = the modality "
-        "mean) in PET and CT together and the network reconstructs the whole volume. Writes a run folder "
-        "(config.yaml, metrics.jsonl, TensorBoard, safetensors checkpoints, reconstruction figures).",
+        help="self-supervised pretraining (--method: " + ", ".join(names) + ")",
+        description="Pretrain a PET/CT network self-supervised on a harmonized dataset with a registered method "
+        "(--method; default " + (names[0] if names else "none") + "). Writes a run folder (config.yaml, "
+        "metrics.jsonl, TensorBoard, safetensors checkpoints, figures). Methods: " +
+        "; ".join(f"{m.name}: {m.summary}" for m in methods) + ".",
         examples=EXAMPLES,
     )
-    p.add_argument("--method", choices=["early-fusion-mae", "fratmae"], default=None,
-                   help="early-fusion-mae (default) | fratmae (docs/fratmae.md)")
+    p.add_argument("--method", choices=names, default=None,
+                   help=f"{' | '.join(names)} (default {names[0] if names else 'none'}; docs/architecture.md)")
     p.add_argument("--data", metavar="DATASET", help="harmonized dataset folder ('petctfm harmonize' output)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
     p.add_argument("--preset", choices=["tiny", "cpu", "gpu"], default=None,
                    help="base configuration (default: gpu if CUDA is available, else cpu)")
-    p.add_argument("--mode", choices=["joint", "pet", "ct"], help="input channels: joint [PET, CT] | pet | ct")
-    p.add_argument("--backbone", metavar="NAME", help="swinunetr-{small,base,large,tiny} | unet-resenc[-tiny]")
-    p.add_argument("--patch", type=int, metavar="N", help="cubic patch side in voxels")
-    p.add_argument("--mask-ratio", type=float, metavar="R", help="fraction of blocks masked (default 0.6)")
-    p.add_argument("--mask-block", type=int, metavar="B", help="mask block side in voxels (default 16)")
-    p.add_argument("--mask-token", choices=["zero", "learnable"], help="zero-mean imputation | learnable token")
-    p.add_argument("--w-masked", type=float, metavar="W", help="loss weight of masked voxels (default 1.0)")
-    p.add_argument("--w-visible", type=float, metavar="W", help="loss weight of visible voxels (default 0.1)")
-    p.add_argument("--loss", choices=["l2", "l1"], help="reconstruction error (default l2)")
-    f = p.add_argument_group("FratMAE options (--method fratmae)")
-    f.add_argument("--variant", choices=["mae", "mae+ca", "fratmae-noca", "fratmae"],
-                   help="the paper's Table 3 rows (default fratmae)")
-    f.add_argument("--stack", choices=["coronal", "axial"], help="whole-body coronal stacks (default) | axial")
-    f.add_argument("--k", type=int, metavar="K", help="keep every K-th slice along the stack axis (default 2)")
-    f.add_argument("--norm-pix", action=argparse.BooleanOptionalAction, default=None,
-                   help="normalize each target patch (MAE's norm_pix_loss)")
-    f.add_argument("--context-weight", type=float, metavar="L", help="lambda of the InfoNCE term (default 1)")
+    groups: dict[tuple[str, ...], argparse._ArgumentGroup] = {}
+    for flag, (opt, owners) in options_of().items():
+        key = tuple(owners)
+        if key not in groups:
+            groups[key] = p.add_argument_group(f"options of --method {' / '.join(owners)}")
+        kw: dict = {"dest": _DEST + opt.dest, "default": None, "help": opt.help}
+        if opt.type is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw.update(type=opt.type, metavar=opt.metavar)
+            if opt.choices:
+                kw["choices"] = list(opt.choices)
+        groups[key].add_argument(flag, **kw)
     add_run_args(p, "mask.ratio=0.75")
     p.set_defaults(func=run)
 
 
+_DEST = "method__"  # argparse dest prefix of the methods' options
+
+
 def run(args: argparse.Namespace) -> int:
-    from petctfm.methods.early_fusion_mae.api import pretrain
+    from petctfm.core.errors import UsageError
+    from petctfm.core.registry import get_method, options_of
 
+    method = get_method(_method_name(args))
+    if method.pretrain is None:
+        raise UsageError(f"method={method.name!r}: not a pretraining method", arg="method")
+    mine = {o.dest for o in method.options}
+    given = {flag: getattr(args, _DEST + opt.dest) for flag, (opt, _) in options_of().items()
+             if getattr(args, _DEST + opt.dest, None) is not None}
+    foreign = [flag for flag, (opt, _) in options_of().items() if flag in given and opt.dest not in mine]
+    if foreign:
+        raise UsageError(f"{', '.join(foreign)}: not an option of --method {method.name} (see petctfm pretrain "
+                         f"--help)")
     opts = train_options(args)
-    if _method(args) == "fratmae":
-        return _run_fratmae(args, opts)
-    frat_only = {"--variant": args.variant, "--stack": args.stack, "--k": args.k, "--norm-pix": args.norm_pix,
-                 "--context-weight": args.context_weight}
-    given = [k for k, v in frat_only.items() if v is not None]
-    if given:
-        from petctfm.core.errors import InputError
-
-        raise InputError(f"{', '.join(given)}: FratMAE option(s); add --method fratmae")
-    summary = pretrain(args.data, args.out, args.preset, max_steps=opts.pop("max_steps", None),
-                       max_time=opts.pop("max_time_s", None), resume=args.resume, overrides=args.set,
-                       mode=args.mode, backbone=args.backbone, patch=args.patch, mask_ratio=args.mask_ratio,
-                       mask_block=args.mask_block, mask_token=args.mask_token, w_masked=args.w_masked,
-                       w_visible=args.w_visible, loss=args.loss, **opts)
+    named = {options_of()[flag][0].dest: v for flag, v in given.items()}
+    summary = method.pretrain(args.data, args.out, args.preset, max_steps=opts.pop("max_steps", None),
+                              max_time=opts.pop("max_time_s", None), resume=args.resume, overrides=args.set,
+                              **named, **opts)
     _report(summary, args.out)
     return 0
 
@@ -108,30 +113,13 @@ def _report(summary: dict, out: str) -> None:
               f"run folder {printable(out)}")
 
 
-def _method(args: argparse.Namespace) -> str:
-    """``--method``; on ``--resume`` the saved run's method."""
+def _method_name(args: argparse.Namespace) -> str:
+    """``--method``; on ``--resume`` the method that wrote the saved run; else the first pretraining method."""
+    from petctfm.core.registry import owner_of, pretraining_methods
     from petctfm.train.config import saved_run_configs
+    from pathlib import Path
 
     saved = saved_run_configs(args.out) if args.resume else None
-    if saved is not None and saved[0].get("method") == "fratmae":
-        return "fratmae"
-    return args.method or "early-fusion-mae"
-
-
-def _run_fratmae(args: argparse.Namespace, opts: dict) -> int:
-    from petctfm.core.errors import InputError
-    from petctfm.methods.fratmae.api import pretrain_fratmae
-
-    mae_only = {"--mode": args.mode, "--backbone": args.backbone, "--mask-block": args.mask_block,
-                "--mask-token": args.mask_token, "--w-masked": args.w_masked, "--w-visible": args.w_visible,
-                "--loss": args.loss}
-    given = [k for k, v in mae_only.items() if v is not None]
-    if given:
-        raise InputError(f"{', '.join(given)}: early-fusion MAE option(s), not used by --method fratmae")
-    summary = pretrain_fratmae(args.data, args.out, args.preset, variant=args.variant,
-                               max_steps=opts.pop("max_steps", None), max_time=opts.pop("max_time_s", None),
-                               resume=args.resume, overrides=args.set, patch=args.patch, mask_ratio=args.mask_ratio,
-                               stack=args.stack, k=args.k, norm_pix=args.norm_pix,
-                               context_weight=args.context_weight, **opts)
-    _report(summary, args.out)
-    return 0
+    if saved is not None and saved[0].get("method") is not None:
+        return owner_of(saved[0].get("method"), Path(args.out) / "config.yaml").name
+    return args.method or pretraining_methods()[0].name

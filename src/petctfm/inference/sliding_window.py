@@ -1,6 +1,6 @@
 """The one sliding-window inference path: padding to the patch, MONAI Gaussian blending, flip TTA.
 
-Used by segmentation validation and ``predict_split`` (:mod:`petctfm.methods.segmentation`), the linear probe
+Used by segmentation validation and ``predict_split`` (:mod:`petctfm.predict.split`), the linear probe
 (:mod:`petctfm.methods.probe`) and ``petctfm predict`` (:mod:`petctfm.predict`).
 
 - :func:`pad_to`: a (C, X, Y, Z) volume padded at the end of each axis to at least a size with a background

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ RANDOM_PREFIX = "random:"
 def parse_points(spec: str | Sequence[str], n_scales: int, has_decoder: bool = True) -> list[int | str]:
     """Probe points from ``"all"`` | ``"enc"`` | ``"dec"`` | ``"enc0,enc3,dec"``: encoder scale indices (ints,
     finest = 0) and ``"dec"``, in the given order. ``"all"`` of a backbone without a decoder (``has_decoder``
-    False, e.g. FratMAE's twin ViT) is its encoder scales; asking such a backbone for ``"dec"`` is an error."""
+    False, e.g. a ViT) is its encoder scales; asking such a backbone for ``"dec"`` is an error."""
     items = [t.strip() for t in (spec.split(",") if isinstance(spec, str) else spec) if t.strip()]
     out: list[int | str] = []
     for t in items:
@@ -95,12 +95,14 @@ class FrozenEncoder(nn.Module):
 
     ``channels``: indices into the raw input (``MODES[mode]``); ``norm``: (C_e, 4) rows
     ``[clip_lo, clip_hi, mean, std]`` of the encoder's own pretraining normalization; ``points``: probe points
-    (:func:`parse_points`; default all encoder scales); ``record``: patch size, spacing and normalization of its
-    run (:func:`check_compatible`).
+    (:func:`parse_points`; default all encoder scales); ``record``: patch size, spacing, normalization and the
+    method's own pretraining ``geometry`` of its run (:func:`check_compatible`); ``read_case``: the method's
+    whole-case reader for staging (:attr:`petctfm.core.registry.Method.case_features`), or None (tiles).
     """
 
     def __init__(self, backbone: nn.Module, mode: str, norm: torch.Tensor, source: str, backbone_name: str,
-                 points: str | Sequence[str] = "enc", record: dict[str, Any] | None = None):
+                 points: str | Sequence[str] = "enc", record: dict[str, Any] | None = None,
+                 read_case: Callable[..., list[torch.Tensor]] | None = None):
         super().__init__()
         self.backbone = backbone
         self.mode = mode
@@ -109,10 +111,16 @@ class FrozenEncoder(nn.Module):
         self.source = source
         self.backbone_name = backbone_name
         self.record = record or {}
+        self.read_case = read_case
         self.backbone.eval()
         for p in self.backbone.parameters():
             p.requires_grad_(False)
         self.points = parse_points(points, len(get_encoder(backbone).channels()), has_output_layer(backbone))
+
+    @property
+    def geometry(self) -> dict[str, Any]:
+        """The method's own pretraining geometry (:attr:`petctfm.core.registry.Method.encoder_record`), or {}."""
+        return self.record.get("geometry") or {}
 
     def train(self, mode: bool = True) -> "FrozenEncoder":  # the encoder stays in eval mode
         super().train(mode)
@@ -141,8 +149,9 @@ class FrozenEncoder(nn.Module):
         return [f.shape[1] for f in self.features(torch.zeros(1, 2, patch, patch, patch))]
 
 
-def _run_record(cfg: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    """What must agree between encoders probed together: patch size, spacing, normalization statistics."""
+def _run_record(cfg: dict[str, Any], info: dict[str, Any], geometry: dict[str, Any]) -> dict[str, Any]:
+    """What must agree between encoders probed together: patch size, spacing, normalization statistics and the
+    method's own pretraining ``geometry``."""
     pre = cfg.get("preprocessing") or {}
     spacing = (pre.get("harmonize") or {}).get("spacing")
     if spacing is None and cfg.get("dataset"):  # runs from before the spacing was recorded: their dataset
@@ -151,8 +160,7 @@ def _run_record(cfg: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
         except InputError:
             spacing = None
     data = cfg.get("data") or {}
-    stack = {k: data[k] for k in ("grid", "stack", "depth", "k")} if "grid" in data and "stack" in data else None
-    return {"stack": stack,  # FratMAE encoders: the whole-body stack geometry they were pretrained on
+    return {"geometry": geometry or None,  # e.g. the whole-body stack a ViT encoder was pretrained on
             "patch_size": [int(v) for v in data.get("patch_size", [])],
             "spacing": [round(float(v), 4) for v in spacing] if spacing else None,
             "normalization": pre.get("normalization") or info["normalization"]}
@@ -163,6 +171,7 @@ def load_frozen_encoders(runs: Sequence[str | os.PathLike], info: dict[str, Any]
     """Each pretraining run (run folder, step folder or .safetensors) as a :class:`FrozenEncoder`;
     ``random:RUN`` = RUN's architecture, mode and normalization with untrained weights (``torch`` seeded with
     ``seed`` + its position, the random-init control)."""
+    from petctfm.core.registry import owner_of
     from petctfm.train.checkpoint import build_from_config, load_model, read_weights, resolve_weights
 
     if not runs:
@@ -184,10 +193,12 @@ def load_frozen_encoders(runs: Sequence[str | os.PathLike], info: dict[str, Any]
         mode = (cfg.get("data") or {}).get("mode", "joint")
         if mode not in MODES:
             raise InputError(f"{path}: unknown input mode {mode!r} in its config")
-        rec = _run_record(cfg, info)
+        method = owner_of(cfg.get("method"), path)
+        rec = _run_record(cfg, info, method.encoder_record(cfg) if method.encoder_record else {})
         norm = torch.from_numpy(norm_table(rec["normalization"], MODES[mode]))
         out.append(FrozenEncoder(backbone, mode, norm, (RANDOM_PREFIX if random else "") + str(path),
-                                 cfg["model"].get("backbone", cfg.get("method", "?")), points, rec))
+                                 cfg["model"].get("backbone", cfg.get("method", "?")), points, rec,
+                                 method.case_features))
     return out
 
 
@@ -197,7 +208,7 @@ def check_compatible(encoders: Sequence[FrozenEncoder]) -> None:
     ref = encoders[0]
     for enc in encoders[1:]:
         for key, what in (("patch_size", "patch size"), ("spacing", "voxel spacing"),
-                          ("normalization", "normalization statistics")):
+                          ("normalization", "normalization statistics"), ("geometry", "pretraining geometry")):
             a, b = ref.record.get(key), enc.record.get(key)
             if a is not None and b is not None and a != b:
                 raise InputError(f"encoders differ in {what}: {ref.source} has {_short(a)}, {enc.source} has "

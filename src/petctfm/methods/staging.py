@@ -6,10 +6,10 @@ Pipeline, top to bottom:
 1. **Cases**: lesion-positive cases with ``manifest.csv`` column ``stage`` in {early, advanced}
    (label 1 = advanced); negatives (``none``) and unknown stages are left out. Train / val / test from
    ``splits.json``.
-2. **One vector per case** (:func:`case_vector`). A FratMAE encoder (its run records a stack geometry) sees
-   the paper's input: the case normalized, resized to its pretraining grid and centrally cropped to one
-   whole-body stack (:func:`stack_features`); its maps are pooled as below. Other encoders: the raw [SUV, HU]
-   volume is padded with background to a
+2. **One vector per case** (:func:`case_vector`). An encoder whose method reads a whole case its own way
+   (:attr:`petctfm.core.registry.Method.case_features`, e.g. one centrally cropped whole-body stack) gives
+   its maps of the case, pooled as below. Other encoders: the raw [SUV, HU] volume is padded with background
+   to a
    multiple of the patch and cut into non-overlapping ``patch``^3 tiles; tiles holding no body (no CT voxel
    above -500 HU) are skipped (pure air would dilute the mean). For each tile the frozen encoder's deepest
    and second-deepest feature maps are pooled (global average and global max per channel); the tile
@@ -128,8 +128,8 @@ def case_vector(encoders: Sequence[FrozenEncoder], image: np.ndarray, patch: int
     per_encoder = []
     for enc in encoders:
         vecs = []
-        if enc.record.get("stack"):  # FratMAE: one centrally cropped whole-body stack, not tiles
-            vecs.append(_pooled(stack_features(enc, image, device), scales))
+        if enc.read_case is not None:  # the method reads a whole case its own way, not by tiles
+            vecs.append(_pooled(enc.read_case(enc, image, device), scales))
         for s in range(0, 0 if vecs else len(tiles), batch):
             x = torch.from_numpy(np.stack(tiles[s:s + batch])).to(device)
             with autocast_for(device):
@@ -145,19 +145,6 @@ def _pooled(feats: Sequence[torch.Tensor], scales: int) -> torch.Tensor:
                       for f in reversed(list(feats)[-scales:])], dim=1).cpu()
 
 
-@torch.no_grad()
-def stack_features(enc: FrozenEncoder, image: np.ndarray, device: torch.device) -> list[torch.Tensor]:
-    """A FratMAE encoder's maps of a raw (2, X, Y, Z) case: normalized with the encoder's statistics, resized to
-    its pretraining grid, the central stack (:func:`petctfm.methods.fratmae.stacks.central_stack`)."""
-    from petctfm.methods.fratmae.stacks import StackConfig, central_stack
-    from petctfm.models.encoders import encoder_features
-
-    raw = torch.from_numpy(np.array(image, np.float32))[None].to(device)
-    x = central_stack(enc.normalize(raw)[0], StackConfig.from_dict(enc.record["stack"]))[None]
-    with autocast_for(device):
-        return encoder_features(enc.backbone, x)
-
-
 def _fingerprint(encoders: Sequence[FrozenEncoder], patch: int, scales: int) -> str:
     h = hashlib.sha256()
     for enc in encoders:
@@ -166,7 +153,7 @@ def _fingerprint(encoders: Sequence[FrozenEncoder], patch: int, scales: int) -> 
             h.update(v.detach().cpu().float().numpy().tobytes())
         h.update(enc.mode.encode())
         h.update(enc.norm.cpu().numpy().tobytes())
-        h.update(repr(enc.record.get("stack")).encode())
+        h.update(repr(enc.record.get("geometry")).encode())
     h.update(f"patch={patch};scales={scales};body={BODY_HU}".encode())
     return h.hexdigest()[:32]
 
@@ -354,4 +341,4 @@ def run_stage(data: str | os.PathLike, encoders: Sequence[str | os.PathLike], ou
 
 
 __all__ = ["STAGES", "roc_auc", "accuracy", "balanced_accuracy", "classification_metrics",
-           "case_vector", "stack_features", "case_features", "StageConfig", "build_mlp", "train_mlp", "staged_cases", "run_stage"]
+           "case_vector", "case_features", "StageConfig", "build_mlp", "train_mlp", "staged_cases", "run_stage"]

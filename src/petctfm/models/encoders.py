@@ -10,8 +10,10 @@ staging head). What a method needs from an encoder is the same whatever the netw
 
 :func:`get_encoder` unwraps the model (``torch.compile``, DDP, and method wrappers with a ``.backbone``
 attribute such as the MAE and the segmenter), then finds the adapter registered for the network's class
-(or one of its base classes) in :data:`ENCODERS`. A new backbone family (e.g. a ViT for FratMAE) adds one
-adapter class and one :func:`register_encoder` line; no caller branches on the network type.
+(or one of its base classes) in :data:`ENCODERS`, then among the adapters that methods bring with their
+networks (:attr:`petctfm.core.registry.Method.encoders`, e.g. a method's own ViT). A new generic backbone
+family adds one adapter class here; a method's own network declares its adapter in its method record; no
+caller branches on the network type.
 
 Families (scale s has stride 2^s; F = SwinUNETR ``feature_size``):
 
@@ -113,44 +115,11 @@ class DynUNetEncoder:
         return [[m.input_block], *[[d] for d in m.downsamples], [m.bottleneck]]
 
 
-class TwinViTEncoder:
-    """FratMAE's ``TwinViT`` (twin PET / CT ViTs, or one joint ViT): the patch tokens after every quarter of the
-    depth, PET and CT concatenated along channels, as maps on the token grid (all at stride ``patch``, not
-    2^s: a ViT has one scale). Stages: the patch embeddings, then block i of every encoder, then the norms."""
-
-    prefixes = ("encoders.",)
-
-    def __init__(self, net: nn.Module):
-        self.net = net
-
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.net.features(x)
-
-    def channels(self) -> list[int]:
-        return self.net.feature_channels()
-
-    def stages(self) -> list[list[nn.Module]]:
-        encs = list(self.net.encoders.values())
-        first: list[nn.Module] = [e.patch_embed for e in encs]
-        first += [_ParamHolder(e.cls_token) for e in encs if e.cls_token is not None]
-        blocks = [[e.blocks[i] for e in encs] for i in range(len(encs[0].blocks))]
-        return [first, *blocks[:-1], blocks[-1] + [e.norm for e in encs]]
-
-
-class _ParamHolder(nn.Module):
-    """A bare parameter (a ViT's CLS token) as a module, so stages list modules only."""
-
-    def __init__(self, p: nn.Parameter):
-        super().__init__()
-        self.p = p
-
-
 #: Adapter per network class name (looked up along the class's MRO, so subclasses are covered). Keyed by
 #: name so that importing this module does not import MONAI.
 ENCODERS: dict[str, Callable[[nn.Module], Encoder]] = {
     "SwinUNETR": SwinUNETREncoder,
     "DynUNet": DynUNetEncoder,
-    "TwinViT": TwinViTEncoder,
 }
 
 
@@ -173,6 +142,12 @@ def get_encoder(model: nn.Module) -> Encoder:
     for cls in type(net).__mro__:
         if cls.__name__ in ENCODERS:
             return ENCODERS[cls.__name__](net)
+    from petctfm.core.registry import encoder_adapters  # the networks that methods bring (Method.encoders)
+
+    brought = encoder_adapters()
+    for cls in type(net).__mro__:
+        if cls.__name__ in brought:
+            return brought[cls.__name__](net)
     raise TypeError(f"not a petctfm backbone: {type(net).__name__}")
 
 
@@ -192,7 +167,7 @@ def _output_attr(net: nn.Module) -> str | None:
 
 def has_output_layer(model: nn.Module) -> bool:
     """Whether ``model``'s backbone is UNet-shaped with a known output layer (so :func:`decoder_features` works);
-    an encoder-only backbone (FratMAE's twin ViT) has none."""
+    an encoder-only backbone (a ViT) has none."""
     return _output_attr(backbone_of(model)) is not None
 
 
@@ -253,7 +228,7 @@ def load_encoder(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
 
 
 __all__ = [
-    "Encoder", "SwinUNETREncoder", "DynUNetEncoder", "TwinViTEncoder", "ENCODERS", "register_encoder", "backbone_of",
+    "Encoder", "SwinUNETREncoder", "DynUNetEncoder", "ENCODERS", "register_encoder", "backbone_of",
     "get_encoder", "encoder_features", "encoder_stages", "encoder_state_dict", "load_encoder", "OUTPUT_LAYERS",
     "output_layer", "has_output_layer", "decoder_features",
 ]

@@ -19,7 +19,6 @@ petctfm checkpoint is unpickled except ``state.pt`` with ``weights_only=True``.
 
 from __future__ import annotations
 
-import importlib
 import json
 import random
 import re
@@ -46,20 +45,14 @@ STATE_FILE = "state.pt"
 LATEST = "latest"
 _STEP_DIR = re.compile(r"^step_(\d{7,})$")
 
-#: How ``load_model`` rebuilds a model from a checkpoint's config when no builder is given: the config's
-#: ``"method"`` names a ``"module:function"`` taking the config dict. Methods add themselves here
-#: (:func:`register_model_builder`); the built-in ones are listed so no import order matters.
-MODEL_BUILDERS: dict[str, str | Callable[[dict], nn.Module]] = {
-    "early_fusion_mae": "petctfm.methods.early_fusion_mae.mae:build_model",
-    "finetune_segmentation": "petctfm.methods.segmentation.model:build_model",
-    "promptable": "petctfm.methods.promptable.model:build_model",
-    "fratmae": "petctfm.methods.fratmae.fratmae:build_model",
-    "fratmae_segmentation": "petctfm.methods.fratmae.segment:build_model",
-}
 
+def register_model_builder(method: str, builder: Callable[[dict], nn.Module], role: str = "other") -> None:
+    """Make :func:`load_model` rebuild checkpoints whose config ``"method"`` is ``method`` with ``builder``: a
+    one-kind method record (:func:`petctfm.core.registry.register_method`; a real method declares its kinds in
+    its :class:`~petctfm.core.registry.Method`). Replaces an earlier one of that name."""
+    from petctfm.core.registry import Method, ModelKind, register_method
 
-def register_model_builder(method: str, builder: str | Callable[[dict], nn.Module]) -> None:
-    MODEL_BUILDERS[method] = builder
+    register_method(Method(name=method, summary="", kinds=(ModelKind(method, builder, role),)), replace=True)
 
 
 # ------------------------------------------------------------------------------------------------ weights
@@ -95,9 +88,8 @@ def save_weights(model: nn.Module, path: str | Path, config: dict[str, Any], ste
     return path
 
 
-def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, str]]:
-    """(state dict on CPU, config dict, raw metadata) of a petctfm safetensors file; one-line errors."""
-    path = Path(path)
+def _read_config(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """(config dict, raw metadata) of a petctfm safetensors file, from its metadata alone; one-line errors."""
     if not path.is_file():
         raise InputError(f"{path}: checkpoint file not found")
     try:
@@ -108,9 +100,15 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     if meta.get("petctfm_format") != WEIGHTS_FORMAT or "config" not in meta:
         raise InputError(f"{path}: not a petctfm checkpoint (safetensors metadata lacks petctfm_format/config)")
     try:
-        config = json.loads(meta["config"])
+        return json.loads(meta["config"]), meta
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: config in the safetensors metadata is not valid JSON ({exc})") from None
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, str]]:
+    """(state dict on CPU, config dict, raw metadata) of a petctfm safetensors file; one-line errors."""
+    path = Path(path)
+    config, meta = _read_config(path)
     return load_file(str(path), device="cpu"), config, meta
 
 
@@ -133,15 +131,17 @@ def resolve_weights(checkpoint_or_run: str | Path, ema: bool = False) -> Path:
 
 
 def _builder_for(config: dict[str, Any], where: Path) -> Callable[[dict], nn.Module]:
-    method = config.get("method")
-    if method not in MODEL_BUILDERS:
-        raise InputError(f"{where}: config method {method!r} has no registered model builder "
-                         f"(known: {', '.join(MODEL_BUILDERS)}); pass build_model=")
-    builder = MODEL_BUILDERS[method]
-    if isinstance(builder, str):
-        mod, fn = builder.split(":")
-        builder = getattr(importlib.import_module(mod), fn)
-    return builder
+    """The builder of the checkpoint kind the config's ``"method"`` names (the method registry)."""
+    from petctfm.core.registry import model_kind
+
+    return model_kind(config.get("method"), where).build
+
+
+def read_checkpoint_config(checkpoint_or_run: str | Path) -> tuple[dict[str, Any], Path]:
+    """(config, weights file) of a checkpoint or run folder from the safetensors metadata alone (no tensor is
+    read): what a run is, cheaply (which method wrote it). One-line InputError for a missing or foreign file."""
+    path = resolve_weights(checkpoint_or_run)
+    return _read_config(path)[0], path
 
 
 def build_from_config(config: dict[str, Any], where: str | Path = "config") -> nn.Module:
@@ -155,8 +155,8 @@ def load_model(checkpoint_or_run: str | Path, build_model: Callable[[dict], nn.M
     """Rebuild a model from a checkpoint with safetensors only: ``(model on CPU in eval mode, config)``.
 
     ``checkpoint_or_run``: a ``.safetensors`` file, a step folder, or a run folder (latest checkpoint).
-    ``build_model(config)`` makes the empty model; by default the builder registered for
-    ``config["method"]`` (:data:`MODEL_BUILDERS`). ``ema=True`` loads ``ema.safetensors`` instead.
+    ``build_model(config)`` makes the empty model; by default the builder of the checkpoint kind
+    ``config["method"]`` names in the method registry (:func:`petctfm.core.registry.model_kind`). ``ema=True`` loads ``ema.safetensors`` instead.
     """
     path = resolve_weights(checkpoint_or_run, ema=ema)
     state, config, _ = read_weights(path)
@@ -326,7 +326,7 @@ def read_state(step_dir: Path) -> dict[str, Any]:
 
 
 __all__ = [
-    "WEIGHTS_FORMAT", "build_from_config", "STATE_FORMAT", "MODEL_FILE", "EMA_FILE", "STATE_FILE", "LATEST", "MODEL_BUILDERS",
+    "WEIGHTS_FORMAT", "build_from_config", "STATE_FORMAT", "MODEL_FILE", "EMA_FILE", "STATE_FILE", "LATEST", "read_checkpoint_config",
     "register_model_builder", "save_weights", "read_weights", "resolve_weights", "load_model",
     "capture_rng", "restore_rng", "preserved_rng", "step_dir_name", "list_checkpoints", "latest_checkpoint", "intact_checkpoint",
     "LoadedCheckpoint", "read_checkpoint", "read_intact_checkpoint",

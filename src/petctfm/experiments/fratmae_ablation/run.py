@@ -58,7 +58,7 @@ def run_finetune(p: Planned, s: Settings, exp_dir: Path, progress: bool) -> dict
     """Fine-tune (or resume), predict the test split, evaluate; the record with per-case Dice and IoU."""
     from petctfm.evaluate import evaluate_folder, write_report
     from petctfm.methods.fratmae.finetune import finetune_fratmae
-    from petctfm.methods.segmentation.predict import predict_split
+    from petctfm.predict.split import predict_split
     from petctfm.train.checkpoint import resolve_weights
 
     run_dir = exp_dir / p.name

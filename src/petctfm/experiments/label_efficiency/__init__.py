@@ -27,7 +27,7 @@ The method, top to bottom:
    ``petctfm finetune`` calls; keyword arguments from :func:`~.run.finetune_kwargs`), which trains a
    :class:`~petctfm.methods.segmentation.task.FinetuneTask` with the generic trainer (best checkpoint
    by val Dice). The best checkpoint predicts the **test** split
-   (:func:`petctfm.methods.segmentation.predict.predict_split`, NIfTI) and :func:`petctfm.evaluate.evaluate_folder`
+   (:func:`petctfm.predict.split.predict_split`, NIfTI) and :func:`petctfm.evaluate.evaluate_folder`
    scores it (per-case CSV, summary with bootstrap CIs, plot in ``RUN/eval_test/``).
 3. **Probe runs** use :func:`petctfm.methods.probe.run_probe`, which trains the linear head and computes the
    test per-case metrics in memory with the same :func:`petctfm.evaluate.metrics.case_metrics`; those rows

@@ -67,8 +67,8 @@ def _pretrained_transform(settings: Settings) -> str:
 def run_finetune(run: PlannedRun, settings: Settings, run_dir: Path, progress: bool) -> dict[str, Any]:
     """Train (or resume / skip training), predict the test split, evaluate. Returns the run record."""
     from petctfm.evaluate import evaluate_folder, write_report
-    from petctfm.methods.segmentation.api import finetune
-    from petctfm.methods.segmentation.predict import predict_split
+    from petctfm.methods.finetune import finetune
+    from petctfm.predict.split import predict_split
     from petctfm.train import checkpoint as ck
 
     train_summary = _training_finished(run_dir)

@@ -40,7 +40,6 @@ from petctfm.data.loader import MODES
 from petctfm.methods.promptable.prompts import N_PROMPT_CHANNELS
 from petctfm.models.backbones import build_backbone
 from petctfm.models.encoders import get_encoder, load_encoder
-from petctfm.train.checkpoint import register_model_builder
 
 METHOD = "promptable"
 DESIGNS = ("cached", "channels")
@@ -133,8 +132,6 @@ def build_model(cfg: dict[str, Any]) -> PromptSegmenter:
     head = build_head(e + N_PROMPT_CHANNELS, filters, refine=bool(m.get("head_refine", False)))
     return PromptSegmenter(build_backbone(m["backbone"], n_img, e, **over), head)
 
-
-register_model_builder(METHOD, build_model)
 
 
 def load_pretrained_encoder(model: PromptSegmenter, state: dict[str, torch.Tensor], pretrained_mode: str,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from petctfm.core.config import Overrides
-from petctfm.core.errors import InputError
+from petctfm.core.errors import UsageError
 from petctfm.methods.segmentation.presets import get_preset
 from petctfm.train.config import base_configs, bind_dataset_path, TrainConfig, finish_configs, run_options
 
@@ -47,7 +47,8 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
     if not resumed:
         if scratch:
             if not backbone:
-                raise InputError("--init scratch needs --backbone NAME (e.g. unet-resenc-tiny, swinunetr-base)")
+                raise UsageError("backbone: required when init is None or 'scratch' (e.g. unet-resenc-tiny, "
+                                 "swinunetr-base)", arg="backbone")
             task_cfg["model"]["backbone"] = backbone
             task_cfg["init"] = {"source": "scratch", "method": None, "step": None}
         else:
@@ -73,19 +74,6 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
     return finish_configs(task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
 
 
-def uses_fratmae(out: str | Path, init: str | Path | None, backbone: str | None, resume: bool) -> bool:
-    """Whether this fine-tuning run is FratMAE's (:mod:`petctfm.methods.fratmae.finetune`): a resumed FratMAE
-    segmentation run, a FratMAE pretraining run as ``init``, or ``--init scratch --backbone fratmae-unetr``."""
-    from petctfm.methods.fratmae.finetune import is_fratmae_source
-    from petctfm.methods.fratmae.segment import BACKBONE, METHOD
-    from petctfm.train.config import saved_run_configs
-
-    saved = saved_run_configs(out) if resume else None
-    if saved is not None:
-        return saved[0].get("method") == METHOD
-    return backbone == BACKBONE or is_fratmae_source(init)
-
-
 def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | None = None,
              preset: str | None = None, fraction: float | None = None, *, kshot: int | None = None,
              backbone: str | None = None, max_steps: int | None = None, max_time: float | None = None,
@@ -93,10 +81,11 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
     """Fine-tune a lesion segmenter on a harmonized ``dataset`` into the run folder ``out``; the trainer's
     summary (``steps``, ``loss``, ``stopped``...; the best checkpoint by val Dice is ``out/best/``).
 
+    This is the UNet fine-tuning (the ``segmentation`` method's, and the early-fusion MAE's); users call
+    :func:`petctfm.methods.finetune.finetune`, which picks the method that fine-tunes ``init``.
+
     ``init``: a pretraining run folder or checkpoint (its encoder, backbone and mode are used), or None /
-    ``"scratch"`` for random weights (then ``backbone`` is required). A FratMAE run (or ``backbone=
-    "fratmae-unetr"`` from scratch) goes to :func:`petctfm.methods.fratmae.finetune.finetune_fratmae`.
-    ``preset``: ``tiny`` | ``cpu`` | ``gpu``
+    ``"scratch"`` for random weights (then ``backbone`` is required). ``preset``: ``tiny`` | ``cpu`` | ``gpu``
     (None: gpu when CUDA is available, else cpu). ``fraction`` (0.1 or 10 = 10 %) or ``kshot``: the stored
     label subset of ``splits.json``; neither: the whole train split. ``max_steps`` / ``max_time`` (seconds):
     stop with a checkpoint. ``resume``: continue the run in ``out`` (its saved config is the base).
@@ -107,18 +96,10 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
     from petctfm.methods.segmentation.task import FinetuneTask
     from petctfm.train import trainer
 
-    if uses_fratmae(out, init, backbone, resume):  # a FratMAE encoder (or its network from scratch)
-        from petctfm.methods.fratmae.finetune import finetune_fratmae
-
-        for flag in ("mode", "patch", "overlap"):
-            if config.pop(flag, None) is not None:
-                raise InputError(f"--{flag} does not apply to FratMAE fine-tuning (whole-body stacks, both modalities)")
-        return finetune_fratmae(dataset, out, None if init == "scratch" else init, preset, fraction, kshot=kshot,
-                                max_steps=max_steps, max_time=max_time, resume=resume, overrides=overrides, **config)
     task_cfg, train_cfg = finetune_configs(dataset, out, init, preset, fraction, kshot=kshot, backbone=backbone,
                                            max_steps=max_steps, max_time=max_time, resume=resume,
                                            overrides=overrides, **config)
     return trainer.train(FinetuneTask(task_cfg), train_cfg, out, resume=resume)
 
 
-__all__ = ["NAMED_OPTIONS", "finetune_configs", "uses_fratmae", "finetune"]
+__all__ = ["NAMED_OPTIONS", "finetune_configs", "finetune"]

@@ -22,7 +22,6 @@ from torch import nn
 from petctfm.data.loader import MODES
 from petctfm.models.backbones import build_backbone
 from petctfm.models.encoders import encoder_stages
-from petctfm.train.checkpoint import register_model_builder
 
 METHOD = "finetune_segmentation"
 N_CLASSES = 2  # background, lesion
@@ -50,8 +49,6 @@ def build_model(cfg: dict[str, Any]) -> LesionSegmenter:
                               **cfg["model"].get("overrides", {}))
     return LesionSegmenter(backbone)
 
-
-register_model_builder(METHOD, build_model)
 
 
 def freeze_encoder(model: nn.Module) -> int:
