@@ -15,29 +15,13 @@ from petctfm.cli._common import add_command, add_run_args, train_options
 from petctfm.io.walk import printable  # a --out that is not UTF-8 is printed with U+FFFD
 
 EXAMPLES = """
-# seconds on a CPU: tiny network, 32^3 patches (what tests and the demo use)
-petctfm pretrain --data dataset/ --out runs/mae_tiny --preset tiny
-
-# the real configuration on one GPU: SwinUNETR-v2 base, 96^3, bf16, torch.compile
-petctfm pretrain --data dataset/ --out runs/mae_base --preset gpu
-
-# ablations: learnable mask token, masked-only loss, PET-only pretraining
-petctfm pretrain --data dataset/ --out runs/mae_token --preset gpu --mask-token learnable
-petctfm pretrain --data dataset/ --out runs/mae_w0 --preset gpu --w-visible 0
-petctfm pretrain --data dataset/ --out runs/mae_pet --preset gpu --mode pet
-
 # any field: --set (task) / --set train.KEY=... (trainer); continue a killed run exactly
-petctfm pretrain --data dataset/ --out runs/x --preset cpu --set mask.ratio=0.75 --set data.fg_prob=0.5
-petctfm pretrain --out runs/mae_base --resume --max-steps 200000
-
-# FratMAE (twin ViTs, cross-modal masking, ContextAlign) on whole-body coronal stacks; its Table 3 ablations
-petctfm pretrain --method fratmae --data dataset/ --out runs/frat --preset gpu
-petctfm pretrain --method fratmae --variant fratmae-noca --data dataset/ --out runs/frat_noca --preset gpu
-petctfm pretrain --method fratmae --stack axial --data dataset/ --out runs/frat_axial --preset gpu
+petctfm pretrain --data dataset/ --out runs/x --preset cpu --set data.fg_prob=0.5 --set train.lr=1e-4
+petctfm pretrain --out runs/x --resume --max-steps 200000
 
 # many GPUs / nodes (same command on every node; see docs/pretrain.md)
 torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
-    -m petctfm.cli.main pretrain --data dataset/ --out runs/mae_base --preset gpu
+    -m petctfm.cli.main pretrain --data dataset/ --out runs/base --preset gpu
 """
 
 
@@ -53,7 +37,7 @@ def register(subparsers) -> None:
         "(--method; default " + (names[0] if names else "none") + "). Writes a run folder (config.yaml, "
         "metrics.jsonl, TensorBoard, safetensors checkpoints, figures). Methods: " +
         "; ".join(f"{m.name}: {m.summary}" for m in methods) + ".",
-        examples=EXAMPLES,
+        examples="\n\n".join([*(m.examples.strip("\n") for m in methods if m.examples), EXAMPLES.strip("\n")]),
     )
     p.add_argument("--method", choices=names, default=None,
                    help=f"{' | '.join(names)} (default {names[0] if names else 'none'}; docs/architecture.md)")
@@ -74,7 +58,7 @@ def register(subparsers) -> None:
             if opt.choices:
                 kw["choices"] = list(opt.choices)
         groups[key].add_argument(flag, **kw)
-    add_run_args(p, "mask.ratio=0.75")
+    add_run_args(p, "data.fg_prob=0.5")
     p.set_defaults(func=run)
 
 

@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     p = add_command(
         subparsers, "probe",
         help="linear probe (frozen network, voxel-wise logistic regression) for lesion segmentation",
-        description="Freeze one or more pretrained MAE networks, read their features (encoder scales and/or the "
+        description="Freeze one or more pretrained networks, read their features (encoder scales and/or the "
         "last decoder features) at voxels of patches from the dataset's stored k-shot subset (or label "
         "fraction), standardize them and fit a class-balanced L2 logistic regression by L-BFGS (a 1x1x1 "
         "convolution); the threshold maximizes the Dice expected at the training cases' lesion prevalence. "

@@ -39,8 +39,9 @@ ENTRY_POINT_GROUP = "petctfm.methods"
 
 #: What a checkpoint kind is for. ``pretrained``: an encoder to reuse (fine-tuning, probe, staging);
 #: ``segmenter``: a whole-volume lesion segmenter, ``forward(x (B, C, X, Y, Z)) -> (B, 2, X, Y, Z)`` logits
-#: (``petctfm predict``, ``finetune --predict``); ``promptable``: a click / box segmenter; ``other``: none of these.
-ROLES = ("pretrained", "segmenter", "promptable", "other")
+#: (``petctfm predict``, ``finetune --predict``); ``interactive``: a segmenter driven by clicks / boxes;
+#: ``other``: none of these.
+ROLES = ("pretrained", "segmenter", "interactive", "other")
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ class Method:
     """Everything petctfm needs to know about one method (see the module docstring).
 
     - ``name``: what users type (``petctfm pretrain --method NAME``), lower case with dashes.
-    - ``summary``: one line for ``--help``.
+    - ``summary``: one line for ``--help``; ``examples``: command lines for ``petctfm pretrain --help``
+      (comment lines start with ``#``), or "".
     - ``kinds``: the checkpoint kinds it writes (:class:`ModelKind`), at least one.
     - ``config``: its typed config class (a dataclass), or None; ``presets``: ``name -> {"task", "train"}``
       (``tiny`` / ``cpu`` / ``gpu``), or None.
@@ -118,6 +120,7 @@ class Method:
     encoder_record: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     case_features: Callable[..., list[Any]] | None = None
     order: int = 100
+    examples: str = ""
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.strip() or " " in self.name:
@@ -206,6 +209,17 @@ def register_method(method: Method, replace: bool = False) -> Method:
     return method
 
 
+def rescan() -> list[str]:
+    """Scan the ``petctfm.methods`` entry points again (a plugin installed into a running process, a notebook);
+    returns the names of the methods it added. Methods already registered are kept."""
+    before = set(_loaded().methods)
+    with _REGISTRY.lock:
+        _REGISTRY.loaded = False
+        _REGISTRY.load_entry_points()
+        return [n for n in _REGISTRY.methods if n not in before]
+
+
+
 def unregister_method(name: str) -> Method | None:
     """Remove the method ``name`` (tests, notebooks); returns its record, or None."""
     return _loaded().remove(name)
@@ -291,6 +305,7 @@ def options_of(names: Iterable[str] | None = None) -> dict[str, tuple[Option, li
     return out
 
 
-__all__ = ["ENTRY_POINT_GROUP", "ROLES", "ModelKind", "Option", "Method", "register_method", "unregister_method",
+__all__ = ["ENTRY_POINT_GROUP", "ROLES", "ModelKind", "Option", "Method", "register_method", "rescan",
+           "unregister_method",
            "methods", "method_names", "get_method", "model_kind", "owner_of", "kinds_with_role",
            "pretraining_methods", "backbone_owner", "encoder_adapters", "options_of"]

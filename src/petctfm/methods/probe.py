@@ -189,7 +189,7 @@ def load_frozen_encoders(runs: Sequence[str | os.PathLike], info: dict[str, Any]
             model, cfg = load_model(path)
         backbone = getattr(model, "backbone", None)
         if not isinstance(backbone, nn.Module):
-            raise InputError(f"{path}: not a pretrained MAE checkpoint (model has no .backbone)")
+            raise InputError(f"{path}: not a pretrained encoder checkpoint (model has no .backbone)")
         mode = (cfg.get("data") or {}).get("mode", "joint")
         if mode not in MODES:
             raise InputError(f"{path}: unknown input mode {mode!r} in its config")

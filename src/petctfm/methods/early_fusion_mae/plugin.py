@@ -50,4 +50,17 @@ METHOD = Method(
     ),
     finetune=_finetune,
     order=0,
+    examples="""
+# seconds on a CPU: tiny network, 32^3 patches (what tests and the demo use)
+petctfm pretrain --data dataset/ --out runs/mae_tiny --preset tiny
+
+# the real configuration on one GPU: SwinUNETR-v2 base, 96^3, bf16, torch.compile
+petctfm pretrain --data dataset/ --out runs/mae_base --preset gpu
+
+# ablations: learnable mask token, masked-only loss, PET-only pretraining, another mask ratio
+petctfm pretrain --data dataset/ --out runs/mae_token --preset gpu --mask-token learnable
+petctfm pretrain --data dataset/ --out runs/mae_w0 --preset gpu --w-visible 0
+petctfm pretrain --data dataset/ --out runs/mae_pet --preset gpu --mode pet
+petctfm pretrain --data dataset/ --out runs/mae_75 --preset cpu --set mask.ratio=0.75
+""",
 )

@@ -92,4 +92,10 @@ METHOD = Method(
     encoder_record=_stack_record,
     case_features=_case_features,
     order=10,
+    examples="""
+# FratMAE (twin ViTs, cross-modal masking, ContextAlign) on whole-body coronal stacks; its Table 3 ablations
+petctfm pretrain --method fratmae --data dataset/ --out runs/frat --preset gpu
+petctfm pretrain --method fratmae --variant fratmae-noca --data dataset/ --out runs/frat_noca --preset gpu
+petctfm pretrain --method fratmae --stack axial --data dataset/ --out runs/frat_axial --preset gpu
+""",
 )

@@ -23,6 +23,6 @@ def _build(cfg: dict[str, Any]):
 METHOD = Method(
     name="promptable",
     summary="promptable 3D segmentation of organs and lesions from clicks, boxes and masks (docs/promptable.md)",
-    kinds=(ModelKind("promptable", _build, "promptable"),),
+    kinds=(ModelKind("promptable", _build, "interactive"),),
     order=30,
 )
