@@ -199,9 +199,9 @@ def test_layer_decay_trains_with_scaled_groups(toy, mae, tmp_path):
     assert rows[-1]["step"] == 4 and np.isfinite(rows[-1]["loss"])
 
 
-def _err(capsys, argv):
+def _err(capsys, argv, code=3):
     capsys.readouterr()
-    assert main(argv) == 3
+    assert main(argv) == code
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err, err
     return err
@@ -219,7 +219,8 @@ def test_one_line_errors(toy, mae, tmp_path, capsys):
     junk = tmp_path / "junk.safetensors"
     junk.write_text("hello")
     assert str(junk) in _err(capsys, [*base, "--out", str(tmp_path / "c"), "--init", str(junk)])
-    assert "--backbone" in _err(capsys, [*base, "--out", str(tmp_path / "d"), "--init", "scratch"])
+    # a missing argument is a usage error (exit 2), worded as the flag
+    assert "--backbone: required when" in _err(capsys, [*base, "--out", str(tmp_path / "d"), "--init", "scratch"], 2)
     assert "mode" in _err(capsys, [*base, "--out", str(tmp_path / "e"), "--init", str(mae), "--mode", "pet"])
     assert "(0, 1]" in _err(capsys, [*base, "--out", str(tmp_path / "f"), "--init", str(mae), "--layer-decay", "1.5"])
 
