@@ -145,6 +145,27 @@ def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str
     ``holdout_site``: that site's cases form the ``holdout`` split (:func:`make_splits`), outside the
     train split and so outside the normalization statistics."""
     out = Path(out)
+    metas = _unique_metas(out)
+    failures = read_failures(out, {m["case_id"] for m in metas})
+    atomic_write_text(out / fmt.QUARANTINE_CSV, csv_text(failures, QUARANTINE_COLUMNS))
+    spacings = _one_spacing(out, metas)
+    splits = make_splits([{"case_id": m["case_id"], "patient": m["patient"], "site": m.get("site"),
+                           "tracer": m.get("tracer"), "positive": m["stats"]["lesion_count"] > 0} for m in metas],
+                         seed, holdout_site)
+    atomic_write_json(out / fmt.SPLITS_JSON, splits)
+    info = _dataset_info(out, metas, failures, spacings, splits, holdout_site)
+    fmt.write_dataset_info(out, info)
+    split_of = {cid: s for s in ("train", "val", "test", "holdout") for cid in splits.get(s, [])}
+    atomic_write_text(out / fmt.MANIFEST_CSV, csv_text(_manifest_rows(out, metas, split_of), MANIFEST_COLUMNS))
+    write_qa_table(out, metas)
+    site_histograms(out, metas)
+    return {"num_cases": len(metas), "num_failed": len(failures), "splits": splits, "info": info}
+
+
+def _unique_metas(out: Path) -> list[dict[str, Any]]:
+    """The written cases (:func:`read_metas`) less the duplicates: those an earlier run recorded in
+    duplicates.csv, and those found now by their decoded voxels (:func:`decoded_duplicates`, which are added
+    to duplicates.csv)."""
     metas = read_metas(out)
     dup_csv = out / DUPLICATES_CSV  # harmonize.duplicates: a second copy written by an earlier run stays out
     if dup_csv.is_file():
@@ -156,19 +177,25 @@ def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str
         write_duplicates_csv(out, sorted(old + decoded, key=lambda r: r["case_id"]))
         gone = {r["case_id"] for r in decoded}
         metas = [m for m in metas if m["case_id"] not in gone]
-    failures = read_failures(out, {m["case_id"] for m in metas})
-    atomic_write_text(out / fmt.QUARANTINE_CSV, csv_text(failures, QUARANTINE_COLUMNS))
+    return metas
+
+
+def _one_spacing(out: Path, metas: list[dict[str, Any]]) -> set[tuple]:
+    """The set of harmonized spacings of ``metas`` (one element, or none without cases); InputError when the
+    cases were harmonized with different spacings."""
     spacings = {tuple(m["harmonize"]["spacing"]) for m in metas}
     if len(spacings) > 1:
         from petctfm.core.errors import InputError
 
         raise InputError(f"{out}: cases were harmonized with different spacings {sorted(spacings)}; "
                          "use one --spacing per dataset")
-    splits = make_splits([{"case_id": m["case_id"], "patient": m["patient"], "site": m.get("site"),
-                           "tracer": m.get("tracer"), "positive": m["stats"]["lesion_count"] > 0} for m in metas],
-                         seed, holdout_site)
-    atomic_write_json(out / fmt.SPLITS_JSON, splits)
-    split_of = {cid: s for s in ("train", "val", "test", "holdout") for cid in splits.get(s, [])}
+    return spacings
+
+
+def _dataset_info(out: Path, metas: list[dict[str, Any]], failures: list[dict[str, Any]], spacings: set[tuple],
+                  splits: dict[str, Any], holdout_site: str | None) -> dict[str, Any]:
+    """dataset.json's content: grid and label conventions, counts, CT window, SUV kind, the normalization
+    statistics over the train split (:func:`normalization_stats`), organ labels, sources, sites, tracers."""
     ct_window = tuple(metas[0]["harmonize"]["ct_window"]) if metas else (-1000.0, 1000.0)
     info: dict[str, Any] = {
         "name": out.name,
@@ -200,7 +227,12 @@ def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str
     info["sources"] = [{"name": n, "format": f, "num_cases": k} for (n, f), k in sorted(sources.items())]
     info["sites"] = sorted({str(m.get("site")) for m in metas})
     info["tracers"] = sorted({str(m.get("tracer")) for m in metas})
-    fmt.write_dataset_info(out, info)
+    return info
+
+
+def _manifest_rows(out: Path, metas: list[dict[str, Any]], split_of: dict[str, str]) -> list[dict[str, Any]]:
+    """One manifest.csv row per case (:data:`MANIFEST_COLUMNS`); per-lesion volumes are measured from the
+    stored label of a case written before they were recorded."""
     rows = []
     for m in metas:
         vols = m["stats"].get("lesion_volumes_ml")
@@ -214,7 +246,4 @@ def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str
                      "qa_flags": m.get("qa", {}).get("warnings") or "",
                      "shape": "x".join(str(s) for s in m["shape"]),
                      "spacing": "x".join(f"{s:g}" for s in m["spacing"])})
-    atomic_write_text(out / fmt.MANIFEST_CSV, csv_text(rows, MANIFEST_COLUMNS))
-    write_qa_table(out, metas)
-    site_histograms(out, metas)
-    return {"num_cases": len(metas), "num_failed": len(failures), "splits": splits, "info": info}
+    return rows

@@ -236,6 +236,7 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
     Returns:
         A :class:`SynthCase`; see its docstring for the images and ``docs/synthetic-data.md`` for ``meta``.
     """
+    # Every draw comes from this one generator, in the order of the steps below (the module docstring).
     sites, tracers = _check_args(index, seed, size, sites, tracers)
     rng = np.random.default_rng([int(seed), int(index)])
     site = sites[index % len(sites)]
@@ -244,28 +245,88 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
     patient = Patient(clin["sex"], clin["age"], clin["height_cm"], clin["weight_kg"], clin["arms"])
     times = _draw_times(rng, clin["tracer"], patient.weight_kg, profile, patient.age)
     ct_grid, pet_grid, axes = _grids(profile, size, patient, rng)
+    anat, hotspots, phys, hu, suv_true = _truth_maps(axes, patient, clin["tracer"], rng)
+    lesions, planned_ml = _plan_and_place_lesions(anat, clin, patient, pet_grid, size, rng)
+    lesions, occ, owner = _render_lesions(anat, lesions, hu, suv_true, rng)
+    diagnosis = clin["diagnosis"] if lesions else "negative"
+    ct, noise_sd = _scan_ct(hu, anat.spacing, axes, ct_grid, profile, patient, rng)
+    pet, suv, decayed, suv_factor = _scan_pet(suv_true, anat.spacing, axes, pet_grid, profile, clin["tracer"],
+                                              patient, times, rng)
+    ctres = pet_grid.resample(ct, sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
+    organs = pet_grid.resample(_truth_image(organ_lut()[anat.labels], axes), sitk.sitkNearestNeighbor, 0,
+                               sitk.sitkUInt8)
+    seg, seg_arr, lesion_vols = _seg_on_pet_grid(occ, owner, lesions, axes, pet_grid, pet)
+    vox_ml = float(np.prod(pet_grid.spacing)) / 1000.0
+    identity = _fake_identity(rng, patient.sex, times)
+    meta = {
+        "case_id": f"PETCT_{index:04d}",
+        "site": site,
+        "tracer": clin["tracer"],
+        "diagnosis": diagnosis,
+        "stage": stage_of(diagnosis, lesions),
+        "age": patient.age,
+        "sex": patient.sex,
+        "weight_kg": patient.weight_kg,
+        "height_cm": patient.height_cm,
+        "injected_activity_bq": times["injected_activity_bq"],
+        "injection_time": times["injection_time"],
+        "acquisition_time": times["acquisition_time"],
+        "uptake_min": times["uptake_min"],
+        "n_lesions": len(lesions),
+        "lesion_volume_ml": round(float(seg_arr.sum()) * vox_ml, 3),
+        "lesion_volumes_ml": [round(v, 3) for v in lesion_vols],
+        "planned_lesion_volume_ml": round(planned_ml, 3),
+        "arms": patient.arms,
+        **identity,
+        **_dose_meta(clin["tracer"], times, decayed, suv_factor),
+        "bmi": round(patient.bmi, 1),
+        "seed": int(seed),
+        "index": int(index),
+        "size": size,
+        **_scanner_meta(profile, noise_sd, pet_grid, ct_grid),
+        "benign_hotspots": hotspots,
+        "reference_suv": phys.summary(),
+        "lesions": _lesions_meta(lesions, lesion_vols),
+    }
+    return SynthCase(case_id=meta["case_id"], ct=ct, pet=pet, suv=suv, ctres=ctres, seg=seg, organs=organs, meta=meta)
 
-    # anatomy, benign hot spots, physiology
+
+def _truth_maps(axes, patient: Patient, tracer: str, rng: np.random.Generator):
+    """Step 3 without lesions, on the truth grid ``axes`` (x, y, z coordinates, mm): the anatomy, its benign
+    hot spots (brown fat for FDG, likelier in young lean patients; an injection-site spot), the physiology and
+    the rendered maps. Returns ``(anat, hotspots, phys, hu, suv_true)``; ``hu`` and ``suv_true`` are float
+    arrays (x, y, z) of the truth grid's shape."""
     anat = build_anatomy(axes, patient, rng)
     young_lean = patient.age < 45 and patient.bmi < 25
-    brown = clin["tracer"] == "fdg" and rng.random() < (0.3 if young_lean else 0.06)
+    brown = tracer == "fdg" and rng.random() < (0.3 if young_lean else 0.06)
     hotspots = add_benign_hotspots(anat, patient, rng, brown_fat=bool(brown), injection=bool(rng.random() < 0.15))
-    phys = draw_physiology(clin["tracer"], rng)
+    phys = draw_physiology(tracer, rng)
     hu, suv_true = render(anat, phys, rng)
+    return anat, hotspots, phys, hu, suv_true
 
-    # lesions
+
+def _plan_and_place_lesions(anat, clin: dict, patient: Patient, pet_grid: Grid, size: str,
+                            rng: np.random.Generator) -> tuple[list, float]:
+    """The lesion plan (``burden.draw_plan``: count, volumes, sites, uptake; drawn first, from the rng alone)
+    placed in the anatomy inside the PET field of view. Returns ``(lesions, planned volume ml)``; none for a
+    negative case."""
     diagnosis = clin["diagnosis"]
-    lesions = []
-    planned_ml = 0.0
-    if diagnosis != "negative":
-        # the plan (count, volumes, sites, uptake) is drawn first, from the rng alone (synth/burden.py)
-        plan = draw_plan(diagnosis, clin["advanced"], rng, body_ml=patient.weight_kg * 1000.0)
-        planned_ml = float(sum(plan.volumes_ml))
-        gap = 1.5 * max(pet_grid.spacing)
-        # at `tiny` (PET voxels ~9 mm) a lesion is at least one PET voxel wide, else it could not be seen
-        min_d = float(np.mean(pet_grid.spacing)) if size == "tiny" else 4.0
-        lesions = place_lesions(anat, diagnosis, plan, rng, min_gap_mm=gap, bounds=pet_grid.bounds(),
-                                min_diameter_mm=min_d)
+    if diagnosis == "negative":
+        return [], 0.0
+    plan = draw_plan(diagnosis, clin["advanced"], rng, body_ml=patient.weight_kg * 1000.0)
+    planned_ml = float(sum(plan.volumes_ml))
+    gap = 1.5 * max(pet_grid.spacing)
+    # at `tiny` (PET voxels ~9 mm) a lesion is at least one PET voxel wide, else it could not be seen
+    min_d = float(np.mean(pet_grid.spacing)) if size == "tiny" else 4.0
+    lesions = place_lesions(anat, diagnosis, plan, rng, min_gap_mm=gap, bounds=pet_grid.bounds(),
+                            min_diameter_mm=min_d)
+    return lesions, planned_ml
+
+
+def _render_lesions(anat, lesions: list, hu: np.ndarray, suv_true: np.ndarray, rng: np.random.Generator):
+    """Blend ``lesions`` into ``hu`` and ``suv_true`` (in place, :func:`render_lesions`). Returns
+    ``(lesions, occ, owner)``: the lesions that kept some volume, the occupancy (float32, truth grid x, y, z)
+    and the owner map (uint8, truth grid, lesion k + 1 renumbered to the kept lesions; None without lesions)."""
     owner = np.zeros(anat.labels.shape, np.uint8) if lesions else None
     occ = render_lesions(anat, lesions, hu, suv_true, rng, owner=owner)
     if lesions:  # a lesion clipped away entirely by its allowed tissues is dropped (owner ids renumbered)
@@ -274,12 +335,14 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
         lut[[k + 1 for k in keep]] = np.arange(1, len(keep) + 1)
         owner = lut[owner]
         lesions = [lesions[k] for k in keep]
-    if not lesions:
-        diagnosis = "negative"
-    stage = stage_of(diagnosis, lesions)
+    return lesions, occ, owner
 
-    # CT: kernel blur + anti-alias on truth grid, resample, correlated noise
-    tsp = anat.spacing
+
+def _scan_ct(hu: np.ndarray, tsp, axes, ct_grid: Grid, profile: SiteProfile, patient: Patient,
+             rng: np.random.Generator) -> tuple[sitk.Image, float]:
+    """Step 4, CT: ``hu`` (truth grid x, y, z, spacing ``tsp``) blurred by the site's kernel (+ anti-alias),
+    resampled linearly onto the CT grid, plus correlated noise scaled by the patient's abdominal diameter and
+    the voxel volume; int16 in [-1024, 3071]. Returns ``(ct image, noise SD in HU)``."""
     ct_sig = [np.hypot(profile.ct_kernel_fwhm_mm / 2.355, 0.4 * s) for s in ct_grid.spacing]
     ct_img = ct_grid.resample(_truth_image(_blur(hu, ct_sig, tsp), axes), sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
     ct_arr = sitk.GetArrayFromImage(ct_img)  # [z, y, x]
@@ -289,14 +352,21 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
     vol_ratio = np.prod(ct_grid.spacing) / np.prod((profile.ct_spacing_mm[0],) * 2 + (profile.ct_spacing_mm[2],))
     noise_sd = profile.ct_noise_hu * diam_scale * max(1.0 / np.sqrt(vol_ratio), 0.25)
     grain = profile.ct_noise_grain_mm / 2.355
-    ct_arr += noise_sd * _correlated_noise(ct_arr.shape, (0.3, grain / ct_grid.spacing[1], grain / ct_grid.spacing[0]), rng)
+    sigma_vox_zyx = (0.3, grain / ct_grid.spacing[1], grain / ct_grid.spacing[0])
+    ct_arr += noise_sd * _correlated_noise(ct_arr.shape, sigma_vox_zyx, rng)
     ct_i16 = np.clip(np.rint(ct_arr), -1024, 3071).astype(np.int16)
     ct = sitk.GetImageFromArray(ct_i16)
     ct.CopyInformation(ct_img)
-    del ct_arr, ct_img
+    return ct, noise_sd
 
-    # PET: activity (Bq/ml at scan start), PSF, resample, counts noise
-    half_life = RADIONUCLIDE[clin["tracer"]][1]
+
+def _scan_pet(suv_true: np.ndarray, tsp, axes, pet_grid: Grid, profile: SiteProfile, tracer: str,
+              patient: Patient, times: dict, rng: np.random.Generator):
+    """Step 4, PET: ``suv_true`` (truth grid x, y, z, spacing ``tsp``) -> activity in Bq/ml at scan start
+    (dose decayed over the uptake time, site calibration bias), PSF blur, linear resampling onto the PET grid,
+    count-dependent noise. Returns ``(pet, suv, decayed dose Bq, suv_factor)``: PET (Bq/ml) and SUV float32
+    images on the PET grid, ``suv = pet * suv_factor`` with ``suv_factor = weight_g / decayed``."""
+    half_life = RADIONUCLIDE[tracer][1]
     weight_g = patient.weight_kg * 1000.0
     decayed = times["injected_activity_bq"] * np.exp(-np.log(2.0) * times["uptake_s"] / half_life)
     act = suv_true * np.float32(decayed / weight_g * profile.suv_calibration)
@@ -314,63 +384,67 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
     suv_factor = weight_g / decayed
     suv = sitk.GetImageFromArray((pet_f32.astype(np.float64) * suv_factor).astype(np.float32))
     suv.CopyInformation(pet_img)
+    return pet, suv, decayed, suv_factor
 
-    # PET-grid companions
-    ctres = pet_grid.resample(ct, sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
-    organs = pet_grid.resample(_truth_image(organ_lut()[anat.labels], axes), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+
+def _seg_on_pet_grid(occ: np.ndarray, owner: np.ndarray | None, lesions: list, axes, pet_grid: Grid,
+                     pet: sitk.Image) -> tuple[sitk.Image, np.ndarray, list[float]]:
+    """Step 5, the lesion mask on the PET grid (geometry of ``pet``): truth-grid occupancy ``occ`` resampled
+    linearly, >= 0.5, plus each lesion's centre voxel. Returns ``(seg image, seg array uint8 (z, y, x),
+    per-lesion SEG volumes ml)`` (:func:`_lesion_volumes`)."""
     lesion_vols: list[float] = []
     if lesions:
         occ_img = pet_grid.resample(_truth_image(occ, axes), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
         seg_arr = (sitk.GetArrayFromImage(occ_img) >= 0.5).astype(np.uint8)
     else:
-        seg_arr = np.zeros(pet_f32.shape, dtype=np.uint8)
+        seg_arr = np.zeros(tuple(reversed(pet.GetSize())), dtype=np.uint8)
     for les in lesions:
-        idx = pet_img.TransformPhysicalPointToIndex([float(v) for v in les.center])
+        idx = pet.TransformPhysicalPointToIndex([float(v) for v in les.center])
         if all(0 <= i < n for i, n in zip(idx, pet_grid.size)):
             seg_arr[idx[2], idx[1], idx[0]] = 1
     if lesions:
-        lesion_vols = _lesion_volumes(seg_arr, owner, axes, pet_grid, pet_img, lesions, vox_ml)
+        vox_ml = float(np.prod(pet_grid.spacing)) / 1000.0
+        lesion_vols = _lesion_volumes(seg_arr, owner, axes, pet_grid, pet, lesions, vox_ml)
     seg = sitk.GetImageFromArray(seg_arr)
-    seg.CopyInformation(pet_img)
+    seg.CopyInformation(pet)
+    return seg, seg_arr, lesion_vols
 
-    rn, hl, pharm = RADIONUCLIDE[clin["tracer"]]
-    given = (_GIVEN_M if patient.sex == "M" else _GIVEN_F)[int(rng.integers(len(_GIVEN_M)))]
-    meta = {
-        "case_id": f"PETCT_{index:04d}",
-        "site": site,
-        "tracer": clin["tracer"],
-        "diagnosis": diagnosis,
-        "stage": stage,
-        "age": patient.age,
-        "sex": patient.sex,
-        "weight_kg": patient.weight_kg,
-        "height_cm": patient.height_cm,
-        "injected_activity_bq": times["injected_activity_bq"],
-        "injection_time": times["injection_time"],
-        "acquisition_time": times["acquisition_time"],
-        "uptake_min": times["uptake_min"],
-        "n_lesions": len(lesions),
-        "lesion_volume_ml": round(float(seg_arr.sum()) * vox_ml, 3),
-        "lesion_volumes_ml": [round(v, 3) for v in lesion_vols],
-        "planned_lesion_volume_ml": round(planned_ml, 3),
-        "arms": patient.arms,
-        "patient_name": f"{_SURNAMES[int(rng.integers(len(_SURNAMES)))]}^{given}",
-        "patient_id": f"SYN{int(rng.integers(10 ** 7, 10 ** 8))}",
+
+def _fake_identity(rng: np.random.Generator, sex: str, times: dict) -> dict:
+    """The fake DICOM identity (the last draws of a case, in this order): patient name, id, dates, accession
+    number, referring physician, patient position."""
+    given = (_GIVEN_M if sex == "M" else _GIVEN_F)[int(rng.integers(len(_GIVEN_M)))]
+    name = f"{_SURNAMES[int(rng.integers(len(_SURNAMES)))]}^{given}"
+    patient_id = f"SYN{int(rng.integers(10 ** 7, 10 ** 8))}"
+    accession = f"ACC{int(rng.integers(10 ** 6, 10 ** 7))}"
+    referring = f"{_SURNAMES[int(rng.integers(len(_SURNAMES)))]}^{_GIVEN_F[int(rng.integers(len(_GIVEN_F)))]}"
+    return {
+        "patient_name": name,
+        "patient_id": patient_id,
         "birth_date": times["birth_date"],
         "study_date": times["study_date"],
-        "accession_number": f"ACC{int(rng.integers(10 ** 6, 10 ** 7))}",
-        "referring_physician": f"{_SURNAMES[int(rng.integers(len(_SURNAMES)))]}^{_GIVEN_F[int(rng.integers(len(_GIVEN_F)))]}",
+        "accession_number": accession,
+        "referring_physician": referring,
         "patient_position": "HFS",  # head first supine
+    }
+
+
+def _dose_meta(tracer: str, times: dict, decayed: float, suv_factor: float) -> dict:
+    """Uptake time, radionuclide, radiopharmaceutical, half-life, decayed dose and SUV factor of ``meta``."""
+    rn, hl, pharm = RADIONUCLIDE[tracer]
+    return {
         "uptake_s": times["uptake_s"],
         "radionuclide": rn,
         "radiopharmaceutical": pharm,
         "half_life_s": hl,
         "decayed_activity_bq": float(decayed),
         "suv_factor": float(suv_factor),
-        "bmi": round(patient.bmi, 1),
-        "seed": int(seed),
-        "index": int(index),
-        "size": size,
+    }
+
+
+def _scanner_meta(profile: SiteProfile, noise_sd: float, pet_grid: Grid, ct_grid: Grid) -> dict:
+    """The scanner fields of ``meta``: the site's device, PET and CT settings, CT noise, both grid spacings."""
+    return {
         "manufacturer": profile.manufacturer,
         "model_name": profile.model_name,
         "institution_name": profile.institution_name,
@@ -386,16 +460,17 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
         "ct_noise_sd_hu": round(float(noise_sd), 2),
         "pet_spacing_mm": list(pet_grid.spacing),
         "ct_spacing_mm": list(ct_grid.spacing),
-        "benign_hotspots": hotspots,
-        "reference_suv": phys.summary(),
-        "lesions": [
-            {"region": les.region, "kind": les.kind, "center_mm": [round(float(v), 2) for v in les.center],
-             "diameter_mm": round(les.diameter_mm, 2), "suv_max": round(les.suv_max, 3), "necrotic": les.necrotic,
-             "low_contrast": les.low_contrast, "ct_pattern": les.ct, "above_diaphragm": les.above_diaphragm,
-             "volume_ml": round(les.volume_ml, 3), "seg_volume_ml": round(v, 3),
-             "planned_volume_ml": round(les.planned_volume_ml, 3), "suv_mean": round(les.suv_mean, 3),
-             "heterogeneity": round(les.heterogeneity, 3), "n_parts": 1 + len(les.parts), "near": les.near}
-            for les, v in zip(lesions, lesion_vols)
-        ],
     }
-    return SynthCase(case_id=meta["case_id"], ct=ct, pet=pet, suv=suv, ctres=ctres, seg=seg, organs=organs, meta=meta)
+
+
+def _lesions_meta(lesions: list, lesion_vols: list[float]) -> list[dict]:
+    """``meta["lesions"]``: per lesion its region, kind, centre, size, uptake, CT pattern and volumes."""
+    return [
+        {"region": les.region, "kind": les.kind, "center_mm": [round(float(v), 2) for v in les.center],
+         "diameter_mm": round(les.diameter_mm, 2), "suv_max": round(les.suv_max, 3), "necrotic": les.necrotic,
+         "low_contrast": les.low_contrast, "ct_pattern": les.ct, "above_diaphragm": les.above_diaphragm,
+         "volume_ml": round(les.volume_ml, 3), "seg_volume_ml": round(v, 3),
+         "planned_volume_ml": round(les.planned_volume_ml, 3), "suv_mean": round(les.suv_mean, 3),
+         "heterogeneity": round(les.heterogeneity, 3), "n_parts": 1 + len(les.parts), "near": les.near}
+        for les, v in zip(lesions, lesion_vols)
+    ]

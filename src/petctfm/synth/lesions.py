@@ -222,108 +222,183 @@ def place_lesions(anat: Anatomy, diagnosis: str, plan, rng: np.random.Generator,
     one PET voxel at ``tiny``). Lesions never overlap: blob centres of different lesions are at least
     ``r1 + r2 + min_gap_mm`` apart; the blobs of one confluent mass overlap on purpose.
     """
-    placed: list[Lesion] = []
-    cache: dict[tuple[int, ...], np.ndarray] = {}
-    h = float(np.mean(anat.spacing))
+    scene = _Scene(anat, bounds, min_gap_mm)
+    order = sorted(range(len(plan.lesions)), key=lambda i: -plan.lesions[i].volume_ml)
+    for i in order:
+        pl = plan.lesions[i]
+        if len(scene.placed) >= max_lesions:
+            break
+        found = _fit_lesion(scene, pl, rng, min_diameter_mm, tries, shrink_rounds)
+        if found is not None:
+            scene.placed.append(_make_lesion(pl, diagnosis, *found, rng))
+    return scene.placed
 
-    def cand(tissues: tuple[int, ...]) -> np.ndarray:
-        if tissues not in cache:
-            cache[tissues] = np.argwhere(np.isin(anat.labels, tissues))
-        return cache[tissues]
 
-    def fits(blobs: list[tuple[np.ndarray, float]]) -> bool:
+class _Scene:
+    """What placement sees: the anatomy, the lesions placed so far, the box lesions must stay in (``bounds``,
+    lo/hi mm, or None) and the gap between lesions; candidate voxels per tissue set are cached."""
+
+    def __init__(self, anat: Anatomy, bounds: tuple[np.ndarray, np.ndarray] | None, min_gap_mm: float):
+        self.anat, self.bounds, self.min_gap_mm = anat, bounds, min_gap_mm
+        self.placed: list[Lesion] = []
+        self.h = float(np.mean(anat.spacing))  # mean truth-grid spacing (mm)
+        self._cache: dict[tuple[int, ...], np.ndarray] = {}
+
+    def candidates(self, tissues: tuple[int, ...]) -> np.ndarray:
+        """Voxel indices (n, 3) of the truth grid whose label is one of ``tissues``."""
+        if tissues not in self._cache:
+            self._cache[tissues] = np.argwhere(np.isin(self.anat.labels, tissues))
+        return self._cache[tissues]
+
+    def fits(self, blobs: list[tuple[np.ndarray, float]]) -> bool:
+        """Every blob ``(centre (3,) mm, diameter mm)`` lies inside ``bounds`` and at least ``min_gap_mm`` away
+        from every blob of every lesion placed so far."""
+        bounds = self.bounds
         for c, d in blobs:
             r = d / 2
             if bounds is not None and (np.any(c - r < bounds[0]) or np.any(c + r > bounds[1])):
                 return False
-            for q in placed:
+            for q in self.placed:
                 for qc, qd, _ in q.blobs():
-                    if np.linalg.norm(c - qc) < r + qd / 2 + min_gap_mm:
+                    if np.linalg.norm(c - qc) < r + qd / 2 + self.min_gap_mm:
                         return False
         return True
 
-    order = sorted(range(len(plan.lesions)), key=lambda i: -plan.lesions[i].volume_ml)
-    for i in order:
-        pl = plan.lesions[i]
-        if len(placed) >= max_lesions:
+
+@dataclass
+class _Spot:
+    """Where one lesion goes: ``kind`` (node | organ), its region, whether above the diaphragm, the hot
+    physiology it sits next to (or None), and the blobs ``[(centre (3,) mm, diameter mm), ...]`` to check."""
+
+    kind: str
+    region: str
+    above: bool
+    near: str | None
+    blobs: list[tuple[np.ndarray, float]]
+
+
+_NO_PLACE = "no candidate position"  # a try's answer: no position can exist at this size; stop trying
+
+
+def _fit_lesion(scene: _Scene, pl, rng: np.random.Generator, min_diameter_mm: float, tries: int,
+                shrink_rounds: int) -> tuple[list[tuple[np.ndarray, float, np.ndarray]], _Spot] | None:
+    """Shape and spot of planned lesion ``pl``: a shape of its volume (:func:`lesion_shape`) tried at up to
+    ``tries`` positions, halved in volume (not below 0.1 ml) for up to ``shrink_rounds`` more rounds; None
+    when it never fits."""
+    vol = pl.volume_ml
+    for _round in range(shrink_rounds + 1):
+        shape = lesion_shape(vol, pl.n_parts if vol >= 2.0 else 1, min_diameter_mm, rng)
+        spot = _find_spot(scene, pl, shape, rng, tries)
+        if spot is not None:
+            return shape, spot
+        if vol <= 0.1:
             break
-        vol = pl.volume_ml
-        done = None
-        for _round in range(shrink_rounds + 1):
-            shape = lesion_shape(vol, pl.n_parts if vol >= 2.0 else 1, min_diameter_mm, rng)
-            r0 = shape[0][1] / 2
-            for _try in range(tries):
-                near = pl.near
-                if pl.kind == "node":
-                    hot = cand(HOT_TISSUES[near]) if near else np.zeros((0, 3))
-                    if near and len(hot):
-                        p = anat.point_of(hot[rng.integers(len(hot))])
-                        c = p + _unit(rng) * (r0 + 0.5 * h + rng.uniform(0.0, 4.0))
-                        region = pl.region
-                        if near == "brown_fat":
-                            region = f"supraclavicular_{'left' if c[0] > 0 else 'right'}"
-                        elif near == "ureter":
-                            region = "paraaortic" if c[2] > anat.landmarks.get("iliac_crest", -np.inf) else \
-                                f"iliac_{'left' if c[0] > 0 else 'right'}"
-                        elif near == "bowel":
-                            region = "mesenteric"
-                        if anat.labels[tuple(anat.index_of(c))] in HOT_TISSUES[near]:
-                            continue
-                    elif pl.region in anat.stations:
-                        near = None
-                        c0, jit, _ = anat.stations[pl.region]
-                        c = np.asarray(c0, float) + rng.uniform(-1, 1, 3) * np.asarray(jit)
-                        region = pl.region
-                    else:
-                        break
-                    blobs = [(c + off, d) for off, d, _ in shape]
-                    if not all(_node_ok(anat, bc, bd / 2, main=j == 0) for j, (bc, bd) in enumerate(blobs)):
-                        continue
-                    above = bool(c[2] > anat.z_diaphragm) if near else bool(anat.stations[region][2]) \
-                        if region in anat.stations else bool(c[2] > anat.z_diaphragm)
-                    kind, reg = "node", region
-                else:
-                    near = None
-                    tissues = _organ_tissues(pl.region)
-                    cands = cand(tissues)
-                    if len(cands) == 0:
-                        break
-                    c = anat.point_of(cands[rng.integers(len(cands))]) + rng.uniform(-0.5, 0.5, 3) * np.asarray(anat.spacing)
-                    probe = _probe(anat, c, 0.8 * r0 if pl.region != "bone" else 0.5 * r0)
-                    if pl.region.startswith("skin"):
-                        if not (np.isin(probe, (T.FAT_SC, T.MUSCLE, T.AIR)).mean() > 0.9 and probe[13] == T.FAT_SC):
-                            continue
-                        reg = _skin_region(c, anat)
-                        if reg != pl.region and _try < tries // 2:
-                            continue  # prefer the planned skin region
-                    else:
-                        frac_in = np.isin(probe, tissues + (BONE if pl.region == "bone" else ())).mean()
-                        if frac_in < (0.6 if pl.region != "prostate" else 0.4):
-                            continue
-                        reg = pl.region
-                    kind = "organ"
-                    above = bool(c[2] > anat.z_diaphragm)
-                    blobs = [(c, shape[0][1])]
-                if not fits(blobs):
-                    continue
-                done = (kind, reg, above, near, blobs)
-                break
-            if done is not None or vol <= 0.1:
-                break
-            vol = max(vol / 2.0, 0.1)
-        if done is None:
+        vol = max(vol / 2.0, 0.1)
+    return None
+
+
+def _find_spot(scene: _Scene, pl, shape: list[tuple[np.ndarray, float, np.ndarray]], rng: np.random.Generator,
+               tries: int) -> _Spot | None:
+    """The first of up to ``tries`` random positions where ``shape`` (blobs ``(offset (3,) mm, diameter mm,
+    lobes (k, 4))``, the main one first) fits its tissue and keeps clear of the placed lesions; None if none."""
+    r0 = shape[0][1] / 2
+    for attempt in range(tries):
+        if pl.kind == "node":
+            spot = _try_node(scene, pl, shape, r0, rng)
+        else:
+            spot = _try_organ(scene, pl, r0, shape[0][1], rng, attempt, tries)
+        if spot is _NO_PLACE:
+            return None
+        if spot is None or not scene.fits(spot.blobs):
             continue
-        kind, reg, above, near, blobs = done
-        c, d0 = blobs[0]
-        ct = {"liver": "hypodense", "spleen": "hypodense", "prostate": "isodense"}.get(reg, "soft")
-        if reg == "bone":
-            ct = "sclerotic" if rng.random() < (0.8 if diagnosis == "prostate_cancer" else 0.3) else "lytic"
-        parts = [(off, float(d), lb) for off, d, lb in shape[1:]]
-        placed.append(Lesion(reg, kind, np.asarray(c, np.float64), float(d0), float(pl.suv_mean * 1.5),
-                             bool(pl.necrotic), bool(pl.low_contrast), ct, bool(above), shape[0][2],
-                             suv_mean=float(pl.suv_mean), heterogeneity=float(pl.heterogeneity), parts=parts,
-                             near=near, planned_volume_ml=float(pl.volume_ml)))
-    return placed
+        return spot
+    return None
+
+
+def _try_node(scene: _Scene, pl, shape: list[tuple[np.ndarray, float, np.ndarray]], r0: float,
+              rng: np.random.Generator) -> _Spot | str | None:
+    """One random position of a nodal lesion: next to its hot physiology (``pl.near``: a voxel of it plus a
+    random offset just over the main radius ``r0``) when the anatomy has that tissue, else at its lymph-node
+    station with the station's jitter. Returns the spot, None (this position is bad: try another) or
+    :data:`_NO_PLACE` (no station and no hot tissue)."""
+    anat = scene.anat
+    near = pl.near
+    hot = scene.candidates(HOT_TISSUES[near]) if near else np.zeros((0, 3))
+    if near and len(hot):
+        p = anat.point_of(hot[rng.integers(len(hot))])
+        c = p + _unit(rng) * (r0 + 0.5 * scene.h + rng.uniform(0.0, 4.0))
+        region = _near_region(pl.region, near, c, anat)
+        if anat.labels[tuple(anat.index_of(c))] in HOT_TISSUES[near]:
+            return None
+    elif pl.region in anat.stations:
+        near = None
+        c0, jit, _ = anat.stations[pl.region]
+        c = np.asarray(c0, float) + rng.uniform(-1, 1, 3) * np.asarray(jit)
+        region = pl.region
+    else:
+        return _NO_PLACE
+    blobs = [(c + off, d) for off, d, _ in shape]
+    if not all(_node_ok(anat, bc, bd / 2, main=j == 0) for j, (bc, bd) in enumerate(blobs)):
+        return None
+    above = bool(c[2] > anat.z_diaphragm) if near else bool(anat.stations[region][2]) \
+        if region in anat.stations else bool(c[2] > anat.z_diaphragm)
+    return _Spot("node", region, above, near, blobs)
+
+
+def _near_region(region: str, near: str, c: np.ndarray, anat: Anatomy) -> str:
+    """The nodal region of a node at ``c`` (mm) next to hot physiology ``near``: supraclavicular by brown fat,
+    para-aortic or iliac by a ureter (above / below the iliac crest), mesenteric by bowel; else ``region``."""
+    if near == "brown_fat":
+        return f"supraclavicular_{'left' if c[0] > 0 else 'right'}"
+    if near == "ureter":
+        return "paraaortic" if c[2] > anat.landmarks.get("iliac_crest", -np.inf) else \
+            f"iliac_{'left' if c[0] > 0 else 'right'}"
+    if near == "bowel":
+        return "mesenteric"
+    return region
+
+
+def _try_organ(scene: _Scene, pl, r0: float, d0: float, rng: np.random.Generator, attempt: int,
+               tries: int) -> _Spot | str | None:
+    """One random position of an organ lesion (main blob of radius ``r0``, diameter ``d0``): a random voxel
+    of its organ, jittered within the voxel; it must sit mostly inside the organ (skin: in subcutaneous fat,
+    preferring the planned skin region for the first half of the tries). Returns the spot, None (try
+    another) or :data:`_NO_PLACE` (the organ is absent)."""
+    anat = scene.anat
+    tissues = _organ_tissues(pl.region)
+    cands = scene.candidates(tissues)
+    if len(cands) == 0:
+        return _NO_PLACE
+    c = anat.point_of(cands[rng.integers(len(cands))]) + rng.uniform(-0.5, 0.5, 3) * np.asarray(anat.spacing)
+    probe = _probe(anat, c, 0.8 * r0 if pl.region != "bone" else 0.5 * r0)
+    if pl.region.startswith("skin"):
+        if not (np.isin(probe, (T.FAT_SC, T.MUSCLE, T.AIR)).mean() > 0.9 and probe[13] == T.FAT_SC):
+            return None
+        reg = _skin_region(c, anat)
+        if reg != pl.region and attempt < tries // 2:
+            return None  # prefer the planned skin region
+    else:
+        frac_in = np.isin(probe, tissues + (BONE if pl.region == "bone" else ())).mean()
+        if frac_in < (0.6 if pl.region != "prostate" else 0.4):
+            return None
+        reg = pl.region
+    return _Spot("organ", reg, bool(c[2] > anat.z_diaphragm), None, [(c, d0)])
+
+
+def _make_lesion(pl, diagnosis: str, shape: list[tuple[np.ndarray, float, np.ndarray]], spot: _Spot,
+                 rng: np.random.Generator) -> Lesion:
+    """The :class:`Lesion` of planned lesion ``pl`` at ``spot`` with ``shape``; its CT appearance follows its
+    region (bone: sclerotic or lytic, drawn; sclerotic is likelier in prostate cancer)."""
+    reg = spot.region
+    c, d0 = spot.blobs[0]
+    ct = {"liver": "hypodense", "spleen": "hypodense", "prostate": "isodense"}.get(reg, "soft")
+    if reg == "bone":
+        ct = "sclerotic" if rng.random() < (0.8 if diagnosis == "prostate_cancer" else 0.3) else "lytic"
+    parts = [(off, float(d), lb) for off, d, lb in shape[1:]]
+    return Lesion(reg, spot.kind, np.asarray(c, np.float64), float(d0), float(pl.suv_mean * 1.5),
+                  bool(pl.necrotic), bool(pl.low_contrast), ct, bool(spot.above), shape[0][2],
+                  suv_mean=float(pl.suv_mean), heterogeneity=float(pl.heterogeneity), parts=parts,
+                  near=spot.near, planned_volume_ml=float(pl.volume_ml))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -349,36 +424,11 @@ def render_lesions(anat: Anatomy, lesions: list[Lesion], hu: np.ndarray, suv: np
     """
     occ = np.zeros(anat.labels.shape, dtype=np.float32)
     best = np.zeros(anat.labels.shape, dtype=np.float32) if owner is not None else None
-    axes = anat.axes
     h = float(np.mean(anat.spacing))
     for k_les, les in enumerate(lesions):
         blobs = les.blobs()
-        lo = np.min([c - (d / 2 * (1 + lb[:, 3].sum()) + h) for c, d, lb in blobs], axis=0)
-        hi = np.max([c + (d / 2 * (1 + lb[:, 3].sum()) + h) for c, d, lb in blobs], axis=0)
-        sl = []
-        for k in range(3):
-            a = axes[k]
-            i0 = int(np.searchsorted(a, lo[k], "left"))
-            i1 = int(np.searchsorted(a, hi[k], "right"))
-            sl.append(slice(max(i0, 0), min(max(i1, i0 + 1), len(a))))
-        sl = tuple(sl)
-        f = None
-        rn = None
-        for c, d, lobes in blobs:
-            r = d / 2
-            x = axes[0][sl[0]][:, None, None] - c[0]
-            y = axes[1][sl[1]][None, :, None] - c[1]
-            z = axes[2][sl[2]][None, None, :] - c[2]
-            dist = np.sqrt(x ** 2 + y ** 2 + z ** 2) + 1e-6
-            rdir = np.full(dist.shape, 1.0, dtype=np.float32)
-            for dx, dy, dz, amp in lobes:
-                cosang = (x * dx + y * dy + z * dz) / dist
-                rdir = rdir + amp * np.clip(cosang, 0, 1) ** 3 - amp * 0.25
-            R = r * np.clip(rdir, 0.55, None)
-            fb = np.clip((R - dist) / h + 0.5, 0.0, 1.0).astype(np.float32)
-            rb = (dist / R).astype(np.float32)  # 0 centre .. 1 edge
-            f = fb if f is None else np.maximum(f, fb)
-            rn = rb if rn is None else np.minimum(rn, rb)
+        sl = _lesion_box(anat.axes, blobs, h)
+        f, rn = _blob_fields(anat.axes, sl, blobs, h)
         tissues, inclusive = allowed_tissues(les)
         ok = np.isin(anat.labels[sl], tissues)
         f = f * (ok if inclusive else ~ok)
@@ -387,41 +437,11 @@ def render_lesions(anat: Anatomy, lesions: list[Lesion], hu: np.ndarray, suv: np
             continue
         bg_suv = float(np.median(suv[sl][f > 0.5])) if (f > 0.5).any() else float(suv[sl].mean())
         tex = smooth_noise(f.shape, max(1.0, 4.0 / h), rng)
-        profile = np.clip(1.0 - 0.3 * rn ** 2 + les.heterogeneity * tex, 0.3, None)
-        core = None
-        if les.necrotic:
-            core = rn < rng.uniform(0.35, 0.6)
-            profile = np.where(core, rng.uniform(0.05, 0.15), profile)
-        free = 1.0 - occ[sl]
-        w = np.minimum(f, free)
-        if les.low_contrast:
-            les.suv_max = float(max(2.0, bg_suv * rng.uniform(1.5, 2.5)))
-            les_suv = les.suv_max * profile / float(profile[f > 0].max())
-        elif les.suv_mean > 0:
-            rim = w if core is None else w * ~core
-            if rim.sum() <= 0:
-                rim = w
-            les_suv = les.suv_mean * profile / max(float((profile * rim).sum() / max(rim.sum(), 1e-9)), 1e-6)
-        else:
-            les_suv = les.suv_max * profile / float(profile[f > 0].max())
-        # stay conspicuous against the neighbourhood (1 cm around the box, urine-filled organs excluded):
-        # peak at least 1.3x its 75th percentile, and within 2..SUV_PEAK_MAX
-        peak = float(les_suv[f > 0].max())
-        target = peak
-        nb = tuple(slice(max(0, q.start - int(10 / sp)), q.stop + int(10 / sp)) for q, sp in zip(sl, anat.spacing))
-        near = suv[nb][~np.isin(anat.labels[nb], URINE)]
-        if near.size:
-            target = max(target, 1.3 * float(np.percentile(near, 75)))
-        target = float(np.clip(target, 2.0, SUV_PEAK_MAX))
-        les_suv = les_suv * np.float32(target / peak)
-        les.suv_max = target
-        base_hu = {"soft": 40.0, "isodense": float(np.median(hu[sl][f > 0.5])) if (f > 0.5).any() else 40.0,
-                   "lytic": 60.0, "sclerotic": float(rng.uniform(700, 1100))}.get(les.ct)
-        if les.ct == "hypodense":
-            base_hu = float(np.median(hu[sl][f > 0.5])) - rng.uniform(15, 40) if (f > 0.5).any() else 20.0
-        les_hu = base_hu + 6.0 * tex
-        if core is not None:
-            les_hu = np.where(core, base_hu - 25.0, les_hu)
+        profile, core = _uptake_profile(les, rn, tex, rng)
+        w = np.minimum(f, 1.0 - occ[sl])  # what is still free of earlier lesions
+        les_suv = _scaled_uptake(les, profile, f, w, core, bg_suv, rng)
+        les_suv = _conspicuous(les, les_suv, f, sl, anat, suv)
+        les_hu = _lesion_hu(les, hu, sl, f, tex, core, rng)
         suv[sl] = suv[sl] * (1 - w) + les_suv * w
         hu[sl] = hu[sl] * (1 - w) + les_hu * w
         occ[sl] += w
@@ -434,3 +454,102 @@ def render_lesions(anat: Anatomy, lesions: list[Lesion], hu: np.ndarray, suv: np
         if wsum > 0:
             les.suv_mean = float((les_suv * w).sum() / wsum)
     return occ
+
+
+def _lesion_box(axes, blobs: list[tuple[np.ndarray, float, np.ndarray]], h: float) -> tuple[slice, slice, slice]:
+    """Truth-grid slices (x, y, z) of the box around every blob (its largest lobed radius plus ``h`` mm);
+    ``axes``: the truth grid's x, y, z coordinates (mm). Never empty."""
+    lo = np.min([c - (d / 2 * (1 + lb[:, 3].sum()) + h) for c, d, lb in blobs], axis=0)
+    hi = np.max([c + (d / 2 * (1 + lb[:, 3].sum()) + h) for c, d, lb in blobs], axis=0)
+    sl = []
+    for k in range(3):
+        a = axes[k]
+        i0 = int(np.searchsorted(a, lo[k], "left"))
+        i1 = int(np.searchsorted(a, hi[k], "right"))
+        sl.append(slice(max(i0, 0), min(max(i1, i0 + 1), len(a))))
+    return tuple(sl)
+
+
+def _blob_fields(axes, sl: tuple[slice, ...], blobs: list[tuple[np.ndarray, float, np.ndarray]],
+                 h: float) -> tuple[np.ndarray, np.ndarray]:
+    """Over the box ``sl``: the anti-aliased occupancy ``f`` (union of the lobulated blobs, 0..1, one voxel
+    ``h`` of ramp) and the normalized radius ``rn`` (0 at a blob centre, 1 at its surface, min over blobs);
+    both float32 of the box's shape (x, y, z)."""
+    f = None
+    rn = None
+    for c, d, lobes in blobs:
+        r = d / 2
+        x = axes[0][sl[0]][:, None, None] - c[0]
+        y = axes[1][sl[1]][None, :, None] - c[1]
+        z = axes[2][sl[2]][None, None, :] - c[2]
+        dist = np.sqrt(x ** 2 + y ** 2 + z ** 2) + 1e-6
+        rdir = np.full(dist.shape, 1.0, dtype=np.float32)
+        for dx, dy, dz, amp in lobes:
+            cosang = (x * dx + y * dy + z * dz) / dist
+            rdir = rdir + amp * np.clip(cosang, 0, 1) ** 3 - amp * 0.25
+        R = r * np.clip(rdir, 0.55, None)
+        fb = np.clip((R - dist) / h + 0.5, 0.0, 1.0).astype(np.float32)
+        rb = (dist / R).astype(np.float32)  # 0 centre .. 1 edge
+        f = fb if f is None else np.maximum(f, fb)
+        rn = rb if rn is None else np.minimum(rn, rb)
+    return f, rn
+
+
+def _uptake_profile(les: Lesion, rn: np.ndarray, tex: np.ndarray,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    """Relative uptake over the box (same shape as ``rn``): brighter centre plus texture ``tex`` scaled by
+    ``heterogeneity``, at least 0.3; a necrotic lesion gets a core (bool mask, radius 0.35-0.6, drawn) at
+    5-15 % (drawn). Returns ``(profile, core or None)``."""
+    profile = np.clip(1.0 - 0.3 * rn ** 2 + les.heterogeneity * tex, 0.3, None)
+    core = None
+    if les.necrotic:
+        core = rn < rng.uniform(0.35, 0.6)
+        profile = np.where(core, rng.uniform(0.05, 0.15), profile)
+    return profile, core
+
+
+def _scaled_uptake(les: Lesion, profile: np.ndarray, f: np.ndarray, w: np.ndarray, core: np.ndarray | None,
+                   bg_suv: float, rng: np.random.Generator) -> np.ndarray:
+    """SUV over the box from ``profile``: low contrast -> peak 1.5-2.5x the background ``bg_suv`` (drawn, at
+    least 2; sets ``suv_max``); ``suv_mean > 0`` -> mean ``suv_mean`` over the rim (weights ``w`` outside the
+    core); else peak ``suv_max``."""
+    if les.low_contrast:
+        les.suv_max = float(max(2.0, bg_suv * rng.uniform(1.5, 2.5)))
+        return les.suv_max * profile / float(profile[f > 0].max())
+    if les.suv_mean > 0:
+        rim = w if core is None else w * ~core
+        if rim.sum() <= 0:
+            rim = w
+        return les.suv_mean * profile / max(float((profile * rim).sum() / max(rim.sum(), 1e-9)), 1e-6)
+    return les.suv_max * profile / float(profile[f > 0].max())
+
+
+def _conspicuous(les: Lesion, les_suv: np.ndarray, f: np.ndarray, sl: tuple[slice, ...], anat: Anatomy,
+                 suv: np.ndarray) -> np.ndarray:
+    """``les_suv`` rescaled so the lesion stays conspicuous against its neighbourhood (1 cm around the box,
+    urine-filled organs excluded): peak at least 1.3x its 75th percentile, and within 2..SUV_PEAK_MAX; sets
+    ``suv_max`` to that peak."""
+    peak = float(les_suv[f > 0].max())
+    target = peak
+    nb = tuple(slice(max(0, q.start - int(10 / sp)), q.stop + int(10 / sp)) for q, sp in zip(sl, anat.spacing))
+    near = suv[nb][~np.isin(anat.labels[nb], URINE)]
+    if near.size:
+        target = max(target, 1.3 * float(np.percentile(near, 75)))
+    target = float(np.clip(target, 2.0, SUV_PEAK_MAX))
+    les.suv_max = target
+    return les_suv * np.float32(target / peak)
+
+
+def _lesion_hu(les: Lesion, hu: np.ndarray, sl: tuple[slice, ...], f: np.ndarray, tex: np.ndarray,
+               core: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """HU over the box by CT pattern: soft 40, lytic 60, sclerotic 700-1100 (drawn), isodense the local
+    median, hypodense 15-40 below it (drawn); plus 6 HU of texture, a necrotic core 25 HU lower."""
+    # the sclerotic value is drawn for every lesion (whatever its pattern): the generator's RNG stream
+    base_hu = {"soft": 40.0, "isodense": float(np.median(hu[sl][f > 0.5])) if (f > 0.5).any() else 40.0,
+               "lytic": 60.0, "sclerotic": float(rng.uniform(700, 1100))}.get(les.ct)
+    if les.ct == "hypodense":
+        base_hu = float(np.median(hu[sl][f > 0.5])) - rng.uniform(15, 40) if (f > 0.5).any() else 20.0
+    les_hu = base_hu + 6.0 * tex
+    if core is not None:
+        les_hu = np.where(core, base_hu - 25.0, les_hu)
+    return les_hu

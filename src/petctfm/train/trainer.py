@@ -35,6 +35,7 @@ import itertools
 import math
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -139,8 +140,23 @@ class _Run:
     # -- setup ---------------------------------------------------------------------------------------
 
     def _setup(self) -> None:
-        cfg, info = self.cfg, self.info
-        seed_everything(cfg.seed)  # same initial weights on every rank
+        """Model (seeded identically on every rank, resumed weights), EMA, DDP / compile wrapper, optimizer,
+        LR schedule, grad scaler, and the step / sample counters (restored on resume)."""
+        seed_everything(self.cfg.seed)  # same initial weights on every rank
+        loaded = self._build_model()
+        self._build_ema(loaded)
+        self.wrapped = self._wrap(self.model)
+        self._build_optimizer()
+        self.step = 0
+        self.samples_done = 0  # per rank
+        self.elapsed_before = 0.0
+        if self.state is not None:
+            self._restore_state()
+
+    def _build_model(self) -> ck.LoadedCheckpoint | None:
+        """``self.model``: the task's model with the resume checkpoint's weights (if any), on the device,
+        5-D weights channels-last; sets ``self.state`` (the checkpoint's trainer state, or None). Returns the
+        loaded checkpoint (its EMA weights are read next)."""
         model = self.task.build_model()
         self.state: dict[str, Any] | None = None
         loaded = None
@@ -150,17 +166,22 @@ class _Run:
             model.load_state_dict(loaded.weights, strict=True)
             self.state = loaded.state
         model = model.to(self.device)
-        if cfg.channels_last:  # 5-D weights (3D convolutions) only; other tensors keep their layout
+        if self.cfg.channels_last:  # 5-D weights (3D convolutions) only; other tensors keep their layout
             for p in list(model.parameters()) + list(model.buffers()):
                 if p.dim() == 5:
                     p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
         self.model = model  # the bare module: saved, given to on_checkpoint
+        return loaded
 
+    def _build_ema(self, loaded: ck.LoadedCheckpoint | None) -> None:
+        """``self.ema``: an averaged copy of the model when ``ema_decay`` is set (resumed from the checkpoint's
+        EMA weights), else None."""
         self.ema = None
-        if cfg.ema_decay is not None:
+        if self.cfg.ema_decay is not None:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema_decay),
+                                     use_buffers=True)
             if self.state is not None:
                 if loaded.ema_weights is None:
                     raise InputError(f"{self.resume_from / ck.EMA_FILE}: EMA is on but the checkpoint has no EMA "
@@ -168,41 +189,48 @@ class _Run:
                 self.ema.module.load_state_dict(loaded.ema_weights, strict=True)
                 self.ema.n_averaged.copy_(self.state["ema_n_averaged"])
 
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        """The module the steps call: DDP around ``model`` when distributed (``self.ddp``), then
+        ``torch.compile`` when asked."""
         wrapped: nn.Module = model
         self.ddp = None
-        if info.distributed:
+        if self.info.distributed:
             self.ddp = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device] if self.device.type == "cuda" else None,
-                find_unused_parameters=cfg.find_unused_parameters)
+                find_unused_parameters=self.cfg.find_unused_parameters)
             wrapped = self.ddp
-        if cfg.compile:
+        if self.cfg.compile:
             wrapped = torch.compile(wrapped)
-        self.wrapped = wrapped
+        return wrapped
 
+    def _build_optimizer(self) -> None:
+        """AdamW over the task's param groups (or the default ones), warm-up + cosine ``LambdaLR``, and the
+        grad scaler (enabled for fp16 only)."""
+        cfg = self.cfg
         groups_fn = getattr(self.task, "param_groups", None)
-        groups = groups_fn(model, cfg) if callable(groups_fn) else None
-        self.optimizer = build_optimizer(model, cfg, self.device, groups)
+        groups = groups_fn(self.model, cfg) if callable(groups_fn) else None
+        self.optimizer = build_optimizer(self.model, cfg, self.device, groups)
         horizon = cfg.schedule_steps or cfg.max_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, WarmupCosine(cfg.warmup_steps, horizon, cfg.min_lr_ratio))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
-        self.step = 0
-        self.samples_done = 0  # per rank
-        self.elapsed_before = 0.0
-        if self.state is not None:
-            st = self.state
-            self.optimizer.load_state_dict(st["optimizer"])
-            self.scheduler.load_state_dict(st["scheduler"])
-            if cfg.schedule_steps is not None:  # an explicit horizon overrides the saved one
-                self.scheduler.lr_lambdas[0].horizon = int(cfg.schedule_steps)
-            if st.get("scaler"):
-                self.scaler.load_state_dict(st["scaler"])
-            self.step = int(st["step"])
-            self.samples_done = int(st["samples_per_rank"])
-            self.elapsed_before = float(st.get("elapsed_s", 0.0))
-            if int(st["world_size"]) != info.world_size:
-                warnings.warn(f"{self.resume_from}: saved with {st['world_size']} ranks, resumed with "
-                              f"{info.world_size}: data order and RNG streams differ from an uninterrupted run")
+
+    def _restore_state(self) -> None:
+        """Resume: optimizer, schedule (an explicit ``schedule_steps`` overrides the saved horizon), scaler,
+        step and sample counters, elapsed time; a warning when the number of ranks changed."""
+        st, cfg, info = self.state, self.cfg, self.info
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        if cfg.schedule_steps is not None:  # an explicit horizon overrides the saved one
+            self.scheduler.lr_lambdas[0].horizon = int(cfg.schedule_steps)
+        if st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
+        self.step = int(st["step"])
+        self.samples_done = int(st["samples_per_rank"])
+        self.elapsed_before = float(st.get("elapsed_s", 0.0))
+        if int(st["world_size"]) != info.world_size:
+            warnings.warn(f"{self.resume_from}: saved with {st['world_size']} ranks, resumed with "
+                          f"{info.world_size}: data order and RNG streams differ from an uninterrupted run")
 
     def _restore_or_seed_rng(self) -> None:
         """Last thing before the loop: per-rank RNG streams (fresh) or exactly the saved ones (resume)."""
@@ -315,83 +343,116 @@ class _Run:
         return loss_v
 
     def run(self) -> dict[str, Any]:
-        cfg, info = self.cfg, self.info
+        """Set up, train until a stop condition, save the final state; returns (and rank 0 writes) the summary."""
         self._setup()
         start_step = self.step
+        self._open_outputs()
+        it = self._start_batches()
+        self.t_start = self.t_last_log = time.perf_counter()
+        self.step_last_log, self.samples_last_log = self.step, self.samples_done
+        samples_at_start = self.samples_done
+        end = self._loop(it)
+        self._finish(end)
+        return self._write_summary(end, start_step, samples_at_start)
+
+    def _open_outputs(self) -> None:
+        """Rank 0: cut ``metrics.jsonl`` back to the resumed step and open TensorBoard; the checkpoint marks."""
         self.tb = None
-        if info.is_main:
+        if self.info.is_main:
             truncate_metrics(self.run_dir / METRICS_FILE, self.step)
             self.tb = open_tensorboard(self.run_dir, purge_step=self.step if self.step else None)
         self.last_saved = self.step if self.resume_from is not None else -1
         self.last_checkpoint = self.resume_from
-        it = iter(self.task.batches(info.rank, info.world_size, self.samples_done))
+
+    def _start_batches(self) -> Iterator[dict[str, Any]]:
+        """The task's batch iterator from this rank's next sample, already started; then the model in train
+        mode and the training RNG streams (fresh or restored)."""
+        it = iter(self.task.batches(self.info.rank, self.info.world_size, self.samples_done))
         # Start the loader (worker start-up draws from the global RNG) before the training RNG is set, so a
         # fresh and a resumed run enter the loop with exactly the RNG states they should.
         it = itertools.chain([next(it)], it)
         self.model.train()
         self._restore_or_seed_rng()
+        return it
 
-        self.t_start = self.t_last_log = time.perf_counter()
-        self.step_last_log, self.samples_last_log = self.step, self.samples_done
-        samples_at_start = self.samples_done
-        stopped, last_loss, last_logged, loss = "max_steps", float("nan"), -1, None
-        hooked, batch = self.step, None  # last step the task's on_checkpoint hook ran (figure / validation)
-        acc: dict[str, Any] = {}
-        acc_n = 0
+    def _loop(self, it: Iterator[dict[str, Any]]) -> "_LoopEnd":
+        """Optimizer steps until ``max_steps``, ``max_time_s``, a signal or Ctrl-C: each step logged (every
+        ``log_every``), hooked (every ``figure_every``) and checkpointed (every ``checkpoint_every``)."""
+        cfg, info = self.cfg, self.info
+        end = _LoopEnd(hooked=self.step)  # hooked: last step the task's on_checkpoint hook ran (figure / validation)
+        means = _StepMeans()
         self.progress = Progress(cfg.progress and info.is_main, cfg.max_steps, self.step)
         try:
             with StopFlag() as stop, self.progress:
                 while self.step < cfg.max_steps:
-                    loss, logs, batch, n = self._one_step(it)
+                    end.loss, logs, end.batch, n = self._one_step(it)
                     self.step += 1
                     self.samples_done += n
                     now = time.perf_counter()
-                    # logged values are means over the steps since the last log line (no host sync per step)
-                    for k, v in (("loss", loss), *((k, v) for k, v in logs.items() if k != "lr")):
-                        acc[k] = acc.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
-                    acc_n += 1
+                    means.add(end.loss, logs)
                     if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                        mean = {k: v / acc_n for k, v in acc.items()}
-                        last_loss = self._log(mean.pop("loss"), {**mean, "lr": logs["lr"]}, now)
-                        last_logged, acc, acc_n = self.step, {}, 0
+                        mean = means.pop_means()
+                        end.last_loss = self._log(mean.pop("loss"), {**mean, "lr": logs["lr"]}, now)
+                        end.last_logged = self.step
                     else:
                         self.progress.update(self.step)
                     if cfg.figure_every and self.step % cfg.figure_every == 0 and info.is_main:
-                        with ck.preserved_rng():
-                            self.task.on_checkpoint(self.model, batch, self.step, self.run_dir)
+                        self._checkpoint_hook(end.batch)
                         self.model.train()
-                        hooked = self.step
+                        end.hooked = self.step
                     if self.step % cfg.checkpoint_every == 0:
                         self._save()
-                    time_up = cfg.max_time_s is not None and now - self.t_start >= cfg.max_time_s
-                    if info.distributed:
-                        halt = any_rank(time_up or stop.reason is not None, info)
-                    else:
-                        halt = time_up or stop.reason is not None
-                    if halt:
-                        stopped = "max_time" if time_up else (stop.reason or "signal")
+                    reason = self._halt_reason(now, stop)
+                    if reason is not None:
+                        end.stopped = reason
                         break
         except KeyboardInterrupt:
             # A second Ctrl-C inside a step: the step is lost, the last complete state is checkpointed below
             # only in a single process (a collective after an interrupt could hang the other ranks).
-            stopped = "KeyboardInterrupt"
+            end.stopped = "KeyboardInterrupt"
             if info.distributed:
                 raise
+        return end
+
+    def _halt_reason(self, now: float, stop: StopFlag) -> str | None:
+        """``max_time`` or the signal's name when this rank (or, distributed, any rank) must stop; else None."""
+        cfg, info = self.cfg, self.info
+        time_up = cfg.max_time_s is not None and now - self.t_start >= cfg.max_time_s
+        if info.distributed:
+            halt = any_rank(time_up or stop.reason is not None, info)
+        else:
+            halt = time_up or stop.reason is not None
+        if halt:
+            return "max_time" if time_up else (stop.reason or "signal")
+        return None
+
+    def _checkpoint_hook(self, batch: dict[str, Any]) -> None:
+        """The task's ``on_checkpoint`` (figure / validation) on the bare model, the RNG states preserved."""
+        with ck.preserved_rng():
+            self.task.on_checkpoint(self.model, batch, self.step, self.run_dir)
+
+    def _finish(self, end: "_LoopEnd") -> None:
+        """After the loop: save the final state (unless just saved), run the hook on the final weights of a run
+        ended by its budget between two hooks, and the final loss (mean over ranks) when not logged."""
+        cfg, info = self.cfg, self.info
         if self.last_saved != self.step:
             self._save()
-        if (cfg.figure_every and stopped in ("max_steps", "max_time") and hooked != self.step and batch is not None
-                and info.is_main):
+        if (cfg.figure_every and end.stopped in ("max_steps", "max_time") and end.hooked != self.step
+                and end.batch is not None and info.is_main):
             # A run that ended by its budget between two hooks: figure / validate the final weights too, so a
             # fine-tuning run stopped by --max-time still competes for its best checkpoint with its last state.
-            with ck.preserved_rng():
-                self.task.on_checkpoint(self.model, batch, self.step, self.run_dir)
-        if loss is not None and last_logged != self.step:
-            last_loss = mean_over_ranks([float(loss)], info)[0]
+            self._checkpoint_hook(end.batch)
+        if end.loss is not None and end.last_logged != self.step:
+            end.last_loss = mean_over_ranks([float(end.loss)], info)[0]
+
+    def _write_summary(self, end: "_LoopEnd", start_step: int, samples_at_start: int) -> dict[str, Any]:
+        """The summary of :func:`train`; rank 0 closes TensorBoard and writes ``summary.json``."""
+        info = self.info
         elapsed = time.perf_counter() - self.t_start
         summary = {
-            "steps": self.step, "start_step": start_step, "loss": last_loss, "time_s": elapsed,
+            "steps": self.step, "start_step": start_step, "loss": end.last_loss, "time_s": elapsed,
             "samples_per_s": (self.samples_done - samples_at_start) * info.world_size / max(elapsed, 1e-9),
-            "samples": self.samples_done * info.world_size, "stopped": stopped,
+            "samples": self.samples_done * info.world_size, "stopped": end.stopped,
             "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
             "world_size": info.world_size, "precision": self.precision, "device": str(self.device),
         }
@@ -400,6 +461,39 @@ class _Run:
                 self.tb.close()
             atomic_write_json(self.run_dir / SUMMARY_FILE, summary)
         return summary
+
+
+@dataclass
+class _LoopEnd:
+    """How the training loop ended: why, the last logged loss, the step it was logged at, the last step's
+    loss (tensor) and batch, and the last step the ``on_checkpoint`` hook ran."""
+
+    hooked: int
+    stopped: str = "max_steps"
+    last_loss: float = float("nan")
+    last_logged: int = -1
+    loss: torch.Tensor | None = None
+    batch: dict[str, Any] | None = None
+
+
+class _StepMeans:
+    """Sums of the loss and the task logs (not ``lr``) over the steps since the last metrics line; tensors stay
+    on the device (no host sync per step)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Any] = {}
+        self.n = 0
+
+    def add(self, loss: torch.Tensor, logs: dict[str, Any]) -> None:
+        for k, v in (("loss", loss), *((k, v) for k, v in logs.items() if k != "lr")):
+            self.sums[k] = self.sums.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
+        self.n += 1
+
+    def pop_means(self) -> dict[str, Any]:
+        """The means since the last call (``loss`` and each log), and start over."""
+        mean = {k: v / self.n for k, v in self.sums.items()}
+        self.sums, self.n = {}, 0
+        return mean
 
 
 __all__ = ["train", "resolve_precision"]

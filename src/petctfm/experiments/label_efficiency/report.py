@@ -38,64 +38,90 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     the seed-averaged per-case Dice with its bootstrap CI over cases (:func:`mean_ci`), ``dice_sd`` the SD of
     the per-seed means (NaN with one seed); the other metrics are means over seeds of the per-run means.
     """
-    from petctfm.evaluate.bootstrap import mean_ci, paired_comparison
+    groups = [_group_stats(kind, arm, level, rs) for (kind, arm, level), rs in _runs_by_group(records).items()]
+    groups.sort(key=lambda g: (g["kind"] != "finetune", ARMS.index(g["arm"]) if g["arm"] in ARMS
+                               else PROBE_ARMS.index(g["arm"]), g["fraction"] or g["kshot"] or 0))
+    return {"groups": groups, "comparisons": _comparisons(groups)}
 
+
+def _runs_by_group(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """The records by ``(kind, arm, level)``, level = fraction (fine-tuning) or k (probes), in record order."""
     keyed: dict[tuple, list[dict[str, Any]]] = {}
     for r in records:
         level = r["fraction"] if r["kind"] == "finetune" else r["kshot"]
         keyed.setdefault((r["kind"], r["arm"], level), []).append(r)
-    groups = []
-    for (kind, arm, level), rs in keyed.items():
-        per_case = _case_matrix(rs)
-        seed_means = [_nan(r["metrics"]["dice"]["mean"]) for r in rs]
-        g = {"kind": kind, "arm": arm, "fraction": level if kind == "finetune" else None,
-             "kshot": level if kind == "probe" else None, "n_seeds": len(rs), "seeds": [r["seed"] for r in rs],
-             "n_train_cases": rs[0]["n_train_cases"], "n_test_cases": rs[0]["n_test_cases"],
-             "dice": mean_ci(list(per_case.values()), N_RESAMPLES, BOOTSTRAP_SEED),
-             "dice_sd": float(np.std(seed_means, ddof=1)) if len(rs) > 1 else float("nan"),
-             "case_dice": per_case}
-        if any("case_ap" in r for r in rs):  # probes: threshold-free voxel-wise average precision
-            g["case_ap"] = _case_matrix(rs, "case_ap")
-            g["ap"] = mean_ci(list(g["case_ap"].values()), N_RESAMPLES, BOOTSTRAP_SEED)
-        for m in RUN_METRICS[1:]:
-            g[m] = float(np.nanmean([_nan(r["metrics"][m]["mean"]) for r in rs])) if rs else float("nan")
-        held = [r["holdout"] for r in rs if r.get("holdout")]
-        if held:  # the held-out site, the same statistics over its cases
-            h_case = _case_matrix(held)
-            g["holdout"] = {"site": held[0]["site"], "n_test_cases": held[0]["n_test_cases"], "case_dice": h_case,
-                            "dice": mean_ci(list(h_case.values()), N_RESAMPLES, BOOTSTRAP_SEED)}
-            if any("case_ap" in h for h in held):
-                g["holdout"]["ap"] = mean_ci(list(_case_matrix(held, "case_ap").values()), N_RESAMPLES,
-                                             BOOTSTRAP_SEED)
-        groups.append(g)
-    groups.sort(key=lambda g: (g["kind"] != "finetune", ARMS.index(g["arm"]) if g["arm"] in ARMS
-                               else PROBE_ARMS.index(g["arm"]), g["fraction"] or g["kshot"] or 0))
+    return keyed
+
+
+def _group_stats(kind: str, arm: str, level: Any, rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One group of :func:`summarize` from its runs ``rs`` (one per seed): Dice (and AP for probes) with
+    bootstrap CIs over the seed-averaged test cases, the secondary metrics, the held-out site's statistics."""
+    from petctfm.evaluate.bootstrap import mean_ci
+
+    per_case = _case_matrix(rs)
+    seed_means = [_nan(r["metrics"]["dice"]["mean"]) for r in rs]
+    g = {"kind": kind, "arm": arm, "fraction": level if kind == "finetune" else None,
+         "kshot": level if kind == "probe" else None, "n_seeds": len(rs), "seeds": [r["seed"] for r in rs],
+         "n_train_cases": rs[0]["n_train_cases"], "n_test_cases": rs[0]["n_test_cases"],
+         "dice": mean_ci(list(per_case.values()), N_RESAMPLES, BOOTSTRAP_SEED),
+         "dice_sd": float(np.std(seed_means, ddof=1)) if len(rs) > 1 else float("nan"),
+         "case_dice": per_case}
+    if any("case_ap" in r for r in rs):  # probes: threshold-free voxel-wise average precision
+        g["case_ap"] = _case_matrix(rs, "case_ap")
+        g["ap"] = mean_ci(list(g["case_ap"].values()), N_RESAMPLES, BOOTSTRAP_SEED)
+    for m in RUN_METRICS[1:]:
+        g[m] = float(np.nanmean([_nan(r["metrics"][m]["mean"]) for r in rs])) if rs else float("nan")
+    held = [r["holdout"] for r in rs if r.get("holdout")]
+    if held:  # the held-out site, the same statistics over its cases
+        g["holdout"] = _holdout_stats(held)
+    return g
+
+
+def _holdout_stats(held: list[dict[str, Any]]) -> dict[str, Any]:
+    """A group's ``holdout`` entry from its runs' held-out-site records: site, cases, per-case Dice, Dice
+    (and AP when the runs have it) with bootstrap CIs."""
+    from petctfm.evaluate.bootstrap import mean_ci
+
+    h_case = _case_matrix(held)
+    out = {"site": held[0]["site"], "n_test_cases": held[0]["n_test_cases"], "case_dice": h_case,
+           "dice": mean_ci(list(h_case.values()), N_RESAMPLES, BOOTSTRAP_SEED)}
+    if any("case_ap" in h for h in held):
+        out["ap"] = mean_ci(list(_case_matrix(held, "case_ap").values()), N_RESAMPLES, BOOTSTRAP_SEED)
+    return out
+
+
+def _compare(a: dict, b: dict, label: str, key: str = "case_dice") -> dict[str, Any]:
+    """Paired comparison of groups ``a`` and ``b`` on their common test cases (``case_dice`` or ``case_ap``)."""
+    from petctfm.evaluate.bootstrap import paired_comparison
+
+    ids = sorted(set(a[key]) & set(b[key]))
+    c = paired_comparison([a[key][i] for i in ids], [b[key][i] for i in ids], N_RESAMPLES, BOOTSTRAP_SEED)
+    return {"comparison": label, "metric": "ap" if key == "case_ap" else "dice", "a": _group_label(a),
+            "b": _group_label(b), **c}
+
+
+def _comparisons(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The paired tests: pretrained vs scratch at every fraction, the smallest pretrained fraction vs scratch
+    at 100 %, and per k the joint vs separated probe (Dice, and AP when both have it)."""
     find = {(g["kind"], g["arm"], g["fraction"] if g["kind"] == "finetune" else g["kshot"]): g for g in groups}
-
-    def compare(a: dict, b: dict, label: str, key: str = "case_dice") -> dict[str, Any]:
-        ids = sorted(set(a[key]) & set(b[key]))
-        c = paired_comparison([a[key][i] for i in ids], [b[key][i] for i in ids], N_RESAMPLES, BOOTSTRAP_SEED)
-        return {"comparison": label, "metric": "ap" if key == "case_ap" else "dice", "a": _group_label(a),
-                "b": _group_label(b), **c}
-
     comps = []
     fracs = sorted({g["fraction"] for g in groups if g["kind"] == "finetune"})
     for f in fracs:
         if ("finetune", "pretrained", f) in find and ("finetune", "scratch", f) in find:
-            comps.append(compare(find[("finetune", "pretrained", f)], find[("finetune", "scratch", f)],
-                                 f"pretrained vs scratch at {fmt_pct(f)}%"))
+            comps.append(_compare(find[("finetune", "pretrained", f)], find[("finetune", "scratch", f)],
+                                  f"pretrained vs scratch at {fmt_pct(f)}%"))
     pre = sorted(f for (k, a, f) in find if k == "finetune" and a == "pretrained")
     if pre and ("finetune", "scratch", 100.0) in find and pre[0] < 100:
-        comps.append(compare(find[("finetune", "pretrained", pre[0])], find[("finetune", "scratch", 100.0)],
-                             f"pretrained at {fmt_pct(pre[0])}% vs scratch at 100%"))
+        comps.append(_compare(find[("finetune", "pretrained", pre[0])], find[("finetune", "scratch", 100.0)],
+                              f"pretrained at {fmt_pct(pre[0])}% vs scratch at 100%"))
     ks = sorted({g["kshot"] for g in groups if g["kind"] == "probe"})
     for k in ks:
         if ("probe", "joint", k) in find and ("probe", "separated", k) in find:
             joint, sep = find[("probe", "joint", k)], find[("probe", "separated", k)]
-            comps.append(compare(joint, sep, f"{k}-shot probe: joint vs separated"))
+            comps.append(_compare(joint, sep, f"{k}-shot probe: joint vs separated"))
             if "case_ap" in joint and "case_ap" in sep:
-                comps.append(compare(joint, sep, f"{k}-shot probe: joint vs separated, AP", "case_ap"))
-    return {"groups": groups, "comparisons": comps}
+                comps.append(_compare(joint, sep, f"{k}-shot probe: joint vs separated, AP", "case_ap"))
+    return comps
 
 
 def _group_label(g: dict[str, Any]) -> str:
@@ -174,9 +200,25 @@ def results_markdown(records: list[dict[str, Any]], summary: dict[str, Any], pla
     """The report: the seed-style table, secondary metrics, paired tests, the probe table, the runs."""
     ft = [g for g in summary["groups"] if g["kind"] == "finetune"]
     pr = [g for g in summary["groups"] if g["kind"] == "probe"]
+    lines = _intro_markdown(records, summary, settings, command)
+    if missing:
+        lines += [f"**Unfinished runs** (not in the tables; rerun the command to resume): {', '.join(missing)}", ""]
+    if ft:
+        lines += _finetune_markdown(ft)
+    lines += holdout_markdown(summary["groups"], settings)
+    lines += _paired_markdown([c for c in summary["comparisons"] if "probe" not in c["comparison"]])
+    if settings.probe_kshot:
+        lines += _probe_markdown(pr, [c for c in summary["comparisons"] if "probe" in c["comparison"]], settings)
+    lines += _runs_markdown(records)
+    return "\n".join(lines)
+
+
+def _intro_markdown(records: list[dict[str, Any]], summary: dict[str, Any], settings: Settings,
+                    command: str) -> list[str]:
+    """Title, the synthetic-data warning, the settings (data, encoder, preset, Dice convention), the command."""
     n_test = records[0]["n_test_cases"] if records else 0
     n_pos = next((g["dice"]["n"] for g in summary["groups"]), 0)
-    lines = [
+    return [
         "# Label-efficiency experiment",
         "",
         "**Synthetic data.** Every case comes from petctfm's phantom generator (`petctfm synth`); these numbers "
@@ -203,80 +245,95 @@ def results_markdown(records: list[dict[str, Any]], summary: dict[str, Any], pla
         "```",
         "",
     ]
-    if missing:
-        lines += [f"**Unfinished runs** (not in the tables; rerun the command to resume): {', '.join(missing)}", ""]
-    if ft:
-        fracs = sorted({g["fraction"] for g in ft})
-        by = {(g["arm"], g["fraction"]): g for g in ft}
-        train_n = {g["fraction"]: g["n_train_cases"] for g in ft}
-        lines += ["## Fine-tuning: test Dice by label fraction", "",
-                  "| arm | " + " | ".join(f"{fmt_pct(f)}% ({train_n[f]} cases)" for f in fracs) + " |",
-                  "|---|" + "---|" * len(fracs)]
-        for arm in [a for a in ARMS if any(g["arm"] == a for g in ft)]:
-            lines.append(f"| {arm} | " + " | ".join(format_dice(by[(arm, f)]) if (arm, f) in by else "—"
-                                                     for f in fracs) + " |")
-        lines += ["", "Secondary metrics (means over test cases, averaged over seeds):", "",
-                  "| arm | fraction | training cases | seeds | Dice | FP volume (ml) | FN volume (ml) | lesion F1 |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for g in ft:
-            lines.append(f"| {g['arm']} | {fmt_pct(g['fraction'])}% | {g['n_train_cases']} | {g['n_seeds']} | "
-                         f"{fmt_num(g['dice']['mean'])} | {fmt_num(g['fp_volume_ml'], 2)} | "
-                         f"{fmt_num(g['fn_volume_ml'], 2)} | "
-                         f"{fmt_num(g['lesion_f1'])} |")
-        lines.append("")
-    lines += holdout_markdown(summary["groups"], settings)
-    comps = [c for c in summary["comparisons"] if "probe" not in c["comparison"]]
-    if comps:
-        lines += ["## Paired comparison (Dice, test cases)", "",
-                  "Difference A - B per test case (seed-averaged Dice), bootstrap 95% CI of the mean difference, "
-                  "two-sided Wilcoxon signed-rank test (zero differences dropped). With few test cases the test "
-                  "has little power: read the CI.", "",
-                  "| A vs B | n | mean diff [95% CI] | A better / B better / ties | Wilcoxon p |",
-                  "|---|---|---|---|---|"]
-        for c in comps:
-            lines.append(f"| {c['a']} vs {c['b']} | {c['n']} | {fmt_num(c['mean_diff'])} [{fmt_num(c['ci_low'])}, "
-                         f"{fmt_num(c['ci_high'])}] | {c['wins_a']} / {c['wins_b']} / {c['ties']} | "
-                         f"{fmt_num(c['p_value'], 4)} |")
-        lines.append("")
+
+
+def _finetune_markdown(ft: list[dict[str, Any]]) -> list[str]:
+    """Fine-tuning groups ``ft``: the Dice table (arm x label fraction) and the secondary-metrics table."""
+    fracs = sorted({g["fraction"] for g in ft})
+    by = {(g["arm"], g["fraction"]): g for g in ft}
+    train_n = {g["fraction"]: g["n_train_cases"] for g in ft}
+    lines = ["## Fine-tuning: test Dice by label fraction", "",
+             "| arm | " + " | ".join(f"{fmt_pct(f)}% ({train_n[f]} cases)" for f in fracs) + " |",
+             "|---|" + "---|" * len(fracs)]
+    for arm in [a for a in ARMS if any(g["arm"] == a for g in ft)]:
+        lines.append(f"| {arm} | " + " | ".join(format_dice(by[(arm, f)]) if (arm, f) in by else "—"
+                                                for f in fracs) + " |")
+    lines += ["", "Secondary metrics (means over test cases, averaged over seeds):", "",
+              "| arm | fraction | training cases | seeds | Dice | FP volume (ml) | FN volume (ml) | lesion F1 |",
+              "|---|---|---|---|---|---|---|---|"]
+    for g in ft:
+        lines.append(f"| {g['arm']} | {fmt_pct(g['fraction'])}% | {g['n_train_cases']} | {g['n_seeds']} | "
+                     f"{fmt_num(g['dice']['mean'])} | {fmt_num(g['fp_volume_ml'], 2)} | "
+                     f"{fmt_num(g['fn_volume_ml'], 2)} | "
+                     f"{fmt_num(g['lesion_f1'])} |")
+    lines.append("")
+    return lines
+
+
+def _paired_markdown(comps: list[dict[str, Any]]) -> list[str]:
+    """The fine-tuning paired comparisons (Dice differences, CI, Wilcoxon); [] without any."""
+    if not comps:
+        return []
+    lines = ["## Paired comparison (Dice, test cases)", "",
+             "Difference A - B per test case (seed-averaged Dice), bootstrap 95% CI of the mean difference, "
+             "two-sided Wilcoxon signed-rank test (zero differences dropped). With few test cases the test "
+             "has little power: read the CI.", "",
+             "| A vs B | n | mean diff [95% CI] | A better / B better / ties | Wilcoxon p |",
+             "|---|---|---|---|---|"]
+    for c in comps:
+        lines.append(f"| {c['a']} vs {c['b']} | {c['n']} | {fmt_num(c['mean_diff'])} [{fmt_num(c['ci_low'])}, "
+                     f"{fmt_num(c['ci_high'])}] | {c['wins_a']} / {c['wins_b']} / {c['ties']} | "
+                     f"{fmt_num(c['p_value'], 4)} |")
+    lines.append("")
+    return lines
+
+
+def _probe_markdown(pr: list[dict[str, Any]], probe_comps: list[dict[str, Any]], settings: Settings) -> list[str]:
+    """The k-shot probe section: the table of probe groups ``pr``, what AP means, the joint - separated tests
+    ``probe_comps``, and how to produce the separated runs when they were skipped."""
     k = settings.probe_kshot
-    if k:
-        lines += [f"## {k}-shot linear probe: joint vs separated pretraining", "",
-                  "Frozen encoder(s), one voxel-wise linear head on all encoder scales (`petctfm probe`), trained on "
-                  f"the stored {k}-shot subset, evaluated on the test split.", ""]
-        if pr:
-            lines += ["| encoders | training cases | seeds | Dice [95% CI] | AP [95% CI] | FP volume (ml) | lesion F1 |",
-                      "|---|---|---|---|---|---|---|"]
-            for g in pr:
-                what = ("joint PET+CT (the pretrained run)" if g["arm"] == "joint"
-                        else "separated: PET-only + CT-only side by side")
-                ap = g.get("ap") or {"n": 0}
-                ap_text = (f"{fmt_num(ap['mean'])} [{fmt_num(ap['ci_low'])}, {fmt_num(ap['ci_high'])}]"
-                           if ap["n"] else "n/a")
-                lines.append(f"| {what} | {g['n_train_cases']} | {g['n_seeds']} | {format_dice(g)} | {ap_text} | "
-                             f"{fmt_num(g['fp_volume_ml'], 2)} | {fmt_num(g['lesion_f1'])} |")
-            lines += ["", "AP: voxel-wise average precision of the head's lesion probability on each test case with "
-                      "lesions (area under the precision-recall curve; chance level = the lesion prevalence, well "
-                      "under 0.01 here). It is threshold-free: a head whose probabilities rank lesion voxels first "
-                      "but never cross 0.5 has Dice 0 and a high AP, so AP is the fairer test of linear "
-                      "separability."]
-            for c in [c for c in summary["comparisons"] if "probe" in c["comparison"]]:
-                lines += ["", f"Joint - separated ({'AP' if c.get('metric') == 'ap' else 'Dice'}): "
-                          f"{fmt_num(c['mean_diff'])} [{fmt_num(c['ci_low'])}, {fmt_num(c['ci_high'])}]"
-                          f", Wilcoxon p = {fmt_num(c['p_value'], 4)} (n = {c['n']})."]
-            lines.append("")
-        if not settings.separated:
-            data = settings.data
-            lines += ["The **separated** probe was skipped: it needs a PET-only and a CT-only pretraining run on the "
-                      "same data, given as `--separated PET_RUN CT_RUN`. Produce them with the same preset as the "
-                      "joint run, then rerun the command above with `--separated runs/mae_pet runs/mae_ct` "
-                      "(finished runs are skipped):", "",
-                      "```bash",
-                      f"petctfm pretrain --data {shlex.quote(data)} --out runs/mae_pet --mode pet --preset PRESET",
-                      f"petctfm pretrain --data {shlex.quote(data)} --out runs/mae_ct --mode ct --preset PRESET",
-                      "```", ""]
-    lines += ["## Runs", "",
-              "| run | training cases | steps | stopped | Dice [95% CI] | seconds | per-case metrics |",
-              "|---|---|---|---|---|---|---|"]
+    lines = [f"## {k}-shot linear probe: joint vs separated pretraining", "",
+             "Frozen encoder(s), one voxel-wise linear head on all encoder scales (`petctfm probe`), trained on "
+             f"the stored {k}-shot subset, evaluated on the test split.", ""]
+    if pr:
+        lines += ["| encoders | training cases | seeds | Dice [95% CI] | AP [95% CI] | FP volume (ml) | lesion F1 |",
+                  "|---|---|---|---|---|---|---|"]
+        for g in pr:
+            what = ("joint PET+CT (the pretrained run)" if g["arm"] == "joint"
+                    else "separated: PET-only + CT-only side by side")
+            ap = g.get("ap") or {"n": 0}
+            ap_text = (f"{fmt_num(ap['mean'])} [{fmt_num(ap['ci_low'])}, {fmt_num(ap['ci_high'])}]"
+                       if ap["n"] else "n/a")
+            lines.append(f"| {what} | {g['n_train_cases']} | {g['n_seeds']} | {format_dice(g)} | {ap_text} | "
+                         f"{fmt_num(g['fp_volume_ml'], 2)} | {fmt_num(g['lesion_f1'])} |")
+        lines += ["", "AP: voxel-wise average precision of the head's lesion probability on each test case with "
+                  "lesions (area under the precision-recall curve; chance level = the lesion prevalence, well "
+                  "under 0.01 here). It is threshold-free: a head whose probabilities rank lesion voxels first "
+                  "but never cross 0.5 has Dice 0 and a high AP, so AP is the fairer test of linear "
+                  "separability."]
+        for c in probe_comps:
+            lines += ["", f"Joint - separated ({'AP' if c.get('metric') == 'ap' else 'Dice'}): "
+                      f"{fmt_num(c['mean_diff'])} [{fmt_num(c['ci_low'])}, {fmt_num(c['ci_high'])}]"
+                      f", Wilcoxon p = {fmt_num(c['p_value'], 4)} (n = {c['n']})."]
+        lines.append("")
+    if not settings.separated:
+        data = settings.data
+        lines += ["The **separated** probe was skipped: it needs a PET-only and a CT-only pretraining run on the "
+                  "same data, given as `--separated PET_RUN CT_RUN`. Produce them with the same preset as the "
+                  "joint run, then rerun the command above with `--separated runs/mae_pet runs/mae_ct` "
+                  "(finished runs are skipped):", "",
+                  "```bash",
+                  f"petctfm pretrain --data {shlex.quote(data)} --out runs/mae_pet --mode pet --preset PRESET",
+                  f"petctfm pretrain --data {shlex.quote(data)} --out runs/mae_ct --mode ct --preset PRESET",
+                  "```", ""]
+    return lines
+
+
+def _runs_markdown(records: list[dict[str, Any]]) -> list[str]:
+    """The table of every finished run (steps, stop reason, Dice with CI, seconds, per-case file), the plot."""
+    lines = ["## Runs", "",
+             "| run | training cases | steps | stopped | Dice [95% CI] | seconds | per-case metrics |",
+             "|---|---|---|---|---|---|---|"]
     for r in records:
         d = r["metrics"]["dice"]
         t = r.get("train") or {}
@@ -285,7 +342,7 @@ def results_markdown(records: list[dict[str, Any]], summary: dict[str, Any], pla
                      f"{r.get('time_s', '')} | "
                      f"`{r['name']}/{r['per_case']}` |")
     lines += ["", "![Dice vs label fraction](label_efficiency.png)", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _ci_text(d: dict[str, Any] | None) -> str:
