@@ -100,7 +100,7 @@ def test_stage_end_to_end_files_and_cache(env, tmp_path, monkeypatch):
     pred = np.array([int(r["pred"]) for r in rows])
     assert ((probs > 0) & (probs < 1)).all() and (pred == (probs >= 0.5)).all()
 
-    # the cached vectors are the encoder's: one recomputed here, independently of the command
+    # the cached vectors are the encoder's: two (a train and a test case) recomputed here, outside the command
     with np.load(out / "features.npz") as z:
         cached = dict(zip(z["case_ids"].tolist(), z["features"]))
     assert sorted(cached) == sorted(c for c, s in STAGES.items() if s != "none")
