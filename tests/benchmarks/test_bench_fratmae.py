@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_bench_fratmae_smoke(tmp_path):
     out = tmp_path / "fratmae.json"
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_fratmae.py"), "--smoke", "--steps", "1",

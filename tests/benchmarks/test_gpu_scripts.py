@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,11 +80,57 @@ def test_science_smoke_writes_the_experiment(tmp_path):
     assert (out / "label_efficiency.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def _check(root: Path) -> tuple[subprocess.CompletedProcess, tuple[float, float, float]]:
+    """``fetch_wheels.sh --check`` run from ``root``'s copy; (the process, its tree / .whl / total MiB)."""
+    p = subprocess.run(["bash", str(root / "benchmarks" / "gpu" / "fetch_wheels.sh"), "--check"], cwd=root,
+                       capture_output=True, text=True, timeout=120)
+    m = re.search(r"working tree ([\d.]+) MiB \+ \.whl ([\d.]+) MiB = ([\d.]+) MiB \(limit 64 MiB\)", p.stdout)
+    assert m, p.stdout + p.stderr
+    return p, tuple(float(v) for v in m.groups())
+
+
+def _travelling_bytes(root: Path) -> tuple[int, int]:
+    """(tree, .whl/) bytes of what the device tool carries, counted here: tracked and untracked-but-not-ignored
+    files, and the git-ignored .whl/ that the run call carries."""
+    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
+                           capture_output=True, check=True).stdout.split(b"\0")
+    tree = sum((root / os.fsdecode(n)).stat().st_size for n in names if n and (root / os.fsdecode(n)).is_file())
+    whl = sum(f.stat().st_size for f in (root / ".whl").rglob("*") if f.is_file()) if (root / ".whl").is_dir() else 0
+    return tree, whl
+
+
 def test_fetch_wheels_check_reports_the_carry_size():
-    p = subprocess.run(["bash", str(GPU / "fetch_wheels.sh"), "--check"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)
-    assert "limit 64 MiB" in p.stdout, p.stdout + p.stderr
-    assert p.returncode == (0 if "ok: fits" in p.stdout else 1)
+    p, (tree_mib, whl_mib, total_mib) = _check(ROOT)
+    tree, whl = _travelling_bytes(ROOT)
+    assert tree_mib == pytest.approx(tree / 2**20, abs=0.06) and whl_mib == pytest.approx(whl / 2**20, abs=0.1)
+    assert total_mib == pytest.approx(tree_mib + whl_mib, abs=0.11)
+    fits = tree + whl < 64 * 2**20
+    assert p.returncode == (0 if fits else 1), p.stdout + p.stderr
+    assert ("ok: fits the carry limit" in p.stdout) == fits and ("over the 64 MiB" in p.stderr) == (not fits)
+
+
+def test_fetch_wheels_check_fails_over_the_limit(tmp_path):
+    """Both outcomes on a scratch repository holding a copy of the script: 0.5 MiB of files plus a 62 MiB .whl/
+    fits, plus 64 MiB does not (the wheel is a sparse file: no disk is used)."""
+    root = tmp_path / "repo"
+    (root / "benchmarks" / "gpu").mkdir(parents=True)
+    shutil.copy(GPU / "fetch_wheels.sh", root / "benchmarks" / "gpu" / "fetch_wheels.sh")
+    (root / ".gitignore").write_text(".whl/\n")
+    (root / "big_untracked.bin").write_bytes(b"x" * (512 * 1024))  # untracked, not ignored: it travels
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    (root / ".whl").mkdir()
+    wheel = root / ".whl" / "w.whl"
+    for mib, fits in ((62, True), (64, False)):
+        with open(wheel, "wb") as f:
+            f.truncate(mib * 2**20)
+        p, (tree_mib, whl_mib, total_mib) = _check(root)
+        tree = sum(f.stat().st_size for f in (root / ".gitignore", root / "big_untracked.bin",
+                                              root / "benchmarks" / "gpu" / "fetch_wheels.sh"))
+        assert tree_mib == pytest.approx(tree / 2**20, abs=0.06) and 0.45 < tree_mib < 0.6
+        assert whl_mib == pytest.approx(mib, abs=0.06) and total_mib == pytest.approx(tree_mib + mib, abs=0.06)
+        assert p.returncode == (0 if fits else 1), (mib, p.stdout + p.stderr)
+        assert ("ok: fits the carry limit" in p.stdout) == fits
+        assert ("over the 64 MiB carry limit" in p.stderr) == (not fits)
 
 
 def test_scripts_are_valid_bash():

@@ -3,15 +3,19 @@ fine-tune (pretrained 10%, scratch 10% and 100%) -> test predictions -> evaluati
 
 from __future__ import annotations
 
+import csv
 import json
 
+import nibabel as nib
 import numpy as np
+import pytest
 from matplotlib.image import imread
 
 from petctfm.cli.main import main
 from petctfm.data import format as fmt
 
 
+@pytest.mark.slow
 def test_demo_tiny_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--preset", "tiny", "--workers", "1"]) == 0
@@ -53,7 +57,17 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
         assert done["n_test_cases"] == len(splits["test"]) and done["train"]["steps"] <= 20
         assert sorted(p.name for p in (ft / name / "pred_test").iterdir()) == sorted(
             f"{c}.nii.gz" for c in splits["test"])
-        assert (ft / name / "eval_test" / "per_case.csv").is_file()
+        # the evaluation's Dice of every test case, recounted here from the written masks and the labels
+        with open(ft / name / "eval_test" / "per_case.csv", newline="") as f:
+            rows = {r["case_id"]: r for r in csv.DictReader(f)}
+        assert sorted(rows) == sorted(splits["test"])
+        for cid in splits["test"]:
+            pred = np.asarray(nib.load(str(ft / name / "pred_test" / f"{cid}.nii.gz")).dataobj) > 0
+            gt = np.asarray(fmt.load_case(out / "dataset", cid)["label"]) > 0
+            assert pred.shape == gt.shape, (name, cid)
+            if gt.any() or pred.any():
+                dice = 2 * (pred & gt).sum() / (pred.sum() + gt.sum())
+                assert float(rows[cid]["dice"]) == pytest.approx(dice, abs=1e-6), (name, cid)
     assert "| pretrained 10% |" in text and "| scratch 100% |" in text and "results.md" in text
     results = (report / "results.md").read_text()
     assert "**Synthetic data.**" in results and "--runs pretrained:10,scratch:10,scratch:100" in results

@@ -40,6 +40,7 @@ def test_plan_rows():
     assert axial.stack == "axial" and axial.pretrain is None
 
 
+@pytest.mark.slow
 def test_ablation_runs_reports_and_resumes(toy, tmp_path, capsys):
     out = tmp_path / "exp"
     argv = ["experiment", "fratmae-ablation", "--data", str(toy), "--out", str(out), "--preset", "tiny",

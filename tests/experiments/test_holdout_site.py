@@ -46,6 +46,7 @@ def env(tmp_path_factory, tiny_mae_run):
     return data, tiny_mae_run(root / "mae", data, steps=1)
 
 
+@pytest.mark.slow
 def test_experiment_trains_without_the_site_and_reports_it_separately(env, tmp_path):
     data, mae = env
     out = tmp_path / "le"

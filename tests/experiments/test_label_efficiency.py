@@ -169,6 +169,10 @@ def test_killed_finetune_run_resumes(env, tmp_path):
         res = run_label_efficiency(data, mae, out, max_steps=4, **kw)
     assert seen == {"resume": True}
     assert res["records"][0]["train"]["steps"] == 4 and (run / "done.json").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["start_step"] == 2 and summary["steps"] == 4  # went on from the step-2 checkpoint
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # the log of steps 3-4 appended, nothing redone
 
 
 def test_cli_errors_are_one_line(env, tmp_path, capsys):

@@ -27,6 +27,7 @@ def _losses(run):
     return {r["step"]: r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
 
 
+@pytest.mark.slow
 def test_pretrain_tiny_learns_and_reloads(toy, tmp_path):
     run = tmp_path / "run"
     assert main(["pretrain", "--data", str(toy), "--out", str(run), *ARGS, "--max-steps", "24",
@@ -53,6 +54,7 @@ def test_pretrain_tiny_learns_and_reloads(toy, tmp_path):
     assert [f.shape[1] for f in feats] == [8, 16, 32, 64]
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_same_losses(toy, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     common = ["--data", str(toy), *ARGS, "--checkpoint-every", "4", "--figure-every", "0"]

@@ -71,7 +71,20 @@ def test_case_vector_pools_two_deepest_scales(env):
     assert S.case_vector(encs, img, 32, background(info), torch.device("cpu"), scales=1).shape == (2 * 2 * 64,)
 
 
+def _mlp_probabilities(weights, x: np.ndarray) -> np.ndarray:
+    """P(advanced) of raw features ``x`` (N, D) by the saved stage MLP, in NumPy (standardize -> Linear -> ReLU
+    -> Linear -> sigmoid; dropout is off at inference)."""
+    from petctfm.train.checkpoint import read_weights
+
+    sd = {k: v.double().numpy() for k, v in read_weights(weights)[0].items()}
+    h = np.maximum((x - sd["mean"]) / sd["std"] @ sd["mlp.0.weight"].T + sd["mlp.0.bias"], 0.0)
+    return 1.0 / (1.0 + np.exp(-(h @ sd["mlp.3.weight"].T + sd["mlp.3.bias"])[:, 0]))
+
+
 def test_stage_end_to_end_files_and_cache(env, tmp_path, monkeypatch):
+    from petctfm.data.format import load_case, load_dataset_info
+    from petctfm.methods.probe import background, load_frozen_encoders
+
     data, run = env
     out = tmp_path / "stage"
     args = ["stage", "--data", str(data), "--encoder", str(run), "--out", str(out), "--bootstrap", "100",
@@ -79,22 +92,55 @@ def test_stage_end_to_end_files_and_cache(env, tmp_path, monkeypatch):
     assert main(args) == 0
     m = json.loads((out / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
     assert m["n"] == 2 and m["n_train"] == 4 and m["n_val"] == 2 and m["feature_dim"] == 384
-    for k in ("accuracy", "balanced_accuracy"):
-        assert 0.0 <= m[k]["value"] <= 1.0 and m[k]["value"] in (0.0, 0.5, 1.0)
-    assert 0.0 <= m["auc"]["value"] <= 1.0 and m["training"]["early_stopping"] is True
+    assert m["n_advanced"] == 1 and m["n_early"] == 1
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert [r["case_id"] for r in rows] == ["toy006", "toy007"]  # the 'none' case is excluded
-    assert [r["stage"] for r in rows] == ["early", "advanced"]
+    assert [r["stage"] for r in rows] == ["early", "advanced"] and [r["label"] for r in rows] == ["0", "1"]
     probs = np.array([float(r["prob_advanced"]) for r in rows])
-    assert ((probs >= 0) & (probs <= 1)).all()
-    assert m["accuracy"]["value"] == pytest.approx(np.mean((probs >= 0.5) == np.array([0, 1])))
+    pred = np.array([int(r["pred"]) for r in rows])
+    assert ((probs > 0) & (probs < 1)).all() and (pred == (probs >= 0.5)).all()
+
+    # the cached vectors are the encoder's: two (a train and a test case) recomputed here, outside the command
     with np.load(out / "features.npz") as z:
-        assert sorted(z["case_ids"].tolist()) == sorted(c for c, s in STAGES.items() if s != "none")
-        assert z["features"].shape == (8, 384)
+        cached = dict(zip(z["case_ids"].tolist(), z["features"]))
+    assert sorted(cached) == sorted(c for c, s in STAGES.items() if s != "none")
+    assert all(v.shape == (384,) for v in cached.values())
+    info = load_dataset_info(data)
+    encs = load_frozen_encoders([run], info)
+    for cid in ("toy000", "toy007"):
+        img = np.asarray(load_case(data, cid)["image"])
+        np.testing.assert_allclose(cached[cid], S.case_vector(encs, img, 32, background(info), torch.device("cpu")),
+                                   rtol=1e-4, atol=1e-5)
+    # the saved MLP on the cached test vectors gives exactly the written probabilities (right vector, right row)
+    np.testing.assert_allclose(_mlp_probabilities(out / "mlp.safetensors", np.stack([cached["toy006"],
+                                                                                      cached["toy007"]])),
+                               probs, rtol=1e-4, atol=1e-6)
+
+    # the metrics, by hand from the predictions: early = toy006 (label 0), advanced = toy007 (label 1)
+    right = pred == np.array([0, 1])
+    assert m["accuracy"]["value"] == pytest.approx(right.mean())
+    assert m["balanced_accuracy"]["value"] == pytest.approx((float(right[0]) + float(right[1])) / 2)
+    assert m["sensitivity_early"] == float(right[0]) and m["sensitivity_advanced"] == float(right[1])
+    auc = 1.0 if probs[1] > probs[0] else 0.5 if probs[1] == probs[0] else 0.0  # one positive, one negative
+    assert m["auc"]["value"] == auc
+    for k in ("accuracy", "balanced_accuracy", "auc"):
+        assert m[k]["ci_low"] <= m[k]["value"] <= m[k]["ci_high"], (k, m[k])
+
+    # early stopping on the val loss: the best epoch is the minimum of history.json; training stops `patience`
+    # epochs after it, or at --max-epochs
+    t, patience = m["training"], m["config"]["patience"]
+    hist = json.loads((out / "history.json").read_text())
+    val = [h["val_loss"] for h in hist]
+    assert t["early_stopping"] is True and len(hist) == t["epochs_run"]
+    assert t["best_epoch"] == int(np.argmin(val)) and t["best_val_loss"] == pytest.approx(min(val))
+    assert m["config"]["max_epochs"] == 60 and t["epochs_run"] == min(60, t["best_epoch"] + 1 + patience)
+
     # re-run: every vector comes from the cache (computing one would fail) and the result is identical
     monkeypatch.setattr(S, "case_vector", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     assert main(args) == 0
-    assert json.loads((out / "metrics.json").read_text())["accuracy"] == m["accuracy"]
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["accuracy"] == m["accuracy"] and again["auc"] == m["auc"]
+    assert [float(r["prob_advanced"]) for r in csv.DictReader((out / "predictions.csv").open())] == probs.tolist()
 
 
 def test_stage_errors(env, tmp_path, capsys):

@@ -34,13 +34,27 @@ def test_unet_resenc_is_residual_dynunet():
 
 
 def test_unet_resenc_tiny_forward_backward():
+    """Forward shape; backward: every gradient present and finite, two of them checked by value (float64)."""
     torch.manual_seed(0)
-    m = build_backbone("unet-resenc-tiny", 2, 2)
-    x = torch.randn(2, 2, 32, 32, 32)
+    m = build_backbone("unet-resenc-tiny", 2, 2).double()
+    x = torch.randn(2, 2, 32, 32, 32, dtype=torch.float64)
     y = m(x)
     assert y.shape == (2, 2, 32, 32, 32)
     y.mean().backward()
-    assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+    grads = {n: p.grad for n, p in m.named_parameters() if p.requires_grad}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+    # each output channel's bias adds to half of the elements averaged: d mean(y) / d bias = 1/2
+    torch.testing.assert_close(grads["output_block.conv.conv.bias"], torch.full((2,), 0.5, dtype=torch.float64))
+    # the gradient reaches the first convolution, and is the right one: a central finite difference
+    w, idx, eps = m.input_block.conv1.conv.weight, (3, 1, 1, 1, 1), 1e-7
+    with torch.no_grad():
+        w[idx] += eps
+        up = m(x).mean().item()
+        w[idx] -= 2 * eps
+        down = m(x).mean().item()
+        w[idx] += eps
+    g = grads["input_block.conv1.conv.weight"][idx].item()
+    assert g != 0 and (up - down) / (2 * eps) == pytest.approx(g, rel=1e-4, abs=1e-9)
 
 
 def test_swinunetr_tiny_forward_features_and_encoder_round_trip():

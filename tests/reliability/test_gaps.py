@@ -14,7 +14,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from input_helpers import FAST, autopet, error_line, fifo_guard, manifest, no_tmp_left, run
+from input_helpers import FAST, autopet, check_one_step_run, error_line, fifo_guard, manifest, no_tmp_left, run
 
 
 # ------------------------------------------------------------------------- training into a non-UTF-8 folder
@@ -32,7 +32,9 @@ def test_training_into_a_non_utf8_run_folder(tmp_path, capsys, command):
     rc, out, err = run([command, "--data", data, "--out", run_dir, "--preset", "tiny", "--no-progress",
                         "--max-steps", "1", "--log-every", "1", *extra], capsys)
     assert rc == 0, err
-    assert (run_dir / "summary.json").is_file() and (run_dir / "config.yaml").is_file()
+    summary = check_one_step_run(run_dir, data)
+    logged = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1] and logged[0]["loss"] == pytest.approx(summary["loss"])
     assert [p.name for p in (run_dir / "tb").iterdir() if p.name.startswith("events.out.tfevents")]
     no_tmp_left(run_dir)
 

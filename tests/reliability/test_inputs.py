@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from input_helpers import (FAST, NON_UTF8, autopet, dicom, fifo_guard, manifest, no_tmp_left, run)
+from input_helpers import (FAST, NON_UTF8, autopet, check_prediction, dicom, fifo_guard, manifest, no_tmp_left,
+                           run)
 
 
 # -------------------------------------------------------------------------------- discovery: special files
@@ -75,7 +76,10 @@ def test_fifo_in_predict_input_is_skipped(template, tiny_model, tmp_path, capsys
         rc, out, err = run(["predict", "--model", tiny_model, "--in", root, "--out", tmp_path / "pred",
                             "--no-report", "--no-progress"], capsys)
     assert rc == 0, err
-    assert (tmp_path / "pred" / "A" / "summary.json").is_file()
+    assert "1 case(s) predicted, 0 already done, 0 failed" in out  # the stray FIFO is no case
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir() if p.is_dir()) == ["A"]
+    s = check_prediction(tmp_path / "pred" / "A", root / "A" / "SUV.nii.gz")
+    assert s["input"]["source"] == str(root / "A")
 
 
 # ------------------------------------------------------------------------------------- discovery: symlinks
@@ -142,7 +146,8 @@ def test_non_utf8_pet_file_name_predict(template, tiny_model, tmp_path, capsys):
                         template / "autopet" / "A" / "CTres.nii.gz", "--out", tmp_path / "pred", "--no-report"],
                        capsys)
     assert rc == 0, err
-    assert (tmp_path / "pred" / "summary.json").is_file()
+    s = check_prediction(tmp_path / "pred", pet)
+    assert s["input"]["source"] == str(pet)  # the undecodable bytes round-trip (surrogateescape)
 
 
 # ------------------------------------------------------------------------------------------- duplicates

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from input_helpers import (FAST, SRC, autopet, error_line, fifo_guard, manifest, run,
-                           write_mask)
+from input_helpers import (FAST, SRC, autopet, check_one_step_run, check_prediction, error_line, fifo_guard,
+                           manifest, run, write_mask)
 
 
 # -------------------------------------------------------------------------------------------- metadata
@@ -104,9 +104,11 @@ def test_predict_in_ignores_metadata(template, tiny_model, tmp_path, capsys):
     root = autopet(template, tmp_path / "coll" / "in", cases=("A",))
     _meta(root / "metadata.csv", ["case_id", "age"], [["A", "1"], ["A", "2"]])  # would be refused by harmonize
     _meta(tmp_path / "coll" / "metadata.csv", ["Subject ID"], [["A"]])
-    rc, _, err = run(["predict", "--model", tiny_model, "--in", root, "--out", tmp_path / "pred", "--no-report",
-                      "--no-progress"], capsys)
+    rc, out, err = run(["predict", "--model", tiny_model, "--in", root, "--out", tmp_path / "pred", "--no-report",
+                        "--no-progress"], capsys)
     assert rc == 0, err
+    assert "1 case(s) predicted, 0 already done, 0 failed" in out
+    check_prediction(tmp_path / "pred" / "A", root / "A" / "SUV.nii.gz")
 
 
 # ---------------------------------------------------------------------------------- predict: stale skips
@@ -294,4 +296,4 @@ def test_training_on_a_non_utf8_dataset_path(tmp_path, capsys, command):
     rc, out, err = run([command, "--data", data, "--out", tmp_path / "run", "--preset", "tiny", "--no-progress",
                         "--max-steps", "1", *extra], capsys)
     assert rc == 0, err
-    assert (tmp_path / "run" / "config.yaml").is_file()
+    check_one_step_run(tmp_path / "run", data)

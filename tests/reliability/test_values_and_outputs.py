@@ -348,10 +348,39 @@ def test_evaluate_bad_out_is_one_line_exit_4(kind, eval_inputs, tmp_path, monkey
 
 
 def test_evaluate_good_run_still_works(eval_inputs, tmp_path, capsys):
+    """The same inputs with a writable --out, the numbers against a hand count: toy000 predicted empty (its
+    lesion missed: FN volume), toy001's lesion predicted only where x >= its median (partial: no FN volume)
+    plus a 2x2x2 false positive far from it (FP volume)."""
+    import nibabel as nib
+
     toy, pred = eval_inputs
-    rc, out, _ = run_cli(["evaluate", "--pred", pred, "--gt", toy, "--out", tmp_path / "r", "--bootstrap", "0"],
+    mine = tmp_path / "pred"
+    shutil.copytree(pred, mine)
+    masks = {}
+    for cid in ("toy000", "toy001"):
+        img = nib.load(str(mine / f"{cid}.nii.gz"))
+        masks[cid] = np.asarray(img.dataobj) > 0
+    gt0, gt1 = masks["toy000"], masks["toy001"]
+    cut = gt1.copy()
+    cut[: int(np.median(np.nonzero(gt1)[0]))] = False
+    assert 0 < cut.sum() < gt1.sum() and not gt1[12:, :3, :3].any()
+    fp = np.zeros_like(gt1)
+    fp[13:15, 0:2, 0:2] = True  # 8 voxels, not 18-connected to the lesion
+    nib.save(nib.Nifti1Image(np.zeros(gt0.shape, np.uint8), img.affine), str(mine / "toy000.nii.gz"))
+    nib.save(nib.Nifti1Image((cut | fp).astype(np.uint8), img.affine), str(mine / "toy001.nii.gz"))
+    rc, out, _ = run_cli(["evaluate", "--pred", mine, "--gt", toy, "--out", tmp_path / "r", "--bootstrap", "0"],
                          capsys)
-    assert rc == 0 and (tmp_path / "r" / "per_case.csv").is_file()
+    assert rc == 0
+    with open(tmp_path / "r" / "per_case.csv", newline="") as f:
+        rows = {r["case_id"]: r for r in csv.DictReader(f)}
+    assert sorted(rows) == ["toy000", "toy001"]
+    voxel_ml = 2.0 ** 3 / 1000.0  # the toy dataset's 2 mm grid
+    r0, r1 = rows["toy000"], rows["toy001"]
+    assert float(r0["dice"]) == 0.0 and float(r0["fp_volume_ml"]) == 0.0
+    assert float(r0["fn_volume_ml"]) == pytest.approx(gt0.sum() * voxel_ml, rel=1e-6)
+    assert float(r1["dice"]) == pytest.approx(2 * cut.sum() / (cut.sum() + 8 + gt1.sum()), abs=1e-6)
+    assert float(r1["fp_volume_ml"]) == pytest.approx(8 * voxel_ml, rel=1e-6)
+    assert float(r1["fn_volume_ml"]) == 0.0
 
 
 # ------------------------------------------------------------------------------------------------ predict
@@ -506,6 +535,10 @@ def test_resume_reports_changed_resumable_settings(pretrained, tmp_path, capsys)
     with pytest.warns(UserWarning, match=r"changed settings: train.max_steps: 2 -> 3"):
         rc, _, _ = run_cli(["pretrain", "--out", run, "--resume", "--no-progress", "--max-steps", "3"], capsys)
     assert rc == 0 and (run / "checkpoints" / "step_0000003").is_dir()
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]  # resumed after step 2: nothing redone
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["start_step"] == 2 and summary["steps"] == 3
 
 
 @pytest.mark.parametrize("damage", ["truncated_weights", "garbage_state"])

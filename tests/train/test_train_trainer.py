@@ -163,6 +163,7 @@ def test_ema_changes_slower_than_weights(tmp_path):
     assert 0 < de < 0.8 * dw, (de, dw)
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run(tmp_path):
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
