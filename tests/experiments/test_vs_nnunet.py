@@ -42,7 +42,8 @@ def test_export_reproduces_our_split(tmp_path):
     assert ds["channel_names"] == {"0": "CT", "1": "PET"} and ds["labels"] == {"background": 0, "lesion": 1}
     assert ds["numTraining"] == 5 and ds["file_ending"] == ".nii.gz"
     assert sorted(p.name for p in (raw / "labelsTr").iterdir()) == [f"{c}.nii.gz" for c in IDS[:5]]
-    assert sorted(p.name for p in (raw / "imagesTs").iterdir()) == [f"{c}_000{i}.nii.gz" for c in IDS[5:] for i in (0, 1)]
+    assert sorted(p.name for p in (raw / "imagesTs").iterdir()) == [f"{c}_000{i}.nii.gz" for c in IDS[5:]
+                                                                    for i in (0, 1)]
     case = fmt.load_case(data, "toy000", mmap=False)
     ct, pet = (nib.load(raw / "imagesTr" / f"toy000_000{i}.nii.gz") for i in (0, 1))
     np.testing.assert_allclose(np.asarray(ct.dataobj), case["image"][1])

@@ -90,7 +90,7 @@ def _budget_trainer_class():
                     n = self._budget["iterations"]
                     if n == 1:
                         t_first = now
-                    elif not sized and (n >= 3 or now - t0 > 0.05 * self.budget_s):
+                    elif not sized and (n >= 10 or now - t0 > 0.05 * self.budget_s):
                         per_it = (now - t_first) / (n - 1)
                         self._size_epochs(per_it)
                         sized = True
@@ -131,7 +131,8 @@ def _budget_trainer_class():
             self._budget["epochs"].append({
                 "epoch": int(self.current_epoch), "iterations": int(self._budget["iterations"]),
                 "seconds": float(seconds), "pseudo_dice": float(get("mean_fg_dice", step=-1)),
-                "ema_pseudo_dice": float(get("ema_fg_dice", step=-1)), "train_loss": float(get("train_losses", step=-1)),
+                "ema_pseudo_dice": float(get("ema_fg_dice", step=-1)),
+                "train_loss": float(get("train_losses", step=-1)),
             })
             self._write_budget_log()
 

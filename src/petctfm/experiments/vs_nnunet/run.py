@@ -69,8 +69,9 @@ def nnunet_plans(exp_dir: Path, settings: Settings) -> dict[str, Any]:
         return done
     plans = {"default": {"name": PLANS["default"], "gpu_memory_gb": None},
              "cpu": {"name": PLANS["cpu"], "gpu_memory_gb": settings.cpu_plan_gpu_memory_gb}}
-    job = {"action": "plan", "dataset_id": settings.dataset_id, "dataset_name": dataset_folder_name(settings.dataset_id),
-           "configuration": CONFIGURATION, "plans": {k: plans[k] for k in settings.plans}}
+    job = {"action": "plan", "dataset_id": settings.dataset_id,
+           "dataset_name": dataset_folder_name(settings.dataset_id), "configuration": CONFIGURATION,
+           "plans": {k: plans[k] for k in settings.plans}}
     result = run_child(job, base / "jobs", exp_dir, base / "results_unused", settings.device, "plan")
     from petctfm.io.atomic import atomic_write_json
 
