@@ -200,9 +200,47 @@ def _run_interactive(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_vs_nnunet(sub) -> None:
+    p = add_command(
+        sub, "vs-nnunet",
+        help="petctfm vs nnU-Net v2 itself at the same wall time (+ SUV-threshold floors); Dice with CIs, paired test",
+        description="Exports the harmonized train/val/test splits to nnU-Net raw (fold 0 = our split), lets "
+        "nnU-Net v2 plan and preprocess (its default plan and a CPU-sized one), trains nnU-Net 3d_fullres and "
+        "petctfm's UNet from scratch for the same minutes on the same device, predicts the test split with each "
+        "one's own predictor, scores both and two SUV-threshold floors with petctfm evaluate. Writes results.md, "
+        "results.csv, vs_nnunet.png. Needs pip install 'petctfm[nnunet]'. Resumable. See docs/vs-nnunet.md.",
+        examples="petctfm experiment vs-nnunet --data dataset/ --out exp/vs_nnunet --minutes 60 --seeds 0,1,2",
+    )
+    p.add_argument("--data", required=True, metavar="DATASET", help="harmonized dataset folder")
+    p.add_argument("--out", required=True, metavar="EXP_DIR", help="experiment folder (resumable)")
+    p.add_argument("--minutes", required=True, type=float, metavar="M", help="training wall time of every run")
+    p.add_argument("--seeds", default="0", metavar="S,S,...", help="seeds (default 0)")
+    p.add_argument("--holdout-site", metavar="NAME", default=None, help="the site the dataset holds out; scored too")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    p.add_argument("--preset", choices=("tiny", "cpu", "gpu"), default=None,
+                   help="petctfm fine-tuning preset (default gpu on cuda, else cpu)")
+    p.add_argument("--backbone", default=None, help="petctfm backbone (default: the preset's)")
+    p.add_argument("--plans", default="default,cpu", metavar="P,P", help="nnU-Net plans: default,cpu (default both)")
+    p.add_argument("--no-progress", action="store_true", help="quiet")
+    p.set_defaults(func=_run_vs_nnunet)
+
+
+def _run_vs_nnunet(args: argparse.Namespace) -> int:
+    from petctfm.experiments.label_efficiency.plan import parse_list
+    from petctfm.experiments.vs_nnunet.run import run_vs_nnunet
+
+    out = run_vs_nnunet(args.data, args.out, args.minutes, seeds=parse_list(args.seeds, int, "seed"),
+                        device=args.device, preset=args.preset, backbone=args.backbone,
+                        plans=parse_list(args.plans, str, "plan"), holdout_site=args.holdout_site,
+                        progress=not args.no_progress)
+    print(f"experiment vs-nnunet: {len(out['records'])} runs; compared with nnU-Net "
+          f"{out['summary']['stronger_nnunet']}; results in {out['results_md']}, {out['results_csv']}, {out['plot']}")
+    return 0
+
+
 #: Experiment name -> function adding its sub-subcommand.
 EXPERIMENTS = {"label-efficiency": _register_label_efficiency, "fratmae-ablation": _register_fratmae_ablation,
-               "interactive": _register_interactive}
+               "interactive": _register_interactive, "vs-nnunet": _register_vs_nnunet}
 
 
 def register(subparsers) -> None:

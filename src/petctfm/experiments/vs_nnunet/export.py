@@ -1,0 +1,85 @@
+"""The harmonized dataset -> nnU-Net v2 raw format, and our train/val split as nnU-Net's fold 0.
+
+``RAW/DatasetNNN_petctfm/``: ``imagesTr/<case>_0000.nii.gz`` (CT, HU), ``_0001.nii.gz`` (PET, SUV),
+``labelsTr/<case>.nii.gz`` (1 = lesion) for the train and val cases; ``imagesTs/`` for the test (and holdout)
+cases; ``dataset.json`` (channel_names CT / PET: nnU-Net normalizes a channel named "CT" with its CT scheme, the
+other by z-score). ``PREPROCESSED/DatasetNNN_petctfm/splits_final.json`` = ``[{"train": ..., "val": ...}]``:
+nnU-Net's fold 0 is then exactly our split. Images keep the harmonized grid (RAS affine of ``meta.json``), so
+nnU-Net's predictions land on the grid ``petctfm evaluate`` checks them against.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from petctfm.data import format as fmt
+from petctfm.experiments.vs_nnunet.plan import DATASET_ID, dataset_folder_name, nnunet_dirs
+from petctfm.io.atomic import atomic_path, atomic_write_json
+
+EXPORT_FILE = "petctfm_export.json"
+CHANNELS = {"0": "CT", "1": "PET"}
+
+
+def _write_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    import nibabel as nib
+
+    img = nib.Nifti1Image(array, np.asarray(affine, np.float64))
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+
+
+def _write_case(data: Path, cid: str, images: Path, labels: Path | None) -> None:
+    case = fmt.load_case(data, cid, mmap=True)
+    image = np.asarray(case["image"], np.float32)
+    affine = np.asarray(case["meta"]["affine"], np.float64)
+    _write_nifti(np.ascontiguousarray(image[1]), affine, images / f"{cid}_0000.nii.gz")  # CT (HU)
+    _write_nifti(np.ascontiguousarray(image[0]), affine, images / f"{cid}_0001.nii.gz")  # PET (SUV)
+    if labels is not None:
+        _write_nifti((np.asarray(case["label"]) > 0).astype(np.uint8), affine, labels / f"{cid}.nii.gz")
+
+
+def export_splits(data: str | Path, exp_dir: str | Path, dataset_id: int = DATASET_ID,
+                  test_splits: tuple[str, ...] = ("test",)) -> dict[str, Any]:
+    """Export once (``petctfm_export.json`` records what was written; a rerun with the same splits is a no-op).
+    Returns ``{"raw", "preprocessed", "train", "val", "test": {split: ids}}``."""
+    data = Path(data)
+    dirs = nnunet_dirs(exp_dir)
+    name = dataset_folder_name(dataset_id)
+    raw = dirs["nnUNet_raw"] / name
+    pre = dirs["nnUNet_preprocessed"] / name
+    splits = fmt.load_splits(data)
+    train, val = list(splits["train"]), list(splits.get("val") or [])
+    if not train or not val:
+        from petctfm.core.errors import InputError
+
+        raise InputError(f"{data}: vs-nnunet needs a train and a val split (has {len(train)} / {len(val)} cases)")
+    tests = {s: list(splits.get(s) or []) for s in test_splits}
+    record = {"data": str(data.resolve()), "dataset": name, "train": train, "val": val, "test": tests}
+    done = raw / EXPORT_FILE
+    if done.is_file() and json.loads(done.read_text()) == record:
+        return {"raw": raw, "preprocessed": pre, **record}
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        (raw / sub).mkdir(parents=True, exist_ok=True)
+    for cid in train + val:
+        _write_case(data, cid, raw / "imagesTr", raw / "labelsTr")
+    for ids in tests.values():
+        for cid in ids:
+            _write_case(data, cid, raw / "imagesTs", None)
+    atomic_write_json(raw / "dataset.json", {
+        "channel_names": CHANNELS, "labels": {"background": 0, "lesion": 1},
+        "numTraining": len(train) + len(val), "file_ending": ".nii.gz",
+        "name": name, "description": f"petctfm export of {data} (train + val; test in imagesTs)",
+    })
+    pre.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(pre / "splits_final.json", [{"train": train, "val": val}])
+    atomic_write_json(done, record)
+    return {"raw": raw, "preprocessed": pre, **record}
+
+
+__all__ = ["EXPORT_FILE", "CHANNELS", "export_splits"]

@@ -1,0 +1,341 @@
+"""The vs-nnU-Net experiment: export, nnU-Net planning, the runs (resumable: ``RUN/done.json``), the report.
+:func:`run_vs_nnunet` is the entry point (what ``petctfm experiment vs-nnunet`` calls).
+See :mod:`petctfm.experiments.vs_nnunet` and docs/vs-nnunet.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, fields, MISSING
+from pathlib import Path
+from typing import Any, Sequence
+
+from petctfm.core.errors import InputError
+from petctfm.experiments.vs_nnunet.plan import (BOOTSTRAP_SEED, CONFIGURATION, DONE_FILE, EVAL_DIR, EXPERIMENT_FILE,
+                                                HOLDOUT_SPLIT, N_RESAMPLES, PLANS, PRED_DIR, SPLIT,
+                                                TARGET_VALIDATIONS, Arm, Settings, build_plan, child_env,
+                                                command_line, dataset_folder_name)
+
+#: The module the nnU-Net child process runs (``python -m``).
+CHILD_MODULE = "petctfm.experiments.vs_nnunet.nnunet_job"
+PLAN_RESULT = "plans_summary.json"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _pred_eval_dirs(split: str) -> tuple[str, str]:
+    return (PRED_DIR, EVAL_DIR) if split == SPLIT else (f"pred_{split}", f"eval_{split}")
+
+
+def run_child(job: dict[str, Any], job_dir: Path, exp_dir: Path, results_dir: Path, device: str,
+              name: str) -> dict[str, Any]:
+    """Run one nnU-Net job in a child process (nnU-Net's variables set there only); its log in
+    ``job_dir/<name>.log``; one-line error with the log's tail when it fails."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    job = {**job, "result": str(job_dir / f"{name}_result.json")}
+    job_file = job_dir / f"{name}_job.json"
+    job_file.write_text(json.dumps(job, indent=2))
+    env = child_env(exp_dir, results_dir, device)
+    env.setdefault("nnUNet_def_n_proc", "1")
+    if job["action"] == "plan" and env.get("nnUNet_n_proc_DA") == "0":
+        env["nnUNet_n_proc_DA"] = "1"  # nnU-Net's planner sets torch threads to this number (0 is refused)
+    src = str(Path(__file__).resolve().parents[3])
+    env["PYTHONPATH"] = os.pathsep.join([src] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    log = job_dir / f"{name}.log"
+    with open(log, "w") as f:
+        rc = subprocess.run([sys.executable, "-m", CHILD_MODULE, str(job_file)], env=env, stdout=f,
+                            stderr=subprocess.STDOUT).returncode
+    result = _read_json(Path(job["result"]))
+    if rc != 0 or result is None:
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
+        raise InputError(f"nnU-Net {job['action']} failed (exit {rc}); see {log}: {' '.join(tail)[:300]}")
+    return result
+
+
+def nnunet_plans(exp_dir: Path, settings: Settings) -> dict[str, Any]:
+    """nnU-Net's fingerprint, plans and 3d_fullres preprocessing (once; ``nnunet/plans_summary.json``)."""
+    base = exp_dir / "nnunet"
+    done = _read_json(base / PLAN_RESULT)
+    if done is not None and all(p in done for p in settings.plans):
+        return done
+    plans = {"default": {"name": PLANS["default"], "gpu_memory_gb": None},
+             "cpu": {"name": PLANS["cpu"], "gpu_memory_gb": settings.cpu_plan_gpu_memory_gb}}
+    job = {"action": "plan", "dataset_id": settings.dataset_id,
+           "dataset_name": dataset_folder_name(settings.dataset_id), "configuration": CONFIGURATION,
+           "plans": {k: plans[k] for k in settings.plans}}
+    result = run_child(job, base / "jobs", exp_dir, base / "results_unused", settings.device, "plan")
+    from petctfm.io.atomic import atomic_write_json
+
+    atomic_write_json(base / PLAN_RESULT, result)
+    return result
+
+
+def _evaluate(pred_dir: Path, settings: Settings, split: str, out_dir: Path) -> dict[str, Any]:
+    from petctfm.evaluate import evaluate_folder, write_report
+
+    res = evaluate_folder(pred_dir, settings.data, split=split, n_resamples=N_RESAMPLES, seed=BOOTSTRAP_SEED)
+    write_report(res, out_dir)
+    return res
+
+
+def _splits(settings: Settings) -> list[str]:
+    return [SPLIT] + ([HOLDOUT_SPLIT] if settings.holdout_site else [])
+
+
+def run_floor(arm: Arm, settings: Settings, run_dir: Path) -> dict[str, Any]:
+    from petctfm.experiments.vs_nnunet.floor import predict_floor
+
+    out: dict[str, Any] = {"seconds_per_case": {}, "results": {}}
+    for split in _splits(settings):
+        pred, ev = _pred_eval_dirs(split)
+        out["seconds_per_case"].update(predict_floor(settings.data, split, float(arm.threshold), run_dir / pred))
+        out["results"][split] = _evaluate(run_dir / pred, settings, split, run_dir / ev)
+    out["train"] = {"steps": 0, "epochs": 0, "stopped": "not trained", "train_s": 0.0}
+    return out
+
+
+def run_nnunet(arm: Arm, settings: Settings, run_dir: Path, exp_dir: Path, test_cases: dict[str, list[str]]
+               ) -> dict[str, Any]:
+    """Train nnU-Net (budget trainer) with ``arm.plan``, validate, predict test (and holdout), evaluate. A run
+    killed before ``done.json`` starts again from scratch (its nnU-Net results folder is removed)."""
+    results_dir = run_dir / "nnUNet_results"
+    if results_dir.exists():
+        shutil.rmtree(results_dir)
+    raw = exp_dir / "nnunet" / "raw" / dataset_folder_name(settings.dataset_id)
+    pred_tmp = run_dir / "pred_nnunet"
+    cases = [c for s in _splits(settings) for c in test_cases[s]]
+    job = {"action": "train", "dataset_id": settings.dataset_id,
+           "dataset_name": dataset_folder_name(settings.dataset_id), "configuration": CONFIGURATION,
+           "plans_name": PLANS[arm.plan], "budget_s": settings.minutes * 60.0, "seed": int(arm.seed),
+           "device": settings.device, "target_validations": TARGET_VALIDATIONS,
+           "predict": {"images": str(raw / "imagesTs"), "cases": cases, "out": str(pred_tmp)}}
+    res = run_child(job, run_dir, exp_dir, results_dir, settings.device, "nnunet")
+    out: dict[str, Any] = {"results": {}, "seconds_per_case": res["predict"]["seconds_per_case"]}
+    for split in _splits(settings):
+        pred, ev = _pred_eval_dirs(split)
+        (run_dir / pred).mkdir(parents=True, exist_ok=True)
+        for cid in test_cases[split]:
+            shutil.copyfile(pred_tmp / f"{cid}.nii.gz", run_dir / pred / f"{cid}.nii.gz")
+        out["results"][split] = _evaluate(run_dir / pred, settings, split, run_dir / ev)
+    budget = _read_json(Path(res["fold_dir"]) / "budget_log.json") or {}
+    out["curve"] = [{"minutes": e["seconds"] / 60.0, "dice": e["pseudo_dice"], "ema": e["ema_pseudo_dice"],
+                     "iterations": e["iterations"]} for e in budget.get("epochs", [])]
+    out["train"] = {"steps": res["iterations"], "epochs": res["epochs"], "stopped": res["stopped"],
+                    "train_s": res["train_s"], "iterations_per_epoch": res["iterations_per_epoch"],
+                    "val_iterations_per_epoch": res["val_iterations_per_epoch"],
+                    "seconds_per_iteration": res["seconds_per_iteration"], "validation_s": res["validation_s"]}
+    out["val_dice"] = res["val_dice"]
+    out["nnunet_split"] = res["split"]
+    return out
+
+
+def _petctfm_curve(run_dir: Path) -> list[dict[str, Any]]:
+    """Val Dice vs minutes: ``val.jsonl`` (step, Dice) with each step's time from ``metrics.jsonl``
+    (``time_s`` every ``log_every`` steps; linear interpolation between logged steps)."""
+    import numpy as np
+
+    def rows(name: str) -> list[dict]:
+        p = run_dir / name
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
+
+    times = [(r["step"], r["time_s"]) for r in rows("metrics.jsonl") if "time_s" in r and "step" in r]
+    if not times:
+        return []
+    steps, secs = np.array([t[0] for t in times], float), np.array([t[1] for t in times], float)
+    out = []
+    for r in rows("val.jsonl"):
+        if r.get("dice") is None:
+            continue
+        s = float(r["step"])
+        t = float(np.interp(s, steps, secs)) if s <= steps[-1] else float(secs[-1] * s / max(steps[-1], 1.0))
+        out.append({"minutes": t / 60.0, "dice": float(r["dice"]), "steps": int(r["step"])})
+    return out
+
+
+def run_petctfm(arm: Arm, settings: Settings, run_dir: Path) -> dict[str, Any]:
+    """petctfm's UNet fine-tuning from scratch for the same wall time, its best checkpoint by val Dice predicting
+    the test split (``predict_split``), evaluated. A killed run resumes (the trainer's exact resume)."""
+    from petctfm.methods.finetune import finetune
+    from petctfm.predict.split import predict_split
+    from petctfm.train import checkpoint as ck
+    from petctfm.train.run_dir import SUMMARY_FILE
+
+    train_dir = run_dir / "run"
+    summary = _read_json(train_dir / SUMMARY_FILE)
+    if not summary or summary.get("stopped") not in ("max_steps", "max_time"):
+        resume = ck.latest_checkpoint(train_dir / "checkpoints") is not None
+        t0 = time.perf_counter()
+        summary = finetune(settings.data, train_dir, init="scratch", backbone=settings.backbone,
+                           preset=settings.preset, max_time=settings.minutes * 60.0, seed=int(arm.seed),
+                           device=settings.device, progress=False, resume=resume)
+        summary = {**summary, "wall_s": time.perf_counter() - t0}
+    out: dict[str, Any] = {"results": {}, "seconds_per_case": {}}
+    for split in _splits(settings):
+        pred, ev = _pred_eval_dirs(split)
+        t0 = time.time()
+        paths = predict_split(train_dir, settings.data, split=split, out_dir=run_dir / pred, device=settings.device)
+        # per-case seconds from the written files' times (the first includes loading the model once)
+        prev = t0
+        for p in paths:
+            m = p.stat().st_mtime
+            out["seconds_per_case"][p.name.split(".")[0]] = max(0.0, m - prev)
+            prev = m
+        out["results"][split] = _evaluate(run_dir / pred, settings, split, run_dir / ev)
+    best = _read_json(train_dir / "best" / "best.json")
+    out["val_dice"] = best.get("dice") if best else None
+    out["curve"] = _petctfm_curve(train_dir)
+    out["train"] = {"steps": summary.get("steps"), "stopped": summary.get("stopped"),
+                    "train_s": summary.get("time_s"), "best_step": best.get("step") if best else None}
+    return out
+
+
+def execute_arm(arm: Arm, settings: Settings, exp_dir: Path, test_cases: dict[str, list[str]]) -> dict[str, Any]:
+    """Run one arm and write ``RUN/done.json`` last (atomically); returns its record."""
+    from petctfm.io.atomic import atomic_write_json, json_safe
+
+    run_dir = exp_dir / arm.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if arm.kind == "floor":
+        out = run_floor(arm, settings, run_dir)
+    elif arm.kind == "nnunet":
+        out = run_nnunet(arm, settings, run_dir, exp_dir, test_cases)
+    else:
+        out = run_petctfm(arm, settings, run_dir)
+    record = {**arm.to_dict(), "train": out["train"], "val_dice": out.get("val_dice"), "curve": out.get("curve", []),
+              "seconds_per_case": out["seconds_per_case"], "time_s": round(time.perf_counter() - t0, 1),
+              **({"nnunet_split": out["nnunet_split"]} if "nnunet_split" in out else {})}
+    for split, res in out["results"].items():
+        record[split] = {"cases": [{k: r.get(k) for k in ("case_id", "dice", "fp_volume_ml", "fn_volume_ml",
+                                                          "lesion_f1", "negative")} for r in res["cases"]],
+                         "per_case": f"{_pred_eval_dirs(split)[1]}/per_case.csv"}
+    record = json_safe(record)
+    atomic_write_json(run_dir / DONE_FILE, record)
+    return record
+
+
+def _check_settings(exp_dir: Path, settings: Settings) -> None:
+    import yaml
+
+    p = exp_dir / EXPERIMENT_FILE
+    if not p.is_file():
+        return
+    old = (yaml.safe_load(p.read_text()) or {}).get("settings") or {}
+    new = asdict(settings)
+    defaults = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
+    old = {k: old.get(k, defaults.get(k)) for k in new}
+    diff = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
+    if diff:
+        raise InputError(f"{p}: this folder holds an experiment with other settings ({'; '.join(diff[:3])}); "
+                         "use a new --out or the same settings")
+
+
+def _check_holdout(data: Path, site: str) -> None:
+    from petctfm.data import format as fmt
+
+    splits = fmt.load_splits(data)
+    if splits.get("holdout_site") != site or not splits.get(HOLDOUT_SPLIT):
+        raise InputError(f"--holdout-site {site!r}: {data} does not hold that site out (its splits.json holdout_site "
+                         f"is {splits.get('holdout_site')!r}); run 'petctfm harmonize --finalize {data} "
+                         f"--holdout-site {site}' first")
+
+
+def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequence[int] = (0,),
+                  device: str | None = None, preset: str | None = None, backbone: str | None = None,
+                  plans: Sequence[str] = tuple(PLANS), holdout_site: str | None = None,
+                  dataset_id: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Plan, run (skipping finished arms) and report the experiment in ``out``.
+
+    ``minutes``: the training wall time of every trained arm. ``device``: cpu | cuda (default: cuda when
+    available). ``preset``: petctfm's fine-tuning preset (default gpu on CUDA, else cpu); ``backbone``: its
+    backbone (default the preset's). ``plans``: nnU-Net plans to run (default ``default,cpu``); the stronger by
+    nnU-Net's validation Dice is the one petctfm is compared with. Returns ``{"exp_dir", "records", "summary",
+    "results_md", "results_csv", "plot", "command"}``.
+    """
+    import yaml
+    from rich.console import Console
+
+    from petctfm.core.version import __version__
+    from petctfm.data import format as fmt
+    from petctfm.experiments.label_efficiency.run import run_plan
+    from petctfm.experiments.vs_nnunet.export import export_splits
+    from petctfm.experiments.vs_nnunet.plan import DATASET_ID
+    from petctfm.experiments.vs_nnunet.report import write_results
+    from petctfm.io.atomic import atomic_write_text
+    from petctfm.methods.segmentation.presets import PRESETS
+
+    console = Console(quiet=not progress)
+    data = Path(data).resolve()
+    if not (data / fmt.SPLITS_JSON).is_file():
+        raise InputError(f"{data}: not a harmonized dataset (no {fmt.SPLITS_JSON}; run 'petctfm harmonize')")
+    if not minutes or float(minutes) <= 0:
+        raise InputError(f"--minutes must be > 0, got {minutes}")
+    plans = [str(p) for p in plans]
+    unknown = [p for p in plans if p not in PLANS]
+    if unknown or not plans:
+        raise InputError(f"--plans: unknown {', '.join(unknown) or '(none)'}; choose from {', '.join(PLANS)}")
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"--device must be cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: CUDA is not available")
+    preset = preset or ("gpu" if device == "cuda" else "cpu")
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    backbone = backbone or PRESETS[preset]["task"]["model"]["backbone"]
+    if holdout_site is not None:
+        _check_holdout(data, holdout_site)
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("nnunetv2") is None:
+            raise ImportError
+    except ImportError:
+        raise InputError("nnunetv2 is not installed: pip install 'petctfm[nnunet]' (nnunetv2==2.8.1)") from None
+    seeds = [int(s) for s in seeds]
+    settings = Settings(data=str(data), minutes=float(minutes), device=device, preset=preset, backbone=backbone,
+                        plans=plans, dataset_id=int(dataset_id or DATASET_ID), holdout_site=holdout_site)
+    exp_dir = Path(out).resolve()
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    _check_settings(exp_dir, settings)
+    plan = build_plan(seeds, plans)
+    command = command_line(settings, exp_dir, seeds)
+    atomic_write_text(exp_dir / EXPERIMENT_FILE, yaml.safe_dump({
+        "experiment": "vs-nnunet", "petctfm": __version__, "command": command, "settings": asdict(settings),
+        "seeds": seeds, "runs": [a.to_dict() for a in plan]}, sort_keys=False))
+
+    console.rule("[bold]export to nnU-Net raw, nnU-Net planning and preprocessing[/]")
+    export = export_splits(data, exp_dir, settings.dataset_id, tuple(_splits(settings)))
+    plan_summary = nnunet_plans(exp_dir, settings)
+    for k, p in plan_summary.items():
+        console.print(f"nnU-Net plan {k}: patch {p['patch_size']}, batch {p['batch_size']}, "
+                      f"{p['parameters'] / 1e6:.1f} M parameters")
+
+    def report(arm: Arm, rec: dict[str, Any]) -> None:
+        from petctfm.evaluate.bootstrap import defined
+
+        d = defined(c["dice"] for c in rec[SPLIT]["cases"])
+        console.print(f"[green]{arm.name}[/]: test Dice {d.mean() if len(d) else float('nan'):.3f} "
+                      f"({rec['train'].get('steps')} steps) in {rec['time_s']:.0f} s")
+
+    records, ran = run_plan(plan, exp_dir, lambda a: execute_arm(a, settings, exp_dir, export["test"]), console,
+                            None, report)
+    summary = write_results(exp_dir, records, settings, seeds, plan_summary, export, command)
+    console.print(f"vs-nnunet: {len(records)} runs ({ran} run now); results in {exp_dir / 'results.md'}")
+    return {"exp_dir": exp_dir, "records": records, "summary": summary, "plan_summary": plan_summary,
+            "export": export, "results_md": exp_dir / "results.md", "results_csv": exp_dir / "results.csv",
+            "plot": exp_dir / "vs_nnunet.png", "command": command}
+
+
+__all__ = ["run_child", "nnunet_plans", "run_floor", "run_nnunet", "run_petctfm", "execute_arm", "run_vs_nnunet"]
