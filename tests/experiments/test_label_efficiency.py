@@ -14,7 +14,7 @@ from matplotlib.image import imread
 from petctfm.cli.main import main
 from petctfm.data import format as fmt
 from toy_data import write_toy_dataset
-from petctfm.core.errors import InputError
+from petctfm.core.errors import InputError, UsageError
 from petctfm.experiments.label_efficiency.plan import build_plan, parse_runs
 from petctfm.experiments.label_efficiency.run import run_label_efficiency
 from petctfm.io.atomic import atomic_write_json
@@ -70,7 +70,7 @@ def test_plan_names_and_exact_subsets(env):
         build_plan(data, fractions=[10], probe_kshot=None)
     with pytest.raises(InputError, match="no stored 5-shot subset"):
         build_plan(data, fractions=[50], probe_kshot=5, joint_encoder=str(mae))
-    with pytest.raises(InputError, match="unknown arm 'finetuned'"):
+    with pytest.raises(UsageError, match="runs='finetuned:10': unknown arm 'finetuned'"):
         parse_runs("finetuned:10")
 
 
