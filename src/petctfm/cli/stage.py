@@ -36,7 +36,8 @@ def register(subparsers) -> None:
                    help="full-batch epochs at most, >= 1 (default {default})")
     p.add_argument("--bootstrap", type=int, metavar="N", action=_default("n_resamples"),
                    help="bootstrap resamples, >= 0 (default {default})")
-    p.add_argument("--seed", type=int, action=_default("seed"), help="seed of the MLP and the bootstrap (default {default})")
+    p.add_argument("--seed", type=int, action=_default("seed"),
+                   help="seed of the MLP and the bootstrap (default {default})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 

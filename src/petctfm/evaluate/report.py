@@ -273,4 +273,5 @@ def write_report(result: dict, out: str | Path) -> dict[str, Path]:
     return files
 
 
-__all__ = ["CONNECTIVITIES", "check_options", "evaluate_folder", "build_result", "write_report", "SUMMARY_METRICS", "BREAKDOWN_METRICS", "COMPARE_METRICS"]
+__all__ = ["CONNECTIVITIES", "check_options", "evaluate_folder", "build_result", "write_report", "SUMMARY_METRICS",
+           "BREAKDOWN_METRICS", "COMPARE_METRICS"]

@@ -338,5 +338,5 @@ def harmonize_folder(
     return summary
 
 
-__all__ = ["HarmonizeOptions", "harmonize_folder", "finalize_dataset", "parse_spacing", "parse_ct_window", "write_mapping_csv", "check_mapping_target",
-           "check_compatible"]
+__all__ = ["HarmonizeOptions", "harmonize_folder", "finalize_dataset", "parse_spacing", "parse_ct_window",
+           "write_mapping_csv", "check_mapping_target", "check_compatible"]

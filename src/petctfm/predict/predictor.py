@@ -346,5 +346,5 @@ def predict_one(case: SourceCase, predictor: Predictor, out_dir: str | os.PathLi
         raise named_error(exc, case) from None
 
 
-__all__ = ["DEFAULT_THRESHOLD", "TTA_CHOICES", "check_options", "STAGES", "Predictor", "Prepared", "harmonize_settings", "as_image",
-           "read", "prepare_images", "prepare", "infer", "to_pet_grid", "predict_one"]
+__all__ = ["DEFAULT_THRESHOLD", "TTA_CHOICES", "check_options", "STAGES", "Predictor", "Prepared", "harmonize_settings",
+           "as_image", "read", "prepare_images", "prepare", "infer", "to_pet_grid", "predict_one"]

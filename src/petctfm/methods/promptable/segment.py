@@ -218,5 +218,5 @@ def segment(model: str | os.PathLike, pet: Any, prompts: str | os.PathLike, out:
     return summary
 
 
-__all__ = ["OUTPUT_MASK", "OUTPUT_TABLE", "OUTPUT_SUMMARY", "OUTPUT_SEG", "check_options", "read_prompt_file", "object_kind",
-           "apply_prompts", "write_objects_seg", "segment"]
+__all__ = ["OUTPUT_MASK", "OUTPUT_TABLE", "OUTPUT_SUMMARY", "OUTPUT_SEG", "check_options", "read_prompt_file",
+           "object_kind", "apply_prompts", "write_objects_seg", "segment"]
