@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from petctfm.cli._api import api_default
 from petctfm.cli._common import add_command
+from petctfm.core.errors import batch_exit_code
 
 LOAD = "petctfm.predict.predictor:Predictor.load"
-from petctfm.core.errors import batch_exit_code
 
 EXAMPLES = """
 # one study from NIfTI files (PET in SUV) -> OUT/lesions.nii.gz, lesions.csv, summary.json, report.png
@@ -103,8 +103,8 @@ def run(args) -> int:
         raise UsageError("give --pet PET and --ct CT (files or DICOM folders), --in FOLDER or --batch LIST.csv")
     settings = given(args, {"overlap": "overlap", "tta": "tta", "threshold": "threshold", "sw_batch": "sw_batch_size"})
     with flags(FLAGS):
-        check_options(**settings)  # before the output, the inputs and the model
-    ensure_output_dir(args.out, "--out", create=False)  # the output first: before the inputs and the model
+        check_options(**settings)  # the settings, then the output: before the inputs and the model
+    ensure_output_dir(args.out, "--out", create=False)
     if args.folder:
         cases = sources_from_folder(args.folder, args.format, exclude=[args.out])  # errors before the model loads
     elif args.batch:
