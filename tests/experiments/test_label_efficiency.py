@@ -179,9 +179,9 @@ def test_cli_errors_are_one_line(env, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == f"error: {bad}: no such checkpoint file or run folder"
     assert main(["experiment", "label-efficiency", "--data", str(data), "--pretrained", str(mae), "--out",
-                 str(tmp_path / "x"), "--runs", "pretrained:abc"]) == 3
-    assert capsys.readouterr().err.strip() == ("error: --runs: bad item 'pretrained:abc' (expected ARM:PERCENT, "
-                                               "e.g. pretrained:10)")
+                 str(tmp_path / "x"), "--runs", "scratch:10,pretrained:abc"]) == 2  # a usage error
+    assert capsys.readouterr().err.strip() == ("error: --runs 'scratch:10,pretrained:abc': bad item 'pretrained:abc'; "
+                                               "must be ARM:PERCENT, e.g. pretrained:10")
 
 
 def test_separated_probe_runs_beside_the_joint_one(env, tmp_path, tiny_mae_run):
