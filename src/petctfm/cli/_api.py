@@ -15,7 +15,7 @@ import argparse
 import contextlib
 import dataclasses
 import importlib
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from petctfm.core.errors import PetctfmError, cli_wording
 
@@ -70,15 +70,22 @@ def api_default(target: str, name: str) -> type[argparse.Action]:
 
 
 @contextlib.contextmanager
-def flags(names: Mapping[str, str]) -> Iterator[None]:
+def flags(names: Mapping[str, str], also: Iterable[str] = ()) -> Iterator[None]:
     """Word an API error about argument ``arg`` with the flag ``names[arg]`` (e.g. ``{"n_resamples":
-    "--bootstrap"}``); other errors pass unchanged (``petctfm.cli.main`` words them with ``--arg-name``)."""
+    "--bootstrap"}``), and the arguments ``also`` the message may name besides it (``--arg-name`` unless in
+    ``names``); other errors pass unchanged (``petctfm.cli.main`` words them with ``--arg-name``)."""
     try:
         yield
     except PetctfmError as exc:
-        if exc.arg in names:
-            exc.args = (cli_wording(exc, dict(names)),)
-            exc.arg = None
+        todo = [a for a in dict.fromkeys([*also, *([exc.arg] if exc.arg else [])])
+                if a == exc.arg and a in names or a != exc.arg]
+        if todo:
+            msg = str(exc)
+            for a in todo:
+                msg = cli_wording(PetctfmError(msg, arg=a), dict(names))
+            exc.args = (msg,)
+            if exc.arg in todo:
+                exc.arg = None
         raise
 
 

@@ -98,7 +98,7 @@ def run(args) -> int:
         return 0
     if not args.inputs or not args.out:
         raise UsageError("--in SRC and --out DATASET are required (or --finalize DATASET)")
-    with flags(FLAGS):
+    with flags(FLAGS, also=("spacing", "ct_window", "suv")):  # a re-run with other settings names them all
         options = HarmonizeOptions(**given(args, OPTIONS), thumbnails=not args.no_thumbnails, nifti=args.nifti,
                                    progress=True)
         summary = harmonize_folder(args.inputs, args.out, options)

@@ -132,7 +132,8 @@ def worker_pool(workers: int):
 def check_compatible(out: str | os.PathLike, opts: dict[str, Any]) -> None:
     """Before anything is written: the cases already in ``out`` must have been harmonized with this run's
     spacing, CT window and SUV kind (a dataset mixes none of them); otherwise a one-line UsageError naming the
-    folder to remove (or the options to use)."""
+    folder to remove and the options that differ (``spacing=(6.0, 6.0, 6.0) (the 2 case(s) there have ...)``;
+    ``arg`` the first of them)."""
     from petctfm.data.format import CASES_DIR
 
     root = Path(out) / CASES_DIR
@@ -147,13 +148,14 @@ def check_compatible(out: str | os.PathLike, opts: dict[str, Any]) -> None:
         raise InputError(f"{metas[0]}: unreadable meta.json in the existing dataset") from None
     want = {"spacing": [float(v) for v in opts["spacing"]], "ct_window": [float(v) for v in opts["ct_window"]],
             "suv": "sul" if opts.get("suv_kind") == "lbm" else "bw"}
-    flags = {"spacing": "--spacing", "ct_window": "--ct-window", "suv": "--suv"}
-    diff = [f"{flags[k]} {v} (the {len(metas)} case(s) there have {old.get(k)})" for k, v in want.items()
+    keys = [k for k, v in want.items()
             if k in old and (old[k] != v if k == "suv" else [float(x) for x in old[k]] != v)]
-    if diff:
+    if keys:
+        shown = {k: want[k] if k == "suv" else tuple(want[k]) for k in keys}
+        diff = [f"{k}={shown[k]!r} (the {len(metas)} case(s) there have {old.get(k)})" for k in keys]
         raise UsageError(f"{out}: already holds cases harmonized differently: {'; '.join(diff)}; re-run with "
-                         f"the dataset's settings, or remove the folder {Path(out) / CASES_DIR} (or choose a new "
-                         "--out) to start over")
+                         f"the dataset's settings, or remove the folder {Path(out) / CASES_DIR} (or choose another "
+                         "dataset folder) to start over", arg=keys[0])
 
 
 def _run_cases(todo: list[SourceCase], out: str, opts: dict[str, Any], workers: int,
