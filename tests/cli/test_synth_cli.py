@@ -27,15 +27,16 @@ def test_synth_cli_end_to_end(tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--formats", "autopet,jpeg"], "error: unknown format(s) jpeg; choose from autopet, nnunet, dicom"),
-        (["--sites", "atlantis"], "error: unknown site(s) atlantis"),
-        (["--size", "medium"], "error: unknown size 'medium'"),
+        (["--formats", "autopet,jpeg"], "error: --formats jpeg: must be among autopet, nnunet, dicom"),
+        (["--sites", "atlantis"], "error: --sites atlantis: must be among "),
+        (["--size", "medium"], "error: --size 'medium': must be one of tiny, small, full"),
+        (["--cases", "0"], "error: --cases 0: must be an integer >= 1"),
     ],
 )
 def test_bad_choice_is_one_line_error_exit_2(tmp_path, capsys, extra, message):
     rc = main(["synth", "--out", str(tmp_path / "o"), "--cases", "1", "--seed", "0", *extra])
     err = capsys.readouterr().err
-    assert rc == 3
+    assert rc == 2
     assert err.startswith(message) and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
 

@@ -206,7 +206,7 @@ def test_one_click_protocol_alone_with_prompted_components(toy_prompt_run, tmp_p
     info = __import__("json").loads((out / "info.json").read_text())
     assert info["components"] == "prompted" and info["protocols"] == ["one_per_lesion"]
     assert main(["experiment", "interactive", "--data", str(root), "--model", str(run), "--out", str(tmp_path / "e2"),
-                 "--no-progress", "--protocols", "one,two"]) == 3
+                 "--no-progress", "--protocols", "one,two"]) == 2  # a usage error (docs/reliability.md)
 
 
 def test_fp_voxels_counts_spill_connected_to_a_lesion_that_autopet_fp_ignores():

@@ -14,7 +14,7 @@ from matplotlib.image import imread
 from petctfm.cli.main import main
 from petctfm.data import format as fmt
 from toy_data import write_toy_dataset
-from petctfm.core.errors import InputError
+from petctfm.core.errors import InputError, UsageError
 from petctfm.experiments.label_efficiency.plan import build_plan, parse_runs
 from petctfm.experiments.label_efficiency.run import run_label_efficiency
 from petctfm.io.atomic import atomic_write_json
@@ -70,7 +70,7 @@ def test_plan_names_and_exact_subsets(env):
         build_plan(data, fractions=[10], probe_kshot=None)
     with pytest.raises(InputError, match="no stored 5-shot subset"):
         build_plan(data, fractions=[50], probe_kshot=5, joint_encoder=str(mae))
-    with pytest.raises(InputError, match="unknown arm 'finetuned'"):
+    with pytest.raises(UsageError, match="runs='finetuned:10': unknown arm 'finetuned'"):
         parse_runs("finetuned:10")
 
 
@@ -183,9 +183,9 @@ def test_cli_errors_are_one_line(env, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == f"error: {bad}: no such checkpoint file or run folder"
     assert main(["experiment", "label-efficiency", "--data", str(data), "--pretrained", str(mae), "--out",
-                 str(tmp_path / "x"), "--runs", "pretrained:abc"]) == 3
-    assert capsys.readouterr().err.strip() == ("error: --runs: bad item 'pretrained:abc' (expected ARM:PERCENT, "
-                                               "e.g. pretrained:10)")
+                 str(tmp_path / "x"), "--runs", "scratch:10,pretrained:abc"]) == 2  # a usage error
+    assert capsys.readouterr().err.strip() == ("error: --runs 'scratch:10,pretrained:abc': bad item 'pretrained:abc'; "
+                                               "must be ARM:PERCENT, e.g. pretrained:10")
 
 
 def test_separated_probe_runs_beside_the_joint_one(env, tmp_path, tiny_mae_run):

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from harmonize_phantoms import synth_case
-from petctfm.core.errors import InputError
-from petctfm.harmonize.api import finalize_dataset, harmonize_folder, parse_spacing
+from petctfm.core.errors import InputError, UsageError, cli_wording
+from petctfm.harmonize.api import HarmonizeOptions, finalize_dataset, harmonize_folder, parse_spacing
 from petctfm.synth.layouts import write_autopet_case
 
 
@@ -30,11 +30,33 @@ def test_harmonize_folder_summary_resume_and_shards(tmp_path):
 
 
 def test_harmonize_folder_rejects_bad_arguments(tmp_path):
-    with pytest.raises(InputError, match="--workers"):
+    with pytest.raises(UsageError, match=r"^workers=0: must be an integer >= 1$") as exc:
         harmonize_folder(tmp_path, tmp_path / "ds", workers=0)
-    with pytest.raises(InputError, match="--ct-window"):
+    assert exc.value.arg == "workers"
+    with pytest.raises(UsageError, match=r"ct_window=\(100.0, -100.0\): must be two finite numbers LO < HI"):
         harmonize_folder(tmp_path, tmp_path / "ds", ct_window=(100, -100))
-    with pytest.raises(InputError, match="--spacing"):
+    with pytest.raises(UsageError, match="spacing="):
         parse_spacing([1.0, 2.0])
+    with pytest.raises(UsageError, match="shard='abc'"):
+        harmonize_folder(tmp_path, tmp_path / "ds", shard="abc")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_harmonize_options_dataclass(tmp_path):
+    o = HarmonizeOptions(spacing=[4, 4, 4], workers=2)
+    assert o.spacing == (4.0, 4.0, 4.0) and o.ct_window == (-1000.0, 1000.0) and o.workers == 2
+    with pytest.raises(UsageError, match="^margin=-1: must be a finite number >= 0$"):
+        HarmonizeOptions(margin=-1)
+    with pytest.raises(UsageError, match="^fmt='png': must be one of auto, ") as exc:
+        HarmonizeOptions(fmt="png")
+    assert cli_wording(exc.value, {"fmt": "--format"}).startswith("--format 'png': must be one of")
+    with pytest.raises(UsageError, match=r"unknown option\(s\) worker; the options are fmt, spacing, ") as exc:
+        harmonize_folder(tmp_path, tmp_path / "ds", HarmonizeOptions(), worker=2)
+    assert exc.value.arg == "worker"
+    # keyword fields replace those of the options object; the object itself is not changed
+    base = HarmonizeOptions(workers=2)
+    with pytest.raises(UsageError, match="workers=0"):
+        harmonize_folder(tmp_path, tmp_path / "ds", base, workers=0)
+    assert base.workers == 2
     with pytest.raises(InputError, match="no cases/"):
         finalize_dataset(tmp_path)

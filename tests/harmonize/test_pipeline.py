@@ -227,7 +227,7 @@ def test_shards_partition_and_finalize(tmp_path):
     assert split_of[metas["S0"]["case_id"]] == split_of[metas["S1"]["case_id"]]
     assert metas["S0"]["site"] == "phantom_site" and metas["S0"]["diagnosis"] == "lymphoma"
     assert "patient_id" not in metas["S0"] and "PAT0" not in json.dumps(metas)
-    with pytest.raises(Exception, match="expected i/n"):
+    with pytest.raises(Exception, match="shard='3/3': must be i/n"):
         shard(found, "3/3")
 
 

@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from petctfm.cli.main import main
-from petctfm.core.errors import InputError
+from petctfm.core.errors import InputError, UsageError
 from petctfm.predict import predictor as pipeline
 from petctfm.predict.outputs import quantify
 from petctfm.predict.predictor import Predictor, predict_one
@@ -259,16 +259,16 @@ def test_batch_list_errors_name_the_list(tmp_path, tiny_model, capsys):
     with pytest.raises(InputError, match=r"dup\.csv:3: case_id 'x' is used twice"):
         sources_from_list(tmp_path / "dup.csv")
     err = _one_line_error(capsys, ["predict", "--model", str(tiny_model), "--batch", "x.csv", "--in", "y",
-                                   "--out", str(tmp_path)])
+                                   "--out", str(tmp_path)], code=2)  # a usage error
     assert "give one input: --in or --batch" in err
 
 
 # ------------------------------------------------------------------------------------------------ errors
 
 
-def _one_line_error(capsys, argv) -> str:
+def _one_line_error(capsys, argv, code: int = 3) -> str:
     capsys.readouterr()
-    assert main(argv) == 3
+    assert main(argv) == code
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
     return err
@@ -310,8 +310,8 @@ def test_one_line_errors(synth_tiny, tiny_model, tmp_path, capsys):
     sitk.WriteImage(far, str(tmp_path / "far_ct.nii.gz"))
     err = _one_line_error(capsys, [*base, "--model", str(tiny_model), "--pet", pet, "--ct", str(tmp_path / "far_ct.nii.gz")])
     assert "SUV.nii.gz" in err and "overlap" in err
-    with pytest.raises(InputError, match="--tta"):
-        Predictor.load(tiny_model, device="cpu", tta=3)
+    with pytest.raises(UsageError, match=r"^tta=3: must be one of 0, 4, 8$"):  # before the model is read
+        Predictor.load(tmp_path / "no_model", device="cpu", tta=3)
 
 
 def test_flip_tta_makes_the_prediction_flip_equivariant(predictor):

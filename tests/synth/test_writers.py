@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from petctfm.core.errors import InputError
+from petctfm.core.errors import UsageError
 from petctfm.io.images import array_xyz, read_image
 from petctfm.core.labels import METADATA_FIELDS
 from petctfm.synth.writers import synthesize
@@ -105,15 +105,17 @@ def test_deterministic_across_workers_and_seed_sensitive(runs):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"formats": ["autopet", "png"]}, "unknown format"),
-        ({"sites": ["atlantis"]}, "unknown site"),
-        ({"size": "huge"}, "unknown size"),
-        ({"tracers": ["dotatate"]}, "unknown tracer"),
-        ({"n_cases": 0}, "at least 1"),
+        ({"formats": ["autopet", "png"]}, "^formats=png: must be among autopet, nnunet, dicom$"),
+        ({"sites": ["atlantis"]}, "^sites=atlantis: must be among "),
+        ({"size": "huge"}, "^size='huge': must be one of tiny, small, full$"),
+        ({"tracers": ["dotatate"]}, "^tracers=dotatate: must be among fdg, psma$"),
+        ({"n_cases": 0}, "^n_cases=0: must be an integer >= 1$"),
+        ({"workers": 0}, "^workers=0: must be an integer >= 1$"),
+        ({"seed": -1}, "^seed=-1: must be an integer >= 0$"),
     ],
 )
-def test_bad_arguments_raise_input_error_before_writing(tmp_path, kwargs, message):
+def test_bad_arguments_raise_usage_error_before_writing(tmp_path, kwargs, message):
     args = {"n_cases": 1, "seed": 0, "size": "tiny", "progress": False} | kwargs
-    with pytest.raises(InputError, match=message):
+    with pytest.raises(UsageError, match=message):
         synthesize(tmp_path / "out", **args)
     assert not (tmp_path / "out").exists()

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 
+from petctfm.cli._api import api_default
 from petctfm.cli._common import add_command
+
+DEMO = "petctfm.experiments.demo:run_demo"
 
 EXAMPLES = """
 # the CPU demo (about 11 minutes on 2 cores); prints where the report is
@@ -39,13 +42,17 @@ def register(subparsers) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="tiny | cpu | gpu (default: gpu if CUDA is available, else cpu)")
     p.add_argument("--cases", type=int, default=None, metavar="N", help="override the number of cases")
-    p.add_argument("--seed", type=int, default=0, help="seed for the whole story (default: 0)")
-    p.add_argument("--workers", type=int, default=2, metavar="K", help="worker processes (default: 2)")
+    p.add_argument("--seed", type=int, action=api_default(DEMO, "seed"),
+                   help="seed for the whole story, >= 0 (default: {default})")
+    p.add_argument("--workers", type=int, metavar="K", action=api_default(DEMO, "workers"),
+                   help="worker processes, >= 1 (default: {default})")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from petctfm.experiments.demo import run_demo
 
-    run_demo(args.out, args.preset, cases=args.cases, seed=args.seed, workers=args.workers)
+    from petctfm.cli._api import given
+
+    run_demo(args.out, args.preset, cases=args.cases, **given(args, ("seed", "workers")))
     return 0

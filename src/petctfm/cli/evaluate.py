@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from petctfm.cli._api import api_default
 from petctfm.cli._common import add_command
+
+API = "petctfm.evaluate.report:evaluate_folder"
+#: evaluate_folder settings given on the command line (argparse dest -> argument), and their flags.
+OPTIONS = {"bootstrap": "n_resamples", "seed": "seed", "connectivity": "connectivity", "detection_iou": "detection_iou"}
+FLAGS = {"n_resamples": "--bootstrap"}
 
 EXAMPLES = """
 # predictions <case>.nii.gz (or <case>/lesions.nii.gz) against autoPET case folders (<case>/SEG.nii.gz;
@@ -48,32 +54,28 @@ def register(subparsers) -> None:
     p.add_argument("--allow-missing", action="store_true",
                    help="count a ground-truth case without prediction as an empty prediction "
                    "(default: error listing them)")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                   help="bootstrap resamples for the 95%% CIs (default 1000; 0 = no CI)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--connectivity", type=int, choices=(6, 18, 26), default=18,
-                   help="voxel connectivity of lesions (default 18, as the autoPET challenge)")
-    p.add_argument("--detection-iou", type=float, default=0.0, metavar="T",
+    p.add_argument("--bootstrap", type=int, metavar="N", action=api_default(API, "n_resamples"),
+                   help="bootstrap resamples for the 95%% CIs, >= 0 (default {default}; 0 = no CI)")
+    p.add_argument("--seed", type=int, action=api_default(API, "seed"), help="bootstrap seed, >= 0 (default {default})")
+    p.add_argument("--connectivity", type=int, choices=(6, 18, 26), action=api_default(API, "connectivity"),
+                   help="voxel connectivity of lesions (default {default}, as the autoPET challenge)")
+    p.add_argument("--detection-iou", type=float, metavar="T", action=api_default(API, "detection_iou"),
                    help="a lesion counts as detected when the predicted components touching it reach "
-                   "IoU > T (default 0 = any overlap, consistent with the autoPET FN volume)")
+                   "IoU > T, T in [0, 1) (default {default} = any overlap, consistent with the autoPET FN volume)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from petctfm.core.errors import InputError
-    from petctfm.evaluate.report import evaluate_folder, write_report
+    from petctfm.cli._api import flags, given
+    from petctfm.evaluate.report import check_options, evaluate_folder, write_report
     from petctfm.io.atomic import ensure_output_dir
 
-    if args.bootstrap < 0:
-        raise InputError(f"--bootstrap must be >= 0, got {args.bootstrap}")
-    if not 0.0 <= args.detection_iou < 1.0:
-        raise InputError(f"--detection-iou must be in [0, 1), got {args.detection_iou}")
-    ensure_output_dir(args.out, "--out", create=False)  # the output first, before any case is read
-    result = evaluate_folder(
-        args.pred, args.gt, suv=args.suv, manifest=args.manifest, compare=args.compare,
-        allow_missing=args.allow_missing, connectivity=args.connectivity, detection_iou=args.detection_iou,
-        n_resamples=args.bootstrap, seed=args.seed, split=args.split, progress=True,
-    )
+    settings = given(args, OPTIONS)
+    with flags(FLAGS):
+        check_options(**settings)  # the settings, then the output, before any case is read
+        ensure_output_dir(args.out, "--out", create=False)
+        result = evaluate_folder(args.pred, args.gt, suv=args.suv, manifest=args.manifest, compare=args.compare,
+                                 allow_missing=args.allow_missing, split=args.split, progress=True, **settings)
     write_report(result, args.out)
     overall = {s["metric"]: s for s in result["summary"] if s["group_by"] == "all"}
     d = overall["dice"]

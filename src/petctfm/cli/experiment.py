@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import argparse
 
+from petctfm.cli._api import api_default
 from petctfm.cli._common import add_command
+
+LE = "petctfm.experiments.label_efficiency.run:run_label_efficiency"
+FRAT = "petctfm.experiments.fratmae_ablation.run:run_fratmae_ablation"
+INTER = "petctfm.experiments.interactive.run:run_interactive"
 
 LABEL_EFFICIENCY_EXAMPLES = """
 # the seed experiment: pretrained vs scratch at 10/20/40/100 % of the labels, 3 seeds, 5-shot probes
@@ -51,15 +56,18 @@ def _add_label_efficiency_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="DATASET", help="harmonized dataset folder")
     p.add_argument("--pretrained", required=True, metavar="RUN", help="joint pretraining run folder or checkpoint")
     p.add_argument("--out", required=True, metavar="EXP_DIR", help="experiment folder (resumable)")
-    p.add_argument("--fractions", default="10,20,40,100", metavar="P,P,...",
-                   help="stored label fractions in percent (default 10,20,40,100)")
-    p.add_argument("--seeds", default="0", metavar="S,S,...", help="seeds (default 0); e.g. 0,1,2")
-    p.add_argument("--arms", default="pretrained,scratch", metavar="A,A", help="pretrained,scratch (default both)")
+    p.add_argument("--fractions", metavar="P,P,...", action=api_default(LE, "fractions"),
+                   help="stored label fractions in percent, each in (0, 100] (default {default})")
+    p.add_argument("--seeds", metavar="S,S,...", action=api_default(LE, "seeds"),
+                   help="seeds, each >= 0 (default {default}); e.g. 0,1,2")
+    p.add_argument("--arms", metavar="A,A", action=api_default(LE, "arms"),
+                   help="pretrained and/or scratch (default {default})")
     p.add_argument("--runs", metavar="ARM:P,...",
                    help="explicit runs instead of arms x fractions, e.g. pretrained:10,scratch:10,scratch:100")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="fine-tuning preset (default: gpu if CUDA is available, else cpu)")
-    p.add_argument("--probe-kshot", type=int, default=5, metavar="K", help="k of the linear probes (0 = no probes)")
+    p.add_argument("--probe-kshot", type=int, metavar="K", action=api_default(LE, "probe_kshot"),
+                   help="k of the linear probes (0 = no probes; default {default})")
     p.add_argument("--probe-steps", type=int, default=None, metavar="N",
                    help=f"probe head steps (default per preset: {PROBE_STEPS})")
     p.add_argument("--separated", nargs=2, metavar=("PET_RUN", "CT_RUN"),
@@ -75,20 +83,13 @@ def _add_label_efficiency_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_label_efficiency(args: argparse.Namespace) -> int:
-    from petctfm.core.errors import InputError
-    from petctfm.experiments.label_efficiency.plan import parse_list
+    from petctfm.cli._api import given
     from petctfm.experiments.label_efficiency.run import run_label_efficiency
 
-    if args.probe_steps is not None and args.probe_steps < 1:
-        raise InputError(f"--probe-steps must be >= 1, got {args.probe_steps}")
-    if args.max_steps is not None and args.max_steps < 1:
-        raise InputError(f"--max-steps must be >= 1, got {args.max_steps}")
     out = run_label_efficiency(
-        args.data, args.pretrained, args.out, runs=args.runs, seeds=parse_list(args.seeds, int, "seed"),
-        preset=args.preset, overrides=args.set, arms=parse_list(args.arms, str, "arm"),
-        fractions=parse_list(args.fractions, float, "fraction"), probe_kshot=args.probe_kshot,
-        probe_steps=args.probe_steps, separated=args.separated, max_steps=args.max_steps, max_time=args.max_time,
-        holdout_site=args.holdout_site, progress=not args.no_progress)
+        args.data, args.pretrained, args.out, overrides=args.set, progress=not args.no_progress,
+        **given(args, ("runs", "seeds", "preset", "arms", "fractions", "probe_kshot", "probe_steps", "separated",
+                       "max_steps", "max_time", "holdout_site")))
     print(f"experiment label-efficiency: {len(out['records'])} runs; results in {out['results_md']}, "
           f"{out['results_csv']}, {out['plot']}")
     return 0
@@ -117,10 +118,12 @@ def _register_fratmae_ablation(sub) -> None:
     )
     p.add_argument("--data", required=True, metavar="DATASET", help="harmonized dataset folder")
     p.add_argument("--out", required=True, metavar="EXP_DIR", help="experiment folder (resumable)")
-    p.add_argument("--fraction", type=float, default=20.0, metavar="P", help="label fraction of Tables 2/3 (default 20)")
-    p.add_argument("--more-fractions", default="40,100", metavar="P,P|none",
-                   help="fractions where no pretraining and FratMAE are compared again (default 40,100)")
-    p.add_argument("--seeds", default="0", metavar="S,S,...", help="fine-tuning / staging seeds (default 0)")
+    p.add_argument("--fraction", type=float, metavar="P", action=api_default(FRAT, "fraction"),
+                   help="label fraction of Tables 2/3, in (0, 100] (default {default})")
+    p.add_argument("--more-fractions", metavar="P,P|none", action=api_default(FRAT, "more_fractions"),
+                   help="fractions where no pretraining and FratMAE are compared again (default {default})")
+    p.add_argument("--seeds", metavar="S,S,...", action=api_default(FRAT, "seeds"),
+                   help="fine-tuning / staging seeds, each >= 0 (default {default})")
     p.add_argument("--preset", choices=["tiny", "cpu", "gpu"], default=None,
                    help="pretraining and fine-tuning preset (default: gpu if CUDA is available, else cpu)")
     p.add_argument("--pretrain-steps", type=int, metavar="N", help="steps per pretraining run (default --max-steps)")
@@ -129,22 +132,25 @@ def _register_fratmae_ablation(sub) -> None:
     p.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override for every pretraining run")
     p.add_argument("--no-stage", action="store_true", help="skip the staging runs")
-    p.add_argument("--stage-epochs", type=int, default=500, metavar="N", help="staging MLP epochs (default 500)")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
+    p.add_argument("--stage-epochs", type=int, metavar="N", action=api_default(FRAT, "stage_epochs"),
+                   help="staging MLP epochs, >= 1 (default {default})")
+    p.add_argument("--bootstrap", type=int, metavar="N", action=api_default(FRAT, "n_resamples"),
+                   help="bootstrap resamples, >= 0 (default {default})")
     p.add_argument("--no-progress", action="store_true", help="quiet: no progress display")
     p.set_defaults(func=_run_fratmae_ablation)
 
 
 def _run_fratmae_ablation(args: argparse.Namespace) -> int:
+    from petctfm.cli._api import flags, given
     from petctfm.experiments.fratmae_ablation.run import run_fratmae_ablation
-    from petctfm.experiments.label_efficiency.plan import parse_list
 
-    more = [] if args.more_fractions.strip().lower() == "none" else parse_list(args.more_fractions, float, "fraction")
-    out = run_fratmae_ablation(
-        args.data, args.out, fraction=args.fraction, more_fractions=more, seeds=parse_list(args.seeds, int, "seed"),
-        preset=args.preset, pretrain_steps=args.pretrain_steps, max_steps=args.max_steps, overrides=args.set,
-        pretrain_overrides=args.pretrain_set, stage=not args.no_stage, stage_epochs=args.stage_epochs,
-        n_resamples=args.bootstrap, progress=not args.no_progress)
+    with flags({"n_resamples": "--bootstrap"}):
+        out = run_fratmae_ablation(
+            args.data, args.out, overrides=args.set, pretrain_overrides=args.pretrain_set, stage=not args.no_stage,
+            progress=not args.no_progress,
+            **given(args, {"fraction": "fraction", "more_fractions": "more_fractions", "seeds": "seeds",
+                           "preset": "preset", "pretrain_steps": "pretrain_steps", "max_steps": "max_steps",
+                           "stage_epochs": "stage_epochs", "bootstrap": "n_resamples"}))
     print(f"experiment fratmae-ablation: {len(out['records'])} runs ({out['ran']} run now); results in "
           f"{out['results_md']}, {out['results_csv']}, {out['plot']}")
 
@@ -165,36 +171,42 @@ def _register_interactive(sub) -> None:
     p.add_argument("--model", required=True, metavar="RUN", help="prompt-train run folder or model.safetensors")
     p.add_argument("--out", required=True, metavar="EXP_DIR", help="output folder")
     p.add_argument("--auto", metavar="RUN", help="a petctfm finetune run: the zero-click automatic baseline")
-    p.add_argument("--split", default="test", help="dataset split (default test)")
-    p.add_argument("--max-cases", type=int, default=None, metavar="N", help="only the first N cases")
-    p.add_argument("--max-clicks", type=int, default=10, metavar="N", help="clicks per protocol (default 10)")
-    p.add_argument("--max-targets", type=int, default=10, metavar="N",
-                   help="single lesions and organs per case for the corrective protocol (default 10)")
+    p.add_argument("--split", action=api_default(INTER, "split"), help="dataset split (default {default})")
+    p.add_argument("--max-cases", type=int, metavar="N", help="only the first N cases (N >= 1)")
+    p.add_argument("--max-clicks", type=int, metavar="N", action=api_default(INTER, "max_clicks"),
+                   help="clicks per protocol, >= 1 (default {default})")
+    p.add_argument("--max-targets", type=int, metavar="N", action=api_default(INTER, "max_targets"),
+                   help="single lesions and organs per case for the corrective protocol, >= 1 (default {default})")
     p.add_argument("--no-organs", action="store_true", help="skip the organ targets")
-    p.add_argument("--iso-box-mm", type=float, default=60.0, help="side of the isocontour's box (default 60 mm)")
-    p.add_argument("--figures", type=int, default=3, metavar="N", help="case PNGs (default 3)")
-    p.add_argument("--max-zoom", type=float, default=4.0, help="the session's auto-zoom limit (default 4; 1 = off)")
+    p.add_argument("--iso-box-mm", type=float, action=api_default(INTER, "iso_box_mm"),
+                   help="side of the isocontour's box in mm, > 0 (default {default})")
+    p.add_argument("--figures", type=int, metavar="N", action=api_default(INTER, "n_figures"),
+                   help="case PNGs, >= 0 (default {default})")
+    p.add_argument("--max-zoom", type=float, action=api_default(INTER, "max_zoom"),
+                   help="the session's auto-zoom limit, >= 1 (default {default}; 1 = off)")
     p.add_argument("--iso-prior", action="store_true", help="also the isocontour-informed first click at one click "
                    "per lesion (the 41 %% isocontour as the previous-mask prompt; reported separately)")
-    p.add_argument("--components", choices=("all", "prompted"), default="prompted",
-                   help="prompted (default): drop predicted components that no positive click or box reaches; "
-                   "all: the decoder's mask as it is")
-    p.add_argument("--protocols", default="autopet,one_per_lesion,corrective",
-                   help="comma-separated subset of autopet, one_per_lesion, corrective (default all three)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--components", choices=("all", "prompted"), action=api_default(INTER, "components"),
+                   help="prompted: drop predicted components that no positive click or box reaches; "
+                   "all: the decoder's mask as it is (default {default})")
+    p.add_argument("--protocols", action=api_default(INTER, "protocols"),
+                   help="comma-separated subset of autopet, one_per_lesion, corrective (default {default})")
+    p.add_argument("--device", action=api_default(INTER, "device"), help="cpu | cuda (default {default})")
     p.add_argument("--no-progress", action="store_true", help="quiet")
     p.set_defaults(func=_run_interactive)
 
 
 def _run_interactive(args: argparse.Namespace) -> int:
+    from petctfm.cli._api import flags, given
     from petctfm.experiments.interactive.run import run_interactive
 
-    out = run_interactive(args.data, args.model, args.out, auto=args.auto, split=args.split,
-                          max_cases=args.max_cases, max_clicks=args.max_clicks, max_targets=args.max_targets,
-                          organs=not args.no_organs, iso_box_mm=args.iso_box_mm, n_figures=args.figures,
-                          device=args.device, max_zoom=args.max_zoom, progress=not args.no_progress,
-                          iso_prior=args.iso_prior, components=args.components,
-                          protocols=tuple(p.strip() for p in args.protocols.split(",") if p.strip()))
+    with flags({"n_figures": "--figures"}):
+        out = run_interactive(args.data, args.model, args.out, auto=args.auto, organs=not args.no_organs,
+                              progress=not args.no_progress, iso_prior=args.iso_prior,
+                              **given(args, {"split": "split", "max_cases": "max_cases", "max_clicks": "max_clicks",
+                                             "max_targets": "max_targets", "iso_box_mm": "iso_box_mm",
+                                             "figures": "n_figures", "device": "device", "max_zoom": "max_zoom",
+                                             "components": "components", "protocols": "protocols"}))
     print(f"experiment interactive: {len(out['rows'])} rows; results in {out['results_md']}, {out['results_csv']}, "
           f"{out['plot']}")
     return 0

@@ -27,6 +27,13 @@ petctfm harmonize --in /data/autoPET --out ds --write-mapping ~/private/ds_mappi
 """
 
 
+def _default(field: str):
+    """Help text with HarmonizeOptions' default of ``field`` (the option itself defaults to None = not given)."""
+    from petctfm.cli._api import api_default
+
+    return api_default("petctfm.harmonize.api:HarmonizeOptions", field)
+
+
 def register(subparsers) -> None:
     p = add_command(
         subparsers,
@@ -41,23 +48,24 @@ def register(subparsers) -> None:
     )
     p.add_argument("--in", dest="inputs", action="append", metavar="SRC", help="input folder (repeatable)")
     p.add_argument("--out", help="output dataset folder")
-    p.add_argument("--format", default="auto", choices=["auto", "autopet", "nnunet", "dicom", "pairs"],
-                   help="input layout (default: detect per input)")
+    p.add_argument("--format", choices=["auto", "autopet", "nnunet", "dicom", "pairs"], action=_default("fmt"),
+                   help="input layout (default {default}: detect per input)")
     p.add_argument("--spacing", nargs=3, type=float, metavar=("X", "Y", "Z"),
-                   help="target voxel spacing in mm (default 2 2 3)")
-    p.add_argument("--ct-window", nargs=2, type=float, metavar=("LO", "HI"), default=[-1000.0, 1000.0],
-                   help="CT clip window in HU (default -1000 1000)")
-    p.add_argument("--margin", type=float, default=10.0, help="margin around the body crop in mm (default 10)")
-    p.add_argument("--suv", choices=["bw", "sul"], default="bw",
-                   help="DICOM: body-weight SUV (default) or SUL (lean body mass, Janmahasatian)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+                   help="target voxel spacing in mm, each in (0, 20] (default 2 2 3)")
+    p.add_argument("--ct-window", nargs=2, type=float, metavar=("LO", "HI"), action=_default("ct_window"),
+                   help="CT clip window in HU, LO < HI (default {default})")
+    p.add_argument("--margin", type=float, action=_default("margin"),
+                   help="margin around the body crop in mm, >= 0 (default {default})")
+    p.add_argument("--suv", choices=["bw", "sul"], action=_default("suv"),
+                   help="DICOM: body-weight SUV (bw) or SUL (lean body mass, Janmahasatian) (default {default})")
+    p.add_argument("--workers", type=int, action=_default("workers"), help="worker processes (default {default})")
     p.add_argument("--shard", metavar="i/n", help="process only shard i of n (0-based); then run --finalize")
     p.add_argument("--finalize", metavar="DATASET", help="only (re)compute splits, statistics, manifest, QA")
-    p.add_argument("--seed", type=int, default=0, help="seed of the splits (default 0)")
+    p.add_argument("--seed", type=int, action=_default("seed"), help="seed of the splits (default {default})")
     p.add_argument("--holdout-site", metavar="NAME", default=None,
                    help="keep this site's cases out of train/val/test and the normalization statistics: they form "
                    "the 'holdout' split (generalization to an unseen site)")
-    p.add_argument("--salt", default="", help="secret mixed into the pseudonym hashes (recommended for real data)")
+    p.add_argument("--salt", help="secret mixed into the pseudonym hashes (recommended for real data)")
     p.add_argument("--metadata", help="metadata CSV (default: metadata.csv in the input folder or its parent)")
     p.add_argument("--metadata-id", metavar="COLUMN",
                    help="the metadata CSV's case id column (default case_id; e.g. 'Subject ID' for TCIA's table)")
@@ -68,24 +76,32 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+#: HarmonizeOptions fields whose flag is not ``--field-name``.
+FLAGS = {"fmt": "--format", "inputs": "--in", "thumbnails": "--no-thumbnails"}
+#: Options passed to HarmonizeOptions when given (argparse dest -> field); the others keep its defaults.
+OPTIONS = {"format": "fmt", "spacing": "spacing", "ct_window": "ct_window", "margin": "margin", "suv": "suv",
+           "workers": "workers", "shard": "shard", "seed": "seed", "salt": "salt", "metadata": "metadata",
+           "metadata_id": "metadata_id", "write_mapping": "write_mapping", "holdout_site": "holdout_site"}
+
+
 def run(args) -> int:
-    from petctfm.core.errors import InputError
-    from petctfm.harmonize.api import finalize_dataset, harmonize_folder
+    from petctfm.cli._api import flags, given
+    from petctfm.core.errors import UsageError
+    from petctfm.harmonize.api import HarmonizeOptions, finalize_dataset, harmonize_folder
 
     if args.finalize:
         if args.inputs:
-            raise InputError("--finalize DATASET takes no --in")
-        res = finalize_dataset(args.finalize, args.seed, holdout_site=args.holdout_site)
+            raise UsageError(f"--finalize {args.finalize} takes no --in (it only recomputes the dataset's splits, "
+                             "statistics and manifest)")
+        res = finalize_dataset(args.finalize, **given(args, {"seed": "seed", "holdout_site": "holdout_site"}))
         print(f"finalized {args.finalize}: {res['num_cases']} cases, {res['num_failed']} quarantined")
         return 0
     if not args.inputs or not args.out:
-        raise InputError("--in SRC and --out DATASET are required (or --finalize DATASET)")
-    summary = harmonize_folder(
-        args.inputs, args.out, fmt=args.format, spacing=args.spacing, ct_window=args.ct_window, margin=args.margin,
-        suv=args.suv, workers=args.workers, shard=args.shard, seed=args.seed, salt=args.salt,
-        metadata=args.metadata, metadata_id=args.metadata_id, write_mapping=args.write_mapping, thumbnails=not args.no_thumbnails,
-        nifti=args.nifti, progress=True, holdout_site=args.holdout_site,
-    )
+        raise UsageError("--in SRC and --out DATASET are required (or --finalize DATASET)")
+    with flags(FLAGS, also=("spacing", "ct_window", "suv")):  # a re-run with other settings names them all
+        options = HarmonizeOptions(**given(args, OPTIONS), thumbnails=not args.no_thumbnails, nifti=args.nifti,
+                                   progress=True)
+        summary = harmonize_folder(args.inputs, args.out, options)
     if summary["finalized"]:
         print(f"dataset {args.out}: {summary['n_cases']} cases, {summary['n_quarantined']} quarantined")
     else:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from petctfm.cli._api import api_default
 from petctfm.cli._common import add_command
 from petctfm.core.errors import batch_exit_code
+
+LOAD = "petctfm.predict.predictor:Predictor.load"
 
 EXAMPLES = """
 # one study from NIfTI files (PET in SUV) -> OUT/lesions.nii.gz, lesions.csv, summary.json, report.png
@@ -53,11 +56,12 @@ def register(subparsers) -> None:
     src.add_argument("--format", default="auto", choices=("auto", "autopet", "nnunet", "dicom", "pairs"),
                      help="layout of --in (default: detected)")
     p.add_argument("--out", required=True, help="output folder (one study) or parent of one subfolder per case")
-    p.add_argument("--tta", type=int, nargs="?", const=8, default=0, choices=(4, 8), metavar="N",
+    p.add_argument("--tta", type=int, nargs="?", const=8, choices=(4, 8), metavar="N",
                    help="flip test-time augmentation: average probabilities over N flips (8 = all flip "
                    "combinations of the 3 axes, the default when N is omitted; 4 = identity + single-axis flips)")
     p.add_argument("--overlap", type=float, help="sliding-window overlap in [0, 1) (default: the model's, 0.5)")
-    p.add_argument("--threshold", type=float, default=0.5, help="lesion if probability > T (default 0.5)")
+    p.add_argument("--threshold", type=float, metavar="T", action=api_default(LOAD, "threshold"),
+                   help="lesion if probability > T, T in (0, 1) (default {default})")
     p.add_argument("--fast", action="store_true",
                    help="twice the model's in-plane spacing (e.g. 4x4x3 mm): ~4x fewer voxels, misses small lesions")
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1")
@@ -77,32 +81,38 @@ def _line(s: dict) -> str:
             + (f"; FLAGS: {'; '.join(s['flags'])}" if s.get("flags") else ""))
 
 
+#: Predictor.load arguments whose flag is not ``--argument-name``.
+FLAGS = {"sw_batch_size": "--sw-batch"}
+
+
 def run(args) -> int:
     from pathlib import Path
 
-    from petctfm.core.errors import InputError
+    from petctfm.cli._api import flags, given
+    from petctfm.core.errors import UsageError
     from petctfm.io.atomic import ensure_output_dir
     from petctfm.predict.batch import predict_folder
-    from petctfm.predict.predictor import Predictor, predict_one
+    from petctfm.predict.predictor import Predictor, check_options, predict_one
     from petctfm.predict.sources import source_from_files, sources_from_folder, sources_from_list
 
-    given = [name for name, v in (("--pet/--ct", args.pet or args.ct), ("--in", args.folder), ("--batch", args.batch))
-             if v]
-    if len(given) > 1:
-        raise InputError(f"give one input: {' or '.join(given)}, not both")
-    if not given or (given == ["--pet/--ct"] and not (args.pet and args.ct)):
-        raise InputError("give --pet PET and --ct CT (files or DICOM folders), --in FOLDER or --batch LIST.csv")
-    if args.sw_batch is not None and args.sw_batch < 1:
-        raise InputError(f"--sw-batch must be >= 1, got {args.sw_batch}")
-    ensure_output_dir(args.out, "--out", create=False)  # the output first: before the inputs and the model
+    inputs = [name for name, v in (("--pet/--ct", args.pet or args.ct), ("--in", args.folder),
+                                   ("--batch", args.batch)) if v]
+    if len(inputs) > 1:
+        raise UsageError(f"give one input: {' or '.join(inputs)}, not both")
+    if not inputs or (inputs == ["--pet/--ct"] and not (args.pet and args.ct)):
+        raise UsageError("give --pet PET and --ct CT (files or DICOM folders), --in FOLDER or --batch LIST.csv")
+    settings = given(args, {"overlap": "overlap", "tta": "tta", "threshold": "threshold", "sw_batch": "sw_batch_size"})
+    with flags(FLAGS):
+        check_options(**settings)  # the settings, then the output: before the inputs and the model
+    ensure_output_dir(args.out, "--out", create=False)
     if args.folder:
         cases = sources_from_folder(args.folder, args.format, exclude=[args.out])  # errors before the model loads
     elif args.batch:
         cases = sources_from_list(args.batch)
     else:
         case = source_from_files(args.pet, args.ct)
-    predictor = Predictor.load(args.model, args.device, args.overlap, args.tta, args.threshold, args.fast,
-                               args.sw_batch)
+    with flags(FLAGS):
+        predictor = Predictor.load(args.model, args.device, fast=args.fast, **settings)
     if not (args.folder or args.batch):
         out = Path(args.out)
         if (out / "summary.json").is_file() and not args.overwrite:

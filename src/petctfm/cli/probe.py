@@ -41,37 +41,54 @@ def register(subparsers) -> None:
                    "normalization")
     p.add_argument("--out", required=True, metavar="OUT", help="output folder")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--kshot", type=int, metavar="K", help="use splits.json kshot[K] (default 5)")
+    g.add_argument("--kshot", type=int, metavar="K", action=_default("DEFAULT_KSHOT"),
+                   help="use splits.json kshot[K], K >= 1 (default {default})")
     g.add_argument("--fraction", type=float, metavar="F", help="use the stored label fraction F in (0, 1]")
-    p.add_argument("--steps", type=int, default=100, metavar="N",
-                   help="batches of training patches whose voxels the head is fitted on (default 100)")
-    p.add_argument("--batch-size", type=int, default=2, metavar="B", help="patches per batch (default 2)")
-    p.add_argument("--points", default="all", metavar="P",
-                   help="probe points: all (default), enc, dec, or a list like enc0,enc3,dec")
-    p.add_argument("--voxels-per-patch", type=int, default=256, metavar="N",
-                   help="at most N lesion and N background voxels per patch (default 256)")
-    p.add_argument("--l2", type=float, default=1e-3, help="L2 penalty of the logistic regression (default 1e-3)")
+    p.add_argument("--steps", type=int, metavar="N", action=_default("steps"),
+                   help="batches of training patches whose voxels the head is fitted on, >= 1 (default {default})")
+    p.add_argument("--batch-size", type=int, metavar="B", action=_default("batch_size"),
+                   help="patches per batch, >= 1 (default {default})")
+    p.add_argument("--points", metavar="P", action=_default("points"),
+                   help="probe points: all, enc, dec, or a list like enc0,enc3,dec (default {default})")
+    p.add_argument("--voxels-per-patch", type=int, metavar="N", action=_default("voxels_per_patch"),
+                   help="at most N lesion and N background voxels per patch, >= 1 (default {default})")
+    p.add_argument("--l2", type=float, action=_default("l2"),
+                   help="L2 penalty of the logistic regression, >= 0 (default {default})")
     p.add_argument("--patch", type=int, metavar="P", help="cubic patch side (default: the encoder's pretraining patch)")
-    p.add_argument("--fg-prob", type=float, default=0.5, metavar="P",
-                   help="probability of a lesion-centred training patch (default 0.5)")
-    p.add_argument("--split", default="test", help="evaluation split (default test)")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of patches, head initialization, bootstrap")
+    p.add_argument("--fg-prob", type=float, metavar="P", action=_default("fg_prob"),
+                   help="probability of a lesion-centred training patch, in [0, 1] (default {default})")
+    p.add_argument("--split", action=_default("split"), help="evaluation split (default {default})")
+    p.add_argument("--bootstrap", type=int, metavar="N", action=_default("n_resamples"),
+                   help="bootstrap resamples, >= 0 (default {default})")
+    p.add_argument("--seed", type=int, action=_default("seed"),
+                   help="seed of patches, head initialization, bootstrap (default {default})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
+#: ProbeConfig fields given on the command line (argparse dest -> field; the others keep ProbeConfig's
+#: defaults), and the flags whose name differs from the field's.
+OPTIONS = {"kshot": "kshot", "fraction": "fraction", "steps": "steps", "batch_size": "batch_size",
+           "points": "points", "voxels_per_patch": "voxels_per_patch", "l2": "l2", "patch": "patch",
+           "fg_prob": "fg_prob", "split": "split", "bootstrap": "n_resamples", "seed": "seed"}
+FLAGS = {"n_resamples": "--bootstrap"}
+
+
+def _default(field: str):
+    """Help text with ProbeConfig's default of ``field`` (read only when --help is shown: probe imports torch)."""
+    from petctfm.cli._api import api_default
+
+    return api_default("petctfm.methods.probe:" + ("DEFAULT_KSHOT" if field == "DEFAULT_KSHOT" else "ProbeConfig"),
+                       "" if field == "DEFAULT_KSHOT" else field)
+
+
 def run(args) -> int:
-    from petctfm.core.errors import InputError
+    from petctfm.cli._api import flags, given
     from petctfm.methods.probe import ProbeConfig, run_probe
 
-    if args.steps < 1:
-        raise InputError(f"--steps must be >= 1, got {args.steps}")
-    cfg = ProbeConfig(kshot=None if args.fraction is not None else (args.kshot or 5), fraction=args.fraction,
-                      steps=args.steps, batch_size=args.batch_size, points=args.points,
-                      voxels_per_patch=args.voxels_per_patch, l2=args.l2, patch=args.patch, fg_prob=args.fg_prob,
-                      seed=args.seed, n_resamples=args.bootstrap, split=args.split)
-    summary = run_probe(args.data, args.encoder, args.out, cfg, progress=not args.no_progress)
+    with flags(FLAGS):
+        cfg = ProbeConfig(**given(args, OPTIONS))
+        summary = run_probe(args.data, args.encoder, args.out, cfg, progress=not args.no_progress)
     d, ap, prev = summary["dice"], summary["ap"], summary["prevalence"]
     num = lambda x: "n/a" if x is None or x != x else f"{x:.3f}"  # noqa: E731
     print(f"probe ({summary['subset']}, {summary['n_train_cases']} training cases, {summary['head_in_channels']} "

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from petctfm.cli._api import api_default
+
+SEGMENT = "petctfm.methods.promptable.segment:segment"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="segment objects from clicks / boxes (promptable model)",
@@ -17,20 +21,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompts", required=True, help="prompt file (JSON, see docs/promptable.md)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--start-from", help="mask / label map on the PET grid to correct (e.g. petctfm predict's)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", action=api_default(SEGMENT, "device"), help="cpu, cuda, cuda:N (default {default})")
     p.add_argument("--overwrite", action="store_true", help="a later object may take an earlier object's voxels")
-    p.add_argument("--max-zoom", type=float, default=4.0, help="auto-zoom limit (crop side x this at most)")
-    p.add_argument("--components", choices=("all", "prompted"), default="prompted",
-                   help="prompted (default): drop predicted components that no positive click or box reaches; "
-                   "all: the decoder's mask as it is")
+    p.add_argument("--max-zoom", type=float, action=api_default(SEGMENT, "max_zoom"),
+                   help="auto-zoom limit (crop side x this at most), >= 1 (default {default}; 1 = off)")
+    p.add_argument("--components", choices=("all", "prompted"), action=api_default(SEGMENT, "components"),
+                   help="prompted: drop predicted components that no positive click or box reaches; "
+                   "all: the decoder's mask as it is (default {default})")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from petctfm.methods.promptable.segment import segment
+    from petctfm.cli._api import given
+    from petctfm.methods.promptable.segment import check_options, segment
 
+    options = given(args, ("device", "max_zoom", "components"))
+    check_options(**{k: v for k, v in options.items() if k != "device"})  # before any image or the model is read
     pet, ct, pt_datasets = args.pet, args.ct, None
     if Path(args.pet).is_dir():  # DICOM in: read as petctfm predict does (SUV from the PT tags), DICOM-SEG out
         from petctfm.core.errors import UsageError
@@ -41,10 +49,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--pet {args.pet} is a DICOM folder: give --ct CT_FOLDER too (as petctfm predict)")
         images, pt_datasets = read(source_from_files(args.pet, args.ct))
         pet, ct = images["suv"], images["ct"]
-    s = segment(args.model, pet, args.prompts, args.out, ct=ct, start_from=args.start_from,
-                device=args.device, overwrite=args.overwrite, max_zoom=args.max_zoom, pt_datasets=pt_datasets,
-                components=args.components,
-                pet_name=args.pet)
+    s = segment(args.model, pet, args.prompts, args.out, ct=ct, start_from=args.start_from, overwrite=args.overwrite,
+                pt_datasets=pt_datasets, pet_name=args.pet, **options)
     for r in s["objects"]:
         print(f"object {r['object']} {r['name']}: {r['volume_ml']:.1f} ml, SUVmax {r['suv_max']:.2f}, TLG {r['tlg']:.1f}")
     print(f"wrote {args.out} ({s['s_per_prompt']:.2f} s per prompt)")

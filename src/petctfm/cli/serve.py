@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from petctfm.cli._api import api_default
 from petctfm.cli._common import add_command
+
+SERVE = "petctfm.serve.app:serve"
 
 EXAMPLES = """
 # every case of a folder (autoPET, nnU-Net, DICOM tree, paired files or a harmonized dataset)
@@ -31,23 +34,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--ct", help="CT image in HU or a DICOM CT series folder")
     p.add_argument("--out", default="petctfm-serve", help="output folder: <out>/<case>/mask.nii.gz, lesions.csv, "
                    "audit.jsonl (default ./petctfm-serve)")
-    p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; anything else is "
-                   "reachable from the network: a warning is printed)")
+    p.add_argument("--port", type=int, action=api_default(SERVE, "port"), help="TCP port, 1-65535 (default {default})")
+    p.add_argument("--host", action=api_default(SERVE, "host"), help="bind address (default {default}; anything "
+                   "else is reachable from the network: a warning is printed)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from petctfm.cli._api import given
     from petctfm.core.errors import UsageError
 
     try:
-        from petctfm.serve.app import make_server, serve
+        from petctfm.serve.app import check_port, make_server, serve
     except ModuleNotFoundError as exc:
         raise UsageError(f"petctfm serve needs {exc.name}: pip install 'petctfm[serve]'") from None
     if (args.data is None) == (args.pet is None) or (args.pet is None) != (args.ct is None):
         raise UsageError("give --data FOLDER, or --pet and --ct")
+    options = given(args, ("host", "port"))
+    if "port" in options:
+        check_port(options["port"])  # before the model and the cases are read
     server = make_server(args.model, data=args.data, pet=args.pet, ct=args.ct, out=args.out,
                          auto_model=args.auto_model, device=args.device)
-    serve(server, host=args.host, port=args.port)
+    serve(server, **options)
     return 0

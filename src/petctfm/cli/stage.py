@@ -29,22 +29,40 @@ def register(subparsers) -> None:
                    help="pretraining run folder / checkpoint (repeat to concatenate several encoders)")
     p.add_argument("--out", required=True, metavar="OUT", help="output folder")
     p.add_argument("--patch", type=int, metavar="P", help="tile side (default: the encoder's pretraining patch)")
-    p.add_argument("--scales", type=int, choices=(1, 2), default=2,
-                   help="pool the deepest (1) or the two deepest (2, default) feature maps")
-    p.add_argument("--hidden", type=int, default=64, help="MLP hidden units (default 64)")
-    p.add_argument("--max-epochs", type=int, default=500, help="full-batch epochs at most (default 500)")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the MLP and the bootstrap")
+    p.add_argument("--scales", type=int, choices=(1, 2), action=_default("scales"),
+                   help="pool the deepest (1) or the two deepest (2) feature maps (default {default})")
+    p.add_argument("--hidden", type=int, action=_default("hidden"), help="MLP hidden units, >= 1 (default {default})")
+    p.add_argument("--max-epochs", type=int, action=_default("max_epochs"),
+                   help="full-batch epochs at most, >= 1 (default {default})")
+    p.add_argument("--bootstrap", type=int, metavar="N", action=_default("n_resamples"),
+                   help="bootstrap resamples, >= 0 (default {default})")
+    p.add_argument("--seed", type=int, action=_default("seed"),
+                   help="seed of the MLP and the bootstrap (default {default})")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
+#: StageConfig fields given on the command line (argparse dest -> field; the others keep StageConfig's defaults)
+#: and the flags whose name differs from the field's.
+OPTIONS = {"hidden": "hidden", "max_epochs": "max_epochs", "scales": "scales", "patch": "patch", "seed": "seed",
+           "bootstrap": "n_resamples"}
+FLAGS = {"n_resamples": "--bootstrap"}
+
+
+def _default(field: str):
+    """Help text with StageConfig's default of ``field`` (read only when --help is shown: staging imports torch)."""
+    from petctfm.cli._api import api_default
+
+    return api_default("petctfm.methods.staging:StageConfig", field)
+
+
 def run(args) -> int:
+    from petctfm.cli._api import flags, given
     from petctfm.methods.staging import StageConfig, run_stage
 
-    cfg = StageConfig(hidden=args.hidden, max_epochs=args.max_epochs, scales=args.scales, patch=args.patch,
-                      seed=args.seed, n_resamples=args.bootstrap)
-    m = run_stage(args.data, args.encoder, args.out, cfg, progress=not args.no_progress)
+    with flags(FLAGS):
+        cfg = StageConfig(**given(args, OPTIONS))
+        m = run_stage(args.data, args.encoder, args.out, cfg, progress=not args.no_progress)
     def fmt(k: str) -> str:
         v = [m[k][f] for f in ("value", "ci_low", "ci_high")]
         v = ["n/a" if x is None or x != x else f"{x:.3f}" for x in v]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from petctfm.cli._api import api_default
 from petctfm.cli._common import add_command
+
+SYNTH = "petctfm.synth.writers:synthesize"
 
 EXAMPLES = """
 # two tiny cases, all three layouts, for a quick look (seconds)
@@ -37,13 +40,15 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     p.add_argument("--cases", required=True, type=int, metavar="N", help="number of cases")
     p.add_argument("--seed", required=True, type=int, metavar="S", help="random seed (same seed => same bytes)")
-    p.add_argument("--size", default="small", metavar="SIZE", help="tiny | small | full (default: small)")
+    p.add_argument("--size", metavar="SIZE", action=api_default(SYNTH, "size"),
+                   help="tiny | small | full (default: {default})")
     p.add_argument("--sites", type=_csv, default=None, metavar="A,B,...",
                    help="restrict to these site names (default: all sites)")
     p.add_argument("--tracers", type=_csv, default=None, metavar="fdg,psma", help="tracers (default: both)")
-    p.add_argument("--formats", type=_csv, default=["autopet", "nnunet", "dicom"], metavar="autopet,nnunet,dicom",
-                   help="layouts to write (default: all three)")
-    p.add_argument("--workers", type=int, default=1, metavar="K", help="worker processes (default: 1)")
+    p.add_argument("--formats", type=_csv, metavar="autopet,nnunet,dicom", action=api_default(SYNTH, "formats"),
+                   help="layouts to write (default: {default})")
+    p.add_argument("--workers", type=int, metavar="K", action=api_default(SYNTH, "workers"),
+                   help="worker processes, >= 1 (default: {default})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -51,23 +56,16 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from petctfm.synth.writers import check_formats, synthesize
+    from petctfm.cli._api import flags, given
+    from petctfm.synth.writers import FORMATS, check_formats, synthesize
 
     if not getattr(args, "verbose", False):  # highdicom logs every copied module at INFO
         logging.getLogger("highdicom").setLevel(logging.WARNING)
 
-    formats = check_formats(args.formats)  # before importing the generator: fail fast on a typo
-    rows = synthesize(
-        args.out,
-        n_cases=args.cases,
-        seed=args.seed,
-        size=args.size,
-        sites=args.sites,
-        tracers=args.tracers,
-        formats=formats,
-        workers=args.workers,
-        progress=not args.no_progress,
-    )
+    options = given(args, ("size", "sites", "tracers", "formats", "workers"))
+    with flags({"n_cases": "--cases"}):
+        rows = synthesize(args.out, n_cases=args.cases, seed=args.seed, progress=not args.no_progress, **options)
+    formats = check_formats(options.get("formats") or FORMATS)
     n_pos = sum(1 for r in rows if str(r.get("n_lesions", "")) not in ("", "0"))
     print(f"wrote {len(rows)} cases ({n_pos} with lesions) in {', '.join(formats)} to {args.out}; "
           f"metadata: {args.out}/metadata.csv")

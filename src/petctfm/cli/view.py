@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from petctfm.cli._api import api_default
 from petctfm.cli._common import add_command
+
+RENDER = "petctfm.viz.render:render_case"
 
 EXAMPLES = """
 # an autoPET case folder (SUV.nii.gz, CTres.nii.gz or CT.nii.gz, SEG.nii.gz, ORGANS.nii.gz)
@@ -37,22 +40,22 @@ def register(subparsers) -> None:
     p.add_argument("--seg", help="lesion mask (overrides SEG from the folder)")
     p.add_argument("--pred", help="predicted lesion mask, drawn in magenta")
     p.add_argument("--organs", help="organ label map (overrides ORGANS from the folder)")
-    p.add_argument("--suv-max", type=float, default=10.0, help="upper end of the SUV window (default 10)")
+    p.add_argument("--suv-max", type=float, action=api_default(RENDER, "suv_max"),
+                   help="upper end of the SUV window, > 0 (default {default})")
     p.add_argument("--title", help="figure title (default: case id, site, tracer from metadata.csv)")
-    p.add_argument("--dpi", type=int, default=100, help="dots per inch (default 100 -> 1600x700 px)")
+    p.add_argument("--dpi", type=int, action=api_default(RENDER, "dpi"),
+                   help="dots per inch, 10-600 (default {default}: 1600x700 px)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from petctfm.core.errors import InputError
+    from petctfm.cli._api import given
     from petctfm.io.images import read_image
     from petctfm.io.layouts.read import describe_case, read_case_images
-    from petctfm.viz.render import render_case
+    from petctfm.viz.render import check_options, render_case
 
-    if args.suv_max <= 0:
-        raise InputError(f"--suv-max must be > 0, got {args.suv_max}")
-    if args.dpi < 10 or args.dpi > 600:
-        raise InputError(f"--dpi must be between 10 and 600, got {args.dpi}")
+    options = given(args, ("suv_max", "dpi"))
+    check_options(**options)  # before any image is read
     images = read_case_images(args.inputs)
     for key in ("seg", "pred", "organs"):
         path = getattr(args, key)
@@ -61,7 +64,7 @@ def run(args) -> int:
     title = args.title if args.title is not None else describe_case(args.inputs)
     render_case(
         images["pet"], images.get("ct"), seg=images.get("seg"), organs=images.get("organs"),
-        pred=images.get("pred"), title=title, out_png=args.out, dpi=args.dpi, suv_max=args.suv_max,
+        pred=images.get("pred"), title=title, out_png=args.out, **options,
     )
     print(f"wrote {args.out}")
     return 0

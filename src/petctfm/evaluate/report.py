@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from petctfm.core.checks import check_choice, check_float, check_int
 from petctfm.core.version import __version__
 from petctfm.core.errors import InputError
 from petctfm.evaluate.bootstrap import aggregate, paired_comparison
@@ -35,6 +36,19 @@ BREAKDOWN_METRICS = ["dice", "fp_volume_ml", "fn_volume_ml", "lesion_f1"]
 COMPARE_METRICS = ["dice", "fp_volume_ml", "fn_volume_ml", "lesion_f1", "tmtv_abs_error_ml"]
 
 
+CONNECTIVITIES = (6, 18, 26)
+
+
+def check_options(connectivity: int = 18, detection_iou: float = 0.0, n_resamples: int = 1000, seed: int = 0) -> None:
+    """The settings of :func:`evaluate_folder`, before any case is read: ``connectivity`` 6, 18 or 26,
+    ``detection_iou`` in [0, 1), ``n_resamples`` >= 0 (0 = no CI), ``seed`` >= 0. A value out of range is a
+    UsageError naming it."""
+    check_choice("connectivity", connectivity, CONNECTIVITIES)
+    check_float("detection_iou", detection_iou, lo=0, hi=1, hi_open=True)
+    check_int("n_resamples", n_resamples, lo=0)
+    check_int("seed", seed, lo=0)
+
+
 def evaluate_folder(pred: str | Path, gt: str | Path, suv: str | None = None, manifest: str | Path | None = None,
                     compare: str | Path | None = None, allow_missing: bool = False, connectivity: int = 18,
                     detection_iou: float = 0.0, n_resamples: int = 1000, seed: int = 0,
@@ -47,8 +61,10 @@ def evaluate_folder(pred: str | Path, gt: str | Path, suv: str | None = None, ma
     ``breakdown_columns`` and ``info`` (inputs and settings, for the report header).
 
     A ground-truth case without prediction is an error listing all such cases, unless ``allow_missing``
-    (then the prediction is taken as empty and the case is flagged ``missing_prediction``).
+    (then the prediction is taken as empty and the case is flagged ``missing_prediction``). Settings out of
+    range: :func:`check_options`.
     """
+    check_options(connectivity, detection_iou, n_resamples, seed)
     gt_cases = find_ground_truth(gt, split)
     pred_sets = {"pred": find_predictions(pred)}
     if compare is not None:
@@ -257,4 +273,5 @@ def write_report(result: dict, out: str | Path) -> dict[str, Path]:
     return files
 
 
-__all__ = ["evaluate_folder", "build_result", "write_report", "SUMMARY_METRICS", "BREAKDOWN_METRICS", "COMPARE_METRICS"]
+__all__ = ["CONNECTIVITIES", "check_options", "evaluate_folder", "build_result", "write_report", "SUMMARY_METRICS",
+           "BREAKDOWN_METRICS", "COMPARE_METRICS"]

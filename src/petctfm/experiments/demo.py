@@ -111,7 +111,7 @@ def run_demo(out: str | Path = "demo_out", preset: str | None = None, cases: int
     import torch
     from rich.console import Console
 
-    from petctfm.core.errors import InputError
+    from petctfm.core.checks import check_choice, check_int
     from petctfm.harmonize.api import harmonize_folder
     from petctfm.methods.early_fusion_mae.api import pretrain
     from petctfm.synth.writers import synthesize
@@ -119,11 +119,12 @@ def run_demo(out: str | Path = "demo_out", preset: str | None = None, cases: int
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # as `petctfm synth`: it logs every copied module
     console = Console()
     preset_name = preset or ("gpu" if torch.cuda.is_available() else "cpu")
-    if preset_name not in PRESETS:
-        raise InputError(f"unknown demo preset {preset_name!r}; choose one of {', '.join(sorted(PRESETS))}")
+    check_choice("preset", preset_name, sorted(PRESETS))
+    check_int("seed", seed, lo=0)
+    check_int("workers", workers, lo=1)
     cfg = dict(PRESETS[preset_name])
-    if cases:
-        cfg["cases"] = cases
+    if cases is not None:
+        cfg["cases"] = check_int("cases", cases, lo=1)
     out = Path(out)
     synth_dir, data_dir, run_dir, report = out / "synth", out / "dataset", out / "pretrain", out / "report"
     exp_dir = out / "finetune"

@@ -5,8 +5,9 @@
 (:func:`petctfm.harmonize.pipeline.process_case`, in a pool of spawned worker processes when ``workers > 1``),
 optionally write NIfTI copies, then finalize the dataset (:func:`petctfm.harmonize.manifest.finalize`: splits,
 normalization statistics, manifest, QA report, quarantine list). :func:`finalize_dataset` is
-``petctfm harmonize --finalize``. Keyword names mirror the CLI flags (``--ct-window`` -> ``ct_window``,
-``--no-thumbnails`` -> ``thumbnails=False``).
+``petctfm harmonize --finalize``. Options are a :class:`HarmonizeOptions` (or its fields as keywords); their
+names mirror the CLI flags (``--ct-window`` -> ``ct_window``, ``--no-thumbnails`` -> ``thumbnails=False``,
+``--format`` -> ``fmt``), and a value out of range is a UsageError naming the field before anything is read.
 
 Example::
 
@@ -20,11 +21,13 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from petctfm.core.checks import check_choice, check_float, check_int, fail
 from petctfm.core.errors import InputError, UsageError
-from petctfm.harmonize.discover import FORMATS, SourceCase, discover, shard as select_shard
+from petctfm.harmonize.discover import FORMATS, SourceCase, discover, parse_shard, shard as select_shard
 from petctfm.harmonize.duplicates import drop_duplicates, write_duplicates_csv
 from petctfm.harmonize.manifest import finalize
 from petctfm.harmonize.pipeline import DEFAULT_CT_WINDOW, DEFAULT_SPACING, WORK_DIR, is_done, process_case
@@ -35,12 +38,28 @@ MAPPING_COLUMNS = ["case_id", "source_root", "source_path", "format"]
 
 
 def parse_spacing(values: Sequence[float] | None) -> tuple[float, float, float]:
-    """Target spacing (mm) from ``--spacing X Y Z``; None/empty -> ``DEFAULT_SPACING``."""
-    if not values:
+    """Target spacing (mm) from ``spacing`` (X, Y, Z); None/empty -> ``DEFAULT_SPACING``; else three finite
+    numbers in (0, 20] (a UsageError about ``spacing``)."""
+    if values is None or (not isinstance(values, str) and len(values) == 0):
         return DEFAULT_SPACING
-    if len(values) != 3 or any(not math.isfinite(v) or v <= 0 or v > 20 for v in values):
-        raise InputError(f"--spacing needs three positive numbers in mm (<= 20), got {list(values)}")
-    return tuple(float(v) for v in values)  # type: ignore[return-value]
+    try:
+        got = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        got = ()
+    if len(got) != 3 or any(not math.isfinite(v) or v <= 0 or v > 20 for v in got):
+        raise fail("spacing", got or values, "must be three finite numbers in (0, 20] mm")
+    return got  # type: ignore[return-value]
+
+
+def parse_ct_window(values: Sequence[float]) -> tuple[float, float]:
+    """The CT clip window (LO, HI) in HU: two finite numbers, LO < HI (a UsageError about ``ct_window``)."""
+    try:
+        got = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        got = ()
+    if len(got) != 2 or not all(math.isfinite(v) for v in got) or got[0] >= got[1]:
+        raise fail("ct_window", got or values, "must be two finite numbers LO < HI in HU")
+    return got  # type: ignore[return-value]
 
 
 def check_mapping_target(path: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -113,7 +132,8 @@ def worker_pool(workers: int):
 def check_compatible(out: str | os.PathLike, opts: dict[str, Any]) -> None:
     """Before anything is written: the cases already in ``out`` must have been harmonized with this run's
     spacing, CT window and SUV kind (a dataset mixes none of them); otherwise a one-line UsageError naming the
-    folder to remove (or the options to use)."""
+    folder to remove and the options that differ (``spacing=(6.0, 6.0, 6.0) (the 2 case(s) there have ...)``;
+    ``arg`` the first of them)."""
     from petctfm.data.format import CASES_DIR
 
     root = Path(out) / CASES_DIR
@@ -128,13 +148,14 @@ def check_compatible(out: str | os.PathLike, opts: dict[str, Any]) -> None:
         raise InputError(f"{metas[0]}: unreadable meta.json in the existing dataset") from None
     want = {"spacing": [float(v) for v in opts["spacing"]], "ct_window": [float(v) for v in opts["ct_window"]],
             "suv": "sul" if opts.get("suv_kind") == "lbm" else "bw"}
-    flags = {"spacing": "--spacing", "ct_window": "--ct-window", "suv": "--suv"}
-    diff = [f"{flags[k]} {v} (the {len(metas)} case(s) there have {old.get(k)})" for k, v in want.items()
+    keys = [k for k, v in want.items()
             if k in old and (old[k] != v if k == "suv" else [float(x) for x in old[k]] != v)]
-    if diff:
+    if keys:
+        shown = {k: want[k] if k == "suv" else tuple(want[k]) for k in keys}
+        diff = [f"{k}={shown[k]!r} (the {len(metas)} case(s) there have {old.get(k)})" for k in keys]
         raise UsageError(f"{out}: already holds cases harmonized differently: {'; '.join(diff)}; re-run with "
-                         f"the dataset's settings, or remove the folder {Path(out) / CASES_DIR} (or choose a new "
-                         "--out) to start over")
+                         f"the dataset's settings, or remove the folder {Path(out) / CASES_DIR} (or choose another "
+                         "dataset folder) to start over", arg=keys[0])
 
 
 def _run_cases(todo: list[SourceCase], out: str, opts: dict[str, Any], workers: int,
@@ -174,44 +195,88 @@ def _run_cases(todo: list[SourceCase], out: str, opts: dict[str, Any], workers: 
     return results
 
 
+@dataclass
+class HarmonizeOptions:
+    """How :func:`harmonize_folder` harmonizes (docs/harmonize.md); checked when made (:meth:`validate`: a
+    value out of range is a :class:`~petctfm.core.errors.UsageError` naming the field, ``workers=0: ...``).
+
+    Fields:
+        fmt: input layout, one of ``auto`` (detected per input), ``autopet``, ``nnunet``, ``dicom``, ``pairs``.
+        spacing: target voxel spacing (X, Y, Z) mm in (0, 20], default (2, 2, 3). ct_window: CT clip window
+            (LO, HI) in HU, LO < HI.
+        margin: margin around the body crop (mm, >= 0). suv: ``"bw"`` body-weight SUV or ``"sul"`` (lean body
+            mass).
+        workers: worker processes (>= 1). shard: ``"i/n"`` (0 <= i < n): process only shard i of n and do not
+            finalize.
+        seed: seed of the splits. salt: secret mixed into the pseudonym hashes.
+        metadata: metadata CSV (default: ``metadata.csv`` in the input folder or its parent).
+        metadata_id: the metadata CSV's case id column (default ``case_id``; e.g. ``"Subject ID"``).
+        write_mapping: write the pseudonym -> source path CSV here (must be outside the dataset).
+        thumbnails: per-case QA thumbnails. nifti: also write NIfTI copies under ``out/nifti/``.
+        progress: print the case count, a progress bar and the quarantined cases (what the CLI shows).
+        holdout_site: a site whose cases form the ``holdout`` split, never in train/val/test or the
+            normalization statistics (``petctfm experiment label-efficiency --holdout-site``).
+    """
+
+    fmt: str = "auto"
+    spacing: Sequence[float] | None = None
+    ct_window: Sequence[float] = DEFAULT_CT_WINDOW
+    margin: float = 10.0
+    suv: str = "bw"
+    workers: int = 1
+    shard: str | None = None
+    seed: int = 0
+    salt: str = ""
+    metadata: str | os.PathLike | None = None
+    metadata_id: str | None = None
+    write_mapping: str | os.PathLike | None = None
+    thumbnails: bool = True
+    nifti: bool = False
+    progress: bool = False
+    holdout_site: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "HarmonizeOptions":
+        """Check every field (UsageError with ``arg=`` the field); normalizes spacing and ct_window to tuples."""
+        check_choice("fmt", self.fmt, FORMATS)
+        self.spacing = parse_spacing(self.spacing)
+        self.ct_window = parse_ct_window(self.ct_window)
+        self.margin = check_float("margin", self.margin, lo=0)
+        check_choice("suv", self.suv, ("bw", "sul"))
+        self.workers = check_int("workers", self.workers, lo=1)
+        if self.shard:
+            parse_shard(self.shard)
+        self.seed = check_int("seed", self.seed)
+        return self
+
+    @classmethod
+    def from_kwargs(cls, options: "HarmonizeOptions | None" = None, **kwargs: Any) -> "HarmonizeOptions":
+        """``options`` (or the defaults) with the fields in ``kwargs`` replaced; an unknown name is a
+        UsageError naming it and the known fields."""
+        known = [f.name for f in fields(cls)]
+        unknown = [k for k in kwargs if k not in known]
+        if unknown:
+            raise UsageError(f"harmonize_folder: unknown option(s) {', '.join(unknown)}; the options are "
+                             f"{', '.join(known)}", arg=unknown[0])
+        return replace(options, **kwargs) if options is not None else cls(**kwargs)
+
+
 def harmonize_folder(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
-    *,
-    fmt: str = "auto",
-    spacing: Sequence[float] | None = None,
-    ct_window: Sequence[float] = DEFAULT_CT_WINDOW,
-    margin: float = 10.0,
-    suv: str = "bw",
-    workers: int = 1,
-    shard: str | None = None,
-    seed: int = 0,
-    salt: str = "",
-    metadata: str | os.PathLike | None = None,
-    metadata_id: str | None = None,
-    write_mapping: str | os.PathLike | None = None,
-    thumbnails: bool = True,
-    nifti: bool = False,
-    progress: bool = False,
-    holdout_site: str | None = None,
+    options: HarmonizeOptions | None = None,
+    **kwargs: Any,
 ) -> dict[str, Any]:
     """Harmonize every case under ``inputs`` into the dataset folder ``out`` (docs/harmonize.md).
 
     Args:
         inputs: one input folder or a list of them (``--in``, repeatable); layouts may differ.
         out: the dataset folder (``--out``); a re-run skips the cases already written there.
-        fmt: input layout, one of ``auto`` (detected per input), ``autopet``, ``nnunet``, ``dicom``, ``pairs``.
-        spacing: target voxel spacing (X, Y, Z) mm, default (2, 2, 3). ct_window: CT clip window (HU).
-        margin: margin around the body crop (mm). suv: ``"bw"`` body-weight SUV or ``"sul"`` (lean body mass).
-        workers: worker processes. shard: ``"i/n"``: process only shard i of n and do not finalize.
-        seed: seed of the splits. salt: secret mixed into the pseudonym hashes.
-        metadata: metadata CSV (default: ``metadata.csv`` in the input folder or its parent).
-        metadata_id: the metadata CSV's case id column (default ``case_id``; e.g. ``"Subject ID"``).
-        write_mapping: write the pseudonym -> source path CSV here (must be outside ``out``).
-        thumbnails: per-case QA thumbnails. nifti: also write NIfTI copies under ``out/nifti/``.
-        progress: print the case count, a progress bar and the quarantined cases (what the CLI shows).
-        holdout_site: a site whose cases form the ``holdout`` split, never in train/val/test or the
-            normalization statistics (``petctfm experiment label-efficiency --holdout-site``).
+        options: a :class:`HarmonizeOptions` (default: its defaults).
+        **kwargs: :class:`HarmonizeOptions` fields, replacing those of ``options``
+            (``harmonize_folder("raw", "ds", workers=2, spacing=(4, 4, 4))``).
 
     Returns:
         ``{"out", "n_found", "n_in_shard", "n_skipped", "n_done", "n_failed", "failed": [{"case_id", "reason"}],
@@ -222,46 +287,41 @@ def harmonize_folder(
         again; :mod:`petctfm.harmonize.duplicates`). The output folder, when inside an input, is not read.
 
     Raises:
-        InputError: bad arguments, an input folder not found or with no cases.
+        UsageError: an option out of range or unknown, no input or output (before anything is read or written).
+        InputError: an input folder not found or with no cases.
     """
+    o = HarmonizeOptions.from_kwargs(options, **kwargs).validate()
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     inputs = [str(p) for p in inputs]
-    if not inputs or not out:
-        raise InputError("--in SRC and --out DATASET are required (or --finalize DATASET)")
-    if fmt not in FORMATS:
-        raise InputError(f"unknown --format {fmt!r} (choose from {', '.join(FORMATS)})")
-    if workers < 1:
-        raise InputError(f"--workers must be >= 1, got {workers}")
-    lo, hi = (float(v) for v in ct_window)
-    if lo >= hi:
-        raise InputError(f"--ct-window {lo} {hi}: LO must be < HI")
-    if suv not in ("bw", "sul"):
-        raise InputError(f"--suv {suv!r}: choose bw or sul")
+    if not inputs:
+        raise UsageError("inputs=[]: give at least one input folder", arg="inputs")
+    if not out:
+        raise UsageError(f"out={out!r}: give the dataset folder", arg="out")
     out = str(out)
-    opts = {"spacing": parse_spacing(spacing), "ct_window": (lo, hi), "margin_mm": margin,
-            "suv_kind": "lbm" if suv == "sul" else "bw", "thumbnails": thumbnails, "threads": 1}
+    opts = {"spacing": tuple(o.spacing), "ct_window": tuple(o.ct_window), "margin_mm": o.margin,
+            "suv_kind": "lbm" if o.suv == "sul" else "bw", "thumbnails": o.thumbnails, "threads": 1}
     # outputs first, before anything is read or written: --out, --write-mapping, the existing dataset
     ensure_output_dir(out, "--out", create=False)
-    if write_mapping:
-        check_mapping_target(write_mapping, out)
+    if o.write_mapping:
+        check_mapping_target(o.write_mapping, out)
     check_compatible(out, opts)
-    cases = discover(inputs, fmt, salt=salt, metadata=str(metadata) if metadata else None, metadata_id=metadata_id,
-                     exclude=[out])
+    cases = discover(inputs, o.fmt, salt=o.salt, metadata=str(o.metadata) if o.metadata else None,
+                     metadata_id=o.metadata_id, exclude=[out])
     cases, duplicates = drop_duplicates(cases, inputs, lambda c: is_done(out, c.case_id),
                                         Path(out) / WORK_DIR / "content_keys.json")
-    mapping = write_mapping_csv(write_mapping, out, cases) if write_mapping else None
-    mine = select_shard(cases, shard)
+    mapping = write_mapping_csv(o.write_mapping, out, cases) if o.write_mapping else None
+    mine = select_shard(cases, o.shard)
     todo = [c for c in mine if not is_done(out, c.case_id)]
-    if progress:
+    if o.progress:
         dup = f" (+{len(duplicates)} duplicate(s) skipped, see {out}/duplicates.csv)" if duplicates else ""
         print(f"{len(cases)} cases found{dup}, {len(mine)} in this shard, {len(mine) - len(todo)} already done")
-    results = _run_cases(todo, out, opts, workers, progress)
+    results = _run_cases(todo, out, opts, o.workers, o.progress)
     failed = [{"case_id": r["case_id"], "reason": r["reason"]} for r in results if r["status"] != "done"]
-    if progress:
+    if o.progress:
         for r in failed:
             print(f"quarantined {r['case_id']}: {r['reason']}")
-    if nifti:
+    if o.nifti:
         from petctfm.harmonize.export import export_nifti
 
         for r in results:
@@ -269,16 +329,16 @@ def harmonize_folder(
                 export_nifti(out, r["case_id"])
     summary: dict[str, Any] = {
         "out": out, "n_found": len(cases), "n_in_shard": len(mine), "n_skipped": len(mine) - len(todo),
-        "n_done": len(results) - len(failed), "n_failed": len(failed), "failed": failed, "finalized": not shard,
+        "n_done": len(results) - len(failed), "n_failed": len(failed), "failed": failed, "finalized": not o.shard,
         "n_cases": None, "n_quarantined": None, "mapping": None if mapping is None else str(mapping),
         "duplicates": duplicates,
     }
     write_duplicates_csv(out, duplicates)
-    if not shard:
-        res = finalize(out, seed, holdout_site=holdout_site)
+    if not o.shard:
+        res = finalize(out, o.seed, holdout_site=o.holdout_site)
         summary.update(n_cases=res["num_cases"], n_quarantined=res["num_failed"])
     return summary
 
 
-__all__ = ["harmonize_folder", "finalize_dataset", "parse_spacing", "write_mapping_csv", "check_mapping_target",
-           "check_compatible"]
+__all__ = ["HarmonizeOptions", "harmonize_folder", "finalize_dataset", "parse_spacing", "parse_ct_window",
+           "write_mapping_csv", "check_mapping_target", "check_compatible"]

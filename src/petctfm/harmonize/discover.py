@@ -52,7 +52,7 @@ from petctfm.io.walk import fs_bytes, printable, walk_files
 log = logging.getLogger(__name__)
 FORMATS = ("auto", "autopet", "nnunet", "dicom", "pairs")
 __all__ = ["FORMATS", "KEPT_FIELDS", "SUV_FIELDS", "SourceCase", "discover", "load_metadata", "patient_key",
-           "pseudonym", "shard"]
+           "pseudonym", "parse_shard", "shard"]
 
 
 @dataclass
@@ -217,12 +217,19 @@ def discover(inputs: list[str], fmt: str = "auto", salt: str = "", metadata: str
     return sorted(cases, key=lambda c: c.case_id)
 
 
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n; anything else is a UsageError about ``shard``."""
+    from petctfm.core.checks import fail
+
+    m = re.fullmatch(r"(\d+)/(\d+)", str(spec).strip())
+    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
+        raise fail("shard", spec, "must be i/n with 0 <= i < n, e.g. 0/4")
+    return int(m.group(1)), int(m.group(2))
+
+
 def shard(cases: list[SourceCase], spec: str | None) -> list[SourceCase]:
     """The cases of shard ``"i/n"`` (0 <= i < n): every n-th case of the sorted list, starting at i."""
     if not spec:
         return cases
-    m = re.fullmatch(r"(\d+)/(\d+)", spec.strip())
-    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
-        raise InputError(f"--shard {spec!r}: expected i/n with 0 <= i < n, e.g. 0/4")
-    i, n = int(m.group(1)), int(m.group(2))
+    i, n = parse_shard(spec)
     return [c for k, c in enumerate(cases) if k % n == i]

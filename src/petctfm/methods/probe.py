@@ -39,6 +39,7 @@ Shapes: raw input ``(B, 2, X, Y, Z)``; encoder input ``(B, C_e, X, Y, Z)`` norma
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
@@ -48,7 +49,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from petctfm.core.device import autocast_for
-from petctfm.core.errors import InputError
+from petctfm.core.checks import check_float, check_int, fail
+from petctfm.core.errors import InputError, UsageError
 from petctfm.data import format as fmt
 from petctfm.data.format import apply_normalization, norm_table
 from petctfm.data.loader import MODES
@@ -365,9 +367,16 @@ def build_probe(runs: Sequence[str | os.PathLike], info: dict[str, Any], patch: 
     return LinearProbe(encoders, [enc.feature_channels(patch) for enc in encoders]), int(patch)
 
 
+#: The k of the k-shot subset when neither ``kshot`` nor ``fraction`` is given (the seed's 5-shot probe).
+DEFAULT_KSHOT = 5
+_POINT = re.compile(r"all|enc|dec|enc\d+")
+
+
 @dataclass
 class ProbeConfig:
-    kshot: int | None = 5  # use splits.json["kshot"][str(k)] ...
+    """The probe's settings; checked when made (a value out of range is a UsageError naming the field)."""
+
+    kshot: int | None = None  # use splits.json["kshot"][str(k)] (default DEFAULT_KSHOT unless fraction is given) ...
     fraction: float | None = None  # ... or splits.json["fractions"][percent] (then kshot is None)
     steps: int = 100  # batches of training patches whose voxels the head is fitted on
     batch_size: int = 2
@@ -383,16 +392,44 @@ class ProbeConfig:
     n_resamples: int = 1000  # bootstrap resamples of the CIs
     split: str = "test"
 
+    def __post_init__(self) -> None:
+        if self.kshot is not None and self.fraction is not None:
+            raise UsageError(f"kshot={self.kshot} and fraction={self.fraction}: give one of them, not both")
+        if self.kshot is None and self.fraction is None:
+            self.kshot = DEFAULT_KSHOT
+        if self.kshot is not None:
+            self.kshot = check_int("kshot", self.kshot, lo=1)
+        if self.fraction is not None:
+            self.fraction = check_float("fraction", self.fraction, lo=0, hi=1, lo_open=True)
+        for name in ("steps", "batch_size", "voxels_per_patch", "max_iter", "sw_batch_size"):
+            setattr(self, name, check_int(name, getattr(self, name), lo=1))
+        if self.patch is not None:
+            self.patch = check_int("patch", self.patch, lo=1)
+        self.seed = check_int("seed", self.seed, lo=0)
+        self.n_resamples = check_int("n_resamples", self.n_resamples, lo=0)
+        self.l2 = check_float("l2", self.l2, lo=0)
+        self.fg_prob = check_float("fg_prob", self.fg_prob, lo=0, hi=1)
+        self.overlap = check_float("overlap", self.overlap, lo=0, hi=1, hi_open=True)
+        items = [t.strip() for t in (self.points.split(",") if isinstance(self.points, str) else self.points)]
+        bad = [t for t in items if not _POINT.fullmatch(t)]
+        if bad or not any(items):
+            raise fail("points", self.points, f"{', '.join(map(repr, bad)) or 'nothing'} is not a probe point; "
+                       "must be all, enc, dec or encK (K = 0, 1, ...), comma-separated")
+        if not isinstance(self.split, str) or not self.split:
+            raise fail("split", self.split, "must be the name of a dataset split (e.g. test)")
+
 
 def subset_cases(root: str | os.PathLike, kshot: int | None, fraction: float | None) -> tuple[str, list[str]]:
     """(name, case ids) of the stored training subset: ``kshot`` cases or a label ``fraction`` in (0, 1]
     (:func:`petctfm.methods.segmentation.task.resolve_subset`; never the whole training split by default)."""
     from petctfm.methods.segmentation.task import resolve_subset
 
-    if fraction is not None and not 0 < fraction <= 1:
-        raise InputError(f"--fraction must be in (0, 1], got {fraction}")
-    if kshot is None and fraction is None:
-        raise InputError("give --kshot K or --fraction F")
+    if fraction is not None:
+        check_float("fraction", fraction, lo=0, hi=1, lo_open=True)
+    elif kshot is None:
+        raise UsageError("give kshot (k-shot subset) or fraction (label fraction)", arg="kshot")
+    else:
+        check_int("kshot", kshot, lo=1)
     return resolve_subset(root, fraction, kshot)
 
 

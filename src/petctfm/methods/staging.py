@@ -212,6 +212,20 @@ class StageConfig:
     seed: int = 0
     n_resamples: int = 1000
 
+    def __post_init__(self) -> None:  # a value out of range is a UsageError naming the field
+        from petctfm.core.checks import check_choice, check_float, check_int
+
+        for name in ("hidden", "max_epochs", "patience"):
+            setattr(self, name, check_int(name, getattr(self, name), lo=1))
+        check_choice("scales", self.scales, (1, 2))
+        if self.patch is not None:
+            self.patch = check_int("patch", self.patch, lo=1)
+        self.seed = check_int("seed", self.seed, lo=0)
+        self.n_resamples = check_int("n_resamples", self.n_resamples, lo=0)
+        self.dropout = check_float("dropout", self.dropout, lo=0, hi=1, hi_open=True)
+        self.lr = check_float("lr", self.lr, lo=0, lo_open=True)
+        self.weight_decay = check_float("weight_decay", self.weight_decay, lo=0)
+
 
 def build_mlp(d: int, hidden: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))

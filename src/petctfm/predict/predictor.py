@@ -45,6 +45,7 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
+from petctfm.core.checks import check_choice, check_float, check_int
 from petctfm.core.device import resolve_device
 from petctfm.core.errors import InputError, PetctfmError
 from petctfm.harmonize.discover import SourceCase
@@ -85,6 +86,19 @@ class Prepared:
     fingerprint: dict[str, str] = field(default_factory=dict)  # identity.input_fingerprint of the case read
 
 
+def check_options(overlap: float | None = None, tta: int = 0, threshold: float = DEFAULT_THRESHOLD,
+                  sw_batch_size: int | None = None) -> None:
+    """The prediction settings of :meth:`Predictor.load`, checked before any input or model is read: ``overlap``
+    in [0, 1) (None: the model's), ``tta`` one of :data:`TTA_CHOICES`, ``threshold`` in (0, 1),
+    ``sw_batch_size`` >= 1 (None: the device's default). A value out of range is a UsageError naming it."""
+    if overlap is not None:
+        check_float("overlap", overlap, lo=0, hi=1, hi_open=True)
+    check_choice("tta", tta, TTA_CHOICES)
+    check_float("threshold", threshold, lo=0, hi=1, lo_open=True, hi_open=True)
+    if sw_batch_size is not None:
+        check_int("sw_batch_size", sw_batch_size, lo=1)
+
+
 @dataclass
 class Predictor:
     """A loaded segmentation model and the inference settings applied to every case.
@@ -121,18 +135,13 @@ class Predictor:
         raises a one-line :class:`InputError` naming it."""
         from petctfm.inference.model import load_segmenter
 
+        check_options(overlap=overlap, tta=tta, threshold=threshold, sw_batch_size=sw_batch_size)
         if not Path(model).exists():
             raise InputError(f"{model}: model not found (a fine-tuning run folder or model.safetensors)")
         net, cfg, path = load_segmenter(model)
         if not (cfg.get("preprocessing") or {}).get("normalization"):
             raise InputError(f"{path}: model config has no preprocessing.normalization (not a fine-tuned model)")
-        if tta not in TTA_CHOICES:
-            raise InputError(f"--tta must be one of {', '.join(map(str, TTA_CHOICES))}, got {tta}")
-        if not 0.0 < float(threshold) < 1.0:
-            raise InputError(f"--threshold must be in (0, 1), got {threshold}")
         ov = float(cfg["val"]["overlap"] if overlap is None else overlap)
-        if not 0.0 <= ov < 1.0:
-            raise InputError(f"--overlap must be in [0, 1), got {ov}")
         dev = resolve_device(device)
         spacing, window, source = harmonize_settings(cfg)
         if fast:
@@ -337,5 +346,5 @@ def predict_one(case: SourceCase, predictor: Predictor, out_dir: str | os.PathLi
         raise named_error(exc, case) from None
 
 
-__all__ = ["DEFAULT_THRESHOLD", "TTA_CHOICES", "STAGES", "Predictor", "Prepared", "harmonize_settings", "as_image",
-           "read", "prepare_images", "prepare", "infer", "to_pet_grid", "predict_one"]
+__all__ = ["DEFAULT_THRESHOLD", "TTA_CHOICES", "check_options", "STAGES", "Predictor", "Prepared", "harmonize_settings",
+           "as_image", "read", "prepare_images", "prepare", "infer", "to_pet_grid", "predict_one"]

@@ -305,10 +305,19 @@ def create_app(server: Server) -> Any:
     return app
 
 
+def check_port(port: int) -> int:
+    """``port`` as an int in [1, 65535] (a UsageError naming ``port`` otherwise): checked before anything is
+    loaded; 0 (any free port) is refused too, as the URL printed must name the port."""
+    from petctfm.core.checks import check_int
+
+    return check_int("port", port, lo=1, hi=65535)
+
+
 def serve(server: Server, host: str = "127.0.0.1", port: int = 8765, log_level: str = "warning") -> None:
     """Run the app with uvicorn until Ctrl-C; prints the URL (with the token) first."""
     import uvicorn
 
+    check_port(port)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: anyone who can reach this address and has the token can read these cases; "
                     "prefer 127.0.0.1 and an SSH tunnel", host)
@@ -318,4 +327,4 @@ def serve(server: Server, host: str = "127.0.0.1", port: int = 8765, log_level: 
     uvicorn.run(create_app(server), host=host, port=port, log_level=log_level, server_header=False)
 
 
-__all__ = ["Server", "make_server", "create_app", "serve", "DEFAULT_MAX_BODY"]
+__all__ = ["Server", "make_server", "create_app", "check_port", "serve", "DEFAULT_MAX_BODY"]

@@ -19,7 +19,6 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from petctfm.core.errors import InputError
 
 FORMATS: tuple[str, ...] = ("autopet", "nnunet", "dicom")
 
@@ -58,22 +57,18 @@ def write_case(case, out_dir: str | os.PathLike, formats: Iterable[str] = FORMAT
 
 
 def check_formats(formats: Iterable[str]) -> list[str]:
+    from petctfm.core.checks import check_choices
+
     formats = [f.strip().lower() for f in formats if f.strip()]
-    bad = [f for f in formats if f not in FORMATS]
-    if bad or not formats:
-        raise InputError(f"unknown format(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(FORMATS)}")
-    return list(dict.fromkeys(formats))
+    return list(dict.fromkeys(check_choices("formats", formats, FORMATS)))
 
 
 def _check_choice(kind: str, values: Sequence[str] | None, known: Iterable[str]) -> list[str] | None:
     if values is None:
         return None
-    known = list(known)
-    values = [v.strip() for v in values if v.strip()]
-    bad = [v for v in values if v not in known]
-    if bad or not values:
-        raise InputError(f"unknown {kind}(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(known)}")
-    return values
+    from petctfm.core.checks import check_choices
+
+    return check_choices(kind + "s", [v.strip() for v in values if v.strip()], known)
 
 
 def _make_case(index: int, seed: int, size: str, sites, tracers, out_dir: str, formats: list[str]) -> dict:
@@ -99,7 +94,7 @@ def synthesize(
 
     ``workers`` > 1 runs generation + writing in a process pool ("spawn" start method: no fork of a process
     holding threads such as the progress bar's); 1 runs in this process. Bad arguments raise
-    :class:`InputError` before anything is written.
+    :class:`~petctfm.core.errors.UsageError` naming the argument before anything is written.
     """
     from rich.progress import (
         BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
@@ -107,16 +102,16 @@ def synthesize(
 
     from petctfm.synth.layouts import write_metadata_csv, write_nnunet_dataset_json
 
+    from petctfm.core.checks import check_choice, check_int
+
     formats = check_formats(formats)
-    if int(n_cases) < 1:
-        raise InputError(f"--cases must be at least 1, got {n_cases}")
-    if int(workers) < 1:
-        raise InputError(f"--workers must be at least 1, got {workers}")
+    n_cases = check_int("n_cases", n_cases, lo=1)
+    workers = check_int("workers", workers, lo=1)
+    seed = check_int("seed", seed, lo=0)
     from petctfm.synth import generator
     from petctfm.synth.sites import SITES
 
-    if size not in generator.SIZES:
-        raise InputError(f"unknown size {size!r}; choose from {', '.join(generator.SIZES)}")
+    check_choice("size", size, generator.SIZES)
     sites = _check_choice("site", sites, SITES)
     tracers = _check_choice("tracer", [t.lower() for t in tracers] if tracers else tracers, generator.TRACERS)
 

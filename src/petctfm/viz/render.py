@@ -109,6 +109,17 @@ def _bare(ax) -> None:
         s.set_visible(False)
 
 
+def check_options(dpi: int = 100, suv_max: float = 10.0, focus: str = "hottest") -> None:
+    """:func:`render_case`'s settings, before an image is read: ``dpi`` in [10, 600], ``suv_max`` a finite
+    number > 0, ``focus`` ``"hottest"`` or ``"largest"``; a value out of range is a UsageError (a ValueError)
+    naming it."""
+    from petctfm.core.checks import check_choice, check_float, check_int
+
+    check_int("dpi", dpi, lo=10, hi=600)
+    check_float("suv_max", suv_max, lo=0, lo_open=True)
+    check_choice("focus", focus, ("hottest", "largest"))
+
+
 def render_case(
     pet_suv: sitk.Image,
     ct: sitk.Image | None = None,
@@ -137,8 +148,7 @@ def render_case(
     Returns:
         The matplotlib Figure (Agg canvas, not registered with pyplot, so no figure leaks).
     """
-    if suv_max <= 0:
-        raise ValueError(f"suv_max must be > 0, got {suv_max}")
+    check_options(dpi=dpi, suv_max=suv_max, focus=focus)
     vol = to_display(pet_suv, ct, seg, organs, pred)
     (fi, fj, fk), reason = select_focus(vol.pet, vol.seg, vol.pred, vol.ct, focus)
     xs, ys, zs = vol.centers(0), vol.centers(1), vol.centers(2)

@@ -141,6 +141,32 @@ def _check_settings(exp_dir: Path, settings: Settings) -> None:
                          "use a new --out or the same settings")
 
 
+def check_arguments(fraction: float = 20.0, more_fractions: str | Sequence[float] = (40.0, 100.0),
+                    seeds: str | Sequence[int] = (0,), preset: str | None = None, pretrain_steps: int | None = None,
+                    max_steps: int | None = None, stage_epochs: int = 500,
+                    n_resamples: int = 1000) -> tuple[list[int], list[float]]:
+    """:func:`run_fratmae_ablation`'s arguments, before anything is read: a value out of range is a UsageError
+    naming the argument. ``seeds`` / ``more_fractions`` may be comma-separated text (``more_fractions``:
+    ``"none"`` or empty = none); returns them as lists."""
+    from petctfm.core.checks import check_choice, check_float, check_int, parse_list
+    from petctfm.methods.fratmae.presets import PRESETS
+
+    check_float("fraction", fraction, lo=0, hi=100, lo_open=True)
+    none = (isinstance(more_fractions, str) and more_fractions.strip().lower() in ("", "none")) or (
+        not isinstance(more_fractions, str) and len(more_fractions) == 0)
+    more = [] if none else [check_float("more_fractions", f, lo=0, hi=100, lo_open=True)
+                            for f in parse_list("more_fractions", more_fractions, float, "a number")]
+    seeds = [check_int("seeds", s, lo=0) for s in parse_list("seeds", seeds, int, "an integer")]
+    if preset is not None:
+        check_choice("preset", preset, sorted(PRESETS))
+    for name, value in (("pretrain_steps", pretrain_steps), ("max_steps", max_steps)):
+        if value is not None:
+            check_int(name, value, lo=1)
+    check_int("stage_epochs", stage_epochs, lo=1)
+    check_int("n_resamples", n_resamples, lo=0)
+    return seeds, more
+
+
 def run_fratmae_ablation(data: str | Path, out: str | Path, fraction: float = 20.0,
                          more_fractions: Sequence[float] = (40.0, 100.0), seeds: Sequence[int] = (0,),
                          preset: str | None = None, pretrain_steps: int | None = None, max_steps: int | None = None,
@@ -151,7 +177,8 @@ def run_fratmae_ablation(data: str | Path, out: str | Path, fraction: float = 20
     ``fraction``: the stored label fraction (percent) of Table 3 and Table 2; ``more_fractions``: where no
     pretraining and FratMAE are compared again. ``pretrain_steps`` / ``max_steps``: per pretraining / fine-tuning
     run, the same for every arm (default: the preset's; ``pretrain_steps`` None = ``max_steps``). ``overrides`` /
-    ``pretrain_overrides``: ``--set`` strings for every fine-tuning / pretraining run. ``stage``: also run
+    ``pretrain_overrides``: ``--set`` strings for every fine-tuning / pretraining run. ``seeds`` and
+    ``more_fractions`` may be comma-separated text; arguments out of range: :func:`check_arguments`. ``stage``: also run
     staging (skipped with a note when the dataset has no staged cases). Returns ``{"exp_dir", "plan", "records",
     "summary", "results_md", "results_csv", "plot", "command"}``.
     """
@@ -164,6 +191,9 @@ def run_fratmae_ablation(data: str | Path, out: str | Path, fraction: float = 20
     from petctfm.methods.fratmae.presets import PRESETS
     from petctfm.train.config import default_preset
 
+    seeds, more_fractions = check_arguments(fraction=fraction, more_fractions=more_fractions, seeds=seeds,
+                                            preset=preset, pretrain_steps=pretrain_steps, max_steps=max_steps,
+                                            stage_epochs=stage_epochs, n_resamples=n_resamples)
     console = Console(quiet=not progress)
     data = Path(data)
     if not (data / fmt.SPLITS_JSON).is_file():
@@ -201,4 +231,5 @@ def run_fratmae_ablation(data: str | Path, out: str | Path, fraction: float = 20
             "plot": exp_dir / "fratmae_ablation.png", "command": command}
 
 
-__all__ = ["run_pretrain", "run_finetune", "run_staging", "execute", "staging_possible", "run_fratmae_ablation"]
+__all__ = ["run_pretrain", "run_finetune", "run_staging", "execute", "staging_possible", "check_arguments",
+           "run_fratmae_ablation"]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -190,6 +190,24 @@ def auto_masks(auto: str | os.PathLike, root: Path, case_ids: list[str], device:
 PROTOCOLS = ("autopet", "one_per_lesion", "corrective")
 
 
+def check_arguments(max_cases: int | None = None, max_clicks: int = 10, max_targets: int = 10,
+                    iso_box_mm: float = 60.0, n_figures: int = 3, max_zoom: float = 4.0, components: str = "prompted",
+                    protocols: str | Sequence[str] = PROTOCOLS) -> tuple[str, ...]:
+    """:func:`run_interactive`'s settings, before the model or a case is read: a value out of range is a
+    UsageError naming the argument. ``protocols`` may be comma-separated text; returns them as a tuple."""
+    from petctfm.core.checks import check_choices, check_float, check_int, parse_list
+    from petctfm.methods.promptable.segment import check_options
+
+    if max_cases is not None:
+        check_int("max_cases", max_cases, lo=1)
+    check_int("max_clicks", max_clicks, lo=1)
+    check_int("max_targets", max_targets, lo=1)
+    check_float("iso_box_mm", iso_box_mm, lo=0, lo_open=True)
+    check_int("n_figures", n_figures, lo=0)
+    check_options(max_zoom, components)
+    return tuple(check_choices("protocols", parse_list("protocols", protocols, str, "a protocol"), PROTOCOLS))
+
+
 def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike,
                     auto: str | os.PathLike | None = None, split: str = "test", max_cases: int | None = None,
                     max_clicks: int = 10, max_targets: int = 10, organs: bool = True, iso_box_mm: float = 60.0,
@@ -212,11 +230,9 @@ def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str 
     from petctfm.methods.promptable.task import held_out_values
     from petctfm.train.checkpoint import load_model
 
-    if max_clicks < 1:
-        raise InputError(f"--max-clicks must be >= 1, got {max_clicks}")
-    unknown = sorted(set(protocols) - set(PROTOCOLS))
-    if unknown or not protocols:
-        raise InputError(f"protocols must be among {', '.join(PROTOCOLS)}, got {', '.join(protocols) or 'none'}")
+    protocols = check_arguments(max_cases=max_cases, max_clicks=max_clicks, max_targets=max_targets,
+                                iso_box_mm=iso_box_mm, n_figures=n_figures, max_zoom=max_zoom, components=components,
+                                protocols=protocols)
     root, out = Path(data), Path(out)
     net, cfg = load_model(model)
     if cfg.get("method") != METHOD:
@@ -260,4 +276,4 @@ def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str 
     return report.write_report(rows, figures, info, out)
 
 
-__all__ = ["METRICS", "PROTOCOLS", "CaseRunner", "auto_masks", "run_interactive"]
+__all__ = ["METRICS", "PROTOCOLS", "CaseRunner", "auto_masks", "check_arguments", "run_interactive"]

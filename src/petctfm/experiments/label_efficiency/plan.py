@@ -75,7 +75,10 @@ def parse_list(text: str | Sequence, cast=float, what: str = "value") -> list:
 
 
 def parse_runs(spec: str | Sequence) -> list[tuple[str, float]]:
-    """``"pretrained:10,scratch:10,scratch:100"`` (or a list of such items / pairs) -> [(arm, percent)]."""
+    """``"pretrained:10,scratch:10,scratch:100"`` (or a list of such items / pairs) -> [(arm, percent)]; a bad
+    item is a UsageError about ``runs``."""
+    from petctfm.core.checks import fail
+
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     out: list[tuple[str, float]] = []
     for it in items:
@@ -88,13 +91,15 @@ def parse_runs(spec: str | Sequence) -> list[tuple[str, float]]:
         try:
             pct = float(pct)
         except (TypeError, ValueError):
-            raise InputError(f"--runs: bad item {it!r} (expected ARM:PERCENT, e.g. pretrained:10)") from None
+            raise fail("runs", spec, f"bad item {it!r}; must be ARM:PERCENT, e.g. pretrained:10") from None
         if arm not in ARMS:
-            raise InputError(f"--runs: unknown arm {arm!r} in {it!r} (choose {', '.join(ARMS)})")
+            raise fail("runs", spec, f"unknown arm {arm!r} in {it!r}; must be one of {', '.join(ARMS)}")
+        if not 0 < pct <= 100:
+            raise fail("runs", spec, f"percent {pct:g} in {it!r} must be in (0, 100]")
         if (arm, pct) not in out:
             out.append((arm, pct))
     if not out:
-        raise InputError("--runs: no runs given")
+        raise fail("runs", spec, "no runs given; must be ARM:PERCENT,...")
     return out
 
 

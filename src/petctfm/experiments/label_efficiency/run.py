@@ -11,7 +11,7 @@ from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from petctfm.core.errors import InputError
+from petctfm.core.errors import InputError, UsageError
 from petctfm.experiments.label_efficiency.plan import (ARMS, BOOTSTRAP_SEED, DEFAULT_FRACTIONS, DONE_FILE,
                                                        EVAL_DIR, EXPERIMENT_FILE, HOLDOUT_EVAL_DIR,
                                                        HOLDOUT_PRED_DIR, HOLDOUT_SPLIT, N_RESAMPLES, PRED_DIR,
@@ -226,6 +226,38 @@ def _check_settings(exp_dir: Path, settings: Settings) -> None:
                          "use a new --out or the same settings")
 
 
+def check_arguments(seeds: str | Sequence[int] = (0,), arms: str | Sequence[str] = ARMS,
+                    fractions: str | Sequence[float] = DEFAULT_FRACTIONS,
+                    runs: Sequence[tuple[str, float]] | str | None = None, preset: str | None = None,
+                    probe_kshot: int | None = 5, probe_steps: int | None = None,
+                    separated: Sequence[str] | None = None, max_steps: int | None = None,
+                    max_time: float | None = None) -> tuple[list[int], list[str], list[float]]:
+    """:func:`run_label_efficiency`'s arguments, before anything is read: a value out of range is a UsageError
+    naming the argument. ``seeds`` / ``arms`` / ``fractions`` may be comma-separated text; returns them as lists."""
+    from petctfm.core.checks import check_choice, check_choices, check_float, check_int, parse_list
+    from petctfm.methods.segmentation.presets import PRESETS
+
+    seeds = [check_int("seeds", s, lo=0) for s in parse_list("seeds", seeds, int, "an integer")]
+    arms = check_choices("arms", parse_list("arms", arms, str, "an arm"), ARMS)
+    fractions = [check_float("fractions", f, lo=0, hi=100, lo_open=True)
+                 for f in parse_list("fractions", fractions, float, "a number")]
+    if runs:
+        parse_runs(runs)
+    if preset is not None:
+        check_choice("preset", preset, sorted(PRESETS))
+    if probe_kshot is not None:
+        check_int("probe_kshot", probe_kshot, lo=0)
+    if probe_steps is not None:
+        check_int("probe_steps", probe_steps, lo=1)
+    if max_steps is not None:
+        check_int("max_steps", max_steps, lo=1)
+    if max_time is not None:
+        check_float("max_time", max_time, lo=0, lo_open=True)
+    if separated is not None and len(separated) != 2:
+        raise UsageError(f"separated={list(separated)}: must be two runs, PET_RUN CT_RUN", arg="separated")
+    return seeds, arms, fractions
+
+
 def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Path,
                          runs: Sequence[tuple[str, float]] | str | None = None, seeds: Sequence[int] = (0,),
                          preset: str | None = None, overrides: Sequence[str] = (),
@@ -237,7 +269,8 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
     """Plan, run (skipping finished runs), evaluate and report the experiment in ``out``.
 
     ``runs``: explicit ``[(arm, percent)]`` or ``"pretrained:10,scratch:100"`` instead of ``arms`` x
-    ``fractions``. ``probe_kshot`` None / 0: no probes. ``separated``: (PET_RUN, CT_RUN). ``max_steps`` /
+    ``fractions`` (``seeds``, ``arms``, ``fractions`` may also be comma-separated text; arguments out of range:
+    :func:`check_arguments`). ``probe_kshot`` None / 0: no probes. ``separated``: (PET_RUN, CT_RUN). ``max_steps`` /
     ``max_time``: per fine-tuning run. ``overrides``: ``--set`` strings for every fine-tuning run.
     ``holdout_site``: the site the dataset keeps out of training (``petctfm harmonize --holdout-site``); every
     run is also evaluated on it (``RUN/eval_holdout``) and the report shows it beside the in-domain test.
@@ -252,6 +285,9 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
     from petctfm.methods.segmentation.presets import PRESETS
     from petctfm.train.config import default_preset
 
+    seeds, arms, fractions = check_arguments(seeds=seeds, arms=arms, fractions=fractions, runs=runs, preset=preset,
+                                             probe_kshot=probe_kshot, probe_steps=probe_steps, separated=separated,
+                                             max_steps=max_steps, max_time=max_time)
     console = Console(quiet=not progress)
     data = Path(data)
     if not (data / fmt.SPLITS_JSON).is_file():
@@ -302,4 +338,4 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
 
 
 __all__ = ["finetune_kwargs", "run_finetune", "run_probe_arm", "execute_run", "load_done", "run_plan",
-           "run_label_efficiency"]
+           "check_arguments", "run_label_efficiency"]

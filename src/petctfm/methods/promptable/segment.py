@@ -149,6 +149,17 @@ def write_objects_seg(labels: np.ndarray, names: dict[int, str], kinds: dict[int
     return save_seg(seg, path)
 
 
+def check_options(max_zoom: float = 4.0, components: str = "prompted") -> None:
+    """A session's settings, before the model or an image is read: ``max_zoom`` a finite number >= 1 (1 = no
+    auto-zoom), ``components`` one of :data:`~petctfm.methods.promptable.session.COMPONENTS`; a value out of
+    range is a UsageError naming it."""
+    from petctfm.core.checks import check_choice, check_float
+    from petctfm.methods.promptable.session import COMPONENTS
+
+    check_float("max_zoom", max_zoom, lo=1)
+    check_choice("components", components, COMPONENTS)
+
+
 def segment(model: str | os.PathLike, pet: Any, prompts: str | os.PathLike, out: str | os.PathLike,
             ct: Any = None, start_from: str | os.PathLike | None = None,
             device: str = "cpu", overwrite: bool = False, max_zoom: float = 4.0, pt_datasets: list[Any] | None = None,
@@ -170,6 +181,7 @@ def segment(model: str | os.PathLike, pet: Any, prompts: str | os.PathLike, out:
     from petctfm.io.images import array_xyz, read_image, write_image
     from petctfm.io.tables import csv_text
 
+    check_options(max_zoom, components)
     t0 = time.perf_counter()
     session = PromptSession.from_run(model, pet, ct=ct, device=device, overwrite=overwrite, max_zoom=max_zoom,
                                      components=components)
@@ -206,5 +218,5 @@ def segment(model: str | os.PathLike, pet: Any, prompts: str | os.PathLike, out:
     return summary
 
 
-__all__ = ["OUTPUT_MASK", "OUTPUT_TABLE", "OUTPUT_SUMMARY", "OUTPUT_SEG", "read_prompt_file", "object_kind",
-           "apply_prompts", "write_objects_seg", "segment"]
+__all__ = ["OUTPUT_MASK", "OUTPUT_TABLE", "OUTPUT_SUMMARY", "OUTPUT_SEG", "check_options", "read_prompt_file",
+           "object_kind", "apply_prompts", "write_objects_seg", "segment"]
