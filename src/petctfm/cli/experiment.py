@@ -238,12 +238,12 @@ def _register_vs_nnunet(sub) -> None:
 
 
 def _run_vs_nnunet(args: argparse.Namespace) -> int:
-    from petctfm.experiments.label_efficiency.plan import parse_list
+    from petctfm.core.checks import parse_list
     from petctfm.experiments.vs_nnunet.run import run_vs_nnunet
 
-    out = run_vs_nnunet(args.data, args.out, args.minutes, seeds=parse_list(args.seeds, int, "seed"),
+    out = run_vs_nnunet(args.data, args.out, args.minutes, seeds=parse_list("seeds", args.seeds, int, "an integer"),
                         device=args.device, preset=args.preset, backbone=args.backbone,
-                        plans=parse_list(args.plans, str, "plan"), holdout_site=args.holdout_site,
+                        plans=parse_list("plans", args.plans, str, "a plan"), holdout_site=args.holdout_site,
                         progress=not args.no_progress)
     print(f"experiment vs-nnunet: {len(out['records'])} runs; compared with nnU-Net "
           f"{out['summary']['stronger_nnunet']}; results in {out['results_md']}, {out['results_csv']}, {out['plot']}")

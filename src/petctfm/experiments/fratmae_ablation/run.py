@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from petctfm.core.errors import InputError
+from petctfm.experiments.common import check_settings
 from petctfm.experiments.fratmae_ablation.plan import EXPERIMENT_FILE, Planned, Settings, build_plan, command_line
 from petctfm.experiments.fratmae_ablation.report import write_results
 from petctfm.experiments.label_efficiency.plan import DONE_FILE, EVAL_DIR, PRED_DIR, SPLIT
@@ -128,19 +129,6 @@ def staging_possible(data: str | Path) -> str | None:
     return None
 
 
-def _check_settings(exp_dir: Path, settings: Settings) -> None:
-    import yaml
-
-    p = exp_dir / EXPERIMENT_FILE
-    if not p.is_file():
-        return
-    old = (yaml.safe_load(p.read_text()) or {}).get("settings") or {}
-    diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in asdict(settings).items() if old.get(k) != v]
-    if diff:
-        raise InputError(f"{p}: this folder holds an experiment with other settings ({'; '.join(diff[:3])}); "
-                         "use a new --out or the same settings")
-
-
 def check_arguments(fraction: float = 20.0, more_fractions: str | Sequence[float] = (40.0, 100.0),
                     seeds: str | Sequence[int] = (0,), preset: str | None = None, pretrain_steps: int | None = None,
                     max_steps: int | None = None, stage_epochs: int = 500,
@@ -218,7 +206,7 @@ def run_fratmae_ablation(data: str | Path, out: str | Path, fraction: float = 20
         resolve_subset(data, fraction=float(f"{pct / 100:g}"))
     exp_dir = Path(out)
     exp_dir.mkdir(parents=True, exist_ok=True)
-    _check_settings(exp_dir, settings)
+    check_settings(exp_dir / EXPERIMENT_FILE, settings)
     command = command_line(settings, str(exp_dir), seeds)
     atomic_write_text(exp_dir / EXPERIMENT_FILE, yaml.safe_dump({
         "experiment": "fratmae-ablation", "petctfm": __version__, "command": command, "settings": asdict(settings),

@@ -58,22 +58,6 @@ def fmt_pct(x: float) -> str:
     return f"{float(x):g}"
 
 
-def parse_list(text: str | Sequence, cast=float, what: str = "value") -> list:
-    """``"10,20,40"`` (or a list) -> ``[10.0, 20.0, 40.0]``; one-line error on a bad item."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    out = []
-    for it in items:
-        if isinstance(it, str) and not it.strip():
-            continue
-        try:
-            out.append(cast(it.strip() if isinstance(it, str) else it))
-        except (TypeError, ValueError):
-            raise InputError(f"bad {what} {it!r} (expected a comma-separated list)") from None
-    if not out:
-        raise InputError(f"empty list of {what}s")
-    return out
-
-
 def parse_runs(spec: str | Sequence) -> list[tuple[str, float]]:
     """``"pretrained:10,scratch:10,scratch:100"`` (or a list of such items / pairs) -> [(arm, percent)]; a bad
     item is a UsageError about ``runs``."""
@@ -247,6 +231,6 @@ def command_line(settings: Settings, out: str | Path, seeds: Sequence[int], arms
 __all__ = ["ARMS", "PROBE_ARMS", "DEFAULT_FRACTIONS", "DONE_FILE", "EXPERIMENT_FILE", "EVAL_DIR", "PRED_DIR",
            "SPLIT", "HOLDOUT_SPLIT", "HOLDOUT_EVAL_DIR", "HOLDOUT_PRED_DIR", "N_RESAMPLES", "BOOTSTRAP_SEED",
            "PROBE_STEPS", "RUN_METRICS", "PlannedRun", "fmt_pct",
-           "parse_list", "parse_runs", "build_plan", "Settings", "check_pretrained", "check_holdout",
+           "parse_runs", "build_plan", "Settings", "check_pretrained", "check_holdout",
            "check_separated",
            "command_line"]

@@ -7,11 +7,12 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import MISSING, asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from petctfm.core.errors import InputError, UsageError
+from petctfm.experiments.common import check_settings
 from petctfm.experiments.label_efficiency.plan import (ARMS, BOOTSTRAP_SEED, DEFAULT_FRACTIONS, DONE_FILE,
                                                        EVAL_DIR, EXPERIMENT_FILE, HOLDOUT_EVAL_DIR,
                                                        HOLDOUT_PRED_DIR, HOLDOUT_SPLIT, N_RESAMPLES, PRED_DIR,
@@ -210,22 +211,6 @@ def run_plan(plan: list, exp_dir: Path, execute: Callable[[Any], dict[str, Any]]
 # ------------------------------------------------------------------------------------------------ the experiment
 
 
-def _check_settings(exp_dir: Path, settings: Settings) -> None:
-    import yaml
-
-    p = exp_dir / EXPERIMENT_FILE
-    if not p.is_file():
-        return
-    old = (yaml.safe_load(p.read_text()) or {}).get("settings") or {}
-    new = asdict(settings)
-    defaults = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
-    old = {k: old.get(k, defaults.get(k)) for k in new}  # a setting added later: older folders had its default
-    diff = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
-    if diff:
-        raise InputError(f"{p}: this folder holds an experiment with other settings ({'; '.join(diff[:3])}); "
-                         "use a new --out or the same settings")
-
-
 def check_arguments(seeds: str | Sequence[int] = (0,), arms: str | Sequence[str] = ARMS,
                     fractions: str | Sequence[float] = DEFAULT_FRACTIONS,
                     runs: Sequence[tuple[str, float]] | str | None = None, preset: str | None = None,
@@ -313,7 +298,7 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
                       holdout)
     exp_dir = Path(out)
     exp_dir.mkdir(parents=True, exist_ok=True)
-    _check_settings(exp_dir, settings)
+    check_settings(exp_dir / EXPERIMENT_FILE, settings)
     command = command_line(settings, exp_dir, seeds, None if explicit else list(arms),
                            None if explicit else [float(f) for f in fractions], explicit)
     atomic_write_text(exp_dir / EXPERIMENT_FILE, yaml.safe_dump({

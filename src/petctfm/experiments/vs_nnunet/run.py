@@ -10,11 +10,12 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, fields, MISSING
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
 from petctfm.core.errors import InputError
+from petctfm.experiments.common import check_settings
 from petctfm.experiments.vs_nnunet.plan import (BOOTSTRAP_SEED, CONFIGURATION, DONE_FILE, EVAL_DIR, EXPERIMENT_FILE,
                                                 HOLDOUT_SPLIT, N_RESAMPLES, PLANS, PRED_DIR, SPLIT,
                                                 TARGET_VALIDATIONS, Arm, Settings, build_plan, child_env,
@@ -223,22 +224,6 @@ def execute_arm(arm: Arm, settings: Settings, exp_dir: Path, test_cases: dict[st
     return record
 
 
-def _check_settings(exp_dir: Path, settings: Settings) -> None:
-    import yaml
-
-    p = exp_dir / EXPERIMENT_FILE
-    if not p.is_file():
-        return
-    old = (yaml.safe_load(p.read_text()) or {}).get("settings") or {}
-    new = asdict(settings)
-    defaults = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
-    old = {k: old.get(k, defaults.get(k)) for k in new}
-    diff = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
-    if diff:
-        raise InputError(f"{p}: this folder holds an experiment with other settings ({'; '.join(diff[:3])}); "
-                         "use a new --out or the same settings")
-
-
 def _check_holdout(data: Path, site: str) -> None:
     from petctfm.data import format as fmt
 
@@ -308,7 +293,7 @@ def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequ
                         plans=plans, dataset_id=int(dataset_id or DATASET_ID), holdout_site=holdout_site)
     exp_dir = Path(out).resolve()
     exp_dir.mkdir(parents=True, exist_ok=True)
-    _check_settings(exp_dir, settings)
+    check_settings(exp_dir / EXPERIMENT_FILE, settings)
     plan = build_plan(seeds, plans)
     command = command_line(settings, exp_dir, seeds)
     atomic_write_text(exp_dir / EXPERIMENT_FILE, yaml.safe_dump({

@@ -1,0 +1,32 @@
+"""What every experiment (label efficiency, FratMAE ablation, vs nnU-Net) shares about its folder."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, fields
+from pathlib import Path
+from typing import Any
+
+from petctfm.core.errors import InputError
+
+
+def check_settings(path: Path, settings: Any) -> None:
+    """Refuse to continue an experiment folder whose saved experiment file ``path`` (YAML, key ``settings``)
+    holds other settings than ``settings`` (a dataclass): one-line InputError naming up to three differences.
+    A setting added to the dataclass later counts as its default in folders written before it. No file: a
+    new folder, nothing to check."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        return
+    old = (yaml.safe_load(path.read_text()) or {}).get("settings") or {}
+    new = asdict(settings)
+    defaults = {f.name: f.default for f in fields(settings) if f.default is not MISSING}
+    old = {k: old.get(k, defaults.get(k)) for k in new}
+    diff = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
+    if diff:
+        raise InputError(f"{path}: this folder holds an experiment with other settings ({'; '.join(diff[:3])}); "
+                         "use a new --out or the same settings")
+
+
+__all__ = ["check_settings"]
