@@ -37,15 +37,16 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from petctfm.core.config import build_config
 from petctfm.core.device import unwrap_model
 from petctfm.core.errors import InputError
 from petctfm.data.loader import bind_dataset, patch_loader
 from petctfm.methods.early_fusion_mae.mae import save_figure
-from petctfm.methods.fratmae.context import TEXT_LEN, TextEncoder, Vocabulary, default_vocabulary, global_info_nce
+from petctfm.methods.fratmae.config import CONFIG, METHOD
+from petctfm.methods.fratmae.context import TEXT_LEN, TextEncoder, Vocabulary, global_info_nce
 from petctfm.methods.fratmae.stacks import StackConfig, StackDataset
 from petctfm.methods.fratmae.vit import Block, TwinViT, init_weights, patchify, sincos_3d, token_grid, unpatchify
 
-METHOD = "fratmae"
 MODALITIES = ("pet", "ct")
 #: Table 3 rows -> (model.arch, context_align.enabled)
 VARIANTS = {"mae": ("mae", False), "mae+ca": ("mae", True), "fratmae-noca": ("fratmae", False),
@@ -53,42 +54,14 @@ VARIANTS = {"mae": ("mae", False), "mae+ca": ("mae", True), "fratmae-noca": ("fr
 
 # ------------------------------------------------------------------------------------------------ config
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "method": METHOD,
-    "seed": 0,
-    "dataset": None,
-    "model": {"arch": "fratmae", "patch": 16, "dim": 768, "depth": 12, "heads": 12,
-              "decoder_dim": 512, "decoder_depth": 8, "decoder_heads": 16},
-    "mask": {"ratio": 0.5},
-    "loss": {"norm_pix": False},
-    "context_align": {"enabled": True, "weight": 1.0, "dim": 256, "depth": 4, "heads": 4, "proj_dim": 512,
-                      "tau_init": 0.07, "vocab": None},  # vocab None: the fixed default, written at start
-    "data": StackConfig().to_dict(),
-    "preprocessing": None,
-}
+# The typed config (sections, allowed values, cross-field checks) is in config.py.
+DEFAULT_CONFIG: dict[str, Any] = CONFIG().to_dict()
 
 
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Check a full config; fills ``context_align.vocab`` with the default vocabulary when unset."""
-    data = StackConfig.from_dict(cfg["data"])
-    m, ca = cfg["model"], cfg["context_align"]
-    if m["arch"] not in ("fratmae", "mae"):
-        raise InputError(f"model.arch must be 'fratmae' or 'mae', got {m['arch']!r}")
-    try:
-        token_grid(data.stack_shape(), int(m["patch"]))
-    except ValueError as exc:
-        raise InputError(f"stack {data.stack_shape()}: {exc}") from None
-    for w, h in ((m["dim"], m["heads"]), (m["decoder_dim"], m["decoder_heads"]), (ca["dim"], ca["heads"])):
-        if int(w) % int(h) or int(w) < 6:
-            raise InputError(f"width {w} must be >= 6 and a multiple of its heads {h}")
-    if not 0.0 < float(cfg["mask"]["ratio"]) < 1.0:
-        raise InputError(f"mask ratio must be in (0, 1), got {cfg['mask']['ratio']}")
-    if float(ca["weight"]) < 0 or not float(ca["tau_init"]) > 0:
-        raise InputError("context_align.weight must be >= 0 and tau_init > 0")
-    if ca.get("vocab") is None:
-        ca["vocab"] = default_vocabulary()
-    Vocabulary(ca["vocab"])
-    cfg["data"] = data.to_dict()
+    """Check a full config dict against :data:`CONFIG`; fills ``context_align.vocab`` with the default
+    vocabulary when unset; returns it, normalized in place. One-line ConfigErrors (UsageError, exit 2)."""
+    cfg.update(build_config(CONFIG, cfg).to_dict())
     return cfg
 
 

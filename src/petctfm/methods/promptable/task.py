@@ -29,47 +29,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from petctfm.core.config import build_config
 from petctfm.core.errors import InputError
 from petctfm.core.labels import ORGAN_LABELS
 from petctfm.data import format as fmt
 from petctfm.data.loader import MODES, PatchConfig, PatchDataset, bind_dataset, list_cases, patch_loader
 from petctfm.methods.promptable import prompts as P
-from petctfm.methods.promptable.model import METHOD, build_model, design_of, load_pretrained_encoder
-from petctfm.models.backbones import check_patch_size
+from petctfm.methods.promptable.config import CONFIG, KINDS
+from petctfm.methods.promptable.model import build_model, load_pretrained_encoder
 
 VAL_FILE = "val.jsonl"
-KINDS = ("lesion", "organ", "all_lesions")
-
-DEFAULT_CONFIG: dict[str, Any] = {
-    "method": METHOD,
-    "seed": 0,
-    "dataset": None,
-    "model": {"backbone": "unet-resenc-tiny", "overrides": {}, "design": "cached", "embed_channels": 16,
-              "head_filters": [16, 32, 32], "head_refine": True},
-    "init": {"source": "scratch", "method": None, "mode": None},
-    "targets": {"held_out": ["spleen", "kidney_left", "kidney_right"],
-                "kind_probs": {"lesion": 0.45, "organ": 0.4, "all_lesions": 0.15}},
-    "clicks": {"max_iter": 3, "mask_only_prob": 0.2, "box_prob": 0.3, "box_jitter": 0.1, "click_radius": 2.0,
-               "crop_jitter": 0.25},
-    "data": {**PatchConfig().to_dict(), "mode": "pet", "augment": False},
-    "preprocessing": None,
-}
+# The typed config (sections, allowed values, cross-field checks) is in config.py.
+DEFAULT_CONFIG: dict[str, Any] = CONFIG().to_dict()
 
 
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Check a full config; returns it. One-line InputErrors."""
-    data = PatchConfig.from_dict(cfg["data"])
-    check_patch_size(cfg["model"]["backbone"], data.patch_size)
-    design_of(cfg)
-    bad = [n for n in cfg["targets"]["held_out"] if n not in ORGAN_LABELS or n == "background"]
-    if bad:
-        raise InputError(f"targets.held_out: unknown organ {bad[0]!r} (known: {', '.join(list(ORGAN_LABELS)[1:])})")
-    probs = cfg["targets"]["kind_probs"]
-    if set(probs) - set(KINDS) or any(float(v) < 0 for v in probs.values()) or sum(map(float, probs.values())) <= 0:
-        raise InputError(f"targets.kind_probs must map {', '.join(KINDS)} to weights >= 0 (not all 0), got {probs}")
-    if int(cfg["clicks"]["max_iter"]) < 0:
-        raise InputError("clicks.max_iter must be >= 0")
-    cfg["data"] = data.to_dict()
+    """Check a full config dict against :data:`CONFIG`; returns it, normalized in place. One-line ConfigErrors
+    (UsageError, exit 2)."""
+    cfg.update(build_config(CONFIG, cfg).to_dict())
     return cfg
 
 

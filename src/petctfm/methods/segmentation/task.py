@@ -40,14 +40,15 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from petctfm.core.config import build_config
 from petctfm.core.errors import InputError
 from petctfm.data import format as fmt
 from petctfm.data.loader import MODES, LabeledPatchDataset, PatchConfig, bind_dataset, patch_loader
 from petctfm.inference.model import BEST_DIR  # RUN/best/: the best checkpoint by val Dice
 from petctfm.io.atomic import json_safe
-from petctfm.methods.segmentation.model import METHOD, build_model, freeze_encoder, layer_decay_groups
+from petctfm.methods.segmentation.config import CONFIG
+from petctfm.methods.segmentation.model import build_model, freeze_encoder, layer_decay_groups
 from petctfm.methods.segmentation.validation import validate
-from petctfm.models.backbones import check_patch_size
 from petctfm.models.encoders import load_encoder
 from petctfm.train.checkpoint import read_weights, resolve_weights, save_weights
 
@@ -55,34 +56,14 @@ VAL_FILE = "val.jsonl"
 
 # ------------------------------------------------------------------------------------------------ config
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "method": METHOD,
-    "seed": 0,
-    "dataset": None,  # harmonized dataset (training only; not needed to rebuild the model)
-    "model": {"backbone": "swinunetr-base", "overrides": {}},
-    "init": {"source": "scratch", "method": None, "step": None},  # source: "scratch" or a checkpoint path
-    "subset": {"name": "train", "cases": []},  # filled from splits.json: the exact training cases
-    "optim": {"freeze_encoder": False, "layer_decay": 1.0},
-    "loss": {"lambda_dice": 1.0, "lambda_ce": 1.0},
-    "val": {"split": "val", "overlap": 0.5, "sw_batch_size": 2},
-    "data": PatchConfig().to_dict(),
-    "preprocessing": None,  # channels, normalization statistics, harmonize spacing/ct_window (dataset.json)
-}
+# The typed config (sections, allowed values, cross-field checks) is in config.py.
+DEFAULT_CONFIG: dict[str, Any] = CONFIG().to_dict()
 
 
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Check a full config (after presets and overrides); returns it. Errors are one-line InputErrors."""
-    data = PatchConfig.from_dict(cfg["data"])
-    check_patch_size(cfg["model"]["backbone"], data.patch_size)
-    if not 0.0 <= data.fg_prob <= 1.0:
-        raise InputError(f"data.fg_prob must be in [0, 1], got {data.fg_prob}")
-    if not 0.0 < float(cfg["optim"]["layer_decay"]) <= 1.0:
-        raise InputError(f"layer decay must be in (0, 1], got {cfg['optim']['layer_decay']}")
-    if not 0.0 <= float(cfg["val"]["overlap"]) < 1.0:
-        raise InputError(f"val overlap must be in [0, 1), got {cfg['val']['overlap']}")
-    if float(cfg["loss"]["lambda_dice"]) < 0 or float(cfg["loss"]["lambda_ce"]) < 0:
-        raise InputError("loss weights must be >= 0")
-    cfg["data"] = data.to_dict()
+    """Check a full config dict against :data:`CONFIG`; returns it, normalized in place. Errors are one-line
+    ConfigErrors (UsageError, exit 2)."""
+    cfg.update(build_config(CONFIG, cfg).to_dict())
     return cfg
 
 
