@@ -63,7 +63,10 @@ class ConfigError(UsageError):
 
 
 def show(value: Any) -> str:
-    """A value as the user would type it, short: strings quoted, the rest as Python prints it."""
+    """A value as the user would type it, short: strings quoted, booleans and None as YAML writes them
+    (``true``, ``none``), the rest as Python prints it."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "none"}[value]
     text = repr(value) if isinstance(value, str) else str(value)
     text = " ".join(text.split())
     return text if len(text) <= 80 else text[:77] + "..."

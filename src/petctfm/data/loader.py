@@ -85,10 +85,11 @@ def bind_dataset(config: dict[str, Any], dataset: str | os.PathLike | None,
     return cfg, info
 
 
-#: Bytes of a training step per input voxel of a patch (input, activations, gradients), per backbone family:
-#: a rough lower bound measured on CPU (fp32, forward + backward + AdamW, one sample): unet-resenc-tiny ~1.3 kB,
-#: unet-resenc ~2.6 kB; SwinUNETR taken as 3 kB. Used only to refuse a patch / batch that cannot fit.
-BYTES_PER_VOXEL = {"unet-resenc-tiny": 1200, "unet-resenc": 2400, "swinunetr": 3000}
+#: Bytes of a training step per input voxel of a patch and sample (input, activations, gradients), per backbone
+#: family: a rough lower bound from the peak memory of fp32 forward + backward + AdamW steps on CPU (2026-12-05:
+#: unet-resenc-tiny ~0.9 kB between 32^3 and 64^3 patches, unet-resenc ~2.6 kB at 64^3 with its weights and
+#: the torch runtime). Used only to refuse a patch / batch that cannot fit, so it errs low.
+BYTES_PER_VOXEL = {"unet-resenc-tiny": 800, "unet-resenc": 1000, "swinunetr": 1000}
 
 
 def train_bytes_per_voxel(backbone: str) -> int:

@@ -88,8 +88,8 @@ def _named(cfg: TypedConfig, name: str, key: str, value: Any, prefix: str) -> No
     """Set config ``key`` from the named Python argument ``name``; an error names the argument (``arg=``)."""
     try:
         cfg.set(key, value, prefix)
-    except ConfigError as exc:
-        raise exc.about_argument(name, value) from None
+    except ConfigError as exc:  # a string (the command line's) is shown as parsed: --lr -1.0
+        raise (exc.about_argument(name) if isinstance(value, str) else exc.about_argument(name, value)) from None
 
 
 def train_config(base: TrainConfig | dict[str, Any] | None = None, options: Mapping[str, Any] | None = None,
