@@ -87,9 +87,9 @@ def bind_dataset(config: dict[str, Any], dataset: str | os.PathLike | None,
 
 #: Bytes of a training step per input voxel of a patch and sample (input, activations, gradients), per backbone
 #: family: a rough lower bound from the peak memory of fp32 forward + backward + AdamW steps on CPU (2026-12-05:
-#: unet-resenc-tiny ~0.9 kB between 32^3 and 64^3 patches, unet-resenc ~2.6 kB at 64^3 with its weights and
-#: the torch runtime). Used only to refuse a patch / batch that cannot fit, so it errs low.
-BYTES_PER_VOXEL = {"unet-resenc-tiny": 800, "unet-resenc": 1000, "swinunetr": 1000}
+#: unet-resenc-tiny ~0.9 kB between 32^3 and 64^3 patches, unet-resenc ~2.4 kB between 64^3 and 96^3; SwinUNETR
+#: not measured, taken as unet-resenc). Used only to refuse a patch / batch that cannot fit, so it errs low.
+BYTES_PER_VOXEL = {"unet-resenc-tiny": 800, "unet-resenc": 2000, "swinunetr": 2000}
 
 
 def train_bytes_per_voxel(backbone: str) -> int:
