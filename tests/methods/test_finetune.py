@@ -199,9 +199,9 @@ def test_layer_decay_trains_with_scaled_groups(toy, mae, tmp_path):
     assert rows[-1]["step"] == 4 and np.isfinite(rows[-1]["loss"])
 
 
-def _err(capsys, argv):
+def _err(capsys, argv, rc=3):
     capsys.readouterr()
-    assert main(argv) == 3
+    assert main(argv) == rc
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err, err
     return err
@@ -221,7 +221,9 @@ def test_one_line_errors(toy, mae, tmp_path, capsys):
     assert str(junk) in _err(capsys, [*base, "--out", str(tmp_path / "c"), "--init", str(junk)])
     assert "--backbone" in _err(capsys, [*base, "--out", str(tmp_path / "d"), "--init", "scratch"])
     assert "mode" in _err(capsys, [*base, "--out", str(tmp_path / "e"), "--init", str(mae), "--mode", "pet"])
-    assert "(0, 1]" in _err(capsys, [*base, "--out", str(tmp_path / "f"), "--init", str(mae), "--layer-decay", "1.5"])
+    # a config value out of range is a usage error (exit 2) naming the flag, the value and what is allowed
+    assert "--layer-decay 1.5: must be in (0, 1]" in _err(capsys, [*base, "--out", str(tmp_path / "f"), "--init",
+                                                                   str(mae), "--layer-decay", "1.5"], rc=2)
 
 
 def test_labeled_patch_larger_than_volume_pads_image_and_label_alike(toy):
