@@ -14,7 +14,7 @@ import torch
 
 from petctfm.cli.main import main
 from petctfm.core.config import deep_merge
-from petctfm.core.errors import InputError, UsageError
+from petctfm.core.errors import UsageError
 from petctfm.data import format as fmt
 from petctfm.io.atomic import atomic_write_json
 from petctfm.methods.fratmae.finetune import DEFAULT_CONFIG as FT_CONFIG, FratMAEFinetuneTask, get_preset as ft_preset
