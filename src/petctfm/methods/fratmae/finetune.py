@@ -32,9 +32,9 @@ from torch import nn
 from petctfm.core.config import Overrides, build_config, deep_merge, pick_preset
 from petctfm.core.errors import InputError
 from petctfm.data.loader import LabeledPatchDataset, PatchConfig, bind_dataset, patch_loader
-from petctfm.methods.fratmae.config import FINETUNE_CONFIG
+from petctfm.methods.fratmae.config import FINETUNE_CONFIG, FratMAEFinetuneConfig
 from petctfm.methods.fratmae.presets import get_preset as pretrain_preset
-from petctfm.methods.fratmae.segment import LabeledStackDataset, SegStackConfig, build_model
+from petctfm.methods.fratmae.segment import LabeledStackDataset, build_model
 from petctfm.methods.segmentation.model import freeze_encoder
 from petctfm.methods.segmentation.task import FinetuneTask, resolve_subset
 from petctfm.train.checkpoint import read_weights, resolve_weights
@@ -103,12 +103,15 @@ def is_fratmae_source(init: str | Path | None) -> bool:
 class FratMAEFinetuneTask(FinetuneTask):
     """FratMAE fine-tuning as a TrainTask (module docstring); loss and validation from ``FinetuneTask``."""
 
-    def __init__(self, config: dict[str, Any], dataset: str | Path | None = None):
+    def __init__(self, config: dict[str, Any] | FratMAEFinetuneConfig, dataset: str | Path | None = None):
+        if isinstance(config, FratMAEFinetuneConfig):
+            config = config.to_dict()
         cfg, info = bind_dataset(config, dataset, validate_config)
         if info is not None and not cfg["subset"]["cases"]:
             cfg["subset"]["name"], cfg["subset"]["cases"] = resolve_subset(cfg["dataset"])
         self.config = cfg
-        self.data_cfg = SegStackConfig.from_dict(cfg["data"])
+        self.cfg = FINETUNE_CONFIG.from_dict(cfg)  # typed; its data section is a SegStackConfig
+        self.data_cfg = self.cfg.data
         self._loss = None
 
     def build_model(self) -> nn.Module:
@@ -116,29 +119,28 @@ class FratMAEFinetuneTask(FinetuneTask):
         from petctfm.models.encoders import load_encoder
 
         model = build_model(self.config)
-        src = self.config["init"]["source"]
+        src = self.cfg.init.source
         if src != "scratch":
             state, pcfg, _ = read_weights(resolve_weights(src))
             check_compatible(self.config, pcfg, src)
             load_encoder(model, state)
-        if self.config["optim"]["freeze_encoder"]:
+        if self.cfg.optim.freeze_encoder:
             freeze_encoder(model)
         return model
 
     def dataset(self, rank: int = 0) -> LabeledStackDataset | LabeledPatchDataset:
         """Native crops: the fine-tuning patch stream with stack-shaped patches; resized: whole-body stacks."""
-        if not self.config.get("dataset"):
+        if not self.cfg.dataset:
             raise InputError("no dataset given (config 'dataset' or --data)")
         d = self.data_cfg
         if d.crop == "native":
             patches = PatchConfig(patch_size=d.stack_shape(), mode="joint", split=d.split, fg_prob=d.fg_prob,
                                   pet_transform=d.pet_transform, augment=d.augment, batch_size=d.batch_size,
                                   num_workers=d.num_workers)
-            return LabeledPatchDataset(self.config["dataset"], patches, self.config["subset"]["cases"],
-                                       seed=int(self.config["seed"]), rank=rank)
-        return LabeledStackDataset(self.config["dataset"], self.data_cfg, self.config["subset"]["cases"],
-                                   self.config["preprocessing"]["normalization"], seed=int(self.config["seed"]),
-                                   rank=rank)
+            return LabeledPatchDataset(self.cfg.dataset, patches, self.cfg.subset.cases, seed=self.cfg.seed,
+                                       rank=rank)
+        return LabeledStackDataset(self.cfg.dataset, self.data_cfg, self.cfg.subset.cases,
+                                   self.cfg.preprocessing["normalization"], seed=self.cfg.seed, rank=rank)
 
     def batches(self, rank: int, world_size: int, start_sample: int) -> Iterator[dict[str, torch.Tensor]]:
         """``{"image": (B, 2, *stack), "label": (B, 1, *stack) int64, "index": (B,)}``."""

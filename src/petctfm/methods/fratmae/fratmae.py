@@ -42,7 +42,7 @@ from petctfm.core.device import unwrap_model
 from petctfm.core.errors import InputError
 from petctfm.data.loader import bind_dataset, patch_loader
 from petctfm.methods.early_fusion_mae.mae import save_figure
-from petctfm.methods.fratmae.config import CONFIG, METHOD
+from petctfm.methods.fratmae.config import CONFIG, METHOD, FratMAEConfig
 from petctfm.methods.fratmae.context import TEXT_LEN, TextEncoder, Vocabulary, global_info_nce
 from petctfm.methods.fratmae.stacks import StackConfig, StackDataset
 from petctfm.methods.fratmae.vit import Block, TwinViT, init_weights, patchify, sincos_3d, token_grid, unpatchify
@@ -258,22 +258,25 @@ def fratmae_loss(model: FratMAE, out: dict[str, torch.Tensor], image: torch.Tens
 
 
 class FratMAETask:
-    """FratMAE as a TrainTask; ``config`` (a plain dict, saved with the run and in every checkpoint) holds the
-    model, masking, loss, ContextAlign (with its vocabulary), stack stream and preprocessing."""
+    """FratMAE as a TrainTask; ``config`` (a dict or a :class:`~.config.FratMAEConfig`) holds the model,
+    masking, loss, ContextAlign (with its vocabulary), stack stream and preprocessing. ``self.cfg`` is the typed
+    config the task reads; ``self.config`` its dict form, saved with the run and in every checkpoint."""
 
-    def __init__(self, config: dict[str, Any], dataset: str | Path | None = None):
+    def __init__(self, config: dict[str, Any] | FratMAEConfig, dataset: str | Path | None = None):
+        if isinstance(config, FratMAEConfig):
+            config = config.to_dict()
         self.config, _ = bind_dataset(config, dataset, validate_config)
-        self.data_cfg = StackConfig.from_dict(self.config["data"])
+        self.cfg = CONFIG.from_dict(self.config)
+        self.data_cfg = self.cfg.data  # a StackConfig
 
     def build_model(self) -> nn.Module:
         return build_model(self.config)
 
     def dataset(self, rank: int = 0) -> StackDataset:
-        if not self.config.get("dataset"):
+        if not self.cfg.dataset:
             raise InputError("no dataset given (config 'dataset' or --data)")
-        return StackDataset(self.config["dataset"], self.data_cfg, n_tokens(self.config),
-                            float(self.config["mask"]["ratio"]), Vocabulary(self.config["context_align"]["vocab"]),
-                            seed=int(self.config["seed"]), rank=rank)
+        return StackDataset(self.cfg.dataset, self.data_cfg, n_tokens(self.config), self.cfg.mask.ratio,
+                            Vocabulary(self.cfg.context_align.vocab), seed=self.cfg.seed, rank=rank)
 
     def batches(self, rank: int, world_size: int, start_sample: int) -> Iterator[dict[str, torch.Tensor]]:
         """Batches of :class:`~.stacks.StackDataset` items: image (B, 2, X, Y, Z), target (B,), perm (B, N),
@@ -293,7 +296,7 @@ class FratMAETask:
         m.eval()
         try:
             x, perm = batch["image"][:1], batch["perm"][:1]
-            norm_pix = bool(self.config["loss"]["norm_pix"])
+            norm_pix = self.cfg.loss.norm_pix
             if m.arch == "mae":
                 x_in, rec = m.reconstruct(x, batch["target"][:1], perm, norm_pix)
             else:

@@ -35,7 +35,7 @@ from petctfm.core.labels import ORGAN_LABELS
 from petctfm.data import format as fmt
 from petctfm.data.loader import MODES, PatchConfig, PatchDataset, bind_dataset, list_cases, patch_loader
 from petctfm.methods.promptable import prompts as P
-from petctfm.methods.promptable.config import CONFIG, KINDS
+from petctfm.methods.promptable.config import CONFIG, KINDS, PromptConfig
 from petctfm.methods.promptable.model import build_model, load_pretrained_encoder
 
 VAL_FILE = "val.jsonl"
@@ -151,31 +151,35 @@ def simulate_clicks(model: nn.Module, image: torch.Tensor, target: torch.Tensor,
 
 
 class PromptTask:
-    """Promptable segmentation as a TrainTask; ``config`` is saved beside the run and in every checkpoint."""
+    """Promptable segmentation as a TrainTask. ``config``: a dict or a :class:`~.config.PromptConfig`;
+    ``self.cfg`` is the typed config the task reads, ``self.config`` its dict form, saved beside the run and in
+    every checkpoint."""
 
-    def __init__(self, config: dict[str, Any], dataset: str | Path | None = None):
+    def __init__(self, config: dict[str, Any] | PromptConfig, dataset: str | Path | None = None):
+        if isinstance(config, PromptConfig):
+            config = config.to_dict()
         cfg, info = bind_dataset(config, dataset, validate_config)
         if info is not None:
             cfg["preprocessing"]["harmonize"] = {"spacing": info.get("spacing"), "ct_window": info.get("ct_window")}
         self.config = cfg
+        self.cfg = CONFIG.from_dict(cfg)
         self._loss = None
 
     def build_model(self) -> nn.Module:
         """Fresh model; the pretrained encoder (inflated to the prompt channels) when ``init.source`` is a run."""
         model = build_model(self.config)
-        init = self.config["init"]
-        if init["source"] != "scratch":
+        if self.cfg.init.source != "scratch":
             from petctfm.methods.segmentation.task import pretrained_config
 
-            pcfg, state, path = pretrained_config(init["source"])
-            if pcfg["model"]["backbone"] != self.config["model"]["backbone"]:
+            pcfg, state, path = pretrained_config(self.cfg.init.source)
+            if pcfg["model"]["backbone"] != self.cfg.model.backbone:
                 raise InputError(f"{path}: pretrained backbone {pcfg['model']['backbone']!r} != "
-                                 f"{self.config['model']['backbone']!r}")
-            load_pretrained_encoder(model, state, pcfg["data"]["mode"], self.config["data"]["mode"])
+                                 f"{self.cfg.model.backbone!r}")
+            load_pretrained_encoder(model, state, pcfg["data"]["mode"], self.cfg.data.mode)
         return model
 
     def dataset(self, rank: int = 0) -> PromptPatchDataset:
-        if not self.config.get("dataset"):
+        if not self.cfg.dataset:
             raise InputError("prompt-train needs a dataset (config 'dataset' or --data)")
         return PromptPatchDataset(self.config, rank=rank)
 
@@ -192,7 +196,7 @@ class PromptTask:
     def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         n_iter = int(batch["n_iter"][0])  # one count per batch (the first sample's draw)
         prompts = simulate_clicks(model, batch["image"], batch["target"], batch["prompts"], n_iter,
-                                  bool(batch["mask_only"][0]), float(self.config["clicks"]["click_radius"]))
+                                  bool(batch["mask_only"][0]), self.cfg.clicks.click_radius)
         logits = model(batch["image"], prompts)
         loss = self.loss_fn()(logits.float(), batch["target"])
         return loss, {"n_iter": float(n_iter)}
@@ -210,7 +214,7 @@ class PromptTask:
         prompts = batch["prompts"][:1].clone()
         prompts[:, P.NEG:] = 0  # the first click only (drop the sampled box)
         history: list = []
-        simulate_clicks(model, img, tgt, prompts, 3, click_radius=float(self.config["clicks"]["click_radius"]),
+        simulate_clicks(model, img, tgt, prompts, 3, click_radius=self.cfg.clicks.click_radius,
                         history=history)
         gt = tgt[0, 0].cpu().numpy() > 0.5
         dices = [voxel_overlap(pred[0], gt)["dice"] for pred, _ in history]
