@@ -62,6 +62,8 @@ def test_machinery_types_ranges_unknown_keys():
         Top.from_dict({"bogus": 1})
     d = apply_overrides(c, {"sub.free.x.y": 3, "name": "n", "seed": "7"})  # free-form dicts take any sub-key
     assert d.sub.free == {"x": {"y": 3}} and d.name == "n" and d.seed == 7 and c.sub.free == {}
+    e = apply_overrides(c, ["sub={kind: b}", "name=2020"])  # a whole section merges; a number may name a string
+    assert (e.sub.kind, e.sub.ratio, e.sub.sizes, e.name) == ("b", 0.25, (8, 8, 8), "2020")
     assert parse_overrides(["a.b=[1, 2]", ("c", None)]) == [("a.b", [1, 2]), ("c", None)]
     with pytest.raises(UsageError, match="key=value"):
         parse_overrides(["novalue"])

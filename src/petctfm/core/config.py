@@ -160,6 +160,8 @@ def _coerce(t: Any, v: Any) -> Any:
     if t is bool:
         if isinstance(v, bool):
             return v
+        if isinstance(v, int) and v in (0, 1):
+            return bool(v)
         if isinstance(v, str) and v.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
             return v.strip().lower() in ("true", "yes", "1")
         raise _WrongType
@@ -190,6 +192,8 @@ def _coerce(t: Any, v: Any) -> Any:
     if t is str:
         if isinstance(v, str):
             return v
+        if isinstance(v, (int, float)) and not isinstance(v, bool):  # YAML reads a split named 2020 as a number
+            return str(v)
         raise _WrongType
     if origin in (list, tuple) or t in (list, tuple):
         if not isinstance(v, (list, tuple)):
@@ -311,7 +315,9 @@ class TypedConfig:
                 node[parts[-1]] = copy.deepcopy(value)
                 return
             raise ConfigError(prefix + key, value, f"unknown config key; {prefix + head} has no sub-keys")
-        if isinstance(t, type) and issubclass(t, TypedConfig):
+        if isinstance(t, type) and issubclass(t, TypedConfig):  # a whole section: merged over the current one
+            if isinstance(value, Mapping):
+                value = deep_merge(current.to_dict(), dict(value))
             setattr(self, head, t.from_dict(value, prefix + head + "."))
             return
         field = next(f for f in dataclasses.fields(self) if f.name == head)  # type: ignore[arg-type]
