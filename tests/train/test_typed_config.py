@@ -125,6 +125,16 @@ def test_old_config_yaml_loads_unchanged():
     assert task == saved["task"] and train.to_dict() == saved["train"]
 
 
+def test_saved_values_keep_their_form():
+    """A resumed run compares its config with config.yaml value for value: loading must not retype values
+    (FratMAE fine-tuning stores the pretrained step as the checkpoint metadata's string)."""
+    from petctfm.methods.fratmae.config import FINETUNE_CONFIG
+
+    d = FINETUNE_CONFIG().to_dict()
+    d["init"] = {"source": "/x/model.safetensors", "method": "fratmae", "step": "2"}
+    assert FINETUNE_CONFIG.from_dict(d).check().to_dict()["init"] == d["init"]
+
+
 def test_batch_size_zero_and_memory_estimate():
     from petctfm.methods.early_fusion_mae.config import CONFIG
 

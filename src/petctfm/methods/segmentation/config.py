@@ -19,7 +19,7 @@ METHOD = "finetune_segmentation"
 class InitSection(TypedConfig):
     source: str = "scratch"  # "scratch" or the pretrained checkpoint's path
     method: str | None = None  # the pretrained run's method
-    step: int | None = None
+    step: Any = None  # the pretrained checkpoint's step as its metadata gives it (FratMAE: a string), or None
 
 
 @dataclass
