@@ -163,6 +163,7 @@ BATTERY = [
     (["pretrain"], ["--lr", "-1"], "--lr -1.0: must be > 0"),
     (["pretrain"], ["--lr", "nan"], "--lr nan: must be a finite number"),
     (["pretrain"], ["--max-steps", "-5"], "--max-steps -5: must be >= 1"),
+    (["pretrain"], ["--max-time", "-1"], "--max-time -1.0: must be > 0"),
     (["pretrain"], ["--set", "mask.ratio=2"], "mask.ratio=2.0: must be in [0, 1)"),
     (["pretrain"], ["--set", "mask.token=x"], "mask.token='x': must be one of zero, learnable"),
     (["pretrain"], ["--set", "train.lr=abc"], "train.lr='abc': must be a number"),

@@ -84,6 +84,10 @@ class TrainConfig(TypedConfig):
         return self
 
 
+#: TrainConfig fields whose API argument (and flag) has another name: ``max_time=`` / ``--max-time``.
+ARGUMENT_NAMES = {"max_time_s": "max_time"}
+
+
 def _named(cfg: TypedConfig, name: str, key: str, value: Any, prefix: str) -> None:
     """Set config ``key`` from the named Python argument ``name``; an error names the argument (``arg=``)."""
     try:
@@ -102,7 +106,7 @@ def train_config(base: TrainConfig | dict[str, Any] | None = None, options: Mapp
         if k not in names:
             raise UsageError(f"unknown trainer setting {k!r} (known: {', '.join(sorted(names))})", arg=k)
         if v is not None:
-            _named(cfg, k, k, v, PREFIX)
+            _named(cfg, ARGUMENT_NAMES.get(k, k), k, v, PREFIX)
     return apply_overrides(cfg, overrides)
 
 
