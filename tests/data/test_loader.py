@@ -8,7 +8,7 @@ import torch
 
 from petctfm.data import format as fmt
 from petctfm.data.loader import PatchConfig, PatchDataset, patch_loader
-from petctfm.core.errors import InputError
+from petctfm.core.errors import InputError, UsageError
 from toy_data import write_toy_dataset
 
 
@@ -88,5 +88,5 @@ def test_wrong_dataset_path_is_one_line_error(tmp_path):
     with pytest.raises(InputError) as e:
         _ds(tmp_path / "nope")
     assert "\n" not in str(e.value) and "nope" in str(e.value)
-    with pytest.raises(InputError, match="unknown mode"):
+    with pytest.raises(UsageError, match="data.mode='mri': must be one of joint, pet, ct"):  # a config value: exit 2
         PatchConfig.from_dict({"mode": "mri"})

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from petctfm.core.errors import InputError
+from petctfm.core.errors import UsageError
 from petctfm.data import format as fmt
 from petctfm.data.loader import LabeledPatchDataset, PatchConfig, PatchDataset
 from toy_data import write_toy_dataset
@@ -91,7 +91,7 @@ def test_suv_sampling_centres_on_hot_voxels_and_body_on_body(toy):
     assert abs(n_q / n_body - 0.5) < 0.05
     body = ds(sampling="body").foreground("toy000")
     assert len(body) == 4096 and (img[1][tuple(body.T)] > -500).all()
-    with pytest.raises(InputError, match="sampling"):
+    with pytest.raises(UsageError, match="data.sampling='lesion': must be one of suv, body"):
         PatchConfig.from_dict({"sampling": "lesion"})
-    with pytest.raises(InputError, match="hot_quantile"):
+    with pytest.raises(UsageError, match=r"data.hot_quantile=1.5: must be in \(0, 1\)"):
         PatchConfig.from_dict({"hot_quantile": 1.5})

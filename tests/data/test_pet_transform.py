@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from petctfm.core.errors import InputError
+from petctfm.core.errors import InputError, UsageError
 from petctfm.data import format as fmt
 from petctfm.data.loader import PatchConfig, PatchDataset, preprocessing_record
 from petctfm.harmonize.manifest import normalization_stats
@@ -53,7 +53,7 @@ def test_select_pet_transform_errors():
     no_stats = {k: {kk: v for kk, v in NORM[k].items() if kk != "log1p"} for k in NORM}
     with pytest.raises(InputError, match="harmonize --finalize"):
         fmt.select_pet_transform(no_stats, "log1p", "ds/dataset.json")
-    with pytest.raises(InputError, match="pet_transform"):
+    with pytest.raises(UsageError, match="data.pet_transform='log': must be one of clip, log1p"):
         PatchConfig.from_dict({"pet_transform": "log"})
 
 

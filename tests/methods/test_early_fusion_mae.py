@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from toy_data import write_toy_dataset
-from petctfm.core.errors import InputError
+from petctfm.core.errors import InputError, UsageError
 from petctfm.methods.early_fusion_mae.mae import (
     DEFAULT_CONFIG, EarlyFusionMAETask, block_mask_grid, border_discontinuity, build_model, mask_grid_shape,
     reconstruction_loss, voxel_mask,
@@ -165,15 +165,16 @@ def test_single_modality_modes(toy):
 def test_config_errors(toy, tmp_path):
     with pytest.raises(InputError, match="dataset folder not found"):
         EarlyFusionMAETask(tiny_config(), tmp_path / "missing")
-    with pytest.raises(InputError, match="mask ratio"):
+    # a wrong config value is a usage error (exit 2) naming the key, the value and what is allowed
+    with pytest.raises(UsageError, match=r"mask.ratio=1.5: must be in \[0, 1\)"):
         EarlyFusionMAETask(tiny_config(mask={"ratio": 1.5}), toy)
-    with pytest.raises(InputError, match="multiple of 32"):
+    with pytest.raises(UsageError, match=r"data.patch_size=\[48, 48, 48\]: .*multiple of 32"):
         EarlyFusionMAETask(tiny_config(model={"backbone": "swinunetr-base"}, data={"patch_size": [48, 48, 48]}), toy)
-    with pytest.raises(InputError, match=">= 64"):
+    with pytest.raises(UsageError, match=">= 64"):
         EarlyFusionMAETask(tiny_config(model={"backbone": "swinunetr-tiny"}), toy)
     cfg = tiny_config()
     set_dotted(cfg, "mask.ratio=0.75")
     set_dotted(cfg, "data.patch_size=[16,16,16]")
     assert cfg["mask"]["ratio"] == 0.75 and cfg["data"]["patch_size"] == [16, 16, 16]
-    with pytest.raises(InputError, match="unknown config key"):
+    with pytest.raises(UsageError, match="mask.ratoi=0.5: unknown config key"):
         set_dotted(cfg, "mask.ratoi=0.5")

@@ -15,7 +15,7 @@ import yaml
 
 from petctfm.cli.main import main
 from petctfm.core.config import deep_merge
-from petctfm.core.errors import InputError
+from petctfm.core.errors import InputError, UsageError
 from petctfm.data import format as fmt
 from petctfm.io.atomic import atomic_write_json
 from petctfm.methods.fratmae.context import UNK, Vocabulary, default_vocabulary, info_nce, metadata_words, positives
@@ -132,7 +132,7 @@ def test_coronal_and_axial_stacks_from_the_loader(toy):
     assert len(starts) == 1  # the stack is exactly every 2nd coronal slice of one 16-slice block
     axial = FratMAETask(tiny_config(data={"stack": "axial"}), toy).dataset()[5]["image"]
     assert axial.shape == (2, 32, 32, 8)
-    with pytest.raises(InputError, match="do not fit"):
+    with pytest.raises(UsageError, match="do not fit"):  # a config value: usage error (exit 2)
         FratMAETask(tiny_config(data={"depth": 20}), toy)
 
 
@@ -264,5 +264,5 @@ def test_cli_option_mixups_are_one_line_errors(toy, tmp_path, capsys):
     assert "--variant: not an option of --method early-fusion-mae" in capsys.readouterr().err
     assert main(["pretrain", "--data", str(toy), "--out", str(tmp_path / "b"), *ARGS, "--mode", "pet"]) == 2
     assert "--mode: not an option of --method fratmae" in capsys.readouterr().err
-    assert main(["pretrain", "--data", str(toy), "--out", str(tmp_path / "c"), *ARGS, "--patch", "7"]) == 3
-    assert "multiple of the patch size" in capsys.readouterr().err
+    assert main(["pretrain", "--data", str(toy), "--out", str(tmp_path / "c"), *ARGS, "--patch", "7"]) == 2
+    assert "model.patch=7: does not tile the stack" in capsys.readouterr().err

@@ -14,7 +14,7 @@ import torch
 
 from petctfm.cli.main import main
 from petctfm.core.config import deep_merge
-from petctfm.core.errors import InputError
+from petctfm.core.errors import UsageError
 from petctfm.data import format as fmt
 from petctfm.io.atomic import atomic_write_json
 from petctfm.methods.fratmae.finetune import DEFAULT_CONFIG as FT_CONFIG, FratMAEFinetuneTask, get_preset as ft_preset
@@ -159,7 +159,7 @@ def test_scratch_arm_and_errors(env, tmp_path, capsys):
     assert main(["finetune", "--data", str(data), "--out", str(tmp_path / "x"), "--init", str(frat), "--patch", "16",
                  *FAST]) == 2  # UsageError: exit 2, one line, worded as the flag
     assert "--patch: does not apply to FratMAE" in capsys.readouterr().err
-    with pytest.raises(InputError, match="patch side of 4, 8 or 16"):
+    with pytest.raises(UsageError, match="model.patch=6: must be one of 4, 8, 16"):
         FratMAEFinetuneTask(_seg_config(patch=6), data)
 
 

@@ -80,7 +80,7 @@ def test_wrong_dataset_path_is_one_line_error(tmp_path, capsys):
 def test_bad_option_values_are_one_line_errors(toy, tmp_path, capsys):
     rc = main(["pretrain", "--data", str(toy), "--out", str(tmp_path / "r"), "--preset", "tiny",
                "--set", "mask.ratoi=0.5"])
-    assert rc == 3 and "unknown config key" in capsys.readouterr().err
+    assert rc == 2 and "mask.ratoi=0.5: unknown config key" in capsys.readouterr().err  # usage error (exit 2)
     rc = main(["pretrain", "--data", str(toy), "--out", str(tmp_path / "r"), "--preset", "tiny",
                "--mask-block", "64"])
-    assert rc == 3 and "mask block" in capsys.readouterr().err
+    assert rc == 2 and "mask.block=64: must be <= every side of data.patch_size" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from petctfm.cli._common import add_train_args, train_config_from_args
-from petctfm.core.errors import InputError
+from petctfm.core.errors import InputError, UsageError
 from petctfm.train.checkpoint import latest_checkpoint, load_model
 from petctfm.train.config import TrainConfig, apply_overrides, split_train_overrides
 from petctfm.train.schedule import WarmupCosine
@@ -218,9 +218,10 @@ def test_cli_options_and_overrides():
     assert (c2.grad_accum, c2.compile, c2.max_time_s) == (4, True, None) and c.grad_accum == 1
     assert split_train_overrides(["train.lr=1", "mask.ratio=0.5", "seed=2"]) == (["train.lr=1"],
                                                                                 ["mask.ratio=0.5", "seed=2"])
-    with pytest.raises(InputError, match="unknown trainer setting"):
+    # a wrong key or value is a usage error (exit 2): one line naming the key, the value and what is allowed
+    with pytest.raises(UsageError, match="train.learning_rate=1: unknown config key; known in train: max_steps"):
         apply_overrides(c, ["learning_rate=1"])
-    with pytest.raises(InputError, match="train.grad_accum must be >= 1"):
+    with pytest.raises(UsageError, match=r"train.grad_accum=0: must be >= 1"):
         apply_overrides(c, ["grad_accum=0"])
-    with pytest.raises(InputError, match="train.max_steps: cannot use 'abc'"):
+    with pytest.raises(UsageError, match="train.max_steps='abc': must be an integer"):
         apply_overrides(c, ["max_steps=abc"])

@@ -39,7 +39,7 @@ import copy
 import itertools
 import os
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from petctfm.data import format as fmt
 from petctfm.data.augment import build_augment
+from petctfm.core.config import TypedConfig, setting
 from petctfm.core.errors import InputError
 
 MODES = {"joint": (0, 1), "pet": (0,), "ct": (1,)}
@@ -84,57 +85,64 @@ def bind_dataset(config: dict[str, Any], dataset: str | os.PathLike | None,
     return cfg, info
 
 
-@dataclass
-class PatchConfig:
-    """Everything that defines the patch stream (saved in the run's config)."""
+#: Bytes of a training step per input voxel of a patch and sample (input, activations, gradients), per backbone
+#: family: a rough lower bound from the peak memory of fp32 forward + backward + AdamW steps on CPU (2026-12-05:
+#: unet-resenc-tiny ~0.9 kB between 32^3 and 64^3 patches, unet-resenc ~2.4 kB between 64^3 and 96^3; SwinUNETR
+#: not measured, taken as unet-resenc). Used only to refuse a patch / batch that cannot fit, so it errs low.
+BYTES_PER_VOXEL = {"unet-resenc-tiny": 800, "unet-resenc": 2000, "swinunetr": 2000}
 
-    patch_size: tuple[int, int, int] = (96, 96, 96)
-    mode: str = "joint"  # joint | pet | ct
+
+def train_bytes_per_voxel(backbone: str) -> int:
+    """:data:`BYTES_PER_VOXEL` of ``backbone`` (by its family prefix; unknown: the largest)."""
+    for name in sorted(BYTES_PER_VOXEL, key=len, reverse=True):
+        if backbone.startswith(name):
+            return BYTES_PER_VOXEL[name]
+    return max(BYTES_PER_VOXEL.values())
+
+
+@dataclass
+class PatchConfig(TypedConfig):
+    """Everything that defines the patch stream (saved in the run's config). The allowed values sit next to
+    each field (:func:`petctfm.core.config.setting`); a wrong one is a one-line ConfigError (exit 2)."""
+
+    patch_size: tuple[int, int, int] = setting((96, 96, 96), ge=1)  # a scalar p is read as (p, p, p)
+    mode: str = setting("joint", choices=tuple(MODES))  # joint | pet | ct
     split: str = "train"  # which splits.json list to sample from ("all": every case folder)
-    fg_prob: float = 0.33  # probability of centring the patch on a candidate voxel (else uniform)
-    sampling: str = "suv"  # image-only candidates of unlabeled patches: suv (hot body voxels) | body
+    fg_prob: float = setting(0.33, ge=0, le=1)  # probability of centring the patch on a candidate voxel
+    sampling: str = setting("suv", choices=SAMPLING)  # image-only candidates: suv (hot body voxels) | body
     hot_suv: float = 4.0  # SUV threshold of a "hot" voxel (sampling "suv")
-    hot_quantile: float | None = None  # instead of hot_suv: this quantile of the case's body SUV, in (0, 1)
+    hot_quantile: float | None = setting(None, gt=0, lt=1)  # instead of hot_suv: this quantile of the body SUV
     body_hu: float = -500.0  # CT threshold of a body voxel
-    pet_transform: str = "clip"  # PET intensity before the z-score: clip (SUV in [0, 20]) | log1p
+    pet_transform: str = setting("clip", choices=fmt.PET_TRANSFORMS)  # clip (SUV in [0, 20]) | log1p
     augment: bool = True
-    flip_prob: float = 0.5  # per axis
-    affine_prob: float = 0.2
-    rotate_deg: float = 10.0  # max |rotation| per axis
-    scale_range: float = 0.1  # isotropic zoom in [1-s, 1+s]
-    intensity_prob: float = 0.5
-    intensity_scale: float = 0.1  # multiply by 1 + U(-s, s), per channel
-    intensity_shift: float = 0.1  # add U(-o, o) (normalized units), per channel
-    batch_size: int = 2
-    num_workers: int = 0
+    flip_prob: float = setting(0.5, ge=0, le=1)  # per axis
+    affine_prob: float = setting(0.2, ge=0, le=1)
+    rotate_deg: float = setting(10.0, ge=0)  # max |rotation| per axis
+    scale_range: float = setting(0.1, ge=0, lt=1)  # isotropic zoom in [1-s, 1+s]
+    intensity_prob: float = setting(0.5, ge=0, le=1)
+    intensity_scale: float = setting(0.1, ge=0)  # multiply by 1 + U(-s, s), per channel
+    intensity_shift: float = setting(0.1, ge=0)  # add U(-o, o) (normalized units), per channel
+    batch_size: int = setting(2, ge=1)
+    num_workers: int = setting(0, ge=0)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PatchConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
-        if unknown:
-            raise InputError(f"unknown data option(s): {', '.join(sorted(unknown))}")
-        d = dict(d)
-        if "patch_size" in d:
-            p = d["patch_size"]
-            d["patch_size"] = tuple(int(v) for v in (p if isinstance(p, (list, tuple)) else (p, p, p)))
-        cfg = cls(**d)
-        if cfg.mode not in MODES:
-            raise InputError(f"unknown mode {cfg.mode!r}; choose joint, pet or ct")
-        if cfg.pet_transform not in fmt.PET_TRANSFORMS:
-            raise InputError(f"unknown data.pet_transform {cfg.pet_transform!r}; choose "
-                             f"{', '.join(fmt.PET_TRANSFORMS)}")
-        if cfg.sampling not in SAMPLING:
-            raise InputError(f"unknown data.sampling {cfg.sampling!r}; choose {' or '.join(SAMPLING)}")
-        if cfg.hot_quantile is not None and not 0 < float(cfg.hot_quantile) < 1:
-            raise InputError(f"data.hot_quantile must be in (0, 1), got {cfg.hot_quantile}")
-        return cfg
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["patch_size"] = list(self.patch_size)
+    def prepare(cls, d: dict[str, Any]) -> dict[str, Any]:
+        p = d.get("patch_size")
+        if p is not None and not isinstance(p, (list, tuple, dict)):
+            d = {**d, "patch_size": [p, p, p]}
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None, prefix: str = "data.") -> "PatchConfig":  # type: ignore[override]
+        """A checked config; an unknown key or a wrong value is a one-line ConfigError naming ``data.<key>``."""
+        return super().from_dict(d, prefix).check(prefix)
+
+    def train_bytes(self, backbone: str, batch_size: int | None = None) -> int:
+        """A rough lower bound of one training step's memory: bytes per voxel of ``backbone``
+        (:func:`train_bytes_per_voxel`) x patch voxels x samples (``batch_size``, default this config's)."""
+        n = int(self.patch_size[0]) * int(self.patch_size[1]) * int(self.patch_size[2])
+        return train_bytes_per_voxel(backbone) * n * int(batch_size or self.batch_size)
 
 
 def list_cases(root: str | os.PathLike, split: str) -> list[str]:

@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from petctfm.core.config import Overrides
+from petctfm.methods.early_fusion_mae.config import CONFIG
 from petctfm.methods.early_fusion_mae.presets import get_preset
 from petctfm.train.config import base_configs, bind_dataset_path, TrainConfig, finish_configs, run_options
 
-#: Named options of :func:`pretrain` (the ``petctfm pretrain`` flags) -> (config section, key).
-NAMED_OPTIONS: dict[str, tuple[str, str]] = {
-    "mode": ("data", "mode"), "backbone": ("model", "backbone"), "patch": ("data", "patch_size"),
-    "mask_ratio": ("mask", "ratio"), "mask_block": ("mask", "block"), "mask_token": ("mask", "token"),
-    "w_masked": ("loss", "w_masked"), "w_visible": ("loss", "w_visible"), "loss": ("loss", "kind"),
+#: Named options of :func:`pretrain` (the ``petctfm pretrain`` flags) -> dotted config key (``patch``: one
+#: side, the patch is cubic). A wrong value is a one-line ConfigError naming the argument (``patch=-8: ...``).
+NAMED_OPTIONS: dict[str, str] = {
+    "mode": "data.mode", "backbone": "model.backbone", "patch": "data.patch_size", "mask_ratio": "mask.ratio",
+    "mask_block": "mask.block", "mask_token": "mask.token", "w_masked": "loss.w_masked",
+    "w_visible": "loss.w_visible", "loss": "loss.kind",
 }
 
 
@@ -31,14 +33,10 @@ def pretrain_configs(dataset: str | Path | None, out: str | Path, preset: str | 
                      max_steps: int | None = None, max_time: float | None = None, resume: bool = False,
                      overrides: Overrides = None, **config: Any) -> tuple[dict[str, Any], TrainConfig]:
     """(task config, TrainConfig) of a pretraining run; the arguments are those of :func:`pretrain`."""
-    from petctfm.methods.early_fusion_mae.mae import DEFAULT_CONFIG
-
-    named = {NAMED_OPTIONS[k]: config.pop(k) for k in list(config) if k in NAMED_OPTIONS}
-    if named.get(("data", "patch_size")):
-        named[("data", "patch_size")] = [int(named[("data", "patch_size")])] * 3
-    task_cfg, train_base, _ = base_configs(out, resume, preset, get_preset, DEFAULT_CONFIG)
+    named = {k: (NAMED_OPTIONS[k], config.pop(k)) for k in list(config) if k in NAMED_OPTIONS}
+    task_cfg, train_base, _ = base_configs(out, resume, preset, get_preset, CONFIG)
     bind_dataset_path(task_cfg, dataset)
-    return finish_configs(task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
+    return finish_configs(CONFIG, task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
 
 
 def pretrain(dataset: str | Path | None, out: str | Path, preset: str | None = None, *,

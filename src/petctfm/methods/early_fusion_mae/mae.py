@@ -49,43 +49,24 @@ import torch
 from torch import nn
 
 from petctfm.data import format as fmt
-from petctfm.data.loader import MODES, PatchConfig, PatchDataset, bind_dataset, patch_loader
+from petctfm.core.config import build_config
 from petctfm.core.device import unwrap_model
 from petctfm.core.errors import InputError
-from petctfm.models.backbones import build_backbone, check_patch_size
-
-METHOD = "early_fusion_mae"
+from petctfm.data.loader import MODES, PatchDataset, bind_dataset, patch_loader
+from petctfm.methods.early_fusion_mae.config import CONFIG, METHOD, EarlyFusionMAEConfig
+from petctfm.models.backbones import build_backbone
 
 # ------------------------------------------------------------------------------------------------ config
+# The typed config (sections, allowed values, cross-field checks) is in config.py; its dict form is the
+# config saved with a run and read by the model builder.
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "method": METHOD,
-    "seed": 0,
-    "dataset": None,  # path of the harmonized dataset (training only; not needed to rebuild the model)
-    "model": {"backbone": "swinunetr-base", "overrides": {}},  # overrides: MONAI constructor arguments
-    "mask": {"ratio": 0.6, "block": 16, "token": "zero"},  # token: zero | learnable
-    "loss": {"w_masked": 1.0, "w_visible": 0.1, "kind": "l2"},  # kind: l2 | l1
-    "data": PatchConfig().to_dict(),
-    "preprocessing": None,  # filled from dataset.json: channels + normalization statistics
-}
+DEFAULT_CONFIG: dict[str, Any] = CONFIG().to_dict()
 
 
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Check a full config (after presets and overrides); returns it. Errors are one-line InputErrors."""
-    data = PatchConfig.from_dict(cfg["data"])
-    mask, loss, model = cfg["mask"], cfg["loss"], cfg["model"]
-    if not 0.0 <= float(mask["ratio"]) < 1.0:
-        raise InputError(f"mask ratio must be in [0, 1), got {mask['ratio']}")
-    if int(mask["block"]) < 1 or any(int(mask["block"]) > p for p in data.patch_size):
-        raise InputError(f"mask block {mask['block']} must be >= 1 and <= the patch size {data.patch_size}")
-    if mask["token"] not in ("zero", "learnable"):
-        raise InputError(f"mask token must be 'zero' or 'learnable', got {mask['token']!r}")
-    if loss["kind"] not in ("l1", "l2"):
-        raise InputError(f"loss kind must be 'l1' or 'l2', got {loss['kind']!r}")
-    if float(loss["w_masked"]) < 0 or float(loss["w_visible"]) < 0 or float(loss["w_masked"]) + float(loss["w_visible"]) == 0:
-        raise InputError("loss weights must be >= 0 and not both 0")
-    check_patch_size(model["backbone"], data.patch_size)
-    cfg["data"] = data.to_dict()
+    """Check a full config dict (after presets and overrides) against :data:`CONFIG`; returns it, normalized
+    in place (patch size as a list of 3). Errors are one-line ConfigErrors (UsageError, exit 2)."""
+    cfg.update(build_config(CONFIG, cfg).to_dict())
     return cfg
 
 
@@ -254,12 +235,16 @@ def save_figure(x: torch.Tensor, x_in: torch.Tensor, pred: torch.Tensor, channel
 
 
 class EarlyFusionMAETask:
-    """The early-fusion MAE as a TrainTask. ``config`` (a plain dict) fully describes model, masking,
-    loss, data and preprocessing; it is saved beside the run and in every checkpoint."""
+    """The early-fusion MAE as a TrainTask. ``config`` (a dict or an :class:`EarlyFusionMAEConfig`) fully
+    describes model, masking, loss, data and preprocessing. ``self.cfg`` is the typed config the task reads;
+    ``self.config`` its dict form, saved beside the run and in every checkpoint."""
 
-    def __init__(self, config: dict[str, Any], dataset: str | Path | None = None):
+    def __init__(self, config: dict[str, Any] | EarlyFusionMAEConfig, dataset: str | Path | None = None):
+        if isinstance(config, EarlyFusionMAEConfig):
+            config = config.to_dict()
         self.config, _ = bind_dataset(config, dataset, validate_config)  # + the dataset's normalization record
-        self.data_cfg = PatchConfig.from_dict(self.config["data"])
+        self.cfg = CONFIG.from_dict(self.config)
+        self.data_cfg = self.cfg.data
 
     # -- TrainTask -----------------------------------------------------------------------------------
 
@@ -267,16 +252,15 @@ class EarlyFusionMAETask:
         return build_model(self.config)
 
     def dataset(self, rank: int = 0) -> PatchDataset:
-        if not self.config.get("dataset"):
+        if not self.cfg.dataset:
             raise InputError("no dataset given (config 'dataset' or --data)")
-        grid = mask_grid_shape(self.data_cfg.patch_size, int(self.config["mask"]["block"]))
-        ratio = float(self.config["mask"]["ratio"])
+        grid = mask_grid_shape(self.data_cfg.patch_size, self.cfg.mask.block)
+        ratio = self.cfg.mask.ratio
 
         def add_mask(rng: np.random.Generator, item: dict[str, Any]) -> None:
             item["mask"] = torch.from_numpy(block_mask_grid(rng, grid, ratio))
 
-        return PatchDataset(self.config["dataset"], self.data_cfg, seed=int(self.config["seed"]), rank=rank,
-                            extra=add_mask)
+        return PatchDataset(self.cfg.dataset, self.data_cfg, seed=self.cfg.seed, rank=rank, extra=add_mask)
 
     def batches(self, rank: int, world_size: int, start_sample: int) -> Iterator[dict[str, torch.Tensor]]:
         """Batches ``{"image": (B, C, px, py, pz), "mask": (B, gx, gy, gz) bool, "index": (B,)}``."""
@@ -285,10 +269,10 @@ class EarlyFusionMAETask:
     def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         x = batch["image"]  # the trainer moved it to the device (channels_last_3d if configured)
         pred = model(x, batch["mask"])
-        mask = voxel_mask(batch["mask"], int(self.config["mask"]["block"]), tuple(x.shape[2:]))
-        lc = self.config["loss"]
+        mask = voxel_mask(batch["mask"], self.cfg.mask.block, tuple(x.shape[2:]))
+        lc = self.cfg.loss
         names = [fmt.CHANNELS[i].lower() for i in MODES[self.data_cfg.mode]]
-        return reconstruction_loss(pred, x, mask, float(lc["w_masked"]), float(lc["w_visible"]), lc["kind"], names)
+        return reconstruction_loss(pred, x, mask, lc.w_masked, lc.w_visible, lc.kind, names)
 
     @torch.no_grad()
     def on_checkpoint(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int, run_dir: Path) -> None:
@@ -302,14 +286,15 @@ class EarlyFusionMAETask:
             pred = m.backbone(x_in)
         finally:
             m.train(was_training)
-        channels = (self.config.get("preprocessing") or {}).get("channels") or [
-            fmt.CHANNELS[i] for i in MODES[self.config["data"]["mode"]]]
+        channels = (self.cfg.preprocessing or {}).get("channels") or [
+            fmt.CHANNELS[i] for i in MODES[self.data_cfg.mode]]
         save_figure(x[0], x_in[0], pred[0], list(channels), Path(run_dir) / "figures" / f"recon_step{step:07d}.png",
                     title=f"step {step}")
 
 
 __all__ = [
-    "METHOD", "DEFAULT_CONFIG", "validate_config", "block_mask_grid", "mask_grid_shape", "voxel_mask", "impute",
+    "METHOD", "CONFIG", "DEFAULT_CONFIG", "validate_config", "block_mask_grid", "mask_grid_shape", "voxel_mask",
+    "impute",
     "EarlyFusionMAE", "build_model", "reconstruction_loss", "border_discontinuity", "save_figure",
     "EarlyFusionMAETask",
 ]

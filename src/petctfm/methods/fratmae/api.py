@@ -15,15 +15,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from petctfm.core.config import Overrides
-from petctfm.core.errors import InputError
+from petctfm.core.config import ConfigError, Overrides
 from petctfm.methods.fratmae.presets import get_preset
 from petctfm.train.config import base_configs, bind_dataset_path, TrainConfig, finish_configs, run_options
 
-#: Named options -> (config section, key).
-NAMED_OPTIONS: dict[str, tuple[str, str]] = {
-    "mask_ratio": ("mask", "ratio"), "patch": ("model", "patch"), "stack": ("data", "stack"),
-    "k": ("data", "k"), "norm_pix": ("loss", "norm_pix"), "context_weight": ("context_align", "weight"),
+#: Named options -> dotted config key.
+NAMED_OPTIONS: dict[str, str] = {
+    "mask_ratio": "mask.ratio", "patch": "model.patch", "stack": "data.stack", "k": "data.k",
+    "norm_pix": "loss.norm_pix", "context_weight": "context_align.weight",
 }
 
 
@@ -31,16 +30,17 @@ def pretrain_configs(dataset: str | Path | None, out: str | Path, preset: str | 
                      variant: str | None = None, max_steps: int | None = None, max_time: float | None = None,
                      resume: bool = False, overrides: Overrides = None, **config: Any) -> tuple[dict[str, Any], TrainConfig]:
     """(task config, TrainConfig) of a FratMAE run; arguments as :func:`pretrain_fratmae`."""
-    from petctfm.methods.fratmae.fratmae import DEFAULT_CONFIG, VARIANTS
+    from petctfm.methods.fratmae.config import CONFIG
+    from petctfm.methods.fratmae.fratmae import VARIANTS
 
-    named = {NAMED_OPTIONS[k]: config.pop(k) for k in list(config) if k in NAMED_OPTIONS}
-    task_cfg, train_base, _ = base_configs(out, resume, preset, get_preset, DEFAULT_CONFIG)
+    named = {k: (NAMED_OPTIONS[k], config.pop(k)) for k in list(config) if k in NAMED_OPTIONS}
+    task_cfg, train_base, _ = base_configs(out, resume, preset, get_preset, CONFIG)
     if variant is not None:
         if variant not in VARIANTS:
-            raise InputError(f"unknown FratMAE variant {variant!r}; choose {', '.join(VARIANTS)}")
-        named[("model", "arch")], named[("context_align", "enabled")] = VARIANTS[variant]
+            raise ConfigError("variant", variant, f"must be one of {', '.join(VARIANTS)}", arg="variant")
+        task_cfg["model"]["arch"], task_cfg["context_align"]["enabled"] = VARIANTS[variant]
     bind_dataset_path(task_cfg, dataset)
-    return finish_configs(task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
+    return finish_configs(CONFIG, task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
 
 
 def pretrain_fratmae(dataset: str | Path | None, out: str | Path, preset: str | None = None, *,

@@ -29,12 +29,12 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from petctfm.core.config import Overrides, deep_merge, pick_preset
+from petctfm.core.config import Overrides, build_config, deep_merge, pick_preset
 from petctfm.core.errors import InputError
 from petctfm.data.loader import LabeledPatchDataset, PatchConfig, bind_dataset, patch_loader
+from petctfm.methods.fratmae.config import FINETUNE_CONFIG, FratMAEFinetuneConfig
 from petctfm.methods.fratmae.presets import get_preset as pretrain_preset
-from petctfm.methods.fratmae.segment import (BACKBONE, METHOD, WHOLE_VOLUME, LabeledStackDataset, SegStackConfig,
-                                             build_model, decoder_levels)
+from petctfm.methods.fratmae.segment import LabeledStackDataset, build_model
 from petctfm.methods.segmentation.model import freeze_encoder
 from petctfm.methods.segmentation.task import FinetuneTask, resolve_subset
 from petctfm.train.checkpoint import read_weights, resolve_weights
@@ -44,20 +44,8 @@ PRETRAIN_METHOD = "fratmae"
 MODEL_KEYS = ("arch", "patch", "dim", "depth", "heads")
 STACK_KEYS = ("grid", "stack", "depth", "k")
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "method": METHOD,
-    "seed": 0,
-    "dataset": None,
-    "model": {"backbone": BACKBONE, "arch": "fratmae", "patch": 16, "dim": 768, "depth": 12, "heads": 12,
-              "feature_size": 16, "norm": "instance"},
-    "init": {"source": "scratch", "method": None, "step": None},
-    "subset": {"name": "train", "cases": []},
-    "optim": {"freeze_encoder": False, "layer_decay": 1.0},
-    "loss": {"lambda_dice": 1.0, "lambda_ce": 1.0},
-    "val": {"split": "val", "overlap": 0.5, "sw_batch_size": 1, "stack_batch": 4},  # overlap: native crops only
-    "data": {**SegStackConfig().to_dict(), "patch_size": list(WHOLE_VOLUME)},
-    "preprocessing": None,
-}
+# The typed config (sections, allowed values, cross-field checks) is in config.py.
+DEFAULT_CONFIG: dict[str, Any] = FINETUNE_CONFIG().to_dict()
 
 #: Fine-tuning presets (the paper: AdamW lr 1e-4, batch 16, Dice + CE; warm-up ours). Model sizes of a
 #: scratch run come from the FratMAE pretraining preset of the same name.
@@ -73,11 +61,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                       "checkpoint_every": 500, "figure_every": 500, "num_workers": 8}},
 }
 
-#: Named options of :func:`finetune_fratmae` -> (config section, key).
-NAMED_OPTIONS: dict[str, tuple[str, str]] = {
-    "fg_prob": ("data", "fg_prob"), "freeze_encoder": ("optim", "freeze_encoder"),
-    "layer_decay": ("optim", "layer_decay"), "stack": ("data", "stack"), "feature_size": ("model", "feature_size"),
-    "crop": ("data", "crop"),
+#: Named options of :func:`finetune_fratmae` -> dotted config key.
+NAMED_OPTIONS: dict[str, str] = {
+    "fg_prob": "data.fg_prob", "freeze_encoder": "optim.freeze_encoder", "layer_decay": "optim.layer_decay",
+    "stack": "data.stack", "feature_size": "model.feature_size", "crop": "data.crop",
 }
 
 
@@ -92,21 +79,9 @@ def get_preset(name: str) -> dict[str, Any]:
 
 
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Check a full fine-tuning config; one-line InputErrors."""
-    from petctfm.methods.fratmae.vit import token_grid
-
-    data = SegStackConfig.from_dict(cfg["data"])
-    m = cfg["model"]
-    if m["arch"] not in ("fratmae", "mae"):
-        raise InputError(f"model.arch must be 'fratmae' or 'mae', got {m['arch']!r}")
-    decoder_levels(int(m["patch"]))
-    try:
-        token_grid(data.stack_shape(), int(m["patch"]))
-    except ValueError as exc:
-        raise InputError(f"stack {data.stack_shape()}: {exc}") from None
-    if not 0.0 < float(cfg["optim"]["layer_decay"]) <= 1.0:
-        raise InputError(f"layer decay must be in (0, 1], got {cfg['optim']['layer_decay']}")
-    cfg["data"] = data.to_dict()
+    """Check a full fine-tuning config dict against :data:`FINETUNE_CONFIG`; returns it, normalized in place
+    (``data.patch_size`` follows ``data.crop``). One-line ConfigErrors (UsageError, exit 2)."""
+    cfg.update(build_config(FINETUNE_CONFIG, cfg).to_dict())
     return cfg
 
 
@@ -128,12 +103,15 @@ def is_fratmae_source(init: str | Path | None) -> bool:
 class FratMAEFinetuneTask(FinetuneTask):
     """FratMAE fine-tuning as a TrainTask (module docstring); loss and validation from ``FinetuneTask``."""
 
-    def __init__(self, config: dict[str, Any], dataset: str | Path | None = None):
+    def __init__(self, config: dict[str, Any] | FratMAEFinetuneConfig, dataset: str | Path | None = None):
+        if isinstance(config, FratMAEFinetuneConfig):
+            config = config.to_dict()
         cfg, info = bind_dataset(config, dataset, validate_config)
         if info is not None and not cfg["subset"]["cases"]:
             cfg["subset"]["name"], cfg["subset"]["cases"] = resolve_subset(cfg["dataset"])
         self.config = cfg
-        self.data_cfg = SegStackConfig.from_dict(cfg["data"])
+        self.cfg = FINETUNE_CONFIG.from_dict(cfg)  # typed; its data section is a SegStackConfig
+        self.data_cfg = self.cfg.data
         self._loss = None
 
     def build_model(self) -> nn.Module:
@@ -141,29 +119,28 @@ class FratMAEFinetuneTask(FinetuneTask):
         from petctfm.models.encoders import load_encoder
 
         model = build_model(self.config)
-        src = self.config["init"]["source"]
+        src = self.cfg.init.source
         if src != "scratch":
             state, pcfg, _ = read_weights(resolve_weights(src))
             check_compatible(self.config, pcfg, src)
             load_encoder(model, state)
-        if self.config["optim"]["freeze_encoder"]:
+        if self.cfg.optim.freeze_encoder:
             freeze_encoder(model)
         return model
 
     def dataset(self, rank: int = 0) -> LabeledStackDataset | LabeledPatchDataset:
         """Native crops: the fine-tuning patch stream with stack-shaped patches; resized: whole-body stacks."""
-        if not self.config.get("dataset"):
+        if not self.cfg.dataset:
             raise InputError("no dataset given (config 'dataset' or --data)")
         d = self.data_cfg
         if d.crop == "native":
             patches = PatchConfig(patch_size=d.stack_shape(), mode="joint", split=d.split, fg_prob=d.fg_prob,
                                   pet_transform=d.pet_transform, augment=d.augment, batch_size=d.batch_size,
                                   num_workers=d.num_workers)
-            return LabeledPatchDataset(self.config["dataset"], patches, self.config["subset"]["cases"],
-                                       seed=int(self.config["seed"]), rank=rank)
-        return LabeledStackDataset(self.config["dataset"], self.data_cfg, self.config["subset"]["cases"],
-                                   self.config["preprocessing"]["normalization"], seed=int(self.config["seed"]),
-                                   rank=rank)
+            return LabeledPatchDataset(self.cfg.dataset, patches, self.cfg.subset.cases, seed=self.cfg.seed,
+                                       rank=rank)
+        return LabeledStackDataset(self.cfg.dataset, self.data_cfg, self.cfg.subset.cases,
+                                   self.cfg.preprocessing["normalization"], seed=self.cfg.seed, rank=rank)
 
     def batches(self, rank: int, world_size: int, start_sample: int) -> Iterator[dict[str, torch.Tensor]]:
         """``{"image": (B, 2, *stack), "label": (B, 1, *stack) int64, "index": (B,)}``."""
@@ -189,8 +166,8 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
                      max_steps: int | None = None, max_time: float | None = None, resume: bool = False,
                      overrides: Overrides = None, **config: Any) -> tuple[dict[str, Any], TrainConfig]:
     """(task config, TrainConfig) of a FratMAE fine-tuning run; arguments as :func:`finetune_fratmae`."""
-    named = {NAMED_OPTIONS[k]: config.pop(k) for k in list(config) if k in NAMED_OPTIONS}
-    task_cfg, train_base, resumed = base_configs(out, resume, preset, get_preset, DEFAULT_CONFIG)
+    named = {k: (NAMED_OPTIONS[k], config.pop(k)) for k in list(config) if k in NAMED_OPTIONS}
+    task_cfg, train_base, resumed = base_configs(out, resume, preset, get_preset, FINETUNE_CONFIG)
     if not resumed:
         if init is None or str(init) == "scratch":
             task_cfg["init"] = {"source": "scratch", "method": None, "step": None}
@@ -200,14 +177,15 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
             check_compatible({"model": {k: pcfg.get("model", {}).get(k) for k in MODEL_KEYS}}, pcfg, path)
             task_cfg["model"].update({k: pcfg["model"][k] for k in MODEL_KEYS})
             task_cfg["data"].update({k: copy.deepcopy(pcfg["data"][k]) for k in STACK_KEYS})
-            if named.get(("data", "stack")) not in (None, pcfg["data"]["stack"]):
+            if named.get("stack", (None, None))[1] not in (None, pcfg["data"]["stack"]):
                 raise InputError(f"{path}: pretrained on {pcfg['data']['stack']} stacks; fine-tune on the same")
             task_cfg["init"] = {"source": str(path), "method": PRETRAIN_METHOD, "step": meta.get("step")}
     bind_dataset_path(task_cfg, dataset)
     if not resumed or fraction is not None or kshot is not None:
         name, cases = resolve_subset(task_cfg["dataset"], fraction, kshot)
         task_cfg["subset"] = {"name": name, "cases": cases}
-    return finish_configs(task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
+    return finish_configs(FINETUNE_CONFIG, task_cfg, train_base, named, overrides,
+                          run_options(config, max_steps, max_time))
 
 
 def finetune_fratmae(dataset: str | Path | None, out: str | Path, init: str | Path | None = None,

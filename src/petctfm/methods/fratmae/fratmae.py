@@ -37,15 +37,16 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from petctfm.core.config import build_config
 from petctfm.core.device import unwrap_model
 from petctfm.core.errors import InputError
 from petctfm.data.loader import bind_dataset, patch_loader
 from petctfm.methods.early_fusion_mae.mae import save_figure
-from petctfm.methods.fratmae.context import TEXT_LEN, TextEncoder, Vocabulary, default_vocabulary, global_info_nce
+from petctfm.methods.fratmae.config import CONFIG, METHOD, FratMAEConfig
+from petctfm.methods.fratmae.context import TEXT_LEN, TextEncoder, Vocabulary, global_info_nce
 from petctfm.methods.fratmae.stacks import StackConfig, StackDataset
 from petctfm.methods.fratmae.vit import Block, TwinViT, init_weights, patchify, sincos_3d, token_grid, unpatchify
 
-METHOD = "fratmae"
 MODALITIES = ("pet", "ct")
 #: Table 3 rows -> (model.arch, context_align.enabled)
 VARIANTS = {"mae": ("mae", False), "mae+ca": ("mae", True), "fratmae-noca": ("fratmae", False),
@@ -53,42 +54,14 @@ VARIANTS = {"mae": ("mae", False), "mae+ca": ("mae", True), "fratmae-noca": ("fr
 
 # ------------------------------------------------------------------------------------------------ config
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "method": METHOD,
-    "seed": 0,
-    "dataset": None,
-    "model": {"arch": "fratmae", "patch": 16, "dim": 768, "depth": 12, "heads": 12,
-              "decoder_dim": 512, "decoder_depth": 8, "decoder_heads": 16},
-    "mask": {"ratio": 0.5},
-    "loss": {"norm_pix": False},
-    "context_align": {"enabled": True, "weight": 1.0, "dim": 256, "depth": 4, "heads": 4, "proj_dim": 512,
-                      "tau_init": 0.07, "vocab": None},  # vocab None: the fixed default, written at start
-    "data": StackConfig().to_dict(),
-    "preprocessing": None,
-}
+# The typed config (sections, allowed values, cross-field checks) is in config.py.
+DEFAULT_CONFIG: dict[str, Any] = CONFIG().to_dict()
 
 
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Check a full config; fills ``context_align.vocab`` with the default vocabulary when unset."""
-    data = StackConfig.from_dict(cfg["data"])
-    m, ca = cfg["model"], cfg["context_align"]
-    if m["arch"] not in ("fratmae", "mae"):
-        raise InputError(f"model.arch must be 'fratmae' or 'mae', got {m['arch']!r}")
-    try:
-        token_grid(data.stack_shape(), int(m["patch"]))
-    except ValueError as exc:
-        raise InputError(f"stack {data.stack_shape()}: {exc}") from None
-    for w, h in ((m["dim"], m["heads"]), (m["decoder_dim"], m["decoder_heads"]), (ca["dim"], ca["heads"])):
-        if int(w) % int(h) or int(w) < 6:
-            raise InputError(f"width {w} must be >= 6 and a multiple of its heads {h}")
-    if not 0.0 < float(cfg["mask"]["ratio"]) < 1.0:
-        raise InputError(f"mask ratio must be in (0, 1), got {cfg['mask']['ratio']}")
-    if float(ca["weight"]) < 0 or not float(ca["tau_init"]) > 0:
-        raise InputError("context_align.weight must be >= 0 and tau_init > 0")
-    if ca.get("vocab") is None:
-        ca["vocab"] = default_vocabulary()
-    Vocabulary(ca["vocab"])
-    cfg["data"] = data.to_dict()
+    """Check a full config dict against :data:`CONFIG`; fills ``context_align.vocab`` with the default
+    vocabulary when unset; returns it, normalized in place. One-line ConfigErrors (UsageError, exit 2)."""
+    cfg.update(build_config(CONFIG, cfg).to_dict())
     return cfg
 
 
@@ -285,22 +258,25 @@ def fratmae_loss(model: FratMAE, out: dict[str, torch.Tensor], image: torch.Tens
 
 
 class FratMAETask:
-    """FratMAE as a TrainTask; ``config`` (a plain dict, saved with the run and in every checkpoint) holds the
-    model, masking, loss, ContextAlign (with its vocabulary), stack stream and preprocessing."""
+    """FratMAE as a TrainTask; ``config`` (a dict or a :class:`~.config.FratMAEConfig`) holds the model,
+    masking, loss, ContextAlign (with its vocabulary), stack stream and preprocessing. ``self.cfg`` is the typed
+    config the task reads; ``self.config`` its dict form, saved with the run and in every checkpoint."""
 
-    def __init__(self, config: dict[str, Any], dataset: str | Path | None = None):
+    def __init__(self, config: dict[str, Any] | FratMAEConfig, dataset: str | Path | None = None):
+        if isinstance(config, FratMAEConfig):
+            config = config.to_dict()
         self.config, _ = bind_dataset(config, dataset, validate_config)
-        self.data_cfg = StackConfig.from_dict(self.config["data"])
+        self.cfg = CONFIG.from_dict(self.config)
+        self.data_cfg = self.cfg.data  # a StackConfig
 
     def build_model(self) -> nn.Module:
         return build_model(self.config)
 
     def dataset(self, rank: int = 0) -> StackDataset:
-        if not self.config.get("dataset"):
+        if not self.cfg.dataset:
             raise InputError("no dataset given (config 'dataset' or --data)")
-        return StackDataset(self.config["dataset"], self.data_cfg, n_tokens(self.config),
-                            float(self.config["mask"]["ratio"]), Vocabulary(self.config["context_align"]["vocab"]),
-                            seed=int(self.config["seed"]), rank=rank)
+        return StackDataset(self.cfg.dataset, self.data_cfg, n_tokens(self.config), self.cfg.mask.ratio,
+                            Vocabulary(self.cfg.context_align.vocab), seed=self.cfg.seed, rank=rank)
 
     def batches(self, rank: int, world_size: int, start_sample: int) -> Iterator[dict[str, torch.Tensor]]:
         """Batches of :class:`~.stacks.StackDataset` items: image (B, 2, X, Y, Z), target (B,), perm (B, N),
@@ -320,7 +296,7 @@ class FratMAETask:
         m.eval()
         try:
             x, perm = batch["image"][:1], batch["perm"][:1]
-            norm_pix = bool(self.config["loss"]["norm_pix"])
+            norm_pix = self.cfg.loss.norm_pix
             if m.arch == "mae":
                 x_in, rec = m.reconstruct(x, batch["target"][:1], perm, norm_pix)
             else:

@@ -17,8 +17,8 @@ from petctfm.core.errors import InputError
 from petctfm.methods.promptable.presets import get_preset
 from petctfm.train.config import base_configs, bind_dataset_path, TrainConfig, finish_configs, run_options
 
-NAMED_OPTIONS: dict[str, tuple[str, str]] = {"mode": ("data", "mode"), "patch": ("data", "patch_size"),
-                                             "design": ("model", "design")}
+#: Named options of :func:`prompt_train` -> dotted config key (``patch``: one side, cubic).
+NAMED_OPTIONS: dict[str, str] = {"mode": "data.mode", "patch": "data.patch_size", "design": "model.design"}
 
 
 def prompt_train_configs(dataset: str | Path | None, out: str | Path, init: str | Path | None = None,
@@ -26,11 +26,11 @@ def prompt_train_configs(dataset: str | Path | None, out: str | Path, init: str 
                          max_steps: int | None = None, max_time: float | None = None, resume: bool = False,
                          overrides: Overrides = None, **config: Any) -> tuple[dict[str, Any], TrainConfig]:
     """(task config, TrainConfig) of a prompt-training run; arguments as :func:`prompt_train`."""
-    from petctfm.methods.promptable.task import DEFAULT_CONFIG
+    from petctfm.methods.promptable.config import CONFIG
     from petctfm.methods.segmentation.task import pretrained_config
 
     given = {k: config.pop(k) for k in list(config) if k in NAMED_OPTIONS}
-    task_cfg, train_base, resumed = base_configs(out, resume, preset, get_preset, DEFAULT_CONFIG)
+    task_cfg, train_base, resumed = base_configs(out, resume, preset, get_preset, CONFIG)
     if not resumed:
         if backbone:
             task_cfg["model"]["backbone"] = backbone
@@ -42,12 +42,9 @@ def prompt_train_configs(dataset: str | Path | None, out: str | Path, init: str 
                                      overrides=dict(pcfg["model"].get("overrides") or {}))
             task_cfg["init"] = {"source": str(path), "method": pcfg.get("method"), "mode": pcfg["data"]["mode"]}
     bind_dataset_path(task_cfg, dataset)
-    if held_out is not None:
-        task_cfg["targets"]["held_out"] = list(held_out)
-    named = {NAMED_OPTIONS[k]: v for k, v in given.items()}
-    if named.get(("data", "patch_size")):
-        named[("data", "patch_size")] = [int(named[("data", "patch_size")])] * 3
-    return finish_configs(task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
+    named = {k: (NAMED_OPTIONS[k], v) for k, v in given.items()}
+    named["held_out"] = ("targets.held_out", None if held_out is None else list(held_out))
+    return finish_configs(CONFIG, task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
 
 
 def prompt_train(dataset: str | Path | None, out: str | Path, init: str | Path | None = None,

@@ -29,47 +29,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from petctfm.core.config import build_config
 from petctfm.core.errors import InputError
 from petctfm.core.labels import ORGAN_LABELS
 from petctfm.data import format as fmt
 from petctfm.data.loader import MODES, PatchConfig, PatchDataset, bind_dataset, list_cases, patch_loader
 from petctfm.methods.promptable import prompts as P
-from petctfm.methods.promptable.model import METHOD, build_model, design_of, load_pretrained_encoder
-from petctfm.models.backbones import check_patch_size
+from petctfm.methods.promptable.config import CONFIG, KINDS, PromptConfig
+from petctfm.methods.promptable.model import build_model, load_pretrained_encoder
 
 VAL_FILE = "val.jsonl"
-KINDS = ("lesion", "organ", "all_lesions")
-
-DEFAULT_CONFIG: dict[str, Any] = {
-    "method": METHOD,
-    "seed": 0,
-    "dataset": None,
-    "model": {"backbone": "unet-resenc-tiny", "overrides": {}, "design": "cached", "embed_channels": 16,
-              "head_filters": [16, 32, 32], "head_refine": True},
-    "init": {"source": "scratch", "method": None, "mode": None},
-    "targets": {"held_out": ["spleen", "kidney_left", "kidney_right"],
-                "kind_probs": {"lesion": 0.45, "organ": 0.4, "all_lesions": 0.15}},
-    "clicks": {"max_iter": 3, "mask_only_prob": 0.2, "box_prob": 0.3, "box_jitter": 0.1, "click_radius": 2.0,
-               "crop_jitter": 0.25},
-    "data": {**PatchConfig().to_dict(), "mode": "pet", "augment": False},
-    "preprocessing": None,
-}
+# The typed config (sections, allowed values, cross-field checks) is in config.py.
+DEFAULT_CONFIG: dict[str, Any] = CONFIG().to_dict()
 
 
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Check a full config; returns it. One-line InputErrors."""
-    data = PatchConfig.from_dict(cfg["data"])
-    check_patch_size(cfg["model"]["backbone"], data.patch_size)
-    design_of(cfg)
-    bad = [n for n in cfg["targets"]["held_out"] if n not in ORGAN_LABELS or n == "background"]
-    if bad:
-        raise InputError(f"targets.held_out: unknown organ {bad[0]!r} (known: {', '.join(list(ORGAN_LABELS)[1:])})")
-    probs = cfg["targets"]["kind_probs"]
-    if set(probs) - set(KINDS) or any(float(v) < 0 for v in probs.values()) or sum(map(float, probs.values())) <= 0:
-        raise InputError(f"targets.kind_probs must map {', '.join(KINDS)} to weights >= 0 (not all 0), got {probs}")
-    if int(cfg["clicks"]["max_iter"]) < 0:
-        raise InputError("clicks.max_iter must be >= 0")
-    cfg["data"] = data.to_dict()
+    """Check a full config dict against :data:`CONFIG`; returns it, normalized in place. One-line ConfigErrors
+    (UsageError, exit 2)."""
+    cfg.update(build_config(CONFIG, cfg).to_dict())
     return cfg
 
 
@@ -174,31 +151,35 @@ def simulate_clicks(model: nn.Module, image: torch.Tensor, target: torch.Tensor,
 
 
 class PromptTask:
-    """Promptable segmentation as a TrainTask; ``config`` is saved beside the run and in every checkpoint."""
+    """Promptable segmentation as a TrainTask. ``config``: a dict or a :class:`~.config.PromptConfig`;
+    ``self.cfg`` is the typed config the task reads, ``self.config`` its dict form, saved beside the run and in
+    every checkpoint."""
 
-    def __init__(self, config: dict[str, Any], dataset: str | Path | None = None):
+    def __init__(self, config: dict[str, Any] | PromptConfig, dataset: str | Path | None = None):
+        if isinstance(config, PromptConfig):
+            config = config.to_dict()
         cfg, info = bind_dataset(config, dataset, validate_config)
         if info is not None:
             cfg["preprocessing"]["harmonize"] = {"spacing": info.get("spacing"), "ct_window": info.get("ct_window")}
         self.config = cfg
+        self.cfg = CONFIG.from_dict(cfg)
         self._loss = None
 
     def build_model(self) -> nn.Module:
         """Fresh model; the pretrained encoder (inflated to the prompt channels) when ``init.source`` is a run."""
         model = build_model(self.config)
-        init = self.config["init"]
-        if init["source"] != "scratch":
+        if self.cfg.init.source != "scratch":
             from petctfm.methods.segmentation.task import pretrained_config
 
-            pcfg, state, path = pretrained_config(init["source"])
-            if pcfg["model"]["backbone"] != self.config["model"]["backbone"]:
+            pcfg, state, path = pretrained_config(self.cfg.init.source)
+            if pcfg["model"]["backbone"] != self.cfg.model.backbone:
                 raise InputError(f"{path}: pretrained backbone {pcfg['model']['backbone']!r} != "
-                                 f"{self.config['model']['backbone']!r}")
-            load_pretrained_encoder(model, state, pcfg["data"]["mode"], self.config["data"]["mode"])
+                                 f"{self.cfg.model.backbone!r}")
+            load_pretrained_encoder(model, state, pcfg["data"]["mode"], self.cfg.data.mode)
         return model
 
     def dataset(self, rank: int = 0) -> PromptPatchDataset:
-        if not self.config.get("dataset"):
+        if not self.cfg.dataset:
             raise InputError("prompt-train needs a dataset (config 'dataset' or --data)")
         return PromptPatchDataset(self.config, rank=rank)
 
@@ -215,7 +196,7 @@ class PromptTask:
     def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         n_iter = int(batch["n_iter"][0])  # one count per batch (the first sample's draw)
         prompts = simulate_clicks(model, batch["image"], batch["target"], batch["prompts"], n_iter,
-                                  bool(batch["mask_only"][0]), float(self.config["clicks"]["click_radius"]))
+                                  bool(batch["mask_only"][0]), self.cfg.clicks.click_radius)
         logits = model(batch["image"], prompts)
         loss = self.loss_fn()(logits.float(), batch["target"])
         return loss, {"n_iter": float(n_iter)}
@@ -233,7 +214,7 @@ class PromptTask:
         prompts = batch["prompts"][:1].clone()
         prompts[:, P.NEG:] = 0  # the first click only (drop the sampled box)
         history: list = []
-        simulate_clicks(model, img, tgt, prompts, 3, click_radius=float(self.config["clicks"]["click_radius"]),
+        simulate_clicks(model, img, tgt, prompts, 3, click_radius=self.cfg.clicks.click_radius,
                         history=history)
         gt = tgt[0, 0].cpu().numpy() > 0.5
         dices = [voxel_overlap(pred[0], gt)["dice"] for pred, _ in history]

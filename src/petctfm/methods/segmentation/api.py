@@ -22,12 +22,12 @@ from petctfm.core.errors import UsageError
 from petctfm.methods.segmentation.presets import get_preset
 from petctfm.train.config import base_configs, bind_dataset_path, TrainConfig, finish_configs, run_options
 
-#: Named options of :func:`finetune` (the ``petctfm finetune`` flags) -> (config section, key). ``mode``
-#: is applied only from scratch or on resume (a pretrained run brings its own mode, checked).
-NAMED_OPTIONS: dict[str, tuple[str, str]] = {
-    "mode": ("data", "mode"), "patch": ("data", "patch_size"), "fg_prob": ("data", "fg_prob"),
-    "freeze_encoder": ("optim", "freeze_encoder"), "layer_decay": ("optim", "layer_decay"),
-    "overlap": ("val", "overlap"),
+#: Named options of :func:`finetune` (the ``petctfm finetune`` flags) -> dotted config key. ``mode`` is
+#: applied only from scratch or on resume (a pretrained run brings its own mode, checked). A wrong value is a
+#: one-line ConfigError naming the argument (``overlap=1.0: must be in [0, 1)``).
+NAMED_OPTIONS: dict[str, str] = {
+    "mode": "data.mode", "patch": "data.patch_size", "fg_prob": "data.fg_prob",
+    "freeze_encoder": "optim.freeze_encoder", "layer_decay": "optim.layer_decay", "overlap": "val.overlap",
 }
 
 
@@ -37,13 +37,13 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
                      resume: bool = False, overrides: Overrides = None,
                      **config: Any) -> tuple[dict[str, Any], TrainConfig]:
     """(task config, TrainConfig) of a fine-tuning run; the arguments are those of :func:`finetune`."""
-    from petctfm.methods.segmentation.task import (DEFAULT_CONFIG, check_compatible, pretrained_config,
-                                                   resolve_subset)
+    from petctfm.methods.segmentation.config import CONFIG
+    from petctfm.methods.segmentation.task import check_compatible, pretrained_config, resolve_subset
 
     given = {k: config.pop(k) for k in list(config) if k in NAMED_OPTIONS}
     mode = given.get("mode")
     scratch = init is None or str(init) == "scratch"
-    task_cfg, train_base, resumed = base_configs(out, resume, preset, get_preset, DEFAULT_CONFIG)
+    task_cfg, train_base, resumed = base_configs(out, resume, preset, get_preset, CONFIG)
     if not resumed:
         if scratch:
             if not backbone:
@@ -67,11 +67,9 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
     if not resumed or fraction is not None or kshot is not None:
         name, cases = resolve_subset(task_cfg["dataset"], fraction, kshot)
         task_cfg["subset"] = {"name": name, "cases": cases}
-    named = {NAMED_OPTIONS[k]: v for k, v in given.items()}
-    named[("data", "mode")] = mode if resumed or scratch else None
-    if named.get(("data", "patch_size")):
-        named[("data", "patch_size")] = [int(named[("data", "patch_size")])] * 3
-    return finish_configs(task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
+    named = {k: (NAMED_OPTIONS[k], v) for k, v in given.items()}
+    named["mode"] = ("data.mode", mode if resumed or scratch else None)
+    return finish_configs(CONFIG, task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
 
 
 def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | None = None,

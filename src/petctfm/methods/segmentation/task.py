@@ -40,14 +40,15 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from petctfm.core.config import build_config
 from petctfm.core.errors import InputError
 from petctfm.data import format as fmt
-from petctfm.data.loader import MODES, LabeledPatchDataset, PatchConfig, bind_dataset, patch_loader
+from petctfm.data.loader import MODES, LabeledPatchDataset, bind_dataset, patch_loader
 from petctfm.inference.model import BEST_DIR  # RUN/best/: the best checkpoint by val Dice
 from petctfm.io.atomic import json_safe
-from petctfm.methods.segmentation.model import METHOD, build_model, freeze_encoder, layer_decay_groups
+from petctfm.methods.segmentation.config import CONFIG, FinetuneConfig
+from petctfm.methods.segmentation.model import build_model, freeze_encoder, layer_decay_groups
 from petctfm.methods.segmentation.validation import validate
-from petctfm.models.backbones import check_patch_size
 from petctfm.models.encoders import load_encoder
 from petctfm.train.checkpoint import read_weights, resolve_weights, save_weights
 
@@ -55,34 +56,14 @@ VAL_FILE = "val.jsonl"
 
 # ------------------------------------------------------------------------------------------------ config
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "method": METHOD,
-    "seed": 0,
-    "dataset": None,  # harmonized dataset (training only; not needed to rebuild the model)
-    "model": {"backbone": "swinunetr-base", "overrides": {}},
-    "init": {"source": "scratch", "method": None, "step": None},  # source: "scratch" or a checkpoint path
-    "subset": {"name": "train", "cases": []},  # filled from splits.json: the exact training cases
-    "optim": {"freeze_encoder": False, "layer_decay": 1.0},
-    "loss": {"lambda_dice": 1.0, "lambda_ce": 1.0},
-    "val": {"split": "val", "overlap": 0.5, "sw_batch_size": 2},
-    "data": PatchConfig().to_dict(),
-    "preprocessing": None,  # channels, normalization statistics, harmonize spacing/ct_window (dataset.json)
-}
+# The typed config (sections, allowed values, cross-field checks) is in config.py.
+DEFAULT_CONFIG: dict[str, Any] = CONFIG().to_dict()
 
 
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Check a full config (after presets and overrides); returns it. Errors are one-line InputErrors."""
-    data = PatchConfig.from_dict(cfg["data"])
-    check_patch_size(cfg["model"]["backbone"], data.patch_size)
-    if not 0.0 <= data.fg_prob <= 1.0:
-        raise InputError(f"data.fg_prob must be in [0, 1], got {data.fg_prob}")
-    if not 0.0 < float(cfg["optim"]["layer_decay"]) <= 1.0:
-        raise InputError(f"layer decay must be in (0, 1], got {cfg['optim']['layer_decay']}")
-    if not 0.0 <= float(cfg["val"]["overlap"]) < 1.0:
-        raise InputError(f"val overlap must be in [0, 1), got {cfg['val']['overlap']}")
-    if float(cfg["loss"]["lambda_dice"]) < 0 or float(cfg["loss"]["lambda_ce"]) < 0:
-        raise InputError("loss weights must be >= 0")
-    cfg["data"] = data.to_dict()
+    """Check a full config dict against :data:`CONFIG`; returns it, normalized in place. Errors are one-line
+    ConfigErrors (UsageError, exit 2)."""
+    cfg.update(build_config(CONFIG, cfg).to_dict())
     return cfg
 
 
@@ -159,17 +140,21 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 class FinetuneTask:
-    """Fine-tuning as a TrainTask. ``config`` fully describes the model, the init, the exact training cases,
-    the loss, the data and the preprocessing; it is saved beside the run and in every checkpoint."""
+    """Fine-tuning as a TrainTask. ``config`` (a dict or a :class:`~.config.FinetuneConfig`) fully describes
+    the model, the init, the exact training cases, the loss, the data and the preprocessing. ``self.cfg`` is the
+    typed config the task reads; ``self.config`` its dict form, saved beside the run and in every checkpoint."""
 
-    def __init__(self, config: dict[str, Any], dataset: str | Path | None = None):
+    def __init__(self, config: dict[str, Any] | FinetuneConfig, dataset: str | Path | None = None):
+        if isinstance(config, FinetuneConfig):
+            config = config.to_dict()
         cfg, info = bind_dataset(config, dataset, validate_config)
         # cfg["preprocessing"]["harmonize"]: the dataset's spacing / CT window; `petctfm predict` resamples alike
         if info is not None:
             if not cfg["subset"]["cases"]:
                 cfg["subset"]["name"], cfg["subset"]["cases"] = resolve_subset(cfg["dataset"])
         self.config = cfg
-        self.data_cfg = PatchConfig.from_dict(cfg["data"])
+        self.cfg = CONFIG.from_dict(cfg)
+        self.data_cfg = self.cfg.data
         self._loss = None
 
     # -- TrainTask -----------------------------------------------------------------------------------
@@ -177,7 +162,7 @@ class FinetuneTask:
     def param_groups(self, model: nn.Module, cfg: Any) -> list[dict[str, Any]] | None:
         """Layer-wise LR decay groups (:func:`layer_decay_groups`) when ``optim.layer_decay`` < 1, else None
         (the trainer's default two groups)."""
-        decay = float(self.config["optim"]["layer_decay"])
+        decay = self.cfg.optim.layer_decay
         if decay == 1.0:
             return None
         return layer_decay_groups(model, float(cfg.lr), decay, float(cfg.weight_decay))
@@ -185,20 +170,20 @@ class FinetuneTask:
     def build_model(self) -> nn.Module:
         """Fresh model; the pretrained encoder loaded when ``init.source`` is a checkpoint; frozen if asked."""
         model = build_model(self.config)
-        src = self.config["init"]["source"]
+        src = self.cfg.init.source
         if src != "scratch":
             pcfg, state, path = pretrained_config(src)
             check_compatible(self.config, pcfg, path)
             load_encoder(model, state)
-        if self.config["optim"]["freeze_encoder"]:
+        if self.cfg.optim.freeze_encoder:
             freeze_encoder(model)
         return model
 
     def dataset(self, rank: int = 0) -> LabeledPatchDataset:
-        if not self.config.get("dataset"):
+        if not self.cfg.dataset:
             raise InputError("no dataset given (config 'dataset' or --data)")
-        return LabeledPatchDataset(self.config["dataset"], self.data_cfg, self.config["subset"]["cases"],
-                                   seed=int(self.config["seed"]), rank=rank)
+        return LabeledPatchDataset(self.cfg.dataset, self.data_cfg, self.cfg.subset.cases, seed=self.cfg.seed,
+                                   rank=rank)
 
     def batches(self, rank: int, world_size: int, start_sample: int) -> Iterator[dict[str, torch.Tensor]]:
         """Batches ``{"image": (B, C, p, p, p), "label": (B, 1, p, p, p) int64, "index": (B,)}``."""
@@ -208,9 +193,9 @@ class FinetuneTask:
         if self._loss is None:
             from monai.losses import DiceCELoss
 
-            lc = self.config["loss"]
-            self._loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True,
-                                    lambda_dice=float(lc["lambda_dice"]), lambda_ce=float(lc["lambda_ce"]))
+            lc = self.cfg.loss
+            self._loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, lambda_dice=lc.lambda_dice,
+                                    lambda_ce=lc.lambda_ce)
         return self._loss
 
     def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -221,9 +206,9 @@ class FinetuneTask:
     @torch.no_grad()
     def on_checkpoint(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int, run_dir: Path) -> None:
         """Validate on the val split, append to ``val.jsonl``, keep the best checkpoint by mean val Dice."""
-        if not self.config.get("dataset"):
+        if not self.cfg.dataset:
             return
-        result = validate(model, self.config, self.config["dataset"], split=self.config["val"]["split"])
+        result = validate(model, self.config, self.cfg.dataset, split=self.cfg.val.split)
         if result is None:
             return
         run_dir = Path(run_dir)

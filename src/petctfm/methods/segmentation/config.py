@@ -1,0 +1,78 @@
+"""Lesion-segmentation fine-tuning's config as typed dataclasses (:data:`CONFIG`); ``to_dict()`` is the dict
+saved with a run and in checkpoints, key for key as before (old runs load unchanged). Sections shared with
+FratMAE fine-tuning (``init``, ``subset``, ``optim``, ``loss``) are defined here once.
+Every wrong value is a one-line :class:`~petctfm.core.config.ConfigError` (exit 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from petctfm.core.config import ConfigError, TypedConfig, setting
+from petctfm.data.loader import PatchConfig
+from petctfm.methods.early_fusion_mae.config import ModelSection, check_backbone_patch
+
+METHOD = "finetune_segmentation"
+
+
+@dataclass
+class InitSection(TypedConfig):
+    source: str = "scratch"  # "scratch" or the pretrained checkpoint's path
+    method: str | None = None  # the pretrained run's method
+    step: Any = None  # the pretrained checkpoint's step as its metadata gives it (FratMAE: a string), or None
+
+
+@dataclass
+class SubsetSection(TypedConfig):
+    name: str = "train"  # train | fraction<pct> | kshot<k>
+    cases: list[str] = field(default_factory=list)  # filled from splits.json: the exact training cases
+
+
+@dataclass
+class OptimSection(TypedConfig):
+    freeze_encoder: bool = False
+    layer_decay: float = setting(1.0, gt=0, le=1)  # encoder stage s of S: lr * decay ** (S - s)
+
+
+@dataclass
+class SegLossSection(TypedConfig):
+    lambda_dice: float = setting(1.0, ge=0)
+    lambda_ce: float = setting(1.0, ge=0)
+
+
+@dataclass
+class ValSection(TypedConfig):
+    split: str = "val"
+    overlap: float = setting(0.5, ge=0, lt=1)  # sliding-window overlap
+    sw_batch_size: int = setting(2, ge=1)
+
+
+@dataclass
+class FinetuneConfig(TypedConfig):
+    method: str = METHOD
+    seed: int = setting(0, ge=0)
+    dataset: str | None = None  # harmonized dataset (training only; not needed to rebuild the model)
+    model: ModelSection = field(default_factory=ModelSection)
+    init: InitSection = field(default_factory=InitSection)
+    subset: SubsetSection = field(default_factory=SubsetSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    loss: SegLossSection = field(default_factory=SegLossSection)
+    val: ValSection = field(default_factory=ValSection)
+    data: PatchConfig = field(default_factory=PatchConfig)
+    preprocessing: dict[str, Any] | None = None  # channels, normalization, harmonize spacing/ct_window
+
+    def validate(self, prefix: str = "") -> None:
+        if self.method != METHOD:
+            raise ConfigError("method", self.method, f"must be {METHOD!r} for a fine-tuning config")
+        check_backbone_patch(self.model.backbone, self.data.patch_size)
+
+    def train_bytes(self, batch_size: int | None = None) -> int:
+        """Rough memory of one training step (:meth:`PatchConfig.train_bytes`)."""
+        return self.data.train_bytes(self.model.backbone, batch_size)
+
+
+#: The top-level config dataclass of the method (what a method registry points at).
+CONFIG = FinetuneConfig
+
+__all__ = ["METHOD", "InitSection", "SubsetSection", "OptimSection", "SegLossSection", "ValSection",
+           "FinetuneConfig", "CONFIG"]
