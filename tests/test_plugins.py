@@ -260,3 +260,21 @@ def test_the_method_grep_finds_a_planted_name(tmp_path):
     f.write_text('"""docstrings may say FratMAE."""\n# and comments: fratmae\nKIND = "fratmae_segmentation"\n')
     assert [m.group(0) for m in METHOD_WORDS.finditer(_code_without_comments_and_docstrings(f))] == [
         "fratmae"]  # the code line; not the docstring, not the comment
+
+
+def test_show_config_prints_the_typed_defaults_with_the_preset(capsys):
+    import yaml
+
+    assert main(["pretrain", "--show-config", "--preset", "tiny"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    from petctfm.methods.early_fusion_mae.config import CONFIG
+    from petctfm.methods.early_fusion_mae.presets import PRESETS
+
+    assert shown["task"]["method"] == "early_fusion_mae" and set(shown["task"]) == set(CONFIG().to_dict())
+    assert shown["task"]["model"]["backbone"] == PRESETS["tiny"]["task"]["model"]["backbone"] == "unet-resenc-tiny"
+    assert shown["task"]["mask"]["ratio"] == CONFIG().mask.ratio  # not in the preset: the typed default
+    assert shown["train"] == PRESETS["tiny"]["train"]
+    assert main(["pretrain", "--method", "fratmae", "--show-config", "--preset", "tiny"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["task"]["method"] == "fratmae"
+    with pytest.raises(UsageError, match="preset='huge'"):
+        registry.get_method("fratmae").default_config("huge")

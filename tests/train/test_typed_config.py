@@ -13,7 +13,7 @@ from petctfm.cli.main import main
 from petctfm.core.config import (ConfigError, TypedConfig, apply_overrides, build_config, parse_overrides,
                                  setting)
 from petctfm.core.errors import UsageError
-from petctfm.train.config import TrainConfig, check_memory, finish_configs, train_config
+from petctfm.train.config import check_memory, finish_configs, train_config
 from toy_data import write_toy_dataset
 
 

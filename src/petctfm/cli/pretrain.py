@@ -42,7 +42,10 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=names, default=None,
                    help=f"{' | '.join(names)} (default {names[0] if names else 'none'}; docs/architecture.md)")
     p.add_argument("--data", metavar="DATASET", help="harmonized dataset folder ('petctfm harmonize' output)")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder (required unless --show-config)")
+    p.add_argument("--show-config", action="store_true",
+                   help="print the method's config (its typed defaults with --preset merged in, the keys --set "
+                   "takes) as YAML and exit")
     p.add_argument("--preset", choices=["tiny", "cpu", "gpu"], default=None,
                    help="base configuration (default: gpu if CUDA is available, else cpu)")
     groups: dict[tuple[str, ...], argparse._ArgumentGroup] = {}
@@ -69,6 +72,16 @@ def run(args: argparse.Namespace) -> int:
     from petctfm.core.errors import UsageError
     from petctfm.core.registry import get_method, options_of
 
+    if args.show_config:
+        import yaml
+
+        from petctfm.train.config import default_preset
+
+        method = get_method(args.method or _method_name(args))
+        print(yaml.safe_dump(method.default_config(args.preset or default_preset()), sort_keys=False), end="")
+        return 0
+    if not args.out:
+        raise UsageError("--out RUN_DIR is required")
     method = get_method(_method_name(args))
     if method.pretrain is None:
         raise UsageError(f"method={method.name!r}: not a pretraining method", arg="method")

@@ -85,8 +85,10 @@ class Method:
     - ``summary``: one line for ``--help``; ``examples``: command lines for ``petctfm pretrain --help``
       (comment lines start with ``#``), or "".
     - ``kinds``: the checkpoint kinds it writes (:class:`ModelKind`), at least one.
-    - ``config``: its typed config class (a dataclass), or None; ``presets``: ``name -> {"task", "train"}``
-      (``tiny`` / ``cpu`` / ``gpu``), or None.
+    - ``config``: its typed config class (a dataclass with ``to_dict()``), or a function returning it (so
+      the record imports nothing heavy); ``presets``: ``name -> {"task", "train"}`` (``tiny`` / ``cpu`` /
+      ``gpu``), or a function returning that table; either may be None. :meth:`config_type` and
+      :meth:`default_config` resolve them (``petctfm pretrain --method NAME --show-config``).
     - ``pretrain(dataset, out, preset=None, *, max_steps=None, max_time=None, resume=False, overrides=None,
       **options) -> summary dict``: its pretraining entry point, or None (not a pretraining method);
       ``options``: its command-line options (:class:`Option`), passed to ``pretrain`` by ``dest``.
@@ -110,8 +112,8 @@ class Method:
     name: str
     summary: str
     kinds: tuple[ModelKind, ...]
-    config: type | None = None
-    presets: Mapping[str, Any] | None = None
+    config: type | Callable[[], type] | None = None
+    presets: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None
     pretrain: Callable[..., dict[str, Any]] | None = None
     options: tuple[Option, ...] = ()
     finetune: Callable[..., dict[str, Any]] | None = None
@@ -130,6 +132,32 @@ class Method:
 
     def kind(self, key: str) -> ModelKind:
         return next(k for k in self.kinds if k.key == key)
+
+    def config_type(self) -> type | None:
+        """The typed config class (:attr:`config` resolved)."""
+        c = self.config
+        return c if c is None or isinstance(c, type) else c()
+
+    def preset_table(self) -> Mapping[str, Any]:
+        """``{preset name: {"task": ..., "train": ...}}`` (:attr:`presets` resolved; {} without presets)."""
+        p = self.presets
+        return {} if p is None else (p if isinstance(p, Mapping) else p())
+
+    def default_config(self, preset: str | None = None) -> dict[str, Any]:
+        """``{"task": the task config as a dict, "train": the preset's trainer settings}``: the config class's
+        defaults with the preset's task part merged in (``preset`` None: no preset). UsageError for a preset
+        the method does not have; ``{}`` task for a method without a config class."""
+        from petctfm.core.config import deep_merge
+
+        cls = self.config_type()
+        task = cls().to_dict() if cls is not None else {}
+        table = self.preset_table()
+        if preset is None:
+            return {"task": task, "train": {}}
+        if preset not in table:
+            raise UsageError(f"preset={preset!r}: method {self.name} has presets {', '.join(table) or 'none'}",
+                             arg="preset")
+        return {"task": deep_merge(task, table[preset].get("task") or {}), "train": dict(table[preset].get("train") or {})}
 
 
 class _Registry:

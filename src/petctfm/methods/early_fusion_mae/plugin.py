@@ -31,9 +31,23 @@ def _finetune(*args: Any, **kwargs: Any) -> dict[str, Any]:
     return finetune(*args, **kwargs)
 
 
+def _config():
+    from petctfm.methods.early_fusion_mae.config import CONFIG
+
+    return CONFIG
+
+
+def _presets():
+    from petctfm.methods.early_fusion_mae.presets import PRESETS
+
+    return PRESETS
+
+
 METHOD = Method(
     name="early-fusion-mae",
     summary="early-fusion masked autoencoder: PET + CT as channels of a hierarchical UNet (docs/pretrain.md)",
+    config=_config,
+    presets=_presets,
     kinds=(ModelKind("early_fusion_mae", _build, "pretrained"),),
     pretrain=_pretrain,
     options=(

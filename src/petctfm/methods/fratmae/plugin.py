@@ -69,9 +69,23 @@ def _stack_record(cfg: dict[str, Any]) -> dict[str, Any]:
     return stack_record(cfg)
 
 
+def _config():
+    from petctfm.methods.fratmae.config import CONFIG
+
+    return CONFIG
+
+
+def _presets():
+    from petctfm.methods.fratmae.presets import PRESETS
+
+    return PRESETS
+
+
 METHOD = Method(
     name=NAME,
     summary="FratMAE: twin PET / CT ViTs, cross-modal masking, ContextAlign (docs/fratmae.md)",
+    config=_config,
+    presets=_presets,
     kinds=(ModelKind("fratmae", _build_pretrain, "pretrained"),
            ModelKind("fratmae_segmentation", _build_segmenter, "segmenter")),
     pretrain=_pretrain,

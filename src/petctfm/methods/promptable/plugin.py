@@ -20,9 +20,23 @@ def _build(cfg: dict[str, Any]):
     return build_model(cfg)
 
 
+def _config():
+    from petctfm.methods.promptable.config import CONFIG
+
+    return CONFIG
+
+
+def _presets():
+    from petctfm.methods.promptable.presets import PRESETS
+
+    return PRESETS
+
+
 METHOD = Method(
     name="promptable",
     summary="promptable 3D segmentation of organs and lesions from clicks, boxes and masks (docs/promptable.md)",
+    config=_config,
+    presets=_presets,
     kinds=(ModelKind("promptable", _build, "interactive"),),
     order=30,
 )

@@ -32,9 +32,23 @@ def _is_backbone(name: str) -> bool:
     return name in BACKBONES
 
 
+def _config():
+    from petctfm.methods.segmentation.config import CONFIG
+
+    return CONFIG
+
+
+def _presets():
+    from petctfm.methods.segmentation.presets import PRESETS
+
+    return PRESETS
+
+
 METHOD = Method(
     name="segmentation",
     summary="lesion segmentation fine-tuning of a UNet-shaped backbone, from a pretrained encoder or scratch",
+    config=_config,
+    presets=_presets,
     kinds=(ModelKind("finetune_segmentation", _build, "segmenter"),),
     finetune=_finetune,
     backbones=_is_backbone,
