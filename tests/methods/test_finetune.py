@@ -224,7 +224,7 @@ def test_one_line_errors(toy, mae, tmp_path, capsys):
     assert "mode" in _err(capsys, [*base, "--out", str(tmp_path / "e"), "--init", str(mae), "--mode", "pet"])
     # a config value out of range is a usage error (exit 2) naming the flag, the value and what is allowed
     assert "--layer-decay 1.5: must be in (0, 1]" in _err(capsys, [*base, "--out", str(tmp_path / "f"), "--init",
-                                                                   str(mae), "--layer-decay", "1.5"], rc=2)
+                                                                   str(mae), "--layer-decay", "1.5"], 2)
 
 
 def test_labeled_patch_larger_than_volume_pads_image_and_label_alike(toy):

@@ -13,16 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from petctfm.core.config import ConfigError, TypedConfig, setting
-from petctfm.core.errors import InputError
 from petctfm.data.loader import MODES, PatchConfig
+from petctfm.models.config import ModelSection, check_backbone_patch
 
 METHOD = "early_fusion_mae"
-
-
-@dataclass
-class ModelSection(TypedConfig):
-    backbone: str = "swinunetr-base"
-    overrides: dict[str, Any] = field(default_factory=dict)  # MONAI constructor arguments (free-form)
 
 
 @dataclass
@@ -41,17 +35,6 @@ class LossSection(TypedConfig):
     def validate(self, prefix: str = "") -> None:
         if self.w_masked + self.w_visible == 0:
             raise ConfigError(f"{prefix}w_visible", self.w_visible, f"must be > 0 when {prefix}w_masked is 0")
-
-
-def check_backbone_patch(backbone: str, patch_size, key: str = "data.patch_size") -> None:
-    """:func:`petctfm.models.backbones.check_patch_size` as a ConfigError (a config value, exit 2)."""
-    from petctfm.models.backbones import check_patch_size
-
-    try:
-        check_patch_size(backbone, patch_size)
-    except InputError as exc:
-        raise ConfigError(key, list(patch_size), str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)) \
-            from None
 
 
 @dataclass

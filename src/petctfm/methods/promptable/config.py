@@ -11,7 +11,7 @@ from typing import Any
 from petctfm.core.config import ConfigError, TypedConfig, setting
 from petctfm.core.labels import ORGAN_LABELS
 from petctfm.data.loader import MODES, PatchConfig
-from petctfm.methods.early_fusion_mae.config import check_backbone_patch
+from petctfm.models.config import check_backbone_patch
 from petctfm.methods.promptable.model import DESIGNS, HEAD_STRIDES, METHOD
 
 KINDS = ("lesion", "organ", "all_lesions")

@@ -10,7 +10,7 @@ from typing import Any
 
 from petctfm.core.config import ConfigError, TypedConfig, setting
 from petctfm.data.loader import PatchConfig
-from petctfm.methods.early_fusion_mae.config import ModelSection, check_backbone_patch
+from petctfm.models.config import ModelSection, check_backbone_patch
 
 METHOD = "finetune_segmentation"
 
