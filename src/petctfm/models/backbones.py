@@ -18,14 +18,14 @@ name                        network                                             
 ``swinunetr-large``         SwinUNETR-v2, feature_size 96                                         290.4 M
 ``unet-resenc``             MONAI DynUNet stand-in: residual blocks, nnU-Net kernels/strides,      16.7 M
                             32..320 filters, 5 stages, one residual block per stage
-``nnunet-plain``            nnU-Net v2's own ``PlainConvUNet`` ("nnUNet-v2-3d"), 5 stages,        17.7 M
+``nnunet-plain``            nnU-Net v2's own ``PlainConvUNet`` ("nnUNet-v2-3d"), 5 stages,        16.5 M
                             32..320 features, 2 convs per stage (encoder and decoder)
-``nnunet-resenc``           nnU-Net v2's own ``ResidualEncoderUNet`` (ResEnc-M blocks 1,3,4,6,6),  41.9 M
+``nnunet-resenc``           nnU-Net v2's own ``ResidualEncoderUNet`` (ResEnc-M blocks 1,3,4,6,6),  62.8 M
                             5 stages, 32..320 features, 1 conv per decoder stage
 ``swinunetr-tiny``          SwinUNETR-v2, feature_size 12, depths (1,1,1,1), for tests             4.4 M
 ``unet-resenc-tiny``        DynUNet, residual, filters 8..64, 4 stages, for tests                   0.35 M
-``nnunet-plain-tiny``       ``PlainConvUNet``, 4 stages, 8..64 features, for tests and the CPU      0.37 M
-``nnunet-resenc-tiny``      ``ResidualEncoderUNet``, 4 stages, 8..64 features, blocks 1,3,4,6        0.79 M
+``nnunet-plain-tiny``       ``PlainConvUNet``, 4 stages, 8..64 features, for tests and the CPU      0.35 M
+``nnunet-resenc-tiny``      ``ResidualEncoderUNet``, 4 stages, 8..64 features, blocks 1,3,4,6        1.62 M
 ==========================  ===================================================================  ========
 
 Which name is which: ``unet-resenc`` / ``unet-resenc-tiny`` are the MONAI ``DynUNet`` *stand-in* for nnU-Net's
@@ -42,7 +42,8 @@ block's last norm). Stages: as many as keep the bottleneck >= 4 voxels for the d
 64 -> 4). ``deep_supervision`` is off by default; with ``model.overrides.deep_supervision: true`` the network
 returns, **in training mode only**, a list of outputs (full resolution first, then 1/2, 1/4, ...), and in eval
 mode the full-resolution tensor (as MONAI's DynUNet). Only a task with a deep-supervision loss may turn it on;
-a task that uses the output as one tensor (the MAE, the promptable embedding) stops with a one-line error.
+a task that uses the output as one tensor (the MAE, the promptable embedding, today's segmentation loss) stops
+with a one-line error (:class:`DeepSupervisionOutputs`).
 ``model.overrides`` may also set any other constructor argument (``n_stages`` re-plans features, strides and
 blocks for that depth; the patch divisor then becomes 2^(n_stages-1), which :func:`patch_divisor` does not see).
 
@@ -119,7 +120,7 @@ class DeepSupervisionOutputs(list):
         raise AttributeError(self.MESSAGE)
 
     __sub__ = __rsub__ = __add__ = __radd__ = __mul__ = __rmul__ = __truediv__ = __pow__ = __neg__ = _refuse
-    __array__ = __float__ = __bool__ = _refuse
+    __array__ = __float__ = _refuse
 
 
 def _drop_aliases(net: nn.Module) -> None:
@@ -164,6 +165,15 @@ def _nnunet_classes() -> tuple[type, type]:
 
 
 _NNUNET_CLASSES: tuple[type, type] | None = None
+_NNUNET_NAMES = ("NNUNetPlainConvUNet", "NNUNetResidualEncoderUNet")
+
+
+def __getattr__(name: str) -> type:
+    """The two subclasses by name (built on first use, so importing this module does not import nnU-Net's
+    package; pickle finds them here too)."""
+    if name in _NNUNET_NAMES:
+        return dict(zip(_NNUNET_NAMES, _nnunet_classes()))[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def nnunet_plan(n_stages: int, base: int = 32, cap: int = 320) -> dict[str, Any]:
