@@ -54,7 +54,8 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
     for name in names:
         done = json.loads((ft / name / "done.json").read_text())
         assert done["cases"] == splits["fractions"]["10" if "f10_" in name else "100"]
-        assert done["n_test_cases"] == len(splits["test"]) and done["train"]["steps"] <= 20
+        assert done["n_test_cases"] == len(splits["test"])
+        assert done["train"]["steps"] == 20 and done["train"]["stopped"] == "max_steps"  # fixed steps, no time cap
         assert sorted(p.name for p in (ft / name / "pred_test").iterdir()) == sorted(
             f"{c}.nii.gz" for c in splits["test"])
         # the evaluation's Dice of every test case, recounted here from the written masks and the labels
@@ -69,8 +70,13 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
                 dice = 2 * (pred & gt).sum() / (pred.sum() + gt.sum())
                 assert float(rows[cid]["dice"]) == pytest.approx(dice, abs=1e-6), (name, cid)
     assert "| pretrained 10% |" in text and "| scratch 100% |" in text and "results.md" in text
+    # the report says how many steps each arm ran (pretraining and the three fine-tuning runs)
+    for row in ("| pretraining (early-fusion MAE) | 30 | 30 | max_steps |", "| fine-tuning pretrained 10% | 20 | 20 |",
+                "| fine-tuning scratch 10% | 20 | 20 |", "| fine-tuning scratch 100% | 20 | 20 |"):
+        assert row in text, row
     results = (report / "results.md").read_text()
     assert "**Synthetic data.**" in results and "--runs pretrained:10,scratch:10,scratch:100" in results
+    assert "## Training steps" in results and "--max-time" not in results
     preds = sorted(report.glob("pred_*.png"))
     assert len(preds) == min(3, len(splits["test"])) and all(f"]({p.name})" in text for p in preds)
     for png in [report / "label_efficiency.png", *preds]:

@@ -22,6 +22,9 @@ Families (scale s has stride 2^s; F = SwinUNETR ``feature_size``):
   F, F, 2F, 4F, 8F, 16F.
 - DynUNet: the input block, every down-sampling stage and the bottleneck: strides 1, 2, 4, ..., channels
   the network's ``filters``.
+- nnU-Net's ``PlainConvUNet`` / ``ResidualEncoderUNet`` (``dynamic_network_architectures``; backbones
+  ``nnunet-plain`` / ``nnunet-resenc``): the encoder's skips, one per stage (the stem runs inside stage 0 for
+  the residual one): strides 1, 2, 4, ..., channels ``features_per_stage``.
 
 :func:`encoder_state_dict` / :func:`load_encoder` save and restore only the encoder's weights.
 """
@@ -115,11 +118,37 @@ class DynUNetEncoder:
         return [[m.input_block], *[[d] for d in m.downsamples], [m.bottleneck]]
 
 
+class NNUNetEncoder:
+    """nnU-Net v2's ``PlainConvUNet`` and ``ResidualEncoderUNet``: ``net.encoder`` returns one skip per stage
+    (stage 0 has stride 1, so scale s has stride 2^s). Stages: ``encoder.stages[s]``, the residual network's
+    ``encoder.stem`` together with stage 0."""
+
+    prefixes = ("encoder.",)
+
+    def __init__(self, net: nn.Module):
+        self.net = net
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.net.encoder(x))
+
+    def channels(self) -> list[int]:
+        return [int(c) for c in self.net.encoder.output_channels]
+
+    def stages(self) -> list[list[nn.Module]]:
+        enc = self.net.encoder
+        stages = [[s] for s in enc.stages]
+        if getattr(enc, "stem", None) is not None:
+            stages[0].insert(0, enc.stem)
+        return stages
+
+
 #: Adapter per network class name (looked up along the class's MRO, so subclasses are covered). Keyed by
 #: name so that importing this module does not import MONAI.
 ENCODERS: dict[str, Callable[[nn.Module], Encoder]] = {
     "SwinUNETR": SwinUNETREncoder,
     "DynUNet": DynUNetEncoder,
+    "PlainConvUNet": NNUNetEncoder,
+    "ResidualEncoderUNet": NNUNetEncoder,
 }
 
 
@@ -156,13 +185,24 @@ def encoder_features(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return get_encoder(model).features(x)
 
 
-#: The attribute of each family's output layer (a 1x1x1 convolution); its input is the network's last decoder
-#: features, full resolution (SwinUNETR ``out``: F channels; DynUNet ``output_block``: ``filters[0]``).
-OUTPUT_LAYERS: dict[str, str] = {"SwinUNETR": "out", "DynUNet": "output_block"}
+#: The output layer of each family (a 1x1x1 convolution), as a dotted path from the network (integer parts
+#: index a module list, ``-1`` the last); its input is the network's last decoder features, full resolution
+#: (SwinUNETR ``out``: F channels; DynUNet ``output_block``: ``filters[0]``; nnU-Net's networks
+#: ``decoder.seg_layers[-1]``: ``features_per_stage[0]``).
+OUTPUT_LAYERS: dict[str, str] = {"SwinUNETR": "out", "DynUNet": "output_block",
+                                 "PlainConvUNet": "decoder.seg_layers.-1", "ResidualEncoderUNet": "decoder.seg_layers.-1"}
 
 
 def _output_attr(net: nn.Module) -> str | None:
     return next((OUTPUT_LAYERS[c.__name__] for c in type(net).__mro__ if c.__name__ in OUTPUT_LAYERS), None)
+
+
+def _resolve(net: nn.Module, path: str) -> nn.Module:
+    """``net`` followed along a dotted path; a part that is an integer indexes (``decoder.seg_layers.-1``)."""
+    m = net
+    for part in path.split("."):
+        m = m[int(part)] if part.lstrip("-").isdigit() else getattr(m, part)
+    return m
 
 
 def has_output_layer(model: nn.Module) -> bool:
@@ -177,13 +217,13 @@ def output_layer(model: nn.Module) -> nn.Module:
     attr = _output_attr(net)
     if attr is None:
         raise TypeError(f"no output layer known for {type(net).__name__} (add it to OUTPUT_LAYERS)")
-    return getattr(net, attr)
+    return _resolve(net, attr)
 
 
 def decoder_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The last decoder features of ``x`` (B, C, X, Y, Z): the input of the backbone's output layer,
-    (B, F_dec, X, Y, Z), captured by a forward pre-hook during one full forward pass (the network must be in
-    eval mode so that a deep-supervision head returns one output)."""
+    (B, F_dec, X, Y, Z), captured by a forward pre-hook during one full forward pass (deep-supervision heads
+    of lower resolutions are other layers, so the network may be in either mode)."""
     seen: list[torch.Tensor] = []
     handle = output_layer(model).register_forward_pre_hook(lambda m, args: seen.append(args[0]))
     try:
@@ -228,7 +268,7 @@ def load_encoder(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
 
 
 __all__ = [
-    "Encoder", "SwinUNETREncoder", "DynUNetEncoder", "ENCODERS", "register_encoder", "backbone_of",
+    "Encoder", "SwinUNETREncoder", "DynUNetEncoder", "NNUNetEncoder", "ENCODERS", "register_encoder", "backbone_of",
     "get_encoder", "encoder_features", "encoder_stages", "encoder_state_dict", "load_encoder", "OUTPUT_LAYERS",
     "output_layer", "has_output_layer", "decoder_features",
 ]
