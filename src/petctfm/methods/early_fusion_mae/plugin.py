@@ -52,7 +52,7 @@ METHOD = Method(
     pretrain=_pretrain,
     options=(
         Option("--mode", "mode", str, ("joint", "pet", "ct"), help="input channels: joint [PET, CT] | pet | ct"),
-        Option("--backbone", "backbone", str, help="swinunetr-{small,base,large,tiny} | unet-resenc[-tiny]",
+        Option("--backbone", "backbone", str, help="swinunetr-{small,base,large,tiny} | unet-resenc[-tiny] | nnunet-{plain,resenc}[-tiny] (docs/backbones.md)",
                metavar="NAME"),
         Option("--patch", "patch", int, help="cubic patch side in voxels", metavar="N"),
         Option("--mask-ratio", "mask_ratio", float, help="fraction of blocks masked (default 0.6)", metavar="R"),
