@@ -64,6 +64,7 @@ def toy_env(tmp_path_factory):
         sys.modules.pop("toy_petctfm_plugin", None)
 
 
+@pytest.mark.slow
 def test_toy_method_end_to_end_through_the_cli(toy_env, tmp_path, capsys):
     site, data = toy_env
     run = tmp_path / "toy_run"

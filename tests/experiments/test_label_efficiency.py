@@ -188,6 +188,7 @@ def test_cli_errors_are_one_line(env, tmp_path, capsys):
                                                "must be ARM:PERCENT, e.g. pretrained:10")
 
 
+@pytest.mark.slow
 def test_separated_probe_runs_beside_the_joint_one(env, tmp_path, tiny_mae_run):
     data, mae = env
     pet = tiny_mae_run(tmp_path / "mae_pet", data, "pet", steps=1)

@@ -4,6 +4,7 @@ parameter gradients these are exactly the single-process ones."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -48,6 +49,7 @@ def _worker(rank: int, path: str, q) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_match_one_process(tmp_path):
     img, txt, text, params = _model(slice(0, 4))
     loss, _ = info_nce(img, txt, positives(text), params[2])
