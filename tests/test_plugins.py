@@ -279,3 +279,16 @@ def test_show_config_prints_the_typed_defaults_with_the_preset(capsys):
     assert yaml.safe_load(capsys.readouterr().out)["task"]["method"] == "fratmae"
     with pytest.raises(UsageError, match="preset='huge'"):
         registry.get_method("fratmae").default_config("huge")
+
+
+def test_an_empty_registry_says_reinstall(monkeypatch):
+    """Stale metadata (an old egg-info first on sys.path) hides every entry point: one line saying what to do."""
+    from petctfm.core.errors import InputError
+
+    monkeypatch.setattr(registry, "_REGISTRY", registry._Registry())
+    monkeypatch.setattr(registry._Registry, "load_entry_points", lambda self: setattr(self, "loaded", True))
+    for call in (registry.pretraining_methods, lambda: registry.get_method("fratmae"),
+                 lambda: registry.model_kind("fratmae")):
+        with pytest.raises(InputError, match="reinstall petctfm"):
+            call()
+    assert main(["pretrain", "--data", "d", "--out", "o"]) == 3

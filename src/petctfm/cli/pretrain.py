@@ -26,9 +26,13 @@ torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:
 
 
 def register(subparsers) -> None:
+    from petctfm.core.errors import InputError
     from petctfm.core.registry import options_of, pretraining_methods
 
-    methods = pretraining_methods()
+    try:
+        methods, options = pretraining_methods(), options_of()
+    except InputError:  # no method registered (stale metadata): the command still parses; run() says why
+        methods, options = [], {}
     names = [m.name for m in methods]
     p = add_command(
         subparsers, "pretrain",
@@ -49,7 +53,7 @@ def register(subparsers) -> None:
     p.add_argument("--preset", choices=["tiny", "cpu", "gpu"], default=None,
                    help="base configuration (default: gpu if CUDA is available, else cpu)")
     groups: dict[tuple[str, ...], argparse._ArgumentGroup] = {}
-    for flag, (opt, owners) in options_of().items():
+    for flag, (opt, owners) in options.items():
         key = tuple(owners)
         if key not in groups:
             groups[key] = p.add_argument_group(f"options of --method {' / '.join(owners)}")
@@ -80,9 +84,9 @@ def run(args: argparse.Namespace) -> int:
         method = get_method(args.method or _method_name(args))
         print(yaml.safe_dump(method.default_config(args.preset or default_preset()), sort_keys=False), end="")
         return 0
+    method = get_method(_method_name(args))
     if not args.out:
         raise UsageError("--out RUN_DIR is required")
-    method = get_method(_method_name(args))
     if method.pretrain is None:
         raise UsageError(f"method={method.name!r}: not a pretraining method", arg="method")
     mine = {o.dest for o in method.options}

@@ -266,7 +266,9 @@ def get_method(name: str) -> Method:
     """The method called ``name``; a :class:`UsageError` naming the known ones otherwise."""
     reg = _loaded()
     if name not in reg.methods:
-        known = ", ".join(reg.methods) or "none: petctfm's entry points are missing, reinstall it (pip install -e .)"
+        if not reg.methods:
+            raise InputError(MISSING_HINT)
+        known = ", ".join(reg.methods)
         raise UsageError(f"method={name!r}: no such method (known: {known})", arg="method")
     return reg.methods[name]
 
@@ -275,6 +277,8 @@ def model_kind(key: str | None, where: object = "config") -> ModelKind:
     """The :class:`ModelKind` a checkpoint config's ``"method"`` names; one-line :class:`InputError` naming
     ``where`` (the file) and the known kinds otherwise."""
     reg = _loaded()
+    if not reg.methods:
+        raise InputError(MISSING_HINT)
     if key not in reg.kinds:
         raise InputError(f"{where}: config method {key!r} is not a registered checkpoint kind (known: "
                          f"{', '.join(reg.kinds) or 'none'}; is the plugin that wrote it installed?)")
@@ -294,9 +298,19 @@ def kinds_with_role(role: str) -> tuple[str, ...]:
     return tuple(k for k, (kind, _) in _loaded().kinds.items() if kind.role == role)
 
 
+#: What to do when no method at all is registered: petctfm's own are declared as entry points too, so an
+#: empty registry means the installed metadata is stale or missing (a source tree on PYTHONPATH, an old
+#: ``*.egg-info``), not that there are no methods.
+MISSING_HINT = ("no petctfm method is registered: the 'petctfm.methods' entry points of the installed metadata "
+                "are missing or stale (a source tree on PYTHONPATH, an old *.egg-info); reinstall petctfm "
+                "(pip install -e .)")
+
+
 def pretraining_methods() -> list[Method]:
     """The methods with a pretraining entry point (``petctfm pretrain --method``), listing order (the first is
-    the default)."""
+    the default). An empty registry is a one-line :class:`InputError` (:data:`MISSING_HINT`)."""
+    if not _loaded().methods:
+        raise InputError(MISSING_HINT)
     return [m for m in methods() if m.pretrain is not None]
 
 
