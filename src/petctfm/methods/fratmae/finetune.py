@@ -85,21 +85,6 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def is_fratmae_source(init: str | Path | None) -> bool:
-    """Whether ``init`` is a FratMAE pretraining run / checkpoint (False for anything unreadable)."""
-    import json
-
-    from safetensors import safe_open
-
-    if init is None or str(init) == "scratch":
-        return False
-    try:  # the metadata only: no tensor is read
-        with safe_open(str(resolve_weights(init)), framework="pt") as f:
-            return json.loads((f.metadata() or {}).get("config", "{}")).get("method") == PRETRAIN_METHOD
-    except Exception:  # noqa: BLE001 - unreadable: not FratMAE's; the segmentation path reports the problem
-        return False
-
-
 class FratMAEFinetuneTask(FinetuneTask):
     """FratMAE fine-tuning as a TrainTask (module docstring); loss and validation from ``FinetuneTask``."""
 
@@ -208,4 +193,4 @@ def finetune_fratmae(dataset: str | Path | None, out: str | Path, init: str | Pa
 
 
 __all__ = ["PRETRAIN_METHOD", "DEFAULT_CONFIG", "PRESETS", "NAMED_OPTIONS", "get_preset", "validate_config",
-           "is_fratmae_source", "FratMAEFinetuneTask", "check_compatible", "finetune_configs", "finetune_fratmae"]
+           "FratMAEFinetuneTask", "check_compatible", "finetune_configs", "finetune_fratmae"]
