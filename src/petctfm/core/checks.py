@@ -11,16 +11,25 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
+from petctfm.core.config import ConfigError, in_range, range_text
 from petctfm.core.errors import UsageError
 
 
-def _show(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
-
-
 def fail(arg: str, value: Any, allowed: str) -> UsageError:
-    """The error ``arg=VALUE: <allowed>`` about argument ``arg`` (to raise)."""
-    return UsageError(f"{arg}={_show(value)}: {allowed}", arg=arg)
+    """The error ``arg=VALUE: <allowed>`` about argument ``arg`` (to raise): the typed configs' one-line
+    :class:`~petctfm.core.config.ConfigError`, said of the Python argument."""
+    return ConfigError(arg, value, allowed, arg=arg)
+
+
+def _bounds(lo: float | None, hi: float | None, lo_open: bool = False, hi_open: bool = False) -> dict[str, Any]:
+    """Bounds as a config field's metadata (``ge`` / ``gt`` / ``le`` / ``lt``), so that the words and the test
+    are the typed configs' (:func:`petctfm.core.config.range_text`, :func:`~petctfm.core.config.in_range`)."""
+    meta: dict[str, Any] = {}
+    if lo is not None:
+        meta["gt" if lo_open else "ge"] = lo
+    if hi is not None:
+        meta["lt" if hi_open else "le"] = hi
+    return meta
 
 
 def check_int(arg: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
@@ -28,11 +37,9 @@ def check_int(arg: str, value: Any, lo: int | None = None, hi: int | None = None
     ok = isinstance(value, int) and not isinstance(value, bool)
     if not ok and isinstance(value, float) and math.isfinite(value) and value == int(value):
         value, ok = int(value), True
-    what = ("an integer" + (f" >= {lo}" if lo is not None and hi is None else "")
-            + (f" <= {hi}" if hi is not None and lo is None else "")
-            + (f" in [{lo}, {hi}]" if lo is not None and hi is not None else ""))
-    if not ok or (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise fail(arg, value, f"must be {what}")
+    meta = _bounds(lo, hi)
+    if not ok or not in_range(value, meta):
+        raise fail(arg, value, " ".join(["must be an integer", range_text(meta) or ""]).rstrip())
     return int(value)
 
 
@@ -41,23 +48,12 @@ def check_float(arg: str, value: Any, lo: float | None = None, hi: float | None 
     """``value`` as a finite float in the interval from ``lo`` to ``hi`` (open ends with ``lo_open`` /
     ``hi_open``; either bound optional)."""
     try:
-        x = float(value)
+        x = math.nan if isinstance(value, bool) else float(value)
     except (TypeError, ValueError):
         x = math.nan
-    if isinstance(value, bool):
-        x = math.nan
-    bad = (not math.isfinite(x) or (lo is not None and (x <= lo if lo_open else x < lo))
-           or (hi is not None and (x >= hi if hi_open else x > hi)))
-    if bad:
-        if lo is not None and hi is not None:
-            what = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-        elif lo is not None:
-            what = f"{'>' if lo_open else '>='} {lo:g}"
-        elif hi is not None:
-            what = f"{'<' if hi_open else '<='} {hi:g}"
-        else:
-            what = ""
-        raise fail(arg, value, f"must be a finite number {what}".rstrip())
+    meta = _bounds(lo, hi, lo_open, hi_open)
+    if not math.isfinite(x) or not in_range(x, meta):
+        raise fail(arg, value, " ".join(["must be a finite number", range_text(meta) or ""]).rstrip())
     return x
 
 

@@ -88,21 +88,30 @@ def setting(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: 
     return dataclasses.field(default=default, metadata=meta)
 
 
-def allowed_text(meta: Mapping[str, Any], each: bool = False) -> str | None:
-    """``"must be >= 1"``, ``"must be one of zero, learnable"``... from a field's metadata (None: no rule)."""
-    if meta.get("choices") is not None:
-        return f"must be one of {', '.join(str(c) for c in meta['choices'])}"
+def range_text(meta: Mapping[str, Any]) -> str | None:
+    """The bounds of a field's metadata as words: ``">= 1"``, ``"in [0, 1)"``, ``"> 0 and <= 5"``... (None: no
+    bound). Shared by :func:`allowed_text` and the API's argument checks (:mod:`petctfm.core.checks`)."""
     parts = [f"{op} {meta[k]:g}" for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if k in meta]
     if not parts:
         return None
     if len(parts) == 2 and {"ge", "gt"} & set(meta) and {"le", "lt"} & set(meta):
         lo = ("[" if "ge" in meta else "(") + f"{meta.get('ge', meta.get('gt')):g}"
         hi = f"{meta.get('le', meta.get('lt')):g}" + ("]" if "le" in meta else ")")
-        return ("each value " if each else "") + f"must be in {lo}, {hi}"
-    return ("each value " if each else "") + "must be " + " and ".join(parts)
+        return f"in {lo}, {hi}"
+    return " and ".join(parts)
 
 
-def _in_range(v: Any, meta: Mapping[str, Any]) -> bool:
+def allowed_text(meta: Mapping[str, Any], each: bool = False) -> str | None:
+    """``"must be >= 1"``, ``"must be one of zero, learnable"``... from a field's metadata (None: no rule)."""
+    if meta.get("choices") is not None:
+        return f"must be one of {', '.join(str(c) for c in meta['choices'])}"
+    words = range_text(meta)
+    return None if words is None else ("each value " if each else "") + "must be " + words
+
+
+def in_range(v: Any, meta: Mapping[str, Any]) -> bool:
+    """Whether ``v`` meets a field's choices or bounds (non-numbers pass the bounds: their type is checked
+    elsewhere)."""
     if meta.get("choices") is not None:
         return v in meta["choices"]
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -224,7 +233,7 @@ def check_value(key: str, t: Any, v: Any, meta: Mapping[str, Any]) -> Any:
     for x in values:
         if isinstance(x, float) and meta.get("finite", True) and not math.isfinite(x):
             raise ConfigError(key, _plain(out), "must be a finite number")
-        if x is not None and not _in_range(x, meta):
+        if x is not None and not in_range(x, meta):
             each = isinstance(out, (list, tuple))
             raise ConfigError(key, _plain(out), allowed_text(meta, each=each) or "out of range")
     return out
