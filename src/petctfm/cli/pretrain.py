@@ -76,28 +76,27 @@ def run(args: argparse.Namespace) -> int:
     from petctfm.core.errors import UsageError
     from petctfm.core.registry import get_method, options_of
 
+    method = get_method(_method_name(args))
     if args.show_config:
         import yaml
 
         from petctfm.train.config import default_preset
 
-        method = get_method(args.method or _method_name(args))
         print(yaml.safe_dump(method.default_config(args.preset or default_preset()), sort_keys=False), end="")
         return 0
-    method = get_method(_method_name(args))
     if not args.out:
         raise UsageError("--out RUN_DIR is required")
     if method.pretrain is None:
         raise UsageError(f"method={method.name!r}: not a pretraining method", arg="method")
+    options = options_of()
+    given = {flag: v for flag, (opt, _) in options.items() if (v := getattr(args, _DEST + opt.dest, None)) is not None}
     mine = {o.dest for o in method.options}
-    given = {flag: getattr(args, _DEST + opt.dest) for flag, (opt, _) in options_of().items()
-             if getattr(args, _DEST + opt.dest, None) is not None}
-    foreign = [flag for flag, (opt, _) in options_of().items() if flag in given and opt.dest not in mine]
+    foreign = [flag for flag in given if options[flag][0].dest not in mine]
     if foreign:
         raise UsageError(f"{', '.join(foreign)}: not an option of --method {method.name} (see petctfm pretrain "
                          f"--help)")
     opts = train_options(args)
-    named = {options_of()[flag][0].dest: v for flag, v in given.items()}
+    named = {options[flag][0].dest: v for flag, v in given.items()}
     summary = method.pretrain(args.data, args.out, args.preset, max_steps=opts.pop("max_steps", None),
                               max_time=opts.pop("max_time_s", None), resume=args.resume, overrides=args.set,
                               **named, **opts)
@@ -120,7 +119,7 @@ def _method_name(args: argparse.Namespace) -> str:
     from petctfm.train.config import saved_run_configs
     from pathlib import Path
 
-    saved = saved_run_configs(args.out) if args.resume else None
+    saved = saved_run_configs(args.out) if args.resume and args.out else None
     if saved is not None and saved[0].get("method") is not None:
         return owner_of(saved[0].get("method"), Path(args.out) / "config.yaml").name
     return args.method or pretraining_methods()[0].name
