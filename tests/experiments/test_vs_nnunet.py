@@ -79,7 +79,7 @@ def test_vs_nnunet_end_to_end(tmp_path, monkeypatch):
     data = _dataset(tmp_path / "data")
     exp = tmp_path / "exp"
     argv = ["experiment", "vs-nnunet", "--data", str(data), "--out", str(exp), "--minutes", "0.2", "--plans", "cpu",
-            "--preset", "tiny", "--device", "cpu", "--no-progress"]
+            "--preset", "tiny", "--device", "cpu", "--no-progress", "--jobs", "2", "--no-tta"]
     assert main(argv) == 0
     assert not any(k in os.environ for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"))
 

@@ -233,6 +233,13 @@ def _register_vs_nnunet(sub) -> None:
                    help="petctfm fine-tuning preset (default gpu on cuda, else cpu)")
     p.add_argument("--backbone", default=None, help="petctfm backbone (default: the preset's)")
     p.add_argument("--plans", default="default,cpu", metavar="P,P", help="nnU-Net plans: default,cpu (default both)")
+    p.add_argument("--recipe", choices=("auto", "cpu", "gpu", "none"), default="auto",
+                   help="petctfm's planned recipe (docs/segmentation-recipe.md; default: the device's; none: the bare "
+                   "preset)")
+    p.add_argument("--jobs", type=int, default=1, metavar="K",
+                   help="trained runs at once, the cores shared evenly (default 1)")
+    p.add_argument("--no-tta", action="store_true", help="no test-time mirroring in nnU-Net's predictor (petctfm's "
+                   "has none): both arms predict plain")
     p.add_argument("--no-progress", action="store_true", help="quiet")
     p.set_defaults(func=_run_vs_nnunet)
 
@@ -244,7 +251,7 @@ def _run_vs_nnunet(args: argparse.Namespace) -> int:
     out = run_vs_nnunet(args.data, args.out, args.minutes, seeds=parse_list("seeds", args.seeds, int, "an integer"),
                         device=args.device, preset=args.preset, backbone=args.backbone,
                         plans=parse_list("plans", args.plans, str, "a plan"), holdout_site=args.holdout_site,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, recipe=args.recipe, tta=not args.no_tta, jobs=args.jobs)
     print(f"experiment vs-nnunet: {len(out['records'])} runs; compared with nnU-Net "
           f"{out['summary']['stronger_nnunet']}; results in {out['results_md']}, {out['results_csv']}, {out['plot']}")
     return 0

@@ -14,6 +14,9 @@ from petctfm.cli._common import add_command, add_run_args, train_options
 from petctfm.io.walk import printable  # a --out that is not UTF-8 is printed with U+FFFD
 
 EXAMPLES = """
+# the recipe: nnU-Net's PlainConvUNet from scratch, planned for a CPU from the training cases (docs/segmentation-recipe.md)
+petctfm finetune --data dataset/ --out runs/recipe --init scratch --backbone nnunet-plain --plan cpu --max-steps 3000
+
 # 10% of the labels, encoder from a pretraining run (its backbone and mode are used); seconds on a CPU
 petctfm finetune --data dataset/ --out runs/ft10 --init runs/mae_tiny --fraction 0.1 --preset tiny
 
@@ -55,6 +58,10 @@ def register(subparsers) -> None:
     p.add_argument("--mode", choices=["joint", "pet", "ct"],
                    help="input channels; must match the pretrained run (default: the run's mode)")
     p.add_argument("--backbone", metavar="NAME", help="backbone for --init scratch (must match a pretrained run)")
+    p.add_argument("--plan", choices=["cpu", "gpu"], default=None,
+                   help="the recipe: plan patch, network (nnU-Net backbones from scratch), batch, precision and poly "
+                   "LR from the training cases' fingerprint for this compute target; written into the run's config "
+                   "(docs/segmentation-recipe.md)")
     p.add_argument("--patch", type=int, metavar="N", help="cubic patch side in voxels (training and inference)")
     p.add_argument("--fg-prob", type=float, metavar="P", help="foreground oversampling probability (default 0.33)")
     p.add_argument("--freeze-encoder", action="store_true", default=None, help="train decoder and head only")
@@ -91,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     if args.init is None and not (args.resume and saved_run_configs(args.out) is not None):
         raise InputError("--init RUN_OR_CKPT|scratch is required")
     opts = train_options(args)
+    if args.plan:
+        opts["plan"] = args.plan
     summary = finetune(args.data, args.out, args.init, args.preset, args.fraction, kshot=args.kshot,
                        backbone=args.backbone, max_steps=opts.pop("max_steps", None),
                        max_time=opts.pop("max_time_s", None), resume=args.resume, overrides=args.set,

@@ -45,7 +45,8 @@ mode the full-resolution tensor (as MONAI's DynUNet). Only a task with a deep-su
 a task that uses the output as one tensor (the MAE, the promptable embedding, today's segmentation loss) stops
 with a one-line error (:class:`DeepSupervisionOutputs`).
 ``model.overrides`` may also set any other constructor argument (``n_stages`` re-plans features, strides and
-blocks for that depth; the patch divisor then becomes 2^(n_stages-1), which :func:`patch_divisor` does not see).
+blocks for that depth; the patch divisor then becomes 2^(n_stages-1), or the product of per-stage ``strides``
+when they are given: :func:`axis_divisors`).
 
 SwinUNETR needs patch sides that are multiples of 32 and >= 64 (its 1/32 bottleneck goes through an
 instance norm, which needs more than one voxel); the UNets need multiples of 2^(stages-1).
@@ -235,17 +236,35 @@ def build_backbone(name: str, in_channels: int, out_channels: int, **overrides: 
 
 
 def patch_divisor(name: str) -> int:
-    """Patch sides must be a multiple of this for backbone ``name``."""
+    """Patch sides must be a multiple of this for backbone ``name`` (its default configuration)."""
     if name.startswith("swinunetr"):
         return DIVISOR["swinunetr"]
     return DIVISOR.get(name, 16)
 
 
-def check_patch_size(name: str, patch_size: Sequence[int]) -> None:
-    """One-line InputError unless every side of ``patch_size`` (X, Y, Z) fits backbone ``name``: a multiple of
-    :func:`patch_divisor`, and >= 64 for SwinUNETR (its 1/32 bottleneck must hold more than one voxel)."""
-    div = patch_divisor(name)
-    if any(int(p) % div for p in patch_size):
+def axis_divisors(name: str, overrides: dict[str, Any] | None = None) -> list[int]:
+    """Per-axis patch divisors (X, Y, Z) of backbone ``name`` built with ``overrides``: the product of the
+    per-stage ``strides`` when given (nnU-Net networks planned for an anisotropic patch), ``2^(n_stages-1)``
+    when only ``n_stages`` is given, else :func:`patch_divisor`."""
+    ov = overrides or {}
+    if name.startswith("nnunet-") and ov.get("strides"):
+        out = [1, 1, 1]
+        for st in ov["strides"]:
+            st = list(st) if isinstance(st, (list, tuple)) else [st] * 3
+            out = [o * int(s) for o, s in zip(out, st)]
+        return out
+    if name.startswith("nnunet-") and ov.get("n_stages"):
+        return [2 ** (int(ov["n_stages"]) - 1)] * 3
+    return [patch_divisor(name)] * 3
+
+
+def check_patch_size(name: str, patch_size: Sequence[int], overrides: dict[str, Any] | None = None) -> None:
+    """One-line InputError unless every side of ``patch_size`` (X, Y, Z) fits backbone ``name`` (built with
+    ``overrides``): a multiple of its :func:`axis_divisors`, and >= 64 for SwinUNETR (its 1/32 bottleneck must
+    hold more than one voxel)."""
+    divs = axis_divisors(name, overrides)
+    if any(int(p) % d for p, d in zip(patch_size, divs)):
+        div = divs[0] if len(set(divs)) == 1 else divs
         raise InputError(f"patch size {list(patch_size)} must be a multiple of {div} for backbone {name}")
     if name.startswith("swinunetr") and min(patch_size) < 64:
         raise InputError(f"patch size {list(patch_size)}: SwinUNETR backbones need sides >= 64 (1/32 bottleneck "
@@ -256,4 +275,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["BACKBONES", "RESENC_M_BLOCKS", "DeepSupervisionOutputs", "nnunet_plan", "build_backbone", "patch_divisor", "check_patch_size", "count_parameters"]
+__all__ = ["BACKBONES", "RESENC_M_BLOCKS", "DeepSupervisionOutputs", "nnunet_plan", "build_backbone", "patch_divisor", "axis_divisors", "check_patch_size", "count_parameters"]

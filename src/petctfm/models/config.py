@@ -19,12 +19,13 @@ class ModelSection(TypedConfig):
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
-def check_backbone_patch(backbone: str, patch_size: Sequence[int], key: str = "data.patch_size") -> None:
+def check_backbone_patch(backbone: str, patch_size: Sequence[int], key: str = "data.patch_size",
+                         overrides: dict[str, Any] | None = None) -> None:
     """:func:`petctfm.models.backbones.check_patch_size` as a ConfigError (a config value, exit 2)."""
     from petctfm.models.backbones import check_patch_size
 
     try:
-        check_patch_size(backbone, patch_size)
+        check_patch_size(backbone, patch_size, overrides)
     except InputError as exc:
         raise ConfigError(key, list(patch_size), str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)) \
             from None

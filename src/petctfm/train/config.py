@@ -37,13 +37,14 @@ class TrainConfig(TypedConfig):
     # -- batch
     batch_size: int = setting(0, ge=0)  # per rank; 0 = whatever the task yields (a training run: >= 1)
     grad_accum: int = setting(1, ge=1)  # micro-batches per optimizer step (DDP all-reduce only on the last)
-    # -- optimizer (AdamW) and schedule (linear warm-up, cosine decay to min_lr_ratio * lr)
+    # -- optimizer (AdamW) and schedule (linear warm-up, cosine or poly decay to min_lr_ratio * lr)
     lr: float = setting(1e-3, gt=0)
     weight_decay: float = setting(0.05, ge=0)  # not applied to 1-D parameters (biases, norm scales)
     beta1: float = setting(0.9, ge=0, lt=1)
     beta2: float = setting(0.999, ge=0, lt=1)
     warmup_steps: int = setting(0, ge=0)
     min_lr_ratio: float = setting(0.0, ge=0, le=1)
+    lr_schedule: str = setting("cosine", choices=("cosine", "poly"))  # after warm-up: cosine | nnU-Net's poly 0.9
     clip_grad: float | None = setting(1.0, gt=0)  # max global gradient norm; None = no clipping
     ema_decay: float | None = setting(None, gt=0, lt=1)  # e.g. 0.999; None = no EMA
     # -- reproducibility and numerics

@@ -1,5 +1,5 @@
 """Optimizer and learning-rate schedule of the generic trainer: AdamW with decoupled weight decay on
->= 2-D weights (or a task's own param groups with ``lr_scale``), and a linear warm-up + cosine LR factor.
+>= 2-D weights (or a task's own param groups with ``lr_scale``), and a linear warm-up + cosine (or nnU-Net's poly) LR factor.
 
 Used by :func:`petctfm.train.trainer.train`; a method that needs per-group LRs (e.g. layer-wise decay)
 supplies ``TrainTask.param_groups`` and these functions apply ``cfg.lr * lr_scale`` to each group.
@@ -37,6 +37,26 @@ class WarmupCosine:
         span = max(self.horizon - self.warmup, 1)
         progress = min((step - self.warmup) / span, 1.0)
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class WarmupPoly(WarmupCosine):
+    """LR factor of nnU-Net: linear warm-up as :class:`WarmupCosine`, then ``(1 - progress) ** exponent``
+    (exponent 0.9) from 1 down to ``min_ratio`` at ``horizon``, then ``min_ratio``."""
+
+    def __init__(self, warmup: int, horizon: int, min_ratio: float, exponent: float = 0.9):
+        super().__init__(warmup, horizon, min_ratio)
+        self.exponent = float(exponent)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        span = max(self.horizon - self.warmup, 1)
+        progress = min((step - self.warmup) / span, 1.0)
+        return self.min_ratio + (1.0 - self.min_ratio) * (1.0 - progress) ** self.exponent
+
+
+#: ``TrainConfig.lr_schedule`` -> the LR factor class (warm-up, then cosine or nnU-Net's poly decay).
+SCHEDULES = {"cosine": WarmupCosine, "poly": WarmupPoly}
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device,

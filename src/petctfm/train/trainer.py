@@ -10,7 +10,7 @@ What it does, in order:
    weights; moved to the device, channels-last, EMA copy, DDP, ``torch.compile``.
 4. **Optimizer**: AdamW (fused on CUDA), no weight decay on 1-D parameters, or the task's own param groups
    (``task.param_groups(model, cfg)``, optional: e.g. layer-wise LR decay, each group with an ``lr_scale``);
-   ``LambdaLR`` with linear warm-up and cosine decay (:class:`WarmupCosine`); a grad scaler only for fp16.
+   ``LambdaLR`` with linear warm-up and cosine or poly decay (:data:`~petctfm.train.schedule.SCHEDULES`); a grad scaler only for fp16.
 5. **Loop**: per optimizer step, ``grad_accum`` micro-batches from ``task.batches(rank, world_size,
    start_sample)``, each under autocast (bf16 on CUDA by default), loss / grad_accum backpropagated
    (DDP ``no_sync`` on all but the last); clip, step, schedule, EMA.
@@ -52,7 +52,7 @@ from petctfm.train.distributed import (DistInfo, any_rank, barrier, cleanup, gat
 from petctfm.train.progress import Progress, StopFlag
 from petctfm.train.run_dir import (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, append_metrics, check_run_dir,
                                    open_tensorboard, plain, truncate_metrics)
-from petctfm.train.schedule import WarmupCosine, base_lr, build_optimizer
+from petctfm.train.schedule import SCHEDULES, base_lr, build_optimizer
 from petctfm.train.task import TrainTask
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -212,7 +212,7 @@ class _Run:
         self.optimizer = build_optimizer(self.model, cfg, self.device, groups)
         horizon = cfg.schedule_steps or cfg.max_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, WarmupCosine(cfg.warmup_steps, horizon, cfg.min_lr_ratio))
+            self.optimizer, SCHEDULES[cfg.lr_schedule](cfg.warmup_steps, horizon, cfg.min_lr_ratio))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
 
     def _restore_state(self) -> None:

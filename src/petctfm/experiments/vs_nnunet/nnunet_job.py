@@ -10,8 +10,9 @@ process. Two jobs:
   of each plan (patch, batch, spacing, stages, parameters).
 - ``train``: :class:`nnUNetTrainerBudget` (nnU-Net's trainer, stopped by wall time; see its docstring) on fold
   0 (= our train/val split, ``splits_final.json``), nnU-Net's own final validation
-  (``perform_actual_validation``), then nnU-Net's predictor (``nnUNetPredictor``, its defaults: Gaussian
-  sliding window, step 0.5, mirroring TTA) on the test cases, timed per case.
+  (``perform_actual_validation``; only when plans are compared, ``final_validation``), then nnU-Net's predictor
+  (``nnUNetPredictor``, its defaults: Gaussian sliding window, step 0.5, mirroring TTA unless ``mirroring`` is
+  false) on the test cases, timed per case.
 
 The trainer class is used directly from Python (nnU-Net's ``-tr`` lookup only searches nnunetv2's own trainer
 folder, which petctfm does not write into); the predictor is initialized with ``manual_initialization`` for
@@ -204,16 +205,21 @@ def job_train(job: dict[str, Any]) -> dict[str, Any]:
     cls.budget_s = float(job["budget_s"])
     cls.target_validations = int(job["target_validations"])
     trainer = cls(plans=plans, configuration=job["configuration"], fold=0, dataset_json=dataset_json, device=device)
+    mirroring = bool(job.get("mirroring", True))
     t0 = time.perf_counter()
     trainer.run_training()
     train_s = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    trainer.perform_actual_validation(False)
-    val_s = time.perf_counter() - t1
+    if not mirroring:  # no test-time mirroring: nnU-Net's own switch (its validation and predictor read it)
+        trainer.inference_allowed_mirroring_axes = None
     fold = Path(trainer.output_folder)
-    summary = json.loads((fold / "validation" / "summary.json").read_text())
-    val_dice = summary.get("foreground_mean", {}).get("Dice")
-    pred = _predict(trainer, fold / "checkpoint_final.pth", job["predict"], device)
+    val_dice, val_s = None, 0.0
+    if job.get("final_validation", True):
+        t1 = time.perf_counter()
+        trainer.perform_actual_validation(False)
+        val_s = time.perf_counter() - t1
+        summary = json.loads((fold / "validation" / "summary.json").read_text())
+        val_dice = summary.get("foreground_mean", {}).get("Dice")
+    pred = _predict(trainer, fold / "checkpoint_final.pth", job["predict"], device, mirroring)
     budget = json.loads((fold / "budget_log.json").read_text())
     return {"fold_dir": str(fold), "train_s": train_s, "validation_s": val_s,
             "val_dice": float(val_dice) if val_dice is not None and math.isfinite(float(val_dice)) else None,
@@ -224,9 +230,10 @@ def job_train(job: dict[str, Any]) -> dict[str, Any]:
             "split": budget["split"], "predict": pred}
 
 
-def _predict(trainer, checkpoint: Path, spec: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """nnU-Net's predictor (its defaults) with the trained weights; per-case seconds from reading the images to
-    the written mask."""
+def _predict(trainer, checkpoint: Path, spec: dict[str, Any], device: torch.device,
+             mirroring: bool = True) -> dict[str, Any]:
+    """nnU-Net's predictor (its defaults; ``mirroring`` False turns its mirroring TTA off) with the trained
+    weights; per-case seconds from reading the images to the written mask."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -234,7 +241,7 @@ def _predict(trainer, checkpoint: Path, spec: dict[str, Any], device: torch.devi
     net = type(trainer).build_network_architecture(pm, cm, trainer.num_input_channels,
                                                    trainer.label_manager.num_segmentation_heads,
                                                    enable_deep_supervision=False)
-    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
                                 perform_everything_on_device=device.type == "cuda", device=device, verbose=False,
                                 verbose_preprocessing=False, allow_tqdm=False)
     predictor.manual_initialization(net, pm, cm, [ckpt["network_weights"]], trainer.dataset_json,
@@ -249,7 +256,7 @@ def _predict(trainer, checkpoint: Path, spec: dict[str, Any], device: torch.devi
         data, props = rw.read_images(files)
         predictor.predict_single_npy_array(data, props, None, str(out_dir / cid), False)
         seconds[cid] = time.perf_counter() - t0
-    return {"seconds_per_case": seconds, "tile_step_size": 0.5, "mirroring": True}
+    return {"seconds_per_case": seconds, "tile_step_size": 0.5, "mirroring": mirroring}
 
 
 def main(argv: list[str] | None = None) -> int:

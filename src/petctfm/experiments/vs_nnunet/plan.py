@@ -85,6 +85,9 @@ class Settings:
     dataset_id: int = DATASET_ID
     holdout_site: str | None = None
     cpu_plan_gpu_memory_gb: float = CPU_PLAN_GPU_MEMORY_GB
+    recipe: str | None = None  # petctfm's planned recipe target (cpu | gpu; finetune(plan=...)), None: the preset
+    tta: bool = True  # nnU-Net's mirroring at inference (petctfm's predict_split has none); False: neither arm
+    jobs: int = 1  # trained arms run at once, each with cpu_count // jobs threads
 
 
 def fmt_thr(t: float) -> str:
@@ -106,10 +109,20 @@ def command_line(settings: Settings, exp_dir: Path, seeds: list[int]) -> str:
              "--preset", settings.preset, "--plans", ",".join(settings.plans)]
     if settings.holdout_site:
         parts += ["--holdout-site", settings.holdout_site]
+    if settings.backbone:
+        parts += ["--backbone", settings.backbone]
+    parts += ["--recipe", settings.recipe or "none", "--jobs", str(settings.jobs)]
+    if not settings.tta:
+        parts.append("--no-tta")
     return shlex.join(parts)
+
+
+def threads_per_job(jobs: int) -> int:
+    """Torch threads of each of ``jobs`` arms running at once: the machine's cores shared evenly (>= 1)."""
+    return max(1, (os.cpu_count() or 1) // max(1, int(jobs)))
 
 
 __all__ = ["DONE_FILE", "EXPERIMENT_FILE", "PRED_DIR", "EVAL_DIR", "SPLIT", "HOLDOUT_SPLIT", "N_RESAMPLES",
            "BOOTSTRAP_SEED", "DATASET_ID", "PLANS", "CONFIGURATION", "FLOOR_THRESHOLDS", "FLOOR_MIN_ML",
            "TARGET_VALIDATIONS", "ARM_METRICS", "dataset_folder_name", "nnunet_dirs", "child_env", "Arm", "Settings",
-           "build_plan", "command_line"]
+           "build_plan", "command_line", "threads_per_job"]

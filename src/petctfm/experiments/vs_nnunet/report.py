@@ -143,10 +143,12 @@ def _markdown(summary: dict, records: Sequence[dict], settings: Settings, seeds:
         f"Synthetic phantoms: these numbers are synthetic results, not clinical ones. Data `{settings.data}`: "
         f"{len(export['train'])} train, {len(export['val'])} val, {n_test} test cases (nnU-Net fold 0 = this "
         f"train/val split). Training budget **{settings.minutes:g} min** per run on `{settings.device}`; seeds "
-        f"{', '.join(map(str, seeds))}. petctfm: `finetune(init='scratch', backbone='{settings.backbone}', "
-        f"preset='{settings.preset}', max_time={settings.minutes * 60:g})`, best checkpoint by val Dice. nnU-Net "
-        f"2.8.1 `3d_fullres`, budget trainer (docs/vs-nnunet.md), `checkpoint_final.pth`, nnU-Net's predictor "
-        "(Gaussian sliding window, step 0.5, mirroring).",
+        f"{', '.join(map(str, seeds))}; {getattr(settings, 'jobs', 1)} run(s) at a time sharing the cores. petctfm: "
+        f"`finetune(init='scratch', backbone='{settings.backbone}', preset='{settings.preset}', "
+        f"plan={getattr(settings, 'recipe', None)!r}, max_time={settings.minutes * 60:g})`, best checkpoint by val "
+        f"Dice, no TTA. nnU-Net 2.8.1 `3d_fullres`, budget trainer (docs/vs-nnunet.md), `checkpoint_final.pth`, "
+        f"nnU-Net's predictor (Gaussian sliding window, step 0.5, "
+        f"{'mirroring' if getattr(settings, 'tta', True) else 'no mirroring'}).",
         "",
         f"Reproduce: `{command}`",
         "",
@@ -203,7 +205,7 @@ def _markdown(summary: dict, records: Sequence[dict], settings: Settings, seeds:
     out += [_md_table(head, rows), "",
             "petctfm's per-case seconds are the gaps between its written predictions (`predict_split`; the first "
             "includes loading the model); nnU-Net's are timed around its predictor per case (reading, "
-            "preprocessing, sliding window with mirroring, export).", "",
+            f"preprocessing, sliding window{' with mirroring' if getattr(settings, 'tta', True) else ''}, export).", "",
             "## Training each arm ran", ""]
     trows = []
     for r in records:

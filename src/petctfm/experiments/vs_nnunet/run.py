@@ -19,7 +19,7 @@ from petctfm.experiments.common import check_settings
 from petctfm.experiments.vs_nnunet.plan import (BOOTSTRAP_SEED, CONFIGURATION, DONE_FILE, EVAL_DIR, EXPERIMENT_FILE,
                                                 HOLDOUT_SPLIT, N_RESAMPLES, PLANS, PRED_DIR, SPLIT,
                                                 TARGET_VALIDATIONS, Arm, Settings, build_plan, child_env,
-                                                command_line, dataset_folder_name)
+                                                command_line, dataset_folder_name, threads_per_job)
 
 #: The module the nnU-Net child process runs (``python -m``).
 CHILD_MODULE = "petctfm.experiments.vs_nnunet.nnunet_job"
@@ -38,15 +38,18 @@ def _pred_eval_dirs(split: str) -> tuple[str, str]:
 
 
 def run_child(job: dict[str, Any], job_dir: Path, exp_dir: Path, results_dir: Path, device: str,
-              name: str) -> dict[str, Any]:
+              name: str, threads: int | None = None) -> dict[str, Any]:
     """Run one nnU-Net job in a child process (nnU-Net's variables set there only); its log in
-    ``job_dir/<name>.log``; one-line error with the log's tail when it fails."""
+    ``job_dir/<name>.log``; one-line error with the log's tail when it fails. ``threads``: the child's torch /
+    OpenMP threads (arms sharing the machine)."""
     job_dir.mkdir(parents=True, exist_ok=True)
     job = {**job, "result": str(job_dir / f"{name}_result.json")}
     job_file = job_dir / f"{name}_job.json"
     job_file.write_text(json.dumps(job, indent=2))
     env = child_env(exp_dir, results_dir, device)
     env.setdefault("nnUNet_def_n_proc", "1")
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(int(threads))
     if job["action"] == "plan" and env.get("nnUNet_n_proc_DA") == "0":
         env["nnUNet_n_proc_DA"] = "1"  # nnU-Net's planner sets torch threads to this number (0 is refused)
     src = str(Path(__file__).resolve().parents[3])
@@ -118,8 +121,10 @@ def run_nnunet(arm: Arm, settings: Settings, run_dir: Path, exp_dir: Path, test_
            "dataset_name": dataset_folder_name(settings.dataset_id), "configuration": CONFIGURATION,
            "plans_name": PLANS[arm.plan], "budget_s": settings.minutes * 60.0, "seed": int(arm.seed),
            "device": settings.device, "target_validations": TARGET_VALIDATIONS,
+           "mirroring": bool(settings.tta), "final_validation": len(settings.plans) > 1,
            "predict": {"images": str(raw / "imagesTs"), "cases": cases, "out": str(pred_tmp)}}
-    res = run_child(job, run_dir, exp_dir, results_dir, settings.device, "nnunet")
+    res = run_child(job, run_dir, exp_dir, results_dir, settings.device, "nnunet",
+                    threads=threads_per_job(settings.jobs) if settings.jobs > 1 else None)
     out: dict[str, Any] = {"results": {}, "seconds_per_case": res["predict"]["seconds_per_case"]}
     for split in _splits(settings):
         pred, ev = _pred_eval_dirs(split)
@@ -162,9 +167,41 @@ def _petctfm_curve(run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
+#: petctfm's validations within the budget (the last at its end), and the share of the budget kept for them.
+VALIDATIONS = 4
+VALIDATION_SHARE = 0.12
+CALIBRATION_FILE = "calibration.json"
+
+
+def calibrate_steps(settings: Settings, run_dir: Path, seed: int, steps: int = 12) -> dict[str, Any]:
+    """Seconds per training step of petctfm's planned run, measured on this machine now (``steps`` steps of the
+    exact config in ``RUN/calibration/``, the median of steps 3..), and the steps that fill the budget less
+    :data:`VALIDATION_SHARE`; written to ``RUN/calibration.json`` (the calibration counts outside the budget,
+    as nnU-Net's planning and preprocessing do)."""
+    from petctfm.io.atomic import atomic_write_json
+    from petctfm.methods.finetune import finetune
+
+    work = run_dir / "calibration"
+    if work.exists():
+        shutil.rmtree(work)
+    finetune(settings.data, work, init="scratch", backbone=settings.backbone, preset=settings.preset,
+             plan=settings.recipe, max_steps=steps, seed=seed, device=settings.device, progress=False, log_every=1,
+             figure_every=0, checkpoint_every=10 ** 6)
+    times = [json.loads(line)["time_s"] for line in (work / "metrics.jsonl").read_text().splitlines()]
+    deltas = sorted(b - a for a, b in zip(times[2:], times[3:]))
+    per_step = float(deltas[len(deltas) // 2])
+    out = {"seconds_per_step": per_step, "calibration_steps": steps,
+           "steps": max(1, int(settings.minutes * 60.0 * (1.0 - VALIDATION_SHARE) / per_step))}
+    shutil.rmtree(work)
+    atomic_write_json(run_dir / CALIBRATION_FILE, out)
+    return out
+
+
 def run_petctfm(arm: Arm, settings: Settings, run_dir: Path) -> dict[str, Any]:
     """petctfm's UNet fine-tuning from scratch for the same wall time, its best checkpoint by val Dice predicting
-    the test split (``predict_split``), evaluated. A killed run resumes (the trainer's exact resume)."""
+    the test split (``predict_split``), evaluated. With the recipe, the run's steps are calibrated to fill the
+    budget (:func:`calibrate_steps`) and validated :data:`VALIDATIONS` times. A killed run resumes (the
+    trainer's exact resume)."""
     from petctfm.methods.finetune import finetune
     from petctfm.predict.split import predict_split
     from petctfm.train import checkpoint as ck
@@ -172,12 +209,20 @@ def run_petctfm(arm: Arm, settings: Settings, run_dir: Path) -> dict[str, Any]:
 
     train_dir = run_dir / "run"
     summary = _read_json(train_dir / SUMMARY_FILE)
+    calib = _read_json(run_dir / CALIBRATION_FILE)
     if not summary or summary.get("stopped") not in ("max_steps", "max_time"):
         resume = ck.latest_checkpoint(train_dir / "checkpoints") is not None
+        extra: dict[str, Any] = {}
+        if settings.recipe and not resume:
+            extra["plan"] = settings.recipe
+            calib = calib or calibrate_steps(settings, run_dir, int(arm.seed))
+            # the planned steps fill the budget (less a share for validation): the poly LR anneals to 0 at the
+            # end of the budget instead of at a preset's max_steps; max_time stays the hard stop
+            extra.update(max_steps=calib["steps"], figure_every=max(1, calib["steps"] // VALIDATIONS))
         t0 = time.perf_counter()
         summary = finetune(settings.data, train_dir, init="scratch", backbone=settings.backbone,
                            preset=settings.preset, max_time=settings.minutes * 60.0, seed=int(arm.seed),
-                           device=settings.device, progress=False, resume=resume)
+                           device=settings.device, progress=False, resume=resume, **extra)
         summary = {**summary, "wall_s": time.perf_counter() - t0}
     out: dict[str, Any] = {"results": {}, "seconds_per_case": {}}
     for split in _splits(settings):
@@ -195,13 +240,21 @@ def run_petctfm(arm: Arm, settings: Settings, run_dir: Path) -> dict[str, Any]:
     out["val_dice"] = best.get("dice") if best else None
     out["curve"] = _petctfm_curve(train_dir)
     out["train"] = {"steps": summary.get("steps"), "stopped": summary.get("stopped"),
-                    "train_s": summary.get("time_s"), "best_step": best.get("step") if best else None}
+                    "train_s": summary.get("time_s"), "best_step": best.get("step") if best else None,
+                    **({"planned_steps": calib["steps"], "seconds_per_step": calib["seconds_per_step"]}
+                       if calib else {})}
     return out
 
 
 def execute_arm(arm: Arm, settings: Settings, exp_dir: Path, test_cases: dict[str, list[str]]) -> dict[str, Any]:
-    """Run one arm and write ``RUN/done.json`` last (atomically); returns its record."""
+    """Run one arm and write ``RUN/done.json`` last (atomically); returns its record. With ``settings.jobs`` > 1
+    (arms sharing the machine) this process uses :func:`threads_per_job` torch threads."""
     from petctfm.io.atomic import atomic_write_json, json_safe
+
+    if settings.jobs > 1:
+        import torch
+
+        torch.set_num_threads(threads_per_job(settings.jobs))
 
     run_dir = exp_dir / arm.name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -224,6 +277,36 @@ def execute_arm(arm: Arm, settings: Settings, exp_dir: Path, test_cases: dict[st
     return record
 
 
+def _run_parallel(plan: list[Arm], settings: Settings, exp_dir: Path, test_cases: dict[str, list[str]], console: Any,
+                  report: Any) -> tuple[list[dict[str, Any]], int]:
+    """The plan with ``settings.jobs`` arms at once: floors first (seconds, in this process), then the trained
+    arms in a spawn process pool (each its own torch threads). Finished arms (``done.json``) are read back."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from petctfm.experiments.label_efficiency.run import load_done
+
+    records: dict[str, dict[str, Any]] = {}
+    todo = []
+    for arm in plan:
+        done = load_done(exp_dir / arm.name)
+        if done is not None:
+            records[arm.name] = done
+        elif arm.kind == "floor":
+            records[arm.name] = execute_arm(arm, settings, exp_dir, test_cases)
+            report(arm, records[arm.name])
+        else:
+            todo.append(arm)
+    console.rule(f"[bold]{len(todo)} trained runs, {settings.jobs} at a time "
+                 f"({threads_per_job(settings.jobs)} threads each)[/]")
+    with ProcessPoolExecutor(settings.jobs, mp_context=mp.get_context("spawn")) as ex:
+        futures = {arm.name: ex.submit(execute_arm, arm, settings, exp_dir, test_cases) for arm in todo}
+        for arm in todo:
+            records[arm.name] = futures[arm.name].result()
+            report(arm, records[arm.name])
+    return [records[a.name] for a in plan], len(todo)
+
+
 def _check_holdout(data: Path, site: str) -> None:
     from petctfm.data import format as fmt
 
@@ -237,13 +320,18 @@ def _check_holdout(data: Path, site: str) -> None:
 def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequence[int] = (0,),
                   device: str | None = None, preset: str | None = None, backbone: str | None = None,
                   plans: Sequence[str] = tuple(PLANS), holdout_site: str | None = None,
-                  dataset_id: int | None = None, progress: bool = True) -> dict[str, Any]:
+                  dataset_id: int | None = None, progress: bool = True, recipe: str | None = "auto",
+                  tta: bool = True, jobs: int = 1) -> dict[str, Any]:
     """Plan, run (skipping finished arms) and report the experiment in ``out``.
 
     ``minutes``: the training wall time of every trained arm. ``device``: cpu | cuda (default: cuda when
     available). ``preset``: petctfm's fine-tuning preset (default gpu on CUDA, else cpu); ``backbone``: its
     backbone (default the preset's). ``plans``: nnU-Net plans to run (default ``default,cpu``); the stronger by
-    nnU-Net's validation Dice is the one petctfm is compared with. Returns ``{"exp_dir", "records", "summary",
+    nnU-Net's validation Dice is the one petctfm is compared with (nnU-Net's final full-volume validation runs
+    only then). ``recipe``: petctfm's planned recipe (``cpu`` | ``gpu`` | None for the bare preset; ``auto``:
+    the device's). ``tta``: nnU-Net's mirroring at inference (False: no test-time augmentation in either arm;
+    petctfm's predictor has none). ``jobs``: trained arms at once, each in its own process with the cores shared
+    evenly (2 on a 2-core CPU: petctfm and nnU-Net side by side, one core each). Returns ``{"exp_dir", "records", "summary",
     "results_md", "results_csv", "plot", "command"}``.
     """
     import yaml
@@ -278,7 +366,13 @@ def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequ
     preset = preset or ("gpu" if device == "cuda" else "cpu")
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    backbone = backbone or PRESETS[preset]["task"]["model"]["backbone"]
+    if recipe == "auto":
+        recipe = "gpu" if device == "cuda" else "cpu"
+    if recipe not in (None, "none", "cpu", "gpu"):
+        raise InputError(f"--recipe must be cpu, gpu or none, got {recipe!r}")
+    recipe = None if recipe == "none" else recipe
+    # the recipe plans nnU-Net's own PlainConvUNet; the bare preset brings its backbone
+    backbone = backbone or ("nnunet-plain" if recipe else PRESETS[preset]["task"]["model"]["backbone"])
     if holdout_site is not None:
         _check_holdout(data, holdout_site)
     try:
@@ -289,8 +383,11 @@ def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequ
     except ImportError:
         raise InputError("nnunetv2 is not installed: pip install 'petctfm[nnunet]' (nnunetv2==2.8.1)") from None
     seeds = [int(s) for s in seeds]
+    if int(jobs) < 1:
+        raise InputError(f"--jobs must be >= 1, got {jobs}")
     settings = Settings(data=str(data), minutes=float(minutes), device=device, preset=preset, backbone=backbone,
-                        plans=plans, dataset_id=int(dataset_id or DATASET_ID), holdout_site=holdout_site)
+                        plans=plans, dataset_id=int(dataset_id or DATASET_ID), holdout_site=holdout_site,
+                        recipe=recipe, tta=bool(tta), jobs=int(jobs))
     exp_dir = Path(out).resolve()
     exp_dir.mkdir(parents=True, exist_ok=True)
     check_settings(exp_dir / EXPERIMENT_FILE, settings)
@@ -314,8 +411,11 @@ def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequ
         console.print(f"[green]{arm.name}[/]: test Dice {d.mean() if len(d) else float('nan'):.3f} "
                       f"({rec['train'].get('steps')} steps) in {rec['time_s']:.0f} s")
 
-    records, ran = run_plan(plan, exp_dir, lambda a: execute_arm(a, settings, exp_dir, export["test"]), console,
-                            None, report)
+    if settings.jobs > 1:
+        records, ran = _run_parallel(plan, settings, exp_dir, export["test"], console, report)
+    else:
+        records, ran = run_plan(plan, exp_dir, lambda a: execute_arm(a, settings, exp_dir, export["test"]), console,
+                                None, report)
     summary = write_results(exp_dir, records, settings, seeds, plan_summary, export, command)
     console.print(f"vs-nnunet: {len(records)} runs ({ran} run now); results in {exp_dir / 'results.md'}")
     return {"exp_dir": exp_dir, "records": records, "summary": summary, "plan_summary": plan_summary,
@@ -323,4 +423,4 @@ def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequ
             "plot": exp_dir / "vs_nnunet.png", "command": command}
 
 
-__all__ = ["run_child", "nnunet_plans", "run_floor", "run_nnunet", "run_petctfm", "execute_arm", "run_vs_nnunet"]
+__all__ = ["run_child", "nnunet_plans", "run_floor", "calibrate_steps", "run_nnunet", "run_petctfm", "execute_arm", "run_vs_nnunet"]

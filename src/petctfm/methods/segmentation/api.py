@@ -31,10 +31,34 @@ NAMED_OPTIONS: dict[str, str] = {
 }
 
 
+def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str, *,
+               scratch: bool) -> dict[str, Any]:
+    """Plan the run for compute ``target`` (``cpu`` | ``gpu``; :mod:`~petctfm.methods.segmentation.plan`) from
+    the fingerprint of its training cases, in place: ``plan`` (the plan and the fingerprint), the patch, the
+    batch and, from scratch, the network (an nnU-Net backbone without constructor overrides gets the planned depth,
+    strides, widths and deep supervision). A pretrained init keeps its network: only the
+    patch is planned, fitting it. Returns the train settings with the plan's precision, LR and poly schedule
+    (explicit options and overrides still win: they are applied after)."""
+    from petctfm.methods.segmentation.plan import fingerprint, make_plan
+
+    fp = fingerprint(task_cfg["dataset"], task_cfg["subset"]["cases"])
+    backbone = task_cfg["model"]["backbone"]
+    keep = dict(task_cfg["model"].get("overrides") or {})
+    p = make_plan(fp, target, backbone=backbone, overrides=None if (scratch and not keep) else keep)
+    if p["planned_network"]:
+        task_cfg["model"]["overrides"] = p["model_overrides"]
+    task_cfg["data"]["patch_size"] = p["patch_size"]
+    task_cfg["data"]["batch_size"] = p["batch_size"]
+    task_cfg["data"]["fg_prob"] = p["fg_prob"]
+    task_cfg["plan"] = {**p, "fingerprint": fp}
+    return {**train_base, "precision": p["precision"], "lr_schedule": p["lr_schedule"],
+            "batch_size": p["batch_size"], "lr": p["lr"]}
+
+
 def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Path | None = None,
                      preset: str | None = None, fraction: float | None = None, *, kshot: int | None = None,
                      backbone: str | None = None, max_steps: int | None = None, max_time: float | None = None,
-                     resume: bool = False, overrides: Overrides = None,
+                     resume: bool = False, overrides: Overrides = None, plan: str | None = None,
                      **config: Any) -> tuple[dict[str, Any], TrainConfig]:
     """(task config, TrainConfig) of a fine-tuning run; the arguments are those of :func:`finetune`."""
     from petctfm.methods.segmentation.config import CONFIG
@@ -67,6 +91,8 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
     if not resumed or fraction is not None or kshot is not None:
         name, cases = resolve_subset(task_cfg["dataset"], fraction, kshot)
         task_cfg["subset"] = {"name": name, "cases": cases}
+    if plan is not None and not resumed:
+        train_base = apply_plan(task_cfg, dict(train_base), plan, scratch=scratch)
     named = {k: (NAMED_OPTIONS[k], v) for k, v in given.items()}
     named["mode"] = ("data.mode", mode if resumed or scratch else None)
     return finish_configs(CONFIG, task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
@@ -75,7 +101,8 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
 def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | None = None,
              preset: str | None = None, fraction: float | None = None, *, kshot: int | None = None,
              backbone: str | None = None, max_steps: int | None = None, max_time: float | None = None,
-             resume: bool = False, overrides: Overrides = None, **config: Any) -> dict[str, Any]:
+             resume: bool = False, overrides: Overrides = None, plan: str | None = None,
+             **config: Any) -> dict[str, Any]:
     """Fine-tune a lesion segmenter on a harmonized ``dataset`` into the run folder ``out``; the trainer's
     summary (``steps``, ``loss``, ``stopped``...; the best checkpoint by val Dice is ``out/best/``).
 
@@ -87,6 +114,8 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
     (None: gpu when CUDA is available, else cpu). ``fraction`` (0.1 or 10 = 10 %) or ``kshot``: the stored
     label subset of ``splits.json``; neither: the whole train split. ``max_steps`` / ``max_time`` (seconds):
     stop with a checkpoint. ``resume``: continue the run in ``out`` (its saved config is the base).
+    ``plan``: ``cpu`` | ``gpu``: the recipe (:func:`apply_plan`): patch, network, batch, precision and
+    schedule planned from the training cases' fingerprint and written into the run's config (``plan``).
     ``overrides``: ``{"data.fg_prob": 0.5, "train.lr": 5e-5}`` or ``["data.fg_prob=0.5"]``. ``config``: named
     options (:data:`NAMED_OPTIONS`: ``patch=32``, ``freeze_encoder=True``, ``layer_decay=0.75``...) and trainer
     settings (``lr``, ``seed``, ``progress``...).
@@ -96,8 +125,8 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
 
     task_cfg, train_cfg = finetune_configs(dataset, out, init, preset, fraction, kshot=kshot, backbone=backbone,
                                            max_steps=max_steps, max_time=max_time, resume=resume,
-                                           overrides=overrides, **config)
+                                           overrides=overrides, plan=plan, **config)
     return trainer.train(FinetuneTask(task_cfg), train_cfg, out, resume=resume)
 
 
-__all__ = ["NAMED_OPTIONS", "finetune_configs", "finetune"]
+__all__ = ["NAMED_OPTIONS", "apply_plan", "finetune_configs", "finetune"]

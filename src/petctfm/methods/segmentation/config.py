@@ -60,11 +60,12 @@ class FinetuneConfig(TypedConfig):
     val: ValSection = field(default_factory=ValSection)
     data: PatchConfig = field(default_factory=PatchConfig)
     preprocessing: dict[str, Any] | None = None  # channels, normalization, harmonize spacing/ct_window
+    plan: dict[str, Any] | None = None  # the recipe's plan and the fingerprint it came from (plan.py), or None
 
     def validate(self, prefix: str = "") -> None:
         if self.method != METHOD:
             raise ConfigError("method", self.method, f"must be {METHOD!r} for a fine-tuning config")
-        check_backbone_patch(self.model.backbone, self.data.patch_size)
+        check_backbone_patch(self.model.backbone, self.data.patch_size, overrides=self.model.overrides)
 
     def train_bytes(self, batch_size: int | None = None) -> int:
         """Rough memory of one training step (:meth:`PatchConfig.train_bytes`)."""

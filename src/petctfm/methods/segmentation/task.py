@@ -17,6 +17,9 @@ The method, top to bottom (the network is in ``model.py``, validation in ``valid
    labels, intensity jitter on the image only).
 4. **Loss**: MONAI ``DiceCELoss(softmax=True, to_onehot_y=True)`` on logits (B, 2, X, Y, Z) and labels
    (B, 1, X, Y, Z); Dice over the batch (``batch=True``) so a patch without lesion does not give a 0/0 Dice.
+   A deep-supervised network (``model.overrides.deep_supervision: true``, nnU-Net backbones) returns a list of
+   logits in training (full resolution, 1/2, 1/4, ...): MONAI's ``DeepSupervisionLoss`` sums the DiceCE of
+   each with nnU-Net's weights (:func:`deep_supervision_weights`) against the label resized (nearest-exact).
 5. **Optimization**: the generic trainer (``petctfm.train.trainer.train``: DDP, bf16, resume). Optional
    ``freeze_encoder`` (encoder ``requires_grad = False``: the trainer's AdamW only sees the decoder).
    Layer-wise LR decay (``layer_decay`` < 1): :meth:`FinetuneTask.param_groups` hands the trainer the groups
@@ -123,6 +126,16 @@ def check_compatible(cfg: dict[str, Any], pcfg: dict[str, Any], where: Path) -> 
 # ------------------------------------------------------------------------------------------------ task
 
 
+def deep_supervision_weights(n: int) -> list[float]:
+    """nnU-Net v2's deep-supervision weights for ``n`` outputs (full resolution first): ``1 / 2^i``, the
+    coarsest output weighted 0 (when ``n`` > 1), normalized to sum 1."""
+    w = [0.5 ** i for i in range(n)]
+    if n > 1:
+        w[-1] = 0.0
+    total = sum(w)
+    return [x / total for x in w]
+
+
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Rewrite ``path`` atomically with the old lines of earlier steps plus ``record`` (small file)."""
     from petctfm.io.atomic import atomic_write_text
@@ -190,6 +203,8 @@ class FinetuneTask:
         return iter(patch_loader(self.dataset(rank), start_sample=start_sample))
 
     def loss_fn(self):
+        """MONAI ``DiceCELoss`` on the logits; for a deep-supervised network (a list of outputs) wrapped in MONAI's
+        ``DeepSupervisionLoss`` with nnU-Net's weights (:func:`deep_supervision_weights`)."""
         if self._loss is None:
             from monai.losses import DiceCELoss
 
@@ -199,9 +214,16 @@ class FinetuneTask:
         return self._loss
 
     def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = model(batch["image"])
-        loss = self.loss_fn()(logits.float(), batch["label"])
-        return loss, {"fg_fraction": batch["label"].float().mean().detach()}
+        out = model(batch["image"])
+        label = batch["label"]
+        if isinstance(out, (list, tuple)):  # deep supervision: full resolution first, then 1/2, 1/4, ...
+            from monai.losses import DeepSupervisionLoss
+
+            ds = DeepSupervisionLoss(self.loss_fn(), weights=deep_supervision_weights(len(out)))
+            loss = ds([o.float() for o in out], label.float())  # MONAI resizes the label (nearest-exact)
+        else:
+            loss = self.loss_fn()(out.float(), label)
+        return loss, {"fg_fraction": label.float().mean().detach()}
 
     @torch.no_grad()
     def on_checkpoint(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int, run_dir: Path) -> None:
@@ -225,6 +247,6 @@ class FinetuneTask:
 
 
 __all__ = [
-    "DEFAULT_CONFIG", "VAL_FILE", "BEST_DIR", "validate_config", "resolve_subset", "pretrained_config",
+    "DEFAULT_CONFIG", "VAL_FILE", "deep_supervision_weights", "BEST_DIR", "validate_config", "resolve_subset", "pretrained_config",
     "check_compatible", "FinetuneTask",
 ]

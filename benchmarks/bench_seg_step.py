@@ -1,0 +1,89 @@
+"""Seconds per segmentation training step (forward, DiceCE, backward, AdamW) of candidate CPU configurations,
+as ratios to a reference measured in the same run (this machine is noisy; ratios travel, seconds do not).
+
+What the recipe's CPU choices rest on (docs/segmentation-recipe.md): patch size, network width, bf16 autocast
+on a CPU with AMX / AVX512-BF16, channels-last. One thread (``torch.set_num_threads(1)``), random inputs, the
+median of ``--steps`` steps after one warm-up step.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_seg_step.py [--steps 4] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+
+def plain(base: int, n: int) -> dict:
+    """``nnunet-plain`` overrides: ``n`` isotropic stages from ``base`` features (capped at 320)."""
+    return dict(n_stages=n, features_per_stage=[min(base * 2 ** s, 320) for s in range(n)],
+                kernel_sizes=[[3, 3, 3]] * n, strides=[[1, 1, 1]] + [[2, 2, 2]] * (n - 1))
+
+
+#: (name, backbone, patch, bf16, channels_last, overrides); the first is the reference.
+CASES = [
+    ("planned net fp32 (reference)", "nnunet-plain", (56, 32, 144), False, False,
+     dict(plain(16, 5), strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 1, 2]])),
+    ("planned net bf16", "nnunet-plain", (56, 32, 144), True, False,
+     dict(plain(16, 5), strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 1, 2]])),
+    ("planned net fp32 channels-last", "nnunet-plain", (56, 32, 144), False, True,
+     dict(plain(16, 5), strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 1, 2]])),
+    ("16..256 64^3 bf16", "nnunet-plain", (64, 64, 64), True, False, plain(16, 5)),
+    ("8..128 64^3 bf16", "nnunet-plain", (64, 64, 64), True, False, plain(8, 5)),
+    ("32..320 64^3 fp32 (nnU-Net widths)", "nnunet-plain", (64, 64, 64), False, False, {}),
+    ("16..128 48^3 bf16", "nnunet-plain", (48, 48, 48), True, False, plain(16, 4)),
+    ("DynUNet tiny 32^3 fp32 (the old demo)", "unet-resenc-tiny", (32, 32, 32), False, False, {}),
+]
+
+
+def step_seconds(backbone: str, patch, bf16: bool, channels_last: bool, overrides: dict, steps: int) -> float:
+    from monai.losses import DiceCELoss
+
+    from petctfm.models.backbones import build_backbone
+
+    torch.manual_seed(0)
+    net = build_backbone(backbone, 2, 2, **overrides).train()
+    x = torch.randn(2, 2, *patch)
+    y = (torch.rand(2, 1, *patch) > 0.95).long()
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last_3d)
+        x = x.to(memory_format=torch.channels_last_3d)
+    opt = torch.optim.AdamW(net.parameters(), 1e-3)
+    loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    times = []
+    for _ in range(steps + 1):
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = net(x)
+        loss(out.float(), y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t)
+    rest = sorted(times[1:])
+    return rest[len(rest) // 2]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--quick", action="store_true", help="two cases, one step (a smoke test)")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    from petctfm.core.device import cpu_has_bf16
+
+    cases = CASES[:2] if a.quick else CASES
+    ref = None
+    print(f"native bf16 on this CPU: {cpu_has_bf16()}")
+    for name, backbone, patch, bf16, cl, ov in cases:
+        s = step_seconds(backbone, patch, bf16, cl, ov, 1 if a.quick else a.steps)
+        ref = ref or s
+        print(json.dumps({"case": name, "s_per_step": round(s, 3), "ratio_to_reference": round(s / ref, 3)}),
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

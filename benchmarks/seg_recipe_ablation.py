@@ -1,0 +1,178 @@
+"""The segmentation recipe's ablation: validation Dice at equal CPU time, one row per choice (issue 30, item 2).
+
+Equal time without a wall-clock cap (a loaded machine would cut some rows short and not others): each row is
+first *calibrated* (``--calib`` training steps of its exact config, timed from its ``metrics.jsonl``, all rows
+back to back in one process per worker), then trained for ``steps = budget / seconds per step`` fixed steps.
+So every row gets the same planned CPU time, and a busy machine makes the whole table slower, not different.
+Each row: 1 thread (``OMP_NUM_THREADS=1``); ``--workers`` rows at a time (one per core). Scored on the
+validation split (sliding window, the run's final weights; EMA weights when the row has EMA), never on test.
+
+    OMP_NUM_THREADS=1 python benchmarks/seg_recipe_ablation.py --data DS --out OUT --minutes 10 --workers 2
+    python benchmarks/seg_recipe_ablation.py --data DS --out OUT --table    # the markdown table of OUT
+
+Rows (``ROWS``): ``before`` is the recipe petctfm had (the demo's fine-tuning: DynUNet stand-in 8..64 filters,
+32^3 patch, fp32, cosine, no deep supervision); ``recipe`` is ``--plan cpu`` (plan.py); each other row changes
+one thing of ``recipe``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+RECIPE = {"backbone": "nnunet-plain", "plan": "cpu"}
+ROWS_BEFORE = {"backbone": "unet-resenc-tiny", "preset": "tiny", "plan": None}
+ROWS: dict[str, dict] = {
+    "before": {**ROWS_BEFORE, "overrides": {}},
+    "recipe": {**RECIPE, "overrides": {}},
+    "fp32": {**RECIPE, "overrides": {"train.precision": "fp32"}},
+    "no_deep_supervision": {**RECIPE, "overrides": {"model.overrides.deep_supervision": False}},
+    "cosine": {**RECIPE, "overrides": {"train.lr_schedule": "cosine"}},
+    "patch_64cube": {**RECIPE, "overrides": {"data.patch_size": [64, 64, 64],
+                                             "model.overrides.strides": [[1, 1, 1]] + [[2, 2, 2]] * 4}},
+    "fg_prob_0.5": {**RECIPE, "overrides": {"data.fg_prob": 0.5}},
+    "ema": {**RECIPE, "overrides": {"train.ema_decay": 0.99}},
+    # exploration after the first table (the planned recipe had not found lesions in 8 min): LR, oversampling,
+    # smaller patches
+    "lr3e-3_fg0.66": {**RECIPE, "overrides": {"train.lr": 3e-3, "data.fg_prob": 0.66}},
+    "patch48x32x64_lr3e-3_fg0.66": {**RECIPE, "overrides": {"train.lr": 3e-3, "data.fg_prob": 0.66,
+                                                             "data.patch_size": [48, 32, 64]}},
+    "before_lr3e-3_fg0.66": {**ROWS_BEFORE, "overrides": {"train.lr": 3e-3, "data.fg_prob": 0.66}},
+    "lr3e-3": {**RECIPE, "overrides": {"train.lr": 3e-3}},
+    "lr1e-2_fg0.66": {**RECIPE, "overrides": {"train.lr": 1e-2, "data.fg_prob": 0.66}},
+    "patch48x32x64_lr1e-2_fg0.66": {**RECIPE, "overrides": {"train.lr": 1e-2, "data.fg_prob": 0.66,
+                                                             "data.patch_size": [48, 32, 64]}},
+}
+
+
+def _finetune(data: str, out: Path, row: dict, max_steps: int, seed: int) -> dict:
+    from petctfm.methods.segmentation.api import finetune
+
+    kw = dict(backbone=row["backbone"], preset=row.get("preset", "cpu"), plan=row.get("plan"))
+    ov = dict(row.get("overrides") or {})
+    return finetune(data, out, max_steps=max_steps, progress=False, figure_every=0, checkpoint_every=10 ** 6,
+                    num_workers=0, seed=seed, log_every=1, warmup_steps=min(50, max(1, max_steps // 20)),
+                    overrides=ov, **kw)
+
+
+def calibrate(data: str, out: Path, name: str, steps: int) -> float:
+    """Seconds per training step of row ``name`` (median of steps 3..``steps``)."""
+    run = out / "calib" / name
+    if (run / "summary.json").is_file():
+        import shutil
+
+        shutil.rmtree(run)
+    _finetune(data, run, ROWS[name], steps, 0)
+    times = [json.loads(line)["time_s"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    deltas = sorted(b - a for a, b in zip(times[2:], times[3:]))
+    return float(deltas[len(deltas) // 2])
+
+
+def train_and_score(data: str, out: Path, name: str, steps: int, seed: int, split: str = "val") -> dict:
+    import torch
+
+    from petctfm.methods.segmentation.validation import validate
+    from petctfm.train.checkpoint import load_model
+
+    run = out / f"{name}_s{seed}"
+    t0 = time.perf_counter()
+    summary = _finetune(data, run, ROWS[name], steps, seed)
+    train_s = time.perf_counter() - t0
+    ckpt = Path(summary["checkpoint"])
+    model, cfg = load_model(ckpt, ema=(ckpt / "ema.safetensors").is_file())
+    t0 = time.perf_counter()
+    res = validate(model.eval(), cfg, data, split=split)
+    val_s = time.perf_counter() - t0
+    row = {"row": name, "seed": seed, "steps": summary["steps"], "train_s": round(train_s, 1),
+           "val_dice": res["dice"], "val_fp_ml": res["fp_volume_ml"], "val_fn_ml": res["fn_volume_ml"],
+           "val_s": round(val_s, 1), "val_cases": res["cases"], "patch": cfg["data"]["patch_size"],
+           "precision": summary["precision"], "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
+    (out / f"{name}_s{seed}.json").write_text(json.dumps(row, indent=1))
+    torch.set_num_threads(1)
+    return row
+
+
+def _init():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def table(out: Path) -> str:
+    import numpy as np
+
+    rows = [json.loads(p.read_text()) for p in sorted(out.glob("*_s*.json"))]
+    cal = json.loads((out / "calibration.json").read_text()) if (out / "calibration.json").is_file() else {}
+    base = {r["seed"]: r for r in rows if r["row"] == "recipe"}
+    lines = ["| row | s/step (calibrated) | steps | val Dice | Δ vs recipe (same seed) | val FP ml | val FN ml | params M |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name in ROWS:
+        rs = [r for r in rows if r["row"] == name]
+        if not rs:
+            continue
+        d = np.mean([r["val_dice"] for r in rs])
+        diffs = []
+        for r in rs:
+            b = base.get(r["seed"])
+            if b and name != "recipe":
+                common = [c for c, v in r["val_cases"].items() if math.isfinite(v) and math.isfinite(b["val_cases"][c])]
+                diffs += [r["val_cases"][c] - b["val_cases"][c] for c in common]
+        dtext = "" if not diffs else _ci_text(diffs)
+        lines.append(f"| {name} | {cal.get(name, float('nan')):.2f} | {int(np.mean([r['steps'] for r in rs]))} | "
+                     f"{d:.3f} | {dtext} | {np.mean([r['val_fp_ml'] for r in rs]):.1f} | "
+                     f"{np.mean([r['val_fn_ml'] for r in rs]):.1f} | {rs[0]['params_M']} |")
+    return "\n".join(lines)
+
+
+def _ci_text(diffs: list[float]) -> str:
+    from petctfm.evaluate.bootstrap import mean_ci
+
+    ci = mean_ci(diffs)
+    return f"{ci['mean']:+.3f} [{ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--calib", type=int, default=12)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--table", action="store_true")
+    ap.add_argument("--split", default="val", help="the split rows are scored on (never test)")
+    a = ap.parse_args(argv)
+    if a.split == "test":
+        ap.error("--split test: the ablation chooses, so it is scored on validation data, never on test")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if a.table:
+        print(table(out))
+        return 0
+    names = a.rows.split(",")
+    cal_file = out / "calibration.json"
+    cal = json.loads(cal_file.read_text()) if cal_file.is_file() else {}
+    todo = [n for n in names if n not in cal]
+    with ProcessPoolExecutor(a.workers, initializer=_init) as ex:
+        for n, s in zip(todo, ex.map(calibrate, [a.data] * len(todo), [out] * len(todo), todo, [a.calib] * len(todo))):
+            cal[n] = s
+            print(f"calibrated {n}: {s:.3f} s/step", flush=True)
+        cal_file.write_text(json.dumps(cal, indent=1))
+        jobs = [(n, int(s)) for s in a.seeds.split(",") for n in names if not (out / f"{n}_s{s}.json").is_file()]
+        steps = {n: max(1, int(a.minutes * 60 / cal[n])) for n in names}
+        futs = [ex.submit(train_and_score, a.data, out, n, steps[n], s, a.split) for n, s in jobs]
+        for f in futs:
+            r = f.result()
+            print(json.dumps({k: v for k, v in r.items() if k != "val_cases"}), flush=True)
+    print(table(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""The segmentation recipe's planner: a dataset fingerprint and, from it, nnU-Net-style rules for the patch, the
+network's depth, strides and width, the batch and the numerics, sized to a compute target (CPU or GPU).
+
+nnU-Net v2's rules are the starting point (its ``ExperimentPlanner`` for ``3d_fullres``); what differs is the
+budget they are sized against (``docs/segmentation-recipe.md`` says why and shows the measurements):
+
+1. **Fingerprint** (:func:`fingerprint`, the training cases only): voxel spacing, each case's shape, the median
+   shape, the share of cases with lesions, lesion counts and volumes (connected components, ``cc3d``) and the PET
+   SUV / CT HU percentiles inside lesions (nnU-Net's foreground intensities). Labels are read: this is the
+   supervised recipe, never self-supervision.
+2. **Patch** (:func:`plan_patch`): nnU-Net's rule. Start from the median shape; while the patch holds more than
+   ``patch_voxels`` voxels, shrink the axis that is largest relative to the median shape; round each side to
+   its pooling divisor. On a CPU the budget is what keeps one step near a second (``TARGETS``).
+3. **Network** (:func:`plan_network`): nnU-Net's ``PlainConvUNet`` topology: an axis is pooled (stride 2) while
+   its feature map stays >= 4 voxels (nnU-Net's minimum edge), at most ``max_stages`` stages; features
+   ``min(base * 2^s, cap)``; 3^3 kernels; deep supervision on.
+4. **Numerics and optimization**: batch 2 (nnU-Net's minimum); bf16 autocast where the CPU computes bf16
+   natively (AVX512-BF16 / AMX: 1.9-2.4x faster steps measured, ``docs/segmentation-recipe.md``), else fp32;
+   AdamW at ``lr`` 3e-3 with nnU-Net's poly decay; foreground oversampling ``fg_prob``. The LR and the
+   oversampling were chosen on validation Dice at equal CPU time (the table in the docs).
+
+The plan is a plain dict written into the run's config (``plan``), with the fingerprint summary, so a run is
+reproduced from its ``config.yaml`` alone and ``petctfm plan`` prints the same thing without training.
+
+Shapes: patch (X, Y, Z) voxels; strides per stage ``[[sx, sy, sz], ...]`` (the first stage ``[1, 1, 1]``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+#: Foreground oversampling of the recipe (chosen on validation, docs/segmentation-recipe.md).
+FG_PROB = 0.66
+#: Compute targets: voxels per patch, base / maximum features, maximum stages, batch. ``cpu``: one step of
+#: about a second with bf16 on 1 core of the 2-core VM (measured, docs/segmentation-recipe.md); ``gpu``:
+#: nnU-Net's own 3d_fullres sizes (a 128^3-class patch, 32..320 features).
+TARGETS: dict[str, dict[str, Any]] = {
+    "cpu": {"patch_voxels": 64 ** 3, "base_features": 16, "max_features": 256, "max_stages": 5, "batch_size": 2,
+            "lr": 1e-2, "fg_prob": FG_PROB},
+    "gpu": {"patch_voxels": 128 ** 3, "base_features": 32, "max_features": 320, "max_stages": 6, "batch_size": 2,
+            "lr": 1e-2, "fg_prob": FG_PROB},
+}
+MIN_EDGE = 4  # nnU-Net: an axis is pooled only while its feature map stays >= 4 voxels after pooling
+
+
+# ------------------------------------------------------------------------------------------------ fingerprint
+
+
+def fingerprint(dataset: str | Path, cases: Sequence[str], max_cases: int = 200) -> dict[str, Any]:
+    """The training cases' fingerprint (module docstring, item 1). ``cases``: the run's training case ids
+    (at most ``max_cases`` are read, evenly spaced). Returns a JSON-able dict::
+
+        {"n_cases", "spacing": [mm x3], "median_shape": [X, Y, Z], "min_shape", "max_shape",
+         "cases_with_lesions": share, "lesions_per_case": median, "lesion_volume_ml": {"p5","p50","p95"},
+         "lesion_suv": {"p5","p50","p95"}, "lesion_hu": {"p5","p50","p95"}}
+    """
+    import cc3d
+
+    from petctfm.data import format as fmt
+
+    ids = list(cases)
+    if len(ids) > max_cases:
+        ids = [ids[int(i)] for i in np.linspace(0, len(ids) - 1, max_cases)]
+    shapes, n_les, vols, suv, hu, spacing = [], [], [], [], [], None
+    rng = np.random.default_rng(0)
+    for cid in ids:
+        case = fmt.load_case(dataset, cid, mmap=True)
+        image, label = case["image"], np.asarray(case["label"])
+        spacing = spacing or [float(s) for s in case["meta"]["spacing"]]
+        shapes.append(list(label.shape))
+        if not label.any():
+            n_les.append(0)
+            continue
+        cc, n = cc3d.connected_components(label > 0, connectivity=26, return_N=True)
+        n_les.append(int(n))
+        voxel_ml = float(np.prod(spacing)) / 1000.0
+        vols.extend((np.bincount(cc.ravel())[1:] * voxel_ml).tolist())
+        where = np.flatnonzero(label.ravel() > 0)
+        pick = where if where.size <= 2000 else rng.choice(where, 2000, replace=False)
+        suv.extend(np.asarray(image[0]).ravel()[pick].tolist())
+        hu.extend(np.asarray(image[1]).ravel()[pick].tolist())
+
+    def pct(v: list[float]) -> dict[str, float] | None:
+        return {f"p{q}": round(float(np.percentile(v, q)), 3) for q in (5, 50, 95)} if v else None
+
+    arr = np.array(shapes)
+    return {
+        "n_cases": len(ids), "spacing": spacing,
+        "median_shape": [int(v) for v in np.median(arr, axis=0)],
+        "min_shape": [int(v) for v in arr.min(axis=0)], "max_shape": [int(v) for v in arr.max(axis=0)],
+        "cases_with_lesions": round(float(np.mean([n > 0 for n in n_les])), 3),
+        "lesions_per_case": float(np.median(n_les)),
+        "lesion_volume_ml": pct(vols), "lesion_suv": pct(suv), "lesion_hu": pct(hu),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ rules
+
+
+def pools_per_axis(patch: Sequence[int], max_stages: int) -> list[int]:
+    """How often each axis is pooled by 2 while its feature map stays >= :data:`MIN_EDGE` (nnU-Net's rule),
+    at most ``max_stages - 1`` times."""
+    out = []
+    for side in patch:
+        n = 0
+        while side / 2 ** (n + 1) >= MIN_EDGE and n < max_stages - 1:
+            n += 1
+        out.append(n)
+    return out
+
+
+def plan_patch(median_shape: Sequence[int], patch_voxels: int, max_stages: int,
+               divisor: Sequence[int] | None = None) -> list[int]:
+    """nnU-Net's patch rule (module docstring, item 2): the median shape, shrunk axis by axis (the one largest
+    relative to the median first) to at most ``patch_voxels`` voxels, each side a multiple of its pooling
+    divisor (``divisor``: fixed per-axis divisors of a given network; default: planned with the patch)."""
+    med = np.array([max(int(s), 1) for s in median_shape], float)
+    patch = med.copy()
+    while np.prod(patch) > patch_voxels:
+        rel = patch / med
+        axis = int(np.argmax(rel + 1e-6 * patch))  # ties: the longer side
+        patch[axis] = max(patch[axis] - max(patch[axis] * 0.05, 1.0), 8.0)
+    sides = []
+    for i, side in enumerate(patch):
+        div = int(divisor[i]) if divisor is not None else 2 ** pools_per_axis([side], max_stages)[0]
+        sides.append(max(div, int(round(side / div)) * div))
+    while int(np.prod(sides)) > patch_voxels * 1.15:  # rounding up went over: take a step off the largest side
+        axis = int(np.argmax(sides))
+        div = int(divisor[axis]) if divisor is not None else 2 ** pools_per_axis([sides[axis]], max_stages)[0]
+        if sides[axis] - div < div:
+            break
+        sides[axis] -= div
+    return sides
+
+
+def plan_network(patch: Sequence[int], base_features: int, max_features: int, max_stages: int,
+                 deep_supervision: bool = True) -> dict[str, Any]:
+    """``model.overrides`` of an nnU-Net ``PlainConvUNet`` for ``patch`` (module docstring, item 3)."""
+    pools = pools_per_axis(patch, max_stages)
+    n_stages = max(pools) + 1
+    strides = [[1, 1, 1]] + [[2 if pools[a] >= s else 1 for a in range(3)] for s in range(1, n_stages)]
+    return {
+        "n_stages": n_stages,
+        "features_per_stage": [min(base_features * 2 ** s, max_features) for s in range(n_stages)],
+        "kernel_sizes": [[3, 3, 3]] * n_stages,
+        "strides": strides,
+        "deep_supervision": bool(deep_supervision),
+    }
+
+
+def stride_divisor(strides: Sequence[Sequence[int]]) -> list[int]:
+    """Per-axis patch divisor of a network with these per-stage strides (the product along each axis)."""
+    return [int(math.prod(int(s[a]) for s in strides)) for a in range(3)]
+
+
+def make_plan(fp: dict[str, Any], target: str = "cpu", *, backbone: str = "nnunet-plain",
+              overrides: dict[str, Any] | None = None, precision: str | None = None,
+              **rule: Any) -> dict[str, Any]:
+    """The plan of a fingerprint ``fp`` for a compute ``target`` (:data:`TARGETS`; ``rule`` overrides its
+    numbers, e.g. ``patch_voxels=48**3``). ``overrides``: a given network's own constructor overrides (a
+    pretrained one's, possibly ``{}``): then only the patch is planned, fitting that network; None: an nnU-Net
+    backbone's network is planned too; ``precision``: force ``bf16`` / ``fp32``.
+
+    Returns ``{"target", "rule": {...}, "patch_size": [X, Y, Z], "batch_size", "backbone", "model_overrides",
+    "precision", "lr_schedule": "poly", "lr", "fg_prob"}``."""
+    from petctfm.models.backbones import patch_divisor
+
+    if target not in TARGETS:
+        from petctfm.core.config import ConfigError
+
+        raise ConfigError("plan.target", target, f"must be one of {', '.join(TARGETS)}")
+    r = {**TARGETS[target], **rule}
+    planned_net = backbone.startswith("nnunet-") and overrides is None
+    if planned_net:
+        patch = plan_patch(fp["median_shape"], r["patch_voxels"], r["max_stages"])
+        net = plan_network(patch, r["base_features"], r["max_features"], r["max_stages"])
+    else:
+        net = dict(overrides or {})
+        div = stride_divisor(net["strides"]) if "strides" in net else [patch_divisor(backbone)] * 3
+        patch = plan_patch(fp["median_shape"], r["patch_voxels"], r["max_stages"], divisor=div)
+    if precision is None:
+        from petctfm.core.device import cpu_has_bf16
+
+        precision = "bf16" if target == "gpu" or cpu_has_bf16() else "fp32"
+    return {"target": target, "rule": r, "patch_size": patch, "batch_size": int(r["batch_size"]),
+            "backbone": backbone, "model_overrides": net, "planned_network": planned_net,
+            "precision": precision, "lr_schedule": "poly", "lr": float(r["lr"]), "fg_prob": float(r["fg_prob"])}
+
+
+__all__ = ["TARGETS", "MIN_EDGE", "fingerprint", "pools_per_axis", "plan_patch", "plan_network",
+           "stride_divisor", "make_plan"]

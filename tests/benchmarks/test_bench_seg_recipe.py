@@ -1,0 +1,50 @@
+"""The recipe's benchmark scripts run: ``bench_seg_step.py --quick`` prints the ratio to its same-run reference;
+``seg_recipe_ablation.py`` calibrates rows, trains each for the steps that fill the budget, scores them on the
+validation split and writes its table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+
+
+def test_bench_seg_step_quick():
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_seg_step.py"), "--quick"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600, env=_env())
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    rows = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    assert [r["case"] for r in rows] == ["planned net fp32 (reference)", "planned net bf16"]
+    assert rows[0]["ratio_to_reference"] == 1.0 and rows[1]["s_per_step"] > 0
+
+
+@pytest.mark.slow
+def test_seg_recipe_ablation_smoke(tmp_path):
+    from toy_data import write_toy_dataset
+
+    data = write_toy_dataset(tmp_path / "toy", n_cases=3, shape=(32, 24, 40))
+    out = tmp_path / "abl"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "seg_recipe_ablation.py"), "--data", str(data), "--out",
+           str(out), "--minutes", "0.05", "--rows", "before,recipe", "--workers", "1", "--calib", "4"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=_env())
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    cal = json.loads((out / "calibration.json").read_text())
+    assert set(cal) == {"before", "recipe"} and all(v > 0 for v in cal.values())
+    for row in ("before", "recipe"):
+        r = json.loads((out / f"{row}_s0.json").read_text())
+        assert r["steps"] == max(1, int(0.05 * 60 / cal[row])) and 0.0 <= r["val_dice"] <= 1.0
+    assert "| before |" in p.stdout and "| recipe |" in p.stdout
+    bad = subprocess.run(cmd[:-6] + ["--rows", "before", "--split", "test", "--workers", "1"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600, env=_env())
+    assert bad.returncode != 0 and "never on test" in (bad.stdout + bad.stderr)

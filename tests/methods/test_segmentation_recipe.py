@@ -1,0 +1,158 @@
+"""The segmentation recipe (issue 30, item 2): fingerprint, nnU-Net-style planning, deep supervision, poly LR,
+CPU bf16; the plan is written into the run's config and the run reproduces from it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from toy_data import write_toy_dataset
+
+from petctfm.core.config import ConfigError
+from petctfm.methods.segmentation import plan as P
+from petctfm.methods.segmentation.task import deep_supervision_weights
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return write_toy_dataset(tmp_path_factory.mktemp("recipe") / "toy", n_cases=4, shape=(40, 24, 56))
+
+
+def test_fingerprint_reads_shapes_lesions_and_intensities(toy):
+    fp = P.fingerprint(toy, ["toy000", "toy001", "toy002"])
+    assert fp["n_cases"] == 3 and fp["spacing"] == [2.0, 2.0, 2.0]
+    assert fp["median_shape"] == [40, 24, 56] and fp["min_shape"] == fp["max_shape"] == [40, 24, 56]
+    assert fp["cases_with_lesions"] == 1.0 and fp["lesions_per_case"] >= 1
+    # toy lesions are spheres of radius 2-4 voxels of 8 ul: 0.03-2.2 ml; SUV 5-12 inside
+    assert 0.02 < fp["lesion_volume_ml"]["p50"] < 2.5
+    assert 5.0 <= fp["lesion_suv"]["p5"] <= fp["lesion_suv"]["p95"] <= 12.0
+    json.dumps(fp)  # JSON-able: it goes into the run's config
+
+
+def test_plan_patch_follows_nnunet_rule():
+    # a body-shaped median volume (4 mm whole body): the patch keeps its aspect, fits the budget, pools cleanly
+    patch = P.plan_patch([118, 70, 300], 64 ** 3, max_stages=5)
+    assert patch == [56, 32, 144]
+    assert np.prod(patch) <= 64 ** 3 * 1.15
+    # a volume already under the budget is taken whole (rounded to its divisors)
+    assert P.plan_patch([40, 24, 56], 64 ** 3, max_stages=5) == [40, 24, 56]
+    # a fixed divisor (a given network's) is respected on every axis
+    assert all(s % 16 == 0 for s in P.plan_patch([118, 70, 300], 64 ** 3, 5, divisor=[16, 16, 16]))
+
+
+def test_plan_network_pools_each_axis_to_four_voxels():
+    net = P.plan_network([56, 32, 144], 16, 256, max_stages=5)
+    assert net["n_stages"] == 5 and net["deep_supervision"] is True
+    assert net["features_per_stage"] == [16, 32, 64, 128, 256]
+    assert net["strides"] == [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 1, 2]]
+    assert P.stride_divisor(net["strides"]) == [8, 8, 16]
+    for side, div in zip([56, 32, 144], P.stride_divisor(net["strides"])):
+        assert side % div == 0 and side // div >= P.MIN_EDGE
+
+
+def test_make_plan_targets_and_pretrained_network(monkeypatch):
+    fp = {"median_shape": [118, 70, 300]}
+    monkeypatch.setenv("PETCTFM_CPU_BF16", "0")
+    from petctfm.core.device import cpu_has_bf16
+
+    cpu_has_bf16.cache_clear()
+    try:
+        cpu = P.make_plan(fp, "cpu")
+        assert cpu["precision"] == "fp32" and cpu["lr_schedule"] == "poly" and cpu["planned_network"]
+        gpu = P.make_plan(fp, "gpu")
+        assert np.prod(gpu["patch_size"]) > np.prod(cpu["patch_size"]) and gpu["precision"] == "bf16"
+        assert gpu["model_overrides"]["features_per_stage"][0] == 32
+        # a given (pretrained) network is kept: only the patch is planned, fitting its divisors
+        kept = P.make_plan(fp, "cpu", backbone="nnunet-plain", overrides={})
+        assert not kept["planned_network"] and kept["model_overrides"] == {}
+        assert all(s % 16 == 0 for s in kept["patch_size"])
+        with pytest.raises(ConfigError, match="plan.target"):
+            P.make_plan(fp, "tpu")
+    finally:
+        cpu_has_bf16.cache_clear()
+
+
+def test_axis_divisors_and_patch_check_see_planned_strides():
+    from petctfm.core.errors import InputError
+    from petctfm.models.backbones import axis_divisors, check_patch_size
+
+    ov = {"strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 1, 2]], "n_stages": 5}
+    assert axis_divisors("nnunet-plain", ov) == [8, 8, 16]
+    assert axis_divisors("nnunet-plain", {"n_stages": 4}) == [8, 8, 8]
+    assert axis_divisors("unet-resenc", ov) == [16, 16, 16]  # not an nnU-Net network: its own divisor
+    check_patch_size("nnunet-plain", [56, 32, 144], ov)
+    with pytest.raises(InputError, match=r"multiple of \[8, 8, 16\]"):
+        check_patch_size("nnunet-plain", [56, 32, 136], ov)
+
+
+def test_deep_supervision_weights_are_nnunets():
+    assert deep_supervision_weights(1) == [1.0]
+    w = deep_supervision_weights(4)
+    assert w[-1] == 0.0 and abs(sum(w) - 1.0) < 1e-9
+    assert w[0] == pytest.approx(2 * w[1]) and w[1] == pytest.approx(2 * w[2])
+
+
+def test_poly_schedule():
+    from petctfm.train.schedule import SCHEDULES, WarmupPoly
+
+    s = WarmupPoly(warmup=10, horizon=110, min_ratio=0.0)
+    assert s(0) == pytest.approx(0.1) and s(9) == pytest.approx(1.0)
+    assert s(10) == pytest.approx(1.0) and s(60) == pytest.approx(0.5 ** 0.9) and s(110) == 0.0 and s(500) == 0.0
+    assert set(SCHEDULES) == {"cosine", "poly"}
+
+
+def test_cpu_bf16_switch(monkeypatch):
+    from petctfm.core.device import autocast_for, cpu_has_bf16
+
+    for value, want in (("1", True), ("0", False)):
+        monkeypatch.setenv("PETCTFM_CPU_BF16", value)
+        cpu_has_bf16.cache_clear()
+        assert cpu_has_bf16() is want
+        with autocast_for(torch.device("cpu")):
+            y = torch.nn.Linear(4, 4)(torch.ones(2, 4))
+        assert y.dtype == (torch.bfloat16 if want else torch.float32)
+    cpu_has_bf16.cache_clear()
+
+
+def test_planned_run_trains_with_deep_supervision_and_reproduces_from_its_config(toy, tmp_path, monkeypatch):
+    from petctfm.methods.segmentation.api import finetune
+    from petctfm.train.checkpoint import load_model
+
+    monkeypatch.setenv("PETCTFM_CPU_BF16", "0")
+    from petctfm.core.device import cpu_has_bf16
+
+    cpu_has_bf16.cache_clear()
+    try:
+        run = tmp_path / "run"
+        summary = finetune(toy, run, backbone="nnunet-plain", preset="tiny", plan="cpu", max_steps=3,
+                           progress=False, figure_every=3, checkpoint_every=3,
+                           overrides={"val.sw_batch_size": 1})
+        assert summary["steps"] == 3 and np.isfinite(summary["loss"]) and summary["precision"] == "fp32"
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        task, train = saved["task"], saved["train"]
+        plan = task["plan"]
+        assert plan["fingerprint"]["n_cases"] == 3 and plan["target"] == "cpu"
+        assert task["data"]["patch_size"] == plan["patch_size"] == [40, 24, 56]
+        assert task["model"]["overrides"]["deep_supervision"] is True
+        assert task["model"]["overrides"]["strides"] == plan["model_overrides"]["strides"]
+        assert train["lr_schedule"] == "poly" and train["precision"] == "fp32"
+        # validated (a best checkpoint) and loadable: in eval mode the network returns one tensor
+        assert (run / "best" / "model.safetensors").is_file()
+        model, cfg = load_model(run)
+        out = model.eval()(torch.zeros(1, 2, 40, 24, 56))
+        assert isinstance(out, torch.Tensor) and out.shape == (1, 2, 40, 24, 56)
+        # an explicit patch wins over the plan
+        run2 = tmp_path / "run2"
+        finetune(toy, run2, backbone="nnunet-plain", preset="tiny", plan="cpu", max_steps=1, progress=False,
+                 figure_every=0, overrides={"data.patch_size": [16, 16, 16],
+                                            "model.overrides.strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+                                            "model.overrides.n_stages": 3,
+                                            "model.overrides.features_per_stage": [8, 16, 32],
+                                            "model.overrides.kernel_sizes": [[3, 3, 3]] * 3})
+        t2 = yaml.safe_load((run2 / "config.yaml").read_text())["task"]
+        assert t2["data"]["patch_size"] == [16, 16, 16] and t2["plan"]["patch_size"] == [40, 24, 56]
+    finally:
+        cpu_has_bf16.cache_clear()
