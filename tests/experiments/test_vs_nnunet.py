@@ -12,6 +12,7 @@ import os
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 
 from petctfm.core.errors import InputError
 from petctfm.data import format as fmt
@@ -112,6 +113,26 @@ def test_vs_nnunet_end_to_end(tmp_path, monkeypatch):
     for cid in SPLIT["test"]:
         assert f"| {cid} |" in md
     assert (exp / "vs_nnunet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the recipe planned petctfm's run, its steps calibrated to the budget
+    cal = json.loads((exp / "petctfm_s0" / "calibration.json").read_text())
+    assert cal["steps"] >= 1 and cal["seconds_per_step"] > 0
+    saved = yaml.safe_load((exp / "petctfm_s0" / "run" / "config.yaml").read_text())
+    assert saved["task"]["plan"]["target"] == "cpu" and saved["task"]["model"]["backbone"] == "nnunet-plain"
+    assert saved["train"]["max_steps"] == cal["steps"] and saved["train"]["lr_schedule"] == "poly"
+
+    # a confirmation cohort: every finished run predicts its cases with lesions, scored and paired
+    from petctfm.experiments.vs_nnunet.confirm import run_confirm
+
+    data2 = _dataset(tmp_path / "data2")
+    conf = run_confirm(exp, data2, cases="lesions", progress=False)
+    res = json.loads((conf["out"] / "results.json").read_text())
+    assert res["n_cases"] == len(SPLIT["train"] + SPLIT["val"] + SPLIT["test"]) and res["cases"] == "lesions"
+    assert set(res["arms"]) == {"petctfm_s0", "nnunet_cpu_s0", "floor_suv2.5", "floor_suv4"}
+    for a in res["arms"].values():
+        assert 0.0 <= a["dice"]["mean"] <= 1.0 and a["seconds_per_case_median"] >= 0
+    assert res["paired"]["petctfm_s0 - nnunet_cpu_s0"]["dice"]["n"] == res["n_cases"]
+    assert "| petctfm_s0 - nnunet_cpu_s0 | dice |" in (conf["out"] / "results.md").read_text()
 
     # a rerun trains nothing; other settings are refused
     def fail(*a, **k):

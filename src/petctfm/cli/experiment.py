@@ -240,6 +240,11 @@ def _register_vs_nnunet(sub) -> None:
                    help="trained runs at once, the cores shared evenly (default 1)")
     p.add_argument("--no-tta", action="store_true", help="no test-time mirroring in nnU-Net's predictor (petctfm's "
                    "has none): both arms predict plain")
+    p.add_argument("--confirm", metavar="DATASET", default=None,
+                   help="a confirmation cohort (another harmonized dataset): every finished run predicts all of its "
+                   "cases, scored and paired the same way (E/confirm_<name>/results.md)")
+    p.add_argument("--confirm-cases", choices=("all", "lesions"), default="all",
+                   help="with --confirm: every case, or only those with lesions (nnU-Net's CPU predictor is slow)")
     p.add_argument("--no-progress", action="store_true", help="quiet")
     p.set_defaults(func=_run_vs_nnunet)
 
@@ -251,9 +256,11 @@ def _run_vs_nnunet(args: argparse.Namespace) -> int:
     out = run_vs_nnunet(args.data, args.out, args.minutes, seeds=parse_list("seeds", args.seeds, int, "an integer"),
                         device=args.device, preset=args.preset, backbone=args.backbone,
                         plans=parse_list("plans", args.plans, str, "a plan"), holdout_site=args.holdout_site,
-                        progress=not args.no_progress, recipe=args.recipe, tta=not args.no_tta, jobs=args.jobs)
+                        progress=not args.no_progress, recipe=args.recipe, tta=not args.no_tta, jobs=args.jobs,
+                        confirm=args.confirm, confirm_cases=args.confirm_cases)
     print(f"experiment vs-nnunet: {len(out['records'])} runs; compared with nnU-Net "
-          f"{out['summary']['stronger_nnunet']}; results in {out['results_md']}, {out['results_csv']}, {out['plot']}")
+          f"{out['summary']['stronger_nnunet']}; results in {out['results_md']}, {out['results_csv']}, {out['plot']}"
+          + (f"; confirmation cohort in {out['confirm']['results_md']}" if out.get("confirm") else ""))
     return 0
 
 

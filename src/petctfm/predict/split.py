@@ -41,8 +41,10 @@ def write_label_nifti(label: np.ndarray, affine: np.ndarray, path: str | Path) -
 
 def predict_split(run_or_ckpt: str | Path, dataset: str | Path, split: str = "test",
                   out_dir: str | Path = "predictions", overlap: float | None = None,
-                  device: str | torch.device | None = None, progress: bool = False) -> list[Path]:
-    """Predict every case of ``split`` and write ``out_dir/<case_id>.nii.gz``; returns the written paths.
+                  device: str | torch.device | None = None, progress: bool = False,
+                  cases: list[str] | None = None) -> list[Path]:
+    """Predict every case of ``split`` (or exactly ``cases``) and write ``out_dir/<case_id>.nii.gz``; returns
+    the written paths.
 
     ``run_or_ckpt``: a fine-tuning run folder (its best checkpoint by val Dice, else the latest) or a
     ``.safetensors`` file. ``overlap`` defaults to the model config's ``val.overlap`` (0.5); ``device`` to
@@ -54,7 +56,7 @@ def predict_split(run_or_ckpt: str | Path, dataset: str | Path, split: str = "te
     dev = resolve_device(device)
     model = model.to(dev)
     ov = float(cfg["val"]["overlap"] if overlap is None else overlap)
-    ids = list_cases(dataset, split)
+    ids = list(cases) if cases is not None else list_cases(dataset, split)
     out: list[Path] = []
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"predict {split}", total=len(ids))

@@ -44,6 +44,17 @@ def _write_case(data: Path, cid: str, images: Path, labels: Path | None) -> None
         _write_nifti((np.asarray(case["label"]) > 0).astype(np.uint8), affine, labels / f"{cid}.nii.gz")
 
 
+def write_images(data: str | Path, ids: list[str], images: str | Path) -> Path:
+    """The cases ``ids`` of ``data`` as nnU-Net raw test images (``<case>_0000`` CT, ``_0001`` PET) in ``images``;
+    cases already written are skipped (a rerun is cheap). Returns ``images``."""
+    images = Path(images)
+    images.mkdir(parents=True, exist_ok=True)
+    for cid in ids:
+        if not (images / f"{cid}_0001.nii.gz").is_file():
+            _write_case(Path(data), cid, images, None)
+    return images
+
+
 def export_splits(data: str | Path, exp_dir: str | Path, dataset_id: int = DATASET_ID,
                   test_splits: tuple[str, ...] = ("test",)) -> dict[str, Any]:
     """Export once (``petctfm_export.json`` records what was written; a rerun with the same splits is a no-op).
@@ -82,4 +93,4 @@ def export_splits(data: str | Path, exp_dir: str | Path, dataset_id: int = DATAS
     return {"raw": raw, "preprocessed": pre, **record}
 
 
-__all__ = ["EXPORT_FILE", "CHANNELS", "export_splits"]
+__all__ = ["EXPORT_FILE", "CHANNELS", "write_images", "export_splits"]

@@ -27,6 +27,11 @@ def threshold_mask(suv: np.ndarray, spacing, threshold: float, min_ml: float = F
     return cc3d.dust(mask, threshold=min_voxels, connectivity=18, in_place=False).astype(np.uint8)
 
 
+def case_spacing(meta: dict) -> list[float]:
+    """A harmonized case's voxel spacing (mm): ``meta.json``'s ``spacing``, else the affine's column norms."""
+    return meta.get("spacing") or [float(np.linalg.norm(np.asarray(meta["affine"])[:3, i])) for i in range(3)]
+
+
 def predict_floor(dataset: str | Path, split: str, threshold: float, out_dir: str | Path) -> dict[str, float]:
     """Write ``out_dir/<case>.nii.gz`` for every case of ``split``; returns seconds per case."""
     from petctfm.predict.split import write_label_nifti
@@ -35,12 +40,10 @@ def predict_floor(dataset: str | Path, split: str, threshold: float, out_dir: st
     for cid in list_cases(dataset, split):
         t0 = time.perf_counter()
         case = fmt.load_case(dataset, cid, mmap=True)
-        spacing = case["meta"].get("spacing") or [float(np.linalg.norm(np.asarray(case["meta"]["affine"])[:3, i]))
-                                                  for i in range(3)]
-        mask = threshold_mask(np.asarray(case["image"][0]), spacing, threshold)
+        mask = threshold_mask(np.asarray(case["image"][0]), case_spacing(case["meta"]), threshold)
         write_label_nifti(mask, np.asarray(case["meta"]["affine"]), Path(out_dir) / f"{cid}.nii.gz")
         seconds[cid] = time.perf_counter() - t0
     return seconds
 
 
-__all__ = ["threshold_mask", "predict_floor"]
+__all__ = ["threshold_mask", "case_spacing", "predict_floor"]

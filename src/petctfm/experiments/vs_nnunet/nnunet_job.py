@@ -8,6 +8,7 @@ process. Two jobs:
   target under its own plans name: ``nnUNetv2_plan_and_preprocess -gpu_memory_target G
   -overwrite_plans_name nnUNetPlans_cpu``), ``3d_fullres`` preprocessing with one process; writes a summary
   of each plan (patch, batch, spacing, stages, parameters).
+- ``predict``: a trained fold's checkpoint on other images (a confirmation cohort, :mod:`.confirm`).
 - ``train``: :class:`nnUNetTrainerBudget` (nnU-Net's trainer, stopped by wall time; see its docstring) on fold
   0 (= our train/val split, ``splits_final.json``), nnU-Net's own final validation
   (``perform_actual_validation``; only when plans are compared, ``final_validation``), then nnU-Net's predictor
@@ -259,10 +260,28 @@ def _predict(trainer, checkpoint: Path, spec: dict[str, Any], device: torch.devi
     return {"seconds_per_case": seconds, "tile_step_size": 0.5, "mirroring": mirroring}
 
 
+def job_predict(job: dict[str, Any]) -> dict[str, Any]:
+    """nnU-Net's predictor with a trained fold's ``checkpoint`` on other images (a confirmation cohort): the
+    trainer is rebuilt from the same plans (not trained) only to hand the predictor its plans and network."""
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+
+    device = torch.device(job["device"])
+    pre = Path(nnUNet_preprocessed) / job["dataset_name"]
+    plans = json.loads((pre / f"{job['plans_name']}.json").read_text())
+    dataset_json = json.loads((pre / "dataset.json").read_text())
+    trainer = _budget_trainer_class()(plans=plans, configuration=job["configuration"], fold=0,
+                                      dataset_json=dataset_json, device=device)
+    trainer.num_input_channels = determine_num_input_channels(trainer.plans_manager, trainer.configuration_manager,
+                                                              dataset_json)
+    return {"predict": _predict(trainer, Path(job["checkpoint"]), job["predict"], device,
+                                bool(job.get("mirroring", True)))}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     job = json.loads(Path(argv[0]).read_text())
-    result = {"plan": job_plan, "train": job_train}[job["action"]](job)
+    result = {"plan": job_plan, "train": job_train, "predict": job_predict}[job["action"]](job)
     _write_json(Path(job["result"]), result)
     return 0
 

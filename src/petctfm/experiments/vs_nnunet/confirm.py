@@ -1,0 +1,195 @@
+"""A finished vs-nnU-Net experiment scored on a confirmation cohort: another harmonized dataset (a new synth
+seed, or a new site), every case of it a test case, predicted by each trained arm's own predictor and by the
+SUV floors, scored by the same code, petctfm paired against nnU-Net.
+
+``run_confirm(exp_dir, data2, out)`` (what ``petctfm experiment vs-nnunet --confirm DATASET`` calls after the
+arms): ``out/images/`` the cohort in nnU-Net's raw naming (``<case>_0000`` CT, ``_0001`` PET); per arm
+``out/<arm>/pred/*.nii.gz`` and ``out/<arm>/eval/`` (``petctfm evaluate``'s report); ``out/results.md`` and
+``out/results.json`` (per-arm means with bootstrap CIs, petctfm - nnU-Net paired per metric, seconds per case).
+
+``cases``: ``"all"`` or ``"lesions"`` (only the cohort's cases with lesions: Dice, FN volume and lesion F1 are
+defined on them; the false-positive volume of negative cases is then not compared). On a CPU nnU-Net's
+predictor takes about half a minute to a minute per case, which is what the second choice is for; the choice is
+the caller's, made before any prediction, and written into the results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from petctfm.core.errors import InputError
+from petctfm.data import format as fmt
+from petctfm.experiments.vs_nnunet.plan import (ARM_METRICS, BOOTSTRAP_SEED, CONFIGURATION, DONE_FILE,
+                                                EXPERIMENT_FILE, N_RESAMPLES, PLANS, dataset_folder_name)
+
+CONFIRM_CASES = ("all", "lesions")
+
+
+def cohort_cases(data: str | Path, cases: str = "all") -> list[str]:
+    """Case ids of a harmonized dataset (every case folder; ``"lesions"``: those whose label has a lesion)."""
+    from petctfm.data.loader import list_cases
+
+    if cases not in CONFIRM_CASES:
+        raise InputError(f"--confirm-cases must be one of {', '.join(CONFIRM_CASES)}, got {cases!r}")
+    ids = list_cases(data, "all")
+    if cases == "lesions":
+        ids = [c for c in ids if np.asarray(fmt.load_case(data, c, mmap=True)["label"]).any()]
+    return ids
+
+
+def _evaluate(pred_dir: Path, data: Path, ids: list[str], out_dir: Path) -> list[dict[str, Any]]:
+    from petctfm.evaluate import evaluate_folder, write_report
+
+    res = evaluate_folder(pred_dir, data, n_resamples=N_RESAMPLES, seed=BOOTSTRAP_SEED, allow_missing=False)
+    rows = [r for r in res["cases"] if r["case_id"] in set(ids)]
+    write_report(res, out_dir)
+    return rows
+
+
+def _predict_petctfm(run_dir: Path, data: Path, ids: list[str], out: Path, device: str) -> dict[str, float]:
+    """``predict_split`` on exactly ``ids``; per-case seconds from the written files' times (as the experiment)."""
+    from petctfm.predict.split import predict_split
+
+    t0 = time.time()
+    seconds, prev = {}, t0
+    for p in predict_split(run_dir, data, split="all", out_dir=out, device=device, cases=ids):
+        m = p.stat().st_mtime
+        seconds[p.name.split(".")[0]] = max(0.0, m - prev)
+        prev = m
+    return seconds
+
+
+def run_confirm(exp_dir: str | Path, data2: str | Path, out: str | Path | None = None, cases: str = "all",
+                device: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Score the finished experiment ``exp_dir``'s trained arms and floors on every case (``cases``) of the
+    harmonized dataset ``data2``; returns ``{"out", "results_md", "results": {...}}``. Resumable per arm."""
+    import yaml
+    from rich.console import Console
+
+    from petctfm.evaluate.bootstrap import mean_ci, paired_comparison
+    from petctfm.experiments.vs_nnunet.export import write_images
+    from petctfm.experiments.vs_nnunet.floor import case_spacing, threshold_mask
+    from petctfm.experiments.vs_nnunet.run import run_child
+    from petctfm.io.atomic import atomic_write_json, atomic_write_text, json_safe
+    from petctfm.predict.split import write_label_nifti
+
+    console = Console(quiet=not progress)
+    exp_dir, data2 = Path(exp_dir).resolve(), Path(data2).resolve()
+    spec = yaml.safe_load((exp_dir / EXPERIMENT_FILE).read_text()) if (exp_dir / EXPERIMENT_FILE).is_file() else None
+    if spec is None:
+        raise InputError(f"{exp_dir}: not a vs-nnunet experiment folder (no {EXPERIMENT_FILE})")
+    if not (data2 / fmt.SPLITS_JSON).is_file():
+        raise InputError(f"{data2}: not a harmonized dataset (no {fmt.SPLITS_JSON})")
+    settings = spec["settings"]
+    device = device or settings["device"]
+    out = Path(out or exp_dir / f"confirm_{data2.name}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    ids = cohort_cases(data2, cases)
+    arms = [a for a in spec["runs"] if (exp_dir / a["name"] / DONE_FILE).is_file()]
+    if not any(a["kind"] == "petctfm" for a in arms):
+        raise InputError(f"{exp_dir}: no finished petctfm run to confirm")
+    console.rule(f"[bold]confirmation cohort {data2.name}: {len(ids)} cases ({cases}), {len(arms)} runs[/]")
+    images = out / "images"
+    write_images(data2, ids, images)
+    per_arm: dict[str, dict[str, Any]] = {}
+    for arm in arms:
+        name = arm["name"]
+        adir = out / name
+        done = adir / "done.json"
+        if done.is_file():
+            per_arm[name] = json.loads(done.read_text())
+            continue
+        pred = adir / "pred"
+        pred.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        if arm["kind"] == "floor":
+            seconds = {}
+            for cid in ids:
+                t1 = time.perf_counter()
+                case = fmt.load_case(data2, cid, mmap=True)
+                mask = threshold_mask(np.asarray(case["image"][0]), case_spacing(case["meta"]),
+                                      float(arm["threshold"]))
+                write_label_nifti(mask, np.asarray(case["meta"]["affine"]), pred / f"{cid}.nii.gz")
+                seconds[cid] = time.perf_counter() - t1
+        elif arm["kind"] == "petctfm":
+            seconds = _predict_petctfm(exp_dir / name / "run", data2, ids, pred, device)
+        else:
+            fold = _fold_dir(exp_dir / name)
+            job = {"action": "predict", "dataset_name": dataset_folder_name(settings.get("dataset_id", 501)),
+                   "configuration": CONFIGURATION, "plans_name": PLANS[arm["plan"]], "device": device,
+                   "checkpoint": str(fold / "checkpoint_final.pth"), "mirroring": bool(settings.get("tta", True)),
+                   "predict": {"images": str(images), "cases": ids, "out": str(pred)}}
+            res = run_child(job, adir, exp_dir, exp_dir / name / "nnUNet_results", device, "nnunet_predict")
+            seconds = res["predict"]["seconds_per_case"]
+        rows = _evaluate(pred, data2, ids, adir / "eval")
+        rec = json_safe({"arm": name, "kind": arm["kind"], "seconds_per_case": seconds,
+                         "time_s": round(time.perf_counter() - t0, 1),
+                         "cases": [{k: r.get(k) for k in ("case_id", *ARM_METRICS)} for r in rows]})
+        atomic_write_json(done, rec)
+        per_arm[name] = rec
+        d = [c["dice"] for c in rec["cases"] if c["dice"] is not None and math.isfinite(c["dice"])]
+        console.print(f"[green]{name}[/]: Dice {np.mean(d) if d else float('nan'):.3f} on {len(d)} cases with "
+                      f"lesions, {np.median(list(seconds.values())):.1f} s per case")
+
+    # summary: per arm means with CIs; petctfm vs every nnU-Net run and floor, paired by case
+    summary: dict[str, Any] = {"data": str(data2), "cases": cases, "n_cases": len(ids), "arms": {}, "paired": {}}
+    for name, rec in per_arm.items():
+        by = {m: [c[m] for c in rec["cases"]] for m in ARM_METRICS}
+        summary["arms"][name] = {m: mean_ci(v, N_RESAMPLES, BOOTSTRAP_SEED) for m, v in by.items()}
+        summary["arms"][name]["seconds_per_case_median"] = float(np.median(list(rec["seconds_per_case"].values())))
+    pet = [n for n, r in per_arm.items() if r["kind"] == "petctfm"]
+    for p in pet:
+        pc = {c["case_id"]: c for c in per_arm[p]["cases"]}
+        for other, rec in per_arm.items():
+            if other in pet:
+                continue
+            oc = {c["case_id"]: c for c in rec["cases"]}
+            common = sorted(set(pc) & set(oc))
+            summary["paired"][f"{p} - {other}"] = {
+                m: paired_comparison([pc[c][m] for c in common], [oc[c][m] for c in common], N_RESAMPLES,
+                                     BOOTSTRAP_SEED) for m in ARM_METRICS}
+    atomic_write_json(out / "results.json", json_safe(summary))
+    md = _markdown(summary, spec)
+    atomic_write_text(out / "results.md", md)
+    console.print(f"confirmation: results in {out / 'results.md'}")
+    return {"out": out, "results_md": out / "results.md", "results": summary}
+
+
+def _fold_dir(run_dir: Path) -> Path:
+    found = sorted(run_dir.glob("nnUNet_results/*/*/fold_0/checkpoint_final.pth"))
+    if not found:
+        raise InputError(f"{run_dir}: no nnU-Net checkpoint_final.pth under nnUNet_results/")
+    return found[0].parent
+
+
+def _ci(s: dict[str, Any], digits: int = 3) -> str:
+    if s.get("n", 0) == 0 or not math.isfinite(s["mean"]):
+        return "n/a"
+    return f"{s['mean']:.{digits}f} [{s['ci_low']:.{digits}f}, {s['ci_high']:.{digits}f}]"
+
+
+def _markdown(summary: dict[str, Any], spec: dict[str, Any]) -> str:
+    lines = ["# Confirmation cohort", "",
+             f"Synthetic phantoms: not clinical results. Cohort `{summary['data']}`: {summary['n_cases']} cases "
+             f"({summary['cases']}), none seen in training or in any choice. Models: the finished runs of "
+             f"`{spec['command']}`. Means over cases [95 % bootstrap CI]; Dice over cases with lesions.", "",
+             "| run | Dice | FP ml | FN ml | lesion F1 | s/case (median) |", "| --- | --- | --- | --- | --- | ---: |"]
+    for name, s in summary["arms"].items():
+        lines.append(f"| {name} | {_ci(s['dice'])} | {_ci(s['fp_volume_ml'], 1)} | {_ci(s['fn_volume_ml'], 1)} | "
+                     f"{_ci(s['lesion_f1'])} | {s['seconds_per_case_median']:.1f} |")
+    lines += ["", "Paired differences (A - B) over the cases both scored: mean [95 % CI], Wilcoxon p.", "",
+              "| A - B | metric | n | mean diff | p |", "| --- | --- | ---: | --- | ---: |"]
+    for pair, ms in summary["paired"].items():
+        for m, r in ms.items():
+            ci = f"{r['mean_diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" if r["n"] else "n/a"
+            lines.append(f"| {pair} | {m} | {r['n']} | {ci} | {r['p_value']:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["CONFIRM_CASES", "cohort_cases", "run_confirm"]
