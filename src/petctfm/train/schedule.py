@@ -36,7 +36,11 @@ class WarmupCosine:
             return (step + 1) / self.warmup
         span = max(self.horizon - self.warmup, 1)
         progress = min((step - self.warmup) / span, 1.0)
-        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_ratio + (1.0 - self.min_ratio) * self.decay(progress)
+
+    def decay(self, progress: float) -> float:
+        """The decay from 1 (``progress`` 0, end of warm-up) to 0 (``progress`` 1, the horizon)."""
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class WarmupPoly(WarmupCosine):
@@ -47,12 +51,8 @@ class WarmupPoly(WarmupCosine):
         super().__init__(warmup, horizon, min_ratio)
         self.exponent = float(exponent)
 
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        span = max(self.horizon - self.warmup, 1)
-        progress = min((step - self.warmup) / span, 1.0)
-        return self.min_ratio + (1.0 - self.min_ratio) * (1.0 - progress) ** self.exponent
+    def decay(self, progress: float) -> float:
+        return (1.0 - progress) ** self.exponent
 
 
 #: ``TrainConfig.lr_schedule`` -> the LR factor class (warm-up, then cosine or nnU-Net's poly decay).
