@@ -66,9 +66,13 @@ def _predict_petctfm(run_dir: Path, data: Path, ids: list[str], out: Path, devic
 
 
 def run_confirm(exp_dir: str | Path, data2: str | Path, out: str | Path | None = None, cases: str = "all",
-                device: str | None = None, progress: bool = True) -> dict[str, Any]:
+                device: str | None = None, progress: bool = True, only: list[str] | None = None) -> dict[str, Any]:
     """Score the finished experiment ``exp_dir``'s trained arms and floors on every case (``cases``) of the
-    harmonized dataset ``data2``; returns ``{"out", "results_md", "results": {...}}``. Resumable per arm."""
+    harmonized dataset ``data2``; returns ``{"out", "results_md", "results": {...}}``. Resumable per arm.
+
+    ``only``: just these runs, finished or not (an nnU-Net run as soon as its ``checkpoint_final.pth`` exists,
+    e.g. while its own test predictions still run); the results then cover what has been scored so far, and a
+    later call without ``only`` completes them."""
     import yaml
     from rich.console import Console
 
@@ -91,13 +95,21 @@ def run_confirm(exp_dir: str | Path, data2: str | Path, out: str | Path | None =
     out = Path(out or exp_dir / f"confirm_{data2.name}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     ids = cohort_cases(data2, cases)
-    arms = [a for a in spec["runs"] if (exp_dir / a["name"] / DONE_FILE).is_file()]
-    if not any(a["kind"] == "petctfm" for a in arms):
-        raise InputError(f"{exp_dir}: no finished petctfm run to confirm")
+    if only:
+        arms = [a for a in spec["runs"] if a["name"] in set(only)]
+    else:
+        arms = [a for a in spec["runs"] if (exp_dir / a["name"] / DONE_FILE).is_file()]
+        if not any(a["kind"] == "petctfm" for a in arms):
+            raise InputError(f"{exp_dir}: no finished petctfm run to confirm")
+    if not arms:
+        raise InputError(f"{exp_dir}: none of the runs {only} in this experiment")
     console.rule(f"[bold]confirmation cohort {data2.name}: {len(ids)} cases ({cases}), {len(arms)} runs[/]")
     images = out / "images"
     write_images(data2, ids, images)
     per_arm: dict[str, dict[str, Any]] = {}
+    for done_file in sorted(out.glob(f"*/{DONE_FILE}")):  # runs scored by earlier calls
+        rec = json.loads(done_file.read_text())
+        per_arm[rec["arm"]] = rec
     for arm in arms:
         name = arm["name"]
         adir = out / name

@@ -269,6 +269,7 @@ def job_predict(job: dict[str, Any]) -> dict[str, Any]:
     device = torch.device(job["device"])
     pre = Path(nnUNet_preprocessed) / job["dataset_name"]
     plans = json.loads((pre / f"{job['plans_name']}.json").read_text())
+    plans["continue_training"] = False  # nnU-Net's trainer pops it (only its W&B logger reads it)
     dataset_json = json.loads((pre / "dataset.json").read_text())
     trainer = _budget_trainer_class()(plans=plans, configuration=job["configuration"], fold=0,
                                       dataset_json=dataset_json, device=device)
