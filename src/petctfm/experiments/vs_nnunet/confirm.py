@@ -44,11 +44,22 @@ def cohort_cases(data: str | Path, cases: str = "all") -> list[str]:
 
 
 def _evaluate(pred_dir: Path, data: Path, ids: list[str], out_dir: Path) -> list[dict[str, Any]]:
+    """``petctfm evaluate``'s per-case rows of ``ids``; its report in ``out_dir`` when ``ids`` are all the
+    cohort's cases (a subset's rows are written as ``out_dir/per_case.json``)."""
     from petctfm.evaluate import evaluate_folder, write_report
+    from petctfm.io.atomic import atomic_write_json, json_safe
 
-    res = evaluate_folder(pred_dir, data, n_resamples=N_RESAMPLES, seed=BOOTSTRAP_SEED, allow_missing=False)
-    rows = [r for r in res["cases"] if r["case_id"] in set(ids)]
-    write_report(res, out_dir)
+    every = len(ids) == len(cohort_cases(data, "all"))
+    res = evaluate_folder(pred_dir, data, n_resamples=N_RESAMPLES, seed=BOOTSTRAP_SEED, allow_missing=not every)
+    wanted = set(ids)
+    rows = [r for r in res["cases"] if r["case_id"] in wanted]
+    missing = [r["case_id"] for r in rows if r.get("missing_prediction")]
+    if missing or len(rows) != len(ids):
+        raise InputError(f"{pred_dir}: no prediction for {', '.join(missing[:10]) or 'some cases'}")
+    if every:
+        write_report(res, out_dir)
+    else:
+        atomic_write_json(Path(out_dir) / "per_case.json", json_safe(rows))
     return rows
 
 
@@ -137,7 +148,10 @@ def run_confirm(exp_dir: str | Path, data2: str | Path, out: str | Path | None =
                    "configuration": CONFIGURATION, "plans_name": PLANS[arm["plan"]], "device": device,
                    "checkpoint": str(fold / "checkpoint_final.pth"), "mirroring": bool(settings.get("tta", True)),
                    "predict": {"images": str(images), "cases": ids, "out": str(pred)}}
-            res = run_child(job, adir, exp_dir, exp_dir / name / "nnUNet_results", device, "nnunet_predict")
+            earlier = adir / "nnunet_predict_result.json"  # what run_child wrote for an earlier, cut-short call
+            res = json.loads(earlier.read_text()) if earlier.is_file() else None
+            if res is None or sorted(res["predict"]["seconds_per_case"]) != sorted(ids):
+                res = run_child(job, adir, exp_dir, exp_dir / name / "nnUNet_results", device, "nnunet_predict")
             seconds = res["predict"]["seconds_per_case"]
         rows = _evaluate(pred, data2, ids, adir / "eval")
         rec = json_safe({"arm": name, "kind": arm["kind"], "seconds_per_case": seconds,
