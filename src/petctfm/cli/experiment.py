@@ -253,11 +253,23 @@ def _run_vs_nnunet(args: argparse.Namespace) -> int:
     from petctfm.core.checks import parse_list
     from petctfm.experiments.vs_nnunet.run import run_vs_nnunet
 
+    if args.confirm is not None:
+        from pathlib import Path
+
+        from petctfm.core.errors import InputError
+        from petctfm.data import format as fmt
+
+        if not (Path(args.confirm) / fmt.SPLITS_JSON).is_file():
+            raise InputError(f"--confirm {args.confirm}: not a harmonized dataset (no {fmt.SPLITS_JSON})")
     out = run_vs_nnunet(args.data, args.out, args.minutes, seeds=parse_list("seeds", args.seeds, int, "an integer"),
                         device=args.device, preset=args.preset, backbone=args.backbone,
                         plans=parse_list("plans", args.plans, str, "a plan"), holdout_site=args.holdout_site,
-                        progress=not args.no_progress, recipe=args.recipe, tta=not args.no_tta, jobs=args.jobs,
-                        confirm=args.confirm, confirm_cases=args.confirm_cases)
+                        progress=not args.no_progress, recipe=args.recipe, tta=not args.no_tta, jobs=args.jobs)
+    if args.confirm is not None:
+        from petctfm.experiments.vs_nnunet.confirm import run_confirm
+
+        out["confirm"] = run_confirm(out["exp_dir"], args.confirm, cases=args.confirm_cases, device=args.device,
+                                     progress=not args.no_progress)
     print(f"experiment vs-nnunet: {len(out['records'])} runs; compared with nnU-Net "
           f"{out['summary']['stronger_nnunet']}; results in {out['results_md']}, {out['results_csv']}, {out['plot']}"
           + (f"; confirmation cohort in {out['confirm']['results_md']}" if out.get("confirm") else ""))

@@ -321,8 +321,7 @@ def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequ
                   device: str | None = None, preset: str | None = None, backbone: str | None = None,
                   plans: Sequence[str] = tuple(PLANS), holdout_site: str | None = None,
                   dataset_id: int | None = None, progress: bool = True, recipe: str | None = "auto",
-                  tta: bool = True, jobs: int = 1, confirm: str | Path | None = None,
-                  confirm_cases: str = "all") -> dict[str, Any]:
+                  tta: bool = True, jobs: int = 1) -> dict[str, Any]:
     """Plan, run (skipping finished arms) and report the experiment in ``out``.
 
     ``minutes``: the training wall time of every trained arm. ``device``: cpu | cuda (default: cuda when
@@ -332,9 +331,8 @@ def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequ
     only then). ``recipe``: petctfm's planned recipe (``cpu`` | ``gpu`` | None for the bare preset; ``auto``:
     the device's). ``tta``: nnU-Net's mirroring at inference (False: no test-time augmentation in either arm;
     petctfm's predictor has none). ``jobs``: trained arms at once, each in its own process with the cores shared
-    evenly (2 on a 2-core CPU: petctfm and nnU-Net side by side, one core each). ``confirm``: a second harmonized
-    dataset (a confirmation cohort) every finished run then predicts and is scored on
-    (:func:`petctfm.experiments.vs_nnunet.confirm.run_confirm`; ``confirm_cases`` all | lesions). Returns ``{"exp_dir", "records", "summary",
+    evenly (2 on a 2-core CPU: petctfm and nnU-Net side by side, one core each). A confirmation cohort is
+    scored afterwards by :func:`petctfm.experiments.vs_nnunet.confirm.run_confirm` (``--confirm``). Returns ``{"exp_dir", "records", "summary",
     "results_md", "results_csv", "plot", "command"}``.
     """
     import yaml
@@ -388,13 +386,6 @@ def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequ
     seeds = [int(s) for s in seeds]
     if int(jobs) < 1:
         raise InputError(f"--jobs must be >= 1, got {jobs}")
-    if confirm is not None:
-        from petctfm.experiments.vs_nnunet.confirm import CONFIRM_CASES
-
-        if not (Path(confirm) / fmt.SPLITS_JSON).is_file():
-            raise InputError(f"--confirm {confirm}: not a harmonized dataset (no {fmt.SPLITS_JSON})")
-        if confirm_cases not in CONFIRM_CASES:
-            raise InputError(f"--confirm-cases must be one of {', '.join(CONFIRM_CASES)}, got {confirm_cases!r}")
     settings = Settings(data=str(data), minutes=float(minutes), device=device, preset=preset, backbone=backbone,
                         plans=plans, dataset_id=int(dataset_id or DATASET_ID), holdout_site=holdout_site,
                         recipe=recipe, tta=bool(tta), jobs=int(jobs))
@@ -428,12 +419,7 @@ def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequ
                                 None, report)
     summary = write_results(exp_dir, records, settings, seeds, plan_summary, export, command)
     console.print(f"vs-nnunet: {len(records)} runs ({ran} run now); results in {exp_dir / 'results.md'}")
-    confirmed = None
-    if confirm is not None:
-        from petctfm.experiments.vs_nnunet.confirm import run_confirm
-
-        confirmed = run_confirm(exp_dir, confirm, cases=confirm_cases, device=device, progress=progress)
-    return {"confirm": confirmed,"exp_dir": exp_dir, "records": records, "summary": summary, "plan_summary": plan_summary,
+    return {"exp_dir": exp_dir, "records": records, "summary": summary, "plan_summary": plan_summary,
             "export": export, "results_md": exp_dir / "results.md", "results_csv": exp_dir / "results.csv",
             "plot": exp_dir / "vs_nnunet.png", "command": command}
 
