@@ -67,10 +67,10 @@ def calibrate(data: str, out: Path, name: str, steps: int) -> float:
         import shutil
 
         shutil.rmtree(run)
+    from petctfm.train.run_dir import median_step_seconds
+
     _finetune(data, run, ROWS[name], steps, 0)
-    times = [json.loads(line)["time_s"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    deltas = sorted(b - a for a, b in zip(times[2:], times[3:]))
-    return float(deltas[len(deltas) // 2])
+    return median_step_seconds(run)
 
 
 def train_and_score(data: str, out: Path, name: str, steps: int, seed: int, split: str = "val") -> dict:

@@ -135,6 +135,17 @@ def append_metrics(path: Path, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
+def median_step_seconds(run_dir: Path, skip: int = 2) -> float:
+    """Seconds per optimizer step of a run logged every step (``log_every`` 1): the median gap between the
+    ``time_s`` of consecutive ``metrics.jsonl`` lines, the first ``skip`` steps (start-up) left out."""
+    times = [json.loads(line)["time_s"] for line in (Path(run_dir) / METRICS_FILE).read_text().splitlines()
+             if line.strip()]
+    deltas = sorted(b - a for a, b in zip(times[skip:], times[skip + 1:]))
+    if not deltas:
+        raise ValueError(f"{Path(run_dir) / METRICS_FILE}: fewer than {skip + 2} logged steps")
+    return float(deltas[len(deltas) // 2])
+
+
 def open_tensorboard(run_dir: Path, purge_step: int | None):
     """A ``SummaryWriter`` on ``run_dir/tb``, or None (with a warning) when no path to it can be given.
 

@@ -64,16 +64,12 @@ def _evaluate(pred_dir: Path, data: Path, ids: list[str], out_dir: Path) -> list
 
 
 def _predict_petctfm(run_dir: Path, data: Path, ids: list[str], out: Path, device: str) -> dict[str, float]:
-    """``predict_split`` on exactly ``ids``; per-case seconds from the written files' times (as the experiment)."""
+    """``predict_split`` on exactly ``ids``; per-case seconds as the experiment measures them."""
+    from petctfm.experiments.vs_nnunet.run import seconds_from_mtimes
     from petctfm.predict.split import predict_split
 
     t0 = time.time()
-    seconds, prev = {}, t0
-    for p in predict_split(run_dir, data, split="all", out_dir=out, device=device, cases=ids):
-        m = p.stat().st_mtime
-        seconds[p.name.split(".")[0]] = max(0.0, m - prev)
-        prev = m
-    return seconds
+    return seconds_from_mtimes(predict_split(run_dir, data, split="all", out_dir=out, device=device, cases=ids), t0)
 
 
 def run_confirm(exp_dir: str | Path, data2: str | Path, out: str | Path | None = None, cases: str = "all",
@@ -124,9 +120,8 @@ def run_confirm(exp_dir: str | Path, data2: str | Path, out: str | Path | None =
     for arm in arms:
         name = arm["name"]
         adir = out / name
-        done = adir / "done.json"
-        if done.is_file():
-            per_arm[name] = json.loads(done.read_text())
+        done = adir / DONE_FILE
+        if name in per_arm:  # scored by an earlier call (read above)
             continue
         pred = adir / "pred"
         pred.mkdir(parents=True, exist_ok=True)

@@ -173,6 +173,17 @@ VALIDATION_SHARE = 0.12
 CALIBRATION_FILE = "calibration.json"
 
 
+def seconds_from_mtimes(paths: Sequence[Path], t0: float) -> dict[str, float]:
+    """Per-case seconds of predictions written one after another since ``t0`` (``time.time()``): the gaps
+    between the files' modification times (the first includes loading the model once)."""
+    seconds, prev = {}, t0
+    for p in paths:
+        m = p.stat().st_mtime
+        seconds[p.name.split(".")[0]] = max(0.0, m - prev)
+        prev = m
+    return seconds
+
+
 def calibrate_steps(settings: Settings, run_dir: Path, seed: int, steps: int = 12) -> dict[str, Any]:
     """Seconds per training step of petctfm's planned run, measured on this machine now (``steps`` steps of the
     exact config in ``RUN/calibration/``, the median of steps 3..), and the steps that fill the budget less
@@ -180,6 +191,7 @@ def calibrate_steps(settings: Settings, run_dir: Path, seed: int, steps: int = 1
     as nnU-Net's planning and preprocessing do)."""
     from petctfm.io.atomic import atomic_write_json
     from petctfm.methods.finetune import finetune
+    from petctfm.train.run_dir import median_step_seconds
 
     work = run_dir / "calibration"
     if work.exists():
@@ -187,9 +199,7 @@ def calibrate_steps(settings: Settings, run_dir: Path, seed: int, steps: int = 1
     finetune(settings.data, work, init="scratch", backbone=settings.backbone, preset=settings.preset,
              plan=settings.recipe, max_steps=steps, seed=seed, device=settings.device, progress=False, log_every=1,
              figure_every=0, checkpoint_every=10 ** 6)
-    times = [json.loads(line)["time_s"] for line in (work / "metrics.jsonl").read_text().splitlines()]
-    deltas = sorted(b - a for a, b in zip(times[2:], times[3:]))
-    per_step = float(deltas[len(deltas) // 2])
+    per_step = median_step_seconds(work)
     out = {"seconds_per_step": per_step, "calibration_steps": steps,
            "steps": max(1, int(settings.minutes * 60.0 * (1.0 - VALIDATION_SHARE) / per_step))}
     shutil.rmtree(work)
@@ -229,12 +239,7 @@ def run_petctfm(arm: Arm, settings: Settings, run_dir: Path) -> dict[str, Any]:
         pred, ev = _pred_eval_dirs(split)
         t0 = time.time()
         paths = predict_split(train_dir, settings.data, split=split, out_dir=run_dir / pred, device=settings.device)
-        # per-case seconds from the written files' times (the first includes loading the model once)
-        prev = t0
-        for p in paths:
-            m = p.stat().st_mtime
-            out["seconds_per_case"][p.name.split(".")[0]] = max(0.0, m - prev)
-            prev = m
+        out["seconds_per_case"].update(seconds_from_mtimes(paths, t0))
         out["results"][split] = _evaluate(run_dir / pred, settings, split, run_dir / ev)
     best = _read_json(train_dir / "best" / "best.json")
     out["val_dice"] = best.get("dice") if best else None
@@ -424,4 +429,4 @@ def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequ
             "plot": exp_dir / "vs_nnunet.png", "command": command}
 
 
-__all__ = ["run_child", "nnunet_plans", "run_floor", "calibrate_steps", "run_nnunet", "run_petctfm", "execute_arm", "run_vs_nnunet"]
+__all__ = ["run_child", "nnunet_plans", "run_floor", "seconds_from_mtimes", "calibrate_steps", "run_nnunet", "run_petctfm", "execute_arm", "run_vs_nnunet"]
