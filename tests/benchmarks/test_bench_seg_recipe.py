@@ -48,3 +48,27 @@ def test_seg_recipe_ablation_smoke(tmp_path):
     bad = subprocess.run(cmd[:-6] + ["--rows", "before", "--split", "test", "--workers", "1"], cwd=ROOT,
                          capture_output=True, text=True, timeout=600, env=_env())
     assert bad.returncode != 0 and "never on test" in (bad.stdout + bad.stderr)
+
+
+@pytest.mark.slow
+def test_seg_recipe_ablation_fixed_steps_on_a_dev_cohort(tmp_path):
+    """``--steps`` trains every row for the same steps (no calibration); ``--score-data`` scores every case of a
+    separate development cohort; the SGD row really uses nnU-Net's SGD."""
+    from toy_data import write_toy_dataset
+
+    data = write_toy_dataset(tmp_path / "toy", n_cases=3, shape=(32, 24, 40))
+    dev = write_toy_dataset(tmp_path / "dev", n_cases=3, shape=(32, 24, 40), seed=5)
+    out = tmp_path / "abl"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "seg_recipe_ablation.py"), "--data", str(data), "--out",
+           str(out), "--steps", "5", "--rows", "sgd_nnunet", "--workers", "1", "--score-data", str(dev)]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=_env())
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    assert not (out / "calib").exists()
+    r = json.loads((out / "sgd_nnunet_s0.json").read_text())
+    assert r["steps"] == 5 and r["scored_on"] == str(dev) and r["s_per_step"] > 0
+    from petctfm.data import format as fmt
+
+    sp = fmt.load_splits(dev)
+    assert set(r["val_cases"]) == {c for k in ("train", "val", "test") for c in sp.get(k) or []}
+    cfg = (out / "sgd_nnunet_s0" / "config.yaml").read_text()
+    assert "optimizer: sgd" in cfg

@@ -90,3 +90,36 @@ def test_wrong_dataset_path_is_one_line_error(tmp_path):
     assert "\n" not in str(e.value) and "nope" in str(e.value)
     with pytest.raises(UsageError, match="data.mode='mri': must be one of joint, pet, ct"):  # a config value: exit 2
         PatchConfig.from_dict({"mode": "mri"})
+
+
+def test_hot_negative_sampling_centres_on_hot_voxels_outside_lesions(tmp_path):
+    """``hot_neg_prob`` 1: every patch is centred on a hot body voxel (SUV >= hot_suv) that is not a lesion;
+    with ``hot_neg_prob`` 0 the stream is what it was (same draws)."""
+    from petctfm.data import format as fmt
+    from petctfm.data.loader import LabeledPatchDataset, PatchConfig
+    from toy_data import write_toy_dataset
+
+    toy = write_toy_dataset(tmp_path / "toy", n_cases=2, shape=(40, 40, 36))
+    case = fmt.load_case(toy, "toy000")
+    img, lab = np.asarray(case["image"]), np.asarray(case["label"]) > 0
+    hot = lab.copy()
+    hot[:] = (img[0] >= 2.0) & (img[1] > -500) & ~lab  # the toy's "liver" (SUV ~2.5) is hot at 2.0
+    assert hot.any() and lab.any()
+
+    def ds(**kw):
+        cfg = PatchConfig.from_dict({"patch_size": 8, "augment": False, "hot_suv": 2.0, **kw})
+        return LabeledPatchDataset(toy, cfg, ["toy000"], seed=0)
+
+    neg = ds(fg_prob=0.0, hot_neg_prob=1.0)
+    cand = neg.hot_negatives("toy000")
+    assert len(cand) and hot[tuple(cand.T)].all() and not lab[tuple(cand.T)].any()
+    for i in range(20):
+        box = neg.crop("toy000", img.shape[1:], neg.rng(i))
+        centre = tuple(sl.start + 4 for sl in box)
+        # centred on a candidate unless clipped at the border: the patch then still holds a hot negative
+        assert hot[box].any()
+        if all(4 <= c <= s - 4 for c, s in zip(centre, img.shape[1:])):
+            assert hot[centre]
+    plain, zero = ds(fg_prob=0.5), ds(fg_prob=0.5, hot_neg_prob=0.0)
+    assert [plain.crop("toy000", img.shape[1:], plain.rng(i)) for i in range(10)] == \
+        [zero.crop("toy000", img.shape[1:], zero.rng(i)) for i in range(10)]

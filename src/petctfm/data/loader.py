@@ -15,7 +15,9 @@ One item, step by step:
    ``hot_suv`` (or, when ``hot_quantile`` is set, >= that quantile of the case's body SUV), ``"body"`` =
    every body voxel (CT > ``body_hu``). Candidate coordinates are computed once per case and worker (a pure
    function of the case, sub-sampled to at most 4096 with a case-seeded generator). Only
-   :class:`LabeledPatchDataset` (fine-tuning, probing) uses lesion voxels from ``label.npy``.
+   :class:`LabeledPatchDataset` (fine-tuning, probing) uses lesion voxels from ``label.npy``; it may also
+   centre a patch, with probability ``hot_neg_prob``, on a hot body voxel *outside* the label (physiological
+   uptake: brain, heart, kidneys, bladder), where lesion models make their false positives.
 4. Read only that patch from ``image.npy`` opened with ``np.load(mmap_mode="r")``; where the volume is
    smaller than the patch, pad with each channel's lower clip value (PET 0 SUV, CT air), i.e. background.
    (:meth:`PatchDataset.cut`, the one crop routine: it cuts the label with the same box when asked.)
@@ -109,6 +111,9 @@ class PatchConfig(TypedConfig):
     mode: str = setting("joint", choices=tuple(MODES))  # joint | pet | ct
     split: str = "train"  # which splits.json list to sample from ("all": every case folder)
     fg_prob: float = setting(0.33, ge=0, le=1)  # probability of centring the patch on a candidate voxel
+    # labelled streams only: probability of centring the patch on a hot NON-lesion voxel (SUV >= hot_suv in the
+    # body, outside the label): physiological uptake, where a lesion model makes its false positives
+    hot_neg_prob: float = setting(0.0, ge=0, le=1)
     sampling: str = setting("suv", choices=SAMPLING)  # image-only candidates: suv (hot body voxels) | body
     hot_suv: float = 4.0  # SUV threshold of a "hot" voxel (sampling "suv")
     hot_quantile: float | None = setting(None, gt=0, lt=1)  # instead of hot_suv: this quantile of the body SUV
@@ -160,6 +165,15 @@ def list_cases(root: str | os.PathLike, split: str) -> list[str]:
     return ids
 
 
+def _candidates(mask: np.ndarray, case_id: str, limit: int = 4096) -> np.ndarray:
+    """(N, 3) int coordinates of ``mask`` (X, Y, Z), sub-sampled to ``limit`` with a case-seeded generator."""
+    coords = np.argwhere(mask)
+    if len(coords) > limit:
+        sub = np.random.default_rng(zlib.crc32(case_id.encode()))
+        coords = coords[np.sort(sub.choice(len(coords), limit, replace=False))]
+    return coords
+
+
 class PatchDataset(Dataset):
     """Item ``i`` = the i-th patch of rank ``rank``'s stream (see module docstring). Length is unbounded."""
 
@@ -205,11 +219,7 @@ class PatchDataset(Dataset):
         """(N, 3) int voxel coordinates of :meth:`foreground_mask` (N <= 4096, a case-seeded sub-sample; may be
         empty), computed once per case and worker."""
         if case_id not in self._fg:
-            coords = np.argwhere(self.foreground_mask(case_id))
-            if len(coords) > 4096:
-                sub = np.random.default_rng(zlib.crc32(case_id.encode()))
-                coords = coords[np.sort(sub.choice(len(coords), 4096, replace=False))]
-            self._fg[case_id] = coords
+            self._fg[case_id] = _candidates(self.foreground_mask(case_id), case_id)
         return self._fg[case_id]
 
     def crop(self, case_id: str, shape: Sequence[int], rng: np.random.Generator) -> tuple[slice, slice, slice]:
@@ -218,10 +228,13 @@ class PatchDataset(Dataset):
         than the patch gives the whole axis)."""
         shape_a, p = np.array(shape), np.array(self.cfg.patch_size)
         centre = None
-        if self.cfg.fg_prob > 0 and rng.random() < self.cfg.fg_prob:
-            fg = self.foreground(case_id)
-            if len(fg):
-                centre = fg[rng.integers(len(fg))]
+        hot_neg = self.cfg.hot_neg_prob if isinstance(self, LabeledPatchDataset) else 0.0
+        if self.cfg.fg_prob > 0 or hot_neg > 0:
+            r = rng.random()
+            cand = (self.foreground(case_id) if r < self.cfg.fg_prob else
+                    self.hot_negatives(case_id) if r < self.cfg.fg_prob + hot_neg else ())
+            if len(cand):
+                centre = cand[rng.integers(len(cand))]
         if centre is None:
             start = np.array([rng.integers(0, max(int(s - q), 0) + 1) for s, q in zip(shape_a, p)])
         else:
@@ -297,10 +310,20 @@ class LabeledPatchDataset(PatchDataset):
         if not case_ids:
             raise InputError(f"{root}: empty training subset")
         self.case_ids = list(case_ids)
+        self._hot: dict[str, np.ndarray] = {}
 
     def foreground_mask(self, case_id: str) -> np.ndarray:
         """(X, Y, Z) bool: lesion voxels only (``label.npy``; supervised use only)."""
         return np.asarray(fmt.load_case(self.root, case_id)["label"]) > 0
+
+    def hot_negatives(self, case_id: str) -> np.ndarray:
+        """(N, 3) int coordinates of hot body voxels outside the label (the image-only candidates of
+        :meth:`PatchDataset.foreground_mask` minus the lesions; N <= 4096, case-seeded), once per case and
+        worker: the patch centres of ``hot_neg_prob``."""
+        if case_id not in self._hot:
+            hot = PatchDataset.foreground_mask(self, case_id) & ~self.foreground_mask(case_id)
+            self._hot[case_id] = _candidates(hot, case_id)
+        return self._hot[case_id]
 
     def case_of(self, i: int) -> str:
         """The case item ``i`` is drawn from (the first draw of its generator)."""

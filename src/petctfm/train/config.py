@@ -37,7 +37,9 @@ class TrainConfig(TypedConfig):
     # -- batch
     batch_size: int = setting(0, ge=0)  # per rank; 0 = whatever the task yields (a training run: >= 1)
     grad_accum: int = setting(1, ge=1)  # micro-batches per optimizer step (DDP all-reduce only on the last)
-    # -- optimizer (AdamW) and schedule (linear warm-up, cosine or poly decay to min_lr_ratio * lr)
+    # -- optimizer (AdamW, or nnU-Net's SGD with Nesterov momentum) and schedule (linear warm-up, cosine or
+    #    poly decay to min_lr_ratio * lr)
+    optimizer: str = setting("adamw", choices=("adamw", "sgd"))  # sgd: nesterov, momentum = beta1 (nnU-Net: .99)
     lr: float = setting(1e-3, gt=0)
     weight_decay: float = setting(0.05, ge=0)  # not applied to 1-D parameters (biases, norm scales)
     beta1: float = setting(0.9, ge=0, lt=1)

@@ -60,8 +60,10 @@ SCHEDULES = {"cosine": WarmupCosine, "poly": WarmupPoly}
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device,
-                    groups: list[dict[str, Any]] | None = None) -> torch.optim.AdamW:
-    """AdamW; weight decay on >= 2-D weights only (biases and norm scales are not decayed).
+                    groups: list[dict[str, Any]] | None = None) -> torch.optim.Optimizer:
+    """AdamW (``cfg.optimizer="adamw"``) or SGD with Nesterov momentum ``cfg.beta1`` (``"sgd"``, nnU-Net's
+    optimizer: lr 1e-2, momentum 0.99, weight decay 3e-5); weight decay on >= 2-D weights only (biases and norm
+    scales are not decayed).
 
     ``groups``: the task's own param groups (:meth:`TrainTask.param_groups`), each ``{"params": [...],
     "weight_decay": float, "lr_scale": float}``; group LR = ``cfg.lr * lr_scale`` and the warm-up/cosine
@@ -87,6 +89,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device,
     groups = [{**g, "params": list(g["params"]), "lr": cfg.lr * float(g.get("lr_scale", 1.0)),
                "lr_scale": float(g.get("lr_scale", 1.0))} for g in groups]
     kw: dict[str, Any] = {"fused": True} if (cfg.fused_optimizer and device.type == "cuda") else {}
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD([g for g in groups if g["params"]], lr=cfg.lr, momentum=cfg.beta1, nesterov=True,
+                               **kw)
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **kw)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from torch import nn
@@ -20,8 +20,10 @@ from torch import nn
 from petctfm.data import format as fmt
 
 
-def validate(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, split: str = "val") -> dict[str, Any] | None:
-    """Mean per-case metrics of sliding-window predictions on ``split``; None if the split is empty.
+def validate(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, split: str = "val",
+             ids: Sequence[str] | None = None) -> dict[str, Any] | None:
+    """Mean per-case metrics of sliding-window predictions on ``split`` (or on the cases ``ids`` of ``dataset``,
+    e.g. every case of a separate development cohort); None if there is no case.
 
     Returns ``{"dice": mean Dice over cases with lesions (NaN if none), "n_cases", "n_dice",
     "fp_volume_ml": mean, "fn_volume_ml": mean, "cases": {case_id: dice}}``.
@@ -30,7 +32,7 @@ def validate(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, split: 
     from petctfm.inference.normalize import normalized_input
     from petctfm.inference.sliding_window import predict_case
 
-    ids = (fmt.load_splits(dataset).get(split) or [])
+    ids = list(ids) if ids is not None else (fmt.load_splits(dataset).get(split) or [])
     if not ids:
         return None
     was_training = model.training
