@@ -183,3 +183,14 @@ def test_stage_uses_the_central_whole_body_stack(env, tmp_path):
     m = json.loads((tmp_path / "stage" / "metrics.json").read_text())
     assert m["feature_dim"] == v.shape[0] and m["n"] == 1
     assert {"value", "ci_low", "ci_high"} <= set(m["balanced_accuracy"]) and "accuracy" in m
+
+
+def test_plan_is_refused_for_fratmae_in_one_line(tmp_path):
+    """``--plan`` (the convolutional recipe) is not FratMAE's: a UsageError naming the flag, not a trainer-key
+    error."""
+    from petctfm.core.errors import UsageError, cli_wording
+    from petctfm.methods.fratmae.finetune import finetune_configs
+
+    with pytest.raises(UsageError) as exc:
+        finetune_configs(None, tmp_path / "run", None, "tiny", plan="cpu")
+    assert cli_wording(exc.value).startswith("--plan 'cpu': the segmentation recipe plans convolutional UNets")

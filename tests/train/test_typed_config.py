@@ -194,3 +194,24 @@ def test_cli_config_errors_are_one_line_exit_2(toy, tmp_path, capsys, command, a
 def test_missing_dataset_stays_input_error(tmp_path, capsys):
     rc = main(["pretrain", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "run"), "--preset", "tiny"])
     assert rc == 3 and "nothing" in capsys.readouterr().err
+
+
+def test_optimizer_choice_builds_adamw_or_nesterov_sgd():
+    """``optimizer: sgd`` is nnU-Net's SGD (Nesterov, momentum = beta1), with the same no-decay rule for 1-D
+    parameters as AdamW; an unknown name is a one-line UsageError."""
+    import torch
+
+    from petctfm.core.errors import UsageError
+    from petctfm.train.config import TrainConfig
+    from petctfm.train.schedule import build_optimizer
+
+    model = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3), torch.nn.InstanceNorm3d(2, affine=True))
+    sgd = build_optimizer(model, TrainConfig.from_dict({"optimizer": "sgd", "lr": 1e-2, "beta1": 0.99,
+                                                        "weight_decay": 3e-5}), torch.device("cpu"))
+    assert isinstance(sgd, torch.optim.SGD)
+    assert all(g["nesterov"] and g["momentum"] == 0.99 and g["lr"] == 1e-2 for g in sgd.param_groups)
+    assert sorted(g["weight_decay"] for g in sgd.param_groups) == [0.0, 3e-5]
+    adamw = build_optimizer(model, TrainConfig.from_dict({}), torch.device("cpu"))
+    assert isinstance(adamw, torch.optim.AdamW)
+    with pytest.raises(UsageError, match="optimizer"):
+        TrainConfig.from_dict({"optimizer": "lion"}).check("train.")

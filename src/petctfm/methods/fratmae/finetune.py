@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from petctfm.core.config import Overrides, build_config, deep_merge, pick_preset
-from petctfm.core.errors import InputError
+from petctfm.core.errors import InputError, UsageError
 from petctfm.data.loader import LabeledPatchDataset, PatchConfig, bind_dataset, patch_loader
 from petctfm.methods.fratmae.config import FINETUNE_CONFIG, FratMAEFinetuneConfig
 from petctfm.methods.fratmae.presets import get_preset as pretrain_preset
@@ -151,6 +151,11 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
                      max_steps: int | None = None, max_time: float | None = None, resume: bool = False,
                      overrides: Overrides = None, **config: Any) -> tuple[dict[str, Any], TrainConfig]:
     """(task config, TrainConfig) of a FratMAE fine-tuning run; arguments as :func:`finetune_fratmae`."""
+    if config.get("plan") is not None:
+        raise UsageError(f"plan={config['plan']!r}: the segmentation recipe plans convolutional UNets "
+                         "(docs/segmentation-recipe.md); FratMAE's UNETR fine-tunes with its presets (--preset)",
+                         arg="plan")
+    config.pop("plan", None)
     named = {k: (NAMED_OPTIONS[k], config.pop(k)) for k in list(config) if k in NAMED_OPTIONS}
     task_cfg, train_base, resumed = base_configs(out, resume, preset, get_preset, FINETUNE_CONFIG)
     if not resumed:
