@@ -130,6 +130,9 @@ def test_checkpoint_files_safetensors_and_weights_only(tmp_path):
     assert state["optimizer"]["state"] and state["scheduler"]["last_epoch"] == 10
     model, config = load_model(run)  # run folder -> latest, builder from the registered method
     assert config == task.config and not model.training
+    from petctfm.train.checkpoint import resolve_weights
+
+    assert resolve_weights(ck / "latest") == ck / "step_0000010" / "model.safetensors"  # the pointer file
     for k, v in model.state_dict().items():
         assert torch.equal(v, w[k])
     ema, _ = load_model(ck / "step_0000008", build_model=build_tiny_model, ema=True)

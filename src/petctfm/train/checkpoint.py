@@ -114,9 +114,11 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
 
 def resolve_weights(checkpoint_or_run: str | Path, ema: bool = False) -> Path:
     """The weights file for a ``.safetensors`` file, a step folder, a ``checkpoints`` folder or a run folder
-    (the latter two: the ``latest`` checkpoint)."""
+    (the latter two: the ``latest`` checkpoint), or the ``checkpoints/latest`` pointer file itself."""
     p = Path(checkpoint_or_run)
     name = EMA_FILE if ema else MODEL_FILE
+    if p.name == LATEST and p.is_file():
+        p = p.parent
     if p.is_file():
         return p
     if not p.exists():
