@@ -93,6 +93,32 @@ def weight_flags(weight: float | None) -> list[str]:
     return [] if ulo <= w <= uhi else [f"body weight {w:g} kg outside the usual {ulo:g}-{uhi:g} kg"]
 
 
+def check_finite(arr: np.ndarray, name: str) -> None:
+    """InputError naming ``name`` when ``arr`` holds NaN or infinite values (checked before any range)."""
+    arr = np.asarray(arr)
+    if not np.isfinite(arr).all():
+        raise InputError(f"{name} contains NaN/inf values ({int((~np.isfinite(arr)).sum())} voxels)")
+
+
+def soft_tissue_suv_median(pet: np.ndarray, ct: np.ndarray) -> float | None:
+    """Median SUV of soft tissue (CT 0..100 HU) of a PET and a CT on one grid; None without soft tissue."""
+    soft = (ct > 0) & (ct < 100)
+    return float(np.median(pet[soft])) if soft.any() else None
+
+
+def check_pet_study(pet: np.ndarray, ct: np.ndarray | None = None, name: str = "PET") -> list[str]:
+    """All checks of a PET in SUV (and, when given, a CT in HU on the PET grid) that a model input must pass:
+    finite values, :func:`check_pet_values`, :func:`check_soft_tissue_suv` (a PET in Bq/ml). Used where an
+    image goes to a model without harmonization (``segment``); ``harmonize`` and ``predict`` run the same
+    functions inside :func:`petctfm.harmonize.pipeline.harmonize_images`. Returns the flags."""
+    check_finite(pet, name)
+    flags = check_pet_values(np.asarray(pet)[::2, ::2, ::2], name)
+    if ct is not None:
+        check_finite(ct, "CT")
+        check_soft_tissue_suv(soft_tissue_suv_median(pet, ct), name)
+    return flags
+
+
 def check_pet_values(pet: np.ndarray, name: str = "PET") -> list[str]:
     """Flags for a PET in SUV (any shape); InputError for an empty, sign-flipped, swapped or non-SUV PET."""
     pet = np.asarray(pet)
@@ -174,5 +200,5 @@ __all__ = [
     "SUV_MAX_IMPOSSIBLE", "SUV_MAX_UNUSUAL", "SOFT_TISSUE_SUV_IMPOSSIBLE", "AIR_FRACTION_SWAPPED", "WEIGHT_KG_POSSIBLE",
     "WEIGHT_KG_USUAL", "CT_MIN_HU_REQUIRED", "CT_BODY_MEDIAN_USUAL", "SPACING_MM_POSSIBLE", "SPACING_MM_USUAL",
     "BODY_OVERLAP_POSSIBLE", "BODY_OVERLAP_USUAL", "LABEL_KEPT_POSSIBLE", "check_spacing", "check_weight_kg", "weight_flags",
-    "check_pet_values", "check_soft_tissue_suv", "check_ct_values", "check_body_overlap", "check_label_kept",
+    "check_finite", "soft_tissue_suv_median", "check_pet_study", "check_pet_values", "check_soft_tissue_suv", "check_ct_values", "check_body_overlap", "check_label_kept",
 ]

@@ -141,8 +141,7 @@ def harmonize_images(
     else:
         label = np.zeros(pet.shape, np.uint8)
     org = resample(organs, ref, False, 0, dtype=np.uint8) if organs is not None else None
-    soft = (cta > 0) & (cta < 100)
-    src["soft_tissue_suv_median"] = float(np.median(pet[soft])) if soft.any() else None
+    src["soft_tissue_suv_median"] = plaus.soft_tissue_suv_median(pet, cta)
     plaus.check_soft_tissue_suv(src["soft_tissue_suv_median"])  # a PET in Bq/ml: refused here, for predict too
     src["body_overlap"] = None if overlap is None else round(overlap, 4)
     stride = (slice(None, None, 2),) * 3

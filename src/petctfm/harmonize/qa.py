@@ -70,9 +70,7 @@ def check_inputs(suv: sitk.Image, ct: sitk.Image, seg: sitk.Image | None) -> dic
     is reported as such, not as an empty CT."""
     warnings = []
     for name, img in (("PET", suv), ("CT", ct)):
-        arr = sitk.GetArrayViewFromImage(img)
-        if not np.isfinite(arr).all():
-            raise InputError(f"{name} contains NaN/inf values ({int((~np.isfinite(arr)).sum())} voxels)")
+        plaus.check_finite(sitk.GetArrayViewFromImage(img), name)
         warnings += plaus.check_spacing(img.GetSpacing(), name)
         if not _orientation_ok(img, name):
             warnings.append(f"{name} oblique")

@@ -123,7 +123,7 @@ class PromptSession:
 
     def __init__(self, model: torch.nn.Module, config: dict[str, Any], pet: Any, ct: Any = None,
                  device: str = "cpu", max_zoom: float = 4.0, zoom_step: float = 1.5, overwrite: bool = False,
-                 cache_size: int = 4, components: str = "prompted"):
+                 cache_size: int = 4, components: str = "prompted", pet_name: str | None = None):
         import SimpleITK as sitk
 
         from petctfm.inference.normalize import normalized_input
@@ -146,6 +146,11 @@ class PromptSession:
             ct_arr = array_xyz(ct_img).astype(np.float32)
         else:
             ct_arr = np.full(self.suv.shape, -1000.0, np.float32)
+        from petctfm.core.plausibility import check_pet_study
+
+        # the plausibility checks of harmonize / predict (a PET in Bq/ml, sign-flipped, a CT in the PET slot)
+        name = pet_name or (str(pet) if isinstance(pet, (str, os.PathLike)) else "PET")
+        self.flags = check_pet_study(self.suv, ct_arr if ct is not None and mode != "pet" else None, name)
         x, self.bg = normalized_input(np.stack([self.suv, ct_arr]), config)
         self.x = self.orient.to_ras(x)  # cached: (C, R, A, S) normalized
         self.shape = np.array(self.x.shape[1:])
