@@ -25,7 +25,6 @@ Steps for one :class:`~petctfm.harmonize.discover.SourceCase`:
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 import traceback
@@ -42,7 +41,7 @@ from petctfm.harmonize.discover import KEPT_FIELDS, SourceCase
 from petctfm.harmonize.duplicates import voxel_key
 from petctfm.harmonize.load import load_case_images
 from petctfm.harmonize.resample import LPS_TO_RAS, affine_of, ras_bounds, ras_grid, resample_sitk, resample_xyz
-from petctfm.io.atomic import atomic_write_json
+from petctfm.io.atomic import atomic_write_json, output_failure
 from petctfm.io.images import array_xyz
 from petctfm.io.walk import printable
 
@@ -51,9 +50,6 @@ DEFAULT_CT_WINDOW = (-1000.0, 1000.0)
 BODY_HU = -500.0
 LUNG_HU = -950.0  # the CT body of the PET/CT overlap check includes the lungs (-900..-700 HU)
 BODY_SUV = 0.3
-#: OSErrors that are the output's fault (disk full, quota, read-only file system): they stop a harmonize run
-#: with exit 4 instead of quarantining the case as bad data.
-OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 WORK_DIR = ".work"
 FAILED_DIR = "failed"
 
@@ -243,9 +239,10 @@ def process_case(case: SourceCase, out: str, opts: dict[str, Any]) -> dict[str, 
             qa.thumbnail(out, case.case_id, h, meta)
         return {"case_id": case.case_id, "status": "done", "seconds": time.perf_counter() - t0}
     except Exception as exc:  # noqa: BLE001 - any failure of one case quarantines it; the run goes on
-        if isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS:  # the disk, not the case: stop the run
-            raise OutputError(f"{out}: cannot write the dataset ({exc.strerror or exc}); no case was quarantined "
-                              "for it, re-run when there is room") from None
+        full = output_failure(exc, Path(out) / "cases")
+        if full is not None:  # the disk, not the case: stop the run (io.atomic.output_failure says which)
+            raise OutputError(f"{out}: cannot write the dataset ({full}); no case was quarantined for it, re-run "
+                              "when there is room") from None
         reason = _sanitize(str(exc) or type(exc).__name__, case)
         if not isinstance(exc, PetctfmError):
             reason = f"{type(exc).__name__}: {reason}"
