@@ -43,6 +43,9 @@ CT_MIN_HU_REQUIRED = -200.0
 CT_BODY_MEDIAN_USUAL = (-300.0, 300.0)
 
 # --- geometry ---------------------------------------------------------------------------------------------
+#: Fewer voxels than this along any axis is not a 3D study (a 1x1x1 image, a single slice): refused, naming the
+#: size, before any other check (a 1x1x1 image used to be refused as "no PET/CT overlap").
+MIN_VOXELS_PER_AXIS = 4
 #: Voxel spacing (mm) outside this is a header error (pixdim 0 or unset, metres or micrometres): refused.
 SPACING_MM_POSSIBLE = (0.01, 100.0)
 #: ... and outside this unusual for whole-body PET/CT (clinical PET 2-6 mm, CT 0.5-5 mm; the petctfm
@@ -55,6 +58,14 @@ BODY_OVERLAP_USUAL = 0.8
 #: A lesion label of which less than this fraction of the source volume survives on the PET grid lies outside
 #: the PET (its affine is off): refused, instead of silently becoming a negative case.
 LABEL_KEPT_POSSIBLE = 0.5
+
+
+def check_size(size: Sequence[int], name: str) -> None:
+    """InputError when image ``name`` has fewer than :data:`MIN_VOXELS_PER_AXIS` voxels along an axis."""
+    sz = [int(v) for v in size]
+    if min(sz) < MIN_VOXELS_PER_AXIS:
+        raise InputError(f"{name}: {' x '.join(map(str, sz))} voxels is not a 3D study (at least "
+                         f"{MIN_VOXELS_PER_AXIS} voxels along each axis)")
 
 
 def check_spacing(spacing: Sequence[float], name: str) -> list[str]:
@@ -111,6 +122,7 @@ def check_pet_study(pet: np.ndarray, ct: np.ndarray | None = None, name: str = "
     finite values, :func:`check_pet_values`, :func:`check_soft_tissue_suv` (a PET in Bq/ml). Used where an
     image goes to a model without harmonization (``segment``); ``harmonize`` and ``predict`` run the same
     functions inside :func:`petctfm.harmonize.pipeline.harmonize_images`. Returns the flags."""
+    check_size(np.shape(pet), name)
     check_finite(pet, name)
     flags = check_pet_values(np.asarray(pet)[::2, ::2, ::2], name)
     if ct is not None:
@@ -199,6 +211,7 @@ def _r(values: Sequence[float]) -> list[float]:
 __all__ = [
     "SUV_MAX_IMPOSSIBLE", "SUV_MAX_UNUSUAL", "SOFT_TISSUE_SUV_IMPOSSIBLE", "AIR_FRACTION_SWAPPED", "WEIGHT_KG_POSSIBLE",
     "WEIGHT_KG_USUAL", "CT_MIN_HU_REQUIRED", "CT_BODY_MEDIAN_USUAL", "SPACING_MM_POSSIBLE", "SPACING_MM_USUAL",
-    "BODY_OVERLAP_POSSIBLE", "BODY_OVERLAP_USUAL", "LABEL_KEPT_POSSIBLE", "check_spacing", "check_weight_kg", "weight_flags",
+    "BODY_OVERLAP_POSSIBLE", "BODY_OVERLAP_USUAL", "LABEL_KEPT_POSSIBLE", "MIN_VOXELS_PER_AXIS", "check_size",
+    "check_spacing", "check_weight_kg", "weight_flags",
     "check_finite", "soft_tissue_suv_median", "check_pet_study", "check_pet_values", "check_soft_tissue_suv", "check_ct_values", "check_body_overlap", "check_label_kept",
 ]

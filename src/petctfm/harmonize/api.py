@@ -30,7 +30,8 @@ from petctfm.core.errors import InputError, UsageError
 from petctfm.harmonize.discover import FORMATS, SourceCase, discover, parse_shard, shard as select_shard
 from petctfm.harmonize.duplicates import drop_duplicates, write_duplicates_csv
 from petctfm.harmonize.manifest import finalize
-from petctfm.harmonize.pipeline import DEFAULT_CT_WINDOW, DEFAULT_SPACING, WORK_DIR, is_done, process_case
+from petctfm.harmonize.pipeline import (DEFAULT_CT_WINDOW, DEFAULT_SPACING, TARGET_SPACING_MM, WORK_DIR, is_done,
+                                       process_case)
 from petctfm.io.atomic import atomic_write_text, check_output_file, ensure_output_dir
 from petctfm.io.tables import csv_text
 
@@ -39,15 +40,17 @@ MAPPING_COLUMNS = ["case_id", "source_root", "source_path", "format"]
 
 def parse_spacing(values: Sequence[float] | None) -> tuple[float, float, float]:
     """Target spacing (mm) from ``spacing`` (X, Y, Z); None/empty -> ``DEFAULT_SPACING``; else three finite
-    numbers in (0, 20] (a UsageError about ``spacing``)."""
+    numbers in [0.5, 20] mm (:data:`~petctfm.harmonize.pipeline.TARGET_SPACING_MM`; a UsageError about
+    ``spacing``)."""
     if values is None or (not isinstance(values, str) and len(values) == 0):
         return DEFAULT_SPACING
     try:
         got = tuple(float(v) for v in values)
     except (TypeError, ValueError):
         got = ()
-    if len(got) != 3 or any(not math.isfinite(v) or v <= 0 or v > 20 for v in got):
-        raise fail("spacing", got or values, "must be three finite numbers in (0, 20] mm")
+    lo, hi = TARGET_SPACING_MM
+    if len(got) != 3 or any(not math.isfinite(v) or not lo <= v <= hi for v in got):
+        raise fail("spacing", got or values, f"must be three finite numbers in [{lo:g}, {hi:g}] mm")
     return got  # type: ignore[return-value]
 
 
@@ -202,7 +205,7 @@ class HarmonizeOptions:
 
     Fields:
         fmt: input layout, one of ``auto`` (detected per input), ``autopet``, ``nnunet``, ``dicom``, ``pairs``.
-        spacing: target voxel spacing (X, Y, Z) mm in (0, 20], default (2, 2, 3). ct_window: CT clip window
+        spacing: target voxel spacing (X, Y, Z) mm in [0.5, 20], default (2, 2, 3). ct_window: CT clip window
             (LO, HI) in HU, LO < HI.
         margin: margin around the body crop (mm, >= 0). suv: ``"bw"`` body-weight SUV or ``"sul"`` (lean body
             mass).

@@ -47,11 +47,30 @@ from petctfm.io.walk import printable
 
 DEFAULT_SPACING = (2.0, 2.0, 3.0)
 DEFAULT_CT_WINDOW = (-1000.0, 1000.0)
+#: Target spacing (mm) harmonize accepts, per axis: at least 0.5 mm (finer than any clinical PET, 2-6 mm, and
+#: than CT in-plane, 0.6-1 mm: it adds voxels, not detail; a 600 x 400 x 1800 mm body at 0.05 mm would be
+#: 3.5e12 voxels), at most 20 mm (petctfm's coarsest phantoms use 15 mm).
+TARGET_SPACING_MM = (0.5, 20.0)
 BODY_HU = -500.0
 LUNG_HU = -950.0  # the CT body of the PET/CT overlap check includes the lungs (-900..-700 HU)
 BODY_SUV = 0.3
 WORK_DIR = ".work"
 FAILED_DIR = "failed"
+
+
+#: The coarse body pass samples at most 4x the target spacing, and at least this many voxels across the PET
+#: field of view along each axis: a small field of view (a 48 mm wide 0.5 x 0.5 x 20 mm study) must not fall
+#: between the voxel centres of a grid 4 x 8 mm coarse (it was "empty body mask" at 8 mm, kept at 2 mm).
+COARSE_MIN_VOXELS = 4
+
+
+def coarse_spacing(lo: np.ndarray, hi: np.ndarray, spacing) -> tuple[float, float, float]:
+    """Spacing of the coarse body pass over the RAS box ``[lo, hi]``: 4x ``spacing``, finer where the box is
+    less than :data:`COARSE_MIN_VOXELS` such voxels across (never finer than ``spacing``). Harmonize and predict
+    (any model spacing) then find the same body in the same study."""
+    extent = np.asarray(hi, float) - np.asarray(lo, float)
+    sp = np.asarray(spacing, float)
+    return tuple(float(v) for v in np.maximum(sp, np.minimum(4 * sp, extent / COARSE_MIN_VOXELS)))
 
 
 def body_crop_box(suv: sitk.Image, ct: sitk.Image, spacing, margin_mm: float
@@ -65,7 +84,7 @@ def body_crop_box(suv: sitk.Image, ct: sitk.Image, spacing, margin_mm: float
     reconstructed on a 500 mm circle inside a 700 mm PET FOV covers the patient fully, which is what matters.
     """
     lo, hi = ras_bounds(suv)
-    coarse = ras_grid(lo, hi, tuple(4 * s for s in spacing))
+    coarse = ras_grid(lo, hi, coarse_spacing(lo, hi, spacing))
     ct_c = array_xyz(resample_sitk(ct, coarse, False, -5000.0, sitk.sitkFloat32))
     pet_c = array_xyz(resample_sitk(suv, coarse, True, 0.0, sitk.sitkFloat32))
     covered = ct_c > -4000

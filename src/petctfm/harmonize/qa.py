@@ -70,6 +70,8 @@ def check_inputs(suv: sitk.Image, ct: sitk.Image, seg: sitk.Image | None) -> dic
     is reported as such, not as an empty CT."""
     warnings = []
     for name, img in (("PET", suv), ("CT", ct)):
+        plaus.check_size(img.GetSize(), name)
+    for name, img in (("PET", suv), ("CT", ct)):
         plaus.check_finite(sitk.GetArrayViewFromImage(img), name)
         warnings += plaus.check_spacing(img.GetSpacing(), name)
         if not _orientation_ok(img, name):

@@ -8,6 +8,7 @@ does) and converts to/from the NIfTI RAS header itself, so an image written here
 from __future__ import annotations
 
 import os
+import stat
 import zlib
 from pathlib import Path
 
@@ -37,13 +38,10 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     through a temporary symlink with a plain name; ``.mhd``/``.nhdr`` (whose data file is named inside the
     header) then raise :class:`InputError` asking to rename it.
     """
-    from petctfm.io.walk import is_regular_file, is_utf8_name, printable
+    from petctfm.io.walk import is_utf8_name, printable
 
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{printable(path)}: file not found")
-    if not is_regular_file(path):
-        raise InputError(f"{printable(path)}: not a regular file (a pipe, socket or device is never read)")
+    check_readable_file(path)
     if not is_utf8_name(path):
         suffix = next((s for s in IMAGE_SUFFIXES if path.name.lower().endswith(s)), "")
         if suffix not in (".nii.gz", ".nii", ".mha", ".nrrd"):
@@ -72,6 +70,31 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: cannot read image ({first})") from None
     return img
+
+
+def check_readable_file(path: str | os.PathLike) -> None:
+    """One-line :class:`InputError` naming ``path`` with the true reason it cannot be read: it does not exist,
+    is not a regular file (a FIFO, socket or device is never opened), or the permissions refuse it (a mode-000
+    file used to be reported by ITK as "does not exist"). A FIFO is recognized by ``stat`` before any open."""
+    from petctfm.io.walk import file_kind, printable
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{printable(path)}: file not found") from None
+    except PermissionError:
+        raise InputError(f"{printable(path)}: permission denied (a folder on its path cannot be entered)") from None
+    except OSError as exc:
+        raise InputError(f"{printable(path)}: cannot be read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{printable(path)}: not a regular file (a {file_kind(path)}; a pipe, socket or device is "
+                         "never read)")
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    except PermissionError:
+        raise InputError(f"{printable(path)}: permission denied (the file cannot be read by this user)") from None
+    except OSError as exc:
+        raise InputError(f"{printable(path)}: cannot be read ({exc.strerror or exc})") from None
 
 
 def check_nifti_pixdim(path: Path) -> None:
