@@ -324,12 +324,19 @@ def harmonize_folder(
     if o.progress:
         for r in failed:
             print(f"quarantined {r['case_id']}: {r['reason']}")
+    todo_ids = {c.case_id for c in todo}
+    before = [c.case_id for c in mine if c.case_id not in todo_ids and is_done(out, c.case_id)]  # earlier runs
+    if o.thumbnails and before:  # a run killed between a case and its thumbnail: draw it now
+        from petctfm.harmonize.qa import complete_thumbnails
+
+        complete_thumbnails(out, before)
     if o.nifti:
         from petctfm.harmonize.export import export_nifti
 
-        for r in results:
-            if r["status"] == "done":
-                export_nifti(out, r["case_id"])
+        for cid in [r["case_id"] for r in results if r["status"] == "done"] + before:
+            if cid in before and (Path(out) / "nifti" / cid).is_dir():
+                continue
+            export_nifti(out, cid)
     summary: dict[str, Any] = {
         "out": out, "n_found": len(cases), "n_in_shard": len(mine), "n_skipped": len(mine) - len(todo),
         "n_done": len(results) - len(failed), "n_failed": len(failed), "failed": failed, "finalized": not o.shard,

@@ -146,13 +146,40 @@ def thumbnail(out: str | os.PathLike, case_id: str, h: dict[str, Any], meta: dic
         return im
 
     organs = img(h["organs"]) if h["organs"] is not None else None
-    path = Path(out) / QA_DIR / "thumbs" / f"{case_id}.png"
+    path = thumbnail_path(out, case_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     title = f"{case_id}  {meta.get('site') or ''}  {meta.get('tracer') or ''}"
     fig = render_case(img(h["image"][0]), img(h["image"][1]), seg=img(h["label"]), organs=organs, title=title,
                       out_png=path, dpi=50)
     del fig
     return path
+
+
+def thumbnail_path(out: str | os.PathLike, case_id: str) -> Path:
+    return Path(out) / QA_DIR / "thumbs" / f"{case_id}.png"
+
+
+def complete_thumbnails(out: str | os.PathLike, case_ids: list[str]) -> list[str]:
+    """Draw the missing ``qa/thumbs/<id>.png`` of harmonized cases from what ``cases/<id>/`` holds (a run killed
+    between writing a case and its thumbnail left it without one; the re-run skips the case itself). Returns
+    the case ids drawn."""
+    from petctfm.data import format as fmt
+    from petctfm.evaluate.geometry import grid_of
+    from petctfm.io.images import image_from_array
+
+    drawn = []
+    for cid in case_ids:
+        if thumbnail_path(out, cid).is_file():
+            continue
+        case = fmt.load_case(out, cid)
+        g = grid_of(np.asarray(case["meta"]["affine"], float), case["image"].shape[1:])
+        ref = image_from_array(np.zeros(g.shape, np.uint8), tuple(g.spacing), tuple(g.origin),
+                               tuple(g.direction.ravel()))
+        h = {"reference": ref, "image": np.asarray(case["image"]), "label": np.asarray(case["label"]),
+             "organs": np.asarray(case["organs"]) if "organs" in case else None}
+        if thumbnail(out, cid, h, case["meta"]) is not None:
+            drawn.append(cid)
+    return drawn
 
 
 def write_qa_table(out: str | os.PathLike, metas: list[dict[str, Any]]) -> Path:
