@@ -30,22 +30,11 @@ EXPORT_MARKER = "petctfm export "
 
 def export_marker(path: str | os.PathLike) -> str | None:
     """The case id an exported NIfTI (:func:`export_nifti`) was made from, or None (not a NIfTI, not an
-    export, unreadable). Reads only the 348-byte header."""
-    import gzip
-    import zlib
+    export, unreadable). Reads only the header (:func:`petctfm.io.images.image_notes`)."""
+    from petctfm.io.images import image_notes
 
-    name = str(path).lower()
-    if not name.endswith((".nii", ".nii.gz")):
-        return None
-    try:
-        with (gzip.open(path, "rb") if name.endswith(".gz") else open(path, "rb")) as f:
-            head = f.read(348)
-    except (OSError, EOFError, zlib.error):
-        return None
-    if len(head) < 348:
-        return None
-    descrip = head[148:228].split(b"\0", 1)[0].decode("ascii", "replace")
-    return descrip[len(EXPORT_MARKER):].strip() or None if descrip.startswith(EXPORT_MARKER) else None
+    notes = image_notes(path)
+    return (notes[len(EXPORT_MARKER):].strip() or None) if notes.startswith(EXPORT_MARKER) else None
 
 
 def export_nifti(dataset: str | os.PathLike, case_id: str) -> Path:

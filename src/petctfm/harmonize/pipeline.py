@@ -244,7 +244,8 @@ def process_case(case: SourceCase, out: str, opts: dict[str, Any]) -> dict[str, 
             raise InputError(checks["fatal"])
         record = {
             **base, **meta, "patient": case.patient, "orientation": "RAS", "ct_fov_coverage": round(h["ct_fov_coverage"], 4),
-            "pet_voxel_key": pet_key, "has_label": images.get("seg") is not None, "has_organs": h["organs"] is not None,
+            "pet_voxel_key": pet_key, "synthetic": bool(extra.get("synthetic")),  # written by petctfm synth
+            "has_label": images.get("seg") is not None, "has_organs": h["organs"] is not None,
             "stats": stats, "qa": checks["row"], "hist_before": h["source"]["hist_before"],
             "hist_after": h["source"]["hist_after"],
             "harmonize": {"spacing": list(spacing), "ct_window": list(opts.get("ct_window", DEFAULT_CT_WINDOW)),

@@ -97,6 +97,30 @@ def check_readable_file(path: str | os.PathLike) -> None:
         raise InputError(f"{printable(path)}: cannot be read ({exc.strerror or exc})") from None
 
 
+def image_notes(path: str | os.PathLike) -> str:
+    """The free-text note an image file carries (NIfTI header ``descrip``; MetaImage ``ITK_FileNotes``), ``""``
+    when none or unreadable. Reads only the header. :func:`write_image` ``notes=`` writes it."""
+    import gzip
+
+    name = str(path).lower()
+    try:
+        if name.endswith((".nii", ".nii.gz")):
+            with (gzip.open(path, "rb") if name.endswith(".gz") else open(path, "rb")) as f:
+                head = f.read(348)
+            return head[148:228].split(b"\0", 1)[0].decode("utf-8", "replace").strip() if len(head) >= 348 else ""
+        if name.endswith((".mha", ".mhd")):
+            with open(path, "rb") as f:
+                for line in f.read(8192).split(b"\n"):
+                    key, _, value = line.partition(b"=")
+                    if key.strip() == b"ITK_FileNotes":
+                        return value.decode("utf-8", "replace").strip()
+                    if key.strip() == b"ElementDataFile":
+                        break
+    except (OSError, EOFError, zlib.error):
+        return ""
+    return ""
+
+
 def check_nifti_pixdim(path: Path) -> None:
     """Refuse a NIfTI whose stored voxel size ``pixdim[1:4]`` is 0, negative or not finite: ITK and nibabel
     silently read such an axis as 1 mm, which resamples the image to the wrong physical size. Reads only the
@@ -181,8 +205,12 @@ def _read_float_nifti(path: Path, reader: sitk.ImageFileReader) -> sitk.Image:
     return img
 
 
-def write_image(img: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
-    """Write ``img`` atomically; the format follows the suffix (``.nii.gz``, ``.mha``, ``.nrrd``)."""
+def write_image(img: sitk.Image, path: str | os.PathLike, compress: bool = True, notes: str | None = None) -> Path:
+    """Write ``img`` atomically; the format follows the suffix (``.nii.gz``, ``.mha``, ``.nrrd``). ``notes``: a
+    short text stored in the header (NIfTI ``descrip``, 79 characters at most; :func:`image_notes` reads it)."""
+    if notes:
+        img = sitk.Image(img)  # a copy: the caller's image keeps its metadata
+        img.SetMetaData("ITK_FileNotes", notes[:79])
     with atomic_path(path) as tmp:
         sitk.WriteImage(img, str(tmp), useCompression=compress)
     return Path(path)
