@@ -204,6 +204,63 @@ def check_label_kept(source_ml: float | None, kept_ml: float, voxel_ml: float = 
     return []
 
 
+#: A lesion label with less than this fraction of its voxels inside the body outline (CT > -500 HU, holes filled
+#: slice by slice: the lungs count as inside) is flagged: moved off the patient (a wrong affine, another study's
+#: label).
+LABEL_IN_BODY_USUAL = 0.5
+#: A lesion (26-connected component of the label) whose mean SUV is below this fraction of the median SUV of the
+#: body around it (a shell of :data:`LABEL_SHELL_MM` around the lesion, inside the body, outside every label) is
+#: flagged: a label moved off its lesion onto colder tissue, or a label of another study. False-flag rate on the
+#: phantoms in docs/reliability.md ("Quiet label problems").
+LABEL_UPTAKE_RATIO_USUAL = 0.8
+LABEL_SHELL_MM = 10.0
+#: At most this many lesions (the largest) are compared with their surroundings (cost stays bounded).
+LABEL_MAX_LESIONS_CHECKED = 50
+
+
+def check_label_placement(pet: np.ndarray, ct: np.ndarray, label: np.ndarray, spacing: Sequence[float],
+                          body_hu: float = -500.0) -> list[str]:
+    """Flags (never raises) for a lesion label that sits where no lesion is, on one harmonized grid (X, Y, Z):
+    less than :data:`LABEL_IN_BODY_USUAL` of its voxels inside the body, or lesions whose mean SUV is below
+    :data:`LABEL_UPTAKE_RATIO_USUAL` x the median SUV of the body around them (module constants)."""
+    lab = np.asarray(label) > 0
+    if not lab.any():
+        return []
+    import cc3d
+    from scipy.ndimage import binary_dilation, binary_fill_holes, find_objects
+
+    body = np.asarray(ct) > body_hu  # tissue: the shell around a lesion
+    planar = np.zeros((3, 3, 3), bool)
+    planar[:, :, 1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]  # holes filled slice by slice: lungs are inside the body
+    outline = binary_fill_holes(body, structure=planar)
+    flags = []
+    inside = float(outline[lab].mean())
+    if inside < LABEL_IN_BODY_USUAL:
+        flags.append(f"lesion label: only {100 * inside:.0f}% of its voxels inside the body outline (CT > "
+                     f"{body_hu:g} HU, lungs included): moved off the patient?")
+    comps, n = cc3d.connected_components(lab, connectivity=26, return_N=True)
+    sizes = np.bincount(comps.ravel())[1:]
+    order = np.argsort(-sizes)[:LABEL_MAX_LESIONS_CHECKED] + 1
+    r = [max(1, int(math.ceil(LABEL_SHELL_MM / float(s)))) for s in spacing]
+    boxes = find_objects(comps)
+    low = []
+    for k in order:
+        box = tuple(slice(max(0, b.start - ri), b.stop + ri) for b, ri in zip(boxes[k - 1], r))
+        comp = comps[box] == k
+        grow = binary_dilation(comp, structure=np.ones((2 * r[0] + 1, 2 * r[1] + 1, 2 * r[2] + 1), bool))
+        shell = grow & ~lab[box] & body[box]
+        if shell.sum() < 8:
+            continue
+        around = max(float(np.median(pet[box][shell])), 0.05)
+        ratio = float(pet[box][comp].mean()) / around
+        if ratio < LABEL_UPTAKE_RATIO_USUAL:
+            low.append(ratio)
+    if low:
+        flags.append(f"lesion label: {len(low)} of {n} lesion(s) with mean SUV below {LABEL_UPTAKE_RATIO_USUAL:g}x "
+                     f"the body around them (lowest {min(low):.2f}x): moved off its lesion?")
+    return flags
+
+
 def _r(values: Sequence[float]) -> list[float]:
     return [round(v, 3) if math.isfinite(v) else v for v in values]
 

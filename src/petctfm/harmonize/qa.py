@@ -117,6 +117,7 @@ def check_case(h: dict[str, Any], stats: dict[str, Any], tracer: str | None,
         warnings.append(f"only {100 * in_pet:.0f}% of lesion voxels inside the PET support")
     voxel_ml = float(np.prod(h["reference"].GetSpacing())) / 1000
     plaus.check_label_kept(src_ml, out_ml, voxel_ml)
+    warnings += plaus.check_label_placement(pet, h["image"][1], label, h["reference"].GetSpacing())
     # 5 % is only meaningful for a label of >= 100 target voxels: a 2-voxel lesion on an 8 mm grid moves by 50 %
     if src_ml and src_ml >= max(1.0, LESION_VOXELS_FOR_VOLUME_CHECK * voxel_ml) and abs(out_ml - src_ml) > 0.05 * src_ml:
         warnings.append(f"lesion volume {out_ml:.1f} ml vs {src_ml:.1f} ml in the source (> 5%)")
