@@ -34,6 +34,11 @@ def test_rerun_after_a_kill_completes_the_missing_thumbnail(tmp_path, monkeypatc
     assert thumb.is_file() and (out / "nifti" / cid / "SUV.nii.gz").is_file()
     png = np.asarray(Image.open(thumb))
     assert png.ndim == 3 and png.shape[0] > 50 and png.std() > 5  # a drawn figure, not an empty canvas
+    # the same picture an uninterrupted run draws
+    rc, _, err = run_cli(["harmonize", "--in", src, "--out", tmp_path / "ds_whole", "--spacing", "8", "8", "8"],
+                         capsys)
+    assert rc == 0, err
+    assert (tmp_path / "ds_whole" / "qa" / "thumbs" / f"{cid}.png").read_bytes() == thumb.read_bytes()
     stamp = thumb.stat().st_mtime_ns
     assert run_cli(argv, capsys)[0] == 0
     assert thumb.stat().st_mtime_ns == stamp  # drawn once: a complete case is left alone

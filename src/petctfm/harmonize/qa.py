@@ -165,7 +165,7 @@ def complete_thumbnails(out: str | os.PathLike, case_ids: list[str]) -> list[str
     between writing a case and its thumbnail left it without one; the re-run skips the case itself). Returns
     the case ids drawn."""
     from petctfm.data import format as fmt
-    from petctfm.evaluate.geometry import grid_of
+    from petctfm.harmonize.resample import LPS_TO_RAS, RAS_DIRECTION
     from petctfm.io.images import image_from_array
 
     drawn = []
@@ -173,9 +173,9 @@ def complete_thumbnails(out: str | os.PathLike, case_ids: list[str]) -> list[str
         if thumbnail_path(out, cid).is_file():
             continue
         case = fmt.load_case(out, cid)
-        g = grid_of(np.asarray(case["meta"]["affine"], float), case["image"].shape[1:])
-        ref = image_from_array(np.zeros(g.shape, np.uint8), tuple(g.spacing), tuple(g.origin),
-                               tuple(g.direction.ravel()))
+        affine = np.asarray(case["meta"]["affine"], float)  # axis-aligned RAS (harmonize.resample.affine_of)
+        ref = image_from_array(np.zeros(case["image"].shape[1:], np.uint8), tuple(np.diag(affine)[:3]),
+                               tuple(affine[:3, 3] @ LPS_TO_RAS), tuple(RAS_DIRECTION))
         h = {"reference": ref, "image": np.asarray(case["image"]), "label": np.asarray(case["label"]),
              "organs": np.asarray(case["organs"]) if "organs" in case else None}
         if thumbnail(out, cid, h, case["meta"]) is not None:
