@@ -119,6 +119,9 @@ class PromptSession:
 
     Build with :meth:`from_run`. ``add_point`` / ``add_box`` run the model and return the object's mask on the
     input grid; :meth:`mask` is the label map (uint8 if ids <= 255, else uint16) on the input PET grid.
+    The PET (and CT) pass the plausibility checks of predict first (:func:`petctfm.core.plausibility.
+    check_pet_study`: one-line InputError naming ``pet_name``, default the PET's path); ``flags`` holds the
+    unusual-but-kept findings.
     """
 
     def __init__(self, model: torch.nn.Module, config: dict[str, Any], pet: Any, ct: Any = None,
