@@ -50,6 +50,7 @@ def write_toy_dataset(root: str | os.PathLike, n_cases: int = 4, shape: tuple[in
         ids.append(cid)
     fmt.write_dataset_info(root, {
         "spacing": [2.0, 2.0, 2.0], "orientation": "RAS",
+        "provenance": {"data": "synthetic", "synthetic_cases": len(ids), "cases": len(ids)},  # random spheres
         "normalization": {"PET": {"mean": 0.6, "std": 1.2, "clip": [0.0, 30.0]},
                           "CT": {"mean": -400.0, "std": 500.0, "clip": [-1000.0, 1500.0]}},
     })

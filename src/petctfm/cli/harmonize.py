@@ -51,7 +51,7 @@ def register(subparsers) -> None:
     p.add_argument("--format", choices=["auto", "autopet", "nnunet", "dicom", "pairs"], action=_default("fmt"),
                    help="input layout (default {default}: detect per input)")
     p.add_argument("--spacing", nargs=3, type=float, metavar=("X", "Y", "Z"),
-                   help="target voxel spacing in mm, each in (0, 20] (default 2 2 3)")
+                   help="target voxel spacing in mm, each in [0.5, 20] (default 2 2 3)")
     p.add_argument("--ct-window", nargs=2, type=float, metavar=("LO", "HI"), action=_default("ct_window"),
                    help="CT clip window in HU, LO < HI (default {default})")
     p.add_argument("--margin", type=float, action=_default("margin"),

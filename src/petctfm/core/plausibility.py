@@ -43,6 +43,9 @@ CT_MIN_HU_REQUIRED = -200.0
 CT_BODY_MEDIAN_USUAL = (-300.0, 300.0)
 
 # --- geometry ---------------------------------------------------------------------------------------------
+#: Fewer voxels than this along any axis is not a 3D study (a 1x1x1 image, a single slice): refused, naming the
+#: size, before any other check (a 1x1x1 image used to be refused as "no PET/CT overlap").
+MIN_VOXELS_PER_AXIS = 4
 #: Voxel spacing (mm) outside this is a header error (pixdim 0 or unset, metres or micrometres): refused.
 SPACING_MM_POSSIBLE = (0.01, 100.0)
 #: ... and outside this unusual for whole-body PET/CT (clinical PET 2-6 mm, CT 0.5-5 mm; the petctfm
@@ -55,6 +58,14 @@ BODY_OVERLAP_USUAL = 0.8
 #: A lesion label of which less than this fraction of the source volume survives on the PET grid lies outside
 #: the PET (its affine is off): refused, instead of silently becoming a negative case.
 LABEL_KEPT_POSSIBLE = 0.5
+
+
+def check_size(size: Sequence[int], name: str) -> None:
+    """InputError when image ``name`` has fewer than :data:`MIN_VOXELS_PER_AXIS` voxels along an axis."""
+    sz = [int(v) for v in size]
+    if min(sz) < MIN_VOXELS_PER_AXIS:
+        raise InputError(f"{name}: {' x '.join(map(str, sz))} voxels is not a 3D study (at least "
+                         f"{MIN_VOXELS_PER_AXIS} voxels along each axis)")
 
 
 def check_spacing(spacing: Sequence[float], name: str) -> list[str]:
@@ -91,6 +102,33 @@ def weight_flags(weight: float | None) -> list[str]:
         return []
     ulo, uhi = WEIGHT_KG_USUAL
     return [] if ulo <= w <= uhi else [f"body weight {w:g} kg outside the usual {ulo:g}-{uhi:g} kg"]
+
+
+def check_finite(arr: np.ndarray, name: str) -> None:
+    """InputError naming ``name`` when ``arr`` holds NaN or infinite values (checked before any range)."""
+    arr = np.asarray(arr)
+    if not np.isfinite(arr).all():
+        raise InputError(f"{name} contains NaN/inf values ({int((~np.isfinite(arr)).sum())} voxels)")
+
+
+def soft_tissue_suv_median(pet: np.ndarray, ct: np.ndarray) -> float | None:
+    """Median SUV of soft tissue (CT 0..100 HU) of a PET and a CT on one grid; None without soft tissue."""
+    soft = (ct > 0) & (ct < 100)
+    return float(np.median(pet[soft])) if soft.any() else None
+
+
+def check_pet_study(pet: np.ndarray, ct: np.ndarray | None = None, name: str = "PET") -> list[str]:
+    """All checks of a PET in SUV (and, when given, a CT in HU on the PET grid) that a model input must pass:
+    finite values, :func:`check_pet_values`, :func:`check_soft_tissue_suv` (a PET in Bq/ml). Used where an
+    image goes to a model without harmonization (``segment``); ``harmonize`` and ``predict`` run the same
+    functions inside :func:`petctfm.harmonize.pipeline.harmonize_images`. Returns the flags."""
+    check_size(np.shape(pet), name)
+    check_finite(pet, name)
+    flags = check_pet_values(np.asarray(pet)[::2, ::2, ::2], name)
+    if ct is not None:
+        check_finite(ct, "CT")
+        check_soft_tissue_suv(soft_tissue_suv_median(pet, ct), name)
+    return flags
 
 
 def check_pet_values(pet: np.ndarray, name: str = "PET") -> list[str]:
@@ -166,6 +204,63 @@ def check_label_kept(source_ml: float | None, kept_ml: float, voxel_ml: float = 
     return []
 
 
+#: A lesion label with less than this fraction of its voxels inside the body outline (CT > -500 HU, holes filled
+#: slice by slice: the lungs count as inside) is flagged: moved off the patient (a wrong affine, another study's
+#: label).
+LABEL_IN_BODY_USUAL = 0.5
+#: A lesion (26-connected component of the label) whose mean SUV is below this fraction of the median SUV of the
+#: body around it (a shell of :data:`LABEL_SHELL_MM` around the lesion, inside the body, outside every label) is
+#: flagged: a label moved off its lesion onto colder tissue, or a label of another study. False-flag rate on the
+#: phantoms in docs/reliability.md ("Quiet label problems").
+LABEL_UPTAKE_RATIO_USUAL = 0.8
+LABEL_SHELL_MM = 10.0
+#: At most this many lesions (the largest) are compared with their surroundings (cost stays bounded).
+LABEL_MAX_LESIONS_CHECKED = 50
+
+
+def check_label_placement(pet: np.ndarray, ct: np.ndarray, label: np.ndarray, spacing: Sequence[float],
+                          body_hu: float = -500.0) -> list[str]:
+    """Flags (never raises) for a lesion label that sits where no lesion is, on one harmonized grid (X, Y, Z):
+    less than :data:`LABEL_IN_BODY_USUAL` of its voxels inside the body, or lesions whose mean SUV is below
+    :data:`LABEL_UPTAKE_RATIO_USUAL` x the median SUV of the body around them (module constants)."""
+    lab = np.asarray(label) > 0
+    if not lab.any():
+        return []
+    import cc3d
+    from scipy.ndimage import binary_dilation, binary_fill_holes, find_objects
+
+    body = np.asarray(ct) > body_hu  # tissue: the shell around a lesion
+    planar = np.zeros((3, 3, 3), bool)
+    planar[:, :, 1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]  # holes filled slice by slice: lungs are inside the body
+    outline = binary_fill_holes(body, structure=planar)
+    flags = []
+    inside = float(outline[lab].mean())
+    if inside < LABEL_IN_BODY_USUAL:
+        flags.append(f"lesion label: only {100 * inside:.0f}% of its voxels inside the body outline (CT > "
+                     f"{body_hu:g} HU, lungs included): moved off the patient?")
+    comps, n = cc3d.connected_components(lab, connectivity=26, return_N=True)
+    sizes = np.bincount(comps.ravel())[1:]
+    order = np.argsort(-sizes)[:LABEL_MAX_LESIONS_CHECKED] + 1
+    r = [max(1, int(math.ceil(LABEL_SHELL_MM / float(s)))) for s in spacing]
+    boxes = find_objects(comps)
+    low = []
+    for k in order:
+        box = tuple(slice(max(0, b.start - ri), b.stop + ri) for b, ri in zip(boxes[k - 1], r))
+        comp = comps[box] == k
+        grow = binary_dilation(comp, structure=np.ones((2 * r[0] + 1, 2 * r[1] + 1, 2 * r[2] + 1), bool))
+        shell = grow & ~lab[box] & body[box]
+        if shell.sum() < 8:
+            continue
+        around = max(float(np.median(pet[box][shell])), 0.05)
+        ratio = float(pet[box][comp].mean()) / around
+        if ratio < LABEL_UPTAKE_RATIO_USUAL:
+            low.append(ratio)
+    if low:
+        flags.append(f"lesion label: {len(low)} of {n} lesion(s) with mean SUV below {LABEL_UPTAKE_RATIO_USUAL:g}x "
+                     f"the body around them (lowest {min(low):.2f}x): moved off its lesion?")
+    return flags
+
+
 def _r(values: Sequence[float]) -> list[float]:
     return [round(v, 3) if math.isfinite(v) else v for v in values]
 
@@ -173,6 +268,7 @@ def _r(values: Sequence[float]) -> list[float]:
 __all__ = [
     "SUV_MAX_IMPOSSIBLE", "SUV_MAX_UNUSUAL", "SOFT_TISSUE_SUV_IMPOSSIBLE", "AIR_FRACTION_SWAPPED", "WEIGHT_KG_POSSIBLE",
     "WEIGHT_KG_USUAL", "CT_MIN_HU_REQUIRED", "CT_BODY_MEDIAN_USUAL", "SPACING_MM_POSSIBLE", "SPACING_MM_USUAL",
-    "BODY_OVERLAP_POSSIBLE", "BODY_OVERLAP_USUAL", "LABEL_KEPT_POSSIBLE", "check_spacing", "check_weight_kg", "weight_flags",
-    "check_pet_values", "check_soft_tissue_suv", "check_ct_values", "check_body_overlap", "check_label_kept",
+    "BODY_OVERLAP_POSSIBLE", "BODY_OVERLAP_USUAL", "LABEL_KEPT_POSSIBLE", "MIN_VOXELS_PER_AXIS", "check_size",
+    "check_spacing", "check_weight_kg", "weight_flags",
+    "check_finite", "soft_tissue_suv_median", "check_pet_study", "check_pet_values", "check_soft_tissue_suv", "check_ct_values", "check_body_overlap", "check_label_kept",
 ]

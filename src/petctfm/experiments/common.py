@@ -30,3 +30,16 @@ def check_settings(path: Path, settings: Any) -> None:
 
 
 __all__ = ["check_settings"]
+
+
+def data_words_of(dataset: str | Path | None) -> tuple[str, str]:
+    """``(short label, warning sentence)`` of :func:`petctfm.core.provenance.data_words` for the dataset folder
+    ``dataset`` (its ``dataset.json["provenance"]``, recorded by harmonize); unknown when it cannot be read."""
+    from petctfm.core.provenance import data_words
+    from petctfm.data import format as fmt
+
+    try:
+        info = fmt.load_dataset_info(dataset) if dataset else {}
+    except (InputError, OSError, ValueError):
+        info = {}
+    return data_words(info.get("provenance") if isinstance(info, dict) else None)

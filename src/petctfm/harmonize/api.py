@@ -30,7 +30,8 @@ from petctfm.core.errors import InputError, UsageError
 from petctfm.harmonize.discover import FORMATS, SourceCase, discover, parse_shard, shard as select_shard
 from petctfm.harmonize.duplicates import drop_duplicates, write_duplicates_csv
 from petctfm.harmonize.manifest import finalize
-from petctfm.harmonize.pipeline import DEFAULT_CT_WINDOW, DEFAULT_SPACING, WORK_DIR, is_done, process_case
+from petctfm.harmonize.pipeline import (DEFAULT_CT_WINDOW, DEFAULT_SPACING, TARGET_SPACING_MM, WORK_DIR, is_done,
+                                       process_case)
 from petctfm.io.atomic import atomic_write_text, check_output_file, ensure_output_dir
 from petctfm.io.tables import csv_text
 
@@ -39,15 +40,17 @@ MAPPING_COLUMNS = ["case_id", "source_root", "source_path", "format"]
 
 def parse_spacing(values: Sequence[float] | None) -> tuple[float, float, float]:
     """Target spacing (mm) from ``spacing`` (X, Y, Z); None/empty -> ``DEFAULT_SPACING``; else three finite
-    numbers in (0, 20] (a UsageError about ``spacing``)."""
+    numbers in [0.5, 20] mm (:data:`~petctfm.harmonize.pipeline.TARGET_SPACING_MM`; a UsageError about
+    ``spacing``)."""
     if values is None or (not isinstance(values, str) and len(values) == 0):
         return DEFAULT_SPACING
     try:
         got = tuple(float(v) for v in values)
     except (TypeError, ValueError):
         got = ()
-    if len(got) != 3 or any(not math.isfinite(v) or v <= 0 or v > 20 for v in got):
-        raise fail("spacing", got or values, "must be three finite numbers in (0, 20] mm")
+    lo, hi = TARGET_SPACING_MM
+    if len(got) != 3 or any(not math.isfinite(v) or not lo <= v <= hi for v in got):
+        raise fail("spacing", got or values, f"must be three finite numbers in [{lo:g}, {hi:g}] mm")
     return got  # type: ignore[return-value]
 
 
@@ -202,7 +205,7 @@ class HarmonizeOptions:
 
     Fields:
         fmt: input layout, one of ``auto`` (detected per input), ``autopet``, ``nnunet``, ``dicom``, ``pairs``.
-        spacing: target voxel spacing (X, Y, Z) mm in (0, 20], default (2, 2, 3). ct_window: CT clip window
+        spacing: target voxel spacing (X, Y, Z) mm in [0.5, 20], default (2, 2, 3). ct_window: CT clip window
             (LO, HI) in HU, LO < HI.
         margin: margin around the body crop (mm, >= 0). suv: ``"bw"`` body-weight SUV or ``"sul"`` (lean body
             mass).
@@ -321,12 +324,19 @@ def harmonize_folder(
     if o.progress:
         for r in failed:
             print(f"quarantined {r['case_id']}: {r['reason']}")
+    todo_ids = {c.case_id for c in todo}
+    before = [c.case_id for c in mine if c.case_id not in todo_ids and is_done(out, c.case_id)]  # earlier runs
+    if o.thumbnails and before:  # a run killed between a case and its thumbnail: draw it now
+        from petctfm.harmonize.qa import complete_thumbnails
+
+        complete_thumbnails(out, before)
     if o.nifti:
         from petctfm.harmonize.export import export_nifti
 
-        for r in results:
-            if r["status"] == "done":
-                export_nifti(out, r["case_id"])
+        for cid in [r["case_id"] for r in results if r["status"] == "done"] + before:
+            if cid in before and (Path(out) / "nifti" / cid).is_dir():
+                continue
+            export_nifti(out, cid)
     summary: dict[str, Any] = {
         "out": out, "n_found": len(cases), "n_in_shard": len(mine), "n_skipped": len(mine) - len(todo),
         "n_done": len(results) - len(failed), "n_failed": len(failed), "failed": failed, "finalized": not o.shard,

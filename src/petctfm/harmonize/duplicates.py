@@ -17,6 +17,10 @@ case (:func:`content_key`):
   then left out at finalize (:func:`decoded_duplicates`): listed in ``duplicates.csv`` (evidence "same
   decoded PET voxels and geometry"), out of the manifest, the splits and the statistics.
 
+* a NIfTI that ``harmonize --nifti`` exported (its header says ``petctfm export <case_id>``,
+  :func:`petctfm.harmonize.export.export_marker`) is the study ``<case_id>``: left out when that case is among
+  the inputs or already harmonized (evidence "a petctfm export of <case_id>").
+
 Which copy is kept (:func:`drop_duplicates`): a copy already harmonized in an earlier run, else the one of
 the first ``--in`` folder, else the first by source path. The others are not harmonized; each is a row of
 ``OUT/duplicates.csv`` (``case_id, source, source_path, duplicate_of, duplicate_of_path, evidence``) and a
@@ -25,6 +29,7 @@ warning line. They are not failures (the exit code does not change): every study
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -33,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from petctfm.harmonize.discover import SourceCase
+from petctfm.harmonize.export import export_marker
 from petctfm.io.atomic import atomic_write_json, atomic_write_text
 from petctfm.io.tables import csv_text
 from petctfm.io.walk import printable
@@ -140,7 +146,22 @@ def drop_duplicates(cases: list[SourceCase], inputs: list[str], is_done: Callabl
         if k:
             groups.setdefault(k, []).append(c)
     dropped: dict[str, dict[str, str]] = {}
+    by_id = {c.case_id: c for c in cases}
+    for c in cases:  # harmonize's own NIfTI exports, fed back: the study they were made from
+        pet = None if c.error else _pet_file(c)
+        source_id = export_marker(pet) if pet is not None else None
+        if source_id and source_id != c.case_id and (source_id in by_id
+                                                     or is_done(dataclasses.replace(c, case_id=source_id))):
+            keep = by_id.get(source_id)
+            dropped[c.case_id] = {"case_id": c.case_id, "source": printable(Path(c.root).name),
+                                  "source_path": printable(c.rel), "duplicate_of": source_id,
+                                  "duplicate_of_path": "" if keep is None else
+                                  f"{printable(Path(keep.root).name)}/{printable(keep.rel)}",
+                                  "evidence": f"a petctfm export of {source_id}"}
+            log.warning("duplicate: %s/%s is a petctfm export of %s; not harmonized again, listed in %s",
+                        printable(Path(c.root).name), printable(c.rel), source_id, DUPLICATES_CSV)
     for key, group in groups.items():
+        group = [c for c in group if c.case_id not in dropped]
         if len(group) < 2:
             continue
         group.sort(key=lambda c: (not is_done(c), order.get(c.root, len(order)), c.rel, c.case_id))

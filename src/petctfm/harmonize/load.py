@@ -21,8 +21,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from petctfm.core.errors import InputError
+from petctfm.core.provenance import is_synth_mark
 from petctfm.harmonize.discover import SourceCase
-from petctfm.io.images import read_image
+from petctfm.io.images import image_notes, read_image
 
 
 def _tracer_from_dicom(ds: Any) -> str | None:
@@ -116,6 +117,7 @@ def load_case_images(case: SourceCase, suv_kind: str = "bw") -> tuple[dict[str, 
             seg = read_rtstruct_on(root, case.files["RTSTRUCT"][0], suv)
         extra.update(dicom_demographics(pt_datasets[0]))
         extra["pt_datasets"] = pt_datasets  # headers in slice order (predict's DICOM-SEG); not a KEPT_FIELD
+        extra["synthetic"] = is_synth_mark(getattr(pt_datasets[0], "SoftwareVersions", None))
         return {"suv": suv, "ct": ct, "seg": seg, "organs": None}, extra
     f = case.files
     if "suv" not in f and "pet" not in f:
@@ -129,6 +131,7 @@ def load_case_images(case: SourceCase, suv_kind: str = "bw") -> tuple[dict[str, 
                          "metadata.csv to compute SUV from Bq/ml (missing SUV tags)")
     roles = {"pet": f.get("suv") or f["pet"], "ct": ct_rel, "seg": f.get("seg"), "organs": f.get("organs")}
     images = _read_parallel({r: root / rel for r, rel in roles.items() if rel})
+    extra["synthetic"] = is_synth_mark(image_notes(root / roles["pet"]))  # written by petctfm synth?
     suv = sitk.Cast(images["pet"], sitk.sitkFloat32)
     if bqml:
         from petctfm.core.plausibility import check_weight_kg

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from petctfm.core.provenance import summarize as summarize_provenance
 from petctfm.data import format as fmt
 from petctfm.harmonize.duplicates import DUPLICATES_CSV, decoded_duplicates, write_duplicates_csv
 from petctfm.harmonize.pipeline import FAILED_DIR, WORK_DIR, lesion_volumes
@@ -225,6 +226,7 @@ def _dataset_info(out: Path, metas: list[dict[str, Any]], failures: list[dict[st
         key = (m.get("source"), m.get("source_format"))
         sources[key] = sources.get(key, 0) + 1
     info["sources"] = [{"name": n, "format": f, "num_cases": k} for (n, f), k in sorted(sources.items())]
+    info["provenance"] = summarize_provenance([m.get("synthetic") for m in metas])  # petctfm synth or not
     info["sites"] = sorted({str(m.get("site")) for m in metas})
     info["tracers"] = sorted({str(m.get("tracer")) for m in metas})
     return info

@@ -25,7 +25,6 @@ Steps for one :class:`~petctfm.harmonize.discover.SourceCase`:
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 import traceback
@@ -42,20 +41,36 @@ from petctfm.harmonize.discover import KEPT_FIELDS, SourceCase
 from petctfm.harmonize.duplicates import voxel_key
 from petctfm.harmonize.load import load_case_images
 from petctfm.harmonize.resample import LPS_TO_RAS, affine_of, ras_bounds, ras_grid, resample_sitk, resample_xyz
-from petctfm.io.atomic import atomic_write_json
+from petctfm.io.atomic import atomic_write_json, output_failure
 from petctfm.io.images import array_xyz
 from petctfm.io.walk import printable
 
 DEFAULT_SPACING = (2.0, 2.0, 3.0)
 DEFAULT_CT_WINDOW = (-1000.0, 1000.0)
+#: Target spacing (mm) harmonize accepts, per axis: at least 0.5 mm (finer than any clinical PET, 2-6 mm, and
+#: than CT in-plane, 0.6-1 mm: it adds voxels, not detail; a 600 x 400 x 1800 mm body at 0.05 mm would be
+#: 3.5e12 voxels), at most 20 mm (petctfm's coarsest phantoms use 15 mm).
+TARGET_SPACING_MM = (0.5, 20.0)
 BODY_HU = -500.0
 LUNG_HU = -950.0  # the CT body of the PET/CT overlap check includes the lungs (-900..-700 HU)
 BODY_SUV = 0.3
-#: OSErrors that are the output's fault (disk full, quota, read-only file system): they stop a harmonize run
-#: with exit 4 instead of quarantining the case as bad data.
-OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 WORK_DIR = ".work"
 FAILED_DIR = "failed"
+
+
+#: The coarse body pass samples at most 4x the target spacing, and at least this many voxels across the PET
+#: field of view along each axis: a small field of view (a 48 mm wide 0.5 x 0.5 x 20 mm study) must not fall
+#: between the voxel centres of a grid 4 x 8 mm coarse (it was "empty body mask" at 8 mm, kept at 2 mm).
+COARSE_MIN_VOXELS = 4
+
+
+def coarse_spacing(lo: np.ndarray, hi: np.ndarray, spacing) -> tuple[float, float, float]:
+    """Spacing of the coarse body pass over the RAS box ``[lo, hi]``: 4x ``spacing``, finer where the box is
+    less than :data:`COARSE_MIN_VOXELS` such voxels across (never finer than ``spacing``). Harmonize and predict
+    (any model spacing) then find the same body in the same study."""
+    extent = np.asarray(hi, float) - np.asarray(lo, float)
+    sp = np.asarray(spacing, float)
+    return tuple(float(v) for v in np.maximum(sp, np.minimum(4 * sp, extent / COARSE_MIN_VOXELS)))
 
 
 def body_crop_box(suv: sitk.Image, ct: sitk.Image, spacing, margin_mm: float
@@ -69,7 +84,7 @@ def body_crop_box(suv: sitk.Image, ct: sitk.Image, spacing, margin_mm: float
     reconstructed on a 500 mm circle inside a 700 mm PET FOV covers the patient fully, which is what matters.
     """
     lo, hi = ras_bounds(suv)
-    coarse = ras_grid(lo, hi, tuple(4 * s for s in spacing))
+    coarse = ras_grid(lo, hi, coarse_spacing(lo, hi, spacing))
     ct_c = array_xyz(resample_sitk(ct, coarse, False, -5000.0, sitk.sitkFloat32))
     pet_c = array_xyz(resample_sitk(suv, coarse, True, 0.0, sitk.sitkFloat32))
     covered = ct_c > -4000
@@ -141,8 +156,7 @@ def harmonize_images(
     else:
         label = np.zeros(pet.shape, np.uint8)
     org = resample(organs, ref, False, 0, dtype=np.uint8) if organs is not None else None
-    soft = (cta > 0) & (cta < 100)
-    src["soft_tissue_suv_median"] = float(np.median(pet[soft])) if soft.any() else None
+    src["soft_tissue_suv_median"] = plaus.soft_tissue_suv_median(pet, cta)
     plaus.check_soft_tissue_suv(src["soft_tissue_suv_median"])  # a PET in Bq/ml: refused here, for predict too
     src["body_overlap"] = None if overlap is None else round(overlap, 4)
     stride = (slice(None, None, 2),) * 3
@@ -230,7 +244,8 @@ def process_case(case: SourceCase, out: str, opts: dict[str, Any]) -> dict[str, 
             raise InputError(checks["fatal"])
         record = {
             **base, **meta, "patient": case.patient, "orientation": "RAS", "ct_fov_coverage": round(h["ct_fov_coverage"], 4),
-            "pet_voxel_key": pet_key, "has_label": images.get("seg") is not None, "has_organs": h["organs"] is not None,
+            "pet_voxel_key": pet_key, "synthetic": bool(extra.get("synthetic")),  # written by petctfm synth
+            "has_label": images.get("seg") is not None, "has_organs": h["organs"] is not None,
             "stats": stats, "qa": checks["row"], "hist_before": h["source"]["hist_before"],
             "hist_after": h["source"]["hist_after"],
             "harmonize": {"spacing": list(spacing), "ct_window": list(opts.get("ct_window", DEFAULT_CT_WINDOW)),
@@ -244,9 +259,10 @@ def process_case(case: SourceCase, out: str, opts: dict[str, Any]) -> dict[str, 
             qa.thumbnail(out, case.case_id, h, meta)
         return {"case_id": case.case_id, "status": "done", "seconds": time.perf_counter() - t0}
     except Exception as exc:  # noqa: BLE001 - any failure of one case quarantines it; the run goes on
-        if isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS:  # the disk, not the case: stop the run
-            raise OutputError(f"{out}: cannot write the dataset ({exc.strerror or exc}); no case was quarantined "
-                              "for it, re-run when there is room") from None
+        full = output_failure(exc, Path(out) / "cases")
+        if full is not None:  # the disk, not the case: stop the run (io.atomic.output_failure says which)
+            raise OutputError(f"{out}: cannot write the dataset ({full}); no case was quarantined for it, re-run "
+                              "when there is room") from None
         reason = _sanitize(str(exc) or type(exc).__name__, case)
         if not isinstance(exc, PetctfmError):
             reason = f"{type(exc).__name__}: {reason}"

@@ -70,9 +70,9 @@ def check_inputs(suv: sitk.Image, ct: sitk.Image, seg: sitk.Image | None) -> dic
     is reported as such, not as an empty CT."""
     warnings = []
     for name, img in (("PET", suv), ("CT", ct)):
-        arr = sitk.GetArrayViewFromImage(img)
-        if not np.isfinite(arr).all():
-            raise InputError(f"{name} contains NaN/inf values ({int((~np.isfinite(arr)).sum())} voxels)")
+        plaus.check_size(img.GetSize(), name)
+    for name, img in (("PET", suv), ("CT", ct)):
+        plaus.check_finite(sitk.GetArrayViewFromImage(img), name)
         warnings += plaus.check_spacing(img.GetSpacing(), name)
         if not _orientation_ok(img, name):
             warnings.append(f"{name} oblique")
@@ -117,6 +117,7 @@ def check_case(h: dict[str, Any], stats: dict[str, Any], tracer: str | None,
         warnings.append(f"only {100 * in_pet:.0f}% of lesion voxels inside the PET support")
     voxel_ml = float(np.prod(h["reference"].GetSpacing())) / 1000
     plaus.check_label_kept(src_ml, out_ml, voxel_ml)
+    warnings += plaus.check_label_placement(pet, h["image"][1], label, h["reference"].GetSpacing())
     # 5 % is only meaningful for a label of >= 100 target voxels: a 2-voxel lesion on an 8 mm grid moves by 50 %
     if src_ml and src_ml >= max(1.0, LESION_VOXELS_FOR_VOLUME_CHECK * voxel_ml) and abs(out_ml - src_ml) > 0.05 * src_ml:
         warnings.append(f"lesion volume {out_ml:.1f} ml vs {src_ml:.1f} ml in the source (> 5%)")
@@ -146,13 +147,40 @@ def thumbnail(out: str | os.PathLike, case_id: str, h: dict[str, Any], meta: dic
         return im
 
     organs = img(h["organs"]) if h["organs"] is not None else None
-    path = Path(out) / QA_DIR / "thumbs" / f"{case_id}.png"
+    path = thumbnail_path(out, case_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     title = f"{case_id}  {meta.get('site') or ''}  {meta.get('tracer') or ''}"
     fig = render_case(img(h["image"][0]), img(h["image"][1]), seg=img(h["label"]), organs=organs, title=title,
                       out_png=path, dpi=50)
     del fig
     return path
+
+
+def thumbnail_path(out: str | os.PathLike, case_id: str) -> Path:
+    return Path(out) / QA_DIR / "thumbs" / f"{case_id}.png"
+
+
+def complete_thumbnails(out: str | os.PathLike, case_ids: list[str]) -> list[str]:
+    """Draw the missing ``qa/thumbs/<id>.png`` of harmonized cases from what ``cases/<id>/`` holds (a run killed
+    between writing a case and its thumbnail left it without one; the re-run skips the case itself). Returns
+    the case ids drawn."""
+    from petctfm.data import format as fmt
+    from petctfm.harmonize.resample import LPS_TO_RAS, RAS_DIRECTION
+    from petctfm.io.images import image_from_array
+
+    drawn = []
+    for cid in case_ids:
+        if thumbnail_path(out, cid).is_file():
+            continue
+        case = fmt.load_case(out, cid)
+        affine = np.asarray(case["meta"]["affine"], float)  # axis-aligned RAS (harmonize.resample.affine_of)
+        ref = image_from_array(np.zeros(case["image"].shape[1:], np.uint8), tuple(np.diag(affine)[:3]),
+                               tuple(affine[:3, 3] @ LPS_TO_RAS), tuple(RAS_DIRECTION))
+        h = {"reference": ref, "image": np.asarray(case["image"]), "label": np.asarray(case["label"]),
+             "organs": np.asarray(case["organs"]) if "organs" in case else None}
+        if thumbnail(out, cid, h, case["meta"]) is not None:
+            drawn.append(cid)
+    return drawn
 
 
 def write_qa_table(out: str | os.PathLike, metas: list[dict[str, Any]]) -> Path:

@@ -8,6 +8,7 @@ does) and converts to/from the NIfTI RAS header itself, so an image written here
 from __future__ import annotations
 
 import os
+import stat
 import zlib
 from pathlib import Path
 
@@ -37,13 +38,10 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     through a temporary symlink with a plain name; ``.mhd``/``.nhdr`` (whose data file is named inside the
     header) then raise :class:`InputError` asking to rename it.
     """
-    from petctfm.io.walk import is_regular_file, is_utf8_name, printable
+    from petctfm.io.walk import is_utf8_name, printable
 
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{printable(path)}: file not found")
-    if not is_regular_file(path):
-        raise InputError(f"{printable(path)}: not a regular file (a pipe, socket or device is never read)")
+    check_readable_file(path)
     if not is_utf8_name(path):
         suffix = next((s for s in IMAGE_SUFFIXES if path.name.lower().endswith(s)), "")
         if suffix not in (".nii.gz", ".nii", ".mha", ".nrrd"):
@@ -72,6 +70,55 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: cannot read image ({first})") from None
     return img
+
+
+def check_readable_file(path: str | os.PathLike) -> None:
+    """One-line :class:`InputError` naming ``path`` with the true reason it cannot be read: it does not exist,
+    is not a regular file (a FIFO, socket or device is never opened), or the permissions refuse it (a mode-000
+    file used to be reported by ITK as "does not exist"). A FIFO is recognized by ``stat`` before any open."""
+    from petctfm.io.walk import file_kind, printable
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{printable(path)}: file not found") from None
+    except PermissionError:
+        raise InputError(f"{printable(path)}: permission denied (a folder on its path cannot be entered)") from None
+    except OSError as exc:
+        raise InputError(f"{printable(path)}: cannot be read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{printable(path)}: not a regular file (a {file_kind(path)}; a pipe, socket or device is "
+                         "never read)")
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    except PermissionError:
+        raise InputError(f"{printable(path)}: permission denied (the file cannot be read by this user)") from None
+    except OSError as exc:
+        raise InputError(f"{printable(path)}: cannot be read ({exc.strerror or exc})") from None
+
+
+def image_notes(path: str | os.PathLike) -> str:
+    """The free-text note an image file carries (NIfTI header ``descrip``; MetaImage ``ITK_FileNotes``), ``""``
+    when none or unreadable. Reads only the header. :func:`write_image` ``notes=`` writes it."""
+    import gzip
+
+    name = str(path).lower()
+    try:
+        if name.endswith((".nii", ".nii.gz")):
+            with (gzip.open(path, "rb") if name.endswith(".gz") else open(path, "rb")) as f:
+                head = f.read(348)
+            return head[148:228].split(b"\0", 1)[0].decode("utf-8", "replace").strip() if len(head) >= 348 else ""
+        if name.endswith((".mha", ".mhd")):
+            with open(path, "rb") as f:
+                for line in f.read(8192).split(b"\n"):
+                    key, _, value = line.partition(b"=")
+                    if key.strip() == b"ITK_FileNotes":
+                        return value.decode("utf-8", "replace").strip()
+                    if key.strip() == b"ElementDataFile":
+                        break
+    except (OSError, EOFError, zlib.error):
+        return ""
+    return ""
 
 
 def check_nifti_pixdim(path: Path) -> None:
@@ -158,8 +205,12 @@ def _read_float_nifti(path: Path, reader: sitk.ImageFileReader) -> sitk.Image:
     return img
 
 
-def write_image(img: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
-    """Write ``img`` atomically; the format follows the suffix (``.nii.gz``, ``.mha``, ``.nrrd``)."""
+def write_image(img: sitk.Image, path: str | os.PathLike, compress: bool = True, notes: str | None = None) -> Path:
+    """Write ``img`` atomically; the format follows the suffix (``.nii.gz``, ``.mha``, ``.nrrd``). ``notes``: a
+    short text stored in the header (NIfTI ``descrip``, 79 characters at most; :func:`image_notes` reads it)."""
+    if notes:
+        img = sitk.Image(img)  # a copy: the caller's image keeps its metadata
+        img.SetMetaData("ITK_FileNotes", notes[:79])
     with atomic_path(path) as tmp:
         sitk.WriteImage(img, str(tmp), useCompression=compress)
     return Path(path)

@@ -13,7 +13,9 @@
   (one copy could land in the training split, one in the test split).
 * **Excluded folders**: ``exclude`` (e.g. the output folder when it lies inside the input) and every
   petctfm dataset (a folder holding ``dataset.json`` and ``cases/``: harmonize's own output) are skipped with
-  a note, so a re-run never ingests what an earlier run wrote.
+  a note, so a re-run never ingests what an earlier run wrote. When the output *is* the input, or holds it
+  (``harmonize --in X --out X``), the output's own folders (:data:`OUTPUT_FOLDERS`: ``cases``, ``nifti``,
+  ``qa``, ``.work``) are skipped, wherever the walk meets them.
 * **Names that are not UTF-8** stay usable: Python decodes them with ``surrogateescape`` (``os.fsdecode``),
   :func:`fs_bytes` gives back the exact bytes (for hashing), :func:`printable` a text safe to print or write
   into CSV/JSON (undecodable bytes become U+FFFD).
@@ -33,6 +35,9 @@ from typing import Iterable
 log = logging.getLogger(__name__)
 
 DATASET_MARKERS = ("dataset.json", "cases")  # a petctfm harmonized dataset folder holds both
+#: The folders petctfm writes into an output folder (harmonize: ``cases/``, the ``--nifti`` export, QA, the
+#: work folder): never read as input, also when the output folder is (or holds) the input.
+OUTPUT_FOLDERS = ("cases", "nifti", "qa", ".work")
 
 
 def fs_bytes(text: str) -> bytes:
@@ -94,6 +99,10 @@ def walk_files(root: str | os.PathLike, exclude: Iterable[str | os.PathLike] = (
     root = Path(root)
     root_real = os.path.realpath(root)
     excluded = {os.path.realpath(p) for p in exclude}
+    owned = {os.path.join(e, name) for e in excluded for name in OUTPUT_FOLDERS}  # the outputs' own folders
+    if any(root_real == o or root_real.startswith(o + os.sep) for o in owned):
+        log.info("skipping %s: inside an output folder of this run", printable(root))
+        return []
     seen: set[str] = set()
     out: list[Path] = []
     stack = [(root, root_real)]
@@ -118,7 +127,7 @@ def walk_files(root: str | os.PathLike, exclude: Iterable[str | os.PathLike] = (
                 continue
             if stat.S_ISDIR(st.st_mode):
                 target = os.path.realpath(e.path)
-                if target in excluded:
+                if target in excluded or target in owned:
                     log.info("skipping %s: the output folder", printable(path))
                 elif is_link and (target == root_real or target.startswith(root_real + os.sep)):
                     log.info("not following %s: links back into the input folder (walked at %s)", printable(path),
@@ -137,4 +146,4 @@ def walk_files(root: str | os.PathLike, exclude: Iterable[str | os.PathLike] = (
     return out
 
 
-__all__ = ["walk_files", "is_regular_file", "is_petctfm_dataset", "fs_bytes", "printable", "is_utf8_name"]
+__all__ = ["OUTPUT_FOLDERS", "walk_files", "is_regular_file", "is_petctfm_dataset", "fs_bytes", "printable", "is_utf8_name"]

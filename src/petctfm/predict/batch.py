@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from petctfm.core.errors import InputError, PetctfmError
+from petctfm.core.errors import InputError, OutputError, PetctfmError
 from petctfm.harmonize.discover import SourceCase
 from petctfm.io.tables import csv_text
 from petctfm.predict.outputs import SUMMARY_FILE
@@ -86,6 +86,8 @@ def predict_folder(cases: list[SourceCase], predictor: Predictor, out: str | os.
                     raise prep
                 predict_one(case, predictor, out / case.case_id, report=report, prepared=prep)
                 done.append(case.case_id)
+            except OutputError:  # a full disk fails every later case too: stop (exit 4), nothing half-written
+                raise
             except Exception as exc:  # noqa: BLE001 - one bad case never stops the others
                 reason = str(exc) if isinstance(exc, PetctfmError) else str(named_error(exc, case))
                 failed.append({"case": case.case_id, "reason": " ".join(reason.split())[:400]})

@@ -5,9 +5,12 @@ only the rest). The skip is taken only when the stored summary was made from the
 **same model and settings**; otherwise the case is predicted again and a line says why
 (:func:`stale_reason`). Recorded in ``summary.json``:
 
-* ``input.fingerprint``: ``{"pet", "ct"}``, each the BLAKE2b hash of the image file's bytes
-  (:func:`petctfm.harmonize.duplicates.file_digest`) or, for DICOM, the series UID (``--in``) or a hash of
-  the series' file names and sizes (``--pet/--ct`` folders);
+* ``input.fingerprint``: ``{"pet", "ct", "salt"}``: ``pet`` and ``ct`` are salted BLAKE2b hashes
+  (:func:`salted`) of the input's identity: the BLAKE2b hash of the image file's bytes
+  (:func:`petctfm.harmonize.duplicates.file_digest`) or, for DICOM, the PT SeriesInstanceUID (``--in``) or a
+  hash of the series' file names and sizes (``--pet/--ct`` folders). A UID identifies a patient's study, so it
+  is never stored as it is; ``salt`` is random per summary (the same study predicted into two folders gives
+  two unlinkable fingerprints) and a re-run recomputes the hashes with the stored salt;
 * ``model.weights_blake2b``: the hash of the checkpoint file;
 * the settings that change the mask: threshold, TTA flips, overlap, spacing, ``--fast``.
 
@@ -53,13 +56,24 @@ def _file_key(case: SourceCase, value: Any) -> str:
     return ""
 
 
-def input_fingerprint(case: SourceCase) -> dict[str, str]:
-    """``{"pet", "ct"}`` identities of a case's inputs (module doc); ``""`` where unknown."""
+def salted(salt: str, key: str) -> str:
+    """``"blake2b-salted <hex>"`` of ``key`` with ``salt`` (``""`` for an unknown key)."""
+    if not key:
+        return ""
+    h = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=16, key=bytes.fromhex(salt)[:64])
+    return f"blake2b-salted {h.hexdigest()}"
+
+
+def input_fingerprint(case: SourceCase, salt: str | None = None) -> dict[str, str]:
+    """``{"pet", "ct", "salt"}`` identities of a case's inputs, salted (module doc; ``salt``: hex, a new random
+    one when None); ``""`` where unknown."""
+    if not salt or not all(c in "0123456789abcdef" for c in str(salt)) or len(salt) % 2:
+        salt = os.urandom(16).hex()
     pet = content_key(case) if case.fmt == "dicom" and case.content_key else ""
     if not pet:
         pet = _file_key(case, case.files.get("suv") or case.files.get("pet") or case.files.get("PT"))
     ct = _file_key(case, case.files.get("ct") or case.files.get("ctres") or case.files.get("CT"))
-    return {"pet": pet, "ct": ct}
+    return {"pet": salted(salt, pet), "ct": salted(salt, ct), "salt": salt}
 
 
 def model_digest(path: str | os.PathLike) -> str:
@@ -84,9 +98,9 @@ def stale_reason(summary_path: str | os.PathLike, case: SourceCase, settings: di
     if not isinstance(stored, dict):
         return "its summary.json is not a summary"
     fp = (stored.get("input") or {}).get("fingerprint")
-    if not fp:
+    if not fp or not isinstance(fp, dict) or not isinstance(fp.get("salt"), str):
         return "its summary.json does not record which input it was made from"
-    now = input_fingerprint(case)
+    now = input_fingerprint(case, fp["salt"])
     if fp != now:
         return "it was made from another input (PET/CT files differ)"
     if _get(stored, "model", "weights_blake2b") != _get(settings, "model", "weights_blake2b"):
@@ -97,4 +111,4 @@ def stale_reason(summary_path: str | os.PathLike, case: SourceCase, settings: di
     return None
 
 
-__all__ = ["input_fingerprint", "model_digest", "stale_reason"]
+__all__ = ["salted", "input_fingerprint", "model_digest", "stale_reason"]

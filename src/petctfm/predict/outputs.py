@@ -240,15 +240,23 @@ def case_summary(case_id: str, kind: str, source: str | None, pet: sitk.Image, h
 def write_case_outputs(out_dir: str | os.PathLike, summary: dict[str, Any], mask: np.ndarray,
                        table: list[dict[str, Any]], images: dict[str, Any], pt_datasets: list[Any] | None,
                        model_name: str, timings: dict[str, float], report: bool = True) -> dict[str, Any]:
-    """Write every output of one case into ``out_dir`` (created); ``summary.json`` last. Returns the summary
+    """Write every output of one case into ``out_dir`` (created) as a whole: into a temporary folder, renamed
+    into place when complete (:func:`petctfm.io.atomic.atomic_outputs`; ``summary.json`` last). Returns the summary
     as written: ``summary`` (:func:`case_summary`) with the write/report timings and the files added.
 
     ``mask`` (X, Y, Z) uint8 on the PET grid of ``images["suv"]``; ``table`` the lesion rows;
     ``pt_datasets``: DICOM PT headers (then ``lesions.seg.dcm`` too) or None; ``model_name``: the algorithm
     name in the DICOM-SEG and the report title.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from petctfm.io.atomic import atomic_outputs
+
+    with atomic_outputs(out_dir, SUMMARY_FILE) as tmp:  # the case appears whole, or the old one stays
+        return _write_case_outputs(tmp, summary, mask, table, images, pt_datasets, model_name, timings, report)
+
+
+def _write_case_outputs(out: Path, summary: dict[str, Any], mask: np.ndarray, table: list[dict[str, Any]],
+                        images: dict[str, Any], pt_datasets: list[Any] | None, model_name: str,
+                        timings: dict[str, float], report: bool) -> dict[str, Any]:
     pet = images["suv"]
     timings = dict(timings)
     t0 = time.perf_counter()

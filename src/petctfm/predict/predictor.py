@@ -341,6 +341,11 @@ def predict_one(case: SourceCase, predictor: Predictor, out_dir: str | os.PathLi
         return outputs.write_case_outputs(out_dir, summary, mask, table, prep.images, prep.pt_datasets,
                                           predictor.model_name, timings, report=report)
     except Exception as exc:  # noqa: BLE001
+        from petctfm.io.atomic import output_failure
+
+        full = output_failure(exc, Path(out_dir) / outputs.SUMMARY_FILE)
+        if full is not None:  # a full disk is the output's fault (exit 4), not the input's
+            raise full from None
         if not isinstance(exc, PetctfmError) and os.environ.get("PETCTFM_DEBUG"):
             traceback.print_exc()
         raise named_error(exc, case) from None

@@ -17,12 +17,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from petctfm.core.errors import InputError
+from petctfm.core.provenance import SYNTH_MARK
 from petctfm.io.images import array_xyz
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-SOFTWARE = "petctfm synth"
+SOFTWARE = SYNTH_MARK  # petctfm.core.provenance: harmonize records that the data is synthetic
 
 # Radionuclide -> (SNOMED code keyword in pydicom's codedict, half-life in seconds).
 RADIONUCLIDES: dict[str, tuple[str, float]] = {

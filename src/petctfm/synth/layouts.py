@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from petctfm.core.provenance import SYNTH_MARK as SYNTH_NOTES
 from petctfm.io.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from petctfm.io.images import write_image
 from petctfm.io.layouts.autopet import AUTOPET_FILES
@@ -44,7 +45,7 @@ def write_autopet_case(case: SynthCase, root: str | os.PathLike) -> Path:
     target = Path(root) / case.case_id
     with atomic_dir(target) as tmp:
         for name, attr in AUTOPET_FILES.items():
-            write_image(getattr(case, attr), tmp / name)
+            write_image(getattr(case, attr), tmp / name, notes=SYNTH_NOTES)
     return target
 
 
@@ -56,9 +57,9 @@ def write_nnunet_case(case: SynthCase, root: str | os.PathLike) -> list[Path]:
     """
     root = Path(root)
     return [
-        write_image(case.ctres, root / "imagesTr" / f"{case.case_id}_0000.nii.gz"),
-        write_image(case.suv, root / "imagesTr" / f"{case.case_id}_0001.nii.gz"),
-        write_image(case.seg, root / "labelsTr" / f"{case.case_id}.nii.gz"),
+        write_image(case.ctres, root / "imagesTr" / f"{case.case_id}_0000.nii.gz", notes=SYNTH_NOTES),
+        write_image(case.suv, root / "imagesTr" / f"{case.case_id}_0001.nii.gz", notes=SYNTH_NOTES),
+        write_image(case.seg, root / "labelsTr" / f"{case.case_id}.nii.gz", notes=SYNTH_NOTES),
     ]
 
 

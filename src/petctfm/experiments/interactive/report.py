@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from petctfm.core.provenance import data_words
 from petctfm.evaluate.bootstrap import mean_ci, paired_comparison
 
 STEP_COLUMNS = ["case_id", "site", "tracer", "protocol", "arm", "kind", "target", "seen", "clicks", "dice",
@@ -142,7 +143,8 @@ def _ci(r: dict | None, digits: int = 3) -> str:
 
 
 def markdown(summary: list[dict], info: dict) -> str:
-    lines = ["# Interactive segmentation (synthetic data; not a clinical result)", "",
+    label, warning = data_words(info.get("provenance"))  # the dataset's provenance (harmonize), not assumed
+    lines = [f"# Interactive segmentation ({label}; not a clinical result)", "", warning, "",
              f"Model `{info['model']}`, data `{info['data']}` split `{info['split']}`, {info['n_cases']} cases, "
              f"up to {info['max_clicks']} clicks, auto-zoom limit {info.get('max_zoom', 4.0)}; isocontour box {info['iso_box_mm']} mm; held-out organs: "
              f"{', '.join(info['held_out']) or 'none'}; automatic baseline: `{info['auto'] or 'not given'}`; "
@@ -203,7 +205,7 @@ def markdown(summary: list[dict], info: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(summary: list[dict], path: Path) -> Path:
+def plot(summary: list[dict], path: Path, data_label: str = "data of unknown provenance") -> Path:
     """Mean Dice vs clicks: autoPET protocol (model, isocontour), corrective (lesions, organs), automatic."""
     import matplotlib
 
@@ -234,7 +236,7 @@ def plot(summary: list[dict], path: Path) -> Path:
     ax.set_ylim(0, 1)
     if ax.get_legend_handles_labels()[0]:  # nothing drawn when only the one-click protocol ran
         ax.legend(fontsize=7, loc="lower right")
-    ax.set_title("Dice vs clicks (synthetic phantoms)", fontsize=9)
+    ax.set_title(f"Dice vs clicks ({data_label})", fontsize=9)
     return save_png(fig, path, dpi=90)
 
 
@@ -288,7 +290,7 @@ def write_report(rows: list[dict], figures: list[dict], info: dict, out: str | P
     atomic_write_json(out / "info.json", info)
     pngs = [case_figure(f, out / "cases" / f"{f['case_id']}.png") for f in figures]
     return {"results_md": out / "results.md", "results_csv": out / "results.csv", "steps_csv": out / "steps.csv",
-            "plot": plot(summary, out / "dice_vs_clicks.png"), "cases": pngs, "summary": summary, "rows": rows}
+            "plot": plot(summary, out / "dice_vs_clicks.png", data_words(info.get("provenance"))[0]), "cases": pngs, "summary": summary, "rows": rows}
 
 
 __all__ = ["STEP_COLUMNS", "SUMMARY_COLUMNS", "clicks_to_reach", "summarize", "markdown", "plot", "case_figure",

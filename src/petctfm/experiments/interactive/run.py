@@ -269,7 +269,8 @@ def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str 
         if progress:
             print(f"interactive: {i + 1}/{len(case_ids)} {cid}: {len(r.rows)} rows, {session.encodes} embeddings, "
                   f"{session.forwards} decoder runs, {time.perf_counter() - t0:.0f}s", flush=True)
-    info = {"data": str(root), "model": str(model), "auto": str(auto) if auto else None, "split": split,
+    info = {"data": str(root), "provenance": fmt.load_dataset_info(root).get("provenance"),  # synthetic or not
+            "model": str(model), "auto": str(auto) if auto else None, "split": split,
             "n_cases": len(case_ids), "max_clicks": max_clicks, "iso_box_mm": iso_box_mm, "max_zoom": max_zoom,
             "iso_prior": iso_prior, "components": components, "protocols": list(protocols),
             "held_out": sorted(cfg.get("targets", {}).get("held_out", [])), "seconds": time.perf_counter() - t0}

@@ -12,6 +12,7 @@ import numpy as np
 
 from petctfm.experiments.label_efficiency.plan import (ARMS, BOOTSTRAP_SEED, N_RESAMPLES, PROBE_ARMS, RUN_METRICS,
                                                        PlannedRun, Settings, fmt_pct)
+from petctfm.experiments.common import data_words_of
 from petctfm.io.tables import csv_text
 
 
@@ -215,15 +216,13 @@ def results_markdown(records: list[dict[str, Any]], summary: dict[str, Any], pla
 
 def _intro_markdown(records: list[dict[str, Any]], summary: dict[str, Any], settings: Settings,
                     command: str) -> list[str]:
-    """Title, the synthetic-data warning, the settings (data, encoder, preset, Dice convention), the command."""
+    """Title, the data's provenance (synthetic or not), the settings (data, encoder, preset, Dice convention), the command."""
     n_test = records[0]["n_test_cases"] if records else 0
     n_pos = next((g["dice"]["n"] for g in summary["groups"]), 0)
     return [
         "# Label-efficiency experiment",
         "",
-        "**Synthetic data.** Every case comes from petctfm's phantom generator (`petctfm synth`); these numbers "
-        "test the code and the experimental design, they are not clinical results and say nothing about real "
-        "patients.",
+        data_words_of(settings.data)[1],  # synthetic or not: the dataset's provenance, as harmonize recorded it
         "",
         f"- dataset: `{settings.data}`; test split: {n_test} cases ({n_pos} with lesions; Dice is undefined on "
         "cases without lesions, autoPET convention, so those count only in the FP volume)",
@@ -372,7 +371,7 @@ def holdout_markdown(groups: list[dict[str, Any]], settings: Settings) -> list[s
     return lines + [""]
 
 
-def plot_results(summary: dict[str, Any], png: Path) -> Path:
+def plot_results(summary: dict[str, Any], png: Path, data_label: str = "data of unknown provenance") -> Path:
     """Dice vs label fraction (log x), one line per arm with its CI band; probes (Dice filled, AP open
     markers) as a second panel."""
     import matplotlib
@@ -408,7 +407,7 @@ def plot_results(summary: dict[str, Any], png: Path) -> Path:
     ax.set_ylim(0, 1)
     ax.set_xlabel("labeled training cases (fraction of the train split, log scale)")
     ax.set_ylabel("test Dice (mean, 95% bootstrap CI)")
-    ax.set_title("Fine-tuning: pretrained vs scratch (synthetic data)", fontsize=10)
+    ax.set_title(f"Fine-tuning: pretrained vs scratch ({data_label})", fontsize=10)
     ax.grid(alpha=0.3)
     if ft:
         ax.legend(loc="best", fontsize=8)
@@ -449,7 +448,7 @@ def write_results(exp_dir: Path, records: list[dict[str, Any]], plan: list[Plann
     missing = [r.name for r in plan if r.name not in done]
     atomic_write_text(exp_dir / "results.csv", csv_text(result_rows(records, summary), RESULT_COLUMNS))
     atomic_write_text(exp_dir / "results.md", results_markdown(records, summary, plan, settings, command, missing))
-    plot_results(summary, exp_dir / "label_efficiency.png")
+    plot_results(summary, exp_dir / "label_efficiency.png", data_words_of(settings.data)[0])
     return summary
 
 

@@ -119,11 +119,14 @@ class PromptSession:
 
     Build with :meth:`from_run`. ``add_point`` / ``add_box`` run the model and return the object's mask on the
     input grid; :meth:`mask` is the label map (uint8 if ids <= 255, else uint16) on the input PET grid.
+    The PET (and CT) pass the plausibility checks of predict first (:func:`petctfm.core.plausibility.
+    check_pet_study`: one-line InputError naming ``pet_name``, default the PET's path); ``flags`` holds the
+    unusual-but-kept findings.
     """
 
     def __init__(self, model: torch.nn.Module, config: dict[str, Any], pet: Any, ct: Any = None,
                  device: str = "cpu", max_zoom: float = 4.0, zoom_step: float = 1.5, overwrite: bool = False,
-                 cache_size: int = 4, components: str = "prompted"):
+                 cache_size: int = 4, components: str = "prompted", pet_name: str | None = None):
         import SimpleITK as sitk
 
         from petctfm.inference.normalize import normalized_input
@@ -146,6 +149,11 @@ class PromptSession:
             ct_arr = array_xyz(ct_img).astype(np.float32)
         else:
             ct_arr = np.full(self.suv.shape, -1000.0, np.float32)
+        from petctfm.core.plausibility import check_pet_study
+
+        # the plausibility checks of harmonize / predict (a PET in Bq/ml, sign-flipped, a CT in the PET slot)
+        name = pet_name or (str(pet) if isinstance(pet, (str, os.PathLike)) else "PET")
+        self.flags = check_pet_study(self.suv, ct_arr if ct is not None and mode != "pet" else None, name)
         x, self.bg = normalized_input(np.stack([self.suv, ct_arr]), config)
         self.x = self.orient.to_ras(x)  # cached: (C, R, A, S) normalized
         self.shape = np.array(self.x.shape[1:])

@@ -1,0 +1,106 @@
+"""Identifiers (issue 28, item 4): no DICOM identifier in any field of predict's ``summary.json`` or
+``cases.csv`` (nor ``lesions.csv``, ``failed.csv``). ``input.fingerprint`` used to hold the raw PT
+SeriesInstanceUID; it now holds salted hashes, and a re-run still recognizes its own prediction."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pydicom
+
+from test_values_and_outputs import run_cli
+
+TAGS = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "AccessionNumber", "StudyID",
+        "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID", "InstitutionName",
+        "ReferringPhysicianName", "StudyDate", "StudyTime", "DeviceSerialNumber")
+
+
+def _identifiers(folder: Path) -> set[str]:
+    """Every identifying value of every DICOM file under ``folder`` (6 characters or more, and the UIDs'
+    last component, which alone would let a UID be found again)."""
+    values: set[str] = set()
+    for f in folder.rglob("*"):
+        if not f.is_file():
+            continue
+        ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
+        for tag in TAGS:
+            v = ds.get(tag)
+            if v is None or str(v).strip() == "":
+                continue
+            for part in ([str(v)] + str(v).replace("^", " ").split()):
+                if len(part) >= 6:
+                    values.add(part)
+            if tag.endswith("UID"):
+                values.add(str(v).split(".")[-1]) if len(str(v).split(".")[-1]) >= 6 else None
+    return values
+
+
+def _strings(obj, where="summary"):
+    """(path, text) of every leaf of a JSON document (keys too)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield f"{where}.{k}", str(k)
+            yield from _strings(v, f"{where}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _strings(v, f"{where}[{i}]")
+    else:
+        yield where, str(obj)
+
+
+def _no_identifier(fields, ids: set[str]) -> None:
+    for where, text in fields:
+        low = text.lower()
+        for v in ids:
+            assert v.lower() not in low, (where, v, text)
+
+
+def _csv_fields(path: Path):
+    for i, row in enumerate(csv.DictReader(open(path, encoding="utf-8"))):
+        for k, v in row.items():
+            yield f"{path.name}[{i}].{k}", f"{k} {v}"
+
+
+def test_predict_outputs_carry_no_dicom_identifier(template, tiny_model, tmp_path, capsys):
+    src = tmp_path / "in"
+    shutil.copytree(template / "dicom", src)
+    ids = _identifiers(src)
+    assert any(v.startswith("ZZTESTNAME") for v in ids) and len(ids) > 20  # the headers carry identifiers
+    pt = next(p for p in src.rglob("PT") if p.is_dir())
+    series_uid = str(pydicom.dcmread(next(pt.iterdir()), stop_before_pixels=True).SeriesInstanceUID)
+
+    # batch: cases.csv, failed.csv and each case's summary.json / lesions.csv
+    out = tmp_path / "batch"
+    rc, _, err = run_cli(["predict", "--model", tiny_model, "--in", src, "--out", out, "--no-progress",
+                          "--no-report"], capsys)
+    assert rc == 0, err
+    summaries = list(out.glob("*/summary.json"))
+    assert len(summaries) == 1
+    for s in summaries:
+        doc = json.loads(s.read_text())
+        assert series_uid not in s.read_text()  # it used to be input.fingerprint.pet
+        fp = doc["input"]["fingerprint"]
+        assert set(fp) == {"pet", "ct", "salt"} and fp["pet"].startswith("blake2b-salted ")
+        _no_identifier(_strings(doc), ids)
+        _no_identifier(_csv_fields(s.parent / "lesions.csv"), ids)
+    for table in ("cases.csv", "failed.csv"):
+        _no_identifier(_csv_fields(out / table), ids)
+    # the re-run recognizes its own prediction through the salted fingerprint
+    rc, stdout, _ = run_cli(["predict", "--model", tiny_model, "--in", src, "--out", out, "--no-progress",
+                             "--no-report"], capsys)
+    assert rc == 0 and "0 case(s) predicted, 1 already done" in stdout, stdout
+
+    # one study from its DICOM folders: summary.json
+    single = tmp_path / "single"
+    ct = next(p for p in src.rglob("CT") if p.is_dir())
+    rc, _, err = run_cli(["predict", "--model", tiny_model, "--pet", pt, "--ct", ct, "--out", single,
+                          "--no-report"], capsys)
+    assert rc == 0, err
+    doc = json.loads((single / "summary.json").read_text())
+    _no_identifier(_strings(doc), ids)
+    # a second prediction of the same study elsewhere gets an unlinkable fingerprint
+    other = json.loads(summaries[0].read_text())["input"]["fingerprint"]
+    assert doc["input"]["fingerprint"]["salt"] != other["salt"]
