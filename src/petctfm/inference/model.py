@@ -1,7 +1,7 @@
 """Load a trained model for inference from a run folder or a checkpoint file (safetensors only).
 
 A fine-tuning run folder keeps its best checkpoint by validation Dice in ``RUN/best/model.safetensors``
-(written by :mod:`petctfm.methods.segmentation`); :func:`load_run_model` takes it when there is one, else the
+(written by :func:`petctfm.train.checkpoint.keep_best` for fine-tuning and prompt-train runs); :func:`load_run_model` takes it when there is one, else the
 latest checkpoint (:func:`petctfm.train.checkpoint.resolve_weights`). Models are rebuilt through
 :func:`petctfm.train.checkpoint.load_model` from the method registry, by the config's ``method`` string, so no
 method package is imported here.
@@ -16,8 +16,7 @@ from typing import Any
 from torch import nn
 
 from petctfm.core.errors import InputError
-
-BEST_DIR = "best"  # RUN/best/model.safetensors: the best checkpoint by validation Dice
+from petctfm.train.checkpoint import BEST_DIR  # RUN/best/: the best checkpoint (train.checkpoint.keep_best)
 
 
 def load_run_model(run_or_ckpt: str | os.PathLike, method: str | tuple[str, ...] | None = None,

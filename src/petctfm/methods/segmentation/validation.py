@@ -21,7 +21,9 @@ from petctfm.data import format as fmt
 
 
 def validate(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, split: str = "val") -> dict[str, Any] | None:
-    """Mean per-case metrics of sliding-window predictions on ``split``; None if the split is empty.
+    """Mean per-case metrics of sliding-window predictions on ``split``; None if the split is empty, or if the
+    run is asked to stop meanwhile (SIGTERM / Ctrl-C, :func:`petctfm.train.progress.stop_requested`, checked
+    before each case: the trainer then checkpoints at once instead of after the whole split).
 
     Returns ``{"dice": mean Dice over cases with lesions (NaN if none), "n_cases", "n_dice",
     "fp_volume_ml": mean, "fn_volume_ml": mean, "cases": {case_id: dice}}``.
@@ -29,6 +31,7 @@ def validate(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, split: 
     from petctfm.evaluate.metrics import case_metrics
     from petctfm.inference.normalize import normalized_input
     from petctfm.inference.sliding_window import predict_case
+    from petctfm.train.progress import stop_requested
 
     ids = (fmt.load_splits(dataset).get(split) or [])
     if not ids:
@@ -39,6 +42,8 @@ def validate(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, split: 
     rows = {}
     try:
         for cid in ids:
+            if stop_requested():
+                return None
             case = fmt.load_case(dataset, cid, mmap=True)
             x, bg = normalized_input(np.asarray(case["image"]), cfg)
             _, label = predict_case(model, x, cfg["data"]["patch_size"], float(cfg["val"]["overlap"]), device,
