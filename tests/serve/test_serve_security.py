@@ -255,28 +255,38 @@ def test_token_survives_a_restart_with_private_permissions(phantom, tmp_path):
 
 
 def test_evicted_case_keeps_its_undo_history(phantom, tmp_path):
+    from petctfm.serve.state import Conflict
+
     data = tmp_path / "data"
     for name in ("b_case", "a_case"):
         shutil.copytree(phantom / "autopet" / CASE, data / name)
-    server = Server(CaseList(data), tmp_path / "out", stub_session, max_open=1)
+    server = Server(CaseList(data), tmp_path / "out", stub_session, threshold_auto(), max_open=1)
     c = _page_client(server)
     assert [x["id"] for x in c.get("/api/cases").json()["cases"]] == ["a_case", "b_case"]  # sorted
     c.post("/api/cases/a_case/open")
+    n_auto = c.post("/api/cases/a_case/auto", json={"version": 0}).json()["totals"]["count"]
     centre, _ = lesion_voxel(phantom)
-    for v, vox in enumerate((centre, centre + [1, 0, 0])):
+    shape = np.array(server.open_cases["a_case"].session.grid.shape)
+    far = np.where(centre < shape // 2, shape - 4, 3)
+    for v, vox in enumerate((far, far - 1), start=1):
         assert c.post("/api/cases/a_case/click", json={"version": v, "ras": _ras(server, "a_case", vox)}).status_code == 200
-    c.post("/api/cases/a_case/undo", json={"version": 2})
-    before = server.open_cases["a_case"].labels().copy()
+    c.post("/api/cases/a_case/undo", json={"version": 3})
+    old = server.open_cases["a_case"]
+    before, rows = old.labels().copy(), old.state()["lesions"]
     c.post("/api/cases/b_case/open")  # evicts a_case (max_open=1)
     assert list(server.open_cases) == ["b_case"]
+    with pytest.raises(Conflict):  # a request that still held the evicted state cannot change it unseen
+        old.change(4, "", "undo", {})
     st = c.get("/api/cases/a_case/state").json()  # the tab of a_case goes on: re-opened with its history
-    assert st["version"] == 3 and st["can_undo"] and st["can_redo"] and st["lesions"][0]["n_points"] == 1
+    assert st["version"] == 4 and st["can_undo"] and st["can_redo"] and st["lesions"] == rows
     np.testing.assert_array_equal(server.open_cases["a_case"].labels(), before)
-    st = c.post("/api/cases/a_case/redo", json={"version": 3}).json()
-    assert st["lesions"][0]["n_points"] == 2
-    for v in (4, 5):
+    st = c.post("/api/cases/a_case/redo", json={"version": 4}).json()
+    assert st["totals"]["count"] == n_auto + 1 and st["lesions"][-1]["n_points"] == 2
+    for v in (5, 6, 7):
         st = c.post("/api/cases/a_case/undo", json={"version": v}).json()
-    assert st["lesions"] == [] and not st["can_undo"]
+    assert st["lesions"] == [] and not st["can_undo"]  # back through the automatic run (re-applied from its mask)
+    st = c.post("/api/cases/a_case/redo", json={"version": 8}).json()
+    assert st["totals"]["count"] == n_auto
 
 
 BAD_SHAPES = [

@@ -103,6 +103,7 @@ class Server:
                 old_id, old = self.open_cases.popitem(last=False)
                 with old.lock:
                     self.opened[old_id] = history.keep(old, self.opened[old_id])
+                    old.version = -1  # a request still holding it gets 409 ("reload") instead of a lost change
                 log.info("case %s evicted (more than %d open); its history is kept", old_id, self.max_open)
             return st
 

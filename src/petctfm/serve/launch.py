@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import sys
 from pathlib import Path
@@ -50,12 +51,12 @@ def bind(host: str, port: int, free_port: bool) -> tuple[socket.socket, str | No
         raise UsageError(f"port={port}: permission denied (ports below 1024 need root); choose another",
                          arg="port") from None
     except OSError as exc:
-        if not free_port:
-            raise UsageError(f"port={port}: cannot listen on {host}:{port} ({exc.strerror or exc}; another "
-                             "petctfm serve?); choose another port", arg="port") from None
-        if host in ("localhost",) or (":" not in host and not host.replace(".", "").isdigit()):
-            raise UsageError(f"host={host}: cannot listen on it ({exc.strerror or exc})", arg="host") from None
         reason = exc.strerror or str(exc)
+        if exc.errno != errno.EADDRINUSE:  # not a busy port: an address this machine does not have, ...
+            raise UsageError(f"host={host}: cannot listen on {host}:{port} ({reason})", arg="host") from None
+        if not free_port:
+            raise UsageError(f"port={port}: in use on {host} ({reason}; another petctfm serve?); choose another "
+                             "port", arg="port") from None
     for p in [*range(port + 1, min(port + 1 + NEXT_PORTS, 65536)), 0]:
         try:
             sock = _bind_one(host, p)
