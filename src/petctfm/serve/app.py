@@ -172,17 +172,15 @@ def make_server(model: str, data: str | None = None, pet: str | None = None, ct:
 
 def check_prompt_model(model: str) -> tuple[Path, dict[str, Any]]:
     """(weights file, config) of a ``prompt-train`` run: its ``best/`` checkpoint (by validation Dice) when it
-    has one, else the latest (:func:`petctfm.inference.model.load_run_model`'s choice). One InputError line
+    has one, else the latest (:func:`petctfm.inference.model.run_weights`). One InputError line
     for a missing model or one of another kind (a fine-tuning run belongs to ``--auto-model``); metadata only."""
-    from petctfm.inference.model import BEST_DIR
+    from petctfm.inference.model import run_weights
     from petctfm.methods.promptable.model import METHOD
-    from petctfm.train.checkpoint import MODEL_FILE, read_checkpoint_config
+    from petctfm.train.checkpoint import read_checkpoint_config
 
-    src = Path(model)
-    if not src.exists():
+    if not Path(model).exists():
         raise InputError(f"{model}: model not found (a prompt-train run folder or model.safetensors)")
-    best = src / BEST_DIR / MODEL_FILE
-    cfg, path = read_checkpoint_config(best if best.is_file() else src)
+    cfg, path = read_checkpoint_config(run_weights(model))
     if cfg.get("method") != METHOD:
         from petctfm.core.registry import kinds_with_role
 
