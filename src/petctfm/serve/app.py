@@ -6,7 +6,7 @@ Security (docs/viewer.md; :mod:`petctfm.serve.security` owns it): every request 
 gets when opened with the token URL): missing -> 401, wrong -> 403; a state-changing request also needs JSON,
 this server's Origin and the CSRF token header (``X-CSRF-Token``, from the page's ``csrf-token`` meta tag). Only
 listed case ids open (anything else, ``../`` and absolute paths included, -> 404, logged). Request bodies are
-capped while they stream (``max_body`` bytes -> 413) and typed strictly (:mod:`petctfm.serve.requests`; 422).
+capped while they stream (``max_body`` bytes -> 413) and typed strictly (:mod:`petctfm.serve.bodies`; 422).
 No CORS headers; the Host header must be one of the server's names (DNS rebinding). Volumes go out as gzip
 NIfTI bytes, masks as bit-packed bytes; requests are small JSON; nothing is unpickled.
 
@@ -195,7 +195,7 @@ def create_app(server: Server) -> Any:
     from fastapi import FastAPI, Request
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-    from petctfm.serve.requests import read_body
+    from petctfm.serve.bodies import read_body
 
     app = FastAPI(title="petctfm serve", docs_url=None, redoc_url=None, openapi_url=None)
     statics = {p.name: p for p in STATIC.iterdir() if p.is_file()} if STATIC.is_dir() else {}
