@@ -17,8 +17,7 @@ petctfm serve --model runs/prompt --data data/synth/autopet
 petctfm serve --model runs/prompt --auto-model runs/ft_joint --pet case/SUV.nii.gz --ct case/CT.nii.gz
 
 # reachable from the network as https://reader-ws.example.org:8765 (TLS; the Host check stays on)
-petctfm serve --model runs/prompt --data cases/ --host 0.0.0.0 --allow-host reader-ws.example.org \
-    --certfile cert.pem --keyfile key.pem
+petctfm serve --model runs/prompt --data cases/ --host 0.0.0.0 --allow-host reader-ws.example.org --certfile cert.pem --keyfile key.pem
 """
 
 #: The packages of the [serve] extra, checked before anything else (one line, not a traceback).
