@@ -46,6 +46,7 @@ def main() -> None:
     from petctfm.methods.promptable.presets import get_preset
     from petctfm.methods.promptable.task import DEFAULT_CONFIG
     from petctfm.serve.app import create_app, make_server
+    from petctfm.serve.security import csrf_token
     from petctfm.train.checkpoint import save_weights
 
     tmp = Path(tempfile.mkdtemp())
@@ -59,8 +60,10 @@ def main() -> None:
     from petctfm.methods.promptable.session import PromptSession
 
     server.session_factory = lambda pet, ct: PromptSession.from_run(tmp / "run", pet, ct=ct, max_zoom=args.max_zoom)
-    c = TestClient(create_app(server))
-    c.headers["X-Petctfm-Token"] = server.token
+    base = "http://127.0.0.1:8765"  # the page's origin: an allowed Host, JSON, the CSRF header (serve/security.py)
+    c = TestClient(create_app(server), base_url=base)
+    c.headers.update({"X-Petctfm-Token": server.token, "Origin": base, "Content-Type": "application/json",
+                      "X-CSRF-Token": csrf_token(server.token)})
     case = server.cases.ids()[0]
     t0 = time.perf_counter()
     st = c.post(f"/api/cases/{case}/open").json()

@@ -219,8 +219,10 @@ def test_one_line_errors(toy, mae, tmp_path, capsys):
     junk = tmp_path / "junk.safetensors"
     junk.write_text("hello")
     assert str(junk) in _err(capsys, [*base, "--out", str(tmp_path / "c"), "--init", str(junk)])
-    # a missing argument is a usage error (exit 2), worded as the flag
-    assert "--backbone: required when" in _err(capsys, [*base, "--out", str(tmp_path / "d"), "--init", "scratch"], 2)
+    # a missing argument is a usage error (exit 2), worded as the flag (from scratch without a preset: no
+    # backbone to take; with --preset the preset's is used, tests/train/test_stop_and_preset.py)
+    assert "--backbone: required when" in _err(capsys, ["finetune", "--data", str(toy), "--no-progress", "--out",
+                                                        str(tmp_path / "d"), "--init", "scratch"], 2)
     assert "mode" in _err(capsys, [*base, "--out", str(tmp_path / "e"), "--init", str(mae), "--mode", "pet"])
     # a config value out of range is a usage error (exit 2) naming the flag, the value and what is allowed
     assert "--layer-decay 1.5: must be in (0, 1]" in _err(capsys, [*base, "--out", str(tmp_path / "f"), "--init",

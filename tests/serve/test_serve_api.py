@@ -17,13 +17,17 @@ from serve_fixtures import lesion_voxel, prompt_config, stub_session, threshold_
 from petctfm.core.errors import InputError  # noqa: E402
 from petctfm.serve.app import Server, create_app, make_server  # noqa: E402
 from petctfm.serve.cases import CaseList  # noqa: E402
+from petctfm.serve.security import csrf_token  # noqa: E402
 
 CASE = "PETCT_0000"
+BASE = "http://127.0.0.1:8765"  # a real allowed host and port (no test host names are allowed)
 
 
 def _client(server):
-    c = TestClient(create_app(server))
-    c.headers["X-Petctfm-Token"] = server.token
+    """A client as the page is one: on the server's own origin, with the token, JSON and the CSRF header."""
+    c = TestClient(create_app(server), base_url=BASE)
+    c.headers.update({"X-Petctfm-Token": server.token, "Origin": BASE, "Content-Type": "application/json",
+                      "X-CSRF-Token": csrf_token(server.token)})
     return c
 
 
@@ -39,14 +43,15 @@ def _ras(server, case, voxel):
 
 
 def test_token_required_on_every_route(server):
-    c = TestClient(create_app(server))
+    c = TestClient(create_app(server), base_url=BASE)
     for path in ("/", "/api/cases", "/static/index.html", f"/api/cases/{CASE}/state"):
         assert c.get(path).status_code == 401, path
         assert c.get(path, headers={"X-Petctfm-Token": "nope"}).status_code == 403, path
     assert c.post(f"/api/cases/{CASE}/open", params={"token": "x" * 32}).status_code == 403
     page = c.get("/", params={"token": server.token})
     assert page.status_code == 200 and "niivue" in page.text
-    assert "httponly" in page.headers["set-cookie"].lower() and "samesite=strict" in page.headers["set-cookie"].lower()
+    cookie = page.headers["set-cookie"].lower()
+    assert cookie.startswith("petctfm_token_8765=") and "httponly" in cookie and "samesite=strict" in cookie
     assert c.get("/api/cases").status_code == 200  # the cookie the page got
     assert "access-control-allow-origin" not in page.headers
 

@@ -57,7 +57,7 @@ def register(subparsers) -> None:
                    help="base configuration (default: gpu if CUDA is available, else cpu)")
     p.add_argument("--mode", choices=["joint", "pet", "ct"],
                    help="input channels; must match the pretrained run (default: the run's mode)")
-    p.add_argument("--backbone", metavar="NAME", help="backbone for --init scratch (must match a pretrained run)")
+    p.add_argument("--backbone", metavar="NAME", help="backbone for --init scratch (default: the --preset's; must match a pretrained run)")
     p.add_argument("--plan", choices=["cpu", "gpu"], default=None,
                    help="the recipe: plan patch, network (nnU-Net backbones from scratch), batch, precision and poly "
                    "LR from the training cases' fingerprint for this compute target; written into the run's config "

@@ -15,7 +15,13 @@ petctfm serve --model runs/prompt --data data/synth/autopet
 
 # one study, with the automatic segmentation model behind "Run automatic"
 petctfm serve --model runs/prompt --auto-model runs/ft_joint --pet case/SUV.nii.gz --ct case/CT.nii.gz
+
+# reachable from the network as https://reader-ws.example.org:8765 (TLS; the Host check stays on)
+petctfm serve --model runs/prompt --data cases/ --host 0.0.0.0 --allow-host reader-ws.example.org --certfile cert.pem --keyfile key.pem
 """
+
+#: The packages of the [serve] extra, checked before anything else (one line, not a traceback).
+EXTRA = ("fastapi", "uvicorn", "pydantic")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,9 +40,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--ct", help="CT image in HU or a DICOM CT series folder")
     p.add_argument("--out", default="petctfm-serve", help="output folder: <out>/<case>/mask.nii.gz, lesions.csv, "
                    "audit.jsonl (default ./petctfm-serve)")
-    p.add_argument("--port", type=int, action=api_default(SERVE, "port"), help="TCP port, 1-65535 (default {default})")
+    p.add_argument("--port", type=int, action=api_default(SERVE, "port"), help="TCP port, 1-65535 (default "
+                   "{default}; when the default is busy the next free port is taken and printed; a --port given "
+                   "and busy is an error)")
     p.add_argument("--host", action=api_default(SERVE, "host"), help="bind address (default {default}; anything "
                    "else is reachable from the network: a warning is printed)")
+    p.add_argument("--allow-host", action="append", metavar="NAME", help="a name or address of this machine "
+                   "that the Host header may carry (repeatable; with --host 0.0.0.0 the first is the URL printed)")
+    p.add_argument("--certfile", metavar="PEM", help="TLS certificate (with --keyfile): serve https")
+    p.add_argument("--keyfile", metavar="PEM", help="TLS private key (with --certfile)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.set_defaults(func=run)
 
@@ -45,16 +57,36 @@ def run(args: argparse.Namespace) -> int:
     from petctfm.cli._api import given
     from petctfm.core.errors import UsageError
 
-    try:
-        from petctfm.serve.app import check_port, make_server, serve
-    except ModuleNotFoundError as exc:
-        raise UsageError(f"petctfm serve needs {exc.name}: pip install 'petctfm[serve]'") from None
+    missing = missing_extra()
+    if missing:
+        raise UsageError(f"petctfm serve needs {', '.join(missing)} (not installed): pip install 'petctfm[serve]'")
+    from petctfm.serve.app import check_port, make_server, serve
+    from petctfm.serve.launch import check_tls
+
     if (args.data is None) == (args.pet is None) or (args.pet is None) != (args.ct is None):
         raise UsageError("give --data FOLDER, or --pet and --ct")
-    options = given(args, ("host", "port"))
+    options = given(args, {"host": "host", "port": "port", "certfile": "certfile", "keyfile": "keyfile"})
+    if args.allow_host:
+        options["allow_host"] = tuple(args.allow_host)
+    options["free_port"] = "port" not in options  # a --port given and busy is an error, the default moves on
     if "port" in options:
         check_port(options["port"])  # before the model and the cases are read
+    check_tls(options.get("certfile"), options.get("keyfile"))
     server = make_server(args.model, data=args.data, pet=args.pet, ct=args.ct, out=args.out,
                          auto_model=args.auto_model, device=args.device)
     serve(server, **options)
     return 0
+
+
+def missing_extra() -> list[str]:
+    """The packages of :data:`EXTRA` that cannot be imported (found without importing them)."""
+    import importlib.util
+
+    out = []
+    for name in EXTRA:
+        try:
+            if importlib.util.find_spec(name) is None:
+                out.append(name)
+        except (ImportError, ValueError):
+            out.append(name)
+    return out

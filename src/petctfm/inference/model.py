@@ -1,7 +1,7 @@
 """Load a trained model for inference from a run folder or a checkpoint file (safetensors only).
 
 A fine-tuning run folder keeps its best checkpoint by validation Dice in ``RUN/best/model.safetensors``
-(written by :mod:`petctfm.methods.segmentation`); :func:`load_run_model` takes it when there is one, else the
+(written by :func:`petctfm.train.checkpoint.keep_best` for fine-tuning and prompt-train runs); :func:`load_run_model` takes it when there is one, else the
 latest checkpoint (:func:`petctfm.train.checkpoint.resolve_weights`). Models are rebuilt through
 :func:`petctfm.train.checkpoint.load_model` from the method registry, by the config's ``method`` string, so no
 method package is imported here.
@@ -16,8 +16,16 @@ from typing import Any
 from torch import nn
 
 from petctfm.core.errors import InputError
+from petctfm.train.checkpoint import BEST_DIR  # RUN/best/: the best checkpoint (train.checkpoint.keep_best)
 
-BEST_DIR = "best"  # RUN/best/model.safetensors: the best checkpoint by validation Dice
+
+def run_weights(run_or_ckpt: str | os.PathLike) -> Path:
+    """The weights file a run stands for: ``RUN/best/model.safetensors`` when the run kept one, else the latest
+    checkpoint (:func:`petctfm.train.checkpoint.resolve_weights`; a file or step folder is itself)."""
+    from petctfm.train.checkpoint import MODEL_FILE, resolve_weights
+
+    best = Path(run_or_ckpt) / BEST_DIR / MODEL_FILE
+    return best if best.is_file() else resolve_weights(run_or_ckpt)
 
 
 def load_run_model(run_or_ckpt: str | os.PathLike, method: str | tuple[str, ...] | None = None,
@@ -25,11 +33,9 @@ def load_run_model(run_or_ckpt: str | os.PathLike, method: str | tuple[str, ...]
     """(model in eval mode on CPU, config, weights file) of a run folder (best, else latest checkpoint), a
     step folder or a ``.safetensors`` file. ``method``: the config's ``method`` must be this one (or one of
     these), else a one-line :class:`InputError` naming the file (and ``what`` the model should have been)."""
-    from petctfm.train.checkpoint import MODEL_FILE, load_model, read_checkpoint_config
+    from petctfm.train.checkpoint import load_model, read_checkpoint_config
 
-    src = Path(run_or_ckpt)
-    best = src / BEST_DIR / MODEL_FILE
-    cfg, path = read_checkpoint_config(best if best.is_file() else src)  # metadata only: check before building
+    cfg, path = read_checkpoint_config(run_weights(run_or_ckpt))  # metadata only: check before building
     allowed = (method,) if isinstance(method, str) else method
     if allowed is not None and cfg.get("method") not in allowed:
         raise InputError(f"{path}: not a {what or ' or '.join(map(repr, allowed))} model "
@@ -46,4 +52,4 @@ def load_segmenter(run_or_ckpt: str | os.PathLike) -> tuple[nn.Module, dict[str,
     return load_run_model(run_or_ckpt, kinds_with_role("segmenter"), what="fine-tuned segmentation")
 
 
-__all__ = ["BEST_DIR", "load_run_model", "load_segmenter"]
+__all__ = ["BEST_DIR", "load_run_model", "load_segmenter", "run_weights"]

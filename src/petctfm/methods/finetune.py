@@ -8,9 +8,11 @@ Which method (:func:`finetuning_method`), first that applies:
    safetensors metadata alone); its :attr:`~petctfm.core.registry.Method.finetune` does the work (the
    early-fusion MAE's is the UNet fine-tuning of :mod:`petctfm.methods.segmentation`);
 3. ``init`` None or ``"scratch"``: the method that builds ``backbone`` from scratch
-   (:attr:`~petctfm.core.registry.Method.backbones`).
+   (:attr:`~petctfm.core.registry.Method.backbones`); without ``backbone``, the one ``preset`` names in the
+   lesion-segmentation method's presets (:func:`preset_backbone`).
 
-Nothing here names a method: a plugin's runs are fine-tuned by the plugin's own ``finetune``.
+Beyond that default backbone nothing here names a method: a plugin's runs are fine-tuned by the plugin's own
+``finetune``.
 """
 
 from __future__ import annotations
@@ -58,16 +60,26 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
     the best checkpoint by val Dice is ``out/best/``).
 
     ``init``: a pretraining run folder or checkpoint (its encoder is used), or None / ``"scratch"`` for random
-    weights (then ``backbone`` is required). ``preset``: ``tiny`` | ``cpu`` | ``gpu`` (None: gpu when CUDA is
+    weights (then ``backbone`` is required, or taken from ``preset``). ``preset``: ``tiny`` | ``cpu`` | ``gpu`` (None: gpu when CUDA is
     available, else cpu). ``fraction`` (0.1 or 10 = 10 %) or ``kshot``: the stored label subset of
     ``splits.json``; neither: the whole train split. ``max_steps`` / ``max_time`` (seconds): stop with a
     checkpoint. ``resume``: continue the run in ``out``. ``overrides``: ``{"data.fg_prob": 0.5, "train.lr":
     5e-5}`` or ``["data.fg_prob=0.5"]``. ``config``: the method's named options (``patch=32``,
     ``freeze_encoder=True``...) and trainer settings (``lr``, ``seed``, ``progress``...).
     """
+    if backbone is None and preset is not None and not resume and (init is None or str(init) == "scratch"):
+        backbone = preset_backbone(preset)  # --init scratch --preset tiny: the preset names the network
     method = finetuning_method(out, init, backbone, resume)
     return method.finetune(dataset, out, init, preset, fraction, kshot=kshot, backbone=backbone,
                            max_steps=max_steps, max_time=max_time, resume=resume, overrides=overrides, **config)
 
 
-__all__ = ["finetuning_method", "finetune"]
+def preset_backbone(preset: str) -> str:
+    """The backbone fine-tuning preset ``preset`` names (the lesion-segmentation method's presets, which own
+    it): what ``--init scratch --preset tiny`` builds when no ``--backbone`` is given."""
+    from petctfm.core.registry import get_method
+
+    return get_method("segmentation").default_config(preset)["task"]["model"]["backbone"]
+
+
+__all__ = ["finetuning_method", "finetune", "preset_backbone"]

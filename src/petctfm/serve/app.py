@@ -1,12 +1,14 @@
 """The FastAPI application of ``petctfm serve`` and :func:`serve` (uvicorn). Routes are thin over
 :class:`~petctfm.serve.cases.CaseList` and :class:`~petctfm.serve.state.CaseState`.
 
-Security (docs/viewer.md): every request needs the server's random token (query ``?token=``, header
-``X-Petctfm-Token`` or the HttpOnly SameSite=Strict cookie the page gets when opened with the token URL):
-missing -> 401, wrong -> 403. Only listed case ids open (anything else, ``../`` and absolute paths included,
--> 404, logged). Request bodies are capped (``max_body`` bytes -> 413). No CORS headers (same origin only);
-the Host header must be the bound address (DNS rebinding). Volumes go out as gzip NIfTI bytes, masks as
-bit-packed bytes; requests are small JSON; nothing is unpickled.
+Security (docs/viewer.md; :mod:`petctfm.serve.security` owns it): every request needs the server's token (query
+``?token=``, header ``X-Petctfm-Token`` or the HttpOnly SameSite=Strict cookie ``petctfm_token_<port>`` the page
+gets when opened with the token URL): missing -> 401, wrong -> 403; a state-changing request also needs JSON,
+this server's Origin and the CSRF token header (``X-CSRF-Token``, from the page's ``csrf-token`` meta tag). Only
+listed case ids open (anything else, ``../`` and absolute paths included, -> 404, logged). Request bodies are
+capped while they stream (``max_body`` bytes -> 413) and typed strictly (:mod:`petctfm.serve.bodies`; 422).
+No CORS headers; the Host header must be one of the server's names (DNS rebinding). Volumes go out as gzip
+NIfTI bytes, masks as bit-packed bytes; requests are small JSON; nothing is unpickled.
 
 Routes (all under the token): ``GET /`` page, ``GET /static/<file>``, ``GET /api/cases``,
 ``POST /api/cases/<id>/open``, ``GET /api/cases/<id>/volume/{pet,ct}.nii.gz``, ``GET /api/cases/<id>/mask``,
@@ -27,12 +29,13 @@ from typing import Any, Callable
 
 from petctfm.core.errors import InputError, PetctfmError
 from petctfm.core.labels import ORGAN_LABELS
+from petctfm.serve import history
 from petctfm.serve.cases import CaseList, UnknownCase
+from petctfm.serve.security import LOOPBACK, Guard, cookie_name, inject_csrf, inside
 from petctfm.serve.state import CaseState, Conflict, nifti_bytes
 
 log = logging.getLogger("petctfm.serve")
 STATIC = Path(__file__).resolve().parent / "static"
-COOKIE = "petctfm_token"
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB: requests are small JSON (clicks, boxes)
 ACTIONS = ("click", "box", "auto", "delete", "undo", "redo")
 
@@ -50,18 +53,21 @@ class Server:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     max_open: int = 4
     max_body: int = DEFAULT_MAX_BODY
-    hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "testserver")
+    hosts: tuple[str, ...] = LOOPBACK  # names the Host header may carry (serve adds --host / --allow-host)
     model_name: str = "petctfm promptable"
     held_out: tuple[str, ...] = ()  # the model's zero-shot organs (its config's targets.held_out)
     open_cases: "OrderedDict[str, CaseState]" = field(default_factory=OrderedDict)
     _open_lock: threading.Lock = field(default_factory=threading.Lock)
+    opened: dict[str, history.Kept] = field(default_factory=dict)  # opening state, then kept history (evicted)
     _auto: Callable[..., Any] | None = None
 
     def state(self, case_id: str) -> CaseState:
         self.cases.get(case_id)  # 404 for ids outside the list, before anything else
         st = self.open_cases.get(case_id)
         if st is None:
-            raise InputError(f"case {case_id} is not open")
+            if case_id not in self.opened:
+                raise InputError(f"case {case_id} is not open")
+            return self.open(case_id)  # evicted while its tab is open: re-opened with its history
         return st
 
     def open(self, case_id: str) -> CaseState:
@@ -84,12 +90,21 @@ class Server:
                     if self._auto is None:
                         self._auto = self.auto_factory()
                     return self._auto(img.pet, img.ct, img.organs)
-            st = CaseState(case_id, session, pet, ct, self.out / case_id, img.pt_datasets, auto, self.model_name)
-            _resume(st)
+            out = inside(self.out / case_id, self.out, "the case's output folder")
+            st = CaseState(case_id, session, pet, ct, out, img.pt_datasets, auto, self.model_name)
+            if case_id in self.opened and self.opened[case_id].version:
+                history.restore(st, self.opened[case_id])  # evicted before: its undo history re-applied
+            else:
+                _resume(st)
+                self.opened[case_id] = history.opening(st)
             st.timings["open_s"] = time.perf_counter() - t0
             self.open_cases[case_id] = st
-            while len(self.open_cases) > self.max_open:
-                self.open_cases.popitem(last=False)
+            while len(self.open_cases) > self.max_open:  # evicted with its undo history kept (serve/history.py)
+                old_id, old = self.open_cases.popitem(last=False)
+                with old.lock:
+                    self.opened[old_id] = history.keep(old, self.opened[old_id])
+                    old.version = -1  # a request still holding it gets 409 ("reload") instead of a lost change
+                log.info("case %s evicted (more than %d open); its history is kept", old_id, self.max_open)
             return st
 
 
@@ -128,17 +143,18 @@ def make_server(model: str, data: str | None = None, pet: str | None = None, ct:
     from petctfm.core.device import resolve_device
     from petctfm.methods.promptable.session import PromptSession
 
-    from petctfm.train.checkpoint import read_weights, resolve_weights
+    from petctfm.io.atomic import ensure_output_dir
+    from petctfm.serve.security import persistent_token
 
     device = str(resolve_device(device))
-    if not Path(model).exists():
-        raise InputError(f"{model}: model not found (a prompt-train run folder or model.safetensors)")
+    out_dir = ensure_output_dir(out)  # before anything is loaded: a file or read-only --out is exit 4
+    weights, cfg = check_prompt_model(model)
     cases = CaseList(data, pet, ct)
-    held_out = (read_weights(resolve_weights(model))[1].get("targets") or {}).get("held_out") or ()
-    kw.setdefault("held_out", tuple(held_out))
+    kw.setdefault("held_out", tuple((cfg.get("targets") or {}).get("held_out") or ()))
+    kw.setdefault("token", persistent_token(out_dir))
 
     def session_factory(pet_img: Any, ct_img: Any) -> Any:
-        return PromptSession.from_run(model, pet_img, ct=ct_img, device=device)
+        return PromptSession.from_run(weights, pet_img, ct=ct_img, device=device)
 
     auto_factory = None
     if auto_model is not None:
@@ -151,14 +167,35 @@ def make_server(model: str, data: str | None = None, pet: str | None = None, ct:
             predictor = Predictor.from_run(auto_model, device=device)
             return lambda p, c, o: predictor.predict(p, c, organs=o)[0]
 
-    return Server(cases, Path(out), session_factory, auto_factory, **kw)
+    return Server(cases, out_dir, session_factory, auto_factory, **kw)
+
+
+def check_prompt_model(model: str) -> tuple[Path, dict[str, Any]]:
+    """(weights file, config) of a ``prompt-train`` run: its ``best/`` checkpoint (by validation Dice) when it
+    has one, else the latest (:func:`petctfm.inference.model.run_weights`). One InputError line
+    for a missing model or one of another kind (a fine-tuning run belongs to ``--auto-model``); metadata only."""
+    from petctfm.inference.model import run_weights
+    from petctfm.methods.promptable.model import METHOD
+    from petctfm.train.checkpoint import read_checkpoint_config
+
+    if not Path(model).exists():
+        raise InputError(f"{model}: model not found (a prompt-train run folder or model.safetensors)")
+    cfg, path = read_checkpoint_config(run_weights(model))
+    if cfg.get("method") != METHOD:
+        from petctfm.core.registry import kinds_with_role
+
+        segmenter = cfg.get("method") in kinds_with_role("segmenter")
+        hint = " (a fine-tuned segmentation run: give it as --auto-model)" if segmenter else ""
+        raise InputError(f"{path}: not a prompt-train model (method {cfg.get('method')!r}){hint}")
+    return path, cfg
 
 
 def create_app(server: Server) -> Any:
     """The FastAPI app over ``server``."""
     from fastapi import FastAPI, Request
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    from petctfm.serve.bodies import read_body
 
     app = FastAPI(title="petctfm serve", docs_url=None, redoc_url=None, openapi_url=None)
     statics = {p.name: p for p in STATIC.iterdir() if p.is_file()} if STATIC.is_dir() else {}
@@ -166,29 +203,7 @@ def create_app(server: Server) -> Any:
     def err(status: int, msg: str) -> JSONResponse:
         return JSONResponse({"error": msg}, status_code=status)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        given = (request.query_params.get("token") or request.headers.get("x-petctfm-token")
-                 or request.cookies.get(COOKIE))
-        if not given:
-            return err(401, "token required: open the URL petctfm serve printed")
-        if not secrets.compare_digest(given.encode(), server.token.encode()):
-            log.warning("wrong token from %s for %s", request.client.host if request.client else "?",
-                        request.url.path)
-            return err(403, "wrong token")
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > server.max_body):
-            return err(413, f"request body over {server.max_body} bytes")
-        if request.method == "POST":
-            body = await request.body()  # read once (chunked bodies too) and counted
-            if len(body) > server.max_body:
-                return err(413, f"request body over {server.max_body} bytes")
-        response = await call_next(request)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Cache-Control"] = "no-store"
-        return response
-
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(server.hosts))
+    app.add_middleware(Guard, server=server)  # host, token, origin + CSRF, streamed body cap, headers
 
     @app.exception_handler(UnknownCase)
     async def unknown(_request: Request, exc: UnknownCase):
@@ -211,9 +226,10 @@ def create_app(server: Server) -> Any:
 
     @app.get("/")
     def index(request: Request) -> Response:
-        html = (STATIC / "index.html").read_text(encoding="utf-8")
+        html = inject_csrf((STATIC / "index.html").read_text(encoding="utf-8"), server.token)
         resp = HTMLResponse(html)
-        resp.set_cookie(COOKIE, server.token, httponly=True, samesite="strict")
+        resp.set_cookie(cookie_name((request.scope.get("server") or (None, None))[1]), server.token, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https")
         return resp
 
     @app.get("/static/{name}")
@@ -225,7 +241,7 @@ def create_app(server: Server) -> Any:
 
     @app.get("/api/cases")
     def list_cases() -> dict[str, Any]:
-        return {"cases": [{"id": c, "open": c in server.open_cases} for c in server.cases.ids()],
+        return {"cases": [{"id": c, "open": c in server.open_cases} for c in sorted(server.cases.ids())],
                 "has_auto": server.auto_factory is not None,
                 "organs": [{"name": n, "held_out": n in server.held_out} for n in ORGAN_LABELS if n != "background"]}
 
@@ -276,8 +292,8 @@ def create_app(server: Server) -> Any:
         from starlette.concurrency import run_in_threadpool
 
         st = server.state(case_id)
-        body = await _json(request)
-        return await run_in_threadpool(st.save, str(body.get("user", "")))  # DICOM-SEG can take seconds
+        body = read_body(await request.body(), "save", server.max_body)
+        return await run_in_threadpool(st.save, body.get("user", ""))  # DICOM-SEG can take seconds
 
     @app.post("/api/cases/{case_id:path}/{action}")
     async def act(case_id: str, action: str, request: Request) -> Any:
@@ -286,21 +302,8 @@ def create_app(server: Server) -> Any:
         if action not in ACTIONS:
             raise UnknownCase(action)
         st = server.state(case_id)
-        body = await _json(request)
-        if "version" not in body:
-            raise InputError("request needs the case version the page shows")
-        return await run_in_threadpool(st.change, int(body["version"]), str(body.get("user", "")), action, body)
-
-    async def _json(request: Request) -> dict[str, Any]:
-        import json
-
-        try:
-            body = json.loads((await request.body()) or b"{}")
-        except (ValueError, UnicodeDecodeError):
-            raise InputError("request body is not JSON") from None
-        if not isinstance(body, dict):
-            raise InputError("request body must be a JSON object")
-        return body
+        body = read_body(await request.body(), action, server.max_body)
+        return await run_in_threadpool(st.change, body["version"], body.get("user", ""), action, body)
 
     return app
 
@@ -313,18 +316,17 @@ def check_port(port: int) -> int:
     return check_int("port", port, lo=1, hi=65535)
 
 
-def serve(server: Server, host: str = "127.0.0.1", port: int = 8765, log_level: str = "warning") -> None:
-    """Run the app with uvicorn until Ctrl-C; prints the URL (with the token) first."""
-    import uvicorn
+def serve(server: Server, host: str = "127.0.0.1", port: int = 8765, log_level: str = "warning",
+          allow_host: tuple[str, ...] = (), certfile: str | None = None, keyfile: str | None = None,
+          free_port: bool = True) -> None:
+    """Run the app with uvicorn until Ctrl-C (:mod:`petctfm.serve.launch`): the port is bound first (a busy
+    default port -> the next free one, said; a busy port with ``free_port=False`` -> UsageError), then the URL
+    with the token is printed. ``allow_host``: more names the Host header may carry (the machine's names for
+    ``host="0.0.0.0"``); ``certfile``/``keyfile``: TLS."""
+    from petctfm.serve.launch import run
 
     check_port(port)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("serving on %s: anyone who can reach this address and has the token can read these cases; "
-                    "prefer 127.0.0.1 and an SSH tunnel", host)
-        server.hosts = ("*",) if host in ("0.0.0.0", "::") else (*server.hosts, host)
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/?token={server.token}"
-    print(f"petctfm serve: {len(server.cases.ids())} case(s); open {url}", flush=True)
-    uvicorn.run(create_app(server), host=host, port=port, log_level=log_level, server_header=False)
+    run(server, create_app, host, port, log_level, allow_host, certfile, keyfile, free_port)
 
 
 __all__ = ["Server", "make_server", "create_app", "check_port", "serve", "DEFAULT_MAX_BODY"]

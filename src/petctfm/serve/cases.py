@@ -5,7 +5,9 @@ tree, paired files; :func:`petctfm.predict.sources.sources_from_folder`), a harm
 + ``cases/<id>/image.npy``, PET SUV and CT HU on one RAS grid), or one ``--pet``/``--ct`` pair. Case ids are the
 names those readers give (letters, digits, ``-_.``); a request for any other id (``../``, an absolute path, an
 unknown name) is refused by :meth:`CaseList.get` with :class:`UnknownCase` and logged: the server never builds a
-path from what the page sends.
+path from what the page sends. Cases are listed sorted by id. A case whose folder or files are symlinks leading
+outside the data folder is not served (logged at start-up, and checked again, symlinks resolved, when it is
+read: :func:`petctfm.serve.security.inside`).
 """
 
 from __future__ import annotations
@@ -64,11 +66,37 @@ class CaseList:
             self.sources = {p.name: p for p in sorted((root / "cases").iterdir()) if (p / "image.npy").is_file()}
         else:
             self.sources = {c.case_id: c for c in sources_from_folder(root)}
+        self.root = root
+        for case_id in list(self.sources):
+            try:
+                self._check_inside(case_id)
+            except InputError as exc:
+                log.warning("case %s not served: %s", case_id, exc)
+                del self.sources[case_id]
         if not self.sources:
             raise InputError(f"{root}: no PET/CT cases found (see docs/data-layouts.md)")
 
+    root: Path | None = None  # the data folder (None for a --pet/--ct pair, which names its files itself)
+
     def ids(self) -> list[str]:
-        return list(self.sources)
+        return sorted(self.sources)
+
+    def _check_inside(self, case_id: str) -> None:
+        """Every file of the case, symlinks resolved, lies under the data folder (else InputError)."""
+        from petctfm.serve.security import inside
+
+        if self.root is None:
+            return
+        src = self.sources[case_id]
+        if isinstance(src, Path):
+            paths = [src, *(p for p in src.iterdir() if p.is_file() or p.is_symlink())]
+        else:
+            paths = [Path(src.root) / src.rel.split("#")[0]]
+            for f in src.files.values():
+                paths += [Path(src.root) / x for x in (f if isinstance(f, (list, tuple)) else [f])
+                          if isinstance(x, (str, os.PathLike))]
+        for p in paths:
+            inside(p, self.root, f"case {case_id}")
 
     def get(self, case_id: str) -> Any:
         """The source of ``case_id``; :class:`UnknownCase` (logged; a traversal attempt is named) otherwise."""
@@ -81,6 +109,7 @@ class CaseList:
     def read(self, case_id: str) -> CaseImages:
         """Read one case (InputError naming the input when it is missing or corrupt)."""
         src = self.get(case_id)
+        self._check_inside(case_id)  # again: a link may have been made since start-up
         if self.harmonized is not None:
             return _read_harmonized(src)
         from petctfm.predict.predictor import read

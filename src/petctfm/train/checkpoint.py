@@ -38,6 +38,8 @@ from petctfm.core.errors import InputError
 from petctfm.io.atomic import atomic_dir, atomic_path, atomic_write_text
 
 WEIGHTS_FORMAT = "petctfm-weights/1"
+BEST_DIR = "best"  # RUN/best/model.safetensors + best.json: the best checkpoint by a validation score
+BEST_FILE = "best.json"
 STATE_FORMAT = "petctfm-train-state/1"
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
@@ -327,10 +329,33 @@ def read_state(step_dir: Path) -> dict[str, Any]:
     return state
 
 
+
+def keep_best(model: nn.Module, config: dict[str, Any], run_dir: str | Path, step: int, score: float,
+              metric: str) -> bool:
+    """Keep ``RUN/best/`` (model.safetensors + best.json ``{"step", "dice", "metric"}``) when ``score`` (a
+    validation Dice: higher is better) beats the kept one, or the kept one is from this step or later (a
+    resumed run redoes its steps). Returns whether it was kept. The one owner of best checkpoints: fine-tuning
+    and prompt-train call it, :func:`petctfm.inference.model.load_run_model` reads it."""
+    import math
+
+    from petctfm.io.atomic import atomic_write_json
+
+    best_file = Path(run_dir) / BEST_DIR / BEST_FILE
+    try:
+        best = json.loads(best_file.read_text()) if best_file.is_file() else None
+    except (OSError, ValueError):
+        best = None  # an unreadable best.json is replaced
+    improved = math.isfinite(score) and (best is None or int(best["step"]) >= step or score > float(best["dice"]))
+    if improved:
+        save_weights(model, Path(run_dir) / BEST_DIR / MODEL_FILE, config, step=step)
+        atomic_write_json(best_file, {"step": step, "dice": score, "metric": metric})
+    return improved
+
+
 __all__ = [
     "WEIGHTS_FORMAT", "build_from_config", "STATE_FORMAT", "MODEL_FILE", "EMA_FILE", "STATE_FILE", "LATEST", "read_checkpoint_config",
     "register_model_builder", "save_weights", "read_weights", "resolve_weights", "load_model",
     "capture_rng", "restore_rng", "preserved_rng", "step_dir_name", "list_checkpoints", "latest_checkpoint", "intact_checkpoint",
     "LoadedCheckpoint", "read_checkpoint", "read_intact_checkpoint",
-    "write_checkpoint", "read_state",
+    "write_checkpoint", "read_state", "BEST_DIR", "BEST_FILE", "keep_best",
 ]

@@ -1,7 +1,9 @@
 """Interactive side of a training run: a stop flag for SIGTERM / Ctrl-C and a rich progress bar.
 
 :class:`StopFlag` turns the first SIGTERM or Ctrl-C into a request the trainer loop checks after each step
-(it then checkpoints and returns ``stopped = "SIGTERM"`` / ``"SIGINT"``); :class:`Progress` shows steps,
+(it then checkpoints and returns ``stopped = "SIGTERM"`` / ``"SIGINT"``); long work inside a step's hooks (a
+validation pass) asks :func:`stop_requested` between its parts and gives up, so a stop takes one step, not a
+whole validation; :class:`Progress` shows steps,
 steps/s, loss and ETA on rank 0 when ``train.progress`` is on.
 """
 
@@ -10,6 +12,14 @@ from __future__ import annotations
 import signal
 import threading
 from typing import Any
+
+
+_ACTIVE: list["StopFlag"] = []  # the flags of the training loops running in this process
+
+
+def stop_requested() -> bool:
+    """Whether a running training loop of this process was asked to stop (SIGTERM / Ctrl-C)."""
+    return any(f.reason is not None for f in _ACTIVE)
 
 
 class StopFlag:
@@ -26,6 +36,7 @@ class StopFlag:
         self.reason = signal.Signals(signum).name
 
     def __enter__(self) -> "StopFlag":
+        _ACTIVE.append(self)
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGTERM, signal.SIGINT):
                 self._old[s] = signal.signal(s, self._handle)
@@ -34,6 +45,8 @@ class StopFlag:
     def __exit__(self, *exc) -> bool:
         for s, h in self._old.items():
             signal.signal(s, h)
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
         return False
 
 

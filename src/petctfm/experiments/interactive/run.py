@@ -228,15 +228,13 @@ def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str 
     from petctfm.methods.promptable.model import METHOD
     from petctfm.methods.promptable.session import PromptSession
     from petctfm.methods.promptable.task import held_out_values
-    from petctfm.train.checkpoint import load_model
+    from petctfm.inference.model import load_run_model
 
     protocols = check_arguments(max_cases=max_cases, max_clicks=max_clicks, max_targets=max_targets,
                                 iso_box_mm=iso_box_mm, n_figures=n_figures, max_zoom=max_zoom, components=components,
                                 protocols=protocols)
     root, out = Path(data), Path(out)
-    net, cfg = load_model(model)
-    if cfg.get("method") != METHOD:
-        raise InputError(f"{model}: not a promptable model (method {cfg.get('method')!r})")
+    net, cfg, _ = load_run_model(model, METHOD, what="promptable")  # best/ (by val Dice) when the run kept one
     case_ids = list_cases(root, split)[: max_cases if max_cases else None]
     if not case_ids:
         raise InputError(f"{root}: split {split!r} has no cases")

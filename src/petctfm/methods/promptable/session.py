@@ -174,13 +174,12 @@ class PromptSession:
 
     @classmethod
     def from_run(cls, run: str | os.PathLike, pet: Any, ct: Any = None, device: str = "cpu", **kw: Any) -> "PromptSession":
-        """Load a ``prompt-train`` run folder (latest checkpoint) or ``model.safetensors`` (safetensors only)."""
+        """Load a ``prompt-train`` run folder (its ``best/`` checkpoint by validation Dice, else the latest) or
+        ``model.safetensors`` (safetensors only; :func:`petctfm.inference.model.load_run_model`)."""
+        from petctfm.inference.model import load_run_model
         from petctfm.methods.promptable.model import METHOD
-        from petctfm.train.checkpoint import load_model
 
-        model, cfg = load_model(run)
-        if cfg.get("method") != METHOD:
-            raise InputError(f"{run}: not a promptable model (method {cfg.get('method')!r})")
+        model, cfg, _ = load_run_model(run, METHOD, what="promptable")
         return cls(model, cfg, pet, ct=ct, device=device, **kw)
 
     # -- coordinates ---------------------------------------------------------------------------------

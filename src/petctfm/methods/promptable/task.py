@@ -13,15 +13,22 @@
    adding one corrective click on the largest error region (:func:`~.prompts.corrective_click`); with
    ``clicks.mask_only_prob`` the last round adds no click (the mask-only step of SAM / SegAnyPET). Then one
    forward with gradient and the loss: MONAI ``DiceCELoss(sigmoid=True, batch=True)``.
-3. **Figures** (:meth:`PromptTask.on_checkpoint`): a validation target segmented with 1..3 simulated clicks,
-   the clicks and masks drawn on the coronal slice; Dice per click appended to ``RUN/val.jsonl``.
+3. **Figures and the best checkpoint** (:meth:`PromptTask.on_checkpoint`): the batch's first target segmented
+   with 1..3 simulated clicks, drawn on the coronal slice; then :data:`VAL_TARGETS` fixed targets of the
+   **val split** (items 0, 1, ... of a val-split dataset: the same targets at every step) segmented with
+   :data:`VAL_CLICKS` simulated clicks. Their mean Dice is the validation score: ``RUN/val.jsonl`` gets it
+   (``val_dice``, with the figure's ``dice_per_click``) and ``RUN/best/`` keeps the checkpoint with the highest
+   (:func:`petctfm.train.checkpoint.keep_best`, the owner fine-tuning uses too), which ``PromptSession.from_run``
+   and ``petctfm serve`` load. A dataset without a non-empty val split keeps no ``best/`` (logged once).
 
 Shapes: image (B, C, p, p, p) normalized; target (B, 1, p, p, p) float {0, 1}; prompts (B, 4, p, p, p).
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -39,6 +46,9 @@ from petctfm.methods.promptable.config import CONFIG, KINDS, PromptConfig
 from petctfm.methods.promptable.model import build_model, load_pretrained_encoder
 
 VAL_FILE = "val.jsonl"
+VAL_TARGETS = 8  # fixed val-split targets scored at each checkpoint hook (the best/ checkpoint's score)
+VAL_CLICKS = 3  # simulated clicks per validation target (the Dice after the last one counts)
+log = logging.getLogger(__name__)
 # The typed config (sections, allowed values, cross-field checks) is in config.py.
 DEFAULT_CONFIG: dict[str, Any] = CONFIG().to_dict()
 
@@ -164,6 +174,7 @@ class PromptTask:
         self.config = cfg
         self.cfg = CONFIG.from_dict(cfg)
         self._loss = None
+        self._val: list[dict[str, torch.Tensor]] | None = None  # the fixed validation targets, built once
 
     def build_model(self) -> nn.Module:
         """Fresh model; the pretrained encoder (inflated to the prompt channels) when ``init.source`` is a run."""
@@ -220,11 +231,61 @@ class PromptTask:
         dices = [voxel_overlap(pred[0], gt)["dice"] for pred, _ in history]
         click_figure(img[0, 0].cpu().numpy(), gt, history, Path(run_dir) / "figures" / f"clicks_step{step:07d}.png",
                      title=f"step {step}: Dice per click {', '.join(f'{d:.2f}' for d in dices)}")
+        record: dict[str, Any] = {"step": step, "dice_per_click": dices}
+        val = self.validation_dice(model)
+        if val is not None:
+            from petctfm.train.checkpoint import keep_best
+
+            record["val_dice"] = val
+            record["best"] = keep_best(model, self.config, run_dir, step, val,
+                                       f"mean val Dice ({len(self._val or [])} val-split targets, {VAL_CLICKS} clicks)")
         path = Path(run_dir) / VAL_FILE
         old = path.read_text() if path.is_file() else ""
-        atomic_write_text(path, old + json.dumps({"step": step, "dice_per_click": dices}) + "\n")
+        atomic_write_text(path, old + json.dumps(record) + "\n")
         model.train(was)
 
+    def validation_items(self) -> list[dict[str, torch.Tensor]]:
+        """Up to :data:`VAL_TARGETS` items of the val split with a target in view (fixed: items 0, 1, ...)."""
+        if self._val is None:
+            self._val = []
+            if self.cfg.dataset:
+                cfg = copy.deepcopy(self.config)
+                cfg["data"]["split"] = "val"
+                try:
+                    ds = PromptPatchDataset(cfg)
+                except InputError as exc:
+                    log.warning("no validation targets, so no best/ checkpoint: %s", exc)
+                    return self._val
+                for i in range(4 * VAL_TARGETS):
+                    item = ds[i]
+                    if item["target"].any():
+                        self._val.append(item)
+                    if len(self._val) == VAL_TARGETS:
+                        break
+        return self._val
 
-__all__ = ["DEFAULT_CONFIG", "KINDS", "VAL_FILE", "validate_config", "held_out_values", "PromptPatchDataset",
+    @torch.no_grad()
+    def validation_dice(self, model: nn.Module) -> float | None:
+        """Mean Dice of the validation targets after :data:`VAL_CLICKS` simulated clicks (first click at the
+        target's interior point, then corrective clicks); None without validation targets."""
+        from petctfm.evaluate.metrics import voxel_overlap
+
+        from petctfm.train.progress import stop_requested
+
+        items = self.validation_items()
+        if not items or stop_requested():
+            return None
+        device = next(model.parameters()).device
+        img = torch.stack([it["image"] for it in items]).to(device)
+        tgt = torch.stack([it["target"] for it in items]).to(device)
+        prompts = torch.stack([it["prompts"] for it in items]).to(device)
+        prompts[:, P.NEG:] = 0  # the first click only (no box)
+        history: list = []
+        simulate_clicks(model, img, tgt, prompts, VAL_CLICKS, click_radius=self.cfg.clicks.click_radius,
+                        history=history)
+        pred, gt = history[-1][0], tgt[:, 0].cpu().numpy() > 0.5
+        return float(np.mean([voxel_overlap(pred[b], gt[b])["dice"] for b in range(len(items))]))
+
+
+__all__ = ["DEFAULT_CONFIG", "KINDS", "VAL_FILE", "VAL_TARGETS", "VAL_CLICKS", "validate_config", "held_out_values", "PromptPatchDataset",
            "simulate_clicks", "PromptTask"]

@@ -36,7 +36,6 @@ logits (B, 2, px, py, pz).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -53,7 +52,7 @@ from petctfm.methods.segmentation.config import CONFIG, FinetuneConfig
 from petctfm.methods.segmentation.model import build_model, freeze_encoder, layer_decay_groups
 from petctfm.methods.segmentation.validation import validate
 from petctfm.models.encoders import load_encoder
-from petctfm.train.checkpoint import read_weights, resolve_weights, save_weights
+from petctfm.train.checkpoint import keep_best, read_weights, resolve_weights
 
 VAL_FILE = "val.jsonl"
 
@@ -233,17 +232,8 @@ class FinetuneTask:
         result = validate(model, self.config, self.cfg.dataset, split=self.cfg.val.split)
         if result is None:
             return
-        run_dir = Path(run_dir)
-        best_file = run_dir / BEST_DIR / "best.json"
-        best = json.loads(best_file.read_text()) if best_file.is_file() else None
-        dice = result["dice"]
-        improved = math.isfinite(dice) and (best is None or best["step"] >= step or dice > best["dice"])
-        _append_jsonl(run_dir / VAL_FILE, json_safe({"step": step, **result, "best": improved}))
-        if improved:
-            from petctfm.io.atomic import atomic_write_json
-
-            save_weights(model, run_dir / BEST_DIR / "model.safetensors", self.config, step=step)
-            atomic_write_json(best_file, {"step": step, "dice": dice, "metric": "mean val Dice"})
+        improved = keep_best(model, self.config, run_dir, step, result["dice"], "mean val Dice")
+        _append_jsonl(Path(run_dir) / VAL_FILE, json_safe({"step": step, **result, "best": improved}))
 
 
 __all__ = [

@@ -23,7 +23,9 @@ from petctfm.data import format as fmt
 def validate(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, split: str = "val",
              ids: Sequence[str] | None = None) -> dict[str, Any] | None:
     """Mean per-case metrics of sliding-window predictions on ``split`` (or on the cases ``ids`` of ``dataset``,
-    e.g. every case of a separate development cohort); None if there is no case.
+    e.g. every case of a separate development cohort); None if there is no case, or if the run is asked to stop
+    meanwhile (SIGTERM / Ctrl-C, :func:`petctfm.train.progress.stop_requested`, checked before each case: the
+    trainer then checkpoints at once instead of after the whole split).
 
     Returns ``{"dice": mean Dice over cases with lesions (NaN if none), "n_cases", "n_dice",
     "fp_volume_ml": mean, "fn_volume_ml": mean, "cases": {case_id: dice}}``.
@@ -31,6 +33,7 @@ def validate(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, split: 
     from petctfm.evaluate.metrics import case_metrics
     from petctfm.inference.normalize import normalized_input
     from petctfm.inference.sliding_window import predict_case
+    from petctfm.train.progress import stop_requested
 
     ids = list(ids) if ids is not None else (fmt.load_splits(dataset).get(split) or [])
     if not ids:
@@ -41,6 +44,8 @@ def validate(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, split: 
     rows = {}
     try:
         for cid in ids:
+            if stop_requested():
+                return None
             case = fmt.load_case(dataset, cid, mmap=True)
             x, bg = normalized_input(np.asarray(case["image"]), cfg)
             _, label = predict_case(model, x, cfg["data"]["patch_size"], float(cfg["val"]["overlap"]), device,

@@ -16,9 +16,11 @@
   const status = (text) => { $("status").textContent = text; };
   const api = (path) => "/api/cases/" + encodeURIComponent(app.caseId) + path;
 
+  // state-changing requests carry the CSRF token the server put in the page (docs/viewer.md, Security)
+  const CSRF = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   async function call(path, body) {
     const r = await fetch(path, body === undefined ? {} : {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF }, body: JSON.stringify(body) });
     const data = await r.json().catch(() => ({ error: r.statusText }));
     if (!r.ok) throw new Error(data.error || r.statusText);
     return data;
