@@ -10,7 +10,8 @@ bit-packed bytes; requests are small JSON; nothing is unpickled.
 
 Routes (all under the token): ``GET /`` page, ``GET /static/<file>``, ``GET /api/cases``,
 ``POST /api/cases/<id>/open``, ``GET /api/cases/<id>/volume/{pet,ct}.nii.gz``, ``GET /api/cases/<id>/mask``,
-``GET /api/cases/<id>/state``, ``POST /api/cases/<id>/{click,box,auto,delete,undo,redo}`` (JSON body with
+``GET /api/cases/<id>/state``, ``POST /api/cases/<id>/{click,box,auto,delete,undo,redo}`` and the manual tools
+``{brush,erase,grow,threshold,confirm}`` (:mod:`petctfm.serve.tools`; JSON body with
 ``version`` and ``user``; a click or box may name ``kind`` "lesion" | "organ" and, for an organ, ``name``: an
 ORGAN_LABELS name, listed by ``/api/cases`` with the model's held-out organs flagged), ``POST /api/cases/<id>/save``.
 """
@@ -29,12 +30,13 @@ from petctfm.core.errors import InputError, PetctfmError
 from petctfm.core.labels import ORGAN_LABELS
 from petctfm.serve.cases import CaseList, UnknownCase
 from petctfm.serve.state import CaseState, Conflict, nifti_bytes
+from petctfm.serve.tools import organs_on_grid
 
 log = logging.getLogger("petctfm.serve")
 STATIC = Path(__file__).resolve().parent / "static"
 COOKIE = "petctfm_token"
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB: requests are small JSON (clicks, boxes)
-ACTIONS = ("click", "box", "auto", "delete", "undo", "redo")
+ACTIONS = ("click", "box", "auto", "delete", "undo", "redo", "brush", "erase", "grow", "threshold", "confirm")
 
 
 @dataclass
@@ -85,6 +87,7 @@ class Server:
                         self._auto = self.auto_factory()
                     return self._auto(img.pet, img.ct, img.organs)
             st = CaseState(case_id, session, pet, ct, self.out / case_id, img.pt_datasets, auto, self.model_name)
+            st.organ_map = organs_on_grid(img.organs, pet)  # flags lesions mostly inside an organ
             _resume(st)
             st.timings["open_s"] = time.perf_counter() - t0
             self.open_cases[case_id] = st
@@ -257,13 +260,22 @@ def create_app(server: Server) -> Any:
         return Response(nifti_bytes(images[which]), media_type="application/gzip")
 
     @app.get("/api/cases/{case_id:path}/mask")
-    def mask(case_id: str) -> Response:
+    def mask(case_id: str, box: str | None = None) -> Response:
+        """The label map (uint8, x fastest) in ``box=x0,y0,z0,x1,y1,z1`` (hi exclusive; default: all), gzip."""
+        import gzip
+
         st = server.state(case_id)
+        try:
+            lo, hi = (None, None) if box is None else (lambda v: (v[:3], v[3:]))([int(t) for t in box.split(",", 5)])
+        except ValueError:
+            raise InputError("box must be six integers x0,y0,z0,x1,y1,z1") from None
         with st.lock:
-            data, version = st.mask_bits(), st.version
-        shape = ",".join(str(s) for s in st.session.grid.shape)
-        return Response(data, media_type="application/octet-stream",
-                        headers={"X-Shape": shape, "X-Version": str(version), "X-Encoding": "packbits-little-F"})
+            data, version = st.label_bytes(lo, hi), st.version
+            shape = ",".join(str(s) for s in st.session.grid.shape)
+        box_txt = box if box is not None else "0,0,0," + shape
+        return Response(gzip.compress(data, compresslevel=1), media_type="application/octet-stream",
+                        headers={"Content-Encoding": "gzip", "X-Shape": shape, "X-Box": box_txt,
+                                 "X-Version": str(version), "X-Encoding": "uint8-F"})
 
     @app.get("/api/cases/{case_id:path}/state")
     def state(case_id: str) -> Any:
