@@ -124,12 +124,13 @@
     const [clo, chi] = $("ct-wl").value.split(",").map(Number);
     ct.cal_min = clo; ct.cal_max = chi;
     ct.opacity = mode === "pet" ? 0 : 1;
+    const cmap = mode === "pet" ? "petctfm-invgray" : "petctfm-hot";
+    if (pet.colormap !== cmap) pet.colormap = cmap;  // (niivue's setter resets the window: set it first)
     pet.cal_min = lo; pet.cal_max = hi;
-    pet.colormap = mode === "pet" ? "petctfm-invgray" : "petctfm-hot";
     pet.opacity = mode === "ct" ? 0 : mode === "pet" ? 1 : Number($("opacity").value) / 100;
     nv.setRadiologicalConvention(app.radiological);
-    nv.drawOpacity = $("fill").checked ? 0.22 : 0.02;
-    nv.drawRimOpacity = 1.0;
+    nv.drawOpacity = $("fill").checked ? 0.3 : 0;  // niivue's drawing: the fill (under the PET); contours: drawContours
+    nv.drawRimOpacity = -1;
     if (app.drawLut) nv.drawLut = app.drawLut;
     nv.updateGLVolume();
     if (nv.drawBitmap) nv.refreshDrawing(true);
@@ -327,9 +328,49 @@
     app.nv.scene.crosshairPos = frac; app.nv.drawScene(); app.nv.createOnLocationChange();
     drawMip();
   }
+  app.crossVoxel = crossVoxel;
 
-  // -- the overlay: object numbers in every slice, the selected object's values, R/L at each view's edges -----
+  // -- the overlay: contours and numbers in every slice, the selected object's values, R/L at each view's edges --
   function tiles(nv) { return nv.screenSlices.filter((s) => s.axCorSag >= 0 && s.axCorSag <= 2); }
+  // RAS mm -> canvas pixels in one 2D tile (niivue's frac2canvasPosWithTile picks the first tile of a plane; the
+  // layout with a large main plane shows a plane twice)
+  function tilePos(t, mm) {
+    const r = t.axCorSag === 1 ? [mm[0], mm[2], mm[1]] : t.axCorSag === 2 ? [mm[1], mm[2], mm[0]] : mm;
+    const c = t.leftTopWidthHeight.slice();
+    let x = (r[0] - t.leftTopMM[0]) / t.fovMM[0];
+    const y = (r[1] - t.leftTopMM[1]) / t.fovMM[1];
+    if (c[2] < 0) { c[0] += c[2]; c[2] = -c[2]; x = 1 - x; }
+    return [c[0] + x * c[2], c[1] + (1 - y) * c[3]];
+  }
+  app.tilePos = tilePos;
+  // each object's outline in the tile's slice: the voxel edges between different labels, in the object's colour,
+  // drawn over everything (niivue blends its drawing under the PET overlay, which would hide a contour)
+  function drawContours(ctx, nv, t, normal, slice, dpr) {
+    const [p, q] = [0, 1, 2].filter((a) => a !== normal), d = app.dims, L = app.labels;
+    const at = (vp, vq) => { const v = [0, 0, 0]; v[normal] = slice; v[p] = vp; v[q] = vq; return tilePos(t, vox2mm(v)); };
+    const o = at(0, 0), ep = at(1, 0), eq = at(0, 1);
+    const ax = [ep[0] - o[0], ep[1] - o[1]], ay = [eq[0] - o[0], eq[1] - o[1]];
+    const scr = (a, b) => [o[0] + a * ax[0] + b * ay[0], o[1] + a * ax[1] + b * ay[1]];
+    const paths = {}, st = [1, d[0], d[0] * d[1]], base = slice * st[normal];
+    const lab = (i, j) => (i < 0 || j < 0 || i >= d[p] || j >= d[q]) ? 0 : L[base + i * st[p] + j * st[q]];
+    for (let j = 0; j < d[q]; j++) for (let i = 0; i < d[p]; i++) {
+      const k = L[base + i * st[p] + j * st[q]]; if (!k) continue;
+      const path = paths[k] || (paths[k] = []);
+      if (lab(i - 1, j) !== k) path.push(scr(i - 0.5, j - 0.5), scr(i - 0.5, j + 0.5));
+      if (lab(i + 1, j) !== k) path.push(scr(i + 0.5, j - 0.5), scr(i + 0.5, j + 0.5));
+      if (lab(i, j - 1) !== k) path.push(scr(i - 0.5, j - 0.5), scr(i + 0.5, j - 0.5));
+      if (lab(i, j + 1) !== k) path.push(scr(i - 0.5, j + 0.5), scr(i + 0.5, j + 0.5));
+    }
+    const [x0, y0, w, h] = t.leftTopWidthHeight;
+    ctx.save(); ctx.beginPath(); ctx.rect(x0, y0, w, h); ctx.clip();
+    ctx.lineWidth = 2 * dpr; ctx.lineCap = "square";
+    for (const k of Object.keys(paths)) {
+      ctx.strokeStyle = `rgb(${app.colors[k] || [255, 255, 255]})`; ctx.beginPath();
+      const s = paths[k]; for (let n = 0; n < s.length; n += 2) { ctx.moveTo(s[n][0], s[n][1]); ctx.lineTo(s[n + 1][0], s[n + 1][1]); }
+      ctx.stroke();
+    }
+    ctx.restore();
+  }
   function drawOverlay(v) {
     const nv = v.nv, c = v.overlay, dpr = nv.uiData.dpr || 1;
     if (c.width !== nv.canvas.width || c.height !== nv.canvas.height) { c.width = nv.canvas.width; c.height = nv.canvas.height; }
@@ -342,20 +383,20 @@
       // R / L (and A / P, S / I) from where niivue draws a point 50 mm to the patient's right / anterior / superior
       const p = crosshairMM(nv), tag = (dir) => {
         const q = p.slice(); q[dir] += 50;
-        const a = nv.frac2canvasPosWithTile(nv.mm2frac(p), type), b = nv.frac2canvasPosWithTile(nv.mm2frac(q), type);
-        return a && b ? [b.pos[0] - a.pos[0], b.pos[1] - a.pos[1]] : [0, 0];
+        const a = tilePos(t, p), b = tilePos(t, q);
+        return [b[0] - a[0], b[1] - a[1]];
       };
       const hz = type === 2 ? 1 : 0, dx = tag(hz)[0], names = hz ? ["A", "P"] : ["R", "L"];
       const left = dx < 0 ? names[0] : names[1], right = dx < 0 ? names[1] : names[0];
       orient[PLANE[type]] = { left, right };
+      if (here[normal] >= 0 && here[normal] < app.dims[normal]) drawContours(ctx, nv, t, normal, here[normal], dpr);
       ctx.fillStyle = "rgba(255,255,255,0.85)";
       ctx.fillText(left, x0 + 4 * dpr, y0 + h / 2); ctx.fillText(right, x0 + w - 14 * dpr, y0 + h / 2);
-      for (const r of [...app.state.lesions, ...(app.state.organs || [])]) {
+      for (const r of $("numbers").checked ? [...app.state.lesions, ...(app.state.organs || [])] : []) {
         if (!r.lo || here[normal] < r.lo[normal] || here[normal] >= r.hi[normal]) continue;
         const a = r.lo.slice(), b = r.hi.map((x) => x - 1); a[normal] = b[normal] = here[normal];
-        const pa = nv.frac2canvasPosWithTile(nv.mm2frac(vox2mm(a)), type), pb = nv.frac2canvasPosWithTile(nv.mm2frac(vox2mm(b)), type);
-        if (!pa || !pb || pa.tileIndex !== pb.tileIndex) continue;
-        const tx = Math.max(pa.pos[0], pb.pos[0]) + 3 * dpr, ty = Math.min(pa.pos[1], pb.pos[1]) - 1;
+        const pa = tilePos(t, vox2mm(a)), pb = tilePos(t, vox2mm(b));
+        const tx = Math.max(pa[0], pb[0]) + 6 * dpr, ty = Math.min(pa[1], pb[1]) - 1;
         if (tx < x0 || tx > x0 + w || ty < y0 || ty > y0 + h) continue;
         const col = app.colors[r.object] || [255, 255, 255];
         ctx.fillStyle = `rgb(${col})`;
@@ -518,6 +559,7 @@
     const [lo, hi] = b.dataset.wl.split(","); setWindow(Number(lo), hi === "max" ? app.suvMax : Number(hi)); };
   $("pet-lo").onchange = $("pet-hi").onchange = () => setWindow(Number($("pet-lo").value), Number($("pet-hi").value));
   $("ct-wl").onchange = $("mode").onchange = $("fill").onchange = applyAll;
+  $("numbers").onchange = () => shown().forEach((v) => v.nv.drawScene());
   $("opacity").oninput = applyAll;
   $("layout").onchange = $("plane").onchange = setLayout;
   $("convention").onchange = () => { app.radiological = $("convention").value === "radiological"; app.mipData = null; applyAll(); if (app.ready) updateMip(null); };
@@ -547,7 +589,7 @@
     for (const [id, role] of [["gl", "fused"], ["gl-pet", "pet"], ["gl-ct", "ct"]]) {
       const nv = new niivue.Niivue({ backColor: [0, 0, 0, 1], isColorbar: false, show3Dcrosshair: false,
         isOrientationTextVisible: false, multiplanarShowRender: niivue.SHOW_RENDER.NEVER,
-        dragMode: niivue.DRAG_MODE.contrast, crosshairColor: [1, 1, 1, 0.45], crosshairWidth: 0.5,
+        dragMode: niivue.DRAG_MODE.contrast, crosshairColor: [1, 1, 1, 0.5], crosshairWidth: 1.5, crosshairWidthUnit: "mm", crosshairGap: 8,
         heroImageFraction: 0.62, heroSliceType: 0 });
       const v = { nv, role, canvas: $(id), overlay: $(id + "-ov") };
       await nv.attachTo(id);
