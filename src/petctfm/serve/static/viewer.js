@@ -378,6 +378,9 @@
     if (!app.ready || !app.state) return;
     ctx.font = `bold ${Math.round(13 * dpr)}px sans-serif`; ctx.textBaseline = "bottom";
     const here = mm2vox(crosshairMM(nv)), orient = {};
+    const main = tiles(nv).reduce((b, t) => (!b || Math.abs(t.leftTopWidthHeight[2]) > Math.abs(b.leftTopWidthHeight[2]) ? t : b), null);
+    const label = (text, x, y) => { ctx.strokeText(text, x, y); ctx.fillText(text, x, y); };
+    ctx.lineJoin = "round"; ctx.strokeStyle = "rgba(0,0,0,0.8)";
     for (const t of tiles(nv)) {
       const [x0, y0, w, h] = t.leftTopWidthHeight, type = t.axCorSag, normal = axisOf(2 - type);
       // R / L (and A / P, S / I) from where niivue draws a point 50 mm to the patient's right / anterior / superior
@@ -390,8 +393,9 @@
       const left = dx < 0 ? names[0] : names[1], right = dx < 0 ? names[1] : names[0];
       orient[PLANE[type]] = { left, right };
       if (here[normal] >= 0 && here[normal] < app.dims[normal]) drawContours(ctx, nv, t, normal, here[normal], dpr);
-      ctx.fillStyle = "rgba(255,255,255,0.85)";
-      ctx.fillText(left, x0 + 4 * dpr, y0 + h / 2); ctx.fillText(right, x0 + w - 14 * dpr, y0 + h / 2);
+      ctx.lineWidth = 3 * dpr; ctx.strokeStyle = "rgba(0,0,0,0.8)";
+      ctx.fillStyle = "rgba(255,255,255,0.9)"; ctx.lineWidth = 3 * dpr; ctx.strokeStyle = "rgba(0,0,0,0.8)";
+      label(left, x0 + 4 * dpr, y0 + h / 2); label(right, x0 + w - 14 * dpr, y0 + h / 2);
       for (const r of $("numbers").checked ? [...app.state.lesions, ...(app.state.organs || [])] : []) {
         if (!r.lo || here[normal] < r.lo[normal] || here[normal] >= r.hi[normal]) continue;
         const a = r.lo.slice(), b = r.hi.map((x) => x - 1); a[normal] = b[normal] = here[normal];
@@ -401,8 +405,8 @@
         const col = app.colors[r.object] || [255, 255, 255];
         ctx.fillStyle = `rgb(${col})`;
         let text = String(r.object);
-        if (r.object === app.selected && r.suv_max !== null) text += `  SUVmax ${r.suv_max.toFixed(1)} · peak ${r.suv_peak.toFixed(1)} · ${r.volume_ml.toFixed(1)} ml`;
-        ctx.fillText(text, tx, ty);
+        if (r.object === app.selected && r.suv_max !== null && t === main) text += `  SUVmax ${r.suv_max.toFixed(1)} · peak ${r.suv_peak.toFixed(1)} · ${r.volume_ml.toFixed(1)} ml`;
+        label(text, tx, ty);
       }
     }
     app.orient[v.role] = orient;
