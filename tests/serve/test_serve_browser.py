@@ -367,7 +367,7 @@ def test_reader_session(running, browser_phantom, tmp_path):
         # the PET | CT | fused layout: three views on one cursor
         d.find_element("css selector", f"#lesions tr[data-id='{new}']").click()
         Select(d.find_element("id", "layout")).select_by_value("triple")
-        _wait(d, lambda: d.execute_script("return window.petctfmViewer.views.every((v) => v.loaded)"), "three views", 60)
+        _wait(d, lambda: d.execute_script("return window.petctfmViewer.views.every((v) => v.loaded)"), "three views", 180)
         img = _shot(d, tmp_path / "viewer_triple.png")
         shots["triple"] = img
         for el in ("gl-pet", "gl-ct", "gl"):

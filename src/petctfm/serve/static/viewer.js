@@ -104,10 +104,15 @@
   async function loadView(v) {  // v.role: fused (CT + PET), pet (PET alone), ct (CT alone)
     const lo = Number($("pet-lo").value), hi = Number($("pet-hi").value);
     const [clo, chi] = $("ct-wl").value.split(",").map(Number);
-    await v.nv.loadVolumes([
-      { url: api("/volume/ct.nii.gz"), colormap: "gray", cal_min: clo, cal_max: chi },
-      { url: api("/volume/pet.nii.gz"), colormap: "petctfm-hot", opacity: 1, cal_min: lo, cal_max: hi },
-    ]);
+    if (v === app.views[0]) {
+      await v.nv.loadVolumes([
+        { url: api("/volume/ct.nii.gz"), colormap: "gray", cal_min: clo, cal_max: chi },
+        { url: api("/volume/pet.nii.gz"), colormap: "petctfm-hot", opacity: 1, cal_min: lo, cal_max: hi },
+      ]);
+    } else {  // the side-by-side views: copies of the volumes already in the page (no second download)
+      v.nv.volumes = [];
+      for (const vol of app.nv.volumes) v.nv.addVolume(vol.clone());
+    }
     v.nv.createEmptyDrawing();
     if (v !== app.views[0]) v.nv.drawBitmap = app.nv.drawBitmap;  // one label map, drawn by every view
     v.loaded = true;
