@@ -323,6 +323,16 @@ def test_reader_session(running, browser_phantom, tmp_path):
             "  return [t.axCorSag, (a.tilePos(t, mm)[0] - x0) / Math.abs(c[2])]; })")
         assert {t for t, _ in side} == {0, 1} and all(x > 0.5 for _, x in side), side  # on the right, as in the MIP
         assert f"lesion {new}" in _text(d, "selected")
+        # the neurological convention: everything flips together, slices and MIP
+        from selenium.webdriver.support.select import Select
+
+        Select(d.find_element("id", "convention")).select_by_value("neurological")
+        _wait(d, lambda: _text(d, "mip-left") == "L", "the MIP in the neurological convention")
+        d.execute_script("window.petctfmViewer.nv.drawScene()")
+        assert d.execute_script("return window.petctfmViewer.orient.fused.axial") == {"left": "L", "right": "R"}
+        assert d.execute_script("return window.petctfmViewer.nv.opts.isRadiologicalConvention") is False
+        Select(d.find_element("id", "convention")).select_by_value("radiological")
+        _wait(d, lambda: _text(d, "mip-left") == "R", "back to the radiological convention")
 
         # hover: the SUV and the object's number under the mouse
         _click_voxel(d, server, centre, click=False)
@@ -348,6 +358,12 @@ def test_reader_session(running, browser_phantom, tmp_path):
         d.find_element("css selector", "button[data-wl='0,max']").click()
         _wait(d, lambda: d.execute_script("return window.petctfmViewer.nv.volumes[1].cal_max") == pytest.approx(
             float(st_obj.session.suv.max()), abs=0.01), "SUV 0-SUVmax")
+        d.find_element("css selector", "button[data-wl='0,5']").click()
+        bar = d.find_element("id", "cbar")  # dragging the colour bar up raises the upper bound
+        ActionChains(d).move_to_element(bar).click_and_hold().move_by_offset(0, -60).release().perform()
+        _wait(d, lambda: d.execute_script("return window.petctfmViewer.nv.volumes[1].cal_max") > 5.5, "a colour-bar drag")
+        assert float(d.find_element("id", "pet-hi").get_attribute("value")) == pytest.approx(
+            d.execute_script("return window.petctfmViewer.nv.volumes[1].cal_max"), abs=0.01)
         d.find_element("css selector", "button[data-wl='0,5']").click()
 
         # an organ: chosen by name, listed apart (its own colours), not counted as a lesion
