@@ -218,6 +218,14 @@ def test_reader_session(running, browser_phantom, tmp_path):
         st = _change(d, lambda: d.find_element("id", "ask-keep").click(), "keeping the brain object")
         assert next(r for r in st["lesions"] if r["object"] == big["object"])["confirmed"]
 
+        # niivue's drawing (the fill) holds each object's id where the server has it: the page's native -> drawing
+        # index mapping checked against niivue's own mm -> voxel of its background volume
+        got = d.execute_script(
+            "const nv = window.petctfmViewer.nv, b = nv.back, r = b.dimsRAS;"
+            "return arguments[0].map((mm) => { const v = b.mm2vox(mm); return nv.drawBitmap[v[0] + r[1] * (v[1] + r[2] * v[2])]; })",
+            [r["peak_ras"] for r in st["lesions"]])
+        assert got == [r["object"] for r in st["lesions"]]
+
         # 2. navigate from a table row: the cursor lands in that object; its contour is drawn in its colour
         views = _rect(d, "views")
         seen = {}

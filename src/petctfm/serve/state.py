@@ -11,6 +11,13 @@ are listed apart and not counted in MTV / TLG. "Run automatic" turns each 18-con
 automatic mask into a lesion object. Kinds and names are autosaved beside the mask (``objects.json``). Undo/redo work on whole user actions (one
 "Run automatic" is one action however many objects it made); redo re-applies the action (the network is
 deterministic, so a redone click gives the same mask).
+
+The manual tools (:mod:`petctfm.serve.tools`: ``brush``, ``erase``, ``grow`` = isocontour, ``threshold`` in a box,
+``confirm`` an implausible object) are actions like clicks: each changes objects through
+``PromptSession.set_mask`` / ``reset`` (one history step per object), so they are undone, redone, autosaved and
+audited the same way. A negative click never grows its object (:func:`petctfm.serve.tools.negative_click`).
+After each change :attr:`CaseState.changed` is the voxel box where the label map differs from the version
+before (the page fetches only that box).
 """
 
 from __future__ import annotations
