@@ -100,7 +100,7 @@ def _wait(d, cond, what, timeout=20.0):
 
 def _click_voxel(d, server, voxel, shift=False, click=True):
     """Put niivue's crosshair on ``voxel`` (PET index) and click the canvas there, as a user would (``click``
-    False: only move the mouse there)."""
+    False: only move the mouse there). Returns the offset from the canvas centre (CSS pixels)."""
     st = server.open_cases[CASE]
     lps = (st.session.grid.index_to_lps @ np.append(np.asarray(voxel, float), 1.0))[:3]
     ras = (lps * [-1, -1, 1]).tolist()
@@ -111,7 +111,8 @@ def _click_voxel(d, server, voxel, shift=False, click=True):
     assert pos is not None, "voxel not on screen"
     canvas = d.find_element("id", "gl")
     w, h = canvas.size["width"], canvas.size["height"]
-    chain = ActionChains(d).move_to_element_with_offset(canvas, int(pos[0] - w / 2), int(pos[1] - h / 2))
+    offset = (int(pos[0] - w / 2), int(pos[1] - h / 2))
+    chain = ActionChains(d).move_to_element_with_offset(canvas, *offset)
     if not click:
         pass
     elif shift:
@@ -119,6 +120,7 @@ def _click_voxel(d, server, voxel, shift=False, click=True):
     else:
         chain = chain.click()
     chain.perform()
+    return offset
 
 
 def _state(d):
@@ -169,6 +171,8 @@ def _cross_voxel(d):
 
 def test_reader_session(running, browser_phantom, tmp_path):
     import nibabel as nib
+
+    from selenium.webdriver.support.select import Select
 
     from petctfm.serve import tools
 
@@ -272,6 +276,29 @@ def test_reader_session(running, browser_phantom, tmp_path):
         painted = int(labels()[tuple(free)])
         row = next(r for r in st["lesions"] if r["object"] == painted)
         assert row["n_voxels"] == int(sphere.sum()) > 1
+        # a 2D stroke: the brush dragged 40 px across the axial view paints discs in that one axial slice
+        lab = labels()
+        far = np.argwhere((lab == 0) & (np.abs(np.indices(lab.shape) - free[:, None, None, None]).max(0) > 8))
+        start = far[np.argmin(st_obj.session.suv[tuple(far.T)])]
+        Select(d.find_element("id", "dim")).select_by_value("2d")
+        d.find_element("id", "radius").clear()
+        d.find_element("id", "radius").send_keys("20")
+        off = _click_voxel(d, server, start, click=False)
+
+        def drag():
+            ActionChains(d).move_to_element_with_offset(d.find_element("id", "gl"), *off).click_and_hold() \
+                .move_by_offset(10, 0).move_by_offset(10, 0).move_by_offset(10, 0).move_by_offset(10, 0).release().perform()
+
+        st = _change(d, drag, "a 2D brush stroke")
+        timed("brush stroke")
+        stroke = int(labels()[tuple(start)])
+        vox = np.argwhere(labels() == stroke)
+        one = tools.brush_mask(lab.shape, st_obj.session.grid.spacing, [start], 20.0, axis=2) & (lab == 0)
+        assert stroke not in (0, painted) and len(set(vox[:, 2])) == 1 and len(vox) > one.sum()
+        d.find_element("id", "undo").click()
+        _wait(d, lambda: labels()[tuple(start)] == 0, "undo of the stroke")
+        Select(d.find_element("id", "dim")).select_by_value("3d")
+
         # 6. the eraser (3D, 5 mm) in the painted sphere: it loses exactly the eraser's voxels
         rub = tools.brush_mask(labels().shape, st_obj.session.grid.spacing, [free], 5.0) & (labels() == painted)
         d.find_element("id", "tool-erase").click()
@@ -332,8 +359,6 @@ def test_reader_session(running, browser_phantom, tmp_path):
         assert {t for t, _ in side} == {0, 1} and all(x > 0.5 for _, x in side), side  # on the right, as in the MIP
         assert f"lesion {new}" in _text(d, "selected")
         # the neurological convention: everything flips together, slices and MIP
-        from selenium.webdriver.support.select import Select
-
         Select(d.find_element("id", "convention")).select_by_value("neurological")
         _wait(d, lambda: _text(d, "mip-left") == "L", "the MIP in the neurological convention")
         d.execute_script("window.petctfmViewer.nv.drawScene()")
@@ -375,8 +400,6 @@ def test_reader_session(running, browser_phantom, tmp_path):
         d.find_element("css selector", "button[data-wl='0,5']").click()
 
         # an organ: chosen by name, listed apart (its own colours), not counted as a lesion
-        from selenium.webdriver.support.select import Select
-
         d.find_element("tag name", "body").send_keys(Keys.ESCAPE)  # no object selected
         Select(d.find_element("id", "kind")).select_by_value("liver")
         mtv = float(_text(d, "mtv"))

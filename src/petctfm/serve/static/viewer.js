@@ -490,6 +490,11 @@
     const t = tiles(nv).find((s) => { const [a, b, w, h] = s.leftTopWidthHeight; return x >= a && x <= a + w && y >= b && y <= b + h; });
     return t ? PLANE[t.axCorSag] : null;
   }
+  function pointerMM(nv, e) {  // RAS mm under the pointer (as niivue's own onLocationChange reads values), or null
+    const r = nv.canvas.getBoundingClientRect(), dpr = nv.uiData.dpr || 1;
+    const frac = nv.canvasPos2frac([(e.clientX - r.left) * dpr, (e.clientY - r.top) * dpr]);
+    return frac && frac.every((c) => c >= 0 && c <= 1) ? Array.from(nv.frac2mm(frac, 0, true)).slice(0, 3) : null;
+  }
   function attach(v) {
     const gl = v.canvas, nv = v.nv;
     const orig = nv.drawScene.bind(nv);
@@ -499,8 +504,10 @@
       app.down = { x: e.clientX, y: e.clientY, shift: e.shiftKey, plane: tileAt(nv, e) };
       app.stroke = app.tool === "brush" || app.tool === "erase" ? [] : null;
     });
-    gl.addEventListener("pointermove", (e) => {
-      if (app.stroke && app.down && e.buttons & 1) setTimeout(() => { if (app.stroke) app.stroke.push(crosshairMM(nv)); }, 0);
+    gl.addEventListener("pointermove", (e) => {  // a brush / eraser stroke: the points under the pointer
+      if (!app.stroke || !app.down || !(e.buttons & 1) || app.stroke.length >= 2000) return;
+      const mm = pointerMM(nv, e);
+      if (mm) app.stroke.push(mm);
     });
     gl.addEventListener("pointerup", (e) => {
       const d = app.down; app.down = null;
@@ -508,18 +515,17 @@
       const drag = Math.hypot(e.clientX - d.x, e.clientY - d.y) > 4;
       if (drag && !app.stroke) { app.stroke = null; drawMip(); return; }
       setTimeout(() => {  // after niivue has moved the crosshair
-        if (app.stroke) app.stroke.push(crosshairMM(nv));
+        if (app.stroke) app.stroke.push(pointerMM(nv, e) || crosshairMM(nv));
         onClick(nv, d.shift || e.shiftKey, d.plane);
         app.stroke = null;
       }, 0);
     });
     gl.addEventListener("mousemove", (e) => {
       if (!app.ready) return;
-      const r = gl.getBoundingClientRect(), dpr = nv.uiData.dpr || 1;
-      const frac = nv.canvasPos2frac([(e.clientX - r.left) * dpr, (e.clientY - r.top) * dpr]);
+      const mm = pointerMM(nv, e);
       app.hover = null;
-      if (frac && frac.every((c) => c >= 0 && c <= 1)) {  // as niivue's own onLocationChange reads values
-        const mm = Array.from(nv.frac2mm(frac, 0, true)).slice(0, 3), vox = mm2vox(mm);
+      if (mm) {
+        const vox = mm2vox(mm);
         if (inside(vox)) {
           const k = app.labels ? app.labels[nidx(vox)] : 0, row = k && rowOf(k);
           app.hover = { voxel: vox, mm, suv: app.nv.volumes[V.PET].img[nidx(vox)], object: k || null,
