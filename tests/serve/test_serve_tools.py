@@ -267,6 +267,11 @@ def test_flags_confirm_and_organ_map(phantom, tmp_path):
     out = _post(c, cid, "confirm", object=big["object"])
     assert next(r for r in out["lesions"] if r["object"] == big["object"])["confirmed"]
     assert out["changed"] is None  # no voxel changed: nothing to repaint
+    again = Server(CaseList(phantom / "autopet"), server.out, stub_session)  # a restart keeps the answer
+    c2 = TestClient(create_app(again))
+    c2.headers["X-Petctfm-Token"] = again.token
+    resumed = c2.post(f"/api/cases/{cid}/open").json()
+    assert next(r for r in resumed["lesions"] if r["object"] == big["object"])["confirmed"]
     out = _post(c, cid, "undo")
     assert not next(r for r in out["lesions"] if r["object"] == big["object"])["confirmed"]
     r = c.post(f"/api/cases/{cid}/confirm", json={"version": out["version"], "object": "x"})

@@ -97,8 +97,8 @@ class Server:
 
 
 def _resume(st: CaseState) -> None:
-    """Start from the case's autosaved mask (each label its object; kinds and names from objects.json), so a
-    closed tab or server loses nothing."""
+    """Start from the case's autosaved mask (each label its object; kinds, names and the reader's confirmations of
+    flagged objects from objects.json), so a closed tab or server loses nothing."""
     import json
 
     from petctfm.serve.state import OBJECTS_FILE, parse_kind
@@ -117,8 +117,8 @@ def _resume(st: CaseState) -> None:
         return
     try:
         meta = json.loads((st.out / OBJECTS_FILE).read_text()) if (st.out / OBJECTS_FILE).is_file() else {}
-        st.meta = {int(k): parse_kind(v) or {"kind": "lesion"} for k, v in meta.items()
-                   if int(k) in st.session.objects}
+        st.meta = {int(k): {**(parse_kind(v) or {"kind": "lesion"}), **({"confirmed": True} if v.get("confirmed") is True else {})}
+                   for k, v in meta.items() if int(k) in st.session.objects}
     except (ValueError, TypeError, AttributeError, PetctfmError) as exc:
         log.warning("%s: object kinds not resumed (%s); all objects are lesions", st.out / OBJECTS_FILE, exc)
 
