@@ -327,10 +327,9 @@
   // -- the cursor ------------------------------------------------------------------------------------------
   function crosshairMM(nv) { const m = (nv || app.nv).frac2mm((nv || app.nv).scene.crosshairPos); return [m[0], m[1], m[2]]; }
   function crossVoxel() { if (!app.inv) return null; const v = mm2vox(crosshairMM()); return inside(v) ? v : null; }
-  function goToVoxel(vox) {
-    const frac = app.nv.mm2frac(vox2mm(vox));
+  function goToVoxel(vox) {  // every view on screen (the main one included) to the native voxel vox (3,)
     for (const v of shown()) { v.nv.scene.crosshairPos = v.nv.mm2frac(vox2mm(vox)); v.nv.drawScene(); }
-    app.nv.scene.crosshairPos = frac; app.nv.drawScene(); app.nv.createOnLocationChange();
+    app.nv.createOnLocationChange();
     drawMip();
   }
   app.crossVoxel = crossVoxel;
