@@ -10,8 +10,8 @@ The prompt model is a ``prompt-train`` checkpoint with random weights of the cho
 depend on the weights; random weights often touch the crop border, so auto-zoom re-runs the network: the
 number of network evaluations per click is reported). Clicks land on the hottest voxels of the PET (a new
 object each). Timings: ``open`` (read + session set-up), per click the request's wall time and the server's
-split (``last_change_s`` = PromptSession step, ``last_autosave_s`` = NIfTI write), the mask fetch
-(bit-packed), median over ``--clicks``.
+split (``last_change_s`` = PromptSession step, ``last_autosave_s`` = NIfTI write), the mask fetch (the
+labels of the box the click changed, as the page fetches them), median over ``--clicks``.
 """
 
 from __future__ import annotations
@@ -84,7 +84,9 @@ def main() -> None:
         body = r.json()
         version = body["version"]
         t0 = time.perf_counter()
-        c.get(f"/api/cases/{case}/mask").raise_for_status()
+        box = body["changed"]
+        c.get(f"/api/cases/{case}/mask", params=None if box is None else {
+            "box": ",".join(str(int(x)) for x in box["lo"] + box["hi"])}).raise_for_status()
         rows.append({"request_s": wall, "mask_fetch_s": time.perf_counter() - t0,
                      "network_evaluations": state.session.forwards - before, **body["timings_s"]})
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k != "open_s"}

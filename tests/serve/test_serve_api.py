@@ -96,11 +96,16 @@ def test_click_undo_redo_save_on_input_grid_with_audit(server, phantom):
     row = st["lesions"][0]
     assert row["object"] == 1 and row["suv_max"] >= row["suv_mean"] > 0 and row["tlg"] == pytest.approx(
         row["suv_mean"] * row["volume_ml"])
-    # the page's mask: bit-packed, x fastest
+    # the page's mask: uint8 labels, x fastest (gzip on the wire), the whole image or the box of the last change
     m = c.get(f"/api/cases/{CASE}/mask")
     shape = tuple(int(s) for s in m.headers["x-shape"].split(","))
-    bits = np.unpackbits(np.frombuffer(m.content, np.uint8), bitorder="little")[: np.prod(shape)]
-    assert bits.reshape(shape, order="F")[tuple(centre)] == 1 and len(m.content) == -(-np.prod(shape) // 8)
+    assert m.headers["content-encoding"] == "gzip" and len(m.content) == np.prod(shape)
+    assert np.frombuffer(m.content, np.uint8).reshape(shape, order="F")[tuple(centre)] == 1
+    box = st["changed"]
+    assert all(lo <= v < hi for lo, v, hi in zip(box["lo"], centre, box["hi"]))
+    part = c.get(f"/api/cases/{CASE}/mask", params={"box": ",".join(map(str, box["lo"] + box["hi"]))}).content
+    size = np.subtract(box["hi"], box["lo"])
+    assert len(part) == np.prod(size) < np.prod(shape) / 100 and np.frombuffer(part, np.uint8).sum() == row["n_voxels"]
     # a second click in the same lesion goes to the same object; undo, redo
     st = c.post(f"/api/cases/{CASE}/click", json={"version": 1, "ras": _ras(server, CASE, centre + [1, 0, 0])}).json()
     assert st["totals"]["count"] == 1 and st["lesions"][0]["n_points"] == 2

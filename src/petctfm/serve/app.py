@@ -12,7 +12,8 @@ NIfTI bytes, masks as bit-packed bytes; requests are small JSON; nothing is unpi
 
 Routes (all under the token): ``GET /`` page, ``GET /static/<file>``, ``GET /api/cases``,
 ``POST /api/cases/<id>/open``, ``GET /api/cases/<id>/volume/{pet,ct}.nii.gz``, ``GET /api/cases/<id>/mask``,
-``GET /api/cases/<id>/state``, ``POST /api/cases/<id>/{click,box,auto,delete,undo,redo}`` (JSON body with
+``GET /api/cases/<id>/state``, ``POST /api/cases/<id>/{click,box,auto,delete,undo,redo}`` and the manual tools
+``{brush,erase,grow,threshold,confirm}`` (:mod:`petctfm.serve.tools`; JSON body with
 ``version`` and ``user``; a click or box may name ``kind`` "lesion" | "organ" and, for an organ, ``name``: an
 ORGAN_LABELS name, listed by ``/api/cases`` with the model's held-out organs flagged), ``POST /api/cases/<id>/save``.
 """
@@ -33,11 +34,12 @@ from petctfm.serve import history
 from petctfm.serve.cases import CaseList, UnknownCase
 from petctfm.serve.security import LOOPBACK, Guard, cookie_name, inject_csrf, inside
 from petctfm.serve.state import CaseState, Conflict, nifti_bytes
+from petctfm.serve.tools import organs_on_grid
 
 log = logging.getLogger("petctfm.serve")
 STATIC = Path(__file__).resolve().parent / "static"
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB: requests are small JSON (clicks, boxes)
-ACTIONS = ("click", "box", "auto", "delete", "undo", "redo")
+ACTIONS = ("click", "box", "auto", "delete", "undo", "redo", "brush", "erase", "grow", "threshold", "confirm")
 
 
 @dataclass
@@ -92,6 +94,7 @@ class Server:
                     return self._auto(img.pet, img.ct, img.organs)
             out = inside(self.out / case_id, self.out, "the case's output folder")
             st = CaseState(case_id, session, pet, ct, out, img.pt_datasets, auto, self.model_name)
+            st.organ_map = organs_on_grid(img.organs, pet)  # flags lesions mostly inside an organ
             if case_id in self.opened and self.opened[case_id].version:
                 history.restore(st, self.opened[case_id])  # evicted before: its undo history re-applied
             else:
@@ -109,8 +112,8 @@ class Server:
 
 
 def _resume(st: CaseState) -> None:
-    """Start from the case's autosaved mask (each label its object; kinds and names from objects.json), so a
-    closed tab or server loses nothing."""
+    """Start from the case's autosaved mask (each label its object; kinds, names and the reader's confirmations of
+    flagged objects from objects.json), so a closed tab or server loses nothing."""
     import json
 
     from petctfm.serve.state import OBJECTS_FILE, parse_kind
@@ -129,8 +132,8 @@ def _resume(st: CaseState) -> None:
         return
     try:
         meta = json.loads((st.out / OBJECTS_FILE).read_text()) if (st.out / OBJECTS_FILE).is_file() else {}
-        st.meta = {int(k): parse_kind(v) or {"kind": "lesion"} for k, v in meta.items()
-                   if int(k) in st.session.objects}
+        st.meta = {int(k): {**(parse_kind(v) or {"kind": "lesion"}), **({"confirmed": True} if v.get("confirmed") is True else {})}
+                   for k, v in meta.items() if int(k) in st.session.objects}
     except (ValueError, TypeError, AttributeError, PetctfmError) as exc:
         log.warning("%s: object kinds not resumed (%s); all objects are lesions", st.out / OBJECTS_FILE, exc)
 
@@ -273,13 +276,22 @@ def create_app(server: Server) -> Any:
         return Response(nifti_bytes(images[which]), media_type="application/gzip")
 
     @app.get("/api/cases/{case_id:path}/mask")
-    def mask(case_id: str) -> Response:
+    def mask(case_id: str, box: str | None = None) -> Response:
+        """The label map (uint8, x fastest) in ``box=x0,y0,z0,x1,y1,z1`` (hi exclusive; default: all), gzip."""
+        import gzip
+
         st = server.state(case_id)
+        try:
+            lo, hi = (None, None) if box is None else (lambda v: (v[:3], v[3:]))([int(t) for t in box.split(",", 5)])
+        except ValueError:
+            raise InputError("box must be six integers x0,y0,z0,x1,y1,z1") from None
         with st.lock:
-            data, version = st.mask_bits(), st.version
-        shape = ",".join(str(s) for s in st.session.grid.shape)
-        return Response(data, media_type="application/octet-stream",
-                        headers={"X-Shape": shape, "X-Version": str(version), "X-Encoding": "packbits-little-F"})
+            data, version = st.label_bytes(lo, hi), st.version
+            shape = ",".join(str(s) for s in st.session.grid.shape)
+        box_txt = box if box is not None else "0,0,0," + shape
+        return Response(gzip.compress(data, compresslevel=1), media_type="application/octet-stream",
+                        headers={"Content-Encoding": "gzip", "X-Shape": shape, "X-Box": box_txt,
+                                 "X-Version": str(version), "X-Encoding": "uint8-F"})
 
     @app.get("/api/cases/{case_id:path}/state")
     def state(case_id: str) -> Any:

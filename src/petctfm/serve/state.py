@@ -11,10 +11,18 @@ are listed apart and not counted in MTV / TLG. "Run automatic" turns each 18-con
 automatic mask into a lesion object. Kinds and names are autosaved beside the mask (``objects.json``). Undo/redo work on whole user actions (one
 "Run automatic" is one action however many objects it made); redo re-applies the action (the network is
 deterministic, so a redone click gives the same mask).
+
+The manual tools (:mod:`petctfm.serve.tools`: ``brush``, ``erase``, ``grow`` = isocontour, ``threshold`` in a box,
+``confirm`` an implausible object) are actions like clicks: each changes objects through
+``PromptSession.set_mask`` / ``reset`` (one history step per object), so they are undone, redone, autosaved and
+audited the same way. A negative click never grows its object (:func:`petctfm.serve.tools.negative_click`).
+After each change :attr:`CaseState.changed` is the voxel box where the label map differs from the version
+before (the page fetches only that box).
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import gzip
 import json
@@ -28,6 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from petctfm.core.errors import InputError
+from petctfm.serve import tools
 
 MAX_OBJECTS = 255  # uint8 label map
 USER_MAX = 64
@@ -38,11 +47,17 @@ class Conflict(Exception):
     """The request's version is not the case's current one (another tab changed it): HTTP 409."""
 
 
+#: the page's planes -> the RAS axis normal to them (a 2D brush paints in the voxel slice closest to that plane)
+PLANES = {"sagittal": 0, "coronal": 1, "axial": 2}
+MAX_STROKE = 2000  # points of one brush / eraser stroke
+
+
 @dataclass
 class Action:
-    kind: str  # click | box | auto | delete
+    kind: str  # click | box | auto | delete | brush | erase | grow | threshold | confirm
     args: dict[str, Any]
     steps: int = 0  # PromptSession history entries it made (undone one by one)
+    meta_before: dict | None = None  # the objects' kinds / names / confirmations before it (restored by undo)
 
 
 @dataclass
@@ -65,7 +80,11 @@ class CaseState:
     timings: dict[str, float] = field(default_factory=dict)
     _labels: tuple[int, np.ndarray] | None = None  # (version, label map) of the current version
     _peaks: dict[tuple, float] = field(default_factory=dict)  # SUVpeak by (object, voxel count, SUV sum, bbox)
-    meta: dict[int, dict[str, str]] = field(default_factory=dict)  # id -> {"kind", "name"}; absent = a lesion
+    meta: dict[int, dict[str, Any]] = field(default_factory=dict)  # id -> {"kind", "name", "confirmed"}; absent = a lesion
+    organ_map: np.ndarray | None = None  # (X, Y, Z) ORGAN_LABELS values on the PET grid, when the case has one
+    max_ml: float = tools.MAX_ML  # objects over this volume are flagged
+    changed: dict | None = None  # {"lo", "hi"} voxel box (hi exclusive) where the last change altered the label map
+    info: dict | None = None  # what the last tool measured (isocontour threshold, ...), for the page
 
     def kind_name(self, obj: int) -> tuple[str, str]:
         m = self.meta.get(int(obj)) or {}
@@ -78,6 +97,11 @@ class CaseState:
         return self._labels[1]
 
     # -- geometry ---------------------------------------------------------------------------------------
+
+    def ras_of(self, voxel: Any) -> list[float]:
+        """Voxel [x, y, z] of the PET array -> RAS mm (the page's world coordinates), (3,)."""
+        lps = (np.asarray(self.session.grid.index_to_lps) @ np.append(np.asarray(voxel, float), 1.0))[:3]
+        return [float(c) for c in lps * np.array([-1.0, -1.0, 1.0])]
 
     def voxel_of(self, ras_mm: Any) -> np.ndarray:
         """RAS mm (the page's world coordinates) -> nearest voxel [x, y, z] of the PET array (checked inside)."""
@@ -100,23 +124,28 @@ class CaseState:
                 raise Conflict(f"case {self.case_id} changed in another tab or window (now version {self.version}, "
                                f"this page has {version}): reload it")
             t0 = time.perf_counter()
+            before = self.labels()
+            self.info = None
             if kind == "undo":
                 if not self.done:
                     raise InputError("nothing to undo")
                 act = self.done.pop()
                 for _ in range(act.steps):
                     self.session.undo()
+                if act.meta_before is not None:
+                    self.meta = act.meta_before
                 self.undone.append(act)
                 logged = {"undone": act.kind}
             elif kind == "redo":
                 if not self.undone:
                     raise InputError("nothing to redo")
                 act = self.undone.pop()
+                act.meta_before = copy.deepcopy(self.meta)
                 self._apply(act)
                 self.done.append(act)
                 logged = {"redone": act.kind, **act.args}
             else:
-                act = Action(kind, self._resolve(kind, args))
+                act = Action(kind, self._resolve(kind, args), meta_before=copy.deepcopy(self.meta))
                 self._apply(act)
                 self.done.append(act)
                 self.undone.clear()
@@ -124,6 +153,7 @@ class CaseState:
             self.timings["last_change_s"] = time.perf_counter() - t0
             self.version += 1
             self._labels = None
+            self.changed = tools.changed_box(before, self.labels())
             self._autosave()
             self.timings["last_autosave_s"] = time.perf_counter() - t0 - self.timings["last_change_s"]
             self._audit(user, kind, logged)
@@ -132,9 +162,9 @@ class CaseState:
     def _resolve(self, kind: str, args: dict[str, Any]) -> dict[str, Any]:
         """Fill in the object a click goes to and turn page coordinates into voxel indices (what is replayed)."""
         ids = sorted(self.session.objects)
-        what = parse_kind(args) if kind in ("click", "box") else {}
+        what = parse_kind(args) if kind in ("click", "box", "brush", "grow", "threshold") else {}
         if what.get("kind") == "organ" and args.get("object") is None:  # an organ's clicks go to that organ
-            same = [k for k in ids if self.meta.get(k) == what]
+            same = [k for k in ids if {n: v for n, v in (self.meta.get(k) or {}).items() if n != "confirmed"} == what]
             args = {**args, "object": same[0]} if same else args
         if kind == "click":
             v = self.voxel_of(args.get("ras"))
@@ -167,7 +197,62 @@ class CaseState:
             if self.auto is None:
                 raise InputError("no automatic model: start petctfm serve with --auto-model RUN")
             return {}
+        if kind in ("brush", "erase"):
+            pts = args.get("points") if args.get("points") is not None else [args.get("ras")]
+            if not isinstance(pts, list) or not 1 <= len(pts) <= MAX_STROKE:
+                raise InputError(f"a stroke needs 1..{MAX_STROKE} points (RAS mm)")
+            vox = np.unique(np.array([self.voxel_of(p) for p in pts]), axis=0)
+            plane = args.get("plane")
+            if plane is not None and plane not in PLANES:
+                raise InputError(f"plane must be one of {', '.join(PLANES)} or null (a 3D sphere), got {str(plane)[:20]!r}")
+            out = {"voxels": vox.tolist(), "radius_mm": _number(args.get("radius_mm", 5.0), "radius_mm"),
+                   "axis": None if plane is None else self._voxel_axis(PLANES[plane]), "plane": plane}
+            if kind == "erase":
+                obj = args.get("object")
+                return {**out, "object": None if obj is None else self._existing(obj)}
+            return {**out, "object": self._target(args, vox[0], ids), **what}
+        if kind == "grow":
+            v = self.voxel_of(args.get("ras"))
+            out = {"voxel": v.tolist(), "box_mm": _number(args.get("box_mm", tools.ISO_BOX_MM), "box_mm")}
+            if args.get("suv") is not None:
+                out["suv"] = _number(args["suv"], "suv")
+            else:
+                out["fraction"] = _number(args.get("fraction", tools.ISO_FRACTION), "fraction")
+            return {**out, "object": self._target(args, v, ids), **what}
+        if kind == "threshold":
+            a, b = self.voxel_of(args.get("lo")), self.voxel_of(args.get("hi"))
+            lo, hi = np.minimum(a, b), np.maximum(a, b)
+            if args.get("suv") is not None:
+                thr = _number(args["suv"], "suv")
+            else:
+                box = tuple(slice(int(x), int(y) + 1) for x, y in zip(lo, hi))
+                thr = _number(args.get("fraction", tools.ISO_FRACTION), "fraction") * float(self.session.suv[box].max())
+            obj = args.get("object") or (max(ids, default=0) + 1)
+            return {"lo": lo.tolist(), "hi": hi.tolist(), "suv": thr, "object": self._check_object(obj), **what}
+        if kind == "confirm":
+            return {"object": self._existing(args.get("object"))}
         raise InputError(f"unknown action {kind!r}")
+
+    def _existing(self, obj: Any) -> int:
+        try:
+            obj = int(obj)
+        except (TypeError, ValueError):
+            raise InputError(f"object must be an object id, got {str(obj)[:20]!r}") from None
+        if obj not in self.session.objects:
+            raise InputError(f"no object {obj}")
+        return obj
+
+    def _target(self, args: dict[str, Any], v: np.ndarray, ids: list[int]) -> int:
+        """The object a brush stroke / isocontour goes to: the one named (the selected row, or the chosen organ's),
+        else the object under the voxel ``v`` (3,), else a new one."""
+        obj = args.get("object")
+        if obj is None:
+            obj = int(self.labels()[tuple(v)]) or (max(ids, default=0) + 1)
+        return self._check_object(obj)
+
+    def _voxel_axis(self, ras_axis: int) -> int:
+        """The voxel axis (0..2) closest to RAS axis ``ras_axis`` (LPS and RAS share the axes, not the signs)."""
+        return int(np.argmax(np.abs(np.asarray(self.session.grid.index_to_lps)[ras_axis, :3])))
 
     @staticmethod
     def _check_object(obj: Any) -> int:
@@ -178,9 +263,60 @@ class CaseState:
 
     def _apply(self, act: Action) -> None:
         s, a = self.session, act.args
-        if act.kind in ("click", "box") and a["object"] not in s.objects:  # a new object: its kind and name
+        new_object = act.kind in ("click", "box", "brush", "grow", "threshold") and a["object"] not in s.objects
+        if act.kind == "brush":
+            k, lab = a["object"], self.labels()
+            paint = tools.brush_mask(lab.shape, s.grid.spacing, a["voxels"], a["radius_mm"], a["axis"])
+            paint &= (lab == 0) | (lab == k)  # another object keeps its voxels: erase them first
+            if not paint.any():
+                raise InputError("the brush found no free voxel there (another object holds them: erase first)")
+            s.set_mask(s.object_mask(k) | paint, object=k)
+            act.steps, self.last_object = 1, k
+        elif act.kind == "erase":
+            rub = tools.brush_mask(s.grid.shape, s.grid.spacing, a["voxels"], a["radius_mm"], a["axis"])
+            hit = {k: m for k in ([a["object"]] if a["object"] is not None else sorted(s.objects))
+                   if (m := s.object_mask(k)) is not None and (m & rub).any()}
+            if not hit:
+                raise InputError("the eraser touched no object")
+            for k, m in hit.items():
+                if (m & ~rub).any():
+                    s.set_mask(m & ~rub, object=k)
+                else:
+                    s.reset(k)  # nothing left: the object goes
+            act.steps = len(hit)
+            a["objects"] = sorted(hit)
+        elif act.kind == "grow":
+            kw = {"threshold": a["suv"]} if "suv" in a else {"fraction": a["fraction"]}
+            region, info = tools.isocontour(s.suv, s.grid.spacing, a["voxel"], box_mm=a["box_mm"], **kw)
+            s.set_mask(region, object=a["object"])
+            act.steps, self.last_object = 1, a["object"]
+            a["threshold"], self.info = round(info["threshold"], 4), {"tool": "grow", "object": a["object"], **info}
+        elif act.kind == "threshold":
+            region = tools.box_threshold(s.suv, a["lo"], a["hi"], a["suv"])
+            if not region.any():
+                raise InputError(f"no voxel of the box reaches SUV {a['suv']:.2f}")
+            inside = np.zeros(region.shape, bool)
+            inside[tuple(slice(lo, hi + 1) for lo, hi in zip(a["lo"], a["hi"]))] = True
+            s.set_mask((s.object_mask(a["object"]) & ~inside) | region, object=a["object"])
+            act.steps, self.last_object = 1, a["object"]
+            self.info = {"tool": "threshold", "object": a["object"], "threshold": a["suv"]}
+        elif act.kind == "confirm":
+            self.meta[a["object"]] = {**(self.meta.get(a["object"]) or {"kind": "lesion"}), "confirmed": True}
+        if new_object:  # a new object: its kind and name
             self.meta[a["object"]] = {k: a[k] for k in ("kind", "name") if k in a} or {"kind": "lesion"}
-        if act.kind == "click":
+        if act.kind == "click" and not a["positive"] and a["object"] in s.objects:
+            k = a["object"]
+            st = s.objects[k]
+            prompted = st.box is not None or any(pos for _, pos in st.points)
+            before = s.object_mask(k)
+            s.add_point(a["voxel"], positive=False, object=k, space="voxel")
+            new = tools.negative_click(before, s.object_mask(k), a["voxel"], prompted)
+            s.objects[k].mask = s.orient.to_ras(new)  # the same history step: undo restores ``before``
+            act.steps, self.last_object = 1, k
+            if not new.any():  # nothing left: the object goes (one more undoable step)
+                s.reset(k)
+                act.steps, self.last_object = 2, None
+        elif act.kind == "click":
             s.add_point(a["voxel"], positive=a["positive"], object=a["object"], space="voxel")
             act.steps, self.last_object = 1, a["object"]
         elif act.kind == "box":
@@ -214,6 +350,8 @@ class CaseState:
         organs = [r for r in rows if r["kind"] == "organ"]
         rows = [r for r in rows if r["kind"] != "organ"]
         return {"case": self.case_id, "version": self.version, "lesions": rows, "organs": organs,
+                "shape": [int(n) for n in self.session.grid.shape], "changed": self.changed, "info": self.info,
+                "max_ml": self.max_ml, "organ_map": self.organ_map is not None,
                 "totals": {"count": sum(r["n_voxels"] > 0 for r in rows),
                            "mtv_ml": float(sum(r["volume_ml"] for r in rows)),
                            "tlg": float(sum(r["tlg"] for r in rows))},
@@ -225,7 +363,11 @@ class CaseState:
         """One row per object: the quantities of :meth:`PromptSession.table` (volume ml, SUVmax, SUVmean,
         SUVpeak = :func:`petctfm.evaluate.lesions.suv_peak`, TLG = SUVmean x volume), computed in one pass over
         the label map (bincount / find_objects) with SUVpeak re-computed only for objects that changed: a
-        click costs the same with 2 objects or 50 (PromptSession.table scans the volume once per object)."""
+        click costs the same with 2 objects or 50 (PromptSession.table scans the volume once per object).
+
+        For the page, each row also has ``lo`` / ``hi`` (the object's voxel bounding box, ``hi`` exclusive),
+        ``peak_voxel`` / ``peak_ras`` (its SUVmax voxel, in the object: where the page's cursor jumps to),
+        ``flags`` (:func:`petctfm.serve.tools.implausible`, lesions only) and ``confirmed`` (the reader kept it)."""
         from scipy import ndimage
 
         from petctfm.evaluate.lesions import SPHERE_1ML_RADIUS_MM, suv_peak
@@ -241,7 +383,8 @@ class CaseState:
         for k in ids:
             st, found = s.objects[k], boxes[k - 1] if k <= len(boxes) else None
             row = {"object": k, "kind": self.kind_name(k)[0], "name": self.kind_name(k)[1], "n_voxels": 0, "volume_ml": 0.0, "suv_max": None, "suv_mean": None,
-                   "suv_peak": None, "tlg": 0.0, "n_points": len(st.points), "box": st.box is not None}
+                   "suv_peak": None, "tlg": 0.0, "n_points": len(st.points), "box": st.box is not None,
+                   "flags": [], "confirmed": bool((self.meta.get(k) or {}).get("confirmed"))}
             if found is not None:
                 # the bounding box grown by the SUVpeak sphere (clipped to the image): all work is in this crop
                 box = tuple(slice(max(b.start - h, 0), min(b.stop + h, e)) for b, h, e in zip(found, pad, lab.shape))
@@ -252,15 +395,35 @@ class CaseState:
                 if key not in self._peaks:
                     self._peaks[key] = suv_peak(suv[box], inside, s.grid.spacing)
                 mean = total / nk
+                at = np.unravel_index(int(np.argmax(np.where(inside, suv[box], -np.inf))), inside.shape)
+                peak_voxel = [int(b.start + i) for b, i in zip(box, at)]
                 row.update(n_voxels=nk, volume_ml=nk * vox_ml, suv_max=float(vals.max()), suv_mean=mean,
-                           suv_peak=self._peaks[key], tlg=mean * nk * vox_ml)
+                           suv_peak=self._peaks[key], tlg=mean * nk * vox_ml,
+                           lo=[int(b.start) for b in found], hi=[int(b.stop) for b in found],
+                           peak_voxel=peak_voxel, peak_ras=self.ras_of(peak_voxel))
+                if row["kind"] == "lesion":
+                    organs = None
+                    if self.organ_map is not None:
+                        from petctfm.core.labels import ORGAN_LABELS
+
+                        counts = np.bincount(self.organ_map[box][inside], minlength=len(ORGAN_LABELS))
+                        organs = {n: int(counts[v]) for n, v in ORGAN_LABELS.items() if v and v < counts.size}
+                    row["flags"] = tools.implausible(nk, nk * vox_ml, organs, self.max_ml)
             if row["n_voxels"] or st.points:
                 rows.append(row)
         return rows
 
-    def mask_bits(self) -> bytes:
-        """The label map > 0, bit-packed (``np.packbits``, little bit order) in NIfTI voxel order (x fastest)."""
-        return np.packbits(self.labels().ravel(order="F") > 0, bitorder="little").tobytes()
+    def label_bytes(self, lo: Any = None, hi: Any = None) -> bytes:
+        """The label map's voxels in the box ``lo`` (3,) .. ``hi`` (3,, exclusive; default the whole image) as
+        uint8 bytes in NIfTI voxel order (x fastest): what the page repaints after a change (only the box that
+        :attr:`changed`)."""
+        lab = self.labels()
+        lo = np.zeros(3, int) if lo is None else np.asarray(lo, int)
+        hi = np.array(lab.shape) if hi is None else np.asarray(hi, int)
+        if lo.shape != (3,) or hi.shape != (3,) or np.any(lo < 0) or np.any(hi > lab.shape) or np.any(lo >= hi):
+            raise InputError(f"box {lo.tolist()}..{hi.tolist()} is not inside the image {list(lab.shape)}")
+        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        return np.ascontiguousarray(lab[box].astype(np.uint8).ravel(order="F")).tobytes()
 
     # -- files ------------------------------------------------------------------------------------------
 
@@ -330,6 +493,13 @@ def parse_kind(args: dict[str, Any]) -> dict[str, str]:
     return {"kind": "organ", "name": name}
 
 
+def _number(value: Any, what: str) -> float:
+    """A finite float from a request (InputError naming ``what`` otherwise; booleans and strings refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise InputError(f"{what} must be a finite number, got {str(value)[:20]!r}")
+    return float(value)
+
+
 def clean_user(user: Any) -> str:
     """A user name as logged: printable, at most 64 characters, ``anonymous`` when empty."""
     text = "".join(ch for ch in str(user or "") if ch.isprintable())[:USER_MAX].strip()
@@ -351,4 +521,5 @@ def nifti_bytes(img: Any, dtype: Any = np.float32) -> bytes:
     return gzip.compress(nii.to_bytes(), compresslevel=1)
 
 
-__all__ = ["Action", "CaseState", "Conflict", "MAX_OBJECTS", "OBJECTS_FILE", "clean_user", "nifti_bytes", "parse_kind"]
+__all__ = ["Action", "CaseState", "Conflict", "MAX_OBJECTS", "OBJECTS_FILE", "PLANES", "clean_user", "nifti_bytes",
+           "parse_kind"]
