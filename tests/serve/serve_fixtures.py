@@ -70,3 +70,19 @@ def lesion_voxel(phantom):
     idx = np.argwhere(labels == 1)
     centre = idx[np.argmin(((idx - idx.mean(0)) ** 2).sum(1))]
     return centre, seg
+
+
+BASE = "http://127.0.0.1:8765"  # a real allowed host and port (no test host names are allowed)
+
+
+def page_client(server, base: str = BASE):
+    """A client as the page is one: on the server's own origin, with the token, JSON and the CSRF header."""
+    from fastapi.testclient import TestClient
+
+    from petctfm.serve.app import create_app
+    from petctfm.serve.security import csrf_token
+
+    c = TestClient(create_app(server), base_url=base)
+    c.headers.update({"X-Petctfm-Token": server.token, "Origin": base, "Content-Type": "application/json",
+                      "X-CSRF-Token": csrf_token(server.token)})
+    return c

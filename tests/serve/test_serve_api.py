@@ -13,22 +13,13 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from serve_fixtures import lesion_voxel, prompt_config, stub_session, threshold_auto  # noqa: E402
+from serve_fixtures import BASE, lesion_voxel, page_client, prompt_config, stub_session, threshold_auto  # noqa: E402,E501
 from petctfm.core.errors import InputError  # noqa: E402
 from petctfm.serve.app import Server, create_app, make_server  # noqa: E402
 from petctfm.serve.cases import CaseList  # noqa: E402
-from petctfm.serve.security import csrf_token  # noqa: E402
 
 CASE = "PETCT_0000"
-BASE = "http://127.0.0.1:8765"  # a real allowed host and port (no test host names are allowed)
-
-
-def _client(server):
-    """A client as the page is one: on the server's own origin, with the token, JSON and the CSRF header."""
-    c = TestClient(create_app(server), base_url=BASE)
-    c.headers.update({"X-Petctfm-Token": server.token, "Origin": BASE, "Content-Type": "application/json",
-                      "X-CSRF-Token": csrf_token(server.token)})
-    return c
+_client = page_client
 
 
 @pytest.fixture

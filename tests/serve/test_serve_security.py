@@ -28,7 +28,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from serve_fixtures import lesion_voxel, prompt_config, stub_session, threshold_auto  # noqa: E402
+from serve_fixtures import BASE, lesion_voxel, page_client, prompt_config, stub_session, threshold_auto  # noqa: E402,E501
 from serve_live import free_port, live  # noqa: E402
 from petctfm.cli.main import main  # noqa: E402
 from petctfm.serve.app import Server, create_app, make_server  # noqa: E402
@@ -36,7 +36,6 @@ from petctfm.serve.cases import CaseList  # noqa: E402
 from petctfm.serve.security import TOKEN_FILE, cookie_name, csrf_token  # noqa: E402
 
 CASE = "PETCT_0000"
-BASE = "http://127.0.0.1:8765"
 
 
 @pytest.fixture
@@ -44,12 +43,7 @@ def server(phantom, tmp_path):
     return Server(CaseList(phantom / "autopet"), tmp_path / "out", stub_session, threshold_auto())
 
 
-def _page_client(server, base=BASE):
-    """What the page sends: the server's origin, the token, JSON and the CSRF header."""
-    c = TestClient(create_app(server), base_url=base)
-    c.headers.update({"X-Petctfm-Token": server.token, "Origin": base, "Content-Type": "application/json",
-                      "X-CSRF-Token": csrf_token(server.token)})
-    return c
+_page_client = page_client
 
 
 def _ras(server, case, voxel):
@@ -304,6 +298,13 @@ BAD_SHAPES = [
     ("save", '{"user": 7}', "user"),
     ("undo", "[0]", "JSON object"),
     ("click", '{"version": 0, "ras": [NaN, 0, 0]}', "not valid JSON"),
+    # the manual tools' bodies are as strict
+    ("brush", '{"version": 0, "ras": [0, 0, 0], "object": "abc"}', "object"),
+    ("brush", '{"version": 0, "points": "abc"}', "points"),
+    ("erase", '{"version": 0, "ras": [0, 0, 0], "radius_mm": "5"}', "radius_mm"),
+    ("grow", '{"version": 0, "ras": [0, 0, 0], "fraction": "0.41"}', "fraction"),
+    ("threshold", '{"version": 0, "lo": [0, 0, 0], "hi": [1, 1, 1], "object": 1.5}', "object"),
+    ("confirm", '{"version": 0, "object": "x"}', "object"),
 ]
 
 

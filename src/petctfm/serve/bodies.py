@@ -58,7 +58,51 @@ class Delete(Versioned):
     object: ObjectId
 
 
-MODELS: dict[str, type[Body]] = {"click": Click, "box": Box, "delete": Delete, "save": Body}
+Number = Annotated[StrictFloat | StrictInt, Field(allow_inf_nan=False)]
+Kind = Annotated[StrictStr, Field(max_length=64)] | None
+Name = Annotated[StrictStr, Field(max_length=256)] | None
+
+
+class Stroke(Versioned):
+    """brush / erase: one point (``ras``) or a stroke (``points``), a radius, a plane (None: a 3D sphere)."""
+
+    ras: Point | None = None
+    points: Annotated[list[Point], Field(min_length=1, max_length=2000)] | None = None  # state.MAX_STROKE
+    radius_mm: Number = 5.0
+    plane: Annotated[StrictStr, Field(max_length=16)] | None = None
+    object: ObjectId | None = None
+    kind: Kind = None
+    name: Name = None
+
+
+class Grow(Versioned):
+    """grow: an isocontour from a click, at ``fraction`` of the local SUVmax or at a fixed ``suv``."""
+
+    ras: Point
+    box_mm: Number | None = None
+    suv: Number | None = None
+    fraction: Number | None = None
+    object: ObjectId | None = None
+    kind: Kind = None
+    name: Name = None
+
+
+class Threshold(Versioned):
+    lo: Point
+    hi: Point
+    suv: Number | None = None
+    fraction: Number | None = None
+    object: ObjectId | None = None
+    kind: Kind = None
+    name: Name = None
+
+
+class Confirm(Versioned):
+    object: ObjectId
+
+
+MODELS: dict[str, type[Body]] = {"click": Click, "box": Box, "delete": Delete, "save": Body, "brush": Stroke,
+                                 "erase": Stroke, "grow": Grow, "threshold": Threshold, "confirm": Confirm}
 
 
 def read_body(raw: bytes, action: str, max_bytes: int) -> dict[str, Any]:
@@ -83,4 +127,5 @@ def read_body(raw: bytes, action: str, max_bytes: int) -> dict[str, Any]:
     return {**{k: v for k, v in doc.items() if k not in type(parsed).model_fields}, **given}
 
 
-__all__ = ["Body", "Box", "Click", "Delete", "MODELS", "Versioned", "read_body"]
+__all__ = ["Body", "Box", "Click", "Confirm", "Delete", "Grow", "MODELS", "Stroke", "Threshold", "Versioned",
+           "read_body"]
