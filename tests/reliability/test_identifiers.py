@@ -9,7 +9,9 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pydicom
+import pytest
 
 from test_values_and_outputs import run_cli
 
@@ -104,3 +106,41 @@ def test_predict_outputs_carry_no_dicom_identifier(template, tiny_model, tmp_pat
     # a second prediction of the same study elsewhere gets an unlinkable fingerprint
     other = json.loads(summaries[0].read_text())["input"]["fingerprint"]
     assert doc["input"]["fingerprint"]["salt"] != other["salt"]
+
+
+def test_serve_audit_log_and_outputs_carry_no_dicom_identifier(template, tmp_path):
+    """A DICOM study read, edited and saved in ``petctfm serve``: the case id, ``audit.jsonl``, ``objects.json``,
+    ``lesions.csv`` and the API's case list name none of the study's identifiers (the DICOM-SEG itself does:
+    it must reference its source)."""
+    import sys
+
+    pytest.importorskip("fastapi")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))
+    from serve_fixtures import page_client, stub_session
+
+    from petctfm.serve.app import Server
+    from petctfm.serve.cases import CaseList
+
+    src = tmp_path / "in"
+    shutil.copytree(template / "dicom", src)
+    ids = _identifiers(src)
+    assert any(v.startswith("ZZTESTNAME") for v in ids)
+    server = Server(CaseList(src), tmp_path / "out", stub_session)
+    c = page_client(server)
+    cases = c.get("/api/cases").json()
+    _no_identifier(_strings(cases, "cases"), ids)
+    cid = cases["cases"][0]["id"]
+    assert c.post(f"/api/cases/{cid}/open").status_code == 200
+    st = server.open_cases[cid]
+    centre = np.array(st.session.suv.shape) // 2
+    lps = (st.session.grid.index_to_lps @ np.append(centre.astype(float), 1.0))[:3]
+    r = c.post(f"/api/cases/{cid}/click", json={"version": 0, "ras": (lps * [-1, -1, 1]).tolist(), "user": "reader"})
+    assert r.status_code == 200, r.text
+    assert c.post(f"/api/cases/{cid}/save", json={"user": "reader"}).status_code == 200
+    case_out = tmp_path / "out" / cid
+    audit = [json.loads(line) for line in (case_out / "audit.jsonl").read_text().splitlines()]
+    assert [a["action"] for a in audit][-2:] == ["click", "save"]
+    _no_identifier(_strings(audit, "audit"), ids)
+    _no_identifier(_strings(json.loads((case_out / "objects.json").read_text()), "objects"), ids)
+    _no_identifier(_csv_fields(case_out / "lesions.csv"), ids)
+    _no_identifier([("case id", cid)], ids)
