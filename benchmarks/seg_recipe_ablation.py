@@ -112,8 +112,12 @@ def train_and_score(data: str, out: Path, name: str, steps: int, seed: int, spli
     val_s = time.perf_counter() - t0
     from petctfm.train.run_dir import median_step_seconds
 
+    try:
+        s_per_step = median_step_seconds(run)
+    except ValueError:  # a run of fewer than 4 logged steps (a smoke test): no step time
+        s_per_step = float("nan")
     row = {"row": name, "seed": seed, "steps": summary["steps"], "train_s": round(train_s, 1),
-           "s_per_step": median_step_seconds(run), "scored_on": score_data or f"{data}:{split}",
+           "s_per_step": s_per_step, "scored_on": score_data or f"{data}:{split}",
            "val_dice": res["dice"], "val_fp_ml": res["fp_volume_ml"], "val_fn_ml": res["fn_volume_ml"],
            "val_s": round(val_s, 1), "val_cases": res["cases"], "patch": cfg["data"]["patch_size"],
            "precision": summary["precision"], "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
