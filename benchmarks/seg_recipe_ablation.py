@@ -9,6 +9,10 @@ validation split (sliding window, the run's final weights; EMA weights when the 
 
     OMP_NUM_THREADS=1 python benchmarks/seg_recipe_ablation.py --data DS --out OUT --minutes 10 --workers 2
     python benchmarks/seg_recipe_ablation.py --data DS --out OUT --table    # the markdown table of OUT
+    # rows of equal step cost at equal steps, scored on every case of a development cohort (a new synth seed):
+    OMP_NUM_THREADS=1 python benchmarks/seg_recipe_ablation.py --data DS --out OUT --steps 1200 --score-data DEV
+    # then, after the choice: the trained rows on a confirmation cohort drawn afterwards (no training)
+    OMP_NUM_THREADS=1 python benchmarks/seg_recipe_ablation.py --data DS --out OUT --rows a,b --confirm CONF
 
 Rows (``ROWS``): ``before`` is the recipe petctfm had (the demo's fine-tuning: DynUNet stand-in 8..64 filters,
 32^3 patch, fp32, cosine, no deep supervision); ``recipe`` is ``--plan cpu`` (plan.py); each other row changes
@@ -126,6 +130,31 @@ def train_and_score(data: str, out: Path, name: str, steps: int, seed: int, spli
     return row
 
 
+def confirm_row(out: Path, name: str, seed: int, confirm_data: str) -> dict:
+    """Score the trained row ``name`` (seed ``seed``, its final weights) on every case of a confirmation cohort
+    drawn after the choice; written to ``out/confirm/<row>_s<seed>.json`` (the row format of the table)."""
+    import torch
+
+    from petctfm.methods.segmentation.validation import validate
+    from petctfm.train.checkpoint import load_model
+
+    run = out / f"{name}_s{seed}"
+    summary = json.loads((run / "summary.json").read_text())
+    ckpt = Path(summary["checkpoint"])
+    model, cfg = load_model(ckpt, ema=(ckpt / "ema.safetensors").is_file())
+    t0 = time.perf_counter()
+    res = validate(model.eval(), cfg, confirm_data, ids=_score_ids(confirm_data))
+    row = {"row": name, "seed": seed, "steps": summary["steps"], "scored_on": confirm_data,
+           "val_dice": res["dice"], "val_fp_ml": res["fp_volume_ml"], "val_fn_ml": res["fn_volume_ml"],
+           "val_s": round(time.perf_counter() - t0, 1), "val_cases": res["cases"],
+           "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
+    dest = out / "confirm"
+    dest.mkdir(exist_ok=True)
+    (dest / f"{name}_s{seed}.json").write_text(json.dumps(row, indent=1))
+    torch.set_num_threads(1)
+    return row
+
+
 def _init():
     import torch
 
@@ -138,13 +167,14 @@ def table(out: Path) -> str:
     rows = [json.loads(p.read_text()) for p in sorted(out.glob("*_s*.json"))]
     cal = json.loads((out / "calibration.json").read_text()) if (out / "calibration.json").is_file() else {}
     base = {r["seed"]: r for r in rows if r["row"] == "recipe"}
-    lines = ["| row | s/step (calibrated, else measured) | steps | val Dice | Δ vs recipe (same seed) | val FP ml | val FN ml | params M |",
+    lines = ["| row | s/step (calibrated, else measured) | steps | Dice [95 % CI] | Δ vs recipe (paired, same seed) | val FP ml | val FN ml | params M |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name in ROWS:
         rs = [r for r in rows if r["row"] == name]
         if not rs:
             continue
-        d = np.mean([r["val_dice"] for r in rs])
+        per_case = [v for r in rs for v in r["val_cases"].values() if math.isfinite(v)]
+        d = _ci_text(per_case) if per_case else "nan"
         diffs = []
         for r in rs:
             b = base.get(r["seed"])
@@ -153,7 +183,7 @@ def table(out: Path) -> str:
                 diffs += [r["val_cases"][c] - b["val_cases"][c] for c in common]
         dtext = "" if not diffs else _ci_text(diffs)
         lines.append(f"| {name} | {cal.get(name, np.median([r.get('s_per_step', float('nan')) for r in rs])):.2f} | {int(np.mean([r['steps'] for r in rs]))} | "
-                     f"{d:.3f} | {dtext} | {np.mean([r['val_fp_ml'] for r in rs]):.1f} | "
+                     f"{d} | {dtext} | {np.mean([r['val_fp_ml'] for r in rs]):.1f} | "
                      f"{np.mean([r['val_fn_ml'] for r in rs]):.1f} | {rs[0]['params_M']} |")
     return "\n".join(lines)
 
@@ -178,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="val", help="the split rows are scored on (never test)")
     ap.add_argument("--steps", type=int, default=None,
                     help="equal fixed steps for every row instead of calibrated equal time (rows of equal step cost)")
+    ap.add_argument("--confirm", default=None, metavar="DATASET",
+                    help="no training: score the trained --rows on every case of this confirmation cohort (drawn "
+                         "after the choice) into OUT/confirm/, and print its table")
     ap.add_argument("--score-data", default=None,
                     help="score on every case of this harmonized development cohort (a new synth seed, never the "
                          "test or confirmation cohort) instead of --data's validation split")
@@ -190,6 +223,13 @@ def main(argv: list[str] | None = None) -> int:
         print(table(out))
         return 0
     names = a.rows.split(",")
+    if a.confirm:
+        jobs = [(n, int(s)) for s in a.seeds.split(",") for n in names]
+        with ProcessPoolExecutor(a.workers, initializer=_init) as ex:
+            for r in ex.map(confirm_row, [out] * len(jobs), *zip(*jobs), [a.confirm] * len(jobs)):
+                print(json.dumps({k: v for k, v in r.items() if k != "val_cases"}), flush=True)
+        print(table(out / "confirm"))
+        return 0
     cal_file = out / "calibration.json"
     cal = json.loads(cal_file.read_text()) if cal_file.is_file() else {}
     todo = [n for n in names if n not in cal] if a.steps is None else []

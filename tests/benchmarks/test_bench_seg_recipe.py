@@ -72,3 +72,11 @@ def test_seg_recipe_ablation_fixed_steps_on_a_dev_cohort(tmp_path):
     assert set(r["val_cases"]) == {c for k in ("train", "val", "test") for c in sp.get(k) or []}
     cfg = (out / "sgd_nnunet_s0" / "config.yaml").read_text()
     assert "optimizer: sgd" in cfg
+    # --confirm: no training, the trained row scored on every case of another cohort, into OUT/confirm/
+    conf = write_toy_dataset(tmp_path / "conf", n_cases=2, shape=(32, 24, 40), seed=9)
+    p = subprocess.run(cmd[:6] + ["--rows", "sgd_nnunet", "--workers", "1", "--confirm", str(conf)], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                       env=_env())
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    c = json.loads((out / "confirm" / "sgd_nnunet_s0.json").read_text())
+    assert c["scored_on"] == str(conf) and c["steps"] == 5 and len(c["val_cases"]) == 2
+    assert "| sgd_nnunet |" in p.stdout
