@@ -1,12 +1,43 @@
-"""A real uvicorn server in a thread for the security tests (what a browser or a raw socket talks to)."""
+"""A real uvicorn server in a thread (what a browser or a raw socket talks to), and the headless Chromium the
+browser tests drive (Debian's chromium + chromedriver; ``.ci/run`` installs them)."""
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any, Iterator
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+FLAGS = ("--headless=new --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking "
+         "--disable-component-update --disable-sync --disable-dev-shm-usage --use-angle=swiftshader "
+         "--enable-unsafe-swiftshader")
+
+
+def require_browser() -> None:
+    """Skip the calling test module (with the reason) without chromium, chromedriver, selenium or uvicorn."""
+    import pytest
+
+    if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
+        pytest.skip("headless browser test: chromium and chromedriver are not installed "
+                    "(apt-get install chromium chromium-driver)", allow_module_level=True)
+    pytest.importorskip("selenium", reason="headless browser test: selenium is not installed (pip install '.[test]')")
+    pytest.importorskip("uvicorn")
+
+
+def chrome(profile: Path, window: str = "1400,800"):
+    """A headless Chromium (software WebGL) with its own profile folder."""
+    from selenium import webdriver
+
+    opts = webdriver.ChromeOptions()
+    for flag in FLAGS.split() + [f"--window-size={window}", f"--user-data-dir={profile}"]:
+        opts.add_argument(flag)
+    opts.binary_location = CHROMIUM
+    return webdriver.Chrome(service=webdriver.ChromeService(DRIVER), options=opts)
 
 
 def free_port() -> int:

@@ -15,22 +15,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
-if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
-    pytest.skip("headless browser test: chromium and chromedriver are not installed "
-                "(apt-get install chromium chromium-driver)", allow_module_level=True)
-pytest.importorskip("selenium", reason="headless browser test: selenium is not installed (pip install '.[test]')")
-pytest.importorskip("uvicorn")
+from serve_live import chrome, live, require_browser  # noqa: E402
 
-from selenium import webdriver  # noqa: E402
+require_browser()
+
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
@@ -39,15 +33,6 @@ from petctfm.serve.app import Server, create_app  # noqa: E402
 from petctfm.serve.cases import CaseList  # noqa: E402
 
 CASE = "PETCT_0000"
-FLAGS = ("--headless=new --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking "
-         "--disable-component-update --disable-sync --disable-dev-shm-usage --use-angle=swiftshader "
-         "--enable-unsafe-swiftshader --window-size=1400,800")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -66,22 +51,12 @@ def browser_phantom(phantom, tmp_path_factory):
 
 @pytest.fixture
 def running(browser_phantom, tmp_path):
-    import uvicorn
-
+    """The viewer on a live port: (server, the page URL with the token, a missed lesion's centre, its mask)."""
     phantom = browser_phantom
     centre, seg = lesion_voxel(phantom)
     server = Server(CaseList(phantom / "autopet"), tmp_path / "out", stub_session, threshold_auto(miss=centre))
-    port = _free_port()
-    uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning"))
-    th = threading.Thread(target=uv.run, daemon=True)
-    th.start()
-    for _ in range(100):
-        if uv.started:
-            break
-        time.sleep(0.05)
-    yield server, f"http://127.0.0.1:{port}/?token={server.token}", centre, seg
-    uv.should_exit = True
-    th.join(10)
+    with live(create_app(server)) as port:
+        yield server, f"http://127.0.0.1:{port}/?token={server.token}", centre, seg
 
 
 def _text(d, el):
@@ -178,12 +153,7 @@ def test_reader_session(running, browser_phantom, tmp_path):
 
     server, url, centre, seg = running
     phantom = browser_phantom
-    opts = webdriver.ChromeOptions()
-    for flag in FLAGS.split():
-        opts.add_argument(flag)
-    opts.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
-    opts.binary_location = CHROMIUM
-    d = webdriver.Chrome(service=webdriver.ChromeService(DRIVER), options=opts)
+    d = chrome(tmp_path / "profile", "1400,800")
     latency, shots = [], {}
 
     def timed(label):

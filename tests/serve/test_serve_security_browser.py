@@ -15,21 +15,15 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import shutil
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
-if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
-    pytest.skip("headless browser test: chromium and chromedriver are not installed "
-                "(apt-get install chromium chromium-driver)", allow_module_level=True)
-pytest.importorskip("selenium", reason="headless browser test: selenium is not installed (pip install '.[test]')")
-pytest.importorskip("uvicorn")
+from serve_live import chrome, require_browser  # noqa: E402
 
-from selenium import webdriver  # noqa: E402
+require_browser()
+
 
 from serve_fixtures import lesion_voxel, stub_session, threshold_auto  # noqa: E402
 from serve_live import free_port, live  # noqa: E402
@@ -37,9 +31,6 @@ from petctfm.serve.app import Server, create_app  # noqa: E402
 from petctfm.serve.cases import CaseList  # noqa: E402
 
 CASE = "PETCT_0000"
-FLAGS = ("--headless=new --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking "
-         "--disable-component-update --disable-sync --disable-dev-shm-usage --use-angle=swiftshader "
-         "--enable-unsafe-swiftshader --window-size=1280,760")
 
 ATTACK = """<!doctype html><html><body>
 <iframe name="sink" id="sink"></iframe>
@@ -107,12 +98,7 @@ def _wait(cond, what, timeout=30.0):
 def test_a_page_on_another_local_port_cannot_change_a_case(victim, attacker, tmp_path, caplog):
     server, port = victim
     st = server.open_cases[CASE]
-    opts = webdriver.ChromeOptions()
-    for flag in FLAGS.split():
-        opts.add_argument(flag)
-    opts.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
-    opts.binary_location = CHROMIUM
-    d = webdriver.Chrome(service=webdriver.ChromeService(DRIVER), options=opts)
+    d = chrome(tmp_path / "profile", "1280,760")
     try:
         d.get(f"http://127.0.0.1:{port}/?token={server.token}")  # the reader's tab: the cookie is set
         _wait(lambda: d.execute_script("return !!(window.petctfmViewer && window.petctfmViewer.ready)"),
