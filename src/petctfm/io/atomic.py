@@ -187,12 +187,18 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
             os.replace(tmp, path)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        err = output_failure(exc, path)
-        if err is not None and str(tmp) in str(err):  # name the file where it was going, not the temporary
-            raise OutputError(str(err).replace(str(tmp), str(path))) from None
-        if err is not None and err is not exc:
-            raise err from None
+        _raise_as_output(exc, tmp, path)
         raise
+
+
+def _raise_as_output(exc: BaseException, tmp: Path, path: Path) -> None:
+    """After a failed folder write into ``tmp`` for ``path``: raise the :class:`OutputError` a full disk (or the
+    like) is, naming ``path`` rather than the temporary; return for any other error (the caller re-raises)."""
+    err = output_failure(exc, path)
+    if err is not None and str(tmp) in str(err):  # name the file where it was going, not the temporary
+        raise OutputError(str(err).replace(str(tmp), str(path))) from None
+    if err is not None and err is not exc:
+        raise err from None
 
 
 @contextlib.contextmanager
@@ -232,11 +238,7 @@ def atomic_outputs(path: str | os.PathLike, marker: str) -> Iterator[Path]:
             tmp.rmdir()
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        err = output_failure(exc, path)
-        if err is not None and str(tmp) in str(err):  # name the file where it was going, not the temporary
-            raise OutputError(str(err).replace(str(tmp), str(path))) from None
-        if err is not None and err is not exc:
-            raise err from None
+        _raise_as_output(exc, tmp, path)
         raise
 
 
