@@ -54,7 +54,7 @@ def test_files_regular_only(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(InputError, match="not a regular file"):
         load_bounded_file(fifo)  # must not block
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(InputError, match="file not found"):
         load_bounded_file(tmp_path / "missing.json")
     big = tmp_path / "big.json"
     big.write_text("[" + "0," * 100 + "0]")

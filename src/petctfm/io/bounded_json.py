@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -108,18 +107,11 @@ def load_bounded_file(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES, ma
                       max_number_chars: int = MAX_NUMBER_CHARS) -> Any:
     """Read a JSON file within the limits. Only a regular file is read (a FIFO would block forever, a folder is
     not a file); every problem is one :class:`InputError` naming the file."""
+    from petctfm.io.images import check_readable_file
+
     p = Path(path)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise InputError(f"{p}: does not exist") from None
-    except PermissionError:
-        raise InputError(f"{p}: permission denied") from None
-    except OSError as exc:
-        raise InputError(f"{p}: cannot be read ({exc.strerror or exc})") from None
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise InputError(f"{p}: {kind}; expected a JSON file")
+    check_readable_file(p)  # the one owner of "exists, is a regular file, may be read"
+    st = p.stat()
     if st.st_size > max_bytes:
         raise InputError(f"{p}: {st.st_size:,} bytes, more than the JSON limit of {max_bytes:,}")
     try:
