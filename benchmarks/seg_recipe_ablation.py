@@ -188,6 +188,42 @@ def table(out: Path) -> str:
     return "\n".join(lines)
 
 
+def figure(out: Path, png: Path) -> Path:
+    """Dice [95 % CI] of every scored row (OUT, then OUT/confirm/), one point per row and seed, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from petctfm.evaluate.bootstrap import mean_ci
+
+    groups = [("", sorted(out.glob("*_s*.json"))), ("confirm", sorted((out / "confirm").glob("*_s*.json")))]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * sum(len(g) for _, g in groups) + 1), 3.8))
+    i, colours = 0, {}
+    for tag, files in groups:
+        for f in files:
+            r = json.loads(f.read_text())
+            d = [v for v in r["val_cases"].values() if math.isfinite(v)]
+            if not d:
+                continue
+            ci = mean_ci(d)
+            c = colours.setdefault(r["row"], f"C{len(colours) % 10}")
+            ax.errorbar(i, ci["mean"], yerr=[[ci["mean"] - ci["ci_low"]], [ci["ci_high"] - ci["mean"]]], fmt="o",
+                        color=c, capsize=4)
+            where = Path(r.get("scored_on", "")).name or "val"
+            ax.annotate(f"{r['row']}\ns{r['seed']} · {where}", (i, 0), xytext=(0, -28), textcoords="offset points",
+                        ha="center", fontsize=6, annotation_clip=False)
+            i += 1
+    ax.set_xticks([])
+    ax.set_xlim(-0.6, i - 0.4)
+    ax.set_ylim(0, None)
+    ax.set_ylabel("Dice over cases with lesions\nmean [95 % CI]")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
 def _ci_text(diffs: list[float]) -> str:
     from petctfm.evaluate.bootstrap import mean_ci
 
@@ -205,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib", type=int, default=12)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--figure", default=None, metavar="PNG", help="draw every scored row of OUT (and OUT/confirm) as a PNG")
     ap.add_argument("--split", default="val", help="the split rows are scored on (never test)")
     ap.add_argument("--steps", type=int, default=None,
                     help="equal fixed steps for every row instead of calibrated equal time (rows of equal step cost)")
@@ -219,8 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--split test: the ablation chooses, so it is scored on validation data, never on test")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    if a.table:
-        print(table(out))
+    if a.table or a.figure:
+        if a.table:
+            print(table(out))
+        if a.figure:
+            print(figure(out, Path(a.figure)))
         return 0
     names = a.rows.split(",")
     if a.confirm:

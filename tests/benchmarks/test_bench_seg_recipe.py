@@ -80,3 +80,7 @@ def test_seg_recipe_ablation_fixed_steps_on_a_dev_cohort(tmp_path):
     c = json.loads((out / "confirm" / "sgd_nnunet_s0.json").read_text())
     assert c["scored_on"] == str(conf) and c["steps"] == 5 and len(c["val_cases"]) == 2
     assert "| sgd_nnunet |" in p.stdout
+    png = tmp_path / "rows.png"
+    p = subprocess.run(cmd[:6] + ["--figure", str(png)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=_env())
+    assert p.returncode == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", p.stderr[-2000:]
