@@ -168,27 +168,39 @@ def _json_default(o):
 def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces ``path`` (a whole case appears at once)."""
     path = Path(path)
+    tmp = _temp_folder(path)
+    try:
+        yield tmp
+        if path.exists() and not overwrite:
+            raise FileExistsError(path)
+        _swap_in(tmp, path)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _raise_as_output(exc, tmp, path)
+        raise
+
+
+def _temp_folder(path: Path) -> Path:
+    """A new hidden temporary folder beside ``path`` (same file system, so a rename moves it), with the mode a
+    plain ``mkdir`` would give; a full disk or the like is an :class:`OutputError` naming ``path``."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     except OSError as exc:
         raise (output_failure(exc, path) or exc) from None
     os.chmod(tmp, 0o777 & ~_umask())
-    try:
-        yield tmp
-        if path.exists():
-            if not overwrite:
-                raise FileExistsError(path)
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _raise_as_output(exc, tmp, path)
-        raise
+    return tmp
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Put the finished folder ``tmp`` at ``path``, replacing what is there (moved aside first, then removed)."""
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
 
 
 def _raise_as_output(exc: BaseException, tmp: Path, path: Path) -> None:
@@ -212,25 +224,15 @@ def atomic_outputs(path: str | os.PathLike, marker: str) -> Iterator[Path]:
     with ``marker`` never mixes new and old files. On an error ``path`` is left as it was and the temporary
     folder is removed; a full disk is an :class:`OutputError` (:func:`output_failure`)."""
     path = Path(path).absolute()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    except OSError as exc:
-        raise (output_failure(exc, path) or exc) from None
-    os.chmod(tmp, 0o777 & ~_umask())
+    tmp = _temp_folder(path)
     try:
         yield tmp
         names = sorted(p.name for p in tmp.iterdir() if p.name != marker)
         names += [marker] if (tmp / marker).exists() else []
         whole = not path.exists() or (path.is_dir() and path.resolve() != Path.cwd().resolve()
                                       and all(p.name in names for p in path.iterdir()))
-        if whole and path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        elif whole:
-            os.replace(tmp, path)
+        if whole:
+            _swap_in(tmp, path)
         else:
             (path / marker).unlink(missing_ok=True)
             for n in names:
