@@ -57,3 +57,20 @@ def write_toy_dataset(root: str | os.PathLike, n_cases: int = 4, shape: tuple[in
     atomic_write_json(root / fmt.SPLITS_JSON, {"train": ids[:-1] if len(ids) > 1 else ids, "val": ids[-1:],
                                                "test": ids[-1:], "fractions": {}, "kshot": {}})
     return root
+
+
+def tiny_prompt_config(spacing: float = 2.0, patch: int | None = 16) -> dict:
+    """The config of an untrained tiny PET-only promptable model for tests: the ``tiny`` preset, a ``patch``^3
+    patch (None: the preset's), fixed PET/CT normalization and a ``spacing`` mm harmonization grid."""
+    from petctfm.core.config import deep_merge
+    from petctfm.methods.promptable.presets import get_preset
+    from petctfm.methods.promptable.task import DEFAULT_CONFIG
+
+    cfg = deep_merge(DEFAULT_CONFIG, get_preset("tiny")["task"])
+    if patch is not None:
+        cfg["data"]["patch_size"] = [patch] * 3
+    cfg["preprocessing"] = {"channels": ["PET"], "normalization": {
+        "PET": {"mean": 0.6, "std": 1.2, "clip": [0.0, 30.0]},
+        "CT": {"mean": -400.0, "std": 500.0, "clip": [-1000.0, 1500.0]}},
+        "harmonize": {"spacing": [float(spacing)] * 3}}
+    return cfg

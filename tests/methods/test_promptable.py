@@ -5,18 +5,16 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from toy_data import write_toy_dataset
+from toy_data import tiny_prompt_config, write_toy_dataset
 
-from petctfm.core.config import deep_merge
 from petctfm.core.errors import InputError
 from petctfm.core.labels import ORGAN_LABELS
 from petctfm.data import format as fmt
 from petctfm.methods.promptable.model import build_model, load_pretrained_encoder
-from petctfm.methods.promptable.presets import get_preset
 from petctfm.methods.promptable.prompts import ball, corrective_click, encode_prompts, interior_point
 from petctfm.methods.promptable.segment import read_prompt_file, segment
 from petctfm.methods.promptable.session import Orientation, PromptSession
-from petctfm.methods.promptable.task import DEFAULT_CONFIG, PromptPatchDataset, PromptTask
+from petctfm.methods.promptable.task import PromptPatchDataset, PromptTask
 from petctfm.evaluate.geometry import grid_of
 from petctfm.train.checkpoint import save_weights
 
@@ -24,13 +22,7 @@ SHAPE = (24, 24, 24)
 
 
 def _cfg():
-    cfg = deep_merge(DEFAULT_CONFIG, get_preset("tiny")["task"])
-    cfg["data"]["patch_size"] = [16, 16, 16]
-    cfg["preprocessing"] = {"channels": ["PET"], "normalization": {
-        "PET": {"mean": 0.6, "std": 1.2, "clip": [0.0, 30.0]}, "CT": {"mean": -400.0, "std": 500.0,
-                                                                       "clip": [-1000.0, 1500.0]}},
-        "harmonize": {"spacing": [2.0, 2.0, 2.0]}}
-    return cfg
+    return tiny_prompt_config()
 
 
 def test_interior_point_is_the_centre_of_a_box():

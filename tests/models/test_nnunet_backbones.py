@@ -243,16 +243,11 @@ def test_linear_probe_frozen_encoder(toy, maes, name):
 
 
 def _prompt_cfg(name):
-    from petctfm.methods.promptable.presets import get_preset
-    from petctfm.methods.promptable.task import DEFAULT_CONFIG
+    from toy_data import tiny_prompt_config
 
-    cfg = deep_merge(DEFAULT_CONFIG, get_preset("tiny")["task"])
+    cfg = tiny_prompt_config(patch=None)
     cfg["model"]["backbone"] = name
     cfg["data"]["mode"] = "pet"
-    cfg["preprocessing"] = {"channels": ["PET"], "normalization": {
-        "PET": {"mean": 0.6, "std": 1.2, "clip": [0.0, 30.0]}, "CT": {"mean": -400.0, "std": 500.0,
-                                                                       "clip": [-1000.0, 1500.0]}},
-        "harmonize": {"spacing": [2.0, 2.0, 2.0]}}
     return cfg
 
 

@@ -14,12 +14,10 @@ import pytest
 import SimpleITK as sitk
 
 from input_helpers import fifo_guard
-from petctfm.core.config import deep_merge
 from petctfm.methods.promptable import segment as seg
 from petctfm.methods.promptable.model import build_model
-from petctfm.methods.promptable.presets import get_preset
-from petctfm.methods.promptable.task import DEFAULT_CONFIG
 from petctfm.train.checkpoint import save_weights
+from toy_data import tiny_prompt_config
 from test_values_and_outputs import one_error_line, run_cli
 
 SHAPE = (20, 20, 20)
@@ -29,12 +27,7 @@ SHAPE = (20, 20, 20)
 def study(tmp_path_factory):
     """An untrained tiny PET-only promptable model and a 20^3 PET in SUV at 2 mm (a hot sphere in warm tissue)."""
     root = tmp_path_factory.mktemp("segment")
-    cfg = deep_merge(DEFAULT_CONFIG, get_preset("tiny")["task"])
-    cfg["data"]["patch_size"] = [16, 16, 16]
-    cfg["preprocessing"] = {"channels": ["PET"], "normalization": {
-        "PET": {"mean": 0.6, "std": 1.2, "clip": [0.0, 30.0]}, "CT": {"mean": -400.0, "std": 500.0,
-                                                                       "clip": [-1000.0, 1500.0]}},
-        "harmonize": {"spacing": [2.0, 2.0, 2.0]}}
+    cfg = tiny_prompt_config()
     save_weights(build_model(cfg), root / "run" / "model.safetensors", cfg, step=0)
     pet = np.full(SHAPE, 1.0, np.float32)
     pet[8:12, 8:12, 8:12] = 8.0

@@ -8,21 +8,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from petctfm.core.config import deep_merge
-from petctfm.methods.promptable.presets import get_preset
 from petctfm.methods.promptable.prompts import NEG, POS, PREV
 from petctfm.methods.promptable.session import PromptSession
-from petctfm.methods.promptable.task import DEFAULT_CONFIG
+from toy_data import tiny_prompt_config
 
 
 def prompt_config():
-    cfg = deep_merge(DEFAULT_CONFIG, get_preset("tiny")["task"])
-    cfg["data"]["patch_size"] = [16, 16, 16]
-    cfg["preprocessing"] = {"channels": ["PET"], "normalization": {
-        "PET": {"mean": 0.6, "std": 1.2, "clip": [0.0, 30.0]},
-        "CT": {"mean": -400.0, "std": 500.0, "clip": [-1000.0, 1500.0]}},
-        "harmonize": {"spacing": [8.0, 8.0, 8.0]}}
-    return cfg
+    return tiny_prompt_config(spacing=8.0)
 
 
 class ClickNet(torch.nn.Module):
