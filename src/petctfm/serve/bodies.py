@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from petctfm.core.errors import InputError
 from petctfm.io.bounded_json import loads_bounded
 
-Coordinate = Annotated[StrictFloat | StrictInt, Field(allow_inf_nan=False)]
-Point = Annotated[list[Coordinate], Field(min_length=3, max_length=3)]
+Number = Annotated[StrictFloat | StrictInt, Field(allow_inf_nan=False)]  # a finite JSON number
+Point = Annotated[list[Number], Field(min_length=3, max_length=3)]
 ObjectId = Annotated[StrictInt, Field(ge=1, le=65535)]
 
 
@@ -38,63 +38,51 @@ class Versioned(Body):
     version: Annotated[StrictInt, Field(ge=0)]
 
 
-class Click(Versioned):
+class Targeted(Versioned):
+    """A change that makes or edits an object: the object it goes to (None: the server picks) and what it is."""
+
+    object: ObjectId | None = None
+    kind: Annotated[StrictStr, Field(max_length=64)] | None = None  # its values: state.parse_kind
+    name: Annotated[StrictStr, Field(max_length=256)] | None = None
+
+
+class Click(Targeted):
     ras: Point
     positive: StrictBool = True
-    object: ObjectId | None = None
-    kind: Annotated[StrictStr, Field(max_length=64)] | None = None  # its values: state.parse_kind
-    name: Annotated[StrictStr, Field(max_length=256)] | None = None
 
 
-class Box(Versioned):
+class Box(Targeted):
     lo: Point
     hi: Point
-    object: ObjectId | None = None
-    kind: Annotated[StrictStr, Field(max_length=64)] | None = None  # its values: state.parse_kind
-    name: Annotated[StrictStr, Field(max_length=256)] | None = None
 
 
 class Delete(Versioned):
     object: ObjectId
 
 
-Number = Annotated[StrictFloat | StrictInt, Field(allow_inf_nan=False)]
-Kind = Annotated[StrictStr, Field(max_length=64)] | None
-Name = Annotated[StrictStr, Field(max_length=256)] | None
-
-
-class Stroke(Versioned):
+class Stroke(Targeted):
     """brush / erase: one point (``ras``) or a stroke (``points``), a radius, a plane (None: a 3D sphere)."""
 
     ras: Point | None = None
     points: Annotated[list[Point], Field(min_length=1, max_length=2000)] | None = None  # state.MAX_STROKE
     radius_mm: Number = 5.0
     plane: Annotated[StrictStr, Field(max_length=16)] | None = None
-    object: ObjectId | None = None
-    kind: Kind = None
-    name: Name = None
 
 
-class Grow(Versioned):
+class Grow(Targeted):
     """grow: an isocontour from a click, at ``fraction`` of the local SUVmax or at a fixed ``suv``."""
 
     ras: Point
     box_mm: Number | None = None
     suv: Number | None = None
     fraction: Number | None = None
-    object: ObjectId | None = None
-    kind: Kind = None
-    name: Name = None
 
 
-class Threshold(Versioned):
+class Threshold(Targeted):
     lo: Point
     hi: Point
     suv: Number | None = None
     fraction: Number | None = None
-    object: ObjectId | None = None
-    kind: Kind = None
-    name: Name = None
 
 
 class Confirm(Versioned):
@@ -127,5 +115,5 @@ def read_body(raw: bytes, action: str, max_bytes: int) -> dict[str, Any]:
     return {**{k: v for k, v in doc.items() if k not in type(parsed).model_fields}, **given}
 
 
-__all__ = ["Body", "Box", "Click", "Confirm", "Delete", "Grow", "MODELS", "Stroke", "Threshold", "Versioned",
-           "read_body"]
+__all__ = ["Body", "Box", "Click", "Confirm", "Delete", "Grow", "MODELS", "Stroke", "Targeted", "Threshold",
+           "Versioned", "read_body"]
