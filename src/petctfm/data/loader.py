@@ -222,13 +222,16 @@ class PatchDataset(Dataset):
             self._fg[case_id] = _candidates(self.foreground_mask(case_id), case_id)
         return self._fg[case_id]
 
+    #: Share of patches centred on a hot voxel outside the label: none without labels (see LabeledPatchDataset).
+    hot_neg_prob = 0.0
+
     def crop(self, case_id: str, shape: Sequence[int], rng: np.random.Generator) -> tuple[slice, slice, slice]:
         """The patch box in a volume of ``shape`` (X, Y, Z): with probability ``fg_prob`` centred on a random
         foreground voxel of the case (when it has one), else uniform; clipped to the volume (a volume smaller
         than the patch gives the whole axis)."""
         shape_a, p = np.array(shape), np.array(self.cfg.patch_size)
         centre = None
-        hot_neg = self.cfg.hot_neg_prob if isinstance(self, LabeledPatchDataset) else 0.0
+        hot_neg = self.hot_neg_prob
         if self.cfg.fg_prob > 0 or hot_neg > 0:
             r = rng.random()
             cand = (self.foreground(case_id) if r < self.cfg.fg_prob else
@@ -315,6 +318,10 @@ class LabeledPatchDataset(PatchDataset):
     def foreground_mask(self, case_id: str) -> np.ndarray:
         """(X, Y, Z) bool: lesion voxels only (``label.npy``; supervised use only)."""
         return np.asarray(fmt.load_case(self.root, case_id)["label"]) > 0
+
+    @property
+    def hot_neg_prob(self) -> float:  # type: ignore[override]
+        return float(self.cfg.hot_neg_prob)
 
     def hot_negatives(self, case_id: str) -> np.ndarray:
         """(N, 3) int coordinates of hot body voxels outside the label (the image-only candidates of

@@ -329,7 +329,6 @@ def read_state(step_dir: Path) -> dict[str, Any]:
     return state
 
 
-
 def keep_best(model: nn.Module, config: dict[str, Any], run_dir: str | Path, step: int, score: float,
               metric: str) -> bool:
     """Keep ``RUN/best/`` (model.safetensors + best.json ``{"step", "dice", "metric"}``) when ``score`` (a
