@@ -94,64 +94,55 @@ def _score_ids(score_data: str | None) -> list[str] | None:
     return sorted({c for k in ("train", "val", "test") for c in (sp.get(k) or [])})
 
 
-def train_and_score(data: str, out: Path, name: str, steps: int, seed: int, split: str = "val",
-                    score_data: str | None = None) -> dict:
+def _score(name: str, seed: int, summary: dict, data: str, split: str, ids: list[str] | None) -> dict:
+    """The row's scores: its final weights (EMA when the run has them) by sliding window on ``split`` of
+    ``data``, or on the cases ``ids`` of ``data``; the fields every table row has."""
     import torch
 
     from petctfm.methods.segmentation.validation import validate
     from petctfm.train.checkpoint import load_model
 
-    run = out / f"{name}_s{seed}"
-    t0 = time.perf_counter()
-    done = run / "summary.json"
-    if done.is_file() and json.loads(done.read_text()).get("steps") == steps:
-        summary = json.loads(done.read_text())  # trained before (the scoring failed or was interrupted)
-    else:
-        summary = _finetune(data, run, ROWS[name], steps, seed)
-    train_s = time.perf_counter() - t0
     ckpt = Path(summary["checkpoint"])
     model, cfg = load_model(ckpt, ema=(ckpt / "ema.safetensors").is_file())
     t0 = time.perf_counter()
-    res = validate(model.eval(), cfg, score_data or data, split=split, ids=_score_ids(score_data))
-    val_s = time.perf_counter() - t0
+    res = validate(model.eval(), cfg, data, split=split, ids=ids)
+    torch.set_num_threads(1)
+    return {"row": name, "seed": seed, "steps": summary["steps"],
+            "val_dice": res["dice"], "val_fp_ml": res["fp_volume_ml"], "val_fn_ml": res["fn_volume_ml"],
+            "val_s": round(time.perf_counter() - t0, 1), "val_cases": res["cases"], "patch": cfg["data"]["patch_size"],
+            "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
+
+
+def train_and_score(data: str, out: Path, name: str, steps: int, seed: int, split: str = "val",
+                    score_data: str | None = None) -> dict:
     from petctfm.train.run_dir import median_step_seconds
 
+    run = out / f"{name}_s{seed}"
+    t0 = time.perf_counter()
+    done = run / "summary.json"
+    summary = json.loads(done.read_text()) if done.is_file() else None
+    if summary is None or summary.get("steps") != steps:  # else trained before (the scoring was interrupted)
+        summary = _finetune(data, run, ROWS[name], steps, seed)
+    train_s = time.perf_counter() - t0
+    row = _score(name, seed, summary, score_data or data, split, _score_ids(score_data))
     try:
         s_per_step = median_step_seconds(run)
     except ValueError:  # a run of fewer than 4 logged steps (a smoke test): no step time
         s_per_step = float("nan")
-    row = {"row": name, "seed": seed, "steps": summary["steps"], "train_s": round(train_s, 1),
-           "s_per_step": s_per_step, "scored_on": score_data or f"{data}:{split}",
-           "val_dice": res["dice"], "val_fp_ml": res["fp_volume_ml"], "val_fn_ml": res["fn_volume_ml"],
-           "val_s": round(val_s, 1), "val_cases": res["cases"], "patch": cfg["data"]["patch_size"],
-           "precision": summary["precision"], "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
+    row.update({"train_s": round(train_s, 1), "s_per_step": s_per_step, "scored_on": score_data or f"{data}:{split}",
+                "precision": summary["precision"]})
     (out / f"{name}_s{seed}.json").write_text(json.dumps(row, indent=1))
-    torch.set_num_threads(1)
     return row
 
 
 def confirm_row(out: Path, name: str, seed: int, confirm_data: str) -> dict:
     """Score the trained row ``name`` (seed ``seed``, its final weights) on every case of a confirmation cohort
     drawn after the choice; written to ``out/confirm/<row>_s<seed>.json`` (the row format of the table)."""
-    import torch
-
-    from petctfm.methods.segmentation.validation import validate
-    from petctfm.train.checkpoint import load_model
-
-    run = out / f"{name}_s{seed}"
-    summary = json.loads((run / "summary.json").read_text())
-    ckpt = Path(summary["checkpoint"])
-    model, cfg = load_model(ckpt, ema=(ckpt / "ema.safetensors").is_file())
-    t0 = time.perf_counter()
-    res = validate(model.eval(), cfg, confirm_data, ids=_score_ids(confirm_data))
-    row = {"row": name, "seed": seed, "steps": summary["steps"], "scored_on": confirm_data,
-           "val_dice": res["dice"], "val_fp_ml": res["fp_volume_ml"], "val_fn_ml": res["fn_volume_ml"],
-           "val_s": round(time.perf_counter() - t0, 1), "val_cases": res["cases"],
-           "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
+    summary = json.loads((out / f"{name}_s{seed}" / "summary.json").read_text())
+    row = {**_score(name, seed, summary, confirm_data, "val", _score_ids(confirm_data)), "scored_on": confirm_data}
     dest = out / "confirm"
     dest.mkdir(exist_ok=True)
     (dest / f"{name}_s{seed}.json").write_text(json.dumps(row, indent=1))
-    torch.set_num_threads(1)
     return row
 
 
@@ -197,23 +188,22 @@ def figure(out: Path, png: Path) -> Path:
 
     from petctfm.evaluate.bootstrap import mean_ci
 
-    groups = [("", sorted(out.glob("*_s*.json"))), ("confirm", sorted((out / "confirm").glob("*_s*.json")))]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * sum(len(g) for _, g in groups) + 1), 3.8))
+    files = sorted(out.glob("*_s*.json")) + sorted((out / "confirm").glob("*_s*.json"))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(files) + 1), 3.8))
     i, colours = 0, {}
-    for tag, files in groups:
-        for f in files:
-            r = json.loads(f.read_text())
-            d = [v for v in r["val_cases"].values() if math.isfinite(v)]
-            if not d:
-                continue
-            ci = mean_ci(d)
-            c = colours.setdefault(r["row"], f"C{len(colours) % 10}")
-            ax.errorbar(i, ci["mean"], yerr=[[ci["mean"] - ci["ci_low"]], [ci["ci_high"] - ci["mean"]]], fmt="o",
-                        color=c, capsize=4)
-            where = Path(r.get("scored_on", "")).name or "val"
-            ax.annotate(f"{r['row']}\ns{r['seed']} · {where}", (i, 0), xytext=(0, -28), textcoords="offset points",
-                        ha="center", fontsize=6, annotation_clip=False)
-            i += 1
+    for f in files:
+        r = json.loads(f.read_text())
+        d = [v for v in r["val_cases"].values() if math.isfinite(v)]
+        if not d:
+            continue
+        ci = mean_ci(d)
+        c = colours.setdefault(r["row"], f"C{len(colours) % 10}")
+        ax.errorbar(i, ci["mean"], yerr=[[ci["mean"] - ci["ci_low"]], [ci["ci_high"] - ci["mean"]]], fmt="o",
+                    color=c, capsize=4)
+        where = Path(r.get("scored_on", "")).name or "val"
+        ax.annotate(f"{r['row']}\ns{r['seed']} · {where}", (i, 0), xytext=(0, -28), textcoords="offset points",
+                    ha="center", fontsize=6, annotation_clip=False)
+        i += 1
     ax.set_xticks([])
     ax.set_xlim(-0.6, i - 0.4)
     ax.set_ylim(0, None)
