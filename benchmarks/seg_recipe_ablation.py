@@ -58,6 +58,7 @@ ROWS: dict[str, dict] = {
                                            "train.weight_decay": 3e-5}},
     "ema_0.999": {**RECIPE, "overrides": {"train.ema_decay": 0.999}},
     "hot_neg_0.2": {**RECIPE, "overrides": {"data.hot_neg_prob": 0.2}},
+    "lesion_balance": {**RECIPE, "overrides": {"data.fg_balance": "lesion"}},
 }
 
 

@@ -123,3 +123,35 @@ def test_hot_negative_sampling_centres_on_hot_voxels_outside_lesions(tmp_path):
     plain, zero = ds(fg_prob=0.5), ds(fg_prob=0.5, hot_neg_prob=0.0)
     assert [plain.crop("toy000", img.shape[1:], plain.rng(i)) for i in range(10)] == \
         [zero.crop("toy000", img.shape[1:], zero.rng(i)) for i in range(10)]
+
+
+def test_lesion_balanced_sampling_sees_a_small_lesion_as_often_as_a_large_one(tmp_path):
+    """``fg_balance="lesion"``: a case with one 1000-voxel and one 8-voxel lesion gets about half of its
+    lesion-centred patches on the small one; voxel balance (nnU-Net's) almost never centres there."""
+    from petctfm.data.loader import LabeledPatchDataset
+
+    toy = write_toy_dataset(tmp_path / "toy", n_cases=2, shape=(40, 40, 36))
+    d = fmt.case_dir(toy, "toy000")
+    lab = np.zeros((40, 40, 36), np.uint8)
+    lab[5:15, 5:15, 5:15] = 1  # 1000 voxels
+    lab[30:32, 30:32, 28:30] = 1  # 8 voxels, far away
+    np.save(d / "label.npy", lab)
+    small = np.zeros(lab.shape, bool)
+    small[30:32, 30:32, 28:30] = True
+
+    def share_small(balance):
+        cfg = PatchConfig.from_dict({"patch_size": 4, "augment": False, "fg_prob": 1.0, "fg_balance": balance})
+        ds = LabeledPatchDataset(toy, cfg, ["toy000"], seed=0)
+        hits = []
+        for i in range(200):
+            box = ds.crop("toy000", lab.shape, ds.rng(i))
+            hits.append(bool(small[tuple(slice(s.start + 2, s.start + 3) for s in box)].any()))
+        return float(np.mean(hits)), ds
+
+    lesion_share, ds = share_small("lesion")
+    voxel_share, _ = share_small("voxel")
+    assert [len(g) for g in ds.lesions("toy000")] == [512, 8]  # each lesion sub-sampled to at most 512 voxels
+    assert 0.35 < lesion_share < 0.65
+    assert voxel_share < 0.05
+    with pytest.raises(UsageError, match="data.fg_balance"):
+        PatchConfig.from_dict({"fg_balance": "organ"})

@@ -114,6 +114,10 @@ class PatchConfig(TypedConfig):
     # labelled streams only: probability of centring the patch on a hot NON-lesion voxel (SUV >= hot_suv in the
     # body, outside the label): physiological uptake, where a lesion model makes its false positives
     hot_neg_prob: float = setting(0.0, ge=0, le=1)
+    # labelled streams only: how a lesion-centred patch picks its centre. voxel: a random lesion voxel (nnU-Net;
+    # a case's largest lesion gets most patches) | lesion: a random lesion (18-connected component), then a random
+    # voxel of it, so every lesion of a case is seen equally often whatever its size
+    fg_balance: str = setting("voxel", choices=("voxel", "lesion"))
     sampling: str = setting("suv", choices=SAMPLING)  # image-only candidates: suv (hot body voxels) | body
     hot_suv: float = 4.0  # SUV threshold of a "hot" voxel (sampling "suv")
     hot_quantile: float | None = setting(None, gt=0, lt=1)  # instead of hot_suv: this quantile of the body SUV
@@ -222,6 +226,10 @@ class PatchDataset(Dataset):
             self._fg[case_id] = _candidates(self.foreground_mask(case_id), case_id)
         return self._fg[case_id]
 
+    def pick_centre(self, case_id: str, cand: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One patch centre (3,) out of the candidates ``cand`` (N, 3) of a case, N > 0: uniform."""
+        return cand[rng.integers(len(cand))]
+
     #: Share of patches centred on a hot voxel outside the label: none without labels (see LabeledPatchDataset).
     hot_neg_prob = 0.0
 
@@ -237,7 +245,7 @@ class PatchDataset(Dataset):
             cand = (self.foreground(case_id) if r < self.cfg.fg_prob else
                     self.hot_negatives(case_id) if r < self.cfg.fg_prob + hot_neg else ())
             if len(cand):
-                centre = cand[rng.integers(len(cand))]
+                centre = self.pick_centre(case_id, cand, rng)
         if centre is None:
             start = np.array([rng.integers(0, max(int(s - q), 0) + 1) for s, q in zip(shape_a, p)])
         else:
@@ -314,6 +322,7 @@ class LabeledPatchDataset(PatchDataset):
             raise InputError(f"{root}: empty training subset")
         self.case_ids = list(case_ids)
         self._hot: dict[str, np.ndarray] = {}
+        self._groups: dict[str, list[np.ndarray]] = {}
 
     def foreground_mask(self, case_id: str) -> np.ndarray:
         """(X, Y, Z) bool: lesion voxels only (``label.npy``; supervised use only)."""
@@ -331,6 +340,28 @@ class LabeledPatchDataset(PatchDataset):
             hot = PatchDataset.foreground_mask(self, case_id) & ~self.foreground_mask(case_id)
             self._hot[case_id] = _candidates(hot, case_id)
         return self._hot[case_id]
+
+    def pick_centre(self, case_id: str, cand: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One patch centre (3,) for the candidates ``cand`` (N, 3) of a case: with ``fg_balance="lesion"`` and
+        ``cand`` the case's lesion voxels, a lesion (18-connected component of the label, cc3d) uniformly, then
+        one of its voxels uniformly (:meth:`lesions`; small lesions are never lost to the sub-sampling of
+        ``cand``); else uniform over ``cand`` (hot negatives, voxel balance)."""
+        if self.cfg.fg_balance != "lesion" or cand is not self._fg.get(case_id):
+            return super().pick_centre(case_id, cand, rng)
+        groups = self.lesions(case_id)
+        g = groups[rng.integers(len(groups))]
+        return g[rng.integers(len(g))]
+
+    def lesions(self, case_id: str, limit: int = 512) -> list[np.ndarray]:
+        """(n_i, 3) int voxel coordinates of each lesion of a case (18-connected components of the label, each
+        sub-sampled to ``limit`` with a case-seeded generator), once per case and worker."""
+        if case_id not in self._groups:
+            import cc3d
+
+            comp = cc3d.connected_components(self.foreground_mask(case_id), connectivity=18)
+            self._groups[case_id] = [_candidates(comp == k, f"{case_id}/{k}", limit)
+                                     for k in range(1, int(comp.max()) + 1)]
+        return self._groups[case_id]
 
     def case_of(self, i: int) -> str:
         """The case item ``i`` is drawn from (the first draw of its generator)."""
