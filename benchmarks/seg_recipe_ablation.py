@@ -153,30 +153,40 @@ def _init():
     torch.set_num_threads(1)
 
 
+def _seed_mean(rs: list[dict]) -> dict[str, float]:
+    """Per case, the Dice averaged over the seeds ``rs`` of one row (cases scored finite by every seed)."""
+    cases = set.intersection(*({c for c, v in r["val_cases"].items() if math.isfinite(v)} for r in rs))
+    return {c: sum(r["val_cases"][c] for r in rs) / len(rs) for c in sorted(cases)}
+
+
 def table(out: Path) -> str:
+    """One line per row of ``out``: Dice over cases (per case averaged over the row's seeds), mean [95 % CI]
+    over cases; the per-seed means; Δ vs ``recipe`` paired by case over the seeds both rows have."""
     import numpy as np
 
     rows = [json.loads(p.read_text()) for p in sorted(out.glob("*_s*.json"))]
     cal = json.loads((out / "calibration.json").read_text()) if (out / "calibration.json").is_file() else {}
     base = {r["seed"]: r for r in rows if r["row"] == "recipe"}
-    lines = ["| row | s/step (calibrated, else measured) | steps | Dice [95 % CI] | Δ vs recipe (paired, same seed) | val FP ml | val FN ml | params M |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| row | seeds | s/step (calibrated, else measured) | steps | Dice [95 % CI] (seed-averaged per case) | "
+             "per-seed Dice | Δ vs recipe (paired by case, same seeds) | FP ml | FN ml | params M |",
+             "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
     for name in ROWS:
-        rs = [r for r in rows if r["row"] == name]
+        rs = sorted((r for r in rows if r["row"] == name), key=lambda r: r["seed"])
         if not rs:
             continue
-        per_case = [v for r in rs for v in r["val_cases"].values() if math.isfinite(v)]
-        d = _ci_text(per_case) if per_case else "nan"
-        diffs = []
-        for r in rs:
-            b = base.get(r["seed"])
-            if b and name != "recipe":
-                common = [c for c, v in r["val_cases"].items() if math.isfinite(v) and math.isfinite(b["val_cases"][c])]
-                diffs += [r["val_cases"][c] - b["val_cases"][c] for c in common]
-        dtext = "" if not diffs else _ci_text(diffs)
-        lines.append(f"| {name} | {cal.get(name, np.median([r.get('s_per_step', float('nan')) for r in rs])):.2f} | {int(np.mean([r['steps'] for r in rs]))} | "
-                     f"{d} | {dtext} | {np.mean([r['val_fp_ml'] for r in rs]):.1f} | "
-                     f"{np.mean([r['val_fn_ml'] for r in rs]):.1f} | {rs[0]['params_M']} |")
+        per_case = _seed_mean(rs)
+        d = _ci_text(list(per_case.values()), sign=False) if per_case else "nan"
+        seeds_text = " / ".join(f"{np.mean([v for v in r['val_cases'].values() if math.isfinite(v)]):.3f}" for r in rs)
+        dtext = ""
+        both = [r for r in rs if r["seed"] in base]
+        if name != "recipe" and both:
+            mine, theirs = _seed_mean(both), _seed_mean([base[r["seed"]] for r in both])
+            dtext = _ci_text([mine[c] - theirs[c] for c in mine if c in theirs])
+        lines.append(f"| {name} | {','.join(str(r['seed']) for r in rs)} | "
+                     f"{cal.get(name, np.median([r.get('s_per_step', float('nan')) for r in rs])):.2f} | "
+                     f"{int(np.mean([r['steps'] for r in rs]))} | {d} | {seeds_text} | {dtext} | "
+                     f"{np.mean([r['val_fp_ml'] for r in rs]):.1f} | {np.mean([r['val_fn_ml'] for r in rs]):.1f} | "
+                     f"{rs[0]['params_M']} |")
     return "\n".join(lines)
 
 
@@ -215,11 +225,12 @@ def figure(out: Path, png: Path) -> Path:
     return png
 
 
-def _ci_text(diffs: list[float]) -> str:
+def _ci_text(values: list[float], sign: bool = True) -> str:
+    """``mean [low, high]`` (95 % bootstrap CI), signed for differences."""
     from petctfm.evaluate.bootstrap import mean_ci
 
-    ci = mean_ci(diffs)
-    return f"{ci['mean']:+.3f} [{ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}]"
+    ci, f = mean_ci(values), ("{:+.3f}" if sign else "{:.3f}").format
+    return f"{f(ci['mean'])} [{f(ci['ci_low'])}, {f(ci['ci_high'])}]"
 
 
 def main(argv: list[str] | None = None) -> int:

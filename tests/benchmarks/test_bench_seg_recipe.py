@@ -84,3 +84,25 @@ def test_seg_recipe_ablation_fixed_steps_on_a_dev_cohort(tmp_path):
     p = subprocess.run(cmd[:6] + ["--figure", str(png)], cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env=_env())
     assert p.returncode == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", p.stderr[-2000:]
+
+
+def test_ablation_table_averages_seeds_per_case_and_pairs_by_case(tmp_path):
+    """A row with several seeds: per case the Dice is averaged over seeds, the CI is over cases, the per-seed
+    means are listed, and Δ vs recipe pairs the same cases over the same seeds (hand-computed values)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("abl", ROOT / "benchmarks" / "seg_recipe_ablation.py")
+    abl = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(abl)
+    nan = float("nan")
+    scores = {("recipe", 0): {"a": 0.2, "b": 0.4, "n": nan}, ("recipe", 1): {"a": 0.0, "b": 0.2, "n": nan},
+              ("lesion_balance", 0): {"a": 0.6, "b": 0.4, "n": nan}, ("lesion_balance", 1): {"a": 0.2, "b": 0.2, "n": nan}}
+    for (row, seed), cases in scores.items():
+        (tmp_path / f"{row}_s{seed}.json").write_text(json.dumps(
+            {"row": row, "seed": seed, "steps": 10, "val_cases": cases, "val_fp_ml": 1.0, "val_fn_ml": 2.0,
+             "params_M": 5.45, "s_per_step": 1.0}))
+    lines = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[1:-1]] for ln in abl.table(tmp_path).splitlines()[2:]}
+    assert lines["recipe"][1] == "0,1" and lines["recipe"][4].startswith("0.200 ")  # cases a 0.1, b 0.3
+    assert lines["recipe"][5] == "0.300 / 0.100"
+    assert lines["lesion_balance"][4].startswith("0.350 ") and lines["lesion_balance"][5] == "0.500 / 0.200"
+    assert lines["lesion_balance"][6].startswith("+0.150 ")  # a: 0.4-0.1, b: 0.3-0.3
