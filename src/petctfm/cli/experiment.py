@@ -1,7 +1,8 @@
 """``petctfm experiment <name>``: experiments that combine several commands into one result.
 
 Each experiment is a sub-subcommand registered in :data:`EXPERIMENTS` (name -> ``register(subparsers)``), so
-new experiments are added without touching the others. ``label-efficiency``:
+new experiments are added without touching the others (``metabolic-network``:
+:func:`petctfm.experiments.metabolic_network.run.run_metabolic_network`). ``label-efficiency``:
 :func:`petctfm.experiments.label_efficiency.run.run_label_efficiency`; ``fratmae-ablation``:
 :func:`petctfm.experiments.fratmae_ablation.run.run_fratmae_ablation`. Argument parsing only.
 """
@@ -276,9 +277,90 @@ def _run_vs_nnunet(args: argparse.Namespace) -> int:
     return 0
 
 
+METNET = "petctfm.experiments.metabolic_network.run:run_metabolic_network"
+
+METABOLIC_NETWORK_EXAMPLES = """
+# ground-truth organ maps of a harmonized dataset; a network per diagnosis, adjusted for age, sex, site
+petctfm experiment metabolic-network --data dataset/ --out exp/metnet --group-by diagnosis --covariates age,sex,site
+
+# phantoms with a planted structure: lymphoma against every other diagnosis, recovery of the planted matrix
+petctfm synth --out synth/ --cases 150 --seed 0 --size tiny --tracers fdg --formats autopet --metabolic-structure
+petctfm harmonize --in synth/autopet --out dataset/ --spacing 8 8 8
+petctfm experiment metabolic-network --data dataset/ --out exp/metnet --group-by diagnosis \\
+    --groups lymphoma,negative+melanoma+lung_cancer --planted synth/organ_covariance.json
+
+# per-case organ tables (DIR/<case_id>/organs.csv with organ,suv_mean) and a metadata CSV with case_id
+petctfm experiment metabolic-network --tables organ_tables/ --metadata organ_tables/metadata.csv --out exp/metnet
+"""
+
+
+def _register_metabolic_network(sub) -> None:
+    p = add_command(
+        sub, "metabolic-network",
+        help="whole-body metabolic covariance network (SegAnyPET Fig. 4c): organ-to-organ uptake correlations",
+        description="Per patient the SUVmean of each organ (lesion voxels excluded) from the ground-truth organ maps "
+        "of a harmonized dataset (--data) or from per-case organs.csv tables (--tables); log, residualized on the "
+        "covariates, z-scored; Pearson and Ledoit-Wolf partial correlation, FDR-corrected edges, bootstrap edge "
+        "stability; with --group-by a network per group, per-edge group differences by permutation test and a "
+        "null check on random halves. Writes edges.csv, matrix CSVs, heatmap.png, network.png and results.md. "
+        "Exit codes: 2 bad options, 3 bad input, 4 output not writable. See docs/metabolic-network.md.",
+        examples=METABOLIC_NETWORK_EXAMPLES,
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", metavar="DATASET", help="harmonized dataset folder (its ground-truth organ maps)")
+    src.add_argument("--tables", metavar="DIR", help="folder of per-case tables DIR/<case_id>/organs.csv "
+                     "(columns organ, suv_mean)")
+    p.add_argument("--model", metavar="RUN", help="organ model whose predicted masks to use (not available yet: "
+                   "use --tables with the per-case organs.csv of an organ prediction)")
+    p.add_argument("--metadata", metavar="CSV", help="with --tables: metadata CSV with a case_id column (default "
+                   "DIR/metadata.csv or DIR/manifest.csv)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--group-by", metavar="COLUMN", help="metadata column: a network per group and group differences")
+    p.add_argument("--groups", metavar="A,B[+C]", help="the groups of --group-by to compare; + joins values into one "
+                   "group (default: every value with --min-group cases)")
+    p.add_argument("--covariates", metavar="C,C,...", help="metadata columns regressed out (numeric as is, others "
+                   "one-hot; default: those of age,sex,site,tracer the metadata has)")
+    p.add_argument("--organs", metavar="O,O,...", help="organs to analyse (default: those with a value in at least "
+                   "half the cases)")
+    p.add_argument("--planted", metavar="JSON", help="organ_covariance.json of petctfm synth --metabolic-structure: "
+                   "report precision/recall of the planted edges and the planted group differences")
+    p.add_argument("--alpha", type=float, action=api_default(METNET, "alpha"),
+                   help="FDR level, in (0, 0.5] (default {default})")
+    p.add_argument("--permutations", type=int, metavar="N", action=api_default(METNET, "permutations"),
+                   help="permutations per group comparison, >= 1000 (default {default})")
+    p.add_argument("--bootstrap", type=int, metavar="N", action=api_default(METNET, "bootstrap"),
+                   help="bootstrap resamples for edge stability, >= 0 (default {default})")
+    p.add_argument("--null-splits", type=int, metavar="N", action=api_default(METNET, "null_splits"),
+                   help="random halves tested like two groups (false-positive check), >= 0 (default {default})")
+    p.add_argument("--min-group", type=int, metavar="N", action=api_default(METNET, "min_group"),
+                   help="smallest group with its own network, >= 5 (default {default})")
+    p.add_argument("--erode", type=int, metavar="N", action=api_default(METNET, "erode"),
+                   help="with --data: erode each organ by N voxels before its SUVmean (edge voxels carry the "
+                   "neighbours' uptake), 0-5 (default {default})")
+    p.add_argument("--seed", type=int, action=api_default(METNET, "seed"), help="random seed, >= 0 (default {default})")
+    p.set_defaults(func=_run_metabolic_network)
+
+
+def _run_metabolic_network(args: argparse.Namespace) -> int:
+    from petctfm.cli._api import given
+    from petctfm.experiments.metabolic_network.run import run_metabolic_network
+
+    out = run_metabolic_network(args.out, **given(args, ("data", "model", "tables", "metadata", "group_by", "groups",
+                                                         "covariates", "organs", "planted", "alpha", "permutations",
+                                                         "bootstrap", "null_splits", "min_group", "seed", "erode")))
+    extra = ""
+    if out["planted"]:
+        t = out["planted"]
+        extra = f"; planted edges: precision {t['precision']:.2f}, recall {t['recall']:.2f}"
+    print(f"experiment metabolic-network: {out['n_cases']} cases, {len(out['organs'])} organs, {out['n_edges']} edges, "
+          f"{out['n_group_differences']} group differences{extra}; results in {out['results_md']}")
+    return 0
+
+
 #: Experiment name -> function adding its sub-subcommand.
 EXPERIMENTS = {"label-efficiency": _register_label_efficiency, "fratmae-ablation": _register_fratmae_ablation,
-               "interactive": _register_interactive, "vs-nnunet": _register_vs_nnunet}
+               "interactive": _register_interactive, "vs-nnunet": _register_vs_nnunet,
+               "metabolic-network": _register_metabolic_network}
 
 
 def register(subparsers) -> None:

@@ -18,6 +18,9 @@ petctfm synth --out data/synth --cases 100 --seed 0 --size small --formats autop
 
 # PSMA only, from two sites, as DICOM
 petctfm synth --out data/psma --cases 10 --seed 1 --tracers psma --sites north_valley,harbor_city --formats dicom
+
+# 150 FDG phantoms whose organ uptake has a known correlation structure (for experiment metabolic-network)
+petctfm synth --out data/metab --cases 150 --seed 0 --size tiny --tracers fdg --formats autopet --metabolic-structure
 """
 
 
@@ -49,6 +52,10 @@ def register(subparsers) -> None:
                    help="layouts to write (default: {default})")
     p.add_argument("--workers", type=int, metavar="K", action=api_default(SYNTH, "workers"),
                    help="worker processes, >= 1 (default: {default})")
+    p.add_argument("--metabolic-structure", action="store_true",
+                   help="organ uptake follows patient-level latent factors (a known organ correlation matrix and a "
+                   "lymphoma-vs-reference difference, written to OUT/organ_covariance.json; docs/synthetic-data.md); "
+                   "off by default, so existing seeds give the same bytes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -64,9 +71,11 @@ def run(args: argparse.Namespace) -> int:
 
     options = given(args, ("size", "sites", "tracers", "formats", "workers"))
     with flags({"n_cases": "--cases"}):
-        rows = synthesize(args.out, n_cases=args.cases, seed=args.seed, progress=not args.no_progress, **options)
+        rows = synthesize(args.out, n_cases=args.cases, seed=args.seed, progress=not args.no_progress,
+                          metabolic_structure=args.metabolic_structure, **options)
     formats = check_formats(options.get("formats") or FORMATS)
     n_pos = sum(1 for r in rows if str(r.get("n_lesions", "")) not in ("", "0"))
     print(f"wrote {len(rows)} cases ({n_pos} with lesions) in {', '.join(formats)} to {args.out}; "
-          f"metadata: {args.out}/metadata.csv")
+          f"metadata: {args.out}/metadata.csv" + (f"; planted organ covariance: {args.out}/organ_covariance.json"
+                                                   if args.metabolic_structure else ""))
     return 0

@@ -33,6 +33,7 @@ from petctfm.synth.body import Patient, body_extent, body_of
 from petctfm.synth.case import SynthCase
 from petctfm.synth.burden import draw_plan
 from petctfm.synth.lesions import place_lesions, render_lesions, stage_of
+from petctfm.synth import metabolic as metabolic_model
 from petctfm.synth.physiology import draw_physiology, render
 from petctfm.synth.sites import SITES, SIZE_SCALE, SiteProfile, scaled_spacing
 from petctfm.synth.tissues import organ_lut
@@ -222,7 +223,7 @@ def _lesion_volumes(seg_arr: np.ndarray, owner: np.ndarray, axes, pet_grid: "Gri
 
 
 def generate_case(index: int, seed: int, size: str = "small", sites: list[str] | None = None,
-                  tracers: list[str] | None = None) -> SynthCase:
+                  tracers: list[str] | None = None, metabolic_structure: bool = False) -> SynthCase:
     """Generate case ``index`` of the cohort defined by ``seed`` (deterministic in all arguments).
 
     Args:
@@ -232,6 +233,8 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
         sites: allowed site names (keys of ``SITES``; default all, in their order).
         tracers: allowed tracers (``fdg``, ``psma``; default both). PSMA is used only for male patients
             and then the diagnosis is prostate cancer or negative.
+        metabolic_structure: organ uptake follows patient-level latent factors (:mod:`petctfm.synth.metabolic`,
+            its own random stream); off (the default), the case is bit-identical to earlier versions.
 
     Returns:
         A :class:`SynthCase`; see its docstring for the images and ``docs/synthetic-data.md`` for ``meta``.
@@ -245,7 +248,14 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
     patient = Patient(clin["sex"], clin["age"], clin["height_cm"], clin["weight_kg"], clin["arms"])
     times = _draw_times(rng, clin["tracer"], patient.weight_kg, profile, patient.age)
     ct_grid, pet_grid, axes = _grids(profile, size, patient, rng)
-    anat, hotspots, phys, hu, suv_true = _truth_maps(axes, patient, clin["tracer"], rng)
+    metabolic = None
+    if metabolic_structure:  # its own stream: the main one (and so everything else about the case) is unchanged
+        group = metabolic_model.group_of(clin["diagnosis"])
+        z = metabolic_model.draw(np.random.default_rng([int(seed), int(index), metabolic_model.METABOLIC_STREAM]),
+                                 group, patient.age)
+        metabolic = (group, z)
+    anat, hotspots, phys, hu, suv_true = _truth_maps(axes, patient, clin["tracer"], rng,
+                                                     metabolic[1] if metabolic else None)
     lesions, planned_ml = _plan_and_place_lesions(anat, clin, patient, pet_grid, size, rng)
     lesions, occ, owner = _render_lesions(anat, lesions, hu, suv_true, rng)
     diagnosis = clin["diagnosis"] if lesions else "negative"
@@ -288,19 +298,23 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
         "reference_suv": phys.summary(),
         "lesions": _lesions_meta(lesions, lesion_vols),
     }
+    if metabolic:
+        meta.update(metabolic_model.case_meta(*metabolic))
     return SynthCase(case_id=meta["case_id"], ct=ct, pet=pet, suv=suv, ctres=ctres, seg=seg, organs=organs, meta=meta)
 
 
-def _truth_maps(axes, patient: Patient, tracer: str, rng: np.random.Generator):
+def _truth_maps(axes, patient: Patient, tracer: str, rng: np.random.Generator, metabolic_z: dict | None = None):
     """Step 3 without lesions, on the truth grid ``axes`` (x, y, z coordinates, mm): the anatomy, its benign
     hot spots (brown fat for FDG, likelier in young lean patients; an injection-site spot), the physiology and
-    the rendered maps. Returns ``(anat, hotspots, phys, hu, suv_true)``; ``hu`` and ``suv_true`` are float
+    the rendered maps (``metabolic_z``: the organ multipliers of :mod:`petctfm.synth.metabolic`). Returns ``(anat, hotspots, phys, hu, suv_true)``; ``hu`` and ``suv_true`` are float
     arrays (x, y, z) of the truth grid's shape."""
     anat = build_anatomy(axes, patient, rng)
     young_lean = patient.age < 45 and patient.bmi < 25
     brown = tracer == "fdg" and rng.random() < (0.3 if young_lean else 0.06)
     hotspots = add_benign_hotspots(anat, patient, rng, brown_fat=bool(brown), injection=bool(rng.random() < 0.15))
     phys = draw_physiology(tracer, rng)
+    if metabolic_z is not None:
+        phys = metabolic_model.apply(phys, metabolic_z)
     hu, suv_true = render(anat, phys, rng)
     return anat, hotspots, phys, hu, suv_true
 

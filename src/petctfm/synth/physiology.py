@@ -205,6 +205,8 @@ def render(anat: Anatomy, phys: Physiology, rng: np.random.Generator) -> tuple[n
     suv = phys.suv_mean[lab] * np.clip(1.0 + phys.suv_tex[lab] * f2, 0.05, None)
     v = anat.vessel
     if v.any():
-        hu = hu * (1 - v) + float(phys.hu_mean[T.BLOOD]) * v
-        suv = suv * (1 - v) + float(phys.suv_mean[T.BLOOD]) * v
+        # lung vessels carry the vessel (blood-pool) value; equal to the cardiac blood's unless the metabolic
+        # structure (synth.metabolic) gives the heart its own multiplier
+        hu = hu * (1 - v) + float(phys.hu_mean[T.VESSEL]) * v
+        suv = suv * (1 - v) + float(phys.suv_mean[T.VESSEL]) * v
     return hu.astype(np.float32), suv.astype(np.float32)

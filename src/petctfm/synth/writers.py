@@ -6,6 +6,8 @@ Output folder::
     out_dir/nnunet/...                nnU-Net v2 raw layout         (synth.layouts.write_nnunet_case)
     out_dir/dicom/<case_id>/...       CT + PT series and DICOM-SEG  (io.dicom_write.write_dicom_case)
     out_dir/metadata.csv              one row per case, sorted by case id
+    out_dir/organ_covariance.json     with metabolic_structure=True only: the planted organ correlation and
+                                      group differences (synth.metabolic.planted)
 
 Determinism: case ``i`` depends only on ``(i, seed, size, sites, tracers)`` (the generator seeds each case
 from these), the writers use no clock and no random UIDs, and the CSV is sorted, so the bytes written are
@@ -21,6 +23,8 @@ from typing import Any, Iterable, Sequence
 
 
 FORMATS: tuple[str, ...] = ("autopet", "nnunet", "dicom")
+#: The planted organ covariance of a cohort written with ``metabolic_structure=True``.
+ORGAN_COVARIANCE_JSON = "organ_covariance.json"
 
 
 def case_row(case) -> dict[str, Any]:
@@ -71,11 +75,13 @@ def _check_choice(kind: str, values: Sequence[str] | None, known: Iterable[str])
     return check_choices(kind + "s", [v.strip() for v in values if v.strip()], known)
 
 
-def _make_case(index: int, seed: int, size: str, sites, tracers, out_dir: str, formats: list[str]) -> dict:
+def _make_case(index: int, seed: int, size: str, sites, tracers, out_dir: str, formats: list[str],
+               metabolic_structure: bool = False) -> dict:
     """Generate case ``index`` and write it (runs in a worker process)."""
     from petctfm.synth import generator
 
-    case = generator.generate_case(index, seed, size=size, sites=sites, tracers=tracers)
+    case = generator.generate_case(index, seed, size=size, sites=sites, tracers=tracers,
+                                   metabolic_structure=metabolic_structure)
     return write_case(case, out_dir, formats, seed=seed)
 
 
@@ -89,11 +95,15 @@ def synthesize(
     formats: Iterable[str] = FORMATS,
     workers: int = 1,
     progress: bool = True,
+    metabolic_structure: bool = False,
 ) -> list[dict[str, Any]]:
     """Generate ``n_cases`` cases (indices 0..n-1) and write them; returns the metadata rows (sorted).
 
     ``workers`` > 1 runs generation + writing in a process pool ("spawn" start method: no fork of a process
-    holding threads such as the progress bar's); 1 runs in this process. Bad arguments raise
+    holding threads such as the progress bar's); 1 runs in this process. ``metabolic_structure``: organ uptake
+    follows latent factors (:mod:`petctfm.synth.metabolic`), recorded per case in ``metadata.csv``
+    (``metabolic_structure``, ``metabolic_group``, ``metabolic_log_uptake``) and for the cohort in
+    ``organ_covariance.json``; off, the bytes written are those of earlier versions. Bad arguments raise
     :class:`~petctfm.core.errors.UsageError` naming the argument before anything is written.
     """
     from rich.progress import (
@@ -117,7 +127,7 @@ def synthesize(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    args = (int(seed), size, sites, tracers, str(out_dir), formats)
+    args = (int(seed), size, sites, tracers, str(out_dir), formats, bool(metabolic_structure))
     rows: list[dict[str, Any]] = []
     columns = (
         TextColumn("[bold]synth[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -146,4 +156,12 @@ def synthesize(
     if "nnunet" in formats:
         write_nnunet_dataset_json(out_dir / "nnunet")
     write_metadata_csv(rows, out_dir / "metadata.csv")
+    covariance = out_dir / ORGAN_COVARIANCE_JSON
+    if metabolic_structure:
+        from petctfm.io.atomic import atomic_write_json
+        from petctfm.synth.metabolic import planted
+
+        atomic_write_json(covariance, planted(rows))
+    elif covariance.is_file():  # left by an earlier run with the structure into this folder: no longer true
+        covariance.unlink()
     return rows
