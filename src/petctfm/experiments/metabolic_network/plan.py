@@ -65,24 +65,24 @@ def check_settings(data=None, model=None, tables=None, metadata=None, group_by=N
                          "tables=DIR (per-case organs.csv)", arg="data")
     if model is not None:
         if tables is not None:
-            raise UsageError(f"model={model!r}: a model predicts organ maps of a dataset; with tables=DIR the "
-                             "organ values are already given", arg="model")
-        raise UsageError(f"model={model!r}: organ masks predicted by a model are not available yet (the organ "
-                         "model and 'petctfm predict --organs' come with issue 24, items 1-2); run the organ "
-                         "prediction and pass its per-case organs.csv folder as tables=DIR, or leave model out to "
-                         "use the dataset's ground-truth organ maps", arg="model")
+            raise UsageError(f"model={model}: a model predicts the organ maps of a dataset; organ tables already "
+                             "hold the organ values", arg="model")
+        raise UsageError(f"model={model}: organ masks predicted by a model are not available yet (the organ model "
+                         "and its per-case organ readout come with issue 24, items 1-2); give the per-case organs.csv "
+                         "tables of an organ prediction as the tables input instead, or leave the model out to use "
+                         "the dataset's ground-truth organ maps", arg="model")
     if metadata is not None and tables is None:
-        raise UsageError(f"metadata={metadata!r}: only with tables=DIR (a dataset carries its own metadata)",
+        raise UsageError(f"metadata={metadata}: only with organ tables (a dataset carries its own metadata)",
                          arg="metadata")
     groups = _names("groups", groups)
     if groups is not None:
         if group_by is None:
-            raise UsageError(f"groups={','.join(groups)!r}: needs group_by=COLUMN", arg="groups")
+            raise UsageError(f"groups={','.join(groups)}: needs a group column (group_by)", arg="groups")
         if len(groups) < 2:
-            raise UsageError(f"groups={','.join(groups)!r}: name at least two groups to compare", arg="groups")
+            raise UsageError(f"groups={','.join(groups)}: name at least two groups to compare", arg="groups")
     covariates = _names("covariates", covariates)
     if covariates is not None and group_by is not None and group_by in covariates:
-        raise UsageError(f"covariates={','.join(covariates)!r}: holds the group column {group_by!r}; the groups are "
+        raise UsageError(f"covariates={','.join(covariates)}: holds the group column {group_by!r}; the groups are "
                          "compared, not adjusted away", arg="covariates")
     return Settings(
         data=None if data is None else str(data), tables=None if tables is None else str(tables),

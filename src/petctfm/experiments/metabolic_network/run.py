@@ -172,8 +172,9 @@ def run_metabolic_network(out: str | Path, data: str | Path | None = None, model
                               min_group=min_group, seed=seed, planted=planted, erode=erode)
     if settings.planted is not None and not Path(settings.planted).is_file():
         raise InputError(f"{settings.planted}: planted organ_covariance.json not found")
-    cohort = from_dataset(settings.data, settings.erode) if settings.data else from_tables(settings.tables, settings.metadata)
-    out = ensure_output_dir(out)
+    ensure_output_dir(out, create=False)  # a bad output folder is refused before the work, created after it
+    cohort = (from_dataset(settings.data, settings.erode) if settings.data
+              else from_tables(settings.tables, settings.metadata))
     notes = list(cohort.notes)
     cols, keep = _select_organs(cohort, settings, notes)
     organ_names = [cohort.organs[j] for j in cols]
@@ -239,6 +240,8 @@ def run_metabolic_network(out: str | Path, data: str | Path | None = None, model
               "case_ids": ids, "organs": organ_names, "uptake": cohort.values[keep][:, cols], "groups": lab,
               "covariates": cov_words, "pooled": pooled, "group_nets": group_nets, "group_sizes": sizes,
               "differences": diffs, "null_splits": nulls, "planted": truth, "data": settings.data}
+    out = ensure_output_dir(out)
+    result["command"] = command_line(settings, out)
     files = report.write_all(out, result)
     n_edges = int((pooled["q"][iu] < settings.alpha).sum())
     return {"out": str(out), **files, "n_cases": n, "organs": organ_names, "n_edges": n_edges, "planted": truth,
