@@ -261,3 +261,10 @@ def test_cli_data_and_tables_together_is_a_usage_error(tmp_path, capsys):
         main(TABLE + ["--data", "D", "--tables", "T", "--out", str(tmp_path / "o")])
     assert exc.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_help_reads_the_api_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(TABLE + ["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ">= 1000 (default 1000)" in text and "(default 500)" in text and "0-5 (default 1)" in text

@@ -205,7 +205,8 @@ def results_md(res: dict[str, Any], short: str, warning: str) -> str:
             lines.append(f"| {r['organ_a']} | {r['organ_b']} | {_fmt(r['r'])} | {_p(r['p_fdr'])} | "
                          f"{_fmt(r['partial_r'])} | {_p(r['partial_p_fdr'])} | {stab} | {ci} |")
     if s.bootstrap:
-        lines += ["", f"Bootstrap stability: share of {s.bootstrap} case resamples in which the edge is FDR-significant "
+        lines += ["", f"Bootstrap stability: share of {s.bootstrap} case resamples in which the edge is "
+                  "FDR-significant "
                   "with the same sign."]
     if res["group_nets"]:
         lines += ["", f"## Networks per {s.group_by} group", "", "| group | cases | edges | partial edges |",
@@ -243,14 +244,16 @@ def results_md(res: dict[str, Any], short: str, warning: str) -> str:
                   f"Planted edges: |planted r| >= 0.3 over the {len(t['organs'])} organs both have. Found: FDR < "
                   f"{alpha:g} (Pearson, all cases). TP {t['tp']}, FP {t['fp']}, FN {t['fn']}: precision "
                   f"{_fmt(t['precision'], 2)}, recall {_fmt(t['recall'], 2)}.", "",
-                  "| organ a | organ b | planted r | measured r | p (FDR) | found |", "| --- | --- | --- | --- | --- | --- |"]
+                  "| organ a | organ b | planted r | measured r | p (FDR) | found |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for e in sorted(t["edges"], key=lambda e: (-abs(e["planted_r"]), -abs(e["r"]))):
             if e["planted_edge"] or e["found"]:
                 lines.append(f"| {e['organ_a']} | {e['organ_b']} | {_fmt(e['planted_r'], 2)} | {_fmt(e['r'])} | "
                              f"{_p(e['p_fdr'])} | {'yes' if e['found'] else 'no'} |")
         if t["differences"]:
             lines += ["", "Planted group differences:", "",
-                      "| organ a | organ b | planted r (reference / lymphoma) | groups | measured r a / r b | p | p (FDR) "
+                      "| organ a | organ b | planted r (reference / lymphoma) | groups | measured r a / r b | p "
+                      "| p (FDR) "
                       "| random splits with p < alpha on this edge |",
                       "| --- | --- | --- | --- | --- | --- | --- | --- |"]
             for d in t["differences"]:
@@ -260,13 +263,15 @@ def results_md(res: dict[str, Any], short: str, warning: str) -> str:
                              f"{_fmt(d['null_split_rate'], 2)} |")
     lines += ["", "## Files", "",
               "- `uptake.csv`: SUVmean per case and organ (before the log, residualization and z-scoring)",
-              "- `correlation.csv`, `p_fdr.csv`, `partial_correlation.csv`, `partial_p_fdr.csv`: organ x organ matrices",
+              "- `correlation.csv`, `p_fdr.csv`, `partial_correlation.csv`, `partial_p_fdr.csv`: organ x organ "
+              "matrices",
               "- `edges.csv`: one row per organ pair (r, p, p_fdr, edge, partial r and p, bootstrap stability and CI)",
               "- `heatmap.png`, `network.png`: the matrices and the networks (FDR edges; red positive, blue negative)"]
     if res["group_nets"]:
         lines.append("- `groups/<group>/`: the same matrices and edges.csv per group")
     if res["differences"]:
-        lines.append("- `group_differences.csv`: per pair of groups and organ pair, r in each group, permutation p, p_fdr")
+        lines.append("- `group_differences.csv`: per pair of groups and organ pair, r in each group, permutation p, "
+                     "p_fdr")
     if res["null_splits"]:
         lines.append("- `null_splits.csv`: per random split, edges with raw p < alpha and with FDR < alpha")
     lines.append(f"- `{EXPERIMENT_FILE}`: the settings and the command line")

@@ -137,8 +137,8 @@ def run_metabolic_network(out: str | Path, data: str | Path | None = None, model
                           tables: str | Path | None = None, metadata: str | Path | None = None,
                           group_by: str | None = None, groups=None, covariates=None, organs=None,
                           alpha: float = 0.05, permutations: int = 1000, bootstrap: int = 500, null_splits: int = 20,
-                          min_group: int = 10, seed: int = 0, planted: str | Path | None = None, erode: int = 1,
-                          progress: bool = True) -> dict[str, Any]:
+                          min_group: int = 10, seed: int = 0, planted: str | Path | None = None, erode: int = 1
+                          ) -> dict[str, Any]:
     """The whole-body metabolic covariance network of a cohort, written to ``out``.
 
     Args:

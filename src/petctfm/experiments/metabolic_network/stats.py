@@ -196,8 +196,9 @@ def null_splits(x: np.ndarray, n_splits: int, n_perm: int, alpha: float, rng: np
                 ) -> list[dict[str, Any]]:
     """``n_splits`` random halves of the cases of ``x`` (n, p), each tested like two groups
     (:func:`permutation_difference`): per split the number of edges with raw p < ``alpha`` and with
-    BH-adjusted p < ``alpha``, the smallest p, and (key ``_p``) the (p, p) matrix of p. Under the null every FDR-significant edge is a false
-    positive."""
+    BH-adjusted p < ``alpha``, the smallest p, and (key ``_p``) the (p, p) matrix of p. Under the null every
+    FDR-significant edge is a false positive.
+    """
     n, k = x.shape
     iu = np.triu_indices(k, 1)
     out = []
