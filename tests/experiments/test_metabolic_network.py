@@ -268,3 +268,14 @@ def test_help_reads_the_api_defaults(capsys):
         main(TABLE + ["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert ">= 1000 (default 1000)" in text and "(default 500)" in text and "0-5 (default 1)" in text
+
+
+def test_tables_without_metadata_and_model_with_tables(tmp_path, capsys):
+    tables = _write_tables(tmp_path / "tables", 40, 6)
+    (tables / "metadata.csv").unlink()
+    out = run_metabolic_network(tmp_path / "out", tables=tables, bootstrap=0, null_splits=0)
+    assert out["n_cases"] == 40
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "no metadata file" in md and "residualized on nothing" in md
+    assert main(TABLE + ["--tables", str(tables), "--model", "RUN", "--out", str(tmp_path / "o2")]) == 2
+    assert "organ tables already hold the organ values" in capsys.readouterr().err
