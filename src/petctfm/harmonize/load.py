@@ -23,6 +23,7 @@ import SimpleITK as sitk
 from petctfm.core.errors import InputError
 from petctfm.core.provenance import is_synth_mark
 from petctfm.harmonize.discover import SourceCase
+from petctfm.harmonize.metadata import clean
 from petctfm.io.images import image_notes, read_image
 
 
@@ -38,8 +39,26 @@ def _tracer_from_dicom(ds: Any) -> str | None:
     return None
 
 
+def _radiopharmaceutical_from_dicom(ds: Any) -> str | None:
+    """The radiopharmaceutical as the header names it, isotope kept (``Ga-68 PSMA-11``, ``Fludeoxyglucose
+    F^18^``; the radionuclide's code meaning put first when the name has no mass number), reduced to the
+    metadata's short-token form (:func:`~petctfm.harmonize.metadata.clean`: lowercase ``[a-z0-9_- ]``, 32
+    characters). None without a name."""
+    for item in getattr(ds, "RadiopharmaceuticalInformationSequence", None) or []:
+        name = str(getattr(item, "Radiopharmaceutical", "") or "").strip()
+        if not name:
+            name = " ".join(str(getattr(c, "CodeMeaning", "")) for c in getattr(item, "RadiopharmaceuticalCodeSequence", []))
+        nuclide = " ".join(str(getattr(c, "CodeMeaning", "")) for c in getattr(item, "RadionuclideCodeSequence", []))
+        if name.strip() and not re.search(r"\d", name) and nuclide.strip():
+            name = f"{nuclide} {name}"
+        if name.strip():
+            return clean("radiopharmaceutical", name.replace("^", ""))
+    return None
+
+
 def dicom_demographics(ds: Any) -> dict[str, Any]:
-    """Sex, age (years), weight (kg), height (cm) and tracer from one PT header; absent tags are left out."""
+    """Sex, age (years), weight (kg), height (cm), tracer (the family: fdg / psma) and radiopharmaceutical (the
+    name, isotope kept) from one PT header; absent tags are left out."""
     out: dict[str, Any] = {}
     sex = str(getattr(ds, "PatientSex", "") or "").upper()[:1]
     if sex in ("M", "F"):
@@ -58,6 +77,9 @@ def dicom_demographics(ds: Any) -> dict[str, Any]:
     tracer = _tracer_from_dicom(ds)
     if tracer:
         out["tracer"] = tracer
+    pharm = _radiopharmaceutical_from_dicom(ds)
+    if pharm:
+        out["radiopharmaceutical"] = pharm
     return out
 
 

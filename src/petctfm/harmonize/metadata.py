@@ -36,7 +36,9 @@ from petctfm.io.walk import printable
 
 log = logging.getLogger(__name__)
 
-KEPT_FIELDS = ("site", "tracer", "diagnosis", "stage", "age", "sex", "weight_kg", "height_cm")
+# ``tracer`` is the family (fdg, psma: what QA's liver ranges and the splits use); ``radiopharmaceutical`` keeps
+# the name the header / table writes (isotope included: 18F- vs 68Ga-PSMA), for FratMAE's metadata text.
+KEPT_FIELDS = ("site", "tracer", "diagnosis", "stage", "age", "sex", "weight_kg", "height_cm", "radiopharmaceutical")
 SUV_FIELDS = ("injected_activity_bq", "uptake_min", "half_life_s")  # used to compute SUV from PET.nii.gz, not written out
 DEFAULT_ID = "case_id"
 NUMERIC_RANGES: dict[str, tuple[float, float]] = {

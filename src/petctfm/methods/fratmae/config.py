@@ -75,9 +75,15 @@ class FratModelSection(TypedConfig):
         _check_width(prefix + "decoder_dim", self.decoder_dim, self.decoder_heads, prefix + "decoder_heads")
 
 
+MASK_MODES = ("drop", "zero")
+
+
 @dataclass
 class FratMaskSection(TypedConfig):
     ratio: float = setting(0.5, gt=0, lt=1)
+    # drop: MAE's (only the visible tokens enter S's encoder); zero: the paper's Eq. 1 (X_S * M_S: the masked
+    # patches' voxels are zeroed and every token enters the encoder)
+    mode: str = setting("drop", choices=MASK_MODES)
 
 
 @dataclass
@@ -94,14 +100,19 @@ class ContextAlignSection(TypedConfig):
     heads: int = setting(4, ge=1)
     proj_dim: int = setting(512, ge=1)
     tau_init: float = setting(0.07, gt=0)
-    vocab: list[str] | None = None  # None: the fixed default, written at start
+    # field | prompt (the paper's "<tracer> 18F FDG <diagnosis> ..."); None: prompt for a new run, field for a
+    # saved config that has a vocabulary but no tokenizer (a run written before the prompt tokenizer)
+    tokenizer: str | None = setting(None, choices=(None, "field", "prompt"))
+    vocab: list[str] | None = None  # None: the tokenizer's fixed default, written at start
 
     def validate(self, prefix: str = "") -> None:
         from petctfm.methods.fratmae.context import Vocabulary, default_vocabulary
 
         _check_width(prefix + "dim", self.dim, self.heads, prefix + "heads")
+        if self.tokenizer is None:
+            self.tokenizer = "prompt" if self.vocab is None else "field"
         if self.vocab is None:
-            self.vocab = default_vocabulary()
+            self.vocab = default_vocabulary(self.tokenizer)
         try:
             Vocabulary(self.vocab)
         except InputError as exc:
@@ -121,6 +132,10 @@ def _check_tokens(stack_shape, patch: int) -> None:
 class FratMAEConfig(TypedConfig):
     method: str = METHOD
     seed: int = setting(0, ge=0)
+    # the schedule in epochs (one epoch = as many samples as the split has cases), when the run was given one;
+    # train.max_steps was derived from it (docs/fratmae.md, "Schedule in epochs")
+    epochs: float | None = setting(None, gt=0)
+    recipe: str | None = setting(None, choices=(None, "paper"))
     dataset: str | None = None
     model: FratModelSection = field(default_factory=FratModelSection)
     mask: FratMaskSection = field(default_factory=FratMaskSection)
@@ -159,6 +174,8 @@ class FratValSection(TypedConfig):
 class FratMAEFinetuneConfig(TypedConfig):
     method: str = FINETUNE_METHOD
     seed: int = setting(0, ge=0)
+    epochs: float | None = setting(None, gt=0)  # one epoch = the training subset's number of cases
+    recipe: str | None = setting(None, choices=(None, "paper"))
     dataset: str | None = None
     model: FratFinetuneModelSection = field(default_factory=FratFinetuneModelSection)
     init: InitSection = field(default_factory=InitSection)
@@ -179,6 +196,6 @@ class FratMAEFinetuneConfig(TypedConfig):
 CONFIG = FratMAEConfig
 FINETUNE_CONFIG = FratMAEFinetuneConfig
 
-__all__ = ["METHOD", "ARCHS", "StackSection", "SegStackSection", "FratModelSection", "FratMaskSection",
+__all__ = ["METHOD", "ARCHS", "MASK_MODES", "StackSection", "SegStackSection", "FratModelSection", "FratMaskSection",
            "FratLossSection", "ContextAlignSection", "FratMAEConfig", "FratFinetuneModelSection", "FratValSection",
            "FratMAEFinetuneConfig", "CONFIG", "FINETUNE_CONFIG"]

@@ -34,6 +34,7 @@ from petctfm.core.errors import InputError, UsageError
 from petctfm.data.loader import LabeledPatchDataset, PatchConfig, bind_dataset, patch_loader
 from petctfm.methods.fratmae.config import FINETUNE_CONFIG, FratMAEFinetuneConfig
 from petctfm.methods.fratmae.presets import get_preset as pretrain_preset
+from petctfm.methods.fratmae.schedule import epoch_steps, world_size
 from petctfm.methods.fratmae.segment import LabeledStackDataset, build_model
 from petctfm.methods.segmentation.model import freeze_encoder
 from petctfm.methods.segmentation.task import FinetuneTask, resolve_subset
@@ -61,10 +62,22 @@ PRESETS: dict[str, dict[str, Any]] = {
                       "checkpoint_every": 500, "figure_every": 500, "num_workers": 8}},
 }
 
+#: ``recipe="paper"``: the paper's segmentation fine-tuning (Sec. 2.4, Stage 2): UNETR on 4 taps, native crops
+#: ("randomly cropped from the original scans without resizing"), Dice + CE, AdamW lr 1e-4, global batch 16,
+#: 200 epochs of the training subset; laid over a preset (default ``gpu``). docs/fratmae.md has the table.
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {
+        "task": {"data": {"crop": "native"}, "loss": {"lambda_dice": 1.0, "lambda_ce": 1.0}, "epochs": 200,
+                 "recipe": "paper"},
+        "train": {"optimizer": "adamw", "lr": 1e-4, "lr_schedule": "cosine"},
+        "global_batch": 16,
+    },
+}
+
 #: Named options of :func:`finetune_fratmae` -> dotted config key.
 NAMED_OPTIONS: dict[str, str] = {
     "fg_prob": "data.fg_prob", "freeze_encoder": "optim.freeze_encoder", "layer_decay": "optim.layer_decay",
-    "stack": "data.stack", "feature_size": "model.feature_size", "crop": "data.crop",
+    "stack": "data.stack", "feature_size": "model.feature_size", "crop": "data.crop", "epochs": "epochs",
 }
 
 
@@ -149,15 +162,31 @@ def check_compatible(cfg: dict[str, Any], pcfg: dict[str, Any], where: Any) -> N
 def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Path | None = None,
                      preset: str | None = None, fraction: float | None = None, *, kshot: int | None = None,
                      max_steps: int | None = None, max_time: float | None = None, resume: bool = False,
-                     overrides: Overrides = None, **config: Any) -> tuple[dict[str, Any], TrainConfig]:
+                     overrides: Overrides = None, recipe: str | None = None,
+                     **config: Any) -> tuple[dict[str, Any], TrainConfig]:
     """(task config, TrainConfig) of a FratMAE fine-tuning run; arguments as :func:`finetune_fratmae`."""
+    if max_steps is not None and config.get("epochs") is not None:
+        raise UsageError("give the schedule as epochs or as max_steps, not both", arg="epochs")
+    if recipe is not None and recipe not in RECIPES:
+        raise UsageError(f"recipe={recipe!r}: must be one of {', '.join(RECIPES)}", arg="recipe")
     if config.get("plan") is not None:
         raise UsageError(f"plan={config['plan']!r}: the segmentation recipe plans convolutional UNets "
                          "(docs/segmentation-recipe.md); FratMAE's UNETR fine-tunes with its presets (--preset)",
                          arg="plan")
     config.pop("plan", None)
     named = {k: (NAMED_OPTIONS[k], config.pop(k)) for k in list(config) if k in NAMED_OPTIONS}
-    task_cfg, train_base, resumed = base_configs(out, resume, preset, get_preset, FINETUNE_CONFIG)
+    task_cfg, train_base, resumed = base_configs(out, resume, preset or ("gpu" if recipe else None), get_preset,
+                                                 FINETUNE_CONFIG)
+    if recipe is not None and not resumed:
+        r = copy.deepcopy(RECIPES[recipe])
+        task_cfg.update(deep_merge(task_cfg, r["task"]))
+        train_base.update(r["train"])
+        if r["global_batch"] % world_size():
+            raise UsageError(f"recipe={recipe!r}: the global batch {r['global_batch']} does not split over "
+                             f"{world_size()} processes; give --batch-size (per process)", arg="recipe")
+        task_cfg["data"]["batch_size"] = r["global_batch"] // world_size()
+    if max_steps is not None and not resumed:
+        task_cfg["epochs"] = None  # an explicit step count wins over a recipe's epochs
     if not resumed:
         if init is None or str(init) == "scratch":
             task_cfg["init"] = {"source": "scratch", "method": None, "step": None}
@@ -174,28 +203,36 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
     if not resumed or fraction is not None or kshot is not None:
         name, cases = resolve_subset(task_cfg["dataset"], fraction, kshot)
         task_cfg["subset"] = {"name": name, "cases": cases}
-    return finish_configs(FINETUNE_CONFIG, task_cfg, train_base, named, overrides,
-                          run_options(config, max_steps, max_time))
+    out_cfg, train_cfg = finish_configs(FINETUNE_CONFIG, task_cfg, train_base, named, overrides,
+                                        run_options(config, max_steps, max_time))
+    if out_cfg.get("epochs") is not None and not resumed:  # one epoch = the subset's cases, as in pretraining
+        train_cfg.max_steps = epoch_steps(float(out_cfg["epochs"]), len(out_cfg["subset"]["cases"]), train_cfg)
+        train_cfg.schedule_steps = train_cfg.max_steps
+        train_cfg.warmup_steps = min(train_cfg.warmup_steps, train_cfg.max_steps - 1)
+    return out_cfg, train_cfg
 
 
 def finetune_fratmae(dataset: str | Path | None, out: str | Path, init: str | Path | None = None,
                      preset: str | None = None, fraction: float | None = None, *, kshot: int | None = None,
                      max_steps: int | None = None, max_time: float | None = None, resume: bool = False,
-                     overrides: Overrides = None, **config: Any) -> dict[str, Any]:
+                     overrides: Overrides = None, recipe: str | None = None, **config: Any) -> dict[str, Any]:
     """Fine-tune a FratMAE encoder (or the same network from scratch, ``init=None`` / ``"scratch"``) for lesion
     segmentation into ``out``; the trainer's summary; ``out/best/model.safetensors`` is the best by val Dice
     (``petctfm predict --model out`` and ``petctfm finetune --out out --predict test`` use it).
 
-    ``config``: named options (``crop`` = native | resized, ``fg_prob``, ``freeze_encoder``, ``layer_decay``,
-    ``stack`` (scratch only), ``feature_size``) and trainer settings (``lr``, ``seed``...); other arguments as
+    ``recipe="paper"``: the paper's fine-tuning (:data:`RECIPES`: native crops, Dice + CE, lr 1e-4, global
+    batch 16, 200 epochs). ``config``: named options (``crop`` = native | resized, ``fg_prob``,
+    ``freeze_encoder``, ``layer_decay``, ``stack`` (scratch only), ``feature_size``, ``epochs``: the schedule
+    in epochs of the training subset) and trainer settings (``lr``, ``seed``...); other arguments as
     :func:`petctfm.methods.segmentation.api.finetune`.
     """
     from petctfm.train import trainer
 
     task_cfg, train_cfg = finetune_configs(dataset, out, init, preset, fraction, kshot=kshot, max_steps=max_steps,
-                                           max_time=max_time, resume=resume, overrides=overrides, **config)
+                                           max_time=max_time, resume=resume, overrides=overrides, recipe=recipe,
+                                           **config)
     return trainer.train(FratMAEFinetuneTask(task_cfg), train_cfg, out, resume=resume)
 
 
-__all__ = ["PRETRAIN_METHOD", "DEFAULT_CONFIG", "PRESETS", "NAMED_OPTIONS", "get_preset", "validate_config",
+__all__ = ["PRETRAIN_METHOD", "DEFAULT_CONFIG", "PRESETS", "RECIPES", "NAMED_OPTIONS", "get_preset", "validate_config",
            "FratMAEFinetuneTask", "check_compatible", "finetune_configs", "finetune_fratmae"]

@@ -5,8 +5,10 @@
    p = 16 -> 10 x 2 x 12 = 240 tokens).
 2. **Asymmetric cross-modal masking**: per sample the loader draws the masked modality ``S`` (``target``,
    0 = PET, 1 = CT) and a token permutation ``perm``; the first ``n_keep = N - round(ratio * N)`` tokens of
-   ``perm`` stay visible (ratio 0.5: exactly half of S's tokens dropped), MAE-style: only visible tokens enter
-   S's encoder. The other modality is complete.
+   ``perm`` stay visible (ratio 0.5: exactly half of S's tokens masked). ``mask.mode = "drop"`` (default,
+   MAE's): only visible tokens enter S's encoder. ``mask.mode = "zero"`` (the paper's Eq. 1,
+   ``Z_S = E_S(X_S * M_S)``): the voxels of S's masked patches are set to 0 and all N tokens enter S's
+   encoder, in grid order; the decoder then needs no mask tokens. The other modality is complete.
 3. **Twin encoders** (:class:`~.vit.ViTEncoder`, weights not shared): ``E_PET`` (with a CLS token) and
    ``E_CT``. The batch is split by ``S``: for the PET-masked samples ``Z_PET = E_PET(visible PET)``,
    ``Z_CT = E_CT(all CT)``, and the other way round for the CT-masked ones.
@@ -43,7 +45,7 @@ from petctfm.core.errors import InputError
 from petctfm.data.loader import bind_dataset, patch_loader
 from petctfm.methods.early_fusion_mae.mae import save_figure
 from petctfm.methods.fratmae.config import CONFIG, METHOD, FratMAEConfig
-from petctfm.methods.fratmae.context import TEXT_LEN, TextEncoder, Vocabulary, global_info_nce
+from petctfm.methods.fratmae.context import TextEncoder, Vocabulary, global_info_nce, text_length
 from petctfm.methods.fratmae.stacks import StackConfig, StackDataset
 from petctfm.methods.fratmae.vit import Block, TwinViT, init_weights, patchify, sincos_3d, token_grid, unpatchify
 
@@ -83,6 +85,13 @@ def token_mask(perm: torch.Tensor, n_keep: int) -> torch.Tensor:
     return mask.scatter(1, perm[:, n_keep:], True)
 
 
+def zero_masked(x: torch.Tensor, mask: torch.Tensor, patch: int, grid) -> torch.Tensor:
+    """The paper's Eq. 1 input ``X * M``: ``x`` (b, c, X, Y, Z) with the voxels of every masked token (``mask``
+    (b, N) bool, True = masked) set to 0 (every channel of ``x``)."""
+    keep = (~mask).to(x.dtype)[..., None].expand(-1, -1, patch**3)
+    return x * unpatchify(keep, patch, grid, 1)  # (b, 1, X, Y, Z), broadcast over the channels
+
+
 # ------------------------------------------------------------------------------------------------ decoder
 
 
@@ -91,7 +100,8 @@ class Decoder(nn.Module):
 
     ``forward(z (b, n_keep, E) visible tokens in ``perm`` order, perm (b, N), other (b, N, E) or None)
     -> (b, N, out)``: embed to ``dim``, append mask tokens, un-shuffle to grid order, add positions, blocks,
-    LayerNorm, linear head.
+    LayerNorm, linear head. With all N tokens (Eq. 1 masking: ``z`` in grid order, ``perm`` the identity) no mask
+    token is appended.
     """
 
     def __init__(self, enc_dim: int, dim: int, depth: int, heads: int, grid, out: int, cross: bool):
@@ -109,7 +119,10 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor, perm: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
         q = self.embed(z)
         b, n = perm.shape
-        q = torch.cat([q, self.mask_token.to(q.dtype).expand(b, n - q.shape[1], -1)], 1)
+        if q.shape[1] < n:
+            q = torch.cat([q, self.mask_token.to(q.dtype).expand(b, n - q.shape[1], -1)], 1)
+        else:  # every token given (Eq. 1 masking): no mask token; kept in the graph for DDP at zero cost
+            q = q + 0.0 * self.mask_token.to(q.dtype)
         restore = torch.argsort(perm, dim=1)
         q = torch.gather(q, 1, restore[..., None].expand(-1, -1, q.shape[-1])) + self.pos.to(q.dtype)
         kv = None if self.kv_embed is None else self.kv_embed(other) + self.pos.to(q.dtype)
@@ -133,6 +146,7 @@ class FratMAE(nn.Module):
         self.grid = token_grid(data.stack_shape(), self.patch)
         self.n_tokens = math.prod(self.grid)
         self.n_keep = n_visible(self.n_tokens, float(cfg["mask"]["ratio"]))
+        self.mask_mode = str(cfg["mask"].get("mode", "drop"))  # saved configs before the option: drop
         dec = dict(enc_dim=int(m["dim"]), dim=int(m["decoder_dim"]), depth=int(m["decoder_depth"]),
                    heads=int(m["decoder_heads"]), grid=self.grid)
         self.backbone = TwinViT(self.arch, self.grid, self.patch, int(m["dim"]), int(m["depth"]), int(m["heads"]))
@@ -142,7 +156,8 @@ class FratMAE(nn.Module):
             self.decoders = nn.ModuleDict({"joint": Decoder(out=2 * self.patch**3, cross=False, **dec)})
         self.context_align = bool(ca["enabled"])
         if self.context_align:
-            self.text_encoder = TextEncoder(len(ca["vocab"]), int(ca["dim"]), int(ca["depth"]), int(ca["heads"]), TEXT_LEN)
+            length = text_length(ca.get("tokenizer") or "field")  # saved configs before the option: field
+            self.text_encoder = TextEncoder(len(ca["vocab"]), int(ca["dim"]), int(ca["depth"]), int(ca["heads"]), length)
             self.img_proj = nn.Linear(int(m["dim"]), int(ca["proj_dim"]))
             self.txt_proj = nn.Linear(int(ca["dim"]), int(ca["proj_dim"]))
             self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / float(ca["tau_init"]))))
@@ -156,9 +171,13 @@ class FratMAE(nn.Module):
                 text: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         mask = token_mask(perm, self.n_keep)
         keep = perm[:, : self.n_keep]
+        image_o, dec_perm = image, perm  # image_o: the other modality's input, always complete
+        if self.mask_mode == "zero":  # Eq. 1: masked patches zeroed, every token in grid order enters S's encoder
+            image = zero_masked(image, mask, self.patch, self.grid)
+            keep, dec_perm = None, torch.arange(self.n_tokens, device=perm.device).expand(perm.shape[0], -1)
         if self.arch == "mae":
             z = self.encoders["joint"](image, keep)
-            cls, pred = z[:, 0], self.decoders["joint"](z[:, 1:], perm)
+            cls, pred = z[:, 0], self.decoders["joint"](z[:, 1:], dec_perm)
         else:
             pred = image.new_zeros(image.shape[0], self.n_tokens, self.patch**3)
             cls = image.new_zeros(image.shape[0], self.encoders["pet"].dim)
@@ -168,12 +187,13 @@ class FratMAE(nn.Module):
                 if idx.numel() == 0:  # keep every parameter in the graph (DDP) at zero cost to the loss
                     pred = pred + 0.0 * sum(p.sum() for p in self.decoders[name].parameters())
                     continue
-                z_s = self.encoders[name](image[idx, s:s + 1], keep[idx])  # visible tokens only
-                z_o = self.encoders[other](image[idx, 1 - s:2 - s])  # the complete other modality
+                # drop: visible tokens only; zero: every token of the zeroed input
+                z_s = self.encoders[name](image[idx, s:s + 1], None if keep is None else keep[idx])
+                z_o = self.encoders[other](image_o[idx, 1 - s:2 - s])  # the complete other modality
                 z_pet = z_s if name == "pet" else z_o
                 cls = cls.index_copy(0, idx, z_pet[:, 0].to(cls.dtype))
                 z_s, z_o = (z_s[:, 1:], z_o) if name == "pet" else (z_s, z_o[:, 1:])
-                pred = pred.index_copy(0, idx, self.decoders[name](z_s, perm[idx], z_o).to(pred.dtype))
+                pred = pred.index_copy(0, idx, self.decoders[name](z_s, dec_perm[idx], z_o).to(pred.dtype))
         out = {"pred": pred, "mask": mask, "cls": cls}
         if self.context_align and text is not None:
             out.update(img_emb=self.img_proj(cls), txt_emb=self.txt_proj(self.text_encoder(text)),
@@ -276,11 +296,12 @@ class FratMAETask:
         if not self.cfg.dataset:
             raise InputError("no dataset given (config 'dataset' or --data)")
         return StackDataset(self.cfg.dataset, self.data_cfg, n_tokens(self.config), self.cfg.mask.ratio,
-                            Vocabulary(self.cfg.context_align.vocab), seed=self.cfg.seed, rank=rank)
+                            Vocabulary(self.cfg.context_align.vocab), seed=self.cfg.seed, rank=rank,
+                            tokenizer=self.cfg.context_align.tokenizer)
 
     def batches(self, rank: int, world_size: int, start_sample: int) -> Iterator[dict[str, torch.Tensor]]:
         """Batches of :class:`~.stacks.StackDataset` items: image (B, 2, X, Y, Z), target (B,), perm (B, N),
-        text (B, TEXT_LEN), index (B,)."""
+        text (B, text length), index (B,)."""
         return iter(patch_loader(self.dataset(rank), start_sample=start_sample))
 
     def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -309,5 +330,5 @@ class FratMAETask:
 
 
 __all__ = ["METHOD", "MODALITIES", "VARIANTS", "DEFAULT_CONFIG", "validate_config", "n_tokens", "n_visible",
-           "token_mask", "Decoder", "FratMAE", "build_model", "normalize_patches", "masked_mse", "fratmae_loss",
+           "token_mask", "zero_masked", "Decoder", "FratMAE", "build_model", "normalize_patches", "masked_mse", "fratmae_loss",
            "FratMAETask"]

@@ -99,6 +99,15 @@ METHOD = Method(
         Option("--norm-pix", "norm_pix", bool, help="normalize each target patch (MAE's norm_pix_loss)"),
         Option("--context-weight", "context_weight", float, help="lambda of the InfoNCE term (default 1)",
                metavar="L"),
+        Option("--recipe", "recipe", str, ("paper",),
+               help="every hyperparameter the paper gives (ViT-B, 30 epochs, batch 24, lr 1e-4, Eq. 1 masking, "
+                    "the paper's prompt; docs/fratmae.md); preset gpu unless --preset"),
+        Option("--epochs", "epochs", float, help="schedule in epochs (one epoch = the split's number of cases); "
+               "sets --max-steps", metavar="E"),
+        Option("--mask-mode", "mask_mode", str, ("drop", "zero"),
+               help="drop: MAE's (visible tokens only, default) | zero: the paper's Eq. 1 (masked patches zeroed)"),
+        Option("--tokenizer", "tokenizer", str, ("field", "prompt"),
+               help="metadata text: prompt (the paper's '<tracer> 18F FDG ...', default) | field (older runs)"),
     ),
     finetune=_finetune,
     backbones=lambda name: name == BACKBONE,
@@ -111,5 +120,7 @@ METHOD = Method(
 petctfm pretrain --method fratmae --data dataset/ --out runs/frat --preset gpu
 petctfm pretrain --method fratmae --variant fratmae-noca --data dataset/ --out runs/frat_noca --preset gpu
 petctfm pretrain --method fratmae --stack axial --data dataset/ --out runs/frat_axial --preset gpu
+# the paper's recipe: ViT-B twins, 30 epochs at a global batch of 24, lr 1e-4 cosine, Eq. 1 masking
+petctfm pretrain --method fratmae --recipe paper --data dataset/ --out runs/frat_paper
 """,
 )

@@ -11,9 +11,10 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-from petctfm.core.config import pick_preset
+from petctfm.core.config import ConfigError, pick_preset
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -48,9 +49,39 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: ``--recipe paper``: every pretraining hyperparameter Oh et al. 2025 give (Sec. 2.4, Stage 1), laid over a
+#: preset (default ``gpu``); docs/fratmae.md, "The paper's recipe", has the table paper | default | why.
+#: ``global_batch`` is the total over all GPUs (the paper's 24 = 8 x 3): each rank gets ``24 / world size``.
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {
+        "task": {
+            "model": {"arch": "fratmae", "patch": 16, "dim": 768, "depth": 12, "heads": 12},  # ViT-B twins
+            "mask": {"ratio": 0.5, "mode": "zero"},  # 50 % of S's tokens; Eq. 1: X_S * M_S
+            # the CLIP text encoder's shape (ViT-B/16 CLIP: 512 wide, 12 blocks, 8 heads, 512-d embedding),
+            # trained from scratch on the paper's prompt "<tracer> 18F FDG <diagnosis> melanoma <age> 61 <sex> M"
+            "context_align": {"enabled": True, "tokenizer": "prompt", "dim": 512, "depth": 12, "heads": 8,
+                              "proj_dim": 512},
+            "data": {"grid": [160, 160, 192], "stack": "coronal", "depth": 32, "k": 2},  # 32 H x 160 W x 192 D
+            "epochs": 30,
+            "recipe": "paper",
+        },
+        "train": {"optimizer": "adamw", "lr": 1e-4, "lr_schedule": "cosine", "min_lr_ratio": 0.0},
+        "global_batch": 24,
+        "warmup_epochs": 1,  # the paper gives none; one epoch (54 steps of 1,292 cases at 24)
+    },
+}
+
+
+def get_recipe(name: str) -> dict[str, Any]:
+    """A copy of recipe ``name`` (:data:`RECIPES`); one-line error for an unknown name."""
+    if name not in RECIPES:
+        raise ConfigError("recipe", name, f"must be one of {', '.join(RECIPES)}", arg="recipe")
+    return copy.deepcopy(RECIPES[name])
+
+
 def get_preset(name: str) -> dict[str, Any]:
     """A copy of preset ``name``; one-line error for an unknown name."""
     return pick_preset(PRESETS, name)
 
 
-__all__ = ["PRESETS", "get_preset"]
+__all__ = ["PRESETS", "RECIPES", "get_preset", "get_recipe"]

@@ -107,8 +107,9 @@ def central_stack(volume: torch.Tensor, cfg: StackConfig) -> torch.Tensor:
     return cut_stack(g, axis, cfg.depth, cfg.k, (cfg.grid[axis] - cfg.k * cfg.depth) // 2)
 
 
-def case_text(root: str | os.PathLike, case_id: str, vocab: Vocabulary) -> torch.Tensor:
-    """(TEXT_LEN,) token ids of one case's ``meta.json`` (one-line InputError when it is unreadable)."""
+def case_text(root: str | os.PathLike, case_id: str, vocab: Vocabulary, tokenizer: str = "field") -> torch.Tensor:
+    """(text length,) token ids of one case's ``meta.json`` under ``tokenizer`` (one-line InputError when it is
+    unreadable)."""
     path = fmt.case_dir(root, case_id) / "meta.json"
     try:
         meta = json.loads(path.read_text())
@@ -116,22 +117,23 @@ def case_text(root: str | os.PathLike, case_id: str, vocab: Vocabulary) -> torch
         raise InputError(f"{path}: cannot read ({exc})") from None
     if not isinstance(meta, dict):
         raise InputError(f"{path}: not a JSON object")
-    return metadata_tokens(meta, vocab, str(path))
+    return metadata_tokens(meta, vocab, str(path), tokenizer)
 
 
 class StackDataset(Dataset):
     """Item ``i`` of rank ``rank``'s stack stream (module docstring). Length is unbounded.
 
-    ``n_tokens`` (N) and ``mask_ratio`` size the masking draws; ``vocab`` tokenizes the metadata; ``table``
+    ``n_tokens`` (N) and ``mask_ratio`` size the masking draws; ``vocab`` and ``tokenizer`` turn the metadata into tokens; ``table``
     (:func:`petctfm.data.format.norm_table`) replaces the dataset's normalization (fine-tuning: the model's).
     """
 
     def __init__(self, root: str | os.PathLike, cfg: StackConfig, n_tokens: int, mask_ratio: float,
-                 vocab: Vocabulary, seed: int, rank: int = 0, table: np.ndarray | None = None):
+                 vocab: Vocabulary, seed: int, rank: int = 0, table: np.ndarray | None = None,
+                 tokenizer: str = "field"):
         self.root = Path(root)
         self.info = fmt.load_dataset_info(self.root, require_normalization=True)
         self.cfg, self.n_tokens, self.mask_ratio, self.vocab = cfg, int(n_tokens), float(mask_ratio), vocab
-        self.seed, self.rank = int(seed), int(rank)
+        self.seed, self.rank, self.tokenizer = int(seed), int(rank), tokenizer
         self.table = table  # normalization rows (fmt.norm_table); None: the dataset's statistics
         self.case_ids = list_cases(self.root, cfg.split)
         self._volumes: dict[str, torch.Tensor] = {}
@@ -165,7 +167,7 @@ class StackDataset(Dataset):
 
     def text(self, case_id: str) -> torch.Tensor:
         if case_id not in self._texts:
-            self._texts[case_id] = case_text(self.root, case_id, self.vocab)
+            self._texts[case_id] = case_text(self.root, case_id, self.vocab, self.tokenizer)
         return self._texts[case_id]
 
     def __getitem__(self, i: int) -> dict[str, Any]:

@@ -69,19 +69,20 @@ class Attention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask``: None, or a bool mask broadcastable to (B, heads, Nq, Nk), True = attended."""
         b, n, d = x.shape
         src = x if kv is None else kv
         h = self.heads
         q = self.q(x).reshape(b, n, h, d // h).transpose(1, 2)
         k, v = self.kv(src).reshape(b, src.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
 class Block(nn.Module):
     """Pre-norm transformer block: self-attention, optional cross-attention (``cross=True``), MLP (4x, GELU).
-    ``forward(x (B, N, D), kv (B, M, D) or None) -> (B, N, D)``."""
+    ``forward(x (B, N, D), kv (B, M, D) or None, mask: self-attention's bool key mask or None) -> (B, N, D)``."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, cross: bool = False):
         super().__init__()
@@ -93,8 +94,8 @@ class Block(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), mask=mask)
         if self.cross:
             if kv is None:
                 raise ValueError("a cross-attention block needs keys/values")
