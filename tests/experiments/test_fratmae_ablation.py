@@ -35,9 +35,11 @@ def test_plan_rows():
         (a, f) for a in ("scratch", "fratmae") for f in (40.0, 100.0)}
     assert [p.name for p in plan if p.kind == "pretrain"] == [
         "pretrain_mae", "pretrain_mae_ca", "pretrain_fratmae-noca", "pretrain_fratmae"]
-    assert len([p for p in plan if p.kind == "finetune"]) == 10 * 2 and len([p for p in plan if p.kind == "stage"]) == 10
+    assert len([p for p in plan if p.kind == "finetune"]) == 10 * 2 and len([p for p in plan if p.kind == "stage"]) == 12
     axial = next(p for p in plan if p.arm == "scratch-axial")
     assert axial.stack == "axial" and axial.pretrain is None
+    stage_axial = next(p for p in plan if p.kind == "stage" and p.arm == "scratch-axial")  # Table 2's staging row
+    assert stage_axial.stack == "axial" and stage_axial.variant is None and stage_axial.pretrain == "pretrain_fratmae"
 
 
 @pytest.mark.slow
@@ -56,9 +58,13 @@ def test_ablation_runs_reports_and_resumes(toy, tmp_path, capsys):
         assert float(r["dice_ci_low"]) <= float(r["dice"]) <= float(r["dice_ci_high"])
     assert rows[0]["wilcoxon_p_vs_scratch"] == "" and rows[1]["dice_diff_vs_scratch"] != ""
     assert rows[0]["n_train_cases"] == "1" and rows[6]["n_train_cases"] == "5"
-    assert all(r["stage_sensitivity_macro"] != "" for r in rows[:5]) and rows[5]["stage_accuracy"] == ""
+    assert all(r["stage_sensitivity_macro"] != "" for r in rows[:6]) and rows[6]["stage_accuracy"] == ""
     md = (out / "results.md").read_text()
     assert "Table 3" in md and "Table 2" in md and "FratMAE w/o ContextAlign" in md and "Incomplete" not in md
+    assert "frozen-encoder features" in md
+    from petctfm.train.checkpoint import read_weights
+
+    assert read_weights(out / "init_axial" / "model.safetensors")[1]["data"]["stack"] == "axial"
     assert (out / "fratmae_ablation.png").stat().st_size > 1000
     from petctfm.train.config import saved_run_configs
 
@@ -77,3 +83,27 @@ def test_ablation_runs_reports_and_resumes(toy, tmp_path, capsys):
     # other settings in the same folder: one-line error
     assert main([*argv[:-1], "--max-steps", "2", "--no-progress"]) == 3
     assert "other settings" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ablation_with_the_papers_fine_tuned_staging(toy, tmp_path):
+    """``--stage-mode finetune``: every staging row (Table 3's five and Table 2's axial one) fine-tunes end to
+    end on the stored fraction; a fraction without both stages is skipped with a note."""
+    out = tmp_path / "exp_ft"
+    base = ["experiment", "fratmae-ablation", "--data", str(toy), "--preset", "tiny", "--fraction", "20",
+            "--more-fractions", "none", "--seeds", "0", "--max-steps", "1", "--set", "train.figure_every=0",
+            "--pretrain-set", "train.figure_every=0", "--stage-epochs", "2", "--bootstrap", "10",
+            "--stage-mode", "finetune", "--no-progress"]
+    assert main([*base, "--out", str(out), "--stage-fraction", "100"]) == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["arm"] for r in rows] == ["scratch", "mae", "mae+ca", "fratmae-noca", "fratmae", "scratch-axial"]
+    assert all(r["stage_sensitivity_macro"] != "" and r["stage_n_test"] == "2" for r in rows)
+    import json
+
+    m = json.loads((out / "stage_scratch-axial_s0" / "metrics.json").read_text())
+    assert m["stack"]["stack"] == "axial" and m["n_train"] == 5 and m["training"]["epochs_run"] == 2
+    assert "the paper's fine-tuning" in (out / "results.md").read_text()
+    # 20 % = one case: staging cannot train, so it is skipped and the results say why
+    assert main([*base, "--out", str(tmp_path / "exp_20")]) == 0
+    md = (tmp_path / "exp_20" / "results.md").read_text()
+    assert "staging skipped" in md and not list((tmp_path / "exp_20").glob("stage_*"))

@@ -292,3 +292,55 @@ def test_pretrain_in_epochs_with_eq1_masking_cli(toy, tmp_path):
     assert cfg["train"]["max_steps"] == math.ceil(2 * n / 4)
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == cfg["train"]["max_steps"] and all(math.isfinite(r["loss"]) for r in rows)
+
+
+# ------------------------------------------------------------------------------------------------ staging
+
+
+def test_staging_fine_tunes_the_encoder_end_to_end():
+    """The paper's staging: encoder + MLP trained together with cross-entropy; the encoder's weights move and
+    four cases are fitted."""
+    from petctfm.methods.fratmae.stage_finetune import StageFinetuneConfig, StagingNet, predict_staging, train_staging
+    from petctfm.methods.fratmae.vit import TwinViT
+
+    torch.manual_seed(0)
+    net = StagingNet(TwinViT("fratmae", (4, 1, 6), 8, 48, 2, 3), hidden=32, dropout=0.0)
+    before = {k: v.clone() for k, v in net.backbone.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 2, 32, 8, 48, generator=g)
+    y = torch.tensor([0, 1, 0, 1])
+    x[y == 1, 0] += 1.0  # "advanced": more uptake
+    log = train_staging(net, x, y, StageFinetuneConfig(lr=1e-3, epochs=15, batch_size=2), torch.device("cpu"))
+    assert log["epochs_run"] == 15 and log["steps"] == 30
+    assert log["history"][-1]["train_loss"] < 0.5 * log["history"][0]["train_loss"]
+    moved = [k for k, v in net.backbone.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("encoders.pet.blocks") for k in moved) and any(k.startswith("encoders.ct") for k in moved)
+    prob = predict_staging(net, x, torch.device("cpu"))
+    assert ((prob >= 0.5) == y.numpy().astype(bool)).all()
+    with pytest.raises(UsageError):
+        StageFinetuneConfig(lr=0)
+
+
+def test_run_stage_finetune_writes_metrics(toy, tmp_path):
+    from petctfm.methods.fratmae.api import pretrain_fratmae
+    from petctfm.methods.fratmae.stage_finetune import StageFinetuneConfig, run_stage_finetune
+
+    data = tmp_path / "staged"
+    import shutil
+
+    shutil.copytree(toy, data)
+    ids = sorted(p.name for p in (data / fmt.CASES_DIR).iterdir())
+    splits = fmt.load_splits(data)
+    stages = dict(zip(ids, ["early", "advanced"] * 3))
+    (data / fmt.MANIFEST_CSV).write_text("case_id,stage\n" + "".join(f"{c},{s}\n" for c, s in stages.items()))
+    run = tmp_path / "frat"
+    pretrain_fratmae(data, run, preset="tiny", max_steps=1, progress=False, figure_every=0)
+    m = run_stage_finetune(data, run, tmp_path / "stage", StageFinetuneConfig(epochs=2, n_resamples=10))
+    assert m["n_train"] == len(splits["train"]) and m["training"]["epochs_run"] == 2
+    assert m["config"]["lr"] == 5e-5 and m["config"]["batch_size"] == 2  # the paper's
+    assert 0 <= m["balanced_accuracy"]["value"] <= 1 and m["stack"]["stack"] == "coronal"
+    rows = (tmp_path / "stage" / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "case_id,stage,label,prob_advanced,pred" and len(rows) == 1 + len(splits["test"])
+    atomic_write_json(data / fmt.SPLITS_JSON, {**splits, "fractions": {"20": splits["train"][:1]}})
+    with pytest.raises(InputError, match="need early and advanced"):  # a fraction without both stages
+        run_stage_finetune(data, run, tmp_path / "stage2", StageFinetuneConfig(epochs=1, fraction=20))

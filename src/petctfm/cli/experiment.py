@@ -135,6 +135,11 @@ def _register_fratmae_ablation(sub) -> None:
     p.add_argument("--no-stage", action="store_true", help="skip the staging runs")
     p.add_argument("--stage-epochs", type=int, metavar="N", action=api_default(FRAT, "stage_epochs"),
                    help="staging MLP epochs, >= 1 (default {default})")
+    p.add_argument("--stage-mode", choices=["probe", "finetune"], action=api_default(FRAT, "stage_mode"),
+                   help="staging: probe (frozen encoder + MLP) | finetune (the paper's: end to end, lr 5e-5, batch 2, "
+                        "--stage-epochs epochs, on the stored --stage-fraction) (default {default})")
+    p.add_argument("--stage-fraction", type=float, metavar="P", action=api_default(FRAT, "stage_fraction"),
+                   help="finetune staging: stored label fraction it trains on (default: --fraction)")
     p.add_argument("--bootstrap", type=int, metavar="N", action=api_default(FRAT, "n_resamples"),
                    help="bootstrap resamples, >= 0 (default {default})")
     p.add_argument("--no-progress", action="store_true", help="quiet: no progress display")
@@ -151,7 +156,8 @@ def _run_fratmae_ablation(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             **given(args, {"fraction": "fraction", "more_fractions": "more_fractions", "seeds": "seeds",
                            "preset": "preset", "pretrain_steps": "pretrain_steps", "max_steps": "max_steps",
-                           "stage_epochs": "stage_epochs", "bootstrap": "n_resamples"}))
+                           "stage_epochs": "stage_epochs", "bootstrap": "n_resamples", "stage_mode": "stage_mode",
+                           "stage_fraction": "stage_fraction"}))
     print(f"experiment fratmae-ablation: {len(out['records'])} runs ({out['ran']} run now); results in "
           f"{out['results_md']}, {out['results_csv']}, {out['plot']}")
 

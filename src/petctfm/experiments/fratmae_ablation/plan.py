@@ -23,6 +23,12 @@ LABELS = {"scratch": "no pretraining", "mae": "MAE", "mae+ca": "MAE + ContextAli
           "fratmae-noca": "FratMAE w/o ContextAlign", "fratmae": "FratMAE",
           "scratch-axial": "no pretraining, axial stacks"}
 EXPERIMENT_FILE = "experiment.yaml"
+#: Staging: ``probe`` (an MLP on the frozen encoder's pooled features, the whole train split) or ``finetune``
+#: (the paper's: encoder + MLP end to end, cross-entropy, lr 5e-5, batch 2, on the stored label fraction).
+STAGE_MODES = ("probe", "finetune")
+#: Staging arms: Table 3's pretrainings and Table 2's axial control (no pretraining, axial stacks).
+STAGE_ARMS = TABLE3 + TABLE2
+AXIAL_INIT = "init_axial"  # the experiment's random-weight axial FratMAE network (Table 2's staging control)
 
 
 @dataclass
@@ -66,10 +72,10 @@ def build_plan(fraction: float = 20.0, more_fractions: Sequence[float] = (40.0, 
             plan.append(Planned(f"finetune_{safe(arm)}_f{fmt_pct(pct)}_s{int(s)}", "finetune", arm, int(s), variant,
                                 stack, pct, pretrain_name(variant) if variant else None))
     if stage:
-        for arm in TABLE3:
-            variant = ARMS[arm][0]
-            for s in seeds:  # the no-pretraining control: FratMAE's encoders with random weights
-                plan.append(Planned(f"stage_{safe(arm)}_s{int(s)}", "stage", arm, int(s), variant,
+        for arm in STAGE_ARMS:
+            variant, stack = ARMS[arm]
+            for s in seeds:  # no pretraining: FratMAE's encoders with random weights (axial: on axial stacks)
+                plan.append(Planned(f"stage_{safe(arm)}_s{int(s)}", "stage", arm, int(s), variant, stack,
                                     pretrain=pretrain_name(variant or "fratmae")))
     return plan
 
@@ -89,6 +95,8 @@ class Settings:
     stage: bool = True
     stage_epochs: int = 500
     n_resamples: int = 1000
+    stage_mode: str = "probe"
+    stage_fraction: float | None = None  # finetune staging: the stored fraction it trains on (None: --fraction)
 
 
 def command_line(settings: Settings, out: str, seeds: Sequence[int]) -> str:
@@ -98,6 +106,10 @@ def command_line(settings: Settings, out: str, seeds: Sequence[int]) -> str:
             "--more-fractions", ",".join(fmt_pct(f) for f in settings.more_fractions) or "none",
             "--seeds", ",".join(str(s) for s in seeds), "--stage-epochs", str(settings.stage_epochs),
             "--bootstrap", str(settings.n_resamples)]
+    if settings.stage_mode != "probe":
+        argv += ["--stage-mode", settings.stage_mode]
+    if settings.stage_fraction is not None:
+        argv += ["--stage-fraction", fmt_pct(settings.stage_fraction)]
     if settings.pretrain_steps is not None:
         argv += ["--pretrain-steps", str(settings.pretrain_steps)]
     if settings.max_steps is not None:
@@ -111,5 +123,5 @@ def command_line(settings: Settings, out: str, seeds: Sequence[int]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-__all__ = ["ARMS", "TABLE3", "MORE", "TABLE2", "LABELS", "EXPERIMENT_FILE", "Planned", "safe", "pretrain_name",
+__all__ = ["ARMS", "TABLE3", "MORE", "TABLE2", "LABELS", "EXPERIMENT_FILE", "STAGE_MODES", "STAGE_ARMS", "AXIAL_INIT", "Planned", "safe", "pretrain_name",
            "build_plan", "Settings", "command_line"]

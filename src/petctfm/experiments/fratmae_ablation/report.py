@@ -109,8 +109,13 @@ def results_markdown(summary: dict[str, Any], settings: Settings, command: str, 
              "Synthetic or user data; these numbers are only as clinical as the dataset. Test split, Dice and IoU:",
              "mean over test cases of the seed-averaged per-case value, 95% percentile-bootstrap CI over cases; "
              "Wilcoxon: paired signed-rank test of per-case Dice against no pretraining at the same fraction. "
-             "Staging (early I-II vs advanced III-IV): MLP on pooled encoder features of the central whole-body "
-             "stack; per test case the probability averaged over seeds; macro sensitivity = balanced accuracy.",
+             "Staging (early I-II vs advanced III-IV) from the central whole-body stack: "
+             + ("the paper's fine-tuning (encoder + MLP end to end, cross-entropy, lr 5e-5, batch 2, "
+                f"{settings.stage_epochs} epochs, on the stored "
+                f"{fmt_pct(settings.stage_fraction or settings.fraction)}% of the training cases)"
+                if settings.stage_mode == "finetune" else
+                "MLP on pooled frozen-encoder features (probe, the whole train split)")
+             + "; per test case the probability averaged over seeds; macro sensitivity = balanced accuracy.",
              "", f"Reproduce: `{command}`", ""]
     stage = summary["stage"]
     lines += [f"## Table 3: pretraining ablation at {fmt_pct(f)}% of the training labels", "",
@@ -136,10 +141,13 @@ def results_markdown(summary: dict[str, Any], settings: Settings, command: str, 
     t2 = [g for g in summary["rows"] if g["fraction"] == f and g["arm"] in ("scratch",) + TABLE2]
     if len(t2) > 1:
         lines += ["", f"## Table 2: coronal vs axial stacks, no pretraining, {fmt_pct(f)}% of the labels", "",
-                  "| stacks | Dice (95% CI) | IoU (95% CI) | Wilcoxon p (axial vs coronal) |", "| --- | --- | --- | --- |"]
+                  "| stacks | Dice (95% CI) | IoU (95% CI) | Wilcoxon p (axial vs coronal) | staging sensitivity "
+                  "(macro) | staging accuracy |", "| --- | --- | --- | --- | --- | --- |"]
         for g in t2:
-            c = g.get("vs_scratch")
-            lines.append(f"| {g['stack']} | {_ci(g['dice'])} | {_ci(g['iou'])} | {fmt_num(c['p_value']) if c else '-'} |")
+            c, s = g.get("vs_scratch"), stage.get(g["arm"])
+            lines.append(f"| {g['stack']} | {_ci(g['dice'])} | {_ci(g['iou'])} | {fmt_num(c['p_value']) if c else '-'} | "
+                         f"{_ci(s['balanced_accuracy'], 'value') if s else 'n/a'} | "
+                         f"{_ci(s['accuracy'], 'value') if s else 'n/a'} |")
     lines += ["", "## Settings", "", f"- preset `{settings.preset}`, pretraining steps "
               f"{settings.pretrain_steps or 'preset'}, fine-tuning steps {settings.max_steps or 'preset'} (every arm)",
               f"- overrides: fine-tuning {settings.overrides or 'none'}, pretraining {settings.pretrain_overrides or 'none'}"]

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 from petctfm.core.errors import InputError
 from petctfm.experiments.common import check_settings
-from petctfm.experiments.fratmae_ablation.plan import EXPERIMENT_FILE, Planned, Settings, build_plan, command_line
+from petctfm.experiments.fratmae_ablation.plan import (AXIAL_INIT, EXPERIMENT_FILE, STAGE_MODES, Planned, Settings,
+                                                       build_plan, command_line)
 from petctfm.experiments.fratmae_ablation.report import write_results
 from petctfm.experiments.label_efficiency.plan import DONE_FILE, EVAL_DIR, PRED_DIR, SPLIT
 from petctfm.experiments.label_efficiency.run import load_done, run_plan
@@ -82,16 +83,44 @@ def run_finetune(p: Planned, s: Settings, exp_dir: Path, progress: bool) -> dict
             "case_iou": {r["case_id"]: r["iou"] for r in result["cases"]}}
 
 
+def axial_init(exp_dir: Path, fratmae_run: Path) -> Path:
+    """The FratMAE pretraining run's network on axial stacks, untrained (``EXP/init_axial/model.safetensors``,
+    written once): what ``random:`` of Table 2's axial staging control reads its geometry from."""
+    import copy
+
+    from petctfm.train.checkpoint import build_from_config, read_weights, save_weights
+
+    path = exp_dir / AXIAL_INIT / "model.safetensors"
+    if not path.is_file():
+        _, cfg, _ = read_weights(fratmae_run)
+        cfg = copy.deepcopy(cfg)
+        cfg["data"]["stack"] = "axial"
+        save_weights(build_from_config(cfg, fratmae_run), path, cfg)
+    return path
+
+
 def run_staging(p: Planned, s: Settings, exp_dir: Path, progress: bool) -> dict[str, Any]:
-    """Staging MLP on the pretraining run's frozen encoders (no pretraining: ``random:`` of the FratMAE run)."""
-    from petctfm.methods.staging import StageConfig, run_stage
+    """Staging from the pretraining run's encoder (no pretraining: ``random:`` of the FratMAE run; axial: of
+    :func:`axial_init`): ``probe`` = MLP on frozen features (:func:`petctfm.methods.staging.run_stage`),
+    ``finetune`` = the paper's end-to-end fine-tuning
+    (:func:`petctfm.methods.fratmae.stage_finetune.run_stage_finetune`)."""
     from petctfm.train.checkpoint import resolve_weights
 
-    weights = str(resolve_weights(exp_dir / p.pretrain))
-    spec = weights if p.variant else f"random:{weights}"
+    weights = resolve_weights(exp_dir / p.pretrain)
+    if p.stack == "axial":
+        weights = axial_init(exp_dir, weights)
+    spec = str(weights) if p.variant else f"random:{weights}"
     run_dir = exp_dir / p.name
-    m = run_stage(s.data, [spec], run_dir, StageConfig(seed=p.seed, n_resamples=s.n_resamples,
-                                                         max_epochs=s.stage_epochs), progress=progress)
+    if s.stage_mode == "finetune":
+        from petctfm.methods.fratmae.stage_finetune import StageFinetuneConfig, run_stage_finetune
+
+        m = run_stage_finetune(s.data, spec, run_dir, StageFinetuneConfig(
+            epochs=s.stage_epochs, seed=p.seed, n_resamples=s.n_resamples, fraction=stage_fraction(s)))
+    else:
+        from petctfm.methods.staging import StageConfig, run_stage
+
+        m = run_stage(s.data, [spec], run_dir, StageConfig(seed=p.seed, n_resamples=s.n_resamples,
+                                                             max_epochs=s.stage_epochs), progress=progress)
     with open(run_dir / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     return {**p.to_dict(), "balanced_accuracy": m["balanced_accuracy"], "accuracy": m["accuracy"],
@@ -112,27 +141,37 @@ def execute(p: Planned, s: Settings, exp_dir: Path, progress: bool) -> dict[str,
     return record
 
 
-def staging_possible(data: str | Path) -> str | None:
-    """None when the dataset supports staging (staged train cases of both classes, a staged test case), else
-    the reason (the experiment then skips staging and says so)."""
+def stage_fraction(s: Settings) -> float:
+    """The stored fraction (ratio) fine-tuned staging trains on: ``stage_fraction``, else ``fraction``."""
+    pct = s.stage_fraction if s.stage_fraction is not None else s.fraction
+    return float(f"{float(pct) / 100:g}")
+
+
+def staging_possible(data: str | Path, fraction: float | None = None) -> str | None:
+    """None when the dataset supports staging (staged train cases of both classes, within the stored
+    ``fraction`` (ratio) when given, and a staged test case), else the reason (the experiment then skips
+    staging and says so)."""
     from petctfm.data import format as fmt
+    from petctfm.methods.fratmae.stage_finetune import subset_cases
     from petctfm.methods.staging import staged_cases
 
     try:
         labels = staged_cases(data)
+        cases = subset_cases(data, fraction)
     except InputError as exc:
         return str(exc)
     splits = fmt.load_splits(data)
-    train = {labels[c] for c in splits.get("train", []) if c in labels}
+    train = {labels[c] for c in cases if c in labels}
     if train != {0, 1} or not any(c in labels for c in splits.get("test", [])):
-        return f"{data}: staging needs early and advanced train cases and a staged test case"
+        where = "train cases" if fraction is None else f"train cases in the stored {fraction:g} fraction"
+        return f"{data}: staging needs early and advanced {where} and a staged test case"
     return None
 
 
 def check_arguments(fraction: float = 20.0, more_fractions: str | Sequence[float] = (40.0, 100.0),
                     seeds: str | Sequence[int] = (0,), preset: str | None = None, pretrain_steps: int | None = None,
-                    max_steps: int | None = None, stage_epochs: int = 500,
-                    n_resamples: int = 1000) -> tuple[list[int], list[float]]:
+                    max_steps: int | None = None, stage_epochs: int = 500, n_resamples: int = 1000,
+                    stage_mode: str = "probe", stage_fraction: float | None = None) -> tuple[list[int], list[float]]:
     """:func:`run_fratmae_ablation`'s arguments, before anything is read: a value out of range is a UsageError
     naming the argument. ``seeds`` / ``more_fractions`` may be comma-separated text (``more_fractions``:
     ``"none"`` or empty = none); returns them as lists."""
@@ -152,6 +191,9 @@ def check_arguments(fraction: float = 20.0, more_fractions: str | Sequence[float
             check_int(name, value, lo=1)
     check_int("stage_epochs", stage_epochs, lo=1)
     check_int("n_resamples", n_resamples, lo=0)
+    check_choice("stage_mode", stage_mode, STAGE_MODES)
+    if stage_fraction is not None:
+        check_float("stage_fraction", stage_fraction, lo=0, hi=100, lo_open=True)
     return seeds, more
 
 
@@ -159,7 +201,8 @@ def run_fratmae_ablation(data: str | Path, out: str | Path, fraction: float = 20
                          more_fractions: Sequence[float] = (40.0, 100.0), seeds: Sequence[int] = (0,),
                          preset: str | None = None, pretrain_steps: int | None = None, max_steps: int | None = None,
                          overrides: Sequence[str] = (), pretrain_overrides: Sequence[str] = (), stage: bool = True,
-                         stage_epochs: int = 500, n_resamples: int = 1000, progress: bool = True) -> dict[str, Any]:
+                         stage_epochs: int = 500, n_resamples: int = 1000, stage_mode: str = "probe",
+                         stage_fraction: float | None = None, progress: bool = True) -> dict[str, Any]:
     """Plan, run (skipping finished runs), evaluate and report the ablation in ``out``.
 
     ``fraction``: the stored label fraction (percent) of Table 3 and Table 2; ``more_fractions``: where no
@@ -167,7 +210,10 @@ def run_fratmae_ablation(data: str | Path, out: str | Path, fraction: float = 20
     run, the same for every arm (default: the preset's; ``pretrain_steps`` None = ``max_steps``). ``overrides`` /
     ``pretrain_overrides``: ``--set`` strings for every fine-tuning / pretraining run. ``seeds`` and
     ``more_fractions`` may be comma-separated text; arguments out of range: :func:`check_arguments`. ``stage``: also run
-    staging (skipped with a note when the dataset has no staged cases). Returns ``{"exp_dir", "plan", "records",
+    staging (skipped with a note when the dataset has no staged cases); ``stage_mode``: ``probe`` (frozen encoder,
+    MLP on the whole train split) or ``finetune`` (the paper's: end to end, lr 5e-5, batch 2, ``stage_epochs``
+    epochs, on the stored ``stage_fraction``, default ``fraction``). Every staging mode also stages Table 2's
+    axial control. Returns ``{"exp_dir", "plan", "records",
     "summary", "results_md", "results_csv", "plot", "command"}``.
     """
     import yaml
@@ -181,7 +227,8 @@ def run_fratmae_ablation(data: str | Path, out: str | Path, fraction: float = 20
 
     seeds, more_fractions = check_arguments(fraction=fraction, more_fractions=more_fractions, seeds=seeds,
                                             preset=preset, pretrain_steps=pretrain_steps, max_steps=max_steps,
-                                            stage_epochs=stage_epochs, n_resamples=n_resamples)
+                                            stage_epochs=stage_epochs, n_resamples=n_resamples,
+                                            stage_mode=stage_mode, stage_fraction=stage_fraction)
     console = Console(quiet=not progress)
     data = Path(data)
     if not (data / fmt.SPLITS_JSON).is_file():
@@ -190,14 +237,17 @@ def run_fratmae_ablation(data: str | Path, out: str | Path, fraction: float = 20
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     notes = []
-    why = staging_possible(data) if stage else None
+    s_frac = None if stage_mode == "probe" else float(f"{float(stage_fraction or fraction) / 100:g}")
+    why = staging_possible(data, s_frac) if stage else None
     if why:
         notes.append(f"staging skipped: {why}")
     settings = Settings(data=str(data), preset=preset, fraction=float(fraction),
                         more_fractions=[float(f) for f in more_fractions],
                         pretrain_steps=pretrain_steps if pretrain_steps is not None else max_steps,
                         max_steps=max_steps, overrides=list(overrides), pretrain_overrides=list(pretrain_overrides),
-                        stage=bool(stage and not why), stage_epochs=int(stage_epochs), n_resamples=int(n_resamples))
+                        stage=bool(stage and not why), stage_epochs=int(stage_epochs), n_resamples=int(n_resamples),
+                        stage_mode=stage_mode,
+                        stage_fraction=None if stage_fraction is None else float(stage_fraction))
     seeds = [int(s) for s in seeds]
     plan = build_plan(settings.fraction, settings.more_fractions, seeds, settings.stage)
     from petctfm.methods.segmentation.task import resolve_subset
@@ -219,5 +269,6 @@ def run_fratmae_ablation(data: str | Path, out: str | Path, fraction: float = 20
             "plot": exp_dir / "fratmae_ablation.png", "command": command}
 
 
-__all__ = ["run_pretrain", "run_finetune", "run_staging", "execute", "staging_possible", "check_arguments",
+__all__ = ["run_pretrain", "run_finetune", "axial_init", "run_staging", "execute", "stage_fraction",
+           "staging_possible", "check_arguments",
            "run_fratmae_ablation"]

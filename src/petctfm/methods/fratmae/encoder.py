@@ -8,6 +8,7 @@ Shapes: raw case (2, X, Y, Z) [SUV, HU]; stack (C, D, H, W) on the pretraining g
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -72,7 +73,9 @@ def stack_features(enc: Any, image: np.ndarray, device: torch.device) -> list[to
 
     raw = torch.from_numpy(np.array(image, np.float32))[None].to(device)
     x = central_stack(enc.normalize(raw)[0], StackConfig.from_dict(enc.geometry["stack"]))[None]
-    with autocast_for(device):
+    # bf16 on CUDA only: on the CPU (torch 2.13, oneDNN) the bf16 patch-embedding Conv3d of an axial tiny stack
+    # (1, 1, 32, 32, 8) returned NaN on some calls (not on others, same input); fp32 there is exact and cheap
+    with autocast_for(device) if device.type == "cuda" else contextlib.nullcontext():
         return encoder_features(enc.backbone, x)
 
 
