@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # toy_dataset.py
 from bench_pretrain import BF16_PEAK, flops_per_sample, measure  # noqa: E402
 from petctfm.core.config import deep_merge  # noqa: E402
 from petctfm.io.atomic import atomic_write_json  # noqa: E402
-from petctfm.methods.fratmae.context import TEXT_LEN  # noqa: E402
+from petctfm.methods.fratmae.context import text_length  # noqa: E402
 from petctfm.methods.fratmae.fratmae import DEFAULT_CONFIG, FratMAE, fratmae_loss, n_visible  # noqa: E402
 from petctfm.methods.fratmae.presets import get_preset  # noqa: E402
 from petctfm.methods.fratmae.stacks import StackConfig  # noqa: E402
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
         g = torch.Generator().manual_seed(0)
         perm = torch.stack([torch.randperm(n, generator=g) for _ in range(b)])
         return {"image": torch.randn(b, 2, *shape, generator=g), "target": torch.arange(b) % 2, "perm": perm,
-                "text": torch.randint(3, 20, (b, TEXT_LEN), generator=g)}
+                "text": torch.randint(3, 20, (b, text_length(cfg["context_align"]["tokenizer"])), generator=g)}
 
     def ours_step(model, batch):
         out = model(batch["image"], batch["target"], batch["perm"], batch["text"])
@@ -164,7 +164,8 @@ def main(argv=None) -> int:
         root = write_bench_dataset(Path(tmp) / "data", n_cases=3 if args.smoke else 8,
                                    shape=(40, 40, 56) if args.smoke else (200, 200, 320))
         data = StackConfig.from_dict({**cfg["data"], "num_workers": workers, "batch_size": bs})
-        ds = StackDataset(root, data, n, float(cfg["mask"]["ratio"]), Vocabulary(cfg["context_align"]["vocab"]), seed=0)
+        ds = StackDataset(root, data, n, float(cfg["mask"]["ratio"]), Vocabulary(cfg["context_align"]["vocab"]), seed=0,
+                          tokenizer=cfg["context_align"]["tokenizer"])
         loader = iter(patch_loader(ds))
         t0, got = time.perf_counter(), 0
         while got < items:
