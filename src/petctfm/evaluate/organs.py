@@ -1,0 +1,435 @@
+"""Whole-body organs: the organ SUV readout (``organs.csv`` of ``petctfm predict``, cohort tables) and the
+per-organ segmentation metrics (Dice, normalized surface distance) of organ models. The one home of both;
+see docs/organs.md.
+
+**Readout** (:func:`organ_readout`): one row per organ of a label map, then two reference rows.
+
+- ``volume_ml``: every voxel of the organ (lesions inside it included: the organ's anatomical volume);
+  ``excluded_lesion_ml``: the lesion voxels inside it. Every SUV value is over the organ's voxels **minus the
+  lesion voxels** (``lesions > 0``): ``suv_mean``, ``suv_sd`` (ddof 1), ``suv_median``, ``suv_max``;
+  ``suv_peak``: the highest mean SUV in a 1 ml sphere (radius 6.2 mm) whose voxels all lie in the organ minus
+  lesions (when none fits, e.g. a thin organ, the sphere is clipped to those voxels).
+- ``sul_mean``: SUV normalized to lean body mass, ``suv_mean * LBM / weight``, with Janmahasatian's LBM
+  (Janmahasatian et al., Clin Pharmacokinet 2005;44:1051-65; the formula PERCIST asks for),
+  ``BMI = weight_kg / height_m**2``, male ``LBM = 9270 * weight / (6680 + 216 * BMI)``, female
+  ``LBM = 9270 * weight / (8780 + 244 * BMI)`` (kg). NaN when weight, height or sex is unknown.
+- ``liver_reference`` (PERCIST, Wahl et al., J Nucl Med 2009;50:122S): a 3 cm diameter sphere (radius 15 mm)
+  in the right lobe of the liver (:func:`liver_reference_sphere`): every voxel of it lies in the liver eroded
+  by ``edge_margin_mm`` (away from the edges) and at least ``lesion_margin_mm`` from every lesion voxel; the
+  deepest such centre (largest distance to the liver edge) on the patient's right of the liver's centroid,
+  else anywhere in the liver; a row of NaN (``note`` says why) when no sphere fits.
+- ``blood_pool_reference``: the mediastinal blood pool of PERCIST / Deauville: a 1 cm diameter, 2 cm long
+  cylinder in the descending thoracic aorta (:func:`blood_pool_roi`): the aorta label's axial slices within the
+  lungs' cranio-caudal span; in each, the most posterior connected part (the descending aorta: posterior to the
+  ascending aorta, beside the spine); in each slice the voxels of that part within 5 mm of its centre; of those
+  slices, the 2 cm window of consecutive slices nearest the middle of the run that no lesion comes within
+  ``lesion_margin_mm`` of (none: the middle window minus the lesion surroundings). The phantoms
+  (``petctfm synth``) label the whole aorta (root, arch, descending, abdominal) as ``aorta``, so the same rule
+  applies to them.
+
+Orientation: ``affine`` (4x4 voxel -> RAS mm) tells right (-x), posterior (-y) and superior (+z); without it
+the arrays are taken as RAS-ordered (a harmonized case) with ``spacing``.
+
+**Segmentation metrics** (:func:`organ_case_metrics`): per organ Dice (MONAI ``compute_dice``) and normalized
+surface distance (MONAI ``compute_surface_dice``, tolerance ``nsd_tolerance_mm``, default 3 mm). A class absent
+from a case is handled as nnU-Net v2 does (and as MONAI's NSD does): absent from both prediction and ground
+truth -> NaN, left out of the means; present in only one of them -> 0. (MONAI's ``DiceMetric`` would give 1.0
+with ``ignore_empty=False`` and NaN even for a false-positive organ with ``ignore_empty=True``; neither is
+used.) :func:`organ_summary` gives each organ's mean over cases with a percentile bootstrap CI
+(:func:`petctfm.evaluate.bootstrap.mean_ci`).
+
+Shapes: ``suv``, ``organs``, ``lesions``, ``pred``, ``gt``: (X, Y, Z) on one grid.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from petctfm.core.labels import ORGAN_LABELS
+from petctfm.evaluate.lesions import SPHERE_1ML_RADIUS_MM, sphere_kernel
+
+NAN = float("nan")
+LIVER_SPHERE_RADIUS_MM = 15.0  # PERCIST: 3 cm diameter
+BLOOD_POOL_RADIUS_MM = 5.0  # PERCIST: 1 cm diameter ...
+BLOOD_POOL_LENGTH_MM = 20.0  # ... 2 cm long, descending thoracic aorta
+DEFAULT_NSD_TOLERANCE_MM = 3.0
+
+#: Columns of ``organs.csv``, in order.
+ORGAN_COLUMNS = ["organ", "kind", "label", "volume_ml", "n_voxels", "excluded_lesion_ml", "suv_mean", "suv_sd",
+                 "suv_median", "suv_max", "suv_peak", "sul_mean", "note"]
+LIVER_REFERENCE = "liver_reference"
+BLOOD_POOL_REFERENCE = "blood_pool_reference"
+
+
+# ------------------------------------------------------------------------------------------------ lean body mass
+
+
+def lean_body_mass(weight_kg: float | None, height_cm: float | None, sex: str | None) -> float:
+    """Janmahasatian lean body mass in kg (module docstring); NaN when any input is unknown or not positive.
+    ``sex``: ``M``/``male`` or ``F``/``female`` (case-insensitive); anything else is unknown."""
+    try:
+        w, h = float(weight_kg), float(height_cm) / 100.0  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return NAN
+    s = str(sex or "").strip().lower()
+    if not (w > 0 and h > 0 and math.isfinite(w) and math.isfinite(h)) or s not in ("m", "male", "f", "female"):
+        return NAN
+    bmi = w / (h * h)
+    if s in ("m", "male"):
+        return 9270.0 * w / (6680.0 + 216.0 * bmi)
+    return 9270.0 * w / (8780.0 + 244.0 * bmi)
+
+
+# ------------------------------------------------------------------------------------------------ geometry
+
+
+def _spacing_of(spacing: Sequence[float] | None, affine: np.ndarray | None) -> np.ndarray:
+    if affine is not None:
+        return np.linalg.norm(np.asarray(affine, np.float64)[:3, :3], axis=0)
+    return np.asarray(spacing, np.float64)
+
+
+def _ras(idx: np.ndarray, spacing: np.ndarray, affine: np.ndarray | None) -> np.ndarray:
+    """(N, 3) RAS mm of (N, 3) voxel indices (no affine: RAS-ordered axes, origin 0)."""
+    idx = np.asarray(idx, np.float64)
+    if affine is None:
+        return idx * spacing
+    a = np.asarray(affine, np.float64)
+    return idx @ a[:3, :3].T + a[:3, 3]
+
+
+def _axis_of(affine: np.ndarray | None, ras_axis: int) -> tuple[int, float]:
+    """(array axis, sign) along which RAS axis ``ras_axis`` grows (the voxel axis closest to it)."""
+    if affine is None:
+        return ras_axis, 1.0
+    d = np.asarray(affine, np.float64)[:3, :3]
+    ax = int(np.argmax(np.abs(d[ras_axis])))
+    return ax, float(np.sign(d[ras_axis, ax]) or 1.0)
+
+
+def _distance_to_outside(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Distance in mm from each voxel of ``mask`` to the nearest voxel outside it (the image border counts as
+    outside: the mask is padded by one background voxel)."""
+    from scipy.ndimage import distance_transform_edt
+
+    padded = np.pad(np.asarray(mask, bool), 1)
+    return distance_transform_edt(padded, sampling=spacing)[1:-1, 1:-1, 1:-1]
+
+
+def _distance_to(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Distance in mm from each voxel to the nearest voxel of ``mask`` (inf when it is empty)."""
+    from scipy.ndimage import distance_transform_edt
+
+    if not mask.any():
+        return np.full(mask.shape, np.inf)
+    return distance_transform_edt(~np.asarray(mask, bool), sampling=spacing)
+
+
+def _ball_at(shape: tuple[int, ...], centre: Sequence[int], spacing: np.ndarray, radius_mm: float) -> np.ndarray:
+    """(X, Y, Z) bool: voxels whose centre lies within ``radius_mm`` of voxel ``centre``."""
+    k = sphere_kernel(spacing, radius_mm)
+    half = np.array(k.shape) // 2
+    out = np.zeros(shape, bool)
+    lo = np.asarray(centre) - half
+    src = tuple(slice(max(0, -int(a)), int(n) - max(0, int(a) + int(n) - int(s)))
+                for a, n, s in zip(lo, k.shape, shape))
+    dst = tuple(slice(max(0, int(a)), min(int(s), int(a) + int(n))) for a, n, s in zip(lo, k.shape, shape))
+    out[dst] = k[src]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ references
+
+
+def liver_reference_sphere(liver: np.ndarray, lesions: np.ndarray | None, spacing: Sequence[float] | None = None,
+                           affine: np.ndarray | None = None, radius_mm: float = LIVER_SPHERE_RADIUS_MM,
+                           edge_margin_mm: float = 5.0, lesion_margin_mm: float = 10.0
+                           ) -> tuple[np.ndarray | None, str]:
+    """The PERCIST liver reference sphere (module docstring): ``(mask (X, Y, Z) bool, note)``; mask None when no
+    sphere fits (the note says why). Every sphere voxel lies at least ``edge_margin_mm`` inside the liver (its
+    distance to the nearest non-liver voxel is > ``edge_margin_mm``) and at least ``lesion_margin_mm`` from every
+    lesion voxel."""
+    sp = _spacing_of(spacing, affine)
+    liver = np.asarray(liver, bool)
+    if not liver.any():
+        return None, "no liver"
+    # a sphere of radius R at c lies in liver-eroded-by-m iff c is farther than R + m from the outside
+    deep = _distance_to_outside(liver, sp)
+    ok = deep > radius_mm + edge_margin_mm
+    if lesions is not None and np.any(lesions):
+        ok &= _distance_to(np.asarray(lesions) > 0, sp) >= radius_mm + lesion_margin_mm
+    if not ok.any():
+        return None, "no 3 cm sphere fits in the liver away from its edges and lesions"
+    idx = np.argwhere(ok)
+    right_ax, right_sign = _axis_of(affine, 0)
+    liver_idx = np.argwhere(liver)
+    centroid_x = _ras(liver_idx.mean(axis=0, keepdims=True), sp, affine)[0, 0]
+    x = _ras(idx, sp, affine)[:, 0]
+    right = x < centroid_x  # RAS: the patient's right is -x
+    note = "right lobe"
+    if not right.any():
+        note = "no sphere fits in the right lobe: placed elsewhere in the liver"
+        right = np.ones(len(idx), bool)
+    cand = idx[right]
+    best = cand[int(np.argmax(deep[tuple(cand.T)]))]
+    return _ball_at(liver.shape, best, sp, radius_mm), note
+
+
+def blood_pool_roi(aorta: np.ndarray, lungs: np.ndarray | None, lesions: np.ndarray | None,
+                   spacing: Sequence[float] | None = None, affine: np.ndarray | None = None,
+                   radius_mm: float = BLOOD_POOL_RADIUS_MM, length_mm: float = BLOOD_POOL_LENGTH_MM,
+                   lesion_margin_mm: float = 10.0) -> tuple[np.ndarray | None, str]:
+    """The mediastinal blood-pool ROI in the descending thoracic aorta (module docstring): ``(mask (X, Y, Z)
+    bool, note)``; None when there is no aorta (in the lungs' span)."""
+    from scipy.ndimage import label as cc_label
+
+    sp = _spacing_of(spacing, affine)
+    aorta = np.asarray(aorta, bool)
+    if not aorta.any():
+        return None, "no aorta"
+    zax, zsign = _axis_of(affine, 2)
+    yax, ysign = _axis_of(affine, 1)
+    slices = np.nonzero(aorta.any(axis=tuple(a for a in range(3) if a != zax)))[0]
+    note = "descending thoracic aorta"
+    if lungs is not None and np.any(lungs):
+        lz = np.nonzero(np.asarray(lungs, bool).any(axis=tuple(a for a in range(3) if a != zax)))[0]
+        thoracic = slices[(slices >= lz.min()) & (slices <= lz.max())]
+        if len(thoracic):
+            slices = thoracic
+        else:
+            note = "no aorta within the lungs' span: the whole aorta used"
+    else:
+        note = "no lungs labelled: the whole aorta used"
+    keep = (np.ones(aorta.shape, bool) if lesions is None
+            else _distance_to(np.asarray(lesions) > 0, sp) > lesion_margin_mm)
+    parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # slice -> (2-D mask of the posterior part, centre)
+    for k in slices:
+        sl = [slice(None)] * 3
+        sl[zax] = int(k)
+        plane = aorta[tuple(sl)]
+        lab, n = cc_label(plane)
+        if n == 0:
+            continue
+        in_plane = [a for a in range(3) if a != zax]
+        y_pos = in_plane.index(yax)
+        best, best_y = None, np.inf
+        for c in range(1, n + 1):
+            pts = np.argwhere(lab == c)
+            y = ysign * pts[:, y_pos].mean()  # RAS y of the part (up to an offset): smaller = more posterior
+            if y < best_y:
+                best, best_y = c, y
+        part = lab == best
+        parts[int(k)] = (part, np.argwhere(part).mean(axis=0))
+    if not parts:
+        return None, "no aorta"
+    ks = np.array(sorted(parts))
+    in_plane = [a for a in range(3) if a != zax]
+    ii, jj = np.meshgrid(*(np.arange(aorta.shape[a]) for a in in_plane), indexing="ij")
+    disks: dict[int, tuple[np.ndarray, bool]] = {}  # slice -> (disk minus the lesion surround, untouched by it)
+    for k in ks:
+        part, c = parts[int(k)]
+        d2 = ((ii - c[0]) * sp[in_plane[0]]) ** 2 + ((jj - c[1]) * sp[in_plane[1]]) ** 2
+        disk = part & (d2 <= radius_mm ** 2 * (1 + 1e-9))
+        if not disk.any():  # thinner than a voxel row around the centre: the part itself
+            disk = part
+        sl = [slice(None)] * 3
+        sl[zax] = int(k)
+        kept = disk & keep[tuple(sl)]
+        disks[int(k)] = (kept, bool(kept.sum() == disk.sum()))
+    # the 2 cm window of consecutive slices nearest the middle of the run whose disks no lesion surround touches
+    n_len = max(1, int(round(length_mm / sp[zax])))
+    mid = float(np.median(ks))
+    windows = [list(range(int(k), int(k) + n_len)) for k in ks]
+    clean = [w for w in windows if all(z in disks and disks[z][1] for z in w)]
+    if clean:
+        chosen = min(clean, key=lambda w: abs((w[0] + w[-1]) / 2.0 - mid))
+    else:
+        note += "; no lesion-free 2 cm stretch: lesion surroundings removed from the middle one"
+        chosen = [z for z in min(windows, key=lambda w: abs((w[0] + w[-1]) / 2.0 - mid)) if z in disks]
+    roi = np.zeros(aorta.shape, bool)
+    for k in chosen:
+        sl = [slice(None)] * 3
+        sl[zax] = int(k)
+        roi[tuple(sl)] = disks[k][0]
+    if not roi.any():
+        return None, "the descending aorta is next to lesions everywhere"
+    return roi, note
+
+
+# ------------------------------------------------------------------------------------------------ readout
+
+
+def _peak(suv: np.ndarray, region: np.ndarray, spacing: np.ndarray) -> float:
+    """Max mean SUV in a 1 ml sphere of voxels of ``region`` (fully inside it when one fits, else clipped)."""
+    from scipy.signal import fftconvolve
+
+    idx = np.nonzero(region)
+    if len(idx[0]) == 0:
+        return NAN
+    k = sphere_kernel(spacing, SPHERE_1ML_RADIUS_MM).astype(np.float64)
+    half = np.array(k.shape) // 2
+    lo = np.maximum(np.array([int(i.min()) for i in idx]) - half, 0)
+    hi = np.minimum(np.array([int(i.max()) + 1 for i in idx]) + half, region.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    inside = np.asarray(region[box], np.float64)
+    sums = fftconvolve(np.asarray(suv[box], np.float64) * inside, k, mode="same")
+    counts = np.rint(fftconvolve(inside, k, mode="same"))
+    centres = inside > 0
+    full = centres & (counts >= k.sum() - 0.5)
+    use = full if full.any() else centres & (counts > 0)
+    return float(np.max(sums[use] / counts[use]))
+
+
+def region_stats(suv: np.ndarray, region: np.ndarray, spacing: Sequence[float], lbm_factor: float = NAN
+                 ) -> dict[str, float]:
+    """SUV statistics of the voxels of ``region`` (bool (X, Y, Z)): ``suv_mean``, ``suv_sd`` (ddof 1; 0 for one
+    voxel), ``suv_median``, ``suv_max``, ``suv_peak`` (:func:`_peak`), ``sul_mean`` (``suv_mean * lbm_factor``,
+    ``lbm_factor = LBM / weight``); NaN everywhere for an empty region."""
+    sp = np.asarray(spacing, np.float64)
+    v = np.asarray(suv, np.float64)[region]
+    if v.size == 0:
+        return {"suv_mean": NAN, "suv_sd": NAN, "suv_median": NAN, "suv_max": NAN, "suv_peak": NAN, "sul_mean": NAN}
+    mean = float(v.mean())
+    return {"suv_mean": mean, "suv_sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "suv_median": float(np.median(v)), "suv_max": float(v.max()), "suv_peak": _peak(suv, region, sp),
+            "sul_mean": mean * lbm_factor}
+
+
+def organ_readout(suv: np.ndarray, organs: np.ndarray, lesions: np.ndarray | None, spacing: Sequence[float] | None,
+                  *, weight_kg: float | None = None, height_cm: float | None = None, sex: str | None = None,
+                  labels: Mapping[str, int] | None = None, affine: np.ndarray | None = None,
+                  references: bool = True) -> list[dict[str, Any]]:
+    """Rows of ``organs.csv`` (keys :data:`ORGAN_COLUMNS`; module docstring): one per organ of ``labels``
+    (name -> value in ``organs``; default :data:`petctfm.core.labels.ORGAN_LABELS`) present in ``organs``, in
+    label order, then (``references``) the ``liver_reference`` and ``blood_pool_reference`` rows (those need
+    ``liver`` / ``aorta`` in ``labels``; ``lung_left`` / ``lung_right`` bound the thorax).
+
+    ``suv``, ``organs``, ``lesions`` (> 0 = lesion, or None): (X, Y, Z) on one grid; ``spacing`` (mm, 3) or
+    ``affine`` (4x4 voxel -> RAS mm, which also gives the orientation); ``weight_kg``, ``height_cm``, ``sex``
+    for ``sul_mean`` (NaN when unknown). Values are unrounded floats.
+    """
+    labels = dict(ORGAN_LABELS if labels is None else labels)
+    labels.pop("background", None)
+    sp = _spacing_of(spacing, affine)
+    ml = float(np.prod(sp)) / 1000.0
+    organs = np.asarray(organs)
+    lesion = np.zeros(organs.shape, bool) if lesions is None else np.asarray(lesions) > 0
+    lbm = lean_body_mass(weight_kg, height_cm, sex)
+    try:
+        factor = lbm / float(weight_kg)  # type: ignore[arg-type]
+    except (TypeError, ValueError, ZeroDivisionError):
+        factor = NAN
+    rows: list[dict[str, Any]] = []
+    present = set(np.unique(organs).tolist())
+    for name, value in sorted(labels.items(), key=lambda kv: kv[1]):
+        if int(value) not in present:
+            continue
+        m = organs == int(value)
+        n, n_les = int(m.sum()), int((m & lesion).sum())
+        row = {"organ": name, "kind": "organ", "label": int(value), "volume_ml": n * ml, "n_voxels": n,
+               "excluded_lesion_ml": n_les * ml, **region_stats(suv, m & ~lesion, sp, factor),
+               "note": "" if n_les < n else "all voxels are lesion"}
+        rows.append(row)
+    if references:
+        rows += reference_rows(suv, organs, lesion, sp, labels, affine, factor)
+    return rows
+
+
+def reference_rows(suv: np.ndarray, organs: np.ndarray, lesion: np.ndarray, spacing: np.ndarray,
+                   labels: Mapping[str, int], affine: np.ndarray | None, lbm_factor: float) -> list[dict[str, Any]]:
+    """The ``liver_reference`` and ``blood_pool_reference`` rows of :func:`organ_readout`."""
+    ml = float(np.prod(spacing)) / 1000.0
+    out = []
+    liver = organs == labels["liver"] if "liver" in labels else np.zeros(organs.shape, bool)
+    sphere, note = liver_reference_sphere(liver, lesion, spacing, affine)
+    aorta = organs == labels["aorta"] if "aorta" in labels else np.zeros(organs.shape, bool)
+    lungs = np.isin(organs, [labels[k] for k in ("lung_left", "lung_right") if k in labels])
+    pool, pool_note = blood_pool_roi(aorta, lungs, lesion, spacing, affine)
+    for name, label, mask, why in ((LIVER_REFERENCE, labels.get("liver"), sphere, "PERCIST 3 cm sphere: " + note),
+                                   (BLOOD_POOL_REFERENCE, labels.get("aorta"), pool, "1 x 2 cm cylinder: " + pool_note)):
+        m = np.zeros(organs.shape, bool) if mask is None else mask & ~lesion
+        n = int(m.sum())
+        out.append({"organ": name, "kind": "reference", "label": -1 if label is None else int(label),
+                    "volume_ml": n * ml, "n_voxels": n, "excluded_lesion_ml": 0.0,
+                    **region_stats(suv, m, spacing, lbm_factor), "note": why})
+    return out
+
+
+def reference_masks(organs: np.ndarray, lesions: np.ndarray | None, spacing: Sequence[float] | None = None,
+                    affine: np.ndarray | None = None, labels: Mapping[str, int] | None = None
+                    ) -> dict[str, np.ndarray | None]:
+    """``{"liver_reference": sphere, "blood_pool_reference": cylinder}`` (bool (X, Y, Z) or None) as
+    :func:`organ_readout` places them (for pictures and checks)."""
+    labels = dict(ORGAN_LABELS if labels is None else labels)
+    sp = _spacing_of(spacing, affine)
+    organs = np.asarray(organs)
+    lesion = np.zeros(organs.shape, bool) if lesions is None else np.asarray(lesions) > 0
+    lungs = np.isin(organs, [labels[k] for k in ("lung_left", "lung_right") if k in labels])
+    return {LIVER_REFERENCE: liver_reference_sphere(organs == labels.get("liver", -1), lesion, sp, affine)[0],
+            BLOOD_POOL_REFERENCE: blood_pool_roi(organs == labels.get("aorta", -1), lungs, lesion, sp, affine)[0]}
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+
+def organ_case_metrics(pred: np.ndarray, gt: np.ndarray, classes: Mapping[str, int], spacing: Sequence[float],
+                       nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM, nsd: bool = True
+                       ) -> dict[str, dict[str, float]]:
+    """``{organ: {"dice", "nsd"}}`` of one case: ``pred`` and ``gt`` label maps (X, Y, Z) whose values are
+    those of ``classes`` (name -> value). Absent from both -> NaN; from one -> 0 (module docstring). ``nsd``
+    False skips the surface distance (validation during training: NaN)."""
+    import torch
+    from monai.metrics import compute_dice, compute_surface_dice
+
+    names = [k for k in classes if k != "background"]
+    values = [int(classes[k]) for k in names]
+    p = np.asarray(pred)
+    g = np.asarray(gt)
+    oh_p = torch.from_numpy(np.stack([np.zeros(p.shape, bool)] + [p == v for v in values])[None])
+    oh_g = torch.from_numpy(np.stack([np.zeros(g.shape, bool)] + [g == v for v in values])[None])
+    dice = compute_dice(oh_p.float(), oh_g.float(), include_background=False, ignore_empty=False)[0].numpy()
+    if nsd:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MONAI warns for every class missing from pred or gt
+            nsd_v = compute_surface_dice(oh_p.float(), oh_g.float(), [float(nsd_tolerance_mm)] * len(values),
+                                         include_background=False, spacing=[float(s) for s in spacing])[0].numpy()
+    else:
+        nsd_v = np.full(len(values), np.nan)
+    out = {}
+    for i, (name, v) in enumerate(zip(names, values)):
+        in_p, in_g = bool((p == v).any()), bool((g == v).any())
+        d = NAN if not (in_p or in_g) else float(dice[i]) if (in_p and in_g) else 0.0
+        s = NAN if not (in_p or in_g) or not nsd else float(nsd_v[i]) if (in_p and in_g) else 0.0
+        out[name] = {"dice": d, "nsd": s}
+    return out
+
+
+def organ_summary(per_case: Mapping[str, Mapping[str, Mapping[str, float]]], n_resamples: int = 1000, seed: int = 0
+                  ) -> list[dict[str, Any]]:
+    """One row per organ: ``organ``, ``n`` (cases where defined) and ``dice_mean``, ``dice_ci_low``,
+    ``dice_ci_high``, ``nsd_mean``, ... over the cases of ``per_case`` ({case: {organ: {"dice", "nsd"}}}), NaN
+    cases left out (:func:`petctfm.evaluate.bootstrap.mean_ci`, percentile bootstrap over cases)."""
+    from petctfm.evaluate.bootstrap import mean_ci
+
+    organs: list[str] = []
+    for rows in per_case.values():
+        organs += [o for o in rows if o not in organs]
+    out = []
+    for organ in organs:
+        row: dict[str, Any] = {"organ": organ}
+        for metric in ("dice", "nsd"):
+            s = mean_ci([per_case[c].get(organ, {}).get(metric, NAN) for c in per_case], n_resamples, seed)
+            row[f"n_{metric}"] = s["n"]
+            row.update({f"{metric}_mean": s["mean"], f"{metric}_ci_low": s["ci_low"], f"{metric}_ci_high": s["ci_high"]})
+        out.append(row)
+    return out
+
+
+__all__ = ["ORGAN_COLUMNS", "LIVER_REFERENCE", "BLOOD_POOL_REFERENCE", "LIVER_SPHERE_RADIUS_MM",
+           "DEFAULT_NSD_TOLERANCE_MM", "lean_body_mass", "liver_reference_sphere", "blood_pool_roi", "region_stats",
+           "organ_readout", "reference_rows", "reference_masks", "organ_case_metrics", "organ_summary"]
