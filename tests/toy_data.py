@@ -15,8 +15,12 @@ from petctfm.io.atomic import atomic_write_json
 
 
 def write_toy_dataset(root: str | os.PathLike, n_cases: int = 4, shape: tuple[int, int, int] = (48, 48, 64),
-                      seed: int = 0) -> Path:
+                      seed: int = 0, organs: bool = False) -> Path:
     """A tiny dataset in the harmonized format, for tests (synthetic only).
+
+    ``organs``: also an ``organs.npy`` per case (values of ``ORGAN_LABELS``: the liver-like region = liver, the
+    spine = bone, a small hot-free ellipsoid on the other side = spleen) and ``organ_labels`` in dataset.json;
+    the images and lesions are the same as without (no extra random draws).
 
     Each case: an ellipsoidal "body" (CT soft tissue ~40 HU in air at -1000 HU, a denser "spine" cylinder
     of ~400 HU; PET background SUV ~1, liver-like region SUV ~2.5) with 1-3 spherical hot lesions
@@ -46,9 +50,27 @@ def write_toy_dataset(root: str | os.PathLike, n_cases: int = 4, shape: tuple[in
             label[les] = 1
         image = np.stack([pet, ct]).astype(np.float32)
         cid = f"toy{k:03d}"
-        fmt.write_case(root, cid, image, label, np.diag([2.0, 2.0, 2.0, 1.0]), {"site": "toy", "tracer": "FDG"})
+        org = None
+        if organs:
+            from petctfm.core.labels import ORGAN_LABELS as OL
+
+            org = np.zeros(shape, np.uint8)
+            org[liver] = OL["liver"]
+            org[spine] = OL["bone"]
+            spleen = body & (((gx - cx + 0.2 * X) / (0.08 * X)) ** 2 + ((gy - cy) / (0.1 * Y)) ** 2
+                             + ((gz - 0.6 * Z) / (0.12 * Z)) ** 2 <= 1)
+            org[spleen & (org == 0)] = OL["spleen"]
+            image[1][spleen] = 55.0  # a CT contrast for the spleen (the PET is unchanged)
+        fmt.write_case(root, cid, image, label, np.diag([2.0, 2.0, 2.0, 1.0]), {"site": "toy", "tracer": "FDG"},
+                       organs=org)
         ids.append(cid)
+    extra = {}
+    if organs:
+        from petctfm.core.labels import ORGAN_LABELS as OL
+
+        extra["organ_labels"] = dict(OL)
     fmt.write_dataset_info(root, {
+        **extra,
         "spacing": [2.0, 2.0, 2.0], "orientation": "RAS",
         "provenance": {"data": "synthetic", "synthetic_cases": len(ids), "cases": len(ids)},  # random spheres
         "normalization": {"PET": {"mean": 0.6, "std": 1.2, "clip": [0.0, 30.0]},

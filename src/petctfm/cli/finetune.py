@@ -28,6 +28,10 @@ petctfm finetune --data dataset/ --out runs/ft5shot --init runs/mae_base --kshot
 petctfm finetune --data dataset/ --out runs/x --init runs/mae_base --set data.fg_prob=0.5 --set train.lr=5e-5
 petctfm finetune --out runs/ft10 --resume --max-steps 40000
 
+# multi-organ segmentation from the dataset's organ maps (organs.npy), the CPU recipe; an own name table
+petctfm finetune --data dataset/ --out runs/organs --init scratch --backbone nnunet-plain --plan cpu --task organs
+petctfm finetune --data dataset/ --out runs/organs5 --init runs/mae_base --task organs --labels organs.json
+
 # then: predictions of the best checkpoint on the test split, scored
 petctfm finetune --out runs/ft10 --predict test --pred-out runs/ft10/pred_test --data dataset/
 petctfm evaluate --pred runs/ft10/pred_test --gt dataset/ --split test --out runs/ft10/eval_test
@@ -37,12 +41,14 @@ petctfm evaluate --pred runs/ft10/pred_test --gt dataset/ --split test --out run
 def register(subparsers) -> None:
     p = add_command(
         subparsers, "finetune",
-        help="fine-tune a pretrained encoder (or train from scratch) for lesion segmentation",
+        help="fine-tune a pretrained encoder (or train from scratch) for lesion or organ segmentation",
         description="Lesion segmentation (background/lesion) with the backbone of a pretraining run: only the "
         "encoder is transferred, decoder and head are new. Trains on EXACTLY a stored label subset of the "
         "dataset (--fraction / --kshot from splits.json), Dice + cross-entropy (MONAI), foreground-oversampled "
         "patches, validates by sliding-window inference on the val split and keeps RUN/best/model.safetensors "
-        "by val Dice. Same trainer as pretraining (DDP, bf16, resume). See docs/finetune.md.",
+        "by val Dice. Same trainer as pretraining (DDP, bf16, resume). --task organs: one class per organ of the "
+        "dataset's organ maps, multi-class Dice + CE, validated by mean per-organ Dice (docs/organs.md). "
+        "See docs/finetune.md.",
         examples=EXAMPLES,
     )
     p.add_argument("--data", metavar="DATASET", help="harmonized dataset folder ('petctfm harmonize' output)")
@@ -62,6 +68,12 @@ def register(subparsers) -> None:
                    help="the recipe: plan patch, network (nnU-Net backbones from scratch), batch, precision and poly "
                    "LR from the training cases' fingerprint for this compute target; written into the run's config "
                    "(docs/segmentation-recipe.md)")
+    p.add_argument("--task", choices=["lesions", "organs"], default=None,
+                   help="what to segment: lesions (label.npy, 2 classes; the default) or organs (the dataset's "
+                   "organs.npy, one class per organ; docs/organs.md)")
+    p.add_argument("--labels", metavar="ORGANS.json",
+                   help="with --task organs: organ name table {name: label value} (or an nnU-Net dataset.json); "
+                   "default: the dataset's organ labels")
     p.add_argument("--patch", type=int, metavar="N", help="cubic patch side in voxels (training and inference)")
     p.add_argument("--fg-prob", type=float, metavar="P", help="foreground oversampling probability (default 0.33)")
     p.add_argument("--freeze-encoder", action="store_true", default=None, help="train decoder and head only")
@@ -100,6 +112,14 @@ def run(args: argparse.Namespace) -> int:
     opts = train_options(args)
     if args.plan:
         opts["plan"] = args.plan
+    if args.labels and args.task != "organs":
+        from petctfm.core.errors import UsageError
+
+        raise UsageError(f"--labels {args.labels}: an organ name table needs --task organs")
+    if args.task is not None:  # only when given: a method without organ support keeps its signature
+        opts["task"] = args.task
+    if args.labels is not None:
+        opts["labels"] = args.labels
     summary = finetune(args.data, args.out, args.init, args.preset, args.fraction, kshot=args.kshot,
                        backbone=args.backbone, max_steps=opts.pop("max_steps", None),
                        max_time=opts.pop("max_time_s", None), resume=args.resume, overrides=args.set,

@@ -273,11 +273,21 @@ class PatchDataset(Dataset):
         label (px, py, pz) uint8 padded with 0 (or None)."""
         d = fmt.case_dir(self.root, case_id)
         img = fmt.load_array(d / "image.npy")
-        lab = fmt.load_array(d / "label.npy", shape=img.shape[1:]) if label else None
+        lab = fmt.load_array(d / self.label_file, shape=img.shape[1:]) if label else None
         box = self.crop(case_id, img.shape[1:], rng) if box is None else box
         x = self.pad_centred(np.asarray(img[(slice(None), *box)], dtype=np.float32), self._pad)
-        y = None if lab is None else self.pad_centred(np.asarray(lab[box], dtype=np.uint8)[None], [0])[0]
+        y = None if lab is None else self.pad_centred(self.classes_of(lab[box])[None], [0])[0]
         return x, y
+
+    #: The label map :meth:`cut` reads (``label.npy``: lesions; a labelled stream may read ``organs.npy``).
+    label_file = "label.npy"
+    #: Stored label value -> training class (256,) uint8, or None to keep the values (lesions: 0 / 1).
+    label_lut: np.ndarray | None = None
+
+    def classes_of(self, lab: np.ndarray) -> np.ndarray:
+        """Stored label values (any shape) -> training classes uint8 (:attr:`label_lut`; None: unchanged)."""
+        lab = np.asarray(lab, dtype=np.uint8)
+        return lab if self.label_lut is None else self.label_lut[lab]
 
     def read_patch(self, case_id: str, rng: np.random.Generator) -> np.ndarray:
         """Raw [SUV, HU] patch (2, px, py, pz) float32 read through the memory map, padded with background."""
@@ -313,9 +323,17 @@ class LabeledPatchDataset(PatchDataset):
     uniform -> image and label cropped identically (:meth:`read_pair`, padded with background / 0) ->
     normalized -> joint augmentation (:func:`petctfm.data.augment.build_augment` with ``label=True``) seeded
     from ``rng`` -> channels by mode. image (C, px, py, pz) float32, label (1, px, py, pz) int64 in {0, 1}.
+
+    Organs (``label_file="organs.npy"``, ``label_values`` the organ label values in class order): the label is
+    the class index (0 background, ``i + 1`` for ``label_values[i]``, other values background), in
+    {0..len(label_values)}; foreground patches are class-balanced (:meth:`foreground`).
     """
 
-    def __init__(self, root: str | os.PathLike, cfg: PatchConfig, case_ids: Sequence[str], seed: int, rank: int = 0):
+    #: Multi-class streams: patch-centre candidates kept per class (classes drawn with equal weight).
+    PER_CLASS = 1024
+
+    def __init__(self, root: str | os.PathLike, cfg: PatchConfig, case_ids: Sequence[str], seed: int, rank: int = 0,
+                 label_file: str = "label.npy", label_values: Sequence[int] | None = None):
         super().__init__(root, cfg, seed=seed, rank=rank)
         self._augment = build_augment(cfg, label=True) if cfg.augment else None
         if not case_ids:
@@ -323,10 +341,38 @@ class LabeledPatchDataset(PatchDataset):
         self.case_ids = list(case_ids)
         self._hot: dict[str, np.ndarray] = {}
         self._groups: dict[str, list[np.ndarray]] = {}
+        self.label_file = label_file
+        self.n_classes = 2
+        if label_values is not None:  # organs: stored value label_values[i] -> class i + 1, anything else 0
+            self.label_lut = np.zeros(256, np.uint8)
+            for i, v in enumerate(label_values):
+                self.label_lut[int(v)] = i + 1
+            self.n_classes = len(label_values) + 1
+
+    def case_label(self, case_id: str) -> np.ndarray:
+        """(X, Y, Z) uint8 training classes of a case (:attr:`label_file` through :meth:`classes_of`)."""
+        d = fmt.case_dir(self.root, case_id)
+        shape = fmt.load_array(d / "image.npy").shape[1:]
+        return self.classes_of(fmt.load_array(d / self.label_file, shape=shape))
 
     def foreground_mask(self, case_id: str) -> np.ndarray:
-        """(X, Y, Z) bool: lesion voxels only (``label.npy``; supervised use only)."""
-        return np.asarray(fmt.load_case(self.root, case_id)["label"]) > 0
+        """(X, Y, Z) bool: labelled voxels only (lesions of ``label.npy``, or any organ class; supervised use
+        only)."""
+        return self.case_label(case_id) > 0
+
+    def foreground(self, case_id: str) -> np.ndarray:
+        """Patch-centre candidates (N, 3). Lesions: :meth:`PatchDataset.foreground`. Several classes (organs):
+        up to :data:`PER_CLASS` voxels of each class present, each class's list repeated to exactly that length,
+        so a foreground patch is centred on every present class equally often (nnU-Net's class-balanced
+        oversampling), small organs included."""
+        if self.label_lut is None:
+            return super().foreground(case_id)
+        if case_id not in self._fg:
+            lab = self.case_label(case_id)
+            per = [_candidates(lab == c, f"{case_id}:{c}", self.PER_CLASS) for c in range(1, self.n_classes)]
+            per = [np.resize(p, (self.PER_CLASS, 3)) for p in per if len(p)]
+            self._fg[case_id] = np.concatenate(per) if per else np.zeros((0, 3), np.int64)
+        return self._fg[case_id]
 
     @property
     def hot_neg_prob(self) -> float:  # type: ignore[override]
@@ -345,8 +391,9 @@ class LabeledPatchDataset(PatchDataset):
         """One patch centre (3,) for the candidates ``cand`` (N, 3) of a case: with ``fg_balance="lesion"`` and
         ``cand`` the case's lesion voxels, a lesion (18-connected component of the label, cc3d) uniformly, then
         one of its voxels uniformly (:meth:`lesions`; small lesions are never lost to the sub-sampling of
-        ``cand``); else uniform over ``cand`` (hot negatives, voxel balance)."""
-        if self.cfg.fg_balance != "lesion" or cand is not self._fg.get(case_id):
+        ``cand``); else uniform over ``cand`` (hot negatives, voxel balance, organs: already class-balanced by
+        :meth:`foreground`)."""
+        if self.cfg.fg_balance != "lesion" or cand is not self._fg.get(case_id) or self.label_lut is not None:
             return super().pick_centre(case_id, cand, rng)
         groups = self.lesions(case_id)
         g = groups[rng.integers(len(groups))]
@@ -379,7 +426,8 @@ class LabeledPatchDataset(PatchDataset):
             x = torch.as_tensor(np.asarray(out["image"]), dtype=torch.float32)
             y = torch.as_tensor(np.asarray(out["label"]))
         x = x[list(MODES[self.cfg.mode])].contiguous()
-        return {"image": x, "label": (y > 0.5).to(torch.int64), "index": torch.tensor(int(i))}
+        y = (y > 0.5) if self.label_lut is None else torch.round(y)  # augmentation moves labels nearest-neighbour
+        return {"image": x, "label": y.to(torch.int64), "index": torch.tensor(int(i))}
 
 
 class StreamSampler(Sampler[int]):

@@ -44,6 +44,22 @@ def load_run_model(run_or_ckpt: str | os.PathLike, method: str | tuple[str, ...]
     return model, cfg, path
 
 
+def output_classes(cfg: dict[str, Any]) -> dict[str, int]:
+    """The classes a segmentation config's network outputs, in channel order: ``{name: value written in a
+    predicted label map}``, background first (value 0). A lesion model (no ``task`` section, or task
+    ``lesions``): ``{"background": 0, "lesion": 1}``; an organ model (task ``organs``): background, then
+    ``task.classes`` in order (their values in the training label map, e.g. ORGAN_LABELS)."""
+    task = cfg.get("task") or {}
+    if task.get("name", "lesions") == "organs":
+        return {"background": 0, **{str(k): int(v) for k, v in (task.get("classes") or {}).items()}}
+    return {"background": 0, "lesion": 1}
+
+
+def is_organ_model(cfg: dict[str, Any]) -> bool:
+    """Whether a segmentation config is a multi-class organ model (task ``organs``)."""
+    return (cfg.get("task") or {}).get("name", "lesions") == "organs"
+
+
 def load_segmenter(run_or_ckpt: str | os.PathLike) -> tuple[nn.Module, dict[str, Any], Path]:
     """:func:`load_run_model` of a whole-volume lesion segmenter: any checkpoint kind whose role is
     ``segmenter`` in the method registry (:func:`petctfm.core.registry.kinds_with_role`)."""
@@ -52,4 +68,4 @@ def load_segmenter(run_or_ckpt: str | os.PathLike) -> tuple[nn.Module, dict[str,
     return load_run_model(run_or_ckpt, kinds_with_role("segmenter"), what="fine-tuned segmentation")
 
 
-__all__ = ["BEST_DIR", "load_run_model", "load_segmenter", "run_weights"]
+__all__ = ["BEST_DIR", "load_run_model", "load_segmenter", "run_weights", "output_classes", "is_organ_model"]

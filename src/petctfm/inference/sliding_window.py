@@ -10,6 +10,8 @@ Used by segmentation validation and ``predict_split`` (:mod:`petctfm.predict.spl
   blending, bf16 autocast on CUDA), volumes smaller than the patch padded with ``bg`` and cropped back;
   ``tta`` 4 or 8 averages the probabilities over flips of the spatial axes (:func:`flip_sets`).
 - :func:`predict_case`: the probability and its label map (``prob > 0.5`` = argmax of two classes).
+- :func:`predict_labels`: a multi-class (organ) model: argmax of every class's (TTA-averaged) probability,
+  written in the classes' label values.
 
 The network input is whatever the model takes (normalized channels for a fine-tuned segmenter,
 :func:`petctfm.inference.normalize.normalized_input`; raw [SUV, HU] for the probe, whose frozen encoders
@@ -62,8 +64,9 @@ def flip_sets(n: int) -> list[tuple[int, ...]]:
 @torch.no_grad()
 def _window_probability(model: nn.Module, image: np.ndarray | torch.Tensor, patch: tuple[int, int, int],
                         overlap: float, device: torch.device, bg: np.ndarray | None,
-                        sw_batch_size: int) -> np.ndarray:
-    """One sliding-window pass: lesion probability (X, Y, Z) float32 of a (C, X, Y, Z) input."""
+                        sw_batch_size: int, channel: int | None = 1) -> np.ndarray:
+    """One sliding-window pass: the probability of class ``channel`` (X, Y, Z) float32 of a (C, X, Y, Z)
+    input (``channel`` 1: the lesion), or of every class (K, X, Y, Z) with ``channel=None``."""
     from monai.inferers import sliding_window_inference
 
     # a torch tensor is used as is (a pinned CPU tensor is then copied to the GPU asynchronously)
@@ -74,14 +77,16 @@ def _window_probability(model: nn.Module, image: np.ndarray | torch.Tensor, patc
     with autocast_for(device):
         logits = sliding_window_inference(x[None].to(device, non_blocking=x.is_pinned()), patch, sw_batch_size,
                                           model, overlap=overlap, mode="gaussian")
-    prob = torch.softmax(logits.float(), dim=1)[0, 1, :shape[0], :shape[1], :shape[2]]
+    sel = slice(None) if channel is None else channel
+    prob = torch.softmax(logits.float(), dim=1)[0, sel, :shape[0], :shape[1], :shape[2]]
     return np.ascontiguousarray(prob.cpu().numpy())  # float32; one copy of the cropped view, not two
 
 
 def lesion_probability(model: nn.Module, image: np.ndarray | torch.Tensor, patch: Sequence[int] | int,
                        overlap: float = 0.5, device: torch.device | str | None = None, bg: np.ndarray | None = None,
-                       sw_batch_size: int = 2, tta: int = 0) -> np.ndarray:
-    """Lesion probability (X, Y, Z) float32 of one (C, X, Y, Z) network input (see the module docstring).
+                       sw_batch_size: int = 2, tta: int = 0, channel: int | None = 1) -> np.ndarray:
+    """Lesion probability (X, Y, Z) float32 of one (C, X, Y, Z) network input (see the module docstring);
+    ``channel=None``: the probabilities of every output class (K, X, Y, Z) (a multi-class organ model).
 
     ``patch``: the window (int or 3 ints, the training patch); ``device``: default the model's; ``bg`` (C,):
     padding value per channel (default 0); ``tta``: 0 (one pass), 4 or 8 flips, probabilities averaged.
@@ -101,9 +106,9 @@ def lesion_probability(model: nn.Module, image: np.ndarray | torch.Tensor, patch
                 xin = torch.from_numpy(np.ascontiguousarray(np.flip(x, [a + 1 for a in axes])))
             else:
                 xin = image
-            prob = _window_probability(model, xin, patch, overlap, device, bg, sw_batch_size)
+            prob = _window_probability(model, xin, patch, overlap, device, bg, sw_batch_size, channel)
             if axes:
-                prob = np.flip(prob, axes)
+                prob = np.flip(prob, [a + (channel is None) for a in axes])
             acc = prob if acc is None else acc + prob  # (float32; a new array, never written in place)
     finally:
         model.train(was_training)
@@ -119,4 +124,17 @@ def predict_case(model: nn.Module, image: np.ndarray | torch.Tensor, patch: Sequ
     return prob, (prob > 0.5).astype(np.uint8)
 
 
-__all__ = ["TTA_CHOICES", "pad_to", "flip_sets", "lesion_probability", "predict_case"]
+def predict_labels(model: nn.Module, image: np.ndarray | torch.Tensor, patch: Sequence[int] | int,
+                   values: Sequence[int], overlap: float = 0.5, device: torch.device | str | None = None,
+                   bg: np.ndarray | None = None, sw_batch_size: int = 2, tta: int = 0) -> np.ndarray:
+    """Label map (X, Y, Z) uint8 of a multi-class model: the argmax over the (TTA-averaged) class probabilities,
+    class ``i`` written as ``values[i]`` (``values[0]`` = 0, background; e.g. the organ label values of
+    :func:`petctfm.inference.model.output_classes`). Other arguments as :func:`lesion_probability`."""
+    prob = lesion_probability(model, image, patch, overlap, device, bg, sw_batch_size, tta, channel=None)
+    lut = np.asarray(list(values), np.uint8)
+    if prob.shape[0] != len(lut):
+        raise ValueError(f"the model outputs {prob.shape[0]} classes, {len(lut)} label values given")
+    return lut[np.argmax(prob, axis=0)]
+
+
+__all__ = ["TTA_CHOICES", "pad_to", "flip_sets", "lesion_probability", "predict_case", "predict_labels"]

@@ -18,9 +18,9 @@ import torch
 from petctfm.core.device import resolve_device
 from petctfm.data import format as fmt
 from petctfm.data.loader import list_cases
-from petctfm.inference.model import load_segmenter
+from petctfm.inference.model import is_organ_model, load_segmenter, output_classes
 from petctfm.inference.normalize import normalized_input
-from petctfm.inference.sliding_window import predict_case
+from petctfm.inference.sliding_window import predict_case, predict_labels
 
 
 def write_label_nifti(label: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
@@ -63,8 +63,12 @@ def predict_split(run_or_ckpt: str | Path, dataset: str | Path, split: str = "te
         for cid in ids:
             case = fmt.load_case(dataset, cid, mmap=True)
             x, bg = normalized_input(np.asarray(case["image"]), cfg)
-            _, label = predict_case(model, x, cfg["data"]["patch_size"], ov, dev, bg=bg,
-                                    sw_batch_size=int(cfg["val"].get("sw_batch_size", 2)))
+            if is_organ_model(cfg):  # an organ label map in the organ values of the model's classes
+                label = predict_labels(model, x, cfg["data"]["patch_size"], list(output_classes(cfg).values()), ov,
+                                       dev, bg=bg, sw_batch_size=int(cfg["val"].get("sw_batch_size", 2)))
+            else:
+                _, label = predict_case(model, x, cfg["data"]["patch_size"], ov, dev, bg=bg,
+                                        sw_batch_size=int(cfg["val"].get("sw_batch_size", 2)))
             out.append(write_label_nifti(label, np.asarray(case["meta"]["affine"]), Path(out_dir) / f"{cid}.nii.gz"))
             bar.advance(task)
     return out

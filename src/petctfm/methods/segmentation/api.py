@@ -55,6 +55,64 @@ def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str
             "batch_size": p["batch_size"], "lr": p["lr"]}
 
 
+def read_label_table(path: str | Path) -> dict[str, int]:
+    """An organ name table ``{name: label value}`` from a JSON file (``--labels``): a flat object
+    (``{"liver": 1, "spleen": 2}``) or an nnU-Net v2 ``dataset.json`` (its ``"labels"`` object, so a multi-label
+    nnU-Net dataset's table works as is). Background (value 0, or the name ``background``) is dropped. One-line
+    :class:`InputError` naming the file for anything else (nnU-Net region labels, a value outside 1..255, two
+    names for one value, an empty table)."""
+    from petctfm.core.errors import InputError
+    from petctfm.io.bounded_json import load_bounded_file
+
+    doc = load_bounded_file(path)
+    if isinstance(doc, dict) and isinstance(doc.get("labels"), dict):
+        doc = doc["labels"]
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}: expected a JSON object {{organ name: label value}} (or an nnU-Net dataset.json)")
+    out: dict[str, int] = {}
+    for name, value in doc.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{path}: label {name!r} has value {value!r}; expected one integer label value "
+                             "(nnU-Net region labels are not supported)")
+        if value == 0 or str(name).lower() == "background":
+            continue
+        if not 1 <= value <= 255:
+            raise InputError(f"{path}: label {name!r} has value {value}; label values must be in 1..255")
+        if value in out.values():
+            raise InputError(f"{path}: label value {value} is named twice")
+        out[str(name)] = value
+    if not out:
+        raise InputError(f"{path}: no organ label (only background)")
+    return out
+
+
+def organ_task(dataset: str | Path, labels: str | Path | None) -> dict[str, Any]:
+    """The ``task`` section of an organ run: the classes of ``labels`` (:func:`read_label_table`), else the
+    dataset's ``dataset.json["organ_labels"]`` (what harmonize records), else
+    :data:`petctfm.core.labels.ORGAN_LABELS`; background left out."""
+    from petctfm.core.labels import ORGAN_LABELS
+    from petctfm.data import format as fmt
+
+    if labels is not None:
+        classes = read_label_table(labels)
+    else:
+        table = fmt.load_dataset_info(dataset).get("organ_labels") or ORGAN_LABELS
+        classes = {str(k): int(v) for k, v in table.items() if int(v) != 0 and k != "background"}
+    return {"name": "organs", "classes": classes}
+
+
+def with_organ_labels(root: str | Path, cases: list[str]) -> list[str]:
+    """The cases of ``cases`` that have an organ label map (``organs.npy``); none is a one-line InputError."""
+    from petctfm.core.errors import InputError
+    from petctfm.data import format as fmt
+
+    kept = [c for c in cases if (fmt.case_dir(root, c) / "organs.npy").is_file()]
+    if not kept:
+        raise InputError(f"{root}: none of the {len(cases)} training cases has organ labels (organs.npy); "
+                         "harmonize cases with an ORGANS.nii.gz (or *organs* label map) to train --task organs")
+    return kept
+
+
 def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Path | None = None,
                      preset: str | None = None, fraction: float | None = None, *, kshot: int | None = None,
                      backbone: str | None = None, max_steps: int | None = None, max_time: float | None = None,
@@ -65,6 +123,11 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
     from petctfm.methods.segmentation.task import check_compatible, pretrained_config, resolve_subset
 
     given = {k: config.pop(k) for k in list(config) if k in NAMED_OPTIONS}
+    task, labels = config.pop("task", None), config.pop("labels", None)
+    if task not in (None, "lesions", "organs"):
+        raise UsageError(f"task={task!r}: choose lesions or organs", arg="task")
+    if labels is not None and task != "organs":
+        raise UsageError(f"labels={labels}: an organ name table is only used with task organs", arg="labels")
     mode = given.get("mode")
     scratch = init is None or str(init) == "scratch"
     task_cfg, train_base, resumed = base_configs(out, resume, preset, get_preset, CONFIG)
@@ -88,8 +151,15 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
             check_compatible(want, pcfg, path)
             task_cfg["init"] = {"source": str(path), "method": pcfg.get("method"), "step": None}
     bind_dataset_path(task_cfg, dataset)
+    if resumed and task is not None and task != (task_cfg.get("task") or {}).get("name", "lesions"):
+        raise UsageError(f"task={task!r}: the run in {out} was trained for "
+                         f"{(task_cfg.get('task') or {}).get('name', 'lesions')}", arg="task")
+    if not resumed and task == "organs":
+        task_cfg["task"] = organ_task(task_cfg["dataset"], labels)
     if not resumed or fraction is not None or kshot is not None:
         name, cases = resolve_subset(task_cfg["dataset"], fraction, kshot)
+        if (task_cfg.get("task") or {}).get("name") == "organs":
+            cases = with_organ_labels(task_cfg["dataset"], cases)
         task_cfg["subset"] = {"name": name, "cases": cases}
     if plan is not None and not resumed:
         train_base = apply_plan(task_cfg, dict(train_base), plan, scratch=scratch)
@@ -103,7 +173,7 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
              backbone: str | None = None, max_steps: int | None = None, max_time: float | None = None,
              resume: bool = False, overrides: Overrides = None, plan: str | None = None,
              **config: Any) -> dict[str, Any]:
-    """Fine-tune a lesion segmenter on a harmonized ``dataset`` into the run folder ``out``; the trainer's
+    """Fine-tune a lesion (or, with ``task="organs"``, a multi-organ) segmenter on a harmonized ``dataset`` into the run folder ``out``; the trainer's
     summary (``steps``, ``loss``, ``stopped``...; the best checkpoint by val Dice is ``out/best/``).
 
     This is the UNet fine-tuning (the ``segmentation`` method's, and the early-fusion MAE's); users call
@@ -118,7 +188,9 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
     schedule planned from the training cases' fingerprint and written into the run's config (``plan``).
     ``overrides``: ``{"data.fg_prob": 0.5, "train.lr": 5e-5}`` or ``["data.fg_prob=0.5"]``. ``config``: named
     options (:data:`NAMED_OPTIONS`: ``patch=32``, ``freeze_encoder=True``, ``layer_decay=0.75``...) and trainer
-    settings (``lr``, ``seed``, ``progress``...).
+    settings (``lr``, ``seed``, ``progress``...). ``task``: ``"lesions"`` (default) or ``"organs"`` (the
+    dataset's ``organs.npy``; cases without one are left out); ``labels``: with organs, a JSON name table
+    (:func:`read_label_table`; default the dataset's organ labels). docs/organs.md.
     """
     from petctfm.methods.segmentation.task import FinetuneTask
     from petctfm.train import trainer
@@ -129,4 +201,4 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
     return trainer.train(FinetuneTask(task_cfg), train_cfg, out, resume=resume)
 
 
-__all__ = ["NAMED_OPTIONS", "apply_plan", "finetune_configs", "finetune"]
+__all__ = ["NAMED_OPTIONS", "read_label_table", "organ_task", "with_organ_labels", "apply_plan", "finetune_configs", "finetune"]

@@ -13,6 +13,9 @@ from petctfm.data.loader import PatchConfig
 from petctfm.models.config import ModelSection, check_backbone_patch
 
 METHOD = "finetune_segmentation"
+#: What a run segments: ``lesions`` (background / lesion from ``label.npy``) or ``organs`` (background + one class
+#: per entry of ``task.classes`` from ``organs.npy``; docs/organs.md).
+TASKS = ("lesions", "organs")
 
 
 @dataclass
@@ -41,6 +44,29 @@ class SegLossSection(TypedConfig):
 
 
 @dataclass
+class TaskSection(TypedConfig):
+    """``name``: lesions | organs. ``classes`` (organs only): organ name -> its value in the label map
+    (``organs.npy``); output channel ``i + 1`` is the ``i``-th entry, channel 0 background. Predictions are
+    written back in these values."""
+
+    name: str = setting("lesions", choices=TASKS)
+    classes: dict[str, int] = field(default_factory=dict)
+
+    def validate(self, prefix: str = "") -> None:
+        if self.name == "lesions" and self.classes:
+            raise ConfigError(prefix + "classes", self.classes, "must be empty for task lesions")
+        if self.name == "organs":
+            if not self.classes:
+                raise ConfigError(prefix + "classes", self.classes, "needs at least one organ for task organs")
+            values = list(self.classes.values())
+            for k, v in self.classes.items():
+                if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 255:
+                    raise ConfigError(f"{prefix}classes.{k}", v, "must be an integer label value in 1..255")
+            if len(set(values)) != len(values):
+                raise ConfigError(prefix + "classes", self.classes, "two organs share one label value")
+
+
+@dataclass
 class ValSection(TypedConfig):
     split: str = "val"
     overlap: float = setting(0.5, ge=0, lt=1)  # sliding-window overlap
@@ -61,6 +87,7 @@ class FinetuneConfig(TypedConfig):
     data: PatchConfig = field(default_factory=PatchConfig)
     preprocessing: dict[str, Any] | None = None  # channels, normalization, harmonize spacing/ct_window
     plan: dict[str, Any] | None = None  # the recipe's plan and the fingerprint it came from (plan.py), or None
+    task: TaskSection = field(default_factory=TaskSection)  # lesions (default; old runs) | organs + classes
 
     def validate(self, prefix: str = "") -> None:
         if self.method != METHOD:
@@ -75,5 +102,5 @@ class FinetuneConfig(TypedConfig):
 #: The top-level config dataclass of the method (what a method registry points at).
 CONFIG = FinetuneConfig
 
-__all__ = ["METHOD", "InitSection", "SubsetSection", "OptimSection", "SegLossSection", "ValSection",
+__all__ = ["METHOD", "TASKS", "TaskSection", "InitSection", "SubsetSection", "OptimSection", "SegLossSection", "ValSection",
            "FinetuneConfig", "CONFIG"]

@@ -43,9 +43,18 @@ class LesionSegmenter(nn.Module):
         return self.backbone(x)
 
 
+def n_classes(cfg: dict[str, Any]) -> int:
+    """Output channels of a config: 2 for lesions (background, lesion), 1 + the number of organs for task
+    ``organs`` (``task.classes``; :func:`petctfm.inference.model.output_classes`)."""
+    from petctfm.inference.model import output_classes
+
+    return len(output_classes(cfg))
+
+
 def build_model(cfg: dict[str, Any]) -> LesionSegmenter:
-    """The (untrained) segmentation model a config describes; what ``load_model`` calls for a checkpoint."""
-    backbone = build_backbone(cfg["model"]["backbone"], in_channels(cfg), N_CLASSES,
+    """The (untrained) segmentation model a config describes; what ``load_model`` calls for a checkpoint.
+    Logits (B, :func:`n_classes`, X, Y, Z)."""
+    backbone = build_backbone(cfg["model"]["backbone"], in_channels(cfg), n_classes(cfg),
                               **cfg["model"].get("overrides", {}))
     return LesionSegmenter(backbone)
 
@@ -83,5 +92,5 @@ def layer_decay_groups(model: nn.Module, lr: float, decay: float, weight_decay: 
             for (sc, wd), ps in sorted(groups.items(), key=lambda kv: kv[0])]
 
 
-__all__ = ["METHOD", "N_CLASSES", "in_channels", "LesionSegmenter", "build_model", "freeze_encoder",
+__all__ = ["METHOD", "N_CLASSES", "n_classes", "in_channels", "LesionSegmenter", "build_model", "freeze_encoder",
            "layer_decay_groups"]

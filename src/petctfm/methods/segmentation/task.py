@@ -29,8 +29,13 @@ The method, top to bottom (the network is in ``model.py``, validation in ``valid
    the best model by val Dice -> ``RUN/best/model.safetensors`` (config in the metadata; ``load_model``
    rebuilds it).
 
-Shapes: image (B, C, px, py, pz) float32 normalized; label (B, 1, px, py, pz) int64 in {0, 1};
-logits (B, 2, px, py, pz).
+7. **Organs** (``task.name: organs``, ``petctfm finetune --task organs``; docs/organs.md): the same, with
+   ``organs.npy`` as the label (its values ``task.classes`` -> classes 1..K), K + 1 output channels, multi-class
+   DiceCE (the same MONAI loss: one-hot of K + 1 classes, softmax), class-balanced foreground patches, and
+   validation by mean per-organ Dice (:func:`~petctfm.methods.segmentation.validation.validate_organs`).
+
+Shapes: image (B, C, px, py, pz) float32 normalized; label (B, 1, px, py, pz) int64 in {0, 1} (organs:
+{0..K}); logits (B, 2, px, py, pz) (organs: (B, K + 1, px, py, pz)).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from petctfm.models.encoders import load_encoder
 from petctfm.train.checkpoint import keep_best, read_weights, resolve_weights
 
 VAL_FILE = "val.jsonl"
+ORGANS_FILE = "organs.npy"  # task organs: the label map of each case (docs/data-format.md)
 
 # ------------------------------------------------------------------------------------------------ config
 
@@ -194,6 +200,10 @@ class FinetuneTask:
     def dataset(self, rank: int = 0) -> LabeledPatchDataset:
         if not self.cfg.dataset:
             raise InputError("no dataset given (config 'dataset' or --data)")
+        if self.cfg.task.name == "organs":  # organs.npy, its values in task.classes order -> classes 1..K
+            return LabeledPatchDataset(self.cfg.dataset, self.data_cfg, self.cfg.subset.cases, seed=self.cfg.seed,
+                                       rank=rank, label_file=ORGANS_FILE,
+                                       label_values=list(self.cfg.task.classes.values()))
         return LabeledPatchDataset(self.cfg.dataset, self.data_cfg, self.cfg.subset.cases, seed=self.cfg.seed,
                                    rank=rank)
 
@@ -229,7 +239,12 @@ class FinetuneTask:
         """Validate on the val split, append to ``val.jsonl``, keep the best checkpoint by mean val Dice."""
         if not self.cfg.dataset:
             return
-        result = validate(model, self.config, self.cfg.dataset, split=self.cfg.val.split)
+        if self.cfg.task.name == "organs":
+            from petctfm.methods.segmentation.validation import validate_organs
+
+            result = validate_organs(model, self.config, self.cfg.dataset, split=self.cfg.val.split)
+        else:
+            result = validate(model, self.config, self.cfg.dataset, split=self.cfg.val.split)
         if result is None:
             return
         improved = keep_best(model, self.config, run_dir, step, result["dice"], "mean val Dice")
@@ -237,6 +252,6 @@ class FinetuneTask:
 
 
 __all__ = [
-    "DEFAULT_CONFIG", "VAL_FILE", "deep_supervision_weights", "BEST_DIR", "validate_config", "resolve_subset", "pretrained_config",
+    "DEFAULT_CONFIG", "VAL_FILE", "ORGANS_FILE", "deep_supervision_weights", "BEST_DIR", "validate_config", "resolve_subset", "pretrained_config",
     "check_compatible", "FinetuneTask",
 ]

@@ -60,4 +60,58 @@ def validate(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, split: 
             "cases": {k: r["dice"] for k, r in rows.items()}}
 
 
-__all__ = ["validate"]
+def validate_organs(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, split: str = "val",
+                    ids: Sequence[str] | None = None) -> dict[str, Any] | None:
+    """Validation of an organ model (task ``organs``) on the cases of ``split`` (or ``ids``) that have
+    ``organs.npy``: sliding-window label maps (:func:`petctfm.inference.sliding_window.predict_labels`, written
+    in the organ values of ``task.classes``), per-organ Dice (:func:`petctfm.evaluate.organs.organ_case_metrics`
+    without the surface distance; an organ absent from both prediction and truth is left out). None if there
+    is no such case or a stop was requested.
+
+    Returns ``{"dice": mean over organs of the organ's mean Dice over cases, "organs": {organ: mean Dice},
+    "n_cases", "cases": {case_id: mean Dice over its organs}}``.
+    """
+    from petctfm.evaluate.organs import organ_case_metrics
+    from petctfm.inference.model import output_classes
+    from petctfm.inference.normalize import normalized_input
+    from petctfm.inference.sliding_window import predict_labels
+    from petctfm.train.progress import stop_requested
+
+    ids = list(ids) if ids is not None else (fmt.load_splits(dataset).get(split) or [])
+    ids = [c for c in ids if (fmt.case_dir(dataset, c) / "organs.npy").is_file()]
+    if not ids:
+        return None
+    classes = output_classes(cfg)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    per_case: dict[str, dict[str, dict[str, float]]] = {}
+    try:
+        for cid in ids:
+            if stop_requested():
+                return None
+            case = fmt.load_case(dataset, cid, mmap=True)
+            x, bg = normalized_input(np.asarray(case["image"]), cfg)
+            pred = predict_labels(model, x, cfg["data"]["patch_size"], list(classes.values()),
+                                  float(cfg["val"]["overlap"]), device, bg=bg,
+                                  sw_batch_size=int(cfg["val"]["sw_batch_size"]))
+            gt = np.asarray(case["organs"])
+            per_case[cid] = organ_case_metrics(pred, gt, classes, case["meta"]["spacing"], nsd=False)
+    finally:
+        model.train(was_training)
+    organs = {}
+    for name in classes:
+        if name == "background":
+            continue
+        vals = [m[name]["dice"] for m in per_case.values() if math.isfinite(m[name]["dice"])]
+        organs[name] = float(np.mean(vals)) if vals else float("nan")
+    defined = [v for v in organs.values() if math.isfinite(v)]
+    cases = {}
+    for cid, m in per_case.items():
+        vals = [r["dice"] for r in m.values() if math.isfinite(r["dice"])]
+        cases[cid] = float(np.mean(vals)) if vals else float("nan")
+    return {"dice": float(np.mean(defined)) if defined else float("nan"), "organs": organs, "n_cases": len(per_case),
+            "cases": cases}
+
+
+__all__ = ["validate", "validate_organs"]

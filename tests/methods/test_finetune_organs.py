@@ -1,0 +1,121 @@
+"""``petctfm finetune --task organs``: organ classes from organs.npy (or a --labels name table), class-balanced
+patches, multi-class DiceCE with deep supervision, per-organ validation, organ predictions of a split, errors."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from petctfm.cli.main import main
+from petctfm.core.labels import ORGAN_LABELS
+from petctfm.data.loader import LabeledPatchDataset, PatchConfig
+from petctfm.inference.model import output_classes
+from toy_data import write_toy_dataset
+
+TINY = ["--preset", "tiny", "--patch", "16", "--no-progress", "--seed", "1"]
+
+
+@pytest.fixture(scope="module")
+def organs_ds(tmp_path_factory):
+    return write_toy_dataset(tmp_path_factory.mktemp("orgdata"), n_cases=4, shape=(32, 32, 40), organs=True)
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    p = tmp_path_factory.mktemp("labels") / "organs.json"
+    # an nnU-Net dataset.json name table works as is (background dropped); the order sets the output channels
+    p.write_text(json.dumps({"labels": {"background": 0, "liver": 1, "bone": 11, "spleen": 2}}))
+    return p
+
+
+def test_organ_patches_are_class_indices_and_class_balanced(organs_ds):
+    cfg = PatchConfig.from_dict({"patch_size": [16, 16, 16], "fg_prob": 1.0, "augment": False})
+    ds = LabeledPatchDataset(organs_ds, cfg, ["toy000", "toy001"], seed=0, label_file="organs.npy",
+                             label_values=[ORGAN_LABELS["liver"], ORGAN_LABELS["bone"], ORGAN_LABELS["spleen"]])
+    item = ds[0]
+    assert item["label"].dtype == torch.int64 and set(item["label"].unique().tolist()) <= {0, 1, 2, 3}
+    # candidates: PER_CLASS per present class, so every class is a patch centre equally often
+    cand = ds.foreground("toy000")
+    lab = ds.case_label("toy000")
+    classes = lab[tuple(cand.T)]
+    counts = np.bincount(classes, minlength=4)[1:]
+    assert counts.tolist() == [ds.PER_CLASS] * 3
+    # stored values are mapped, values outside the table are background
+    assert set(np.unique(lab).tolist()) == {0, 1, 2, 3}
+
+
+def test_organ_finetune_trains_validates_and_predicts_organ_values(organs_ds, table, tmp_path, capsys):
+    run = tmp_path / "org"
+    rc = main(["finetune", "--data", str(organs_ds), "--out", str(run), "--init", "scratch", "--task", "organs",
+               "--labels", str(table), "--max-steps", "3", "--figure-every", "3", "--checkpoint-every", "3", *TINY])
+    assert rc == 0, capsys.readouterr().err
+    task = yaml.safe_load((run / "config.yaml").read_text())["task"]
+    assert task["task"] == {"name": "organs", "classes": {"liver": 1, "bone": 11, "spleen": 2}}
+    assert list(output_classes(task).values()) == [0, 1, 11, 2]
+    val = [json.loads(x) for x in (run / "val.jsonl").read_text().splitlines()]
+    assert set(val[-1]["organs"]) == {"liver", "bone", "spleen"} and val[-1]["n_cases"] == 1
+    assert 0.0 <= val[-1]["dice"] <= 1.0
+    from petctfm.train.checkpoint import load_model
+
+    model, cfg = load_model(run / "best" / "model.safetensors")
+    assert model(torch.zeros(1, 2, 16, 16, 16)).shape == (1, 4, 16, 16, 16)  # background + 3 organs
+    out = tmp_path / "pred"
+    assert main(["finetune", "--out", str(run), "--predict", "test", "--pred-out", str(out),
+                 "--data", str(organs_ds)]) == 0
+    pred = np.asarray(nib.load(out / "toy003.nii.gz").dataobj)
+    assert pred.shape == (32, 32, 40) and set(np.unique(pred).tolist()) <= {0, 1, 2, 11}
+
+
+@pytest.mark.slow
+def test_organ_finetune_with_deep_supervision_and_default_classes(organs_ds, tmp_path):
+    from petctfm.methods.segmentation.api import finetune
+
+    run = tmp_path / "ds"
+    summary = finetune(organs_ds, run, backbone="nnunet-plain", preset="tiny", task="organs", max_steps=2,
+                       progress=False, figure_every=0,
+                       overrides={"data.patch_size": [16, 16, 16], "model.overrides.deep_supervision": True,
+                                  "model.overrides.strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+                                  "model.overrides.n_stages": 3, "model.overrides.features_per_stage": [8, 16, 32],
+                                  "model.overrides.kernel_sizes": [[3, 3, 3]] * 3})
+    assert summary["steps"] == 2 and np.isfinite(summary["loss"])
+    task = yaml.safe_load((run / "config.yaml").read_text())["task"]
+    assert task["task"]["classes"] == {k: v for k, v in ORGAN_LABELS.items() if v}  # the dataset's organ labels
+
+
+@pytest.mark.parametrize("args, needle, code", [
+    (["--labels", "X"], "--labels", 2),  # a name table without --task organs
+    (["--task", "organs", "--labels", "MISSING.json"], "MISSING.json", 3),
+    (["--task", "organs", "--labels", "BAD"], "region labels", 3),
+    (["--task", "bones"], "--task", 2),
+])
+def test_organ_errors_are_one_line(organs_ds, tmp_path, capsys, args, needle, code):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"labels": {"background": 0, "liver": [1, 2]}}))
+    args = [str(bad) if a == "BAD" else str(tmp_path / a) if a == "MISSING.json" else a for a in args]
+    with pytest.raises(SystemExit) if code == 2 and args[:1] == ["--task"] else _nothing():
+        rc = main(["finetune", "--data", str(organs_ds), "--out", str(tmp_path / "r"), "--init", "scratch",
+                   *args, "--max-steps", "1", *TINY])
+        assert rc == code
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_organ_task_needs_organ_maps(tmp_path, capsys):
+    plain = write_toy_dataset(tmp_path / "plain", n_cases=3, shape=(24, 24, 24))
+    rc = main(["finetune", "--data", str(plain), "--out", str(tmp_path / "r"), "--init", "scratch", "--task", "organs",
+               "--max-steps", "1", *TINY])
+    err = capsys.readouterr().err
+    assert rc == 3 and "organs.npy" in err and len(err.strip().splitlines()) == 1
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
