@@ -21,6 +21,12 @@ petctfm predict --model runs/ft_joint --in data/synth/autopet --out pred/autopet
 # any files anywhere: a CSV list with columns case_id,pet,ct (one output subfolder per row)
 petctfm predict --model runs/ft_joint --batch cases.csv --out pred/list
 
+# lesions and organs (organs.nii.gz, organs.csv with SUV per organ and the PERCIST liver / blood-pool references)
+petctfm predict --model runs/ft_joint --organs runs/organs --pet study/PT --ct study/CT --out pred/study
+
+# organs only
+petctfm predict --organs runs/organs --pet case/SUV.nii.gz --ct case/CT.nii.gz --out pred/organs
+
 # quick look: 4 mm in-plane, no TTA, lower overlap, stricter threshold
 petctfm predict --model runs/ft_joint --in data/new --out pred/new --fast --overlap 0.25 --threshold 0.6
 """
@@ -43,8 +49,13 @@ def register(subparsers) -> None:
         "refused, unusual ones flagged in summary.json. Device: CUDA when available (bf16), else CPU. See docs/predict.md.",
         examples=EXAMPLES,
     )
-    p.add_argument("--model", required=True, metavar="RUN_OR_CKPT",
-                   help="fine-tuned segmentation run folder (its best checkpoint) or model.safetensors")
+    p.add_argument("--model", metavar="RUN_OR_CKPT",
+                   help="fine-tuned segmentation run folder (its best checkpoint) or model.safetensors; an organ "
+                   "model ('finetune --task organs') writes the organ outputs only")
+    p.add_argument("--organs", metavar="RUN_OR_CKPT",
+                   help="an organ model run beside the lesion model (or alone): organs.nii.gz, organs.csv (SUV per "
+                   "organ with lesion voxels excluded, PERCIST liver and blood-pool references), organs.seg.dcm for "
+                   "DICOM, organ contours in report.png (docs/organs.md)")
     src = p.add_argument_group("input (either --pet and --ct, or --in, or --batch)")
     src.add_argument("--pet", help="PET image in SUV (NIfTI/MHA/NRRD) or a DICOM PT series folder")
     src.add_argument("--ct", help="CT image in HU or a DICOM CT series folder")
@@ -73,11 +84,25 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _organ_text(s: dict) -> str:
+    o = s.get("organs")
+    if not o:
+        return ""
+    refs = [f"{name} {o[k]:.2f}" for name, k in (("liver ref SUVmean", "liver_reference_suv_mean"),
+                                                  ("blood pool SUVmean", "blood_pool_reference_suv_mean"))
+            if o.get(k) is not None]
+    return f"{len(o['found'])} organ(s)" + (f" ({', '.join(refs)})" if refs else "")
+
+
 def _line(s: dict) -> str:
     t = s["timings_s"]
+    if s.get("model", {}).get("task") == "organs":
+        return (f"{s['case']}: {_organ_text(s)}; {t['total']:.1f} s"
+                + (f"; FLAGS: {'; '.join(s['flags'])}" if s.get("flags") else ""))
     return (f"{s['case']}: {s['lesion_count']} lesion(s), TMTV {s['tmtv_ml']:.1f} ml, TLG "
-            f"{(s['total_tlg'] or 0):.1f}, SUVmax {s['suv_max'] if s['suv_max'] is not None else 'n/a'}; "
-            f"{t['total']:.1f} s (inference {t['inference']:.1f} s)"
+            f"{(s['total_tlg'] or 0):.1f}, SUVmax {s['suv_max'] if s['suv_max'] is not None else 'n/a'}"
+            + (f", {_organ_text(s)}" if s.get("organs") else "")
+            + f"; {t['total']:.1f} s (inference {t['inference']:.1f} s)"
             + (f"; FLAGS: {'; '.join(s['flags'])}" if s.get("flags") else ""))
 
 
@@ -97,6 +122,8 @@ def run(args) -> int:
 
     inputs = [name for name, v in (("--pet/--ct", args.pet or args.ct), ("--in", args.folder),
                                    ("--batch", args.batch)) if v]
+    if not (args.model or args.organs):
+        raise UsageError("give --model RUN (a lesion or organ model) and/or --organs RUN (an organ model)")
     if len(inputs) > 1:
         raise UsageError(f"give one input: {' or '.join(inputs)}, not both")
     if not inputs or (inputs == ["--pet/--ct"] and not (args.pet and args.ct)):
@@ -112,7 +139,15 @@ def run(args) -> int:
     else:
         case = source_from_files(args.pet, args.ct)
     with flags(FLAGS):
-        predictor = Predictor.load(args.model, args.device, fast=args.fast, **settings)
+        if args.model:
+            predictor = Predictor.load(args.model, args.device, fast=args.fast, organs=args.organs, **settings)
+        else:  # an organ model alone
+            predictor = Predictor.load(args.organs, args.device, fast=args.fast, **settings)
+            if not predictor.organ_only:
+                from petctfm.core.errors import InputError
+
+                raise InputError(f"{predictor.path}: not an organ model (trained with task lesions); --organs "
+                                 "takes a 'petctfm finetune --task organs' run")
     if not (args.folder or args.batch):
         out = Path(args.out)
         if (out / "summary.json").is_file() and not args.overwrite:

@@ -14,7 +14,10 @@ Files (all atomic; ``summary.json`` last, so a folder with it is complete):
 - ``summary.json``: TMTV, total TLG, lesion count, SUVmax/SUVpeak, model, settings, petctfm version,
   input kind, timings per stage.
 - ``report.png``: :func:`petctfm.viz.render.render_case` (PET MIP with the predicted lesion contours; coronal
-  and axial fused PET/CT slices through the largest predicted lesion, at its SUVmax voxel).
+  and axial fused PET/CT slices through the largest predicted lesion, at its SUVmax voxel; with an organ model
+  the predicted organ contours too).
+- with an organ model: ``organs.nii.gz``, ``organs.csv`` and (DICOM) ``organs.seg.dcm``
+  (:mod:`petctfm.predict.organs`); an organ-only model writes no lesion files.
 
 Region of a lesion (``region`` column, ``region_source`` says which rule gave it):
 
@@ -239,47 +242,83 @@ def case_summary(case_id: str, kind: str, source: str | None, pet: sitk.Image, h
 
 def write_case_outputs(out_dir: str | os.PathLike, summary: dict[str, Any], mask: np.ndarray,
                        table: list[dict[str, Any]], images: dict[str, Any], pt_datasets: list[Any] | None,
-                       model_name: str, timings: dict[str, float], report: bool = True) -> dict[str, Any]:
+                       model_name: str, timings: dict[str, float], report: bool = True,
+                       organs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write every output of one case into ``out_dir`` (created) as a whole: into a temporary folder, renamed
     into place when complete (:func:`petctfm.io.atomic.atomic_outputs`; ``summary.json`` last). Returns the summary
     as written: ``summary`` (:func:`case_summary`) with the write/report timings and the files added.
 
     ``mask`` (X, Y, Z) uint8 on the PET grid of ``images["suv"]``; ``table`` the lesion rows;
     ``pt_datasets``: DICOM PT headers (then ``lesions.seg.dcm`` too) or None; ``model_name``: the algorithm
-    name in the DICOM-SEG and the report title.
+    name in the DICOM-SEG and the report title. ``mask`` None (an organ-only model): no lesion files.
+    ``organs``: :meth:`~petctfm.predict.predictor.Predictor.predict_prepared`'s organ result (``map``, ``rows``,
+    ``classes``): ``organs.nii.gz``, ``organs.csv``, ``organs.seg.dcm`` (DICOM) and organ contours in the report
+    (:mod:`petctfm.predict.organs`).
     """
     from petctfm.io.atomic import atomic_outputs
 
     with atomic_outputs(out_dir, SUMMARY_FILE) as tmp:  # the case appears whole, or the old one stays
-        return _write_case_outputs(tmp, summary, mask, table, images, pt_datasets, model_name, timings, report)
+        return _write_case_outputs(tmp, summary, mask, table, images, pt_datasets, model_name, timings, report,
+                                   organs)
 
 
-def _write_case_outputs(out: Path, summary: dict[str, Any], mask: np.ndarray, table: list[dict[str, Any]],
+def _write_organs(out: Path, organs: dict[str, Any], pet: sitk.Image, pt_datasets: list[Any] | None,
+                  model_name: str) -> list[str]:
+    from petctfm.predict import organs as O
+
+    files = [O.ORGANS_FILE, O.ORGANS_CSV]
+    write_mask(organs["map"], pet, out / O.ORGANS_FILE)
+    atomic_write_text(out / O.ORGANS_CSV, O.organs_csv(organs["rows"]))
+    if pt_datasets is not None and O.write_organ_seg(organs["map"], organs["classes"], pt_datasets,
+                                                     out / O.ORGANS_SEG_FILE, model_name) is not None:
+        files.append(O.ORGANS_SEG_FILE)
+    return files
+
+
+def _write_case_outputs(out: Path, summary: dict[str, Any], mask: np.ndarray | None, table: list[dict[str, Any]],
                         images: dict[str, Any], pt_datasets: list[Any] | None, model_name: str,
-                        timings: dict[str, float], report: bool) -> dict[str, Any]:
+                        timings: dict[str, float], report: bool, organs: dict[str, Any] | None = None
+                        ) -> dict[str, Any]:
     pet = images["suv"]
     timings = dict(timings)
     t0 = time.perf_counter()
-    files = [MASK_FILE]
-    write_mask(mask, pet, out / MASK_FILE)
-    if pt_datasets is not None:
-        write_seg(mask, pt_datasets, out / SEG_FILE, model_name)
-        files.append(SEG_FILE)
-    atomic_write_text(out / TABLE_FILE, table_csv(table))
-    files.append(TABLE_FILE)
+    files = []
+    if mask is not None:
+        files.append(MASK_FILE)
+        write_mask(mask, pet, out / MASK_FILE)
+        if pt_datasets is not None:
+            write_seg(mask, pt_datasets, out / SEG_FILE, model_name)
+            files.append(SEG_FILE)
+        atomic_write_text(out / TABLE_FILE, table_csv(table))
+        files.append(TABLE_FILE)
+    if organs is not None:
+        files += _write_organs(out, organs, pet, pt_datasets, model_name)
     t1 = time.perf_counter()
     timings["write"] = t1 - t0
     if report:
         from petctfm.viz.render import render_case
 
-        mask_img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(mask, (2, 1, 0))))
-        mask_img.CopyInformation(pet)
-        title = (f"{summary['case']}   predicted: {summary['lesion_count']} lesion(s), TMTV "
-                 f"{summary['tmtv_ml']:.1f} ml   [{model_name}; research use, not for diagnosis]")
+        mask_img = organ_img = None
+        if mask is not None:
+            mask_img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(mask, (2, 1, 0))))
+            mask_img.CopyInformation(pet)
+            title = (f"{summary['case']}   predicted: {summary['lesion_count']} lesion(s), TMTV "
+                     f"{summary['tmtv_ml']:.1f} ml")
+        else:
+            title = f"{summary['case']}   predicted organs"
+        if organs is not None:  # organ contours (predicted) and the reference SUVs in the title
+            organ_img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(organs["map"], (2, 1, 0))))
+            organ_img.CopyInformation(pet)
+            o = summary.get("organs") or {}
+            refs = [f"{k} {o[key]:.2f}" for k, key in (("liver ref SUVmean", "liver_reference_suv_mean"),
+                                                       ("blood pool", "blood_pool_reference_suv_mean"))
+                    if o.get(key) is not None]
+            title += f", {len(o.get('found') or [])} organs" + (f" ({'; '.join(refs)})" if refs else "")
+        title += f"   [{model_name}; research use, not for diagnosis]"
         if summary.get("flags"):
             title += "\nFLAGGED INPUT: " + "; ".join(summary["flags"])[:160]
-        fig = render_case(pet, images["ct"], pred=mask_img, title=title, out_png=out / REPORT_FILE, dpi=80,
-                          focus="largest")
+        fig = render_case(pet, images["ct"], pred=mask_img, organs=organ_img, title=title,
+                          out_png=out / REPORT_FILE, dpi=80, focus="largest")
         del fig
         files.append(REPORT_FILE)
         timings["report"] = time.perf_counter() - t1

@@ -25,7 +25,10 @@ The method, stage by stage (the stage names are the keys of ``summary.json["timi
    crop; on the GPU on CUDA) and thresholded there (``prob > threshold``), so the mask has exactly the input
    PET's shape, spacing, origin and direction. Lesion table (:func:`petctfm.predict.outputs.quantify`:
    18-connected components, SUV of the input PET, an anatomical region per lesion).
-5. **write** (:func:`predict_one` only): :func:`petctfm.predict.outputs.write_case_outputs`.
+5. **organs** (an organ model: ``--organs MODEL``, or ``--model`` an organ model; :func:`predict_organs`):
+   the organ label map on the input PET grid and the organ table (:mod:`petctfm.predict.organs`; lesion voxels
+   of step 4 excluded); lesion regions then come from the predicted organs when the input has none.
+6. **write** (:func:`predict_one` only): :func:`petctfm.predict.outputs.write_case_outputs`.
 
 Folder and list mode (background reading, ``failed.csv``, resume) is :mod:`petctfm.predict.batch`.
 """
@@ -57,7 +60,7 @@ from petctfm.predict.sources import named_error
 DEFAULT_THRESHOLD = 0.5
 FAST_INPLANE_FACTOR = 2.0
 GPU_SW_BATCH = 8  # sliding-window batch on CUDA (CPU: the model config's val.sw_batch_size)
-STAGES = ("read", "preprocess", "inference", "postprocess", "write", "report")
+STAGES = ("read", "preprocess", "inference", "postprocess", "organs", "write", "report")
 
 
 def harmonize_settings(cfg: dict[str, Any]) -> tuple[tuple[float, float, float], tuple[float, float], str]:
@@ -125,19 +128,31 @@ class Predictor:
     fast: bool = False
     resample_device: torch.device | None = None
     weights_digest: str = ""  # BLAKE2b of the checkpoint file (summary.json: model.weights_blake2b)
+    organs: "Predictor | None" = None  # the organ model of --organs (None: none, or this model is one)
 
     @classmethod
     def load(cls, model: str | os.PathLike, device: str | torch.device | None = "auto", overlap: float | None = None,
              tta: int = 0, threshold: float = DEFAULT_THRESHOLD, fast: bool = False,
-             sw_batch_size: int | None = None) -> "Predictor":
+             sw_batch_size: int | None = None, organs: str | os.PathLike | None = None) -> "Predictor":
         """Load a fine-tuned segmentation run folder (its best checkpoint, else the latest) or ``.safetensors``
         checkpoint (safetensors only). A missing path or a file that is not a petctfm segmentation model
-        raises a one-line :class:`InputError` naming it."""
-        from petctfm.inference.model import load_segmenter
+        raises a one-line :class:`InputError` naming it. ``organs``: an organ model (``finetune --task organs``)
+        run beside the lesion model (``organs.nii.gz``, ``organs.csv``; docs/organs.md); ``model`` itself may be
+        an organ model (organ outputs only)."""
+        from petctfm.inference.model import is_organ_model, load_segmenter
 
         check_options(overlap=overlap, tta=tta, threshold=threshold, sw_batch_size=sw_batch_size)
         if not Path(model).exists():
             raise InputError(f"{model}: model not found (a fine-tuning run folder or model.safetensors)")
+        organ_predictor = None
+        if organs is not None:
+            if not Path(organs).exists():
+                raise InputError(f"{organs}: organ model not found (a 'finetune --task organs' run folder or "
+                                 "model.safetensors)")
+            organ_predictor = cls.load(organs, device, overlap, tta, threshold, fast, sw_batch_size)
+            if not is_organ_model(organ_predictor.config):
+                raise InputError(f"{organ_predictor.path}: not an organ model (trained with task lesions); "
+                                 "--organs takes a 'petctfm finetune --task organs' run")
         net, cfg, path = load_segmenter(model)
         if not (cfg.get("preprocessing") or {}).get("normalization"):
             raise InputError(f"{path}: model config has no preprocessing.normalization (not a fine-tuned model)")
@@ -152,8 +167,12 @@ class Predictor:
         patch = tuple(int(p) for p in cfg["data"]["patch_size"])
         from petctfm.predict.identity import model_digest
 
+        if organ_predictor is not None and is_organ_model(cfg):
+            raise InputError(f"{path}: --model is an organ model too; give a lesion model as --model, or the "
+                             "organ model alone as --model")
         return cls(net.to(dev).eval(), cfg, Path(path), dev, spacing, window, source, patch, ov, int(tta),
-                   float(threshold), sw, bool(fast), dev if dev.type == "cuda" else None, model_digest(path))
+                   float(threshold), sw, bool(fast), dev if dev.type == "cuda" else None, model_digest(path),
+                   organ_predictor)
 
     @classmethod
     def from_run(cls, run: str | os.PathLike, device: str | torch.device | None = "auto", overlap: float | None = None,
@@ -163,12 +182,33 @@ class Predictor:
         return cls.load(run, device, overlap, tta, threshold, fast, sw_batch_size)
 
     @property
+    def organ_only(self) -> bool:
+        """Whether this model is an organ model (task ``organs``): it predicts organs, no lesions."""
+        from petctfm.inference.model import is_organ_model
+
+        return is_organ_model(self.config)
+
+    @property
+    def organ_model(self) -> "Predictor | None":
+        """The predictor whose organs are written: this one for an organ model, else ``--organs``'s (or None)."""
+        return self if self.organ_only else self.organs
+
+    @property
     def model_name(self) -> str:
         """How outputs name the model (DICOM-SEG algorithm, report title): ``petctfm <backbone>``."""
         return f"petctfm {self.config['model']['backbone']}"
 
     def describe(self) -> dict[str, Any]:
-        """The model and settings as recorded in ``summary.json``."""
+        """The model and settings as recorded in ``summary.json`` (``organs_model``: the organ model's, when
+        one is run beside the lesion model)."""
+        out = self._describe()
+        if self.organs is not None:
+            out["organs_model"] = self.organs._describe()["model"]
+        if self.organ_only:
+            out["model"]["task"] = "organs"
+        return out
+
+    def _describe(self) -> dict[str, Any]:
         cfg = self.config
         return {
             "model": {"path": str(self.path), "method": cfg.get("method"), "backbone": cfg["model"]["backbone"],
@@ -184,7 +224,7 @@ class Predictor:
                           "blending": "gaussian", "tta_flips": self.tta or 1, "threshold": self.threshold},
         }
 
-    def predict(self, pet: Any, ct: Any, organs: Any = None, case_id: str = "case"
+    def predict(self, pet: Any, ct: Any, organs: Any = None, case_id: str = "case", patient: dict[str, Any] | None = None
                 ) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, Any]]:
         """Predict one study in memory; no file is read or written.
 
@@ -192,30 +232,69 @@ class Predictor:
         nibabel image, an ``(array (X, Y, Z), 4x4 RAS affine)`` pair or a SimpleITK image, on its own grid.
         Returns ``(mask, lesion_table, summary)``: mask (X, Y, Z) uint8 on the input PET's grid (the voxels
         ``petctfm predict`` writes to ``lesions.nii.gz``), the rows of ``lesions.csv`` (unrounded) and the
-        ``summary.json`` dict (``outputs`` empty, no write timings).
+        ``summary.json`` dict (``outputs`` empty, no write timings). An organ model (as the model or ``organs``
+        of :meth:`load`): the summary's ``organs`` holds the references; the organ map and table are
+        :meth:`predict_all`'s. ``patient``: ``{"weight_kg", "height_cm", "sex"}`` for the organs' SUL.
         """
+        out = self.predict_all(pet, ct, organs, case_id, patient)
+        return out["mask"], out["lesions"], out["summary"]
+
+    def predict_all(self, pet: Any, ct: Any, organs: Any = None, case_id: str = "case",
+                    patient: dict[str, Any] | None = None) -> dict[str, Any]:
+        """:meth:`predict` with the organs: ``{"mask", "lesions", "summary", "organs", "organ_table"}``
+        (``mask`` None for an organ-only model; ``organs`` (X, Y, Z) uint8 on the PET grid and ``organ_table``
+        the ``organs.csv`` rows, None without an organ model)."""
         images = {"suv": as_image(pet, float32=True), "ct": as_image(ct),
                   "organs": None if organs is None else as_image(organs)}
         prep = prepare_images(images, self, case_id=case_id)
-        return self.predict_prepared(prep)[:3]
+        mask, table, summary, _, org = self.predict_prepared(prep, patient)
+        return {"mask": mask, "lesions": table, "summary": summary,
+                "organs": None if org is None else org["map"], "organ_table": None if org is None else org["rows"]}
 
-    def predict_prepared(self, prep: Prepared) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, Any],
-                                                           dict[str, float]]:
-        """Stages 3-4 of a prepared case: ``(mask, lesion_table, summary, timings in s)``."""
+    def predict_prepared(self, prep: Prepared, patient: dict[str, Any] | None = None
+                         ) -> tuple[np.ndarray | None, list[dict[str, Any]], dict[str, Any], dict[str, float],
+                                    dict[str, Any] | None]:
+        """Stages 3-4 of a prepared case: ``(mask, lesion_table, summary, timings in s, organs)``; ``mask`` None
+        for an organ-only model; ``organs`` None without an organ model, else ``{"map": (X, Y, Z) uint8 on the
+        PET grid, "rows": organs.csv rows, "classes": name -> value}`` (stage ``organs`` in the timings)."""
+        from petctfm.predict import organs as organ_out
+
         timings = dict(prep.timings)
-        t0 = time.perf_counter()
-        prob = infer(prep.x, prep.bg, self)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        t1 = time.perf_counter()
         pet = prep.images["suv"]
-        prob_pet = to_pet_grid(prob, prep.harmonized["reference"], pet, self.resample_device)
-        mask = (prob_pet > self.threshold).astype(np.uint8)
-        result = outputs.quantify(mask, pet, prep.images.get("organs"), prep.harmonized)
-        timings.update(inference=t1 - t0, postprocess=time.perf_counter() - t1)
+        org = None
+        organ_img = prep.images.get("organs")
+        if self.organ_model is not None:
+            t0 = time.perf_counter()
+            org = {"map": predict_organs(prep, self, self.organ_model),
+                   "classes": organ_classes(self.organ_model)}
+            timings["organs"] = time.perf_counter() - t0
+            if organ_img is None:  # lesion regions from the predicted organs
+                organ_img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(org["map"], (2, 1, 0))))
+                organ_img.CopyInformation(pet)
+        mask = None
+        from petctfm.evaluate.lesions import summary as lesion_totals
+
+        result: dict[str, Any] = {"table": [], "totals": lesion_totals([]), "lungs_z_mm": None}
+        if not self.organ_only:
+            t0 = time.perf_counter()
+            prob = infer(prep.x, prep.bg, self)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            t1 = time.perf_counter()
+            prob_pet = to_pet_grid(prob, prep.harmonized["reference"], pet, self.resample_device)
+            mask = (prob_pet > self.threshold).astype(np.uint8)
+            result = outputs.quantify(mask, pet, organ_img, prep.harmonized)
+            timings.update(inference=t1 - t0, postprocess=time.perf_counter() - t1)
+        if org is not None:
+            t0 = time.perf_counter()
+            patient = patient if patient is not None else organ_out.patient_of(prep.pt_datasets)
+            org["rows"] = organ_out.organ_table(org["map"], mask, pet, org["classes"], patient)
+            timings["organs"] += time.perf_counter() - t0
         summary = outputs.case_summary(prep.case_id, prep.kind, prep.source, pet, prep.harmonized, self.describe(),
                                        result, timings, [])
-        return mask, result["table"], summary, timings
+        if org is not None:
+            summary["organs"] = organ_out.organ_summary(org["rows"])
+        return mask, result["table"], summary, timings, org
 
 
 # ------------------------------------------------------------------------------------------------ images
@@ -310,6 +389,39 @@ def infer(x: np.ndarray, bg: np.ndarray, predictor: Predictor) -> np.ndarray:
                               sw_batch_size=predictor.sw_batch_size, tta=predictor.tta)
 
 
+def organ_classes(organ_model: Predictor) -> dict[str, int]:
+    """The organ model's ``{organ name: label value}`` (background left out)."""
+    from petctfm.inference.model import output_classes
+
+    return {k: v for k, v in output_classes(organ_model.config).items() if v != 0}
+
+
+def predict_organs(prep: Prepared, predictor: Predictor, organ_model: Predictor) -> np.ndarray:
+    """The organ label map (X, Y, Z) uint8 on the input PET grid of a prepared case: ``organ_model``'s
+    sliding-window class argmax (:func:`petctfm.inference.sliding_window.predict_labels`, TTA as set) on the
+    harmonized grid, written in its organ values, brought onto the PET grid by nearest neighbour (a label map:
+    no probabilities are resampled, which for 13 classes would hold 13 PET-sized volumes). The case's harmonized
+    volume is reused when the organ model was trained at the same spacing and CT window as ``predictor``; else
+    the images are harmonized again for it."""
+    from petctfm.harmonize.resample import resample_xyz
+    from petctfm.inference.normalize import normalized_input
+    from petctfm.inference.sliding_window import predict_labels
+    from petctfm.inference.model import output_classes
+
+    om = organ_model
+    if om is predictor or (om.spacing, om.ct_window) == (predictor.spacing, predictor.ct_window):
+        h = prep.harmonized
+        x, bg = (prep.x, prep.bg) if om is predictor else normalized_input(h["image"], om.config)
+    else:
+        again = prepare_images(prep.images, om, prep.pt_datasets, prep.case_id, prep.kind, prep.source)
+        h, x, bg = again.harmonized, again.x, again.bg
+    labels = predict_labels(om.model, x, om.patch, list(output_classes(om.config).values()), om.overlap, om.device,
+                            bg=bg, sw_batch_size=om.sw_batch_size, tta=om.tta)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(labels, (2, 1, 0))))
+    img.CopyInformation(h["reference"])
+    return resample_xyz(img, prep.images["suv"], False, 0, dtype=np.uint8)
+
+
 def to_pet_grid(prob: np.ndarray, reference: sitk.Image, pet: sitk.Image,
                 device: torch.device | None = None) -> np.ndarray:
     """Resample a probability (X, Y, Z) on ``reference`` (the harmonized RAS grid) onto ``pet``'s grid
@@ -336,10 +448,10 @@ def predict_one(case: SourceCase, predictor: Predictor, out_dir: str | os.PathLi
     """
     prep = prepared if prepared is not None else prepare(case, predictor)
     try:
-        mask, table, summary, timings = predictor.predict_prepared(prep)
+        mask, table, summary, timings, organs = predictor.predict_prepared(prep)
         summary["input"]["fingerprint"] = prep.fingerprint  # what a re-run's skip compares (predict.identity)
         return outputs.write_case_outputs(out_dir, summary, mask, table, prep.images, prep.pt_datasets,
-                                          predictor.model_name, timings, report=report)
+                                          predictor.model_name, timings, report=report, organs=organs)
     except Exception as exc:  # noqa: BLE001
         from petctfm.io.atomic import output_failure
 
@@ -352,4 +464,5 @@ def predict_one(case: SourceCase, predictor: Predictor, out_dir: str | os.PathLi
 
 
 __all__ = ["DEFAULT_THRESHOLD", "TTA_CHOICES", "check_options", "STAGES", "Predictor", "Prepared", "harmonize_settings",
-           "as_image", "read", "prepare_images", "prepare", "infer", "to_pet_grid", "predict_one"]
+           "as_image", "read", "prepare_images", "prepare", "infer", "organ_classes", "predict_organs", "to_pet_grid",
+           "predict_one"]
