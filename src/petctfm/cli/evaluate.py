@@ -24,6 +24,9 @@ petctfm evaluate --pred runs/pretrained/preds --compare runs/scratch/preds --gt 
 
 # the test split of a harmonized dataset as ground truth
 petctfm evaluate --pred preds/ --gt datasets/synth --split test --out reports/test
+
+# organs: Dice and normalized surface distance per organ (finetune --task organs --predict test output)
+petctfm evaluate --organs --pred runs/organs/pred_test --gt datasets/synth --split test --out reports/organs
 """
 
 
@@ -62,7 +65,51 @@ def register(subparsers) -> None:
     p.add_argument("--detection-iou", type=float, metavar="T", action=api_default(API, "detection_iou"),
                    help="a lesion counts as detected when the predicted components touching it reach "
                    "IoU > T, T in [0, 1) (default {default} = any overlap, consistent with the autoPET FN volume)")
+    org = p.add_argument_group("organs (--organs: organ label maps instead of lesion masks; docs/organs.md)")
+    org.add_argument("--organs", action="store_true",
+                     help="score organ label maps (<case>.nii.gz or <case>/organs.nii.gz) against organ ground "
+                     "truth (dataset organs.npy, <case>/ORGANS.nii.gz or label maps): Dice and normalized surface "
+                     "distance per organ with bootstrap CIs; writes organs_per_case.csv, organs_summary.csv/.md")
+    org.add_argument("--labels", metavar="ORGANS.json",
+                     help="organ name table {name: value} (or an nnU-Net dataset.json); default the dataset's "
+                     "organ labels, else petctfm's")
+    org.add_argument("--nsd-tolerance", type=float, metavar="MM", default=None,
+                     help="normalized surface distance tolerance in mm (default 3)")
     p.set_defaults(func=run)
+
+
+def run_organs(args) -> int:
+    from petctfm.core.errors import UsageError
+    from petctfm.evaluate.organ_report import evaluate_organs_folder, write_organ_report
+    from petctfm.evaluate.organs import DEFAULT_NSD_TOLERANCE_MM
+    from petctfm.io.atomic import ensure_output_dir
+
+    for flag, value in (("--compare", args.compare), ("--suv", args.suv), ("--manifest", args.manifest)):
+        if value:
+            raise UsageError(f"{flag} {value}: not used with --organs")
+    labels = None
+    if args.labels:
+        from petctfm.io.label_table import read_label_table
+
+        labels = read_label_table(args.labels)
+    tol = DEFAULT_NSD_TOLERANCE_MM if args.nsd_tolerance is None else args.nsd_tolerance
+    if not tol > 0:
+        raise UsageError(f"--nsd-tolerance {args.nsd_tolerance}: must be > 0 mm")
+    from petctfm.cli._api import flags, given
+    from petctfm.evaluate.report import check_options
+
+    settings = given(args, {"bootstrap": "n_resamples", "seed": "seed"})
+    with flags(FLAGS):
+        check_options(**settings)
+    ensure_output_dir(args.out, "--out", create=False)
+    result = evaluate_organs_folder(args.pred, args.gt, labels, split=args.split, nsd_tolerance_mm=tol,
+                                    allow_missing=args.allow_missing, **settings)
+    paths = write_organ_report(result, args.out)
+    defined = [r for r in result["summary"] if r["n_dice"]]
+    mean = float(sum(r["dice_mean"] for r in defined) / len(defined)) if defined else float("nan")
+    print(f"{len(result['per_case'])} cases, {len(defined)} organs; mean organ Dice {mean:.3f}")
+    print(f"report: {paths['markdown']}")
+    return 0
 
 
 def run(args) -> int:
@@ -70,6 +117,13 @@ def run(args) -> int:
     from petctfm.evaluate.report import check_options, evaluate_folder, write_report
     from petctfm.io.atomic import ensure_output_dir
 
+    if args.organs:
+        return run_organs(args)
+    for flag, value in (("--labels", args.labels), ("--nsd-tolerance", args.nsd_tolerance)):
+        if value is not None:
+            from petctfm.core.errors import UsageError
+
+            raise UsageError(f"{flag} {value}: only with --organs")
     settings = given(args, OPTIONS)
     with flags(FLAGS):
         check_options(**settings)  # the settings, then the output, before any case is read

@@ -55,45 +55,17 @@ def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str
             "batch_size": p["batch_size"], "lr": p["lr"]}
 
 
-def read_label_table(path: str | Path) -> dict[str, int]:
-    """An organ name table ``{name: label value}`` from a JSON file (``--labels``): a flat object
-    (``{"liver": 1, "spleen": 2}``) or an nnU-Net v2 ``dataset.json`` (its ``"labels"`` object, so a multi-label
-    nnU-Net dataset's table works as is). Background (value 0, or the name ``background``) is dropped. One-line
-    :class:`InputError` naming the file for anything else (nnU-Net region labels, a value outside 1..255, two
-    names for one value, an empty table)."""
-    from petctfm.core.errors import InputError
-    from petctfm.io.bounded_json import load_bounded_file
-
-    doc = load_bounded_file(path)
-    if isinstance(doc, dict) and isinstance(doc.get("labels"), dict):
-        doc = doc["labels"]
-    if not isinstance(doc, dict):
-        raise InputError(f"{path}: expected a JSON object {{organ name: label value}} (or an nnU-Net dataset.json)")
-    out: dict[str, int] = {}
-    for name, value in doc.items():
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(f"{path}: label {name!r} has value {value!r}; expected one integer label value "
-                             "(nnU-Net region labels are not supported)")
-        if value == 0 or str(name).lower() == "background":
-            continue
-        if not 1 <= value <= 255:
-            raise InputError(f"{path}: label {name!r} has value {value}; label values must be in 1..255")
-        if value in out.values():
-            raise InputError(f"{path}: label value {value} is named twice")
-        out[str(name)] = value
-    if not out:
-        raise InputError(f"{path}: no organ label (only background)")
-    return out
-
-
 def organ_task(dataset: str | Path, labels: str | Path | None) -> dict[str, Any]:
-    """The ``task`` section of an organ run: the classes of ``labels`` (:func:`read_label_table`), else the
+    """The ``task`` section of an organ run: the classes of ``labels``
+    (:func:`petctfm.io.label_table.read_label_table`), else the
     dataset's ``dataset.json["organ_labels"]`` (what harmonize records), else
     :data:`petctfm.core.labels.ORGAN_LABELS`; background left out."""
     from petctfm.core.labels import ORGAN_LABELS
     from petctfm.data import format as fmt
 
     if labels is not None:
+        from petctfm.io.label_table import read_label_table
+
         classes = read_label_table(labels)
     else:
         table = fmt.load_dataset_info(dataset).get("organ_labels") or ORGAN_LABELS
@@ -190,7 +162,7 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
     options (:data:`NAMED_OPTIONS`: ``patch=32``, ``freeze_encoder=True``, ``layer_decay=0.75``...) and trainer
     settings (``lr``, ``seed``, ``progress``...). ``task``: ``"lesions"`` (default) or ``"organs"`` (the
     dataset's ``organs.npy``; cases without one are left out); ``labels``: with organs, a JSON name table
-    (:func:`read_label_table`; default the dataset's organ labels). docs/organs.md.
+    (:func:`petctfm.io.label_table.read_label_table`; default the dataset's organ labels). docs/organs.md.
     """
     from petctfm.methods.segmentation.task import FinetuneTask
     from petctfm.train import trainer
@@ -201,4 +173,4 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
     return trainer.train(FinetuneTask(task_cfg), train_cfg, out, resume=resume)
 
 
-__all__ = ["NAMED_OPTIONS", "read_label_table", "organ_task", "with_organ_labels", "apply_plan", "finetune_configs", "finetune"]
+__all__ = ["NAMED_OPTIONS", "organ_task", "with_organ_labels", "apply_plan", "finetune_configs", "finetune"]
