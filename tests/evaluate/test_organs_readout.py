@@ -89,7 +89,7 @@ def test_suv_peak_is_the_best_full_sphere_mean():
 
 
 def _liver_case(lesion_at=None):
-    """A 120 x 100 x 80 mm box liver (4 mm voxels) in a 40 x 35 x 30 grid; patient right = low x (RAS)."""
+    """A 120 x 100 x 80 mm box liver (4 mm voxels) in a 40 x 35 x 30 grid; patient right = high x (RAS +x)."""
     org = np.zeros((40, 35, 30), np.uint8)
     org[5:35, 5:30, 5:25] = L["liver"]
     les = np.zeros(org.shape, np.uint8)
@@ -99,7 +99,7 @@ def _liver_case(lesion_at=None):
     return org, les
 
 
-@pytest.mark.parametrize("lesion_at", [None, (14, 17, 15), (20, 17, 15)])
+@pytest.mark.parametrize("lesion_at", [None, (25, 17, 15), (20, 17, 15)])
 def test_liver_sphere_avoids_lesions_and_edges_in_the_right_lobe(lesion_at):
     sp = np.array([4.0, 4.0, 4.0])
     org, les = _liver_case(lesion_at)
@@ -116,11 +116,11 @@ def test_liver_sphere_avoids_lesions_and_edges_in_the_right_lobe(lesion_at):
         d_les = distance_transform_edt(les == 0, sampling=sp)
         assert d_les[sphere].min() >= 10.0  # lesion margin
     centre = np.argwhere(sphere).mean(axis=0)
-    assert centre[0] < np.argwhere(org == L["liver"]).mean(axis=0)[0]  # patient's right (RAS: low x)
-    # with an LPS-style affine (x axis flipped) the right lobe is the high-index half
+    assert centre[0] > np.argwhere(org == L["liver"]).mean(axis=0)[0]  # patient's right (RAS: +x, high index)
+    # with an LPS-style affine (x axis flipped) the right lobe is the low-index half
     aff = np.diag([-4.0, 4.0, 4.0, 1.0])
     sphere2, _ = O.liver_reference_sphere(org == L["liver"], les, affine=aff)
-    assert np.argwhere(sphere2).mean(axis=0)[0] > np.argwhere(org == L["liver"]).mean(axis=0)[0]
+    assert np.argwhere(sphere2).mean(axis=0)[0] < np.argwhere(org == L["liver"]).mean(axis=0)[0]
 
 
 def test_liver_sphere_none_when_it_cannot_fit():

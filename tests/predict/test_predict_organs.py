@@ -150,3 +150,17 @@ def test_organ_errors_are_one_line(synth_tiny, tiny_model, tmp_path, capsys):
         rc = main(["predict", *args, *io, "--out", str(tmp_path / "o")])
         err = capsys.readouterr().err
         assert rc == code and needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_rerun_with_an_organ_model_is_not_skipped(synth_tiny, tiny_model, organ_model, tmp_path, capsys):
+    case = synth_tiny / "autopet" / "PETCT_0001"
+    io = ["--pet", str(case / "SUV.nii.gz"), "--ct", str(case / "CT.nii.gz"), "--device", "cpu", "--no-report",
+          "--out", str(tmp_path / "o")]
+    assert main(["predict", "--model", str(tiny_model), *io]) == 0
+    assert not (tmp_path / "o" / "organs.csv").exists()
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tiny_model), "--organs", str(organ_model), *io]) == 0
+    assert "another organ model" in capsys.readouterr().out
+    assert (tmp_path / "o" / "organs.csv").is_file()
+    assert main(["predict", "--model", str(tiny_model), "--organs", str(organ_model), *io]) == 0
+    assert "nothing to do" in capsys.readouterr().out

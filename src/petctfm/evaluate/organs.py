@@ -27,7 +27,8 @@ see docs/organs.md.
   (``petctfm synth``) label the whole aorta (root, arch, descending, abdominal) as ``aorta``, so the same rule
   applies to them.
 
-Orientation: ``affine`` (4x4 voxel -> RAS mm) tells right (-x), posterior (-y) and superior (+z); without it
+Orientation: ``affine`` (4x4 voxel -> RAS mm) tells the patient's right (+x in RAS), posterior (-y) and superior
+(+z); without it
 the arrays are taken as RAS-ordered (a harmonized case) with ``spacing``.
 
 **Segmentation metrics** (:func:`organ_case_metrics`): per organ Dice (MONAI ``compute_dice``) and normalized
@@ -144,6 +145,14 @@ def _ball_at(shape: tuple[int, ...], centre: Sequence[int], spacing: np.ndarray,
 # ------------------------------------------------------------------------------------------------ references
 
 
+def _box(mask: np.ndarray, pad_mm: float, spacing: np.ndarray) -> tuple[slice, ...]:
+    """The bounding box of ``mask`` grown by ``pad_mm`` (clipped to the array): distance transforms run there."""
+    idx = np.nonzero(mask)
+    pad = np.ceil(pad_mm / spacing).astype(int) + 1
+    return tuple(slice(max(0, int(i.min()) - int(p)), min(int(n), int(i.max()) + 1 + int(p)))
+                 for i, p, n in zip(idx, pad, mask.shape))
+
+
 def liver_reference_sphere(liver: np.ndarray, lesions: np.ndarray | None, spacing: Sequence[float] | None = None,
                            affine: np.ndarray | None = None, radius_mm: float = LIVER_SPHERE_RADIUS_MM,
                            edge_margin_mm: float = 5.0, lesion_margin_mm: float = 10.0
@@ -151,30 +160,33 @@ def liver_reference_sphere(liver: np.ndarray, lesions: np.ndarray | None, spacin
     """The PERCIST liver reference sphere (module docstring): ``(mask (X, Y, Z) bool, note)``; mask None when no
     sphere fits (the note says why). Every sphere voxel lies at least ``edge_margin_mm`` inside the liver (its
     distance to the nearest non-liver voxel is > ``edge_margin_mm``) and at least ``lesion_margin_mm`` from every
-    lesion voxel."""
+    lesion voxel; the centre is on the patient's right (RAS +x) of the liver's centroid when possible."""
     sp = _spacing_of(spacing, affine)
     liver = np.asarray(liver, bool)
     if not liver.any():
         return None, "no liver"
+    # everything below runs in the liver's box grown by the sphere + lesion margin (lesions farther away from
+    # every liver voxel cannot come within the margin of a sphere inside the liver)
+    box = _box(liver, radius_mm + lesion_margin_mm, sp)
+    lv = liver[box]
     # a sphere of radius R at c lies in liver-eroded-by-m iff c is farther than R + m from the outside
-    deep = _distance_to_outside(liver, sp)
+    deep = _distance_to_outside(lv, sp)
     ok = deep > radius_mm + edge_margin_mm
-    if lesions is not None and np.any(lesions):
-        ok &= _distance_to(np.asarray(lesions) > 0, sp) >= radius_mm + lesion_margin_mm
+    if lesions is not None and np.any(np.asarray(lesions)[box]):
+        ok &= _distance_to(np.asarray(lesions)[box] > 0, sp) >= radius_mm + lesion_margin_mm
     if not ok.any():
         return None, "no 3 cm sphere fits in the liver away from its edges and lesions"
+    offset = np.array([s.start for s in box])
     idx = np.argwhere(ok)
-    right_ax, right_sign = _axis_of(affine, 0)
-    liver_idx = np.argwhere(liver)
-    centroid_x = _ras(liver_idx.mean(axis=0, keepdims=True), sp, affine)[0, 0]
-    x = _ras(idx, sp, affine)[:, 0]
-    right = x < centroid_x  # RAS: the patient's right is -x
+    centroid_x = _ras(np.argwhere(lv).mean(axis=0, keepdims=True) + offset, sp, affine)[0, 0]
+    x = _ras(idx + offset, sp, affine)[:, 0]
+    right = x > centroid_x  # RAS: +x is the patient's right
     note = "right lobe"
     if not right.any():
         note = "no sphere fits in the right lobe: placed elsewhere in the liver"
         right = np.ones(len(idx), bool)
     cand = idx[right]
-    best = cand[int(np.argmax(deep[tuple(cand.T)]))]
+    best = cand[int(np.argmax(deep[tuple(cand.T)]))] + offset
     return _ball_at(liver.shape, best, sp, radius_mm), note
 
 
@@ -203,8 +215,12 @@ def blood_pool_roi(aorta: np.ndarray, lungs: np.ndarray | None, lesions: np.ndar
             note = "no aorta within the lungs' span: the whole aorta used"
     else:
         note = "no lungs labelled: the whole aorta used"
-    keep = (np.ones(aorta.shape, bool) if lesions is None
-            else _distance_to(np.asarray(lesions) > 0, sp) > lesion_margin_mm)
+    keep = np.ones(aorta.shape, bool)
+    if lesions is not None:
+        box = _box(aorta, lesion_margin_mm, sp)
+        near = np.asarray(lesions)[box] > 0
+        if near.any():
+            keep[box] = _distance_to(near, sp) > lesion_margin_mm
     parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # slice -> (2-D mask of the posterior part, centre)
     for k in slices:
         sl = [slice(None)] * 3

@@ -105,6 +105,8 @@ def stale_reason(summary_path: str | os.PathLike, case: SourceCase, settings: di
         return "it was made from another input (PET/CT files differ)"
     if _get(stored, "model", "weights_blake2b") != _get(settings, "model", "weights_blake2b"):
         return "it was made by another model (weights differ)"
+    if _get(stored, "organs_model", "weights_blake2b") != _get(settings, "organs_model", "weights_blake2b"):
+        return "it was made with another organ model (--organs; weights differ or one is absent)"
     for a, b in SETTINGS:
         if _get(stored, a, b) != _get(settings, a, b):
             return f"it was made with {a}.{b} = {_get(stored, a, b)} (now {_get(settings, a, b)})"

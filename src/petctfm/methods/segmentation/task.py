@@ -232,7 +232,7 @@ class FinetuneTask:
             loss = ds([o.float() for o in out], label.float())  # MONAI resizes the label (nearest-exact)
         else:
             loss = self.loss_fn()(out.float(), label)
-        return loss, {"fg_fraction": label.float().mean().detach()}
+        return loss, {"fg_fraction": (label > 0).float().mean().detach()}  # labelled voxels (any class)
 
     @torch.no_grad()
     def on_checkpoint(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int, run_dir: Path) -> None:
