@@ -119,3 +119,28 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_class_probabilities_flip_tta_and_label_values():
+    """predict_labels: the argmax of every class's probability, in the classes' label values; the 8-flip TTA of
+    the class probabilities is exactly flip-equivariant on one window (the class axis is not flipped)."""
+    from petctfm.inference.sliding_window import lesion_probability, predict_labels
+    from petctfm.methods.segmentation.model import build_model
+    from petctfm.methods.segmentation.task import DEFAULT_CONFIG
+
+    cfg = json.loads(json.dumps(DEFAULT_CONFIG))
+    cfg["model"]["backbone"] = "unet-resenc-tiny"
+    cfg["task"] = {"name": "organs", "classes": {"liver": 1, "bone": 11, "spleen": 2}}
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    x = np.random.default_rng(0).normal(0, 1, (2, 16, 16, 16)).astype(np.float32)
+    prob = lesion_probability(model, x, 16, device="cpu", channel=None)
+    assert prob.shape == (4, 16, 16, 16) and np.allclose(prob.sum(axis=0), 1.0, atol=1e-5)
+    labels = predict_labels(model, x, 16, [0, 1, 11, 2], device="cpu")
+    np.testing.assert_array_equal(labels, np.array([0, 1, 11, 2], np.uint8)[prob.argmax(axis=0)])
+    flipped = np.ascontiguousarray(np.flip(x, (1, 3)))
+    a = lesion_probability(model, x, 16, device="cpu", tta=8, channel=None)
+    b = lesion_probability(model, flipped, 16, device="cpu", tta=8, channel=None)
+    np.testing.assert_allclose(np.flip(b, (1, 3)), a, atol=1e-5)
+    with pytest.raises(ValueError, match="4 classes"):
+        predict_labels(model, x, 16, [0, 1], device="cpu")
