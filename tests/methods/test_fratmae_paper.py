@@ -85,6 +85,9 @@ def test_18f_and_68ga_psma_stay_distinct_through_harmonize():
     assert ga["radiopharmaceutical"] == "ga-68 psma-11" and f18["radiopharmaceutical"] == "18f-psma-1007"
     assert pt("Fluorodeoxyglucose", "^18^Fluorine")["radiopharmaceutical"] == "18fluorine fluorodeoxyglucose"
     assert "radiopharmaceutical" in KEPT_FIELDS
+    for fdg in ("Fludeoxyglucose F^18^", "Fluorodeoxyglucose", "18F-FDG", "Fluordesoxyglucose"):  # DICOM spellings
+        assert pt(fdg, "^18^Fluorine")["tracer"] == "fdg", fdg
+    assert pt("Sodium fluoride", "^18^Fluorine").get("tracer") is None
     assert meta_from_row({"radiopharmaceutical": "68Ga-PSMA-11"})["radiopharmaceutical"] == "68ga-psma-11"
     t_ga = prompt_words({**ga, "diagnosis": "prostate_cancer"})
     t_f = prompt_words({**f18, "diagnosis": "prostate_cancer"})

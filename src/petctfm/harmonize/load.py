@@ -34,8 +34,8 @@ def _tracer_from_dicom(ds: Any) -> str | None:
                     for item in seq).lower()
     if "psma" in text or "pylarify" in text or "piflufolastat" in text:
         return "psma"
-    if "fdg" in text or "fluorodeoxyglucose" in text:
-        return "fdg"
+    if "fdg" in text or re.search(r"fl[a-z-]*glucose", text):
+        return "fdg"  # FDG, Fluorodeoxyglucose, Fludeoxyglucose F^18^ (the DICOM code meaning), Fluordesoxyglucose
     return None
 
 
