@@ -197,10 +197,17 @@ class FinetuneTask:
             freeze_encoder(model)
         return model
 
+    @property
+    def organs(self) -> bool:
+        """A multi-organ run (``task.name == "organs"``); a subclass whose config has no ``task`` section
+        (FratMAE's) segments lesions."""
+        task = getattr(self.cfg, "task", None)
+        return task is not None and task.name == "organs"
+
     def dataset(self, rank: int = 0) -> LabeledPatchDataset:
         if not self.cfg.dataset:
             raise InputError("no dataset given (config 'dataset' or --data)")
-        if self.cfg.task.name == "organs":  # organs.npy, its values in task.classes order -> classes 1..K
+        if self.organs:  # organs.npy, its values in task.classes order -> classes 1..K
             return LabeledPatchDataset(self.cfg.dataset, self.data_cfg, self.cfg.subset.cases, seed=self.cfg.seed,
                                        rank=rank, label_file=ORGANS_FILE,
                                        label_values=list(self.cfg.task.classes.values()))
@@ -239,7 +246,7 @@ class FinetuneTask:
         """Validate on the val split, append to ``val.jsonl``, keep the best checkpoint by mean val Dice."""
         if not self.cfg.dataset:
             return
-        if self.cfg.task.name == "organs":
+        if self.organs:
             from petctfm.methods.segmentation.validation import validate_organs
 
             result = validate_organs(model, self.config, self.cfg.dataset, split=self.cfg.val.split)
