@@ -58,7 +58,10 @@ ROWS: dict[str, dict] = {
                                            "train.weight_decay": 3e-5}},
     "ema_0.999": {**RECIPE, "overrides": {"train.ema_decay": 0.999}},
     "hot_neg_0.2": {**RECIPE, "overrides": {"data.hot_neg_prob": 0.2}},
+    # third round: lesion-balanced oversampling (chosen, so the plan's own since then; ``recipe`` rows trained
+    # before 2026-12-06 03:30 UTC had voxel balance, which ``voxel_balance`` reproduces)
     "lesion_balance": {**RECIPE, "overrides": {"data.fg_balance": "lesion"}},
+    "voxel_balance": {**RECIPE, "overrides": {"data.fg_balance": "voxel"}},
 }
 
 

@@ -139,6 +139,8 @@ def test_planned_run_trains_with_deep_supervision_and_reproduces_from_its_config
         assert task["model"]["overrides"]["deep_supervision"] is True
         assert task["model"]["overrides"]["strides"] == plan["model_overrides"]["strides"]
         assert train["lr_schedule"] == "poly" and train["precision"] == "fp32"
+        assert task["data"]["fg_balance"] == plan["fg_balance"] == "lesion"  # round three's choice
+        assert task["data"]["fg_prob"] == plan["fg_prob"] == 0.66
         # validated (a best checkpoint) and loadable: in eval mode the network returns one tensor
         assert (run / "best" / "model.safetensors").is_file()
         model, cfg = load_model(run)

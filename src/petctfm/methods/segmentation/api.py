@@ -50,6 +50,7 @@ def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str
     task_cfg["data"]["patch_size"] = p["patch_size"]
     task_cfg["data"]["batch_size"] = p["batch_size"]
     task_cfg["data"]["fg_prob"] = p["fg_prob"]
+    task_cfg["data"]["fg_balance"] = p["fg_balance"]
     task_cfg["plan"] = {**p, "fingerprint": fp}
     return {**train_base, "precision": p["precision"], "lr_schedule": p["lr_schedule"],
             "batch_size": p["batch_size"], "lr": p["lr"]}
