@@ -12,12 +12,39 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from torch import nn
 
 from petctfm.data import format as fmt
+
+
+def _each_case(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, ids: Sequence[str],
+               score: Callable[[dict[str, Any], np.ndarray, np.ndarray, Any], Any]) -> dict[str, Any] | None:
+    """``{case_id: score(case, x, bg, device)}`` over ``ids`` in eval mode (the model's mode restored after):
+    ``case`` from :func:`petctfm.data.format.load_case`, ``x`` (C, X, Y, Z) / ``bg`` its normalized input
+    (:func:`petctfm.inference.normalize.normalized_input`). None when a stop is requested meanwhile (SIGTERM /
+    Ctrl-C, checked before each case) or ``ids`` is empty."""
+    from petctfm.inference.normalize import normalized_input
+    from petctfm.train.progress import stop_requested
+
+    if not ids:
+        return None
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    rows = {}
+    try:
+        for cid in ids:
+            if stop_requested():
+                return None
+            case = fmt.load_case(dataset, cid, mmap=True)
+            x, bg = normalized_input(np.asarray(case["image"]), cfg)
+            rows[cid] = score(case, x, bg, device)
+    finally:
+        model.train(was_training)
+    return rows
 
 
 def validate(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, split: str = "val",
@@ -31,28 +58,17 @@ def validate(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, split: 
     "fp_volume_ml": mean, "fn_volume_ml": mean, "cases": {case_id: dice}}``.
     """
     from petctfm.evaluate.metrics import case_metrics
-    from petctfm.inference.normalize import normalized_input
     from petctfm.inference.sliding_window import predict_case
-    from petctfm.train.progress import stop_requested
+
+    def score(case, x, bg, device):
+        _, label = predict_case(model, x, cfg["data"]["patch_size"], float(cfg["val"]["overlap"]), device,
+                                bg=bg, sw_batch_size=int(cfg["val"]["sw_batch_size"]))
+        return case_metrics(label, np.asarray(case["label"]), case["meta"]["spacing"])
 
     ids = list(ids) if ids is not None else (fmt.load_splits(dataset).get(split) or [])
-    if not ids:
+    rows = _each_case(model, cfg, dataset, ids, score)
+    if not rows:
         return None
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    rows = {}
-    try:
-        for cid in ids:
-            if stop_requested():
-                return None
-            case = fmt.load_case(dataset, cid, mmap=True)
-            x, bg = normalized_input(np.asarray(case["image"]), cfg)
-            _, label = predict_case(model, x, cfg["data"]["patch_size"], float(cfg["val"]["overlap"]), device,
-                                    bg=bg, sw_batch_size=int(cfg["val"]["sw_batch_size"]))
-            rows[cid] = case_metrics(label, np.asarray(case["label"]), case["meta"]["spacing"])
-    finally:
-        model.train(was_training)
     dices = [r["dice"] for r in rows.values() if math.isfinite(r["dice"])]
     return {"dice": float(np.mean(dices)) if dices else float("nan"), "n_cases": len(rows), "n_dice": len(dices),
             "fp_volume_ml": float(np.mean([r["fp_volume_ml"] for r in rows.values()])),
@@ -73,32 +89,21 @@ def validate_organs(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, 
     """
     from petctfm.evaluate.organs import organ_case_metrics
     from petctfm.inference.model import output_classes
-    from petctfm.inference.normalize import normalized_input
     from petctfm.inference.sliding_window import predict_labels
-    from petctfm.train.progress import stop_requested
+
+    classes = output_classes(cfg)
+
+    def score(case, x, bg, device):
+        pred = predict_labels(model, x, cfg["data"]["patch_size"], list(classes.values()),
+                              float(cfg["val"]["overlap"]), device, bg=bg,
+                              sw_batch_size=int(cfg["val"]["sw_batch_size"]))
+        return organ_case_metrics(pred, np.asarray(case["organs"]), classes, case["meta"]["spacing"], nsd=False)
 
     ids = list(ids) if ids is not None else (fmt.load_splits(dataset).get(split) or [])
     ids = [c for c in ids if (fmt.case_dir(dataset, c) / "organs.npy").is_file()]
-    if not ids:
+    per_case: dict[str, dict[str, dict[str, float]]] | None = _each_case(model, cfg, dataset, ids, score)
+    if not per_case:
         return None
-    classes = output_classes(cfg)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    per_case: dict[str, dict[str, dict[str, float]]] = {}
-    try:
-        for cid in ids:
-            if stop_requested():
-                return None
-            case = fmt.load_case(dataset, cid, mmap=True)
-            x, bg = normalized_input(np.asarray(case["image"]), cfg)
-            pred = predict_labels(model, x, cfg["data"]["patch_size"], list(classes.values()),
-                                  float(cfg["val"]["overlap"]), device, bg=bg,
-                                  sw_batch_size=int(cfg["val"]["sw_batch_size"]))
-            gt = np.asarray(case["organs"])
-            per_case[cid] = organ_case_metrics(pred, gt, classes, case["meta"]["spacing"], nsd=False)
-    finally:
-        model.train(was_training)
     organs = {}
     for name in classes:
         if name == "background":
