@@ -10,9 +10,11 @@ new experiments are added without touching the others (``metabolic-network``:
 from __future__ import annotations
 
 import argparse
+import sys
 
 from petctfm.cli._api import api_default
 from petctfm.cli._common import add_command
+from petctfm.core.errors import ExitCode
 
 LE = "petctfm.experiments.label_efficiency.run:run_label_efficiency"
 FRAT = "petctfm.experiments.fratmae_ablation.run:run_fratmae_ablation"
@@ -295,6 +297,9 @@ petctfm harmonize --in synth/autopet --out dataset/ --spacing 8 8 8
 petctfm experiment metabolic-network --data dataset/ --out exp/metnet --group-by diagnosis \\
     --groups lymphoma,negative+melanoma+lung_cancer --planted synth/organ_covariance.json
 
+# organ maps predicted by an organ model (petctfm finetune --task organs); ground-truth lesions still excluded
+petctfm experiment metabolic-network --data dataset/ --model runs/organs --out exp/metnet_pred
+
 # per-case organ tables (DIR/<case_id>/organs.csv with organ,suv_mean) and a metadata CSV with case_id
 petctfm experiment metabolic-network --tables organ_tables/ --metadata organ_tables/metadata.csv --out exp/metnet
 """
@@ -309,15 +314,18 @@ def _register_metabolic_network(sub) -> None:
         "covariates, z-scored; Pearson and Ledoit-Wolf partial correlation, FDR-corrected edges, bootstrap edge "
         "stability; with --group-by a network per group, per-edge group differences by permutation test and a "
         "null check on random halves. Writes edges.csv, matrix CSVs, heatmap.png, network.png and results.md. "
-        "Exit codes: 2 bad options, 3 bad input, 4 output not writable. See docs/metabolic-network.md.",
+        "With --model the organ maps are predicted by an organ model. "
+        "Exit codes: 2 bad options, 3 bad input (a missing or wrong --model too), 4 output not writable, 5 done "
+        "but the model failed on some cases (failed.csv). See docs/metabolic-network.md.",
         examples=METABOLIC_NETWORK_EXAMPLES,
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", metavar="DATASET", help="harmonized dataset folder (its ground-truth organ maps)")
     src.add_argument("--tables", metavar="DIR", help="folder of per-case tables DIR/<case_id>/organs.csv "
                      "(columns organ, suv_mean)")
-    p.add_argument("--model", metavar="RUN", help="organ model whose predicted masks to use (not available yet: "
-                   "use --tables with the per-case organs.csv of an organ prediction)")
+    p.add_argument("--model", metavar="RUN", help="with --data: an organ model (petctfm finetune --task organs) "
+                   "whose predicted organ maps of every case replace the ground truth (ground-truth lesion voxels "
+                   "still excluded); a case it fails on is left out (failed.csv, exit 5)")
     p.add_argument("--metadata", metavar="CSV", help="with --tables: metadata CSV with a case_id column (default "
                    "DIR/metadata.csv or DIR/manifest.csv)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -344,6 +352,7 @@ def _register_metabolic_network(sub) -> None:
                    help="with --data: erode each organ by N voxels before its SUVmean (edge voxels carry the "
                    "neighbours' uptake), 0-5 (default {default})")
     p.add_argument("--seed", type=int, action=api_default(METNET, "seed"), help="random seed, >= 0 (default {default})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while --model predicts")
     p.set_defaults(func=_run_metabolic_network)
 
 
@@ -353,13 +362,18 @@ def _run_metabolic_network(args: argparse.Namespace) -> int:
 
     out = run_metabolic_network(args.out, **given(args, ("data", "model", "tables", "metadata", "group_by", "groups",
                                                          "covariates", "organs", "planted", "alpha", "permutations",
-                                                         "bootstrap", "null_splits", "min_group", "seed", "erode")))
+                                                         "bootstrap", "null_splits", "min_group", "seed", "erode")),
+                                progress=bool(args.model) and not args.no_progress)
     extra = ""
     if out["planted"]:
         t = out["planted"]
         extra = f"; planted edges: precision {t['precision']:.2f}, recall {t['recall']:.2f}"
     print(f"experiment metabolic-network: {out['n_cases']} cases, {len(out['organs'])} organs, {out['n_edges']} edges, "
           f"{out['n_group_differences']} group differences{extra}; results in {out['results_md']}")
+    if out["failed"]:
+        print(f"experiment metabolic-network: the organ model failed on {len(out['failed'])} case(s), left out "
+              f"(listed in {out['failed_csv']})", file=sys.stderr)
+        return int(ExitCode.PARTIAL)
     return 0
 
 

@@ -31,6 +31,10 @@ Orientation: ``affine`` (4x4 voxel -> RAS mm) tells the patient's right (+x in R
 (+z); without it
 the arrays are taken as RAS-ordered (a harmonized case) with ``spacing``.
 
+**Cohort value** (:func:`organ_suv_means`): the SUVmean per organ, lesion voxels excluded, after eroding each
+organ by N voxels (default 1; edge voxels carry the neighbours' uptake through the PET blur): what the metabolic
+covariance network (``petctfm experiment metabolic-network``) correlates, for ground-truth and predicted maps.
+
 **Segmentation metrics** (:func:`organ_case_metrics`): per organ Dice (MONAI ``compute_dice``) and normalized
 surface distance (MONAI ``compute_surface_dice``, tolerance ``nsd_tolerance_mm``, default 3 mm). A class absent
 from a case is handled as nnU-Net v2 does (and as MONAI's NSD does): absent from both prediction and ground
@@ -314,6 +318,49 @@ def region_stats(suv: np.ndarray, region: np.ndarray, spacing: Sequence[float], 
             "sul_mean": mean * lbm_factor}
 
 
+#: :func:`organ_suv_means`: an organ whose erosion leaves fewer voxels than this (lesion voxels not counted) is
+#: measured whole (a small organ on a coarse grid).
+MIN_ERODED_VOXELS = 3
+
+
+def organ_suv_means(suv: np.ndarray, organs: np.ndarray, lesions: np.ndarray | None, labels: Mapping[str, int],
+                    erode: int = 1) -> tuple[dict[str, float], list[str]]:
+    """SUVmean per organ of a label map, **lesion voxels excluded**, each organ eroded by ``erode`` voxels first:
+    the cohort value of the metabolic network (``petctfm experiment metabolic-network``; docs/metabolic-network.md)
+    for ground-truth and predicted organ maps alike.
+
+    ``suv``, ``organs``, ``lesions`` (> 0 = lesion, or None): (X, Y, Z) on one grid; ``labels``: organ name ->
+    value in ``organs`` (a ``background`` entry is ignored). Erosion is 6-connected, ``erode`` iterations (0 =
+    the whole organ): the edge voxels of an organ carry its neighbours' uptake through the PET blur, which on a
+    coarse grid makes correlations of its own. An organ whose eroded lesion-free part has fewer than
+    :data:`MIN_ERODED_VOXELS` voxels is measured whole (minus lesions). The mean over the whole organ minus
+    lesions is :func:`organ_readout`'s ``suv_mean``.
+
+    Returns ``(means, whole)``: ``means[name]`` for every organ of ``labels`` (NaN when it is absent or all
+    lesion), ``whole`` the organs measured whole because erosion left too little.
+    """
+    from scipy import ndimage
+
+    organs = np.asarray(organs)
+    suv = np.asarray(suv, np.float64)
+    keep = np.ones(organs.shape, bool) if lesions is None else np.asarray(lesions) <= 0
+    means: dict[str, float] = {}
+    whole: list[str] = []
+    for name, value in labels.items():
+        if name == "background":
+            continue
+        mask = organs == int(value)
+        if erode > 0 and mask.any():
+            eroded = ndimage.binary_erosion(mask, iterations=int(erode))
+            if (eroded & keep).sum() >= MIN_ERODED_VOXELS:
+                mask = eroded
+            else:
+                whole.append(name)
+        mask &= keep
+        means[name] = float(suv[mask].mean()) if mask.any() else NAN
+    return means, whole
+
+
 def organ_readout(suv: np.ndarray, organs: np.ndarray, lesions: np.ndarray | None, spacing: Sequence[float] | None,
                   *, weight_kg: float | None = None, height_cm: float | None = None, sex: str | None = None,
                   labels: Mapping[str, int] | None = None, affine: np.ndarray | None = None,
@@ -448,4 +495,5 @@ def organ_summary(per_case: Mapping[str, Mapping[str, Mapping[str, float]]], n_r
 
 __all__ = ["ORGAN_COLUMNS", "LIVER_REFERENCE", "BLOOD_POOL_REFERENCE", "LIVER_SPHERE_RADIUS_MM",
            "DEFAULT_NSD_TOLERANCE_MM", "lean_body_mass", "liver_reference_sphere", "blood_pool_roi", "region_stats",
-           "organ_readout", "reference_rows", "reference_masks", "organ_case_metrics", "organ_summary"]
+           "organ_readout", "organ_suv_means", "MIN_ERODED_VOXELS", "reference_rows", "reference_masks",
+           "organ_case_metrics", "organ_summary"]

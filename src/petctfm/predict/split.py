@@ -39,6 +39,22 @@ def write_label_nifti(label: np.ndarray, affine: np.ndarray, path: str | Path) -
     return path
 
 
+def case_label_map(model: torch.nn.Module, cfg: dict, image: np.ndarray, overlap: float,
+                   device: torch.device | None = None) -> np.ndarray:
+    """The predicted label map (X, Y, Z) uint8 of one harmonized case's raw [SUV, HU] ``image`` (2, X, Y, Z) on
+    its own grid: the model's normalization (:func:`petctfm.inference.normalize.normalized_input`), then a lesion
+    mask (:func:`petctfm.inference.sliding_window.predict_case`) or, for an organ model, the organ label map in
+    the organ values of its classes (:func:`petctfm.inference.sliding_window.predict_labels`); the training
+    patch, ``overlap``, the config's ``val.sw_batch_size``. ``model`` from
+    :func:`petctfm.inference.model.load_segmenter`, already on ``device`` (None: the model's)."""
+    x, bg = normalized_input(np.asarray(image), cfg)
+    sw = int(cfg["val"].get("sw_batch_size", 2))
+    if is_organ_model(cfg):
+        return predict_labels(model, x, cfg["data"]["patch_size"], list(output_classes(cfg).values()), overlap,
+                              device, bg=bg, sw_batch_size=sw)
+    return predict_case(model, x, cfg["data"]["patch_size"], overlap, device, bg=bg, sw_batch_size=sw)[1]
+
+
 def predict_split(run_or_ckpt: str | Path, dataset: str | Path, split: str = "test",
                   out_dir: str | Path = "predictions", overlap: float | None = None,
                   device: str | torch.device | None = None, progress: bool = False,
@@ -62,16 +78,10 @@ def predict_split(run_or_ckpt: str | Path, dataset: str | Path, split: str = "te
         task = bar.add_task(f"predict {split}", total=len(ids))
         for cid in ids:
             case = fmt.load_case(dataset, cid, mmap=True)
-            x, bg = normalized_input(np.asarray(case["image"]), cfg)
-            if is_organ_model(cfg):  # an organ label map in the organ values of the model's classes
-                label = predict_labels(model, x, cfg["data"]["patch_size"], list(output_classes(cfg).values()), ov,
-                                       dev, bg=bg, sw_batch_size=int(cfg["val"].get("sw_batch_size", 2)))
-            else:
-                _, label = predict_case(model, x, cfg["data"]["patch_size"], ov, dev, bg=bg,
-                                        sw_batch_size=int(cfg["val"].get("sw_batch_size", 2)))
+            label = case_label_map(model, cfg, case["image"], ov, dev)
             out.append(write_label_nifti(label, np.asarray(case["meta"]["affine"]), Path(out_dir) / f"{cid}.nii.gz"))
             bar.advance(task)
     return out
 
 
-__all__ = ["write_label_nifti", "predict_split"]
+__all__ = ["write_label_nifti", "case_label_map", "predict_split"]

@@ -26,6 +26,7 @@ class Settings:
     """Everything that decides the result (saved in ``experiment.yaml``)."""
 
     data: str | None = None
+    model: str | None = None  # an organ model: its predicted organ maps of ``data`` instead of the ground truth
     tables: str | None = None
     metadata: str | None = None
     group_by: str | None = None
@@ -63,14 +64,9 @@ def check_settings(data=None, model=None, tables=None, metadata=None, group_by=N
     if (data is None) == (tables is None):
         raise UsageError("give exactly one input: data=DATASET (ground-truth or predicted organ maps) or "
                          "tables=DIR (per-case organs.csv)", arg="data")
-    if model is not None:
-        if tables is not None:
-            raise UsageError(f"model={model}: a model predicts the organ maps of a dataset; organ tables already "
-                             "hold the organ values", arg="model")
-        raise UsageError(f"model={model}: organ masks predicted by a model are not available yet (the organ model "
-                         "and its per-case organ readout come with issue 24, items 1-2); give the per-case organs.csv "
-                         "tables of an organ prediction as the tables input instead, or leave the model out to use "
-                         "the dataset's ground-truth organ maps", arg="model")
+    if model is not None and tables is not None:
+        raise UsageError(f"model={model}: a model predicts the organ maps of a dataset; organ tables already "
+                         "hold the organ values", arg="model")
     if metadata is not None and tables is None:
         raise UsageError(f"metadata={metadata}: only with organ tables (a dataset carries its own metadata)",
                          arg="metadata")
@@ -85,7 +81,8 @@ def check_settings(data=None, model=None, tables=None, metadata=None, group_by=N
         raise UsageError(f"covariates={','.join(covariates)}: holds the group column {group_by!r}; the groups are "
                          "compared, not adjusted away", arg="covariates")
     return Settings(
-        data=None if data is None else str(data), tables=None if tables is None else str(tables),
+        data=None if data is None else str(data), model=None if model is None else str(model),
+        tables=None if tables is None else str(tables),
         metadata=None if metadata is None else str(metadata), group_by=group_by, groups=groups,
         covariates=covariates, organs=_names("organs", organs),
         alpha=check_float("alpha", alpha, lo=0.0, hi=0.5, lo_open=True),
@@ -102,6 +99,8 @@ def command_line(settings: Settings, out: str | Path) -> str:
     """The ``petctfm experiment metabolic-network`` command that reproduces ``settings`` into ``out``."""
     words: list[Any] = ["petctfm", "experiment", "metabolic-network"]
     words += ["--data", settings.data] if settings.data else ["--tables", settings.tables]
+    if settings.model:
+        words += ["--model", settings.model]
     if settings.metadata:
         words += ["--metadata", settings.metadata]
     words += ["--out", str(out)]

@@ -21,6 +21,8 @@ from petctfm.experiments.metabolic_network.uptake import Cohort, from_dataset, f
 MIN_ORGAN_SHARE = 0.5
 #: Planted edges: |planted r| at least this (organ_covariance.json of petctfm synth --metabolic-structure).
 PLANTED_EDGE = 0.3
+#: With a model: the cases it failed on (``case, reason``; header only when none did).
+FAILED_CSV = "failed.csv"
 
 
 def _select_organs(cohort: Cohort, settings: Settings, notes: list[str]) -> tuple[list[int], np.ndarray]:
@@ -137,14 +139,16 @@ def run_metabolic_network(out: str | Path, data: str | Path | None = None, model
                           tables: str | Path | None = None, metadata: str | Path | None = None,
                           group_by: str | None = None, groups=None, covariates=None, organs=None,
                           alpha: float = 0.05, permutations: int = 1000, bootstrap: int = 500, null_splits: int = 20,
-                          min_group: int = 10, seed: int = 0, planted: str | Path | None = None, erode: int = 1
-                          ) -> dict[str, Any]:
+                          min_group: int = 10, seed: int = 0, planted: str | Path | None = None, erode: int = 1,
+                          device: str | None = None, progress: bool = False) -> dict[str, Any]:
     """The whole-body metabolic covariance network of a cohort, written to ``out``.
 
     Args:
         out: output folder (created; files in it are overwritten).
-        data: a harmonized dataset: its ground-truth organ maps (lesion voxels excluded). ``model``: not available
-            yet (a one-line UsageError saying what to do instead).
+        data: a harmonized dataset: its ground-truth organ maps, or with ``model`` (an organ model, ``petctfm
+            finetune --task organs``) the organ maps it predicts on every case of the manifest; ground-truth lesion
+            voxels (``label.npy``) excluded either way. A case the model fails on is left out with a one-line
+            warning and listed in ``failed.csv`` (the returned ``failed``); the others go on.
         tables, metadata: instead of ``data``, per-case ``organs.csv`` tables (``DIR/<case_id>/organs.csv``,
             columns ``organ, suv_mean``) and a metadata CSV with ``case_id`` (default ``DIR/metadata.csv`` or
             ``DIR/manifest.csv``).
@@ -157,11 +161,14 @@ def run_metabolic_network(out: str | Path, data: str | Path | None = None, model
         alpha: FDR level of the edges; permutations (>= 1000), bootstrap (resamples; 0 = none), null_splits
             (random halves tested like groups; 0 = none), seed: the random numbers.
         planted: an ``organ_covariance.json`` (``petctfm synth --metabolic-structure``): recovery reported.
-        erode: with ``data``, each ground-truth organ is eroded by this many voxels before its SUVmean (edge voxels
-            carry the neighbours' uptake through the PET blur); 0 = the whole organ.
+        erode: with ``data``, each organ (ground-truth or predicted) is eroded by this many voxels before its
+            SUVmean (edge voxels carry the neighbours' uptake through the PET blur); 0 = the whole organ.
+        device: where the organ model runs (default CUDA when available); progress: a progress bar over the cases
+            while the model predicts.
 
     Returns:
-        ``{"out", "results_md", "edges_csv", "n_cases", "organs", "n_edges", "planted", ...}``.
+        ``{"out", "results_md", "edges_csv", "n_cases", "organs", "n_edges", "planted", "failed", ...}``
+        (``failed``: ``[{"case", "reason"}]`` of the cases the model failed on).
     """
     from petctfm.experiments.metabolic_network import report
     from petctfm.io.atomic import ensure_output_dir
@@ -173,7 +180,7 @@ def run_metabolic_network(out: str | Path, data: str | Path | None = None, model
     if settings.planted is not None and not Path(settings.planted).is_file():
         raise InputError(f"{settings.planted}: planted organ_covariance.json not found")
     ensure_output_dir(out, create=False)  # a bad output folder is refused before the work, created after it
-    cohort = (from_dataset(settings.data, settings.erode) if settings.data
+    cohort = (from_dataset(settings.data, settings.erode, settings.model, device, progress) if settings.data
               else from_tables(settings.tables, settings.metadata))
     notes = list(cohort.notes)
     cols, keep = _select_organs(cohort, settings, notes)
@@ -243,10 +250,17 @@ def run_metabolic_network(out: str | Path, data: str | Path | None = None, model
     out = ensure_output_dir(out)
     result["command"] = command_line(settings, out)
     files = report.write_all(out, result)
+    if settings.model:
+        from petctfm.io.atomic import atomic_write_text
+        from petctfm.io.tables import csv_text
+
+        atomic_write_text(out / FAILED_CSV, csv_text(cohort.failed, ("case", "reason")))
+        files["failed_csv"] = str(out / FAILED_CSV)
     n_edges = int((pooled["q"][iu] < settings.alpha).sum())
     return {"out": str(out), **files, "n_cases": n, "organs": organ_names, "n_edges": n_edges, "planted": truth,
             "n_group_differences": sum(d["significant"] for d in diffs),
-            "null_splits": [{k: v for k, v in x.items() if not k.startswith("_")} for x in nulls]}
+            "null_splits": [{k: v for k, v in x.items() if not k.startswith("_")} for x in nulls],
+            "failed": list(cohort.failed)}
 
 
 __all__ = ["run_metabolic_network"]

@@ -2,8 +2,10 @@
 
 Two sources:
 
-- a harmonized dataset (``data``): the ground-truth organ maps ``cases/<id>/organs.npy`` on the PET channel of
-  ``image.npy``, lesion voxels (``label.npy`` > 0) excluded; metadata from ``manifest.csv``;
+- a harmonized dataset (``data``): the ground-truth organ maps ``cases/<id>/organs.npy``, or with ``model`` the
+  organ maps an organ model predicts on each case, on the PET channel of ``image.npy``, ground-truth lesion voxels
+  (``label.npy`` > 0) excluded, each organ eroded (:func:`petctfm.evaluate.organs.organ_suv_means`, the one
+  owner of that value); metadata from ``manifest.csv``;
 - a folder of tables (``tables``): ``DIR/<case_id>/organs.csv`` with at least the columns ``organ, suv_mean``
   (what an organ readout such as ``petctfm predict --organs`` writes per case; lesion exclusion is then the
   writer's job), and a metadata CSV with a ``case_id`` column (``DIR/metadata.csv`` or ``DIR/manifest.csv``, or
@@ -12,16 +14,17 @@ Two sources:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from petctfm.core.errors import InputError
+from petctfm.core.errors import InputError, PetctfmError
 from petctfm.experiments.metabolic_network.plan import TABLE_COLUMNS, TABLE_FILE, TABLE_METADATA
 
 log = logging.getLogger(__name__)
@@ -38,43 +41,17 @@ class Cohort:
     meta: list[dict[str, Any]]
     source: str
     notes: list[str] = field(default_factory=list)
-
-
-#: An eroded organ with fewer voxels than this is measured whole (a small organ at a coarse grid).
-MIN_ERODED_VOXELS = 3
+    failed: list[dict[str, str]] = field(default_factory=list)  # {"case", "reason"}: cases a model failed on
 
 
 def _gt_organ_suv_means(pet: np.ndarray, organs: np.ndarray, lesion: np.ndarray | None, labels: dict[str, int],
                         erode: int = 1) -> tuple[dict[str, float], int]:
-    """SUVmean per organ of a ground-truth organ map, lesion voxels excluded (NaN when no voxel is left).
+    """``(means, number of organs measured whole)`` of :func:`petctfm.evaluate.organs.organ_suv_means`, the one
+    owner of the per-organ SUVmean (erosion, lesion exclusion); kept under its old name for older callers."""
+    from petctfm.evaluate.organs import organ_suv_means
 
-    Each organ is eroded by ``erode`` voxels first (6-connected; 0 = none), which keeps its edge voxels, where
-    the PET blur mixes in the neighbours' uptake, out of the mean; an organ whose erosion leaves fewer than
-    :data:`MIN_ERODED_VOXELS` voxels is measured whole. Returns ``(means, number of organs measured whole for
-    that reason)``.
-
-    Deliberately minimal and private: the full organ readout (volume, SUVmax/peak, SUL, PERCIST references) is
-    being written separately for ``petctfm predict --organs`` (issue 24, item 2); this experiment should read its
-    organ values from that module once it exists, and this function then goes.
-    """
-    from scipy import ndimage
-
-    organs = np.asarray(organs)
-    pet = np.asarray(pet, np.float64)
-    keep = np.ones(organs.shape, bool) if lesion is None else np.asarray(lesion) == 0
-    out: dict[str, float] = {}
-    whole = 0
-    for name, value in labels.items():
-        mask = organs == value
-        if erode > 0 and mask.any():
-            eroded = ndimage.binary_erosion(mask, iterations=int(erode))
-            if (eroded & keep).sum() >= MIN_ERODED_VOXELS:
-                mask = eroded
-            else:
-                whole += 1
-        mask &= keep
-        out[name] = float(pet[mask].mean()) if mask.any() else math.nan
-    return out, whole
+    means, whole = organ_suv_means(pet, organs, lesion, labels, erode)
+    return means, len(whole)
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -100,44 +77,158 @@ def _metadata_by_id(path: Path) -> dict[str, dict[str, str]]:
     return out
 
 
-def from_dataset(data: str | Path, erode: int = 1) -> Cohort:
-    """The cohort of a harmonized dataset's ground-truth organ maps (every case of ``manifest.csv`` that has an
-    ``organs.npy``), each organ eroded by ``erode`` voxels (:func:`_gt_organ_suv_means`)."""
+@dataclass
+class OrganModel:
+    """An organ model (``finetune --task organs``) loaded for the cohort: network on its device, config, weights
+    file, organ classes (name -> value, background left out), sliding-window overlap."""
+
+    net: Any
+    cfg: dict[str, Any]
+    path: Path
+    labels: dict[str, int]
+    overlap: float
+
+
+def load_organ_model(model: str | Path, device: str | None = None) -> OrganModel:
+    """The organ model of ``model`` (a run folder: its best checkpoint, else the latest; or a ``.safetensors``
+    file), loaded the way ``petctfm predict --organs`` loads it (:func:`petctfm.inference.model.load_segmenter`).
+    A missing path, a file that is not a petctfm segmentation model, or a lesion model is a one-line
+    :class:`InputError` naming it."""
+    from petctfm.core.device import resolve_device
+    from petctfm.inference.model import is_organ_model, load_segmenter, output_classes, run_weights
+    from petctfm.train.checkpoint import read_checkpoint_config
+
+    if not Path(model).exists():
+        raise InputError(f"{model}: organ model not found (a 'petctfm finetune --task organs' run folder or "
+                         "model.safetensors)")
+    cfg, path = read_checkpoint_config(run_weights(model))  # metadata only: refuse a lesion model before building
+    if not is_organ_model(cfg):
+        raise InputError(f"{path}: not an organ model (trained with task lesions); the model must be a "
+                         "'petctfm finetune --task organs' run")
+    net, cfg, path = load_segmenter(model)
+    labels = {k: v for k, v in output_classes(cfg).items() if v != 0}
+    return OrganModel(net.to(resolve_device(device)).eval(), cfg, Path(path), labels,
+                       float((cfg.get("val") or {}).get("overlap", 0.5)))
+
+
+def _spacing_note(info: dict[str, Any], om: OrganModel) -> list[str]:
+    """A note when the dataset's grid differs from the one the organ model was trained on."""
+    trained = ((om.cfg.get("preprocessing") or {}).get("harmonize") or {}).get("spacing")
+    have = info.get("spacing")
+    if trained and have and not np.allclose(np.asarray(trained, float), np.asarray(have, float), atol=1e-3):
+        return [f"the organ model was trained at {' x '.join(f'{float(v):g}' for v in trained)} mm, the dataset is "
+                f"at {' x '.join(f'{float(v):g}' for v in have)} mm: predicted on the dataset's grid as it is"]
+    return []
+
+
+def _case_means(data: Path, cid: str, labels: dict[str, int], erode: int, om: OrganModel | None
+                ) -> tuple[dict[str, float], int]:
+    """One case's organ SUVmeans (:func:`petctfm.evaluate.organs.organ_suv_means`): the ground-truth organ map,
+    or ``om``'s prediction on the case's grid (:func:`petctfm.predict.split.case_label_map`, the inference path
+    of ``finetune --predict``); ground-truth lesion voxels (``label.npy`` > 0) excluded either way."""
+    from petctfm.data import format as fmt
+    from petctfm.evaluate.organs import organ_suv_means
+
+    case = fmt.load_case(data, cid)
+    if om is None:
+        organs = case["organs"]
+    else:
+        from petctfm.predict.split import case_label_map
+
+        organs = case_label_map(om.net, om.cfg, case["image"], om.overlap)
+    means, whole = organ_suv_means(case["image"][0], organs, case.get("label"), labels, erode)
+    return means, len(whole)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
+
+
+def from_dataset(data: str | Path, erode: int = 1, model: str | Path | None = None, device: str | None = None,
+                 progress: bool = False) -> Cohort:
+    """The cohort of a harmonized dataset: every case of ``manifest.csv`` with an ``organs.npy`` (ground-truth
+    organ maps), or, with ``model`` (an organ model, :func:`load_organ_model`), every case of the manifest with
+    its organ map predicted. Each organ is eroded by ``erode`` voxels and lesion voxels of the ground truth
+    (``label.npy``) are left out (:func:`petctfm.evaluate.organs.organ_suv_means`). With a model, a case that
+    fails is left out with a one-line warning and listed in ``Cohort.failed``; the others go on."""
     from petctfm.core.labels import ORGAN_LABELS
     from petctfm.data import format as fmt
+    from petctfm.evaluate.organs import MIN_ERODED_VOXELS
 
     data = Path(data)
     if not data.is_dir():
         raise InputError(f"{data}: dataset folder not found")
     info = fmt.load_dataset_info(data)
-    labels = {k: int(v) for k, v in (info.get("organ_labels") or ORGAN_LABELS).items() if k != "background"}
     manifest = data / fmt.MANIFEST_CSV
     if not manifest.is_file():
         raise InputError(f"{manifest}: not found; is {data} a finished harmonized dataset?")
     meta = _metadata_by_id(manifest)
-    ids, values, metas, missing = [], [], [], []
+    om = load_organ_model(model, device) if model is not None else None
+    if om is None:
+        labels = {k: int(v) for k, v in (info.get("organ_labels") or ORGAN_LABELS).items() if k != "background"}
+    else:
+        labels = dict(om.labels)
+    ids, values, metas, missing, failed = [], [], [], [], []
     whole = 0
-    for cid in sorted(meta):
-        if not (fmt.case_dir(data, cid) / "organs.npy").is_file():
-            missing.append(cid)
-            continue
-        case = fmt.load_case(data, cid)
-        means, n_whole = _gt_organ_suv_means(case["image"][0], case["organs"], case.get("label"), labels, erode)
-        whole += n_whole
-        ids.append(cid)
-        values.append([means[o] for o in labels])
-        metas.append(meta[cid])
+    todo = sorted(meta)
+    with _progress(progress, f"organ maps predicted by {om.path.name}" if om else "organ SUVs", len(todo)) as step:
+        for cid in todo:
+            if om is None and not (fmt.case_dir(data, cid) / "organs.npy").is_file():
+                missing.append(cid)
+                step()
+                continue
+            try:
+                means, n_whole = _case_means(data, cid, labels, erode, om)
+            except Exception as exc:  # noqa: BLE001 - one case; quarantined with its reason, the run goes on
+                if om is None:  # a ground-truth map that cannot be read is the dataset's fault: stop
+                    raise
+                reason = _one_line(exc)
+                if not isinstance(exc, PetctfmError):
+                    reason = f"{type(exc).__name__}: {reason}"
+                log.warning("case %s left out: %s", cid, reason)
+                failed.append({"case": cid, "reason": reason})
+                step()
+                continue
+            whole += n_whole
+            ids.append(cid)
+            values.append([means[o] for o in labels])
+            metas.append(meta[cid])
+            step()
     if not ids:
+        if om is not None:
+            raise InputError(f"{data}: the organ model failed on every case ({len(failed)}; first: "
+                             f"{failed[0]['case'] if failed else '-'}: {failed[0]['reason'] if failed else ''})")
         raise InputError(f"{data}: no case has a ground-truth organ map (cases/<id>/organs.npy); harmonize data "
                          "with organ labels (autoPET ORGANS.nii.gz) or give per-case organ tables with --tables")
     notes = [f"{len(missing)} case(s) without organs.npy left out ({', '.join(missing[:3])}"
              f"{', ...' if len(missing) > 3 else ''})"] if missing else []
+    if failed:
+        notes.append(f"{len(failed)} case(s) failed and left out (failed.csv): "
+                     + "; ".join(f"{f['case']}: {f['reason'][:120]}" for f in failed[:3])
+                     + ("; ..." if len(failed) > 3 else ""))
+    if om is not None:
+        notes += _spacing_note(info, om)
     if whole:
         notes.append(f"{whole} organ value(s) (of {len(ids) * len(labels)}) measured on the whole organ: eroded by "
                      f"{erode} voxel(s) it kept fewer than {MIN_ERODED_VOXELS} voxels")
     eroded = f", organs eroded by {erode} voxel(s)" if erode else ""
-    return Cohort(ids, list(labels), np.array(values, np.float64), metas,
-                  f"ground-truth organ maps of {data} (lesion voxels excluded{eroded})", notes)
+    if om is None:
+        source = f"ground-truth organ maps of {data} (lesion voxels excluded{eroded})"
+    else:
+        source = f"organ maps of {data} predicted by {om.path} (ground-truth lesion voxels excluded{eroded})"
+    return Cohort(ids, list(labels), np.array(values, np.float64), metas, source, notes, failed)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, what: str, total: int) -> Iterator[Callable[[], None]]:
+    """A transient rich progress bar over the cases (nothing shown when not ``enabled``); yields the function
+    that advances it by one case."""
+    from rich.progress import Progress
+
+    with Progress(disable=not enabled, transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda: bar.advance(task)
 
 
 def from_tables(tables: str | Path, metadata: str | Path | None = None) -> Cohort:
@@ -191,4 +282,4 @@ def from_tables(tables: str | Path, metadata: str | Path | None = None) -> Cohor
                   notes)
 
 
-__all__ = ["Cohort", "from_dataset", "from_tables"]
+__all__ = ["Cohort", "OrganModel", "from_dataset", "from_tables", "load_organ_model"]
