@@ -15,7 +15,7 @@ from scipy import stats as sps
 from petctfm.cli.main import main
 from petctfm.experiments.metabolic_network import stats
 from petctfm.experiments.metabolic_network.run import run_metabolic_network
-from petctfm.experiments.metabolic_network.uptake import _gt_organ_suv_means
+from petctfm.evaluate.organs import organ_suv_means
 
 ORGANS = ["liver", "spleen", "bone", "brain", "aorta"]
 # planted: liver-aorta 0.6, spleen-bone 0.5, brain-aorta -0.4; the rest 0
@@ -120,14 +120,14 @@ def test_lesion_voxels_are_excluded_from_the_organ_suv_mean():
     pet[lesion > 0] = 100.0  # a hot lesion inside the liver
     pet[1, 1:9, 1:9] = 3.0  # a hotter liver edge (spill-over)
     labels = {"liver": 1, "spleen": 2, "kidney_left": 3}
-    means, whole = _gt_organ_suv_means(pet, organs, lesion, labels, erode=0)
+    means, whole = organ_suv_means(pet, organs, lesion, labels, erode=0)
     liver = (organs == 1) & (lesion == 0)
     assert means["liver"] == pytest.approx(pet[liver].mean()) and means["liver"] < 3.0
-    assert means["spleen"] == 1.5 and np.isnan(means["kidney_left"]) and whole == 0
-    eroded, whole = _gt_organ_suv_means(pet, organs, lesion, labels, erode=1)
+    assert means["spleen"] == 1.5 and np.isnan(means["kidney_left"]) and len(whole) == 0
+    eroded, whole = organ_suv_means(pet, organs, lesion, labels, erode=1)
     assert eroded["liver"] == pytest.approx(2.0)  # edge and lesion gone
-    assert eroded["spleen"] == 1.5 and whole == 1  # too small to erode: measured whole
-    with_lesion, _ = _gt_organ_suv_means(pet, organs, None, labels, erode=1)
+    assert eroded["spleen"] == 1.5 and len(whole) == 1  # too small to erode: measured whole
+    with_lesion, _ = organ_suv_means(pet, organs, None, labels, erode=1)
     assert with_lesion["liver"] > 5
 
 

@@ -44,16 +44,6 @@ class Cohort:
     failed: list[dict[str, str]] = field(default_factory=list)  # {"case", "reason"}: cases a model failed on
 
 
-def _gt_organ_suv_means(pet: np.ndarray, organs: np.ndarray, lesion: np.ndarray | None, labels: dict[str, int],
-                        erode: int = 1) -> tuple[dict[str, float], int]:
-    """``(means, number of organs measured whole)`` of :func:`petctfm.evaluate.organs.organ_suv_means`, the one
-    owner of the per-organ SUVmean (erosion, lesion exclusion); kept under its old name for older callers."""
-    from petctfm.evaluate.organs import organ_suv_means
-
-    means, whole = organ_suv_means(pet, organs, lesion, labels, erode)
-    return means, len(whole)
-
-
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     try:
         with open(path, newline="", encoding="utf-8") as f:
