@@ -46,13 +46,15 @@ ALLOWED: dict[str, set[str]] = {
     "inference": {"core", "io", "data", "models", "train"},
     "methods": {"core", "io", "data", "models", "train", "inference", "evaluate", "viz"},
     "predict": {"core", "io", "data", "models", "train", "inference", "harmonize", "evaluate", "viz"},
+    # treatment response (petctfm response): two predict outputs -> registration, matching, PERCIST, Deauville
+    "response": {"core", "io", "data", "evaluate", "viz", "harmonize", "predict"},
     "experiments": {"core", "io", "synth", "data", "models", "evaluate", "viz", "harmonize", "train", "inference",
-                    "methods", "predict"},
+                    "methods", "predict", "response"},
     # the local web viewer (petctfm serve): an application over methods/predict/io, like experiments
     "serve": {"core", "io", "data", "models", "evaluate", "viz", "harmonize", "train", "inference", "methods",
               "predict"},
     "cli": {"core", "io", "synth", "data", "models", "evaluate", "viz", "harmonize", "train", "inference",
-            "methods", "predict", "experiments", "serve"},
+            "methods", "predict", "experiments", "serve", "response"},
 }
 
 

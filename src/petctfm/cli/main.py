@@ -24,6 +24,7 @@ COMMANDS = [
     "evaluate",
     "experiment",
     "predict",
+    "response",
     "prompt_train",
     "segment",
     "serve",

@@ -1,0 +1,12 @@
+"""Treatment response from a baseline and a follow-up ``petctfm predict`` output (``petctfm response``;
+docs/response.md): follow-up -> baseline registration (SimpleITK, rigid then affine, Mattes mutual information),
+lesion matching (matched, new, disappeared, split, merged), PERCIST 1.0, the Deauville 5-point score, TMTV and
+TLG change, and the report (``response.json``, ``lesions.csv``, ``response.png``).
+
+- :mod:`~petctfm.response.inputs`: a prediction folder -> :class:`~petctfm.response.inputs.TimePoint`;
+- :mod:`~petctfm.response.register`: the registration;
+- :mod:`~petctfm.response.match`: the lesion correspondence;
+- :mod:`~petctfm.response.criteria`: PERCIST 1.0 and Deauville (pure functions of numbers);
+- :mod:`~petctfm.response.report`: the picture;
+- :mod:`~petctfm.response.api`: :func:`~petctfm.response.api.assess_response`, the whole command.
+"""
