@@ -13,6 +13,9 @@ petctfm predict --model runs/seg --organs runs/organs --pet t0/SUV.nii.gz --ct t
 petctfm predict --model runs/seg --organs runs/organs --pet t1/SUV.nii.gz --ct t1/CT.nii.gz --out pred/t1
 petctfm response --baseline pred/t0 --followup pred/t1 --out resp/patient1
 
+# study folders (autoPET style: SUV.nii.gz + CT.nii.gz): predicted first into resp/p1/predict/
+petctfm response --baseline data/t0 --followup data/t1 --model runs/seg --organs runs/organs --out resp/p1
+
 # the PET moved since predict ran (predict keeps only its path): name it
 petctfm response --baseline pred/t0 --followup pred/t1 --baseline-pet /data/t0/SUV.nii.gz --out resp/p1
 """
@@ -39,6 +42,10 @@ def register(subparsers) -> None:
                    help="centroid distance (mm) that pairs lesions without overlap, > 0 (default {default})")
     p.add_argument("--marked", type=float, action=api_default(API, "marked"),
                    help="Deauville 5: lesion SUVmax above this times the liver's, > 1 (default {default})")
+    p.add_argument("--model", help="lesion model (a `petctfm finetune` run): predict BASELINE / FOLLOWUP first when "
+                   "they are study folders (SUV.nii.gz + CT.nii.gz), into OUT/predict/")
+    p.add_argument("--organs", dest="organs_model", help="organ model for that prediction (PERCIST liver reference)")
+    p.add_argument("--device", default="auto", help="device for that prediction: auto, cpu, cuda, cuda:N")
     p.add_argument("--no-report", action="store_true", help="skip response.png")
     p.set_defaults(func=run)
 
@@ -50,7 +57,8 @@ def run(args) -> int:
     options = given(args, ("min_overlap", "max_distance_mm", "marked"))
     with flags({"max_distance_mm": "--max-distance"}):
         r = assess_response(args.baseline, args.followup, args.out, baseline_pet=args.baseline_pet,
-                            followup_pet=args.followup_pet, report=not args.no_report, **options)
+                            followup_pet=args.followup_pet, report=not args.no_report, model=args.model,
+                            organs_model=args.organs_model, device=args.device, **options)
     pc, ds = r["percist"], r["deauville"]
     print(f"PERCIST: {pc['category'] or 'none'} ({pc['reason']}); Deauville: {ds['score'] or 'none'} "
           f"({ds['reason']}); TMTV {r['tmtv']['baseline_ml']} -> {r['tmtv']['followup_ml']} ml; "

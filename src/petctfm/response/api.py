@@ -129,14 +129,53 @@ def _label_image(tp: TimePoint) -> sitk.Image:
     return image_from_array(tp.labels.astype(np.uint32), pet.GetSpacing(), pet.GetOrigin(), pet.GetDirection())
 
 
+class _StudyPredictor:
+    """Turns a study folder into a prediction folder with ``petctfm predict``'s own API (model loaded once), or
+    passes a prediction folder through."""
+
+    def __init__(self, model, organs_model, device: str, out: Path):
+        self.model, self.organs_model, self.device, self.out = model, organs_model, device, out
+        self.predictor = None
+
+    def ensure(self, folder: str | os.PathLike, role: str) -> Path:
+        from petctfm.core.errors import InputError
+        from petctfm.response.inputs import PREDICT_HINT, SUMMARY
+
+        folder = Path(folder)
+        if not folder.is_dir() or (folder / SUMMARY).is_file():
+            return folder  # a prediction folder (or an error load_timepoint words)
+        ct = next((folder / n for n in ("CT.nii.gz", "CTres.nii.gz") if (folder / n).is_file()), None)
+        if self.model is None or not (folder / "SUV.nii.gz").is_file() or ct is None:
+            why = ("not a `petctfm predict` output folder (no summary.json)" if self.model is None else
+                   "neither a `petctfm predict` output folder nor a study folder with SUV.nii.gz and CT.nii.gz")
+            raise InputError(f"{folder}: {why}; {PREDICT_HINT}")
+        from petctfm.predict.batch import predict_folder
+        from petctfm.predict.predictor import Predictor
+        from petctfm.predict.sources import source_from_files
+
+        case = source_from_files((folder / "SUV.nii.gz").resolve(), ct.resolve())
+        if self.predictor is None:
+            self.predictor = Predictor.load(self.model, self.device, organs=self.organs_model)
+        dest = self.out / "predict" / role
+        res = predict_folder([case], self.predictor, dest, report=False, progress=False)
+        if res["failed"]:
+            raise InputError(f"{folder}: prediction failed: {res['failed'][0]['reason']}")
+        return dest / case.case_id
+
+
 def assess_response(baseline: str | os.PathLike, followup: str | os.PathLike, out: str | os.PathLike, *,
                     baseline_pet: str | os.PathLike | None = None, followup_pet: str | os.PathLike | None = None,
                     register_on: str = "pet", min_overlap: float = MIN_OVERLAP,
                     max_distance_mm: float = MAX_DISTANCE_MM, marked: float = MARKED, report: bool = True,
-                    seed: int = 0) -> dict[str, Any]:
+                    model: str | os.PathLike | None = None, organs_model: str | os.PathLike | None = None,
+                    device: str = "auto", seed: int = 0) -> dict[str, Any]:
     """Treatment response from two ``petctfm predict`` output folders (docs/response.md). Writes
     ``response.json`` (last), ``lesions.csv`` and ``response.png`` into ``out`` as one set
     (:func:`petctfm.io.atomic.atomic_outputs`) and returns the ``response.json`` dict.
+
+    ``baseline`` / ``followup`` may also be an autoPET-style study folder (``SUV.nii.gz`` + ``CT.nii.gz`` or
+    ``CTres.nii.gz``) when ``model`` (a ``petctfm finetune`` lesion model; ``organs_model`` optional) is given:
+    it is predicted first into ``out/predict/<role>/`` (:class:`_StudyPredictor`).
 
     Errors: :class:`~petctfm.core.errors.UsageError` (exit 2) for an option out of range, before anything is
     read; :class:`~petctfm.core.errors.OutputError` (exit 4) when ``out`` cannot be written, checked next;
@@ -155,6 +194,8 @@ def assess_response(baseline: str | os.PathLike, followup: str | os.PathLike, ou
 
     ensure_output_dir(out)
     t0 = time.perf_counter()
+    runner = _StudyPredictor(model, organs_model, device, Path(out))
+    baseline, followup = runner.ensure(baseline, "baseline"), runner.ensure(followup, "followup")
     base = load_timepoint(baseline, "baseline", baseline_pet)
     fu = load_timepoint(followup, "followup", followup_pet)
     t_read = time.perf_counter()

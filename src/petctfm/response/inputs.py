@@ -29,7 +29,8 @@ SUMMARY = "summary.json"
 MASK = "lesions.nii.gz"
 ORGANS_CSV = "organs.csv"
 PET_NAMES = ("SUV.nii.gz", "SUV.nii", "PET.nii.gz", "PET.nii", "SUV.mha", "SUV.nrrd")
-PREDICT_HINT = "run `petctfm predict --model RUN --pet PET --ct CT --out FOLDER` on the study first"
+PREDICT_HINT = ("run `petctfm predict --model RUN --pet PET --ct CT --out FOLDER` on the study first, or give "
+                "`--model RUN` with an autoPET-style study folder")
 
 
 @dataclass
