@@ -327,3 +327,16 @@ def test_response_baseline_without_lesions(tmp_path):
     r = assess_response(base, fu, tmp_path / "resp", report=False)
     assert r["lesions"]["new"] == 1 and r["percist"]["category"] is None
     assert r["percist"]["reason"] == "not evaluable: no baseline lesion" and r["deauville"]["score"] == 5
+
+
+def test_registration_failure_is_one_line(tmp_path, capsys, monkeypatch):
+    import petctfm.response.register as R
+
+    def boom(*a, **k):
+        raise RuntimeError("itk::ERROR: All samples map outside moving image buffer")
+
+    monkeypatch.setattr(R, "register_followup", boom)
+    base = write_prediction(tmp_path, "t0", BASE_LESIONS)
+    fu = write_prediction(tmp_path, "t1", BASE_LESIONS)
+    code, err = _cli(capsys, "--baseline", base, "--followup", fu, "--out", tmp_path / "o")
+    assert code == 3 and len(err) == 1 and "registration" in err[0] and "outside moving image" in err[0]

@@ -199,7 +199,13 @@ def assess_response(baseline: str | os.PathLike, followup: str | os.PathLike, ou
     base = load_timepoint(baseline, "baseline", baseline_pet)
     fu = load_timepoint(followup, "followup", followup_pet)
     t_read = time.perf_counter()
-    reg = register_followup(base.pet, fu.pet, modality=register_on, seed=seed)
+    try:
+        reg = register_followup(base.pet, fu.pet, modality=register_on, seed=seed)
+    except RuntimeError as exc:  # ITK: e.g. no overlap after the moments start; one line, not a traceback
+        from petctfm.core.errors import InputError
+
+        why = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{fu.pet_path}: registration to {base.pet_path} failed ({why})") from None
     t_reg = time.perf_counter()
     from petctfm.io.images import array_xyz
 
