@@ -85,6 +85,29 @@ def test_organ_finetune_with_deep_supervision_and_default_classes(organs_ds, tmp
     assert summary["steps"] == 2 and np.isfinite(summary["loss"])
     task = yaml.safe_load((run / "config.yaml").read_text())["task"]
     assert task["task"]["classes"] == {k: v for k, v in ORGAN_LABELS.items() if v}  # the dataset's organ labels
+    assert task["data"]["flip_axes"] == [1, 2]  # kidney_left / lung_right...: no left-right flips
+
+
+def test_left_right_classes_are_never_flipped_left_right(monkeypatch):
+    """Organ classes that name a side: training augmentation and TTA flip only axes 1 and 2 (a left-right flip
+    would turn the left kidney into the right one and keep its label)."""
+    from monai.transforms import RandFlipd
+
+    from petctfm.data.augment import build_augment
+    from petctfm.data.loader import PatchConfig
+    from petctfm.inference import sliding_window as sw
+    from petctfm.methods.segmentation.api import lateral_classes
+
+    assert lateral_classes({"liver": 1, "kidney_left": 3, "Lung Right": 5, "brightness": 9}) == ["kidney_left", "Lung Right"]
+    axes = [t.flipper.spatial_axis for t in build_augment(PatchConfig.from_dict({"flip_axes": [1, 2]}), label=True).transforms
+            if isinstance(t, RandFlipd)]
+    assert axes == [1, 2]
+    assert len([t for t in build_augment(PatchConfig.from_dict({}), label=True).transforms if isinstance(t, RandFlipd)]) == 3
+    seen = []
+    monkeypatch.setattr(sw, "_window_probability", lambda m, xin, *a, **k: seen.append(1) or np.zeros((3, *xin.shape[1:]), np.float32))
+    model = torch.nn.Conv3d(2, 3, 1)
+    sw.predict_labels(model, np.zeros((2, 8, 8, 8), np.float32), 8, [0, 1, 2], device="cpu", tta=8, flip_axes=(1, 2))
+    assert len(seen) == 4  # identity, 1, 2, (1, 2): no flip with axis 0
 
 
 @pytest.mark.parametrize("args, needle, code", [

@@ -124,7 +124,7 @@ def test_old_config_yaml_loads_unchanged():
     task, train = finish_configs(CONFIG, saved["task"], saved["train"], {})
     # every saved value unchanged; trainer fields added since then take their defaults (the old behaviour)
     added = {"lr_schedule": "cosine", "optimizer": "adamw"}
-    added_data = {"hot_neg_prob": 0.0, "fg_balance": "voxel"}  # labelled patch streams only; the old sampling
+    added_data = {"hot_neg_prob": 0.0, "fg_balance": "voxel", "flip_axes": [0, 1, 2]}  # the old sampling and flips
     assert task == {**saved["task"], "data": {**saved["task"]["data"], **added_data}}
     assert train.to_dict() == {**saved["train"], **added}
 

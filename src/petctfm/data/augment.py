@@ -3,7 +3,7 @@
 :func:`build_augment` returns MONAI dictionary transforms on ``{"image": (C, X, Y, Z)}`` or, with
 ``label=True``, ``{"image": (C, X, Y, Z), "label": (1, X, Y, Z)}``:
 
-1. ``RandFlipd`` along each axis (probability ``flip_prob`` each);
+1. ``RandFlipd`` along each axis of ``flip_axes`` (default all three; probability ``flip_prob`` each);
 2. ``RandAffined``: rotation up to ``rotate_deg`` per axis and isotropic zoom in [1 - s, 1 + s]
    (``scale_range``), probability ``affine_prob``; the image resampled bilinearly with border padding, the
    label nearest-neighbour with zero padding;
@@ -30,10 +30,10 @@ def build_augment(cfg: Any, label: bool = False):
     mode = ("bilinear", "nearest") if label else "bilinear"
     padding = ("border", "zeros") if label else "border"
     rot = np.deg2rad(cfg.rotate_deg)
+    flips = [RandFlipd(keys, prob=cfg.flip_prob, spatial_axis=a) for a in (0, 1, 2)
+             if a in tuple(getattr(cfg, "flip_axes", (0, 1, 2)))]
     return Compose([
-        RandFlipd(keys, prob=cfg.flip_prob, spatial_axis=0),
-        RandFlipd(keys, prob=cfg.flip_prob, spatial_axis=1),
-        RandFlipd(keys, prob=cfg.flip_prob, spatial_axis=2),
+        *flips,
         RandAffined(keys, prob=cfg.affine_prob, rotate_range=(rot, rot, rot), scale_range=cfg.scale_range,
                     mode=mode, padding_mode=padding),
         RandScaleIntensityd("image", factors=cfg.intensity_scale, prob=cfg.intensity_prob, channel_wise=True),

@@ -125,6 +125,9 @@ class PatchConfig(TypedConfig):
     pet_transform: str = setting("clip", choices=fmt.PET_TRANSFORMS)  # clip (SUV in [0, 20]) | log1p
     augment: bool = True
     flip_prob: float = setting(0.5, ge=0, le=1)  # per axis
+    # the spatial axes flips may use: organ runs with left/right classes leave out axis 0 (x, left-right in the
+    # harmonized RAS grid), where a flip would turn the left kidney into the right one without changing its label
+    flip_axes: tuple[int, ...] = setting((0, 1, 2), ge=0, le=2)
     affine_prob: float = setting(0.2, ge=0, le=1)
     rotate_deg: float = setting(10.0, ge=0)  # max |rotation| per axis
     scale_range: float = setting(0.1, ge=0, lt=1)  # isotropic zoom in [1-s, 1+s]

@@ -84,17 +84,19 @@ def _window_probability(model: nn.Module, image: np.ndarray | torch.Tensor, patc
 
 def lesion_probability(model: nn.Module, image: np.ndarray | torch.Tensor, patch: Sequence[int] | int,
                        overlap: float = 0.5, device: torch.device | str | None = None, bg: np.ndarray | None = None,
-                       sw_batch_size: int = 2, tta: int = 0, channel: int | None = 1) -> np.ndarray:
+                       sw_batch_size: int = 2, tta: int = 0, channel: int | None = 1,
+                       flip_axes: Sequence[int] = (0, 1, 2)) -> np.ndarray:
     """Lesion probability (X, Y, Z) float32 of one (C, X, Y, Z) network input (see the module docstring);
     ``channel=None``: the probabilities of every output class (K, X, Y, Z) (a multi-class organ model).
 
     ``patch``: the window (int or 3 ints, the training patch); ``device``: default the model's; ``bg`` (C,):
-    padding value per channel (default 0); ``tta``: 0 (one pass), 4 or 8 flips, probabilities averaged.
-    The model runs in eval mode (its train/eval state is restored afterwards).
+    padding value per channel (default 0); ``tta``: 0 (one pass), 4 or 8 flips, probabilities averaged, only
+    the flips within ``flip_axes`` (the axes the model was trained to be symmetric in: an organ model with
+    left/right classes leaves out axis 0). The model runs in eval mode (its train/eval state is restored afterwards).
     """
     patch = tuple(int(p) for p in (patch if isinstance(patch, (list, tuple)) else (patch,) * 3))
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    flips = flip_sets(tta)
+    flips = [f for f in flip_sets(tta) if set(f) <= set(flip_axes)]
     was_training = model.training
     model.eval()
     acc = None
@@ -126,11 +128,13 @@ def predict_case(model: nn.Module, image: np.ndarray | torch.Tensor, patch: Sequ
 
 def predict_labels(model: nn.Module, image: np.ndarray | torch.Tensor, patch: Sequence[int] | int,
                    values: Sequence[int], overlap: float = 0.5, device: torch.device | str | None = None,
-                   bg: np.ndarray | None = None, sw_batch_size: int = 2, tta: int = 0) -> np.ndarray:
+                   bg: np.ndarray | None = None, sw_batch_size: int = 2, tta: int = 0,
+                   flip_axes: Sequence[int] = (0, 1, 2)) -> np.ndarray:
     """Label map (X, Y, Z) uint8 of a multi-class model: the argmax over the (TTA-averaged) class probabilities,
     class ``i`` written as ``values[i]`` (``values[0]`` = 0, background; e.g. the organ label values of
     :func:`petctfm.inference.model.output_classes`). Other arguments as :func:`lesion_probability`."""
-    prob = lesion_probability(model, image, patch, overlap, device, bg, sw_batch_size, tta, channel=None)
+    prob = lesion_probability(model, image, patch, overlap, device, bg, sw_batch_size, tta, channel=None,
+                              flip_axes=flip_axes)
     lut = np.asarray(list(values), np.uint8)
     if prob.shape[0] != len(lut):
         raise ValueError(f"the model outputs {prob.shape[0]} classes, {len(lut)} label values given")

@@ -416,7 +416,8 @@ def predict_organs(prep: Prepared, predictor: Predictor, organ_model: Predictor)
         again = prepare_images(prep.images, om, prep.pt_datasets, prep.case_id, prep.kind, prep.source)
         h, x, bg = again.harmonized, again.x, again.bg
     labels = predict_labels(om.model, x, om.patch, list(output_classes(om.config).values()), om.overlap, om.device,
-                            bg=bg, sw_batch_size=om.sw_batch_size, tta=om.tta)
+                            bg=bg, sw_batch_size=om.sw_batch_size, tta=om.tta,
+                            flip_axes=om.config["data"].get("flip_axes", (0, 1, 2)))
     img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(labels, (2, 1, 0))))
     img.CopyInformation(h["reference"])
     return resample_xyz(img, prep.images["suv"], False, 0, dtype=np.uint8)

@@ -56,6 +56,14 @@ def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str
             "batch_size": p["batch_size"], "lr": p["lr"]}
 
 
+def lateral_classes(classes: dict[str, int]) -> list[str]:
+    """The class names that say a side (``kidney_left``, ``Lung Right``...): a left-right flip of the image
+    must not keep their labels."""
+    import re
+
+    return [n for n in classes if re.search(r"(^|[^a-z])(left|right)([^a-z]|$)", n.lower())]
+
+
 def organ_task(dataset: str | Path, labels: str | Path | None) -> dict[str, Any]:
     """The ``task`` section of an organ run: the classes of ``labels``
     (:func:`petctfm.io.label_table.read_label_table`), else the
@@ -129,6 +137,8 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
                          f"{(task_cfg.get('task') or {}).get('name', 'lesions')}", arg="task")
     if not resumed and task == "organs":
         task_cfg["task"] = organ_task(task_cfg["dataset"], labels)
+        if lateral_classes(task_cfg["task"]["classes"]):  # no left-right flips: they would swap the labels
+            task_cfg["data"]["flip_axes"] = [1, 2]
     if not resumed or fraction is not None or kshot is not None:
         name, cases = resolve_subset(task_cfg["dataset"], fraction, kshot)
         if (task_cfg.get("task") or {}).get("name") == "organs":
@@ -174,4 +184,4 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
     return trainer.train(FinetuneTask(task_cfg), train_cfg, out, resume=resume)
 
 
-__all__ = ["NAMED_OPTIONS", "organ_task", "with_organ_labels", "apply_plan", "finetune_configs", "finetune"]
+__all__ = ["NAMED_OPTIONS", "lateral_classes", "organ_task", "with_organ_labels", "apply_plan", "finetune_configs", "finetune"]
