@@ -141,19 +141,25 @@ def _dataset_cases(root: Path, split: str | None) -> dict[str, GtCase]:
     return {cid: GtCase(cid, dataset=root) for cid in ids}
 
 
-def find_predictions(pred: str | Path) -> dict[str, Path]:
-    """Prediction files under ``pred`` by case id: ``<id>.<ext>`` or ``<id>/lesions.<ext>`` (two for one case:
-    :class:`InputError` naming both)."""
-    pred = Path(pred)
-    if not pred.is_dir():
-        raise InputError(f"{pred}: prediction folder not found")
+def case_images(folder: Path, stem: str) -> dict[str, Path]:
+    """Image files directly under ``folder`` by case id: ``<id>.<ext>`` or ``<id>/<stem>.<ext>`` (two for one
+    case: :class:`InputError` naming both)."""
     out: dict[str, Path] = {}
-    for f in sorted(pred.iterdir()):
-        if f.is_dir() and (p := _image_in(f, "lesions")) is not None:
+    for f in sorted(folder.iterdir()):
+        if f.is_dir() and (p := _image_in(f, stem)) is not None:
             _add(out, f.name, p)
         elif f.is_file() and (cid := case_id_of(f)) is not None:
             _add(out, cid, f)
     return out
+
+
+def find_predictions(pred: str | Path, stem: str = "lesions") -> dict[str, Path]:
+    """Prediction files under ``pred`` by case id: ``<id>.<ext>`` or ``<id>/<stem>.<ext>`` (:func:`case_images`;
+    ``stem`` ``lesions``, or ``organs`` for organ maps)."""
+    pred = Path(pred)
+    if not pred.is_dir():
+        raise InputError(f"{pred}: prediction folder not found")
+    return case_images(pred, stem)
 
 
 def explicit_suv(spec: str, case_id: str) -> Path:

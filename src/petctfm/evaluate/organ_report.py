@@ -24,7 +24,7 @@ import numpy as np
 
 from petctfm.core.errors import InputError
 from petctfm.core.labels import ORGAN_LABELS
-from petctfm.evaluate.cases import _add, _image_in, case_id_of
+from petctfm.evaluate.cases import case_images, find_predictions
 from petctfm.evaluate.geometry import Grid, grid_mismatch, grid_of
 from petctfm.evaluate.organs import DEFAULT_NSD_TOLERANCE_MM, organ_case_metrics, organ_summary
 from petctfm.io.images import array_xyz, read_image
@@ -61,13 +61,7 @@ def find_organ_ground_truth(gt: str | Path, split: str | None = None) -> dict[st
     else:
         if split is not None:
             raise InputError(f"{gt}: --split needs a harmonized dataset as --gt")
-        found: dict[str, Path] = {}
-        for f in sorted(gt.iterdir()):
-            if f.is_dir() and (p := _image_in(f, "ORGANS")) is not None:
-                _add(found, f.name, p)
-            elif f.is_file() and (cid := case_id_of(f)) is not None:
-                _add(found, cid, f)
-        out = {c: ("file", p) for c, p in found.items()}
+        out = {c: ("file", p) for c, p in case_images(gt, "ORGANS").items()}
     if not out:
         raise InputError(f"{gt}: no organ ground truth found (expected a harmonized dataset with organs.npy, "
                          "<case>/ORGANS.nii.gz or <case>.nii.gz label maps)")
@@ -76,16 +70,7 @@ def find_organ_ground_truth(gt: str | Path, split: str | None = None) -> dict[st
 
 def find_organ_predictions(pred: str | Path) -> dict[str, Path]:
     """Organ predictions under ``pred`` by case id: ``<id>.<ext>`` or ``<id>/organs.<ext>``."""
-    pred = Path(pred)
-    if not pred.is_dir():
-        raise InputError(f"{pred}: prediction folder not found")
-    out: dict[str, Path] = {}
-    for f in sorted(pred.iterdir()):
-        if f.is_dir() and (p := _image_in(f, "organs")) is not None:
-            _add(out, f.name, p)
-        elif f.is_file() and (cid := case_id_of(f)) is not None:
-            _add(out, cid, f)
-    return out
+    return find_predictions(pred, "organs")
 
 
 def default_labels(gt: str | Path) -> dict[str, int]:
