@@ -181,6 +181,11 @@ def _candidates(mask: np.ndarray, case_id: str, limit: int = 4096) -> np.ndarray
     return coords
 
 
+def _pick(cand: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """One row (3,) of the candidates ``cand`` (N, 3), uniformly; None (and no draw) when N = 0."""
+    return cand[rng.integers(len(cand))] if len(cand) else None
+
+
 class PatchDataset(Dataset):
     """Item ``i`` = the i-th patch of rank ``rank``'s stream (see module docstring). Length is unbounded."""
 
@@ -229,9 +234,10 @@ class PatchDataset(Dataset):
             self._fg[case_id] = _candidates(self.foreground_mask(case_id), case_id)
         return self._fg[case_id]
 
-    def pick_centre(self, case_id: str, cand: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One patch centre (3,) out of the candidates ``cand`` (N, 3) of a case, N > 0: uniform."""
-        return cand[rng.integers(len(cand))]
+    def foreground_centre(self, case_id: str, rng: np.random.Generator) -> np.ndarray | None:
+        """The centre (3,) of a foreground-centred patch: a voxel of :meth:`foreground`, uniformly; None when the
+        case has none."""
+        return _pick(self.foreground(case_id), rng)
 
     #: Share of patches centred on a hot voxel outside the label: none without labels (see LabeledPatchDataset).
     hot_neg_prob = 0.0
@@ -245,10 +251,10 @@ class PatchDataset(Dataset):
         hot_neg = self.hot_neg_prob
         if self.cfg.fg_prob > 0 or hot_neg > 0:
             r = rng.random()
-            cand = (self.foreground(case_id) if r < self.cfg.fg_prob else
-                    self.hot_negatives(case_id) if r < self.cfg.fg_prob + hot_neg else ())
-            if len(cand):
-                centre = self.pick_centre(case_id, cand, rng)
+            if r < self.cfg.fg_prob:
+                centre = self.foreground_centre(case_id, rng)
+            elif r < self.cfg.fg_prob + hot_neg:
+                centre = _pick(self.hot_negatives(case_id), rng)
         if centre is None:
             start = np.array([rng.integers(0, max(int(s - q), 0) + 1) for s, q in zip(shape_a, p)])
         else:
@@ -390,17 +396,15 @@ class LabeledPatchDataset(PatchDataset):
             self._hot[case_id] = _candidates(hot, case_id)
         return self._hot[case_id]
 
-    def pick_centre(self, case_id: str, cand: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One patch centre (3,) for the candidates ``cand`` (N, 3) of a case: with ``fg_balance="lesion"`` and
-        ``cand`` the case's lesion voxels, a lesion (18-connected component of the label, cc3d) uniformly, then
-        one of its voxels uniformly (:meth:`lesions`; small lesions are never lost to the sub-sampling of
-        ``cand``); else uniform over ``cand`` (hot negatives, voxel balance, organs: already class-balanced by
-        :meth:`foreground`)."""
-        if self.cfg.fg_balance != "lesion" or cand is not self._fg.get(case_id) or self.label_lut is not None:
-            return super().pick_centre(case_id, cand, rng)
+    def foreground_centre(self, case_id: str, rng: np.random.Generator) -> np.ndarray | None:
+        """With ``fg_balance="lesion"`` (lesion streams): a lesion (18-connected component of the label, cc3d)
+        uniformly, then one of its voxels uniformly (:meth:`lesions`; small lesions are never lost to the
+        sub-sampling of :meth:`foreground`); else a voxel of :meth:`foreground` uniformly (voxel balance; organs
+        are already class-balanced there). None when the case has no foreground."""
+        if self.cfg.fg_balance != "lesion" or self.label_lut is not None:
+            return super().foreground_centre(case_id, rng)
         groups = self.lesions(case_id)
-        g = groups[rng.integers(len(groups))]
-        return g[rng.integers(len(g))]
+        return _pick(groups[rng.integers(len(groups))], rng) if groups else None
 
     def lesions(self, case_id: str, limit: int = 512) -> list[np.ndarray]:
         """(n_i, 3) int voxel coordinates of each lesion of a case (18-connected components of the label, each
