@@ -30,8 +30,7 @@ def build_augment(cfg: Any, label: bool = False):
     mode = ("bilinear", "nearest") if label else "bilinear"
     padding = ("border", "zeros") if label else "border"
     rot = np.deg2rad(cfg.rotate_deg)
-    flips = [RandFlipd(keys, prob=cfg.flip_prob, spatial_axis=a) for a in (0, 1, 2)
-             if a in tuple(getattr(cfg, "flip_axes", (0, 1, 2)))]
+    flips = [RandFlipd(keys, prob=cfg.flip_prob, spatial_axis=a) for a in (0, 1, 2) if a in cfg.flip_axes]
     return Compose([
         *flips,
         RandAffined(keys, prob=cfg.affine_prob, rotate_range=(rot, rot, rot), scale_range=cfg.scale_range,
