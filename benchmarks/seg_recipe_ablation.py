@@ -29,6 +29,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 RECIPE = {"backbone": "nnunet-plain", "plan": "cpu"}
 ROWS_BEFORE = {"backbone": "unet-resenc-tiny", "preset": "tiny", "plan": None}
 ROWS: dict[str, dict] = {
@@ -150,6 +152,29 @@ def confirm_row(out: Path, name: str, seed: int, confirm_data: str) -> dict:
     return row
 
 
+def floor_row(out: Path, threshold: float, confirm_data: str) -> dict:
+    """The non-learned floor (SUV >= ``threshold``, components >= 1 ml; vs-nnunet's own) scored like a row on
+    every case of ``confirm_data``: ``out/confirm/floor_suv<t>_s0.json``."""
+    from petctfm.data import format as fmt
+    from petctfm.evaluate.metrics import case_metrics
+    from petctfm.experiments.vs_nnunet.floor import case_spacing, threshold_mask
+
+    name, rows = f"floor_suv{threshold:g}", {}
+    for cid in _score_ids(confirm_data):
+        case = fmt.load_case(confirm_data, cid, mmap=True)
+        spacing = case_spacing(case["meta"])
+        mask = threshold_mask(np.asarray(case["image"][0]), spacing, threshold)
+        rows[cid] = case_metrics(mask, np.asarray(case["label"]), spacing)
+    mean = lambda k: float(np.mean([r[k] for r in rows.values()]))  # noqa: E731
+    row = {"row": name, "seed": 0, "steps": 0, "val_dice": float(np.nanmean([r["dice"] for r in rows.values()])),
+           "val_fp_ml": mean("fp_volume_ml"), "val_fn_ml": mean("fn_volume_ml"),
+           "val_cases": {k: r["dice"] for k, r in rows.items()}, "params_M": 0, "scored_on": confirm_data}
+    dest = out / "confirm"
+    dest.mkdir(exist_ok=True)
+    (dest / f"{name}_s0.json").write_text(json.dumps(row, indent=1))
+    return row
+
+
 def _init():
     import torch
 
@@ -162,34 +187,36 @@ def _seed_mean(rs: list[dict]) -> dict[str, float]:
     return {c: sum(r["val_cases"][c] for r in rs) / len(rs) for c in sorted(cases)}
 
 
-def table(out: Path) -> str:
-    """One line per row of ``out``: Dice over cases (per case averaged over the row's seeds), mean [95 % CI]
-    over cases; the per-seed means; Δ vs ``recipe`` paired by case over the seeds both rows have."""
-    import numpy as np
-
+def table(out: Path, versus: Path | None = None) -> str:
+    """One line per row of ``out`` (the rows of ``ROWS`` first, then any other, e.g. the floors): Dice over
+    cases (per case averaged over the row's seeds), mean [95 % CI] over cases; the per-seed means; Δ paired by
+    case over the seeds both have, against ``recipe`` of ``out``, or with ``versus`` against the same row of
+    that folder (e.g. the same recipe trained for fewer steps, scored on the same cases)."""
     rows = [json.loads(p.read_text()) for p in sorted(out.glob("*_s*.json"))]
+    other = [json.loads(p.read_text()) for p in sorted(versus.glob("*_s*.json"))] if versus else []
     cal = json.loads((out / "calibration.json").read_text()) if (out / "calibration.json").is_file() else {}
-    base = {r["seed"]: r for r in rows if r["row"] == "recipe"}
+    against = f"same row of {versus}" if versus else "recipe"
     lines = ["| row | seeds | s/step (calibrated, else measured) | steps | Dice [95 % CI] (seed-averaged per case) | "
-             "per-seed Dice | Δ vs recipe (paired by case, same seeds) | FP ml | FN ml | params M |",
+             f"per-seed Dice | Δ vs {against} (paired by case, same seeds) | FP ml | FN ml | params M |",
              "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
-    for name in ROWS:
+    for name in list(ROWS) + sorted({r["row"] for r in rows} - set(ROWS)):
         rs = sorted((r for r in rows if r["row"] == name), key=lambda r: r["seed"])
         if not rs:
             continue
+        base = {r["seed"]: r for r in (other if versus else rows) if r["row"] == (name if versus else "recipe")}
         per_case = _seed_mean(rs)
         d = _ci_text(list(per_case.values()), sign=False) if per_case else "nan"
         seeds_text = " / ".join(f"{np.mean([v for v in r['val_cases'].values() if math.isfinite(v)]):.3f}" for r in rs)
         dtext = ""
         both = [r for r in rs if r["seed"] in base]
-        if name != "recipe" and both:
+        if (versus or name != "recipe") and both:
             mine, theirs = _seed_mean(both), _seed_mean([base[r["seed"]] for r in both])
             dtext = _ci_text([mine[c] - theirs[c] for c in mine if c in theirs])
         lines.append(f"| {name} | {','.join(str(r['seed']) for r in rs)} | "
                      f"{cal.get(name, np.median([r.get('s_per_step', float('nan')) for r in rs])):.2f} | "
                      f"{int(np.mean([r['steps'] for r in rs]))} | {d} | {seeds_text} | {dtext} | "
                      f"{np.mean([r['val_fp_ml'] for r in rs]):.1f} | {np.mean([r['val_fn_ml'] for r in rs]):.1f} | "
-                     f"{rs[0]['params_M']} |")
+                     f"{rs[0].get('params_M', '')} |")
     return "\n".join(lines)
 
 
@@ -253,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--confirm", default=None, metavar="DATASET",
                     help="no training: score the trained --rows on every case of this confirmation cohort (drawn "
                          "after the choice) into OUT/confirm/, and print its table")
+    ap.add_argument("--floors", action="store_true",
+                    help="with --confirm: also score the SUV >= 2.5 and >= 4 floors on the cohort")
+    ap.add_argument("--versus", default=None, metavar="DIR",
+                    help="with --table: Δ against the same row of DIR (scored on the same cases) instead of recipe")
     ap.add_argument("--score-data", default=None,
                     help="score on every case of this harmonized development cohort (a new synth seed, never the "
                          "test or confirmation cohort) instead of --data's validation split")
@@ -263,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if a.table or a.figure:
         if a.table:
-            print(table(out))
+            print(table(out, Path(a.versus) if a.versus else None))
         if a.figure:
             print(figure(out, Path(a.figure)))
         return 0
@@ -273,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
         with ProcessPoolExecutor(a.workers, initializer=_init) as ex:
             for r in ex.map(confirm_row, [out] * len(jobs), *zip(*jobs), [a.confirm] * len(jobs)):
                 print(json.dumps({k: v for k, v in r.items() if k != "val_cases"}), flush=True)
+        if a.floors:
+            from petctfm.experiments.vs_nnunet.plan import FLOOR_THRESHOLDS
+
+            for t in FLOOR_THRESHOLDS:
+                floor_row(out, float(t), a.confirm)
         print(table(out / "confirm"))
         return 0
     cal_file = out / "calibration.json"

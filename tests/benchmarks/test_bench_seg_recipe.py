@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,3 +107,54 @@ def test_ablation_table_averages_seeds_per_case_and_pairs_by_case(tmp_path):
     assert lines["recipe"][5] == "0.300 / 0.100"
     assert lines["lesion_balance"][4].startswith("0.350 ") and lines["lesion_balance"][5] == "0.500 / 0.200"
     assert lines["lesion_balance"][6].startswith("+0.150 ")  # a: 0.4-0.1, b: 0.3-0.3
+
+
+def _abl():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("abl", ROOT / "benchmarks" / "seg_recipe_ablation.py")
+    abl = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(abl)
+    return abl
+
+
+def test_ablation_table_versus_pairs_the_same_row_of_another_folder(tmp_path):
+    """``table(out, versus)``: Δ of each row against the same row (same seeds, same cases) of another folder,
+    e.g. the same recipe trained for fewer steps; rows outside ``ROWS`` (the floors) are listed too."""
+    abl = _abl()
+    long_, short = tmp_path / "long", tmp_path / "short"
+    for d, cases in ((long_, {"a": 0.6, "b": 0.5}), (short, {"a": 0.2, "b": 0.5})):
+        d.mkdir()
+        (d / "lesion_balance_s0.json").write_text(json.dumps(
+            {"row": "lesion_balance", "seed": 0, "steps": 10, "val_cases": cases, "val_fp_ml": 1.0,
+             "val_fn_ml": 2.0, "params_M": 5.45}))
+    (long_ / "floor_suv2.5_s0.json").write_text(json.dumps(
+        {"row": "floor_suv2.5", "seed": 0, "steps": 0, "val_cases": {"a": 0.1, "b": 0.0}, "val_fp_ml": 9.0,
+         "val_fn_ml": 0.5}))
+    text = abl.table(long_, short)
+    lines = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[1:-1]] for ln in text.splitlines()[2:]}
+    assert "same row of" in text.splitlines()[0]
+    assert lines["lesion_balance"][6].startswith("+0.200 ")  # a: +0.4, b: 0.0
+    assert lines["floor_suv2.5"][4].startswith("0.050 ") and lines["floor_suv2.5"][6] == ""
+
+
+def test_floor_row_scores_the_suv_threshold_on_every_case(tmp_path):
+    """The floor row: SUV >= t components of >= 1 ml, scored per case by ``case_metrics``, every case."""
+    from toy_data import write_toy_dataset
+
+    from petctfm.data import format as fmt
+    from petctfm.evaluate.metrics import case_metrics
+    from petctfm.experiments.vs_nnunet.floor import case_spacing, threshold_mask
+
+    abl = _abl()
+    conf = write_toy_dataset(tmp_path / "conf", n_cases=2, shape=(32, 24, 40), seed=9)
+    r = abl.floor_row(tmp_path, 2.5, str(conf))
+    saved = json.loads((tmp_path / "confirm" / "floor_suv2.5_s0.json").read_text())
+    assert saved["row"] == "floor_suv2.5" and set(saved["val_cases"]) == set(r["val_cases"])
+    ids = sorted(r["val_cases"])
+    assert len(ids) == 2
+    case = fmt.load_case(str(conf), ids[0])
+    sp = case_spacing(case["meta"])
+    want = case_metrics(threshold_mask(np.asarray(case["image"][0]), sp, 2.5), np.asarray(case["label"]), sp)
+    got = r["val_cases"][ids[0]]
+    assert (got == want["dice"]) or (np.isnan(got) and np.isnan(want["dice"]))
