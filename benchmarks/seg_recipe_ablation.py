@@ -90,10 +90,15 @@ def calibrate(data: str, out: Path, name: str, steps: int) -> float:
     return median_step_seconds(run)
 
 
-def _score_ids(score_data: str | None) -> list[str] | None:
-    """Every case of a separate development cohort (all its splits), or None: the dataset's own split."""
+def _score_ids(score_data: str | None, cases: str = "all") -> list[str] | None:
+    """Every case of a separate development cohort (all its splits; ``cases="lesions"``: those with a lesion,
+    as vs-nnunet's confirmation picks them), or None: the dataset's own split."""
     if not score_data:
         return None
+    if cases != "all":
+        from petctfm.experiments.vs_nnunet.confirm import cohort_cases
+
+        return cohort_cases(score_data, cases)
     from petctfm.data import format as fmt
 
     sp = fmt.load_splits(score_data)
@@ -141,18 +146,18 @@ def train_and_score(data: str, out: Path, name: str, steps: int, seed: int, spli
     return row
 
 
-def confirm_row(out: Path, name: str, seed: int, confirm_data: str) -> dict:
+def confirm_row(out: Path, name: str, seed: int, confirm_data: str, cases: str = "all") -> dict:
     """Score the trained row ``name`` (seed ``seed``, its final weights) on every case of a confirmation cohort
     drawn after the choice; written to ``out/confirm/<row>_s<seed>.json`` (the row format of the table)."""
     summary = json.loads((out / f"{name}_s{seed}" / "summary.json").read_text())
-    row = {**_score(name, seed, summary, confirm_data, "val", _score_ids(confirm_data)), "scored_on": confirm_data}
+    row = {**_score(name, seed, summary, confirm_data, "val", _score_ids(confirm_data, cases)), "scored_on": confirm_data}
     dest = out / "confirm"
     dest.mkdir(exist_ok=True)
     (dest / f"{name}_s{seed}.json").write_text(json.dumps(row, indent=1))
     return row
 
 
-def floor_row(out: Path, threshold: float, confirm_data: str) -> dict:
+def floor_row(out: Path, threshold: float, confirm_data: str, cases: str = "all") -> dict:
     """The non-learned floor (SUV >= ``threshold``, components >= 1 ml; vs-nnunet's own) scored like a row on
     every case of ``confirm_data``: ``out/confirm/floor_suv<t>_s0.json``."""
     from petctfm.data import format as fmt
@@ -160,7 +165,7 @@ def floor_row(out: Path, threshold: float, confirm_data: str) -> dict:
     from petctfm.experiments.vs_nnunet.floor import case_spacing, threshold_mask
 
     name, rows = f"floor_suv{threshold:g}", {}
-    for cid in _score_ids(confirm_data):
+    for cid in _score_ids(confirm_data, cases):
         case = fmt.load_case(confirm_data, cid, mmap=True)
         spacing = case_spacing(case["meta"])
         mask = threshold_mask(np.asarray(case["image"][0]), spacing, threshold)
@@ -280,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--confirm", default=None, metavar="DATASET",
                     help="no training: score the trained --rows on every case of this confirmation cohort (drawn "
                          "after the choice) into OUT/confirm/, and print its table")
+    ap.add_argument("--confirm-cases", default="all", choices=("all", "lesions"),
+                    help="with --confirm: every case, or only those with a lesion (Dice is over those; the FP "
+                         "volume then leaves the lesion-free cases out)")
     ap.add_argument("--floors", action="store_true",
                     help="with --confirm: also score the SUV >= 2.5 and >= 4 floors on the cohort")
     ap.add_argument("--versus", default=None, metavar="DIR",
@@ -302,13 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.confirm:
         jobs = [(n, int(s)) for s in a.seeds.split(",") for n in names]
         with ProcessPoolExecutor(a.workers, initializer=_init) as ex:
-            for r in ex.map(confirm_row, [out] * len(jobs), *zip(*jobs), [a.confirm] * len(jobs)):
+            for r in ex.map(confirm_row, [out] * len(jobs), *zip(*jobs), [a.confirm] * len(jobs),
+                            [a.confirm_cases] * len(jobs)):
                 print(json.dumps({k: v for k, v in r.items() if k != "val_cases"}), flush=True)
         if a.floors:
             from petctfm.experiments.vs_nnunet.plan import FLOOR_THRESHOLDS
 
             for t in FLOOR_THRESHOLDS:
-                floor_row(out, float(t), a.confirm)
+                floor_row(out, float(t), a.confirm, a.confirm_cases)
         print(table(out / "confirm"))
         return 0
     cal_file = out / "calibration.json"

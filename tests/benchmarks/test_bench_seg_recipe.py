@@ -158,3 +158,6 @@ def test_floor_row_scores_the_suv_threshold_on_every_case(tmp_path):
     want = case_metrics(threshold_mask(np.asarray(case["image"][0]), sp, 2.5), np.asarray(case["label"]), sp)
     got = r["val_cases"][ids[0]]
     assert (got == want["dice"]) or (np.isnan(got) and np.isnan(want["dice"]))
+    # cases="lesions": only the cases whose label has a lesion
+    with_lesion = [c for c in ids if np.asarray(fmt.load_case(str(conf), c)["label"]).any()]
+    assert sorted(abl.floor_row(tmp_path, 4.0, str(conf), "lesions")["val_cases"]) == with_lesion
