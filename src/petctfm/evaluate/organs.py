@@ -54,6 +54,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from petctfm.core.labels import ORGAN_LABELS
+from petctfm.core.lbm import lean_body_mass  # noqa: F401  (its one owner; re-exported here)
 from petctfm.evaluate.lesions import SPHERE_1ML_RADIUS_MM, sphere_kernel
 
 NAN = float("nan")
@@ -67,25 +68,6 @@ ORGAN_COLUMNS = ["organ", "kind", "label", "volume_ml", "n_voxels", "excluded_le
                  "suv_median", "suv_max", "suv_peak", "sul_mean", "note"]
 LIVER_REFERENCE = "liver_reference"
 BLOOD_POOL_REFERENCE = "blood_pool_reference"
-
-
-# ------------------------------------------------------------------------------------------------ lean body mass
-
-
-def lean_body_mass(weight_kg: float | None, height_cm: float | None, sex: str | None) -> float:
-    """Janmahasatian lean body mass in kg (module docstring); NaN when any input is unknown or not positive.
-    ``sex``: ``M``/``male`` or ``F``/``female`` (case-insensitive); anything else is unknown."""
-    try:
-        w, h = float(weight_kg), float(height_cm) / 100.0  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return NAN
-    s = str(sex or "").strip().lower()
-    if not (w > 0 and h > 0 and math.isfinite(w) and math.isfinite(h)) or s not in ("m", "male", "f", "female"):
-        return NAN
-    bmi = w / (h * h)
-    if s in ("m", "male"):
-        return 9270.0 * w / (6680.0 + 216.0 * bmi)
-    return 9270.0 * w / (8780.0 + 244.0 * bmi)
 
 
 # ------------------------------------------------------------------------------------------------ geometry
