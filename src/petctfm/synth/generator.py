@@ -60,6 +60,10 @@ class Grid:
     spacing: tuple[float, float, float]
     origin: tuple[float, float, float]
     direction: tuple[float, ...]
+    #: The patient's pose in this scanner (follow-up studies, ``synth.followup``): a rigid body -> scanner map
+    #: ``x_scanner = R (x_body - c) + c + t`` given as ``(cx, cy, cz, rx, ry, rz, tx, ty, tz)`` (mm, radians,
+    #: ITK Euler angles). None (every baseline case): body and scanner frames coincide.
+    pose: tuple[float, ...] | None = None
 
     @staticmethod
     def centered(center, spacing, size, direction) -> "Grid":
@@ -83,7 +87,25 @@ class Grid:
         f.SetInterpolator(interp)
         f.SetDefaultPixelValue(float(default))
         f.SetOutputPixelType(pixel_type)
+        if self.pose is not None:  # the output (scanner) point -> the body point it shows
+            f.SetTransform(self.pose_transform().GetInverse())
         return f.Execute(img)
+
+    def pose_transform(self) -> sitk.Euler3DTransform:
+        """The body -> scanner transform of :attr:`pose` (identity when None)."""
+        t = sitk.Euler3DTransform()
+        if self.pose is not None:
+            p = [float(v) for v in self.pose]
+            t.SetCenter(p[0:3])
+            t.SetRotation(*p[3:6])
+            t.SetTranslation(p[6:9])
+        return t
+
+    def to_scanner(self, point):
+        """A body-frame point (mm, LPS) in this scanner's frame; ``point`` itself when there is no pose."""
+        if self.pose is None:
+            return point
+        return np.asarray(self.pose_transform().TransformPoint([float(v) for v in point]), np.float64)
 
 
 def _check_args(index: int, seed: int, size: str, sites, tracers) -> tuple[list[str], list[str]]:
@@ -201,24 +223,33 @@ def _correlated_noise(shape_zyx, sigma_vox_zyx, rng: np.random.Generator) -> np.
     return n
 
 
-def _lesion_volumes(seg_arr: np.ndarray, owner: np.ndarray, axes, pet_grid: "Grid", pet_img: sitk.Image,
-                    lesions: list, vox_ml: float) -> list[float]:
-    """Per-lesion volumes (ml) of the PET-grid SEG, in the order of ``lesions``; they sum to the SEG volume.
+def lesion_instances(seg_arr: np.ndarray, owner: np.ndarray, axes, pet_grid: "Grid", pet_img: sitk.Image,
+                     lesions: list) -> np.ndarray:
+    """The lesion instance map on the PET grid (int64, (z, y, x) like ``seg_arr``): 0 outside the SEG, else the
+    number ``k + 1`` of the lesion ``lesions[k]`` that owns the voxel.
 
     Each SEG voxel belongs to the lesion that owns it on the truth grid (nearest-neighbour resampling of the
     owner map); SEG voxels without an owner (edge of the linear interpolation) go to the nearest lesion
-    centre.
+    centre (in the scanner's frame, ``pet_grid.to_scanner``).
     """
     own = sitk.GetArrayFromImage(pet_grid.resample(_truth_image(owner, axes), sitk.sitkNearestNeighbor, 0,
-                                                   sitk.sitkUInt8))
-    ids = own[seg_arr > 0].astype(np.int64)
+                                                   sitk.sitkUInt8)).astype(np.int64)
+    inst = np.where(seg_arr > 0, own, 0)
     orphan = np.argwhere((seg_arr > 0) & (own == 0))
     if len(orphan):
         pts = np.array([pet_img.TransformIndexToPhysicalPoint([int(i) for i in zyx[::-1]]) for zyx in orphan])
-        cen = np.array([les.center for les in lesions])
+        cen = np.array([pet_grid.to_scanner(les.center) for les in lesions])
         nearest = np.argmin(((pts[:, None, :] - cen[None]) ** 2).sum(-1), axis=1) + 1
-        ids = np.concatenate([ids[ids > 0], nearest])
-    counts = np.bincount(ids, minlength=len(lesions) + 1)[1:len(lesions) + 1]
+        inst[tuple(orphan.T)] = nearest
+    return inst
+
+
+def _lesion_volumes(seg_arr: np.ndarray, owner: np.ndarray, axes, pet_grid: "Grid", pet_img: sitk.Image,
+                    lesions: list, vox_ml: float) -> list[float]:
+    """Per-lesion volumes (ml) of the PET-grid SEG, in the order of ``lesions``; they sum to the SEG volume
+    (the voxel counts of :func:`lesion_instances`)."""
+    inst = lesion_instances(seg_arr, owner, axes, pet_grid, pet_img, lesions)
+    counts = np.bincount(inst[seg_arr > 0], minlength=len(lesions) + 1)[1:len(lesions) + 1]
     return [float(c) * vox_ml for c in counts]
 
 
@@ -240,6 +271,60 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
         A :class:`SynthCase`; see its docstring for the images and ``docs/synthetic-data.md`` for ``meta``.
     """
     # Every draw comes from this one generator, in the order of the steps below (the module docstring).
+    st = prepare_patient(index, seed, size, sites, tracers, metabolic_structure)
+    scan = Acquisition(st.site, st.profile, st.patient, st.times, st.ct_grid, st.pet_grid)
+    return acquire_study(st, st.lesions, scan, st.rng)[0]
+
+
+@dataclass
+class PreparedPatient:
+    """Steps 1-3 of :func:`generate_case` for one patient, before the lesions are rendered: what a second study
+    of the same patient (``synth.followup``) starts from. ``hu`` / ``suv_true`` (float, truth grid x, y, z) hold
+    no lesion yet and :func:`acquire_study` changes them in place (copy them first to scan the patient twice);
+    ``lesions`` are placed, not rendered; ``rng`` is the case's generator, positioned after the placement."""
+
+    index: int
+    seed: int
+    size: str
+    site: str
+    profile: SiteProfile
+    clin: dict
+    patient: Patient
+    times: dict
+    ct_grid: Grid
+    pet_grid: Grid
+    axes: tuple
+    metabolic: tuple | None
+    anat: object
+    hotspots: object
+    phys: object
+    hu: np.ndarray
+    suv_true: np.ndarray
+    lesions: list
+    planned_ml: float
+    rng: np.random.Generator
+
+
+@dataclass
+class Acquisition:
+    """How one study is acquired: the site (name and profile), the patient as weighed that day (weight ->
+    SUV and dose), the dose and times (``_draw_times``), the CT and PET grids (with a ``pose`` for a
+    follow-up) and, for a follow-up, the fixed identity fields and extra ``meta`` entries."""
+
+    site: str
+    profile: SiteProfile
+    patient: Patient
+    times: dict
+    ct_grid: Grid
+    pet_grid: Grid
+    identity: dict | None = None  # None: drawn (the last draws of a case); else these fields are used
+    extra_meta: dict | None = None
+
+
+def prepare_patient(index: int, seed: int, size: str = "small", sites: list[str] | None = None,
+                    tracers: list[str] | None = None, metabolic_structure: bool = False) -> PreparedPatient:
+    """Steps 1-3 of :func:`generate_case` (same arguments, same draws): patient, times, grids, anatomy and
+    the placed lesions (:class:`PreparedPatient`)."""
     sites, tracers = _check_args(index, seed, size, sites, tracers)
     rng = np.random.default_rng([int(seed), int(index)])
     site = sites[index % len(sites)]
@@ -257,20 +342,34 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
     anat, hotspots, phys, hu, suv_true = _truth_maps(axes, patient, clin["tracer"], rng,
                                                      metabolic[1] if metabolic else None)
     lesions, planned_ml = _plan_and_place_lesions(anat, clin, patient, pet_grid, size, rng)
-    lesions, occ, owner = _render_lesions(anat, lesions, hu, suv_true, rng)
+    return PreparedPatient(int(index), int(seed), size, site, profile, clin, patient, times, ct_grid, pet_grid,
+                           axes, metabolic, anat, hotspots, phys, hu, suv_true, lesions, planned_ml, rng)
+
+
+def acquire_study(st: PreparedPatient, lesions: list, scan: Acquisition, rng: np.random.Generator
+                  ) -> tuple[SynthCase, list, np.ndarray | None]:
+    """Steps 3 (rendering ``lesions`` into ``st.hu`` / ``st.suv_true``, in place) to 5 of :func:`generate_case`
+    with the acquisition ``scan``, all draws from ``rng``. Returns ``(case, kept lesions, owner)``: the lesions
+    that kept some volume (rendered: their ``suv_max`` / ``suv_mean`` / ``volume_ml`` are what was drawn) and
+    the truth-grid owner map (uint8 (x, y, z), lesion ``k + 1`` of the kept list; None without lesions), for
+    :func:`lesion_instances`."""
+    clin, patient, times, profile = st.clin, scan.patient, scan.times, scan.profile
+    ct_grid, pet_grid, axes = scan.ct_grid, scan.pet_grid, st.axes
+    lesions, occ, owner = _render_lesions(st.anat, lesions, st.hu, st.suv_true, rng)
     diagnosis = clin["diagnosis"] if lesions else "negative"
-    ct, noise_sd = _scan_ct(hu, anat.spacing, axes, ct_grid, profile, patient, rng)
-    pet, suv, decayed, suv_factor = _scan_pet(suv_true, anat.spacing, axes, pet_grid, profile, clin["tracer"],
+    ct, noise_sd = _scan_ct(st.hu, st.anat.spacing, axes, ct_grid, profile, patient, rng)
+    pet, suv, decayed, suv_factor = _scan_pet(st.suv_true, st.anat.spacing, axes, pet_grid, profile, clin["tracer"],
                                               patient, times, rng)
     ctres = pet_grid.resample(ct, sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
-    organs = pet_grid.resample(_truth_image(organ_lut()[anat.labels], axes), sitk.sitkNearestNeighbor, 0,
+    organs = pet_grid.resample(_truth_image(organ_lut()[st.anat.labels], axes), sitk.sitkNearestNeighbor, 0,
                                sitk.sitkUInt8)
     seg, seg_arr, lesion_vols = _seg_on_pet_grid(occ, owner, lesions, axes, pet_grid, pet)
     vox_ml = float(np.prod(pet_grid.spacing)) / 1000.0
-    identity = _fake_identity(rng, patient.sex, times)
+    identity = _fake_identity(rng, patient.sex, times) if scan.identity is None else dict(scan.identity)
+    index, seed, size = st.index, st.seed, st.size
     meta = {
         "case_id": f"PETCT_{index:04d}",
-        "site": site,
+        "site": scan.site,
         "tracer": clin["tracer"],
         "diagnosis": diagnosis,
         "stage": stage_of(diagnosis, lesions),
@@ -285,7 +384,7 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
         "n_lesions": len(lesions),
         "lesion_volume_ml": round(float(seg_arr.sum()) * vox_ml, 3),
         "lesion_volumes_ml": [round(v, 3) for v in lesion_vols],
-        "planned_lesion_volume_ml": round(planned_ml, 3),
+        "planned_lesion_volume_ml": round(st.planned_ml, 3),
         "arms": patient.arms,
         **identity,
         **_dose_meta(clin["tracer"], times, decayed, suv_factor),
@@ -294,13 +393,17 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
         "index": int(index),
         "size": size,
         **_scanner_meta(profile, noise_sd, pet_grid, ct_grid),
-        "benign_hotspots": hotspots,
-        "reference_suv": phys.summary(),
+        "benign_hotspots": st.hotspots,
+        "reference_suv": st.phys.summary(),
         "lesions": _lesions_meta(lesions, lesion_vols),
     }
-    if metabolic:
-        meta.update(metabolic_model.case_meta(*metabolic))
-    return SynthCase(case_id=meta["case_id"], ct=ct, pet=pet, suv=suv, ctres=ctres, seg=seg, organs=organs, meta=meta)
+    if st.metabolic:
+        meta.update(metabolic_model.case_meta(*st.metabolic))
+    if scan.extra_meta:
+        meta.update(scan.extra_meta)
+    case = SynthCase(case_id=meta["case_id"], ct=ct, pet=pet, suv=suv, ctres=ctres, seg=seg, organs=organs,
+                     meta=meta)
+    return case, lesions, owner
 
 
 def _truth_maps(axes, patient: Patient, tracer: str, rng: np.random.Generator, metabolic_z: dict | None = None):
@@ -413,7 +516,7 @@ def _seg_on_pet_grid(occ: np.ndarray, owner: np.ndarray | None, lesions: list, a
     else:
         seg_arr = np.zeros(tuple(reversed(pet.GetSize())), dtype=np.uint8)
     for les in lesions:
-        idx = pet.TransformPhysicalPointToIndex([float(v) for v in les.center])
+        idx = pet.TransformPhysicalPointToIndex([float(v) for v in pet_grid.to_scanner(les.center)])
         if all(0 <= i < n for i, n in zip(idx, pet_grid.size)):
             seg_arr[idx[2], idx[1], idx[0]] = 1
     if lesions:

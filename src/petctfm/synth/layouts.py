@@ -40,9 +40,10 @@ if TYPE_CHECKING:
 NNUNET_LABELS: dict[str, int] = {"background": 0, "lesion": 1}
 
 
-def write_autopet_case(case: SynthCase, root: str | os.PathLike) -> Path:
-    """Write ``root/<case_id>/`` with the six autoPET files; the folder appears whole or not at all."""
-    target = Path(root) / case.case_id
+def write_autopet_case(case: SynthCase, root: str | os.PathLike, name: str | None = None) -> Path:
+    """Write ``root/<case_id>/`` (or ``root/<name>/``) with the six autoPET files; the folder appears whole or
+    not at all."""
+    target = Path(root) / (name or case.case_id)
     with atomic_dir(target) as tmp:
         for name, attr in AUTOPET_FILES.items():
             write_image(getattr(case, attr), tmp / name, notes=SYNTH_NOTES)

@@ -213,25 +213,28 @@ def lesion_shape(volume_ml: float, n_parts: int, min_diameter_mm: float,
 
 def place_lesions(anat: Anatomy, diagnosis: str, plan, rng: np.random.Generator, min_gap_mm: float,
                   bounds: tuple[np.ndarray, np.ndarray] | None = None, max_lesions: int = 40,
-                  min_diameter_mm: float = 4.0, tries: int = 25, shrink_rounds: int = 4) -> list[Lesion]:
+                  min_diameter_mm: float = 4.0, tries: int = 25, shrink_rounds: int = 4,
+                  existing: list[Lesion] | tuple = ()) -> list[Lesion]:
     """Place the lesions of ``plan`` (a :class:`petctfm.synth.burden.LesionPlan`) in ``anat``.
 
     Largest lesions first. A lesion that does not fit after ``tries`` positions is halved in volume and tried
     again (``shrink_rounds`` times), then dropped. ``bounds`` (lo, hi mm): lesions lie entirely inside this
     box (the PET field of view). ``min_diameter_mm``: lower clip of every blob's diameter (the generator uses
     one PET voxel at ``tiny``). Lesions never overlap: blob centres of different lesions are at least
-    ``r1 + r2 + min_gap_mm`` apart; the blobs of one confluent mass overlap on purpose.
+    ``r1 + r2 + min_gap_mm`` apart; the blobs of one confluent mass overlap on purpose. ``existing``: lesions
+    already there (a follow-up's, ``synth.followup``), kept clear of in the same way and not returned.
     """
     scene = _Scene(anat, bounds, min_gap_mm)
+    scene.placed.extend(existing)
     order = sorted(range(len(plan.lesions)), key=lambda i: -plan.lesions[i].volume_ml)
     for i in order:
         pl = plan.lesions[i]
-        if len(scene.placed) >= max_lesions:
+        if len(scene.placed) - len(existing) >= max_lesions:
             break
         found = _fit_lesion(scene, pl, rng, min_diameter_mm, tries, shrink_rounds)
         if found is not None:
             scene.placed.append(_make_lesion(pl, diagnosis, *found, rng))
-    return scene.placed
+    return scene.placed[len(existing):]
 
 
 class _Scene:
