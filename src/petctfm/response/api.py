@@ -43,6 +43,22 @@ def check_options(min_overlap: float = MIN_OVERLAP, max_distance_mm: float = MAX
     check_choice("register_on", register_on, ("pet",))
 
 
+def check_dates(baseline: str | os.PathLike, followup: str | os.PathLike) -> dict[str, Any]:
+    """The two study dates (:func:`petctfm.response.inputs.study_date`); an :class:`InputError` (exit 3) when
+    both are known and the follow-up's is before the baseline's (swapped studies). Returns ``{"baseline",
+    "followup"`` (ISO dates or None), ``"interval_days"`` (None unless both are known), ``"sources"}``."""
+    from petctfm.core.errors import InputError
+    from petctfm.response.inputs import study_date
+
+    (db, wb), (df, wf) = study_date(baseline), study_date(followup)
+    if db is not None and df is not None and df < db:
+        raise InputError(f"{followup}: the follow-up study date {df.isoformat()} is before the baseline's "
+                         f"{db.isoformat()} ({wf} vs {wb}); are --baseline and --followup swapped?")
+    return {"baseline": None if db is None else db.isoformat(), "followup": None if df is None else df.isoformat(),
+            "interval_days": None if db is None or df is None else (df - db).days,
+            "sources": {"baseline": wb or None, "followup": wf or None}}
+
+
 def _pct(b: float | None, f: float | None) -> float | None:
     if b is None or f is None or not (b > 0) or not math.isfinite(f):
         return None
@@ -193,6 +209,7 @@ def assess_response(baseline: str | os.PathLike, followup: str | os.PathLike, ou
     from petctfm.io.atomic import ensure_output_dir
 
     ensure_output_dir(out)
+    dates = check_dates(baseline, followup)
     t0 = time.perf_counter()
     runner = _StudyPredictor(model, organs_model, device, Path(out))
     baseline, followup = runner.ensure(baseline, "baseline"), runner.ensure(followup, "followup")
@@ -240,6 +257,7 @@ def assess_response(baseline: str | os.PathLike, followup: str | os.PathLike, ou
                      "sul_factor": _r(fu.sul_factor), **tf,
                      "hottest_sulpeak": _r(peak_f), "measurability_threshold": _r(thr_f),
                      "liver_reference": _ref_json(liver_f), "blood_pool_reference": _ref_json(pool_f)},
+        "study_dates": dates,
         "units": units,
         "units_note": ("" if units == "SUL" else "lean body mass unknown (no organs.csv with sul_mean): SUV used "
                        "for SULpeak; the 30 % criteria hold, the 0.8 absolute criterion is applied in SUV units"),
@@ -274,4 +292,4 @@ def assess_response(baseline: str | os.PathLike, followup: str | os.PathLike, ou
     return result
 
 
-__all__ = ["assess_response", "check_options", "COLUMNS", "RESPONSE_JSON", "LESIONS_CSV", "REPORT_PNG"]
+__all__ = ["assess_response", "check_options", "check_dates", "COLUMNS", "RESPONSE_JSON", "LESIONS_CSV", "REPORT_PNG"]

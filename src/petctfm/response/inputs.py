@@ -13,6 +13,7 @@ so labels, SUVs and centroids agree with the label image used for matching.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import math
 import os
@@ -109,6 +110,83 @@ def _pet_path(folder: Path, summary: dict[str, Any], explicit: str | os.PathLike
     raise InputError(f"{folder / SUMMARY}: its input PET {source} is not there; give it with {flag}")
 
 
+STUDY_JSON = "study.json"  # a study folder's sidecar (petctfm synth --followup writes one): "study_date"
+DICOM_FILES_TRIED = 50  # a DICOM source: StudyDate of the first of these files that has one
+
+
+def parse_date(value: Any) -> "dt.date | None":
+    """``YYYYMMDD`` (DICOM DA) or ``YYYY-MM-DD`` -> a date; None when empty or not a date."""
+    text = str(value or "").strip()
+    for fmt in ("%Y%m%d", "%Y-%m-%d"):
+        try:
+            return dt.datetime.strptime(text[:10] if "-" in text else text[:8], fmt).date()
+        except ValueError:
+            continue
+    return None
+
+
+def _sidecar_date(folder: Path) -> tuple["dt.date | None", str]:
+    p = folder / STUDY_JSON
+    if not p.is_file():
+        return None, ""
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None, ""
+    day = parse_date(d.get("study_date")) if isinstance(d, dict) else None
+    return day, (str(p) if day else "")
+
+
+def _dicom_date(source: Path) -> tuple["dt.date | None", str]:
+    import pydicom
+
+    files = [source] if source.is_file() else sorted(q for q in source.rglob("*") if q.is_file())[:DICOM_FILES_TRIED]
+    for f in files:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["StudyDate"])
+        except Exception:  # not DICOM (pydicom raises several kinds): try the next file
+            continue
+        day = parse_date(getattr(ds, "StudyDate", ""))
+        if day:
+            return day, f"{f} (DICOM StudyDate)"
+    return None, ""
+
+
+def study_date(folder: str | os.PathLike) -> tuple["dt.date | None", str]:
+    """The study date of a ``--baseline`` / ``--followup`` folder and where it was found, or ``(None, "")``.
+
+    In order: ``summary.json`` (``input.study_date`` or ``study_date``); a ``study.json`` sidecar (its
+    ``study_date``) in the study folder, i.e. the folder itself when it is a study folder, else the folder of
+    ``summary.json["input"]["source"]`` (the source folder, or the PET file's folder); the DICOM StudyDate of a
+    DICOM source. ``petctfm predict`` itself records no date. Never raises: an unreadable file is no date."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None, ""
+    if not (folder / SUMMARY).is_file():
+        return _sidecar_date(folder)
+    try:
+        summary = json.loads((folder / SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None, ""
+    if not isinstance(summary, dict):
+        return None, ""
+    inp = summary.get("input") if isinstance(summary.get("input"), dict) else {}
+    for v in (inp.get("study_date"), summary.get("study_date")):
+        day = parse_date(v)
+        if day:
+            return day, str(folder / SUMMARY)
+    source = inp.get("source")
+    if not source:
+        return None, ""
+    for cand in (Path(source), folder / source):
+        if not cand.exists():
+            continue
+        if inp.get("kind") == "dicom":
+            return _dicom_date(cand)
+        return _sidecar_date(cand if cand.is_dir() else cand.parent)
+    return None, ""
+
+
 def load_timepoint(folder: str | os.PathLike, role: str, pet: str | os.PathLike | None = None) -> TimePoint:
     """Read one ``predict`` output folder (module docstring); one-line :class:`InputError` (exit 3) naming the
     file when it is not one, has no lesion mask, or its PET is missing or on another grid."""
@@ -149,4 +227,4 @@ def load_timepoint(folder: str | os.PathLike, role: str, pet: str | os.PathLike 
     return TimePoint(role, folder, pet_img, pet_path, labels, n, table, organs, sul_factor(organs), summary)
 
 
-__all__ = ["TimePoint", "load_timepoint", "read_organs", "sul_factor", "PREDICT_HINT"]
+__all__ = ["TimePoint", "load_timepoint", "read_organs", "sul_factor", "study_date", "parse_date", "PREDICT_HINT"]
