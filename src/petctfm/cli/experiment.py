@@ -377,10 +377,70 @@ def _run_metabolic_network(args: argparse.Namespace) -> int:
     return 0
 
 
+RESPONSE_EXAMPLES = """
+# the response logic alone: ground-truth lesion and organ masks of the follow-up phantoms
+petctfm synth --out data/fu --cases 8 --seed 0 --size tiny --followup
+petctfm experiment response --data data/fu --masks truth --out exp/response_truth
+
+# a lesion model (and an organ model for PERCIST's liver reference) on the same pairs
+petctfm experiment response --data data/fu --model runs/seg --organs runs/organs --out exp/response_model
+"""
+
+
+def _register_response(sub) -> None:
+    p = add_command(
+        sub, "response",
+        help="treatment response on follow-up phantoms: PERCIST category accuracy, lesion-matching F1",
+        description="Run `petctfm response` on every pair of `petctfm synth --followup` (with the phantoms' "
+        "ground-truth masks, --masks truth, or a lesion model's predictions, --model) and compare with "
+        "response_truth.json: category accuracy with bootstrap and exact CIs, confusion matrix, lesion-matching F1 "
+        "(matched, disappeared, new), SULpeak % change error; summary.json, pairs.csv, results.md, "
+        "response_experiment.png. A pair that fails is quarantined (quarantine.csv, exit 5) and the batch goes "
+        "on. Synthetic data only. See docs/response.md.",
+        examples=RESPONSE_EXAMPLES)
+    p.add_argument("--data", required=True, metavar="PAIRS", help="`petctfm synth --followup` output (or its pairs/)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (summary.json written last)")
+    p.add_argument("--model", metavar="RUN", help="lesion model (a `petctfm finetune` run)")
+    p.add_argument("--masks", metavar="truth", help="'truth': the phantoms' lesion and organ masks")
+    p.add_argument("--organs", metavar="RUN", help="organ model for the PERCIST references (with --model)")
+    p.add_argument("--device", default="auto", help="device for --model: auto, cpu, cuda, cuda:N")
+    p.add_argument("--min-overlap", type=float, action=api_default(RESPONSE, "min_overlap"),
+                   help="as petctfm response (default {default})")
+    p.add_argument("--max-distance", type=float, dest="max_distance_mm", action=api_default(RESPONSE, "max_distance_mm"),
+                   help="as petctfm response, mm (default {default})")
+    p.add_argument("--bootstrap", type=int, action=api_default(RESPONSE, "bootstrap"),
+                   help="bootstrap resamples of the accuracy CI, >= 0 (default {default})")
+    p.add_argument("--seed", type=int, action=api_default(RESPONSE, "seed"), help="bootstrap and registration seed "
+                   "(default {default})")
+    p.add_argument("--limit", type=int, metavar="N", help="the first N pairs only")
+    p.add_argument("--report-png", action="store_true", help="also each pair's response.png (slower)")
+    p.set_defaults(func=_run_response)
+
+
+RESPONSE = "petctfm.experiments.response.run:run_response_experiment"
+
+
+def _run_response(args: argparse.Namespace) -> int:
+    from petctfm.cli._api import flags, given
+    from petctfm.experiments.response.run import run_response_experiment
+
+    with flags({"max_distance_mm": "--max-distance"}):
+        s = run_response_experiment(args.out, args.data, **given(args, ("model", "masks", "organs", "device",
+                                    "min_overlap", "max_distance_mm", "bootstrap", "seed", "limit")),
+                                    report_png=args.report_png)
+    print(f"experiment response: {s['n_pairs']} pairs, category accuracy {s['category_accuracy']:.3f} "
+          f"(95 % CI {s['accuracy_ci_exact'][0]:.3f}-{s['accuracy_ci_exact'][1]:.3f}), matching F1 "
+          f"{s['matching_f1']}; results in {s['results_md']}")
+    if s["quarantined"]:
+        print(f"experiment response: {len(s['quarantined'])} pair(s) quarantined (quarantine.csv)", file=sys.stderr)
+        return int(ExitCode.PARTIAL)
+    return 0
+
+
 #: Experiment name -> function adding its sub-subcommand.
 EXPERIMENTS = {"label-efficiency": _register_label_efficiency, "fratmae-ablation": _register_fratmae_ablation,
                "interactive": _register_interactive, "vs-nnunet": _register_vs_nnunet,
-               "metabolic-network": _register_metabolic_network}
+               "metabolic-network": _register_metabolic_network, "response": _register_response}
 
 
 def register(subparsers) -> None:

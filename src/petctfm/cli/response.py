@@ -29,7 +29,9 @@ def register(subparsers) -> None:
         "information), match lesions (matched, new, disappeared, split, merged), and write response.json "
         "(PERCIST 1.0 category, Deauville score, TMTV and TLG change), lesions.csv (one row per lesion group) "
         "and response.png (MIPs side by side, waterfall). BASELINE and FOLLOWUP are `petctfm predict` output "
-        "folders. See docs/response.md.",
+        "folders. When both study dates are known (a study.json sidecar of the study folder, a date in "
+        "summary.json, or the DICOM StudyDate) a follow-up dated before its baseline is refused (exit 3). "
+        "See docs/response.md.",
         examples=EXAMPLES)
     p.add_argument("--baseline", required=True, help="`petctfm predict` output folder of the baseline study")
     p.add_argument("--followup", required=True, help="`petctfm predict` output folder of the follow-up study")

@@ -19,6 +19,9 @@ petctfm synth --out data/synth --cases 100 --seed 0 --size small --formats autop
 # PSMA only, from two sites, as DICOM
 petctfm synth --out data/psma --cases 10 --seed 1 --tracers psma --sites north_valley,harbor_city --formats dicom
 
+# 8 baseline + follow-up pairs (CMR, PMR, SMD, PMD twice each) with response_truth.json, for petctfm response
+petctfm synth --out data/pairs --cases 8 --seed 0 --size tiny --followup
+
 # 150 FDG phantoms whose organ uptake has a known correlation structure (for experiment metabolic-network)
 petctfm synth --out data/metab --cases 150 --seed 0 --size tiny --tracers fdg --formats autopet --metabolic-structure
 """
@@ -56,6 +59,11 @@ def register(subparsers) -> None:
                    help="organ uptake follows patient-level latent factors (a known organ correlation matrix and a "
                    "lymphoma-vs-reference difference, written to OUT/organ_covariance.json; docs/synthetic-data.md); "
                    "off by default, so existing seeds give the same bytes")
+    p.add_argument("--followup", action="store_true",
+                   help="write N baseline + follow-up pairs instead (the baseline is the normal case; the follow-up "
+                   "has its own pose, weight, scanner site and a drawn PERCIST response, CMR/PMR/SMD/PMD in turn) as "
+                   "OUT/pairs/<patient>/{baseline,followup}/ autoPET-style study folders + response_truth.json "
+                   "(docs/response.md); --formats does not apply")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -70,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("highdicom").setLevel(logging.WARNING)
 
     options = given(args, ("size", "sites", "tracers", "formats", "workers"))
+    if getattr(args, "followup", False):
+        return _run_followup(args, options)
     with flags({"n_cases": "--cases"}):
         rows = synthesize(args.out, n_cases=args.cases, seed=args.seed, progress=not args.no_progress,
                           metabolic_structure=args.metabolic_structure, **options)
@@ -78,4 +88,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(rows)} cases ({n_pos} with lesions) in {', '.join(formats)} to {args.out}; "
           f"metadata: {args.out}/metadata.csv" + (f"; planted organ covariance: {args.out}/organ_covariance.json"
                                                    if args.metabolic_structure else ""))
+    return 0
+
+
+def _run_followup(args: argparse.Namespace, options: dict) -> int:
+    from petctfm.cli._api import flags
+    from petctfm.core.errors import UsageError
+    from petctfm.synth.followup import PAIRS_CSV, PAIRS_DIR, synthesize_pairs
+
+    if "formats" in options:
+        raise UsageError("--formats does not apply to --followup (it writes OUT/pairs/, autoPET-style)",
+                         arg="formats")
+    with flags({"n_cases": "--cases"}):
+        rows = synthesize_pairs(args.out, n_pairs=args.cases, seed=args.seed, progress=not args.no_progress,
+                                metabolic_structure=args.metabolic_structure, **options)
+    counts = {c: sum(r["category"] == c for r in rows) for c in ("CMR", "PMR", "SMD", "PMD")}
+    print(f"wrote {len(rows)} baseline + follow-up pairs ({', '.join(f'{k} {v}' for k, v in counts.items())}) to "
+          f"{args.out}/{PAIRS_DIR}/; list: {args.out}/{PAIRS_DIR}/{PAIRS_CSV}")
     return 0
