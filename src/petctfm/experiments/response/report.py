@@ -136,7 +136,8 @@ def plot(rows: list[dict[str, Any]], summary: dict[str, Any]) -> bytes:
     ax[1].set_xlabel("planted SULmean change (%)")
     ax[1].set_ylabel("measured SULpeak change (%)")
     ax[1].set_title(f"matching F1 {summary['matching_f1']:.3f}")
-    ax[1].legend(fontsize=7, loc="upper left")
+    if ax[1].get_legend_handles_labels()[0]:
+        ax[1].legend(fontsize=7, loc="upper left")
     fig.suptitle("petctfm experiment response: synthetic phantoms, not clinical data", fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
