@@ -110,7 +110,7 @@ def _pet_path(folder: Path, summary: dict[str, Any], explicit: str | os.PathLike
     raise InputError(f"{folder / SUMMARY}: its input PET {source} is not there; give it with {flag}")
 
 
-STUDY_JSON = "study.json"  # a study folder's sidecar (petctfm synth --followup writes one): "study_date"
+from petctfm.io.layouts.autopet import STUDY_SIDECAR as STUDY_JSON  # noqa: E402  ("study_date")
 DICOM_FILES_TRIED = 50  # a DICOM source: StudyDate of the first of these files that has one
 
 

@@ -47,6 +47,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from petctfm.core.lbm import lean_body_mass
+from petctfm.io.layouts.autopet import STUDY_SIDECAR
 from petctfm.synth import generator as G
 from petctfm.synth.body import Patient
 from petctfm.synth.burden import LOWER_STATIONS, UPPER_STATIONS, LesionPlan, PlannedLesion
@@ -57,7 +58,7 @@ CATEGORIES: tuple[str, ...] = ("CMR", "PMR", "SMD", "PMD")
 FOLLOWUP_STREAM = 2727  # the follow-up's own random stream: [seed, index, FOLLOWUP_STREAM, attempt]
 PAIRS_DIR = "pairs"
 TRUTH_JSON = "response_truth.json"
-STUDY_JSON = "study.json"  # per study folder: date, weight, height, sex, site (read by petctfm response)
+STUDY_JSON = STUDY_SIDECAR  # per study folder: date, weight, height, sex, site (read by petctfm response)
 INSTANCES = "LESIONS.nii.gz"  # per study folder: lesion instance ids (the ids of response_truth.json)
 ROLES = ("baseline", "followup")
 PAIRS_CSV = "pairs.csv"

@@ -30,6 +30,8 @@ AUTOPET_FILES: dict[str, str] = {
 }
 """File name -> role (the role is also the :class:`~petctfm.synth.case.SynthCase` attribute written there)."""
 
+#: A study folder's sidecar (``petctfm synth --followup`` writes one; ``petctfm response`` reads its ``study_date``).
+STUDY_SIDECAR = "study.json"
 PET_FILES = ("SUV.nii.gz", "PET.nii.gz")  # a folder holding one of these is an autoPET case folder
 
 
