@@ -11,10 +11,6 @@ from typing import Any
 
 from petctfm.experiments.response.plan import Settings, check_settings
 
-#: Pairs that could not be assessed: ``pair, reason`` (one line each; header only when none).
-QUARANTINE_CSV = "quarantine.csv"
-
-
 def find_pairs(data: str | os.PathLike) -> list[Path]:
     """The pair folders (holding ``response_truth.json``) of a ``synth --followup`` output, sorted by name;
     ``data`` is its ``pairs/`` folder or the folder above. :class:`InputError` (exit 3) when there are none."""
