@@ -48,7 +48,6 @@ Shapes: ``suv``, ``organs``, ``lesions``, ``pred``, ``gt``: (X, Y, Z) on one gri
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
