@@ -132,7 +132,8 @@ def test_experiment_quarantines_a_bad_pair_and_goes_on(pairs, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, flag", [(["--masks", "truth", "--model", "x"], "--masks"), ([], "--masks"),
-                                        (["--masks", "gt"], "--masks"), (["--masks", "truth", "--organs", "r"], "--organs")])
+                                        (["--masks", "gt"], "--masks"),
+                                        (["--masks", "truth", "--organs", "r"], "--organs")])
 def test_experiment_usage_errors(tmp_path, capsys, args, flag):
     from petctfm.cli.main import main
 

@@ -406,8 +406,8 @@ def _register_response(sub) -> None:
     p.add_argument("--device", default="auto", help="device for --model: auto, cpu, cuda, cuda:N")
     p.add_argument("--min-overlap", type=float, action=api_default(RESPONSE, "min_overlap"),
                    help="as petctfm response (default {default})")
-    p.add_argument("--max-distance", type=float, dest="max_distance_mm", action=api_default(RESPONSE, "max_distance_mm"),
-                   help="as petctfm response, mm (default {default})")
+    p.add_argument("--max-distance", type=float, dest="max_distance_mm",
+                   action=api_default(RESPONSE, "max_distance_mm"), help="as petctfm response, mm (default {default})")
     p.add_argument("--bootstrap", type=int, action=api_default(RESPONSE, "bootstrap"),
                    help="bootstrap resamples of the accuracy CI, >= 0 (default {default})")
     p.add_argument("--seed", type=int, action=api_default(RESPONSE, "seed"), help="bootstrap and registration seed "

@@ -69,7 +69,8 @@ def summarize(s: Settings, rows: list[dict[str, Any]], quarantined: list[dict[st
 
     def sub_f1(sel):
         sub = [r for r in rows if sel(r)]
-        return {"n_pairs": len(sub), **{a: _r(b) for a, b in f1(*(sum(r[x] for r in sub) for x in ("tp", "fp", "fn"))).items()}}
+        counts = (sum(r[x] for r in sub) for x in ("tp", "fp", "fn"))
+        return {"n_pairs": len(sub), **{a: _r(b) for a, b in f1(*counts).items()}}
 
     hottest = [(float(r["truth_change_percent"]), float(r["measured_change_percent"])) for r in rows
                if r["truth"] != "CMR" and r["measured_change_percent"] is not None]
@@ -113,7 +114,8 @@ def plot(rows: list[dict[str, Any]], summary: dict[str, Any]) -> bytes:
     ax[0].imshow(m, cmap="Blues")
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
-            ax[0].text(j, i, str(m[i, j]), ha="center", va="center", color="white" if m[i, j] > m.max() / 2 else "black")
+            ax[0].text(j, i, str(m[i, j]), ha="center", va="center",
+                       color="white" if m[i, j] > m.max() / 2 else "black")
     ax[0].set_xticks(range(len(PREDICTED)), PREDICTED)
     ax[0].set_yticks(range(len(CATEGORIES)), CATEGORIES)
     ax[0].set_xlabel("petctfm response (PERCIST 1.0)")
