@@ -29,8 +29,7 @@ baseline's own generator:
 
 Truth (``response_truth.json``, :func:`truth_json`): the category, every lesion with its id in both studies
 (the ids of ``LESIONS.nii.gz``), its status (matched / disappeared / new), planted SUV and SUL (mean and max),
-centre and
-volume at each time point and its % change, the hottest lesion's change, both study dates, weights, height,
+centre and volume at each time point and its % change, the hottest lesion's change, both study dates, weights, height,
 sex, sites and the pose. Layout: docs/response.md ("Follow-up phantoms").
 """
 
