@@ -28,6 +28,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -225,8 +226,9 @@ def table(out: Path, versus: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def figure(out: Path, png: Path) -> Path:
-    """Dice [95 % CI] of every scored row (OUT, then OUT/confirm/), one point per row and seed, as a PNG."""
+def figure(out: Path, png: Path, extra: Sequence[Path] = ()) -> Path:
+    """Dice [95 % CI] of every scored row (OUT, then OUT/confirm/, then each folder of ``extra``), one point per
+    row and seed (coloured by row and steps), as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,6 +237,7 @@ def figure(out: Path, png: Path) -> Path:
     from petctfm.evaluate.bootstrap import mean_ci
 
     files = sorted(out.glob("*_s*.json")) + sorted((out / "confirm").glob("*_s*.json"))
+    files += [f for d in extra for f in sorted(Path(d).glob("*_s*.json"))]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(files) + 1), 3.8))
     i, colours = 0, {}
     for f in files:
@@ -243,11 +246,12 @@ def figure(out: Path, png: Path) -> Path:
         if not d:
             continue
         ci = mean_ci(d)
-        c = colours.setdefault(r["row"], f"C{len(colours) % 10}")
+        c = colours.setdefault((r["row"], r.get("steps")), f"C{len(colours) % 10}")
         ax.errorbar(i, ci["mean"], yerr=[[ci["mean"] - ci["ci_low"]], [ci["ci_high"] - ci["mean"]]], fmt="o",
                     color=c, capsize=4)
         where = Path(r.get("scored_on", "")).name or "val"
-        ax.annotate(f"{r['row']}\ns{r['seed']} · {where}", (i, 0), xytext=(0, -28), textcoords="offset points",
+        ax.annotate(f"{r['row']}\n{r.get('steps', '?')} steps\ns{r['seed']} · {where}", (i, 0), xytext=(0, -34),
+                    textcoords="offset points",
                     ha="center", fontsize=6, annotation_clip=False)
         i += 1
     ax.set_xticks([])
@@ -291,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--floors", action="store_true",
                     help="with --confirm: also score the SUV >= 2.5 and >= 4 floors on the cohort")
     ap.add_argument("--versus", default=None, metavar="DIR",
-                    help="with --table: Δ against the same row of DIR (scored on the same cases) instead of recipe")
+                    help="with --table: Δ against the same row of DIR (scored on the same cases) instead of recipe; "
+                         "with --figure: DIR's rows are drawn too")
     ap.add_argument("--score-data", default=None,
                     help="score on every case of this harmonized development cohort (a new synth seed, never the "
                          "test or confirmation cohort) instead of --data's validation split")
@@ -304,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.table:
             print(table(out, Path(a.versus) if a.versus else None))
         if a.figure:
-            print(figure(out, Path(a.figure)))
+            print(figure(out, Path(a.figure), [Path(a.versus)] if a.versus else []))
         return 0
     names = a.rows.split(",")
     if a.confirm:
