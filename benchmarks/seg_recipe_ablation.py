@@ -164,6 +164,7 @@ def floor_row(out: Path, threshold: float, confirm_data: str, cases: str = "all"
     from petctfm.data import format as fmt
     from petctfm.evaluate.metrics import case_metrics
     from petctfm.experiments.vs_nnunet.floor import case_spacing, threshold_mask
+    from petctfm.methods.segmentation.validation import summarize_cases
 
     name, rows = f"floor_suv{threshold:g}", {}
     for cid in _score_ids(confirm_data, cases):
@@ -171,10 +172,9 @@ def floor_row(out: Path, threshold: float, confirm_data: str, cases: str = "all"
         spacing = case_spacing(case["meta"])
         mask = threshold_mask(np.asarray(case["image"][0]), spacing, threshold)
         rows[cid] = case_metrics(mask, np.asarray(case["label"]), spacing)
-    mean = lambda k: float(np.mean([r[k] for r in rows.values()]))  # noqa: E731
-    row = {"row": name, "seed": 0, "steps": 0, "val_dice": float(np.nanmean([r["dice"] for r in rows.values()])),
-           "val_fp_ml": mean("fp_volume_ml"), "val_fn_ml": mean("fn_volume_ml"),
-           "val_cases": {k: r["dice"] for k, r in rows.items()}, "params_M": 0, "scored_on": confirm_data}
+    res = summarize_cases(rows)
+    row = {"row": name, "seed": 0, "steps": 0, "val_dice": res["dice"], "val_fp_ml": res["fp_volume_ml"],
+           "val_fn_ml": res["fn_volume_ml"], "val_cases": res["cases"], "params_M": 0, "scored_on": confirm_data}
     dest = out / "confirm"
     dest.mkdir(exist_ok=True)
     (dest / f"{name}_s0.json").write_text(json.dumps(row, indent=1))
@@ -202,6 +202,7 @@ def table(out: Path, versus: Path | None = None) -> str:
     other = [json.loads(p.read_text()) for p in sorted(versus.glob("*_s*.json"))] if versus else []
     cal = json.loads((out / "calibration.json").read_text()) if (out / "calibration.json").is_file() else {}
     against = f"same row of {versus}" if versus else "recipe"
+    recipe = {r["seed"]: r for r in rows if r["row"] == "recipe"}
     lines = ["| row | seeds | s/step (calibrated, else measured) | steps | Dice [95 % CI] (seed-averaged per case) | "
              f"per-seed Dice | Δ vs {against} (paired by case, same seeds) | FP ml | FN ml | params M |",
              "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
@@ -209,7 +210,7 @@ def table(out: Path, versus: Path | None = None) -> str:
         rs = sorted((r for r in rows if r["row"] == name), key=lambda r: r["seed"])
         if not rs:
             continue
-        base = {r["seed"]: r for r in (other if versus else rows) if r["row"] == (name if versus else "recipe")}
+        base = {r["seed"]: r for r in other if r["row"] == name} if versus else recipe
         per_case = _seed_mean(rs)
         d = _ci_text(list(per_case.values()), sign=False) if per_case else "nan"
         seeds_text = " / ".join(f"{np.mean([v for v in r['val_cases'].values() if math.isfinite(v)]):.3f}" for r in rs)

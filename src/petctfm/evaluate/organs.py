@@ -9,10 +9,9 @@ see docs/organs.md.
   lesion voxels** (``lesions > 0``): ``suv_mean``, ``suv_sd`` (ddof 1), ``suv_median``, ``suv_max``;
   ``suv_peak``: the highest mean SUV in a 1 ml sphere (radius 6.2 mm) whose voxels all lie in the organ minus
   lesions (when none fits, e.g. a thin organ, the sphere is clipped to those voxels).
-- ``sul_mean``: SUV normalized to lean body mass, ``suv_mean * LBM / weight``, with Janmahasatian's LBM
-  (Janmahasatian et al., Clin Pharmacokinet 2005;44:1051-65; the formula PERCIST asks for),
-  ``BMI = weight_kg / height_m**2``, male ``LBM = 9270 * weight / (6680 + 216 * BMI)``, female
-  ``LBM = 9270 * weight / (8780 + 244 * BMI)`` (kg). NaN when weight, height or sex is unknown.
+- ``sul_mean``: SUV normalized to lean body mass, ``suv_mean * LBM / weight``, with Janmahasatian's LBM (the
+  formula PERCIST asks for; its reference and formula: :mod:`petctfm.core.lbm`). NaN when weight, height or sex
+  is unknown.
 - ``liver_reference`` (PERCIST, Wahl et al., J Nucl Med 2009;50:122S): a 3 cm diameter sphere (radius 15 mm)
   in the right lobe of the liver (:func:`liver_reference_sphere`): every voxel of it lies in the liver eroded
   by ``edge_margin_mm`` (away from the edges) and at least ``lesion_margin_mm`` from every lesion voxel; the

@@ -67,8 +67,13 @@ def validate(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, split: 
 
     ids = list(ids) if ids is not None else (fmt.load_splits(dataset).get(split) or [])
     rows = _each_case(model, cfg, dataset, ids, score)
-    if not rows:
-        return None
+    return summarize_cases(rows) if rows else None
+
+
+def summarize_cases(rows: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """:func:`validate`'s summary of per-case :func:`petctfm.evaluate.metrics.case_metrics` rows
+    ``{case_id: metrics}`` (at least one): Dice averaged over the cases with lesions (finite Dice), FP / FN
+    volume over every case, and each case's Dice."""
     dices = [r["dice"] for r in rows.values() if math.isfinite(r["dice"])]
     return {"dice": float(np.mean(dices)) if dices else float("nan"), "n_cases": len(rows), "n_dice": len(dices),
             "fp_volume_ml": float(np.mean([r["fp_volume_ml"] for r in rows.values()])),
