@@ -79,6 +79,20 @@ def test_synth_followup_writes_pairs_and_truth(pairs):
             assert abs(h["change_percent"]) <= 10.0 and t["counts"]["new"] == 0
         else:
             assert t["counts"]["new"] >= 1 or h["change_percent"] >= 60.0
+        # ... and on what the images show: PERCIST on the measured SULpeaks reads the category, with margins
+        mb, mf = t["measured"]["baseline"], t["measured"]["followup"]
+        assert set(mb["sul_peak"]) == {str(i) for i in ids_b} and set(mf["sul_peak"]) == {str(i) for i in ids_f}
+        hb = max(mb["sul_peak"].values())
+        assert hb >= 1.2 * mb["threshold"]
+        hf = max(mf["sul_peak"].values()) if mf["sul_peak"] else None
+        if t["category"] == "PMR":
+            assert 100 * (hf - hb) / hb <= -40.0 and hf - hb <= -1.0
+        elif t["category"] == "SMD":
+            assert abs(100 * (hf - hb) / hb) <= 20.0
+        elif t["category"] == "PMD" and not t["counts"]["new"]:
+            assert 100 * (hf - hb) / hb >= 40.0 and hf - hb >= 1.0
+        if t["category"] != "CMR":
+            assert hf >= 1.5 * mf["liver_sul_mean"]
     assert sorted(cats) == sorted(CATEGORIES * (N_PAIRS // 4))
     # the baseline is the normal case of its index (same voxels as generate_case)
     first = json.loads((folders[0] / TRUTH_JSON).read_text())
@@ -96,7 +110,7 @@ def test_synth_followup_refuses_formats(tmp_path, capsys):
     assert rc == 2 and len(err) == 1 and "--formats" in err[0]
 
 
-def test_experiment_with_truth_masks_is_exact(truth_experiment):
+def test_experiment_with_truth_masks_is_exact(truth_experiment, pairs):
     out, s = truth_experiment
     assert s["n_pairs"] == N_PAIRS and not s["quarantined"]
     assert s["category_accuracy"] == 1.0
@@ -108,6 +122,16 @@ def test_experiment_with_truth_masks_is_exact(truth_experiment):
     for name in ("pairs.csv", "results.md", "response_experiment.png", "quarantine.csv"):
         assert (out / name).is_file()
     assert (out / "response_experiment.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the generator measured what response reads with the truth masks: the same SULpeaks and thresholds
+    for pair in sorted((out / "pairs").iterdir()):
+        got = json.loads((pair / "response.json").read_text())["percist"]
+        truth = json.loads((pairs / "pairs" / pair.name / TRUTH_JSON).read_text())
+        mb, mf = truth["measured"]["baseline"], truth["measured"]["followup"]
+        assert got["baseline_sulpeak"] == pytest.approx(max(mb["sul_peak"].values()), abs=2e-3)
+        assert got["baseline_threshold"] == pytest.approx(mb["threshold"], abs=2e-3)
+        assert got["followup_threshold"] == pytest.approx(mf["threshold"], abs=2e-3)
+        if mf["sul_peak"]:
+            assert got["followup_sulpeak"] == pytest.approx(max(mf["sul_peak"].values()), abs=2e-3)
     # the per-lesion change is measured on matched lesions and near the planted change for most of them
     err = s["sulpeak_change_error_percent_points"]["per_matched_lesion"]
     assert err["n"] >= N_PAIRS and err["median_abs"] < 15.0
@@ -229,7 +253,7 @@ def test_liver_reference_next_to_a_liver_lesion_is_not_inflated():
     from it, so PERCIST's threshold stays 1.5 x liver + 2 SD of clean liver and the lesion is measurable."""
     from petctfm.core.labels import ORGAN_LABELS
     from petctfm.predict.organs import organ_table
-    from petctfm.response.criteria import Reference, measurability_threshold, percist
+    from petctfm.evaluate.percist import Reference, measurability_threshold, percist
 
     sp = 4.0
     shape = (60, 50, 50)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from petctfm.response.criteria import Reference, deauville, measurability_threshold, percist
+from petctfm.evaluate.percist import Reference, deauville, measurability_threshold, percist
 from petctfm.response.match import match_lesions
 
 SP = 4.0

@@ -234,6 +234,15 @@ def image_from_array(
     return img
 
 
+def ras_affine(img: sitk.Image) -> np.ndarray:
+    """4x4 voxel ``[x, y, z]`` index -> RAS mm of a SimpleITK image (its LPS geometry with x and y negated)."""
+    d = np.asarray(img.GetDirection(), np.float64).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = d * np.asarray(img.GetSpacing(), np.float64)[None, :]
+    lps[:3, 3] = img.GetOrigin()
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
 def array_xyz(img: sitk.Image) -> np.ndarray:
     """The voxel array of ``img`` indexed ``[x, y, z]`` (a copy; SimpleITK's own view is ``[z, y, x]``)."""
     return np.ascontiguousarray(np.transpose(sitk.GetArrayFromImage(img), (2, 1, 0)))

@@ -26,18 +26,11 @@ from typing import Any, Mapping
 import numpy as np
 import SimpleITK as sitk
 
+from petctfm.io.images import ras_affine  # noqa: F401  (re-exported: predict's callers import it from here)
+
 ORGANS_FILE = "organs.nii.gz"
 ORGANS_CSV = "organs.csv"
 ORGANS_SEG_FILE = "organs.seg.dcm"
-
-
-def ras_affine(img: sitk.Image) -> np.ndarray:
-    """4x4 voxel ``[x, y, z]`` index -> RAS mm of a SimpleITK image (its LPS geometry with x and y negated)."""
-    d = np.asarray(img.GetDirection(), np.float64).reshape(3, 3)
-    lps = np.eye(4)
-    lps[:3, :3] = d * np.asarray(img.GetSpacing(), np.float64)[None, :]
-    lps[:3, 3] = img.GetOrigin()
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 
 def patient_of(pt_datasets: list[Any] | None) -> dict[str, Any]:

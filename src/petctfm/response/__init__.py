@@ -6,7 +6,7 @@ TLG change, and the report (``response.json``, ``lesions.csv``, ``response.png``
 - :mod:`~petctfm.response.inputs`: a prediction folder -> :class:`~petctfm.response.inputs.TimePoint`;
 - :mod:`~petctfm.response.register`: the registration;
 - :mod:`~petctfm.response.match`: the lesion correspondence;
-- :mod:`~petctfm.response.criteria`: PERCIST 1.0 and Deauville (pure functions of numbers);
+- PERCIST 1.0 and Deauville themselves (pure functions of numbers) are :mod:`petctfm.evaluate.percist`;
 - :mod:`~petctfm.response.report`: the picture;
 - :mod:`~petctfm.response.api`: :func:`~petctfm.response.api.assess_response`, the whole command.
 """

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from petctfm.response.criteria import MARKED, Reference, deauville, measurability_threshold, percist
+from petctfm.evaluate.percist import MARKED, Reference, deauville, measurability_threshold, percist
 from petctfm.response.inputs import TimePoint, load_timepoint
 from petctfm.response.match import MAX_DISTANCE_MM, MIN_OVERLAP, Group, match_lesions
 

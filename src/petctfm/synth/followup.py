@@ -22,10 +22,14 @@ baseline's own generator:
   the follow-up's measurability threshold.
 - **Unambiguous**: PERCIST 1.0's thresholds (Wahl 2009: +-30 % and 0.8 SUL of the hottest lesion's SULpeak; a
   new measurable lesion -> PMD; CMR when no lesion is left above the liver) are applied to the **planted**
-  (rendered, noise- and blur-free) mean lesion SUL (SULmean) with margins (:class:`FollowupConfig`): a draw that lands
-  within a margin is redrawn (``attempts``); a patient whose baseline has no lesion clearly above the
-  measurability threshold (negative controls; faint disease) is skipped, and the pair takes the next candidate
-  index (``k``, ``k + n``, ``k + 2n``, ...).
+  (rendered, noise- and blur-free) mean lesion SUL (SULmean) with margins (:class:`FollowupConfig`), and then to
+  what ``petctfm response`` measures in the rendered, blurred and noisy images with the truth masks
+  (:func:`measure_study`: the SULpeak of every truth lesion and the liver reference sphere), with margins of their
+  own (``meas_*``): PERCIST on the measured numbers must read the drawn category, away from every threshold.
+  Partial volume (a small lesion's SULpeak falls below the threshold; another site's scanner blurs it less) is
+  thereby in the truth. A draw that lands within a margin is redrawn (``attempts``); a patient whose baseline has
+  no lesion clearly above the measurability threshold (negative controls; faint disease) is skipped, and the pair
+  takes the next candidate index (``k``, ``k + n``, ``k + 2n``, ...).
 
 Truth (``response_truth.json``, :func:`truth_json`): the category, every lesion with its id in both studies
 (the ids of ``LESIONS.nii.gz``), its status (matched / disappeared / new), planted SUV and SUL (mean and max),
@@ -97,6 +101,16 @@ class FollowupConfig:
     min_abs_change: float = 1.5  # PMR / PMD by growth: |change| >= this (SUL)
     residual_liver: float = 2.0  # PMR / SMD / PMD: hottest follow-up >= this x liver SULmean (not CMR)
     new_margin: float = 1.6  # a new lesion >= this x threshold_liver x liver SULmean
+    # margins on the measured PERCIST numbers: SULpeak (1 ml sphere) of the truth lesions and the liver reference
+    # (3 cm sphere: 1.5 x SULmean + 2 SD) in the rendered, blurred and noisy PET, as `petctfm response` reads
+    # them with ground-truth masks (:func:`measure_study`)
+    meas_measurable: float = 1.2  # baseline hottest SULpeak >= this x the measurability threshold
+    meas_new: float = 1.2  # a new lesion's SULpeak >= this x the follow-up threshold
+    meas_residual_liver: float = 1.5  # PMR / SMD / PMD: hottest follow-up SULpeak >= this x liver SULmean
+    meas_pmr_change: float = -40.0  # PMR: hottest SULpeak change <= this (%) ...
+    meas_pmd_change: float = 40.0  # PMD by growth: >= this (%) ...
+    meas_min_abs_change: float = 1.0  # ... and |change| >= this (SUL) (PERCIST: 30 %, 0.8)
+    meas_smd_change: float = 20.0  # SMD: |change| <= this (%) (PERCIST: < 30 %)
     attempts: int = 6
     max_candidates: int = 80  # candidate indices tried per pair
 
@@ -261,6 +275,67 @@ def _check(category: str, how: str, b_sul: list[float], f_sul: dict[int, float],
     return None if pct >= cfg.pmd_min_change and ab >= cfg.min_abs_change else f"change {pct:+.1f} %"
 
 
+def measure_study(case, instances: np.ndarray, sul_factor: float) -> dict[str, Any]:
+    """PERCIST's numbers of one rendered study as ``petctfm response`` reads them with its ground-truth masks:
+    the liver reference (predict's readout, :func:`petctfm.evaluate.organs.reference_rows`: the 3 cm sphere away
+    from the lesions of ``SEG``) and each truth lesion's SULpeak (:func:`petctfm.evaluate.lesions.suv_peak`, 1 ml
+    sphere) in the PET as written (``SUV.nii.gz``); SUL = SUV x ``sul_factor`` (LBM / weight).
+
+    ``instances``: (z, y, x) truth ids on the PET grid (``LESIONS.nii.gz``). Returns ``{"liver_sul_mean",
+    "liver_sul_sd", "threshold" (None without a liver sphere), "sul_peak": {id: SULpeak}}``."""
+    from petctfm.core.labels import ORGAN_LABELS
+    from petctfm.evaluate.lesions import suv_peak
+    from petctfm.evaluate.organs import LIVER_REFERENCE, reference_rows
+    from petctfm.evaluate.percist import Reference, measurability_threshold
+    from petctfm.io.images import array_xyz, ras_affine
+
+    suv = array_xyz(case.suv).astype(np.float32, copy=False)
+    ids = np.transpose(np.asarray(instances), (2, 1, 0))
+    spacing = np.asarray(case.suv.GetSpacing(), np.float64)
+    rows = reference_rows(suv, array_xyz(case.organs), array_xyz(case.seg) > 0, spacing, ORGAN_LABELS,
+                          ras_affine(case.suv), sul_factor)
+    liver = next(r for r in rows if r["organ"] == LIVER_REFERENCE)
+    mean, sd = liver["suv_mean"] * sul_factor, liver["suv_sd"] * sul_factor
+    threshold, _ = measurability_threshold(Reference("liver", mean, sd), None)
+    peaks = {int(t): suv_peak(suv, ids == t, spacing) * sul_factor for t in np.unique(ids) if t}
+    return {"liver_sul_mean": mean, "liver_sul_sd": sd, "threshold": threshold, "sul_peak": peaks}
+
+
+def _baseline_measurable(m: dict[str, Any], cfg: FollowupConfig) -> bool:
+    """The baseline's hottest measured SULpeak is clearly above PERCIST's measurability threshold."""
+    return m["threshold"] is not None and bool(m["sul_peak"]) and (
+        max(m["sul_peak"].values()) >= cfg.meas_measurable * m["threshold"])
+
+
+def _check_measured(category: str, mb: dict[str, Any], mf: dict[str, Any], new_ids: list[int],
+                    cfg: FollowupConfig) -> str | None:
+    """None when the measured numbers (:func:`measure_study` of both studies) give ``category`` with the
+    measured margins; else why not. The category itself is PERCIST's (:func:`petctfm.evaluate.percist.percist`)
+    on those numbers, and the margins keep it away from every threshold."""
+    from petctfm.evaluate.percist import percist
+
+    hb = max(mb["sul_peak"].values())
+    new = {k: v for k, v in mf["sul_peak"].items() if k in new_ids}
+    hf = max(mf["sul_peak"].values()) if mf["sul_peak"] else None  # response's target: any follow-up lesion
+    read = percist(hb, hf, mb["threshold"], mf["threshold"], mf["liver_sul_mean"], new)
+    if read.category != category:
+        return f"measured PERCIST reads {read.category}"
+    if category == "CMR":
+        return None
+    if hf is None or hf < cfg.meas_residual_liver * mf["liver_sul_mean"]:
+        return "measured follow-up hottest too close to the liver"
+    if new:
+        return None if min(new.values()) >= cfg.meas_new * (mf["threshold"] or math.inf) else "new lesion faint"
+    pct, ab = read.change_percent, read.change_absolute
+    if category == "PMR":
+        ok = pct <= cfg.meas_pmr_change and ab <= -cfg.meas_min_abs_change
+    elif category == "PMD":
+        ok = pct >= cfg.meas_pmd_change and ab >= cfg.meas_min_abs_change
+    else:
+        ok = abs(pct) <= cfg.meas_smd_change
+    return None if ok else f"measured change {pct:+.1f} % ({ab:+.2f})"
+
+
 def _instances(case, kept: list, owner, st: G.PreparedPatient, grid, ids: list[int]) -> np.ndarray:
     """``LESIONS.nii.gz`` of a case: :func:`generator.lesion_instances` renumbered to truth ``ids``."""
     seg = sitk.GetArrayFromImage(case.seg)
@@ -307,10 +382,14 @@ def make_pair(k: int, n_pairs: int, seed: int, size: str = "tiny", sites: Sequen
         if (b_sul[hot] < cfg.measurable_margin * cfg.threshold_liver * liver_suv * fb
                 or base.meta["lesions"][hot]["seg_volume_ml"] < cfg.min_baseline_ml):
             continue
+        inst_b = _instances(base, kept_b, owner_b, st, st.pet_grid, list(range(1, len(kept_b) + 1)))
+        meas_b = measure_study(base, inst_b, fb)
+        if not _baseline_measurable(meas_b, cfg):
+            continue
         for attempt in range(cfg.attempts):
             rng = np.random.default_rng([int(seed), int(index), FOLLOWUP_STREAM, attempt])
             pair = _try_followup(k, category, st, base, kept_b, owner_b, kept_idx, placed, hu0, suv0, fb,
-                                 liver_suv, site_names, cfg, rng)
+                                 liver_suv, site_names, cfg, rng, inst_b, meas_b)
             if pair is not None:
                 pair.truth["candidates_skipped"], pair.truth["attempt"] = c, attempt
                 return pair
@@ -318,8 +397,10 @@ def make_pair(k: int, n_pairs: int, seed: int, size: str = "tiny", sites: Sequen
 
 
 def _try_followup(k, category, st, base, kept_b, owner_b, kept_idx, placed, hu0, suv0, fb, liver_suv,
-                  site_names, cfg: FollowupConfig, rng: np.random.Generator) -> FollowupPair | None:
-    """One attempt at the follow-up of pair ``k``; None when the planted values miss a margin."""
+                  site_names, cfg: FollowupConfig, rng: np.random.Generator, inst_b: np.ndarray,
+                  meas_b: dict[str, Any]) -> FollowupPair | None:
+    """One attempt at the follow-up of pair ``k``; None when the planted values or the measured ones
+    (:func:`measure_study`; ``inst_b`` / ``meas_b`` the baseline's) miss a margin."""
     p = st.patient
     weight_f = round(p.weight_kg * (1.0 + rng.uniform(*cfg.weight_change)), 1)
     patient_f = Patient(p.sex, p.age, p.height_cm, weight_f, p.arms)
@@ -346,18 +427,21 @@ def _try_followup(k, category, st, base, kept_b, owner_b, kept_idx, placed, hu0,
     why = _check(category, how, b_sul, f_sul, new_ids, liver_suv * fb, liver_suv * ff, cfg)
     if why is not None:
         return None
-    inst_b = _instances(base, kept_b, owner_b, st, st.pet_grid, list(range(1, n_b + 1)))
     inst_f = _instances(fu, kept_f, owner_f, st, pet_f, kept_ids)
+    meas_f = measure_study(fu, inst_f, ff)
+    if _check_measured(category, meas_b, meas_f, new_ids, cfg) is not None:
+        return None
     truth = truth_json(k, category, how, base, fu, kept_b, kept_f, kept_ids, fb, ff, liver_suv, pose, interval,
-                       pet_f, cfg)
+                       pet_f, cfg, (meas_b, meas_f))
     return FollowupPair(f"{base.case_id}", base, fu, (inst_b, inst_f), truth)
 
 
 def truth_json(k: int, category: str, how: str, base, fu, kept_b: list, kept_f: list, kept_ids: list[int],
                fb: float, ff: float, liver_suv: float, pose: dict, interval: int, pet_f: G.Grid,
-               cfg: FollowupConfig) -> dict[str, Any]:
+               cfg: FollowupConfig, measured: tuple[dict, dict] | None = None) -> dict[str, Any]:
     """The ``response_truth.json`` dict (module docstring; docs/response.md lists the fields). Lesion centres
-    are in each study's scanner frame (the follow-up's through ``pet_f.to_scanner``)."""
+    are in each study's scanner frame (the follow-up's through ``pet_f.to_scanner``); ``measured``: both
+    studies' :func:`measure_study` (written under ``measured``)."""
     n_b = len(kept_b)
     vols_b, vols_f = base.meta["lesion_volumes_ml"], fu.meta["lesion_volumes_ml"]
     by_id_f = {tid: (les, vols_f[j]) for j, (tid, les) in enumerate(zip(kept_ids, kept_f))}
@@ -385,8 +469,9 @@ def truth_json(k: int, category: str, how: str, base, fu, kept_b: list, kept_f: 
 
     out = {
         "pair_id": base.case_id, "pair_number": k, "category": category, "how": how,
-        "criteria": "PERCIST 1.0 (Wahl 2009) thresholds on the planted lesion SULmean (the hottest lesion's, "
-                    "by planted SULmean) with margins (synth.followup)",
+        "criteria": "PERCIST 1.0 (Wahl 2009) thresholds with margins (synth.followup), on the planted lesion "
+                    "SULmean and on the SULpeak and liver reference measured in the rendered images with the "
+                    "truth masks (`measured`)",
         "baseline": {**study(base, fb, "baseline"), "hottest_sul_mean": round(hb, 4)},
         "followup": {**study(fu, ff, "followup"), "hottest_sul_mean": None if hf is None else round(hf, 4),
                      "interval_days": interval, "pose": pose, "same_site": fu.meta["site"] == base.meta["site"]},
@@ -395,11 +480,21 @@ def truth_json(k: int, category: str, how: str, base, fu, kept_b: list, kept_f: 
                     "change_absolute": round((0.0 if hf is None else hf) - hb, 4)},
         "lesions": lesions,
         "counts": {s: sum(les["status"] == s for les in lesions) for s in ("matched", "disappeared", "new")},
+        "measured": None if measured is None else {role: _measured_json(m) for role, m in zip(ROLES, measured)},
         "margins": asdict(cfg),
         "instances": f"{INSTANCES} in each study folder: lesion id per voxel of SEG.nii.gz (0 outside)",
-        "note": "synthetic phantoms; planted (noise- and blur-free) uptake, not image measurements; not clinical",
+        "note": "synthetic phantoms; lesion values are planted (noise- and blur-free) uptake, `measured` is "
+                "read from the images; not clinical",
     }
     return out
+
+
+def _measured_json(m: dict[str, Any]) -> dict[str, Any]:
+    def r(v):
+        return None if v is None else round(float(v), 4)
+
+    return {"liver_sul_mean": r(m["liver_sul_mean"]), "liver_sul_sd": r(m["liver_sul_sd"]),
+            "threshold": r(m["threshold"]), "sul_peak": {str(k): r(v) for k, v in sorted(m["sul_peak"].items())}}
 
 
 def _study_json(case, role: str) -> dict[str, Any]:
