@@ -32,7 +32,11 @@ from typing import Sequence
 
 import numpy as np
 
+from petctfm.core.labels import ORGAN_LABELS
+
 RECIPE = {"backbone": "nnunet-plain", "plan": "cpu"}
+#: Every organ of the phantoms' organ map but the background.
+AUX_ORGANS = {k: v for k, v in ORGAN_LABELS.items() if v}
 ROWS_BEFORE = {"backbone": "unet-resenc-tiny", "preset": "tiny", "plan": None}
 ROWS: dict[str, dict] = {
     "before": {**ROWS_BEFORE, "overrides": {}},
@@ -64,6 +68,8 @@ ROWS: dict[str, dict] = {
     # third round: lesion-balanced oversampling (chosen, so the plan's own since then; ``recipe`` rows trained
     # before 2026-12-06 03:30 UTC had voxel balance, which ``voxel_balance`` reproduces)
     "lesion_balance": {**RECIPE, "overrides": {"data.fg_balance": "lesion"}},
+    # round five: the organs of organs.npy as auxiliary output classes (task.aux_classes), on the round-three recipe
+    "aux_organs": {**RECIPE, "overrides": {"data.fg_balance": "lesion", "task.aux_classes": AUX_ORGANS}},
     "voxel_balance": {**RECIPE, "overrides": {"data.fg_balance": "voxel"}},
 }
 

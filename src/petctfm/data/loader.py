@@ -285,8 +285,25 @@ class PatchDataset(Dataset):
         lab = fmt.load_array(d / self.label_file, shape=img.shape[1:]) if label else None
         box = self.crop(case_id, img.shape[1:], rng) if box is None else box
         x = self.pad_centred(np.asarray(img[(slice(None), *box)], dtype=np.float32), self._pad)
-        y = None if lab is None else self.pad_centred(self.classes_of(lab[box])[None], [0])[0]
-        return x, y
+        y = None if lab is None else self.with_aux(case_id, self.classes_of(lab[box]), box, img.shape[1:])
+        return x, None if y is None else self.pad_centred(y[None], [0])[0]
+
+    #: Auxiliary classes of a lesion stream (:class:`LabeledPatchDataset` with ``aux_values``): stored value of
+    #: :attr:`AUX_FILE` -> training class (256,) uint8 (0 or ``i + 2``), or None (no auxiliary classes).
+    aux_lut: np.ndarray | None = None
+    AUX_FILE = "organs.npy"
+
+    def with_aux(self, case_id: str, lab: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]) -> np.ndarray:
+        """``lab`` (the lesion classes of ``box`` of a case whose image is ``shape`` (X, Y, Z)) with the auxiliary organ classes written where it is 0
+        (lesion voxels stay lesion); unchanged without :attr:`aux_lut`."""
+        if self.aux_lut is None:
+            return lab
+        path = fmt.case_dir(self.root, case_id) / self.AUX_FILE
+        if not path.is_file():
+            raise InputError(f"{path}: missing: task.aux_classes trains organs as extra classes and needs every "
+                             "training case's organ map")
+        organs = self.aux_lut[np.asarray(fmt.load_array(path, shape=shape)[box], dtype=np.uint8)]
+        return np.where(lab > 0, lab, organs).astype(np.uint8)
 
     #: The label map :meth:`cut` reads (``label.npy``: lesions; a labelled stream may read ``organs.npy``).
     label_file = "label.npy"
@@ -336,13 +353,18 @@ class LabeledPatchDataset(PatchDataset):
     Organs (``label_file="organs.npy"``, ``label_values`` the organ label values in class order): the label is
     the class index (0 background, ``i + 1`` for ``label_values[i]``, other values background), in
     {0..len(label_values)}; foreground patches are class-balanced (:meth:`foreground`).
+
+    Lesions with auxiliary organs (``aux_values``, the organ values of ``organs.npy`` in class order): the label
+    is 1 on lesion voxels, else ``i + 2`` on ``aux_values[i]``, else 0, in {0..len(aux_values) + 1}; patch
+    centres, oversampling and balance stay the lesions' (:meth:`with_aux` changes only the cut label).
     """
 
     #: Multi-class streams: patch-centre candidates kept per class (classes drawn with equal weight).
     PER_CLASS = 1024
 
     def __init__(self, root: str | os.PathLike, cfg: PatchConfig, case_ids: Sequence[str], seed: int, rank: int = 0,
-                 label_file: str = "label.npy", label_values: Sequence[int] | None = None):
+                 label_file: str = "label.npy", label_values: Sequence[int] | None = None,
+                 aux_values: Sequence[int] | None = None):
         super().__init__(root, cfg, seed=seed, rank=rank)
         self._augment = build_augment(cfg, label=True) if cfg.augment else None
         if not case_ids:
@@ -357,6 +379,13 @@ class LabeledPatchDataset(PatchDataset):
             for i, v in enumerate(label_values):
                 self.label_lut[int(v)] = i + 1
             self.n_classes = len(label_values) + 1
+        if aux_values:  # lesions + organs of organs.npy as classes 2.. (aux_values[i] -> class i + 2)
+            if label_values is not None:
+                raise ValueError("aux_values is for a lesion stream (label_values None)")
+            self.aux_lut = np.zeros(256, np.uint8)
+            for i, v in enumerate(aux_values):
+                self.aux_lut[int(v)] = i + 2
+            self.n_classes = len(aux_values) + 2
 
     def case_label(self, case_id: str) -> np.ndarray:
         """(X, Y, Z) uint8 training classes of a case (:attr:`label_file` through :meth:`classes_of`)."""
@@ -433,7 +462,8 @@ class LabeledPatchDataset(PatchDataset):
             x = torch.as_tensor(np.asarray(out["image"]), dtype=torch.float32)
             y = torch.as_tensor(np.asarray(out["label"]))
         x = x[list(MODES[self.cfg.mode])].contiguous()
-        y = (y > 0.5) if self.label_lut is None else torch.round(y)  # augmentation moves labels nearest-neighbour
+        # augmentation moves labels nearest-neighbour
+        y = (y > 0.5) if self.label_lut is None and self.aux_lut is None else torch.round(y)
         return {"image": x, "label": y.to(torch.int64), "index": torch.tensor(int(i))}
 
 

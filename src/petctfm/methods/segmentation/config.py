@@ -47,10 +47,27 @@ class SegLossSection(TypedConfig):
 class TaskSection(TypedConfig):
     """``name``: lesions | organs. ``classes`` (organs only): organ name -> its value in the label map
     (``organs.npy``); output channel ``i + 1`` is the ``i``-th entry, channel 0 background. Predictions are
-    written back in these values."""
+    written back in these values.
+
+    ``aux_classes`` (lesions only; empty: off): organs of ``organs.npy`` (name -> value) trained as auxiliary
+    output classes beside the lesion (channel 0 background, 1 lesion, ``i + 2`` the ``i``-th organ; a lesion
+    voxel is a lesion whatever organ it lies in). The network learns the anatomy around the lesions it must tell
+    from physiological uptake (nnU-Net's autoPET III entry trained with organ labels as extra classes the same
+    way); predictions stay lesion masks (channel 1), and the loss keeps the lesion's share of the Dice term
+    (:class:`~petctfm.methods.segmentation.task.AuxOrganLoss`)."""
 
     name: str = setting("lesions", choices=TASKS)
     classes: dict[str, int] = field(default_factory=dict)
+    aux_classes: dict[str, int] = field(default_factory=dict)
+
+    @staticmethod
+    def _check_table(table: dict[str, int], key: str) -> None:
+        values = list(table.values())
+        for k, v in table.items():
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 255:
+                raise ConfigError(f"{key}.{k}", v, "must be an integer label value in 1..255")
+        if len(set(values)) != len(values):
+            raise ConfigError(key, table, "two organs share one label value")
 
     def validate(self, prefix: str = "") -> None:
         if self.name == "lesions" and self.classes:
@@ -58,12 +75,11 @@ class TaskSection(TypedConfig):
         if self.name == "organs":
             if not self.classes:
                 raise ConfigError(prefix + "classes", self.classes, "needs at least one organ for task organs")
-            values = list(self.classes.values())
-            for k, v in self.classes.items():
-                if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 255:
-                    raise ConfigError(f"{prefix}classes.{k}", v, "must be an integer label value in 1..255")
-            if len(set(values)) != len(values):
-                raise ConfigError(prefix + "classes", self.classes, "two organs share one label value")
+            if self.aux_classes:
+                raise ConfigError(prefix + "aux_classes", self.aux_classes, "must be empty for task organs")
+            self._check_table(self.classes, prefix + "classes")
+        if self.aux_classes:
+            self._check_table(self.aux_classes, prefix + "aux_classes")
 
 
 @dataclass

@@ -44,11 +44,12 @@ class LesionSegmenter(nn.Module):
 
 
 def n_classes(cfg: dict[str, Any]) -> int:
-    """Output channels of a config: 2 for lesions (background, lesion), 1 + the number of organs for task
-    ``organs`` (``task.classes``; :func:`petctfm.inference.model.output_classes`)."""
+    """Output channels of a config: 2 for lesions (background, lesion), plus one per auxiliary organ
+    (``task.aux_classes``: trained, never written); 1 + the number of organs for task ``organs``
+    (``task.classes``; :func:`petctfm.inference.model.output_classes`)."""
     from petctfm.inference.model import output_classes
 
-    return len(output_classes(cfg))
+    return len(output_classes(cfg)) + len((cfg.get("task") or {}).get("aux_classes") or {})
 
 
 def build_model(cfg: dict[str, Any]) -> LesionSegmenter:

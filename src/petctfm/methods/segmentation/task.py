@@ -157,6 +157,31 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
+class AuxOrganLoss(nn.Module):
+    """Dice + cross-entropy of a lesion network with ``k`` auxiliary organ classes (``task.aux_classes``):
+    logits (B, k + 2, X, Y, Z), label (B, 1, X, Y, Z) in {0 background, 1 lesion, 2.. organs}.
+
+    MONAI ``DiceLoss`` (softmax, one-hot, batch Dice, background included, as the 2-class loss) with class
+    weights proportional to background 1, lesion 2, each organ ``1 / k``, scaled by ``(k + 2) / 4`` so that
+    MONAI's mean over classes gives ``(dice_bg + 2 dice_lesion + mean organ dice) / 4``: the lesion term is
+    ``dice_lesion / 2``, exactly as in the 2-class loss, and the organs share the background's half, so adding
+    organs neither dilutes the lesion's Dice nor rescales it against the cross-entropy. The cross-entropy (torch,
+    unweighted) is over all classes. ``lambda_dice * dice + lambda_ce * ce``."""
+
+    def __init__(self, k: int, lambda_dice: float = 1.0, lambda_ce: float = 1.0):
+        super().__init__()
+        from monai.losses import DiceLoss
+
+        weight = torch.tensor([1.0, 2.0] + [1.0 / k] * k) * (k + 2) / 4.0
+        self.dice = DiceLoss(to_onehot_y=True, softmax=True, batch=True, weight=weight)
+        self.ce = nn.CrossEntropyLoss()
+        self.lambda_dice, self.lambda_ce = float(lambda_dice), float(lambda_ce)
+
+    def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        ce = self.ce(logits, label[:, 0].long())
+        return self.lambda_dice * self.dice(logits, label) + self.lambda_ce * ce
+
+
 class FinetuneTask:
     """Fine-tuning as a TrainTask. ``config`` (a dict or a :class:`~.config.FinetuneConfig`) fully describes
     the model, the init, the exact training cases, the loss, the data and the preprocessing. ``self.cfg`` is the
@@ -212,7 +237,13 @@ class FinetuneTask:
                                        rank=rank, label_file=ORGANS_FILE,
                                        label_values=list(self.cfg.task.classes.values()))
         return LabeledPatchDataset(self.cfg.dataset, self.data_cfg, self.cfg.subset.cases, seed=self.cfg.seed,
-                                   rank=rank)
+                                   rank=rank, aux_values=list(self.aux_classes.values()) or None)
+
+    @property
+    def aux_classes(self) -> dict[str, int]:
+        """Auxiliary organ classes of a lesion run (``task.aux_classes``; empty: none)."""
+        task = getattr(self.cfg, "task", None)
+        return dict(task.aux_classes) if task is not None and not self.organs else {}
 
     def batches(self, rank: int, world_size: int, start_sample: int) -> Iterator[dict[str, torch.Tensor]]:
         """Batches ``{"image": (B, C, p, p, p), "label": (B, 1, p, p, p) int64, "index": (B,)}``."""
@@ -225,8 +256,11 @@ class FinetuneTask:
             from monai.losses import DiceCELoss
 
             lc = self.cfg.loss
-            self._loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, lambda_dice=lc.lambda_dice,
-                                    lambda_ce=lc.lambda_ce)
+            if self.aux_classes:
+                self._loss = AuxOrganLoss(len(self.aux_classes), lc.lambda_dice, lc.lambda_ce)
+            else:
+                self._loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, lambda_dice=lc.lambda_dice,
+                                        lambda_ce=lc.lambda_ce)
         return self._loss
 
     def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -239,7 +273,8 @@ class FinetuneTask:
             loss = ds([o.float() for o in out], label.float())  # MONAI resizes the label (nearest-exact)
         else:
             loss = self.loss_fn()(out.float(), label)
-        return loss, {"fg_fraction": (label > 0).float().mean().detach()}  # labelled voxels (any class)
+        fg = (label == 1) if self.aux_classes else (label > 0)  # lesion voxels; organ runs: any class
+        return loss, {"fg_fraction": fg.float().mean().detach()}
 
     @torch.no_grad()
     def on_checkpoint(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int, run_dir: Path) -> None:
@@ -259,6 +294,6 @@ class FinetuneTask:
 
 
 __all__ = [
-    "DEFAULT_CONFIG", "VAL_FILE", "ORGANS_FILE", "deep_supervision_weights", "BEST_DIR", "validate_config", "resolve_subset", "pretrained_config",
+    "DEFAULT_CONFIG", "VAL_FILE", "ORGANS_FILE", "AuxOrganLoss", "deep_supervision_weights", "BEST_DIR", "validate_config", "resolve_subset", "pretrained_config",
     "check_compatible", "FinetuneTask",
 ]
