@@ -199,16 +199,17 @@ def _seed_mean(rs: list[dict]) -> dict[str, float]:
     return {c: sum(r["val_cases"][c] for r in rs) / len(rs) for c in sorted(cases)}
 
 
-def table(out: Path, versus: Path | None = None) -> str:
+def table(out: Path, versus: Path | None = None, against: str = "recipe") -> str:
     """One line per row of ``out`` (the rows of ``ROWS`` first, then any other, e.g. the floors): Dice over
     cases (per case averaged over the row's seeds), mean [95 % CI] over cases; the per-seed means; Δ paired by
-    case over the seeds both have, against ``recipe`` of ``out``, or with ``versus`` against the same row of
-    that folder (e.g. the same recipe trained for fewer steps, scored on the same cases)."""
+    case over the seeds both have, against the row ``against`` of ``out`` (default ``recipe``), or with
+    ``versus`` against the same row of that folder (e.g. the same recipe trained for fewer steps, scored on the
+    same cases)."""
     rows = [json.loads(p.read_text()) for p in sorted(out.glob("*_s*.json"))]
     other = [json.loads(p.read_text()) for p in sorted(versus.glob("*_s*.json"))] if versus else []
     cal = json.loads((out / "calibration.json").read_text()) if (out / "calibration.json").is_file() else {}
-    against = f"same row of {versus}" if versus else "recipe"
-    recipe = {r["seed"]: r for r in rows if r["row"] == "recipe"}
+    recipe = {r["seed"]: r for r in rows if r["row"] == against}
+    baseline, against = against, (f"same row of {versus}" if versus else against)
     lines = ["| row | seeds | s/step (calibrated, else measured) | steps | Dice [95 % CI] (seed-averaged per case) | "
              f"per-seed Dice | Δ vs {against} (paired by case, same seeds) | FP ml | FN ml | params M |",
              "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
@@ -222,7 +223,7 @@ def table(out: Path, versus: Path | None = None) -> str:
         seeds_text = " / ".join(f"{np.mean([v for v in r['val_cases'].values() if math.isfinite(v)]):.3f}" for r in rs)
         dtext = ""
         both = [r for r in rs if r["seed"] in base]
-        if (versus or name != "recipe") and both:
+        if (versus or name != baseline) and both:
             mine, theirs = _seed_mean(both), _seed_mean([base[r["seed"]] for r in both])
             dtext = _ci_text([mine[c] - theirs[c] for c in mine if c in theirs])
         lines.append(f"| {name} | {','.join(str(r['seed']) for r in rs)} | "
@@ -301,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                          "volume then leaves the lesion-free cases out)")
     ap.add_argument("--floors", action="store_true",
                     help="with --confirm: also score the SUV >= 2.5 and >= 4 floors on the cohort")
+    ap.add_argument("--against", default="recipe", metavar="ROW",
+                    help="with --table: Δ against this row of OUT (default recipe)")
     ap.add_argument("--versus", default=None, metavar="DIR",
                     help="with --table: Δ against the same row of DIR (scored on the same cases) instead of recipe; "
                          "with --figure: DIR's rows are drawn too")
@@ -314,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if a.table or a.figure:
         if a.table:
-            print(table(out, Path(a.versus) if a.versus else None))
+            print(table(out, Path(a.versus) if a.versus else None, a.against))
         if a.figure:
             print(figure(out, Path(a.figure), [Path(a.versus)] if a.versus else []))
         return 0

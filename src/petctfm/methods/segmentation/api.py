@@ -51,6 +51,9 @@ def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str
     task_cfg["data"]["batch_size"] = p["batch_size"]
     task_cfg["data"]["fg_prob"] = p["fg_prob"]
     task_cfg["data"]["fg_balance"] = p["fg_balance"]
+    task = task_cfg.setdefault("task", {})
+    if p["aux_organs"] and task.get("name", "lesions") == "lesions":
+        task["aux_classes"] = organ_task(task_cfg["dataset"], None)["classes"]
     task_cfg["plan"] = {**p, "fingerprint": fp}
     return {**train_base, "precision": p["precision"], "lr_schedule": p["lr_schedule"],
             "batch_size": p["batch_size"], "lr": p["lr"]}

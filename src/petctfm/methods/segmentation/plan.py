@@ -17,8 +17,9 @@ budget they are sized against (``docs/segmentation-recipe.md`` says why and show
 4. **Numerics and optimization**: batch 2 (nnU-Net's minimum); bf16 autocast where the CPU computes bf16
    natively (AVX512-BF16 / AMX: 1.9-2.4x faster steps measured, ``docs/segmentation-recipe.md``), else fp32;
    AdamW at ``lr`` 1e-2 with nnU-Net's poly decay; foreground oversampling ``fg_prob``, lesion by lesion
-   (``fg_balance``). The LR and the oversampling were chosen on validation / development-cohort Dice (the
-   tables in the docs).
+   (``fg_balance``); the organ map as auxiliary output classes (``aux_organs``: ``task.aux_classes`` = the
+   dataset's organ table, when every training case has ``organs.npy``). The LR, the oversampling and the
+   auxiliary organs were chosen on validation / development-cohort Dice (the tables in the docs).
 
 The plan is a plain dict written into the run's config (``plan``), with the fingerprint summary, so a run is
 reproduced from its ``config.yaml`` alone and ``petctfm plan`` prints the same thing without training.
@@ -39,14 +40,18 @@ FG_PROB = 0.66
 #: How a lesion-centred patch picks its lesion: ``lesion`` = every lesion of a case alike (round three of
 #: docs/segmentation-recipe.md: +0.10 Dice over nnU-Net's voxel-uniform rule on a development cohort, 3 seeds).
 FG_BALANCE = "lesion"
+#: Whether a lesion run learns the organ map as auxiliary classes (``task.aux_classes``) when every training case
+#: has one (round five of docs/segmentation-recipe.md: +0.05 Dice over the round-three recipe on a development
+#: cohort, 3 seeds, with less false-positive volume).
+AUX_ORGANS = True
 #: Compute targets: voxels per patch, base / maximum features, maximum stages, batch. ``cpu``: one step of
 #: about a second with bf16 on 1 core of the 2-core VM (measured, docs/segmentation-recipe.md); ``gpu``:
 #: nnU-Net's own 3d_fullres sizes (a 128^3-class patch, 32..320 features).
 TARGETS: dict[str, dict[str, Any]] = {
     "cpu": {"patch_voxels": 64 ** 3, "base_features": 16, "max_features": 256, "max_stages": 5, "batch_size": 2,
-            "lr": 1e-2, "fg_prob": FG_PROB, "fg_balance": FG_BALANCE},
+            "lr": 1e-2, "fg_prob": FG_PROB, "fg_balance": FG_BALANCE, "aux_organs": AUX_ORGANS},
     "gpu": {"patch_voxels": 128 ** 3, "base_features": 32, "max_features": 320, "max_stages": 6, "batch_size": 2,
-            "lr": 1e-2, "fg_prob": FG_PROB, "fg_balance": FG_BALANCE},
+            "lr": 1e-2, "fg_prob": FG_PROB, "fg_balance": FG_BALANCE, "aux_organs": AUX_ORGANS},
 }
 MIN_EDGE = 4  # nnU-Net: an axis is pooled only while its feature map stays >= 4 voxels after pooling
 
@@ -99,6 +104,8 @@ def fingerprint(dataset: str | Path, cases: Sequence[str], max_cases: int = 200)
         "cases_with_lesions": round(float(np.mean([n > 0 for n in n_les])), 3),
         "lesions_per_case": float(np.median(n_les)),
         "lesion_volume_ml": pct(vols), "lesion_suv": pct(suv), "lesion_hu": pct(hu),
+        "cases_with_organs": round(float(np.mean([(fmt.case_dir(dataset, c) / "organs.npy").is_file()
+                                                  for c in ids])), 3),
     }
 
 
@@ -170,7 +177,8 @@ def make_plan(fp: dict[str, Any], target: str = "cpu", *, backbone: str = "nnune
     backbone's network is planned too; ``precision``: force ``bf16`` / ``fp32``.
 
     Returns ``{"target", "rule": {...}, "patch_size": [X, Y, Z], "batch_size", "backbone", "model_overrides",
-    "precision", "lr_schedule": "poly", "lr", "fg_prob", "fg_balance"}``."""
+    "precision", "lr_schedule": "poly", "lr", "fg_prob", "fg_balance", "aux_organs"}`` (``aux_organs``: the rule's,
+    and only when every fingerprinted case has an organ map)."""
     from petctfm.models.backbones import patch_divisor
 
     if target not in TARGETS:
@@ -193,7 +201,8 @@ def make_plan(fp: dict[str, Any], target: str = "cpu", *, backbone: str = "nnune
     return {"target": target, "rule": r, "patch_size": patch, "batch_size": int(r["batch_size"]),
             "backbone": backbone, "model_overrides": net, "planned_network": planned_net,
             "precision": precision, "lr_schedule": "poly", "lr": float(r["lr"]), "fg_prob": float(r["fg_prob"]),
-            "fg_balance": str(r["fg_balance"])}
+            "fg_balance": str(r["fg_balance"]),
+            "aux_organs": bool(r.get("aux_organs")) and float(fp.get("cases_with_organs", 0.0)) == 1.0}
 
 
 __all__ = ["TARGETS", "MIN_EDGE", "fingerprint", "pools_per_axis", "plan_patch", "plan_network",
