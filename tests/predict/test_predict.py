@@ -179,7 +179,7 @@ def test_cli_dicom_in_dicom_seg_out(synth_tiny, tiny_model, tmp_path):
     assert seg.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
     # the SEG decodes, on the PT frames, to exactly lesions.nii.gz
     suv, pt = read_volume(study, pt_files)
-    back = sitk.GetArrayFromImage(read_seg_on(out, "lesions.seg.dcm", pt, suv))
+    back = sitk.GetArrayFromImage(read_seg_on(out, "lesions.seg.dcm", pt, suv).lesion)
     nii = sitk.ReadImage(str(out / "lesions.nii.gz"))
     np.testing.assert_array_equal(back, sitk.GetArrayFromImage(nii))
     assert nii.GetSize() == suv.GetSize()

@@ -22,6 +22,10 @@ petctfm harmonize --finalize ds
 # a foreign metadata table: say which column holds the case (folder) id
 petctfm harmonize --in /data/autoPET --out ds --metadata clinical.csv --metadata-id "Subject ID"
 
+# an nnU-Net multi-label dataset: organ labels -> organs.npy, lesion/tumor -> label.npy; name the others
+petctfm harmonize --in /data/nnUNet_raw/Dataset500_Organs --out ds --label-roles roles.json
+#   roles.json: {"pancreas": "ignore", "GTV": "lesion", "Leber": "liver"}
+
 # keep a pseudonym -> source mapping OUTSIDE the dataset (only on request)
 petctfm harmonize --in /data/autoPET --out ds --write-mapping ~/private/ds_mapping.csv
 """
@@ -70,6 +74,10 @@ def register(subparsers) -> None:
     p.add_argument("--metadata-id", metavar="COLUMN",
                    help="the metadata CSV's case id column (default case_id; e.g. 'Subject ID' for TCIA's table)")
     p.add_argument("--write-mapping", metavar="FILE", help="write pseudonym -> source path CSV here (outside DATASET)")
+    p.add_argument("--label-roles", metavar="FILE",
+                   help="JSON {label name: role} (role: lesion, ignore, or an organ: liver, kidney_left, ...): what "
+                   "an nnU-Net dataset.json label or a DICOM-SEG segment (by its label) is, where its name or codes "
+                   "do not say it. Organs go to organs.npy, lesions to label.npy (docs/harmonize.md)")
     p.add_argument("--no-thumbnails", action="store_true", help="skip the per-case QA thumbnail PNGs")
     p.add_argument("--nifti", action="store_true",
                    help="also write NIfTI copies (DATASET/nifti/<case>/SUV, CTres, SEG) for viewing; training does not need them")
@@ -81,7 +89,8 @@ FLAGS = {"fmt": "--format", "inputs": "--in", "thumbnails": "--no-thumbnails"}
 #: Options passed to HarmonizeOptions when given (argparse dest -> field); the others keep its defaults.
 OPTIONS = {"format": "fmt", "spacing": "spacing", "ct_window": "ct_window", "margin": "margin", "suv": "suv",
            "workers": "workers", "shard": "shard", "seed": "seed", "salt": "salt", "metadata": "metadata",
-           "metadata_id": "metadata_id", "write_mapping": "write_mapping", "holdout_site": "holdout_site"}
+           "metadata_id": "metadata_id", "write_mapping": "write_mapping", "holdout_site": "holdout_site",
+           "label_roles": "label_roles"}
 
 
 def run(args) -> int:

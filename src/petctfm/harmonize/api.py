@@ -219,6 +219,9 @@ class HarmonizeOptions:
         progress: print the case count, a progress bar and the quarantined cases (what the CLI shows).
         holdout_site: a site whose cases form the ``holdout`` split, never in train/val/test or the
             normalization statistics (``petctfm experiment label-efficiency --holdout-site``).
+        label_roles: a JSON file ``{label name: role}`` (role ``lesion``, ``ignore`` or one of petctfm's organs):
+            what the labels of an nnU-Net ``dataset.json`` and the segments of a DICOM-SEG (by segment label)
+            are, where their names or codes do not say it (:func:`petctfm.io.label_table.read_label_roles`).
     """
 
     fmt: str = "auto"
@@ -237,6 +240,7 @@ class HarmonizeOptions:
     nifti: bool = False
     progress: bool = False
     holdout_site: str | None = None
+    label_roles: str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -291,7 +295,9 @@ def harmonize_folder(
 
     Raises:
         UsageError: an option out of range or unknown, no input or output (before anything is read or written).
-        InputError: an input folder not found or with no cases.
+        InputError: an input folder not found or with no cases; a ``label_roles`` file that is missing or
+            malformed; an nnU-Net ``dataset.json`` label that is neither an organ nor a lesion name nor in
+            ``label_roles`` (:func:`petctfm.io.layouts.nnunet.nnunet_label_roles`).
     """
     o = HarmonizeOptions.from_kwargs(options, **kwargs).validate()
     if isinstance(inputs, (str, os.PathLike)):
@@ -309,8 +315,13 @@ def harmonize_folder(
     if o.write_mapping:
         check_mapping_target(o.write_mapping, out)
     check_compatible(out, opts)
+    roles = None
+    if o.label_roles:
+        from petctfm.io.label_table import read_label_roles
+
+        roles = opts["label_roles"] = read_label_roles(o.label_roles)
     cases = discover(inputs, o.fmt, salt=o.salt, metadata=str(o.metadata) if o.metadata else None,
-                     metadata_id=o.metadata_id, exclude=[out])
+                     metadata_id=o.metadata_id, exclude=[out], label_roles=roles)
     cases, duplicates = drop_duplicates(cases, inputs, lambda c: is_done(out, c.case_id),
                                         Path(out) / WORK_DIR / "content_keys.json")
     mapping = write_mapping_csv(o.write_mapping, out, cases) if o.write_mapping else None

@@ -3,7 +3,8 @@
 Layouts (``--format auto`` tries them in this order):
 
 * ``nnunet``: ``ROOT/dataset.json`` with ``channel_names`` (the channel named CT and the one named PET/SUV/PT
-  are used, whatever their order), ``imagesTr/<id>_000k.nii.gz``, ``labelsTr/<id>.nii.gz``, ``imagesTs``.
+  are used, whatever their order), ``imagesTr/<id>_000k.nii.gz``, ``labelsTr/<id>.nii.gz``, ``imagesTs``; its
+  ``labels`` table says which values are the lesion and which are organs (``SourceCase.value_roles``).
 * ``dicom``: any file with the DICOM Part-10 preamble under ROOT; one case per StudyInstanceUID with a CT and
   a PT series (several studies of a patient are several cases of one patient).
 * ``autopet``: folders holding ``SUV.nii.gz`` (or ``PET.nii.gz`` + metadata for SUV), ``CT.nii.gz`` and/or
@@ -46,7 +47,7 @@ from petctfm.io.images import is_image_file
 from petctfm.io.layouts.autopet import autopet_case_folders, autopet_files
 from petctfm.io.layouts.detect import detect_format
 from petctfm.io.layouts.names import role_of
-from petctfm.io.layouts.nnunet import nnunet_case_files, nnunet_case_ids, nnunet_channels
+from petctfm.io.layouts.nnunet import nnunet_case_files, nnunet_case_ids, nnunet_channels, nnunet_label_roles
 from petctfm.io.walk import fs_bytes, printable, walk_files
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ class SourceCase:
     meta: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # a problem found already at discovery (case is quarantined)
     content_key: str = ""  # identity of the image data when discovery knows it (DICOM: PT series UID)
+    # nnU-Net: what each label value of labelsTr is ({value: ["lesion" and/or an organ name]}; [] = ignored),
+    # from dataset.json's labels (io.layouts.nnunet.nnunet_label_roles); None: the label map is the lesion mask
+    value_roles: dict[int, list[str]] | None = None
 
 
 def _hash(salt: str, text: str, n: int) -> str:
@@ -103,8 +107,10 @@ def _discover_autopet(root: Path, salt: str, rows: dict, exclude: tuple = ()) ->
 # ---------------------------------------------------------------------------------------------- nnunet
 
 
-def _discover_nnunet(root: Path, salt: str, rows: dict, exclude: tuple = ()) -> list[SourceCase]:
+def _discover_nnunet(root: Path, salt: str, rows: dict, exclude: tuple = (),
+                     label_roles: dict[str, str] | None = None) -> list[SourceCase]:
     channels = nnunet_channels(root)
+    value_roles = nnunet_label_roles(root, label_roles)  # an unknown label name stops here, before any case
     cases = []
     for images in ("imagesTr", "imagesTs"):
         for cid in nnunet_case_ids(root, images, channels.ending):
@@ -112,7 +118,8 @@ def _discover_nnunet(root: Path, salt: str, rows: dict, exclude: tuple = ()) -> 
             row = rows.get(cid)
             rel = f"{images}/{cid}"
             cases.append(SourceCase(pseudonym(salt, root, rel), "nnunet", str(root), rel, files,
-                                    patient_key(salt, (row or {}).get("patient_id") or cid), _meta_from_row(row)))
+                                    patient_key(salt, (row or {}).get("patient_id") or cid), _meta_from_row(row),
+                                    value_roles=value_roles))
     return cases
 
 
@@ -186,11 +193,13 @@ def _discover_dicom(root: Path, salt: str, rows: dict, exclude: tuple = ()) -> l
 
 def discover(inputs: list[str], fmt: str = "auto", salt: str = "", metadata: str | None = None, *,
              metadata_id: str | None = None, use_metadata: bool = True,
-             exclude: Iterable[str | os.PathLike] = ()) -> list[SourceCase]:
+             exclude: Iterable[str | os.PathLike] = (), label_roles: dict[str, str] | None = None) -> list[SourceCase]:
     """All cases under ``inputs`` (sorted by case id; deterministic), in layout ``fmt``.
 
     ``metadata``/``metadata_id``: the metadata CSV and its id column (:func:`petctfm.harmonize.metadata.load_metadata`);
     ``use_metadata=False``: read none (``petctfm predict``). ``exclude``: folders not walked (the output folder).
+    ``label_roles``: ``{label name: role}`` (``--label-roles``, :func:`petctfm.io.label_table.read_label_roles`)
+    for an nnU-Net ``labels`` table (:func:`petctfm.io.layouts.nnunet.nnunet_label_roles`).
     """
     if fmt not in FORMATS:
         raise InputError(f"unknown --format {fmt!r} (choose from {', '.join(FORMATS)})")
@@ -202,8 +211,11 @@ def discover(inputs: list[str], fmt: str = "auto", salt: str = "", metadata: str
             raise InputError(f"{raw}: input folder not found")
         kind = detect_format(root, skip) if fmt == "auto" else fmt
         rows = load_metadata(root, metadata, metadata_id) if use_metadata else {}
-        found = {"autopet": _discover_autopet, "nnunet": _discover_nnunet, "dicom": _discover_dicom,
-                 "pairs": _discover_pairs}[kind](root, salt, rows, skip)
+        if kind == "nnunet":
+            found = _discover_nnunet(root, salt, rows, skip, label_roles)
+        else:
+            found = {"autopet": _discover_autopet, "dicom": _discover_dicom,
+                     "pairs": _discover_pairs}[kind](root, salt, rows, skip)
         if not found:
             raise InputError(f"{raw}: no {kind} cases found")
         cases.extend(found)

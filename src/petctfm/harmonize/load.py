@@ -3,15 +3,18 @@
 PET in SUV, CT in HU, the lesion mask and optional organ labels, plus the metadata the files carry:
 
 * **DICOM**: slices sorted along the normal (:mod:`petctfm.io.dicom_read`), SUV from the tags per slice
-  (:mod:`petctfm.harmonize.suv`), DICOM-SEG / RTSTRUCT onto the PT frames; demographics and tracer from the
-  PT headers (:func:`dicom_demographics`).
+  (:mod:`petctfm.harmonize.suv`), DICOM-SEG / RTSTRUCT onto the PT frames (a SEG's lesion segments -> the
+  lesion mask, its organ segments -> the organ map); demographics and tracer from the PT headers
+  (:func:`dicom_demographics`).
 * **NIfTI/MHA/NRRD** (autoPET, nnU-Net, pairs): one thread per file; a PET in Bq/ml (autoPET ``PET.nii.gz``
   without ``SUV.nii.gz``) becomes SUV from ``metadata.csv``; a truncated ``.nii.gz`` is an error
-  (:func:`check_gzip_complete`), not a silently short volume.
+  (:func:`check_gzip_complete`), not a silently short volume; an nnU-Net multi-label map whose table names
+  organs is split into the lesion mask and the organ map (:func:`split_label_map`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -25,6 +28,8 @@ from petctfm.core.provenance import is_synth_mark
 from petctfm.harmonize.discover import SourceCase
 from petctfm.harmonize.metadata import clean
 from petctfm.io.images import image_notes, read_image
+
+log = logging.getLogger(__name__)
 
 
 def _tracer_from_dicom(ds: Any) -> str | None:
@@ -112,8 +117,46 @@ def _read(path: Path) -> sitk.Image:
     return img
 
 
-def load_case_images(case: SourceCase, suv_kind: str = "bw") -> tuple[dict[str, sitk.Image | None], dict[str, Any]]:
-    """Images ``{"suv", "ct", "seg", "organs"}`` (SimpleITK, own geometry) and metadata found in the files."""
+def split_label_map(seg: sitk.Image, value_roles: dict[int, list[str]], where: str) -> tuple[sitk.Image, sitk.Image | None]:
+    """An nnU-Net multi-label map -> (lesion mask uint8, organ map uint8 in ORGAN_LABELS values or None), same
+    geometry; ``value_roles`` from :func:`petctfm.io.layouts.nnunet.nnunet_label_roles` (value -> ``"lesion"``
+    and/or an organ name; ``[]`` ignored). A value the table does not name, or not an integer, is an
+    :class:`InputError` naming ``where`` (the label file). Organ map None when the table names no organ."""
+    from petctfm.core.labels import ORGAN_LABELS
+
+    arr = sitk.GetArrayViewFromImage(seg)
+    values = np.unique(arr)
+    bad = [v for v in values.tolist() if v != 0 and (v != int(v) or int(v) not in value_roles)]
+    if bad:
+        raise InputError(f"{where}: label value {bad[0]:g} is not in dataset.json's labels "
+                         f"(named: {sorted(value_roles)})")
+    size = int(values.max()) + 1 if values.size else 1
+    lesion_lut, organ_lut = np.zeros(size, np.uint8), np.zeros(size, np.uint8)
+    for v, roles in value_roles.items():
+        if v < size:
+            lesion_lut[v] = 1 if "lesion" in roles else 0
+            organ_lut[v] = next((ORGAN_LABELS[r] for r in roles if r != "lesion"), 0)
+    index = np.asarray(arr).astype(np.uint8, copy=False)  # every value checked: 0 or a table value in 0..255
+
+    def image(lut: np.ndarray) -> sitk.Image:
+        img = sitk.GetImageFromArray(lut[index])
+        img.CopyInformation(seg)
+        return img
+
+    has_organs = any(r != "lesion" for roles in value_roles.values() for r in roles)
+    return image(lesion_lut), image(organ_lut) if has_organs else None
+
+
+def load_case_images(case: SourceCase, suv_kind: str = "bw", label_roles: dict[str, str] | None = None
+                     ) -> tuple[dict[str, sitk.Image | None], dict[str, Any]]:
+    """Images ``{"suv", "ct", "seg", "organs"}`` (SimpleITK, own geometry) and metadata found in the files.
+
+    ``seg`` is the lesion mask, ``organs`` the organ map in :data:`petctfm.core.labels.ORGAN_LABELS` values:
+    an autoPET ``ORGANS.nii.gz`` / pairs ``*organs*`` file; the organ values of an nnU-Net multi-label map
+    (``case.value_roles``, :func:`split_label_map`); the organ segments of a DICOM-SEG
+    (:func:`petctfm.io.dicom_read.read_seg_on`, ``label_roles`` the ``--label-roles`` table). ``extra["label_notes"]``:
+    one line per DICOM-SEG segment left out (QA flags of the case).
+    """
     root = Path(case.root)
     extra: dict[str, Any] = {}
     if case.error:
@@ -132,15 +175,19 @@ def load_case_images(case: SourceCase, suv_kind: str = "bw") -> tuple[dict[str, 
 
         suv, pt_datasets = read_volume(root, case.files["PT"], slice_factor=factor)
         ct, _ = read_volume(root, case.files["CT"])
-        seg = None
+        seg = organs = None
         if case.files.get("SEG"):
-            seg = read_seg_on(root, case.files["SEG"][0], pt_datasets, suv)
+            seg, organs, ignored = read_seg_on(root, case.files["SEG"][0], pt_datasets, suv, label_roles)
+            for line in ignored:
+                log.warning("%s", line)
+            if ignored:
+                extra["label_notes"] = ignored
         elif case.files.get("RTSTRUCT"):
             seg = read_rtstruct_on(root, case.files["RTSTRUCT"][0], suv)
         extra.update(dicom_demographics(pt_datasets[0]))
         extra["pt_datasets"] = pt_datasets  # headers in slice order (predict's DICOM-SEG); not a KEPT_FIELD
         extra["synthetic"] = is_synth_mark(getattr(pt_datasets[0], "SoftwareVersions", None))
-        return {"suv": suv, "ct": ct, "seg": seg, "organs": None}, extra
+        return {"suv": suv, "ct": ct, "seg": seg, "organs": organs}, extra
     f = case.files
     if "suv" not in f and "pet" not in f:
         raise InputError(f"{case.rel}: missing modality: no PET/SUV image")
@@ -162,8 +209,11 @@ def load_case_images(case: SourceCase, suv_kind: str = "bw") -> tuple[dict[str, 
         check_weight_kg(m["weight_kg"], f"{f['pet']}: metadata.csv weight_kg")
         suv = suv_from_bqml(suv, m["weight_kg"], m["injected_activity_bq"], m["uptake_min"] * 60.0,
                             m.get("half_life_s", 6586.2))  # F-18 unless metadata says otherwise
+    seg, organs = images.get("seg"), images.get("organs")
+    if seg is not None and case.value_roles is not None:  # an nnU-Net label map with organs: split it
+        seg, organs = split_label_map(seg, case.value_roles, f["seg"])
     # int16 CT stays int16 (half the memory traffic); resampling gives float32
-    return {"suv": suv, "ct": images["ct"], "seg": images.get("seg"), "organs": images.get("organs")}, extra
+    return {"suv": suv, "ct": images["ct"], "seg": seg, "organs": organs}, extra
 
 
 def _read_parallel(paths: dict[str, Path]) -> dict[str, sitk.Image]:

@@ -221,7 +221,8 @@ def is_done(out: str | os.PathLike, case_id: str) -> bool:
 def process_case(case: SourceCase, out: str, opts: dict[str, Any]) -> dict[str, Any]:
     """Harmonize and write one case; never raises for bad input (returns ``status: failed`` + reason).
 
-    ``opts``: spacing, ct_window, margin_mm, suv_kind, thumbnails (bool), threads (SimpleITK threads).
+    ``opts``: spacing, ct_window, margin_mm, suv_kind, thumbnails (bool), threads (SimpleITK threads),
+    label_roles (``--label-roles``: DICOM-SEG segment label -> role; nnU-Net tables are read at discovery).
     """
     from petctfm.data.format import write_case
 
@@ -230,11 +231,12 @@ def process_case(case: SourceCase, out: str, opts: dict[str, Any]) -> dict[str, 
     base = {"case_id": case.case_id, "source": printable(Path(case.root).name), "source_format": case.fmt,
             "source_path": printable(case.rel)}
     try:
-        images, extra = load_case_images(case, opts.get("suv_kind", "bw"))
+        images, extra = load_case_images(case, opts.get("suv_kind", "bw"), opts.get("label_roles"))
         pet_key = voxel_key(images["suv"])  # decoded-content identity, from the image just read (duplicates.py)
         spacing = tuple(opts.get("spacing", DEFAULT_SPACING))
         h = harmonize_images(images, spacing, tuple(opts.get("ct_window", DEFAULT_CT_WINDOW)),
                              float(opts.get("margin_mm", 10.0)))
+        h["source"]["warnings"] += extra.get("label_notes", [])  # DICOM-SEG segments left out: QA flags
         meta = {k: v for k, v in {**extra, **case.meta}.items() if k in KEPT_FIELDS}
         meta.setdefault("site", Path(case.root).name.lower())
         meta = {k: meta.get(k) for k in KEPT_FIELDS}

@@ -7,7 +7,8 @@
 * :func:`read_volume` sorts the slices of a series along the slice normal ``row x col`` (from
   ImageOrientationPatient) by ImagePositionPatient, applies each slice's RescaleSlope/Intercept and an
   optional per-slice factor (SUV), and returns a float32 SimpleITK image in ITK/DICOM LPS geometry.
-* :func:`read_seg_on` reads a DICOM-SEG (highdicom) onto the frames of the PT series it references.
+* :func:`read_seg_on` reads a DICOM-SEG (highdicom) onto the frames of the PT series it references: its lesion
+  segments as one mask, its organ segments (SNOMED CT codes) as an organ map.
 * :func:`read_rtstruct_on` rasterizes the lesion ROIs of an RTSTRUCT onto the PT grid (when no SEG exists).
 
 Only uncompressed / natively decodable transfer syntaxes are supported (what pydicom decodes without
@@ -20,12 +21,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
 
 from petctfm.core.errors import InputError
+from petctfm.core.labels import LESION_NAME
 from petctfm.io.walk import walk_files
 
 HEADER_TAGS = [
@@ -217,13 +219,33 @@ def read_volume(
     return img, [s[3] for s in slices]
 
 
-def read_seg_on(root: str | os.PathLike, seg_file: str, pt_datasets: list[Any], reference: sitk.Image) -> sitk.Image:
-    """Read a DICOM-SEG onto the PT grid: a uint8 image like ``reference`` (1 = any segment present).
+class SegLabels(NamedTuple):
+    """A DICOM-SEG read onto the PT grid (:func:`read_seg_on`): ``lesion`` uint8 (1 = a lesion segment),
+    ``organs`` uint8 in :data:`petctfm.core.labels.ORGAN_LABELS` values or None (no organ segment), and one
+    line per segment left out (``ignored``: unknown codes, or mapped to ``ignore``)."""
+
+    lesion: sitk.Image
+    organs: sitk.Image | None
+    ignored: list[str]
+
+
+def read_seg_on(root: str | os.PathLike, seg_file: str, pt_datasets: list[Any], reference: sitk.Image,
+                roles: dict[str, str] | None = None) -> SegLabels:
+    """Read a DICOM-SEG onto the PT grid: its lesion segments as one mask, its organ segments as an organ map.
+
+    Each segment's role is :func:`petctfm.io.dicom_seg.segment_role` (``roles``: segment label -> role,
+    ``harmonize --label-roles``, then the SNOMED CT codes petctfm's writer uses, then the label): the lesion
+    segments together are ``lesion``; an organ segment paints its organ's ORGAN_LABELS value into ``organs``
+    (overlapping organ segments: the lower segment number keeps the voxel); a segment of unknown codes is left
+    out with a line in ``ignored`` (``<file>: segment 3 'Vertebra L1' (...): unknown codes, ignored``).
 
     The SEG must reference the PT instances (``pt_datasets`` in volume slice order); frames of instances
     that the SEG omits are empty (highdicom's ``omit_empty_frames``).
     """
     import highdicom as hd
+
+    from petctfm.core.labels import ORGAN_LABELS
+    from petctfm.io.dicom_seg import segment_role
 
     path = Path(root) / seg_file
     try:
@@ -234,25 +256,56 @@ def read_seg_on(root: str | os.PathLike, seg_file: str, pt_datasets: list[Any], 
     referenced = {str(u) for (_, _, u) in seg.get_source_image_uids()}
     if not referenced & set(uids):
         raise InputError(f"{seg_file}: DICOM-SEG does not reference the PT series (other references not supported)")
-    try:
-        arr = seg.get_pixels_by_source_instance(
-            source_sop_instance_uids=uids, combine_segments=True, relabel=True, assert_missing_frames_are_empty=True,
-            skip_overlap_checks=True,
-        )
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"{seg_file}: cannot map DICOM-SEG frames to the PT slices ({str(exc)[:120]})") from None
-    mask = sitk.GetImageFromArray((np.asarray(arr) > 0).astype(np.uint8))  # [z, rows, cols]
-    mask.CopyInformation(reference)
-    return mask
+    lesions: list[int] = []
+    organs: list[tuple[int, str]] = []
+    ignored: list[str] = []
+    for item in seg.SegmentSequence:
+        number, role = int(item.SegmentNumber), segment_role(item, roles)
+        if role == "lesion":
+            lesions.append(number)
+        elif role is not None and role != "ignore":
+            organs.append((number, role))
+        else:
+            codes = "/".join(str(getattr(sq[0], "CodeMeaning", "?")) for sq in
+                             (item.get("SegmentedPropertyCategoryCodeSequence"),
+                              item.get("SegmentedPropertyTypeCodeSequence")) if sq)
+            why = "mapped to ignore" if role == "ignore" else "unknown codes (not a lesion nor one of petctfm's organs)"
+            ignored.append(f"{seg_file}: segment {number} {str(getattr(item, 'SegmentLabel', ''))[:64]!r} "
+                           f"({codes}): {why}, ignored")
+    shape = (len(uids), int(pt_datasets[0].Rows), int(pt_datasets[0].Columns))
+
+    def pixels(numbers: list[int], combine: bool) -> np.ndarray:
+        try:
+            return np.asarray(seg.get_pixels_by_source_instance(
+                source_sop_instance_uids=uids, segment_numbers=numbers, combine_segments=combine,
+                relabel=combine, assert_missing_frames_are_empty=True, skip_overlap_checks=True))
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"{seg_file}: cannot map DICOM-SEG frames to the PT slices ({str(exc)[:120]})") from None
+
+    lesion = (pixels(lesions, True) > 0).astype(np.uint8) if lesions else np.zeros(shape, np.uint8)
+    organ_map = None
+    if organs:
+        organ_map = np.zeros(shape, np.uint8)
+        stack = pixels([n for n, _ in organs], False)  # [z, rows, cols, segment]
+        for i, (_, name) in enumerate(organs):
+            organ_map[(stack[..., i] > 0) & (organ_map == 0)] = ORGAN_LABELS[name]
+
+    def image(arr: np.ndarray) -> sitk.Image:
+        img = sitk.GetImageFromArray(arr)  # [z, rows, cols]
+        img.CopyInformation(reference)
+        return img
+
+    return SegLabels(image(lesion), None if organ_map is None else image(organ_map), ignored)
 
 
-LESION_ROI = re.compile(r"(gtv|lesion|tumou?r|meta|node|lymph|malig|suspic|hot)", re.IGNORECASE)
+LESION_ROI = re.compile(LESION_NAME, re.IGNORECASE)  # the one lesion-name rule (core.labels)
 
 
 def read_rtstruct_on(root: str | os.PathLike, rt_file: str, reference: sitk.Image) -> sitk.Image:
     """Rasterize the lesion ROIs of an RTSTRUCT onto ``reference`` (the PT grid): uint8, 1 = lesion.
 
-    Lesion ROIs: RTROIInterpretedType GTV, or an ROI name matching gtv/lesion/tumor/meta/node/lymph.
+    Lesion ROIs: RTROIInterpretedType GTV, or an ROI name matching
+    :data:`petctfm.core.labels.LESION_NAME` (gtv, lesion, tumor, cancer, metastasis, node, lymph ...).
     Each CLOSED_PLANAR contour is mapped to the reference's continuous voxel indices, assigned to the
     nearest slice and filled with the even-odd rule (holes drawn as inner contours stay empty); a voxel is
     inside when its centre is. Contours on planes oblique to the reference slices are not supported.

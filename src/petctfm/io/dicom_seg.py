@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from petctfm.core.labels import ORGAN_LABELS
+from petctfm.core.labels import organ_key
 from petctfm.io.atomic import atomic_path
 
 ALGORITHM_TYPES = ("MANUAL", "SEMIAUTOMATIC", "AUTOMATIC")  # highdicom.seg.SegmentAlgorithmTypeValues
@@ -47,12 +47,6 @@ class SegmentSpec:
     kind: str = "lesion"
 
 
-def organ_key(name: str) -> str | None:
-    """The :data:`petctfm.core.labels.ORGAN_LABELS` name of ``name`` ("Kidney left" -> "kidney_left"), or None."""
-    key = "_".join(str(name).strip().lower().replace("-", " ").split())
-    return key if key in ORGAN_LABELS and key != "background" else None
-
-
 def segment_codes(kind: str, label: str) -> tuple[Any, Any]:
     """(segmented property category, type) codes: a lesion -> (Morphologically abnormal structure, Neoplasm);
     an organ -> (Anatomical structure, its SNOMED CT code from :data:`ORGAN_CODES`, else "Organ")."""
@@ -64,6 +58,73 @@ def segment_codes(kind: str, label: str) -> tuple[Any, Any]:
         keyword = ORGAN_CODES.get(organ_key(label) or "")
         return codes.SCT.AnatomicalStructure, getattr(codes.SCT, keyword) if keyword else codes.SCT.Organ
     raise ValueError(f"segment kind {kind!r} is not one of {', '.join(KINDS)}")
+
+
+#: Segmented property types read as a lesion whatever their category (pydicom ``codes.SCT`` keywords); a segment
+#: whose category is Morphologically abnormal structure (SCT 49755003) is a lesion whatever its type. A lymph
+#: node segment in a PET study is an involved node, as for RTSTRUCT ROIs (``core.labels.LESION_NAME``).
+LESION_TYPES = ("Neoplasm", "Lesion", "Mass", "NeoplasmPrimary", "NeoplasmMetastatic", "Nodule", "LymphNode")
+_LATERALITY = {"7771000": "left", "24028007": "right"}  # SCT Left, Right (SegmentedPropertyTypeModifierCode)
+
+
+def _code(item: Any, sequence: str) -> tuple[str, str]:
+    """(coding scheme, code value) of the first item of ``sequence`` in ``item``, ("", "") when absent."""
+    seq = getattr(item, sequence, None) or []
+    if not seq:
+        return "", ""
+    return str(getattr(seq[0], "CodingSchemeDesignator", "")).upper(), str(getattr(seq[0], "CodeValue", ""))
+
+
+def _organ_codes() -> dict[str, list[str]]:
+    """SNOMED CT code value -> the ORGAN_LABELS names that :data:`ORGAN_CODES` writes with it (the writer's table
+    read backwards: kidney 64033007 -> kidney_left, kidney_right)."""
+    from pydicom.sr.codedict import codes
+
+    out: dict[str, list[str]] = {}
+    for name, keyword in ORGAN_CODES.items():
+        out.setdefault(str(getattr(codes.SCT, keyword).value), []).append(name)
+    return out
+
+
+def segment_role(segment: Any, roles: dict[str, str] | None = None) -> str | None:
+    """What one DICOM-SEG segment (an item of ``SegmentSequence``) is: ``"lesion"``, an ORGAN_LABELS organ name,
+    ``"ignore"``, or None (unknown).
+
+    In this order: ``roles`` (``harmonize --label-roles``: segment label -> role,
+    :func:`petctfm.io.label_table.label_role`); the codes (category Morphologically abnormal structure, or a type
+    of :data:`LESION_TYPES` -> lesion; a type of :data:`ORGAN_CODES`, SNOMED CT, -> that organ, the side of a
+    paired organ from the SegmentedPropertyTypeModifierCodeSequence (SCT Left / Right) or else the segment label,
+    "Kidney left", as petctfm's writer puts it); then the segment label by the name rules of nnU-Net labels
+    (:func:`petctfm.core.labels.organ_key`, :func:`~petctfm.core.labels.is_lesion_name`). A paired organ
+    without a side is None.
+    """
+    from pydicom.sr.codedict import codes
+
+    from petctfm.io.label_table import label_role
+
+    label = str(getattr(segment, "SegmentLabel", "") or "")
+    if roles:
+        explicit = label_role(label, roles, infer=False)
+        if explicit is not None:
+            return explicit
+    snomed = ("SCT", "SRT")  # SRT: the SNOMED designator of older objects
+    category = _code(segment, "SegmentedPropertyCategoryCodeSequence")
+    scheme, value = _code(segment, "SegmentedPropertyTypeCodeSequence")
+    if category[0] in snomed and category[1] == str(codes.SCT.MorphologicallyAbnormalStructure.value):
+        return "lesion"
+    if scheme in snomed:
+        if value in {str(getattr(codes.SCT, k).value) for k in LESION_TYPES}:
+            return "lesion"
+        candidates = _organ_codes().get(value, [])
+        if len(candidates) == 1:
+            return candidates[0]
+        if candidates:  # a paired organ: the side from the modifier, else from the label
+            side = _LATERALITY.get(_code(segment, "SegmentedPropertyTypeModifierCodeSequence")[1])
+            by_label = organ_key(label)
+            if side is not None:
+                return next((c for c in candidates if c.endswith("_" + side)), None)
+            return by_label if by_label in candidates else None
+    return label_role(label, None)
 
 
 def build_seg(frames: np.ndarray, source_images: Sequence[Any], *, series_number: int, series_description: str,
@@ -143,5 +204,5 @@ def save_seg(seg: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-__all__ = ["ALGORITHM_TYPES", "KINDS", "ORGAN_CODES", "SegmentSpec", "organ_key", "segment_codes", "build_seg",
-           "save_seg"]
+__all__ = ["ALGORITHM_TYPES", "KINDS", "LESION_TYPES", "ORGAN_CODES", "SegmentSpec", "organ_key", "segment_codes",
+           "segment_role", "build_seg", "save_seg"]
