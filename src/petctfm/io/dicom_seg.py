@@ -12,6 +12,9 @@ masks, AUTOMATIC) is ``algorithm_type``. Frames reference the source PT instance
 has voxels; an all-zero mask keeps every frame (highdicom cannot write a SEG without frames), so a reader
 gets an all-zero mask back.
 
+The same code table read backwards says what a segment of any DICOM-SEG is (:func:`segment_role`: lesion, one of
+petctfm's organs, or unknown), for :func:`petctfm.io.dicom_read.read_seg_on` (``harmonize``).
+
 Shapes: ``frames`` (n_slices, rows, cols), slices in the order of ``source_images``.
 """
 
@@ -32,6 +35,7 @@ from petctfm.io.atomic import atomic_path
 ALGORITHM_TYPES = ("MANUAL", "SEMIAUTOMATIC", "AUTOMATIC")  # highdicom.seg.SegmentAlgorithmTypeValues
 KINDS = ("lesion", "organ")
 # ORGAN_LABELS name -> pydicom SNOMED CT keyword (codes.SCT.<keyword>); laterality is in the segment label only
+# (segment_role reads it from there, or from a SegmentedPropertyTypeModifierCodeSequence Left/Right)
 ORGAN_CODES = {"liver": "Liver", "spleen": "Spleen", "kidney_left": "Kidney", "kidney_right": "Kidney",
                "heart": "Heart", "lung_left": "Lung", "lung_right": "Lung", "bladder": "Bladder", "brain": "Brain",
                "aorta": "Aorta", "bone": "Bone", "salivary_glands": "SalivaryGland"}
