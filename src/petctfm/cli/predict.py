@@ -27,6 +27,11 @@ petctfm predict --model runs/ft_joint --organs runs/organs --pet study/PT --ct s
 # organs only
 petctfm predict --organs runs/organs --pet case/SUV.nii.gz --ct case/CT.nii.gz --out pred/organs
 
+# studies from a PACS by DICOMweb (credentials from $PETCTFM_DICOMWEB_USER/_PASSWORD, _TOKEN or a file),
+# results (DICOM-SEG, lesion SR, report picture) stored back into each study; docs/pacs.md
+petctfm predict --model runs/ft_joint --dicomweb https://pacs.example.org/dicom-web --study 1.2.3.4 --out pred/pacs --push
+petctfm predict --model runs/ft_joint --dicomweb http://127.0.0.1:8042/dicom-web --query date=20240101-20240131 --out pred/jan
+
 # quick look: 4 mm in-plane, no TTA, lower overlap, stricter threshold
 petctfm predict --model runs/ft_joint --in data/new --out pred/new --fast --overlap 0.25 --threshold 0.6
 """
@@ -56,7 +61,7 @@ def register(subparsers) -> None:
                    help="an organ model run beside the lesion model (or alone): organs.nii.gz, organs.csv (SUV per "
                    "organ with lesion voxels excluded, PERCIST liver and blood-pool references), organs.seg.dcm for "
                    "DICOM, organ contours in report.png (docs/organs.md)")
-    src = p.add_argument_group("input (either --pet and --ct, or --in, or --batch)")
+    src = p.add_argument_group("input (either --pet and --ct, or --in, or --batch, or --dicomweb)")
     src.add_argument("--pet", help="PET image in SUV (NIfTI/MHA/NRRD) or a DICOM PT series folder")
     src.add_argument("--ct", help="CT image in HU or a DICOM CT series folder")
     src.add_argument("--in", dest="folder", metavar="FOLDER",
@@ -64,6 +69,21 @@ def register(subparsers) -> None:
     src.add_argument("--batch", metavar="LIST.csv",
                      help="a CSV with a header row and columns pet, ct (files or DICOM folders, relative to the "
                      "list's folder) and optional case_id: one output subfolder per row, as --in")
+    web = p.add_argument_group("DICOMweb (docs/pacs.md; pip install 'petctfm[pacs]')")
+    web.add_argument("--dicomweb", metavar="URL", help="a DICOMweb service (QIDO-RS, WADO-RS, STOW-RS), e.g. "
+                     "http://127.0.0.1:8042/dicom-web (Orthanc); credentials only from $PETCTFM_DICOMWEB_TOKEN, "
+                     "$PETCTFM_DICOMWEB_USER + $PETCTFM_DICOMWEB_PASSWORD or --dicomweb-auth FILE")
+    web.add_argument("--study", action="append", metavar="UID", help="a Study Instance UID to predict (repeatable)")
+    web.add_argument("--query", action="append", metavar="KEY=VALUE", help="QIDO filter for the studies to "
+                     "predict (repeatable): modality=PT (the default), date=YYYYMMDD or YYYYMMDD-YYYYMMDD, "
+                     "patient=ID")
+    web.add_argument("--push", action="store_true", help="store the results back into each study by STOW-RS: "
+                     "the DICOM-SEG, the lesion table as a TID 1500 SR, report.png as a Secondary Capture; a study "
+                     "holding this model's result for its PT series already is skipped")
+    web.add_argument("--dicomweb-auth", metavar="FILE", help="JSON file with {\"token\": ...} or {\"user\": ..., "
+                     "\"password\": ...} (keep it chmod 600)")
+    web.add_argument("--dicomweb-ca", metavar="PEM", help="CA bundle to verify the server's TLS certificate "
+                     "(default: the system's; verification cannot be switched off)")
     src.add_argument("--format", default="auto", choices=("auto", "autopet", "nnunet", "dicom", "pairs"),
                      help="layout of --in (default: detected)")
     p.add_argument("--out", required=True, help="output folder (one study) or parent of one subfolder per case")
@@ -121,17 +141,26 @@ def run(args) -> int:
     from petctfm.predict.sources import source_from_files, sources_from_folder, sources_from_list
 
     inputs = [name for name, v in (("--pet/--ct", args.pet or args.ct), ("--in", args.folder),
-                                   ("--batch", args.batch)) if v]
+                                   ("--batch", args.batch), ("--dicomweb", args.dicomweb)) if v]
     if not (args.model or args.organs):
         raise UsageError("give --model RUN (a lesion or organ model) and/or --organs RUN (an organ model)")
     if len(inputs) > 1:
         raise UsageError(f"give one input: {' or '.join(inputs)}, not both")
     if not inputs or (inputs == ["--pet/--ct"] and not (args.pet and args.ct)):
-        raise UsageError("give --pet PET and --ct CT (files or DICOM folders), --in FOLDER or --batch LIST.csv")
+        raise UsageError("give --pet PET and --ct CT (files or DICOM folders), --in FOLDER, --batch LIST.csv or "
+                         "--dicomweb URL")
+    web_only = [f for f, v in (("--study", args.study), ("--query", args.query), ("--push", args.push),
+                               ("--dicomweb-auth", args.dicomweb_auth), ("--dicomweb-ca", args.dicomweb_ca)) if v]
+    if web_only and not args.dicomweb:
+        raise UsageError(f"{web_only[0]} goes with --dicomweb URL")
+    if args.dicomweb and bool(args.study) == bool(args.query):
+        raise UsageError("with --dicomweb give the studies: --study UID (repeatable) or --query KEY=VALUE, not both")
     settings = given(args, {"overlap": "overlap", "tta": "tta", "threshold": "threshold", "sw_batch": "sw_batch_size"})
     with flags(FLAGS):
         check_options(**settings)  # the settings, then the output: before the inputs and the model
     ensure_output_dir(args.out, "--out", create=False)
+    if args.dicomweb:
+        return _run_dicomweb(args, settings)
     if args.folder:
         cases = sources_from_folder(args.folder, args.format, exclude=[args.out])  # errors before the model loads
     elif args.batch:
@@ -172,3 +201,36 @@ def run(args) -> int:
     if res["failed"]:
         print(f"failed cases listed in {args.out}/failed.csv")
     return batch_exit_code(len(res["done"]) + len(res["skipped"]), len(res["failed"]))
+
+
+def _run_dicomweb(args, settings: dict) -> int:
+    """``--dicomweb URL``: the studies (given or queried), predicted, with ``--push`` stored back (docs/pacs.md)."""
+    import importlib.util
+
+    from petctfm.cli._api import flags
+    from petctfm.core.errors import UsageError
+
+    if importlib.util.find_spec("dicomweb_client") is None:
+        raise UsageError("--dicomweb needs dicomweb-client (not installed): pip install 'petctfm[pacs]'")
+    from petctfm.io.dicomweb import check_url, connect
+    from petctfm.predict.pacs import find_studies, parse_query, predict_dicomweb
+    from petctfm.predict.predictor import Predictor
+
+    with flags(FLAGS):
+        check_url(args.dicomweb)
+        if args.query:
+            parse_query(args.query)  # a malformed filter before anything is loaded
+    web = connect(args.dicomweb, auth_file=args.dicomweb_auth, ca_bundle=args.dicomweb_ca)
+    studies = list(args.study) if args.study else find_studies(web, args.query)
+    if not studies:
+        print(f"no study on {web.url} matches {' '.join(args.query)}")
+        return 0
+    with flags(FLAGS):
+        predictor = Predictor.load(args.model or args.organs, args.device, fast=args.fast,
+                                   organs=args.organs if args.model else None, **settings)
+    res = predict_dicomweb(web, studies, predictor, args.out, push=args.push, report=not args.no_report, echo=print)
+    print(f"{len(res['done'])} study(ies) predicted, {len(res['already'])} already in the PACS, "
+          f"{len(res['failed'])} failed (device {predictor.device}); per-study summaries: {args.out}/cases.csv")
+    if res["failed"]:
+        print(f"failed studies listed in {args.out}/failed.csv")
+    return batch_exit_code(len(res["done"]) + len(res["already"]), len(res["failed"]))

@@ -137,14 +137,16 @@ def build_seg(frames: np.ndarray, source_images: Sequence[Any], *, series_number
               tracking_id: str = "lesions", tracking_uid: str | None = None, series_instance_uid: str | None = None,
               sop_instance_uid: str | None = None, content_label: str = "LESIONS",
               content_creator_name: str | None = None, when: dt.datetime | None = None,
-              segments: Sequence[SegmentSpec] | None = None, algorithm_type: str | None = None) -> Any:
+              segments: Sequence[SegmentSpec] | None = None, algorithm_type: str | None = None,
+              algorithm_parameters: dict[str, str] | None = None) -> Any:
     """A highdicom BINARY ``Segmentation`` of ``frames`` over ``source_images`` (pydicom PT headers in slice
     order): one segment (nonzero = in it), or with ``segments`` one per spec (``frames`` a label map; segment
     i+1 = the voxels equal to ``segments[i].value``; tracking id ``"<tracking_id> <value>"``).
 
     ``algorithm``: ``(name, version)`` of the algorithm (family: artificial intelligence); ``algorithm_type``:
     one of :data:`ALGORITHM_TYPES`, default AUTOMATIC with an algorithm and MANUAL without (any type but
-    MANUAL needs ``algorithm``). UIDs default to fresh ones; ``when``: content and series date/time (default: highdicom's,
+    MANUAL needs ``algorithm``); ``algorithm_parameters``: name -> value pairs stored in its identification
+    (AlgorithmParameters; ``petctfm predict --push`` records its result key there). UIDs default to fresh ones; ``when``: content and series date/time (default: highdicom's,
     i.e. now). A frame grid that differs from the PT series raises ``ValueError``.
     """
     import highdicom as hd
@@ -176,7 +178,8 @@ def build_seg(frames: np.ndarray, source_images: Sequence[Any], *, series_number
     kind: dict[str, Any] = {"algorithm_type": hd.seg.SegmentAlgorithmTypeValues[algorithm_type]}
     if algorithm_type != "MANUAL":
         kind["algorithm_identification"] = hd.AlgorithmIdentificationSequence(
-            name=algorithm[0], version=algorithm[1], family=codes.cid7162.ArtificialIntelligence)
+            name=algorithm[0], version=algorithm[1], family=codes.cid7162.ArtificialIntelligence,
+            parameters=dict(algorithm_parameters) if algorithm_parameters else None)
     descriptions = []
     for i, (sp, (tid, tuid)) in enumerate(zip(segments, tracking)):
         category, prop = segment_codes(sp.kind, sp.label)

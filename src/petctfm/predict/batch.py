@@ -35,8 +35,6 @@ def predict_folder(cases: list[SourceCase], predictor: Predictor, out: str | os.
     (``redone``: had a stale summary.json); writes ``out/failed.csv`` (empty
     but for the header when nothing failed) and ``out/cases.csv`` (one summary row per finished case).
     """
-    import json
-
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -44,8 +42,6 @@ def predict_folder(cases: list[SourceCase], predictor: Predictor, out: str | os.
         TextColumn,
         TimeElapsedColumn,
     )
-
-    from petctfm.io.atomic import atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,20 +89,30 @@ def predict_folder(cases: list[SourceCase], predictor: Predictor, out: str | os.
                 failed.append({"case": case.case_id, "reason": " ".join(reason.split())[:400]})
             del prep
             bar.advance(task)
+    write_batch_tables(out, [c.case_id for c in cases], failed)
+    return {"done": done, "skipped": skipped, "failed": failed, "redone": redone}
+
+
+def write_batch_tables(out: Path, case_ids: list[str], failed: list[dict[str, str]]) -> None:
+    """``out/failed.csv`` (case, reason; the header alone when nothing failed) and ``out/cases.csv``: one summary
+    row per case of ``case_ids`` whose ``out/<case>/summary.json`` exists (shared by folder, list and DICOMweb
+    mode)."""
+    import json
+
+    from petctfm.io.atomic import atomic_write_text
+
     atomic_write_text(out / FAILED_CSV, csv_text(failed, ("case", "reason")))
     rows = []
-    for c in cases:
-        path = out / c.case_id / SUMMARY_FILE
+    for case_id in case_ids:
+        path = out / case_id / SUMMARY_FILE
         if path.is_file():
             s = json.loads(path.read_text())
-            rows.append({"case": c.case_id, **{k: s.get(k) for k in ("lesion_count", "tmtv_ml", "total_tlg",
-                                                                          "suv_max", "suv_peak")},
+            rows.append({"case": case_id, **{k: s.get(k) for k in ("lesion_count", "tmtv_ml", "total_tlg",
+                                                                       "suv_max", "suv_peak")},
                          "seconds": (s.get("timings_s") or {}).get("total"),
                          "flags": "; ".join(s.get("flags") or [])})  # summary.json's plausibility flags
     atomic_write_text(out / CASES_CSV, csv_text(rows, ("case", "lesion_count", "tmtv_ml", "total_tlg", "suv_max",
                                                    "suv_peak", "seconds", "flags")))
-    return {"done": done, "skipped": skipped, "failed": failed, "redone": redone}
 
 
-
-__all__ = ["FAILED_CSV", "CASES_CSV", "predict_folder"]
+__all__ = ["FAILED_CSV", "CASES_CSV", "predict_folder", "write_batch_tables"]

@@ -164,10 +164,13 @@ def table_csv(table: list[dict[str, Any]]) -> str:
     return csv_text(rows, LESION_COLUMNS + REGION_COLUMNS)
 
 
-def write_seg(mask: np.ndarray, pt_datasets: list[Any], path: str | os.PathLike, model_name: str) -> Path:
+def write_seg(mask: np.ndarray, pt_datasets: list[Any], path: str | os.PathLike, model_name: str,
+              identity: dict[str, Any] | None = None) -> Path:
     """Write ``mask`` (X, Y, Z, on the grid :func:`petctfm.io.dicom_read.read_volume` built from
     ``pt_datasets``, which are in slice order) as a BINARY DICOM-SEG referencing those PT instances
-    (:func:`petctfm.io.dicom_seg.build_seg`: algorithm type AUTOMATIC, ``model_name`` identified)."""
+    (:func:`petctfm.io.dicom_seg.build_seg`: algorithm type AUTOMATIC, ``model_name`` identified).
+    ``identity``: optional ``series_instance_uid``, ``sop_instance_uid`` and ``algorithm_parameters``
+    (``predict --dicomweb``: UIDs derived from the input and model, so a result pushed twice is one instance)."""
     from petctfm.core.version import __version__
     from petctfm.io.dicom_seg import build_seg, save_seg
 
@@ -175,7 +178,7 @@ def write_seg(mask: np.ndarray, pt_datasets: list[Any], path: str | os.PathLike,
     seg = build_seg(frames, pt_datasets, series_number=901, series_description="petctfm predicted lesions",
                     content_description="Lesions predicted by petctfm (research use only)",
                     manufacturer_model_name="petctfm predict", software_versions=__version__,
-                    algorithm=(model_name, __version__), tracking_id="predicted lesions")
+                    algorithm=(model_name, __version__), tracking_id="predicted lesions", **(identity or {}))
     return save_seg(seg, path)
 
 
@@ -243,7 +246,8 @@ def case_summary(case_id: str, kind: str, source: str | None, pet: sitk.Image, h
 def write_case_outputs(out_dir: str | os.PathLike, summary: dict[str, Any], mask: np.ndarray,
                        table: list[dict[str, Any]], images: dict[str, Any], pt_datasets: list[Any] | None,
                        model_name: str, timings: dict[str, float], report: bool = True,
-                       organs: dict[str, Any] | None = None) -> dict[str, Any]:
+                       organs: dict[str, Any] | None = None, seg_identity: dict[str, Any] | None = None
+                       ) -> dict[str, Any]:
     """Write every output of one case into ``out_dir`` (created) as a whole: into a temporary folder, renamed
     into place when complete (:func:`petctfm.io.atomic.atomic_outputs`; ``summary.json`` last). Returns the summary
     as written: ``summary`` (:func:`case_summary`) with the write/report timings and the files added.
@@ -253,13 +257,13 @@ def write_case_outputs(out_dir: str | os.PathLike, summary: dict[str, Any], mask
     name in the DICOM-SEG and the report title. ``mask`` None (an organ-only model): no lesion files.
     ``organs``: :meth:`~petctfm.predict.predictor.Predictor.predict_prepared`'s organ result (``map``, ``rows``,
     ``classes``): ``organs.nii.gz``, ``organs.csv``, ``organs.seg.dcm`` (DICOM) and organ contours in the report
-    (:mod:`petctfm.predict.organs`).
+    (:mod:`petctfm.predict.organs`). ``seg_identity``: :func:`write_seg`'s ``identity`` for ``lesions.seg.dcm``.
     """
     from petctfm.io.atomic import atomic_outputs
 
     with atomic_outputs(out_dir, SUMMARY_FILE) as tmp:  # the case appears whole, or the old one stays
         return _write_case_outputs(tmp, summary, mask, table, images, pt_datasets, model_name, timings, report,
-                                   organs)
+                                   organs, seg_identity)
 
 
 def _write_organs(out: Path, organs: dict[str, Any], pet: sitk.Image, pt_datasets: list[Any] | None,
@@ -277,8 +281,8 @@ def _write_organs(out: Path, organs: dict[str, Any], pet: sitk.Image, pt_dataset
 
 def _write_case_outputs(out: Path, summary: dict[str, Any], mask: np.ndarray | None, table: list[dict[str, Any]],
                         images: dict[str, Any], pt_datasets: list[Any] | None, model_name: str,
-                        timings: dict[str, float], report: bool, organs: dict[str, Any] | None = None
-                        ) -> dict[str, Any]:
+                        timings: dict[str, float], report: bool, organs: dict[str, Any] | None = None,
+                        seg_identity: dict[str, Any] | None = None) -> dict[str, Any]:
     pet = images["suv"]
     timings = dict(timings)
     t0 = time.perf_counter()
@@ -287,7 +291,7 @@ def _write_case_outputs(out: Path, summary: dict[str, Any], mask: np.ndarray | N
         files.append(MASK_FILE)
         write_mask(mask, pet, out / MASK_FILE)
         if pt_datasets is not None:
-            write_seg(mask, pt_datasets, out / SEG_FILE, model_name)
+            write_seg(mask, pt_datasets, out / SEG_FILE, model_name, seg_identity)
             files.append(SEG_FILE)
         atomic_write_text(out / TABLE_FILE, table_csv(table))
         files.append(TABLE_FILE)

@@ -440,19 +440,22 @@ def to_pet_grid(prob: np.ndarray, reference: sitk.Image, pet: sitk.Image,
 
 
 def predict_one(case: SourceCase, predictor: Predictor, out_dir: str | os.PathLike, report: bool = True,
-                prepared: Prepared | None = None) -> dict[str, Any]:
+                prepared: Prepared | None = None, seg_identity: dict[str, Any] | None = None) -> dict[str, Any]:
     """Predict one case and write its outputs into ``out_dir``; returns the summary (as written).
 
     The in-memory prediction (:meth:`Predictor.predict_prepared`) followed by
     :func:`petctfm.predict.outputs.write_case_outputs`. ``prepared``: the case already read and preprocessed
-    (folder mode's background thread), else done here. Errors: one-line :class:`InputError` naming the input.
+    (folder mode's background thread), else done here; ``seg_identity``: UIDs and algorithm parameters of
+    ``lesions.seg.dcm`` (:func:`petctfm.predict.outputs.write_seg`). Errors: one-line :class:`InputError` naming
+    the input.
     """
     prep = prepared if prepared is not None else prepare(case, predictor)
     try:
         mask, table, summary, timings, organs = predictor.predict_prepared(prep)
         summary["input"]["fingerprint"] = prep.fingerprint  # what a re-run's skip compares (predict.identity)
         return outputs.write_case_outputs(out_dir, summary, mask, table, prep.images, prep.pt_datasets,
-                                          predictor.model_name, timings, report=report, organs=organs)
+                                          predictor.model_name, timings, report=report, organs=organs,
+                                          seg_identity=seg_identity)
     except Exception as exc:  # noqa: BLE001
         from petctfm.io.atomic import output_failure
 
