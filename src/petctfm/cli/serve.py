@@ -16,6 +16,10 @@ petctfm serve --model runs/prompt --data data/synth/autopet
 # one study, with the automatic segmentation model behind "Run automatic"
 petctfm serve --model runs/prompt --auto-model runs/ft_joint --pet case/SUV.nii.gz --ct case/CT.nii.gz
 
+# the studies of a DICOMweb service (Orthanc here; credentials from $PETCTFM_DICOMWEB_USER/_PASSWORD, _TOKEN or
+# --dicomweb-auth FILE): Save stores the SEG back into the study, the reader named as its content creator
+petctfm serve --model runs/prompt --auto-model runs/ft_joint --dicomweb http://127.0.0.1:8042/dicom-web
+
 # reachable from the network as https://reader-ws.example.org:8765 (TLS; the Host check stays on)
 petctfm serve --model runs/prompt --data cases/ --host 0.0.0.0 --allow-host reader-ws.example.org --certfile cert.pem --keyfile key.pem
 """
@@ -34,10 +38,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "See docs/viewer.md.", examples=EXAMPLES)
     p.add_argument("--model", required=True, metavar="RUN", help="prompt-train run folder or model.safetensors")
     p.add_argument("--auto-model", metavar="RUN", help="fine-tuned segmentation run for 'Run automatic' (optional)")
-    src = p.add_argument_group("cases (either --data, or --pet and --ct)")
+    src = p.add_argument_group("cases (either --data, or --pet and --ct, or --dicomweb)")
     src.add_argument("--data", metavar="FOLDER", help="a folder of cases in any layout petctfm reads")
     src.add_argument("--pet", help="PET image in SUV or a DICOM PT series folder")
     src.add_argument("--ct", help="CT image in HU or a DICOM CT series folder")
+    src.add_argument("--dicomweb", metavar="URL", help="a DICOMweb service: its studies with a PT series are listed; "
+                     "Save stores the SEG back by STOW-RS with the reader as content creator (docs/pacs.md; pip "
+                     "install 'petctfm[pacs]')")
+    src.add_argument("--dicomweb-auth", metavar="FILE", help="JSON credentials file for --dicomweb (docs/pacs.md)")
+    src.add_argument("--dicomweb-ca", metavar="PEM", help="CA bundle for --dicomweb over https")
     p.add_argument("--out", default="petctfm-serve", help="output folder: <out>/<case>/mask.nii.gz, lesions.csv, "
                    "audit.jsonl (default ./petctfm-serve)")
     p.add_argument("--port", type=int, action=api_default(SERVE, "port"), help="TCP port, 1-65535 (default "
@@ -63,8 +72,20 @@ def run(args: argparse.Namespace) -> int:
     from petctfm.serve.app import check_port, make_server, serve
     from petctfm.serve.launch import check_tls
 
-    if (args.data is None) == (args.pet is None) or (args.pet is None) != (args.ct is None):
-        raise UsageError("give --data FOLDER, or --pet and --ct")
+    sources = [args.data is not None, args.pet is not None, args.dicomweb is not None]
+    if sum(sources) != 1 or (args.pet is None) != (args.ct is None):
+        raise UsageError("give --data FOLDER, or --pet and --ct, or --dicomweb URL")
+    if (args.dicomweb_auth or args.dicomweb_ca) and not args.dicomweb:
+        raise UsageError("--dicomweb-auth and --dicomweb-ca go with --dicomweb URL")
+    web = None
+    if args.dicomweb:
+        import importlib.util
+
+        if importlib.util.find_spec("dicomweb_client") is None:
+            raise UsageError("--dicomweb needs dicomweb-client (not installed): pip install 'petctfm[pacs]'")
+        from petctfm.io.dicomweb import check_url, connect
+
+        check_url(args.dicomweb)
     options = given(args, {"host": "host", "port": "port", "certfile": "certfile", "keyfile": "keyfile"})
     if args.allow_host:
         options["allow_host"] = tuple(args.allow_host)
@@ -72,8 +93,10 @@ def run(args: argparse.Namespace) -> int:
     if "port" in options:
         check_port(options["port"])  # before the model and the cases are read
     check_tls(options.get("certfile"), options.get("keyfile"))
+    if args.dicomweb:
+        web = connect(args.dicomweb, auth_file=args.dicomweb_auth, ca_bundle=args.dicomweb_ca)
     server = make_server(args.model, data=args.data, pet=args.pet, ct=args.ct, out=args.out,
-                         auto_model=args.auto_model, device=args.device)
+                         auto_model=args.auto_model, device=args.device, dicomweb=web)
     serve(server, **options)
     return 0
 

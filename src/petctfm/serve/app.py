@@ -95,6 +95,8 @@ class Server:
             out = inside(self.out / case_id, self.out, "the case's output folder")
             st = CaseState(case_id, session, pet, ct, out, img.pt_datasets, auto, self.model_name)
             st.organ_map = organs_on_grid(img.organs, pet)  # flags lesions mostly inside an organ
+            if self.cases.web is not None:  # serve --dicomweb: Save names the reader and stores the SEG back
+                st.seg_identity, st.push = self.cases.seg_identity(case_id), self.cases.pusher(case_id)
             if case_id in self.opened and self.opened[case_id].version:
                 history.restore(st, self.opened[case_id])  # evicted before: its undo history re-applied
             else:
@@ -140,9 +142,10 @@ def _resume(st: CaseState) -> None:
 
 def make_server(model: str, data: str | None = None, pet: str | None = None, ct: str | None = None,
                 out: str = "petctfm-serve", auto_model: str | None = None, device: str = "cpu",
-                **kw: Any) -> Server:
+                dicomweb: Any = None, **kw: Any) -> Server:
     """A :class:`Server` for a ``prompt-train`` run ``model`` (PromptSession.from_run per opened case) and an
-    optional fine-tuned segmentation run ``auto_model`` (:class:`~petctfm.predict.predictor.Predictor`)."""
+    optional fine-tuned segmentation run ``auto_model`` (:class:`~petctfm.predict.predictor.Predictor`).
+    ``dicomweb``: a :class:`petctfm.io.dicomweb.DicomWeb` whose studies are served (docs/pacs.md)."""
     from petctfm.core.device import resolve_device
     from petctfm.methods.promptable.session import PromptSession
 
@@ -152,7 +155,7 @@ def make_server(model: str, data: str | None = None, pet: str | None = None, ct:
     device = str(resolve_device(device))
     out_dir = ensure_output_dir(out)  # before anything is loaded: a file or read-only --out is exit 4
     weights, cfg = check_prompt_model(model)
-    cases = CaseList(data, pet, ct)
+    cases = CaseList(data, pet, ct, dicomweb=dicomweb)
     kw.setdefault("held_out", tuple((cfg.get("targets") or {}).get("held_out") or ()))
     kw.setdefault("token", persistent_token(out_dir))
 
@@ -338,7 +341,10 @@ def serve(server: Server, host: str = "127.0.0.1", port: int = 8765, log_level: 
     from petctfm.serve.launch import run
 
     check_port(port)
-    run(server, create_app, host, port, log_level, allow_host, certfile, keyfile, free_port)
+    try:
+        run(server, create_app, host, port, log_level, allow_host, certfile, keyfile, free_port)
+    finally:
+        server.cases.close()  # serve --dicomweb: the instance cache
 
 
 __all__ = ["Server", "make_server", "create_app", "check_port", "serve", "DEFAULT_MAX_BODY"]

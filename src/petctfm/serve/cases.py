@@ -2,7 +2,9 @@
 
 Sources (one per server): a folder in any layout ``petctfm predict --in`` reads (autoPET, nnU-Net raw, DICOM
 tree, paired files; :func:`petctfm.predict.sources.sources_from_folder`), a harmonized dataset (``dataset.json``
-+ ``cases/<id>/image.npy``, PET SUV and CT HU on one RAS grid), or one ``--pet``/``--ct`` pair. Case ids are the
++ ``cases/<id>/image.npy``, PET SUV and CT HU on one RAS grid), one ``--pet``/``--ct`` pair, or a DICOMweb
+service (``--dicomweb URL``: its studies with a PT series, named ``study-<digest>``; a study is fetched into the
+instance cache when opened and read as ``predict --dicomweb`` reads it, :func:`petctfm.predict.pacs.fetch_study`). Case ids are the
 names those readers give (letters, digits, ``-_.``); a request for any other id (``../``, an absolute path, an
 unknown name) is refused by :meth:`CaseList.get` with :class:`UnknownCase` and logged: the server never builds a
 path from what the page sends. Cases are listed sorted by id. A case whose folder or files are symlinks leading
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from petctfm.core.errors import InputError
+from petctfm.core.errors import InputError, PetctfmError
 
 log = logging.getLogger("petctfm.serve")
 
@@ -45,11 +47,25 @@ class CaseList:
     """``case_id -> source`` for one served folder or file pair; see the module docstring."""
 
     def __init__(self, data: str | os.PathLike | None = None, pet: str | os.PathLike | None = None,
-                 ct: str | os.PathLike | None = None):
+                 ct: str | os.PathLike | None = None, dicomweb: Any = None):
         from petctfm.predict.sources import source_from_files, sources_from_folder
 
         self.harmonized: Path | None = None
         self.sources: dict[str, Any] = {}
+        self.web = dicomweb  # a petctfm.io.dicomweb.DicomWeb, or None
+        self.cache: Any = None
+        self.pt_series: dict[str, str] = {}  # serve --dicomweb: case id -> the PT series read (the SEG's source)
+        if dicomweb is not None:
+            if data is not None or pet is not None:
+                raise InputError("give a data folder, a PET (and CT) file or a DICOMweb service, not two")
+            from petctfm.io.dicomweb import InstanceCache
+            from petctfm.predict.pacs import study_folder
+
+            self.sources = {study_folder(s["study"]): s["study"] for s in dicomweb.studies(modality="PT")}
+            self.cache = InstanceCache()
+            if not self.sources:
+                raise InputError(f"{dicomweb.url}: no study with a PT series")
+            return
         if (data is None) == (pet is None):
             raise InputError("give either a data folder or a PET (and CT) file")
         if pet is not None:
@@ -109,6 +125,8 @@ class CaseList:
     def read(self, case_id: str) -> CaseImages:
         """Read one case (InputError naming the input when it is missing or corrupt)."""
         src = self.get(case_id)
+        if self.web is not None:
+            return self._read_dicomweb(case_id, src)
         self._check_inside(case_id)  # again: a link may have been made since start-up
         if self.harmonized is not None:
             return _read_harmonized(src)
@@ -120,6 +138,53 @@ class CaseList:
         except Exception as exc:  # noqa: BLE001 - any failure of a case is one line naming it
             raise named_error(exc, src) from None
         return CaseImages(images["suv"], images["ct"], images.get("organs"), pt)
+
+    def _read_dicomweb(self, case_id: str, study_uid: str) -> CaseImages:
+        """Fetch the study's PT and CT into the cache, read them as a DICOM folder, drop the cached files."""
+        from petctfm.predict.pacs import fetch_study
+        from petctfm.predict.predictor import read
+        from petctfm.predict.sources import named_error
+
+        try:
+            case, pt = fetch_study(self.web, study_uid, self.cache)
+            try:
+                images, pt_datasets = read(case)
+            except Exception as exc:  # noqa: BLE001 - any failure of a case is one line naming it
+                raise named_error(exc, case) from None
+        except PetctfmError as exc:
+            raise InputError(f"{case_id}: {exc}") from None
+        finally:
+            self.cache.drop(case_id)
+        self.pt_series[case_id] = pt.uid
+        return CaseImages(images["suv"], images["ct"], images.get("organs"), pt_datasets)
+
+    def seg_identity(self, case_id: str) -> Any:
+        """``(labels, reader) -> build_seg keywords`` of a DICOMweb case's saved SEG: the reader as content
+        creator; UIDs derived from the PT series, the reader and the mask, so Save twice stores one instance."""
+        import hashlib
+
+        from petctfm.io.dicomweb import derived_uid
+
+        def identity(labels: np.ndarray, reader: str) -> dict[str, Any]:
+            series = self.pt_series[case_id]
+            digest = hashlib.blake2b(np.ascontiguousarray(labels).tobytes(), digest_size=16).hexdigest()
+            return {"content_creator_name": reader.replace("\\", " ").replace("=", " "),
+                    "series_instance_uid": derived_uid("petctfm serve", series, reader),
+                    "sop_instance_uid": derived_uid("petctfm serve", series, reader, digest)}
+        return identity
+
+    def pusher(self, case_id: str) -> Any:
+        """``(SEG file) -> line``: STOW-RS of a saved SEG into its study (DICOMweb cases)."""
+        def push(path: Path) -> str:
+            import pydicom
+
+            self.web.store([pydicom.dcmread(path)], f"SEG of {case_id}")
+            return f"{path.name} stored in {self.web.url}"
+        return push
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
 
 
 def _read_harmonized(folder: Path) -> CaseImages:

@@ -85,6 +85,10 @@ class CaseState:
     max_ml: float = tools.MAX_ML  # objects over this volume are flagged
     changed: dict | None = None  # {"lo", "hi"} voxel box (hi exclusive) where the last change altered the label map
     info: dict | None = None  # what the last tool measured (isocontour threshold, ...), for the page
+    # serve --dicomweb: (labels, reader) -> build_seg keywords (UIDs, content creator) of the saved SEG, and
+    # (SEG file) -> a line saying where it was stored (STOW-RS); None for cases read from files
+    seg_identity: Callable[[np.ndarray, str], dict[str, Any]] | None = None
+    push: Callable[[Path], str] | None = None
 
     def kind_name(self, obj: int) -> tuple[str, str]:
         m = self.meta.get(int(obj)) or {}
@@ -436,7 +440,9 @@ class CaseState:
 
     def save(self, user: str) -> dict[str, Any]:
         """mask.nii.gz (input PET grid), lesions.csv (+ organs.csv when there are organs) and, for DICOM input,
-        mask.seg.dcm (one segment per object, lesions and organs coded as such, SEMIAUTOMATIC); all atomic."""
+        mask.seg.dcm (one segment per object, lesions and organs coded as such, SEMIAUTOMATIC); all atomic. A case
+        of ``serve --dicomweb``: the SEG names the reader (``user``) as its content creator and is stored back into
+        its study (:attr:`push`; ``pushed`` in the answer)."""
         from petctfm.io.atomic import atomic_write_text
         from petctfm.io.tables import csv_text
         from petctfm.methods.promptable.segment import write_objects_seg
@@ -453,13 +459,20 @@ class CaseState:
             if any(r["kind"] == "organ" for r in rows):
                 files.append(atomic_write_text(self.out / "organs.csv",
                                                csv_text([r for r in rows if r["kind"] == "organ"], cols)))
+            seg = None
             if self.pt_datasets is not None and lab.any():
                 ids = [int(v) for v in np.unique(lab) if v]
-                files.append(write_objects_seg(lab, {k: self.kind_name(k)[1] for k in ids},
-                                               {k: self.kind_name(k)[0] for k in ids}, self.pt_datasets,
-                                               self.out / "mask.seg.dcm", self.model_name, "petctfm serve"))
+                identity = self.seg_identity(lab, clean_user(user)) if self.seg_identity is not None else None
+                seg = write_objects_seg(lab, {k: self.kind_name(k)[1] for k in ids},
+                                        {k: self.kind_name(k)[0] for k in ids}, self.pt_datasets,
+                                        self.out / "mask.seg.dcm", self.model_name, "petctfm serve", identity)
+                files.append(seg)
             self._audit(user, "save", {"files": [p.name for p in files]})
-            return {"version": self.version, "files": [str(p) for p in files]}
+            answer: dict[str, Any] = {"version": self.version, "files": [str(p) for p in files]}
+            if seg is not None and self.push is not None:
+                answer["pushed"] = self.push(seg)
+                self._audit(user, "push", {"files": [seg.name]})
+            return answer
 
     def _audit(self, user: str, action: str, detail: dict[str, Any]) -> None:
         """One JSON line: time (UTC), user, case id, action, voxel indices / object ids. No image data, no PHI."""

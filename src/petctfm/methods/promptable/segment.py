@@ -162,12 +162,15 @@ def apply_prompts(session: PromptSession, spec: dict[str, Any]) -> None:
 
 
 def write_objects_seg(labels: np.ndarray, names: dict[int, str], kinds: dict[int, str], pt_datasets: list[Any],
-                      path: str | os.PathLike, model_name: str, series_description: str = "petctfm segment") -> Path:
+                      path: str | os.PathLike, model_name: str, series_description: str = "petctfm segment",
+                      identity: dict[str, Any] | None = None) -> Path:
     """One BINARY DICOM-SEG of the label map ``labels`` (X, Y, Z, on the grid of the PT series ``pt_datasets``
     in slice order) with one segment per nonzero object id, labelled with its name (``names``, default
     ``object <id>``) and coded as its kind (``kinds``: lesion | organ, default from the name,
     :func:`object_kind`); algorithm type SEMIAUTOMATIC (prompted / human-corrected), ``model_name`` identified.
-    Shared by ``petctfm segment`` and ``petctfm serve``'s Save (:func:`petctfm.io.dicom_seg.build_seg`)."""
+    Shared by ``petctfm segment`` and ``petctfm serve``'s Save (:func:`petctfm.io.dicom_seg.build_seg`);
+    ``identity``: more :func:`~petctfm.io.dicom_seg.build_seg` keywords (``serve --dicomweb``: the UIDs and
+    ``content_creator_name``, the reader)."""
     from petctfm.core.version import __version__
     from petctfm.io.dicom_seg import SegmentSpec, build_seg, save_seg
 
@@ -183,7 +186,7 @@ def write_objects_seg(labels: np.ndarray, names: dict[int, str], kinds: dict[int
                     content_description="Objects segmented from prompts by petctfm (research use only)",
                     manufacturer_model_name="petctfm promptable", software_versions=__version__,
                     algorithm=(model_name, __version__), algorithm_type="SEMIAUTOMATIC", segments=specs,
-                    tracking_id="object", content_label="OBJECTS")
+                    tracking_id="object", content_label="OBJECTS", **(identity or {}))
     return save_seg(seg, path)
 
 
