@@ -113,7 +113,7 @@ def test_query_predict_push_read_back_and_push_twice(orthanc, synth_dicom, tiny_
     # the SR holds one group per lesion + the totals, numbers equal to lesions.csv / summary.json
     sr_meta = next(s for s in web.series(study) if s.modality == "SR")
     (sr,) = web.client.retrieve_series(study, sr_meta.uid)
-    report = hd.sr.srread(sr) if hasattr(hd.sr, "srread") else hd.sr.Comprehensive3DSR.from_dataset(sr)
+    report = hd.sr.Comprehensive3DSR.from_dataset(sr)
     groups = report.content.get_volumetric_roi_measurement_groups()
     rows = _rows(case / "lesions.csv")
     assert len(groups) == len(rows) + 1 == summary["lesion_count"] + 1

@@ -293,14 +293,16 @@ class DicomWeb:
                 out.append({"study": uid, "date": _value(item, "00080020"), "modalities": "\\".join(mods)})
         return sorted(out, key=lambda s: (s["date"], s["study"]))
 
-    def series(self, study_uid: str) -> list[SeriesMeta]:
-        """Every series of the study, with what :func:`pick_pet_ct` and the push checks need (module doc)."""
+    def series(self, study_uid: str, modalities: Iterable[str] | None = None) -> list[SeriesMeta]:
+        """Every series of the study (of ``modalities`` only, when given: the metadata of the others is not
+        fetched), with what :func:`pick_pet_ct` and the push checks need (module doc)."""
         found = self._call(f"QIDO series of study {short_uid(study_uid)}",
                            lambda: self.client.search_for_series(study_instance_uid=study_uid))
+        wanted = None if modalities is None else {m.upper() for m in modalities}
         out = []
         for item in found or []:
             uid, modality = _value(item, "0020000E"), _value(item, "00080060").upper()
-            if not uid:
+            if not uid or (wanted is not None and modality not in wanted):
                 continue
             meta = self._call(f"WADO metadata of series {short_uid(uid)}",
                               lambda: self.client.retrieve_series_metadata(study_uid, uid))
@@ -352,7 +354,7 @@ class DicomWeb:
 
     def derived_series(self, study_uid: str, modalities: Iterable[str] = ("SEG", "SR", "OT")) -> list[SeriesMeta]:
         """The series of the study whose modality is one of ``modalities`` (results: SEG, SR, secondary capture)."""
-        return [s for s in self.series(study_uid) if s.modality in set(modalities)]
+        return self.series(study_uid, modalities)
 
 
 def _reason(exc: BaseException) -> str:

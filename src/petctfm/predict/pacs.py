@@ -87,11 +87,11 @@ def seg_identity(key: str) -> dict[str, Any]:
             "algorithm_parameters": {"petctfm_result": key}}
 
 
-def already_pushed(web: DicomWeb, pt: SeriesMeta, key: str, algorithm: tuple[str, str]) -> bool:
-    """Whether the study holds a SEG series of this algorithm (name, version) that references the PT series and
-    carries the result ``key`` in its algorithm parameters."""
-    for seg in web.derived_series(pt.study_uid, ("SEG",)):
-        if pt.uid not in seg.referenced_series:
+def already_pushed(series: list[SeriesMeta], pt: SeriesMeta, key: str, algorithm: tuple[str, str]) -> bool:
+    """Whether the study's ``series`` (:meth:`DicomWeb.series`) hold a SEG series of this algorithm (name,
+    version) that references the PT series and carries the result ``key`` in its algorithm parameters."""
+    for seg in series:
+        if seg.modality != "SEG" or pt.uid not in seg.referenced_series:
             continue
         if any(name == algorithm[0] and version == algorithm[1] and f"petctfm_result={key}" in params
                for name, version, params in seg.algorithms):
@@ -107,7 +107,7 @@ def fetch_study(web: DicomWeb, study_uid: str, cache: InstanceCache, pt: SeriesM
     from petctfm.predict.sources import source_from_files
 
     if pt is None or ct is None:
-        pt, ct = pick_pet_ct(web.series(study_uid))
+        pt, ct = pick_pet_ct(web.series(study_uid, ("PT", "CT")))
     folder = study_folder(study_uid)
     pt_dir = web.fetch_series(pt, cache, f"{folder}/PT")
     ct_dir = web.fetch_series(ct, cache, f"{folder}/CT")
@@ -184,9 +184,10 @@ def predict_dicomweb(web: DicomWeb, studies: list[str], predictor: Any, out: str
             case_id = study_folder(study_uid)
             ids.append(case_id)
             try:
-                pt, ct = pick_pet_ct(web.series(study_uid))
+                series = web.series(study_uid, ("PT", "CT", "SEG"))
+                pt, ct = pick_pet_ct(series)
                 key = result_key(pt, predictor)
-                if push and already_pushed(web, pt, key, algorithm):
+                if push and already_pushed(series, pt, key, algorithm):
                     already.append(case_id)
                     echo(f"{case_id}: the result of this model is in the PACS already: nothing pushed")
                     continue
