@@ -4,6 +4,7 @@ failure case (no PT, PT without a matching CT, missing instances) one line while
 
 from __future__ import annotations
 
+import copy
 import csv
 import datetime as dt
 import json
@@ -36,7 +37,7 @@ def _variant(datasets: list, *, new_for: bool = False, shift_ct_h: float = 0.0) 
     study, series, fors = generate_uid(), {}, {}
     out = []
     for ds in datasets:
-        ds = ds.copy()
+        ds = copy.deepcopy(ds)
         ds.StudyInstanceUID = study
         ds.SeriesInstanceUID = series.setdefault(ds.SeriesInstanceUID, generate_uid())
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
