@@ -40,7 +40,7 @@ def build_lesion_sr(table: Sequence[dict[str, Any]], totals: dict[str, Any], pt_
     import highdicom as hd
     from pydicom.sr.codedict import codes
     from pydicom.sr.coding import Code
-    from pydicom.uid import generate_uid
+    import uuid
 
     ml = Code("ml", "UCUM", "milliliter")
     suv = codes.UCUM.StandardizedUptakeValueBodyWeight
@@ -50,7 +50,7 @@ def build_lesion_sr(table: Sequence[dict[str, Any]], totals: dict[str, Any], pt_
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(prefix=None, entropy_srcs=["petctfm device", *algorithm]), name=algorithm[0],
+            uid=f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, 'petctfm device ' + algorithm[0]).int}", name=algorithm[0],
             model_name=algorithm[0]))
     context = hd.sr.ObservationContext(observer_device_context=observer)
     method = hd.sr.AlgorithmIdentification(name=algorithm[0], version=algorithm[1])

@@ -92,11 +92,12 @@ def redact_library_logs() -> None:
 
 
 def derived_uid(*parts: str) -> str:
-    """A DICOM UID (``2.25.<int>``) determined by ``parts``: the same result of the same input and model gets the
-    same UID, so storing it twice stores one instance."""
-    from pydicom.uid import generate_uid
+    """A DICOM UID ``2.25.<int>`` of a name-based UUID (RFC 4122 version 5) of ``parts``: the same result of the
+    same input and model gets the same UID, so storing it twice stores one instance. (pydicom's ``generate_uid``
+    ignores its entropy sources when it makes a ``2.25`` UID, so it cannot be used for this.)"""
+    import uuid
 
-    return str(generate_uid(prefix=None, entropy_srcs=[str(p) for p in parts]))
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, chr(31).join(str(p) for p in parts)).int}"
 
 
 # ------------------------------------------------------------------------------------------------ credentials
