@@ -105,7 +105,7 @@ def test_query_predict_push_read_back_and_push_twice(orthanc, synth_dicom, tiny_
     assert back.SOPInstanceUID == local.SOPInstanceUID and back.SeriesInstanceUID == local.SeriesInstanceUID
     pt_files = sorted(str(p.relative_to(study_dir)) for p in (study_dir / "PT").iterdir())
     suv, pt_sorted = read_volume(study_dir, pt_files)
-    mask_back = sitk.GetArrayFromImage(read_seg_on(tmp_path, "back.seg.dcm", pt_sorted, suv))
+    mask_back = sitk.GetArrayFromImage(read_seg_on(tmp_path, "back.seg.dcm", pt_sorted, suv).lesion)
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(case / "lesions.nii.gz")))
     assert mask.any() and mask_back.shape == mask.shape
     np.testing.assert_array_equal(mask_back, mask)

@@ -82,7 +82,7 @@ def test_serve_dicomweb_in_a_browser(orthanc, synth_dicom, tmp_path):
     back.save_as(tmp_path / "back.seg.dcm", enforce_file_format=True)
     files = sorted(str(p.relative_to(study_dir)) for p in (study_dir / "PT").iterdir())
     suv, pt = read_volume(study_dir, files)
-    decoded = sitk.GetArrayFromImage(read_seg_on(tmp_path, "back.seg.dcm", pt, suv))
+    decoded = sitk.GetArrayFromImage(read_seg_on(tmp_path, "back.seg.dcm", pt, suv).lesion)
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / case / "mask.nii.gz")))
     assert decoded.any()
     np.testing.assert_array_equal(decoded, (mask > 0).astype(np.uint8))

@@ -61,7 +61,7 @@ def test_serve_lists_orthanc_studies_opens_one_and_saves_the_seg_back(orthanc, s
     back.save_as(tmp_path / "back.seg.dcm", enforce_file_format=True)
     files = sorted(str(p.relative_to(study_dir)) for p in (study_dir / "PT").iterdir())
     suv, pt_sorted = read_volume(study_dir, files)
-    decoded = sitk.GetArrayFromImage(read_seg_on(tmp_path, "back.seg.dcm", pt_sorted, suv))
+    decoded = sitk.GetArrayFromImage(read_seg_on(tmp_path, "back.seg.dcm", pt_sorted, suv).lesion)
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / case / "mask.nii.gz")))
     np.testing.assert_array_equal(decoded, (mask > 0).astype(np.uint8))
 
