@@ -39,3 +39,11 @@ def _tiny_mae_run(run, data, mode: str = "joint", steps: int = 1):
 def tiny_mae_run():
     """``tiny_mae_run(run_dir, dataset, mode="joint", steps=1) -> run_dir``."""
     return _tiny_mae_run
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """Run folder of a tiny fine-tuned segmentation model (5 steps; predictions need not be good)."""
+    from quick_train import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("ft_run"), tmp_path_factory.mktemp("ft_data"))

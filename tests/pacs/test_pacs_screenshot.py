@@ -5,7 +5,6 @@ saved there as ``pacs.png`` (docs/pacs.png is made that way, then shrunk below 3
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import sys
@@ -18,6 +17,7 @@ import pytest
 import SimpleITK as sitk
 
 from orthanc_server import require_orthanc
+from serve_helpers import serve_fixtures
 
 require_orthanc()
 sys.path.insert(0, str(Path(__file__).parents[1] / "serve"))
@@ -29,14 +29,6 @@ from petctfm.io.dicomweb import connect  # noqa: E402
 from petctfm.predict.pacs import study_folder  # noqa: E402
 from petctfm.serve.app import Server, create_app  # noqa: E402
 from petctfm.serve.cases import CaseList  # noqa: E402
-
-
-def _serve_fixtures():
-    spec = importlib.util.spec_from_file_location("_serve_fixtures",
-                                                  Path(__file__).parents[1] / "serve" / "serve_fixtures.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _wait(cond, what, timeout=120.0):
@@ -57,7 +49,7 @@ def _wait(cond, what, timeout=120.0):
 def test_serve_dicomweb_in_a_browser(orthanc, synth_dicom, tmp_path):
     from petctfm.io.dicom_read import read_seg_on, read_volume
 
-    fx = _serve_fixtures()
+    fx = serve_fixtures()
     study_dir = synth_dicom / "PETCT_0000"
     web = connect(orthanc.url, env=orthanc.env)
     web.store([pydicom.dcmread(p) for m in ("PT", "CT") for p in sorted((study_dir / m).iterdir())], "upload")

@@ -4,14 +4,13 @@ instance. The prompt network and the "automatic model" are the viewer tests' sta
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pydicom
 import SimpleITK as sitk
 
 from orthanc_server import require_orthanc
+from serve_helpers import serve_fixtures
 
 require_orthanc()
 
@@ -21,18 +20,10 @@ from petctfm.serve.app import Server  # noqa: E402
 from petctfm.serve.cases import CaseList  # noqa: E402
 
 
-def _serve_fixtures():
-    spec = importlib.util.spec_from_file_location("_serve_fixtures",
-                                                  Path(__file__).parents[1] / "serve" / "serve_fixtures.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_serve_lists_orthanc_studies_opens_one_and_saves_the_seg_back(orthanc, synth_dicom, tmp_path):
     from petctfm.io.dicom_read import read_seg_on, read_volume
 
-    fx = _serve_fixtures()
+    fx = serve_fixtures()
     study_dir = synth_dicom / "PETCT_0000"
     web = connect(orthanc.url, env=orthanc.env)
     pt = [pydicom.dcmread(p) for p in sorted((study_dir / "PT").iterdir())]
