@@ -135,6 +135,20 @@ def sources_from_list(path: str | os.PathLike) -> list[SourceCase]:
     return out
 
 
+def study_date_of(case: SourceCase, pt_datasets: list | None = None):
+    """The study date of a case (:class:`petctfm.io.study_date.StudyDate`): DICOM from its first PT header
+    (``pt_datasets``, in slice order, as read), else the ``study.json`` sidecar of the folder holding its PET
+    file (autoPET-style study folders); unknown otherwise."""
+    from petctfm.io import study_date as sd
+
+    if pt_datasets:
+        return sd.of_dicom(pt_datasets[0])
+    pet = case.files.get("suv") or case.files.get("pet")
+    if case.fmt == "dicom" or not isinstance(pet, str) or not pet:
+        return sd.StudyDate()
+    return sd.of_sidecar((Path(case.root) / pet).parent)
+
+
 def case_label(case: SourceCase) -> str:
     """How error messages name the case: the PET file / DICOM folder / case folder."""
     if case.root == "/":
@@ -153,4 +167,5 @@ def named_error(exc: BaseException, case: SourceCase) -> InputError:
     return InputError(msg)
 
 
-__all__ = ["source_from_files", "sources_from_folder", "sources_from_list", "case_label", "named_error"]
+__all__ = ["source_from_files", "sources_from_folder", "sources_from_list", "study_date_of", "case_label",
+           "named_error"]

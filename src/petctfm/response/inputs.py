@@ -110,80 +110,38 @@ def _pet_path(folder: Path, summary: dict[str, Any], explicit: str | os.PathLike
     raise InputError(f"{folder / SUMMARY}: its input PET {source} is not there; give it with {flag}")
 
 
-from petctfm.io.layouts.autopet import STUDY_SIDECAR as STUDY_JSON  # noqa: E402  ("study_date")
-DICOM_FILES_TRIED = 50  # a DICOM source: StudyDate of the first of these files that has one
-
-
-def parse_date(value: Any) -> "dt.date | None":
-    """``YYYYMMDD`` (DICOM DA) or ``YYYY-MM-DD`` -> a date; None when empty or not a date."""
-    text = str(value or "").strip()
-    for fmt in ("%Y%m%d", "%Y-%m-%d"):
-        try:
-            return dt.datetime.strptime(text[:10] if "-" in text else text[:8], fmt).date()
-        except ValueError:
-            continue
-    return None
-
-
-def _sidecar_date(folder: Path) -> tuple["dt.date | None", str]:
-    p = folder / STUDY_JSON
-    if not p.is_file():
-        return None, ""
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None, ""
-    day = parse_date(d.get("study_date")) if isinstance(d, dict) else None
-    return day, (str(p) if day else "")
-
-
-def _dicom_date(source: Path) -> tuple["dt.date | None", str]:
-    import pydicom
-
-    files = [source] if source.is_file() else sorted(q for q in source.rglob("*") if q.is_file())[:DICOM_FILES_TRIED]
-    for f in files:
-        try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["StudyDate"])
-        except Exception:  # not DICOM (pydicom raises several kinds): try the next file
-            continue
-        day = parse_date(getattr(ds, "StudyDate", ""))
-        if day:
-            return day, f"{f} (DICOM StudyDate)"
-    return None, ""
-
-
 def study_date(folder: str | os.PathLike) -> tuple["dt.date | None", str]:
     """The study date of a ``--baseline`` / ``--followup`` folder and where it was found, or ``(None, "")``.
 
-    In order: ``summary.json`` (``input.study_date`` or ``study_date``); a ``study.json`` sidecar (its
-    ``study_date``) in the study folder, i.e. the folder itself when it is a study folder, else the folder of
-    ``summary.json["input"]["source"]`` (the source folder, or the PET file's folder); the DICOM StudyDate of a
-    DICOM source. ``petctfm predict`` itself records no date. Never raises: an unreadable file is no date."""
+    A ``petctfm predict`` output folder: ``summary.json["input"]["study_date"]`` as predict recorded it (null:
+    unknown to predict, so unknown here). A ``summary.json`` without that field (written before predict recorded
+    dates, or built by hand): the study named by its ``input.source`` (as written, else relative to the folder),
+    asked the way predict would have (:func:`petctfm.io.study_date.of_path`). A study folder (no
+    ``summary.json``): :func:`petctfm.io.study_date.of_path` of the folder. Never raises: an unreadable file
+    is no date."""
+    from petctfm.io.study_date import of_path, parse_date
+
     folder = Path(folder)
     if not folder.is_dir():
         return None, ""
     if not (folder / SUMMARY).is_file():
-        return _sidecar_date(folder)
+        found = of_path(folder)
+        return found.date, found.source
     try:
         summary = json.loads((folder / SUMMARY).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None, ""
-    if not isinstance(summary, dict):
+    inp = summary.get("input") if isinstance(summary, dict) else None
+    if not isinstance(inp, dict):
         return None, ""
-    inp = summary.get("input") if isinstance(summary.get("input"), dict) else {}
-    for v in (inp.get("study_date"), summary.get("study_date")):
-        day = parse_date(v)
-        if day:
-            return day, str(folder / SUMMARY)
-    source = inp.get("source")
-    if not source:
-        return None, ""
-    for cand in (Path(source), folder / source):
-        if not cand.exists():
-            continue
-        if inp.get("kind") == "dicom":
-            return _dicom_date(cand)
-        return _sidecar_date(cand if cand.is_dir() else cand.parent)
+    if "study_date" in inp:  # recorded by predict (None: it found none)
+        day = parse_date(inp["study_date"])
+        return day, (str(folder / SUMMARY) if day else "")
+    source = str(inp.get("source") or "").split("#")[0]
+    for cand in (Path(source), folder / source) if source else ():
+        if cand.exists():
+            found = of_path(cand)
+            return found.date, found.source
     return None, ""
 
 
@@ -227,4 +185,4 @@ def load_timepoint(folder: str | os.PathLike, role: str, pet: str | os.PathLike 
     return TimePoint(role, folder, pet_img, pet_path, labels, n, table, organs, sul_factor(organs), summary)
 
 
-__all__ = ["TimePoint", "load_timepoint", "read_organs", "sul_factor", "study_date", "parse_date", "PREDICT_HINT"]
+__all__ = ["TimePoint", "load_timepoint", "read_organs", "sul_factor", "study_date", "PREDICT_HINT"]
