@@ -112,6 +112,25 @@ def _read(path: Path) -> sitk.Image:
     return img
 
 
+def read_dicom_suv(root: str | os.PathLike, files: list[str], suv_kind: str = "bw") -> tuple[sitk.Image, list[Any]]:
+    """A DICOM PT series (``files`` relative to ``root``, or absolute) in SUV: slices sorted along the normal
+    (:func:`petctfm.io.dicom_read.read_volume`), SUV from the tags per slice (:func:`petctfm.harmonize.suv.suv_factor`,
+    computed once per acquisition time unless the slices are not decay-corrected). Returns ``(suv image (LPS),
+    PT headers in slice order)``."""
+    from petctfm.harmonize.suv import suv_factor
+    from petctfm.io.dicom_read import read_volume
+
+    cache: dict[tuple, float] = {}
+
+    def factor(ds: Any, where: str) -> float:
+        key = (str(getattr(ds, "AcquisitionTime", "")), str(getattr(ds, "AcquisitionDateTime", "")))
+        if key not in cache or str(getattr(ds, "DecayCorrection", "")).upper() == "NONE":
+            cache[key] = suv_factor(ds, where, suv_kind)
+        return cache[key]
+
+    return read_volume(root, files, slice_factor=factor)
+
+
 def load_case_images(case: SourceCase, suv_kind: str = "bw") -> tuple[dict[str, sitk.Image | None], dict[str, Any]]:
     """Images ``{"suv", "ct", "seg", "organs"}`` (SimpleITK, own geometry) and metadata found in the files."""
     root = Path(case.root)
@@ -119,18 +138,9 @@ def load_case_images(case: SourceCase, suv_kind: str = "bw") -> tuple[dict[str, 
     if case.error:
         raise InputError(case.error)
     if case.fmt == "dicom":
-        from petctfm.harmonize.suv import suv_factor
         from petctfm.io.dicom_read import read_rtstruct_on, read_seg_on, read_volume
 
-        cache: dict[tuple, float] = {}
-
-        def factor(ds: Any, where: str) -> float:
-            key = (str(getattr(ds, "AcquisitionTime", "")), str(getattr(ds, "AcquisitionDateTime", "")))
-            if key not in cache or str(getattr(ds, "DecayCorrection", "")).upper() == "NONE":
-                cache[key] = suv_factor(ds, where, suv_kind)
-            return cache[key]
-
-        suv, pt_datasets = read_volume(root, case.files["PT"], slice_factor=factor)
+        suv, pt_datasets = read_dicom_suv(root, case.files["PT"], suv_kind)
         ct, _ = read_volume(root, case.files["CT"])
         seg = None
         if case.files.get("SEG"):
