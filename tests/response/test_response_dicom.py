@@ -82,7 +82,7 @@ def test_dicom_outputs_written(response_out):
                             "response_sr.dcm", "response.json"]
     assert r["percist"]["category"] == "PMR"  # the pair's truth, read through DICOM
     assert r["baseline"]["pet"].endswith("PT") and r["study_dates"]["interval_days"] > 0
-    assert r["study_dates"]["sources"]["baseline"].endswith("summary.json")  # recorded as predict would
+    assert r["study_dates"]["sources"]["baseline"].endswith("summary.json (DICOM StudyDate)")  # as predict records
 
 
 def test_segs_reference_their_own_study_and_number_groups_alike(dicom_pair, response_out):
@@ -213,3 +213,30 @@ def test_swapped_dicom_study_folders_are_refused_before_any_prediction(dicom_pai
                "--out", str(tmp_path / "r")])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert rc == 3 and len(err) == 1 and "before the baseline" in err[0] and "DICOM StudyDate" in err[0]
+
+
+def test_followup_without_lesions_gets_no_seg_and_a_cmr_report(dicom_pair, tmp_path):
+    """The follow-up's mask emptied: CMR; its SEG is not written (a SEG needs a segment), the SR still is, with
+    the baseline's lesions as disappeared and no follow-up lesion group."""
+    import shutil
+
+    import highdicom as hd
+
+    from petctfm.cli.main import main
+
+    b, f = dicom_pair["preds"]
+    empty = tmp_path / "t1_empty"
+    shutil.copytree(f, empty)
+    mask = sitk.ReadImage(str(empty / "lesions.nii.gz"))
+    sitk.WriteImage(mask * 0, str(empty / "lesions.nii.gz"))
+    out = tmp_path / "r"
+    assert main(["response", "--baseline", str(b), "--followup", str(empty), "--out", str(out), "--no-report"]) == 0
+    r = json.loads((out / "response.json").read_text())
+    assert r["percist"]["category"] == "CMR"
+    assert r["outputs"] == ["lesions.csv", "baseline_lesions.seg.dcm", "response_sr.dcm", "response.json"]
+    groups = _sr_groups(hd.sr.srread(out / "response_sr.dcm"))
+    resp = next(g for g in groups if g[0] == "PERCIST response")
+    assert resp[3]["Response Evaluation"] == "Complete metabolic response"
+    lesions = [g for g in groups if g[0].startswith("lesion ")]
+    assert lesions and all(g[1] == "baseline" and g[3]["Lesion match status"] == "Lesion disappeared"
+                           for g in lesions)

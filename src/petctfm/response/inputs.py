@@ -168,7 +168,8 @@ def study_date(folder: str | os.PathLike) -> tuple["dt.date | None", str]:
         return None, ""
     if "study_date" in inp:  # recorded by predict (None: it found none)
         day = parse_date(inp["study_date"])
-        return day, (str(folder / SUMMARY) if day else "")
+        how = f" ({inp['study_date_source']})" if inp.get("study_date_source") else ""
+        return day, (f"{folder / SUMMARY}{how}" if day else "")
     source = str(inp.get("source") or "").split("#")[0]
     for cand in (Path(source), folder / source) if source else ():
         if cand.exists():
