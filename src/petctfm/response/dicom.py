@@ -105,8 +105,11 @@ def build_group_seg(tp: Any, groups: list[Any], side: str, uids: dict[int, str])
 
 
 def _num(name, value, unit, derivation=None):
+    """A TID 300 measurement, or None for an unknown value (left out of its group)."""
     import highdicom as hd
 
+    if value is None or value == "" or not np.isfinite(float(value)):
+        return None
     return hd.sr.Measurement(name=name, value=float(value), unit=unit, derivation=derivation)
 
 
@@ -164,6 +167,7 @@ def _lesion_groups(rows: list[dict[str, Any]], segs: dict[str, Any], units: dict
                   _num(suv_name, row[f"{side}_suv_peak"], suv_unit, codes.DCM.PeakValueWithinROI),
                   _num(codes.SCT.Volume, row[f"{side}_volume_ml"], _ml()),
                   _num(codes.DCM.TotalLesionGlycolysis, row[f"{side}_tlg"], _gram())]
+            ms = [m for m in ms if m is not None]
             out.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(uid=uids[n], identifier=f"lesion {n}"),
                 referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, segment_number=by_group[n]),
@@ -184,9 +188,9 @@ def _whole_body_groups(result: dict[str, Any]) -> list[Any]:
         r = result[side]
         ms = [_num(codes.DCM.MetabolicVolume, r["tmtv_ml"], _ml()),
               _num(codes.DCM.TotalLesionGlycolysis, r["tlg"], _gram())]
-        if r.get("hottest_sulpeak") is not None:
-            name, unit = _units(result["units"])
-            ms.append(_num(name, r["hottest_sulpeak"], unit, codes.DCM.PeakValueWithinROI))
+        name, unit = _units(r["units"])  # that time point's units (SUL when its lean body mass is known)
+        ms.append(_num(name, r.get("hottest_sulpeak"), unit, codes.DCM.PeakValueWithinROI))
+        ms = [m for m in ms if m is not None]
         out.append(hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(identifier=f"whole body, {TIME_POINTS[side][0]}"),
             time_point_context=_time_point(side), method=code("percist"), measurements=ms))
@@ -194,9 +198,8 @@ def _whole_body_groups(result: dict[str, Any]) -> list[Any]:
     evals = [hd.sr.QualitativeEvaluation(codes.DCM.ResponseEvaluation, code(pc["category"] or "NE"))]
     if ds.get("score") is not None:
         evals.append(hd.sr.QualitativeEvaluation(code("deauville"), code(f"DS{int(ds['score'])}")))
-    ms = []
-    if pc.get("change_percent") is not None:
-        ms.append(_num(code("sulpeak_change"), pc["change_percent"], Code("%", "UCUM", "Percent")))
+    ms = [m for m in [_num(code("sulpeak_change"), pc.get("change_percent"), Code("%", "UCUM", "Percent"))]
+          if m is not None]
     out.append(hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(identifier="PERCIST response"),
         time_point_context=_time_point("followup"), method=code("percist"), measurements=ms or None,
