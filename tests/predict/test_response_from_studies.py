@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 
 def test_response_predicts_study_folders_first(synth_tiny, tiny_model, tmp_path, capsys):
     from petctfm.cli.main import main
@@ -33,6 +35,7 @@ def test_response_refuses_a_study_without_model(synth_tiny, tmp_path, capsys):
     assert code == 3 and len(err) == 1 and "petctfm predict" in err[0] and "--model" in err[0]
 
 
+@pytest.mark.slow
 def test_response_predicts_dicom_study_folders_first(synth_tiny, tiny_model, tmp_path, capsys):
     """DICOM study folders (PT + CT series): predicted with predict's DICOM reading, the PET read back from the
     DICOM for the response, the study dates recorded by predict; DICOM outputs (SR always, a SEG per study with
