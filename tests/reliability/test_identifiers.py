@@ -1,5 +1,6 @@
 """Identifiers (issue 28, item 4): no DICOM identifier in any field of predict's ``summary.json`` or
-``cases.csv`` (nor ``lesions.csv``, ``failed.csv``). ``input.fingerprint`` used to hold the raw PT
+``cases.csv`` (nor ``lesions.csv``, ``failed.csv``), but for the study date and time, which ``summary.json``
+records on purpose in ``input.study_date`` / ``input.study_time`` only (issue 27: ``response`` orders studies). ``input.fingerprint`` used to hold the raw PT
 SeriesInstanceUID; it now holds salted hashes, and a re-run still recognizes its own prediction."""
 
 from __future__ import annotations
@@ -103,6 +104,14 @@ def test_predict_outputs_carry_no_dicom_identifier(template, tiny_model, tmp_pat
     assert rc == 0, err
     doc = json.loads((single / "summary.json").read_text())
     _no_identifier(_strings(doc), ids)
+    # the study date and time are recorded on purpose (docs/predict.md: `response` orders two studies by them,
+    # DICOM PS3.15's longitudinal temporal information), in input.study_date / input.study_time only
+    head = pydicom.dcmread(next(pt.iterdir()), stop_before_pixels=True)
+    day, tm = str(head.StudyDate), str(head.StudyTime)
+    iso_day, iso_tm = f"{day[:4]}-{day[4:6]}-{day[6:]}", f"{tm[:2]}:{tm[2:4]}:{tm[4:6]}"
+    assert (doc["input"]["study_date"], doc["input"]["study_time"]) == (iso_day, iso_tm)
+    _no_identifier([(w, t) for w, t in _strings(doc) if w not in ("summary.input.study_date",
+                                                                  "summary.input.study_time")], ids | {iso_day, iso_tm})
     # a second prediction of the same study elsewhere gets an unlinkable fingerprint
     other = json.loads(summaries[0].read_text())["input"]["fingerprint"]
     assert doc["input"]["fingerprint"]["salt"] != other["salt"]

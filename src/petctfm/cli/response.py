@@ -16,6 +16,9 @@ petctfm response --baseline pred/t0 --followup pred/t1 --out resp/patient1
 # study folders (autoPET style: SUV.nii.gz + CT.nii.gz): predicted first into resp/p1/predict/
 petctfm response --baseline data/t0 --followup data/t1 --model runs/seg --organs runs/organs --out resp/p1
 
+# DICOM study folders (a PT and a CT series each): also a DICOM-SEG per study and a TID 1500 SR (response_sr.dcm)
+petctfm response --baseline dicom/t0 --followup dicom/t1 --model runs/seg --organs runs/organs --out resp/p1
+
 # the PET moved since predict ran (predict keeps only its path): name it
 petctfm response --baseline pred/t0 --followup pred/t1 --baseline-pet /data/t0/SUV.nii.gz --out resp/p1
 """
@@ -28,16 +31,22 @@ def register(subparsers) -> None:
         description="Register the follow-up PET to the baseline (SimpleITK rigid + affine, Mattes mutual "
         "information), match lesions (matched, new, disappeared, split, merged), and write response.json "
         "(PERCIST 1.0 category, Deauville score, TMTV and TLG change), lesions.csv (one row per lesion group) "
-        "and response.png (MIPs side by side, waterfall). BASELINE and FOLLOWUP are `petctfm predict` output "
-        "folders. When both study dates are known (a study.json sidecar of the study folder, a date in "
-        "summary.json, or the DICOM StudyDate) a follow-up dated before its baseline is refused (exit 3). "
+        "and response.png (MIPs side by side, waterfall); for DICOM studies also a DICOM-SEG per study referencing "
+        "its own PT instances (lesion groups numbered alike) and a TID 1500 structured report (response_sr.dcm). "
+        "BASELINE and FOLLOWUP are `petctfm predict` output folders, or study folders with --model. When both "
+        "study dates are known (recorded by predict in summary.json: the DICOM StudyDate or a study.json sidecar) "
+        "a follow-up dated before its baseline is refused (exit 3). "
         "See docs/response.md.",
         examples=EXAMPLES)
-    p.add_argument("--baseline", required=True, help="`petctfm predict` output folder of the baseline study")
-    p.add_argument("--followup", required=True, help="`petctfm predict` output folder of the follow-up study")
+    p.add_argument("--baseline", required=True, help="`petctfm predict` output folder of the baseline study (or a "
+                   "study folder, with --model)")
+    p.add_argument("--followup", required=True, help="`petctfm predict` output folder of the follow-up study (or a "
+                   "study folder, with --model)")
     p.add_argument("--out", required=True, help="output folder (response.json written last)")
-    p.add_argument("--baseline-pet", help="the baseline PET in SUV (default: the input named in its summary.json)")
-    p.add_argument("--followup-pet", help="the follow-up PET in SUV (default: the input named in its summary.json)")
+    p.add_argument("--baseline-pet", help="the baseline PET in SUV, or its DICOM PT folder (default: the input named in its "
+                   "summary.json)")
+    p.add_argument("--followup-pet", help="the follow-up PET in SUV, or its DICOM PT folder (default: the input named in its "
+                   "summary.json)")
     p.add_argument("--min-overlap", type=float, action=api_default(API, "min_overlap"),
                    help="overlap (fraction of the smaller lesion) that links two lesions, in (0, 1] (default {default})")
     p.add_argument("--max-distance", type=float, dest="max_distance_mm", action=api_default(API, "max_distance_mm"),
@@ -45,7 +54,7 @@ def register(subparsers) -> None:
     p.add_argument("--marked", type=float, action=api_default(API, "marked"),
                    help="Deauville 5: lesion SUVmax above this times the liver's, > 1 (default {default})")
     p.add_argument("--model", help="lesion model (a `petctfm finetune` run): predict BASELINE / FOLLOWUP first when "
-                   "they are study folders (SUV.nii.gz + CT.nii.gz), into OUT/predict/")
+                   "they are study folders (SUV.nii.gz + CT.nii.gz, or DICOM PT + CT series), into OUT/predict/")
     p.add_argument("--organs", dest="organs_model", help="organ model for that prediction (PERCIST liver reference)")
     p.add_argument("--device", default="auto", help="device for that prediction: auto, cpu, cuda, cuda:N")
     p.add_argument("--no-report", action="store_true", help="skip response.png")

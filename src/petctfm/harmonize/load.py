@@ -117,6 +117,25 @@ def _read(path: Path) -> sitk.Image:
     return img
 
 
+def read_dicom_suv(root: str | os.PathLike, files: list[str], suv_kind: str = "bw") -> tuple[sitk.Image, list[Any]]:
+    """A DICOM PT series (``files`` relative to ``root``, or absolute) in SUV: slices sorted along the normal
+    (:func:`petctfm.io.dicom_read.read_volume`), SUV from the tags per slice (:func:`petctfm.harmonize.suv.suv_factor`,
+    computed once per acquisition time unless the slices are not decay-corrected). Returns ``(suv image (LPS),
+    PT headers in slice order)``."""
+    from petctfm.harmonize.suv import suv_factor
+    from petctfm.io.dicom_read import read_volume
+
+    cache: dict[tuple, float] = {}
+
+    def factor(ds: Any, where: str) -> float:
+        key = (str(getattr(ds, "AcquisitionTime", "")), str(getattr(ds, "AcquisitionDateTime", "")))
+        if key not in cache or str(getattr(ds, "DecayCorrection", "")).upper() == "NONE":
+            cache[key] = suv_factor(ds, where, suv_kind)
+        return cache[key]
+
+    return read_volume(root, files, slice_factor=factor)
+
+
 def split_label_map(seg: sitk.Image, value_roles: dict[int, list[str]], where: str) -> tuple[sitk.Image, sitk.Image | None]:
     """An nnU-Net multi-label map -> (lesion mask uint8, organ map uint8 in ORGAN_LABELS values or None), same
     geometry; ``value_roles`` from :func:`petctfm.io.layouts.nnunet.nnunet_label_roles` (value -> ``"lesion"``
@@ -162,18 +181,9 @@ def load_case_images(case: SourceCase, suv_kind: str = "bw", label_roles: dict[s
     if case.error:
         raise InputError(case.error)
     if case.fmt == "dicom":
-        from petctfm.harmonize.suv import suv_factor
         from petctfm.io.dicom_read import read_rtstruct_on, read_seg_on, read_volume
 
-        cache: dict[tuple, float] = {}
-
-        def factor(ds: Any, where: str) -> float:
-            key = (str(getattr(ds, "AcquisitionTime", "")), str(getattr(ds, "AcquisitionDateTime", "")))
-            if key not in cache or str(getattr(ds, "DecayCorrection", "")).upper() == "NONE":
-                cache[key] = suv_factor(ds, where, suv_kind)
-            return cache[key]
-
-        suv, pt_datasets = read_volume(root, case.files["PT"], slice_factor=factor)
+        suv, pt_datasets = read_dicom_suv(root, case.files["PT"], suv_kind)
         ct, _ = read_volume(root, case.files["CT"])
         seg = organs = None
         if case.files.get("SEG"):

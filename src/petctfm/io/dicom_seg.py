@@ -44,11 +44,13 @@ ORGAN_CODES = {"liver": "Liver", "spleen": "Spleen", "kidney_left": "Kidney", "k
 @dataclass(frozen=True)
 class SegmentSpec:
     """One segment of a label map: the voxels equal to ``value``, labelled ``label`` (<= 64 characters),
-    coded as a ``kind`` ("lesion" or "organ")."""
+    coded as a ``kind`` ("lesion" or "organ"); ``tracking_uid``: its Tracking UID (default a fresh one; the
+    same UID in two studies' SEGs marks the same finding, as ``petctfm response`` does for a matched lesion)."""
 
     value: int
     label: str
     kind: str = "lesion"
+    tracking_uid: str | None = None
 
 
 def segment_codes(kind: str, label: str) -> tuple[Any, Any]:
@@ -165,7 +167,7 @@ def build_seg(frames: np.ndarray, source_images: Sequence[Any], *, series_number
         for i, sp in enumerate(segments):
             remap[int(sp.value)] = i + 1
         frames = remap[frames.astype(np.int64)]
-        tracking = [(f"{tracking_id} {sp.value}", hd.UID()) for sp in segments]
+        tracking = [(f"{tracking_id} {sp.value}", sp.tracking_uid or hd.UID()) for sp in segments]
     algorithm_type = algorithm_type or ("MANUAL" if algorithm is None else "AUTOMATIC")
     if algorithm_type not in ALGORITHM_TYPES:
         raise ValueError(f"algorithm type {algorithm_type!r} is not one of {', '.join(ALGORITHM_TYPES)}")

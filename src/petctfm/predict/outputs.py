@@ -12,7 +12,8 @@ Files (all atomic; ``summary.json`` last, so a folder with it is complete):
   SUVmax, SUVmean, SUVpeak in a 1 ml sphere, TLG, centroid in patient LPS mm, voxel bounding box) plus
   ``region``.
 - ``summary.json``: TMTV, total TLG, lesion count, SUVmax/SUVpeak, model, settings, petctfm version,
-  input kind, timings per stage.
+  input kind, the study date and time (``input.study_date`` ISO, ``input.study_time``, ``input.study_date_source``;
+  :mod:`petctfm.io.study_date`, null when unknown), timings per stage.
 - ``report.png``: :func:`petctfm.viz.render.render_case` (PET MIP with the predicted lesion contours; coronal
   and axial fused PET/CT slices through the largest predicted lesion, at its SUVmax voxel; with an organ model
   the predicted organ contours too).
@@ -218,9 +219,13 @@ def input_flags(harmonized: dict[str, Any]) -> list[str]:
 
 def case_summary(case_id: str, kind: str, source: str | None, pet: sitk.Image, harmonized: dict[str, Any],
                  settings: dict[str, Any], result: dict[str, Any], timings: dict[str, float],
-                 files: list[str]) -> dict[str, Any]:
+                 files: list[str], study: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``summary.json`` dict of one case (JSON types only): totals, input, ``settings`` (the predictor's
-    ``describe()``), lung landmarks, version, ``timings`` per stage (+ ``total``, rounded), ``files`` written."""
+    ``describe()``), lung landmarks, version, ``timings`` per stage (+ ``total``, rounded), ``files`` written.
+    ``study``: :meth:`petctfm.io.study_date.StudyDate.to_json` of the input (``input.study_date``,
+    ``input.study_time``, ``input.study_date_source``; all None when not given or unknown)."""
+    from petctfm.io.study_date import StudyDate
+
     from petctfm.core.version import __version__
 
     t = {k: v for k, v in timings.items() if k != "total"}
@@ -231,7 +236,8 @@ def case_summary(case_id: str, kind: str, source: str | None, pet: sitk.Image, h
         **{k: _clean(v) for k, v in result["totals"].items()},
         "input": {"kind": kind, "source": source,
                   "pet_shape": list(pet.GetSize()), "pet_spacing_mm": [round(s, 4) for s in pet.GetSpacing()],
-                  "harmonized_shape": list(h["image"].shape[1:]), "ct_fov_coverage": round(h["ct_fov_coverage"], 4)},
+                  "harmonized_shape": list(h["image"].shape[1:]), "ct_fov_coverage": round(h["ct_fov_coverage"], 4),
+                  **{**StudyDate().to_json(), **(study or {})}},
         **settings,
         "flags": input_flags(h),
         "lungs_z_mm": None if result["lungs_z_mm"] is None else [round(z, 1) for z in result["lungs_z_mm"]],

@@ -87,6 +87,7 @@ class Prepared:
     bg: np.ndarray  # (C,) normalized background (padding value)
     timings: dict[str, float] = field(default_factory=dict)
     fingerprint: dict[str, str] = field(default_factory=dict)  # identity.input_fingerprint of the case read
+    study: dict[str, Any] = field(default_factory=dict)  # StudyDate.to_json() (summary.json input.study_*)
 
 
 def check_options(overlap: float | None = None, tta: int = 0, threshold: float = DEFAULT_THRESHOLD,
@@ -291,7 +292,7 @@ class Predictor:
             org["rows"] = organ_out.organ_table(org["map"], mask, pet, org["classes"], patient)
             timings["organs"] += time.perf_counter() - t0
         summary = outputs.case_summary(prep.case_id, prep.kind, prep.source, pet, prep.harmonized, self.describe(),
-                                       result, timings, [])
+                                       result, timings, [], study=prep.study)
         if org is not None:
             summary["organs"] = organ_out.organ_summary(org["rows"])
         return mask, result["table"], summary, timings, org
@@ -376,6 +377,9 @@ def prepare(case: SourceCase, predictor: Predictor) -> Prepared:
         prep = prepare_images(images, predictor, pt, case.case_id, outputs.input_kind(case),
                               outputs.case_source(case), {"read": read_s})
         prep.fingerprint = input_fingerprint(case)
+        from petctfm.predict.sources import study_date_of
+
+        prep.study = study_date_of(case, pt).to_json()
         return prep
     except Exception as exc:  # noqa: BLE001 - any failure of a case becomes one line naming it
         if not isinstance(exc, PetctfmError) and os.environ.get("PETCTFM_DEBUG"):

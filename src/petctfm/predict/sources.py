@@ -20,11 +20,12 @@ from petctfm.harmonize.discover import SourceCase
 from petctfm.io.walk import printable
 
 
-def _dicom_series(folder: Path, modality: str) -> list[str]:
+def dicom_series(folder: str | os.PathLike, modality: str) -> list[str]:
     """Absolute paths of the largest ``modality`` series under ``folder`` (as harmonize picks it; regular
     files only, :func:`petctfm.io.walk.walk_files`)."""
     from petctfm.io.dicom_read import pick_series, scan_tree
 
+    folder = Path(folder)
     studies, bad = scan_tree(folder)
     picked = [pick_series(s)[modality] for s in studies.values()]
     picked = [s for s in picked if s is not None]
@@ -49,7 +50,7 @@ def source_from_files(pet: str | os.PathLike, ct: str | os.PathLike) -> SourceCa
         name = pet.resolve().parent.name
     name = printable(name)  # a case label that prints (undecodable file-name bytes -> U+FFFD)
     if pet.is_dir():
-        files = {"PT": _dicom_series(pet, "PT"), "CT": _dicom_series(ct, "CT")}
+        files = {"PT": dicom_series(pet, "PT"), "CT": dicom_series(ct, "CT")}
         return SourceCase(name, "dicom", "/", str(pet), files)
     return SourceCase(name, "pairs", "/", str(pet), {"suv": str(pet.resolve()), "ct": str(ct.resolve())})
 
@@ -135,6 +136,20 @@ def sources_from_list(path: str | os.PathLike) -> list[SourceCase]:
     return out
 
 
+def study_date_of(case: SourceCase, pt_datasets: list | None = None):
+    """The study date of a case (:class:`petctfm.io.study_date.StudyDate`): DICOM from its first PT header
+    (``pt_datasets``, in slice order, as read), else the ``study.json`` sidecar of the folder holding its PET
+    file (autoPET-style study folders); unknown otherwise."""
+    from petctfm.io import study_date as sd
+
+    if pt_datasets:
+        return sd.of_dicom(pt_datasets[0])
+    pet = case.files.get("suv") or case.files.get("pet")
+    if case.fmt == "dicom" or not isinstance(pet, str) or not pet:
+        return sd.StudyDate()
+    return sd.of_sidecar((Path(case.root) / pet).parent)
+
+
 def case_label(case: SourceCase) -> str:
     """How error messages name the case: the PET file / DICOM folder / case folder."""
     if case.root == "/":
@@ -153,4 +168,5 @@ def named_error(exc: BaseException, case: SourceCase) -> InputError:
     return InputError(msg)
 
 
-__all__ = ["source_from_files", "sources_from_folder", "sources_from_list", "case_label", "named_error"]
+__all__ = ["dicom_series", "source_from_files", "sources_from_folder", "sources_from_list", "study_date_of", "case_label",
+           "named_error"]

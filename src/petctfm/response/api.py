@@ -160,16 +160,12 @@ class _StudyPredictor:
         folder = Path(folder)
         if not folder.is_dir() or (folder / SUMMARY).is_file():
             return folder  # a prediction folder (or an error load_timepoint words)
-        ct = next((folder / n for n in ("CT.nii.gz", "CTres.nii.gz") if (folder / n).is_file()), None)
-        if self.model is None or not (folder / "SUV.nii.gz").is_file() or ct is None:
-            why = ("not a `petctfm predict` output folder (no summary.json)" if self.model is None else
-                   "neither a `petctfm predict` output folder nor a study folder with SUV.nii.gz and CT.nii.gz")
-            raise InputError(f"{folder}: {why}; {PREDICT_HINT}")
+        if self.model is None:
+            raise InputError(f"{folder}: not a `petctfm predict` output folder (no summary.json); {PREDICT_HINT}")
+        case = study_case(folder)
         from petctfm.predict.batch import predict_folder
         from petctfm.predict.predictor import Predictor
-        from petctfm.predict.sources import source_from_files
 
-        case = source_from_files((folder / "SUV.nii.gz").resolve(), ct.resolve())
         if self.predictor is None:
             self.predictor = Predictor.load(self.model, self.device, organs=self.organs_model)
         dest = self.out / "predict" / role
@@ -177,6 +173,26 @@ class _StudyPredictor:
         if res["failed"]:
             raise InputError(f"{folder}: prediction failed: {res['failed'][0]['reason']}")
         return dest / case.case_id
+
+
+def study_case(folder: Path):
+    """The :class:`~petctfm.harmonize.discover.SourceCase` of a study folder, as ``petctfm predict --pet --ct``
+    reads it: an autoPET-style folder (``SUV.nii.gz`` + ``CT.nii.gz`` or ``CTres.nii.gz``), else a DICOM folder
+    holding a PT and a CT series (the largest of each; :func:`petctfm.predict.sources.source_from_files` with the
+    folder given twice). One-line :class:`InputError` (exit 3) when it is neither."""
+    from petctfm.core.errors import InputError
+    from petctfm.predict.sources import source_from_files
+    from petctfm.response.inputs import PREDICT_HINT
+
+    ct = next((folder / n for n in ("CT.nii.gz", "CTres.nii.gz") if (folder / n).is_file()), None)
+    if (folder / "SUV.nii.gz").is_file() and ct is not None:
+        return source_from_files((folder / "SUV.nii.gz").resolve(), ct.resolve())
+    try:
+        return source_from_files(folder.resolve(), folder.resolve())
+    except InputError as exc:
+        why = str(exc).split(": ", 1)[-1]
+        raise InputError(f"{folder}: neither a `petctfm predict` output folder nor a study folder (SUV.nii.gz and "
+                         f"CT.nii.gz, or DICOM PT and CT series: {why}); {PREDICT_HINT}") from None
 
 
 def assess_response(baseline: str | os.PathLike, followup: str | os.PathLike, out: str | os.PathLike, *,
@@ -189,8 +205,8 @@ def assess_response(baseline: str | os.PathLike, followup: str | os.PathLike, ou
     ``response.json`` (last), ``lesions.csv`` and ``response.png`` into ``out`` as one set
     (:func:`petctfm.io.atomic.atomic_outputs`) and returns the ``response.json`` dict.
 
-    ``baseline`` / ``followup`` may also be an autoPET-style study folder (``SUV.nii.gz`` + ``CT.nii.gz`` or
-    ``CTres.nii.gz``) when ``model`` (a ``petctfm finetune`` lesion model; ``organs_model`` optional) is given:
+    ``baseline`` / ``followup`` may also be a study folder (:func:`study_case`: autoPET-style ``SUV.nii.gz`` +
+    ``CT.nii.gz`` or ``CTres.nii.gz``, or DICOM PT + CT) when ``model`` (a ``petctfm finetune`` lesion model; ``organs_model`` optional) is given:
     it is predicted first into ``out/predict/<role>/`` (:class:`_StudyPredictor`).
 
     Errors: :class:`~petctfm.core.errors.UsageError` (exit 2) for an option out of range, before anything is
@@ -275,6 +291,10 @@ def assess_response(baseline: str | os.PathLike, followup: str | os.PathLike, ou
     with atomic_outputs(out, RESPONSE_JSON) as tmp:
         atomic_write_text(tmp / LESIONS_CSV, csv_text(rows, COLUMNS))
         files = [LESIONS_CSV]
+        if base.pt_datasets is not None or fu.pt_datasets is not None:  # DICOM in: SEGs (+ SR) out
+            from petctfm.response.dicom import write_dicom_outputs
+
+            files += write_dicom_outputs(tmp, result, rows, groups, base, fu)
         if report:
             from petctfm.response.report import render_response
 

@@ -5,7 +5,10 @@ The folder gives ``lesions.nii.gz`` (the mask on the input PET grid), ``summary.
 ``input.source`` names the PET file or case folder) and, after ``predict --organs``, ``organs.csv`` (the
 ``liver_reference`` and ``blood_pool_reference`` rows and the SUL factor). ``predict`` does not copy the PET
 into its folder, so the PET is read from ``input.source`` (as written, else relative to the folder) or from an
-explicit path (``--baseline-pet`` / ``--followup-pet``). The lesion table is recomputed from the mask and that
+explicit path (``--baseline-pet`` / ``--followup-pet``). A study ``predict`` read from DICOM is read again the
+way predict read it (the largest PT series of the folder, SUV from its tags), and its PT headers are kept
+(:attr:`TimePoint.pt_datasets`: the DICOM-SEGs and the SR of :mod:`petctfm.response.dicom` reference them). The
+lesion table is recomputed from the mask and that
 PET with :func:`petctfm.evaluate.lesions.lesion_table` (the function ``predict`` wrote ``lesions.csv`` with),
 so labels, SUVs and centroids agree with the label image used for matching.
 """
@@ -31,7 +34,7 @@ MASK = "lesions.nii.gz"
 ORGANS_CSV = "organs.csv"
 PET_NAMES = ("SUV.nii.gz", "SUV.nii", "PET.nii.gz", "PET.nii", "SUV.mha", "SUV.nrrd")
 PREDICT_HINT = ("run `petctfm predict --model RUN --pet PET --ct CT --out FOLDER` on the study first, or give "
-                "`--model RUN` with an autoPET-style study folder")
+                "`--model RUN` with a study folder (autoPET-style, or DICOM with a PT and a CT series)")
 
 
 @dataclass
@@ -46,6 +49,7 @@ class TimePoint:
     organs: dict[str, dict[str, Any]] = field(default_factory=dict)  # organs.csv rows by organ name
     sul_factor: float | None = None  # LBM / weight (SUL = SUV x factor); None: unknown
     summary: dict[str, Any] = field(default_factory=dict)
+    pt_datasets: list[Any] | None = None  # DICOM PT headers in slice order (a DICOM input), else None
 
     @property
     def units(self) -> str:
@@ -88,102 +92,89 @@ def sul_factor(organs: dict[str, dict[str, Any]]) -> float | None:
     return None
 
 
-def _pet_path(folder: Path, summary: dict[str, Any], explicit: str | os.PathLike | None, flag: str) -> Path:
+def _read_dicom_pet(folder: Path, where: str) -> tuple[sitk.Image, list[Any]]:
+    """The largest PT series under ``folder`` in SUV (predict's reading: :func:`petctfm.predict.sources.dicom_series`,
+    :func:`petctfm.harmonize.load.read_dicom_suv`) and its headers in slice order."""
+    from petctfm.harmonize.load import read_dicom_suv
+    from petctfm.predict.sources import dicom_series
+
+    try:
+        return read_dicom_suv("/", dicom_series(folder, "PT"))
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}" if str(folder) not in str(exc) else str(exc)) from None
+
+
+def _read_pet(folder: Path, summary: dict[str, Any], explicit: str | os.PathLike | None, flag: str
+              ) -> tuple[sitk.Image, Path, list[Any] | None]:
+    """``(PET in SUV, its path, DICOM PT headers in slice order or None)``: ``explicit`` (an image file, or a
+    DICOM folder holding the PT series), else the input named in ``summary.json`` (an image file, an
+    autoPET-style case folder, or the DICOM folder ``predict`` read)."""
+    from petctfm.io.images import read_image
+
     if explicit is not None:
         p = Path(explicit)
+        if p.is_dir():
+            return _with_path(_read_dicom_pet(p, flag), p)
         if not p.is_file():
             raise InputError(f"{p}: {flag} file not found")
-        return p
+        return read_image(p), p, None
     inp = summary.get("input") or {}
-    source = inp.get("source")
+    source = str(inp.get("source") or "")
     if not source:
         raise InputError(f"{folder / SUMMARY}: names no input PET; give it with {flag}")
     if inp.get("kind") == "dicom":
-        raise InputError(f"{folder}: predicted from DICOM ({source}); give the PET in SUV as a NIfTI with {flag}")
+        for cand in (Path(source.split("#")[0]), folder / source.split("#")[0]):
+            if cand.is_dir():
+                return _with_path(_read_dicom_pet(cand, f"{folder / SUMMARY}: its DICOM input"), cand)
+        raise InputError(f"{folder / SUMMARY}: its DICOM input {source} is not there; give the PT series folder "
+                         f"with {flag}")
     for cand in (Path(source), folder / source):
         if cand.is_file():
-            return cand
+            return read_image(cand), cand, None
         if cand.is_dir():
             for name in PET_NAMES:
                 if (cand / name).is_file():
-                    return cand / name
+                    return read_image(cand / name), cand / name, None
     raise InputError(f"{folder / SUMMARY}: its input PET {source} is not there; give it with {flag}")
 
 
-from petctfm.io.layouts.autopet import STUDY_SIDECAR as STUDY_JSON  # noqa: E402  ("study_date")
-DICOM_FILES_TRIED = 50  # a DICOM source: StudyDate of the first of these files that has one
-
-
-def parse_date(value: Any) -> "dt.date | None":
-    """``YYYYMMDD`` (DICOM DA) or ``YYYY-MM-DD`` -> a date; None when empty or not a date."""
-    text = str(value or "").strip()
-    for fmt in ("%Y%m%d", "%Y-%m-%d"):
-        try:
-            return dt.datetime.strptime(text[:10] if "-" in text else text[:8], fmt).date()
-        except ValueError:
-            continue
-    return None
-
-
-def _sidecar_date(folder: Path) -> tuple["dt.date | None", str]:
-    p = folder / STUDY_JSON
-    if not p.is_file():
-        return None, ""
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None, ""
-    day = parse_date(d.get("study_date")) if isinstance(d, dict) else None
-    return day, (str(p) if day else "")
-
-
-def _dicom_date(source: Path) -> tuple["dt.date | None", str]:
-    import pydicom
-
-    files = [source] if source.is_file() else sorted(q for q in source.rglob("*") if q.is_file())[:DICOM_FILES_TRIED]
-    for f in files:
-        try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["StudyDate"])
-        except Exception:  # not DICOM (pydicom raises several kinds): try the next file
-            continue
-        day = parse_date(getattr(ds, "StudyDate", ""))
-        if day:
-            return day, f"{f} (DICOM StudyDate)"
-    return None, ""
+def _with_path(read: tuple[sitk.Image, list[Any]], path: Path) -> tuple[sitk.Image, Path, list[Any]]:
+    return read[0], path, read[1]
 
 
 def study_date(folder: str | os.PathLike) -> tuple["dt.date | None", str]:
     """The study date of a ``--baseline`` / ``--followup`` folder and where it was found, or ``(None, "")``.
 
-    In order: ``summary.json`` (``input.study_date`` or ``study_date``); a ``study.json`` sidecar (its
-    ``study_date``) in the study folder, i.e. the folder itself when it is a study folder, else the folder of
-    ``summary.json["input"]["source"]`` (the source folder, or the PET file's folder); the DICOM StudyDate of a
-    DICOM source. ``petctfm predict`` itself records no date. Never raises: an unreadable file is no date."""
+    A ``petctfm predict`` output folder: ``summary.json["input"]["study_date"]`` as predict recorded it (null:
+    unknown to predict, so unknown here). A ``summary.json`` without that field (written before predict recorded
+    dates, or built by hand): the study named by its ``input.source`` (as written, else relative to the folder),
+    asked the way predict would have (:func:`petctfm.io.study_date.of_path`). A study folder (no
+    ``summary.json``): :func:`petctfm.io.study_date.of_path` of the folder. Never raises: an unreadable file
+    is no date."""
+    from petctfm.io.study_date import of_path, parse_date
+
     folder = Path(folder)
     if not folder.is_dir():
         return None, ""
     if not (folder / SUMMARY).is_file():
-        return _sidecar_date(folder)
+        found = of_path(folder)
+        return found.date, found.source
     try:
         summary = json.loads((folder / SUMMARY).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None, ""
-    if not isinstance(summary, dict):
+    inp = summary.get("input") if isinstance(summary, dict) else None
+    if not isinstance(inp, dict):
         return None, ""
-    inp = summary.get("input") if isinstance(summary.get("input"), dict) else {}
-    for v in (inp.get("study_date"), summary.get("study_date")):
-        day = parse_date(v)
-        if day:
-            return day, str(folder / SUMMARY)
-    source = inp.get("source")
-    if not source:
-        return None, ""
-    for cand in (Path(source), folder / source):
-        if not cand.exists():
-            continue
-        if inp.get("kind") == "dicom":
-            return _dicom_date(cand)
-        return _sidecar_date(cand if cand.is_dir() else cand.parent)
+    if "study_date" in inp:  # recorded by predict (None: it found none)
+        day = parse_date(inp["study_date"])
+        how = f" ({inp['study_date_source']})" if inp.get("study_date_source") else ""
+        return day, (f"{folder / SUMMARY}{how}" if day else "")
+    source = str(inp.get("source") or "").split("#")[0]
+    for cand in (Path(source), folder / source) if source else ():
+        if cand.exists():
+            found = of_path(cand)
+            return found.date, found.source
     return None, ""
 
 
@@ -209,8 +200,7 @@ def load_timepoint(folder: str | os.PathLike, role: str, pet: str | os.PathLike 
         raise InputError(f"{folder / SUMMARY}: not a JSON object")
     if not (folder / MASK).is_file():
         raise InputError(f"{folder}: no {MASK} (an organ-only prediction?); run `petctfm predict` with a lesion model")
-    pet_path = _pet_path(folder, summary, pet, flag)
-    pet_img = read_image(pet_path)
+    pet_img, pet_path, pt_datasets = _read_pet(folder, summary, pet, flag)
     mask_img = read_image(folder / MASK)
     same = (pet_img.GetSize() == mask_img.GetSize()
             and np.allclose(pet_img.GetSpacing(), mask_img.GetSpacing(), atol=1e-3)
@@ -224,7 +214,8 @@ def load_timepoint(folder: str | os.PathLike, role: str, pet: str | os.PathLike 
     labels, n = label_lesions(mask, 18)
     table = lesion_table(mask, suv, pet_img, connectivity=18)
     organs = read_organs(folder / ORGANS_CSV) if (folder / ORGANS_CSV).is_file() else {}
-    return TimePoint(role, folder, pet_img, pet_path, labels, n, table, organs, sul_factor(organs), summary)
+    return TimePoint(role, folder, pet_img, pet_path, labels, n, table, organs, sul_factor(organs), summary,
+                     pt_datasets)
 
 
-__all__ = ["TimePoint", "load_timepoint", "read_organs", "sul_factor", "study_date", "parse_date", "PREDICT_HINT"]
+__all__ = ["TimePoint", "load_timepoint", "read_organs", "sul_factor", "study_date", "PREDICT_HINT"]
