@@ -120,7 +120,7 @@ def test_segs_reference_their_own_study_and_number_groups_alike(dicom_pair, resp
     from petctfm.predict.sources import dicom_series
 
     suv, pt = read_dicom_suv("/", dicom_series(b / "PT", "PT"))
-    back = sitk.GetArrayFromImage(read_seg_on("/", str(response_out / "baseline_lesions.seg.dcm"), pt, suv))
+    back = sitk.GetArrayFromImage(read_seg_on("/", str(response_out / "baseline_lesions.seg.dcm"), pt, suv).lesion)
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(dicom_pair["preds"][0] / "lesions.nii.gz")))
     assert np.array_equal(back > 0, truth > 0)
 

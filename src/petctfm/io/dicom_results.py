@@ -23,10 +23,28 @@ from typing import Any, Sequence
 import numpy as np
 
 
-def _measurement(name: Any, value: float, unit: Any, derivation: Any = None) -> Any:
+def measurement(name: Any, value: Any, unit: Any, derivation: Any = None) -> Any:
+    """A TID 300 numeric measurement (highdicom), or None for an unknown value (None, "", NaN: left out of its
+    group). Every petctfm SR builds its measurements here (this module's lesion SR, ``response``'s report)."""
     import highdicom as hd
 
+    if value is None or value == "" or not np.isfinite(float(value)):
+        return None
     return hd.sr.Measurement(name=name, value=float(value), unit=unit, derivation=derivation)
+
+
+def unit(kind: str) -> Any:
+    """The UCUM unit code of ``kind``: ``ml``, ``g``, ``%``, ``suvbw`` (SUV body weight, g/ml), ``suvlbm`` (SUV
+    lean body mass, Janmahasatian), ``none``."""
+    from pydicom.sr.codedict import codes
+    from pydicom.sr.coding import Code
+
+    table = {"ml": lambda: Code("ml", "UCUM", "milliliter"), "g": lambda: Code("g", "UCUM", "gram"),
+             "%": lambda: Code("%", "UCUM", "Percent"),
+             "suvbw": lambda: codes.UCUM.StandardizedUptakeValueBodyWeight,
+             "suvlbm": lambda: codes.UCUM.StandardizedUptakeValueLeanBodyMassJanma,
+             "none": lambda: codes.UCUM.NoUnits}
+    return table[kind]()
 
 
 def build_lesion_sr(table: Sequence[dict[str, Any]], totals: dict[str, Any], pt_datasets: Sequence[Any],
@@ -42,9 +60,7 @@ def build_lesion_sr(table: Sequence[dict[str, Any]], totals: dict[str, Any], pt_
     from pydicom.sr.coding import Code
     import uuid
 
-    ml = Code("ml", "UCUM", "milliliter")
-    suv = codes.UCUM.StandardizedUptakeValueBodyWeight
-    grams = Code("g", "UCUM", "gram")
+    ml, suv, grams = unit("ml"), unit("suvbw"), unit("g")
     first = pt_datasets[0]
     source = hd.sr.SourceSeriesForSegmentation(str(first.SeriesInstanceUID))
     observer = hd.sr.ObserverContext(
@@ -59,23 +75,23 @@ def build_lesion_sr(table: Sequence[dict[str, Any]], totals: dict[str, Any], pt_
         point = np.array([[float(row["centroid_x_mm"]), float(row["centroid_y_mm"]), float(row["centroid_z_mm"])]])
         surface = hd.sr.VolumeSurface(graphic_type=hd.sr.GraphicTypeValues3D.POINT, graphic_data=point,
                                       frame_of_reference_uid=str(first.FrameOfReferenceUID), source_series=source)
-        measurements = [
-            _measurement(codes.DCM.MetabolicVolume, row["volume_ml"], ml),
-            _measurement(codes.DCM.StandardizedUptakeValue, row["suv_max"], suv, codes.SCT.Maximum),
-            _measurement(codes.DCM.StandardizedUptakeValue, row["suv_mean"], suv, codes.SCT.Mean),
-            _measurement(codes.DCM.PeakValueWithinROI, row["suv_peak"], suv),
-            _measurement(codes.DCM.TotalLesionGlycolysis, row["tlg"], grams),
-        ]
+        measurements = [m for m in [
+            measurement(codes.DCM.MetabolicVolume, row["volume_ml"], ml),
+            measurement(codes.DCM.StandardizedUptakeValue, row["suv_max"], suv, codes.SCT.Maximum),
+            measurement(codes.DCM.StandardizedUptakeValue, row["suv_mean"], suv, codes.SCT.Mean),
+            measurement(codes.DCM.PeakValueWithinROI, row["suv_peak"], suv),
+            measurement(codes.DCM.TotalLesionGlycolysis, row["tlg"], grams),
+        ] if m is not None]
         groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"lesion {row['label']}"),
             referenced_volume_surface=surface, finding_type=codes.SCT.Lesion, algorithm_id=method,
             measurements=measurements))
     segment = hd.sr.ReferencedSegment(sop_class_uid=str(seg.SOPClassUID), sop_instance_uid=str(seg.SOPInstanceUID),
                                       segment_number=1, source_series=source)
-    whole = [_measurement(codes.DCM.MetabolicVolume, totals.get("tmtv_ml") or 0.0, ml),
-             _measurement(codes.DCM.TotalLesionGlycolysis, totals.get("total_tlg") or 0.0, grams),
-             _measurement(Code("lesion-count", "99PETCTFM", "Number of lesions"),
-                          totals.get("lesion_count") or 0, codes.UCUM.NoUnits)]
+    whole = [measurement(codes.DCM.MetabolicVolume, totals.get("tmtv_ml") or 0.0, ml),
+             measurement(codes.DCM.TotalLesionGlycolysis, totals.get("total_tlg") or 0.0, grams),
+             measurement(Code("lesion-count", "99PETCTFM", "Number of lesions"),
+                          totals.get("lesion_count") or 0, unit("none"))]
     groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="all lesions"),
         referenced_segment=segment, finding_type=codes.SCT.Lesion, algorithm_id=method, measurements=whole))

@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from petctfm.io.dicom_results import measurement, unit
+
 SEG_FILES = {"baseline": "baseline_lesions.seg.dcm", "followup": "followup_lesions.seg.dcm"}
 SR_FILE = "response_sr.dcm"
 SCHEME = "99PETCTFM"
@@ -104,34 +106,13 @@ def build_group_seg(tp: Any, groups: list[Any], side: str, uids: dict[int, str])
                      content_label="RESPONSE")
 
 
-def _num(name, value, unit, derivation=None):
-    """A TID 300 measurement, or None for an unknown value (left out of its group)."""
-    import highdicom as hd
-
-    if value is None or value == "" or not np.isfinite(float(value)):
-        return None
-    return hd.sr.Measurement(name=name, value=float(value), unit=unit, derivation=derivation)
-
-
 def _units(units: str):
     """(measurement name, unit) of SULpeak in ``units`` ("SUL": SUVlbm(Janma), "SUV": SUVbw)."""
     from pydicom.sr.codedict import codes
 
     if units == "SUL":
-        return codes.DCM.SuvlbmJanma, codes.UCUM.StandardizedUptakeValueLeanBodyMassJanma
-    return codes.DCM.Suvbw, codes.UCUM.StandardizedUptakeValueBodyWeight
-
-
-def _ml():
-    from pydicom.sr.coding import Code
-
-    return Code("ml", "UCUM", "milliliter")
-
-
-def _gram():
-    from pydicom.sr.coding import Code
-
-    return Code("g", "UCUM", "gram")
+        return codes.DCM.SuvlbmJanma, unit("suvlbm")
+    return codes.DCM.Suvbw, unit("suvbw")
 
 
 def _time_point(side: str):
@@ -149,7 +130,7 @@ def _lesion_groups(rows: list[dict[str, Any]], segs: dict[str, Any], units: dict
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    suv_name, suv_unit = codes.DCM.Suvbw, codes.UCUM.StandardizedUptakeValueBodyWeight
+    suv_name, suv_unit = codes.DCM.Suvbw, unit("suvbw")
     out = []
     for side in ("baseline", "followup"):
         seg = segs.get(side)
@@ -162,11 +143,11 @@ def _lesion_groups(rows: list[dict[str, Any]], segs: dict[str, Any], units: dict
             n = int(row["number"])
             if n not in by_group:
                 continue
-            ms = [_num(sul_name, row[f"{side}_sul_peak"], sul_unit, codes.DCM.PeakValueWithinROI),
-                  _num(suv_name, row[f"{side}_suv_max"], suv_unit, codes.SCT.Maximum),
-                  _num(suv_name, row[f"{side}_suv_peak"], suv_unit, codes.DCM.PeakValueWithinROI),
-                  _num(codes.SCT.Volume, row[f"{side}_volume_ml"], _ml()),
-                  _num(codes.DCM.TotalLesionGlycolysis, row[f"{side}_tlg"], _gram())]
+            ms = [measurement(sul_name, row[f"{side}_sul_peak"], sul_unit, codes.DCM.PeakValueWithinROI),
+                  measurement(suv_name, row[f"{side}_suv_max"], suv_unit, codes.SCT.Maximum),
+                  measurement(suv_name, row[f"{side}_suv_peak"], suv_unit, codes.DCM.PeakValueWithinROI),
+                  measurement(codes.SCT.Volume, row[f"{side}_volume_ml"], unit("ml")),
+                  measurement(codes.DCM.TotalLesionGlycolysis, row[f"{side}_tlg"], unit("g"))]
             ms = [m for m in ms if m is not None]
             out.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(uid=uids[n], identifier=f"lesion {n}"),
@@ -181,15 +162,14 @@ def _whole_body_groups(result: dict[str, Any]) -> list[Any]:
     """Per time point (TID 1501): TMTV, total TLG and the PERCIST target SULpeak; then the response group."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
-    from pydicom.sr.coding import Code
 
     out = []
     for side in ("baseline", "followup"):
         r = result[side]
-        ms = [_num(codes.DCM.MetabolicVolume, r["tmtv_ml"], _ml()),
-              _num(codes.DCM.TotalLesionGlycolysis, r["tlg"], _gram())]
-        name, unit = _units(r["units"])  # that time point's units (SUL when its lean body mass is known)
-        ms.append(_num(name, r.get("hottest_sulpeak"), unit, codes.DCM.PeakValueWithinROI))
+        ms = [measurement(codes.DCM.MetabolicVolume, r["tmtv_ml"], unit("ml")),
+              measurement(codes.DCM.TotalLesionGlycolysis, r["tlg"], unit("g"))]
+        name, peak_unit = _units(r["units"])  # that time point's units (SUL when its lean body mass is known)
+        ms.append(measurement(name, r.get("hottest_sulpeak"), peak_unit, codes.DCM.PeakValueWithinROI))
         ms = [m for m in ms if m is not None]
         out.append(hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(identifier=f"whole body, {TIME_POINTS[side][0]}"),
@@ -198,7 +178,7 @@ def _whole_body_groups(result: dict[str, Any]) -> list[Any]:
     evals = [hd.sr.QualitativeEvaluation(codes.DCM.ResponseEvaluation, code(pc["category"] or "NE"))]
     if ds.get("score") is not None:
         evals.append(hd.sr.QualitativeEvaluation(code("deauville"), code(f"DS{int(ds['score'])}")))
-    ms = [m for m in [_num(code("sulpeak_change"), pc.get("change_percent"), Code("%", "UCUM", "Percent"))]
+    ms = [m for m in [measurement(code("sulpeak_change"), pc.get("change_percent"), unit("%"))]
           if m is not None]
     out.append(hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(identifier="PERCIST response"),
