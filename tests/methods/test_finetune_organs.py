@@ -55,7 +55,7 @@ def test_organ_finetune_trains_validates_and_predicts_organ_values(organs_ds, ta
                "--labels", str(table), "--max-steps", "3", "--figure-every", "3", "--checkpoint-every", "3", *TINY])
     assert rc == 0, capsys.readouterr().err
     task = yaml.safe_load((run / "config.yaml").read_text())["task"]
-    assert task["task"] == {"name": "organs", "classes": {"liver": 1, "bone": 11, "spleen": 2}}
+    assert task["task"] == {"name": "organs", "classes": {"liver": 1, "bone": 11, "spleen": 2}, "aux_classes": {}}
     assert list(output_classes(task).values()) == [0, 1, 11, 2]
     val = [json.loads(x) for x in (run / "val.jsonl").read_text().splitlines()]
     assert set(val[-1]["organs"]) == {"liver", "bone", "spleen"} and val[-1]["n_cases"] == 1

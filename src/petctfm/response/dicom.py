@@ -92,7 +92,7 @@ def build_group_seg(tp: Any, groups: list[Any], side: str, uids: dict[int, str])
     members = {g.number: list(getattr(g, side)) for g in groups if getattr(g, side)}
     if not members:
         return None
-    if len(members) > 255:
+    if len(members) > 255:  # write_dicom_outputs checks first; a direct caller gets the one-line error
         raise InputError(f"{tp.folder}: {len(members)} lesion groups, more than a DICOM-SEG of petctfm holds (255)")
     specs = [SegmentSpec(n, f"lesion {n} ({next(g.status for g in groups if g.number == n)})", "lesion", uids[n])
              for n in sorted(members)]
@@ -226,12 +226,23 @@ def build_response_sr(result: dict[str, Any], rows: list[dict[str, Any]], segs: 
 def write_dicom_outputs(folder: Path, result: dict[str, Any], rows: list[dict[str, Any]], groups: list[Any],
                         base: Any, fu: Any) -> list[str]:
     """Write the SEG of each DICOM time point and, when both are DICOM, the SR into ``folder`` (atomic writes);
-    returns the file names written (none when neither study is DICOM)."""
+    returns the file names written (none when neither study is DICOM). A time point with more than 255 lesion
+    groups (a SEG's limit; a noisy model) gets neither: a one-line warning, and ``result["dicom_outputs"]`` says
+    why (the NIfTI, CSV and JSON outputs are written as always)."""
     import highdicom as hd
 
     from petctfm.io.dicom_seg import save_seg
 
     logging.getLogger("highdicom").setLevel(logging.WARNING)
+    counts = {side: sum(1 for g in groups if getattr(g, side)) for side, tp in (("baseline", base), ("followup", fu))
+              if tp.pt_datasets is not None}
+    if any(n > 255 for n in counts.values()):  # one SEG holds 255 segments: no SEG, and no SR to reference it
+        why = ("DICOM outputs not written: " + ", ".join(f"{n} {side} lesion groups" for side, n in counts.items())
+               + ", more than a DICOM-SEG of petctfm holds (255)")
+        where = next(tp.folder for side, tp in (("baseline", base), ("followup", fu)) if counts.get(side, 0) > 255)
+        logging.getLogger(__name__).warning("%s: %s", where, why)
+        result["dicom_outputs"] = why
+        return []
     uids = {g.number: str(hd.UID()) for g in groups}
     segs: dict[str, Any] = {}
     files = []
