@@ -40,6 +40,9 @@ ORGAN_CODES = {"liver": "Liver", "spleen": "Spleen", "kidney_left": "Kidney", "k
                "heart": "Heart", "lung_left": "Lung", "lung_right": "Lung", "bladder": "Bladder", "brain": "Brain",
                "aorta": "Aorta", "bone": "Bone", "salivary_glands": "SalivaryGland"}
 
+#: Segments one petctfm DICOM-SEG holds at most (its label frames are uint8).
+MAX_SEGMENTS = 255
+
 
 @dataclass(frozen=True)
 class SegmentSpec:
@@ -161,8 +164,8 @@ def build_seg(frames: np.ndarray, source_images: Sequence[Any], *, series_number
         frames = (frames > 0).astype(np.uint8)
         tracking = [(tracking_id, tracking_uid or hd.UID())]
     else:
-        if not segments or len(segments) > 255:
-            raise ValueError(f"expected 1..255 segments, got {len(segments)}")
+        if not segments or len(segments) > MAX_SEGMENTS:
+            raise ValueError(f"expected 1..{MAX_SEGMENTS} segments, got {len(segments)}")
         remap = np.zeros(int(max(frames.max(initial=0), max(sp.value for sp in segments))) + 1, np.uint8)
         for i, sp in enumerate(segments):
             remap[int(sp.value)] = i + 1

@@ -41,6 +41,9 @@ from typing import Any
 import numpy as np
 
 from petctfm.io.dicom_results import measurement, unit
+from petctfm.io.dicom_seg import MAX_SEGMENTS, save_seg
+
+TOO_MANY = f"more than a DICOM-SEG of petctfm holds ({MAX_SEGMENTS})"
 
 SEG_FILES = {"baseline": "baseline_lesions.seg.dcm", "followup": "followup_lesions.seg.dcm"}
 SR_FILE = "response_sr.dcm"
@@ -92,8 +95,8 @@ def build_group_seg(tp: Any, groups: list[Any], side: str, uids: dict[int, str])
     members = {g.number: list(getattr(g, side)) for g in groups if getattr(g, side)}
     if not members:
         return None
-    if len(members) > 255:  # write_dicom_outputs checks first; a direct caller gets the one-line error
-        raise InputError(f"{tp.folder}: {len(members)} lesion groups, more than a DICOM-SEG of petctfm holds (255)")
+    if len(members) > MAX_SEGMENTS:  # write_dicom_outputs checks first; a direct caller gets the one-line error
+        raise InputError(f"{tp.folder}: {len(members)} lesion groups, {TOO_MANY}")
     specs = [SegmentSpec(n, f"lesion {n} ({next(g.status for g in groups if g.number == n)})", "lesion", uids[n])
              for n in sorted(members)]
     frames = np.ascontiguousarray(np.transpose(group_map(tp.labels, members), (2, 1, 0)))  # [slice, rows, cols]
@@ -226,29 +229,25 @@ def build_response_sr(result: dict[str, Any], rows: list[dict[str, Any]], segs: 
 def write_dicom_outputs(folder: Path, result: dict[str, Any], rows: list[dict[str, Any]], groups: list[Any],
                         base: Any, fu: Any) -> list[str]:
     """Write the SEG of each DICOM time point and, when both are DICOM, the SR into ``folder`` (atomic writes);
-    returns the file names written (none when neither study is DICOM). A time point with more than 255 lesion
+    returns the file names written (none when neither study is DICOM). A time point with more than MAX_SEGMENTS lesion
     groups (a SEG's limit; a noisy model) gets neither: a one-line warning, and ``result["dicom_outputs"]`` says
     why (the NIfTI, CSV and JSON outputs are written as always)."""
     import highdicom as hd
 
-    from petctfm.io.dicom_seg import save_seg
-
     logging.getLogger("highdicom").setLevel(logging.WARNING)
-    counts = {side: sum(1 for g in groups if getattr(g, side)) for side, tp in (("baseline", base), ("followup", fu))
-              if tp.pt_datasets is not None}
-    if any(n > 255 for n in counts.values()):  # one SEG holds 255 segments: no SEG, and no SR to reference it
+    dicom = [(side, tp) for side, tp in (("baseline", base), ("followup", fu)) if tp.pt_datasets is not None]
+    counts = {side: sum(1 for g in groups if getattr(g, side)) for side, _ in dicom}
+    over = [tp.folder for side, tp in dicom if counts[side] > MAX_SEGMENTS]
+    if over:  # a SEG's limit: no SEG, and no SR to reference it
         why = ("DICOM outputs not written: " + ", ".join(f"{n} {side} lesion groups" for side, n in counts.items())
-               + ", more than a DICOM-SEG of petctfm holds (255)")
-        where = next(tp.folder for side, tp in (("baseline", base), ("followup", fu)) if counts.get(side, 0) > 255)
-        logging.getLogger(__name__).warning("%s: %s", where, why)
+               + f", {TOO_MANY}")
+        logging.getLogger(__name__).warning("%s: %s", over[0], why)
         result["dicom_outputs"] = why
         return []
     uids = {g.number: str(hd.UID()) for g in groups}
     segs: dict[str, Any] = {}
     files = []
-    for side, tp in (("baseline", base), ("followup", fu)):
-        if tp.pt_datasets is None:
-            continue
+    for side, tp in dicom:
         segs[side] = build_group_seg(tp, groups, side, uids)
         if segs[side] is not None:
             save_seg(segs[side], folder / SEG_FILES[side])
