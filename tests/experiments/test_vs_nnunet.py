@@ -16,7 +16,7 @@ import yaml
 
 from petctfm.core.errors import InputError
 from petctfm.data import format as fmt
-from petctfm.experiments.vs_nnunet.export import export_splits
+from petctfm.experiments.vs_nnunet.export import export_splits, lesion_only
 from petctfm.experiments.vs_nnunet.floor import threshold_mask
 from petctfm.experiments.vs_nnunet.plan import dataset_folder_name, nnunet_dirs
 from petctfm.io.atomic import atomic_write_json
@@ -26,8 +26,8 @@ IDS = [f"toy{k:03d}" for k in range(7)]
 SPLIT = {"train": IDS[:4], "val": IDS[4:5], "test": IDS[5:]}
 
 
-def _dataset(root):
-    root = write_toy_dataset(root, n_cases=7, shape=(32, 32, 40), seed=0)
+def _dataset(root, organs=False):
+    root = write_toy_dataset(root, n_cases=7, shape=(32, 32, 40), seed=0, organs=organs)
     atomic_write_json(root / fmt.SPLITS_JSON, {**SPLIT, "fractions": {}, "kshot": {}})
     return root
 
@@ -57,6 +57,69 @@ def test_export_reproduces_our_split(tmp_path):
     assert (raw / "dataset.json").stat().st_mtime_ns == mtime
 
 
+def test_export_with_organ_classes(tmp_path):
+    """The organ map goes to nnU-Net as classes 2.. in the table's order (petctfm's auxiliary-class order), the
+    lesion stays 1 on top; a case without organs.npy is a one-line error naming it."""
+    from petctfm.core.labels import ORGAN_LABELS
+    from petctfm.methods.segmentation.api import organ_task
+
+    data = _dataset(tmp_path / "data", organs=True)
+    table = organ_task(data, None)["classes"]
+    out = export_splits(data, tmp_path / "exp", organs=table)
+    assert out["organs"] == table
+    ds = json.loads((out["raw"] / "dataset.json").read_text())
+    names = list(table)
+    assert ds["labels"] == {"background": 0, "lesion": 1, **{n: i + 2 for i, n in enumerate(names)}}
+    case = fmt.load_case(data, "toy001", mmap=False)
+    lab = np.asarray(nib.load(out["raw"] / "labelsTr" / "toy001.nii.gz").dataobj)
+    lesion = case["label"] > 0
+    assert np.all(lab[lesion] == 1)
+    for organ in ("liver", "spleen", "bone"):
+        where = (case["organs"] == ORGAN_LABELS[organ]) & ~lesion
+        assert where.any() and np.all(lab[where] == names.index(organ) + 2)
+    assert np.all(lab[(case["organs"] == 0) & ~lesion] == 0)
+    (fmt.case_dir(data, "toy002") / "organs.npy").unlink()
+    with pytest.raises(InputError, match=r"toy002/organs.npy: missing"):
+        export_splits(data, tmp_path / "exp2", organs=table)
+
+
+def test_lesion_only_keeps_class_one(tmp_path):
+    arr = np.zeros((4, 5, 6), np.uint8)
+    arr[0, 0, :3] = 1
+    arr[1, 1, :] = 3  # an organ class
+    arr[2, 2, 2] = 2
+    aff = np.diag([2.0, 3.0, 4.0, 1.0])
+    path = tmp_path / "case.nii.gz"
+    nib.save(nib.Nifti1Image(arr, aff), str(path))
+    lesion_only(path)
+    img = nib.load(str(path))
+    out = np.asarray(img.dataobj)
+    assert out.dtype == np.uint8 and out.sum() == 3 and np.array_equal(out, (arr == 1).astype(np.uint8))
+    np.testing.assert_allclose(img.affine, aff)
+
+
+def test_resolve_organs_matches_the_recipe(tmp_path):
+    """auto: the organ table exactly when petctfm's recipe trains organs and every train/val case has a map;
+    on: required; off: never."""
+    from petctfm.experiments.vs_nnunet.run import resolve_organs
+    from petctfm.methods.segmentation.api import organ_task
+
+    data = _dataset(tmp_path / "data", organs=True)
+    table = organ_task(data, None)["classes"]
+    assert resolve_organs(data, "auto", "cpu") == table == resolve_organs(data, "on", None)
+    assert resolve_organs(data, "auto", None) is None and resolve_organs(data, "off", "cpu") is None
+    plain = _dataset(tmp_path / "plain")
+    assert resolve_organs(plain, "auto", "cpu") is None
+    with pytest.raises(InputError, match=r"organs.npy: missing \(5 of 5 train and val cases"):
+        resolve_organs(plain, "on", "cpu")
+    (fmt.case_dir(data, SPLIT["val"][0]) / "organs.npy").unlink()
+    assert resolve_organs(data, "auto", "cpu") is None  # the val case lacks a map: lesion only in both arms
+    with pytest.raises(InputError, match="1 of 5 train and val cases"):
+        resolve_organs(data, "on", "cpu")
+    with pytest.raises(InputError, match="--organs must be"):
+        resolve_organs(data, "yes", "cpu")
+
+
 def test_floor_keeps_components_of_one_ml():
     suv = np.zeros((20, 20, 20), np.float32)
     suv[2:7, 2:7, 2:7] = 5.0  # 125 voxels of 8 ul = 1.0 ml: kept
@@ -77,7 +140,7 @@ def test_vs_nnunet_end_to_end(tmp_path, monkeypatch):
     for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("nnUNet_n_proc_DA", "0")
-    data = _dataset(tmp_path / "data")
+    data = _dataset(tmp_path / "data", organs=True)  # both arms learn the organ classes too (--organs auto)
     exp = tmp_path / "exp"
     argv = ["experiment", "vs-nnunet", "--data", str(data), "--out", str(exp), "--minutes", "0.2", "--plans", "cpu",
             "--preset", "tiny", "--device", "cpu", "--no-progress", "--jobs", "2", "--no-tta"]
@@ -120,6 +183,18 @@ def test_vs_nnunet_end_to_end(tmp_path, monkeypatch):
     saved = yaml.safe_load((exp / "petctfm_s0" / "run" / "config.yaml").read_text())
     assert saved["task"]["plan"]["target"] == "cpu" and saved["task"]["model"]["backbone"] == "nnunet-plain"
     assert saved["train"]["max_steps"] == cal["steps"] and saved["train"]["lr_schedule"] == "poly"
+
+    # the same targets in both arms: the organ classes (auto: the recipe trains them), scored on the lesion alone
+    from petctfm.methods.segmentation.api import organ_task
+
+    table = organ_task(data, None)["classes"]
+    assert saved["task"]["task"]["aux_classes"] == table
+    ds = json.loads((exp / "nnunet" / "raw" / dataset_folder_name() / "dataset.json").read_text())
+    assert len(ds["labels"]) == len(table) + 2 and ds["labels"]["lesion"] == 1
+    for cid in SPLIT["test"]:
+        pred = np.asarray(nib.load(exp / "nnunet_cpu_s0" / "pred_test" / f"{cid}.nii.gz").dataobj)
+        assert set(np.unique(pred).tolist()) <= {0, 1}
+    assert "the organ map" in md and "--organs on" in md
 
     # a confirmation cohort: every finished run predicts its cases with lesions, scored and paired
     from petctfm.experiments.vs_nnunet.confirm import run_confirm

@@ -249,6 +249,9 @@ def _register_vs_nnunet(sub) -> None:
                    help="trained runs at once, the cores shared evenly (default 1)")
     p.add_argument("--no-tta", action="store_true", help="no test-time mirroring in nnU-Net's predictor (petctfm's "
                    "has none): both arms predict plain")
+    p.add_argument("--organs", choices=("auto", "on", "off"), default="auto",
+                   help="both arms learn the organ map (organs.npy) as extra classes, scored on the lesion alone, or "
+                   "neither (default auto: on when petctfm's recipe trains organs and every train/val case has them)")
     p.add_argument("--confirm", metavar="DATASET", default=None,
                    help="a confirmation cohort (another harmonized dataset): every finished run predicts all of its "
                    "cases, scored and paired the same way (E/confirm_<name>/results.md)")
@@ -273,7 +276,7 @@ def _run_vs_nnunet(args: argparse.Namespace) -> int:
     out = run_vs_nnunet(args.data, args.out, args.minutes, seeds=parse_list("seeds", args.seeds, int, "an integer"),
                         device=args.device, preset=args.preset, backbone=args.backbone,
                         plans=parse_list("plans", args.plans, str, "a plan"), holdout_site=args.holdout_site,
-                        progress=not args.no_progress, recipe=args.recipe, tta=not args.no_tta, jobs=args.jobs)
+                        progress=not args.no_progress, recipe=args.recipe, tta=not args.no_tta, jobs=args.jobs, organs=args.organs)
     if args.confirm is not None:
         from petctfm.experiments.vs_nnunet.confirm import run_confirm
 

@@ -130,10 +130,14 @@ def _budget_trainer_class():
 
         def _log_epoch(self, seconds: float) -> None:
             get = self.logger.get_value
+            pseudo, ema = float(get("mean_fg_dice", step=-1)), float(get("ema_fg_dice", step=-1))
+            if len(self.dataset_json["labels"]) > 2:  # organ classes too: the lesion's (class 1) pseudo-Dice,
+                pseudo = float(get("dice_per_class_or_region", step=-1)[0])  # its EMA as nnU-Net's logger makes it
+                prev = self._budget["epochs"][-1]["ema_pseudo_dice"] if self._budget["epochs"] else None
+                ema = pseudo if prev is None else 0.9 * prev + 0.1 * pseudo
             self._budget["epochs"].append({
                 "epoch": int(self.current_epoch), "iterations": int(self._budget["iterations"]),
-                "seconds": float(seconds), "pseudo_dice": float(get("mean_fg_dice", step=-1)),
-                "ema_pseudo_dice": float(get("ema_fg_dice", step=-1)),
+                "seconds": float(seconds), "pseudo_dice": pseudo, "ema_pseudo_dice": ema,
                 "train_loss": float(get("train_losses", step=-1)),
             })
             self._write_budget_log()
@@ -219,7 +223,8 @@ def job_train(job: dict[str, Any]) -> dict[str, Any]:
         trainer.perform_actual_validation(False)
         val_s = time.perf_counter() - t1
         summary = json.loads((fold / "validation" / "summary.json").read_text())
-        val_dice = summary.get("foreground_mean", {}).get("Dice")
+        val_dice = (summary.get("foreground_mean", {}).get("Dice") if len(dataset_json["labels"]) <= 2
+                    else summary.get("mean", {}).get("1", {}).get("Dice"))  # organ classes too: the lesion's
     pred = _predict(trainer, fold / "checkpoint_final.pth", job["predict"], device, mirroring)
     budget = json.loads((fold / "budget_log.json").read_text())
     return {"fold_dir": str(fold), "train_s": train_s, "validation_s": val_s,
@@ -234,8 +239,13 @@ def job_train(job: dict[str, Any]) -> dict[str, Any]:
 def _predict(trainer, checkpoint: Path, spec: dict[str, Any], device: torch.device,
              mirroring: bool = True) -> dict[str, Any]:
     """nnU-Net's predictor (its defaults; ``mirroring`` False turns its mirroring TTA off) with the trained
-    weights; per-case seconds from reading the images to the written mask."""
+    weights; per-case seconds from reading the images to the written mask. A model with organ classes
+    (labels beyond the lesion) writes the lesion mask only (:func:`~petctfm.experiments.vs_nnunet.export.lesion_only`)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from petctfm.experiments.vs_nnunet.export import lesion_only
+
+    multi = len(trainer.dataset_json["labels"]) > 2
 
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     pm, cm = trainer.plans_manager, trainer.configuration_manager
@@ -256,6 +266,8 @@ def _predict(trainer, checkpoint: Path, spec: dict[str, Any], device: torch.devi
         t0 = time.perf_counter()
         data, props = rw.read_images(files)
         predictor.predict_single_npy_array(data, props, None, str(out_dir / cid), False)
+        if multi:
+            lesion_only(out_dir / f"{cid}.nii.gz")
         seconds[cid] = time.perf_counter() - t0
     return {"seconds_per_case": seconds, "tile_step_size": 0.5, "mirroring": mirroring}
 

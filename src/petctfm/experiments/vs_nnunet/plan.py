@@ -88,6 +88,9 @@ class Settings:
     recipe: str | None = None  # petctfm's planned recipe target (cpu | gpu; finetune(plan=...)), None: the preset
     tta: bool = True  # nnU-Net's mirroring at inference (petctfm's predict_split has none); False: neither arm
     jobs: int = 1  # trained arms run at once, each with cpu_count // jobs threads
+    #: organ name -> organs.npy value, trained as extra classes by BOTH arms (petctfm's task.aux_classes, nnU-Net's
+    #: labels 2..); None: the lesion alone in both (folders written before this setting: None)
+    organs: dict[str, int] | None = None
 
 
 def fmt_thr(t: float) -> str:
@@ -114,6 +117,7 @@ def command_line(settings: Settings, exp_dir: Path, seeds: list[int]) -> str:
     parts += ["--recipe", settings.recipe or "none", "--jobs", str(settings.jobs)]
     if not settings.tta:
         parts.append("--no-tta")
+    parts += ["--organs", "on" if settings.organs else "off"]
     return shlex.join(parts)
 
 

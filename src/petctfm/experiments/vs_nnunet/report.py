@@ -150,6 +150,11 @@ def _markdown(summary: dict, records: Sequence[dict], settings: Settings, seeds:
         f"nnU-Net's predictor (Gaussian sliding window, step 0.5, "
         f"{'mirroring' if getattr(settings, 'tta', True) else 'no mirroring'}).",
         "",
+        (f"Targets: both arms learn the lesion and, as extra classes, the organ map ({len(settings.organs)} organs: "
+         f"petctfm's `task.aux_classes`, nnU-Net's labels 2..{len(settings.organs) + 1}); both are scored on the "
+         "lesion alone." if getattr(settings, "organs", None) else
+         "Targets: both arms learn the lesion alone (no organ classes)."),
+        "",
         f"Reproduce: `{command}`",
         "",
         "## nnU-Net's plans",

@@ -229,6 +229,8 @@ def run_petctfm(arm: Arm, settings: Settings, run_dir: Path) -> dict[str, Any]:
             # the planned steps fill the budget (less a share for validation): the poly LR anneals to 0 at the
             # end of the budget instead of at a preset's max_steps; max_time stays the hard stop
             extra.update(max_steps=calib["steps"], figure_every=max(1, calib["steps"] // VALIDATIONS))
+        if not resume:  # the same targets as nnU-Net's export: the organ classes, or explicitly none
+            extra["overrides"] = {"task.aux_classes": dict(settings.organs or {})}
         t0 = time.perf_counter()
         summary = finetune(settings.data, train_dir, init="scratch", backbone=settings.backbone,
                            preset=settings.preset, max_time=settings.minutes * 60.0, seed=int(arm.seed),
@@ -322,11 +324,36 @@ def _check_holdout(data: Path, site: str) -> None:
                          f"--holdout-site {site}' first")
 
 
+def resolve_organs(data: Path, choice: str, recipe: str | None) -> dict[str, int] | None:
+    """The organ classes both arms train (organ name -> value of ``organs.npy``: the dataset's organ table,
+    :func:`petctfm.methods.segmentation.api.organ_task`), or None. ``choice``: ``off`` -> None; ``on`` -> the
+    table, and every train and val case must have ``organs.npy`` (else a one-line InputError); ``auto`` -> the
+    table when petctfm's ``recipe`` trains organs (:data:`petctfm.methods.segmentation.plan.TARGETS`) and every
+    train and val case has an organ map, else None."""
+    from petctfm.data import format as fmt
+    from petctfm.methods.segmentation.api import organ_task
+    from petctfm.methods.segmentation.plan import TARGETS
+
+    if choice not in ("auto", "on", "off"):
+        raise InputError(f"--organs must be auto, on or off, got {choice!r}")
+    if choice == "off":
+        return None
+    splits = fmt.load_splits(data)
+    ids = list(splits.get("train") or []) + list(splits.get("val") or [])
+    missing = [c for c in ids if not (fmt.case_dir(data, c) / "organs.npy").is_file()]
+    if choice == "auto" and (missing or not recipe or not TARGETS[recipe].get("aux_organs")):
+        return None
+    if missing:
+        raise InputError(f"{fmt.case_dir(data, missing[0]) / 'organs.npy'}: missing ({len(missing)} of {len(ids)} "
+                         "train and val cases have no organ map); --organs on needs every one (or --organs off)")
+    return organ_task(data, None)["classes"] or None
+
+
 def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequence[int] = (0,),
                   device: str | None = None, preset: str | None = None, backbone: str | None = None,
                   plans: Sequence[str] = tuple(PLANS), holdout_site: str | None = None,
                   dataset_id: int | None = None, progress: bool = True, recipe: str | None = "auto",
-                  tta: bool = True, jobs: int = 1) -> dict[str, Any]:
+                  tta: bool = True, jobs: int = 1, organs: str = "auto") -> dict[str, Any]:
     """Plan, run (skipping finished arms) and report the experiment in ``out``.
 
     ``minutes``: the training wall time of every trained arm. ``device``: cpu | cuda (default: cuda when
@@ -335,7 +362,10 @@ def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequ
     nnU-Net's validation Dice is the one petctfm is compared with (nnU-Net's final full-volume validation runs
     only then). ``recipe``: petctfm's planned recipe (``cpu`` | ``gpu`` | None for the bare preset; ``auto``:
     the device's). ``tta``: nnU-Net's mirroring at inference (False: no test-time augmentation in either arm;
-    petctfm's predictor has none). ``jobs``: trained arms at once, each in its own process with the cores shared
+    petctfm's predictor has none). ``organs`` (``auto`` | ``on`` | ``off``): both arms learn the organ map as
+    extra classes (petctfm's ``task.aux_classes``, nnU-Net's labels 2..; both scored on the lesion alone) or
+    neither; ``auto`` = on when petctfm's recipe trains them and every train and val case has ``organs.npy``
+    (:func:`resolve_organs`). ``jobs``: trained arms at once, each in its own process with the cores shared
     evenly (2 on a 2-core CPU: petctfm and nnU-Net side by side, one core each). A confirmation cohort is
     scored afterwards by :func:`petctfm.experiments.vs_nnunet.confirm.run_confirm` (``--confirm``). Returns ``{"exp_dir", "records", "summary",
     "results_md", "results_csv", "plot", "command"}``.
@@ -393,7 +423,7 @@ def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequ
         raise InputError(f"--jobs must be >= 1, got {jobs}")
     settings = Settings(data=str(data), minutes=float(minutes), device=device, preset=preset, backbone=backbone,
                         plans=plans, dataset_id=int(dataset_id or DATASET_ID), holdout_site=holdout_site,
-                        recipe=recipe, tta=bool(tta), jobs=int(jobs))
+                        recipe=recipe, tta=bool(tta), jobs=int(jobs), organs=resolve_organs(data, organs, recipe))
     exp_dir = Path(out).resolve()
     exp_dir.mkdir(parents=True, exist_ok=True)
     check_settings(exp_dir / EXPERIMENT_FILE, settings)
@@ -404,7 +434,7 @@ def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequ
         "seeds": seeds, "runs": [a.to_dict() for a in plan]}, sort_keys=False))
 
     console.rule("[bold]export to nnU-Net raw, nnU-Net planning and preprocessing[/]")
-    export = export_splits(data, exp_dir, settings.dataset_id, tuple(_splits(settings)))
+    export = export_splits(data, exp_dir, settings.dataset_id, tuple(_splits(settings)), organs=settings.organs)
     plan_summary = nnunet_plans(exp_dir, settings)
     for k, p in plan_summary.items():
         console.print(f"nnU-Net plan {k}: patch {p['patch_size']}, batch {p['batch_size']}, "
@@ -429,4 +459,4 @@ def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequ
             "plot": exp_dir / "vs_nnunet.png", "command": command}
 
 
-__all__ = ["run_child", "nnunet_plans", "run_floor", "seconds_from_mtimes", "calibrate_steps", "run_nnunet", "run_petctfm", "execute_arm", "run_vs_nnunet"]
+__all__ = ["resolve_organs", "run_child", "nnunet_plans", "run_floor", "seconds_from_mtimes", "calibrate_steps", "run_nnunet", "run_petctfm", "execute_arm", "run_vs_nnunet"]
