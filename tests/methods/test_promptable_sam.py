@@ -348,3 +348,18 @@ def test_viewer_object_menu_passes_known_classes_only():
     assert CaseState._class_of(st, {}) == {}  # a plain click: no class
     st.session = SimpleNamespace()  # a model without class prompts
     assert CaseState._class_of(st, {"kind": "organ", "name": "liver"}) == {}
+
+
+def test_experiment_interactive_runs_with_design_sam(sam_run, tmp_path):
+    import csv
+
+    from petctfm.cli.main import main
+
+    root = write_toy_dataset(tmp_path / "ds", n_cases=2, shape=(32, 32, 40), organs=True)
+    out = tmp_path / "exp"
+    assert main(["experiment", "interactive", "--data", str(root), "--model", str(sam_run), "--out", str(out),
+                 "--max-cases", "1", "--max-clicks", "2", "--max-targets", "1", "--no-progress",
+                 "--protocols", "one_per_lesion,corrective"]) == 0
+    with open(out / "steps.csv", newline="") as f:
+        got = {(r["protocol"], r["arm"]) for r in csv.DictReader(f)}
+    assert {("one_per_lesion", "model"), ("corrective", "model")} <= got
