@@ -65,7 +65,7 @@ def test_prompt_encoder_and_decoder_shapes():
 def test_sparse_prompts_from_the_dense_channels():
     pr = encode_prompts((P,) * 3, [((4, 5, 6), True), ((12, 11, 10), False)], box=((2, 3, 4), (9, 10, 11)))
     sp = S.sparse_from_dense(torch.from_numpy(pr)[None])
-    got = {(int(l), tuple(np.round(c.tolist(), 3))) for c, l in zip(sp.coords[0], sp.labels[0])}
+    got = {(int(lab), tuple(np.round(c.tolist(), 3))) for c, lab in zip(sp.coords[0], sp.labels[0])}
     assert got == {(S.POS, (4, 5, 6)), (S.NEG, (12, 11, 10)), (S.BOX_LO, (2, 3, 4)), (S.BOX_HI, (9, 10, 11))}
     # a model called with the dense channels only decodes the same as with the sparse prompts they came from
     m = _model()

@@ -174,6 +174,7 @@ def decode_kwargs(sparse: S.SparsePrompts | None, cls: torch.Tensor | None) -> d
     ``channels`` model is called exactly as before)."""
     return {k: v for k, v in (("sparse", sparse), ("cls", cls)) if v is not None}
 
+
 def simulate_clicks(model: nn.Module, image: torch.Tensor, target: torch.Tensor, prompts: torch.Tensor, n_iter: int,
                     mask_only_last: bool = False, click_radius: float = 2.0,
                     history: list | None = None) -> torch.Tensor:
