@@ -363,3 +363,26 @@ def test_experiment_interactive_runs_with_design_sam(sam_run, tmp_path):
     with open(out / "steps.csv", newline="") as f:
         got = {(r["protocol"], r["arm"]) for r in csv.DictReader(f)}
     assert {("one_per_lesion", "model"), ("corrective", "model")} <= got
+
+
+def test_experiment_interactive_class_prompts(sam_run, tmp_path):
+    import csv
+
+    from petctfm.cli.main import main
+
+    root = write_toy_dataset(tmp_path / "ds", n_cases=2, shape=(32, 32, 40), organs=True)
+    out = tmp_path / "exp"
+    assert main(["experiment", "interactive", "--data", str(root), "--model", str(sam_run), "--out", str(out),
+                 "--max-cases", "1", "--max-clicks", "2", "--max-targets", "1", "--no-progress",
+                 "--protocols", "corrective", "--class-prompts"]) == 0
+    info = json.loads((out / "info.json").read_text())
+    assert info["class_prompts"] is True and info["design"] == "sam"
+    assert "class prompts on" in (out / "results.md").read_text()
+    with open(out / "steps.csv", newline="") as f:
+        organs = {(r["target"], r["seen"]) for r in csv.DictReader(f) if r["kind"] == "organ"}
+    assert ("spleen", "False") in organs  # the held-out organ is still evaluated (class-free)
+    # a model without class prompts: one line, exit 3
+    cfg = _cfg("cached", classes=False)
+    save_weights(build_model(cfg), tmp_path / "plain" / "model.safetensors", cfg, step=0)
+    assert main(["experiment", "interactive", "--data", str(root), "--model", str(tmp_path / "plain"), "--out",
+                 str(tmp_path / "e2"), "--max-cases", "1", "--no-progress", "--class-prompts"]) == 3
