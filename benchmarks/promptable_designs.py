@@ -1,5 +1,6 @@
 """Promptable designs at equal steps on the toy set (CPU): ``channels`` (prompts as input channels, the whole
-network per click) vs ``cached`` (image embedding once per crop, a light mask decoder per click).
+network per click) vs ``cached`` (image embedding once per crop, a light mask decoder per click) vs ``sam``
+(the same cached embedding, a SAM-style prompt encoder + two-way-transformer decoder; ``--designs sam``).
 
 Each design x seed: ``unet-resenc-tiny``, 32^3 patch, lesion targets only, ``--steps`` AdamW steps of batch 2 on
 the 4 training cases of a toy dataset; then, through ``PromptSession`` on every lesion of a second toy dataset
@@ -58,7 +59,8 @@ def main():
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--designs", nargs="+", default=["channels", "cached"],
-                    help="channels | cached | cached-norefine (the cached decoder without its full-resolution refinement)")
+                    help="channels | cached | sam | cached-norefine (the cached decoder without its full-resolution "
+                         "refinement)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     torch.set_num_threads(1)

@@ -281,7 +281,7 @@ def test_segment_dicom_in_writes_one_seg_with_a_segment_per_object(untrained_run
                  str(tmp_path / "p.json"), "--out", str(tmp_path / "o2")]) == 2
 
 
-@pytest.mark.parametrize("design", ["cached", "channels"])
+@pytest.mark.parametrize("design", ["cached", "channels", "sam"])
 def test_prompt_train_cli_design(tmp_path, design):
     import yaml
 
@@ -291,11 +291,15 @@ def test_prompt_train_cli_design(tmp_path, design):
     root = write_toy_dataset(tmp_path / "ds", n_cases=3, shape=(32, 32, 40))
     assert main(["prompt-train", "--data", str(root), "--out", str(tmp_path / "run"), "--preset", "tiny",
                  "--design", design, "--patch", "16", "--max-steps", "2", "--figure-every", "0",
+                 *(["--class-prompts"] if design == "sam" else []),
                  "--checkpoint-every", "2", "--num-workers", "0", "--device", "cpu"]) == 0
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert cfg["task"]["model"]["design"] == design
     model, _ = load_model(tmp_path / "run")
     assert model.design == design
+    if design == "sam":  # the class table travels with the run (training targets only)
+        assert "liver" in cfg["task"]["model"]["classes"] and "spleen" not in cfg["task"]["model"]["classes"]
+        assert model.n_classes == len(cfg["task"]["model"]["classes"])
 
 
 class _ThresholdModel:

@@ -198,6 +198,8 @@ def _register_interactive(sub) -> None:
     p.add_argument("--components", choices=("all", "prompted"), action=api_default(INTER, "components"),
                    help="prompted: drop predicted components that no positive click or box reaches; "
                    "all: the decoder's mask as it is (default {default})")
+    p.add_argument("--class-prompts", action="store_true", help="prompt lesions and seen organs with their class "
+                   "(a model trained with prompt-train --class-prompts; held-out organs stay class-free)")
     p.add_argument("--protocols", action=api_default(INTER, "protocols"),
                    help="comma-separated subset of autopet, one_per_lesion, corrective (default {default})")
     p.add_argument("--device", action=api_default(INTER, "device"), help="cpu | cuda (default {default})")
@@ -212,6 +214,7 @@ def _run_interactive(args: argparse.Namespace) -> int:
     with flags({"n_figures": "--figures"}):
         out = run_interactive(args.data, args.model, args.out, auto=args.auto, organs=not args.no_organs,
                               progress=not args.no_progress, iso_prior=args.iso_prior,
+                              class_prompts=args.class_prompts,
                               **given(args, {"split": "split", "max_cases": "max_cases", "max_clicks": "max_clicks",
                                              "max_targets": "max_targets", "iso_box_mm": "iso_box_mm",
                                              "figures": "n_figures", "device": "device", "max_zoom": "max_zoom",

@@ -33,8 +33,11 @@ def register(subparsers) -> None:
     p.add_argument("--mode", choices=["pet", "joint"], help="input: PET only (default) or PET+CT")
     p.add_argument("--backbone", metavar="NAME", help="backbone from scratch (default: the preset's)")
     p.add_argument("--patch", type=int, metavar="N", help="cubic patch side in voxels")
-    p.add_argument("--design", choices=["cached", "channels"], help="cached image embedding + light prompt decoder "
-                   "(default) or prompts as input channels of the whole network")
+    p.add_argument("--design", choices=["cached", "channels", "sam"], help="cached image embedding + light prompt "
+                   "decoder (default), prompts as input channels of the whole network, or a SAM-style prompt encoder "
+                   "and two-way-transformer mask decoder over the cached embedding")
+    p.add_argument("--class-prompts", action="store_true", default=None, help="train with class prompts (a target "
+                   "class steers the decoder; dropped with targets.class_dropout; designs cached and sam)")
     p.add_argument("--held-out", metavar="ORGANS", help="comma-separated organ names never sampled "
                    "(default spleen,kidney_left,kidney_right)")
     add_run_args(p, "clicks.max_iter=5")
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     s = prompt_train(args.data, args.out, args.init, args.preset, backbone=args.backbone, held_out=held,
                      max_steps=opts.pop("max_steps", None), max_time=opts.pop("max_time_s", None),
                      resume=args.resume, overrides=args.set, mode=args.mode, patch=args.patch, design=args.design,
-                     **opts)
+                     class_prompts=args.class_prompts, **opts)
     print(f"prompt-train: {s.get('steps')} steps, loss {s.get('loss'):.4f}, stopped by {s.get('stopped')}; "
           f"run folder {args.out}")
     return 0

@@ -16,6 +16,9 @@ The manual tools (:mod:`petctfm.serve.tools`: ``brush``, ``erase``, ``grow`` = i
 ``confirm`` an implausible object) are actions like clicks: each changes objects through
 ``PromptSession.set_mask`` / ``reset`` (one history step per object), so they are undone, redone, autosaved and
 audited the same way. A negative click never grows its object (:func:`petctfm.serve.tools.negative_click`).
+A click or box whose object-menu choice (an organ, "lesion") is a class of a class-prompted model
+(``model.class_prompts``) passes it to the session as the object's target class, which steers the network; a
+held-out organ or a model without class prompts is prompted class-free, as before.
 After each change :attr:`CaseState.changed` is the voxel box where the label map differs from the version
 before (the page fetches only that box).
 """
@@ -186,12 +189,13 @@ class CaseState:
                     obj = under or self.last_object
                     if obj is None:
                         raise InputError("a negative click (shift-click) must land on a lesion to remove it")
-            return {"voxel": v.tolist(), "positive": positive, "object": self._check_object(obj), **what}
+            return {"voxel": v.tolist(), "positive": positive, "object": self._check_object(obj), **what,
+                    **self._class_of(what)}
         if kind == "box":
             a, b = self.voxel_of(args.get("lo")), self.voxel_of(args.get("hi"))
             obj = args.get("object") or (max(ids, default=0) + 1)
             return {"lo": np.minimum(a, b).tolist(), "hi": np.maximum(a, b).tolist(), "object": self._check_object(obj),
-                    **what}
+                    **what, **self._class_of(what)}
         if kind == "delete":
             obj = int(args.get("object", 0))
             if obj not in self.session.objects:
@@ -236,6 +240,14 @@ class CaseState:
         if kind == "confirm":
             return {"object": self._existing(args.get("object"))}
         raise InputError(f"unknown action {kind!r}")
+
+    def _class_of(self, what: dict[str, str]) -> dict[str, str]:
+        """``{"class": name}`` when the object menu's choice (an organ's name, or "lesion") is a class the model
+        was trained with (``model.class_prompts``): the click / box then steers the network; ``{}`` otherwise (a
+        model without class prompts, a held-out organ: prompted class-free, zero-shot)."""
+        name = what.get("name") if what.get("kind") == "organ" else what.get("kind")
+        classes = getattr(self.session, "classes", ())
+        return {"class": name} if name and name in classes else {}
 
     def _existing(self, obj: Any) -> int:
         try:
@@ -313,7 +325,8 @@ class CaseState:
             st = s.objects[k]
             prompted = st.box is not None or any(pos for _, pos in st.points)
             before = s.object_mask(k)
-            s.add_point(a["voxel"], positive=False, object=k, space="voxel")
+            s.add_point(a["voxel"], positive=False, object=k, space="voxel",
+                        **({"target_class": a["class"]} if "class" in a else {}))
             new = tools.negative_click(before, s.object_mask(k), a["voxel"], prompted)
             s.objects[k].mask = s.orient.to_ras(new)  # the same history step: undo restores ``before``
             act.steps, self.last_object = 1, k
@@ -321,10 +334,12 @@ class CaseState:
                 s.reset(k)
                 act.steps, self.last_object = 2, None
         elif act.kind == "click":
-            s.add_point(a["voxel"], positive=a["positive"], object=a["object"], space="voxel")
+            s.add_point(a["voxel"], positive=a["positive"], object=a["object"], space="voxel",
+                        **({"target_class": a["class"]} if "class" in a else {}))
             act.steps, self.last_object = 1, a["object"]
         elif act.kind == "box":
-            s.add_box(a["lo"], a["hi"], object=a["object"], space="voxel")
+            s.add_box(a["lo"], a["hi"], object=a["object"], space="voxel",
+                      **({"target_class": a["class"]} if "class" in a else {}))
             act.steps, self.last_object = 1, a["object"]
         elif act.kind == "delete":
             s.reset(a["object"])

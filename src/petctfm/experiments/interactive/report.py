@@ -145,7 +145,9 @@ def _ci(r: dict | None, digits: int = 3) -> str:
 def markdown(summary: list[dict], info: dict) -> str:
     label, warning = data_words(info.get("provenance"))  # the dataset's provenance (harmonize), not assumed
     lines = [f"# Interactive segmentation ({label}; not a clinical result)", "", warning, "",
-             f"Model `{info['model']}`, data `{info['data']}` split `{info['split']}`, {info['n_cases']} cases, "
+             f"Model `{info['model']}`" + (f" (design {info['design']}, class prompts "
+                                          f"{'on' if info.get('class_prompts') else 'off'})" if "design" in info else "")
+             + f", data `{info['data']}` split `{info['split']}`, {info['n_cases']} cases, "
              f"up to {info['max_clicks']} clicks, auto-zoom limit {info.get('max_zoom', 4.0)}; isocontour box {info['iso_box_mm']} mm; held-out organs: "
              f"{', '.join(info['held_out']) or 'none'}; automatic baseline: `{info['auto'] or 'not given'}`; "
              f"{info['seconds']:.0f} s. Mean [95 % bootstrap CI] (n targets).", "",

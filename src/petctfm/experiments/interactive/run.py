@@ -20,6 +20,10 @@ Per test case of a harmonized dataset (RAS arrays at the dataset spacing; SUV an
    each lesion object starts from its click's 41 % isocontour as the previous-mask prompt); **automatic** (``protocol = "auto"``, zero clicks): a
    ``petctfm finetune`` model's lesion mask (``auto=RUN``).
 
+**Class prompts** (``class_prompts=True``, ``--class-prompts``; a model trained with ``--class-prompts``): every
+lesion object is prompted with the class "lesion", each organ target with its organ's class when the model has
+one; a held-out organ has none and stays class-free (zero-shot). Off: every prompt class-free, as before.
+
 Metrics per (case, target, arm, step): Dice, autoPET false-positive and false-negative volume (ml,
 18-connectivity; :func:`petctfm.evaluate.metrics.case_metrics`). Aggregation and files: :mod:`.report`.
 """
@@ -56,8 +60,8 @@ class CaseRunner:
 
     def __init__(self, session, case_id: str, suv: np.ndarray, lesion: np.ndarray, organs: np.ndarray | None,
                  spacing, held_out: set[int], meta: dict[str, Any], max_clicks: int, iso_box_mm: float,
-                 max_targets: int, iso_prior: bool = False):
-        self.iso_prior = iso_prior
+                 max_targets: int, iso_prior: bool = False, class_prompts: bool = False):
+        self.iso_prior, self.class_prompts = iso_prior, class_prompts
         self.s, self.case_id, self.suv, self.lesion, self.organs = session, case_id, suv, lesion, organs
         self.spacing, self.held_out, self.max_clicks, self.max_targets = np.asarray(spacing, float), held_out, \
             max_clicks, max_targets
@@ -65,6 +69,11 @@ class CaseRunner:
         self.base = {"case_id": case_id, "site": meta.get("site", ""), "tracer": meta.get("tracer", "")}
         self.rows: list[dict[str, Any]] = []
         self.clicks_drawn: dict[str, Any] = {}  # for the figures: the autoPET clicks and the model's last mask
+
+    def _cls(self, name: str) -> dict[str, str]:
+        """``{"target_class": name}`` with class prompts when the model has that class (a held-out organ has
+        none: class-free), else ``{}``."""
+        return {"target_class": name} if self.class_prompts and name in self.s.classes else {}
 
     def _row(self, protocol: str, arm: str, kind: str, target: str, step: int, m: dict, seen: Any = "") -> None:
         self.rows.append({**self.base, "protocol": protocol, "arm": arm, "kind": kind, "target": target,
@@ -85,7 +94,7 @@ class CaseRunner:
         for k in range(1, self.max_clicks + 1):
             if k <= len(fg):
                 positives.append((fg[k - 1], k))
-                self.s.add_point(fg[k - 1], True, object=k)
+                self.s.add_point(fg[k - 1], True, object=k, **self._cls("lesion"))
                 iso |= C.isocontour(self.suv, fg[k - 1], self.half_box)
             if k <= len(bg):
                 if positives:
@@ -105,7 +114,7 @@ class CaseRunner:
         self.s.clear()
         iso = np.zeros(self.suv.shape, bool)
         for k, p in enumerate(fg, 1):
-            self.s.add_point(p, True, object=k)
+            self.s.add_point(p, True, object=k, **self._cls("lesion"))
             iso |= C.isocontour(self.suv, p, self.half_box)
         # clicks = 1: one click per lesion (the case's lesion count is in n_lesion_clicks)
         arms = [("model", self._lesion_mask()), ("iso", iso)]
@@ -113,7 +122,7 @@ class CaseRunner:
             self.s.clear()
             for k, p in enumerate(fg, 1):
                 self.s.set_mask(C.isocontour(self.suv, p, self.half_box, fallback=False), object=k)
-                self.s.add_point(p, True, object=k)
+                self.s.add_point(p, True, object=k, **self._cls("lesion"))
             arms.append(("model_isoprior", self._lesion_mask()))
         for arm, pred in arms:
             self._row("one_per_lesion", arm, "lesions", "lesions", 1, {**_metrics(pred, self.lesion, self.spacing),
@@ -127,7 +136,8 @@ class CaseRunner:
         if not first:
             return
         self.s.clear()
-        self.s.add_point(first[0], True, object=1)
+        cls = self._cls("lesion" if kind in ("lesion", "lesions") else name)
+        self.s.add_point(first[0], True, object=1, **cls)
         pred = self._lesion_mask()
         score = (lambda p: _metrics(p, target, self.spacing)) if kind == "lesions" else \
             (lambda p: {"dice": voxel_overlap(p, target)["dice"]})
@@ -142,7 +152,7 @@ class CaseRunner:
                     obj = max(self.s.objects) + 1
                 else:
                     obj = min(self.s.objects, key=lambda o: 0 if self.s.in_crop(point, o) else 1)
-                self.s.add_point(point, positive, object=obj)
+                self.s.add_point(point, positive, object=obj, **cls)
                 pred = self._lesion_mask()
             self._row("corrective", "model", kind, name, k, score(pred), seen)
 
@@ -213,7 +223,7 @@ def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str 
                     max_clicks: int = 10, max_targets: int = 10, organs: bool = True, iso_box_mm: float = 60.0,
                     n_figures: int = 3, device: str = "cpu", max_zoom: float = 4.0,
                     progress: bool = True, iso_prior: bool = False, components: str = "prompted",
-                    protocols: tuple[str, ...] = PROTOCOLS) -> dict[str, Any]:
+                    protocols: tuple[str, ...] = PROTOCOLS, class_prompts: bool = False) -> dict[str, Any]:
     """Run both protocols and both baselines on ``split`` of ``data``; writes ``out/results.md``,
     ``results.csv``, ``steps.csv``, ``dice_vs_clicks.png``, ``cases/*.png``; returns :func:`.report.write_report`'s
     paths plus ``rows`` and ``summary``. ``max_zoom``: the session's auto-zoom limit (1 = no zoom). ``iso_prior``:
@@ -221,7 +231,8 @@ def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str 
     containing its click as the previous-mask prompt, then the click; reported separately from the model).
     ``components``: the session's :data:`~petctfm.methods.promptable.session.COMPONENTS` rule (``"prompted"``:
     drop predicted components no positive prompt reaches). ``protocols``: a subset of :data:`PROTOCOLS` to run
-    (``("one_per_lesion",)``: only the one-click comparison, a fraction of the time)."""
+    (``("one_per_lesion",)``: only the one-click comparison, a fraction of the time). ``class_prompts``: prompt
+    lesions and seen organs with their class (a model trained with class prompts; else a one-line InputError)."""
     from petctfm.data import format as fmt
     from petctfm.data.loader import list_cases
     from petctfm.experiments.interactive import report
@@ -235,6 +246,12 @@ def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str 
                                 protocols=protocols)
     root, out = Path(data), Path(out)
     net, cfg, _ = load_run_model(model, METHOD, what="promptable")  # best/ (by val Dice) when the run kept one
+    if class_prompts:
+        from petctfm.methods.promptable.model import class_table
+
+        if not class_table(cfg):
+            raise InputError(f"{model}: class prompts asked, but this model was trained without them "
+                             "(prompt-train --class-prompts)")
     case_ids = list_cases(root, split)[: max_cases if max_cases else None]
     if not case_ids:
         raise InputError(f"{root}: split {split!r} has no cases")
@@ -252,7 +269,8 @@ def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str 
         session = PromptSession(net, cfg, (img[0], affine), ct=(img[1], affine), device=device, cache_size=64,
                                 max_zoom=max_zoom, components=components)
         r = CaseRunner(session, cid, img[0], lesion, np.asarray(case["organs"]) if organs and "organs" in case
-                       else None, spacing, held, meta, max_clicks, iso_box_mm, max_targets, iso_prior)
+                       else None, spacing, held, meta, max_clicks, iso_box_mm, max_targets, iso_prior,
+                       class_prompts)
         if "autopet" in protocols:
             r.autopet()
         if "one_per_lesion" in protocols:
@@ -271,6 +289,7 @@ def run_interactive(data: str | os.PathLike, model: str | os.PathLike, out: str 
             "model": str(model), "auto": str(auto) if auto else None, "split": split,
             "n_cases": len(case_ids), "max_clicks": max_clicks, "iso_box_mm": iso_box_mm, "max_zoom": max_zoom,
             "iso_prior": iso_prior, "components": components, "protocols": list(protocols),
+            "class_prompts": bool(class_prompts), "design": cfg["model"].get("design", "channels"),
             "held_out": sorted(cfg.get("targets", {}).get("held_out", [])), "seconds": time.perf_counter() - t0}
     return report.write_report(rows, figures, info, out)
 

@@ -18,7 +18,8 @@ from petctfm.methods.promptable.presets import get_preset
 from petctfm.train.config import base_configs, bind_dataset_path, TrainConfig, finish_configs, run_options
 
 #: Named options of :func:`prompt_train` -> dotted config key (``patch``: one side, cubic).
-NAMED_OPTIONS: dict[str, str] = {"mode": "data.mode", "patch": "data.patch_size", "design": "model.design"}
+NAMED_OPTIONS: dict[str, str] = {"mode": "data.mode", "patch": "data.patch_size", "design": "model.design",
+                                  "class_prompts": "model.class_prompts"}
 
 
 def prompt_train_configs(dataset: str | Path | None, out: str | Path, init: str | Path | None = None,
@@ -56,7 +57,10 @@ def prompt_train(dataset: str | Path | None, out: str | Path, init: str | Path |
     ``init``: a pretrained petctfm run / checkpoint (its encoder and backbone; input convolutions inflated to
     the prompt channels) or None / ``"scratch"``. ``mode``: ``"pet"`` (default, as the paper) or ``"joint"``
     (PET + CT). ``design``: ``"cached"`` (default: image embedding once per crop, a light prompt decoder per
-    click) or ``"channels"`` (prompts as input channels of the whole network). ``held_out``: organ names never
+    click), ``"channels"`` (prompts as input channels of the whole network) or ``"sam"`` (a SAM-style prompt
+    encoder and two-way-transformer mask decoder over the cached embedding). ``class_prompts``: a target class
+    (lesion, an organ) steers the decoder (designs cached and sam; ``targets.class_dropout`` of the targets get
+    none). ``held_out``: organ names never
     sampled (default spleen, kidney_left, kidney_right). ``overrides``: ``{"clicks.max_iter": 5, "train.lr": 1e-4}``. Other keywords: trainer settings.
     """
     from petctfm.methods.promptable.task import PromptTask

@@ -12,10 +12,28 @@ from petctfm.core.config import ConfigError, TypedConfig, setting
 from petctfm.core.labels import ORGAN_LABELS
 from petctfm.data.loader import MODES, PatchConfig
 from petctfm.models.config import check_backbone_patch
-from petctfm.methods.promptable.model import DESIGNS, HEAD_STRIDES, METHOD
+from petctfm.methods.promptable.model import DESIGNS, HEAD_STRIDES, METHOD, SAM_DEFAULTS
+from petctfm.methods.promptable.prompts import LESION_CLASSES, class_key
+from petctfm.methods.promptable.sam import STRIDES
 
 KINDS = ("lesion", "organ", "all_lesions")
 HEAD_LEVELS = (3, len(HEAD_STRIDES))  # model.head_filters: one width per decoder level
+
+
+@dataclass
+class SamSection(TypedConfig):
+    """The ``sam`` design's decoder (:class:`~petctfm.methods.promptable.sam.SamDecoder`): token width ``dim``,
+    two-way transformer ``depth`` / ``heads`` / ``mlp_dim``, image tokens every ``stride`` voxels."""
+
+    dim: int = setting(SAM_DEFAULTS["dim"], ge=8)
+    depth: int = setting(SAM_DEFAULTS["depth"], ge=1)
+    heads: int = setting(SAM_DEFAULTS["heads"], ge=1)
+    mlp_dim: int = setting(SAM_DEFAULTS["mlp_dim"], ge=1)
+    stride: int = setting(SAM_DEFAULTS["stride"], choices=STRIDES)
+
+    def validate(self, prefix: str = "") -> None:
+        if self.dim % (2 * self.heads):
+            raise ConfigError(prefix + "dim", self.dim, f"must be divisible by 2 x heads ({2 * self.heads})")
 
 
 @dataclass
@@ -26,11 +44,22 @@ class PromptModelSection(TypedConfig):
     embed_channels: int = setting(16, ge=1)
     head_filters: list[int] = setting([16, 32, 32], ge=1)
     head_refine: bool = True
+    sam: SamSection = field(default_factory=SamSection)
+    #: a target class (lesion, an organ) steers the decoder (design cached or sam); the class table
+    #: ``classes`` is filled at training start (the training targets only, held-out organs excluded)
+    class_prompts: bool = False
+    classes: list[str] = field(default_factory=list)
 
     def validate(self, prefix: str = "") -> None:
         if not HEAD_LEVELS[0] <= len(self.head_filters) <= HEAD_LEVELS[1]:
             raise ConfigError(prefix + "head_filters", self.head_filters,
                               f"must hold {HEAD_LEVELS[0]} to {HEAD_LEVELS[1]} widths")
+        if self.class_prompts and self.design == "channels":
+            raise ConfigError(prefix + "class_prompts", True, "needs model.design cached or sam (not channels)")
+        bad = [c for c in self.classes if class_key(c) != c]
+        if bad or len(set(self.classes)) != len(self.classes):
+            raise ConfigError(prefix + "classes", self.classes, f"must be distinct names among "
+                              f"{', '.join(LESION_CLASSES)} and the organs of ORGAN_LABELS (bad: {bad or 'repeats'})")
 
 
 @dataclass
@@ -45,6 +74,9 @@ class TargetsSection(TypedConfig):
     held_out: list[str] = setting(["spleen", "kidney_left", "kidney_right"],
                                   choices=tuple(n for n in ORGAN_LABELS if n != "background"))
     kind_probs: dict[str, Any] = field(default_factory=lambda: {"lesion": 0.45, "organ": 0.4, "all_lesions": 0.15})
+    #: with model.class_prompts: the probability that a training target is given "no class" (class-free
+    #: prompting keeps working)
+    class_dropout: float = setting(0.5, ge=0, le=1)
 
     def validate(self, prefix: str = "") -> None:
         p = self.kind_probs
@@ -91,6 +123,13 @@ class PromptConfig(TypedConfig):
         if self.method != METHOD:
             raise ConfigError("method", self.method, f"must be {METHOD!r} for a promptable config")
         check_backbone_patch(self.model.backbone, self.data.patch_size)
+        if self.model.design == "sam" and any(int(p) % self.model.sam.stride for p in self.data.patch_size):
+            raise ConfigError("data.patch_size", self.data.patch_size,
+                              f"must be divisible by model.sam.stride ({self.model.sam.stride}) for design sam")
+        held = set(self.targets.held_out) & set(self.model.classes)
+        if held:
+            raise ConfigError("model.classes", self.model.classes, f"held-out organs get no class embedding "
+                              f"(remove {', '.join(sorted(held))})")
 
     def train_bytes(self, batch_size: int | None = None) -> int:
         """Rough memory of one training step (:meth:`PatchConfig.train_bytes`; clicks simulated without grad)."""
@@ -100,5 +139,5 @@ class PromptConfig(TypedConfig):
 #: The top-level config dataclass of the method (what a method registry points at).
 CONFIG = PromptConfig
 
-__all__ = ["METHOD", "DESIGNS", "KINDS", "PromptModelSection", "PromptInitSection", "TargetsSection",
+__all__ = ["METHOD", "DESIGNS", "KINDS", "SamSection", "PromptModelSection", "PromptInitSection", "TargetsSection",
            "ClicksSection", "PromptPatchConfig", "PromptConfig", "CONFIG"]

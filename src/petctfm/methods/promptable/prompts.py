@@ -13,6 +13,13 @@ box (1 inside), 3 the previous mask (0/1). No prompt = all zeros.
   false-negative region, a negative click at that of a false-positive region; None when there is no error.
 - :func:`jittered_box`: the target's bounding box with each face moved by up to ``jitter`` of its side.
 
+**Class prompts** (:func:`default_classes`, :func:`class_key`, :func:`class_index`): an optional target class
+steers the ``cached`` and ``sam`` designs (``model.class_prompts``). The class table is the model's
+``model.classes``: the training targets only ("lesion", "all_lesions" and every organ of
+:data:`~petctfm.core.labels.ORGAN_LABELS` that is not held out); index 0 is "no class", class ``k`` of the table
+is index ``k + 1``. A held-out organ has no class (it was never trained); asking for a class outside the table
+is a one-line InputError.
+
 Shapes: masks (X, Y, Z) bool; points (3,) int voxel indices of the same array.
 """
 
@@ -21,6 +28,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+
+from petctfm.core.errors import InputError
+from petctfm.core.labels import ORGAN_LABELS, organ_key
 
 N_PROMPT_CHANNELS = 4
 POS, NEG, BOX, PREV = range(N_PROMPT_CHANNELS)
@@ -121,5 +131,40 @@ def encode_prompts(shape: Sequence[int], points: Sequence[tuple[Sequence[float],
     return out
 
 
-__all__ = ["N_PROMPT_CHANNELS", "POS", "NEG", "BOX", "PREV", "interior_point", "corrective_click", "bounding_box",
+LESION_CLASSES = ("lesion", "all_lesions")  # the training kinds that are not organs
+NO_CLASS = 0
+
+
+def default_classes(held_out: Sequence[str]) -> list[str]:
+    """The class table of a model trained with ``held_out`` organs: the lesion kinds, then every organ of
+    ORGAN_LABELS (label order) that is not held out."""
+    held = set(held_out)
+    return [*LESION_CLASSES, *(n for n in ORGAN_LABELS if n != "background" and n not in held)]
+
+
+def class_key(name: str) -> str | None:
+    """The class table spelling of a class name: an organ via :func:`~petctfm.core.labels.organ_key`
+    ("Kidney left" -> "kidney_left"), "lesion", "all_lesions" ("all lesions"); None for anything else."""
+    words = "_".join(str(name).strip().lower().replace("-", " ").replace("_", " ").split())
+    if words in LESION_CLASSES:
+        return words
+    return organ_key(name)
+
+
+def class_index(classes: Sequence[str], name: str | None) -> int:
+    """The class index of ``name`` in a model's table ``classes`` (0 = no class for None); one-line InputError
+    for a class the model has no embedding of (a held-out organ, an unknown name, a model without classes)."""
+    if name is None:
+        return NO_CLASS
+    key = class_key(name)
+    if not classes:
+        raise InputError(f"class {name!r}: this model was trained without class prompts (model.class_prompts); "
+                         "prompt without a class")
+    if key is None or key not in classes:
+        raise InputError(f"unknown class {str(name)[:40]!r} for this model (its classes: {', '.join(classes)}; a "
+                         "held-out organ has no class: prompt it without one)")
+    return list(classes).index(key) + 1
+
+
+__all__ = ["LESION_CLASSES", "NO_CLASS", "default_classes", "class_key", "class_index", "N_PROMPT_CHANNELS", "POS", "NEG", "BOX", "PREV", "interior_point", "corrective_click", "bounding_box",
            "jittered_box", "ball", "encode_prompts"]

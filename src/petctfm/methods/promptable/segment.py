@@ -4,7 +4,8 @@ Prompt file (JSON; docs/promptable.md)::
 
     {"space": "lps",                                   # voxel | lps | ras (default voxel)
      "objects": {"1": "liver", "2": "lesion A",        # id -> name; ids 1..65535; a name of ORGAN_LABELS
-                 "3": {"name": "node", "kind": "lesion"}},  # is an organ, others lesions (or say "kind")
+                 "3": {"name": "node", "kind": "lesion"},  # is an organ, others lesions (or say "kind")
+                 "4": {"name": "liver", "class": "liver"}},  # "class": steer a class-prompted model
      "prompts": [                                      # applied in order (sequential, object by object)
         {"object": 1, "point": [12.0, -40.5, 300.0], "positive": true},
         {"object": 2, "box": [[0, 0, 0], [10, 10, 10]]},
@@ -14,6 +15,10 @@ Every problem is a one-line :class:`InputError` naming the file and the entry (`
 read with :func:`petctfm.io.bounded_json.load_bounded_file` (a regular file only: a FIFO is never opened, a
 folder is refused; size, nesting depth and number length capped); types are strict (``"positive": "false"``,
 a string, is refused; ``positive`` belongs to points only); at most :data:`MAX_PROMPTS` prompts per file.
+An object's ``class`` (a lesion class or an organ of the model's class table, ``model.classes``) conditions a
+model trained with class prompts; a class outside that table (a held-out organ, a model without class prompts)
+is a one-line InputError (exit 3) naming the file and the object, before any prompt runs. A name alone never
+sets a class.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 
 from petctfm.core.errors import InputError
 from petctfm.io.dicom_seg import KINDS, organ_key
+from petctfm.methods.promptable.prompts import LESION_CLASSES, class_key
 from petctfm.methods.promptable.session import SPACES, PromptSession
 
 OUTPUT_MASK = "mask.nii.gz"
@@ -78,16 +84,26 @@ def read_prompt_file(path: str | os.PathLike, known_ids: set[int] | None = froze
     if not isinstance(raw, dict):
         raise InputError(f"{path}: 'objects' must map ids to names")
     kinds: dict[int, str] = {}
+    classes: dict[int, str] = {}
     for k, name in raw.items():
         if not _ID.fullmatch(k) or not 1 <= int(k) <= 65535:
             raise InputError(f"{path}: objects[{k!r}]: id must be an integer 1..65535")
         if isinstance(name, dict):
             kind = name.get("kind", "lesion")
-            if set(name) - {"name", "kind"} or not isinstance(kind, str) or kind not in KINDS:
-                raise InputError(f"{path}: objects[{k!r}]: expected {{\"name\": ..., \"kind\": \"lesion\" | \"organ\"}}")
+            if set(name) - {"name", "kind", "class"} or not isinstance(kind, str) or kind not in KINDS:
+                raise InputError(f"{path}: objects[{k!r}]: expected {{\"name\": ..., \"kind\": \"lesion\" | \"organ\", "
+                                 f"\"class\": ...}}")
             if not isinstance(name.get("name", ""), str):
                 raise InputError(f"{path}: objects[{k!r}].name: must be a string")
-            kinds[int(k)] = name.get("kind") or object_kind(name.get("name", ""))
+            if "class" in name:
+                cls = class_key(name["class"]) if isinstance(name["class"], str) else None
+                if cls is None:
+                    raise InputError(f"{path}: objects[{k!r}].class: {json.dumps(name['class'])[:40]} is not a class "
+                                     "(lesion, all_lesions or an organ name)")
+                classes[int(k)] = cls
+                if "kind" not in name:
+                    kinds[int(k)] = "lesion" if cls in LESION_CLASSES else "organ"
+            kinds.setdefault(int(k), name.get("kind") or object_kind(name.get("name", "")))
             name = name.get("name", f"object_{k}")
         elif not isinstance(name, str):
             raise InputError(f"{path}: objects[{k!r}]: the name must be a string, got {json.dumps(name)[:40]}")
@@ -124,7 +140,7 @@ def read_prompt_file(path: str | os.PathLike, known_ids: set[int] | None = froze
             if not isinstance(b, list) or len(b) != 2:
                 raise InputError(f"{where}: 'box' must be [[x0, y0, z0], [x1, y1, z1]]")
             out.append({"object": obj, "box": [_xyz(b[0], where + ".box[0]"), _xyz(b[1], where + ".box[1]")]})
-    spec = {"space": space, "objects": objects, "kinds": kinds, "prompts": out, "path": str(path)}
+    spec = {"space": space, "objects": objects, "kinds": kinds, "classes": classes, "prompts": out, "path": str(path)}
     if known_ids is not None:
         check_object_ids(spec, known_ids)
     return spec
@@ -136,6 +152,16 @@ def check_object_ids(spec: dict[str, Any], known_ids: set[int] = frozenset()) ->
         if p["object"] not in spec["objects"] and p["object"] not in known_ids:
             raise InputError(f"{spec['path']}: prompts[{i}]: unknown object id {p['object']} "
                              f"(declared: {sorted(spec['objects']) or 'none'})")
+
+
+def check_classes(spec: dict[str, Any], session: PromptSession) -> None:
+    """Every declared object class is one the session's model has an embedding of (one-line InputError naming
+    the file and the object, e.g. a held-out organ or a model trained without class prompts)."""
+    for k, cls in sorted(spec.get("classes", {}).items()):
+        try:
+            session.check_class(cls)
+        except InputError as exc:
+            raise InputError(f"{spec['path']}: objects['{k}'].class: {exc}") from None
 
 
 def object_kind(name: str) -> str:
@@ -152,11 +178,13 @@ def apply_prompts(session: PromptSession, spec: dict[str, Any]) -> None:
         if n > PROGRESS_EVERY and i and i % PROGRESS_EVERY == 0:
             s = time.perf_counter() - t0
             log.info("%s: prompt %d/%d (%.0f s, about %.0f s left)", spec["path"], i, n, s, s / i * (n - i))
+        cls = spec.get("classes", {}).get(p["object"])
+        kw = {} if cls is None else {"target_class": cls}
         try:
             if "point" in p:
-                session.add_point(p["point"], positive=p["positive"], object=p["object"], space=spec["space"])
+                session.add_point(p["point"], positive=p["positive"], object=p["object"], space=spec["space"], **kw)
             else:
-                session.add_box(p["box"][0], p["box"][1], object=p["object"], space=spec["space"])
+                session.add_box(p["box"][0], p["box"][1], object=p["object"], space=spec["space"], **kw)
         except InputError as exc:
             raise InputError(f"{spec['path']}: prompts[{i}]: {exc}") from None
 
@@ -276,6 +304,7 @@ def segment(model: str | os.PathLike, pet: Any, prompts: str | os.PathLike, out:
                 session.set_mask(start == v, object=int(v))
                 known.add(int(v))
     check_object_ids(spec, known)
+    check_classes(spec, session)
     t1 = time.perf_counter()
     apply_prompts(session, spec)
     t2 = time.perf_counter()
@@ -301,5 +330,5 @@ def segment(model: str | os.PathLike, pet: Any, prompts: str | os.PathLike, out:
 
 
 __all__ = ["OUTPUT_MASK", "OUTPUT_TABLE", "OUTPUT_SUMMARY", "OUTPUT_SEG", "MAX_PROMPTS", "check_options",
-           "read_prompt_file", "check_object_ids", "start_mask",
+           "read_prompt_file", "check_object_ids", "check_classes", "start_mask",
            "object_kind", "apply_prompts", "write_objects_seg", "segment"]

@@ -17,7 +17,12 @@ How a click becomes a mask (docs/promptable.md):
    and thresholded at 0; voxels outside the crop keep the object's previous mask. With
    ``components="prompted"`` the predicted components that no positive click or box reaches are dropped
    first (spill into neighbouring physiological uptake; it then also triggers no zoom).
-3. **Objects**: one label map, each object its id; with ``overwrite=False`` (default) an earlier object keeps
+3. **Design ``sam`` and class prompts**: the decoder also gets the object's clicks and box as sparse prompts
+   (the same positions in patch voxels as the channels; :class:`~.sam.SparsePrompts`), and, when the object has
+   a class (``add_point(..., target_class="liver")``; the model's :attr:`PromptSession.classes`), its class
+   index. With ``sam``, an object's first click alone (no box, no mask yet) returns the candidate with the
+   highest predicted IoU, later prompts the single mask.
+4. **Objects**: one label map, each object its id; with ``overwrite=False`` (default) an earlier object keeps
    its voxels. :meth:`undo` restores the exact previous state of the changed object.
 
 Coordinates: ``space="voxel"`` (indices [x, y, z] of the input PET array, ITK / nibabel order), ``"lps"`` (DICOM /
@@ -112,6 +117,7 @@ class ObjectState:
     mask: np.ndarray | None = None  # (R, A, S) bool
     zoom: float = 1.0
     crop: tuple | None = None  # (lo (3,), size (3,)) of the last crop, kept while the prompts stay inside it
+    cls: str | None = None  # the target class (a name of the model's class table), None = no class
 
 
 class PromptSession:
@@ -171,6 +177,10 @@ class PromptSession:
         self.encodes = 0  # image-encoder evaluations (crops embedded; the rest came from the cache)
         self.cache_size = int(cache_size)
         self._cache: dict[tuple, torch.Tensor] = {}  # (crop lo, size) -> embedding, most recent last
+        from petctfm.methods.promptable.model import class_table
+
+        self.classes: tuple[str, ...] = tuple(class_table(config))  # class prompts the model knows; () = none
+        self.sparse = getattr(model, "design", None) == "sam"  # the decoder reads sparse prompts
 
     @classmethod
     def from_run(cls, run: str | os.PathLike, pet: Any, ct: Any = None, device: str = "cpu", **kw: Any) -> "PromptSession":
@@ -208,19 +218,43 @@ class PromptSession:
         self.history.append((int(obj), copy.deepcopy(self.objects.get(int(obj)))))
         return self.objects.setdefault(int(obj), ObjectState())
 
-    def add_point(self, xyz: Any, positive: bool = True, object: int = 1, space: str = "voxel") -> np.ndarray:
-        """Add a click and re-segment ``object``; returns its mask (X, Y, Z) bool on the input grid."""
+    def check_class(self, name: str | None) -> str | None:
+        """The class table spelling of ``name`` (None stays None); one-line InputError for a class this model
+        has no embedding of (:func:`~.prompts.class_index`: a held-out organ, an unknown name, no class prompts)."""
+        if name is None:
+            return None
+        P.class_index(self.classes, name)
+        return P.class_key(name)
+
+    def add_point(self, xyz: Any, positive: bool = True, object: int = 1, space: str = "voxel",
+                  target_class: str | None = None) -> np.ndarray:
+        """Add a click and re-segment ``object``; returns its mask (X, Y, Z) bool on the input grid.
+        ``target_class``: set the object's class first (:meth:`check_class`; None keeps the object's class)."""
         idx = self.to_index(xyz, space)
+        cls = self.check_class(target_class)
         st = self._state(object)
         st.points.append((idx, bool(positive)))
+        if cls is not None:
+            st.cls = cls
         return self._run(int(object))
 
-    def add_box(self, lo: Any, hi: Any, object: int = 1, space: str = "voxel") -> np.ndarray:
-        """Set ``object``'s 3D box (two opposite corners) and re-segment it; returns its mask on the input grid."""
+    def add_box(self, lo: Any, hi: Any, object: int = 1, space: str = "voxel",
+                target_class: str | None = None) -> np.ndarray:
+        """Set ``object``'s 3D box (two opposite corners) and re-segment it; returns its mask on the input grid.
+        ``target_class``: as :meth:`add_point`."""
         a, b = self.to_index(lo, space, "box corner"), self.to_index(hi, space, "box corner")
+        cls = self.check_class(target_class)
         st = self._state(object)
         st.box = (np.minimum(a, b), np.maximum(a, b))
+        if cls is not None:
+            st.cls = cls
         return self._run(int(object))
+
+    def set_class(self, name: str | None, object: int = 1) -> None:
+        """Set (or with None clear) ``object``'s target class without running the model; undoable. The next
+        prompt of the object is decoded with it."""
+        cls = self.check_class(name)
+        self._state(object).cls = cls
 
     def set_mask(self, mask: np.ndarray, object: int = 1) -> None:
         """Start ``object`` from a mask (X, Y, Z) on the input grid (e.g. ``petctfm predict``'s); undoable."""
@@ -319,11 +353,20 @@ class PromptSession:
         prompts = P.encode_prompts(p, [(to_patch(q), pos) for q, pos in st.points],
                                    box=None if st.box is None else (to_patch(st.box[0]), to_patch(st.box[1])),
                                    click_radius=self.click_radius)
+        kw: dict[str, Any] = {}
+        if self.sparse:
+            from petctfm.methods.promptable.sam import SparsePrompts, sparse_array
+
+            coords, labels = sparse_array([(to_patch(q), pos) for q, pos in st.points],
+                                          None if st.box is None else (to_patch(st.box[0]), to_patch(st.box[1])))
+            kw["sparse"] = SparsePrompts(torch.from_numpy(coords)[None], torch.from_numpy(labels)[None]).to(self.device)
+        if st.cls is not None:
+            kw["cls"] = torch.tensor([P.class_index(self.classes, st.cls)], device=self.device)
         with torch.no_grad():
             t_prev = F.interpolate(torch.from_numpy(prev)[None, None], size=p, mode="trilinear", align_corners=False)
             t_pr = torch.from_numpy(prompts)[None]
             t_pr[:, P.PREV] = (t_prev[:, 0] > 0.5).float()
-            logits = self.model.decode(emb, t_pr.to(self.device)).float().cpu()
+            logits = self.model.decode(emb, t_pr.to(self.device), **kw).float().cpu()
             logits = F.interpolate(logits, size=tuple(int(s) for s in size), mode="trilinear", align_corners=False)
         self.forwards += 1
         out = logits[0, 0].numpy() > 0
@@ -416,7 +459,8 @@ class PromptSession:
             rows.append({"object": k, "name": (names or {}).get(k, ""), "n_voxels": n, "volume_ml": n * vox_ml,
                          "suv_max": float(vals.max()) if n else float("nan"), "suv_mean": mean,
                          "suv_peak": suv_peak(self.suv, m, self.grid.spacing), "tlg": mean * n * vox_ml,
-                         "n_points": len(st.points), "box": st.box is not None, "zoom": st.zoom})
+                         "n_points": len(st.points), "box": st.box is not None, "zoom": st.zoom,
+                         "class": st.cls or ""})
         return rows
 
 

@@ -12,8 +12,16 @@
    rounds without gradient, each predicting, feeding the prediction back as the previous-mask channel and
    adding one corrective click on the largest error region (:func:`~.prompts.corrective_click`); with
    ``clicks.mask_only_prob`` the last round adds no click (the mask-only step of SAM / SegAnyPET). Then one
-   forward with gradient and the loss: MONAI ``DiceCELoss(sigmoid=True, batch=True)``.
-3. **Figures and the best checkpoint** (:meth:`PromptTask.on_checkpoint`): the batch's first target segmented
+   forward with gradient and the loss: MONAI ``DiceCELoss(sigmoid=True, batch=True)`` (``cached`` /
+   ``channels``), or SAM's (:func:`~.sam.sam_loss`: focal + Dice on the best candidate of a one-click prompt,
+   else on the single mask, + MSE of the predicted IoU) for ``sam``. The ``sam`` design also gets the clicks
+   and box as sparse prompts (items ``points`` / ``labels``; each simulated click is appended), the exact
+   positions the dense channels draw.
+4. **Class prompts** (``model.class_prompts``): each item's ``cls`` is its target's class index in
+   ``model.classes`` (lesion, all_lesions, the organ's name; held-out organs are never sampled and have no
+   class), replaced by 0 ("no class") with probability ``targets.class_dropout`` (drawn last, so the rest of
+   the item is the same as without class prompts).
+5. **Figures and the best checkpoint** (:meth:`PromptTask.on_checkpoint`): the batch's first target segmented
    with 1..3 simulated clicks, drawn on the coronal slice; then :data:`VAL_TARGETS` fixed targets of the
    **val split** (items 0, 1, ... of a val-split dataset: the same targets at every step) segmented with
    :data:`VAL_CLICKS` simulated clicks. Their mean Dice is the validation score: ``RUN/val.jsonl`` gets it
@@ -21,7 +29,8 @@
    (:func:`petctfm.train.checkpoint.keep_best`, the owner fine-tuning uses too), which ``PromptSession.from_run``
    and ``petctfm serve`` load. A dataset without a non-empty val split keeps no ``best/`` (logged once).
 
-Shapes: image (B, C, p, p, p) normalized; target (B, 1, p, p, p) float {0, 1}; prompts (B, 4, p, p, p).
+Shapes: image (B, C, p, p, p) normalized; target (B, 1, p, p, p) float {0, 1}; prompts (B, 4, p, p, p);
+``sam``: points (B, N, 3) float patch indices, labels (B, N) int64 (:mod:`.sam`); cls (B,) int64.
 """
 
 from __future__ import annotations
@@ -42,8 +51,9 @@ from petctfm.core.labels import ORGAN_LABELS
 from petctfm.data import format as fmt
 from petctfm.data.loader import MODES, PatchConfig, PatchDataset, bind_dataset, list_cases, patch_loader
 from petctfm.methods.promptable import prompts as P
+from petctfm.methods.promptable import sam as S
 from petctfm.methods.promptable.config import CONFIG, KINDS, PromptConfig
-from petctfm.methods.promptable.model import build_model, load_pretrained_encoder
+from petctfm.methods.promptable.model import build_model, class_table, load_pretrained_encoder
 
 VAL_FILE = "val.jsonl"
 VAL_TARGETS = 8  # fixed val-split targets scored at each checkpoint hook (the best/ checkpoint's score)
@@ -64,8 +74,14 @@ def held_out_values(cfg: dict[str, Any]) -> set[int]:
     return {ORGAN_LABELS[n] for n in cfg["targets"]["held_out"]}
 
 
+FIRST_SLOTS = 3  # sparse prompt slots of a training item: the box's 2 corners + the first click
+ORGAN_NAMES = {v: k for k, v in ORGAN_LABELS.items()}
+
+
 class PromptPatchDataset(PatchDataset):
-    """Items ``{"image" (C,p,p,p), "target" (1,p,p,p), "prompts" (4,p,p,p), "n_iter", "mask_only", "index"}``."""
+    """Items ``{"image" (C,p,p,p), "target" (1,p,p,p), "prompts" (4,p,p,p), "n_iter", "mask_only", "index"}``;
+    design ``sam`` adds ``"points"`` (3, 3) float and ``"labels"`` (3,) int64 (box corners, first click; padded),
+    class prompts add ``"cls"`` () int64."""
 
     def __init__(self, config: dict[str, Any], rank: int = 0):
         cfg = PatchConfig.from_dict(config["data"])
@@ -73,6 +89,8 @@ class PromptPatchDataset(PatchDataset):
         self.config = config
         self.case_ids = list_cases(self.root, cfg.split)
         self.held_out = held_out_values(config)
+        self.sparse = config["model"].get("design") == "sam"
+        self.classes = class_table(config)
         self._targets: dict[str, tuple[np.ndarray, list[int], np.ndarray | None]] = {}
 
     def targets(self, case_id: str) -> tuple[np.ndarray, list[int], np.ndarray | None]:
@@ -120,6 +138,7 @@ class PromptPatchDataset(PatchDataset):
         box = tuple(slice(int(a), int(b)) for a, b in zip(start, np.minimum(start + p, shape)))
         x, _ = self.cut(case_id, rng, label=False, box=box)
         t = self.pad_centred(target[box][None].astype(np.uint8), [0])[0].astype(bool)
+        first, jb = None, None
         if not t.any():  # the jitter moved the target out of view: no prompt, empty target (a valid lesson too)
             prompts = np.zeros((P.N_PROMPT_CHANNELS, *p), np.float32)
         else:
@@ -128,9 +147,33 @@ class PromptPatchDataset(PatchDataset):
             prompts = P.encode_prompts(t.shape, [(first, True)], box=jb, click_radius=float(cc["click_radius"]))
         # the dataset's normalization with the configured PET transform (self.norm), as the session applies it
         x = fmt.apply_normalization(x, self.norm)[list(MODES[self.cfg.mode])]
-        return {"image": torch.from_numpy(np.ascontiguousarray(x)), "target": torch.from_numpy(t[None].astype(np.float32)),
+        item = {"image": torch.from_numpy(np.ascontiguousarray(x)), "target": torch.from_numpy(t[None].astype(np.float32)),
                 "prompts": torch.from_numpy(prompts), "n_iter": torch.tensor(int(rng.integers(int(cc["max_iter"]) + 1))),
                 "mask_only": torch.tensor(bool(rng.random() < float(cc["mask_only_prob"]))), "index": torch.tensor(int(i))}
+        if self.sparse:
+            coords, labels = S.sparse_array([] if first is None else [(first, True)], jb, FIRST_SLOTS)
+            item["points"], item["labels"] = torch.from_numpy(coords), torch.from_numpy(labels)
+        if self.classes:  # drawn last: every draw above is the same as without class prompts
+            name = kind if kind != "organ" else ORGAN_NAMES[int(np.asarray(self.targets(case_id)[2])[target][0])]
+            k = self.classes.index(name) + 1 if name in self.classes else P.NO_CLASS
+            if rng.random() < float(self.config["targets"].get("class_dropout", 0.5)):
+                k = P.NO_CLASS
+            item["cls"] = torch.tensor(k, dtype=torch.long)
+        return item
+
+
+def batch_sparse(batch: dict[str, torch.Tensor]) -> S.SparsePrompts | None:
+    """The batch's sparse prompts (design ``sam``), None when it has none."""
+    if "points" not in batch:
+        return None
+    return S.SparsePrompts(batch["points"].float(), batch["labels"].long())
+
+
+def decode_kwargs(sparse: S.SparsePrompts | None, cls: torch.Tensor | None) -> dict[str, Any]:
+    """The optional keywords of ``PromptSegmenter.decode``: only those that are set (a class-free ``cached`` or
+    ``channels`` model is called exactly as before)."""
+    return {k: v for k, v in (("sparse", sparse), ("cls", cls)) if v is not None}
+
 
 def simulate_clicks(model: nn.Module, image: torch.Tensor, target: torch.Tensor, prompts: torch.Tensor, n_iter: int,
                     mask_only_last: bool = False, click_radius: float = 2.0,
@@ -138,13 +181,24 @@ def simulate_clicks(model: nn.Module, image: torch.Tensor, target: torch.Tensor,
     """``n_iter`` rounds of predict -> previous mask -> corrective click, without gradient; returns the new prompts
     (B, 4, p, p, p). ``history`` (optional list) receives per round the predictions (B, p, p, p) bool (numpy)
     and the clicks ``[(point, positive) or None per sample]``. The image is embedded once (``model.embed``);
-    each round runs only ``model.decode``, as a session does per click."""
+    each round runs only ``model.decode``, as a session does per click. :func:`simulate` with sparse prompts
+    and classes."""
+    return simulate(model, image, target, prompts, n_iter, mask_only_last, click_radius, history)[0]
+
+
+def simulate(model: nn.Module, image: torch.Tensor, target: torch.Tensor, prompts: torch.Tensor, n_iter: int,
+             mask_only_last: bool = False, click_radius: float = 2.0, history: list | None = None,
+             sparse: S.SparsePrompts | None = None,
+             cls: torch.Tensor | None = None) -> tuple[torch.Tensor, S.SparsePrompts | None]:
+    """:func:`simulate_clicks` that also carries the sparse prompts (``sam``: each corrective click appended as
+    one slot, padding for a sample without one) and the class (B,) to every decode; returns (prompts, sparse)."""
     prompts = prompts.clone()
+    sparse = None if sparse is None else sparse.clone()
     net = getattr(model, "module", model)  # the model inside DistributedDataParallel
     with torch.no_grad():
         emb = net.embed(image) if n_iter else None
         for it in range(n_iter):
-            pred = (net.decode(emb, prompts) > 0)[:, 0].cpu().numpy()
+            pred = (net.decode(emb, prompts, **decode_kwargs(sparse, cls)) > 0)[:, 0].cpu().numpy()
             tgt = target[:, 0].cpu().numpy() > 0.5
             clicks = []
             for b in range(pred.shape[0]):
@@ -155,9 +209,13 @@ def simulate_clicks(model: nn.Module, image: torch.Tensor, target: torch.Tensor,
                     ballm = P.ball(pred.shape[1:], click[0], click_radius)
                     prompts[b, ch][torch.from_numpy(ballm).to(prompts.device)] = 1.0
                 clicks.append(click)
+            if sparse is not None:
+                coords = torch.tensor(np.array([np.zeros(3) if c is None else c[0] for c in clicks], np.float32))
+                labels = torch.tensor([S.PAD if c is None else (S.POS if c[1] else S.NEG) for c in clicks])
+                sparse = sparse.append(coords, labels)
             if history is not None:
                 history.append((pred, clicks))
-    return prompts
+    return prompts, sparse
 
 
 class PromptTask:
@@ -171,6 +229,8 @@ class PromptTask:
         cfg, info = bind_dataset(config, dataset, validate_config)
         if info is not None:
             cfg["preprocessing"]["harmonize"] = {"spacing": info.get("spacing"), "ct_window": info.get("ct_window")}
+        if cfg["model"].get("class_prompts") and not cfg["model"].get("classes"):
+            cfg["model"]["classes"] = class_table(cfg)  # the table travels with the run and every checkpoint
         self.config = cfg
         self.cfg = CONFIG.from_dict(cfg)
         self._loss = None
@@ -206,9 +266,16 @@ class PromptTask:
 
     def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         n_iter = int(batch["n_iter"][0])  # one count per batch (the first sample's draw)
-        prompts = simulate_clicks(model, batch["image"], batch["target"], batch["prompts"], n_iter,
-                                  bool(batch["mask_only"][0]), self.cfg.clicks.click_radius)
-        logits = model(batch["image"], prompts)
+        cls = batch.get("cls")
+        prompts, sparse = simulate(model, batch["image"], batch["target"], batch["prompts"], n_iter,
+                                   bool(batch["mask_only"][0]), self.cfg.clicks.click_radius,
+                                   sparse=batch_sparse(batch), cls=cls)
+        if self.cfg.model.design == "sam":
+            logits, iou = model(batch["image"], prompts, sparse=sparse, cls=cls, all_masks=True)
+            amb = S.ambiguous(sparse, prompts[:, P.PREV:P.PREV + 1])
+            loss, parts = S.sam_loss(logits.float(), iou.float(), batch["target"], amb)
+            return loss, {"n_iter": float(n_iter), **parts}
+        logits = model(batch["image"], prompts, **decode_kwargs(None, cls))
         loss = self.loss_fn()(logits.float(), batch["target"])
         return loss, {"n_iter": float(n_iter)}
 
@@ -224,9 +291,11 @@ class PromptTask:
         img, tgt = batch["image"][:1], batch["target"][:1]
         prompts = batch["prompts"][:1].clone()
         prompts[:, P.NEG:] = 0  # the first click only (drop the sampled box)
+        sparse = batch_sparse({k: v[:1] for k, v in batch.items() if k in ("points", "labels")})
         history: list = []
-        simulate_clicks(model, img, tgt, prompts, 3, click_radius=self.cfg.clicks.click_radius,
-                        history=history)
+        simulate(model, img, tgt, prompts, 3, click_radius=self.cfg.clicks.click_radius, history=history,
+                 sparse=None if sparse is None else sparse.without_box(),
+                 cls=batch["cls"][:1] if "cls" in batch else None)
         gt = tgt[0, 0].cpu().numpy() > 0.5
         dices = [voxel_overlap(pred[0], gt)["dice"] for pred, _ in history]
         click_figure(img[0, 0].cpu().numpy(), gt, history, Path(run_dir) / "figures" / f"clicks_step{step:07d}.png",
@@ -280,12 +349,16 @@ class PromptTask:
         tgt = torch.stack([it["target"] for it in items]).to(device)
         prompts = torch.stack([it["prompts"] for it in items]).to(device)
         prompts[:, P.NEG:] = 0  # the first click only (no box)
+        stacked = {k: torch.stack([it[k] for it in items]).to(device) for k in ("points", "labels", "cls")
+                   if k in items[0]}
+        sparse = batch_sparse(stacked)
         history: list = []
-        simulate_clicks(model, img, tgt, prompts, VAL_CLICKS, click_radius=self.cfg.clicks.click_radius,
-                        history=history)
+        simulate(model, img, tgt, prompts, VAL_CLICKS, click_radius=self.cfg.clicks.click_radius, history=history,
+                 sparse=None if sparse is None else sparse.without_box(), cls=stacked.get("cls"))
         pred, gt = history[-1][0], tgt[:, 0].cpu().numpy() > 0.5
         return float(np.mean([voxel_overlap(pred[b], gt[b])["dice"] for b in range(len(items))]))
 
 
-__all__ = ["DEFAULT_CONFIG", "KINDS", "VAL_FILE", "VAL_TARGETS", "VAL_CLICKS", "validate_config", "held_out_values", "PromptPatchDataset",
-           "simulate_clicks", "PromptTask"]
+__all__ = ["DEFAULT_CONFIG", "KINDS", "VAL_FILE", "VAL_TARGETS", "VAL_CLICKS", "validate_config", "held_out_values",
+           "FIRST_SLOTS", "PromptPatchDataset", "batch_sparse", "decode_kwargs", "simulate_clicks", "simulate",
+           "PromptTask"]
