@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from petctfm.evaluate.bootstrap import aggregate, mean_ci, paired_comparison
+from petctfm.evaluate.bootstrap import aggregate, mean_ci, median_ci, paired_comparison
 
 
 def test_mean_ci_contains_mean_reproducible_and_seed_dependent():
@@ -76,3 +76,16 @@ def test_bootstrap_ci_is_scipys_percentile_bootstrap_and_skips_undefined_resampl
     lo, hi = bootstrap_ci(lambda i: float("nan") if len(set(y[i])) < 2 else y[i].mean(), 6, 200, 0)
     assert 0 < lo <= hi < 1  # one-class resamples are left out, not NaN
     assert all(math.isnan(v) for v in bootstrap_ci(lambda i: 1.0, 0, 100, 0))
+
+
+def test_median_ci_is_scipys_percentile_bootstrap_of_the_median():
+    from scipy.stats import bootstrap
+
+    x = np.random.default_rng(5).lognormal(-3, 1, 31)
+    ref = bootstrap((x,), np.median, n_resamples=500, method="percentile", rng=np.random.default_rng(7),
+                    vectorized=True).confidence_interval
+    r = median_ci(list(x) + [float("nan")], 500, seed=7)
+    assert r["n"] == 31 and r["median"] == float(np.median(x))
+    assert (r["ci_low"], r["ci_high"]) == (ref.low, ref.high)
+    assert median_ci([0.2, 0.2], 100, 0) == {"n": 2, "median": 0.2, "ci_low": 0.2, "ci_high": 0.2}
+    assert median_ci([], 100, 0)["n"] == 0 and math.isnan(median_ci([], 100, 0)["median"])

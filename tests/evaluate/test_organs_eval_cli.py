@@ -44,6 +44,13 @@ def test_organ_report_scores_each_organ(ds, tmp_path, capsys):
     per = list(csv.DictReader(open(out / "organs_per_case.csv", newline="")))
     assert {r["case_id"] for r in per} == {"toy000", "toy001", "toy002"}
     assert "| spleen | 3 |" in (out / "organs_summary.md").read_text()
+    # SUVmean agreement from the dataset's image.npy channel 0: a perfect liver agrees exactly, the missed
+    # spleen counts against the within-5 % fraction
+    assert float(rows["liver"]["suv_abs_rel_err_median"]) == 0.0 and float(rows["liver"]["suv_within_5pct"]) == 1.0
+    assert rows["spleen"]["n_suv"] == "3" and rows["spleen"]["n_suv_missed"] == "1"
+    assert float(rows["spleen"]["suv_within_5pct"]) == pytest.approx(2 / 3, abs=1e-4)
+    liver = [r for r in per if r["organ"] == "liver"]
+    assert all(float(r["suv_mean_rel_err"]) == 0.0 and float(r["suv_mean_true"]) > 0 for r in liver)
     assert "mean organ Dice" in capsys.readouterr().out
 
 
@@ -55,7 +62,7 @@ def test_labels_table_and_split(ds, tmp_path):
     assert main(["evaluate", "--organs", "--labels", str(table), "--pred", str(pred), "--gt", str(ds),
                  "--split", "test", "--out", str(out)]) == 0
     rows = list(csv.DictReader(open(out / "organs_summary.csv", newline="")))
-    assert [r["organ"] for r in rows] == ["liver", "spleen"] and rows[0]["n_dice"] == "1"
+    assert [r["organ"] for r in rows] == ["liver", "spleen", "target_organs_pooled"] and rows[0]["n_dice"] == "1"
 
 
 @pytest.mark.parametrize("extra, code, needle", [

@@ -69,7 +69,8 @@ def register(subparsers) -> None:
     org.add_argument("--organs", action="store_true",
                      help="score organ label maps (<case>.nii.gz or <case>/organs.nii.gz) against organ ground "
                      "truth (dataset organs.npy, <case>/ORGANS.nii.gz or label maps): Dice and normalized surface "
-                     "distance per organ with bootstrap CIs; writes organs_per_case.csv, organs_summary.csv/.md")
+                     "distance per organ with bootstrap CIs, SUVmean agreement when the truth has the SUV image; writes "
+                     "organs_per_case.csv, organs_summary.csv/.md")
     org.add_argument("--labels", metavar="ORGANS.json",
                      help="organ name table {name: value} (or an nnU-Net dataset.json); default the dataset's "
                      "organ labels, else petctfm's")
@@ -108,6 +109,10 @@ def run_organs(args) -> int:
     defined = [r for r in result["summary"] if r["n_dice"]]
     mean = float(sum(r["dice_mean"] for r in defined) / len(defined)) if defined else float("nan")
     print(f"{len(result['per_case'])} cases, {len(defined)} organs; mean organ Dice {mean:.3f}")
+    pooled = result["suv_pooled"]
+    if pooled["n_suv"]:
+        print(f"SUVmean from predicted organs ({', '.join(pooled['organs'])}): median |rel err| "
+              f"{pooled['suv_abs_rel_err_median']:.3f}, {pooled['suv_within_5pct']:.0%} of case-organs within 5%")
     print(f"report: {paths['markdown']}")
     return 0
 

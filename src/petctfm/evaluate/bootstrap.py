@@ -10,6 +10,8 @@ This module is the only bootstrap code in petctfm (evaluation tables, the probe,
 - :func:`mean_ci`: mean of the defined (non-NaN) values and its percentile bootstrap CI (1,000 resamples of
   cases by default, seeded). The percentile method is what FratMAE-style tables report; with fewer than two
   distinct values the CI collapses to the mean (nothing to resample).
+- :func:`median_ci`: the same for the median (the statistic of the resamples is their median; organ SUVmean
+  agreement reports median |relative error|).
 - :func:`paired_comparison`: per-case differences A - B on cases where both are defined; Wilcoxon
   signed-rank test (``scipy.stats.wilcoxon``, two-sided, zero differences dropped as in Wilcoxon's original
   method) and a bootstrap CI of the mean difference (cases resampled as pairs).
@@ -78,6 +80,21 @@ def mean_ci(values: Iterable, n_resamples: int = 1000, seed: int = 0, confidence
             "std": float(x.std(ddof=1)) if n > 1 else 0.0}
 
 
+def median_ci(values: Iterable, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict:
+    """``{"n", "median", "ci_low", "ci_high"}`` of the defined values: :func:`mean_ci` with the median as the
+    statistic (same resamples, same percentile CI; n = 0 gives NaN, fewer than two distinct values a CI equal to
+    the median)."""
+    x = defined(values)
+    n = len(x)
+    if n == 0:
+        return {"n": 0, "median": NAN, "ci_low": NAN, "ci_high": NAN}
+    med = float(np.median(x))
+    lo = hi = med
+    if n_resamples > 0 and np.unique(x).size > 1:
+        lo, hi = bootstrap_ci(lambda i: np.median(x[i], axis=-1), n, n_resamples, seed, confidence, vectorized=True)
+    return {"n": n, "median": med, "ci_low": lo, "ci_high": hi}
+
+
 def group_rows(rows: Sequence[dict], key: str) -> dict[str, list[dict]]:
     """Rows grouped by ``row[key]`` (missing/empty -> "unknown"), groups in sorted order."""
     groups: dict[str, list[dict]] = {}
@@ -139,4 +156,4 @@ def paired_comparison(a: Sequence, b: Sequence, n_resamples: int = 1000, seed: i
     }
 
 
-__all__ = ["defined", "bootstrap_ci", "mean_ci", "group_rows", "aggregate", "paired_comparison"]
+__all__ = ["defined", "bootstrap_ci", "mean_ci", "median_ci", "group_rows", "aggregate", "paired_comparison"]

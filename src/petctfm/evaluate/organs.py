@@ -42,6 +42,17 @@ with ``ignore_empty=False`` and NaN even for a false-positive organ with ``ignor
 used.) :func:`organ_summary` gives each organ's mean over cases with a percentile bootstrap CI
 (:func:`petctfm.evaluate.bootstrap.mean_ci`).
 
+**SUVmean agreement** (:func:`organ_suv_agreement`, when the ground truth comes with its SUV image): per organ
+the readout's ``suv_mean`` (:func:`organ_readout`: lesion voxels of the **ground-truth** lesion mask excluded)
+over the true organ (``suv_mean_true``) and over the predicted organ (``suv_mean_pred``), and
+``suv_mean_rel_err = (pred - true) / true`` (NaN when either is undefined: the organ absent or all lesion).
+:func:`organ_summary` adds per organ ``n_suv`` (cases with a defined ``suv_mean_true``), ``n_suv_missed`` (of
+those, the prediction has no voxel of the organ outside lesions), the median of ``|suv_mean_rel_err|`` over the
+cases where it is defined with its percentile bootstrap CI (:func:`petctfm.evaluate.bootstrap.median_ci`), and
+``suv_within_5pct``: the fraction of the ``n_suv`` cases with ``|rel err| <= 0.05`` (a missed organ counts as
+outside). :func:`organ_suv_pooled`: the same pooled over the (case, organ) pairs of the target organs
+(:data:`SUV_TARGET_ORGANS`), its CI resampling cases (each with all its organs).
+
 Shapes: ``suv``, ``organs``, ``lesions``, ``pred``, ``gt``: (X, Y, Z) on one grid.
 """
 
@@ -60,6 +71,16 @@ LIVER_SPHERE_RADIUS_MM = 15.0  # PERCIST: 3 cm diameter
 BLOOD_POOL_RADIUS_MM = 5.0  # PERCIST: 1 cm diameter ...
 BLOOD_POOL_LENGTH_MM = 20.0  # ... 2 cm long, descending thoracic aorta
 DEFAULT_NSD_TOLERANCE_MM = 3.0
+#: The organs of issue 24's SUVmean target (liver, lungs, kidneys, spleen, heart, brain, bladder), pooled by
+#: :func:`organ_suv_pooled` (those of them in the classes).
+SUV_TARGET_ORGANS = ("liver", "lung_left", "lung_right", "kidney_left", "kidney_right", "spleen", "heart", "brain",
+                     "bladder")
+#: ``suv_within_5pct``: |relative SUVmean error| at most this.
+SUV_TOLERANCE = 0.05
+#: The per-case keys of :func:`organ_suv_agreement`, and the SUV columns :func:`organ_summary` adds.
+SUV_CASE_KEYS = ("suv_mean_true", "suv_mean_pred", "suv_mean_rel_err")
+SUV_SUMMARY_KEYS = ("n_suv", "n_suv_missed", "suv_abs_rel_err_median", "suv_abs_rel_err_ci_low",
+                    "suv_abs_rel_err_ci_high", "suv_within_5pct")
 
 #: Columns of ``organs.csv``, in order.
 ORGAN_COLUMNS = ["organ", "kind", "label", "volume_ml", "n_voxels", "excluded_lesion_ml", "suv_mean", "suv_sd",
@@ -452,11 +473,56 @@ def organ_case_metrics(pred: np.ndarray, gt: np.ndarray, classes: Mapping[str, i
     return out
 
 
+def organ_suv_agreement(suv: np.ndarray, pred: np.ndarray, gt: np.ndarray, lesions: np.ndarray | None,
+                        classes: Mapping[str, int], spacing: Sequence[float]) -> dict[str, dict[str, float]]:
+    """``{organ: {"suv_mean_true", "suv_mean_pred", "suv_mean_rel_err"}}`` of one case (module docstring): the
+    :func:`organ_readout` ``suv_mean`` of each organ of ``classes`` (name -> value) in ``gt`` and in ``pred``,
+    the voxels of ``lesions`` (> 0; the ground truth's, or None) excluded from both, and ``(pred - true) /
+    true``. NaN for an organ absent from (or all lesion in) a map; the relative error is NaN unless both are
+    defined and the true mean is nonzero. ``suv``, ``pred``, ``gt``, ``lesions``: (X, Y, Z) on one grid."""
+    names = {k: int(v) for k, v in classes.items() if k != "background"}
+
+    def means(organs: np.ndarray) -> dict[str, float]:
+        return {r["organ"]: r["suv_mean"]
+                for r in organ_readout(suv, organs, lesions, spacing, labels=names, references=False)}
+
+    true, predicted = means(np.asarray(gt)), means(np.asarray(pred))
+    out = {}
+    for name in names:
+        t, p = true.get(name, NAN), predicted.get(name, NAN)
+        rel = (p - t) / t if np.isfinite(t) and np.isfinite(p) and t != 0 else NAN
+        out[name] = {"suv_mean_true": t, "suv_mean_pred": p, "suv_mean_rel_err": rel}
+    return out
+
+
+def _suv_pairs(metrics: Mapping[str, float]) -> tuple[bool, float]:
+    """(true SUVmean defined, |rel err| or NaN) of one case's organ metrics."""
+    t = metrics.get("suv_mean_true", NAN)
+    rel = metrics.get("suv_mean_rel_err", NAN)
+    return bool(np.isfinite(t)), abs(rel) if np.isfinite(rel) else NAN
+
+
+def _suv_fields(truth_defined: Sequence[bool], abs_err: Sequence[float], n_resamples: int, seed: int,
+                ci: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The :data:`SUV_SUMMARY_KEYS` of (case or case-organ) entries: truth defined, |rel err| (NaN if undefined)."""
+    from petctfm.evaluate.bootstrap import median_ci
+
+    n = int(sum(truth_defined))
+    err = np.asarray(abs_err, np.float64)
+    ok = np.asarray(truth_defined, bool) & np.isfinite(err)
+    m = ci if ci is not None else median_ci(err[ok], n_resamples, seed)
+    return {"n_suv": n, "n_suv_missed": n - int(ok.sum()), "suv_abs_rel_err_median": m["median"],
+            "suv_abs_rel_err_ci_low": m["ci_low"], "suv_abs_rel_err_ci_high": m["ci_high"],
+            "suv_within_5pct": float(np.sum(err[ok] <= SUV_TOLERANCE) / n) if n else NAN}
+
+
 def organ_summary(per_case: Mapping[str, Mapping[str, Mapping[str, float]]], n_resamples: int = 1000, seed: int = 0
                   ) -> list[dict[str, Any]]:
     """One row per organ: ``organ``, ``n`` (cases where defined) and ``dice_mean``, ``dice_ci_low``,
     ``dice_ci_high``, ``nsd_mean``, ... over the cases of ``per_case`` ({case: {organ: {"dice", "nsd"}}}), NaN
-    cases left out (:func:`petctfm.evaluate.bootstrap.mean_ci`, percentile bootstrap over cases)."""
+    cases left out (:func:`petctfm.evaluate.bootstrap.mean_ci`, percentile bootstrap over cases); then the
+    :data:`SUV_SUMMARY_KEYS` from the cases' :func:`organ_suv_agreement` keys (module docstring; ``n_suv`` 0 and
+    NaN when no case has them, e.g. no SUV image)."""
     from petctfm.evaluate.bootstrap import mean_ci
 
     organs: list[str] = []
@@ -469,11 +535,45 @@ def organ_summary(per_case: Mapping[str, Mapping[str, Mapping[str, float]]], n_r
             s = mean_ci([per_case[c].get(organ, {}).get(metric, NAN) for c in per_case], n_resamples, seed)
             row[f"n_{metric}"] = s["n"]
             row.update({f"{metric}_mean": s["mean"], f"{metric}_ci_low": s["ci_low"], f"{metric}_ci_high": s["ci_high"]})
+        pairs = [_suv_pairs(per_case[c].get(organ, {})) for c in per_case]
+        row.update(_suv_fields([p[0] for p in pairs], [p[1] for p in pairs], n_resamples, seed))
         out.append(row)
     return out
+
+
+def organ_suv_pooled(per_case: Mapping[str, Mapping[str, Mapping[str, float]]], n_resamples: int = 1000,
+                     seed: int = 0, organs: Sequence[str] = SUV_TARGET_ORGANS) -> dict[str, Any]:
+    """The :data:`SUV_SUMMARY_KEYS` pooled over the (case, organ) pairs of ``organs`` (those in ``per_case``;
+    listed under ``"organs"``): ``n_suv`` counts pairs, the median |rel err| is over all defined pairs, its
+    percentile bootstrap CI resamples cases with all their organs (:func:`petctfm.evaluate.bootstrap.bootstrap_ci`;
+    fewer than two distinct values: the CI is the median)."""
+    import warnings
+
+    from petctfm.evaluate.bootstrap import bootstrap_ci
+
+    names = [o for o in organs if any(o in per_case[c] for c in per_case)]
+    cases = list(per_case)
+    pairs = [[_suv_pairs(per_case[c].get(o, {})) for o in names] for c in cases]
+    truth = np.array([[p[0] for p in row] for row in pairs], bool).reshape(len(cases), len(names))
+    err = np.array([[p[1] for p in row] for row in pairs], np.float64).reshape(len(cases), len(names))
+    err[~truth] = NAN
+    flat = err[np.isfinite(err)]
+    median = float(np.median(flat)) if flat.size else NAN
+    lo = hi = median
+    if flat.size and n_resamples > 0 and np.unique(flat).size > 1:
+        def stat(idx: np.ndarray) -> np.ndarray:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a resample of cases without a defined pair: NaN, skipped
+                return np.nanmedian(err[idx].reshape(len(idx), -1), axis=-1)
+
+        lo, hi = bootstrap_ci(stat, len(cases), n_resamples, seed, vectorized=True)
+    fields = _suv_fields(truth.ravel().tolist(), err.ravel().tolist(), n_resamples, seed,
+                         ci={"median": median, "ci_low": lo, "ci_high": hi})
+    return {"organs": names, **fields}
 
 
 __all__ = ["ORGAN_COLUMNS", "LIVER_REFERENCE", "BLOOD_POOL_REFERENCE", "LIVER_SPHERE_RADIUS_MM",
            "DEFAULT_NSD_TOLERANCE_MM", "lean_body_mass", "liver_reference_sphere", "blood_pool_roi", "region_stats",
            "organ_readout", "organ_suv_means", "MIN_ERODED_VOXELS", "reference_rows", "reference_masks",
-           "organ_case_metrics", "organ_summary"]
+           "organ_case_metrics", "organ_summary", "SUV_TARGET_ORGANS", "SUV_TOLERANCE", "SUV_CASE_KEYS",
+           "SUV_SUMMARY_KEYS", "organ_suv_agreement", "organ_suv_pooled"]
