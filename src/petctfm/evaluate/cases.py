@@ -58,7 +58,7 @@ def case_id_of(path: Path) -> str | None:
     return None
 
 
-def _image_in(folder: Path, stem: str) -> Path | None:
+def image_in(folder: Path, stem: str) -> Path | None:
     """The image ``folder/stem.<ext>``; None if none; :class:`InputError` if several extensions exist."""
     found = [folder / f"{stem}{suffix}" for suffix in IMAGE_SUFFIXES if (folder / f"{stem}{suffix}").is_file()]
     if len(found) > 1:
@@ -104,17 +104,17 @@ def find_ground_truth(gt: str | Path, split: str | None = None) -> dict[str, GtC
             if (cid := case_id_of(f)) is not None and f.is_file():
                 _add(labels, cid, f)
         for cid, f in labels.items():
-            suv = _image_in(images, f"{cid}_{channel:04d}") if channel is not None else None
+            suv = image_in(images, f"{cid}_{channel:04d}") if channel is not None else None
             cases[cid] = GtCase(cid, label=f, suv=suv)
     else:
         labels = {}
         for f in sorted(gt.iterdir()):
-            if f.is_dir() and (seg := _image_in(f, "SEG")) is not None:
+            if f.is_dir() and (seg := image_in(f, "SEG")) is not None:
                 _add(labels, f.name, seg)
             elif f.is_file() and (cid := case_id_of(f)) is not None:
                 _add(labels, cid, f)
         for cid, f in labels.items():
-            suv = _image_in(f.parent, "SUV") if f.parent != gt else None
+            suv = image_in(f.parent, "SUV") if f.parent != gt else None
             cases[cid] = GtCase(cid, label=f, suv=suv)
     if not cases:
         raise InputError(f"{gt}: no ground-truth masks found (expected <case>.nii.gz, <case>/SEG.nii.gz, "
@@ -146,7 +146,7 @@ def case_images(folder: Path, stem: str) -> dict[str, Path]:
     case: :class:`InputError` naming both)."""
     out: dict[str, Path] = {}
     for f in sorted(folder.iterdir()):
-        if f.is_dir() and (p := _image_in(f, stem)) is not None:
+        if f.is_dir() and (p := image_in(f, stem)) is not None:
             _add(out, f.name, p)
         elif f.is_file() and (cid := case_id_of(f)) is not None:
             _add(out, cid, f)
@@ -172,7 +172,7 @@ def explicit_suv(spec: str, case_id: str) -> Path:
     folder = Path(spec)
     if not folder.is_dir():
         raise InputError(f"{folder}: SUV folder not found")
-    path = _image_in(folder, case_id) or _image_in(folder / case_id, "SUV")
+    path = image_in(folder, case_id) or image_in(folder / case_id, "SUV")
     if path is None:
         raise InputError(f"{folder}: no SUV image for case {case_id} (looked for {case_id}.nii.gz and "
                          f"{case_id}/SUV.nii.gz)")

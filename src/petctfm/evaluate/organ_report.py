@@ -31,7 +31,7 @@ import numpy as np
 
 from petctfm.core.errors import InputError
 from petctfm.core.labels import ORGAN_LABELS
-from petctfm.evaluate.cases import _image_in, case_images, find_predictions, read_mask, read_suv
+from petctfm.evaluate.cases import image_in, case_images, find_predictions, read_mask, read_suv
 from petctfm.evaluate.geometry import Grid, grid_mismatch, grid_of
 from petctfm.evaluate.organs import (DEFAULT_NSD_TOLERANCE_MM, SUV_CASE_KEYS, SUV_SUMMARY_KEYS, SUV_TOLERANCE,
                                      organ_case_metrics, organ_suv_agreement, organ_suv_pooled, organ_summary)
@@ -101,11 +101,11 @@ def _case_suv(gt: Path, cid: str, path: Path, grid: Grid) -> tuple[np.ndarray | 
     folder = path.parent
     if folder.resolve() == gt.resolve():
         return None, None
-    suv_path = _image_in(folder, "SUV")
+    suv_path = image_in(folder, "SUV")
     if suv_path is None:
         return None, None
     suv = read_suv(suv_path, grid, path)
-    seg_path = _image_in(folder, "SEG")
+    seg_path = image_in(folder, "SEG")
     lesions = None
     if seg_path is not None:
         lesions, seg_grid = read_mask(seg_path)
