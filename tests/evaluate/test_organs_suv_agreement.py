@@ -117,17 +117,23 @@ def _rows(path):
     return list(csv.DictReader(open(path, newline="")))
 
 
+def _evaluate(tmp_path, pred):
+    """``pred`` as c1's prediction, then ``petctfm evaluate --organs`` against ``tmp_path/gt``; the report folder."""
+    write_label_nifti(pred, AFFINE, tmp_path / "pred" / "c1.nii.gz")
+    out = tmp_path / "rep"
+    out.mkdir()
+    assert main(["evaluate", "--organs", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                 "--out", str(out), "--bootstrap", "100"]) == 0
+    return out
+
+
 def test_autopet_folder_with_suv_and_seg_through_the_cli(tmp_path, capsys):
     suv, pred, gt, lesion = _case()
     suv[lesion] = 50.0
     _write(tmp_path / "gt" / "c1" / "ORGANS.nii.gz", gt)
     _write(tmp_path / "gt" / "c1" / "SUV.nii.gz", suv)
     _write(tmp_path / "gt" / "c1" / "SEG.nii.gz", lesion)
-    write_label_nifti(pred, AFFINE, tmp_path / "pred" / "c1.nii.gz")
-    out = tmp_path / "rep"
-    out.mkdir()
-    assert main(["evaluate", "--organs", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
-                 "--out", str(out), "--bootstrap", "100"]) == 0
+    out = _evaluate(tmp_path, pred)
     per = {r["organ"]: r for r in _rows(out / "organs_per_case.csv")}
     assert list(per["liver"])[:4] == ["case_id", "organ", "dice", "nsd"]  # old columns first, in order
     assert float(per["liver"]["suv_mean_true"]) == pytest.approx(88 / 30, abs=1e-4)
@@ -152,11 +158,7 @@ def test_ground_truth_without_suv_leaves_the_columns_empty(tmp_path, layout):
     _, pred, gt, _ = _case()
     target = tmp_path / "gt" / ("c1.nii.gz" if layout == "plain" else "c1/ORGANS.nii.gz")
     write_label_nifti(gt, AFFINE, target)
-    write_label_nifti(pred, AFFINE, tmp_path / "pred" / "c1.nii.gz")
-    out = tmp_path / "rep"
-    out.mkdir()
-    assert main(["evaluate", "--organs", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
-                 "--out", str(out), "--bootstrap", "100"]) == 0
+    out = _evaluate(tmp_path, pred)
     per = {r["organ"]: r for r in _rows(out / "organs_per_case.csv")}
     assert float(per["liver"]["dice"]) == pytest.approx(0.5)
     assert per["liver"]["suv_mean_true"] == per["liver"]["suv_mean_rel_err"] == ""
