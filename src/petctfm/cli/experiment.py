@@ -171,10 +171,14 @@ def _register_interactive(sub) -> None:
         description="Evaluate a prompt-train model on the test split: the autoPET IV click protocol (lesion and "
         "background clicks fixed from the ground truth, 0..10+10), corrective clicks on the largest error (lesions, "
         "each lesion, each organ, seen vs held-out), one click per lesion against a 41 %-of-SUVmax isocontour, and "
-        "optionally an automatic petctfm finetune model. Writes results.md, results.csv, steps.csv, "
-        "dice_vs_clicks.png and cases/*.png. See docs/promptable.md.",
+        "optionally an automatic petctfm finetune model; the annotation effort to reach Dice 0.8 per lesion and "
+        "organ (clicks vs the isocontour plus simulated brush strokes). Cases can be filtered by manifest columns "
+        "(--test-filter) or split in and out of the model's training distribution (--ood). Writes results.md, "
+        "results.csv, steps.csv, effort.csv, dice_vs_clicks.png and cases/*.png. See docs/promptable.md.",
         examples="petctfm experiment interactive --data dataset/ --model runs/prompt --out exp/interactive "
-        "--auto runs/finetune",
+        "--auto runs/finetune\n\n# out of distribution (a model trained with prompt-train --train-filter tracer=fdg)"
+        "\npetctfm experiment interactive --data dataset/ --model runs/prompt_fdg --out exp/ood_tracer --ood "
+        "--protocols corrective --max-clicks 5",
     )
     p.add_argument("--data", required=True, metavar="DATASET", help="harmonized dataset folder")
     p.add_argument("--model", required=True, metavar="RUN", help="prompt-train run folder or model.safetensors")
@@ -201,7 +205,16 @@ def _register_interactive(sub) -> None:
     p.add_argument("--class-prompts", action="store_true", help="prompt lesions and seen organs with their class "
                    "(a model trained with prompt-train --class-prompts; held-out organs stay class-free)")
     p.add_argument("--protocols", action=api_default(INTER, "protocols"),
-                   help="comma-separated subset of autopet, one_per_lesion, corrective (default {default})")
+                   help="comma-separated subset of autopet, one_per_lesion, corrective, effort (default {default})")
+    p.add_argument("--test-filter", action="append", metavar="COL=V[,V]", help="evaluate only the cases whose "
+                   "manifest.csv column COL is one of the values (COL!=V[,V]: none of them); repeat to AND several")
+    p.add_argument("--ood", action="store_true", help="out-of-distribution protocol: the cases that pass the "
+                   "model's prompt-train --train-filter are in distribution, the others out of distribution; "
+                   "--max-cases per cohort; Dice at 1/3/5 clicks side by side (SegAnyPET Fig. 4a)")
+    p.add_argument("--brush-mm", type=float, action=api_default(INTER, "brush_mm"),
+                   help="effort protocol: radius of a simulated brush stroke in mm, > 0 (default {default})")
+    p.add_argument("--effort-dice", type=float, action=api_default(INTER, "effort_dice"),
+                   help="effort protocol: the Dice to reach, in (0, 1] (default {default})")
     p.add_argument("--device", action=api_default(INTER, "device"), help="cpu | cuda (default {default})")
     p.add_argument("--no-progress", action="store_true", help="quiet")
     p.set_defaults(func=_run_interactive)
@@ -214,13 +227,15 @@ def _run_interactive(args: argparse.Namespace) -> int:
     with flags({"n_figures": "--figures"}):
         out = run_interactive(args.data, args.model, args.out, auto=args.auto, organs=not args.no_organs,
                               progress=not args.no_progress, iso_prior=args.iso_prior,
-                              class_prompts=args.class_prompts,
+                              class_prompts=args.class_prompts, test_filter=args.test_filter, ood=args.ood,
                               **given(args, {"split": "split", "max_cases": "max_cases", "max_clicks": "max_clicks",
                                              "max_targets": "max_targets", "iso_box_mm": "iso_box_mm",
                                              "figures": "n_figures", "device": "device", "max_zoom": "max_zoom",
-                                             "components": "components", "protocols": "protocols"}))
-    print(f"experiment interactive: {len(out['rows'])} rows; results in {out['results_md']}, {out['results_csv']}, "
-          f"{out['plot']}")
+                                             "components": "components", "protocols": "protocols",
+                                             "brush_mm": "brush_mm", "effort_dice": "effort_dice"}))
+    effort = f", {out['effort_csv']}" if out.get("effort_csv") else ""
+    print(f"experiment interactive: {len(out['rows'])} rows; results in {out['results_md']}, {out['results_csv']}"
+          f"{effort}, {out['plot']}")
     return 0
 
 

@@ -11,6 +11,9 @@ EXAMPLES = """
 # seconds on a CPU: PET-only, encoder from an early-fusion MAE run (input convolutions inflated)
 petctfm prompt-train --data dataset/ --out runs/prompt --init runs/mae_tiny --preset tiny
 
+# out of distribution: train on FDG only (then: experiment interactive --ood on the PSMA cases)
+petctfm prompt-train --data dataset/ --out runs/prompt_fdg --preset tiny --train-filter tracer=fdg
+
 # from scratch, PET+CT, other held-out organs (never sampled; for zero-shot evaluation)
 petctfm prompt-train --data dataset/ --out runs/prompt_pc --backbone unet-resenc-tiny --mode joint --held-out spleen,liver
 """
@@ -40,6 +43,10 @@ def register(subparsers) -> None:
                    "class steers the decoder; dropped with targets.class_dropout; designs cached and sam)")
     p.add_argument("--held-out", metavar="ORGANS", help="comma-separated organ names never sampled "
                    "(default spleen,kidney_left,kidney_right)")
+    p.add_argument("--train-filter", action="append", metavar="COL=V[,V]", help="train (and validate) only on the "
+                   "cases whose manifest.csv column COL is one of the values (COL!=V[,V]: none of them); repeat to "
+                   "AND several, e.g. --train-filter tracer=fdg (the out-of-distribution protocol, "
+                   "docs/promptable.md)")
     add_run_args(p, "clicks.max_iter=5")
     p.set_defaults(func=run)
 
@@ -52,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     s = prompt_train(args.data, args.out, args.init, args.preset, backbone=args.backbone, held_out=held,
                      max_steps=opts.pop("max_steps", None), max_time=opts.pop("max_time_s", None),
                      resume=args.resume, overrides=args.set, mode=args.mode, patch=args.patch, design=args.design,
-                     class_prompts=args.class_prompts, **opts)
+                     class_prompts=args.class_prompts, train_filter=args.train_filter, **opts)
     print(f"prompt-train: {s.get('steps')} steps, loss {s.get('loss'):.4f}, stopped by {s.get('stopped')}; "
           f"run folder {args.out}")
     return 0

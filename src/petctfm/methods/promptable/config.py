@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from petctfm.core.config import ConfigError, TypedConfig, setting
+from petctfm.core.errors import UsageError
 from petctfm.core.labels import ORGAN_LABELS
+from petctfm.data.filters import SYNTAX, parse_filter
 from petctfm.data.loader import MODES, PatchConfig
 from petctfm.models.config import check_backbone_patch
 from petctfm.methods.promptable.model import DESIGNS, HEAD_STRIDES, METHOD, SAM_DEFAULTS
@@ -77,8 +79,17 @@ class TargetsSection(TypedConfig):
     #: with model.class_prompts: the probability that a training target is given "no class" (class-free
     #: prompting keeps working)
     class_dropout: float = setting(0.5, ge=0, le=1)
+    #: ``manifest.csv`` filters (``COLUMN=V[,V]`` / ``COLUMN!=V[,V]``, AND-ed; :mod:`petctfm.data.filters`): only
+    #: the cases of the train (and val) split that pass them are sampled (``prompt-train --train-filter``; the
+    #: out-of-distribution protocol of docs/promptable.md). Empty: every case of the split.
+    train_filter: list[str] = field(default_factory=list)
 
     def validate(self, prefix: str = "") -> None:
+        for f in self.train_filter:
+            try:
+                parse_filter(f)
+            except UsageError:
+                raise ConfigError(prefix + "train_filter", self.train_filter, SYNTAX) from None
         p = self.kind_probs
         ok = not set(p) - set(KINDS)
         try:

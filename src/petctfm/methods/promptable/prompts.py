@@ -64,18 +64,29 @@ def _largest_component(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels == k, int(counts[k])
 
 
-def corrective_click(target: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, bool] | None:
-    """(point (3,), positive) on the largest error region of ``pred`` vs ``target`` (both bool, X, Y, Z), or None
-    when they agree. A false-negative region gives a positive click, a false-positive region a negative one."""
+def largest_error(target: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, bool] | None:
+    """(region (X, Y, Z) bool, positive): the largest 18-connected error region of ``pred`` vs ``target`` (the
+    larger of the largest false-negative and the largest false-positive component; a tie goes to the false
+    negative, ``positive = True``), or None when they agree. The rule of :func:`corrective_click` and of the
+    simulated brush (``experiments/interactive/clicks.py``)."""
     target, pred = np.asarray(target, bool), np.asarray(pred, bool)
     fn, n_fn = _largest_component(target & ~pred)
     fp, n_fp = _largest_component(pred & ~target)
     if n_fn == 0 and n_fp == 0:
         return None
     positive = n_fn >= n_fp
-    point = interior_point(fn if positive else fp)
+    return (fn if positive else fp), positive
+
+
+def corrective_click(target: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, bool] | None:
+    """(point (3,), positive) on the largest error region of ``pred`` vs ``target`` (both bool, X, Y, Z), or None
+    when they agree. A false-negative region gives a positive click, a false-positive region a negative one."""
+    err = largest_error(target, pred)
+    if err is None:
+        return None
+    point = interior_point(err[0])
     assert point is not None
-    return point, positive
+    return point, err[1]
 
 
 def bounding_box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -166,5 +177,5 @@ def class_index(classes: Sequence[str], name: str | None) -> int:
     return list(classes).index(key) + 1
 
 
-__all__ = ["LESION_CLASSES", "NO_CLASS", "default_classes", "class_key", "class_index", "N_PROMPT_CHANNELS", "POS", "NEG", "BOX", "PREV", "interior_point", "corrective_click", "bounding_box",
+__all__ = ["LESION_CLASSES", "NO_CLASS", "default_classes", "class_key", "class_index", "N_PROMPT_CHANNELS", "POS", "NEG", "BOX", "PREV", "interior_point", "largest_error", "corrective_click", "bounding_box",
            "jittered_box", "ball", "encode_prompts"]

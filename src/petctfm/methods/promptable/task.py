@@ -7,7 +7,9 @@
    renormalized over the kinds the case has) -> target -> a patch centred on the target's bounding box,
    jittered by up to a quarter patch (training crops may use the ground truth; at inference the crop follows
    the prompts, ``session.py``) -> the first prompt: a positive click at the target's interior point
-   (maximum of the distance transform) and, with ``clicks.box_prob``, a jittered 3D box.
+   (maximum of the distance transform) and, with ``clicks.box_prob``, a jittered 3D box. Cases: the split's, less
+   those that fail ``targets.train_filter`` (``manifest.csv`` filters, :mod:`petctfm.data.filters`; the val
+   split's fixed targets are filtered the same way, so the best checkpoint is chosen in distribution).
 2. **Iterative click simulation** (:meth:`PromptTask.training_step`): ``n_iter`` in [0, ``clicks.max_iter``]
    rounds without gradient, each predicting, feeding the prediction back as the previous-mask channel and
    adding one corrective click on the largest error region (:func:`~.prompts.corrective_click`); with
@@ -49,6 +51,7 @@ from petctfm.core.config import build_config
 from petctfm.core.errors import InputError
 from petctfm.core.labels import ORGAN_LABELS
 from petctfm.data import format as fmt
+from petctfm.data.filters import select_cases
 from petctfm.data.loader import MODES, PatchConfig, PatchDataset, bind_dataset, list_cases, patch_loader
 from petctfm.methods.promptable import prompts as P
 from petctfm.methods.promptable import sam as S
@@ -87,7 +90,10 @@ class PromptPatchDataset(PatchDataset):
         cfg = PatchConfig.from_dict(config["data"])
         super().__init__(config["dataset"], cfg, seed=int(config["seed"]), rank=rank)
         self.config = config
-        self.case_ids = list_cases(self.root, cfg.split)
+        # only the cases that pass targets.train_filter (manifest.csv columns; the out-of-distribution protocol)
+        self.case_ids = select_cases(self.root, list_cases(self.root, cfg.split),
+                                     config["targets"].get("train_filter") or [], "targets.train_filter",
+                                     f"split {cfg.split!r}")
         self.held_out = held_out_values(config)
         self.sparse = config["model"].get("design") == "sam"
         self.classes = class_table(config)
