@@ -21,7 +21,7 @@ Definitions (all volumes from the image header's spacing, so anisotropic voxels 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -83,6 +83,15 @@ def sphere_kernel(spacing: np.ndarray | tuple[float, float, float],
     axes = [np.arange(-h, h + 1) * s for h, s in zip(half, spacing)]
     gx, gy, gz = np.meshgrid(*axes, indexing="ij")
     return gx**2 + gy**2 + gz**2 <= radius_mm**2 * (1 + 1e-9)
+
+
+def kernel_at(shape: Sequence[int], centre: Sequence[int], kernel: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
+    """An odd-sized ``kernel`` (kx, ky, kz) centred on voxel ``centre`` of an array of ``shape`` (X, Y, Z), clipped
+    to the array: ``(box, part)``, the slices of the array it covers and the part of the kernel that lies there
+    (``array[box] |= part`` paints it)."""
+    lo = np.asarray(centre, int) - np.array(kernel.shape) // 2
+    box = tuple(slice(max(int(a), 0), min(int(a) + int(n), int(s))) for a, n, s in zip(lo, kernel.shape, shape))
+    return box, kernel[tuple(slice(b.start - int(a), b.stop - int(a)) for b, a in zip(box, lo))]
 
 
 def suv_peak(suv: np.ndarray, lesion: np.ndarray, spacing, radius_mm: float = SPHERE_1ML_RADIUS_MM) -> float:
@@ -180,5 +189,5 @@ def summary(table: list[dict]) -> dict:
     }
 
 
-__all__ = ["LESION_COLUMNS", "SPHERE_1ML_RADIUS_MM", "label_lesions", "lesion_table", "sphere_kernel",
+__all__ = ["LESION_COLUMNS", "SPHERE_1ML_RADIUS_MM", "label_lesions", "lesion_table", "sphere_kernel", "kernel_at",
            "suv_peak", "summary"]

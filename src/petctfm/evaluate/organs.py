@@ -64,7 +64,7 @@ import numpy as np
 
 from petctfm.core.labels import ORGAN_LABELS
 from petctfm.core.lbm import lean_body_mass  # noqa: F401  (its one owner; re-exported here)
-from petctfm.evaluate.lesions import SPHERE_1ML_RADIUS_MM, sphere_kernel
+from petctfm.evaluate.lesions import SPHERE_1ML_RADIUS_MM, kernel_at, sphere_kernel
 
 NAN = float("nan")
 LIVER_SPHERE_RADIUS_MM = 15.0  # PERCIST: 3 cm diameter
@@ -136,14 +136,9 @@ def _distance_to(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
 
 def _ball_at(shape: tuple[int, ...], centre: Sequence[int], spacing: np.ndarray, radius_mm: float) -> np.ndarray:
     """(X, Y, Z) bool: voxels whose centre lies within ``radius_mm`` of voxel ``centre``."""
-    k = sphere_kernel(spacing, radius_mm)
-    half = np.array(k.shape) // 2
     out = np.zeros(shape, bool)
-    lo = np.asarray(centre) - half
-    src = tuple(slice(max(0, -int(a)), int(n) - max(0, int(a) + int(n) - int(s)))
-                for a, n, s in zip(lo, k.shape, shape))
-    dst = tuple(slice(max(0, int(a)), min(int(s), int(a) + int(n))) for a, n, s in zip(lo, k.shape, shape))
-    out[dst] = k[src]
+    box, part = kernel_at(shape, centre, sphere_kernel(spacing, radius_mm))
+    out[box] = part
     return out
 
 

@@ -46,7 +46,7 @@ def _box_around(shape: Any, centre: Any, half: Any) -> tuple[slice, slice, slice
 def brush_mask(shape: Any, spacing: Any, points: Any, radius_mm: float, axis: int | None = None) -> np.ndarray:
     """(X, Y, Z) bool: voxels within ``radius_mm`` of any of ``points`` ((N, 3) voxel indices); with ``axis``
     (0, 1 or 2) only those in the slice of each point perpendicular to that voxel axis."""
-    from petctfm.evaluate.lesions import sphere_kernel
+    from petctfm.evaluate.lesions import kernel_at, sphere_kernel
 
     if not 0 < float(radius_mm) <= BRUSH_MAX_MM:
         raise InputError(f"brush radius must be in (0, {BRUSH_MAX_MM:g}] mm, got {radius_mm}")
@@ -63,9 +63,8 @@ def brush_mask(shape: Any, spacing: Any, points: Any, radius_mm: float, axis: in
         kernel = keep
     out = np.zeros(shape, bool)
     for p in np.asarray(points, int).reshape(-1, 3):
-        box = _box_around(shape, p, half)
-        k = tuple(slice(int(b.start - (c - h)), int(b.stop - (c - h))) for b, c, h in zip(box, p, half))
-        out[box] |= kernel[k]
+        box, part = kernel_at(shape, p, kernel)
+        out[box] |= part
     return out
 
 
@@ -81,7 +80,7 @@ def isocontour(suv: np.ndarray, spacing: Any, seed: Any, fraction: float | None 
     """
     import cc3d
 
-    from petctfm.evaluate.lesions import sphere_kernel
+    from petctfm.evaluate.lesions import kernel_at, sphere_kernel
 
     seed = np.asarray(seed, int)
     sp = np.asarray(spacing, float)
@@ -94,11 +93,8 @@ def isocontour(suv: np.ndarray, spacing: Any, seed: Any, fraction: float | None 
     if threshold is None:
         if fraction is None or not 0 < float(fraction) < 1:
             raise InputError(f"fraction must be in (0, 1), got {fraction}")
-        kernel = sphere_kernel(sp, float(peak_mm))
-        half = np.array(kernel.shape) // 2
-        near = _box_around(local.shape, s_local, half)
-        k = tuple(slice(int(b.start - (c - h)), int(b.stop - (c - h))) for b, c, h in zip(near, s_local, half))
-        vals = np.where(kernel[k], local[near], -np.inf)
+        near, part = kernel_at(local.shape, s_local, sphere_kernel(sp, float(peak_mm)))
+        vals = np.where(part, local[near], -np.inf)
         arg = np.unravel_index(int(np.argmax(vals)), vals.shape)
         peak = float(vals[arg])
         thr = float(fraction) * peak

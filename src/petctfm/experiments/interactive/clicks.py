@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from petctfm.evaluate.lesions import kernel_at, sphere_kernel
 from petctfm.methods.promptable.prompts import interior_point, largest_error
 
 ISO_FRACTION = 0.41
@@ -93,17 +94,6 @@ def isocontour(suv: np.ndarray, point: Sequence[float], half_box: Sequence[int],
     return out
 
 
-def _brush(shape: Sequence[int], centre: Sequence[int], radius_mm: float, spacing: Sequence[float]) -> tuple:
-    """(box slices, (bx, by, bz) bool): the voxels within ``radius_mm`` (physical distance) of ``centre``, inside
-    the smallest box that holds them (clipped to ``shape``)."""
-    c, sp = np.asarray(centre, int), np.asarray(spacing, float)
-    r = np.floor(radius_mm / sp + 1e-9).astype(int)
-    lo, hi = np.maximum(c - r, 0), np.minimum(c + r + 1, shape)
-    axes = [(np.arange(a, b) - ci) * si for a, b, ci, si in zip(lo, hi, c, sp)]
-    gx, gy, gz = np.meshgrid(*axes, indexing="ij", sparse=True)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi)), gx**2 + gy**2 + gz**2 <= radius_mm**2 + 1e-6
-
-
 def brush_stroke(target: np.ndarray, pred: np.ndarray, radius_mm: float = BRUSH_MM,
                  spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> tuple[np.ndarray, float] | None:
     """One simulated brush stroke on ``pred`` (bool, X, Y, Z; not changed): (the corrected mask, seconds of the
@@ -116,7 +106,7 @@ def brush_stroke(target: np.ndarray, pred: np.ndarray, radius_mm: float = BRUSH_
     region, positive = err
     centre = interior_point(region)
     t0 = time.perf_counter()
-    box, ball = _brush(pred.shape, centre, radius_mm, spacing)
+    box, ball = kernel_at(pred.shape, centre, sphere_kernel(spacing, radius_mm))
     out = np.array(pred, bool, copy=True)
     fix = region[box] & ball
     out[box] = out[box] | fix if positive else out[box] & ~fix
