@@ -1,33 +1,60 @@
 """Seed-averaged organ Dice and SUVmean agreement of several seeds' ``petctfm evaluate --organs`` folders on the
-same cases (docs/organs.md): per case and organ the seeds are averaged, then the mean Dice / median |SUVmean
-relative error| with bootstrap CIs over cases, and the 9 target classes together.
+same cases (docs/organs.md): per case and organ the seeds' Dice, NSD and SUVmean are averaged, then the
+evaluation's own summary (:func:`petctfm.evaluate.organs.organ_summary`, :func:`organ_suv_pooled`: CIs over
+cases) and the mean Dice over the target organs per case, with its CI.
 
     python benchmarks/organ_seeds_table.py organs900_s0/eval_8484 organs900_s1/eval_8484 organs900_s2/eval_8484
 """
-import csv, math, sys
+import csv
+import math
+import sys
 from collections import defaultdict
-from petctfm.evaluate.bootstrap import mean_ci, median_ci
-TARGET = ["liver", "spleen", "kidney_left", "kidney_right", "heart", "lung_left", "lung_right", "bladder", "brain"]
-d = defaultdict(lambda: defaultdict(list)); r = defaultdict(lambda: defaultdict(list)); seedmeans = defaultdict(list)
-for s, folder in enumerate(sys.argv[1:]):
-    per = defaultdict(list)
-    for row in csv.DictReader(open(f"{folder}/organs_per_case.csv")):
-        f = lambda k: float(row[k]) if row[k] not in ("", "nan") else math.nan
-        d[row["organ"]][row["case_id"]].append(f("dice")); r[row["organ"]][row["case_id"]].append(f("suv_mean_rel_err"))
-        if row["organ"] in TARGET: per[row["case_id"]].append(f("dice"))
-    seedmeans[s] = sum(sum(v)/len(v) for v in per.values())/len(per)
-avg = lambda v: sum(v)/len(v) if v and all(not math.isnan(x) for x in v) else math.nan
-print("per-seed mean Dice over 9 targets (case mean of organ mean):", {s: round(v, 3) for s, v in seedmeans.items()})
-case_t = defaultdict(list); pooled = []
-for o in list(d):
-    dv = {c: avg(v) for c, v in d[o].items()}; rv = {c: avg(v) for c, v in r[o].items()}
-    ci = mean_ci(list(dv.values())); m = median_ci([abs(x) for x in rv.values()])
-    within = [abs(x) <= 0.05 for x in rv.values() if not math.isnan(x)]
-    print(f"{o:16s} Dice {ci['mean']:.3f} [{ci['ci_low']:.3f}, {ci['ci_high']:.3f}] n={ci['n']}  SUV |rel| median {m['median']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}] within5 {sum(within)/max(1,len(within)):.2f}")
-    if o in TARGET:
-        for c, v in dv.items(): case_t[c].append(v)
-        pooled += [abs(x) for x in rv.values()]
-ct = mean_ci([sum(v)/len(v) for v in case_t.values() if all(not math.isnan(x) for x in v)])
-print(f"TARGET mean Dice (per case mean over 9 organs, seeds averaged): {ct['mean']:.3f} [{ct['ci_low']:.3f}, {ct['ci_high']:.3f}] n={ct['n']}")
-pm = median_ci(pooled); pw = [x <= 0.05 for x in pooled if not math.isnan(x)]
-print(f"TARGET pooled SUV |rel| median {pm['median']:.3f} [{pm['ci_low']:.3f}, {pm['ci_high']:.3f}] within5 {sum(pw)/len(pw):.2f} (n={len(pw)}; CI over case-organs)")
+
+from petctfm.evaluate.bootstrap import mean_ci
+from petctfm.evaluate.organs import SUV_TARGET_ORGANS, organ_summary, organ_suv_pooled
+
+KEYS = ("dice", "nsd", "suv_mean_true", "suv_mean_pred")
+
+
+def _float(v: str) -> float:
+    return float(v) if v not in ("", "nan") else math.nan
+
+
+def seed_averaged(folders: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """{case: {organ: {dice, nsd, suv_mean_true, suv_mean_pred, suv_mean_rel_err}}}: each value the mean over the
+    folders (NaN when any seed's is undefined); the relative error recomputed from the averaged means."""
+    acc: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for folder in folders:
+        for row in csv.DictReader(open(f"{folder}/organs_per_case.csv", newline="")):
+            for k in KEYS:
+                acc[row["case_id"]][row["organ"]][k].append(_float(row[k]))
+    out: dict = {}
+    for case, organs in acc.items():
+        out[case] = {}
+        for organ, vals in organs.items():
+            m = {k: (sum(v) / len(v) if len(v) == len(folders) else math.nan) for k, v in vals.items()}
+            t, p = m["suv_mean_true"], m["suv_mean_pred"]
+            m["suv_mean_rel_err"] = (p - t) / t if math.isfinite(t) and math.isfinite(p) and t else math.nan
+            out[case][organ] = m
+    return out
+
+
+def main(folders: list[str]) -> None:
+    per_case = seed_averaged(folders)
+    for r in organ_summary(per_case):
+        print(f"{r['organ']:16s} Dice {r['dice_mean']:.3f} [{r['dice_ci_low']:.3f}, {r['dice_ci_high']:.3f}]  "
+              f"SUV median |rel err| {r['suv_abs_rel_err_median']:.3f} [{r['suv_abs_rel_err_ci_low']:.3f}, "
+              f"{r['suv_abs_rel_err_ci_high']:.3f}]  within 5 % {r['suv_within_5pct']:.2f}")
+    targets = [o for o in SUV_TARGET_ORGANS if any(o in per_case[c] for c in per_case)]
+    case_means = [sum(per_case[c][o]["dice"] for o in targets) / len(targets) for c in per_case
+                  if all(o in per_case[c] for o in targets)]
+    ci = mean_ci(case_means)
+    print(f"target organs ({len(targets)}): mean Dice per case {ci['mean']:.3f} [{ci['ci_low']:.3f}, "
+          f"{ci['ci_high']:.3f}] (n = {ci['n']})")
+    p = organ_suv_pooled(per_case)
+    print(f"target organs pooled: SUV median |rel err| {p['suv_abs_rel_err_median']:.3f} [{p['suv_abs_rel_err_ci_low']:.3f}, "
+          f"{p['suv_abs_rel_err_ci_high']:.3f}], within 5 % {p['suv_within_5pct']:.2f} of {p['n_suv']} case-organs")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
