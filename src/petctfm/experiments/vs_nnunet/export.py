@@ -53,6 +53,11 @@ def nnunet_labels(organs: dict[str, int] | None) -> dict[str, int]:
     return {"background": 0, "lesion": 1, **{str(n): i + 2 for i, n in enumerate(organs or {})}}
 
 
+def with_organs(dataset_json: dict[str, Any]) -> bool:
+    """Whether an nnU-Net ``dataset.json`` has organ classes beside the lesion (:func:`nnunet_labels`)."""
+    return len(dataset_json["labels"]) > 2
+
+
 def label_map(case: dict[str, Any], lut: np.ndarray | None, where: Path) -> np.ndarray:
     """The exported label (X, Y, Z) uint8 of a loaded case: 1 on lesion voxels; with ``lut``
     (:func:`organ_lut`) the organ classes elsewhere (a case without ``organs.npy`` is a one-line InputError
@@ -146,5 +151,5 @@ def export_splits(data: str | Path, exp_dir: str | Path, dataset_id: int = DATAS
     return {"raw": raw, "preprocessed": pre, **record}
 
 
-__all__ = ["EXPORT_FILE", "CHANNELS", "organ_lut", "nnunet_labels", "label_map", "lesion_only", "write_images",
+__all__ = ["EXPORT_FILE", "CHANNELS", "organ_lut", "nnunet_labels", "with_organs", "label_map", "lesion_only", "write_images",
            "export_splits"]

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from petctfm.experiments.vs_nnunet.export import lesion_only, with_organs
+
 
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +133,7 @@ def _budget_trainer_class():
         def _log_epoch(self, seconds: float) -> None:
             get = self.logger.get_value
             pseudo, ema = float(get("mean_fg_dice", step=-1)), float(get("ema_fg_dice", step=-1))
-            if len(self.dataset_json["labels"]) > 2:  # organ classes too: the lesion's (class 1) pseudo-Dice,
+            if with_organs(self.dataset_json):  # organ classes too: the lesion's (class 1) pseudo-Dice,
                 pseudo = float(get("dice_per_class_or_region", step=-1)[0])  # its EMA as nnU-Net's logger makes it
                 prev = self._budget["epochs"][-1]["ema_pseudo_dice"] if self._budget["epochs"] else None
                 ema = pseudo if prev is None else 0.9 * prev + 0.1 * pseudo
@@ -223,7 +225,7 @@ def job_train(job: dict[str, Any]) -> dict[str, Any]:
         trainer.perform_actual_validation(False)
         val_s = time.perf_counter() - t1
         summary = json.loads((fold / "validation" / "summary.json").read_text())
-        val_dice = (summary.get("foreground_mean", {}).get("Dice") if len(dataset_json["labels"]) <= 2
+        val_dice = (summary.get("foreground_mean", {}).get("Dice") if not with_organs(dataset_json)
                     else summary.get("mean", {}).get("1", {}).get("Dice"))  # organ classes too: the lesion's
     pred = _predict(trainer, fold / "checkpoint_final.pth", job["predict"], device, mirroring)
     budget = json.loads((fold / "budget_log.json").read_text())
@@ -243,9 +245,6 @@ def _predict(trainer, checkpoint: Path, spec: dict[str, Any], device: torch.devi
     (labels beyond the lesion) writes the lesion mask only (:func:`~petctfm.experiments.vs_nnunet.export.lesion_only`)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from petctfm.experiments.vs_nnunet.export import lesion_only
-
-    multi = len(trainer.dataset_json["labels"]) > 2
 
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     pm, cm = trainer.plans_manager, trainer.configuration_manager
@@ -266,7 +265,7 @@ def _predict(trainer, checkpoint: Path, spec: dict[str, Any], device: torch.devi
         t0 = time.perf_counter()
         data, props = rw.read_images(files)
         predictor.predict_single_npy_array(data, props, None, str(out_dir / cid), False)
-        if multi:
+        if with_organs(trainer.dataset_json):
             lesion_only(out_dir / f"{cid}.nii.gz")
         seconds[cid] = time.perf_counter() - t0
     return {"seconds_per_case": seconds, "tile_step_size": 0.5, "mirroring": mirroring}
