@@ -216,3 +216,30 @@ def test_separated_probe_runs_beside_the_joint_one(env, tmp_path, tiny_mae_run):
         assert aps and all(0 < a <= 1 for a in aps)
         assert float(aggs[f"probe {arm} 1-shot"]["ap_mean"]) == pytest.approx(np.mean(aps))
     assert aggs["scratch 50%"]["ap_mean"] == ""  # fine-tuning runs report Dice only
+
+
+def test_plan_gives_both_arms_the_recipe_on_the_pretrained_network(env, tmp_path):
+    """``--plan cpu``: both arms are planned (patch, batch, schedule, oversampling) from their own training cases,
+    and the scratch arm keeps the pretrained network (the plan does not swap in a planned one)."""
+    data, mae = env
+    out = tmp_path / "le_plan"
+    res = run_label_efficiency(data, mae, out, runs="pretrained:50,scratch:50", seeds=[0], preset="tiny",
+                               overrides=["train.figure_every=2", "train.checkpoint_every=2"], max_steps=2,
+                               probe_kshot=None, plan="cpu", progress=False)
+    cfgs = {r.arm: yaml.safe_load((out / r.name / "config.yaml").read_text()) for r in res["plan"]}
+    from petctfm.experiments.label_efficiency.plan import check_pretrained
+
+    pcfg = check_pretrained(mae)[1]
+    for arm, cfg in cfgs.items():
+        assert cfg["task"]["plan"]["target"] == "cpu" and not cfg["task"]["plan"]["planned_network"], arm
+        assert cfg["task"]["model"]["backbone"] == pcfg["model"]["backbone"]
+        assert cfg["task"]["model"]["overrides"] == (pcfg["model"].get("overrides") or {})
+        assert cfg["task"]["data"]["fg_balance"] == "lesion" and cfg["train"]["lr_schedule"] == "poly"
+    # same training cases -> the same planned patch and batch in both arms
+    assert cfgs["pretrained"]["task"]["data"]["patch_size"] == cfgs["scratch"]["task"]["data"]["patch_size"]
+    assert cfgs["pretrained"]["task"]["data"]["batch_size"] == cfgs["scratch"]["task"]["data"]["batch_size"]
+    spec = yaml.safe_load((out / "experiment.yaml").read_text())
+    assert spec["settings"]["plan"] == "cpu" and "--plan cpu" in spec["command"]
+    assert "segmentation recipe planned for `cpu`" in (out / "results.md").read_text()
+    with pytest.raises(UsageError, match="plan"):
+        run_label_efficiency(data, mae, tmp_path / "bad", runs="scratch:50", plan="tpu", progress=False)

@@ -158,3 +158,20 @@ def test_planned_run_trains_with_deep_supervision_and_reproduces_from_its_config
         assert t2["data"]["patch_size"] == [16, 16, 16] and t2["plan"]["patch_size"] == [40, 24, 56]
     finally:
         cpu_has_bf16.cache_clear()
+
+
+def test_plan_keeps_an_explicitly_given_network(toy):
+    """From scratch, ``plan`` plans an nnU-Net backbone's network unless ``model.overrides`` is given (even
+    ``{}``): then that network is kept and only the patch fits it, as for a pretrained one."""
+    from petctfm.methods.segmentation.api import finetune_configs, given_network
+
+    assert given_network(None) is None and given_network(["train.lr=0.1"]) is None
+    assert given_network([("model.overrides", {})]) == {}
+    assert given_network(["model.overrides={}", "model.overrides={filters: [8, 16]}"]) == {"filters": [8, 16]}
+    planned, _ = finetune_configs(toy, "/nonexistent/run", init="scratch", backbone="nnunet-plain", preset="tiny",
+                                  plan="cpu")
+    kept, _ = finetune_configs(toy, "/nonexistent/run", init="scratch", backbone="nnunet-plain", preset="tiny",
+                               plan="cpu", overrides=[("model.overrides", {})])
+    assert planned["plan"]["planned_network"] and planned["model"]["overrides"]
+    assert not kept["plan"]["planned_network"] and kept["model"]["overrides"] == {}
+    assert kept["plan"]["target"] == "cpu" and kept["data"]["batch_size"] == planned["data"]["batch_size"]

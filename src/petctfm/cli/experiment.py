@@ -82,6 +82,9 @@ def _add_label_efficiency_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--holdout-site", metavar="NAME", default=None,
                    help="the site the dataset holds out (petctfm harmonize --holdout-site NAME): checked absent from "
                    "training, pretraining and normalization, and reported separately beside the in-domain test")
+    p.add_argument("--plan", choices=["cpu", "gpu"], default=None,
+                   help="every fine-tuning run uses the segmentation recipe planned for this compute target "
+                   "(as petctfm finetune --plan), keeping the pretrained network in both arms")
     p.add_argument("--no-progress", action="store_true", help="quiet: no progress display")
 
 
@@ -92,7 +95,7 @@ def _run_label_efficiency(args: argparse.Namespace) -> int:
     out = run_label_efficiency(
         args.data, args.pretrained, args.out, overrides=args.set, progress=not args.no_progress,
         **given(args, ("runs", "seeds", "preset", "arms", "fractions", "probe_kshot", "probe_steps", "separated",
-                       "max_steps", "max_time", "holdout_site")))
+                       "max_steps", "max_time", "holdout_site", "plan")))
     print(f"experiment label-efficiency: {len(out['records'])} runs; results in {out['results_md']}, "
           f"{out['results_csv']}, {out['plot']}")
     return 0

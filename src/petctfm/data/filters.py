@@ -16,7 +16,6 @@ Errors (docs/reliability.md):
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,16 +76,14 @@ def describe(filters: Iterable[CaseFilter | str]) -> list[str]:
 
 def read_manifest(root: str | os.PathLike, arg: str = "filter") -> tuple[Path, list[str], dict[str, dict]]:
     """(path, columns, rows by case id) of ``root/manifest.csv``; a missing or id-less file is an InputError."""
+    from petctfm.io.tables import read_case_rows
+
     path = Path(root) / fmt.MANIFEST_CSV
     if not path.is_file():
         raise InputError(f"{path}: not found ({arg}: cases are selected by the manifest's columns; petctfm "
                          "harmonize writes it)", arg=arg)
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = list(reader.fieldnames or [])
-        if "case_id" not in columns:
-            raise InputError(f"{path}: no 'case_id' column (has {', '.join(columns) or 'none'})")
-        return path, columns, {row["case_id"]: row for row in reader}
+    columns, rows = read_case_rows(path)
+    return path, columns, rows
 
 
 def check_against(filters: Sequence[CaseFilter], path: Path, columns: list[str], rows: dict[str, dict],

@@ -220,14 +220,9 @@ def read_suv(path: Path, grid: Grid, gt_name) -> np.ndarray:
 
 def read_manifest(path: str | Path) -> dict[str, dict]:
     """Rows of a manifest CSV (must have a ``case_id`` column) by case id."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: manifest not found")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "case_id" not in reader.fieldnames:
-            raise InputError(f"{path}: manifest needs a 'case_id' column (has {reader.fieldnames})")
-        return {row["case_id"]: row for row in reader}
+    from petctfm.io.tables import read_case_rows
+
+    return read_case_rows(path, "manifest not found")[1]
 
 
 def auto_manifest(gt: str | Path) -> Path | None:

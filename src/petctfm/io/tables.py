@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 
@@ -44,3 +45,20 @@ def csv_text(rows: Iterable[dict[str, Any]], columns: Sequence[str] | None = Non
 
 
 __all__ = ["csv_cell", "csv_text"]
+
+
+def read_case_rows(path: str | Path, missing: str = "not found") -> tuple[list[str], dict[str, dict[str, str]]]:
+    """``(columns, rows by case id)`` of a CSV with a ``case_id`` column (a dataset's ``manifest.csv``, a
+    ``metadata.csv``); cells as text. One-line :class:`~petctfm.core.errors.InputError` naming the file when it
+    is missing (``"<path>: <missing>"``) or has no ``case_id`` column."""
+    from petctfm.core.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {missing}")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = list(reader.fieldnames or [])
+        if "case_id" not in columns:
+            raise InputError(f"{path}: no 'case_id' column (has {', '.join(columns) or 'none'})")
+        return columns, {row["case_id"]: row for row in reader}

@@ -156,6 +156,7 @@ class Settings:
     probe_steps: int | None = None
     separated: list[str] = field(default_factory=list)
     holdout_site: str | None = None
+    plan: str | None = None  # the segmentation recipe's compute target (cpu | gpu) for every fine-tuning run
 
 
 def check_pretrained(pretrained: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -223,6 +224,8 @@ def command_line(settings: Settings, out: str | Path, seeds: Sequence[int], arms
         argv += ["--max-time", f"{settings.max_time:g}"]
     if settings.holdout_site is not None:
         argv += ["--holdout-site", settings.holdout_site]
+    if settings.plan is not None:
+        argv += ["--plan", settings.plan]
     for kv in settings.overrides:
         argv += ["--set", kv]
     return " ".join(shlex.quote(a) for a in argv)

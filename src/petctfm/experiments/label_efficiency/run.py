@@ -51,9 +51,11 @@ def finetune_kwargs(run: PlannedRun, settings: Settings, run_dir: Path, progress
         kw["init"] = settings.pretrained
     else:  # the same network as the pretrained arm, randomly initialized
         kw.update(init=None, backbone=settings.backbone, mode=settings.mode)
-        if settings.model_overrides:
+        if settings.model_overrides or settings.plan:  # given explicitly, the recipe's plan keeps this network
             overrides.append(("model.overrides", dict(settings.model_overrides)))
         overrides.append(("data.pet_transform", _pretrained_transform(settings)))  # the same input scale
+    if settings.plan is not None:  # the recipe, planned from each run's own training cases (both arms alike)
+        kw["plan"] = settings.plan
     if not progress:
         kw["progress"] = False
     kw["overrides"] = overrides + list(settings.overrides)
@@ -216,7 +218,8 @@ def check_arguments(seeds: str | Sequence[int] = (0,), arms: str | Sequence[str]
                     runs: Sequence[tuple[str, float]] | str | None = None, preset: str | None = None,
                     probe_kshot: int | None = 5, probe_steps: int | None = None,
                     separated: Sequence[str] | None = None, max_steps: int | None = None,
-                    max_time: float | None = None) -> tuple[list[int], list[str], list[float]]:
+                    max_time: float | None = None, plan: str | None = None
+                    ) -> tuple[list[int], list[str], list[float]]:
     """:func:`run_label_efficiency`'s arguments, before anything is read: a value out of range is a UsageError
     naming the argument. ``seeds`` / ``arms`` / ``fractions`` may be comma-separated text; returns them as lists."""
     from petctfm.core.checks import check_choice, check_choices, check_float, check_int, parse_list
@@ -240,6 +243,10 @@ def check_arguments(seeds: str | Sequence[int] = (0,), arms: str | Sequence[str]
         check_float("max_time", max_time, lo=0, lo_open=True)
     if separated is not None and len(separated) != 2:
         raise UsageError(f"separated={list(separated)}: must be two runs, PET_RUN CT_RUN", arg="separated")
+    if plan is not None:
+        from petctfm.methods.segmentation.plan import TARGETS
+
+        check_choice("plan", plan, sorted(TARGETS))
     return seeds, arms, fractions
 
 
@@ -250,7 +257,7 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
                          probe_kshot: int | None = 5, probe_steps: int | None = None,
                          separated: Sequence[str] | None = None, max_steps: int | None = None,
                          max_time: float | None = None, holdout_site: str | None = None,
-                         progress: bool = True) -> dict[str, Any]:
+                         plan: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Plan, run (skipping finished runs), evaluate and report the experiment in ``out``.
 
     ``runs``: explicit ``[(arm, percent)]`` or ``"pretrained:10,scratch:100"`` instead of ``arms`` x
@@ -259,6 +266,9 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
     ``max_time``: per fine-tuning run. ``overrides``: ``--set`` strings for every fine-tuning run.
     ``holdout_site``: the site the dataset keeps out of training (``petctfm harmonize --holdout-site``); every
     run is also evaluated on it (``RUN/eval_holdout``) and the report shows it beside the in-domain test.
+    ``plan`` (``cpu`` | ``gpu``): every fine-tuning run uses the segmentation recipe (``finetune(plan=...)``,
+    docs/segmentation-recipe.md) planned from its own training cases, keeping the pretrained network in both
+    arms (only the patch, batch, numerics, schedule, oversampling and auxiliary organs are planned).
     Returns ``{"exp_dir", "plan", "records", "summary", "results_md", "results_csv", "plot", "command"}``.
     """
     import yaml
@@ -272,7 +282,7 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
 
     seeds, arms, fractions = check_arguments(seeds=seeds, arms=arms, fractions=fractions, runs=runs, preset=preset,
                                              probe_kshot=probe_kshot, probe_steps=probe_steps, separated=separated,
-                                             max_steps=max_steps, max_time=max_time)
+                                             max_steps=max_steps, max_time=max_time, plan=plan)
     console = Console(quiet=not progress)
     data = Path(data)
     if not (data / fmt.SPLITS_JSON).is_file():
@@ -293,7 +303,7 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
                         backbone=pcfg["model"]["backbone"], mode=pcfg["data"]["mode"],
                         model_overrides=dict(pcfg["model"].get("overrides") or {}), max_steps=max_steps,
                         max_time=max_time, overrides=list(overrides), probe_kshot=int(probe_kshot or 0) or None,
-                        probe_steps=probe_steps, separated=sep, holdout_site=holdout_site)
+                        probe_steps=probe_steps, separated=sep, holdout_site=holdout_site, plan=plan)
     plan = build_plan(data, arms, fractions, seeds, explicit, settings.probe_kshot, str(weights), sep or None,
                       holdout)
     exp_dir = Path(out)

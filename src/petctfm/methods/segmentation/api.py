@@ -59,6 +59,19 @@ def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str
             "batch_size": p["batch_size"], "lr": p["lr"]}
 
 
+def given_network(overrides: Overrides) -> dict[str, Any] | None:
+    """The network constructor overrides given explicitly as ``model.overrides`` in ``overrides`` (the last one;
+    ``{}`` counts: the backbone's defaults), else None. With a plan, a given network is kept (only the patch is
+    planned to fit it), as a pretrained one is: e.g. the scratch arm of a label-efficiency experiment, the same
+    network as its pretrained arm."""
+    from petctfm.core.config import parse_overrides
+
+    nets = [v for k, v in parse_overrides(overrides) if k.strip() == "model.overrides"]
+    if not nets or not isinstance(nets[-1], (dict, type(None))):
+        return None  # not given, or not a mapping (the typed config refuses it with its own message)
+    return dict(nets[-1] or {})
+
+
 def lateral_classes(classes: dict[str, int]) -> list[str]:
     """The class names that say a side (``kidney_left``, ``Lung Right``...): a left-right flip of the image
     must not keep their labels."""
@@ -148,7 +161,10 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
             cases = with_organ_labels(task_cfg["dataset"], cases)
         task_cfg["subset"] = {"name": name, "cases": cases}
     if plan is not None and not resumed:
-        train_base = apply_plan(task_cfg, dict(train_base), plan, scratch=scratch)
+        given_net = given_network(overrides)
+        if given_net is not None:  # an explicit network (even {}): the plan keeps it and fits only the patch
+            task_cfg["model"]["overrides"] = given_net
+        train_base = apply_plan(task_cfg, dict(train_base), plan, scratch=scratch and given_net is None)
     named = {k: (NAMED_OPTIONS[k], v) for k, v in given.items()}
     named["mode"] = ("data.mode", mode if resumed or scratch else None)
     return finish_configs(CONFIG, task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
@@ -187,4 +203,4 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
     return trainer.train(FinetuneTask(task_cfg), train_cfg, out, resume=resume)
 
 
-__all__ = ["NAMED_OPTIONS", "lateral_classes", "organ_task", "with_organ_labels", "apply_plan", "finetune_configs", "finetune"]
+__all__ = ["NAMED_OPTIONS", "given_network", "lateral_classes", "organ_task", "with_organ_labels", "apply_plan", "finetune_configs", "finetune"]
