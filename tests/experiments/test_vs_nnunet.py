@@ -120,6 +120,56 @@ def test_resolve_organs_matches_the_recipe(tmp_path):
         resolve_organs(data, "yes", "cpu")
 
 
+def _finished_run(path, cases, aux=None, stopped="max_steps", name="lesions"):
+    path.mkdir(parents=True)
+    (path / "checkpoints").mkdir()
+    (path / "checkpoints" / "latest").write_text("step_0000010\n")
+    atomic_write_json(path / "summary.json", {"steps": 10, "stopped": stopped, "time_s": 12.0})
+    task = {"task": {"name": name, **({"aux_classes": aux} if aux else {})}, "subset": {"cases": list(cases)}}
+    (path / "config.yaml").write_text(yaml.safe_dump({"task": task}))
+    return path
+
+
+def test_adopt_petctfm_runs_checks_then_copies(tmp_path):
+    """--petctfm-runs: finished lesion runs on exactly the train split with nnU-Net's targets are copied into
+    E/petctfm_s<seed>/run (the source untouched, one in place kept); anything else is refused before any copy."""
+    from petctfm.experiments.vs_nnunet.plan import Settings
+    from petctfm.experiments.vs_nnunet.run import adopt_petctfm_runs
+
+    data = _dataset(tmp_path / "data")
+    organs = {"liver": 1, "spleen": 2}
+    for seed in (0, 1):
+        _finished_run(tmp_path / f"runs/r_s{seed}", SPLIT["train"], aux=organs)
+
+    def settings(template, with_organs=True):
+        return Settings(data=str(data), minutes=1, device="cpu", preset="tiny", backbone="nnunet-plain",
+                        organs=organs if with_organs else None, petctfm_runs=str(template))
+
+    exp = tmp_path / "E"
+    placed = adopt_petctfm_runs(settings(tmp_path / "runs/r_s{seed}"), exp, [0, 1])
+    assert placed == [exp / "petctfm_s0" / "run", exp / "petctfm_s1" / "run"]
+    assert json.loads((placed[1] / "summary.json").read_text())["steps"] == 10
+    assert (placed[0] / "checkpoints" / "latest").read_text() == "step_0000010\n"
+    (placed[0] / "marker").write_text("kept")
+    adopt_petctfm_runs(settings(tmp_path / "runs/r_s{seed}"), exp, [0])  # already in place: kept as it is
+    assert (placed[0] / "marker").is_file() and not (tmp_path / "runs/r_s0/marker").exists()
+
+    with pytest.raises(InputError, match="auxiliary organ classes.*--organs on"):
+        adopt_petctfm_runs(settings(tmp_path / "runs/r_s{seed}", with_organs=False), tmp_path / "E2", [0])
+    with pytest.raises(InputError, match="not a finished petctfm fine-tuning run"):
+        adopt_petctfm_runs(settings(tmp_path / "runs/r_s{seed}"), tmp_path / "E3", [0, 2])
+    assert not (tmp_path / "E3").exists()  # refused before anything was copied
+    _finished_run(tmp_path / "runs/half", SPLIT["train"][:3], aux=organs)
+    with pytest.raises(InputError, match="trained on 3 cases, not the 4"):
+        adopt_petctfm_runs(settings(tmp_path / "runs/half"), tmp_path / "E4", [0])
+    _finished_run(tmp_path / "runs/killed", SPLIT["train"], aux=organs, stopped=None)
+    with pytest.raises(InputError, match="not a finished"):
+        adopt_petctfm_runs(settings(tmp_path / "runs/killed"), tmp_path / "E5", [0])
+    _finished_run(tmp_path / "runs/organ_model", SPLIT["train"], name="organs")
+    with pytest.raises(InputError, match="'organs' run"):
+        adopt_petctfm_runs(settings(tmp_path / "runs/organ_model"), tmp_path / "E6", [0])
+
+
 def test_floor_keeps_components_of_one_ml():
     suv = np.zeros((20, 20, 20), np.float32)
     suv[2:7, 2:7, 2:7] = 5.0  # 125 voxels of 8 ul = 1.0 ml: kept

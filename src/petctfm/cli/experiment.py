@@ -273,6 +273,10 @@ def _register_vs_nnunet(sub) -> None:
     p.add_argument("--organs", choices=("auto", "on", "off"), default="auto",
                    help="both arms learn the organ map (organs.npy) as extra classes, scored on the lesion alone, or "
                    "neither (default auto: on when petctfm's recipe trains organs and every train/val case has them)")
+    p.add_argument("--petctfm-runs", metavar="RUN_{seed}", default=None,
+                   help="finished petctfm fine-tuning runs to compare instead of training them, '{seed}' standing "
+                   "for each seed (e.g. runs/recipe_s{seed}); each must be trained on the dataset's train split with "
+                   "the same targets (--organs)")
     p.add_argument("--confirm", metavar="DATASET", default=None,
                    help="a confirmation cohort (another harmonized dataset): every finished run predicts all of its "
                    "cases, scored and paired the same way (E/confirm_<name>/results.md)")
@@ -297,7 +301,8 @@ def _run_vs_nnunet(args: argparse.Namespace) -> int:
     out = run_vs_nnunet(args.data, args.out, args.minutes, seeds=parse_list("seeds", args.seeds, int, "an integer"),
                         device=args.device, preset=args.preset, backbone=args.backbone,
                         plans=parse_list("plans", args.plans, str, "a plan"), holdout_site=args.holdout_site,
-                        progress=not args.no_progress, recipe=args.recipe, tta=not args.no_tta, jobs=args.jobs, organs=args.organs)
+                        progress=not args.no_progress, recipe=args.recipe, tta=not args.no_tta, jobs=args.jobs, organs=args.organs,
+                        petctfm_runs=args.petctfm_runs)
     if args.confirm is not None:
         from petctfm.experiments.vs_nnunet.confirm import run_confirm
 

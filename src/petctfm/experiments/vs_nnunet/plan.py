@@ -91,6 +91,8 @@ class Settings:
     #: organ name -> organs.npy value, trained as extra classes by BOTH arms (petctfm's task.aux_classes, nnU-Net's
     #: labels 2..); None: the lesion alone in both (folders written before this setting: None)
     organs: dict[str, int] | None = None
+    #: finished petctfm fine-tuning runs compared instead of training them (a path with ``{seed}``), None: trained
+    petctfm_runs: str | None = None
 
 
 def fmt_thr(t: float) -> str:
@@ -118,6 +120,8 @@ def command_line(settings: Settings, exp_dir: Path, seeds: list[int]) -> str:
     if not settings.tta:
         parts.append("--no-tta")
     parts += ["--organs", "on" if settings.organs else "off"]
+    if settings.petctfm_runs:
+        parts += ["--petctfm-runs", settings.petctfm_runs]
     return shlex.join(parts)
 
 

@@ -146,7 +146,10 @@ def _markdown(summary: dict, records: Sequence[dict], settings: Settings, seeds:
         f"{', '.join(map(str, seeds))}; {getattr(settings, 'jobs', 1)} run(s) at a time sharing the cores. petctfm: "
         f"`finetune(init='scratch', backbone='{settings.backbone}', preset='{settings.preset}', "
         f"plan={getattr(settings, 'recipe', None)!r}, max_time={settings.minutes * 60:g})`, best checkpoint by val "
-        f"Dice, no TTA. nnU-Net 2.8.1 `3d_fullres`, budget trainer (docs/vs-nnunet.md), `checkpoint_final.pth`, "
+        f"Dice, no TTA"
+        + (f" (finished runs compared as they are, not trained here: `{settings.petctfm_runs}`; their steps and "
+           "training seconds are in the runs table)" if getattr(settings, "petctfm_runs", None) else "")
+        + ". nnU-Net 2.8.1 `3d_fullres`, budget trainer (docs/vs-nnunet.md), `checkpoint_final.pth`, "
         f"nnU-Net's predictor (Gaussian sliding window, step 0.5, "
         f"{'mirroring' if getattr(settings, 'tta', True) else 'no mirroring'}).",
         "",

@@ -314,6 +314,55 @@ def _run_parallel(plan: list[Arm], settings: Settings, exp_dir: Path, test_cases
     return [records[a.name] for a in plan], len(todo)
 
 
+def adopt_petctfm_runs(settings: Settings, exp_dir: Path, seeds: Sequence[int]) -> list[Path]:
+    """Copy finished petctfm fine-tuning runs (``settings.petctfm_runs`` with ``{seed}`` = each seed) into
+    ``E/petctfm_s<seed>/run``, where :func:`run_petctfm` then only predicts and scores them (a copy: the source
+    run is never written to; one already in place is kept). Each must be finished (``summary.json`` stopped at
+    its steps or time), a lesion run trained on exactly the dataset's train split, with the same targets as
+    nnU-Net's export (``task.aux_classes`` = the organ classes, or none): otherwise one-line InputError, before
+    anything is copied. Returns the run folders in ``E``."""
+    import yaml
+
+    from petctfm.data import format as fmt
+
+    train = set(fmt.load_splits(settings.data).get("train") or [])
+    sources = []
+    for seed in seeds:
+        src = Path(str(settings.petctfm_runs).replace("{seed}", str(seed))).resolve()
+        summary = _read_json(src / "summary.json")
+        if not summary or summary.get("stopped") not in ("max_steps", "max_time"):
+            raise InputError(f"{src}: not a finished petctfm fine-tuning run (no summary.json of a run that reached "
+                             "its steps or time); --petctfm-runs takes finished runs, '{seed}' standing for the seed")
+        try:
+            task = (yaml.safe_load((src / "config.yaml").read_text()) or {}).get("task") or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"{src / 'config.yaml'}: cannot be read ({exc})") from None
+        head = task.get("task") or {}
+        if head.get("name", "lesions") != "lesions":
+            raise InputError(f"{src}: a {head.get('name')!r} run; vs-nnunet compares lesion models")
+        cases = set((task.get("subset") or {}).get("cases") or [])
+        if cases != train:
+            raise InputError(f"{src}: trained on {len(cases)} cases, not the {len(train)} of {settings.data}'s train "
+                             f"split ({len(cases - train)} outside it, {len(train - cases)} of it missing): nnU-Net "
+                             "would train on other cases")
+        aux = dict(head.get("aux_classes") or {})
+        if aux != dict(settings.organs or {}):
+            raise InputError(f"{src}: trained with {len(aux)} auxiliary organ classes, nnU-Net's export has "
+                             f"{len(settings.organs or {})}: use --organs {'on' if aux else 'off'}")
+        sources.append((seed, src))
+    out = []
+    for seed, src in sources:
+        dst = exp_dir / f"petctfm_s{seed}" / "run"
+        if not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(".run.copying")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp, symlinks=True)
+            tmp.rename(dst)
+        out.append(dst)
+    return out
+
+
 def _check_holdout(data: Path, site: str) -> None:
     from petctfm.data import format as fmt
 
@@ -353,7 +402,8 @@ def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequ
                   device: str | None = None, preset: str | None = None, backbone: str | None = None,
                   plans: Sequence[str] = tuple(PLANS), holdout_site: str | None = None,
                   dataset_id: int | None = None, progress: bool = True, recipe: str | None = "auto",
-                  tta: bool = True, jobs: int = 1, organs: str = "auto") -> dict[str, Any]:
+                  tta: bool = True, jobs: int = 1, organs: str = "auto",
+                  petctfm_runs: str | None = None) -> dict[str, Any]:
     """Plan, run (skipping finished arms) and report the experiment in ``out``.
 
     ``minutes``: the training wall time of every trained arm. ``device``: cpu | cuda (default: cuda when
@@ -365,7 +415,9 @@ def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequ
     petctfm's predictor has none). ``organs`` (``auto`` | ``on`` | ``off``): both arms learn the organ map as
     extra classes (petctfm's ``task.aux_classes``, nnU-Net's labels 2..; both scored on the lesion alone) or
     neither; ``auto`` = on when petctfm's recipe trains them and every train and val case has ``organs.npy``
-    (:func:`resolve_organs`). ``jobs``: trained arms at once, each in its own process with the cores shared
+    (:func:`resolve_organs`). ``petctfm_runs``: finished petctfm fine-tuning runs to compare instead of
+    training them, a path with ``{seed}`` for each seed (:func:`adopt_petctfm_runs` checks and copies them in).
+    ``jobs``: trained arms at once, each in its own process with the cores shared
     evenly (2 on a 2-core CPU: petctfm and nnU-Net side by side, one core each). A confirmation cohort is
     scored afterwards by :func:`petctfm.experiments.vs_nnunet.confirm.run_confirm` (``--confirm``). Returns ``{"exp_dir", "records", "summary",
     "results_md", "results_csv", "plot", "command"}``.
@@ -423,10 +475,13 @@ def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequ
         raise InputError(f"--jobs must be >= 1, got {jobs}")
     settings = Settings(data=str(data), minutes=float(minutes), device=device, preset=preset, backbone=backbone,
                         plans=plans, dataset_id=int(dataset_id or DATASET_ID), holdout_site=holdout_site,
-                        recipe=recipe, tta=bool(tta), jobs=int(jobs), organs=resolve_organs(data, organs, recipe))
+                        recipe=recipe, tta=bool(tta), jobs=int(jobs), organs=resolve_organs(data, organs, recipe),
+                        petctfm_runs=str(petctfm_runs) if petctfm_runs else None)
     exp_dir = Path(out).resolve()
     exp_dir.mkdir(parents=True, exist_ok=True)
     check_settings(exp_dir / EXPERIMENT_FILE, settings)
+    if settings.petctfm_runs:
+        adopt_petctfm_runs(settings, exp_dir, seeds)
     plan = build_plan(seeds, plans)
     command = command_line(settings, exp_dir, seeds)
     atomic_write_text(exp_dir / EXPERIMENT_FILE, yaml.safe_dump({
@@ -459,4 +514,4 @@ def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequ
             "plot": exp_dir / "vs_nnunet.png", "command": command}
 
 
-__all__ = ["resolve_organs", "run_child", "nnunet_plans", "run_floor", "seconds_from_mtimes", "calibrate_steps", "run_nnunet", "run_petctfm", "execute_arm", "run_vs_nnunet"]
+__all__ = ["resolve_organs", "adopt_petctfm_runs", "run_child", "nnunet_plans", "run_floor", "seconds_from_mtimes", "calibrate_steps", "run_nnunet", "run_petctfm", "execute_arm", "run_vs_nnunet"]
