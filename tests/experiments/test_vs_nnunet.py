@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
+from matplotlib.image import imread
 
 from petctfm.core.errors import InputError
 from petctfm.data import format as fmt
@@ -170,6 +171,34 @@ def test_adopt_petctfm_runs_checks_then_copies(tmp_path):
         adopt_petctfm_runs(settings(tmp_path / "runs/organ_model"), tmp_path / "E6", [0])
 
 
+def test_confirm_averages_each_arms_seeds_per_case_then_pairs(tmp_path):
+    """The confirmation's per-arm reading: each case averaged over the arm's seeds (an undefined Dice left out),
+    the mean over cases, petctfm paired by case against every other arm; the figure is written."""
+    from petctfm.experiments.vs_nnunet.confirm import _figure, arm_summary
+
+    def rec(kind, dice):
+        return {"kind": kind, "cases": [{"case_id": c, "dice": d, "fp_volume_ml": 1.0, "fn_volume_ml": 0.0,
+                                          "lesion_f1": 1.0} for c, d in zip(("a", "b", "c"), dice)]}
+
+    per_arm = {"petctfm_s0": rec("petctfm", [0.8, 0.6, 0.5]), "petctfm_s1": rec("petctfm", [0.6, 0.4, float("nan")]),
+               "nnunet_cpu_s0": rec("nnunet", [0.5, 0.5, 0.2]), "nnunet_cpu_s1": rec("nnunet", [0.3, 0.1, 0.4]),
+               "floor_suv4": rec("floor", [0.0, 0.1, 0.2])}
+    spec = {"runs": [{"name": "nnunet_cpu_s0", "plan": "cpu"}, {"name": "nnunet_cpu_s1", "plan": "cpu"},
+                     {"name": "petctfm_s0"}, {"name": "petctfm_s1"}, {"name": "floor_suv4"}]}
+    out = arm_summary(per_arm, spec)
+    assert out["per_case"]["petctfm"]["a"]["dice"] == pytest.approx(0.7)
+    assert out["per_case"]["petctfm"]["c"]["dice"] == pytest.approx(0.5)  # the NaN seed left out
+    assert out["per_case"]["nnunet_cpu"]["b"]["dice"] == pytest.approx(0.3)
+    assert out["by_arm"]["petctfm"]["dice"]["mean"] == pytest.approx((0.7 + 0.5 + 0.5) / 3)
+    assert out["by_arm"]["nnunet_cpu"]["runs"] == ["nnunet_cpu_s0", "nnunet_cpu_s1"]
+    assert out["by_arm"]["nnunet_cpu"]["per_run_dice"]["nnunet_cpu_s1"] == pytest.approx(0.8 / 3)
+    d = out["paired_by_arm"]["petctfm - nnunet_cpu"]["dice"]
+    assert d["n"] == 3 and d["mean_diff"] == pytest.approx(((0.7 - 0.4) + (0.5 - 0.3) + (0.5 - 0.3)) / 3)
+    assert set(out["paired_by_arm"]) == {"petctfm - nnunet_cpu", "petctfm - floor_suv4"}
+    _figure({**out, "data": "/x/cohort", "n_cases": 3, "cases": "lesions"}, tmp_path / "confirm.png")
+    assert imread(tmp_path / "confirm.png").shape[0] > 100
+
+
 def test_floor_keeps_components_of_one_ml():
     suv = np.zeros((20, 20, 20), np.float32)
     suv[2:7, 2:7, 2:7] = 5.0  # 125 voxels of 8 ul = 1.0 ml: kept
@@ -258,6 +287,9 @@ def test_vs_nnunet_end_to_end(tmp_path, monkeypatch):
         assert 0.0 <= a["dice"]["mean"] <= 1.0 and a["seconds_per_case_median"] >= 0
     assert res["paired"]["petctfm_s0 - nnunet_cpu_s0"]["dice"]["n"] == res["n_cases"]
     assert "| petctfm_s0 - nnunet_cpu_s0 | dice |" in (conf["out"] / "results.md").read_text()
+    assert set(res["by_arm"]) == {"petctfm", "nnunet_cpu", "floor_suv2.5", "floor_suv4"}
+    assert res["paired_by_arm"]["petctfm - nnunet_cpu"]["dice"]["n"] == res["n_cases"]
+    assert imread(conf["out"] / "confirm.png").shape[2] in (3, 4)
 
     # a rerun trains nothing; other settings are refused
     def fail(*a, **k):

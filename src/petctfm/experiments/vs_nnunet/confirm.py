@@ -175,11 +175,89 @@ def run_confirm(exp_dir: str | Path, data2: str | Path, out: str | Path | None =
             summary["paired"][f"{p} - {other}"] = {
                 m: paired_comparison([pc[c][m] for c in common], [oc[c][m] for c in common], N_RESAMPLES,
                                      BOOTSTRAP_SEED) for m in ARM_METRICS}
+    summary.update(arm_summary(per_arm, spec))
     atomic_write_json(out / "results.json", json_safe(summary))
+    if summary["by_arm"]:
+        _figure(summary, out / "confirm.png")
     md = _markdown(summary, spec)
     atomic_write_text(out / "results.md", md)
     console.print(f"confirmation: results in {out / 'results.md'}")
     return {"out": out, "results_md": out / "results.md", "results": summary}
+
+
+def arm_summary(per_arm: dict[str, dict[str, Any]], spec: dict[str, Any]) -> dict[str, Any]:
+    """The pre-registrable reading: per arm (petctfm, nnU-Net per plan, each floor) every case's metric averaged
+    over the arm's seeds first (:func:`petctfm.experiments.vs_nnunet.report.seed_mean_cases`, as the
+    experiment's own test report), then the mean and its bootstrap CI over cases; petctfm paired by case against
+    every other arm. Returns ``{"by_arm": {arm: {metric: ci, "runs": [...], "per_run_dice": {...}}},
+    "paired_by_arm": {"petctfm - <arm>": {metric: paired}}, "per_case": {arm: {case: {metric: value}}}}``."""
+    from petctfm.evaluate.bootstrap import mean_ci, paired_comparison
+    from petctfm.experiments.vs_nnunet.report import group_of, seed_mean_cases
+
+    runs = {a["name"]: a for a in spec.get("runs", [])}
+    records = [{"name": n, "kind": rec["kind"], "plan": runs.get(n, {}).get("plan"), "confirm": {"cases": rec["cases"]}}
+               for n, rec in per_arm.items()]
+    per_case = seed_mean_cases(records, "confirm")
+    by_arm: dict[str, Any] = {}
+    for arm, cases in per_case.items():
+        by_arm[arm] = {m: mean_ci([c[m] for c in cases.values()], N_RESAMPLES, BOOTSTRAP_SEED) for m in ARM_METRICS}
+        members = [r for r in records if group_of(r) == arm]
+        by_arm[arm]["runs"] = [r["name"] for r in members]
+        by_arm[arm]["per_run_dice"] = {r["name"]: mean_ci([c["dice"] for c in r["confirm"]["cases"]], N_RESAMPLES,
+                                                          BOOTSTRAP_SEED)["mean"] for r in members}
+    paired: dict[str, Any] = {}
+    if "petctfm" in per_case:
+        pc = per_case["petctfm"]
+        for arm, oc in per_case.items():
+            if arm == "petctfm":
+                continue
+            common = sorted(set(pc) & set(oc))
+            paired[f"petctfm - {arm}"] = {m: paired_comparison([pc[c][m] for c in common], [oc[c][m] for c in common],
+                                                               N_RESAMPLES, BOOTSTRAP_SEED) for m in ARM_METRICS}
+    return {"by_arm": by_arm, "paired_by_arm": paired, "per_case": per_case}
+
+
+def _figure(summary: dict[str, Any], png: Path) -> None:
+    """``confirm.png``: per-case Dice of petctfm against each nnU-Net arm (seed means; above the diagonal petctfm
+    is better), and every arm's per-case Dice with its mean and 95 % CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from petctfm.experiments.vs_nnunet.report import _arm_order
+    from petctfm.io.atomic import atomic_path
+
+    per_case, by_arm = summary["per_case"], summary["by_arm"]
+    arms = _arm_order(list(by_arm))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
+    pc = per_case.get("petctfm", {})
+    for arm in [a for a in arms if a.startswith("nnunet")]:
+        common = [c for c in sorted(set(pc) & set(per_case[arm]))
+                  if math.isfinite(pc[c]["dice"]) and math.isfinite(per_case[arm][c]["dice"])]
+        ax1.scatter([per_case[arm][c]["dice"] for c in common], [pc[c]["dice"] for c in common], s=22, alpha=0.8,
+                    label=f"{arm} ({len(common)} cases)")
+    ax1.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax1.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="nnU-Net Dice (mean over seeds)",
+            ylabel="petctfm Dice (mean over seeds)", title="per case (above the diagonal: petctfm better)")
+    ax1.legend(loc="lower right", fontsize=8)
+    rng = np.random.default_rng(0)
+    for i, arm in enumerate(arms):
+        d = np.array([v["dice"] for v in per_case[arm].values()], float)
+        d = d[np.isfinite(d)]
+        ax2.scatter(i + rng.uniform(-0.15, 0.15, len(d)), d, s=10, alpha=0.5)
+        s = by_arm[arm]["dice"]
+        if s["n"]:
+            ax2.errorbar(i + 0.3, s["mean"], yerr=[[s["mean"] - s["ci_low"]], [s["ci_high"] - s["mean"]]], fmt="o",
+                         color="k", capsize=4)
+    ax2.set_xticks(range(len(arms)), arms, rotation=20, fontsize=8)
+    ax2.set(ylim=(-0.02, 1.02), ylabel="Dice per case", title="per arm: cases, mean [95 % CI]")
+    fig.suptitle(f"Confirmation cohort {Path(summary['data']).name}: {summary['n_cases']} cases ({summary['cases']}); "
+                 "synthetic phantoms", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
 
 
 def _fold_dir(run_dir: Path) -> Path:
@@ -200,7 +278,23 @@ def _markdown(summary: dict[str, Any], spec: dict[str, Any]) -> str:
              f"Synthetic phantoms: not clinical results. Cohort `{summary['data']}`: {summary['n_cases']} cases "
              f"({summary['cases']}), none seen in training or in any choice. Models: the finished runs of "
              f"`{spec['command']}`. Means over cases [95 % bootstrap CI]; Dice over cases with lesions.", "",
-             "| run | Dice | FP ml | FN ml | lesion F1 | s/case (median) |", "| --- | --- | --- | --- | --- | ---: |"]
+             "## Per arm (each case averaged over the arm's seeds first)", "",
+             "| arm | runs | Dice | per-run Dice | FP ml | FN ml | lesion F1 |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for arm, s in summary.get("by_arm", {}).items():
+        per_run = " / ".join(f"{v:.3f}" for v in s["per_run_dice"].values() if math.isfinite(v))
+        lines.append(f"| {arm} | {len(s['runs'])} | {_ci(s['dice'])} | {per_run or 'n/a'} | {_ci(s['fp_volume_ml'], 1)} | "
+                     f"{_ci(s['fn_volume_ml'], 1)} | {_ci(s['lesion_f1'])} |")
+    lines += ["", "| petctfm - arm | metric | n | mean diff [95 % CI] | wins petctfm / arm / ties | Wilcoxon p |",
+              "| --- | --- | ---: | --- | --- | ---: |"]
+    for pair, ms in summary.get("paired_by_arm", {}).items():
+        for m, r in ms.items():
+            ci = f"{r['mean_diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" if r["n"] else "n/a"
+            lines.append(f"| {pair} | {m} | {r['n']} | {ci} | {r.get('wins_a')} / {r.get('wins_b')} / "
+                         f"{r.get('ties')} | {r['p_value']:.3g} |")
+    if summary.get("by_arm"):
+        lines += ["", "![per case and per arm](confirm.png)", ""]
+    lines += ["## Per run", "",
+              "| run | Dice | FP ml | FN ml | lesion F1 | s/case (median) |", "| --- | --- | --- | --- | --- | ---: |"]
     for name, s in summary["arms"].items():
         lines.append(f"| {name} | {_ci(s['dice'])} | {_ci(s['fp_volume_ml'], 1)} | {_ci(s['fn_volume_ml'], 1)} | "
                      f"{_ci(s['lesion_f1'])} | {s['seconds_per_case_median']:.1f} |")
