@@ -304,7 +304,7 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
                         model_overrides=dict(pcfg["model"].get("overrides") or {}), max_steps=max_steps,
                         max_time=max_time, overrides=list(overrides), probe_kshot=int(probe_kshot or 0) or None,
                         probe_steps=probe_steps, separated=sep, holdout_site=holdout_site, plan=plan)
-    plan = build_plan(data, arms, fractions, seeds, explicit, settings.probe_kshot, str(weights), sep or None,
+    planned = build_plan(data, arms, fractions, seeds, explicit, settings.probe_kshot, str(weights), sep or None,
                       holdout)
     exp_dir = Path(out)
     exp_dir.mkdir(parents=True, exist_ok=True)
@@ -313,7 +313,7 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
                            None if explicit else [float(f) for f in fractions], explicit)
     atomic_write_text(exp_dir / EXPERIMENT_FILE, yaml.safe_dump({
         "experiment": "label-efficiency", "petctfm": __version__, "command": command, "settings": asdict(settings),
-        "seeds": seeds, "runs": [r.to_dict() for r in plan]}, sort_keys=False))
+        "seeds": seeds, "runs": [r.to_dict() for r in planned]}, sort_keys=False))
 
     def announce(run: PlannedRun) -> str:
         return f"{len(run.cases)} training cases"
@@ -323,11 +323,11 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
         console.print(f"[green]{run.name}[/]: test Dice {fmt_num(d['mean'])} [{fmt_num(d['ci_low'])}, "
                       f"{fmt_num(d['ci_high'])}] in {rec['time_s']:.0f} s")
 
-    records, ran = run_plan(plan, exp_dir, lambda run: execute_run(run, settings, exp_dir, progress), console,
+    records, ran = run_plan(planned, exp_dir, lambda run: execute_run(run, settings, exp_dir, progress), console,
                             announce, report)
-    summary = write_results(exp_dir, records, plan, settings, command)
+    summary = write_results(exp_dir, records, planned, settings, command)
     console.print(f"label-efficiency: {len(records)} runs ({ran} run now); results in {exp_dir / 'results.md'}")
-    return {"exp_dir": exp_dir, "plan": plan, "records": records, "summary": summary,
+    return {"exp_dir": exp_dir, "plan": planned, "records": records, "summary": summary,
             "results_md": exp_dir / "results.md", "results_csv": exp_dir / "results.csv",
             "plot": exp_dir / "label_efficiency.png", "command": command}
 
