@@ -44,8 +44,6 @@ def csv_text(rows: Iterable[dict[str, Any]], columns: Sequence[str] | None = Non
     return buf.getvalue()
 
 
-__all__ = ["csv_cell", "csv_text"]
-
 
 def read_case_rows(path: str | Path, missing: str = "not found") -> tuple[list[str], dict[str, dict[str, str]]]:
     """``(columns, rows by case id)`` of a CSV with a ``case_id`` column (a dataset's ``manifest.csv``, a
@@ -62,3 +60,6 @@ def read_case_rows(path: str | Path, missing: str = "not found") -> tuple[list[s
         if "case_id" not in columns:
             raise InputError(f"{path}: no 'case_id' column (has {', '.join(columns) or 'none'})")
         return columns, {row["case_id"]: row for row in reader}
+
+
+__all__ = ["csv_cell", "csv_text", "read_case_rows"]

@@ -24,6 +24,20 @@ from petctfm.train import checkpoint as ck
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+#: How a trainer's summary says training ended by its budget (not killed, not interrupted).
+FINISHED = ("max_steps", "max_time")
+
+
+def finished_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """The trainer's ``RUN/summary.json`` when training ended by its budget (:data:`FINISHED`), else None (no
+    summary, an unreadable one, or a run that was stopped otherwise)."""
+    try:
+        s = json.loads((Path(run_dir) / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return s if isinstance(s, dict) and s.get("stopped") in FINISHED else None
+
+
 #: TrainConfig fields that may change when a run is resumed (they do not change what is computed).
 RESUMABLE_CHANGES = frozenset({"max_steps", "max_time_s", "checkpoint_every", "keep_checkpoints", "log_every",
                                "figure_every", "progress", "compile", "num_workers", "schedule_steps"})

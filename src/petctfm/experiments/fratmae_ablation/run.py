@@ -26,19 +26,14 @@ def _train(run_dir: Path, fn, **kw: Any) -> dict[str, Any]:
     """Train with ``fn`` (a pretrain / finetune API) unless the run ended by its budget; resume a killed one."""
     from petctfm.io.atomic import json_safe
     from petctfm.train.checkpoint import latest_checkpoint
-    from petctfm.train.run_dir import SUMMARY_FILE
+    from petctfm.train.run_dir import finished_summary
 
     done = load_done(run_dir)
     if done is not None:
         return done
-    try:
-        import json
-
-        s = json.loads((run_dir / SUMMARY_FILE).read_text())
-        if s.get("stopped") in ("max_steps", "max_time"):
-            return s
-    except (OSError, ValueError):
-        pass
+    s = finished_summary(run_dir)
+    if s is not None:
+        return s
     resume = latest_checkpoint(run_dir / "checkpoints") is not None
     return json_safe(fn(out=run_dir, resume=resume, **kw))
 

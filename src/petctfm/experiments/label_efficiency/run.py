@@ -34,10 +34,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _training_finished(run_dir: Path) -> dict[str, Any] | None:
     """The trainer's summary when training ended by its budget (not killed / interrupted), else None."""
-    from petctfm.train.run_dir import SUMMARY_FILE
+    from petctfm.train.run_dir import finished_summary
 
-    s = _read_json(run_dir / SUMMARY_FILE)
-    return s if s and s.get("stopped") in ("max_steps", "max_time") else None
+    return finished_summary(run_dir)
 
 
 def finetune_kwargs(run: PlannedRun, settings: Settings, run_dir: Path, progress: bool) -> dict[str, Any]:

@@ -203,8 +203,7 @@ def arm_summary(per_arm: dict[str, dict[str, Any]], spec: dict[str, Any]) -> dic
         by_arm[arm] = {m: mean_ci([c[m] for c in cases.values()], N_RESAMPLES, BOOTSTRAP_SEED) for m in ARM_METRICS}
         members = [r for r in records if group_of(r) == arm]
         by_arm[arm]["runs"] = [r["name"] for r in members]
-        by_arm[arm]["per_run_dice"] = {r["name"]: mean_ci([c["dice"] for c in r["confirm"]["cases"]], N_RESAMPLES,
-                                                          BOOTSTRAP_SEED)["mean"] for r in members}
+        by_arm[arm]["per_run_dice"] = {r["name"]: _mean_dice(r["confirm"]["cases"]) for r in members}
     paired: dict[str, Any] = {}
     if "petctfm" in per_case:
         pc = per_case["petctfm"]
@@ -215,6 +214,14 @@ def arm_summary(per_arm: dict[str, dict[str, Any]], spec: dict[str, Any]) -> dic
             paired[f"petctfm - {arm}"] = {m: paired_comparison([pc[c][m] for c in common], [oc[c][m] for c in common],
                                                                N_RESAMPLES, BOOTSTRAP_SEED) for m in ARM_METRICS}
     return {"by_arm": by_arm, "paired_by_arm": paired, "per_case": per_case}
+
+
+def _mean_dice(cases: list[dict[str, Any]]) -> float:
+    """Mean Dice over the cases where it is defined (NaN when none is): a run's point estimate, no bootstrap."""
+    from petctfm.evaluate.bootstrap import defined
+
+    d = defined(c["dice"] for c in cases)
+    return float(d.mean()) if len(d) else float("nan")
 
 
 def _figure(summary: dict[str, Any], png: Path) -> None:

@@ -245,7 +245,7 @@ def _predict(trainer, checkpoint: Path, spec: dict[str, Any], device: torch.devi
     (labels beyond the lesion) writes the lesion mask only (:func:`~petctfm.experiments.vs_nnunet.export.lesion_only`)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-
+    multi = with_organs(trainer.dataset_json)
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     pm, cm = trainer.plans_manager, trainer.configuration_manager
     net = type(trainer).build_network_architecture(pm, cm, trainer.num_input_channels,
@@ -265,7 +265,7 @@ def _predict(trainer, checkpoint: Path, spec: dict[str, Any], device: torch.devi
         t0 = time.perf_counter()
         data, props = rw.read_images(files)
         predictor.predict_single_npy_array(data, props, None, str(out_dir / cid), False)
-        if with_organs(trainer.dataset_json):
+        if multi:
             lesion_only(out_dir / f"{cid}.nii.gz")
         seconds[cid] = time.perf_counter() - t0
     return {"seconds_per_case": seconds, "tile_step_size": 0.5, "mirroring": mirroring}

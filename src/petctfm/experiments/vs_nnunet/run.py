@@ -215,12 +215,12 @@ def run_petctfm(arm: Arm, settings: Settings, run_dir: Path) -> dict[str, Any]:
     from petctfm.methods.finetune import finetune
     from petctfm.predict.split import predict_split
     from petctfm.train import checkpoint as ck
-    from petctfm.train.run_dir import SUMMARY_FILE
+    from petctfm.train.run_dir import finished_summary
 
     train_dir = run_dir / "run"
-    summary = _read_json(train_dir / SUMMARY_FILE)
+    summary = finished_summary(train_dir)
     calib = _read_json(run_dir / CALIBRATION_FILE)
-    if not summary or summary.get("stopped") not in ("max_steps", "max_time"):
+    if summary is None:
         resume = ck.latest_checkpoint(train_dir / "checkpoints") is not None
         extra: dict[str, Any] = {}
         if settings.recipe and not resume:
@@ -321,22 +321,20 @@ def adopt_petctfm_runs(settings: Settings, exp_dir: Path, seeds: Sequence[int]) 
     its steps or time), a lesion run trained on exactly the dataset's train split, with the same targets as
     nnU-Net's export (``task.aux_classes`` = the organ classes, or none): otherwise one-line InputError, before
     anything is copied. Returns the run folders in ``E``."""
-    import yaml
-
     from petctfm.data import format as fmt
+    from petctfm.train.config import saved_run_configs
+    from petctfm.train.run_dir import finished_summary
 
     train = set(fmt.load_splits(settings.data).get("train") or [])
     sources = []
     for seed in seeds:
         src = Path(str(settings.petctfm_runs).replace("{seed}", str(seed))).resolve()
-        summary = _read_json(src / "summary.json")
-        if not summary or summary.get("stopped") not in ("max_steps", "max_time"):
-            raise InputError(f"{src}: not a finished petctfm fine-tuning run (no summary.json of a run that reached "
-                             "its steps or time); --petctfm-runs takes finished runs, '{seed}' standing for the seed")
-        try:
-            task = (yaml.safe_load((src / "config.yaml").read_text()) or {}).get("task") or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(f"{src / 'config.yaml'}: cannot be read ({exc})") from None
+        saved = saved_run_configs(src) if finished_summary(src) is not None else None
+        if saved is None:
+            raise InputError(f"{src}: not a finished petctfm fine-tuning run (no summary.json and config.yaml of a "
+                             "run that reached its steps or time); --petctfm-runs takes finished runs, '{seed}' "
+                             "standing for the seed")
+        task = saved[0]
         head = task.get("task") or {}
         if head.get("name", "lesions") != "lesions":
             raise InputError(f"{src}: a {head.get('name')!r} run; vs-nnunet compares lesion models")
