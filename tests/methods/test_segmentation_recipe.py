@@ -32,6 +32,16 @@ def test_fingerprint_reads_shapes_lesions_and_intensities(toy):
     json.dumps(fp)  # JSON-able: it goes into the run's config
 
 
+def test_fingerprint_counts_organ_maps_in_every_case_not_only_the_sampled_ones(tmp_path):
+    from petctfm.data import format as fmt
+
+    data = write_toy_dataset(tmp_path / "toy", n_cases=4, shape=(24, 16, 32), organs=True)
+    (fmt.case_dir(data, "toy001") / "organs.npy").unlink()  # not among the 2 sampled cases (toy000, toy003)
+    fp = P.fingerprint(data, ["toy000", "toy001", "toy002", "toy003"], max_cases=2)
+    assert fp["n_cases"] == 2
+    assert fp["cases_with_organs"] == 0.75  # so the plan does not turn on auxiliary organs (needs 1.0)
+
+
 def test_plan_patch_follows_nnunet_rule():
     # a body-shaped median volume (4 mm whole body): the patch keeps its aspect, fits the budget, pools cleanly
     patch = P.plan_patch([118, 70, 300], 64 ** 3, max_stages=5)

@@ -61,7 +61,8 @@ MIN_EDGE = 4  # nnU-Net: an axis is pooled only while its feature map stays >= 4
 
 def fingerprint(dataset: str | Path, cases: Sequence[str], max_cases: int = 200) -> dict[str, Any]:
     """The training cases' fingerprint (module docstring, item 1). ``cases``: the run's training case ids
-    (at most ``max_cases`` are read, evenly spaced). Returns a JSON-able dict::
+    (at most ``max_cases`` are read, evenly spaced; ``cases_with_organs`` checks every one). Returns a JSON-able
+    dict::
 
         {"n_cases", "spacing": [mm x3], "median_shape": [X, Y, Z], "min_shape", "max_shape",
          "cases_with_lesions": share, "lesions_per_case": median, "lesion_volume_ml": {"p5","p50","p95"},
@@ -71,7 +72,7 @@ def fingerprint(dataset: str | Path, cases: Sequence[str], max_cases: int = 200)
 
     from petctfm.data import format as fmt
 
-    ids = list(cases)
+    ids = all_ids = list(cases)
     if len(ids) > max_cases:
         ids = [ids[int(i)] for i in np.linspace(0, len(ids) - 1, max_cases)]
     shapes, n_les, vols, suv, hu, spacing = [], [], [], [], [], None
@@ -104,8 +105,9 @@ def fingerprint(dataset: str | Path, cases: Sequence[str], max_cases: int = 200)
         "cases_with_lesions": round(float(np.mean([n > 0 for n in n_les])), 3),
         "lesions_per_case": float(np.median(n_les)),
         "lesion_volume_ml": pct(vols), "lesion_suv": pct(suv), "lesion_hu": pct(hu),
+        # every training case, not only the sampled ones: aux_organs needs an organ map in each (a file check)
         "cases_with_organs": round(float(np.mean([(fmt.case_dir(dataset, c) / "organs.npy").is_file()
-                                                  for c in ids])), 3),
+                                                  for c in all_ids])), 3),
     }
 
 
