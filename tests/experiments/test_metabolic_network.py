@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from scipy import stats as sps
 
 from petctfm.cli.main import main
+from petctfm.core.errors import UsageError
 from petctfm.experiments.metabolic_network import stats
 from petctfm.experiments.metabolic_network.run import run_metabolic_network
 from petctfm.evaluate.organs import organ_suv_means
@@ -170,6 +172,32 @@ def test_tables_end_to_end(tmp_path):
     assert "precision 1.00, recall 1.00" in md and "age (numeric)" in md and "site (3 levels)" in md
     # default covariates: the absent 'tracer' is noted, not an error
     assert "tracer" in md
+
+
+def test_min_r_floor_drops_weak_edges_everywhere(tmp_path):
+    tables = _write_tables(tmp_path / "tables", 120, 4)
+    base = run_metabolic_network(tmp_path / "base", tables=tables, bootstrap=20, null_splits=0)
+    with open(tmp_path / "base" / "edges.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    strengths = sorted(abs(float(e["r"])) for e in rows if e["edge"] == "True")
+    assert len(strengths) >= 2 and strengths[0] < strengths[-1]
+    floor = (strengths[0] + strengths[-1]) / 2
+    out = run_metabolic_network(tmp_path / "floor", tables=tables, bootstrap=20, null_splits=0, min_r=floor)
+    with open(tmp_path / "floor" / "edges.csv", newline="") as f:
+        kept = list(csv.DictReader(f))
+    expect = {frozenset((e["organ_a"], e["organ_b"])) for e in rows
+              if e["edge"] == "True" and abs(float(e["r"])) >= floor}
+    assert {frozenset((e["organ_a"], e["organ_b"])) for e in kept if e["edge"] == "True"} == expect
+    assert 0 < out["n_edges"] == len(expect) < base["n_edges"]
+    # partial edges and bootstrap stability obey the same floor
+    assert all(abs(float(e["partial_r"])) >= floor for e in kept if e["partial_edge"] == "True")
+    assert all(float(e["stability"]) == 0.0 for e in kept if float(e["ci_high"]) < floor and float(e["ci_low"]) > -floor)
+    md = (tmp_path / "floor" / "results.md").read_text()
+    assert f"and |r| >= {floor:g}" in md
+    saved = yaml.safe_load((tmp_path / "floor" / "experiment.yaml").read_text())
+    assert f"--min-r {floor:g}" in saved["command"] and saved["settings"]["min_r"] == floor
+    with pytest.raises(UsageError, match="min_r"):
+        run_metabolic_network(tmp_path / "bad", tables=tables, min_r=1.0)
 
 
 def _dataset(root: Path, n: int = 12) -> Path:

@@ -369,6 +369,9 @@ def _register_metabolic_network(sub) -> None:
                    "report precision/recall of the planted edges and the planted group differences")
     p.add_argument("--alpha", type=float, action=api_default(METNET, "alpha"),
                    help="FDR level, in (0, 0.5] (default {default})")
+    p.add_argument("--min-r", type=float, metavar="R", action=api_default(METNET, "min_r"),
+                   help="an edge also needs |r| >= R (an effect-size floor for large cohorts, where tiny correlations "
+                   "pass the FDR), in [0, 1) (default {default}: the FDR alone)")
     p.add_argument("--permutations", type=int, metavar="N", action=api_default(METNET, "permutations"),
                    help="permutations per group comparison, >= 1000 (default {default})")
     p.add_argument("--bootstrap", type=int, metavar="N", action=api_default(METNET, "bootstrap"),
@@ -390,7 +393,7 @@ def _run_metabolic_network(args: argparse.Namespace) -> int:
     from petctfm.experiments.metabolic_network.run import run_metabolic_network
 
     out = run_metabolic_network(args.out, **given(args, ("data", "model", "tables", "metadata", "group_by", "groups",
-                                                         "covariates", "organs", "planted", "alpha", "permutations",
+                                                         "covariates", "organs", "planted", "alpha", "min_r", "permutations",
                                                          "bootstrap", "null_splits", "min_group", "seed", "erode")),
                                 progress=bool(args.model) and not args.no_progress)
     extra = ""

@@ -34,6 +34,7 @@ class Settings:
     covariates: list[str] | None = None
     organs: list[str] | None = None
     alpha: float = 0.05
+    min_r: float = 0.0  # edges also need |r| >= min_r (an effect-size floor; 0 = FDR alone)
     permutations: int = 1000
     bootstrap: int = 500
     null_splits: int = 20
@@ -55,7 +56,7 @@ def _names(arg: str, value: str | Sequence[str] | None) -> list[str] | None:
 
 
 def check_settings(data=None, model=None, tables=None, metadata=None, group_by=None, groups=None, covariates=None,
-                   organs=None, alpha=0.05, permutations=1000, bootstrap=500, null_splits=20, min_group=10, seed=0,
+                   organs=None, alpha=0.05, min_r=0.0, permutations=1000, bootstrap=500, null_splits=20, min_group=10, seed=0,
                    planted=None, erode=1) -> Settings:
     """The checked :class:`Settings` of :func:`petctfm.experiments.metabolic_network.run.run_metabolic_network`'s
     arguments; a wrong one is a one-line :class:`UsageError` naming it, raised before anything is read."""
@@ -86,6 +87,7 @@ def check_settings(data=None, model=None, tables=None, metadata=None, group_by=N
         metadata=None if metadata is None else str(metadata), group_by=group_by, groups=groups,
         covariates=covariates, organs=_names("organs", organs),
         alpha=check_float("alpha", alpha, lo=0.0, hi=0.5, lo_open=True),
+        min_r=check_float("min_r", min_r, lo=0.0, hi=1.0, hi_open=True),
         permutations=check_int("permutations", permutations, lo=1000),
         bootstrap=check_int("bootstrap", bootstrap, lo=0),
         null_splits=check_int("null_splits", null_splits, lo=0),
@@ -110,7 +112,7 @@ def command_line(settings: Settings, out: str | Path) -> str:
         if value:
             words += [flag, ",".join(value) if isinstance(value, list) else value]
     defaults = Settings()
-    for flag, name in (("--alpha", "alpha"), ("--permutations", "permutations"), ("--bootstrap", "bootstrap"),
+    for flag, name in (("--alpha", "alpha"), ("--min-r", "min_r"), ("--permutations", "permutations"), ("--bootstrap", "bootstrap"),
                        ("--null-splits", "null_splits"), ("--min-group", "min_group"), ("--seed", "seed"),
                        ("--erode", "erode")):
         if getattr(settings, name) != getattr(defaults, name):

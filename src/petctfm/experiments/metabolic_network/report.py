@@ -45,15 +45,16 @@ def matrix_csv(path: Path, organs: list[str], m: np.ndarray) -> Path:
     return atomic_write_text(path, csv_text(rows, ["organ", *organs]))
 
 
-def edge_rows(organs: list[str], net: dict[str, np.ndarray], alpha: float) -> list[dict[str, Any]]:
-    """One row per organ pair (upper triangle), strongest first."""
+def edge_rows(organs: list[str], net: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """One row per organ pair (upper triangle), edges first, then strongest first (``net["edge"]`` /
+    ``net["partial_edge"]``: the run's edge rule, :func:`petctfm.experiments.metabolic_network.stats.edges`)."""
     rows = []
     for i in range(len(organs)):
         for j in range(i + 1, len(organs)):
             row = {"organ_a": organs[i], "organ_b": organs[j], "r": net["r"][i, j], "p": net["p"][i, j],
-                   "p_fdr": net["q"][i, j], "edge": bool(net["q"][i, j] < alpha), "partial_r": net["partial_r"][i, j],
+                   "p_fdr": net["q"][i, j], "edge": bool(net["edge"][i, j]), "partial_r": net["partial_r"][i, j],
                    "partial_p": net["partial_p"][i, j], "partial_p_fdr": net["partial_q"][i, j],
-                   "partial_edge": bool(net["partial_q"][i, j] < alpha), "n": int(net["n"])}
+                   "partial_edge": bool(net["partial_edge"][i, j]), "n": int(net["n"])}
             for k in ("stability", "ci_low", "ci_high"):
                 row[k] = net[k][i, j] if k in net else ""
             rows.append(row)
@@ -61,13 +62,13 @@ def edge_rows(organs: list[str], net: dict[str, np.ndarray], alpha: float) -> li
     return rows
 
 
-def _write_network(folder: Path, organs: list[str], net: dict[str, np.ndarray], alpha: float) -> None:
+def _write_network(folder: Path, organs: list[str], net: dict[str, np.ndarray]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     matrix_csv(folder / "correlation.csv", organs, net["r"])
     matrix_csv(folder / "p_fdr.csv", organs, net["q"])
     matrix_csv(folder / "partial_correlation.csv", organs, net["partial_r"])
     matrix_csv(folder / "partial_p_fdr.csv", organs, net["partial_q"])
-    rows = [{k: _num(v) for k, v in r.items()} for r in edge_rows(organs, net, alpha)]
+    rows = [{k: _num(v) for k, v in r.items()} for r in edge_rows(organs, net)]
     atomic_write_text(folder / "edges.csv", csv_text(rows, EDGE_COLUMNS))
 
 
@@ -76,8 +77,9 @@ def _savefig(fig, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
 
-def plot_heatmap(path: Path, organs: list[str], net: dict[str, np.ndarray], alpha: float, title: str) -> None:
-    """Pearson (left) and Ledoit-Wolf partial (right) correlation; * = FDR edge."""
+def plot_heatmap(path: Path, organs: list[str], net: dict[str, np.ndarray], rule: str, title: str) -> None:
+    """Pearson (left) and Ledoit-Wolf partial (right) correlation; * = edge (``rule``: its words, e.g.
+    "FDR < 0.05")."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,28 +87,27 @@ def plot_heatmap(path: Path, organs: list[str], net: dict[str, np.ndarray], alph
 
     k = len(organs)
     fig, axes = plt.subplots(1, 2, figsize=(2 * (3 + 0.45 * k), 1.5 + 0.42 * k))
-    for ax, key, q, name in ((axes[0], "r", "q", "Pearson r"), (axes[1], "partial_r", "partial_q",
-                                                                   "partial r (Ledoit-Wolf)")):
+    for ax, key, edge, name in ((axes[0], "r", "edge", "Pearson r"), (axes[1], "partial_r", "partial_edge",
+                                                                      "partial r (Ledoit-Wolf)")):
         m = net[key].copy()
         np.fill_diagonal(m, np.nan)
         im = ax.imshow(m, cmap="RdBu_r", vmin=-1, vmax=1)
         for i in range(k):
             for j in range(k):
-                if i != j and net[q][i, j] < alpha:
+                if i != j and net[edge][i, j]:
                     ax.text(j, i, "*", ha="center", va="center", fontsize=10)
         ax.set_xticks(range(k), organs, rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(k), organs, fontsize=8)
-        ax.set_title(f"{name}; * FDR < {alpha:g}", fontsize=9)
+        ax.set_title(f"{name}; * {rule}", fontsize=9)
         fig.colorbar(im, ax=ax, shrink=0.7)
     fig.suptitle(title, fontsize=10)
     _savefig(fig, path)
     plt.close(fig)
 
 
-def plot_networks(path: Path, organs: list[str], nets: dict[str, dict[str, np.ndarray]], alpha: float,
-                  title: str) -> None:
-    """One network panel per entry of ``nets``: nodes on a circle, edges = FDR-significant Pearson r (red
-    positive, blue negative, width ~ |r|)."""
+def plot_networks(path: Path, organs: list[str], nets: dict[str, dict[str, np.ndarray]], title: str) -> None:
+    """One network panel per entry of ``nets``: nodes on a circle, edges = the Pearson edges (``net["edge"]``;
+    red positive, blue negative, width ~ |r|)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,7 +120,7 @@ def plot_networks(path: Path, organs: list[str], nets: dict[str, dict[str, np.nd
         g.add_nodes_from(organs)
         for i in range(len(organs)):
             for j in range(i + 1, len(organs)):
-                if net["q"][i, j] < alpha:
+                if net["edge"][i, j]:
                     g.add_edge(organs[i], organs[j], r=float(net["r"][i, j]))
         pos = nx.circular_layout(g)
         edges = list(g.edges(data=True))
@@ -135,6 +136,11 @@ def plot_networks(path: Path, organs: list[str], nets: dict[str, dict[str, np.nd
     plt.close(fig)
 
 
+def edge_rule(settings: Any) -> str:
+    """The run's edge rule in words (``settings``: its :class:`Settings`), e.g. "FDR < 0.05 and |r| >= 0.3"."""
+    return f"FDR < {settings.alpha:g}" + (f" and |r| >= {settings.min_r:g}" if settings.min_r else "")
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_+." else "_" for c in name) or "_"
 
@@ -147,15 +153,14 @@ def write_all(out: Path, res: dict[str, Any]) -> dict[str, str]:
 
     s = res["settings"]
     organs = res["organs"]
-    alpha = s.alpha
     short, warning = data_words_of(res["data"]) if res["data"] else ("organ tables", "")
     ids, groups = res["case_ids"], res["groups"]
     uptake = [{"case_id": c, **({"group": g or ""} if s.group_by else {}),
                **{o: _num(v) for o, v in zip(organs, row)}} for c, g, row in zip(ids, groups, res["uptake"])]
     atomic_write_text(out / "uptake.csv", csv_text(uptake, ["case_id", *(["group"] if s.group_by else []), *organs]))
-    _write_network(out, organs, res["pooled"], alpha)
+    _write_network(out, organs, res["pooled"])
     for g, net in res["group_nets"].items():
-        _write_network(out / "groups" / _safe(g), organs, net, alpha)
+        _write_network(out / "groups" / _safe(g), organs, net)
     files = {"results_md": str(out / "results.md"), "edges_csv": str(out / "edges.csv"),
              "heatmap": str(out / "heatmap.png"), "network": str(out / "network.png")}
     if res["differences"]:
@@ -165,9 +170,9 @@ def write_all(out: Path, res: dict[str, Any]) -> dict[str, str]:
     if res["null_splits"]:
         atomic_write_text(out / "null_splits.csv", csv_text([{k: v for k, v in x.items() if not k.startswith("_")}
                                                              for x in res["null_splits"]]))
-    plot_heatmap(out / "heatmap.png", organs, res["pooled"], alpha, f"metabolic covariance, all cases ({short})")
+    plot_heatmap(out / "heatmap.png", organs, res["pooled"], edge_rule(s), f"metabolic covariance, all cases ({short})")
     nets = {"all cases": res["pooled"], **res["group_nets"]}
-    plot_networks(out / "network.png", organs, nets, alpha, f"metabolic network ({short})")
+    plot_networks(out / "network.png", organs, nets, f"metabolic network ({short})")
     atomic_write_text(out / EXPERIMENT_FILE, yaml.safe_dump({"command": res["command"], "settings": asdict(s)},
                                                            sort_keys=False))
     atomic_write_text(out / "results.md", results_md(res, short, warning))
@@ -189,13 +194,14 @@ def results_md(res: dict[str, Any], short: str, warning: str) -> str:
               + (", ".join(res["covariates"]) if res["covariates"] else "nothing")
               + (f" and the {s.group_by} groups" if s.group_by and len(res["group_sizes"]) > 1 else "")
               + " (LinearRegression, categorical one-hot), z-scored",
-              f"- edges: Benjamini-Hochberg FDR < {alpha:g} over the {n_pairs} pairs; partial correlation from the "
-              "Ledoit-Wolf precision matrix"]
+              f"- edges: Benjamini-Hochberg FDR < {alpha:g} over the {n_pairs} pairs"
+              + (f" and |r| >= {s.min_r:g}" if s.min_r else "") + "; partial correlation from the Ledoit-Wolf "
+              "precision matrix"]
     for note in res["notes"]:
         lines.append(f"- note: {note}")
-    edges = [r for r in edge_rows(organs, pooled, alpha) if r["edge"]]
+    edges = [r for r in edge_rows(organs, pooled) if r["edge"]]
     lines += ["", f"## All cases: {len(edges)} edges (Pearson), "
-              f"{int((pooled['partial_q'][iu] < alpha).sum())} partial-correlation edges", ""]
+              f"{int(pooled['partial_edge'][iu].sum())} partial-correlation edges", ""]
     if edges:
         lines += ["| organ a | organ b | r | p (FDR) | partial r | partial p (FDR) | bootstrap stability | r 95% CI |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -205,15 +211,14 @@ def results_md(res: dict[str, Any], short: str, warning: str) -> str:
             lines.append(f"| {r['organ_a']} | {r['organ_b']} | {_fmt(r['r'])} | {_p(r['p_fdr'])} | "
                          f"{_fmt(r['partial_r'])} | {_p(r['partial_p_fdr'])} | {stab} | {ci} |")
     if s.bootstrap:
-        lines += ["", f"Bootstrap stability: share of {s.bootstrap} case resamples in which the edge is "
-                  "FDR-significant "
-                  "with the same sign."]
+        lines += ["", f"Bootstrap stability: share of {s.bootstrap} case resamples in which the pair is an edge "
+                  f"({edge_rule(s)}) with the same sign."]
     if res["group_nets"]:
         lines += ["", f"## Networks per {s.group_by} group", "", "| group | cases | edges | partial edges |",
                   "| --- | --- | --- | --- |"]
         for g, net in res["group_nets"].items():
-            lines.append(f"| {g} | {int(net['n'])} | {int((net['q'][iu] < alpha).sum())} | "
-                         f"{int((net['partial_q'][iu] < alpha).sum())} |")
+            lines.append(f"| {g} | {int(net['n'])} | {int(net['edge'][iu].sum())} | "
+                         f"{int(net['partial_edge'][iu].sum())} |")
     if res["differences"]:
         sig = [d for d in res["differences"] if d["significant"]]
         lines += ["", f"## Group differences (permutation test, {s.permutations} permutations per pair; FDR over the "
@@ -241,8 +246,8 @@ def results_md(res: dict[str, Any], short: str, warning: str) -> str:
     t = res["planted"]
     if t:
         lines += ["", f"## Recovery of the planted structure (`{t['file']}`)", "",
-                  f"Planted edges: |planted r| >= 0.3 over the {len(t['organs'])} organs both have. Found: FDR < "
-                  f"{alpha:g} (Pearson, all cases). TP {t['tp']}, FP {t['fp']}, FN {t['fn']}: precision "
+                  f"Planted edges: |planted r| >= 0.3 over the {len(t['organs'])} organs both have. Found: "
+                  f"{edge_rule(s)} (Pearson, all cases). TP {t['tp']}, FP {t['fp']}, FN {t['fn']}: precision "
                   f"{_fmt(t['precision'], 2)}, recall {_fmt(t['recall'], 2)}.", "",
                   "| organ a | organ b | planted r | measured r | p (FDR) | found |",
                   "| --- | --- | --- | --- | --- | --- |"]
@@ -266,7 +271,8 @@ def results_md(res: dict[str, Any], short: str, warning: str) -> str:
               "- `correlation.csv`, `p_fdr.csv`, `partial_correlation.csv`, `partial_p_fdr.csv`: organ x organ "
               "matrices",
               "- `edges.csv`: one row per organ pair (r, p, p_fdr, edge, partial r and p, bootstrap stability and CI)",
-              "- `heatmap.png`, `network.png`: the matrices and the networks (FDR edges; red positive, blue negative)"]
+              f"- `heatmap.png`, `network.png`: the matrices and the networks (edges: {edge_rule(s)}; red positive, blue "
+              "negative)"]
     if res["group_nets"]:
         lines.append("- `groups/<group>/`: the same matrices and edges.csv per group")
     if res["differences"]:
@@ -278,4 +284,4 @@ def results_md(res: dict[str, Any], short: str, warning: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["write_all", "edge_rows", "matrix_csv", "plot_heatmap", "plot_networks", "results_md"]
+__all__ = ["write_all", "edge_rows", "edge_rule", "matrix_csv", "plot_heatmap", "plot_networks", "results_md"]

@@ -89,16 +89,19 @@ def _group_labels(cohort: Cohort, settings: Settings) -> list[str | None]:
     return [name_of.get(v) for v in values]
 
 
-def _network(z: np.ndarray, alpha: float) -> dict[str, np.ndarray]:
+def _network(z: np.ndarray, alpha: float, min_r: float) -> dict[str, np.ndarray]:
+    """Pearson and Ledoit-Wolf partial correlation of ``z`` (n, p), BH-adjusted, and their edges
+    (:func:`stats.edges`); every (p, p) matrix keyed as the report reads it."""
     r, p = stats.pearson(z)
     pr, pp = stats.partial(z)
-    return {"r": r, "p": p, "q": stats.fdr(p), "partial_r": pr, "partial_p": pp, "partial_q": stats.fdr(pp),
-            "n": np.array(len(z))}
+    q, pq = stats.fdr(p), stats.fdr(pp)
+    return {"r": r, "p": p, "q": q, "edge": stats.edges(r, q, alpha, min_r), "partial_r": pr, "partial_p": pp,
+            "partial_q": pq, "partial_edge": stats.edges(pr, pq, alpha, min_r), "n": np.array(len(z))}
 
 
 def _planted(path: str | Path, organs: list[str], pooled: dict[str, np.ndarray], diffs: list[dict[str, Any]],
              alpha: float, nulls: list[dict[str, Any]]) -> dict[str, Any]:
-    """The recovery of a planted structure (``organ_covariance.json``): precision / recall of the FDR edges
+    """The recovery of a planted structure (``organ_covariance.json``): precision / recall of the edges
     against the planted edges (|r| >= PLANTED_EDGE) over the organs both have, and the p of each planted group
     difference in every compared pair of groups, with the share of random splits (``nulls``) in which that
     edge alone has p < alpha (its false-positive rate as a pre-specified test)."""
@@ -115,7 +118,7 @@ def _planted(path: str | Path, organs: list[str], pooled: dict[str, np.ndarray],
         i, j = organs.index(a), organs.index(b)
         pr = float(t_r[t_organs.index(a), t_organs.index(b)])
         planted_edge = abs(pr) >= PLANTED_EDGE
-        found = bool(pooled["q"][i, j] < alpha)
+        found = bool(pooled["edge"][i, j])
         tp += planted_edge and found
         fp += found and not planted_edge
         fn += planted_edge and not found
@@ -138,8 +141,8 @@ def _planted(path: str | Path, organs: list[str], pooled: dict[str, np.ndarray],
 def run_metabolic_network(out: str | Path, data: str | Path | None = None, model: str | Path | None = None,
                           tables: str | Path | None = None, metadata: str | Path | None = None,
                           group_by: str | None = None, groups=None, covariates=None, organs=None,
-                          alpha: float = 0.05, permutations: int = 1000, bootstrap: int = 500, null_splits: int = 20,
-                          min_group: int = 10, seed: int = 0, planted: str | Path | None = None, erode: int = 1,
+                          alpha: float = 0.05, min_r: float = 0.0, permutations: int = 1000, bootstrap: int = 500,
+                          null_splits: int = 20, min_group: int = 10, seed: int = 0, planted: str | Path | None = None, erode: int = 1,
                           device: str | None = None, progress: bool = False) -> dict[str, Any]:
     """The whole-body metabolic covariance network of a cohort, written to ``out``.
 
@@ -158,7 +161,8 @@ def run_metabolic_network(out: str | Path, data: str | Path | None = None, model
         covariates: metadata columns regressed out (list or comma-separated; numeric as is, others one-hot);
             default those of age, sex, site, tracer that the metadata has.
         organs: the organs to analyse (default: those with a value in at least half the cases).
-        alpha: FDR level of the edges; permutations (>= 1000), bootstrap (resamples; 0 = none), null_splits
+        alpha: FDR level of the edges; min_r: their effect-size floor, |r| >= min_r (0 = FDR alone; the same
+            floor for Pearson, partial and bootstrap-stability edges); permutations (>= 1000), bootstrap (resamples; 0 = none), null_splits
             (random halves tested like groups; 0 = none), seed: the random numbers.
         planted: an ``organ_covariance.json`` (``petctfm synth --metabolic-structure``): recovery reported.
         erode: with ``data``, each organ (ground-truth or predicted) is eroded by this many voxels before its
@@ -174,7 +178,7 @@ def run_metabolic_network(out: str | Path, data: str | Path | None = None, model
     from petctfm.io.atomic import ensure_output_dir
 
     settings = check_settings(data=data, model=model, tables=tables, metadata=metadata, group_by=group_by,
-                              groups=groups, covariates=covariates, organs=organs, alpha=alpha,
+                              groups=groups, covariates=covariates, organs=organs, alpha=alpha, min_r=min_r,
                               permutations=permutations, bootstrap=bootstrap, null_splits=null_splits,
                               min_group=min_group, seed=seed, planted=planted, erode=erode)
     if settings.planted is not None and not Path(settings.planted).is_file():
@@ -212,9 +216,9 @@ def run_metabolic_network(out: str | Path, data: str | Path | None = None, model
     resid = stats.residualize(y, adjust)
     z = stats.zscore(resid)
     rng = np.random.default_rng(settings.seed)
-    pooled = _network(z, settings.alpha)
+    pooled = _network(z, settings.alpha, settings.min_r)
     if settings.bootstrap:
-        pooled.update(stats.bootstrap_stability(z, settings.bootstrap, settings.alpha, rng))
+        pooled.update(stats.bootstrap_stability(z, settings.bootstrap, settings.alpha, rng, min_r=settings.min_r))
 
     group_nets: dict[str, dict[str, np.ndarray]] = {}
     sizes = {g: lab.count(g) for g in group_names}
@@ -226,7 +230,7 @@ def run_metabolic_network(out: str | Path, data: str | Path | None = None, model
             notes.append(f"group {g!r}: {sizes[g]} case(s) < {settings.min_group}, no network")
             continue
         in_g = np.array([v == g for v in lab])
-        group_nets[g] = _network(stats.zscore(resid[in_g]), settings.alpha)
+        group_nets[g] = _network(stats.zscore(resid[in_g]), settings.alpha, settings.min_r)
     diffs: list[dict[str, Any]] = []
     iu = np.triu_indices(len(organ_names), 1)
     for a, b in itertools.combinations(list(group_nets), 2):
@@ -256,7 +260,7 @@ def run_metabolic_network(out: str | Path, data: str | Path | None = None, model
 
         atomic_write_text(out / FAILED_CSV, csv_text(cohort.failed, ("case", "reason")))
         files["failed_csv"] = str(out / FAILED_CSV)
-    n_edges = int((pooled["q"][iu] < settings.alpha).sum())
+    n_edges = int(pooled["edge"][iu].sum())
     return {"out": str(out), **files, "n_cases": n, "organs": organ_names, "n_edges": n_edges, "planted": truth,
             "n_group_differences": sum(d["significant"] for d in diffs),
             "null_splits": [{k: v for k, v in x.items() if not k.startswith("_")} for x in nulls],

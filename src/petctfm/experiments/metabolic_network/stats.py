@@ -169,11 +169,17 @@ def permutation_difference(x: np.ndarray, in_a: np.ndarray, n_perm: int, rng: np
     return {"r_a": ra[0], "r_b": rb[0], "diff": ra[0] - rb[0], "stat": stat[0], "p": p}
 
 
+def edges(r: np.ndarray, q: np.ndarray, alpha: float, min_r: float = 0.0) -> np.ndarray:
+    """The edge rule, its one owner: (..., p, p) bool, BH-adjusted p ``q`` < ``alpha`` and |``r``| >= ``min_r``
+    (an effect-size floor; 0 = significance alone)."""
+    return (q < alpha) & (np.abs(r) >= min_r)
+
+
 def bootstrap_stability(z: np.ndarray, n_boot: int, alpha: float, rng: np.random.Generator,
-                        chunk: int = 100) -> dict[str, np.ndarray]:
+                        chunk: int = 100, min_r: float = 0.0) -> dict[str, np.ndarray]:
     """Edge stability over ``n_boot`` case resamples of ``z`` (n, p): ``stability`` = share of resamples in which
-    the edge is FDR-significant (Pearson, BH at ``alpha``) with the sign of the full-data r; ``ci_low`` /
-    ``ci_high`` = 2.5 / 97.5 percentiles of r."""
+    the pair is an edge (:func:`edges`: Pearson, BH at ``alpha``, |r| >= ``min_r``) with the sign of the
+    full-data r; ``ci_low`` / ``ci_high`` = 2.5 / 97.5 percentiles of r."""
     n, k = z.shape
     r_full = corr(z)
     hits = np.zeros((k, k))
@@ -184,7 +190,7 @@ def bootstrap_stability(z: np.ndarray, n_boot: int, alpha: float, rng: np.random
         idx = rng.integers(0, n, size=(b, n))
         r = corr(z[idx])
         p = fdr(_t_p(r, n - 2))
-        hits += ((p < alpha) & (np.sign(r) == np.sign(r_full))).sum(axis=0)
+        hits += (edges(r, p, alpha, min_r) & (np.sign(r) == np.sign(r_full))).sum(axis=0)
         rs.append(r)
         done += b
     r_all = np.concatenate(rs)
@@ -214,5 +220,5 @@ def null_splits(x: np.ndarray, n_splits: int, n_perm: int, alpha: float, rng: np
     return out
 
 
-__all__ = ["design", "residualize", "zscore", "corr", "pearson", "partial", "fdr", "permutation_difference",
+__all__ = ["edges", "design", "residualize", "zscore", "corr", "pearson", "partial", "fdr", "permutation_difference",
            "bootstrap_stability", "null_splits"]
