@@ -60,13 +60,13 @@ from typing import Any, Callable
 #: patches and validates twice (steps 250 and 500), keeping the best checkpoint.
 PRESETS = {
     "tiny": {"cases": 8, "size": "tiny", "spacing": [8, 8, 8], "pretrain_preset": "tiny", "pretrain_set": [],
-             "max_steps": 30, "finetune_preset": "tiny", "ft_plan": "cpu", "finetune_set": [], "ft_max_steps": 20},
+             "max_steps": 30, "finetune_preset": "tiny", "finetune_set": [], "ft_max_steps": 20},
     "cpu": {"cases": 24, "size": "small", "spacing": [4, 4, 4], "pretrain_preset": "tiny",
             "pretrain_set": ["data.patch_size=[48,48,48]"], "max_steps": 400,
-            "finetune_preset": "tiny", "ft_plan": "cpu",
-            "finetune_set": ["data.patch_size=[32,32,32]", "val.overlap=0.25",
-                             "train.figure_every=500", "train.checkpoint_every=500", "train.warmup_steps=20"],
-            "ft_max_steps": 2000},
+            "finetune_preset": "tiny",
+            "finetune_set": ["data.patch_size=[32,32,32]", "data.fg_prob=0.67", "val.overlap=0.25",
+                             "train.figure_every=250", "train.checkpoint_every=250", "train.warmup_steps=20"],
+            "ft_max_steps": 500},
     "gpu": {"cases": 60, "size": "small", "spacing": None, "pretrain_preset": "gpu", "pretrain_set": [],
             "max_steps": 2000, "finetune_preset": "gpu", "finetune_set": ["train.figure_every=250"],
             "ft_max_steps": 1500},
@@ -202,7 +202,7 @@ def _finetune_and_evaluate(data_dir: Path, run_dir: Path, exp_dir: Path, preset:
     out = run_label_efficiency(data_dir, run_dir, exp_dir, runs=DEMO_RUNS, seeds=[seed],
                                preset=preset["finetune_preset"], overrides=preset["finetune_set"],
                                max_steps=preset["ft_max_steps"], max_time=None, probe_kshot=None,
-                               plan=preset.get("ft_plan"), progress=True)
+                               progress=True)
     for rec in out["records"]:
         timings[f"fine-tune + test {rec['arm']} {rec['fraction']:g}%"] = float(rec.get("time_s") or 0.0)
     timings["fine-tune + evaluate (all)"] = round(time.perf_counter() - t0, 1)
