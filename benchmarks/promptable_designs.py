@@ -60,7 +60,7 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--designs", nargs="+", default=["channels", "cached"],
                     help="channels | cached | sam | cached-norefine (the cached decoder without its full-resolution "
-                         "refinement)")
+                         "refinement); each later design is paired against the first")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -91,13 +91,15 @@ def main():
         allv = np.concatenate(per_seed)
         res[design]["dice"] = allv.tolist()
         res[design]["dice_ci"] = [mean_ci(allv[:, c]) for c in range(allv.shape[1])]
-    for c in range(3 if {"cached", "channels"} <= set(res) else 0):
-        cmp = paired_comparison(np.array(res["cached"]["dice"])[:, c], np.array(res["channels"]["dice"])[:, c])
-        print(f"{c + 1} click(s): channels {res['channels']['dice_ci'][c]['mean']:.3f} "
-              f"[{res['channels']['dice_ci'][c]['ci_low']:.3f}, {res['channels']['dice_ci'][c]['ci_high']:.3f}]  "
-              f"cached {res['cached']['dice_ci'][c]['mean']:.3f} "
-              f"[{res['cached']['dice_ci'][c]['ci_low']:.3f}, {res['cached']['dice_ci'][c]['ci_high']:.3f}]  "
-              f"cached - channels {cmp['mean_diff']:+.3f} [{cmp['ci_low']:+.3f}, {cmp['ci_high']:+.3f}]")
+    ref = a.designs[0]  # every other design is paired against the first one given, lesion by lesion and seed
+    for design in a.designs[1:]:
+        for c in range(3):
+            cmp = paired_comparison(np.array(res[design]["dice"])[:, c], np.array(res[ref]["dice"])[:, c])
+            r, o = res[ref]["dice_ci"][c], res[design]["dice_ci"][c]
+            print(f"{c + 1} click(s): {ref} {r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]  "
+                  f"{design} {o['mean']:.3f} [{o['ci_low']:.3f}, {o['ci_high']:.3f}]  "
+                  f"{design} - {ref} {cmp['mean_diff']:+.3f} [{cmp['ci_low']:+.3f}, {cmp['ci_high']:+.3f}]")
+            res[design].setdefault("vs_" + ref, []).append(cmp)
     for design in res:
         print(f"{design}: median first click {np.median(res[design]['first_click_s']):.3f}s, later "
               f"{np.median(res[design]['later_click_s']):.3f}s, train {np.mean(res[design]['train_s']):.0f}s/run")
