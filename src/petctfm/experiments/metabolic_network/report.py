@@ -194,9 +194,8 @@ def results_md(res: dict[str, Any], short: str, warning: str) -> str:
               + (", ".join(res["covariates"]) if res["covariates"] else "nothing")
               + (f" and the {s.group_by} groups" if s.group_by and len(res["group_sizes"]) > 1 else "")
               + " (LinearRegression, categorical one-hot), z-scored",
-              f"- edges: Benjamini-Hochberg FDR < {alpha:g} over the {n_pairs} pairs"
-              + (f" and |r| >= {s.min_r:g}" if s.min_r else "") + "; partial correlation from the Ledoit-Wolf "
-              "precision matrix"]
+              f"- edges: {edge_rule(s)} (Benjamini-Hochberg over the {n_pairs} pairs); partial correlation from the "
+              "Ledoit-Wolf precision matrix"]
     for note in res["notes"]:
         lines.append(f"- note: {note}")
     edges = [r for r in edge_rows(organs, pooled) if r["edge"]]
