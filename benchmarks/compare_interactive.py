@@ -38,9 +38,12 @@ def read(folder: pathlib.Path) -> dict:
                 if clicks > 1 and unit in prev:
                     later.append(float(r["seconds"]) - prev[unit])
                 prev[unit] = float(r["seconds"])
-            group = {"lesion": "corrective, one lesion", "organ": None}.get(r["kind"])
-            if r["kind"] == "organ":
+            if r["kind"] == "lesion":
+                group = "corrective, one lesion"
+            elif r["kind"] == "organ":
                 group = "corrective, held-out organ" if r["seen"] == "False" else "corrective, seen organ"
+            else:  # "lesions": every lesion of the case at once
+                group = None
             if group and clicks in CLICKS and dice != "":
                 out[f"{group}, {clicks} click{'s' if clicks > 1 else ''}"][unit] = float(dice)
     out["later_s"] = later
@@ -85,9 +88,10 @@ def main() -> None:
         units = sorted(set(iso[0]) & set(iso[1]))
         cmp = paired_comparison([iso[1][u] for u in units], [iso[0][u] for u in units])
         later = [s for run in runs for s in run["later_s"]]
+        timing = (f"; later corrective click median {statistics.median(later):.3f} s ({len(later)} clicks)"
+                  if later else "")
         print(f"\n{name}: one click per lesion, model - 41 % isocontour {cmp['mean_diff']:+.3f} "
-              f"[{cmp['ci_low']:+.3f}, {cmp['ci_high']:+.3f}] over {len(units)} cases; later corrective click "
-              f"median {statistics.median(later):.3f} s ({len(later)} clicks)" if later else "")
+              f"[{cmp['ci_low']:+.3f}, {cmp['ci_high']:+.3f}] over {len(units)} cases{timing}")
 
 
 if __name__ == "__main__":

@@ -32,13 +32,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _training_finished(run_dir: Path) -> dict[str, Any] | None:
-    """The trainer's summary when training ended by its budget (not killed / interrupted), else None."""
-    from petctfm.train.run_dir import finished_summary
-
-    return finished_summary(run_dir)
-
-
 def finetune_kwargs(run: PlannedRun, settings: Settings, run_dir: Path, progress: bool) -> dict[str, Any]:
     """The :func:`petctfm.methods.segmentation.api.finetune` arguments of a fine-tuning run (what
     ``petctfm finetune`` gets from a user typing the run by hand)."""
@@ -72,8 +65,9 @@ def run_finetune(run: PlannedRun, settings: Settings, run_dir: Path, progress: b
     from petctfm.methods.finetune import finetune
     from petctfm.predict.split import predict_split
     from petctfm.train import checkpoint as ck
+    from petctfm.train.run_dir import finished_summary
 
-    train_summary = _training_finished(run_dir)
+    train_summary = finished_summary(run_dir)  # training ended by its budget (not killed / interrupted)
     if train_summary is None:
         resume = ck.latest_checkpoint(run_dir / "checkpoints") is not None
         train_summary = finetune(**finetune_kwargs(run, settings, run_dir, progress), resume=resume)
