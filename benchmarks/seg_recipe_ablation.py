@@ -169,7 +169,8 @@ def floor_row(out: Path, threshold: float, confirm_data: str, cases: str = "all"
     every case of ``confirm_data``: ``out/confirm/floor_suv<t>_s0.json``."""
     from petctfm.data import format as fmt
     from petctfm.evaluate.metrics import case_metrics
-    from petctfm.experiments.vs_nnunet.floor import case_spacing, threshold_mask
+    from petctfm.data.format import case_spacing
+    from petctfm.experiments.vs_nnunet.floor import threshold_mask
     from petctfm.methods.segmentation.validation import summarize_cases
 
     name, rows = f"floor_suv{threshold:g}", {}

@@ -144,7 +144,8 @@ def test_floor_row_scores_the_suv_threshold_on_every_case(tmp_path):
 
     from petctfm.data import format as fmt
     from petctfm.evaluate.metrics import case_metrics
-    from petctfm.experiments.vs_nnunet.floor import case_spacing, threshold_mask
+    from petctfm.data.format import case_spacing
+    from petctfm.experiments.vs_nnunet.floor import threshold_mask
 
     abl = _abl()
     conf = write_toy_dataset(tmp_path / "conf", n_cases=2, shape=(32, 24, 40), seed=9)

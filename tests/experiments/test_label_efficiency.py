@@ -243,3 +243,21 @@ def test_plan_gives_both_arms_the_recipe_on_the_pretrained_network(env, tmp_path
     assert "segmentation recipe planned for `cpu`" in (out / "results.md").read_text()
     with pytest.raises(UsageError, match="plan"):
         run_label_efficiency(data, mae, tmp_path / "bad", runs="scratch:50", plan="tpu", progress=False)
+
+
+def test_jobs_run_the_same_runs_in_parallel_processes(env, tmp_path):
+    """``jobs=2``: the runs train in two spawned processes; every run reaches its steps, writes its record and
+    predictions, and the report is the same as a sequential experiment writes. A wrong value is a UsageError."""
+    data, mae = env
+    out = tmp_path / "le_jobs"
+    res = run_label_efficiency(data, mae, out, runs="pretrained:50,scratch:50,scratch:100", seeds=[0],
+                               preset="tiny", overrides=FAST, max_steps=3, probe_kshot=None, jobs=2, progress=False)
+    assert [r["name"] for r in res["records"]] == [r.name for r in res["plan"]]  # plan order
+    for rec in res["records"]:
+        assert rec["train"]["steps"] == 3 and rec["train"]["stopped"] == "max_steps"
+        assert 0.0 <= rec["metrics"]["dice"]["mean"] <= 1.0
+        assert sorted(p.name for p in (out / rec["name"] / "pred_test").iterdir()) == ["toy005.nii.gz",
+                                                                                      "toy006.nii.gz"]
+    assert (out / "results.md").is_file() and len(res["summary"]["groups"]) == 3
+    with pytest.raises(UsageError, match="jobs"):
+        run_label_efficiency(data, mae, tmp_path / "bad", runs="scratch:50", jobs=0, progress=False)

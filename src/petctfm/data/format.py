@@ -164,6 +164,12 @@ def load_case(root: str | os.PathLike, case_id: str, mmap: bool = True) -> dict[
 PET_TRANSFORMS = ("clip", "log1p")
 
 
+def case_spacing(meta: dict[str, Any]) -> list[float]:
+    """A harmonized case's voxel spacing (mm, X, Y, Z): ``meta.json``'s ``spacing``, else the affine's column
+    norms."""
+    return meta.get("spacing") or [float(np.linalg.norm(np.asarray(meta["affine"])[:3, i])) for i in range(3)]
+
+
 def select_pet_transform(normalization: dict[str, Any], transform: str = "clip",
                          where: str | os.PathLike = "dataset.json") -> dict[str, Any]:
     """The ``{name: {clip, mean, std, transform}}`` normalization for PET intensity ``transform`` from a
@@ -252,6 +258,7 @@ def write_dataset_info(root: str | os.PathLike, info: dict[str, Any]) -> Path:
 
 
 __all__ = [
+    "case_spacing",
     "FORMAT_VERSION", "CHANNELS", "case_dir", "write_case", "load_dataset_info", "load_splits", "load_case",
     "load_array",
     "normalize", "norm_table", "apply_normalization", "PET_TRANSFORMS", "select_pet_transform",

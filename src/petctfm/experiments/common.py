@@ -29,7 +29,19 @@ def check_settings(path: Path, settings: Any) -> None:
                          "use a new --out or the same settings")
 
 
-__all__ = ["check_settings"]
+def threads_per_job(jobs: int) -> int:
+    """Torch threads of each of ``jobs`` runs at once: the machine's cores shared evenly (>= 1)."""
+    import os
+
+    return max(1, (os.cpu_count() or 1) // max(1, int(jobs)))
+
+
+def call_with_threads(fn: Any, threads: int, *args: Any) -> Any:
+    """``fn(*args)`` with ``threads`` torch threads: what a worker process of a parallel experiment runs."""
+    import torch
+
+    torch.set_num_threads(int(threads))
+    return fn(*args)
 
 
 def data_words_of(dataset: str | Path | None) -> tuple[str, str]:
@@ -43,3 +55,6 @@ def data_words_of(dataset: str | Path | None) -> tuple[str, str]:
     except (InputError, OSError, ValueError):
         info = {}
     return data_words(info.get("provenance") if isinstance(info, dict) else None)
+
+
+__all__ = ["check_settings", "threads_per_job", "call_with_threads", "data_words_of"]

@@ -165,7 +165,8 @@ def run_demo(out: str | Path = "demo_out", preset: str | None = None, cases: int
                lambda: pretrain(data_dir, run_dir, cfg["pretrain_preset"], max_steps=cfg["max_steps"],
                                 resume=resume, overrides=cfg["pretrain_set"], seed=seed), timings, console)
 
-    experiment = _finetune_and_evaluate(data_dir, run_dir, exp_dir, cfg, seed, timings, console)
+    experiment = _finetune_and_evaluate(data_dir, run_dir, exp_dir, cfg, seed, timings, console,
+                                        jobs=min(workers, len(DEMO_RUNS)))
     pred_views = _prediction_views(data_dir, exp_dir, report, experiment, timings, console)
 
     _write_report(report, data_dir, run_dir, preset_name, cfg, timings, time.perf_counter() - t_start,
@@ -193,8 +194,9 @@ def _finished(run_dir: Path, steps: int) -> dict | None:
 
 
 def _finetune_and_evaluate(data_dir: Path, run_dir: Path, exp_dir: Path, preset: dict, seed: int,
-                           timings: dict[str, float], console) -> dict:
-    """pretrained@10%, scratch@10%, scratch@100% -> test predictions -> evaluation (label-efficiency API)."""
+                           timings: dict[str, float], console, jobs: int = 1) -> dict:
+    """pretrained@10%, scratch@10%, scratch@100% -> test predictions -> evaluation (label-efficiency API),
+    ``jobs`` runs at once (the demo's ``workers``: the same steps, the cores shared)."""
     from petctfm.experiments.label_efficiency.run import run_label_efficiency
 
     console.rule("[bold]fine-tune + evaluate[/]: " + ", ".join(f"{a} {p:g}%" for a, p in DEMO_RUNS))
@@ -202,7 +204,7 @@ def _finetune_and_evaluate(data_dir: Path, run_dir: Path, exp_dir: Path, preset:
     out = run_label_efficiency(data_dir, run_dir, exp_dir, runs=DEMO_RUNS, seeds=[seed],
                                preset=preset["finetune_preset"], overrides=preset["finetune_set"],
                                max_steps=preset["ft_max_steps"], max_time=None, probe_kshot=None,
-                               progress=True)
+                               plan=preset.get("finetune_plan"), jobs=jobs, progress=True)
     for rec in out["records"]:
         timings[f"fine-tune + test {rec['arm']} {rec['fraction']:g}%"] = float(rec.get("time_s") or 0.0)
     timings["fine-tune + evaluate (all)"] = round(time.perf_counter() - t0, 1)

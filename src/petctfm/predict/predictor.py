@@ -210,6 +210,8 @@ class Predictor:
         return out
 
     def _describe(self) -> dict[str, Any]:
+        from petctfm.inference.postprocess import min_lesion_ml
+
         cfg = self.config
         return {
             "model": {"path": str(self.path), "method": cfg.get("method"), "backbone": cfg["model"]["backbone"],
@@ -222,7 +224,8 @@ class Predictor:
                               "channels": (cfg.get("preprocessing") or {}).get("channels")},
             "inference": {"device": str(self.device), "precision": "bf16" if self.device.type == "cuda" else "fp32",
                           "patch": list(self.patch), "overlap": self.overlap, "sw_batch_size": self.sw_batch_size,
-                          "blending": "gaussian", "tta_flips": self.tta or 1, "threshold": self.threshold},
+                          "blending": "gaussian", "tta_flips": self.tta or 1, "threshold": self.threshold,
+                          "min_lesion_ml": min_lesion_ml(cfg)},
         }
 
     def predict(self, pet: Any, ct: Any, organs: Any = None, case_id: str = "case", patient: dict[str, Any] | None = None
@@ -258,6 +261,7 @@ class Predictor:
         """Stages 3-4 of a prepared case: ``(mask, lesion_table, summary, timings in s, organs)``; ``mask`` None
         for an organ-only model; ``organs`` None without an organ model, else ``{"map": (X, Y, Z) uint8 on the
         PET grid, "rows": organs.csv rows, "classes": name -> value}`` (stage ``organs`` in the timings)."""
+        from petctfm.inference.postprocess import lesion_mask, min_lesion_ml
         from petctfm.predict import organs as organ_out
 
         timings = dict(prep.timings)
@@ -283,7 +287,7 @@ class Predictor:
                 torch.cuda.synchronize()
             t1 = time.perf_counter()
             prob_pet = to_pet_grid(prob, prep.harmonized["reference"], pet, self.resample_device)
-            mask = (prob_pet > self.threshold).astype(np.uint8)
+            mask = lesion_mask(prob_pet, pet.GetSpacing(), min_lesion_ml(self.config), self.threshold)
             result = outputs.quantify(mask, pet, organ_img, prep.harmonized)
             timings.update(inference=t1 - t0, postprocess=time.perf_counter() - t1)
         if org is not None:

@@ -8,6 +8,7 @@ import csv
 import json
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -177,30 +178,59 @@ def load_done(run_dir: Path) -> dict[str, Any] | None:
 
 def run_plan(plan: list, exp_dir: Path, execute: Callable[[Any], dict[str, Any]], console: Any,
              announce: Callable[[Any], str] | None = None,
-             report: Callable[[Any, dict[str, Any]], None] | None = None) -> tuple[list[dict[str, Any]], int]:
+             report: Callable[[Any, dict[str, Any]], None] | None = None, jobs: int = 1
+             ) -> tuple[list[dict[str, Any]], int]:
     """Run every planned run (anything with a ``name``) in order, resumably: a run whose ``RUN/done.json``
     exists is read back and skipped, the others are ``execute``d (which writes their ``done.json``). Prints a
     header per run (``announce(run)`` adds to it, with an estimate of the time left) and ``report(run, record)``
-    after each. Returns (records in plan order, number of runs executed now). Shared by every experiment."""
-    records: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
-    ran = 0
+    after each. ``jobs`` > 1: that many runs at once, each in a spawned process with the machine's cores shared
+    among them (:func:`petctfm.experiments.common.threads_per_job`; ``execute`` must then be picklable, e.g. a
+    ``functools.partial`` of a module-level function); a run's record is the same either way. Returns (records
+    in plan order, number of runs executed now). Shared by every experiment."""
+    records: list[dict[str, Any] | None] = []
+    todo: list[tuple[int, Any]] = []
     for i, run in enumerate(plan, 1):
         done = load_done(exp_dir / run.name)
         if done is not None:
             console.print(f"[dim][{i}/{len(plan)}] {run.name}: finished earlier, skipped[/]")
-            records.append(done)
-            continue
+        else:
+            todo.append((i, run))
+        records.append(done)
+    if jobs > 1 and len(todo) > 1:
+        _run_parallel(plan, todo, records, execute, console, report, jobs)
+        return [r for r in records if r is not None], len(todo)
+    t0 = time.perf_counter()
+    for ran, (i, run) in enumerate(todo):
         elapsed = time.perf_counter() - t0
-        eta = f"about {elapsed / ran * (len(plan) - i + 1) / 60:.1f} min left" if ran else ""
+        eta = f"about {elapsed / ran * (len(todo) - ran) / 60:.1f} min left" if ran else ""
         info = ", ".join(x for x in ((announce(run) if announce else ""), eta) if x)
         console.rule(f"[bold][{i}/{len(plan)}] {run.name}[/]" + (f" ({info})" if info else ""))
         rec = execute(run)
-        ran += 1
         if report:
             report(run, rec)
-        records.append(rec)
-    return records, ran
+        records[i - 1] = rec
+    return [r for r in records if r is not None], len(todo)
+
+
+def _run_parallel(plan: list, todo: list[tuple[int, Any]], records: list[dict[str, Any] | None],
+                  execute: Callable[[Any], dict[str, Any]], console: Any,
+                  report: Callable[[Any, dict[str, Any]], None] | None, jobs: int) -> None:
+    """:func:`run_plan`'s ``jobs`` > 1 branch: ``todo`` in a spawn process pool, ``records`` filled in place."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from petctfm.experiments.common import call_with_threads, threads_per_job
+
+    threads = threads_per_job(jobs)
+    console.rule(f"[bold]{len(todo)} of {len(plan)} runs, {jobs} at a time ({threads} torch threads each)[/]")
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
+        futures = {ex.submit(call_with_threads, execute, threads, run): (i, run) for i, run in todo}
+        for fut in as_completed(futures):
+            i, run = futures[fut]
+            records[i - 1] = rec = fut.result()
+            console.print(f"[{i}/{len(plan)}] {run.name} finished")
+            if report:
+                report(run, rec)
 
 
 # ------------------------------------------------------------------------------------------------ the experiment
@@ -250,7 +280,7 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
                          probe_kshot: int | None = 5, probe_steps: int | None = None,
                          separated: Sequence[str] | None = None, max_steps: int | None = None,
                          max_time: float | None = None, holdout_site: str | None = None,
-                         plan: str | None = None, progress: bool = True) -> dict[str, Any]:
+                         plan: str | None = None, jobs: int = 1, progress: bool = True) -> dict[str, Any]:
     """Plan, run (skipping finished runs), evaluate and report the experiment in ``out``.
 
     ``runs``: explicit ``[(arm, percent)]`` or ``"pretrained:10,scratch:100"`` instead of ``arms`` x
@@ -262,11 +292,14 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
     ``plan`` (``cpu`` | ``gpu``): every fine-tuning run uses the segmentation recipe (``finetune(plan=...)``,
     docs/segmentation-recipe.md) planned from its own training cases, keeping the pretrained network in both
     arms (only the patch, batch, numerics, schedule, oversampling and auxiliary organs are planned).
+    ``jobs``: runs trained at once, each in its own process with the cores shared among them (the same steps and
+    records; only the wall time changes).
     Returns ``{"exp_dir", "plan", "records", "summary", "results_md", "results_csv", "plot", "command"}``.
     """
     import yaml
     from rich.console import Console
 
+    from petctfm.core.checks import check_int
     from petctfm.core.version import __version__
     from petctfm.data import format as fmt
     from petctfm.io.atomic import atomic_write_text
@@ -276,6 +309,7 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
     seeds, arms, fractions = check_arguments(seeds=seeds, arms=arms, fractions=fractions, runs=runs, preset=preset,
                                              probe_kshot=probe_kshot, probe_steps=probe_steps, separated=separated,
                                              max_steps=max_steps, max_time=max_time, plan=plan)
+    check_int("jobs", jobs, lo=1)
     console = Console(quiet=not progress)
     data = Path(data)
     if not (data / fmt.SPLITS_JSON).is_file():
@@ -316,8 +350,9 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
         console.print(f"[green]{run.name}[/]: test Dice {fmt_num(d['mean'])} [{fmt_num(d['ci_low'])}, "
                       f"{fmt_num(d['ci_high'])}] in {rec['time_s']:.0f} s")
 
-    records, ran = run_plan(planned, exp_dir, lambda run: execute_run(run, settings, exp_dir, progress), console,
-                            announce, report)
+    execute = (partial(execute_run, settings=settings, exp_dir=exp_dir, progress=False) if jobs > 1
+               else lambda run: execute_run(run, settings, exp_dir, progress))
+    records, ran = run_plan(planned, exp_dir, execute, console, announce, report, jobs=jobs)
     summary = write_results(exp_dir, records, planned, settings, command)
     console.print(f"label-efficiency: {len(records)} runs ({ran} run now); results in {exp_dir / 'results.md'}")
     return {"exp_dir": exp_dir, "plan": planned, "records": records, "summary": summary,

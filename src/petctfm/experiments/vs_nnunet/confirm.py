@@ -85,7 +85,8 @@ def run_confirm(exp_dir: str | Path, data2: str | Path, out: str | Path | None =
 
     from petctfm.evaluate.bootstrap import mean_ci, paired_comparison
     from petctfm.experiments.vs_nnunet.export import write_images
-    from petctfm.experiments.vs_nnunet.floor import case_spacing, threshold_mask
+    from petctfm.data.format import case_spacing
+    from petctfm.experiments.vs_nnunet.floor import threshold_mask
     from petctfm.experiments.vs_nnunet.run import run_child
     from petctfm.io.atomic import atomic_write_json, atomic_write_text, json_safe
     from petctfm.predict.split import write_label_nifti

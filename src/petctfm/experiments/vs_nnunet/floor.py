@@ -6,7 +6,6 @@ volume is converted to voxels from the case's spacing. SUV is channel 0 of the h
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -15,21 +14,13 @@ import numpy as np
 from petctfm.data import format as fmt
 from petctfm.data.loader import list_cases
 from petctfm.experiments.vs_nnunet.plan import FLOOR_MIN_ML
+from petctfm.inference.postprocess import remove_small_components
 
 
 def threshold_mask(suv: np.ndarray, spacing, threshold: float, min_ml: float = FLOOR_MIN_ML) -> np.ndarray:
-    """uint8 mask of the 18-connected components of ``suv >= threshold`` with volume >= ``min_ml``."""
-    import cc3d
-
-    voxel_ml = float(np.prod([float(s) for s in spacing])) / 1000.0
-    min_voxels = max(1, int(math.ceil(min_ml / voxel_ml - 1e-9)))
-    mask = (np.asarray(suv) >= threshold).astype(np.uint8)
-    return cc3d.dust(mask, threshold=min_voxels, connectivity=18, in_place=False).astype(np.uint8)
-
-
-def case_spacing(meta: dict) -> list[float]:
-    """A harmonized case's voxel spacing (mm): ``meta.json``'s ``spacing``, else the affine's column norms."""
-    return meta.get("spacing") or [float(np.linalg.norm(np.asarray(meta["affine"])[:3, i])) for i in range(3)]
+    """uint8 mask of the 18-connected components of ``suv >= threshold`` with volume >= ``min_ml``
+    (:func:`petctfm.inference.postprocess.remove_small_components`)."""
+    return remove_small_components(np.asarray(suv) >= threshold, spacing, min_ml)
 
 
 def predict_floor(dataset: str | Path, split: str, threshold: float, out_dir: str | Path) -> dict[str, float]:
@@ -40,10 +31,10 @@ def predict_floor(dataset: str | Path, split: str, threshold: float, out_dir: st
     for cid in list_cases(dataset, split):
         t0 = time.perf_counter()
         case = fmt.load_case(dataset, cid, mmap=True)
-        mask = threshold_mask(np.asarray(case["image"][0]), case_spacing(case["meta"]), threshold)
+        mask = threshold_mask(np.asarray(case["image"][0]), fmt.case_spacing(case["meta"]), threshold)
         write_label_nifti(mask, np.asarray(case["meta"]["affine"]), Path(out_dir) / f"{cid}.nii.gz")
         seconds[cid] = time.perf_counter() - t0
     return seconds
 
 
-__all__ = ["threshold_mask", "case_spacing", "predict_floor"]
+__all__ = ["threshold_mask", "predict_floor"]

@@ -125,12 +125,7 @@ def command_line(settings: Settings, exp_dir: Path, seeds: list[int]) -> str:
     return shlex.join(parts)
 
 
-def threads_per_job(jobs: int) -> int:
-    """Torch threads of each of ``jobs`` arms running at once: the machine's cores shared evenly (>= 1)."""
-    return max(1, (os.cpu_count() or 1) // max(1, int(jobs)))
-
-
 __all__ = ["DONE_FILE", "EXPERIMENT_FILE", "PRED_DIR", "EVAL_DIR", "SPLIT", "HOLDOUT_SPLIT", "N_RESAMPLES",
            "BOOTSTRAP_SEED", "DATASET_ID", "PLANS", "CONFIGURATION", "FLOOR_THRESHOLDS", "FLOOR_MIN_ML",
            "TARGET_VALIDATIONS", "ARM_METRICS", "dataset_folder_name", "nnunet_dirs", "child_env", "Arm", "Settings",
-           "build_plan", "command_line", "threads_per_job"]
+           "build_plan", "command_line"]

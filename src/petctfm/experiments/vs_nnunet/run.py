@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from petctfm.core.errors import InputError
-from petctfm.experiments.common import check_settings
+from petctfm.experiments.common import check_settings, threads_per_job
 from petctfm.experiments.vs_nnunet.plan import (BOOTSTRAP_SEED, CONFIGURATION, DONE_FILE, EVAL_DIR, EXPERIMENT_FILE,
                                                 HOLDOUT_SPLIT, N_RESAMPLES, PLANS, PRED_DIR, SPLIT,
                                                 TARGET_VALIDATIONS, Arm, Settings, build_plan, child_env,
-                                                command_line, dataset_folder_name, threads_per_job)
+                                                command_line, dataset_folder_name)
 
 #: The module the nnU-Net child process runs (``python -m``).
 CHILD_MODULE = "petctfm.experiments.vs_nnunet.nnunet_job"

@@ -90,6 +90,26 @@ class ValSection(TypedConfig):
 
 
 @dataclass
+class PostprocessSection(TypedConfig):
+    """What is done to a lesion mask after thresholding (:mod:`petctfm.inference.postprocess`; lesions only).
+
+    ``min_lesion_ml``: 18-connected components smaller than this volume (ml) are removed from every prediction
+    (0: none). ``choose_min_lesion_ml``: candidate volumes (empty: no choice); each validation then scores every
+    candidate on the same predictions, and the best checkpoint keeps the candidate with the highest mean val
+    Dice (ties: the smallest) as its ``min_lesion_ml``, so the predictions of the run apply it (nnU-Net's
+    post-processing determined on validation, as a minimum lesion volume)."""
+
+    min_lesion_ml: float = setting(0.0, ge=0)
+    choose_min_lesion_ml: list[float] = field(default_factory=list)
+
+    def validate(self, prefix: str = "") -> None:
+        for v in self.choose_min_lesion_ml:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+                raise ConfigError(prefix + "choose_min_lesion_ml", self.choose_min_lesion_ml,
+                                  "must be a list of volumes in ml, each >= 0")
+
+
+@dataclass
 class FinetuneConfig(TypedConfig):
     method: str = METHOD
     seed: int = setting(0, ge=0)
@@ -104,11 +124,14 @@ class FinetuneConfig(TypedConfig):
     preprocessing: dict[str, Any] | None = None  # channels, normalization, harmonize spacing/ct_window
     plan: dict[str, Any] | None = None  # the recipe's plan and the fingerprint it came from (plan.py), or None
     task: TaskSection = field(default_factory=TaskSection)  # lesions (default; old runs) | organs + classes
+    postprocess: PostprocessSection = field(default_factory=PostprocessSection)  # lesion masks (old runs: none)
 
     def validate(self, prefix: str = "") -> None:
         if self.method != METHOD:
             raise ConfigError("method", self.method, f"must be {METHOD!r} for a fine-tuning config")
         check_backbone_patch(self.model.backbone, self.data.patch_size, overrides=self.model.overrides)
+        if self.task.name == "organs" and (self.postprocess.min_lesion_ml or self.postprocess.choose_min_lesion_ml):
+            raise ConfigError("postprocess", self.postprocess.to_dict(), "applies to lesion masks, not task organs")
 
     def train_bytes(self, batch_size: int | None = None) -> int:
         """Rough memory of one training step (:meth:`PatchConfig.train_bytes`)."""
@@ -119,4 +142,4 @@ class FinetuneConfig(TypedConfig):
 CONFIG = FinetuneConfig
 
 __all__ = ["METHOD", "TASKS", "TaskSection", "InitSection", "SubsetSection", "OptimSection", "SegLossSection", "ValSection",
-           "FinetuneConfig", "CONFIG"]
+           "PostprocessSection", "FinetuneConfig", "CONFIG"]

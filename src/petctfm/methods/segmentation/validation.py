@@ -54,20 +54,37 @@ def validate(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, split: 
     meanwhile (SIGTERM / Ctrl-C, :func:`petctfm.train.progress.stop_requested`, checked before each case: the
     trainer then checkpoints at once instead of after the whole split).
 
+    The masks are post-processed as the config says (:mod:`petctfm.inference.postprocess`): with candidates in
+    ``postprocess.choose_min_lesion_ml``, each is scored on the same predictions and the best one (highest mean
+    Dice, ties: the smallest) is reported.
+
     Returns ``{"dice": mean Dice over cases with lesions (NaN if none), "n_cases", "n_dice",
-    "fp_volume_ml": mean, "fn_volume_ml": mean, "cases": {case_id: dice}}``.
+    "fp_volume_ml": mean, "fn_volume_ml": mean, "cases": {case_id: dice}}``, with candidates also
+    ``"min_lesion_ml"`` (the chosen one) and ``"dice_by_min_lesion_ml": {candidate: mean Dice}``.
     """
     from petctfm.evaluate.metrics import case_metrics
+    from petctfm.inference.postprocess import choose_min_ml, lesion_mask, min_lesion_ml
     from petctfm.inference.sliding_window import predict_case
 
+    candidates = sorted({float(v) for v in (cfg.get("postprocess") or {}).get("choose_min_lesion_ml") or []})
+    volumes = candidates or [min_lesion_ml(cfg)]
+
     def score(case, x, bg, device):
-        _, label = predict_case(model, x, cfg["data"]["patch_size"], float(cfg["val"]["overlap"]), device,
-                                bg=bg, sw_batch_size=int(cfg["val"]["sw_batch_size"]))
-        return case_metrics(label, np.asarray(case["label"]), case["meta"]["spacing"])
+        prob, _ = predict_case(model, x, cfg["data"]["patch_size"], float(cfg["val"]["overlap"]), device,
+                               bg=bg, sw_batch_size=int(cfg["val"]["sw_batch_size"]))
+        truth, spacing = np.asarray(case["label"]), case["meta"]["spacing"]
+        return {v: case_metrics(lesion_mask(prob, spacing, v), truth, spacing) for v in volumes}
 
     ids = list(ids) if ids is not None else (fmt.load_splits(dataset).get(split) or [])
     rows = _each_case(model, cfg, dataset, ids, score)
-    return summarize_cases(rows) if rows else None
+    if not rows:
+        return None
+    by_volume = {v: summarize_cases({cid: r[v] for cid, r in rows.items()}) for v in volumes}
+    if not candidates:
+        return by_volume[volumes[0]]
+    chosen = choose_min_ml({v: s["dice"] for v, s in by_volume.items()})
+    return {**by_volume[chosen], "min_lesion_ml": chosen,
+            "dice_by_min_lesion_ml": {v: s["dice"] for v, s in by_volume.items()}}
 
 
 def summarize_cases(rows: dict[str, dict[str, float]]) -> dict[str, Any]:
