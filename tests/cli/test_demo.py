@@ -9,6 +9,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 from matplotlib.image import imread
 
 from petctfm.cli.main import main
@@ -56,6 +57,14 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
         assert done["cases"] == splits["fractions"]["10" if "f10_" in name else "100"]
         assert done["n_test_cases"] == len(splits["test"])
         assert done["train"]["steps"] == 20 and done["train"]["stopped"] == "max_steps"  # fixed steps, no time cap
+        # the recipe, with the organ map the synthetic DICOM-SEG carries as auxiliary classes, and the minimum
+        # lesion volume chosen on validation, carried by the best checkpoint
+        cfg = yaml.safe_load((ft / name / "config.yaml").read_text())
+        assert cfg["task"]["plan"]["target"] == "cpu" and cfg["task"]["task"]["aux_classes"]
+        assert (out / "dataset" / "cases" / splits["train"][0] / "organs.npy").is_file()
+        val = [json.loads(x) for x in (ft / name / "val.jsonl").read_text().splitlines()]
+        assert val and all(set(map(float, v["dice_by_min_lesion_ml"])) == {0.0, 0.5} for v in val)
+        assert done["best"] is None or done["best"]["min_lesion_ml"] in (0.0, 0.5)  # tiny val: maybe no lesion
         assert sorted(p.name for p in (ft / name / "pred_test").iterdir()) == sorted(
             f"{c}.nii.gz" for c in splits["test"])
         # the evaluation's Dice of every test case, recounted here from the written masks and the labels

@@ -237,7 +237,7 @@ def test_dicom_seg_organ_and_lesion_segments(synth, tmp_path, capsys):
         assert main(["harmonize", "--in", str(src), "--out", str(tmp_path / name), *SPACING]) == 0, \
             capsys.readouterr().err
     before, after = _one_case(tmp_path / "before"), _one_case(tmp_path / "after")
-    assert not before["has_organs_file"] and after["has_organs_file"]
+    assert before["has_organs_file"] and after["has_organs_file"]  # petctfm synth's SEG holds every organ too
     np.testing.assert_array_equal(after["image"], before["image"])
     np.testing.assert_array_equal(after["label"], before["label"])  # the lesion segment is the lesion mask
     # the organ map is the phantom's organs (known segments only, lesion voxels cleared), through the
@@ -252,6 +252,9 @@ def test_dicom_seg_organ_and_lesion_segments(synth, tmp_path, capsys):
     expected.CopyInformation(images["suv"])
     h = harmonize_images({**images, "organs": expected}, (4.0, 4.0, 4.0))
     np.testing.assert_array_equal(after["organs"], h["organs"])
+    # the synthetic SEG's organ segments are the phantom's whole organ map (lesions overlap their organ)
+    np.testing.assert_array_equal(before["organs"], harmonize_images({**images, "organs": truth},
+                                                                     (4.0, 4.0, 4.0))["organs"])
     assert set(np.unique(after["organs"]).tolist()) == {0, *kept}
     assert values["Vertebra"] == ORGAN_LABELS["bone"] and ORGAN_LABELS["bone"] not in after["organs"]
     flags = after["row"]["qa_flags"]

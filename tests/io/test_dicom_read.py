@@ -66,7 +66,9 @@ def test_volumes_geometry_suv_and_seg(tree):
     assert ct.GetSize() == case.ct.GetSize()
     np.testing.assert_allclose(_onto(ct, case.ct, nearest=True), sitk.GetArrayFromImage(case.ct), atol=0.5)
     seg = read_seg_on(root, picked["SEG"].files[0], pts, suv)
-    assert seg.organs is None and seg.ignored == []  # synth's one segment is coded as a lesion (neoplasm)
+    # synth's SEG: segment 1 the lesions (neoplasm), then the phantom's organs (SNOMED CT), none ignored
+    assert seg.organs is not None and seg.ignored == []
+    np.testing.assert_array_equal(_onto(seg.organs, case.organs, nearest=True), sitk.GetArrayFromImage(case.organs))
     np.testing.assert_array_equal(_onto(seg.lesion, case.seg, nearest=True), sitk.GetArrayFromImage(case.seg))
 
 

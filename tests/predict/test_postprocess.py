@@ -96,7 +96,7 @@ def test_finetune_chooses_min_volume_on_validation_and_predictions_apply_it(tmp_
     best = json.loads((run / "best" / "best.json").read_text())
     chosen = next(v for v in val if v["step"] == best["step"])["min_lesion_ml"]
     model, cfg = load_model(run / "best" / "model.safetensors")
-    assert cfg["postprocess"]["min_lesion_ml"] == chosen  # the best checkpoint carries its choice
+    assert cfg["postprocess"]["min_lesion_ml"] == chosen == best["min_lesion_ml"]  # the best checkpoint carries it
     assert cfg["postprocess"]["choose_min_lesion_ml"] == cands
     # predict_split applies it: equal to thresholding and removing the components by hand
     case = fmt.load_case(toy, "toy004")

@@ -56,6 +56,12 @@ class SegmentSpec:
     tracking_uid: str | None = None
 
 
+def organ_segment_label(name: str) -> str:
+    """A segment label of an organ name: ``kidney_left`` -> ``Kidney left`` (what :func:`segment_role` reads the
+    side of a paired organ from, beside the codes of :func:`segment_codes`)."""
+    return name.replace("_", " ").strip().capitalize()
+
+
 def segment_codes(kind: str, label: str) -> tuple[Any, Any]:
     """(segmented property category, type) codes: a lesion -> (Morphologically abnormal structure, Neoplasm);
     an organ -> (Anatomical structure, its SNOMED CT code from :data:`ORGAN_CODES`, else "Organ")."""
@@ -145,8 +151,10 @@ def build_seg(frames: np.ndarray, source_images: Sequence[Any], *, series_number
               segments: Sequence[SegmentSpec] | None = None, algorithm_type: str | None = None,
               algorithm_parameters: dict[str, str] | None = None) -> Any:
     """A highdicom BINARY ``Segmentation`` of ``frames`` over ``source_images`` (pydicom PT headers in slice
-    order): one segment (nonzero = in it), or with ``segments`` one per spec (``frames`` a label map; segment
-    i+1 = the voxels equal to ``segments[i].value``; tracking id ``"<tracking_id> <value>"``).
+    order): one segment (nonzero = in it), or with ``segments`` one per spec (``frames`` a label map
+    [slices, rows, cols]: segment i+1 = the voxels equal to ``segments[i].value``; or one binary mask per
+    segment, [slices, rows, cols, len(segments)], where segments may overlap, e.g. a lesion inside an organ;
+    tracking id ``"<tracking_id> <value>"``).
 
     ``algorithm``: ``(name, version)`` of the algorithm (family: artificial intelligence); ``algorithm_type``:
     one of :data:`ALGORITHM_TYPES`, default AUTOMATIC with an algorithm and MANUAL without (any type but
@@ -166,10 +174,15 @@ def build_seg(frames: np.ndarray, source_images: Sequence[Any], *, series_number
     else:
         if not segments or len(segments) > MAX_SEGMENTS:
             raise ValueError(f"expected 1..{MAX_SEGMENTS} segments, got {len(segments)}")
-        remap = np.zeros(int(max(frames.max(initial=0), max(sp.value for sp in segments))) + 1, np.uint8)
-        for i, sp in enumerate(segments):
-            remap[int(sp.value)] = i + 1
-        frames = remap[frames.astype(np.int64)]
+        if frames.ndim == 4:  # one binary mask per segment: they may overlap
+            if frames.shape[3] != len(segments):
+                raise ValueError(f"{frames.shape[3]} masks for {len(segments)} segments")
+            frames = (frames > 0).astype(np.uint8)
+        else:
+            remap = np.zeros(int(max(frames.max(initial=0), max(sp.value for sp in segments))) + 1, np.uint8)
+            for i, sp in enumerate(segments):
+                remap[int(sp.value)] = i + 1
+            frames = remap[frames.astype(np.int64)]
         tracking = [(f"{tracking_id} {sp.value}", sp.tracking_uid or hd.UID()) for sp in segments]
     algorithm_type = algorithm_type or ("MANUAL" if algorithm is None else "AUTOMATIC")
     if algorithm_type not in ALGORITHM_TYPES:
@@ -177,7 +190,7 @@ def build_seg(frames: np.ndarray, source_images: Sequence[Any], *, series_number
     if algorithm_type != "MANUAL" and algorithm is None:
         raise ValueError(f"a {algorithm_type} segmentation needs the algorithm (name, version)")
     first = source_images[0]
-    if frames.shape != (len(source_images), int(first.Rows), int(first.Columns)):
+    if frames.shape[:3] != (len(source_images), int(first.Rows), int(first.Columns)):
         raise ValueError(f"mask {frames.shape} does not match the PT series "
                          f"({len(source_images)} x {first.Rows} x {first.Columns})")
     kind: dict[str, Any] = {"algorithm_type": hd.seg.SegmentAlgorithmTypeValues[algorithm_type]}
@@ -216,5 +229,6 @@ def save_seg(seg: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-__all__ = ["ALGORITHM_TYPES", "KINDS", "LESION_TYPES", "ORGAN_CODES", "SegmentSpec", "organ_key", "segment_codes",
+__all__ = ["ALGORITHM_TYPES", "KINDS", "LESION_TYPES", "ORGAN_CODES", "SegmentSpec", "organ_key",
+           "organ_segment_label", "segment_codes",
            "segment_role", "build_seg", "save_seg"]

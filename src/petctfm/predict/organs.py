@@ -94,21 +94,16 @@ def organs_csv(rows: list[dict[str, Any]]) -> str:
     return csv_text([{k: clean(v) for k, v in r.items()} for r in rows], ORGAN_COLUMNS)
 
 
-def segment_label(name: str) -> str:
-    """A segment label of an organ name: ``kidney_left`` -> ``Kidney left`` (the DICOM-SEG writer codes it)."""
-    return name.replace("_", " ").strip().capitalize()
-
-
 def write_organ_seg(organs: np.ndarray, classes: Mapping[str, int], pt_datasets: list[Any],
                     path: str | os.PathLike, model_name: str) -> Path | None:
     """``organs.seg.dcm``: one segment per organ present in ``organs`` (X, Y, Z on the PT series' grid), kind
     ``organ`` (SNOMED CT codes by :func:`petctfm.io.dicom_seg.segment_codes`), AUTOMATIC; None when no organ
     was found (nothing written)."""
     from petctfm.core.version import __version__
-    from petctfm.io.dicom_seg import SegmentSpec, build_seg, save_seg
+    from petctfm.io.dicom_seg import SegmentSpec, build_seg, organ_segment_label, save_seg
 
     present = set(np.unique(organs).tolist())
-    specs = [SegmentSpec(int(v), segment_label(k), "organ") for k, v in classes.items()
+    specs = [SegmentSpec(int(v), organ_segment_label(k), "organ") for k, v in classes.items()
              if int(v) != 0 and int(v) in present]
     if not specs:
         return None
@@ -122,4 +117,4 @@ def write_organ_seg(organs: np.ndarray, classes: Mapping[str, int], pt_datasets:
 
 
 __all__ = ["ORGANS_FILE", "ORGANS_CSV", "ORGANS_SEG_FILE", "ras_affine", "patient_of", "organ_table",
-           "organ_summary", "organs_csv", "segment_label", "write_organ_seg"]
+           "organ_summary", "organs_csv", "write_organ_seg"]

@@ -200,12 +200,17 @@ def write_pt_series(case, out_dir: Path, seed: int) -> list:
 
 def write_seg(case, pt_datasets: list, path: Path, seed: int) -> str:
     """Write the lesion mask (``case.seg``, PET grid) as a BINARY DICOM-SEG referencing the PT series
-    (:func:`petctfm.io.dicom_seg.build_seg`, algorithm type MANUAL, deterministic UIDs and dates).
+    (:func:`petctfm.io.dicom_seg.build_seg`, algorithm type MANUAL, deterministic UIDs and dates): segment 1
+    the lesions, then one segment per organ of ``case.organs`` present (SNOMED CT codes, ``Kidney left``-style
+    labels; a lesion overlaps the organ it lies in), as a whole-body organ segmentation stored beside the lesion
+    annotation would be; ``harmonize`` reads them into ``organs.npy``
+    (:func:`petctfm.io.dicom_read.read_seg_on`).
 
-    Returns ``"lesion"`` when the mask has voxels, ``"empty"`` for a negative case (then every frame is
-    stored, all zero, since highdicom cannot omit all frames; reading back gives an all-zero mask).
+    Returns ``"lesion"`` when the lesion mask has voxels, ``"empty"`` for a negative case (reading back gives an
+    all-zero lesion mask).
     """
-    from petctfm.io.dicom_seg import build_seg, save_seg
+    from petctfm.core.labels import ORGAN_LABELS
+    from petctfm.io.dicom_seg import SegmentSpec, build_seg, organ_segment_label, save_seg
 
     mask = slices_of(case.seg)[3]  # [z, rows, cols] in the same slice order as the PT files
     if mask.shape[0] != len(pt_datasets) or (mask.shape[1], mask.shape[2]) != (
@@ -213,12 +218,19 @@ def write_seg(case, pt_datasets: list, path: Path, seed: int) -> str:
         int(pt_datasets[0].Columns),
     ):
         raise InputError(f"case {case.case_id}: SEG grid {mask.shape} differs from the PET grid")
+    masks = [mask > 0]
+    segments = [SegmentSpec(1, "Lesion", "lesion", case_uid(seed, case.case_id, "SEG", "tracking"))]
+    organs = slices_of(case.organs)[3] if getattr(case, "organs", None) is not None else None
+    for name, value in ORGAN_LABELS.items():
+        if value and organs is not None and (organs == value).any():
+            masks.append(organs == value)
+            segments.append(SegmentSpec(int(value), organ_segment_label(name), "organ",
+                                        case_uid(seed, case.case_id, "SEG", f"tracking-{name}")))
     scan = parse_time(case.meta, "acquisition_time", case.case_id)
     seg = build_seg(
-        mask, pt_datasets, series_number=4, series_description="Lesion segmentation (synthetic)",
-        content_description="Lesions (synthetic ground truth)", manufacturer_model_name="petctfm synth",
-        software_versions=SOFTWARE, tracking_id="lesions",
-        tracking_uid=case_uid(seed, case.case_id, "SEG", "tracking"),
+        np.stack(masks, axis=-1), pt_datasets, series_number=4, series_description="Lesion segmentation (synthetic)",
+        content_description="Lesions and organs (synthetic ground truth)", manufacturer_model_name="petctfm synth",
+        software_versions=SOFTWARE, tracking_id="lesions", segments=segments,
         series_instance_uid=case_uid(seed, case.case_id, "SEG", "series"),
         sop_instance_uid=case_uid(seed, case.case_id, "SEG", "instance"),
         content_creator_name="Synthetic^Generator", when=scan,

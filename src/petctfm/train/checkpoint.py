@@ -330,8 +330,8 @@ def read_state(step_dir: Path) -> dict[str, Any]:
 
 
 def keep_best(model: nn.Module, config: dict[str, Any], run_dir: str | Path, step: int, score: float,
-              metric: str) -> bool:
-    """Keep ``RUN/best/`` (model.safetensors + best.json ``{"step", "dice", "metric"}``) when ``score`` (a
+              metric: str, extra: dict[str, Any] | None = None) -> bool:
+    """Keep ``RUN/best/`` (model.safetensors + best.json ``{"step", "dice", "metric", **extra}``) when ``score`` (a
     validation Dice: higher is better) beats the kept one, or the kept one is from this step or later (a
     resumed run redoes its steps). Returns whether it was kept. The one owner of best checkpoints: fine-tuning
     and prompt-train call it, :func:`petctfm.inference.model.load_run_model` reads it."""
@@ -347,7 +347,7 @@ def keep_best(model: nn.Module, config: dict[str, Any], run_dir: str | Path, ste
     improved = math.isfinite(score) and (best is None or int(best["step"]) >= step or score > float(best["dice"]))
     if improved:
         save_weights(model, Path(run_dir) / BEST_DIR / MODEL_FILE, config, step=step)
-        atomic_write_json(best_file, {"step": step, "dice": score, "metric": metric})
+        atomic_write_json(best_file, {"step": step, "dice": score, "metric": metric, **(extra or {})})
     return improved
 
 

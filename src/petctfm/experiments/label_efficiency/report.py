@@ -332,16 +332,19 @@ def _probe_markdown(pr: list[dict[str, Any]], probe_comps: list[dict[str, Any]],
 
 def _runs_markdown(records: list[dict[str, Any]]) -> list[str]:
     """The table of every finished run (steps, stop reason, Dice with CI, seconds, per-case file), the plot."""
+    chosen = any((r.get("best") or {}).get("min_lesion_ml") is not None for r in records)
     lines = ["## Runs", "",
-             "| run | training cases | steps | stopped | Dice [95% CI] | seconds | per-case metrics |",
-             "|---|---|---|---|---|---|---|"]
+             "| run | training cases | steps | stopped | Dice [95% CI] | seconds | per-case metrics |"
+             + (" min lesion volume (ml, chosen on val) |" if chosen else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if chosen else "")]
     for r in records:
         d = r["metrics"]["dice"]
         t = r.get("train") or {}
+        ml = (r.get("best") or {}).get("min_lesion_ml")
         lines.append(f"| `{r['name']}` | {r['n_train_cases']} | {t.get('steps', '')} | {t.get('stopped', '')} | "
                      f"{fmt_num(d['mean'])} [{fmt_num(d['ci_low'])}, {fmt_num(d['ci_high'])}] | "
                      f"{r.get('time_s', '')} | "
-                     f"`{r['name']}/{r['per_case']}` |")
+                     f"`{r['name']}/{r['per_case']}` |" + (f" {'' if ml is None else f'{ml:g}'} |" if chosen else ""))
     lines += ["", "![Dice vs label fraction](label_efficiency.png)", ""]
     return lines
 

@@ -289,11 +289,11 @@ class FinetuneTask:
             result = validate(model, self.config, self.cfg.dataset, split=self.cfg.val.split)
         if result is None:
             return
-        config = self.config
+        config, extra = self.config, None
         if "min_lesion_ml" in result:  # post-processing chosen on this validation: the checkpoint carries it
-            config = {**config, "postprocess": {**(config.get("postprocess") or {}),
-                                                "min_lesion_ml": result["min_lesion_ml"]}}
-        improved = keep_best(model, config, run_dir, step, result["dice"], "mean val Dice")
+            extra = {"min_lesion_ml": result["min_lesion_ml"]}
+            config = {**config, "postprocess": {**(config.get("postprocess") or {}), **extra}}
+        improved = keep_best(model, config, run_dir, step, result["dice"], "mean val Dice", extra)
         _append_jsonl(Path(run_dir) / VAL_FILE, json_safe({"step": step, **result, "best": improved}))
 
 
