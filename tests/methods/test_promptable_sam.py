@@ -78,23 +78,39 @@ def test_sparse_prompts_from_the_dense_channels():
     assert torch.allclose(a, b, atol=1e-5)
 
 
+def _soft_dice(p, t):
+    return 1 - (2 * float((p * t).sum()) + 1e-5) / (float(p.sum() + t.sum()) + 1e-5)
+
+
 def _focal_dice(x, t):
-    """Hand computation of one mask's loss: 20 x mean sigmoid focal (gamma 2, alpha 0.25) + soft Dice."""
+    """Hand computation of one mask's loss as SAM: 20 x mean sigmoid focal (gamma 2, alpha 0.25) + soft Dice."""
     p = 1 / (1 + np.exp(-x))
     pt = np.where(t > 0, p, 1 - p)
     at = np.where(t > 0, 0.25, 0.75)
     focal = float(np.mean(-at * (1 - pt) ** 2 * np.log(pt)))
-    dice = 1 - (2 * float((p * t).sum()) + 1e-5) / (float(p.sum() + t.sum()) + 1e-5)
-    return 20 * focal + dice
+    return 20 * focal + _soft_dice(p, t)
 
 
-def test_best_candidate_loss_is_the_minimum_hand_computed():
+def _dice_ce(x, t, dice_weight=1.0, ce_weight=1.0):
+    """Hand computation of the default loss of one mask: soft Dice + mean binary cross-entropy (DiceCELoss)."""
+    p = 1 / (1 + np.exp(-x.astype(np.float64)))
+    ce = float(np.mean(-(t * np.log(p) + (1 - t) * np.log(1 - p))))
+    return dice_weight * _soft_dice(p, t) + ce_weight * ce
+
+
+def _loss_case():
     rng = np.random.default_rng(0)
     target = np.zeros((1, 1, 4, 4, 4), np.float32)
     target[0, 0, 1:3, 1:3, 1:3] = 1
     logits = rng.normal(0, 2, (1, 4, 4, 4, 4)).astype(np.float32)
     logits[0, 2] = np.where(target[0, 0] > 0, 3.0, -3.0)  # candidate 2 is close to the target
-    per = [_focal_dice(logits[0, k], target[0, 0]) for k in range(4)]
+    return logits, target
+
+
+def test_best_candidate_loss_is_the_minimum_hand_computed():
+    logits, target = _loss_case()
+    per = [_dice_ce(logits[0, k], target[0, 0]) for k in range(4)]
+    fn = S.mask_loss("dice_ce")
     iou_pred = np.array([[0.1, 0.5, 0.9, 0.3]], np.float32)
     actual = []
     for k in range(4):
@@ -102,15 +118,46 @@ def test_best_candidate_loss_is_the_minimum_hand_computed():
         actual.append((pred & t).sum() / (pred | t).sum())
     mse = float(np.mean((iou_pred[0] - np.array(actual)) ** 2))
     lt, tt, it = torch.from_numpy(logits), torch.from_numpy(target), torch.from_numpy(iou_pred)
-    loss, parts = S.sam_loss(lt, it, tt, torch.tensor([True]))
+    loss, parts = S.sam_loss(lt, it, tt, torch.tensor([True]), fn)
     assert min(per[1:]) == per[2]
     assert float(loss) == pytest.approx(per[2] + mse, rel=1e-4)
     assert parts["mask_loss"] == pytest.approx(per[2], rel=1e-4) and parts["iou_loss"] == pytest.approx(mse, rel=1e-4)
     # not ambiguous: the single mask (token 0) is trained, whatever the candidates
-    loss, _ = S.sam_loss(lt, it, tt, torch.tensor([False]))
+    loss, _ = S.sam_loss(lt, it, tt, torch.tensor([False]), fn)
     assert float(loss) == pytest.approx(per[0] + mse, rel=1e-4)
     # per-sample choice in a batch
-    assert torch.allclose(S.candidate_losses(lt, tt)[0], torch.tensor(per, dtype=torch.float32), rtol=1e-4)
+    assert torch.allclose(S.candidate_losses(lt, tt, fn)[0], torch.tensor(per, dtype=torch.float32), rtol=1e-4)
+
+
+def test_loss_choices_and_weights():
+    logits, target = _loss_case()
+    lt, tt = torch.from_numpy(logits), torch.from_numpy(target)
+    # SAM's 20 : 1 focal : Dice is dice_focal with voxel_weight 20 (the loss before model.sam.loss existed)
+    sam = S.candidate_losses(lt, tt, S.mask_loss("dice_focal", 1.0, 20.0))[0]
+    assert torch.allclose(sam, torch.tensor([_focal_dice(logits[0, k], target[0, 0]) for k in range(4)]), rtol=1e-4)
+    # the default: DiceFocal 1 : 1 (gamma 2, alpha 0.25) = (20 x focal + Dice) with the focal part / 20
+    default = S.candidate_losses(lt, tt)[0]
+    dice = torch.tensor([_dice_ce(logits[0, k], target[0, 0], 1.0, 0.0) for k in range(4)], dtype=torch.float32)
+    assert torch.allclose(default, dice + (sam - dice) / 20, rtol=1e-4)
+    ce3 = S.candidate_losses(lt, tt, S.mask_loss("dice_ce", 0.5, 3.0))[0]
+    assert torch.allclose(ce3, torch.tensor([_dice_ce(logits[0, k], target[0, 0], 0.5, 3.0) for k in range(4)],
+                                            dtype=torch.float32), rtol=1e-4)
+    with pytest.raises(InputError, match="model.sam.loss must be one of dice_ce, dice_focal"):
+        S.mask_loss("focal20")
+    with pytest.raises(InputError, match="not both 0"):
+        S.mask_loss("dice_ce", 0.0, 0.0)
+    # typed config: the default, one-line errors, and a config saved before the loss keys gets the default
+    from petctfm.core.config import ConfigError
+    from petctfm.methods.promptable.config import CONFIG
+
+    sc = CONFIG.from_dict(_cfg()).model.sam  # _cfg's model.sam has no loss keys, as a run saved before them
+    assert (sc.loss, sc.dice_weight, sc.voxel_weight) == ("dice_focal", 1.0, 1.0)
+    with pytest.raises(ConfigError, match=r"model.sam.loss='focal': must be one of dice_ce, dice_focal"):
+        CONFIG.from_dict({"model": {"sam": {"loss": "focal"}}})
+    with pytest.raises(ConfigError, match=r"model.sam.voxel_weight=-1"):
+        CONFIG.from_dict({"model": {"sam": {"voxel_weight": -1}}})
+    with pytest.raises(ConfigError, match=r"model.sam.voxel_weight=0.0: must be > 0 when dice_weight is 0"):
+        CONFIG.from_dict({"model": {"sam": {"dice_weight": 0, "voxel_weight": 0}}}).check()
 
 
 def test_one_click_returns_the_candidate_with_the_highest_predicted_iou():
@@ -232,7 +279,7 @@ def test_sam_training_decreases_loss_and_the_checkpoint_reloads_identically(tmp_
     batch["n_iter"][:] = 1
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(5):  # overfit one batch: SAM's loss must go down
+    for _ in range(10):  # overfit one batch: the loss must go down
         loss, parts = task.training_step(model, batch)
         assert {"mask_loss", "iou_loss", "ambiguous"} <= set(parts) and parts["ambiguous"] == 0  # a mask after 1 round
         opt.zero_grad()
@@ -386,3 +433,4 @@ def test_experiment_interactive_class_prompts(sam_run, tmp_path):
     save_weights(build_model(cfg), tmp_path / "plain" / "model.safetensors", cfg, step=0)
     assert main(["experiment", "interactive", "--data", str(root), "--model", str(tmp_path / "plain"), "--out",
                  str(tmp_path / "e2"), "--max-cases", "1", "--no-progress", "--class-prompts"]) == 3
+
