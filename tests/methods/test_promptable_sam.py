@@ -50,9 +50,10 @@ def test_prompt_encoder_and_decoder_shapes():
     with torch.no_grad():
         emb = m.embed(x)
         tok = m.head.prompt_tokens(sp, (P,) * 3, torch.tensor([0, 2]))
-        assert tok.shape == (2, 2 + 1, 16)  # 2 sparse slots + the class token, width model.sam.dim
+        # 2 box slots (padding: no box) + the click + 1 appended slot + the class token, width model.sam.dim
+        assert tok.shape == (2, S.BOX_SLOTS + 2 + 1, 16)
         # a padding slot is exactly the learned "not a point" token
-        assert torch.equal(tok[1, 1], m.head.not_a_point.weight[0])
+        assert torch.equal(tok[1, 3], m.head.not_a_point.weight[0]) and torch.equal(tok[0, 0], tok[1, 1])
         logits, iou = m.decode_all(emb, pr, sp)
         assert logits.shape == (2, S.N_MASKS, P, P, P) and iou.shape == (2, S.N_MASKS)
         assert m.decode(emb, pr, sp).shape == (2, 1, P, P, P)
@@ -434,3 +435,54 @@ def test_experiment_interactive_class_prompts(sam_run, tmp_path):
     assert main(["experiment", "interactive", "--data", str(root), "--model", str(tmp_path / "plain"), "--out",
                  str(tmp_path / "e2"), "--max-cases", "1", "--no-progress", "--class-prompts"]) == 3
 
+
+def test_session_feeds_the_decoder_exactly_what_training_does(tmp_path):
+    """The same click through the training path (a val-style item: first click, no box) and through PromptSession
+    on the same case and crop: identical image crop, prompt channels, sparse prompts (padding slots included:
+    they are transformer tokens) and logits. Before the sparse layout had one owner the session passed [click]
+    and training [click, PAD, PAD], and the logits differed."""
+    from petctfm.data import format as fmt
+    from petctfm.methods.promptable.session import ObjectState
+    from petctfm.methods.promptable.task import batch_sparse
+
+    root = write_toy_dataset(tmp_path / "ds", n_cases=3, shape=(32, 32, 40))
+    task = PromptTask(_cfg("sam"), root)
+    ds = PromptPatchDataset(task.config)
+    seen = {}
+    cut = ds.cut
+    ds.cut = lambda case_id, rng, label, box=None: seen.update(case=case_id, box=box) or cut(case_id, rng, label, box)
+    net = _model()
+    for i in range(40):  # an item whose click lies inside the crop's 1/8 margin (the session keeps that crop)
+        item = ds[i]
+        t = item["target"][0].numpy() > 0.5
+        if t.any() and np.all(np.abs(_interior(t) - (P - 1) / 2) <= P / 2 - P / 8 - 1):
+            break
+    start = np.array([s.start for s in seen["box"]])
+    first = _interior(t)
+    prompts = item["prompts"][None].clone()
+    prompts[:, 1:] = 0  # the first click only (NEG, BOX, PREV channels empty), as validation does
+    sparse = batch_sparse({"points": item["points"][None], "labels": item["labels"][None]}).without_box()
+    with torch.no_grad():
+        want = net.decode(net.embed(item["image"][None]), prompts, sparse=sparse)
+    case = fmt.load_case(root, seen["case"], mmap=False)
+    img = np.asarray(case["image"], np.float32)
+    aff = np.asarray(case["meta"]["affine"], float)
+    s = PromptSession(net, task.config, (img[0], aff), ct=(img[1], aff), max_zoom=1.0, components="all")
+    got = {}
+    embed, decode = net.embed, net.decode
+    net.embed = lambda x: got.update(image=x) or embed(x)
+    net.decode = lambda e, pr, **kw: got.update(prompts=pr, **kw, logits=decode(e, pr, **kw)) or got["logits"]
+    s.objects[1] = ObjectState(crop=(start, np.array([P] * 3)))  # the training item's crop
+    s.add_point(start + first, True, object=1)
+    assert s.objects[1].crop[0].tolist() == start.tolist()
+    assert torch.equal(got["image"][0], item["image"])
+    assert torch.equal(got["prompts"], prompts)
+    assert got["sparse"].labels.tolist() == sparse.labels.tolist() == [[S.PAD, S.PAD, S.POS]]
+    assert torch.equal(got["sparse"].coords, sparse.coords)
+    assert torch.allclose(got["logits"], want, atol=1e-5)
+
+
+def _interior(t):
+    from petctfm.methods.promptable.prompts import interior_point
+
+    return interior_point(t)

@@ -7,10 +7,11 @@ one :class:`SamDecoder` call per click:
    ``D = model.sam.dim`` channels on an (X/s, Y/s, Z/s) grid; the **dense prompt** (the previous mask, downsampled
    by strided 2x2x2 convolutions, SAM's ``mask_downscaling``) is added to it, or a learned "no mask" embedding
    when the previous mask is empty.
-2. **Sparse prompt tokens** (:class:`SparsePrompts`): each point and each box corner is MONAI's random-Fourier
-   positional encoding of its position (``PositionEmbeddingRandom``, SAM's) plus a learned embedding of its
-   label (negative, positive, box low corner, box high corner); padding slots are the learned "not a point"
-   token. With class prompts, one more token: the learned embedding of the target class (row 0 = "no class").
+2. **Sparse prompt tokens** (:class:`SparsePrompts`, one layout: :func:`sparse_array`): each point and each
+   box corner is MONAI's random-Fourier positional encoding of its position (``PositionEmbeddingRandom``,
+   SAM's) plus a learned embedding of its label (negative, positive, box low corner, box high corner); padding
+   slots are the learned "not a point" token (two of them stand for "no box", as SAM pads a box-less prompt).
+   With class prompts, one more token: the learned embedding of the target class (row 0 = "no class").
 3. **Two-way transformer** (MONAI ``vista3d.TwoWayTransformer``, ``model.sam.depth`` blocks): the output
    tokens (an IoU token and :data:`N_MASKS` mask tokens) + the prompt tokens attend to the image tokens and back.
 4. **Masks**: the image tokens are upscaled back to the patch (transposed 2x2x2 convolutions, SAM's
@@ -85,27 +86,33 @@ class SparsePrompts:
         return SparsePrompts(self.coords.clone(), self.labels.clone())
 
 
+BOX_SLOTS = 2  # every prompt's first two sparse slots: the box's corners, or padding when there is no box
+
+
 def sparse_array(points: Sequence[tuple[Sequence[float], bool]] = (),
                  box: tuple[Sequence[float], Sequence[float]] | None = None,
                  size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(coords (N, 3) float32, labels (N,) int64) of one object: the box's two corners first (labels 2, 3), then
-    the points in click order (1 positive, 0 negative), padded with :data:`PAD` to ``size`` slots (None: no
-    padding; fewer slots than prompts is a ValueError)."""
-    coords, labels = [], []
+    """(coords (N, 3) float32, labels (N,) int64) of one object, the one layout of the trainer and the session:
+    :data:`BOX_SLOTS` box slots first (the corners, labels 2, 3; :data:`PAD` when there is no box), then the
+    points in click order (1 positive, 0 negative), padded with :data:`PAD` to ``size`` slots (None: no padding;
+    fewer slots than that is a ValueError). The padding slots are decoder input ("not a point" tokens that the
+    two-way transformer attends to), so a prompt must carry the same slots in training and in a session: a
+    first click alone is [PAD, PAD, click] in both."""
+    coords = [np.zeros(3), np.zeros(3)]
+    labels = [PAD, PAD]
     if box is not None:
-        coords += [np.asarray(box[0], float), np.asarray(box[1], float)]
-        labels += [BOX_LO, BOX_HI]
+        coords = [np.asarray(box[0], float), np.asarray(box[1], float)]
+        labels = [BOX_LO, BOX_HI]
     for p, positive in points:
         coords.append(np.asarray(p, float))
         labels.append(POS if positive else NEG)
     n = len(labels) if size is None else int(size)
     if n < len(labels):
-        raise ValueError(f"{len(labels)} sparse prompts do not fit {n} slots")
+        raise ValueError(f"{len(labels)} sparse prompt slots do not fit {n} slots")
     c = np.zeros((n, 3), np.float32)
     lab = np.full(n, PAD, np.int64)
-    if labels:
-        c[:len(labels)] = np.stack(coords)
-        lab[:len(labels)] = labels
+    c[:len(labels)] = np.stack(coords)
+    lab[:len(labels)] = labels
     return c, lab
 
 
@@ -128,7 +135,7 @@ def sparse_from_dense(prompts: torch.Tensor) -> SparsePrompts:
                 pts.append((np.argwhere(lab == k).mean(0), positive))
         bb = P.bounding_box(arr[b, P.BOX])
         rows.append((pts, None if bb is None else (bb[0].astype(float), bb[1].astype(float))))
-    n = max(1, max(len(p) + (2 if bx is not None else 0) for p, bx in rows))
+    n = BOX_SLOTS + max(len(p) for p, _ in rows)
     out = [sparse_array(p, bx, n) for p, bx in rows]
     return SparsePrompts(torch.from_numpy(np.stack([c for c, _ in out])).to(prompts.device),
                          torch.from_numpy(np.stack([lab for _, lab in out])).to(prompts.device))
@@ -303,6 +310,6 @@ def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor,
                                                "ambiguous": float(amb.float().mean())}
 
 
-__all__ = ["PAD", "NEG", "POS", "BOX_LO", "BOX_HI", "N_MASKS", "N_CANDIDATES", "STRIDES", "LOSSES",
+__all__ = ["PAD", "NEG", "POS", "BOX_LO", "BOX_HI", "N_MASKS", "N_CANDIDATES", "STRIDES", "BOX_SLOTS", "LOSSES",
            "LOSS_DEFAULTS", "IOU_WEIGHT", "SparsePrompts", "sparse_array", "sparse_from_dense", "has_mask", "ambiguous",
            "select_mask", "SamDecoder", "mask_loss", "candidate_losses", "mask_iou", "sam_loss"]

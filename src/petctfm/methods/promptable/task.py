@@ -78,13 +78,14 @@ def held_out_values(cfg: dict[str, Any]) -> set[int]:
     return {ORGAN_LABELS[n] for n in cfg["targets"]["held_out"]}
 
 
-FIRST_SLOTS = 3  # sparse prompt slots of a training item: the box's 2 corners + the first click
+FIRST_SLOTS = S.BOX_SLOTS + 1  # sparse prompt slots of a training item: the box's 2 slots + the first click
 ORGAN_NAMES = {v: k for k, v in ORGAN_LABELS.items()}
 
 
 class PromptPatchDataset(PatchDataset):
     """Items ``{"image" (C,p,p,p), "target" (1,p,p,p), "prompts" (4,p,p,p), "n_iter", "mask_only", "index"}``;
-    design ``sam`` adds ``"points"`` (3, 3) float and ``"labels"`` (3,) int64 (box corners, first click; padded),
+    design ``sam`` adds ``"points"`` (3, 3) float and ``"labels"`` (3,) int64 (:func:`~.sam.sparse_array`: the
+    two box slots, padding without a box, then the first click; all padding when the target is out of view),
     class prompts add ``"cls"`` () int64."""
 
     def __init__(self, config: dict[str, Any], rank: int = 0):
