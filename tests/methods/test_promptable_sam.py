@@ -50,9 +50,10 @@ def test_prompt_encoder_and_decoder_shapes():
     with torch.no_grad():
         emb = m.embed(x)
         tok = m.head.prompt_tokens(sp, (P,) * 3, torch.tensor([0, 2]))
-        assert tok.shape == (2, 2 + 1, 16)  # 2 sparse slots + the class token, width model.sam.dim
+        # 2 box slots (padding: no box) + the click + 1 appended slot + the class token, width model.sam.dim
+        assert tok.shape == (2, S.BOX_SLOTS + 2 + 1, 16)
         # a padding slot is exactly the learned "not a point" token
-        assert torch.equal(tok[1, 1], m.head.not_a_point.weight[0])
+        assert torch.equal(tok[1, 3], m.head.not_a_point.weight[0]) and torch.equal(tok[0, 0], tok[1, 1])
         logits, iou = m.decode_all(emb, pr, sp)
         assert logits.shape == (2, S.N_MASKS, P, P, P) and iou.shape == (2, S.N_MASKS)
         assert m.decode(emb, pr, sp).shape == (2, 1, P, P, P)
@@ -78,23 +79,39 @@ def test_sparse_prompts_from_the_dense_channels():
     assert torch.allclose(a, b, atol=1e-5)
 
 
+def _soft_dice(p, t):
+    return 1 - (2 * float((p * t).sum()) + 1e-5) / (float(p.sum() + t.sum()) + 1e-5)
+
+
 def _focal_dice(x, t):
-    """Hand computation of one mask's loss: 20 x mean sigmoid focal (gamma 2, alpha 0.25) + soft Dice."""
+    """Hand computation of one mask's loss as SAM: 20 x mean sigmoid focal (gamma 2, alpha 0.25) + soft Dice."""
     p = 1 / (1 + np.exp(-x))
     pt = np.where(t > 0, p, 1 - p)
     at = np.where(t > 0, 0.25, 0.75)
     focal = float(np.mean(-at * (1 - pt) ** 2 * np.log(pt)))
-    dice = 1 - (2 * float((p * t).sum()) + 1e-5) / (float(p.sum() + t.sum()) + 1e-5)
-    return 20 * focal + dice
+    return 20 * focal + _soft_dice(p, t)
 
 
-def test_best_candidate_loss_is_the_minimum_hand_computed():
+def _dice_ce(x, t, dice_weight=1.0, ce_weight=1.0):
+    """Hand computation of the default loss of one mask: soft Dice + mean binary cross-entropy (DiceCELoss)."""
+    p = 1 / (1 + np.exp(-x.astype(np.float64)))
+    ce = float(np.mean(-(t * np.log(p) + (1 - t) * np.log(1 - p))))
+    return dice_weight * _soft_dice(p, t) + ce_weight * ce
+
+
+def _loss_case():
     rng = np.random.default_rng(0)
     target = np.zeros((1, 1, 4, 4, 4), np.float32)
     target[0, 0, 1:3, 1:3, 1:3] = 1
     logits = rng.normal(0, 2, (1, 4, 4, 4, 4)).astype(np.float32)
     logits[0, 2] = np.where(target[0, 0] > 0, 3.0, -3.0)  # candidate 2 is close to the target
-    per = [_focal_dice(logits[0, k], target[0, 0]) for k in range(4)]
+    return logits, target
+
+
+def test_best_candidate_loss_is_the_minimum_hand_computed():
+    logits, target = _loss_case()
+    per = [_dice_ce(logits[0, k], target[0, 0]) for k in range(4)]
+    fn = S.mask_loss("dice_ce")
     iou_pred = np.array([[0.1, 0.5, 0.9, 0.3]], np.float32)
     actual = []
     for k in range(4):
@@ -102,15 +119,46 @@ def test_best_candidate_loss_is_the_minimum_hand_computed():
         actual.append((pred & t).sum() / (pred | t).sum())
     mse = float(np.mean((iou_pred[0] - np.array(actual)) ** 2))
     lt, tt, it = torch.from_numpy(logits), torch.from_numpy(target), torch.from_numpy(iou_pred)
-    loss, parts = S.sam_loss(lt, it, tt, torch.tensor([True]))
+    loss, parts = S.sam_loss(lt, it, tt, torch.tensor([True]), fn)
     assert min(per[1:]) == per[2]
     assert float(loss) == pytest.approx(per[2] + mse, rel=1e-4)
     assert parts["mask_loss"] == pytest.approx(per[2], rel=1e-4) and parts["iou_loss"] == pytest.approx(mse, rel=1e-4)
     # not ambiguous: the single mask (token 0) is trained, whatever the candidates
-    loss, _ = S.sam_loss(lt, it, tt, torch.tensor([False]))
+    loss, _ = S.sam_loss(lt, it, tt, torch.tensor([False]), fn)
     assert float(loss) == pytest.approx(per[0] + mse, rel=1e-4)
     # per-sample choice in a batch
-    assert torch.allclose(S.candidate_losses(lt, tt)[0], torch.tensor(per, dtype=torch.float32), rtol=1e-4)
+    assert torch.allclose(S.candidate_losses(lt, tt, fn)[0], torch.tensor(per, dtype=torch.float32), rtol=1e-4)
+
+
+def test_loss_choices_and_weights():
+    logits, target = _loss_case()
+    lt, tt = torch.from_numpy(logits), torch.from_numpy(target)
+    # SAM's 20 : 1 focal : Dice is dice_focal with voxel_weight 20 (the loss before model.sam.loss existed)
+    sam = S.candidate_losses(lt, tt, S.mask_loss("dice_focal", 1.0, 20.0))[0]
+    assert torch.allclose(sam, torch.tensor([_focal_dice(logits[0, k], target[0, 0]) for k in range(4)]), rtol=1e-4)
+    # the default: DiceFocal 1 : 1 (gamma 2, alpha 0.25) = (20 x focal + Dice) with the focal part / 20
+    default = S.candidate_losses(lt, tt)[0]
+    dice = torch.tensor([_dice_ce(logits[0, k], target[0, 0], 1.0, 0.0) for k in range(4)], dtype=torch.float32)
+    assert torch.allclose(default, dice + (sam - dice) / 20, rtol=1e-4)
+    ce3 = S.candidate_losses(lt, tt, S.mask_loss("dice_ce", 0.5, 3.0))[0]
+    assert torch.allclose(ce3, torch.tensor([_dice_ce(logits[0, k], target[0, 0], 0.5, 3.0) for k in range(4)],
+                                            dtype=torch.float32), rtol=1e-4)
+    with pytest.raises(InputError, match="model.sam.loss must be one of dice_ce, dice_focal"):
+        S.mask_loss("focal20")
+    with pytest.raises(InputError, match="not both 0"):
+        S.mask_loss("dice_ce", 0.0, 0.0)
+    # typed config: the default, one-line errors, and a config saved before the loss keys gets the default
+    from petctfm.core.config import ConfigError
+    from petctfm.methods.promptable.config import CONFIG
+
+    sc = CONFIG.from_dict(_cfg()).model.sam  # _cfg's model.sam has no loss keys, as a run saved before them
+    assert (sc.loss, sc.dice_weight, sc.voxel_weight) == ("dice_focal", 1.0, 1.0)
+    with pytest.raises(ConfigError, match=r"model.sam.loss='focal': must be one of dice_ce, dice_focal"):
+        CONFIG.from_dict({"model": {"sam": {"loss": "focal"}}})
+    with pytest.raises(ConfigError, match=r"model.sam.voxel_weight=-1"):
+        CONFIG.from_dict({"model": {"sam": {"voxel_weight": -1}}})
+    with pytest.raises(ConfigError, match=r"model.sam.voxel_weight=0.0: must be > 0 when dice_weight is 0"):
+        CONFIG.from_dict({"model": {"sam": {"dice_weight": 0, "voxel_weight": 0}}}).check()
 
 
 def test_one_click_returns_the_candidate_with_the_highest_predicted_iou():
@@ -232,7 +280,7 @@ def test_sam_training_decreases_loss_and_the_checkpoint_reloads_identically(tmp_
     batch["n_iter"][:] = 1
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(5):  # overfit one batch: SAM's loss must go down
+    for _ in range(10):  # overfit one batch: the loss must go down
         loss, parts = task.training_step(model, batch)
         assert {"mask_loss", "iou_loss", "ambiguous"} <= set(parts) and parts["ambiguous"] == 0  # a mask after 1 round
         opt.zero_grad()
@@ -386,3 +434,55 @@ def test_experiment_interactive_class_prompts(sam_run, tmp_path):
     save_weights(build_model(cfg), tmp_path / "plain" / "model.safetensors", cfg, step=0)
     assert main(["experiment", "interactive", "--data", str(root), "--model", str(tmp_path / "plain"), "--out",
                  str(tmp_path / "e2"), "--max-cases", "1", "--no-progress", "--class-prompts"]) == 3
+
+
+def test_session_feeds_the_decoder_exactly_what_training_does(tmp_path):
+    """The same click through the training path (a val-style item: first click, no box) and through PromptSession
+    on the same case and crop: identical image crop, prompt channels, sparse prompts (padding slots included:
+    they are transformer tokens) and logits. Before the sparse layout had one owner the session passed [click]
+    and training [click, PAD, PAD], and the logits differed."""
+    from petctfm.data import format as fmt
+    from petctfm.methods.promptable.session import ObjectState
+    from petctfm.methods.promptable.task import batch_sparse
+
+    root = write_toy_dataset(tmp_path / "ds", n_cases=3, shape=(32, 32, 40))
+    task = PromptTask(_cfg("sam"), root)
+    ds = PromptPatchDataset(task.config)
+    seen = {}
+    cut = ds.cut
+    ds.cut = lambda case_id, rng, label, box=None: seen.update(case=case_id, box=box) or cut(case_id, rng, label, box)
+    net = _model()
+    for i in range(40):  # an item whose click lies inside the crop's 1/8 margin (the session keeps that crop)
+        item = ds[i]
+        t = item["target"][0].numpy() > 0.5
+        if t.any() and np.all(np.abs(_interior(t) - (P - 1) / 2) <= P / 2 - P / 8 - 1):
+            break
+    start = np.array([s.start for s in seen["box"]])
+    first = _interior(t)
+    prompts = item["prompts"][None].clone()
+    prompts[:, 1:] = 0  # the first click only (NEG, BOX, PREV channels empty), as validation does
+    sparse = batch_sparse({"points": item["points"][None], "labels": item["labels"][None]}).without_box()
+    with torch.no_grad():
+        want = net.decode(net.embed(item["image"][None]), prompts, sparse=sparse)
+    case = fmt.load_case(root, seen["case"], mmap=False)
+    img = np.asarray(case["image"], np.float32)
+    aff = np.asarray(case["meta"]["affine"], float)
+    s = PromptSession(net, task.config, (img[0], aff), ct=(img[1], aff), max_zoom=1.0, components="all")
+    got = {}
+    embed, decode = net.embed, net.decode
+    net.embed = lambda x: got.update(image=x) or embed(x)
+    net.decode = lambda e, pr, **kw: got.update(prompts=pr, **kw, logits=decode(e, pr, **kw)) or got["logits"]
+    s.objects[1] = ObjectState(crop=(start, np.array([P] * 3)))  # the training item's crop
+    s.add_point(start + first, True, object=1)
+    assert s.objects[1].crop[0].tolist() == start.tolist()
+    assert torch.equal(got["image"][0], item["image"])
+    assert torch.equal(got["prompts"], prompts)
+    assert got["sparse"].labels.tolist() == sparse.labels.tolist() == [[S.PAD, S.PAD, S.POS]]
+    assert torch.equal(got["sparse"].coords, sparse.coords)
+    assert torch.allclose(got["logits"], want, atol=1e-5)
+
+
+def _interior(t):
+    from petctfm.methods.promptable.prompts import interior_point
+
+    return interior_point(t)

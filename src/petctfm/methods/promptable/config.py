@@ -16,7 +16,7 @@ from petctfm.data.loader import MODES, PatchConfig
 from petctfm.models.config import check_backbone_patch
 from petctfm.methods.promptable.model import DESIGNS, HEAD_STRIDES, METHOD, SAM_DEFAULTS
 from petctfm.methods.promptable.prompts import LESION_CLASSES, class_key
-from petctfm.methods.promptable.sam import STRIDES
+from petctfm.methods.promptable.sam import LOSS_DEFAULTS, LOSSES, STRIDES
 
 KINDS = ("lesion", "organ", "all_lesions")
 HEAD_LEVELS = (3, len(HEAD_STRIDES))  # model.head_filters: one width per decoder level
@@ -25,17 +25,26 @@ HEAD_LEVELS = (3, len(HEAD_STRIDES))  # model.head_filters: one width per decode
 @dataclass
 class SamSection(TypedConfig):
     """The ``sam`` design's decoder (:class:`~petctfm.methods.promptable.sam.SamDecoder`): token width ``dim``,
-    two-way transformer ``depth`` / ``heads`` / ``mlp_dim``, image tokens every ``stride`` voxels."""
+    two-way transformer ``depth`` / ``heads`` / ``mlp_dim``, image tokens every ``stride`` voxels; and its
+    training loss per mask (:func:`~petctfm.methods.promptable.sam.mask_loss`): ``loss`` (MONAI ``DiceCELoss``
+    or ``DiceFocalLoss``) = ``dice_weight`` x Dice + ``voxel_weight`` x CE / focal. The loss keys only act in
+    training: a run saved before them (no ``loss`` key) loads and predicts unchanged and, resumed, trains on
+    with the default (``dice_focal`` 1 : 1); SAM's 20 : 1 focal : Dice is ``loss: dice_focal, voxel_weight: 20``."""
 
     dim: int = setting(SAM_DEFAULTS["dim"], ge=8)
     depth: int = setting(SAM_DEFAULTS["depth"], ge=1)
     heads: int = setting(SAM_DEFAULTS["heads"], ge=1)
     mlp_dim: int = setting(SAM_DEFAULTS["mlp_dim"], ge=1)
     stride: int = setting(SAM_DEFAULTS["stride"], choices=STRIDES)
+    loss: str = setting(LOSS_DEFAULTS["loss"], choices=LOSSES)
+    dice_weight: float = setting(LOSS_DEFAULTS["dice_weight"], ge=0)
+    voxel_weight: float = setting(LOSS_DEFAULTS["voxel_weight"], ge=0)  # the CE (dice_ce) or focal (dice_focal) term
 
     def validate(self, prefix: str = "") -> None:
         if self.dim % (2 * self.heads):
             raise ConfigError(prefix + "dim", self.dim, f"must be divisible by 2 x heads ({2 * self.heads})")
+        if self.dice_weight + self.voxel_weight <= 0:
+            raise ConfigError(prefix + "voxel_weight", self.voxel_weight, "must be > 0 when dice_weight is 0")
 
 
 @dataclass

@@ -7,10 +7,11 @@ one :class:`SamDecoder` call per click:
    ``D = model.sam.dim`` channels on an (X/s, Y/s, Z/s) grid; the **dense prompt** (the previous mask, downsampled
    by strided 2x2x2 convolutions, SAM's ``mask_downscaling``) is added to it, or a learned "no mask" embedding
    when the previous mask is empty.
-2. **Sparse prompt tokens** (:class:`SparsePrompts`): each point and each box corner is MONAI's random-Fourier
-   positional encoding of its position (``PositionEmbeddingRandom``, SAM's) plus a learned embedding of its
-   label (negative, positive, box low corner, box high corner); padding slots are the learned "not a point"
-   token. With class prompts, one more token: the learned embedding of the target class (row 0 = "no class").
+2. **Sparse prompt tokens** (:class:`SparsePrompts`, one layout: :func:`sparse_array`): each point and each
+   box corner is MONAI's random-Fourier positional encoding of its position (``PositionEmbeddingRandom``,
+   SAM's) plus a learned embedding of its label (negative, positive, box low corner, box high corner); padding
+   slots are the learned "not a point" token (two of them stand for "no box", as SAM pads a box-less prompt).
+   With class prompts, one more token: the learned embedding of the target class (row 0 = "no class").
 3. **Two-way transformer** (MONAI ``vista3d.TwoWayTransformer``, ``model.sam.depth`` blocks): the output
    tokens (an IoU token and :data:`N_MASKS` mask tokens) + the prompt tokens attend to the image tokens and back.
 4. **Masks**: the image tokens are upscaled back to the patch (transposed 2x2x2 convolutions, SAM's
@@ -24,10 +25,12 @@ one :class:`SamDecoder` call per click:
 empty previous mask) is ambiguous: the candidate (1..3) with the highest predicted IoU is the mask; any other
 prompt gives the single mask (token 0), SAM's convention.
 
-**Loss** (:func:`sam_loss`, SAM's choices): per mask ``20 x focal (gamma 2, alpha 0.25) + Dice`` (MONAI
-``FocalLoss`` / ``DiceLoss``, per sample); for an ambiguous sample only the best candidate (lowest loss) is
-trained, else the single mask; plus the mean squared error between each predicted IoU and the actual IoU of
-its (thresholded) mask, all four masks.
+**Loss** (:func:`sam_loss`): per mask and sample MONAI's ``DiceFocalLoss`` (``model.sam.loss: dice_focal``, the
+default: gamma 2, alpha 0.25, weights ``model.sam.dice_weight`` / ``voxel_weight`` 1 : 1, chosen by validation Dice
+on phantoms) or ``DiceCELoss`` (``dice_ce``, as SAM-Med3D trains); SAM's own 20 : 1 focal : Dice is ``voxel_weight:
+20``, which collapses the single mask on PET lesions (docs/promptable.md); for an ambiguous sample only the best
+candidate (lowest loss) is trained, else the single mask; plus the mean squared error between each predicted IoU
+and the actual IoU of its (thresholded) mask, all four masks.
 
 Shapes: embedding (B, E, X, Y, Z); previous mask (B, 1, X, Y, Z) {0, 1}; sparse coords (B, N, 3) float patch
 voxel indices, labels (B, N) int64 in {-1 pad, 0 negative, 1 positive, 2 box low corner, 3 box high corner};
@@ -50,8 +53,12 @@ PAD, NEG, POS, BOX_LO, BOX_HI = -1, 0, 1, 2, 3  # sparse prompt labels
 N_MASKS = 4  # token 0: the single mask; 1..3: the ambiguity candidates
 N_CANDIDATES = 3
 STRIDES = (1, 2, 4, 8)  # model.sam.stride: image tokens per patch side = patch / stride
-FOCAL_WEIGHT, DICE_WEIGHT, IOU_WEIGHT = 20.0, 1.0, 1.0  # SAM's loss weights
-FOCAL_GAMMA, FOCAL_ALPHA = 2.0, 0.25
+#: model.sam.loss: MONAI's DiceCELoss or DiceFocalLoss per mask (:func:`mask_loss`)
+LOSSES = ("dice_ce", "dice_focal")
+#: the default loss and its weights (Dice, CE / focal), chosen by validation Dice on phantoms (docs/promptable.md)
+LOSS_DEFAULTS = {"loss": "dice_focal", "dice_weight": 1.0, "voxel_weight": 1.0}
+IOU_WEIGHT = 1.0  # the IoU head's MSE, as SAM
+FOCAL_GAMMA, FOCAL_ALPHA = 2.0, 0.25  # SAM's focal parameters (dice_focal)
 
 
 @dataclass
@@ -79,27 +86,33 @@ class SparsePrompts:
         return SparsePrompts(self.coords.clone(), self.labels.clone())
 
 
+BOX_SLOTS = 2  # every prompt's first two sparse slots: the box's corners, or padding when there is no box
+
+
 def sparse_array(points: Sequence[tuple[Sequence[float], bool]] = (),
                  box: tuple[Sequence[float], Sequence[float]] | None = None,
                  size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(coords (N, 3) float32, labels (N,) int64) of one object: the box's two corners first (labels 2, 3), then
-    the points in click order (1 positive, 0 negative), padded with :data:`PAD` to ``size`` slots (None: no
-    padding; fewer slots than prompts is a ValueError)."""
-    coords, labels = [], []
+    """(coords (N, 3) float32, labels (N,) int64) of one object, the one layout of the trainer and the session:
+    :data:`BOX_SLOTS` box slots first (the corners, labels 2, 3; :data:`PAD` when there is no box), then the
+    points in click order (1 positive, 0 negative), padded with :data:`PAD` to ``size`` slots (None: no padding;
+    fewer slots than that is a ValueError). The padding slots are decoder input ("not a point" tokens that the
+    two-way transformer attends to), so a prompt must carry the same slots in training and in a session: a
+    first click alone is [PAD, PAD, click] in both."""
+    coords = [np.zeros(3), np.zeros(3)]
+    labels = [PAD, PAD]
     if box is not None:
-        coords += [np.asarray(box[0], float), np.asarray(box[1], float)]
-        labels += [BOX_LO, BOX_HI]
+        coords = [np.asarray(box[0], float), np.asarray(box[1], float)]
+        labels = [BOX_LO, BOX_HI]
     for p, positive in points:
         coords.append(np.asarray(p, float))
         labels.append(POS if positive else NEG)
     n = len(labels) if size is None else int(size)
     if n < len(labels):
-        raise ValueError(f"{len(labels)} sparse prompts do not fit {n} slots")
+        raise ValueError(f"{len(labels)} sparse prompt slots do not fit {n} slots")
     c = np.zeros((n, 3), np.float32)
     lab = np.full(n, PAD, np.int64)
-    if labels:
-        c[:len(labels)] = np.stack(coords)
-        lab[:len(labels)] = labels
+    c[:len(labels)] = np.stack(coords)
+    lab[:len(labels)] = labels
     return c, lab
 
 
@@ -122,7 +135,7 @@ def sparse_from_dense(prompts: torch.Tensor) -> SparsePrompts:
                 pts.append((np.argwhere(lab == k).mean(0), positive))
         bb = P.bounding_box(arr[b, P.BOX])
         rows.append((pts, None if bb is None else (bb[0].astype(float), bb[1].astype(float))))
-    n = max(1, max(len(p) + (2 if bx is not None else 0) for p, bx in rows))
+    n = BOX_SLOTS + max(len(p) for p, _ in rows)
     out = [sparse_array(p, bx, n) for p, bx in rows]
     return SparsePrompts(torch.from_numpy(np.stack([c for c, _ in out])).to(prompts.device),
                          torch.from_numpy(np.stack([lab for _, lab in out])).to(prompts.device))
@@ -241,16 +254,34 @@ class SamDecoder(nn.Module):
 # ------------------------------------------------------------------------------------------------ loss
 
 
-def candidate_losses(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(B, K): ``FOCAL_WEIGHT x focal + DICE_WEIGHT x Dice`` of each mask (logits (B, K, X, Y, Z)) against the
-    target (B, 1, X, Y, Z) {0, 1}, per sample (focal: the mean over voxels; Dice: MONAI's soft Dice with its
-    default smoothing, 1e-5)."""
-    from monai.losses import DiceLoss, FocalLoss
+def mask_loss(loss: str = LOSS_DEFAULTS["loss"], dice_weight: float = LOSS_DEFAULTS["dice_weight"],
+              voxel_weight: float = LOSS_DEFAULTS["voxel_weight"]) -> nn.Module:
+    """MONAI's loss of one mask from logits (``model.sam.loss``, ``dice_weight``, ``voxel_weight``):
+    ``"dice_ce"``: ``DiceCELoss(sigmoid=True)`` = ``dice_weight`` x soft Dice + ``voxel_weight`` x mean binary
+    cross-entropy; ``"dice_focal"``: ``DiceFocalLoss(sigmoid=True)`` with SAM's focal gamma 2, alpha 0.25
+    (``voxel_weight`` 20 = SAM's 20 : 1). Wrong values: one-line InputError."""
+    from monai.losses import DiceCELoss, DiceFocalLoss
 
-    t = target.to(logits.dtype).expand_as(logits)
-    focal = FocalLoss(gamma=FOCAL_GAMMA, alpha=FOCAL_ALPHA, reduction="none", use_softmax=False)(logits, t)
-    dice = DiceLoss(sigmoid=True, reduction="none")(logits, t)
-    return FOCAL_WEIGHT * focal.flatten(2).mean(2) + DICE_WEIGHT * dice.flatten(1)
+    if loss not in LOSSES:
+        raise InputError(f"model.sam.loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    if not (dice_weight >= 0 and voxel_weight >= 0 and dice_weight + voxel_weight > 0):
+        raise InputError(f"model.sam.dice_weight / voxel_weight must be >= 0 and not both 0, got "
+                         f"{dice_weight} / {voxel_weight}")
+    if loss == "dice_ce":
+        return DiceCELoss(sigmoid=True, lambda_dice=float(dice_weight), lambda_ce=float(voxel_weight))
+    return DiceFocalLoss(sigmoid=True, gamma=FOCAL_GAMMA, alpha=FOCAL_ALPHA, lambda_dice=float(dice_weight),
+                         lambda_focal=float(voxel_weight))
+
+
+def candidate_losses(logits: torch.Tensor, target: torch.Tensor, loss_fn: nn.Module | None = None) -> torch.Tensor:
+    """(B, K): the loss of each mask (logits (B, K, X, Y, Z)) against the target (B, 1, X, Y, Z) {0, 1}, each
+    mask and sample on its own (``loss_fn``: :func:`mask_loss`, default the default loss; Dice with MONAI's
+    default smoothing, 1e-5)."""
+    loss_fn = mask_loss() if loss_fn is None else loss_fn
+    t = target.to(logits.dtype)
+    rows = [torch.stack([loss_fn(logits[b:b + 1, k:k + 1], t[b:b + 1]) for k in range(logits.shape[1])])
+            for b in range(logits.shape[0])]
+    return torch.stack(rows)
 
 
 def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -262,12 +293,13 @@ def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
-def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor,
-             amb: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """SAM's loss: the mask loss of the best candidate (ambiguous samples) or of the single mask (others), mean
-    over the batch, + ``IOU_WEIGHT`` x MSE(predicted IoU, actual IoU) over all four masks. Returns (loss, logged
-    parts: ``mask_loss``, ``iou_loss``, ``ambiguous`` fraction)."""
-    cl = candidate_losses(logits, target)
+def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor, amb: torch.Tensor,
+             loss_fn: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """SAM's scheme: the mask loss (``loss_fn``, :func:`mask_loss`) of the best candidate (ambiguous samples) or
+    of the single mask (others), mean over the batch, + ``IOU_WEIGHT`` x MSE(predicted IoU, actual IoU) over all
+    four masks. logits (B, 4, X, Y, Z), iou_pred (B, 4), target (B, 1, X, Y, Z), amb (B,) bool. Returns (loss,
+    logged parts: ``mask_loss``, ``iou_loss``, ``ambiguous`` fraction)."""
+    cl = candidate_losses(logits, target, loss_fn)
     per = torch.where(amb.to(cl.device), cl[:, 1:1 + N_CANDIDATES].min(1).values, cl[:, 0])
     with torch.no_grad():
         actual = mask_iou(logits, target)
@@ -278,6 +310,6 @@ def sam_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor,
                                                "ambiguous": float(amb.float().mean())}
 
 
-__all__ = ["PAD", "NEG", "POS", "BOX_LO", "BOX_HI", "N_MASKS", "N_CANDIDATES", "STRIDES", "FOCAL_WEIGHT",
-           "DICE_WEIGHT", "IOU_WEIGHT", "SparsePrompts", "sparse_array", "sparse_from_dense", "has_mask", "ambiguous",
-           "select_mask", "SamDecoder", "candidate_losses", "mask_iou", "sam_loss"]
+__all__ = ["PAD", "NEG", "POS", "BOX_LO", "BOX_HI", "N_MASKS", "N_CANDIDATES", "STRIDES", "BOX_SLOTS", "LOSSES",
+           "LOSS_DEFAULTS", "IOU_WEIGHT", "SparsePrompts", "sparse_array", "sparse_from_dense", "has_mask", "ambiguous",
+           "select_mask", "SamDecoder", "mask_loss", "candidate_losses", "mask_iou", "sam_loss"]

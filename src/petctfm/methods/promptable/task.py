@@ -15,8 +15,9 @@
    adding one corrective click on the largest error region (:func:`~.prompts.corrective_click`); with
    ``clicks.mask_only_prob`` the last round adds no click (the mask-only step of SAM / SegAnyPET). Then one
    forward with gradient and the loss: MONAI ``DiceCELoss(sigmoid=True, batch=True)`` (``cached`` /
-   ``channels``), or SAM's (:func:`~.sam.sam_loss`: focal + Dice on the best candidate of a one-click prompt,
-   else on the single mask, + MSE of the predicted IoU) for ``sam``. The ``sam`` design also gets the clicks
+   ``channels``), or for ``sam`` SAM's scheme (:func:`~.sam.sam_loss`: MONAI's ``DiceFocalLoss`` 1 : 1 per mask
+   by default, ``model.sam.loss``, on the best candidate of a one-click prompt, else on the single mask, + MSE of the
+   predicted IoU). The ``sam`` design also gets the clicks
    and box as sparse prompts (items ``points`` / ``labels``; each simulated click is appended), the exact
    positions the dense channels draw.
 4. **Class prompts** (``model.class_prompts``): each item's ``cls`` is its target's class index in
@@ -77,13 +78,14 @@ def held_out_values(cfg: dict[str, Any]) -> set[int]:
     return {ORGAN_LABELS[n] for n in cfg["targets"]["held_out"]}
 
 
-FIRST_SLOTS = 3  # sparse prompt slots of a training item: the box's 2 corners + the first click
+FIRST_SLOTS = S.BOX_SLOTS + 1  # sparse prompt slots of a training item: the box's 2 slots + the first click
 ORGAN_NAMES = {v: k for k, v in ORGAN_LABELS.items()}
 
 
 class PromptPatchDataset(PatchDataset):
     """Items ``{"image" (C,p,p,p), "target" (1,p,p,p), "prompts" (4,p,p,p), "n_iter", "mask_only", "index"}``;
-    design ``sam`` adds ``"points"`` (3, 3) float and ``"labels"`` (3,) int64 (box corners, first click; padded),
+    design ``sam`` adds ``"points"`` (3, 3) float and ``"labels"`` (3,) int64 (:func:`~.sam.sparse_array`: the
+    two box slots, padding without a box, then the first click; all padding when the target is out of view),
     class prompts add ``"cls"`` () int64."""
 
     def __init__(self, config: dict[str, Any], rank: int = 0):
@@ -240,6 +242,7 @@ class PromptTask:
         self.config = cfg
         self.cfg = CONFIG.from_dict(cfg)
         self._loss = None
+        self._sam_loss = None  # design sam: MONAI's loss per mask (model.sam.loss), built once
         self._val: list[dict[str, torch.Tensor]] | None = None  # the fixed validation targets, built once
 
     def build_model(self) -> nn.Module:
@@ -279,7 +282,10 @@ class PromptTask:
         if self.cfg.model.design == "sam":
             logits, iou = model(batch["image"], prompts, sparse=sparse, cls=cls, all_masks=True)
             amb = S.ambiguous(sparse, prompts[:, P.PREV:P.PREV + 1])
-            loss, parts = S.sam_loss(logits.float(), iou.float(), batch["target"], amb)
+            if self._sam_loss is None:
+                sc = self.cfg.model.sam
+                self._sam_loss = S.mask_loss(sc.loss, sc.dice_weight, sc.voxel_weight)
+            loss, parts = S.sam_loss(logits.float(), iou.float(), batch["target"], amb, self._sam_loss)
             return loss, {"n_iter": float(n_iter), **parts}
         logits = model(batch["image"], prompts, **decode_kwargs(None, cls))
         loss = self.loss_fn()(logits.float(), batch["target"])
