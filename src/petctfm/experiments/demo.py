@@ -31,11 +31,11 @@ times on the 2-core VM (24 ``small`` cases, before fine-tuning joined): synth ~1
 - **fine-tune 3 runs, two at a time** (``jobs`` = ``workers``, one core each): the segmentation recipe
   (``plan="cpu"``: bf16, AdamW 1e-2 with the poly schedule, lesion-balanced oversampling, and the organ map that
   the synthetic DICOM-SEG carries as auxiliary classes) on the pretrained tiny network at 32^3 patches (at 4 mm
-  13 cm), 2000 steps (~0.06 s each idle), validation on the val cases every 500 steps keeping the best
-  checkpoint, and the minimum lesion volume chosen on validation (``postprocess.choose_min_lesion_ml``). Chosen
-  on the validation split of development cohort 2468 (docs/results.md, "The demo, second attempt"): the old
-  settings (500 steps, ``data.fg_prob=0.67``, no plan) over-segmented physiological uptake (577 ml of
-  false positives per validation case). Then test predictions and evaluation.
+  13 cm), 600 steps (~0.25 s each, two runs side by side), validation on the val cases every 300 steps keeping
+  the best checkpoint, and the minimum lesion volume chosen on validation (``postprocess.choose_min_lesion_ml``).
+  Chosen on the validation split of development cohort 2468 (docs/results.md, "The demo, second attempt"): the
+  old settings (500 steps, ``data.fg_prob=0.67``, no plan) over-segmented physiological uptake (577 ml of false
+  positives per validation case); 2000 steps did not fit the 15 minutes. Then test predictions and evaluation.
 - views of 3 synthetic cases and 3 test predictions, report: ~20 s.
 
 The measured total is in docs/results.md (confirmation cohort 1213).
@@ -58,7 +58,7 @@ from typing import Any, Callable
 #: UNet takes 5-20 s per step at 64^3 (measured), far too slow to learn anything in a few minutes, while the
 #: tiny one runs about 0.6 s per step at 48^3. Fine-tuning uses the same network (the backbone always comes
 #: from the pretraining run; convolution weights do not depend on the patch size) with the recipe
-#: (``finetune_plan``) on 32^3 patches and validates every 500 steps, keeping the best checkpoint.
+#: (``finetune_plan``) on 32^3 patches and validates every 300 steps, keeping the best checkpoint.
 PRESETS = {
     "tiny": {"cases": 8, "size": "tiny", "spacing": [8, 8, 8], "pretrain_preset": "tiny", "pretrain_set": [],
              "max_steps": 30, "finetune_preset": "tiny", "finetune_plan": "cpu",
@@ -67,10 +67,10 @@ PRESETS = {
     "cpu": {"cases": 24, "size": "small", "spacing": [4, 4, 4], "pretrain_preset": "tiny",
             "pretrain_set": ["data.patch_size=[48,48,48]"], "max_steps": 400,
             "finetune_preset": "tiny", "finetune_plan": "cpu",
-            "finetune_set": ["data.patch_size=[32,32,32]", "val.overlap=0.25", "train.figure_every=500",
-                             "train.checkpoint_every=500", "train.warmup_steps=20",
+            "finetune_set": ["data.patch_size=[32,32,32]", "val.overlap=0.25", "train.figure_every=300",
+                             "train.checkpoint_every=300", "train.warmup_steps=20",
                              "postprocess.choose_min_lesion_ml=[0,0.1,0.25,0.5,1,2]"],
-            "ft_max_steps": 2000},
+            "ft_max_steps": 600},
     "gpu": {"cases": 60, "size": "small", "spacing": None, "pretrain_preset": "gpu", "pretrain_set": [],
             "max_steps": 2000, "finetune_preset": "gpu", "finetune_set": ["train.figure_every=250"],
             "ft_max_steps": 1500},
