@@ -126,20 +126,22 @@ def quantify(mask: np.ndarray, pet: sitk.Image, organs: sitk.Image | None, harmo
     suv = array_xyz(pet).astype(np.float32, copy=False)
     table = lesion_table(mask, suv, pet, connectivity=connectivity)
     lungs = lung_span(harmonized["image"][1], harmonized["affine"]) if table else None
-    org = None
+    counts = None
     if organs is not None and table:
         org = resample_xyz(organs, pet, False, 0, dtype=np.uint8)
         labels, _ = label_lesions(mask, connectivity)
         names = _organ_names()
+        inside = labels > 0  # one pass over the lesion voxels: (lesion label, organ value) counts
+        counts = np.bincount(labels[inside].astype(np.int64) * 256 + org[inside],
+                             minlength=(int(labels.max()) + 1) * 256).reshape(-1, 256)
     for row in table:
         row["region"], row["region_source"] = body_region(row["centroid_z_mm"], lungs), "body model"
         if lungs is None:
             row["region_source"] = "none (no lungs in CT)"
-        if org is not None:
-            vals = org[labels == row["label"]]
-            counts = np.bincount(vals, minlength=256)
-            top = int(np.argmax(counts[1:]) + 1)
-            if counts[top] * 2 >= len(vals) and top in names:
+        if counts is not None:
+            c = counts[int(row["label"])]
+            top = int(np.argmax(c[1:]) + 1)
+            if c[top] * 2 >= c.sum() and top in names:
                 row["region"], row["region_source"] = names[top], "organ labels"
     return {"table": table, "totals": summary(table), "lungs_z_mm": lungs}
 
