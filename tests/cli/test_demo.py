@@ -91,3 +91,10 @@ def test_demo_tiny_end_to_end(tmp_path, capsys):
     for png in [report / "label_efficiency.png", *preds]:
         img = imread(png)
         assert img.shape[0] > 100 and np.std(img) > 0.01, png
+
+
+def test_demo_fine_tunes_all_three_runs_at_once_when_it_has_workers():
+    from petctfm.experiments.demo import DEMO_RUNS, finetune_jobs
+
+    assert finetune_jobs(1) == 1  # --workers 1: one run at a time, as the tiny test above
+    assert finetune_jobs(2) == finetune_jobs(8) == len(DEMO_RUNS) == 3

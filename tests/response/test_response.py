@@ -100,6 +100,27 @@ def test_registration_recovers_a_known_shift():
     np.testing.assert_allclose(back[0], (10.0, 5.0, -10.0), atol=1.0)
 
 
+def test_metric_samples_are_capped_per_level(monkeypatch):
+    """25 % of a level's voxels, at most MAX_SAMPLES: a big image samples MAX_SAMPLES at every level, and the
+    shift is still recovered when the cap binds (here a cap of 500 on a 20^3 study, whose 25 % would be 2000)."""
+    import SimpleITK as sitk
+
+    from petctfm.response import register as R
+
+    big = sitk.Image(200, 200, 300, sitk.sitkFloat32)
+    pct = R._sampling(big, [4, 2, 1])
+    n = [200 * 200 * 300 / s ** 3 for s in (4, 2, 1)]
+    assert [round(p * k) for p, k in zip(pct, n)] == [R.MAX_SAMPLES] * 3
+    small = sitk.Image(20, 20, 20, sitk.sitkFloat32)
+    assert R._sampling(small, [1]) == [0.25]
+
+    monkeypatch.setattr(R, "MAX_SAMPLES", 500)
+    base, _ = _study([])
+    fu, _ = _study([], shift_mm=(8.0, 0.0, -4.0))
+    reg = R.register_followup(_image(base), _image(fu))
+    np.testing.assert_allclose(reg.transform.TransformPoint((0.0, 0.0, 0.0)), (8.0, 0.0, -4.0), atol=1.0)
+
+
 # ------------------------------------------------------------------------------------------- matching
 
 

@@ -26,22 +26,26 @@ times on the 2-core VM (24 ``small`` cases, before fine-tuning joined): synth ~1
   (48^3 windows, overlap 0.5) took ~90 s on the shared VM; fine-tuning validates on the val cases and
   predicts every test case, so that would take the whole budget. At 4 mm (150 x 78 x 298 voxels) with
   overlap 0.25 one pass takes ~5 s (measured, 1 thread).
-- **pretrain 400 steps** (~165 s idle): the tiny residual UNet at 48^3, ~0.4 s per step. (The earlier 150 s cap
+- **pretrain 400 steps** (~165 s idle on an Intel VM with AMX, ~210 s on an AMD one without native bf16): the
+  tiny residual UNet at 48^3, ~0.4-0.55 s per step; a checkpoint and a reconstruction figure every 100 steps (the
+  tiny preset's every 10 cost ~0.55 s each, ~20 s of the demo; the figure hook keeps the RNG, so the losses are
+  the same). (The earlier 150 s cap
   gave 362 and 372 of its nominal 600 steps on the idle VM, docs/results.md; 400 fixed steps keep that.)
-- **fine-tune 3 runs, two at a time** (``jobs`` = ``workers``, one core each): the segmentation recipe
+- **fine-tune 3 runs at once** (:func:`finetune_jobs`; one thread each on 2 cores): the segmentation recipe
   (``plan="cpu"``: bf16, AdamW 1e-2 with the poly schedule, lesion-balanced oversampling, and the organ map that
   the synthetic DICOM-SEG carries as auxiliary classes) on the pretrained tiny network at 32^3 patches (at 4 mm
-  13 cm), 600 steps (~0.25 s each, two runs side by side), validation on the val cases every 300 steps keeping
+  13 cm), 600 steps (~0.35 s each, three runs on two cores), validation on the val cases every 300 steps keeping
   the best checkpoint, and the minimum lesion volume chosen on validation (``postprocess.choose_min_lesion_ml``).
   Chosen on the validation split of development cohort 2468 (docs/results.md, "The demo, second attempt"): the
   old settings (500 steps, ``data.fg_prob=0.67``, no plan) over-segmented physiological uptake (577 ml of false
   positives per validation case); 2000 steps did not fit the 15 minutes. Then test predictions and evaluation.
 - views of 3 synthetic cases and 3 test predictions, report: ~20 s.
 
-The measured total is in docs/results.md (confirmation cohort 1213).
+The measured totals are in docs/results.md (cohort 1217: 911 and 1087 s on the 2-core AMD VM, 2026-12-06).
 The tiny preset (CI) runs the same story (the recipe and the minimum-volume choice included) on 8 ``tiny``
 cases at 8 mm (5 train / 1 val / 2 test; the 10% subset is one case, a lesion case by construction of the
-splits) with 30 pretraining and 20 fine-tuning steps per run.
+splits) with 30 pretraining and 20 fine-tuning steps per run, at 32^3 patches as the cpu preset (the plan alone would
+choose 64 x 32 x 144 there: 1.4 s per step, a minute and a half of the test suite).
 """
 
 from __future__ import annotations
@@ -62,10 +66,12 @@ from typing import Any, Callable
 PRESETS = {
     "tiny": {"cases": 8, "size": "tiny", "spacing": [8, 8, 8], "pretrain_preset": "tiny", "pretrain_set": [],
              "max_steps": 30, "finetune_preset": "tiny", "finetune_plan": "cpu",
-             "finetune_set": ["postprocess.choose_min_lesion_ml=[0,0.5]"],
+             "finetune_set": ["data.patch_size=[32,32,32]", "val.overlap=0.25",
+                              "postprocess.choose_min_lesion_ml=[0,0.5]"],
              "ft_max_steps": 20},
     "cpu": {"cases": 24, "size": "small", "spacing": [4, 4, 4], "pretrain_preset": "tiny",
-            "pretrain_set": ["data.patch_size=[48,48,48]"], "max_steps": 400,
+            "pretrain_set": ["data.patch_size=[48,48,48]", "train.checkpoint_every=100", "train.figure_every=100"],
+            "max_steps": 400,
             "finetune_preset": "tiny", "finetune_plan": "cpu",
             "finetune_set": ["data.patch_size=[32,32,32]", "val.overlap=0.25", "train.figure_every=300",
                              "train.checkpoint_every=300", "train.warmup_steps=20",
@@ -170,7 +176,7 @@ def run_demo(out: str | Path = "demo_out", preset: str | None = None, cases: int
                                 resume=resume, overrides=cfg["pretrain_set"], seed=seed), timings, console)
 
     experiment = _finetune_and_evaluate(data_dir, run_dir, exp_dir, cfg, seed, timings, console,
-                                        jobs=min(workers, len(DEMO_RUNS)))
+                                        jobs=finetune_jobs(workers))
     pred_views = _prediction_views(data_dir, exp_dir, report, experiment, timings, console)
 
     _write_report(report, data_dir, run_dir, preset_name, cfg, timings, time.perf_counter() - t_start,
@@ -178,6 +184,16 @@ def run_demo(out: str | Path = "demo_out", preset: str | None = None, cases: int
     console.rule("[bold green]demo finished")
     console.print(f"report: [bold]{report / 'README.md'}[/] ({time.perf_counter() - t_start:.0f} s in all)")
     return {"report": report / "README.md", "experiment": experiment, "timings": timings}
+
+
+def finetune_jobs(workers: int) -> int:
+    """How many of the :data:`DEMO_RUNS` fine-tune at once: all of them when ``workers`` > 1, else one.
+
+    The three runs have the same steps and nearly the same cost, so two at a time on 2 cores leaves the third
+    alone on one thread with a core idle (cohort 1217: 265 s for the first two side by side, then 256 s for the
+    third); all three at once share both cores to the end (:func:`petctfm.experiments.common.threads_per_job`
+    gives each ``cores // 3`` threads, at least one)."""
+    return len(DEMO_RUNS) if workers > 1 else 1
 
 
 def _summary(run_dir: Path) -> dict | None:

@@ -1,8 +1,8 @@
 """Follow-up -> baseline registration with SimpleITK's ``ImageRegistrationMethod`` (no optimizer of our own).
 
 Two stages, each multi-resolution (shrink 4, 2, 1; Gaussian smoothing 2, 1, 0 voxels), Mattes mutual
-information (50 bins, 25 % random samples, fixed seed), regular-step gradient descent with scales from the
-physical shift, linear interpolation:
+information (50 bins; random samples, fixed seed: 25 % of the voxels of a level, at most :data:`MAX_SAMPLES`),
+regular-step gradient descent with scales from the physical shift, linear interpolation:
 
 1. rigid (``Euler3DTransform``), initialized by the moments of the two body masks (voxels above
    :data:`BODY_SUV`), so a table shift of several centimetres starts close;
@@ -30,6 +30,11 @@ BODY_SUV = 0.3  # SUV: body vs air, for the moments initialization
 CLIP_SUV = 5.0  # PET intensities above this are clipped before registration (lesions must not drive it)
 SHRINK = (4, 2, 1)
 SMOOTH = (2.0, 1.0, 0.0)
+SAMPLE_FRACTION = 0.25  # of a level's voxels, for the Mattes MI
+#: Metric samples per level at most (as elastix's fixed number of spatial samples): the cost of an iteration no
+#: longer grows with the image. A tiny 72 x 72 x 84 pair took 12.4 s at 25 % of the voxels (109k samples at full
+#: resolution) and 2-3 s with 10,000, on the 2-core VM; a whole-body 2 mm PET (~12 M voxels) would take minutes.
+MAX_SAMPLES = 10_000
 
 
 @dataclass
@@ -62,18 +67,24 @@ def _levels(img: sitk.Image) -> tuple[list[int], list[float]]:
     return shrink, smooth
 
 
+def _sampling(img: sitk.Image, shrink: list[int]) -> list[float]:
+    """Per level: the fraction of its voxels sampled, :data:`SAMPLE_FRACTION` but at most :data:`MAX_SAMPLES`."""
+    n = float(np.prod(img.GetSize()))
+    return [min(SAMPLE_FRACTION, MAX_SAMPLES / max(1.0, n / s ** 3)) for s in shrink]
+
+
 def _stage(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, learning_rate: float,
            iterations: int, seed: int) -> tuple[sitk.Transform, float, int]:
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.25, seed)
+    shrink, smooth = _levels(fixed)
+    reg.SetMetricSamplingPercentagePerLevel(_sampling(fixed, shrink), seed)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(learningRate=learning_rate, minStep=1e-4,
                                                  numberOfIterations=iterations, relaxationFactor=0.5,
                                                  gradientMagnitudeTolerance=1e-8)
     reg.SetOptimizerScalesFromPhysicalShift()
-    shrink, smooth = _levels(fixed)
     reg.SetShrinkFactorsPerLevel(shrink)
     reg.SetSmoothingSigmasPerLevel(smooth)
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
@@ -124,4 +135,5 @@ def resample_labels(labels: sitk.Image, baseline: sitk.Image, reg: Registration)
     return sitk.Resample(labels, baseline, reg.transform, sitk.sitkNearestNeighbor, 0, labels.GetPixelID())
 
 
-__all__ = ["Registration", "register_followup", "to_baseline_points", "resample_labels", "BODY_SUV", "CLIP_SUV"]
+__all__ = ["Registration", "register_followup", "to_baseline_points", "resample_labels", "BODY_SUV", "CLIP_SUV",
+           "MAX_SAMPLES"]

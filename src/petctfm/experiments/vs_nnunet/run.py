@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -284,36 +285,6 @@ def execute_arm(arm: Arm, settings: Settings, exp_dir: Path, test_cases: dict[st
     return record
 
 
-def _run_parallel(plan: list[Arm], settings: Settings, exp_dir: Path, test_cases: dict[str, list[str]], console: Any,
-                  report: Any) -> tuple[list[dict[str, Any]], int]:
-    """The plan with ``settings.jobs`` arms at once: floors first (seconds, in this process), then the trained
-    arms in a spawn process pool (each its own torch threads). Finished arms (``done.json``) are read back."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    from petctfm.experiments.label_efficiency.run import load_done
-
-    records: dict[str, dict[str, Any]] = {}
-    todo = []
-    for arm in plan:
-        done = load_done(exp_dir / arm.name)
-        if done is not None:
-            records[arm.name] = done
-        elif arm.kind == "floor":
-            records[arm.name] = execute_arm(arm, settings, exp_dir, test_cases)
-            report(arm, records[arm.name])
-        else:
-            todo.append(arm)
-    console.rule(f"[bold]{len(todo)} trained runs, {settings.jobs} at a time "
-                 f"({threads_per_job(settings.jobs)} threads each)[/]")
-    with ProcessPoolExecutor(settings.jobs, mp_context=mp.get_context("spawn")) as ex:
-        futures = {arm.name: ex.submit(execute_arm, arm, settings, exp_dir, test_cases) for arm in todo}
-        for arm in todo:
-            records[arm.name] = futures[arm.name].result()
-            report(arm, records[arm.name])
-    return [records[a.name] for a in plan], len(todo)
-
-
 def adopt_petctfm_runs(settings: Settings, exp_dir: Path, seeds: Sequence[int]) -> list[Path]:
     """Copy finished petctfm fine-tuning runs (``settings.petctfm_runs`` with ``{seed}`` = each seed) into
     ``E/petctfm_s<seed>/run``, where :func:`run_petctfm` then only predicts and scores them (a copy: the source
@@ -500,11 +471,15 @@ def run_vs_nnunet(data: str | Path, out: str | Path, minutes: float, seeds: Sequ
         console.print(f"[green]{arm.name}[/]: test Dice {d.mean() if len(d) else float('nan'):.3f} "
                       f"({rec['train'].get('steps')} steps) in {rec['time_s']:.0f} s")
 
-    if settings.jobs > 1:
-        records, ran = _run_parallel(plan, settings, exp_dir, export["test"], console, report)
-    else:
-        records, ran = run_plan(plan, exp_dir, lambda a: execute_arm(a, settings, exp_dir, export["test"]), console,
-                                None, report)
+    # the floors first (seconds, in this process), then the trained arms, settings.jobs at a time (run_plan
+    # spawns them with the cores shared; execute_arm is a module-level function, so the partial pickles)
+    execute = partial(execute_arm, settings=settings, exp_dir=exp_dir, test_cases=export["test"])
+    floors = [a for a in plan if a.kind == "floor"]
+    trained = [a for a in plan if a.kind != "floor"]
+    rec_f, ran_f = run_plan(floors, exp_dir, execute, console, None, report)
+    rec_t, ran_t = run_plan(trained, exp_dir, execute, console, None, report, jobs=settings.jobs)
+    by_name = {a.name: r for a, r in zip(floors + trained, rec_f + rec_t)}
+    records, ran = [by_name[a.name] for a in plan], ran_f + ran_t
     summary = write_results(exp_dir, records, settings, seeds, plan_summary, export, command)
     console.print(f"vs-nnunet: {len(records)} runs ({ran} run now); results in {exp_dir / 'results.md'}")
     return {"exp_dir": exp_dir, "records": records, "summary": summary, "plan_summary": plan_summary,
