@@ -26,15 +26,15 @@ times on the 2-core VM (24 ``small`` cases, before fine-tuning joined): synth ~1
   (48^3 windows, overlap 0.5) took ~90 s on the shared VM; fine-tuning validates on the val cases and
   predicts every test case, so that would take the whole budget. At 4 mm (150 x 78 x 298 voxels) with
   overlap 0.25 one pass takes ~5 s (measured, 1 thread).
-- **pretrain 400 steps** (~165 s idle on an Intel VM with AMX, ~210 s on an AMD one without native bf16): the
-  tiny residual UNet at 48^3, ~0.4-0.55 s per step; a checkpoint and a reconstruction figure every 100 steps (the
+- **pretrain 400 steps** (~165 s idle on an Intel VM with AMX, 230-280 s on an AMD one without native bf16):
+  the tiny residual UNet at 48^3, ~0.4-0.6 s per step; a checkpoint and a reconstruction figure every 100 steps (the
   tiny preset's every 10 cost ~0.55 s each, ~20 s of the demo; the figure hook keeps the RNG, so the losses are
   the same). (The earlier 150 s cap
   gave 362 and 372 of its nominal 600 steps on the idle VM, docs/results.md; 400 fixed steps keep that.)
 - **fine-tune 3 runs at once** (:func:`finetune_jobs`; one thread each on 2 cores): the segmentation recipe
-  (``plan="cpu"``: bf16, AdamW 1e-2 with the poly schedule, lesion-balanced oversampling, and the organ map that
+  (``plan="cpu"``: bf16 where the CPU has it natively, else fp32; AdamW 1e-2 with the poly schedule, lesion-balanced oversampling, and the organ map that
   the synthetic DICOM-SEG carries as auxiliary classes) on the pretrained tiny network at 32^3 patches (at 4 mm
-  13 cm), 600 steps (~0.35 s each, three runs on two cores), validation on the val cases every 300 steps keeping
+  13 cm), 600 steps (~0.6 s each, three runs on two cores), validation on the val cases every 300 steps keeping
   the best checkpoint, and the minimum lesion volume chosen on validation (``postprocess.choose_min_lesion_ml``).
   Chosen on the validation split of development cohort 2468 (docs/results.md, "The demo, second attempt"): the
   old settings (500 steps, ``data.fg_prob=0.67``, no plan) over-segmented physiological uptake (577 ml of false

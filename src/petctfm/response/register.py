@@ -32,8 +32,9 @@ SHRINK = (4, 2, 1)
 SMOOTH = (2.0, 1.0, 0.0)
 SAMPLE_FRACTION = 0.25  # of a level's voxels, for the Mattes MI
 #: Metric samples per level at most (as elastix's fixed number of spatial samples): the cost of an iteration no
-#: longer grows with the image. A tiny 72 x 72 x 84 pair took 12.4 s at 25 % of the voxels (109k samples at full
-#: resolution) and 2-3 s with 10,000, on the 2-core VM; a whole-body 2 mm PET (~12 M voxels) would take minutes.
+#: longer grows with the image. On 5 tiny pairs (about 76 x 76 x 97) of the 2-core VM, 25 % of the voxels took
+#: 10.0-28.5 s per pair (median 24.4) and 10,000 samples 4.2-5.7 s (median 5.3; docs/response.md); a whole-body
+#: 2 mm PET (~12 M voxels) would take minutes at 25 %.
 MAX_SAMPLES = 10_000
 
 
