@@ -5,7 +5,10 @@ What the recipe's CPU choices rest on (docs/segmentation-recipe.md): patch size,
 on a CPU with AMX / AVX512-BF16, channels-last. One thread (``torch.set_num_threads(1)``), random inputs, the
 median of ``--steps`` steps after one warm-up step.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_seg_step.py [--steps 4] [--quick]
+    OMP_NUM_THREADS=1 python benchmarks/bench_seg_step.py [--steps 4] [--quick] [--emulated-bf16]
+
+On a CPU without native bf16 the bf16 rows are left out unless ``--emulated-bf16`` (emulated bf16 is 31x slower
+than fp32 on the AMD VM of 2026-12-06: a bf16 row of the full patch takes minutes per step).
 """
 
 from __future__ import annotations
@@ -72,13 +75,20 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="two cases, one step, on a 32 x 16 x 48 patch (a smoke test: without native bf16 the full "
                          "planned patch takes minutes per step)")
+    ap.add_argument("--emulated-bf16", action="store_true",
+                    help="also the bf16 rows on a CPU without native bf16 (emulated there: tens of times slower, "
+                         "minutes per step; skipped by default)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     from petctfm.core.device import cpu_has_bf16
 
+    native = cpu_has_bf16()
     cases = CASES[:2] if a.quick else CASES
+    if not (a.quick or native or a.emulated_bf16):
+        cases = [c for c in cases if not c[3]]
     ref = None
-    print(f"native bf16 on this CPU: {cpu_has_bf16()}")
+    print(f"native bf16 on this CPU: {native}" + ("" if a.quick or native or a.emulated_bf16 else
+                                                    " (bf16 rows skipped: --emulated-bf16 runs them)"))
     for name, backbone, patch, bf16, cl, ov in cases:
         patch = (32, 16, 48) if a.quick else patch
         s = step_seconds(backbone, patch, bf16, cl, ov, 1 if a.quick else a.steps)
