@@ -162,3 +162,27 @@ def test_floor_row_scores_the_suv_threshold_on_every_case(tmp_path):
     # cases="lesions": only the cases whose label has a lesion
     with_lesion = [c for c in ids if np.asarray(fmt.load_case(str(conf), c)["label"]).any()]
     assert sorted(abl.floor_row(tmp_path, 4.0, str(conf), "lesions")["val_cases"]) == with_lesion
+
+
+def test_bench_seg_step_skips_emulated_bf16_rows(monkeypatch, capsys):
+    """Without native bf16 the bf16 rows (minutes per step there) are left out unless --emulated-bf16; the rows
+    and the reference are otherwise the script's own (step timing stubbed: this checks the selection)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_seg_step", ROOT / "benchmarks" / "bench_seg_step.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    import petctfm.core.device as device
+
+    ran = []
+    monkeypatch.setattr(mod, "step_seconds", lambda b, patch, bf16, cl, ov, steps: ran.append(bf16) or 2.0)
+    for native, flag, expect_bf16 in ((False, [], False), (False, ["--emulated-bf16"], True), (True, [], True)):
+        monkeypatch.setattr(device, "cpu_has_bf16", lambda native=native: native)
+        ran.clear()
+        assert mod.main(["--steps", "1", *flag]) == 0
+        out = capsys.readouterr().out
+        rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        assert (True in ran) == expect_bf16 and len(rows) == len(ran)
+        assert rows[0]["case"] == "planned net fp32 (reference)" and rows[0]["ratio_to_reference"] == 1.0
+        assert ("bf16 rows skipped" in out) == (not expect_bf16)
+        assert len(ran) == (len(mod.CASES) if expect_bf16 else sum(not c[3] for c in mod.CASES))
