@@ -83,12 +83,12 @@ def main(argv=None) -> int:
     from petctfm.core.device import cpu_has_bf16
 
     native = cpu_has_bf16()
+    skip_bf16 = not (a.quick or native or a.emulated_bf16)
     cases = CASES[:2] if a.quick else CASES
-    if not (a.quick or native or a.emulated_bf16):
+    if skip_bf16:
         cases = [c for c in cases if not c[3]]
     ref = None
-    print(f"native bf16 on this CPU: {native}" + ("" if a.quick or native or a.emulated_bf16 else
-                                                    " (bf16 rows skipped: --emulated-bf16 runs them)"))
+    print(f"native bf16 on this CPU: {native}" + (" (bf16 rows skipped: --emulated-bf16 runs them)" if skip_bf16 else ""))
     for name, backbone, patch, bf16, cl, ov in cases:
         patch = (32, 16, 48) if a.quick else patch
         s = step_seconds(backbone, patch, bf16, cl, ov, 1 if a.quick else a.steps)
