@@ -1,4 +1,4 @@
-"""Seconds per segmentation training step (forward, DiceCE, backward, AdamW) of candidate CPU configurations,
+"""Seconds per segmentation training step (forward, cross-entropy, backward, AdamW) of candidate CPU configurations,
 as ratios to a reference measured in the same run (this machine is noisy; ratios travel, seconds do not).
 
 What the recipe's CPU choices rest on (docs/segmentation-recipe.md): patch size, network width, bf16 autocast
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 
@@ -43,30 +42,11 @@ CASES = [
 
 
 def step_seconds(backbone: str, patch, bf16: bool, channels_last: bool, overrides: dict, steps: int) -> float:
-    from monai.losses import DiceCELoss
+    """Median seconds of one step (the planner's own timing, ``plan.measure_step``)."""
+    from petctfm.methods.segmentation.plan import measure_step
 
-    from petctfm.models.backbones import build_backbone
-
-    torch.manual_seed(0)
-    net = build_backbone(backbone, 2, 2, **overrides).train()
-    x = torch.randn(2, 2, *patch)
-    y = (torch.rand(2, 1, *patch) > 0.95).long()
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last_3d)
-        x = x.to(memory_format=torch.channels_last_3d)
-    opt = torch.optim.AdamW(net.parameters(), 1e-3)
-    loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
-    times = []
-    for _ in range(steps + 1):
-        t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = net(x)
-        loss(out.float(), y).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t)
-    rest = sorted(times[1:])
-    return rest[len(rest) // 2]
+    return measure_step(backbone, overrides, patch, precision="bf16" if bf16 else "fp32", steps=steps,
+                        channels_last=channels_last)
 
 
 def main(argv=None) -> int:

@@ -71,6 +71,10 @@ ROWS: dict[str, dict] = {
     # round five: the organs of organs.npy as auxiliary output classes (task.aux_classes), on the round-three recipe
     "aux_organs": {**RECIPE, "overrides": {"data.fg_balance": "lesion", "task.aux_classes": AUX_ORGANS}},
     "voxel_balance": {**RECIPE, "overrides": {"data.fg_balance": "voxel"}},
+    # 2026-12-07, the planner with a step-time budget (plan.py item 5): the round-five recipe, its patch shrunk
+    # until a timed step takes <= 1 s on this machine (1 thread), as the cpu target was sized on the AMX VM
+    "aux_organs_1s": {**RECIPE, "step_seconds": 1.0,
+                      "overrides": {"data.fg_balance": "lesion", "task.aux_classes": AUX_ORGANS}},
     # 2026-12-07, a CPU without native bf16 (7x fewer steps per minute for the planned net): the round-five
     # recipe on the demo's small network (DynUNet 8..64 at 32^3, 0.33 s/step there against 6.7 s)
     "aux_organs_tiny": {"backbone": "unet-resenc-tiny", "preset": "tiny", "plan": "cpu",
@@ -79,10 +83,18 @@ ROWS: dict[str, dict] = {
 }
 
 
-def _finetune(data: str, out: Path, row: dict, max_steps: int, seed: int) -> dict:
+def _finetune(data: str, out: Path, row: dict, max_steps: int, seed: int, timed: dict | None = None) -> dict:
+    """Train ``row`` into ``out``. A row with a step-time budget (``step_seconds``) is timed by the planner in
+    its calibration run; its training runs get that run's patch budget (``timed``: the calibration's
+    ``plan.rule``), so every seed trains the network and patch the calibration timed, not a re-measurement."""
     from petctfm.methods.segmentation.api import finetune
 
     kw = dict(backbone=row["backbone"], preset=row.get("preset", "cpu"), plan=row.get("plan"))
+    if row.get("step_seconds"):
+        if timed is None:
+            kw["plan_step_seconds"] = float(row["step_seconds"])
+        else:
+            kw["plan_rule"] = {"patch_voxels": int(timed["patch_voxels"])}
     ov = dict(row.get("overrides") or {})
     return finetune(data, out, max_steps=max_steps, progress=False, figure_every=0, checkpoint_every=10 ** 6,
                     num_workers=0, seed=seed, log_every=1, warmup_steps=min(50, max(1, max_steps // 20)),
@@ -100,6 +112,18 @@ def calibrate(data: str, out: Path, name: str, steps: int) -> float:
 
     _finetune(data, run, ROWS[name], steps, 0)
     return median_step_seconds(run)
+
+
+def _timed_rule(out: Path, name: str) -> dict | None:
+    """The plan rule (``patch_voxels`` ...) the calibration run of a timed row chose, or None (not a timed row)."""
+    if not ROWS[name].get("step_seconds"):
+        return None
+    from petctfm.train.config import saved_run_configs
+
+    saved = saved_run_configs(out / "calib" / name)
+    if saved is None:
+        raise SystemExit(f"{out / 'calib' / name}: a timed row trains with its calibration's plan; calibrate it first")
+    return dict(saved[0]["plan"]["rule"])
 
 
 def _score_ids(score_data: str | None, cases: str = "all") -> list[str] | None:
@@ -145,7 +169,7 @@ def train_and_score(data: str, out: Path, name: str, steps: int, seed: int, spli
     done = run / "summary.json"
     summary = json.loads(done.read_text()) if done.is_file() else None
     if summary is None or summary.get("steps") != steps:  # else trained before (the scoring was interrupted)
-        summary = _finetune(data, run, ROWS[name], steps, seed)
+        summary = _finetune(data, run, ROWS[name], steps, seed, _timed_rule(out, name))
     train_s = time.perf_counter() - t0
     row = _score(name, seed, summary, score_data or data, split, _score_ids(score_data))
     try:

@@ -68,6 +68,9 @@ def register(subparsers) -> None:
                    help="the recipe: plan patch, network (nnU-Net backbones from scratch), batch, precision and poly "
                    "LR from the training cases' fingerprint for this compute target; written into the run's config "
                    "(docs/segmentation-recipe.md)")
+    p.add_argument("--plan-step-seconds", type=float, default=None, metavar="S",
+                   help="with --plan: a step-time budget on this machine; the planner times a training step and "
+                   "shrinks the patch until it fits (the CPU's analogue of nnU-Net's GPU-memory target; e.g. 1.0)")
     p.add_argument("--task", choices=["lesions", "organs"], default=None,
                    help="what to segment: lesions (label.npy, 2 classes; the default) or organs (the dataset's "
                    "organs.npy, one class per organ; docs/organs.md)")
@@ -112,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     opts = train_options(args)
     if args.plan:
         opts["plan"] = args.plan
+    if args.plan_step_seconds is not None:
+        opts["plan_step_seconds"] = args.plan_step_seconds
     if args.labels and args.task != "organs":
         from petctfm.core.errors import UsageError
 

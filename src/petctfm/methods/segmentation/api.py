@@ -32,28 +32,36 @@ NAMED_OPTIONS: dict[str, str] = {
 
 
 def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str, *,
-               scratch: bool) -> dict[str, Any]:
+               scratch: bool, step_seconds: float | None = None,
+               rule: dict[str, Any] | None = None) -> dict[str, Any]:
     """Plan the run for compute ``target`` (``cpu`` | ``gpu``; :mod:`~petctfm.methods.segmentation.plan`) from
     the fingerprint of its training cases, in place: ``plan`` (the plan and the fingerprint), the patch, the
     batch and, from scratch, the network (an nnU-Net backbone without constructor overrides gets the planned depth,
     strides, widths and deep supervision). A pretrained init keeps its network: only the
-    patch is planned, fitting it. Returns the train settings with the plan's precision, LR and poly schedule
-    (explicit options and overrides still win: they are applied after)."""
+    patch is planned, fitting it. ``step_seconds``: a step-time budget on this machine (the patch shrinks until a
+    timed step of the run's network fits it; ``plan.make_plan``); ``rule``: the target's numbers overridden
+    (``{"patch_voxels": 39483}``: e.g. a timed plan's budget, reproduced without timing). Returns the train settings with the plan's
+    precision, LR and poly schedule (explicit options and overrides still win: they are applied after)."""
+    from petctfm.methods.segmentation.model import in_channels, n_classes
     from petctfm.methods.segmentation.plan import fingerprint, make_plan
 
     fp = fingerprint(task_cfg["dataset"], task_cfg["subset"]["cases"])
     backbone = task_cfg["model"]["backbone"]
     keep = dict(task_cfg["model"].get("overrides") or {})
-    p = make_plan(fp, target, backbone=backbone, overrides=None if (scratch and not keep) else keep)
+    net = None if (scratch and not keep) else keep
+    p = make_plan(fp, target, backbone=backbone, overrides=net, **(rule or {}))
+    task = task_cfg.setdefault("task", {})
+    if p["aux_organs"] and task.get("name", "lesions") == "lesions":
+        task["aux_classes"] = organ_task(task_cfg["dataset"], None)["classes"]
+    if step_seconds is not None:  # timed with the run's own channels (the auxiliary organs included)
+        p = make_plan(fp, target, backbone=backbone, overrides=net, step_seconds=step_seconds,
+                      channels=(in_channels(task_cfg), n_classes(task_cfg)), **(rule or {}))
     if p["planned_network"]:
         task_cfg["model"]["overrides"] = p["model_overrides"]
     task_cfg["data"]["patch_size"] = p["patch_size"]
     task_cfg["data"]["batch_size"] = p["batch_size"]
     task_cfg["data"]["fg_prob"] = p["fg_prob"]
     task_cfg["data"]["fg_balance"] = p["fg_balance"]
-    task = task_cfg.setdefault("task", {})
-    if p["aux_organs"] and task.get("name", "lesions") == "lesions":
-        task["aux_classes"] = organ_task(task_cfg["dataset"], None)["classes"]
     task_cfg["plan"] = {**p, "fingerprint": fp}
     return {**train_base, "precision": p["precision"], "lr_schedule": p["lr_schedule"],
             "batch_size": p["batch_size"], "lr": p["lr"]}
@@ -114,6 +122,7 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
                      preset: str | None = None, fraction: float | None = None, *, kshot: int | None = None,
                      backbone: str | None = None, max_steps: int | None = None, max_time: float | None = None,
                      resume: bool = False, overrides: Overrides = None, plan: str | None = None,
+                     plan_step_seconds: float | None = None, plan_rule: dict[str, Any] | None = None,
                      **config: Any) -> tuple[dict[str, Any], TrainConfig]:
     """(task config, TrainConfig) of a fine-tuning run; the arguments are those of :func:`finetune`."""
     from petctfm.methods.segmentation.config import CONFIG
@@ -160,11 +169,15 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
         if (task_cfg.get("task") or {}).get("name") == "organs":
             cases = with_organ_labels(task_cfg["dataset"], cases)
         task_cfg["subset"] = {"name": name, "cases": cases}
+    for arg, v in (("plan_step_seconds", plan_step_seconds), ("plan_rule", plan_rule)):
+        if v is not None and plan is None:
+            raise UsageError(f"{arg}={v}: needs a plan (--plan cpu)", arg=arg)
     if plan is not None and not resumed:
         given_net = given_network(overrides)
         if given_net is not None:  # an explicit network (even {}): the plan keeps it and fits only the patch
             task_cfg["model"]["overrides"] = given_net
-        train_base = apply_plan(task_cfg, dict(train_base), plan, scratch=scratch and given_net is None)
+        train_base = apply_plan(task_cfg, dict(train_base), plan, scratch=scratch and given_net is None,
+                                step_seconds=plan_step_seconds, rule=plan_rule)
     named = {k: (NAMED_OPTIONS[k], v) for k, v in given.items()}
     named["mode"] = ("data.mode", mode if resumed or scratch else None)
     return finish_configs(CONFIG, task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
@@ -174,6 +187,7 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
              preset: str | None = None, fraction: float | None = None, *, kshot: int | None = None,
              backbone: str | None = None, max_steps: int | None = None, max_time: float | None = None,
              resume: bool = False, overrides: Overrides = None, plan: str | None = None,
+             plan_step_seconds: float | None = None, plan_rule: dict[str, Any] | None = None,
              **config: Any) -> dict[str, Any]:
     """Fine-tune a lesion (or, with ``task="organs"``, a multi-organ) segmenter on a harmonized ``dataset`` into the run folder ``out``; the trainer's
     summary (``steps``, ``loss``, ``stopped``...; the best checkpoint by val Dice is ``out/best/``).
@@ -187,8 +201,10 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
     label subset of ``splits.json``; neither: the whole train split. ``max_steps`` / ``max_time`` (seconds):
     stop with a checkpoint. ``resume``: continue the run in ``out`` (its saved config is the base).
     ``plan``: ``cpu`` | ``gpu``: the recipe (:func:`apply_plan`): patch, network, batch, precision and
-    schedule planned from the training cases' fingerprint and written into the run's config (``plan``).
-    ``overrides``: ``{"data.fg_prob": 0.5, "train.lr": 5e-5}`` or ``["data.fg_prob=0.5"]``. ``config``: named
+    schedule planned from the training cases' fingerprint and written into the run's config (``plan``);
+    ``plan_step_seconds``: with a plan, a step-time budget on this machine (the patch shrinks until a timed
+    step fits; docs/segmentation-recipe.md); ``plan_rule``: the plan target's numbers overridden
+    (``plan.TARGETS``; e.g. ``{"patch_voxels": 39483}``). ``overrides``: ``{"data.fg_prob": 0.5, "train.lr": 5e-5}`` or ``["data.fg_prob=0.5"]``. ``config``: named
     options (:data:`NAMED_OPTIONS`: ``patch=32``, ``freeze_encoder=True``, ``layer_decay=0.75``...) and trainer
     settings (``lr``, ``seed``, ``progress``...). ``task``: ``"lesions"`` (default) or ``"organs"`` (the
     dataset's ``organs.npy``; cases without one are left out); ``labels``: with organs, a JSON name table
@@ -199,7 +215,8 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
 
     task_cfg, train_cfg = finetune_configs(dataset, out, init, preset, fraction, kshot=kshot, backbone=backbone,
                                            max_steps=max_steps, max_time=max_time, resume=resume,
-                                           overrides=overrides, plan=plan, **config)
+                                           overrides=overrides, plan=plan, plan_step_seconds=plan_step_seconds,
+                                           plan_rule=plan_rule, **config)
     return trainer.train(FinetuneTask(task_cfg), train_cfg, out, resume=resume)
 
 

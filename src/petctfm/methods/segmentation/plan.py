@@ -21,8 +21,16 @@ budget they are sized against (``docs/segmentation-recipe.md`` says why and show
    dataset's organ table, when every training case has ``organs.npy``). The LR, the oversampling and the
    auxiliary organs were chosen on validation / development-cohort Dice (the tables in the docs).
 
+5. **A step-time budget** (optional, ``step_seconds``; :func:`timed_patch_voxels`): the CPU's analogue of
+   nnU-Net's GPU-memory target. The ``cpu`` numbers above give a step of about a second on the AMX VM they were
+   measured on, and 7 s on a CPU without native bf16 (docs/segmentation-recipe.md, "The machine matters"). With a
+   budget, the planner times one training step of the planned network and patch on this machine
+   (:func:`measure_step`: random inputs, the run's threads and precision) and, while the step is slower than the
+   budget, shrinks the patch's voxel budget by the measured ratio and plans again (nnU-Net's patch rule, the
+   network following the patch), down to :data:`MIN_PATCH_VOXELS`. The measurements are written into the plan.
+
 The plan is a plain dict written into the run's config (``plan``), with the fingerprint summary, so a run is
-reproduced from its ``config.yaml`` alone and ``petctfm plan`` prints the same thing without training.
+reproduced from its ``config.yaml`` alone (a timed plan too: its patch and network are in it, not re-measured).
 
 Shapes: patch (X, Y, Z) voxels; strides per stage ``[[sx, sy, sz], ...]`` (the first stage ``[1, 1, 1]``).
 """
@@ -31,7 +39,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -54,6 +62,9 @@ TARGETS: dict[str, dict[str, Any]] = {
             "lr": 1e-2, "fg_prob": FG_PROB, "fg_balance": FG_BALANCE, "aux_organs": AUX_ORGANS},
 }
 MIN_EDGE = 4  # nnU-Net: an axis is pooled only while its feature map stays >= 4 voxels after pooling
+#: The smallest patch a step-time budget shrinks to: 24^3 voxels (~10 cm at 4 mm, the p95 lesion of the phantoms
+#: with its surroundings); a CPU too slow for the budget at this patch gets it anyway, recorded in the plan.
+MIN_PATCH_VOXELS = 24 ** 3
 
 
 # ------------------------------------------------------------------------------------------------ fingerprint
@@ -170,42 +181,126 @@ def stride_divisor(strides: Sequence[Sequence[int]]) -> list[int]:
     return [int(math.prod(int(s[a]) for s in strides)) for a in range(3)]
 
 
+def measure_step(backbone: str, overrides: dict[str, Any], patch: Sequence[int], *, in_channels: int = 2,
+                 out_channels: int = 2, batch_size: int = 2, precision: str = "fp32", steps: int = 2,
+                 channels_last: bool = False) -> float:
+    """Median seconds of one training step of ``backbone`` built with ``overrides`` on this machine: forward
+    (bf16 autocast when ``precision`` is ``bf16``), cross-entropy on the full-resolution output (the deep
+    supervision outputs' means added: the loss costs little next to the network), backward, AdamW; a batch of
+    ``batch_size`` random ``(in_channels, X, Y, Z)`` patches, the current torch thread count, after one warm-up
+    step; ``channels_last``: network and input in channels-last-3d memory format. ``benchmarks/bench_seg_step.py``
+    compares configurations with the same step."""
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    from petctfm.models.backbones import build_backbone
+
+    with torch.random.fork_rng():  # the run's own RNG stream is not consumed by the timing
+        torch.manual_seed(0)
+        net = build_backbone(backbone, in_channels, out_channels, **overrides).train()
+        x = torch.randn(batch_size, in_channels, *patch)
+        y = torch.randint(0, out_channels, (batch_size, *patch))
+    if channels_last:
+        net, x = net.to(memory_format=torch.channels_last_3d), x.to(memory_format=torch.channels_last_3d)
+    opt = torch.optim.AdamW(net.parameters(), 1e-3)
+    times = []
+    for _ in range(steps + 1):
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = net(x)
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        loss = F.cross_entropy(outs[0].float(), y) + sum(o.float().mean() for o in outs[1:])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t)
+    rest = sorted(times[1:])
+    return float(rest[len(rest) // 2])
+
+
+def timed_patch_voxels(plan_at: Callable[[int], tuple[list[int], dict[str, Any]]], patch_voxels: int,
+                       step_seconds: float, timer: Callable[[list[int], dict[str, Any]], float],
+                       max_tries: int = 6) -> tuple[int, list[dict[str, Any]]]:
+    """The largest voxel budget, from ``patch_voxels`` down to :data:`MIN_PATCH_VOXELS`, whose planned step
+    takes at most ``step_seconds`` (module docstring, item 5). ``plan_at(voxels)`` -> (patch, network overrides);
+    ``timer(patch, network)`` -> seconds per step. A step's time grows about linearly with the voxels, so each try
+    scales the budget by ``0.95 * step_seconds / measured`` (clamped to [0.25, 0.9]). Returns (voxels, the
+    measurements ``[{"patch_voxels", "patch_size", "seconds"}, ...]``)."""
+    vox, tries = int(patch_voxels), []
+    for _ in range(max_tries):
+        patch, net = plan_at(vox)
+        s = float(timer(patch, net))
+        tries.append({"patch_voxels": vox, "patch_size": list(patch), "seconds": round(s, 3)})
+        if s <= step_seconds or vox <= MIN_PATCH_VOXELS:
+            break
+        vox = max(MIN_PATCH_VOXELS, int(vox * min(0.9, max(0.25, 0.95 * step_seconds / s))))
+        while vox > MIN_PATCH_VOXELS and list(plan_at(vox)[0]) == list(patch):  # rounded to the same patch
+            vox = max(MIN_PATCH_VOXELS, int(vox * 0.9))
+    return vox, tries
+
+
 def make_plan(fp: dict[str, Any], target: str = "cpu", *, backbone: str = "nnunet-plain",
               overrides: dict[str, Any] | None = None, precision: str | None = None,
-              **rule: Any) -> dict[str, Any]:
+              step_seconds: float | None = None, channels: tuple[int, int] = (2, 2),
+              timer: Callable[[list[int], dict[str, Any]], float] | None = None, **rule: Any) -> dict[str, Any]:
     """The plan of a fingerprint ``fp`` for a compute ``target`` (:data:`TARGETS`; ``rule`` overrides its
     numbers, e.g. ``patch_voxels=48**3``). ``overrides``: a given network's own constructor overrides (a
     pretrained one's, possibly ``{}``): then only the patch is planned, fitting that network; None: an nnU-Net
-    backbone's network is planned too; ``precision``: force ``bf16`` / ``fp32``.
+    backbone's network is planned too; ``precision``: force ``bf16`` / ``fp32``. ``step_seconds``: a step-time
+    budget on this machine (module docstring, item 5), timed with ``channels`` = (in, out) channels of the run's
+    network by ``timer(patch, network)`` (default :func:`measure_step`).
 
     Returns ``{"target", "rule": {...}, "patch_size": [X, Y, Z], "batch_size", "backbone", "model_overrides",
     "precision", "lr_schedule": "poly", "lr", "fg_prob", "fg_balance", "aux_organs"}`` (``aux_organs``: the rule's,
-    and only when every fingerprinted case has an organ map)."""
+    and only when every fingerprinted case has an organ map), and with a budget ``"step_seconds"`` and
+    ``"timing"`` (:func:`timed_patch_voxels`'s measurements)."""
     from petctfm.models.backbones import patch_divisor
 
     if target not in TARGETS:
         from petctfm.core.config import ConfigError
 
         raise ConfigError("plan.target", target, f"must be one of {', '.join(TARGETS)}")
+    unknown = sorted(set(rule) - set(TARGETS[target]))
+    if unknown or (step_seconds is not None and not step_seconds > 0):
+        from petctfm.core.config import ConfigError
+
+        if unknown:
+            raise ConfigError("plan.rule", unknown, f"unknown; the rule's numbers are {', '.join(TARGETS[target])}")
+        raise ConfigError("plan.step_seconds", step_seconds, "must be > 0 seconds")
     r = {**TARGETS[target], **rule}
     planned_net = backbone.startswith("nnunet-") and overrides is None
-    if planned_net:
-        patch = plan_patch(fp["median_shape"], r["patch_voxels"], r["max_stages"])
-        net = plan_network(patch, r["base_features"], r["max_features"], r["max_stages"])
-    else:
-        net = dict(overrides or {})
-        div = stride_divisor(net["strides"]) if "strides" in net else [patch_divisor(backbone)] * 3
-        patch = plan_patch(fp["median_shape"], r["patch_voxels"], r["max_stages"], divisor=div)
     if precision is None:
         from petctfm.core.device import cpu_has_bf16
 
         precision = "bf16" if target == "gpu" or cpu_has_bf16() else "fp32"
+
+    def plan_at(voxels: int) -> tuple[list[int], dict[str, Any]]:
+        if planned_net:
+            patch = plan_patch(fp["median_shape"], voxels, r["max_stages"])
+            return patch, plan_network(patch, r["base_features"], r["max_features"], r["max_stages"])
+        net = dict(overrides or {})
+        div = stride_divisor(net["strides"]) if "strides" in net else [patch_divisor(backbone)] * 3
+        return plan_patch(fp["median_shape"], voxels, r["max_stages"], divisor=div), net
+
+    timing: dict[str, Any] = {}
+    if step_seconds is not None:
+        if timer is None:
+            def timer(patch: list[int], net: dict[str, Any]) -> float:
+                return measure_step(backbone, net, patch, in_channels=channels[0], out_channels=channels[1],
+                                    batch_size=int(r["batch_size"]), precision=precision)
+        import torch
+
+        r["patch_voxels"], tries = timed_patch_voxels(plan_at, r["patch_voxels"], float(step_seconds), timer)
+        timing = {"step_seconds": float(step_seconds), "timing": tries, "threads": torch.get_num_threads()}
+    patch, net = plan_at(r["patch_voxels"])
     return {"target": target, "rule": r, "patch_size": patch, "batch_size": int(r["batch_size"]),
             "backbone": backbone, "model_overrides": net, "planned_network": planned_net,
             "precision": precision, "lr_schedule": "poly", "lr": float(r["lr"]), "fg_prob": float(r["fg_prob"]),
             "fg_balance": str(r["fg_balance"]),
-            "aux_organs": bool(r.get("aux_organs")) and float(fp.get("cases_with_organs", 0.0)) == 1.0}
+            "aux_organs": bool(r.get("aux_organs")) and float(fp.get("cases_with_organs", 0.0)) == 1.0, **timing}
 
 
-__all__ = ["TARGETS", "MIN_EDGE", "fingerprint", "pools_per_axis", "plan_patch", "plan_network",
-           "stride_divisor", "make_plan"]
+__all__ = ["TARGETS", "MIN_EDGE", "MIN_PATCH_VOXELS", "fingerprint", "pools_per_axis", "plan_patch", "plan_network",
+           "stride_divisor", "measure_step", "timed_patch_voxels", "make_plan"]
