@@ -185,3 +185,74 @@ def test_plan_keeps_an_explicitly_given_network(toy):
     assert planned["plan"]["planned_network"] and planned["model"]["overrides"]
     assert not kept["plan"]["planned_network"] and kept["model"]["overrides"] == {}
     assert kept["plan"]["target"] == "cpu" and kept["data"]["batch_size"] == planned["data"]["batch_size"]
+
+
+def test_step_time_budget_shrinks_the_patch_until_a_timed_step_fits():
+    """plan.py item 5: with a fake timer (seconds proportional to voxels, 1 s per 40^3), the budget of 1 s
+    shrinks the 64^3 cpu patch of a whole-body median shape to a patch whose step fits, and stops there."""
+    fp = {"median_shape": [118, 70, 300]}
+    calls = []
+
+    def timer(patch, net):
+        calls.append((list(patch), net["features_per_stage"]))
+        return float(np.prod(patch)) / 40 ** 3
+
+    p = P.make_plan(fp, "cpu", precision="fp32", step_seconds=1.0, timer=timer)
+    assert p["step_seconds"] == 1.0 and len(p["timing"]) == len(calls) >= 2
+    assert p["timing"][0]["patch_size"] == [56, 32, 144] and p["timing"][0]["seconds"] > 3.9
+    assert p["timing"][-1]["seconds"] <= 1.0 and p["timing"][-1]["patch_size"] == p["patch_size"]
+    assert all(a["seconds"] > 1.0 for a in p["timing"][:-1])  # it stopped at the first fit
+    assert np.prod(p["patch_size"]) <= 40 ** 3 and p["rule"]["patch_voxels"] == p["timing"][-1]["patch_voxels"]
+    # no two measurements of the same rounded patch; the network follows the patch (nnU-Net's rule)
+    assert len({tuple(c[0]) for c in calls}) == len(calls)
+    assert p["model_overrides"] == P.plan_network(p["patch_size"], 16, 256, 5)
+    # reproducible without timing: the rule's voxel budget plans the same patch and network
+    again = P.make_plan(fp, "cpu", precision="fp32", patch_voxels=p["rule"]["patch_voxels"])
+    assert again["patch_size"] == p["patch_size"] and again["model_overrides"] == p["model_overrides"]
+    assert "timing" not in again
+    # a fast machine keeps the target's patch after one measurement
+    fast = P.make_plan(fp, "cpu", precision="fp32", step_seconds=1.0, timer=lambda patch, net: 0.1)
+    assert fast["patch_size"] == [56, 32, 144] and len(fast["timing"]) == 1
+    # a slow one stops at the floor, and says what it measured there
+    slow = P.make_plan(fp, "cpu", precision="fp32", step_seconds=1.0, timer=lambda patch, net: 50.0)
+    assert slow["rule"]["patch_voxels"] == P.MIN_PATCH_VOXELS and slow["timing"][-1]["seconds"] == 50.0
+    with pytest.raises(ConfigError, match="plan.step_seconds"):
+        P.make_plan(fp, "cpu", precision="fp32", step_seconds=0.0, timer=timer)
+    with pytest.raises(ConfigError, match="plan.rule.*patch_voxel"):
+        P.make_plan(fp, "cpu", precision="fp32", patch_voxel=32 ** 3)
+
+
+def test_measure_step_times_a_real_step_without_touching_the_rng():
+    torch.manual_seed(7)
+    want = torch.rand(3)
+    torch.manual_seed(7)
+    s = P.measure_step("nnunet-plain", P.plan_network([16, 16, 16], 4, 16, 3), [16, 16, 16], out_channels=3,
+                       batch_size=1, steps=1)
+    assert 0.0 < s < 60.0
+    assert torch.equal(torch.rand(3), want)  # the run's random stream is as if nothing had been timed
+
+
+def test_finetune_plans_with_a_step_budget_and_refuses_one_without_a_plan(toy, monkeypatch):
+    from petctfm.core.errors import UsageError
+    from petctfm.methods.segmentation import api
+
+    seen = {}
+
+    def fake_measure(backbone, net, patch, **kw):
+        seen.update(kw)
+        return float(np.prod(patch)) / 24 ** 3
+
+    monkeypatch.setattr(P, "measure_step", fake_measure)
+    task, _ = api.finetune_configs(toy, "/nonexistent/run", init="scratch", backbone="nnunet-plain", preset="tiny",
+                                   plan="cpu", plan_step_seconds=1.0)
+    plan = task["plan"]
+    assert plan["step_seconds"] == 1.0 and plan["timing"][-1]["seconds"] <= 1.0
+    assert task["data"]["patch_size"] == plan["patch_size"] and np.prod(plan["patch_size"]) <= 24 ** 3 * 1.15
+    assert seen["in_channels"] == 2 and seen["out_channels"] == 2  # the run's own network is what is timed
+    ruled, _ = api.finetune_configs(toy, "/nonexistent/run", init="scratch", backbone="nnunet-plain",
+                                    preset="tiny", plan="cpu", plan_rule={"patch_voxels": plan["rule"]["patch_voxels"]})
+    assert ruled["data"]["patch_size"] == plan["patch_size"]
+    assert ruled["model"]["overrides"] == task["model"]["overrides"]
+    with pytest.raises(UsageError, match="plan_step_seconds=1.0: needs a plan"):
+        api.finetune_configs(toy, "/nonexistent/run", init="scratch", backbone="nnunet-plain", preset="tiny",
+                             plan_step_seconds=1.0)
