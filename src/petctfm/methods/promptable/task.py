@@ -284,7 +284,7 @@ class PromptTask:
             amb = S.ambiguous(sparse, prompts[:, P.PREV:P.PREV + 1])
             if self._sam_loss is None:
                 sc = self.cfg.model.sam
-                self._sam_loss = S.mask_loss(sc.loss, sc.dice_weight, sc.voxel_weight)
+                self._sam_loss = S.mask_loss(sc)
             loss, parts = S.sam_loss(logits.float(), iou.float(), batch["target"], amb, self._sam_loss)
             return loss, {"n_iter": float(n_iter), **parts}
         logits = model(batch["image"], prompts, **decode_kwargs(None, cls))
