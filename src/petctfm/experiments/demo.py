@@ -1,6 +1,6 @@
 """The demo (``petctfm demo``): the whole story on synthetic data, in one call (:func:`run_demo`).
 
-synth (multi-site phantoms, DICOM + autoPET) -> harmonize (SUV from DICOM tags, RAS, one spacing, QA,
+synth (multi-site phantoms, DICOM with DICOM-SEG) -> harmonize (SUV from DICOM tags, RAS, one spacing, QA,
 splits) -> view (clinician pictures) -> pretrain (early-fusion MAE) -> the label-efficiency comparison in
 its smallest form: fine-tune the pretrained encoder on 10% of the labels, and the same network from scratch
 on 10% and on 100% (:func:`petctfm.experiments.label_efficiency.run.run_label_efficiency` with explicit runs) ->
@@ -39,7 +39,8 @@ times on the 2-core VM (24 ``small`` cases, before fine-tuning joined): synth ~1
   Chosen on the validation split of development cohort 2468 (docs/results.md, "The demo, second attempt"): the
   old settings (500 steps, ``data.fg_prob=0.67``, no plan) over-segmented physiological uptake (577 ml of false
   positives per validation case); 2000 steps did not fit the 15 minutes. Then test predictions and evaluation.
-- views of 3 synthetic cases and 3 test predictions, report: ~20 s.
+- views of 3 harmonized cases and 3 test predictions, report: ~20 s. The phantoms are written as DICOM only
+  (the autoPET copy, used for nothing but the three views, cost about a fifth of the synth stage).
 
 The measured totals are in docs/results.md (cohort 1217: 911 and 1087 s on the 2-core AMD VM, 2026-12-06).
 The tiny preset (CI) runs the same story (the recipe and the minimum-volume choice included) on 8 ``tiny``
@@ -148,20 +149,16 @@ def run_demo(out: str | Path = "demo_out", preset: str | None = None, cases: int
     t_start = time.perf_counter()
 
     _stage("synth", ["synth", "--out", str(synth_dir), "--cases", str(cfg["cases"]), "--seed", str(seed), "--size",
-                     cfg["size"], "--formats", "autopet,dicom", "--workers", str(workers)],
+                     cfg["size"], "--formats", "dicom", "--workers", str(workers)],
            lambda: synthesize(synth_dir, n_cases=cfg["cases"], seed=seed, size=cfg["size"],
-                              formats=["autopet", "dicom"], workers=workers), timings, console)
+                              formats=["dicom"], workers=workers), timings, console)
     spacing = ["--spacing", *map(str, cfg["spacing"])] if cfg.get("spacing") else []
     _stage("harmonize", ["harmonize", "--in", str(synth_dir / "dicom"), "--out", str(data_dir),
                          "--workers", str(workers), *spacing],
            lambda: harmonize_folder(synth_dir / "dicom", data_dir, spacing=cfg.get("spacing"), workers=workers,
                                     progress=True), timings, console)
 
-    names = sorted(p.name for p in (synth_dir / "autopet").iterdir() if p.is_dir())
-    for case in names[:3]:
-        png = report / f"case_{case}.png"
-        _stage(f"view {case}", ["view", str(synth_dir / "autopet" / case), "--out", str(png)],
-               lambda: _render([synth_dir / "autopet" / case], png), timings, console)
+    _case_views(data_dir, report, timings, console)
 
     pretrained = _finished(run_dir, cfg["max_steps"])
     if pretrained:  # a rerun of a finished demo: keep the encoder the fine-tuning runs were made from
@@ -184,6 +181,19 @@ def run_demo(out: str | Path = "demo_out", preset: str | None = None, cases: int
     console.rule("[bold green]demo finished")
     console.print(f"report: [bold]{report / 'README.md'}[/] ({time.perf_counter() - t_start:.0f} s in all)")
     return {"report": report / "README.md", "experiment": experiment, "timings": timings}
+
+
+def _case_views(data_dir: Path, report: Path, timings: dict[str, float], console, n: int = 3) -> None:
+    """``view`` PNGs of the first ``n`` harmonized cases (their NIfTI export, ``DATASET/nifti/<id>``: SUV, CT,
+    lesions and organs on the harmonized grid). The synthetic cases are written as DICOM only: an autoPET copy of
+    every case, for three pictures, cost about a fifth of the synth stage."""
+    from petctfm.harmonize.export import export_nifti
+
+    for cid in sorted(p.name for p in (data_dir / "cases").iterdir() if p.is_dir())[:n]:
+        folder = export_nifti(data_dir, cid)
+        png = report / f"case_{cid}.png"
+        _stage(f"view {cid}", ["view", str(folder), "--out", str(png)], lambda: _render([folder], png), timings,
+               console)
 
 
 def finetune_jobs(workers: int) -> int:
@@ -368,7 +378,7 @@ def _write_report(report: Path, data_dir: Path, run_dir: Path, preset_name: str,
         "",
         "Files: `README.md` (this page), `results.md` (the fine-tuning results table, paired tests, exact "
         "command, steps each run took), `label_efficiency.png` (test Dice vs label fraction), `pred_<case>.png` (test cases, "
-        "predicted vs true lesion contours), `case_<case>.png` (synthetic cases as generated), "
+        "predicted vs true lesion contours), `case_<case>.png` (synthetic cases as harmonized), "
         "`pretrain_loss.png`, `reconstruction.png`, QA histograms.",
         "",
         "## Stages",
@@ -410,7 +420,7 @@ def _write_report(report: Path, data_dir: Path, run_dir: Path, preset_name: str,
         lines += _finetune_section(report, experiment, list(pred_views), preset_name == "tiny")
         # the demo's copy of results.md also says how many steps every arm ran
         atomic_write_text(report / "results.md", (report / "results.md").read_text() + "\n" + "\n".join(steps))
-    lines += ["## Cases (as synthesized)", ""]
+    lines += ["## Cases (as harmonized: SUV and CT on the dataset's grid, lesions and organs)", ""]
     for png in sorted(report.glob("case_*.png")):
         lines += [f"![{png.stem}]({png.name})", ""]
     atomic_write_text(report / "README.md", "\n".join(lines) + "\n")
