@@ -186,3 +186,31 @@ def test_bench_seg_step_skips_emulated_bf16_rows(monkeypatch, capsys):
         assert rows[0]["case"] == "planned net fp32 (reference)" and rows[0]["ratio_to_reference"] == 1.0
         assert ("bf16 rows skipped" in out) == (not expect_bf16)
         assert len(ran) == (len(mod.CASES) if expect_bf16 else sum(not c[3] for c in mod.CASES))
+
+
+def test_timed_row_calibrates_with_the_budget_and_trains_every_seed_on_the_calibrations_plan(tmp_path, monkeypatch):
+    """A row with a step-time budget is timed by the planner once, in its calibration run; its training runs get
+    that run's voxel budget (``plan_rule``), not a new measurement that a busy machine would change."""
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import seg_recipe_ablation as A
+
+    from petctfm.methods.segmentation import api
+
+    seen = []
+    monkeypatch.setattr(api, "finetune", lambda data, out, **kw: seen.append(kw) or {"steps": 1})
+    row = A.ROWS["aux_organs_1s"]
+    A._finetune("data", tmp_path / "calib" / "aux_organs_1s", row, 12, 0)
+    assert seen[-1]["plan_step_seconds"] == 1.0 and "plan_rule" not in seen[-1]
+    with pytest.raises(SystemExit, match="calibrate it first"):
+        A._timed_rule(tmp_path, "aux_organs_1s")
+    run = tmp_path / "calib" / "aux_organs_1s"
+    run.mkdir(parents=True)
+    rule = {"patch_voxels": 38652, "base_features": 16}
+    (run / "config.yaml").write_text(yaml.safe_dump({"task": {"plan": {"rule": rule}}, "train": {}}))
+    assert A._timed_rule(tmp_path, "aux_organs_1s") == rule
+    assert A._timed_rule(tmp_path, "aux_organs") is None  # not a timed row
+    A._finetune("data", tmp_path / "aux_organs_1s_s1", row, 100, 1, A._timed_rule(tmp_path, "aux_organs_1s"))
+    assert seen[-1]["plan_rule"] == {"patch_voxels": 38652} and "plan_step_seconds" not in seen[-1]
+    assert seen[-1]["plan"] == "cpu" and seen[-1]["seed"] == 1
