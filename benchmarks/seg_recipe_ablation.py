@@ -94,7 +94,9 @@ def _finetune(data: str, out: Path, row: dict, max_steps: int, seed: int, timed:
         if timed is None:
             kw["plan_step_seconds"] = float(row["step_seconds"])
         else:
-            kw["plan_rule"] = {"patch_voxels": int(timed["patch_voxels"])}
+            kw["plan_rule"] = {"patch_voxels": int(timed["patch_voxels"]), "step_seconds": None}
+    elif row.get("plan"):
+        kw["plan_step_seconds"] = 0  # the rows before the budget existed: the untimed plan they were measured with
     ov = dict(row.get("overrides") or {})
     return finetune(data, out, max_steps=max_steps, progress=False, figure_every=0, checkpoint_every=10 ** 6,
                     num_workers=0, seed=seed, log_every=1, warmup_steps=min(50, max(1, max_steps // 20)),

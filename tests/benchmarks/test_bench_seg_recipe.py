@@ -212,5 +212,7 @@ def test_timed_row_calibrates_with_the_budget_and_trains_every_seed_on_the_calib
     assert A._timed_rule(tmp_path, "aux_organs_1s") == rule
     assert A._timed_rule(tmp_path, "aux_organs") is None  # not a timed row
     A._finetune("data", tmp_path / "aux_organs_1s_s1", row, 100, 1, A._timed_rule(tmp_path, "aux_organs_1s"))
-    assert seen[-1]["plan_rule"] == {"patch_voxels": 38652} and "plan_step_seconds" not in seen[-1]
+    assert seen[-1]["plan_rule"] == {"patch_voxels": 38652, "step_seconds": None} and "plan_step_seconds" not in seen[-1]
     assert seen[-1]["plan"] == "cpu" and seen[-1]["seed"] == 1
+    A._finetune("data", tmp_path / "aux_organs_s0", A.ROWS["aux_organs"], 10, 0)  # an untimed row stays untimed
+    assert seen[-1]["plan_step_seconds"] == 0

@@ -111,13 +111,13 @@ def test_the_recipe_plan_adds_the_organs_when_every_case_has_them(organs_ds, tmp
     from petctfm.core.labels import ORGAN_LABELS as LABELS
     from petctfm.methods.segmentation.api import finetune_configs
 
-    task_cfg, _ = finetune_configs(organs_ds, tmp_path / "r1", backbone="nnunet-plain", plan="cpu")
+    task_cfg, _ = finetune_configs(organs_ds, tmp_path / "r1", backbone="nnunet-plain", plan="cpu", plan_step_seconds=0)
     assert task_cfg["plan"]["aux_organs"] and task_cfg["plan"]["fingerprint"]["cases_with_organs"] == 1.0
     assert task_cfg["task"]["aux_classes"] == {k: v for k, v in LABELS.items() if v}
     # turned off by an override; a dataset without organ maps trains lesions only
-    task_cfg, _ = finetune_configs(organs_ds, tmp_path / "r2", backbone="nnunet-plain", plan="cpu",
+    task_cfg, _ = finetune_configs(organs_ds, tmp_path / "r2", backbone="nnunet-plain", plan="cpu", plan_step_seconds=0,
                                    overrides={"task.aux_classes": {}})
     assert task_cfg["task"]["aux_classes"] == {}
     plain = write_toy_dataset(tmp_path / "plain", n_cases=4, shape=(32, 32, 40))
-    task_cfg, _ = finetune_configs(plain, tmp_path / "r3", backbone="nnunet-plain", plan="cpu")
+    task_cfg, _ = finetune_configs(plain, tmp_path / "r3", backbone="nnunet-plain", plan="cpu", plan_step_seconds=0)
     assert not task_cfg["plan"]["aux_organs"] and not task_cfg["task"].get("aux_classes")

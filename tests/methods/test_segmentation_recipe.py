@@ -70,13 +70,14 @@ def test_make_plan_targets_and_pretrained_network(monkeypatch):
 
     cpu_has_bf16.cache_clear()
     try:
-        cpu = P.make_plan(fp, "cpu")
+        cpu = P.make_plan(fp, "cpu", step_seconds=None)  # untimed: the target's numbers alone
         assert cpu["precision"] == "fp32" and cpu["lr_schedule"] == "poly" and cpu["planned_network"]
+        assert cpu["patch_size"] == [56, 32, 144] and "timing" not in cpu
         gpu = P.make_plan(fp, "gpu")
         assert np.prod(gpu["patch_size"]) > np.prod(cpu["patch_size"]) and gpu["precision"] == "bf16"
         assert gpu["model_overrides"]["features_per_stage"][0] == 32
         # a given (pretrained) network is kept: only the patch is planned, fitting its divisors
-        kept = P.make_plan(fp, "cpu", backbone="nnunet-plain", overrides={})
+        kept = P.make_plan(fp, "cpu", backbone="nnunet-plain", overrides={}, step_seconds=None)
         assert not kept["planned_network"] and kept["model_overrides"] == {}
         assert all(s % 16 == 0 for s in kept["patch_size"])
         with pytest.raises(ConfigError, match="plan.target"):
@@ -138,7 +139,7 @@ def test_planned_run_trains_with_deep_supervision_and_reproduces_from_its_config
     try:
         run = tmp_path / "run"
         summary = finetune(toy, run, backbone="nnunet-plain", preset="tiny", plan="cpu", max_steps=3,
-                           progress=False, figure_every=3, checkpoint_every=3,
+                           plan_step_seconds=0, progress=False, figure_every=3, checkpoint_every=3,
                            overrides={"val.sw_batch_size": 1})
         assert summary["steps"] == 3 and np.isfinite(summary["loss"]) and summary["precision"] == "fp32"
         saved = yaml.safe_load((run / "config.yaml").read_text())
@@ -179,9 +180,9 @@ def test_plan_keeps_an_explicitly_given_network(toy):
     assert given_network([("model.overrides", {})]) == {}
     assert given_network(["model.overrides={}", "model.overrides={filters: [8, 16]}"]) == {"filters": [8, 16]}
     planned, _ = finetune_configs(toy, "/nonexistent/run", init="scratch", backbone="nnunet-plain", preset="tiny",
-                                  plan="cpu")
+                                  plan="cpu", plan_step_seconds=0)
     kept, _ = finetune_configs(toy, "/nonexistent/run", init="scratch", backbone="nnunet-plain", preset="tiny",
-                               plan="cpu", overrides=[("model.overrides", {})])
+                               plan="cpu", plan_step_seconds=0, overrides=[("model.overrides", {})])
     assert planned["plan"]["planned_network"] and planned["model"]["overrides"]
     assert not kept["plan"]["planned_network"] and kept["model"]["overrides"] == {}
     assert kept["plan"]["target"] == "cpu" and kept["data"]["batch_size"] == planned["data"]["batch_size"]
@@ -198,7 +199,7 @@ def test_step_time_budget_shrinks_the_patch_until_a_timed_step_fits():
         return float(np.prod(patch)) / 40 ** 3
 
     p = P.make_plan(fp, "cpu", precision="fp32", step_seconds=1.0, timer=timer)
-    assert p["step_seconds"] == 1.0 and len(p["timing"]) == len(calls) >= 2
+    assert p["rule"]["step_seconds"] == 1.0 and len(p["timing"]) == len(calls) >= 2
     assert p["timing"][0]["patch_size"] == [56, 32, 144] and p["timing"][0]["seconds"] > 3.9
     assert p["timing"][-1]["seconds"] <= 1.0 and p["timing"][-1]["patch_size"] == p["patch_size"]
     assert all(a["seconds"] > 1.0 for a in p["timing"][:-1])  # it stopped at the first fit
@@ -207,9 +208,13 @@ def test_step_time_budget_shrinks_the_patch_until_a_timed_step_fits():
     assert len({tuple(c[0]) for c in calls}) == len(calls)
     assert p["model_overrides"] == P.plan_network(p["patch_size"], 16, 256, 5)
     # reproducible without timing: the rule's voxel budget plans the same patch and network
-    again = P.make_plan(fp, "cpu", precision="fp32", patch_voxels=p["rule"]["patch_voxels"])
+    again = P.make_plan(fp, "cpu", precision="fp32", patch_voxels=p["rule"]["patch_voxels"], step_seconds=None)
     assert again["patch_size"] == p["patch_size"] and again["model_overrides"] == p["model_overrides"]
     assert "timing" not in again
+    # the cpu target is timed by default (1 s, chosen on validation); the gpu target is not
+    assert P.TARGETS["cpu"]["step_seconds"] == P.STEP_SECONDS == 1.0 and P.TARGETS["gpu"]["step_seconds"] is None
+    assert P.make_plan(fp, "cpu", precision="fp32", timer=timer)["patch_size"] == p["patch_size"]
+    assert "timing" not in P.make_plan(fp, "gpu", timer=timer)
     # a fast machine keeps the target's patch after one measurement
     fast = P.make_plan(fp, "cpu", precision="fp32", step_seconds=1.0, timer=lambda patch, net: 0.1)
     assert fast["patch_size"] == [56, 32, 144] and len(fast["timing"]) == 1
@@ -246,13 +251,22 @@ def test_finetune_plans_with_a_step_budget_and_refuses_one_without_a_plan(toy, m
     task, _ = api.finetune_configs(toy, "/nonexistent/run", init="scratch", backbone="nnunet-plain", preset="tiny",
                                    plan="cpu", plan_step_seconds=1.0)
     plan = task["plan"]
-    assert plan["step_seconds"] == 1.0 and plan["timing"][-1]["seconds"] <= 1.0
+    assert plan["rule"]["step_seconds"] == 1.0 and plan["timing"][-1]["seconds"] <= 1.0
     assert task["data"]["patch_size"] == plan["patch_size"] and np.prod(plan["patch_size"]) <= 24 ** 3 * 1.15
     assert seen["in_channels"] == 2 and seen["out_channels"] == 2  # the run's own network is what is timed
     ruled, _ = api.finetune_configs(toy, "/nonexistent/run", init="scratch", backbone="nnunet-plain",
-                                    preset="tiny", plan="cpu", plan_rule={"patch_voxels": plan["rule"]["patch_voxels"]})
-    assert ruled["data"]["patch_size"] == plan["patch_size"]
+                                    preset="tiny", plan="cpu",
+                                    plan_rule={"patch_voxels": plan["rule"]["patch_voxels"], "step_seconds": None})
+    assert ruled["data"]["patch_size"] == plan["patch_size"] and "timing" not in ruled["plan"]
     assert ruled["model"]["overrides"] == task["model"]["overrides"]
+    # the cpu target's default budget; 0 = untimed; an explicit patch replaces the plan's, so nothing is timed
+    default, _ = api.finetune_configs(toy, "/nonexistent/run", init="scratch", backbone="nnunet-plain",
+                                      preset="tiny", plan="cpu")
+    assert default["plan"]["timing"] == plan["timing"] and default["data"]["patch_size"] == plan["patch_size"]
+    for kw in ({"plan_step_seconds": 0}, {"patch": 16}, {"overrides": ["data.patch_size=[16,16,16]"]}):
+        t, _ = api.finetune_configs(toy, "/nonexistent/run", init="scratch", backbone="nnunet-plain",
+                                    preset="tiny", plan="cpu", **kw)
+        assert "timing" not in t["plan"] and t["plan"]["rule"]["step_seconds"] is None, kw
     with pytest.raises(UsageError, match="plan_step_seconds=1.0: needs a plan"):
         api.finetune_configs(toy, "/nonexistent/run", init="scratch", backbone="nnunet-plain", preset="tiny",
                              plan_step_seconds=1.0)

@@ -17,8 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from petctfm.core.config import Overrides
+from petctfm.core.config import Overrides, parse_overrides
 from petctfm.core.errors import UsageError
+from petctfm.methods.segmentation.plan import TARGETS
 from petctfm.methods.segmentation.presets import get_preset
 from petctfm.train.config import base_configs, bind_dataset_path, TrainConfig, finish_configs, run_options
 
@@ -32,16 +33,16 @@ NAMED_OPTIONS: dict[str, str] = {
 
 
 def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str, *,
-               scratch: bool, step_seconds: float | None = None,
-               rule: dict[str, Any] | None = None) -> dict[str, Any]:
+               scratch: bool, rule: dict[str, Any] | None = None) -> dict[str, Any]:
     """Plan the run for compute ``target`` (``cpu`` | ``gpu``; :mod:`~petctfm.methods.segmentation.plan`) from
     the fingerprint of its training cases, in place: ``plan`` (the plan and the fingerprint), the patch, the
     batch and, from scratch, the network (an nnU-Net backbone without constructor overrides gets the planned depth,
     strides, widths and deep supervision). A pretrained init keeps its network: only the
-    patch is planned, fitting it. ``step_seconds``: a step-time budget on this machine (the patch shrinks until a
-    timed step of the run's network fits it; ``plan.make_plan``); ``rule``: the target's numbers overridden
-    (``{"patch_voxels": 39483}``: e.g. a timed plan's budget, reproduced without timing). Returns the train settings with the plan's
-    precision, LR and poly schedule (explicit options and overrides still win: they are applied after)."""
+    patch is planned, fitting it. ``rule``: the target's numbers overridden (``plan.TARGETS``; e.g.
+    ``{"step_seconds": None}``: untimed, ``{"patch_voxels": 38652}``). With a step-time budget (the ``cpu``
+    target's default) the patch shrinks until a timed step of the run's own network fits it (``plan.make_plan``).
+    Returns the train settings with the plan's precision, LR and poly schedule (explicit options and overrides
+    still win: they are applied after)."""
     from petctfm.methods.segmentation.model import in_channels, n_classes
     from petctfm.methods.segmentation.plan import fingerprint, make_plan
 
@@ -49,13 +50,15 @@ def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str
     backbone = task_cfg["model"]["backbone"]
     keep = dict(task_cfg["model"].get("overrides") or {})
     net = None if (scratch and not keep) else keep
-    p = make_plan(fp, target, backbone=backbone, overrides=net, **(rule or {}))
+    rule = dict(rule or {})
+    p = make_plan(fp, target, backbone=backbone, overrides=net, **{**rule, "step_seconds": None})
     task = task_cfg.setdefault("task", {})
     if p["aux_organs"] and task.get("name", "lesions") == "lesions":
         task["aux_classes"] = organ_task(task_cfg["dataset"], None)["classes"]
-    if step_seconds is not None:  # timed with the run's own channels (the auxiliary organs included)
-        p = make_plan(fp, target, backbone=backbone, overrides=net, step_seconds=step_seconds,
-                      channels=(in_channels(task_cfg), n_classes(task_cfg)), **(rule or {}))
+    if rule.get("step_seconds", TARGETS[target]["step_seconds"]) is not None:
+        # timed with the run's own channels (the auxiliary organs included)
+        p = make_plan(fp, target, backbone=backbone, overrides=net,
+                      channels=(in_channels(task_cfg), n_classes(task_cfg)), **rule)
     if p["planned_network"]:
         task_cfg["model"]["overrides"] = p["model_overrides"]
     task_cfg["data"]["patch_size"] = p["patch_size"]
@@ -72,8 +75,6 @@ def given_network(overrides: Overrides) -> dict[str, Any] | None:
     ``{}`` counts: the backbone's defaults), else None. With a plan, a given network is kept (only the patch is
     planned to fit it), as a pretrained one is: e.g. the scratch arm of a label-efficiency experiment, the same
     network as its pretrained arm."""
-    from petctfm.core.config import parse_overrides
-
     nets = [v for k, v in parse_overrides(overrides) if k.strip() == "model.overrides"]
     if not nets or not isinstance(nets[-1], (dict, type(None))):
         return None  # not given, or not a mapping (the typed config refuses it with its own message)
@@ -172,12 +173,16 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
     for arg, v in (("plan_step_seconds", plan_step_seconds), ("plan_rule", plan_rule)):
         if v is not None and plan is None:
             raise UsageError(f"{arg}={v}: needs a plan (--plan cpu)", arg=arg)
+    rule = dict(plan_rule or {})
+    if plan_step_seconds is not None:
+        rule["step_seconds"] = float(plan_step_seconds) or None  # 0: untimed
+    elif given.get("patch") is not None or any(k.strip() == "data.patch_size" for k, _ in parse_overrides(overrides)):
+        rule.setdefault("step_seconds", None)  # the plan's patch is replaced: nothing to time
     if plan is not None and not resumed:
         given_net = given_network(overrides)
         if given_net is not None:  # an explicit network (even {}): the plan keeps it and fits only the patch
             task_cfg["model"]["overrides"] = given_net
-        train_base = apply_plan(task_cfg, dict(train_base), plan, scratch=scratch and given_net is None,
-                                step_seconds=plan_step_seconds, rule=plan_rule)
+        train_base = apply_plan(task_cfg, dict(train_base), plan, scratch=scratch and given_net is None, rule=rule)
     named = {k: (NAMED_OPTIONS[k], v) for k, v in given.items()}
     named["mode"] = ("data.mode", mode if resumed or scratch else None)
     return finish_configs(CONFIG, task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
@@ -202,8 +207,9 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
     stop with a checkpoint. ``resume``: continue the run in ``out`` (its saved config is the base).
     ``plan``: ``cpu`` | ``gpu``: the recipe (:func:`apply_plan`): patch, network, batch, precision and
     schedule planned from the training cases' fingerprint and written into the run's config (``plan``);
-    ``plan_step_seconds``: with a plan, a step-time budget on this machine (the patch shrinks until a timed
-    step fits; docs/segmentation-recipe.md); ``plan_rule``: the plan target's numbers overridden
+    ``plan_step_seconds``: with a plan, the step-time budget on this machine (the patch shrinks until a timed
+    step fits; docs/segmentation-recipe.md); None: the target's (``cpu``: 1 s; none when the patch is given
+    explicitly), 0: untimed; ``plan_rule``: the plan target's numbers overridden
     (``plan.TARGETS``; e.g. ``{"patch_voxels": 39483}``). ``overrides``: ``{"data.fg_prob": 0.5, "train.lr": 5e-5}`` or ``["data.fg_prob=0.5"]``. ``config``: named
     options (:data:`NAMED_OPTIONS`: ``patch=32``, ``freeze_encoder=True``, ``layer_decay=0.75``...) and trainer
     settings (``lr``, ``seed``, ``progress``...). ``task``: ``"lesions"`` (default) or ``"organs"`` (the

@@ -21,7 +21,8 @@ budget they are sized against (``docs/segmentation-recipe.md`` says why and show
    dataset's organ table, when every training case has ``organs.npy``). The LR, the oversampling and the
    auxiliary organs were chosen on validation / development-cohort Dice (the tables in the docs).
 
-5. **A step-time budget** (optional, ``step_seconds``; :func:`timed_patch_voxels`): the CPU's analogue of
+5. **A step-time budget** (``step_seconds``, the ``cpu`` target's default :data:`STEP_SECONDS`;
+   :func:`timed_patch_voxels`): the CPU's analogue of
    nnU-Net's GPU-memory target. The ``cpu`` numbers above give a step of about a second on the AMX VM they were
    measured on, and 7 s on a CPU without native bf16 (docs/segmentation-recipe.md, "The machine matters"). With a
    budget, the planner times one training step of the planned network and patch on this machine
@@ -52,14 +53,22 @@ FG_BALANCE = "lesion"
 #: has one (round five of docs/segmentation-recipe.md: +0.05 Dice over the round-three recipe on a development
 #: cohort, 3 seeds, with less false-positive volume).
 AUX_ORGANS = True
-#: Compute targets: voxels per patch, base / maximum features, maximum stages, batch. ``cpu``: one step of
-#: about a second with bf16 on 1 core of the 2-core VM (measured, docs/segmentation-recipe.md); ``gpu``:
-#: nnU-Net's own 3d_fullres sizes (a 128^3-class patch, 32..320 features).
+#: The ``cpu`` target's step-time budget (item 5), seconds per training step on this machine: the step the
+#: ``cpu`` numbers had on the AMX VM where the recipe was tuned. Chosen on validation on an AMD CPU without
+#: native bf16 (docs/segmentation-recipe.md, "the plan with a step-time budget": +0.110 Dice over the untimed
+#: plan at 30 CPU-minutes, paired CI above 0).
+STEP_SECONDS = 1.0
+#: Compute targets: voxels per patch (the budget's starting point when timed), base / maximum features, maximum
+#: stages, batch, step-time budget (None: untimed). ``cpu``: one step of about a second on 1 core (64^3 with bf16
+#: on the AMX VM; timed elsewhere, docs/segmentation-recipe.md); ``gpu``: nnU-Net's own 3d_fullres sizes (a
+#: 128^3-class patch, 32..320 features), untimed.
 TARGETS: dict[str, dict[str, Any]] = {
     "cpu": {"patch_voxels": 64 ** 3, "base_features": 16, "max_features": 256, "max_stages": 5, "batch_size": 2,
-            "lr": 1e-2, "fg_prob": FG_PROB, "fg_balance": FG_BALANCE, "aux_organs": AUX_ORGANS},
+            "lr": 1e-2, "fg_prob": FG_PROB, "fg_balance": FG_BALANCE, "aux_organs": AUX_ORGANS,
+            "step_seconds": STEP_SECONDS},
     "gpu": {"patch_voxels": 128 ** 3, "base_features": 32, "max_features": 320, "max_stages": 6, "batch_size": 2,
-            "lr": 1e-2, "fg_prob": FG_PROB, "fg_balance": FG_BALANCE, "aux_organs": AUX_ORGANS},
+            "lr": 1e-2, "fg_prob": FG_PROB, "fg_balance": FG_BALANCE, "aux_organs": AUX_ORGANS,
+            "step_seconds": None},
 }
 MIN_EDGE = 4  # nnU-Net: an axis is pooled only while its feature map stays >= 4 voxels after pooling
 #: The smallest patch a step-time budget shrinks to: 24^3 voxels (~10 cm at 4 mm, the p95 lesion of the phantoms
@@ -243,19 +252,21 @@ def timed_patch_voxels(plan_at: Callable[[int], tuple[list[int], dict[str, Any]]
 
 def make_plan(fp: dict[str, Any], target: str = "cpu", *, backbone: str = "nnunet-plain",
               overrides: dict[str, Any] | None = None, precision: str | None = None,
-              step_seconds: float | None = None, channels: tuple[int, int] = (2, 2),
+              channels: tuple[int, int] = (2, 2),
               timer: Callable[[list[int], dict[str, Any]], float] | None = None, **rule: Any) -> dict[str, Any]:
     """The plan of a fingerprint ``fp`` for a compute ``target`` (:data:`TARGETS`; ``rule`` overrides its
-    numbers, e.g. ``patch_voxels=48**3``). ``overrides``: a given network's own constructor overrides (a
-    pretrained one's, possibly ``{}``): then only the patch is planned, fitting that network; None: an nnU-Net
-    backbone's network is planned too; ``precision``: force ``bf16`` / ``fp32``. ``step_seconds``: a step-time
-    budget on this machine (module docstring, item 5), timed with ``channels`` = (in, out) channels of the run's
-    network by ``timer(patch, network)`` (default :func:`measure_step`).
+    numbers, e.g. ``patch_voxels=48**3``, ``step_seconds=None``: untimed). ``overrides``: a given network's own
+    constructor overrides (a pretrained one's, possibly ``{}``): then only the patch is planned, fitting that
+    network; None: an nnU-Net backbone's network is planned too; ``precision``: force ``bf16`` / ``fp32``. With a
+    step-time budget (the rule's ``step_seconds``; module docstring, item 5) the patch is timed with
+    ``channels`` = (in, out) channels of the run's network by ``timer(patch, network)`` (default
+    :func:`measure_step`).
 
     Returns ``{"target", "rule": {...}, "patch_size": [X, Y, Z], "batch_size", "backbone", "model_overrides",
     "precision", "lr_schedule": "poly", "lr", "fg_prob", "fg_balance", "aux_organs"}`` (``aux_organs``: the rule's,
-    and only when every fingerprinted case has an organ map), and with a budget ``"step_seconds"`` and
-    ``"timing"`` (:func:`timed_patch_voxels`'s measurements)."""
+    and only when every fingerprinted case has an organ map), and when timed ``"timing"``
+    (:func:`timed_patch_voxels`'s measurements) and ``"threads"``; the rule's ``patch_voxels`` is then the timed
+    budget, so ``make_plan(fp, target, patch_voxels=V, step_seconds=None)`` plans the same without timing."""
     from petctfm.models.backbones import patch_divisor
 
     if target not in TARGETS:
@@ -263,13 +274,14 @@ def make_plan(fp: dict[str, Any], target: str = "cpu", *, backbone: str = "nnune
 
         raise ConfigError("plan.target", target, f"must be one of {', '.join(TARGETS)}")
     unknown = sorted(set(rule) - set(TARGETS[target]))
+    r = {**TARGETS[target], **rule}
+    step_seconds = r["step_seconds"]
     if unknown or (step_seconds is not None and not step_seconds > 0):
         from petctfm.core.config import ConfigError
 
         if unknown:
             raise ConfigError("plan.rule", unknown, f"unknown; the rule's numbers are {', '.join(TARGETS[target])}")
-        raise ConfigError("plan.step_seconds", step_seconds, "must be > 0 seconds")
-    r = {**TARGETS[target], **rule}
+        raise ConfigError("plan.step_seconds", step_seconds, "must be > 0 seconds (None: untimed)")
     planned_net = backbone.startswith("nnunet-") and overrides is None
     if precision is None:
         from petctfm.core.device import cpu_has_bf16
@@ -293,7 +305,7 @@ def make_plan(fp: dict[str, Any], target: str = "cpu", *, backbone: str = "nnune
         import torch
 
         r["patch_voxels"], tries = timed_patch_voxels(plan_at, r["patch_voxels"], float(step_seconds), timer)
-        timing = {"step_seconds": float(step_seconds), "timing": tries, "threads": torch.get_num_threads()}
+        timing = {"timing": tries, "threads": torch.get_num_threads()}
     patch, net = plan_at(r["patch_voxels"])
     return {"target": target, "rule": r, "patch_size": patch, "batch_size": int(r["batch_size"]),
             "backbone": backbone, "model_overrides": net, "planned_network": planned_net,
@@ -302,5 +314,5 @@ def make_plan(fp: dict[str, Any], target: str = "cpu", *, backbone: str = "nnune
             "aux_organs": bool(r.get("aux_organs")) and float(fp.get("cases_with_organs", 0.0)) == 1.0, **timing}
 
 
-__all__ = ["TARGETS", "MIN_EDGE", "MIN_PATCH_VOXELS", "fingerprint", "pools_per_axis", "plan_patch", "plan_network",
+__all__ = ["STEP_SECONDS", "TARGETS", "MIN_EDGE", "MIN_PATCH_VOXELS", "fingerprint", "pools_per_axis", "plan_patch", "plan_network",
            "stride_divisor", "measure_step", "timed_patch_voxels", "make_plan"]
