@@ -40,7 +40,7 @@ class (B,) int64 (0 = no class); logits (B, 4, X, Y, Z); IoU (B, 4).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -48,9 +48,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from petctfm.core.errors import InputError
-
-if TYPE_CHECKING:
-    from petctfm.methods.promptable.config import SamSection
 
 PAD, NEG, POS, BOX_LO, BOX_HI = -1, 0, 1, 2, 3  # sparse prompt labels
 N_MASKS = 4  # token 0: the single mask; 1..3: the ambiguity candidates
@@ -257,22 +254,20 @@ class SamDecoder(nn.Module):
 # ------------------------------------------------------------------------------------------------ loss
 
 
-def mask_loss(section: "SamSection | None" = None) -> nn.Module:
-    """MONAI's loss of one mask from logits, as the typed ``model.sam`` section sets it (``section``:
-    :class:`~petctfm.methods.promptable.config.SamSection`, which owns the checks; None: its defaults):
-    ``loss="dice_ce"``: ``DiceCELoss(sigmoid=True)`` = ``dice_weight`` x soft Dice + ``voxel_weight`` x mean
-    binary cross-entropy; ``"dice_focal"``: ``DiceFocalLoss(sigmoid=True)`` with SAM's focal gamma 2, alpha 0.25
-    (``voxel_weight`` 20 = SAM's 20 : 1)."""
+def mask_loss(section: Any = None) -> nn.Module:
+    """MONAI's loss of one mask from logits, as the typed ``model.sam`` section sets it (``section``: a
+    :class:`~petctfm.methods.promptable.config.SamSection`, which owns the checks; None: the defaults
+    :data:`LOSS_DEFAULTS`): ``loss="dice_ce"``: ``DiceCELoss(sigmoid=True)`` = ``dice_weight`` x soft Dice +
+    ``voxel_weight`` x mean binary cross-entropy; ``"dice_focal"``: ``DiceFocalLoss(sigmoid=True)`` with SAM's
+    focal gamma 2, alpha 0.25 (``voxel_weight`` 20 = SAM's 20 : 1)."""
     from monai.losses import DiceCELoss, DiceFocalLoss
 
-    if section is None:
-        from petctfm.methods.promptable.config import SamSection
-
-        section = SamSection()
-    dice, voxel = float(section.dice_weight), float(section.voxel_weight)
-    if section.loss == "dice_ce":
-        return DiceCELoss(sigmoid=True, lambda_dice=dice, lambda_ce=voxel)
-    return DiceFocalLoss(sigmoid=True, gamma=FOCAL_GAMMA, alpha=FOCAL_ALPHA, lambda_dice=dice, lambda_focal=voxel)
+    loss, dice, voxel = (LOSS_DEFAULTS["loss"], LOSS_DEFAULTS["dice_weight"], LOSS_DEFAULTS["voxel_weight"]) \
+        if section is None else (section.loss, section.dice_weight, section.voxel_weight)
+    if loss == "dice_ce":
+        return DiceCELoss(sigmoid=True, lambda_dice=float(dice), lambda_ce=float(voxel))
+    return DiceFocalLoss(sigmoid=True, gamma=FOCAL_GAMMA, alpha=FOCAL_ALPHA, lambda_dice=float(dice),
+                         lambda_focal=float(voxel))
 
 
 def candidate_losses(logits: torch.Tensor, target: torch.Tensor, loss_fn: nn.Module | None = None) -> torch.Tensor:
