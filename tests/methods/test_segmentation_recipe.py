@@ -188,6 +188,26 @@ def test_plan_keeps_an_explicitly_given_network(toy):
     assert kept["plan"]["target"] == "cpu" and kept["data"]["batch_size"] == planned["data"]["batch_size"]
 
 
+def test_the_cpu_plan_sets_the_sliding_window_overlap_of_a_lesion_run(toy, tmp_path):
+    """Round seven (docs/segmentation-recipe.md): a lesion run planned for the cpu gets ``val.overlap`` 0.25, which
+    its validation and predictions use; the gpu plan keeps nnU-Net's 0.5; an explicit overlap wins; an organ run
+    keeps the config's 0.5 (not measured)."""
+    from petctfm.methods.segmentation.api import finetune_configs
+
+    def overlap(data=toy, **kw):
+        task, _ = finetune_configs(data, "/nonexistent/run", init="scratch", backbone="nnunet-plain", preset="tiny",
+                                   plan_step_seconds=0 if kw.get("plan") == "cpu" else None, **kw)
+        return task["val"]["overlap"], (task.get("plan") or {}).get("overlap")
+
+    assert P.OVERLAP_CPU == 0.25 and overlap(plan="cpu") == (0.25, 0.25)
+    assert overlap(plan="gpu") == (0.5, 0.5)
+    assert overlap() == (0.5, None)  # no plan: the config's default
+    assert overlap(plan="cpu", overlap=0.5)[0] == 0.5  # named option
+    assert overlap(plan="cpu", plan_rule={"overlap": 0.4})[0] == 0.4  # the rule's number
+    organs_ds = write_toy_dataset(tmp_path / "organs", n_cases=4, shape=(32, 32, 40), organs=True)
+    assert overlap(organs_ds, plan="cpu", task="organs")[0] == 0.5
+
+
 def test_step_time_budget_shrinks_the_patch_until_a_timed_step_fits():
     """plan.py item 5: with a fake timer (seconds proportional to voxels, 1 s per 40^3), the budget of 1 s
     shrinks the 64^3 cpu patch of a whole-body median shape to a patch whose step fits, and stops there."""
@@ -221,6 +241,10 @@ def test_step_time_budget_shrinks_the_patch_until_a_timed_step_fits():
     # a slow one stops at the floor, and says what it measured there
     slow = P.make_plan(fp, "cpu", precision="fp32", step_seconds=1.0, timer=lambda patch, net: 50.0)
     assert slow["rule"]["patch_voxels"] == P.MIN_PATCH_VOXELS and slow["timing"][-1]["seconds"] == 50.0
+    # when the tries run out before a step fits, the plan is the last patch measured, never an untimed smaller one
+    vox, tries = P.timed_patch_voxels(lambda v: ([v, 1, 1], {}), 10 ** 6, 1.0, lambda patch, net: 2.0, max_tries=3)
+    assert len(tries) == 3 and vox == tries[-1]["patch_voxels"] == tries[-1]["patch_size"][0] < 10 ** 6
+    assert tries[-1]["seconds"] == 2.0
     with pytest.raises(ConfigError, match="plan.step_seconds"):
         P.make_plan(fp, "cpu", precision="fp32", step_seconds=0.0, timer=timer)
     with pytest.raises(ConfigError, match="plan.rule.*patch_voxel"):

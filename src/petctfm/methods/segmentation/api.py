@@ -41,8 +41,9 @@ def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str
     patch is planned, fitting it. ``rule``: the target's numbers overridden (``plan.TARGETS``; e.g.
     ``{"step_seconds": None}``: untimed, ``{"patch_voxels": 38652}``). With a step-time budget (the ``cpu``
     target's default) the patch shrinks until a timed step of the run's own network fits it (``plan.make_plan``).
-    Returns the train settings with the plan's precision, LR and poly schedule (explicit options and overrides
-    still win: they are applied after)."""
+    A lesion run also gets the plan's sliding-window overlap (``val.overlap``). Returns the train settings with
+    the plan's precision, LR and poly schedule (explicit options and overrides still win: they are applied
+    after)."""
     from petctfm.methods.segmentation.model import in_channels, n_classes
     from petctfm.methods.segmentation.plan import fingerprint, make_plan
 
@@ -65,6 +66,8 @@ def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str
     task_cfg["data"]["batch_size"] = p["batch_size"]
     task_cfg["data"]["fg_prob"] = p["fg_prob"]
     task_cfg["data"]["fg_balance"] = p["fg_balance"]
+    if task.get("name", "lesions") == "lesions":  # the plan's sliding-window overlap (organs: not measured)
+        task_cfg.setdefault("val", {})["overlap"] = p["overlap"]
     task_cfg["plan"] = {**p, "fingerprint": fp}
     return {**train_base, "precision": p["precision"], "lr_schedule": p["lr_schedule"],
             "batch_size": p["batch_size"], "lr": p["lr"]}

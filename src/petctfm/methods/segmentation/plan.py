@@ -19,7 +19,9 @@ budget they are sized against (``docs/segmentation-recipe.md`` says why and show
    AdamW at ``lr`` 1e-2 with nnU-Net's poly decay; foreground oversampling ``fg_prob``, lesion by lesion
    (``fg_balance``); the organ map as auxiliary output classes (``aux_organs``: ``task.aux_classes`` = the
    dataset's organ table, when every training case has ``organs.npy``). The LR, the oversampling and the
-   auxiliary organs were chosen on validation / development-cohort Dice (the tables in the docs).
+   auxiliary organs were chosen on validation / development-cohort Dice (the tables in the docs). A lesion run's
+   sliding window: ``overlap`` 0.25 on the ``cpu`` target (:data:`OVERLAP_CPU`, chosen on validation), nnU-Net's
+   0.5 on the ``gpu`` target.
 
 5. **A step-time budget** (``step_seconds``, the ``cpu`` target's default :data:`STEP_SECONDS`;
    :func:`timed_patch_voxels`): the CPU's analogue of
@@ -58,17 +60,23 @@ AUX_ORGANS = True
 #: native bf16 (docs/segmentation-recipe.md, "the plan with a step-time budget": +0.110 Dice over the untimed
 #: plan at 30 CPU-minutes, paired CI above 0).
 STEP_SECONDS = 1.0
+#: The ``cpu`` target's sliding-window overlap for a lesion run (``val.overlap``: validation, ``predict_split`` and
+#: ``petctfm predict`` of the run). nnU-Net's 0.5 covers a voxel by about 8 windows, 0.25 by 2.4: round seven of
+#: docs/segmentation-recipe.md chose 0.25 on validation (the timed plan's model: +0.030 Dice, half the
+#: false-positive volume, 2.5x faster per case). The ``gpu`` target keeps nnU-Net's 0.5; organ runs keep the
+#: config's (0.5: not measured).
+OVERLAP_CPU = 0.25
 #: Compute targets: voxels per patch (the budget's starting point when timed), base / maximum features, maximum
-#: stages, batch, step-time budget (None: untimed). ``cpu``: one step of about a second on 1 core (64^3 with bf16
-#: on the AMX VM; timed elsewhere, docs/segmentation-recipe.md); ``gpu``: nnU-Net's own 3d_fullres sizes (a
-#: 128^3-class patch, 32..320 features), untimed.
+#: stages, batch, step-time budget (None: untimed), sliding-window overlap of a lesion run. ``cpu``: one step of
+#: about a second on 1 core (64^3 with bf16 on the AMX VM; timed elsewhere, docs/segmentation-recipe.md);
+#: ``gpu``: nnU-Net's own 3d_fullres sizes (a 128^3-class patch, 32..320 features), untimed.
 TARGETS: dict[str, dict[str, Any]] = {
     "cpu": {"patch_voxels": 64 ** 3, "base_features": 16, "max_features": 256, "max_stages": 5, "batch_size": 2,
             "lr": 1e-2, "fg_prob": FG_PROB, "fg_balance": FG_BALANCE, "aux_organs": AUX_ORGANS,
-            "step_seconds": STEP_SECONDS},
+            "step_seconds": STEP_SECONDS, "overlap": OVERLAP_CPU},
     "gpu": {"patch_voxels": 128 ** 3, "base_features": 32, "max_features": 320, "max_stages": 6, "batch_size": 2,
             "lr": 1e-2, "fg_prob": FG_PROB, "fg_balance": FG_BALANCE, "aux_organs": AUX_ORGANS,
-            "step_seconds": None},
+            "step_seconds": None, "overlap": 0.5},
 }
 MIN_EDGE = 4  # nnU-Net: an axis is pooled only while its feature map stays >= 4 voxels after pooling
 #: The smallest patch a step-time budget shrinks to: 24^3 voxels (~10 cm at 4 mm, the p95 lesion of the phantoms
@@ -236,7 +244,9 @@ def timed_patch_voxels(plan_at: Callable[[int], tuple[list[int], dict[str, Any]]
     takes at most ``step_seconds`` (module docstring, item 5). ``plan_at(voxels)`` -> (patch, network overrides);
     ``timer(patch, network)`` -> seconds per step. A step's time grows about linearly with the voxels, so each try
     scales the budget by ``0.95 * step_seconds / measured`` (clamped to [0.25, 0.9]). Returns (voxels, the
-    measurements ``[{"patch_voxels", "patch_size", "seconds"}, ...]``)."""
+    measurements ``[{"patch_voxels", "patch_size", "seconds"}, ...]``). The voxels returned are always the last
+    measured ones: when ``max_tries`` run out before a step fits, that is the smallest patch timed, and its
+    measurement (over ``step_seconds``) says so; an untimed smaller budget is never returned."""
     vox, tries = int(patch_voxels), []
     for _ in range(max_tries):
         patch, net = plan_at(vox)
@@ -247,7 +257,7 @@ def timed_patch_voxels(plan_at: Callable[[int], tuple[list[int], dict[str, Any]]
         vox = max(MIN_PATCH_VOXELS, int(vox * min(0.9, max(0.25, 0.95 * step_seconds / s))))
         while vox > MIN_PATCH_VOXELS and list(plan_at(vox)[0]) == list(patch):  # rounded to the same patch
             vox = max(MIN_PATCH_VOXELS, int(vox * 0.9))
-    return vox, tries
+    return int(tries[-1]["patch_voxels"]), tries
 
 
 def make_plan(fp: dict[str, Any], target: str = "cpu", *, backbone: str = "nnunet-plain",
@@ -263,7 +273,7 @@ def make_plan(fp: dict[str, Any], target: str = "cpu", *, backbone: str = "nnune
     :func:`measure_step`).
 
     Returns ``{"target", "rule": {...}, "patch_size": [X, Y, Z], "batch_size", "backbone", "model_overrides",
-    "precision", "lr_schedule": "poly", "lr", "fg_prob", "fg_balance", "aux_organs"}`` (``aux_organs``: the rule's,
+    "precision", "lr_schedule": "poly", "lr", "fg_prob", "fg_balance", "overlap", "aux_organs"}`` (``aux_organs``: the rule's,
     and only when every fingerprinted case has an organ map), and when timed ``"timing"``
     (:func:`timed_patch_voxels`'s measurements) and ``"threads"``; the rule's ``patch_voxels`` is then the timed
     budget, so ``make_plan(fp, target, patch_voxels=V, step_seconds=None)`` plans the same without timing."""
@@ -310,9 +320,9 @@ def make_plan(fp: dict[str, Any], target: str = "cpu", *, backbone: str = "nnune
     return {"target": target, "rule": r, "patch_size": patch, "batch_size": int(r["batch_size"]),
             "backbone": backbone, "model_overrides": net, "planned_network": planned_net,
             "precision": precision, "lr_schedule": "poly", "lr": float(r["lr"]), "fg_prob": float(r["fg_prob"]),
-            "fg_balance": str(r["fg_balance"]),
+            "fg_balance": str(r["fg_balance"]), "overlap": float(r["overlap"]),
             "aux_organs": bool(r.get("aux_organs")) and float(fp.get("cases_with_organs", 0.0)) == 1.0, **timing}
 
 
-__all__ = ["STEP_SECONDS", "TARGETS", "MIN_EDGE", "MIN_PATCH_VOXELS", "fingerprint", "pools_per_axis", "plan_patch", "plan_network",
+__all__ = ["STEP_SECONDS", "OVERLAP_CPU", "TARGETS", "MIN_EDGE", "MIN_PATCH_VOXELS", "fingerprint", "pools_per_axis", "plan_patch", "plan_network",
            "stride_divisor", "measure_step", "timed_patch_voxels", "make_plan"]
