@@ -53,9 +53,9 @@ def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str
     net = None if (scratch and not keep) else keep
     rule = dict(rule or {})
     p = make_plan(fp, target, backbone=backbone, overrides=net, **{**rule, "step_seconds": None})
-    task = task_cfg.setdefault("task", {})
-    if p["aux_organs"] and task.get("name", "lesions") == "lesions":
-        task["aux_classes"] = organ_task(task_cfg["dataset"], None)["classes"]
+    lesions = task_cfg.setdefault("task", {}).get("name", "lesions") == "lesions"
+    if p["aux_organs"] and lesions:
+        task_cfg["task"]["aux_classes"] = organ_task(task_cfg["dataset"], None)["classes"]
     if rule.get("step_seconds", TARGETS[target]["step_seconds"]) is not None:
         # timed with the run's own channels (the auxiliary organs included)
         p = make_plan(fp, target, backbone=backbone, overrides=net,
@@ -66,7 +66,7 @@ def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str
     task_cfg["data"]["batch_size"] = p["batch_size"]
     task_cfg["data"]["fg_prob"] = p["fg_prob"]
     task_cfg["data"]["fg_balance"] = p["fg_balance"]
-    if task.get("name", "lesions") == "lesions":  # the plan's sliding-window overlap (organs: not measured)
+    if lesions:  # the plan's sliding-window overlap (organs: not measured)
         task_cfg.setdefault("val", {})["overlap"] = p["overlap"]
     task_cfg["plan"] = {**p, "fingerprint": fp}
     return {**train_base, "precision": p["precision"], "lr_schedule": p["lr_schedule"],
