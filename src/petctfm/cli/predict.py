@@ -93,6 +93,10 @@ def register(subparsers) -> None:
     p.add_argument("--overlap", type=float, help="sliding-window overlap in [0, 1) (default: the model's, 0.5)")
     p.add_argument("--threshold", type=float, metavar="T", action=api_default(LOAD, "threshold"),
                    help="lesion if probability > T, T in (0, 1) (default {default})")
+    p.add_argument("--suppress-organs", metavar="NAMES",
+                   help="comma-separated organs (e.g. heart,brain,bladder,kidney_left,kidney_right) in which a "
+                   "lesion model with auxiliary organ classes removes its lesion components (mostly inside the "
+                   "organs it predicts itself); 'none': off (default: the model's config; docs/predict.md)")
     p.add_argument("--fast", action="store_true",
                    help="twice the model's in-plane spacing (e.g. 4x4x3 mm): ~4x fewer voxels, misses small lesions")
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1")
@@ -158,6 +162,11 @@ def run(args) -> int:
     settings = given(args, {"overlap": "overlap", "tta": "tta", "threshold": "threshold", "sw_batch": "sw_batch_size"})
     with flags(FLAGS):
         check_options(**settings)  # the settings, then the output: before the inputs and the model
+    if args.suppress_organs is not None:
+        names = [n.strip() for n in args.suppress_organs.split(",") if n.strip()]
+        if not names:
+            raise UsageError("--suppress-organs takes organ names (comma-separated) or 'none'")
+        settings["suppress_organs"] = [] if names == ["none"] else names
     ensure_output_dir(args.out, "--out", create=False)
     if args.dicomweb:
         return _run_dicomweb(args, settings)

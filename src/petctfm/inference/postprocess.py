@@ -7,6 +7,16 @@ a **minimum lesion volume**: components smaller than ``min_ml`` are removed. A f
 its validation split (``postprocess.choose_min_lesion_ml``, :func:`choose_min_ml`), and the chosen value travels
 in the best checkpoint's config (``postprocess.min_lesion_ml``), so every prediction path applies it
 (:func:`lesion_mask`). Components are 18-connected, as ``petctfm evaluate`` counts lesions.
+
+**Organ suppression** (``postprocess.suppress_organs``): physiological uptake and excretion (heart, brain, bladder,
+kidneys with FDG) are the largest source of false positives, and autoPET entries remove them after the network
+with an organ segmentation. A lesion network trained with auxiliary organ classes (``task.aux_classes``) predicts
+those organs itself: :func:`suppress_in_organs` removes every lesion component of which at least
+``postprocess.suppress_fraction`` of the voxels lie in the named organs, a voxel's organ being the argmax over
+the background and organ channels (the lesion channel left out, :func:`aux_organ_map`). It works on the
+probability map (the removed components' probability set to 0), so the threshold, the minimum volume and the
+resampling to the PET grid that follow are unchanged. A lesion that lies mostly inside those organs (a brain
+metastasis, renal lymphoma) is removed too; the setting is empty (off) unless the run's config names organs.
 """
 
 from __future__ import annotations
@@ -63,5 +73,60 @@ def choose_min_ml(scores: Mapping[float, float]) -> float:
     return min(k for k, v in finite.items() if v >= best - 1e-12)
 
 
+def suppression(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A lesion config's organ suppression, or None (off: ``postprocess.suppress_organs`` empty or absent, as in
+    runs made before it existed): ``{"organs": [names], "channels": [output channel of each named organ],
+    "aux_channels": number of auxiliary organ channels, "fraction": float}``. The names must be auxiliary
+    classes of the run (``task.aux_classes``, channels 2.. in that order); one that is not raises ValueError."""
+    post = cfg.get("postprocess") or {}
+    names = [str(n) for n in (post.get("suppress_organs") or [])]
+    if not names:
+        return None
+    aux = list(((cfg.get("task") or {}).get("aux_classes") or {}).keys())
+    missing = [n for n in names if n not in aux]
+    if missing:
+        raise ValueError(f"postprocess.suppress_organs names {missing}, which the network does not predict "
+                         f"(task.aux_classes: {aux or 'none'})")
+    return {"organs": names, "channels": [2 + aux.index(n) for n in names], "aux_channels": len(aux),
+            "fraction": float(post.get("suppress_fraction", 0.5))}
+
+
+def aux_organ_map(probs: np.ndarray) -> np.ndarray:
+    """The organ each voxel would be if it were not a lesion: (X, Y, Z) int16 output channel of the argmax over
+    the background (0) and the auxiliary organ channels (2..K-1) of class probabilities ``probs`` (K, X, Y, Z)
+    of a lesion network with auxiliary organs (channel 1, the lesion, left out; 0 where background wins)."""
+    probs = np.asarray(probs)
+    if probs.ndim != 4 or probs.shape[0] < 3:
+        raise ValueError(f"class probabilities (K >= 3, X, Y, Z) expected, got shape {probs.shape}")
+    organ = np.argmax(probs[2:], axis=0).astype(np.int16) + 2
+    best = np.take_along_axis(probs[2:], (organ - 2)[None].astype(np.int64), axis=0)[0]
+    return np.where(best > probs[0], organ, np.int16(0))
+
+
+def suppress_in_organs(probs: np.ndarray, sup: Mapping[str, Any], threshold: float = 0.5) -> np.ndarray:
+    """The lesion probability (X, Y, Z) float32 of class probabilities ``probs`` (K, X, Y, Z), with every
+    18-connected component of ``prob > threshold`` removed (probability 0) when at least ``sup["fraction"]``
+    of its voxels lie in the organ channels ``sup["channels"]`` (:func:`aux_organ_map`). ``sup``: from
+    :func:`suppression`."""
+    import cc3d
+
+    probs = np.asarray(probs)
+    if probs.shape[0] != 2 + int(sup["aux_channels"]):
+        raise ValueError(f"the network outputs {probs.shape[0]} classes; the config's suppression expects "
+                         f"{2 + int(sup['aux_channels'])} (background, lesion and {sup['aux_channels']} organs)")
+    prob = np.array(probs[1], dtype=np.float32)
+    comps = cc3d.connected_components(prob > threshold, connectivity=CONNECTIVITY)
+    n = int(comps.max())
+    if n == 0:
+        return prob
+    inside = np.isin(aux_organ_map(probs), np.asarray(sup["channels"], np.int16))
+    total = np.bincount(comps.ravel(), minlength=n + 1)
+    hit = np.bincount(comps[inside].ravel(), minlength=n + 1)
+    drop = np.zeros(n + 1, bool)
+    drop[1:] = hit[1:] >= float(sup["fraction"]) * total[1:]
+    prob[drop[comps]] = 0.0
+    return prob
+
+
 __all__ = ["CONNECTIVITY", "min_voxels", "remove_small_components", "min_lesion_ml", "lesion_mask",
-           "choose_min_ml"]
+           "choose_min_ml", "suppression", "aux_organ_map", "suppress_in_organs"]

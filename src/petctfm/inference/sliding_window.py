@@ -20,7 +20,7 @@ normalize themselves).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -119,10 +119,20 @@ def lesion_probability(model: nn.Module, image: np.ndarray | torch.Tensor, patch
 
 def predict_case(model: nn.Module, image: np.ndarray | torch.Tensor, patch: Sequence[int] | int, overlap: float = 0.5,
                  device: torch.device | str | None = None, bg: np.ndarray | None = None,
-                 sw_batch_size: int = 2, tta: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                 sw_batch_size: int = 2, tta: int = 0, suppress: Mapping[str, Any] | None = None,
+                 threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Lesion probability (X, Y, Z) float32 and label map (X, Y, Z) uint8 (``prob > 0.5``, the argmax of two
-    classes) of one (C, X, Y, Z) input; arguments as :func:`lesion_probability`."""
-    prob = lesion_probability(model, image, patch, overlap, device, bg, sw_batch_size, tta)
+    classes) of one (C, X, Y, Z) input; arguments as :func:`lesion_probability`. ``suppress`` (from
+    :func:`petctfm.inference.postprocess.suppression`; None: off): lesion components (``prob > threshold``)
+    lying in the network's own predicted organs are removed from the probability
+    (:func:`petctfm.inference.postprocess.suppress_in_organs`)."""
+    if suppress:
+        from petctfm.inference.postprocess import suppress_in_organs
+
+        probs = lesion_probability(model, image, patch, overlap, device, bg, sw_batch_size, tta, channel=None)
+        prob = suppress_in_organs(probs, suppress, threshold)
+    else:
+        prob = lesion_probability(model, image, patch, overlap, device, bg, sw_batch_size, tta)
     return prob, (prob > 0.5).astype(np.uint8)
 
 

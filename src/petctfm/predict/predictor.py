@@ -41,7 +41,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -53,7 +53,7 @@ from petctfm.core.device import resolve_device
 from petctfm.core.errors import InputError, PetctfmError
 from petctfm.harmonize.discover import SourceCase
 from petctfm.harmonize.pipeline import DEFAULT_CT_WINDOW, DEFAULT_SPACING
-from petctfm.inference.sliding_window import TTA_CHOICES, lesion_probability
+from petctfm.inference.sliding_window import TTA_CHOICES, lesion_probability, predict_case
 from petctfm.predict import outputs
 from petctfm.predict.sources import named_error
 
@@ -130,16 +130,21 @@ class Predictor:
     resample_device: torch.device | None = None
     weights_digest: str = ""  # BLAKE2b of the checkpoint file (summary.json: model.weights_blake2b)
     organs: "Predictor | None" = None  # the organ model of --organs (None: none, or this model is one)
+    #: organ suppression (inference.postprocess.suppression; None: off): the config's, or --suppress-organs
+    suppress: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, model: str | os.PathLike, device: str | torch.device | None = "auto", overlap: float | None = None,
              tta: int = 0, threshold: float = DEFAULT_THRESHOLD, fast: bool = False,
-             sw_batch_size: int | None = None, organs: str | os.PathLike | None = None) -> "Predictor":
+             sw_batch_size: int | None = None, organs: str | os.PathLike | None = None,
+             suppress_organs: Sequence[str] | None = None) -> "Predictor":
         """Load a fine-tuned segmentation run folder (its best checkpoint, else the latest) or ``.safetensors``
         checkpoint (safetensors only). A missing path or a file that is not a petctfm segmentation model
         raises a one-line :class:`InputError` naming it. ``organs``: an organ model (``finetune --task organs``)
         run beside the lesion model (``organs.nii.gz``, ``organs.csv``; docs/organs.md); ``model`` itself may be
-        an organ model (organ outputs only)."""
+        an organ model (organ outputs only). ``suppress_organs``: the lesion components to remove in the model's
+        own predicted organs (``postprocess.suppress_organs``; None: the model config's; empty: none); a name
+        that the model does not predict is an InputError."""
         from petctfm.inference.model import is_organ_model, load_segmenter
 
         check_options(overlap=overlap, tta=tta, threshold=threshold, sw_batch_size=sw_batch_size)
@@ -157,6 +162,7 @@ class Predictor:
         net, cfg, path = load_segmenter(model)
         if not (cfg.get("preprocessing") or {}).get("normalization"):
             raise InputError(f"{path}: model config has no preprocessing.normalization (not a fine-tuned model)")
+        sup = _suppression(cfg, path, suppress_organs)
         ov = float(cfg["val"]["overlap"] if overlap is None else overlap)
         dev = resolve_device(device)
         spacing, window, source = harmonize_settings(cfg)
@@ -173,7 +179,7 @@ class Predictor:
                              "organ model alone as --model")
         return cls(net.to(dev).eval(), cfg, Path(path), dev, spacing, window, source, patch, ov, int(tta),
                    float(threshold), sw, bool(fast), dev if dev.type == "cuda" else None, model_digest(path),
-                   organ_predictor)
+                   organ_predictor, sup)
 
     @classmethod
     def from_run(cls, run: str | os.PathLike, device: str | torch.device | None = "auto", overlap: float | None = None,
@@ -225,7 +231,9 @@ class Predictor:
             "inference": {"device": str(self.device), "precision": "bf16" if self.device.type == "cuda" else "fp32",
                           "patch": list(self.patch), "overlap": self.overlap, "sw_batch_size": self.sw_batch_size,
                           "blending": "gaussian", "tta_flips": self.tta or 1, "threshold": self.threshold,
-                          "min_lesion_ml": min_lesion_ml(cfg)},
+                          "min_lesion_ml": min_lesion_ml(cfg),
+                          "suppress_organs": list(self.suppress["organs"]) if self.suppress else [],
+                          "suppress_fraction": self.suppress["fraction"] if self.suppress else None},
         }
 
     def predict(self, pet: Any, ct: Any, organs: Any = None, case_id: str = "case", patient: dict[str, Any] | None = None
@@ -392,9 +400,32 @@ def prepare(case: SourceCase, predictor: Predictor) -> Prepared:
 
 
 def infer(x: np.ndarray, bg: np.ndarray, predictor: Predictor) -> np.ndarray:
-    """Stage 3: lesion probability (X, Y, Z) float32 on the harmonized grid; mean over the TTA flips."""
+    """Stage 3: lesion probability (X, Y, Z) float32 on the harmonized grid; mean over the TTA flips; the lesion
+    components in the model's own predicted organs removed when the predictor suppresses organs."""
+    if predictor.suppress:
+        return predict_case(predictor.model, x, predictor.patch, predictor.overlap, predictor.device, bg=bg,
+                            sw_batch_size=predictor.sw_batch_size, tta=predictor.tta, suppress=predictor.suppress,
+                            threshold=predictor.threshold)[0]
     return lesion_probability(predictor.model, x, predictor.patch, predictor.overlap, predictor.device, bg=bg,
                               sw_batch_size=predictor.sw_batch_size, tta=predictor.tta)
+
+
+def _suppression(cfg: dict[str, Any], path: Path, names: Sequence[str] | None) -> dict[str, Any] | None:
+    """The organ suppression of a lesion model (:func:`petctfm.inference.postprocess.suppression`): the config's,
+    or ``names`` instead (empty: off); a name the model does not predict is a one-line InputError."""
+    from petctfm.inference.model import is_organ_model
+    from petctfm.inference.postprocess import suppression
+
+    if is_organ_model(cfg):
+        if names:
+            raise InputError(f"{path}: --suppress-organs applies to a lesion model, not an organ model")
+        return None
+    if names is not None:
+        cfg = {**cfg, "postprocess": {**(cfg.get("postprocess") or {}), "suppress_organs": list(names)}}
+    try:
+        return suppression(cfg)
+    except ValueError as exc:
+        raise InputError(f"{path}: {exc}") from None
 
 
 def organ_classes(organ_model: Predictor) -> dict[str, int]:

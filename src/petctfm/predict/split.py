@@ -43,19 +43,21 @@ def case_label_map(model: torch.nn.Module, cfg: dict, image: np.ndarray, overlap
                    device: torch.device | None = None, spacing=None) -> np.ndarray:
     """The predicted label map (X, Y, Z) uint8 of one harmonized case's raw [SUV, HU] ``image`` (2, X, Y, Z) on
     its own grid: the model's normalization (:func:`petctfm.inference.normalize.normalized_input`), then a lesion
-    mask (:func:`petctfm.inference.sliding_window.predict_case`, post-processed as the config says when
+    mask (:func:`petctfm.inference.sliding_window.predict_case`, with the config's organ suppression, and
+    post-processed as the config says when
     ``spacing`` (mm) is given: :func:`petctfm.inference.postprocess.lesion_mask`) or, for an organ model, the
     organ label map in the organ values of its classes (:func:`petctfm.inference.sliding_window.predict_labels`);
     the training patch, ``overlap``, the config's ``val.sw_batch_size``. ``model`` from
     :func:`petctfm.inference.model.load_segmenter`, already on ``device`` (None: the model's)."""
-    from petctfm.inference.postprocess import lesion_mask, min_lesion_ml
+    from petctfm.inference.postprocess import lesion_mask, min_lesion_ml, suppression
 
     x, bg = normalized_input(np.asarray(image), cfg)
     sw = int(cfg["val"].get("sw_batch_size", 2))
     if is_organ_model(cfg):
         return predict_labels(model, x, cfg["data"]["patch_size"], list(output_classes(cfg).values()), overlap,
                               device, bg=bg, sw_batch_size=sw)
-    prob, mask = predict_case(model, x, cfg["data"]["patch_size"], overlap, device, bg=bg, sw_batch_size=sw)
+    prob, mask = predict_case(model, x, cfg["data"]["patch_size"], overlap, device, bg=bg, sw_batch_size=sw,
+                              suppress=suppression(cfg))
     return lesion_mask(prob, spacing, min_lesion_ml(cfg)) if spacing is not None else mask
 
 

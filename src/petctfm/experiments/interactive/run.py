@@ -229,16 +229,17 @@ def auto_masks(auto: str | os.PathLike, root: Path, case_ids: list[str], device:
     from petctfm.data import format as fmt
     from petctfm.inference.model import load_segmenter
     from petctfm.inference.normalize import normalized_input
-    from petctfm.inference.postprocess import lesion_mask, min_lesion_ml
+    from petctfm.inference.postprocess import lesion_mask, min_lesion_ml, suppression
     from petctfm.inference.sliding_window import predict_case
 
     model, cfg, _ = load_segmenter(auto)
     patch = cfg["data"]["patch_size"]
+    sup = suppression(cfg)
 
     def predict(case_id: str) -> np.ndarray:
         case = fmt.load_case(root, case_id)
         x, bg = normalized_input(np.asarray(case["image"]), cfg)
-        prob = predict_case(model, x, patch, device=device, bg=bg)[0]
+        prob = predict_case(model, x, patch, device=device, bg=bg, suppress=sup)[0]
         return lesion_mask(prob, fmt.case_spacing(case["meta"]), min_lesion_ml(cfg)) > 0
 
     return predict

@@ -97,12 +97,20 @@ class PostprocessSection(TypedConfig):
     (0: none). ``choose_min_lesion_ml``: candidate volumes (empty: no choice); each validation then scores every
     candidate on the same predictions, and the best checkpoint keeps the candidate with the highest mean val
     Dice (ties: the smallest) as its ``min_lesion_ml``, so the predictions of the run apply it (nnU-Net's
-    post-processing determined on validation, as a minimum lesion volume)."""
+    post-processing determined on validation, as a minimum lesion volume).
+
+    ``suppress_organs``: auxiliary organ classes of the run (``task.aux_classes``) in which lesion components are
+    physiological uptake: a component with at least ``suppress_fraction`` of its voxels in those organs, as the
+    same network predicts them, is removed (:func:`petctfm.inference.postprocess.suppress_in_organs`; empty: off)."""
 
     min_lesion_ml: float = setting(0.0, ge=0)
     choose_min_lesion_ml: list[float] = field(default_factory=list)
+    suppress_organs: list[str] = field(default_factory=list)
+    suppress_fraction: float = setting(0.5, gt=0, le=1)
 
     def validate(self, prefix: str = "") -> None:
+        if any(not isinstance(n, str) or not n for n in self.suppress_organs):
+            raise ConfigError(prefix + "suppress_organs", self.suppress_organs, "must be a list of organ names")
         for v in self.choose_min_lesion_ml:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
                 raise ConfigError(prefix + "choose_min_lesion_ml", self.choose_min_lesion_ml,
@@ -130,8 +138,14 @@ class FinetuneConfig(TypedConfig):
         if self.method != METHOD:
             raise ConfigError("method", self.method, f"must be {METHOD!r} for a fine-tuning config")
         check_backbone_patch(self.model.backbone, self.data.patch_size, overrides=self.model.overrides)
-        if self.task.name == "organs" and (self.postprocess.min_lesion_ml or self.postprocess.choose_min_lesion_ml):
-            raise ConfigError("postprocess", self.postprocess.to_dict(), "applies to lesion masks, not task organs")
+        post = self.postprocess
+        if self.task.name == "organs" and (post.min_lesion_ml or post.choose_min_lesion_ml or post.suppress_organs):
+            raise ConfigError("postprocess", post.to_dict(), "applies to lesion masks, not task organs")
+        unknown = [n for n in post.suppress_organs if n not in self.task.aux_classes]
+        if unknown:
+            raise ConfigError("postprocess.suppress_organs", post.suppress_organs,
+                              f"{unknown} not predicted by the network: the names must be auxiliary organ classes "
+                              f"(task.aux_classes: {sorted(self.task.aux_classes) or 'none'})")
 
     def train_bytes(self, batch_size: int | None = None) -> int:
         """Rough memory of one training step (:meth:`PatchConfig.train_bytes`)."""

@@ -54,7 +54,8 @@ def validate(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, split: 
     meanwhile (SIGTERM / Ctrl-C, :func:`petctfm.train.progress.stop_requested`, checked before each case: the
     trainer then checkpoints at once instead of after the whole split).
 
-    The masks are post-processed as the config says (:mod:`petctfm.inference.postprocess`): with candidates in
+    The masks are post-processed as the config says (:mod:`petctfm.inference.postprocess`: the organ suppression
+    of ``postprocess.suppress_organs``, then the minimum lesion volume): with candidates in
     ``postprocess.choose_min_lesion_ml``, each is scored on the same predictions and the best one (highest mean
     Dice, ties: the smallest) is reported.
 
@@ -63,15 +64,16 @@ def validate(model: nn.Module, cfg: dict[str, Any], dataset: str | Path, split: 
     ``"min_lesion_ml"`` (the chosen one) and ``"dice_by_min_lesion_ml": {candidate: mean Dice}``.
     """
     from petctfm.evaluate.metrics import case_metrics
-    from petctfm.inference.postprocess import choose_min_ml, lesion_mask, min_lesion_ml
+    from petctfm.inference.postprocess import choose_min_ml, lesion_mask, min_lesion_ml, suppression
     from petctfm.inference.sliding_window import predict_case
 
     candidates = sorted({float(v) for v in (cfg.get("postprocess") or {}).get("choose_min_lesion_ml") or []})
     volumes = candidates or [min_lesion_ml(cfg)]
+    sup = suppression(cfg)
 
     def score(case, x, bg, device):
         prob, _ = predict_case(model, x, cfg["data"]["patch_size"], float(cfg["val"]["overlap"]), device,
-                               bg=bg, sw_batch_size=int(cfg["val"]["sw_batch_size"]))
+                               bg=bg, sw_batch_size=int(cfg["val"]["sw_batch_size"]), suppress=sup)
         truth, spacing = np.asarray(case["label"]), case["meta"]["spacing"]
         return {v: case_metrics(lesion_mask(prob, spacing, v), truth, spacing) for v in volumes}
 

@@ -1,0 +1,153 @@
+"""Round eight of the segmentation recipe (issue 30): lesion false positives in physiological uptake, removed
+with the network's own auxiliary organs (``postprocess.suppress_organs``, docs/segmentation-recipe.md).
+
+Every arm comes from ONE forward pass per case and run (the class probabilities of
+:func:`petctfm.inference.sliding_window.lesion_probability`, overlap and patch from the run's config, its final
+weights as the ablation scores them): ``none`` (``prob > 0.5``), ``suppress`` (the pre-registered rule:
+components with >= 50 % of their voxels in the predicted heart, brain, bladder or kidneys removed,
+:func:`petctfm.inference.postprocess.suppress_in_organs`), and the exploratory thresholds ``t0.6`` .. ``t0.9``.
+Per case it also records what the rule removed: its volume and the true-lesion volume inside it.
+
+    # score runs (one worker per run, one thread each): OUT/<run name>.json
+    OMP_NUM_THREADS=1 python benchmarks/organ_suppression.py --runs A,B --data DS --split val --out OUT
+    OMP_NUM_THREADS=1 python benchmarks/organ_suppression.py --runs A,B --data DS --cases lesions --out OUT
+    # the table: per arm, Dice over cases (seed-averaged per case), paired differences against ``none``
+    python benchmarks/organ_suppression.py --report OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+#: The pre-registered rule (2026-12-07 09:16 UTC): the organs of physiological FDG uptake and excretion.
+ORGANS = ["heart", "brain", "bladder", "kidney_left", "kidney_right"]
+FRACTION = 0.5
+THRESHOLDS = (0.6, 0.7, 0.8, 0.9)
+
+
+def _ids(data: str, split: str | None, cases: str) -> list[str]:
+    from petctfm.data import format as fmt
+
+    sp = fmt.load_splits(data)
+    ids = list(sp.get(split) or []) if split else sorted({c for k in ("train", "val", "test") for c in sp.get(k) or []})
+    if cases == "lesions":
+        ids = [c for c in ids if np.asarray(fmt.load_case(data, c, mmap=True)["label"]).any()]
+    return ids
+
+
+def score_run(run: str, data: str, ids: list[str]) -> dict:
+    """Every arm's case metrics of one trained run on the cases ``ids`` of ``data``."""
+    import torch
+
+    torch.set_num_threads(1)
+    from petctfm.data import format as fmt
+    from petctfm.evaluate.metrics import case_metrics
+    from petctfm.inference.normalize import normalized_input
+    from petctfm.inference.postprocess import lesion_mask, suppress_in_organs, suppression
+    from petctfm.inference.sliding_window import lesion_probability
+    from petctfm.train.checkpoint import load_model
+
+    summary = json.loads((Path(run) / "summary.json").read_text())
+    ckpt = Path(summary["checkpoint"])
+    model, cfg = load_model(ckpt, ema=(ckpt / "ema.safetensors").is_file())
+    model.eval()
+    sup = suppression({**cfg, "postprocess": {"suppress_organs": ORGANS, "suppress_fraction": FRACTION}})
+    arms: dict[str, dict] = {"none": {}, "suppress": {}, **{f"t{t:g}": {} for t in THRESHOLDS}}
+    removed: dict[str, dict] = {}
+    seconds = []
+    for cid in ids:
+        case = fmt.load_case(data, cid, mmap=True)
+        x, bg = normalized_input(np.asarray(case["image"]), cfg)
+        t0 = time.perf_counter()
+        probs = lesion_probability(model, x, cfg["data"]["patch_size"], float(cfg["val"]["overlap"]), bg=bg,
+                                   sw_batch_size=int(cfg["val"]["sw_batch_size"]), channel=None)
+        seconds.append(time.perf_counter() - t0)
+        truth, spacing = np.asarray(case["label"]) > 0, fmt.case_spacing(case["meta"])
+        voxel_ml = float(np.prod(spacing)) / 1000.0
+        plain = lesion_mask(probs[1], spacing)
+        kept = lesion_mask(suppress_in_organs(probs, sup), spacing)
+        arms["none"][cid] = case_metrics(plain, truth, spacing)
+        arms["suppress"][cid] = case_metrics(kept, truth, spacing)
+        for t in THRESHOLDS:
+            arms[f"t{t:g}"][cid] = case_metrics(lesion_mask(probs[1], spacing, threshold=t), truth, spacing)
+        gone = (plain > 0) & ~(kept > 0)
+        removed[cid] = {"removed_ml": float(gone.sum() * voxel_ml), "removed_truth_ml": float((gone & truth).sum() * voxel_ml)}
+    return {"run": run, "data": data, "cases": ids, "overlap": cfg["val"]["overlap"], "patch": cfg["data"]["patch_size"],
+            "steps": summary.get("steps"), "organs": ORGANS, "fraction": FRACTION, "arms": arms, "removed": removed,
+            "s_per_case": float(np.mean(seconds)) if seconds else float("nan")}
+
+
+def _seed_mean(results: list[dict], arm: str, key: str = "dice") -> dict[str, float]:
+    """Per case, ``key`` of ``arm`` averaged over the runs (cases finite in every run)."""
+    cases = set.intersection(*({c for c, m in r["arms"][arm].items() if math.isfinite(m[key])} for r in results))
+    return {c: float(np.mean([r["arms"][arm][c][key] for r in results])) for c in sorted(cases)}
+
+
+def report(out: Path) -> str:
+    """The markdown table of every arm in ``out``: Dice [95 % CI] over cases with lesions (seed-averaged per
+    case), paired difference against ``none``, FP / FN ml per case over all scored cases, and the rule's
+    removed volume and removed true-lesion volume."""
+    from petctfm.evaluate.bootstrap import mean_ci
+
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    if not results:
+        raise SystemExit(f"{out}: no scored run")
+
+    def ci(v, sign=False):
+        c, f = mean_ci(list(v)), ("{:+.3f}" if sign else "{:.3f}").format
+        return f"{f(c['mean'])} [{f(c['ci_low'])}, {f(c['ci_high'])}]"
+
+    base = _seed_mean(results, "none")
+    lines = [f"runs: {', '.join(Path(r['run']).name for r in results)}; data {results[0]['data']}; "
+             f"{len(results[0]['cases'])} cases, {len(base)} with lesions",
+             "", "| arm | Dice [95 % CI] | per run | paired − none | FP ml / case | FN ml / case |",
+             "| --- | --- | --- | --- | ---: | ---: |"]
+    for arm in results[0]["arms"]:
+        d = _seed_mean(results, arm)
+        per = " / ".join(f"{np.mean([m['dice'] for m in r['arms'][arm].values() if math.isfinite(m['dice'])]):.3f}"
+                         for r in results)
+        diff = "" if arm == "none" else ci([d[c] - base[c] for c in base], sign=True)
+        fp = np.mean([np.mean([m["fp_volume_ml"] for m in r["arms"][arm].values()]) for r in results])
+        fn = np.mean([np.mean([m["fn_volume_ml"] for m in r["arms"][arm].values()]) for r in results])
+        lines.append(f"| {arm} | {ci(d.values())} | {per} | {diff} | {fp:.1f} | {fn:.1f} |")
+    rem = np.mean([np.mean([v["removed_ml"] for v in r["removed"].values()]) for r in results])
+    rem_t = np.mean([np.mean([v["removed_truth_ml"] for v in r["removed"].values()]) for r in results])
+    lines += ["", f"the rule removed {rem:.1f} ml per case, of which {rem_t:.2f} ml true lesion; "
+              f"{np.mean([r['s_per_case'] for r in results]):.1f} s per case (all classes, 1 thread)"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", help="comma-separated trained runs (folders with summary.json)")
+    ap.add_argument("--data")
+    ap.add_argument("--split", default=None, help="a split of --data (default: every case of train, val and test)")
+    ap.add_argument("--cases", default="all", choices=("all", "lesions"))
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--report", action="store_true")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    if args.report:
+        print(report(out))
+        return 0
+    if args.split == "test":
+        raise SystemExit("--split test: this round chooses on validation and confirms on a new cohort")
+    out.mkdir(parents=True, exist_ok=True)
+    ids = _ids(args.data, args.split, args.cases)
+    runs = args.runs.split(",")
+    with ProcessPoolExecutor(len(runs)) as pool:
+        for res in pool.map(score_run, runs, [args.data] * len(runs), [ids] * len(runs)):
+            (out / f"{Path(res['run']).name}.json").write_text(json.dumps(res, indent=1))
+    print(report(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
