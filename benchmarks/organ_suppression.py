@@ -42,8 +42,9 @@ def _ids(data: str, split: str | None, cases: str) -> list[str]:
     return ids
 
 
-def score_run(run: str, data: str, ids: list[str]) -> dict:
-    """Every arm's case metrics of one trained run on the cases ``ids`` of ``data``."""
+def score_run(run: str, data: str, ids: list[str], overlap: float | None = None) -> dict:
+    """Every arm's case metrics of one trained run on the cases ``ids`` of ``data`` (``overlap``: the sliding
+    window's, default the run's ``val.overlap``)."""
     import torch
 
     torch.set_num_threads(1)
@@ -58,6 +59,7 @@ def score_run(run: str, data: str, ids: list[str]) -> dict:
     ckpt = Path(summary["checkpoint"])
     model, cfg = load_model(ckpt, ema=(ckpt / "ema.safetensors").is_file())
     model.eval()
+    overlap = float(cfg["val"]["overlap"] if overlap is None else overlap)
     sup = suppression({**cfg, "postprocess": {"suppress_organs": ORGANS, "suppress_fraction": FRACTION}})
     arms: dict[str, dict] = {"none": {}, "suppress": {}, **{f"t{t:g}": {} for t in THRESHOLDS}}
     removed: dict[str, dict] = {}
@@ -66,7 +68,7 @@ def score_run(run: str, data: str, ids: list[str]) -> dict:
         case = fmt.load_case(data, cid, mmap=True)
         x, bg = normalized_input(np.asarray(case["image"]), cfg)
         t0 = time.perf_counter()
-        probs = lesion_probability(model, x, cfg["data"]["patch_size"], float(cfg["val"]["overlap"]), bg=bg,
+        probs = lesion_probability(model, x, cfg["data"]["patch_size"], overlap, bg=bg,
                                    sw_batch_size=int(cfg["val"]["sw_batch_size"]), channel=None)
         seconds.append(time.perf_counter() - t0)
         truth, spacing = np.asarray(case["label"]) > 0, fmt.case_spacing(case["meta"])
@@ -79,7 +81,7 @@ def score_run(run: str, data: str, ids: list[str]) -> dict:
             arms[f"t{t:g}"][cid] = case_metrics(lesion_mask(probs[1], spacing, threshold=t), truth, spacing)
         gone = (plain > 0) & ~(kept > 0)
         removed[cid] = {"removed_ml": float(gone.sum() * voxel_ml), "removed_truth_ml": float((gone & truth).sum() * voxel_ml)}
-    return {"run": run, "data": data, "cases": ids, "overlap": cfg["val"]["overlap"], "patch": cfg["data"]["patch_size"],
+    return {"run": run, "data": data, "cases": ids, "overlap": overlap, "patch": cfg["data"]["patch_size"],
             "steps": summary.get("steps"), "organs": ORGANS, "fraction": FRACTION, "arms": arms, "removed": removed,
             "s_per_case": float(np.mean(seconds)) if seconds else float("nan")}
 
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default=None, help="a split of --data (default: every case of train, val and test)")
     ap.add_argument("--cases", default="all", choices=("all", "lesions"))
     ap.add_argument("--out", required=True)
+    ap.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: each run's)")
     ap.add_argument("--report", action="store_true")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ids = _ids(args.data, args.split, args.cases)
     runs = args.runs.split(",")
     with ProcessPoolExecutor(len(runs)) as pool:
-        for res in pool.map(score_run, runs, [args.data] * len(runs), [ids] * len(runs)):
+        for res in pool.map(score_run, runs, [args.data] * len(runs), [ids] * len(runs), [args.overlap] * len(runs)):
             (out / f"{Path(res['run']).name}.json").write_text(json.dumps(res, indent=1))
     print(report(out))
     return 0
