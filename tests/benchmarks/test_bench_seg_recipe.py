@@ -216,3 +216,33 @@ def test_timed_row_calibrates_with_the_budget_and_trains_every_seed_on_the_calib
     assert seen[-1]["plan"] == "cpu" and seen[-1]["seed"] == 1
     A._finetune("data", tmp_path / "aux_organs_s0", A.ROWS["aux_organs"], 10, 0)  # an untimed row stays untimed
     assert seen[-1]["plan_step_seconds"] == 0
+
+
+def test_organ_suppression_scores_every_arm_from_one_pass(tmp_path):
+    """benchmarks/organ_suppression.py (round eight): the arms of one run on a split, and the report's table."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import organ_suppression as osup
+    from quick_train import make_tiny_model
+
+    from petctfm.core.labels import ORGAN_LABELS
+    from petctfm.train.checkpoint import load_model
+
+    aux = {k: v for k, v in ORGAN_LABELS.items() if v}
+    run = make_tiny_model(tmp_path / "run", tmp_path / "data", aux=aux)
+    (run / "summary.json").write_text(json.dumps({"checkpoint": str(run / "model.safetensors"), "steps": 5}))
+    data = load_model(run / "model.safetensors")[1]["dataset"]
+    ids = osup._ids(data, "train", "all")
+    res = osup.score_run(str(run), data, ids, overlap=0.25)
+    assert res["overlap"] == 0.25 and res["cases"] == ids and res["organs"] == osup.ORGANS
+    assert set(res["arms"]) == {"none", "suppress", "t0.6", "t0.7", "t0.8", "t0.9"}
+    for cid in ids:
+        none, sup = res["arms"]["none"][cid], res["arms"]["suppress"][cid]
+        assert sup["fp_volume_ml"] <= none["fp_volume_ml"] + 1e-9  # the rule only removes
+        assert 0 <= res["removed"][cid]["removed_truth_ml"] <= res["removed"][cid]["removed_ml"]
+        assert res["arms"]["t0.9"][cid]["fp_volume_ml"] <= none["fp_volume_ml"] + 1e-9
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "run.json").write_text(json.dumps(res))
+    table = osup.report(tmp_path / "out")
+    assert "| suppress |" in table and "| t0.9 |" in table and "the rule removed" in table
+    with pytest.raises(SystemExit, match="test"):
+        osup.main(["--runs", str(run), "--data", data, "--split", "test", "--out", str(tmp_path / "o2")])
