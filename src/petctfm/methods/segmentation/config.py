@@ -10,6 +10,7 @@ from typing import Any
 
 from petctfm.core.config import ConfigError, TypedConfig, setting
 from petctfm.data.loader import PatchConfig
+from petctfm.inference.postprocess import suppression
 from petctfm.models.config import ModelSection, check_backbone_patch
 
 METHOD = "finetune_segmentation"
@@ -141,11 +142,10 @@ class FinetuneConfig(TypedConfig):
         post = self.postprocess
         if self.task.name == "organs" and (post.min_lesion_ml or post.choose_min_lesion_ml or post.suppress_organs):
             raise ConfigError("postprocess", post.to_dict(), "applies to lesion masks, not task organs")
-        unknown = [n for n in post.suppress_organs if n not in self.task.aux_classes]
-        if unknown:
-            raise ConfigError("postprocess.suppress_organs", post.suppress_organs,
-                              f"{unknown} not predicted by the network: the names must be auxiliary organ classes "
-                              f"(task.aux_classes: {sorted(self.task.aux_classes) or 'none'})")
+        try:  # the names must be auxiliary organ classes: the check of the prediction paths' own reader
+            suppression({"task": {"aux_classes": self.task.aux_classes}, "postprocess": post.to_dict()})
+        except ValueError as exc:
+            raise ConfigError("postprocess.suppress_organs", post.suppress_organs, str(exc)) from None
 
     def train_bytes(self, batch_size: int | None = None) -> int:
         """Rough memory of one training step (:meth:`PatchConfig.train_bytes`)."""
