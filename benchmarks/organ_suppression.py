@@ -96,15 +96,11 @@ def report(out: Path) -> str:
     """The markdown table of every arm in ``out``: Dice [95 % CI] over cases with lesions (seed-averaged per
     case), paired difference against ``none``, FP / FN ml per case over all scored cases, and the rule's
     removed volume and removed true-lesion volume."""
-    from petctfm.evaluate.bootstrap import mean_ci
+    from seg_recipe_ablation import _ci_text as ci
 
     results = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     if not results:
         raise SystemExit(f"{out}: no scored run")
-
-    def ci(v, sign=False):
-        c, f = mean_ci(list(v)), ("{:+.3f}" if sign else "{:.3f}").format
-        return f"{f(c['mean'])} [{f(c['ci_low'])}, {f(c['ci_high'])}]"
 
     base = _seed_mean(results, "none")
     lines = [f"runs: {', '.join(Path(r['run']).name for r in results)}; data {results[0]['data']}; "
@@ -118,7 +114,7 @@ def report(out: Path) -> str:
         diff = "" if arm == "none" else ci([d[c] - base[c] for c in base], sign=True)
         fp = np.mean([np.mean([m["fp_volume_ml"] for m in r["arms"][arm].values()]) for r in results])
         fn = np.mean([np.mean([m["fn_volume_ml"] for m in r["arms"][arm].values()]) for r in results])
-        lines.append(f"| {arm} | {ci(d.values())} | {per} | {diff} | {fp:.1f} | {fn:.1f} |")
+        lines.append(f"| {arm} | {ci(list(d.values()), sign=False)} | {per} | {diff} | {fp:.1f} | {fn:.1f} |")
     rem = np.mean([np.mean([v["removed_ml"] for v in r["removed"].values()]) for r in results])
     rem_t = np.mean([np.mean([v["removed_truth_ml"] for v in r["removed"].values()]) for r in results])
     lines += ["", f"the rule removed {rem:.1f} ml per case, of which {rem_t:.2f} ml true lesion; "
