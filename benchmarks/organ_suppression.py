@@ -8,9 +8,17 @@ components with >= 50 % of their voxels in the predicted heart, brain, bladder o
 :func:`petctfm.inference.postprocess.suppress_in_organs`), and the exploratory thresholds ``t0.6`` .. ``t0.9``.
 Per case it also records what the rule removed: its volume and the true-lesion volume inside it.
 
+Round nine (pre-registered 2026-12-07 12:14 UTC): with ``--organ-model RUN`` (a ``finetune --task organs`` run
+folder or checkpoint), the arm ``organ_model`` applies the same organs and fraction with the organs taken from
+that separate model's class argmax on the same harmonized grid
+(:func:`petctfm.inference.postprocess.suppress_in_organ_map`); each case's organ map is predicted once, before
+the lesion runs are scored, and saved under ``OUT/organ_maps/`` with the organ model's Dice per rule organ.
+
     # score runs (one worker per run, one thread each): OUT/<run name>.json
     OMP_NUM_THREADS=1 python benchmarks/organ_suppression.py --runs A,B --data DS --split val --out OUT
     OMP_NUM_THREADS=1 python benchmarks/organ_suppression.py --runs A,B --data DS --cases lesions --out OUT
+    OMP_NUM_THREADS=1 python benchmarks/organ_suppression.py --runs A,B --data DS --split val --out OUT \
+        --organ-model ORGANRUN/checkpoints/step_0000900 --organ-overlap 0.25
     # the table: per arm, Dice over cases (seed-averaged per case), paired differences against ``none``
     python benchmarks/organ_suppression.py --report OUT
 """
@@ -42,16 +50,70 @@ def _ids(data: str, split: str | None, cases: str) -> list[str]:
     return ids
 
 
-def score_run(run: str, data: str, ids: list[str], overlap: float | None = None) -> dict:
+def organ_maps(organ_model: str, data: str, ids: list[str], out: Path, overlap: float = 0.25) -> dict:
+    """The organ model's label map of each case (``out/<case>.npy``, uint8 in its organ values; one thread) and
+    its Dice per rule organ against the case's ``organs`` (NaN where an organ is absent from both). Returns
+    ``{"organ_model", "overlap", "classes", "dice": {case: {organ: dice}}, "seconds": [per case]}``."""
+    import torch
+
+    torch.set_num_threads(1)
+    from petctfm.data import format as fmt
+    from petctfm.inference.model import load_segmenter, output_classes
+    from petctfm.inference.normalize import normalized_input
+    from petctfm.inference.sliding_window import predict_labels
+
+    model, cfg, path = load_segmenter(organ_model)
+    model.eval()
+    classes = output_classes(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    dice: dict[str, dict[str, float]] = {}
+    seconds = []
+    for cid in ids:
+        case = fmt.load_case(data, cid, mmap=True)
+        x, bg = normalized_input(np.asarray(case["image"]), cfg)
+        t0 = time.perf_counter()
+        labels = predict_labels(model, x, cfg["data"]["patch_size"], list(classes.values()), overlap, bg=bg,
+                                sw_batch_size=int(cfg["val"]["sw_batch_size"]),
+                                flip_axes=cfg["data"].get("flip_axes", (0, 1, 2)))
+        seconds.append(time.perf_counter() - t0)
+        np.save(out / f"{cid}.npy", labels)
+        truth = case.get("organs")
+        if truth is not None:
+            truth = np.asarray(truth)
+            dice[cid] = {}
+            for name in ORGANS:
+                a, b = labels == classes[name], truth == classes[name]
+                s = int(a.sum() + b.sum())
+                dice[cid][name] = float(2 * (a & b).sum() / s) if s else float("nan")
+    return {"organ_model": str(path), "overlap": overlap, "classes": {k: int(v) for k, v in classes.items()},
+            "dice": dice, "seconds": seconds}
+
+
+def all_organ_maps(organ_model: str, data: str, ids: list[str], out: Path, overlap: float, workers: int) -> dict:
+    """:func:`organ_maps` of ``ids`` over ``workers`` processes, merged into ``out/organ_maps.json``."""
+    chunks = [ids[i::workers] for i in range(workers) if ids[i::workers]]
+    with ProcessPoolExecutor(len(chunks)) as pool:
+        parts = list(pool.map(organ_maps, [organ_model] * len(chunks), [data] * len(chunks), chunks,
+                              [out] * len(chunks), [overlap] * len(chunks)))
+    res = {k: parts[0][k] for k in ("organ_model", "overlap", "classes")}
+    res["dice"] = {c: d for part in parts for c, d in part["dice"].items()}
+    res["s_per_case"] = float(np.mean([s for part in parts for s in part["seconds"]]))
+    (out / "organ_maps.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
+def score_run(run: str, data: str, ids: list[str], overlap: float | None = None, maps: str | None = None) -> dict:
     """Every arm's case metrics of one trained run on the cases ``ids`` of ``data`` (``overlap``: the sliding
-    window's, default the run's ``val.overlap``)."""
+    window's, default the run's ``val.overlap``; ``maps``: the folder of :func:`organ_maps`, which adds the arm
+    ``organ_model``)."""
     import torch
 
     torch.set_num_threads(1)
     from petctfm.data import format as fmt
     from petctfm.evaluate.metrics import case_metrics
     from petctfm.inference.normalize import normalized_input
-    from petctfm.inference.postprocess import lesion_mask, suppress_in_organs, suppression
+    from petctfm.inference.postprocess import (lesion_mask, organ_map_suppression, suppress_in_organ_map,
+                                               suppress_in_organs, suppression)
     from petctfm.inference.sliding_window import lesion_probability
     from petctfm.train.checkpoint import load_model
 
@@ -62,6 +124,11 @@ def score_run(run: str, data: str, ids: list[str], overlap: float | None = None)
     overlap = float(cfg["val"]["overlap"] if overlap is None else overlap)
     sup = suppression({**cfg, "postprocess": {"suppress_organs": ORGANS, "suppress_fraction": FRACTION}})
     arms: dict[str, dict] = {"none": {}, "suppress": {}, **{f"t{t:g}": {} for t in THRESHOLDS}}
+    om_sup = None
+    if maps is not None:
+        info = json.loads((Path(maps) / "organ_maps.json").read_text())
+        om_sup = organ_map_suppression(ORGANS, info["classes"], FRACTION)
+        arms["organ_model"] = {}
     removed: dict[str, dict] = {}
     seconds = []
     for cid in ids:
@@ -81,6 +148,12 @@ def score_run(run: str, data: str, ids: list[str], overlap: float | None = None)
             arms[f"t{t:g}"][cid] = case_metrics(lesion_mask(probs[1], spacing, threshold=t), truth, spacing)
         gone = (plain > 0) & ~(kept > 0)
         removed[cid] = {"removed_ml": float(gone.sum() * voxel_ml), "removed_truth_ml": float((gone & truth).sum() * voxel_ml)}
+        if om_sup is not None:
+            kept_om = suppress_in_organ_map(plain, np.load(Path(maps) / f"{cid}.npy"), om_sup)
+            arms["organ_model"][cid] = case_metrics(kept_om, truth, spacing)
+            gone = (plain > 0) & ~(kept_om > 0)
+            removed[cid].update(organ_model_removed_ml=float(gone.sum() * voxel_ml),
+                                organ_model_removed_truth_ml=float((gone & truth).sum() * voxel_ml))
     return {"run": run, "data": data, "cases": ids, "overlap": overlap, "patch": cfg["data"]["patch_size"],
             "steps": summary.get("steps"), "organs": ORGANS, "fraction": FRACTION, "arms": arms, "removed": removed,
             "s_per_case": float(np.mean(seconds)) if seconds else float("nan")}
@@ -115,10 +188,21 @@ def report(out: Path) -> str:
         fp = np.mean([np.mean([m["fp_volume_ml"] for m in r["arms"][arm].values()]) for r in results])
         fn = np.mean([np.mean([m["fn_volume_ml"] for m in r["arms"][arm].values()]) for r in results])
         lines.append(f"| {arm} | {ci(list(d.values()), sign=False)} | {per} | {diff} | {fp:.1f} | {fn:.1f} |")
-    rem = np.mean([np.mean([v["removed_ml"] for v in r["removed"].values()]) for r in results])
-    rem_t = np.mean([np.mean([v["removed_truth_ml"] for v in r["removed"].values()]) for r in results])
-    lines += ["", f"the rule removed {rem:.1f} ml per case, of which {rem_t:.2f} ml true lesion; "
-              f"{np.mean([r['s_per_case'] for r in results]):.1f} s per case (all classes, 1 thread)"]
+    lines.append("")
+    for arm, key in (("suppress", ""), ("organ_model", "organ_model_")):
+        if arm not in results[0]["arms"]:
+            continue
+        rem = np.mean([np.mean([v[key + "removed_ml"] for v in r["removed"].values()]) for r in results])
+        rem_t = np.mean([np.mean([v[key + "removed_truth_ml"] for v in r["removed"].values()]) for r in results])
+        lines.append(f"- {arm}: removed {rem:.1f} ml per case, of which {rem_t:.2f} ml true lesion")
+    lines.append(f"- {np.mean([r['s_per_case'] for r in results]):.1f} s per case (all classes, 1 thread)")
+    maps = out / "organ_maps" / "organ_maps.json"
+    if maps.is_file():
+        info = json.loads(maps.read_text())
+        per = {n: [d[n] for d in info["dice"].values() if math.isfinite(d[n])] for n in ORGANS}
+        lines.append("- the organ model's Dice on these cases: " + ", ".join(
+            f"{n} {np.mean(v):.3f}" for n, v in per.items() if v) + f" ({info['s_per_case']:.1f} s per case, "
+            f"overlap {info['overlap']:g})")
     return "\n".join(lines)
 
 
@@ -130,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", default="all", choices=("all", "lesions"))
     ap.add_argument("--out", required=True)
     ap.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: each run's)")
+    ap.add_argument("--organ-model", default=None, help="a 'finetune --task organs' run or checkpoint: adds the arm "
+                    "organ_model (round nine)")
+    ap.add_argument("--organ-overlap", type=float, default=0.25, help="the organ model's sliding-window overlap")
     ap.add_argument("--report", action="store_true")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -141,8 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     ids = _ids(args.data, args.split, args.cases)
     runs = args.runs.split(",")
+    maps = None
+    if args.organ_model:
+        maps = str(out / "organ_maps")
+        all_organ_maps(args.organ_model, args.data, ids, Path(maps), args.organ_overlap, len(runs))
     with ProcessPoolExecutor(len(runs)) as pool:
-        for res in pool.map(score_run, runs, [args.data] * len(runs), [ids] * len(runs), [args.overlap] * len(runs)):
+        for res in pool.map(score_run, runs, [args.data] * len(runs), [ids] * len(runs), [args.overlap] * len(runs),
+                            [maps] * len(runs)):
             (out / f"{Path(res['run']).name}.json").write_text(json.dumps(res, indent=1))
     print(report(out))
     return 0

@@ -13,7 +13,8 @@ from petctfm.cli.main import main
 from petctfm.core.config import ConfigError
 from petctfm.core.errors import InputError
 from petctfm.core.labels import ORGAN_LABELS
-from petctfm.inference.postprocess import aux_organ_map, suppress_in_organs, suppression
+from petctfm.inference.postprocess import (aux_organ_map, organ_map_suppression, suppress_components,
+                                           suppress_in_organ_map, suppress_in_organs, suppression)
 
 AUX = {"liver": ORGAN_LABELS["liver"], "spleen": ORGAN_LABELS["spleen"], "bone": ORGAN_LABELS["bone"]}
 
@@ -75,6 +76,32 @@ def test_components_mostly_in_the_organs_are_removed():
     np.testing.assert_array_equal(out, probs[1])
     with pytest.raises(ValueError, match="outputs 4 classes"):
         suppress_in_organs(probs[:4], suppression(_cfg(["spleen"])))
+
+
+def test_a_separate_organ_maps_rule_is_the_same_rule():
+    """Round nine: the organs from another model's label map. The same two lesions as above, the spleen now a
+    label map: the same components go at the same fractions, and the names are the organ model's."""
+    probs = _two_lesions()
+    organs = np.where(aux_organ_map(probs) == 3, ORGAN_LABELS["spleen"], 0).astype(np.uint8)
+    mask = (probs[1] > 0.5).astype(np.uint8)
+    table = {"liver": ORGAN_LABELS["liver"], "spleen": ORGAN_LABELS["spleen"]}
+    for fraction in (0.5, 0.6, 0.8):
+        sup = organ_map_suppression(["spleen"], table, fraction)
+        assert sup == {"organs": ["spleen"], "labels": [ORGAN_LABELS["spleen"]], "fraction": fraction,
+                       "source": "organ_model"}
+        out = suppress_in_organ_map(mask, organs, sup)
+        want = suppress_in_organs(probs, suppression(_cfg(["spleen"], fraction))) > 0.5
+        assert out.dtype == np.uint8
+        np.testing.assert_array_equal(out > 0, want)
+    assert suppress_in_organ_map(mask, organs, organ_map_suppression(["spleen"], table, 0.8)).sum() == 72  # 75 % < 80 %
+    assert suppress_in_organ_map(mask, organs, organ_map_suppression(["liver"], table)).sum() == 72
+    with pytest.raises(ValueError, match="heart"):
+        organ_map_suppression(["heart"], table)
+    with pytest.raises(ValueError, match="suppress_fraction"):
+        organ_map_suppression(["liver"], table, 0.0)
+    with pytest.raises(ValueError, match="shape"):
+        suppress_components(mask, organs[:-1] > 0, 0.5)
+    assert not suppress_components(np.zeros((3, 3, 3)), np.ones((3, 3, 3), bool), 0.5).any()
 
 
 def test_finetune_config_refuses_organs_the_network_does_not_predict():

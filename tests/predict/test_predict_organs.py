@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from petctfm.cli.main import main
+from petctfm.core.errors import InputError
 from petctfm.core.labels import ORGAN_LABELS
 from petctfm.evaluate.organs import ORGAN_COLUMNS, organ_readout
 from petctfm.io.images import array_xyz
@@ -164,3 +165,28 @@ def test_rerun_with_an_organ_model_is_not_skipped(synth_tiny, tiny_model, organ_
     assert (tmp_path / "o" / "organs.csv").is_file()
     assert main(["predict", "--model", str(tiny_model), "--organs", str(organ_model), *io]) == 0
     assert "nothing to do" in capsys.readouterr().out
+
+
+def test_suppression_by_the_organ_model(synth_tiny, tiny_model, organ_model):
+    """--suppress-organs with --organs: the organ model's map decides (round nine), on the PET grid: the mask is
+    the plain mask without its components mostly inside the named organs of the written organ map."""
+    import nibabel as nib
+
+    from petctfm.inference.postprocess import suppress_in_organ_map
+
+    case = synth_tiny / "autopet" / "PETCT_0000"
+    names = [k for k, v in ORGAN_LABELS.items() if v]
+    pet, ct = nib.load(case / "SUV.nii.gz"), nib.load(case / "CT.nii.gz")
+    thr = 0.05  # a tiny model: a low threshold gives the rule components to judge
+    plain = Predictor.load(tiny_model, "cpu", overlap=0.25, organs=organ_model, threshold=thr).predict_all(pet, ct)
+    pred = Predictor.load(tiny_model, "cpu", overlap=0.25, organs=organ_model, threshold=thr, suppress_organs=names)
+    assert pred.suppress["source"] == "organ_model" and pred.suppress["labels"] == [ORGAN_LABELS[n] for n in names]
+    assert pred.describe()["inference"]["suppress_source"] == "organ_model"
+    out = pred.predict_all(pet, ct)
+    assert plain["mask"].any() and (plain["organs"] > 0).any()
+    np.testing.assert_array_equal(out["organs"], plain["organs"])
+    want = suppress_in_organ_map(plain["mask"], plain["organs"], pred.suppress)
+    np.testing.assert_array_equal(out["mask"], want)
+    assert out["mask"].sum() < plain["mask"].sum()  # the rule removed something here
+    with pytest.raises(InputError, match="organ model does not predict"):
+        Predictor.load(tiny_model, "cpu", organs=organ_model, suppress_organs=["pancreas"])

@@ -94,9 +94,10 @@ def register(subparsers) -> None:
     p.add_argument("--threshold", type=float, metavar="T", action=api_default(LOAD, "threshold"),
                    help="lesion if probability > T, T in (0, 1) (default {default})")
     p.add_argument("--suppress-organs", metavar="NAMES",
-                   help="comma-separated organs (e.g. heart,brain,bladder,kidney_left,kidney_right) in which a "
-                   "lesion model with auxiliary organ classes removes its lesion components (mostly inside the "
-                   "organs it predicts itself); 'none': off (default: the model's config; docs/predict.md)")
+                   help="comma-separated organs (e.g. heart,brain,bladder,kidney_left,kidney_right): lesion "
+                   "components mostly inside them are removed; the organs of --organs MODEL when given, else those "
+                   "the lesion model predicts itself (auxiliary organ classes); 'none': off (default: the model's "
+                   "config; docs/predict.md)")
     p.add_argument("--fast", action="store_true",
                    help="twice the model's in-plane spacing (e.g. 4x4x3 mm): ~4x fewer voxels, misses small lesions")
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1")

@@ -17,6 +17,13 @@ the background and organ channels (the lesion channel left out, :func:`aux_organ
 probability map (the removed components' probability set to 0), so the threshold, the minimum volume and the
 resampling to the PET grid that follow are unchanged. A lesion that lies mostly inside those organs (a brain
 metastasis, renal lymphoma) is removed too; the setting is empty (off) unless the run's config names organs.
+
+The organs can also come from a **separate organ model** (``petctfm predict --organs MODEL --suppress-organs
+NAMES``): :func:`organ_map_suppression` names them in that model's label table and :func:`suppress_in_organ_map`
+removes the components of a lesion mask by the organ map it predicts, with the same rule
+(:func:`suppress_components`, the one place the fraction is applied). A separate organ model is trained on organ
+labels alone, in which a hot node beside the heart is background, so it does not call lesion uptake "heart" the way
+a lesion network's runner-up class can (docs/segmentation-recipe.md, rounds eight and nine).
 """
 
 from __future__ import annotations
@@ -103,30 +110,67 @@ def aux_organ_map(probs: np.ndarray) -> np.ndarray:
     return np.where(best > probs[0], organ, np.int16(0))
 
 
+def suppress_components(mask: np.ndarray, inside: np.ndarray, fraction: float) -> np.ndarray:
+    """``mask`` (X, Y, Z) as bool, without every 18-connected component of which at least ``fraction`` of the
+    voxels lie in ``inside`` (X, Y, Z) bool."""
+    import cc3d
+
+    mask = np.asarray(mask) > 0
+    inside = np.asarray(inside, bool)
+    if inside.shape != mask.shape:
+        raise ValueError(f"organ map of shape {inside.shape} for a lesion mask of shape {mask.shape}")
+    comps = cc3d.connected_components(mask, connectivity=CONNECTIVITY)
+    n = int(comps.max())
+    if n == 0:
+        return mask
+    total = np.bincount(comps.ravel(), minlength=n + 1)
+    hit = np.bincount(comps[inside].ravel(), minlength=n + 1)
+    drop = np.zeros(n + 1, bool)
+    drop[1:] = hit[1:] >= float(fraction) * total[1:]
+    return mask & ~drop[comps]
+
+
+def organ_map_suppression(names: Sequence[str], classes: Mapping[str, int], fraction: float = 0.5) -> dict[str, Any]:
+    """The organ suppression by a separate organ model's map: ``{"organs": [names], "labels": [label value of each
+    in the organ model's table ``classes`` (name -> value)], "fraction": float, "source": "organ_model"}``; a
+    name the organ model does not predict raises ValueError."""
+    names = [str(n) for n in names]
+    missing = [n for n in names if n not in classes]
+    if missing:
+        raise ValueError(f"suppress_organs names {missing}, which the organ model does not predict "
+                         f"(its classes: {', '.join(classes) or 'none'})")
+    if not 0 < float(fraction) <= 1:
+        raise ValueError(f"suppress_fraction must be in (0, 1], got {fraction}")
+    return {"organs": names, "labels": [int(classes[n]) for n in names], "fraction": float(fraction),
+            "source": "organ_model"}
+
+
+def suppress_in_organ_map(mask: np.ndarray, organs: np.ndarray, sup: Mapping[str, Any]) -> np.ndarray:
+    """uint8 lesion ``mask`` (X, Y, Z) without the components with at least ``sup["fraction"]`` of their voxels in
+    the organs ``sup["labels"]`` of the organ label map ``organs`` (X, Y, Z, same grid; from a separate organ
+    model). ``sup``: from :func:`organ_map_suppression`."""
+    inside = np.isin(np.asarray(organs), np.asarray(sup["labels"]))
+    return suppress_components(mask, inside, sup["fraction"]).astype(np.uint8)
+
+
 def suppress_in_organs(probs: np.ndarray, sup: Mapping[str, Any], threshold: float = 0.5) -> np.ndarray:
     """The lesion probability (X, Y, Z) float32 of class probabilities ``probs`` (K, X, Y, Z), with every
     18-connected component of ``prob > threshold`` removed (probability 0) when at least ``sup["fraction"]``
     of its voxels lie in the organ channels ``sup["channels"]`` (:func:`aux_organ_map`). ``sup``: from
     :func:`suppression`."""
-    import cc3d
-
     probs = np.asarray(probs)
     if probs.shape[0] != 2 + int(sup["aux_channels"]):
         raise ValueError(f"the network outputs {probs.shape[0]} classes; the config's suppression expects "
                          f"{2 + int(sup['aux_channels'])} (background, lesion and {sup['aux_channels']} organs)")
     prob = np.array(probs[1], dtype=np.float32)
-    comps = cc3d.connected_components(prob > threshold, connectivity=CONNECTIVITY)
-    n = int(comps.max())
-    if n == 0:
+    mask = prob > threshold
+    if not mask.any():
         return prob
     inside = np.isin(aux_organ_map(probs), np.asarray(sup["channels"], np.int16))
-    total = np.bincount(comps.ravel(), minlength=n + 1)
-    hit = np.bincount(comps[inside].ravel(), minlength=n + 1)
-    drop = np.zeros(n + 1, bool)
-    drop[1:] = hit[1:] >= float(sup["fraction"]) * total[1:]
-    prob[drop[comps]] = 0.0
+    prob[mask & ~suppress_components(mask, inside, sup["fraction"])] = 0.0
     return prob
 
 
 __all__ = ["CONNECTIVITY", "min_voxels", "remove_small_components", "min_lesion_ml", "lesion_mask",
-           "choose_min_ml", "suppression", "aux_organ_map", "suppress_in_organs"]
+           "choose_min_ml", "suppression", "aux_organ_map", "suppress_in_organs", "suppress_components",
+           "organ_map_suppression", "suppress_in_organ_map"]

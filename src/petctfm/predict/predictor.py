@@ -130,7 +130,9 @@ class Predictor:
     resample_device: torch.device | None = None
     weights_digest: str = ""  # BLAKE2b of the checkpoint file (summary.json: model.weights_blake2b)
     organs: "Predictor | None" = None  # the organ model of --organs (None: none, or this model is one)
-    #: organ suppression (inference.postprocess.suppression; None: off): the config's, or --suppress-organs
+    #: organ suppression (None: off): the lesion model's own organs (inference.postprocess.suppression: the
+    #: config's, or --suppress-organs) or, with ``source`` "organ_model", the organ model's map
+    #: (inference.postprocess.organ_map_suppression: --suppress-organs with --organs)
     suppress: dict[str, Any] | None = None
 
     @classmethod
@@ -142,9 +144,11 @@ class Predictor:
         checkpoint (safetensors only). A missing path or a file that is not a petctfm segmentation model
         raises a one-line :class:`InputError` naming it. ``organs``: an organ model (``finetune --task organs``)
         run beside the lesion model (``organs.nii.gz``, ``organs.csv``; docs/organs.md); ``model`` itself may be
-        an organ model (organ outputs only). ``suppress_organs``: the lesion components to remove in the model's
-        own predicted organs (``postprocess.suppress_organs``; None: the model config's; empty: none); a name
-        that the model does not predict is an InputError."""
+        an organ model (organ outputs only). ``suppress_organs``: the organs in which lesion components are
+        removed (None: the model config's ``postprocess.suppress_organs``, in the lesion model's own auxiliary
+        organs; empty: none). Given with ``organs``, the names are the organ model's and its organ map decides
+        (:func:`petctfm.inference.postprocess.organ_map_suppression`); without it, the lesion model's own
+        auxiliary organs. A name the deciding model does not predict is an InputError."""
         from petctfm.inference.model import is_organ_model, load_segmenter
 
         check_options(overlap=overlap, tta=tta, threshold=threshold, sw_batch_size=sw_batch_size)
@@ -162,7 +166,7 @@ class Predictor:
         net, cfg, path = load_segmenter(model)
         if not (cfg.get("preprocessing") or {}).get("normalization"):
             raise InputError(f"{path}: model config has no preprocessing.normalization (not a fine-tuned model)")
-        sup = _suppression(cfg, path, suppress_organs)
+        sup = _suppression(cfg, path, suppress_organs, organ_predictor)
         ov = float(cfg["val"]["overlap"] if overlap is None else overlap)
         dev = resolve_device(device)
         spacing, window, source = harmonize_settings(cfg)
@@ -233,7 +237,8 @@ class Predictor:
                           "blending": "gaussian", "tta_flips": self.tta or 1, "threshold": self.threshold,
                           "min_lesion_ml": min_lesion_ml(cfg),
                           "suppress_organs": list(self.suppress["organs"]) if self.suppress else [],
-                          "suppress_fraction": self.suppress["fraction"] if self.suppress else None},
+                          "suppress_fraction": self.suppress["fraction"] if self.suppress else None,
+                          "suppress_source": self.suppress.get("source", "lesion_model") if self.suppress else None},
         }
 
     def predict(self, pet: Any, ct: Any, organs: Any = None, case_id: str = "case", patient: dict[str, Any] | None = None
@@ -269,7 +274,7 @@ class Predictor:
         """Stages 3-4 of a prepared case: ``(mask, lesion_table, summary, timings in s, organs)``; ``mask`` None
         for an organ-only model; ``organs`` None without an organ model, else ``{"map": (X, Y, Z) uint8 on the
         PET grid, "rows": organs.csv rows, "classes": name -> value}`` (stage ``organs`` in the timings)."""
-        from petctfm.inference.postprocess import lesion_mask, min_lesion_ml
+        from petctfm.inference.postprocess import lesion_mask, min_lesion_ml, suppress_in_organ_map
         from petctfm.predict import organs as organ_out
 
         timings = dict(prep.timings)
@@ -296,6 +301,8 @@ class Predictor:
             t1 = time.perf_counter()
             prob_pet = to_pet_grid(prob, prep.harmonized["reference"], pet, self.resample_device)
             mask = lesion_mask(prob_pet, pet.GetSpacing(), min_lesion_ml(self.config), self.threshold)
+            if self.suppress and self.suppress.get("source") == "organ_model":  # the organ model's map decides
+                mask = suppress_in_organ_map(mask, org["map"], self.suppress)
             result = outputs.quantify(mask, pet, organ_img, prep.harmonized)
             timings.update(inference=t1 - t0, postprocess=time.perf_counter() - t1)
         if org is not None:
@@ -401,8 +408,9 @@ def prepare(case: SourceCase, predictor: Predictor) -> Prepared:
 
 def infer(x: np.ndarray, bg: np.ndarray, predictor: Predictor) -> np.ndarray:
     """Stage 3: lesion probability (X, Y, Z) float32 on the harmonized grid; mean over the TTA flips; the lesion
-    components in the model's own predicted organs removed when the predictor suppresses organs."""
-    if predictor.suppress:
+    components in the model's own predicted organs removed when the predictor suppresses organs by them (an organ
+    model's suppression acts on the mask, in :meth:`Predictor.predict_prepared`)."""
+    if predictor.suppress and predictor.suppress.get("source") != "organ_model":
         return predict_case(predictor.model, x, predictor.patch, predictor.overlap, predictor.device, bg=bg,
                             sw_batch_size=predictor.sw_batch_size, tta=predictor.tta, suppress=predictor.suppress,
                             threshold=predictor.threshold)[0]
@@ -410,16 +418,25 @@ def infer(x: np.ndarray, bg: np.ndarray, predictor: Predictor) -> np.ndarray:
                               sw_batch_size=predictor.sw_batch_size, tta=predictor.tta)
 
 
-def _suppression(cfg: dict[str, Any], path: Path, names: Sequence[str] | None) -> dict[str, Any] | None:
-    """The organ suppression of a lesion model (:func:`petctfm.inference.postprocess.suppression`): the config's,
-    or ``names`` instead (empty: off); a name the model does not predict is a one-line InputError."""
+def _suppression(cfg: dict[str, Any], path: Path, names: Sequence[str] | None,
+                 organ_model: "Predictor | None" = None) -> dict[str, Any] | None:
+    """The organ suppression of a lesion model: ``names`` given with an ``organ_model``: by its organ map
+    (:func:`petctfm.inference.postprocess.organ_map_suppression`); else by the lesion model's own auxiliary
+    organs (:func:`petctfm.inference.postprocess.suppression`: the config's, or ``names`` instead; empty: off). A
+    name the deciding model does not predict is a one-line InputError."""
     from petctfm.inference.model import is_organ_model
-    from petctfm.inference.postprocess import suppression
+    from petctfm.inference.postprocess import organ_map_suppression, suppression
 
     if is_organ_model(cfg):
         if names:
             raise InputError(f"{path}: --suppress-organs applies to a lesion model, not an organ model")
         return None
+    if names and organ_model is not None:
+        fraction = float((cfg.get("postprocess") or {}).get("suppress_fraction", 0.5))
+        try:
+            return organ_map_suppression(names, organ_classes(organ_model), fraction)
+        except ValueError as exc:
+            raise InputError(f"{organ_model.path}: {exc}") from None
     if names is not None:
         cfg = {**cfg, "postprocess": {**(cfg.get("postprocess") or {}), "suppress_organs": list(names)}}
     try:
