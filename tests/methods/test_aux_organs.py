@@ -121,3 +121,32 @@ def test_the_recipe_plan_adds_the_organs_when_every_case_has_them(organs_ds, tmp
     plain = write_toy_dataset(tmp_path / "plain", n_cases=4, shape=(32, 32, 40))
     task_cfg, _ = finetune_configs(plain, tmp_path / "r3", backbone="nnunet-plain", plan="cpu", plan_step_seconds=0)
     assert not task_cfg["plan"]["aux_organs"] and not task_cfg["task"].get("aux_classes")
+
+
+def test_organ_runs_are_not_timed_unless_asked(organs_ds, tmp_path, monkeypatch):
+    """The cpu target's step-time budget was chosen on lesion runs: a lesion run is timed by default, an organ
+    run plans the target's untimed patch (round nine: timed, the organs lost their context), unless a budget is
+    given."""
+    import numpy as np
+
+    from petctfm.methods.segmentation import plan as P
+    from petctfm.methods.segmentation.api import finetune_configs
+
+    calls = []
+
+    def fake_measure(backbone, net, patch, **kw):
+        calls.append(list(patch))
+        return float(np.prod(patch)) / 16 ** 3
+
+    monkeypatch.setattr(P, "measure_step", fake_measure)
+    untimed, _ = finetune_configs(organs_ds, tmp_path / "u", backbone="nnunet-plain", plan="cpu", plan_step_seconds=0)
+    lesion, _ = finetune_configs(organs_ds, tmp_path / "l", backbone="nnunet-plain", plan="cpu")
+    assert calls and "timing" in lesion["plan"] and lesion["plan"]["rule"]["step_seconds"] == P.STEP_SECONDS
+    assert np.prod(lesion["data"]["patch_size"]) < np.prod(untimed["data"]["patch_size"])
+    calls.clear()
+    organs, _ = finetune_configs(organs_ds, tmp_path / "o", backbone="nnunet-plain", plan="cpu", task="organs")
+    assert not calls and "timing" not in organs["plan"] and organs["plan"]["rule"]["step_seconds"] is None
+    assert organs["data"]["patch_size"] == untimed["data"]["patch_size"]
+    timed, _ = finetune_configs(organs_ds, tmp_path / "t", backbone="nnunet-plain", plan="cpu", task="organs",
+                                plan_step_seconds=1.0)
+    assert calls and timed["plan"]["rule"]["step_seconds"] == 1.0 and "timing" in timed["plan"]

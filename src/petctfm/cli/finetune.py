@@ -71,7 +71,7 @@ def register(subparsers) -> None:
     p.add_argument("--plan-step-seconds", type=float, default=None, metavar="S",
                    help="with --plan: the step-time budget on this machine; the planner times a training step and "
                    "shrinks the patch until it fits (the CPU's analogue of nnU-Net's GPU-memory target). Default: "
-                   "the target's (cpu: 1 s; gpu: none); 0 = untimed")
+                   "the target's (cpu: 1 s for a lesion run, none for --task organs; gpu: none); 0 = untimed")
     p.add_argument("--task", choices=["lesions", "organs"], default=None,
                    help="what to segment: lesions (label.npy, 2 classes; the default) or organs (the dataset's "
                    "organs.npy, one class per organ; docs/organs.md)")

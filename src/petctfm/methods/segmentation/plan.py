@@ -23,8 +23,8 @@ budget they are sized against (``docs/segmentation-recipe.md`` says why and show
    sliding window: ``overlap`` 0.25 on the ``cpu`` target (:data:`OVERLAP_CPU`, chosen on validation), nnU-Net's
    0.5 on the ``gpu`` target.
 
-5. **A step-time budget** (``step_seconds``, the ``cpu`` target's default :data:`STEP_SECONDS`;
-   :func:`timed_patch_voxels`): the CPU's analogue of
+5. **A step-time budget** (``step_seconds``, the ``cpu`` target's default :data:`STEP_SECONDS` for a lesion
+   run; an organ run is untimed unless given one; :func:`timed_patch_voxels`): the CPU's analogue of
    nnU-Net's GPU-memory target. The ``cpu`` numbers above give a step of about a second on the AMX VM they were
    measured on, and 7 s on a CPU without native bf16 (docs/segmentation-recipe.md, "The machine matters"). With a
    budget, the planner times one training step of the planned network and patch on this machine
@@ -58,7 +58,8 @@ AUX_ORGANS = True
 #: The ``cpu`` target's step-time budget (item 5), seconds per training step on this machine: the step the
 #: ``cpu`` numbers had on the AMX VM where the recipe was tuned. Chosen on validation on an AMD CPU without
 #: native bf16 (docs/segmentation-recipe.md, "the plan with a step-time budget": +0.110 Dice over the untimed
-#: plan at 30 CPU-minutes, paired CI above 0).
+#: plan at 30 CPU-minutes, paired CI above 0). Lesion runs only: an organ run is untimed unless given a budget
+#: (``api.apply_plan``; timed, an organ model lost its context: docs/segmentation-recipe.md, round nine).
 STEP_SECONDS = 1.0
 #: The ``cpu`` target's sliding-window overlap for a lesion run (``val.overlap``: validation, ``predict_split`` and
 #: ``petctfm predict`` of the run). nnU-Net's 0.5 covers a voxel by about 8 windows, 0.25 by 2.4: round seven of
