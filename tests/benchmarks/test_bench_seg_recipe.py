@@ -219,12 +219,14 @@ def test_timed_row_calibrates_with_the_budget_and_trains_every_seed_on_the_calib
 
 
 def test_organ_suppression_scores_every_arm_from_one_pass(tmp_path):
-    """benchmarks/organ_suppression.py (round eight): the arms of one run on a split, and the report's table."""
+    """benchmarks/organ_suppression.py (rounds eight and nine): the arms of one run on a split, the organ model's
+    maps and arm, and the report's table."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import organ_suppression as osup
     from quick_train import make_tiny_model
 
     from petctfm.core.labels import ORGAN_LABELS
+    from petctfm.data import format as fmt
     from petctfm.train.checkpoint import load_model
 
     aux = {k: v for k, v in ORGAN_LABELS.items() if v}
@@ -240,9 +242,32 @@ def test_organ_suppression_scores_every_arm_from_one_pass(tmp_path):
         assert sup["fp_volume_ml"] <= none["fp_volume_ml"] + 1e-9  # the rule only removes
         assert 0 <= res["removed"][cid]["removed_truth_ml"] <= res["removed"][cid]["removed_ml"]
         assert res["arms"]["t0.9"][cid]["fp_volume_ml"] <= none["fp_volume_ml"] + 1e-9
-    (tmp_path / "out").mkdir()
+    # round nine: a separate organ model's maps (a tiny organ model, 3 steps on the same cases)
+    from quick_train import train_and_save
+
+    from petctfm.core.config import deep_merge
+    from petctfm.methods.segmentation.presets import get_preset
+    from petctfm.methods.segmentation.task import DEFAULT_CONFIG, FinetuneTask
+
+    cfg = deep_merge(DEFAULT_CONFIG, get_preset("tiny")["task"])
+    cfg["data"].update(patch_size=[16, 16, 16], augment=False, batch_size=2)
+    cfg["task"] = {"name": "organs", "classes": aux}
+    cfg["subset"] = {"name": "train", "cases": ids}
+    organ_run = train_and_save(FinetuneTask(cfg, data), tmp_path / "organ_run", 3)
+    maps = tmp_path / "out" / "organ_maps"
+    info = osup.all_organ_maps(str(organ_run), data, ids, maps, 0.25, workers=1)
+    assert sorted(info["dice"]) == sorted(ids) and set(info["dice"][ids[0]]) == set(osup.ORGANS)
+    assert all(0 <= d <= 1 for v in info["dice"].values() for d in v.values() if d == d)
+    res = osup.score_run(str(run), data, ids, overlap=0.25, maps=str(maps))
+    for cid in ids:
+        lab = np.load(maps / f"{cid}.npy")
+        assert lab.shape == np.asarray(fmt.load_case(data, cid, mmap=True)["label"]).shape
+        om, none = res["arms"]["organ_model"][cid], res["arms"]["none"][cid]
+        assert om["fp_volume_ml"] <= none["fp_volume_ml"] + 1e-9
+        assert 0 <= res["removed"][cid]["organ_model_removed_truth_ml"] <= res["removed"][cid]["organ_model_removed_ml"]
     (tmp_path / "out" / "run.json").write_text(json.dumps(res))
     table = osup.report(tmp_path / "out")
-    assert "| suppress |" in table and "| t0.9 |" in table and "the rule removed" in table
+    assert "| suppress |" in table and "| t0.9 |" in table and "| organ_model |" in table
+    assert "- suppress: removed" in table and "- organ_model: removed" in table and "the organ model's Dice" in table
     with pytest.raises(SystemExit, match="test"):
         osup.main(["--runs", str(run), "--data", data, "--split", "test", "--out", str(tmp_path / "o2")])
