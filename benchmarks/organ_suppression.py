@@ -58,33 +58,26 @@ def organ_maps(organ_model: str, data: str, ids: list[str], out: Path, overlap: 
 
     torch.set_num_threads(1)
     from petctfm.data import format as fmt
+    from petctfm.evaluate.organs import organ_case_metrics
     from petctfm.inference.model import load_segmenter, output_classes
-    from petctfm.inference.normalize import normalized_input
-    from petctfm.inference.sliding_window import predict_labels
+    from petctfm.predict.split import case_label_map
 
     model, cfg, path = load_segmenter(organ_model)
     model.eval()
     classes = output_classes(cfg)
+    rule = {name: classes[name] for name in ORGANS}
     out.mkdir(parents=True, exist_ok=True)
     dice: dict[str, dict[str, float]] = {}
     seconds = []
     for cid in ids:
         case = fmt.load_case(data, cid, mmap=True)
-        x, bg = normalized_input(np.asarray(case["image"]), cfg)
         t0 = time.perf_counter()
-        labels = predict_labels(model, x, cfg["data"]["patch_size"], list(classes.values()), overlap, bg=bg,
-                                sw_batch_size=int(cfg["val"]["sw_batch_size"]),
-                                flip_axes=cfg["data"].get("flip_axes", (0, 1, 2)))
+        labels = case_label_map(model, cfg, np.asarray(case["image"]), overlap)
         seconds.append(time.perf_counter() - t0)
         np.save(out / f"{cid}.npy", labels)
-        truth = case.get("organs")
-        if truth is not None:
-            truth = np.asarray(truth)
-            dice[cid] = {}
-            for name in ORGANS:
-                a, b = labels == classes[name], truth == classes[name]
-                s = int(a.sum() + b.sum())
-                dice[cid][name] = float(2 * (a & b).sum() / s) if s else float("nan")
+        if case.get("organs") is not None:
+            m = organ_case_metrics(labels, np.asarray(case["organs"]), rule, fmt.case_spacing(case["meta"]), nsd=False)
+            dice[cid] = {name: m[name]["dice"] for name in ORGANS}
     return {"organ_model": str(path), "overlap": overlap, "classes": {k: int(v) for k, v in classes.items()},
             "dice": dice, "seconds": seconds}
 
@@ -146,17 +139,22 @@ def score_run(run: str, data: str, ids: list[str], overlap: float | None = None,
         arms["suppress"][cid] = case_metrics(kept, truth, spacing)
         for t in THRESHOLDS:
             arms[f"t{t:g}"][cid] = case_metrics(lesion_mask(probs[1], spacing, threshold=t), truth, spacing)
-        gone = (plain > 0) & ~(kept > 0)
-        removed[cid] = {"removed_ml": float(gone.sum() * voxel_ml), "removed_truth_ml": float((gone & truth).sum() * voxel_ml)}
+        removed[cid] = _removed(plain, kept, truth, voxel_ml)
         if om_sup is not None:
             kept_om = suppress_in_organ_map(plain, np.load(Path(maps) / f"{cid}.npy"), om_sup)
             arms["organ_model"][cid] = case_metrics(kept_om, truth, spacing)
-            gone = (plain > 0) & ~(kept_om > 0)
-            removed[cid].update(organ_model_removed_ml=float(gone.sum() * voxel_ml),
-                                organ_model_removed_truth_ml=float((gone & truth).sum() * voxel_ml))
+            removed[cid].update(_removed(plain, kept_om, truth, voxel_ml, "organ_model_"))
     return {"run": run, "data": data, "cases": ids, "overlap": overlap, "patch": cfg["data"]["patch_size"],
             "steps": summary.get("steps"), "organs": ORGANS, "fraction": FRACTION, "arms": arms, "removed": removed,
             "s_per_case": float(np.mean(seconds)) if seconds else float("nan")}
+
+
+def _removed(plain: np.ndarray, kept: np.ndarray, truth: np.ndarray, voxel_ml: float, prefix: str = "") -> dict:
+    """What a rule took out of the ``plain`` mask to leave ``kept``: ``{prefix}removed_ml`` and, of it, the true
+    lesion ``{prefix}removed_truth_ml``."""
+    gone = (plain > 0) & ~(kept > 0)
+    return {f"{prefix}removed_ml": float(gone.sum() * voxel_ml),
+            f"{prefix}removed_truth_ml": float((gone & truth).sum() * voxel_ml)}
 
 
 def _seed_mean(results: list[dict], arm: str, key: str = "dice") -> dict[str, float]:
