@@ -80,6 +80,12 @@ def choose_min_ml(scores: Mapping[float, float]) -> float:
     return min(k for k, v in finite.items() if v >= best - 1e-12)
 
 
+def suppress_fraction(cfg: Mapping[str, Any]) -> float:
+    """A lesion config's ``postprocess.suppress_fraction`` (absent: 0.5, the setting's default): the share of a
+    component's voxels in the named organs at which organ suppression removes it."""
+    return float((cfg.get("postprocess") or {}).get("suppress_fraction", 0.5))
+
+
 def suppression(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     """A lesion config's organ suppression, or None (off: ``postprocess.suppress_organs`` empty or absent, as in
     runs made before it existed): ``{"organs": [names], "channels": [output channel of each named organ],
@@ -95,7 +101,7 @@ def suppression(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
         raise ValueError(f"postprocess.suppress_organs names {missing}, which the network does not predict "
                          f"(task.aux_classes: {aux or 'none'})")
     return {"organs": names, "channels": [2 + aux.index(n) for n in names], "aux_channels": len(aux),
-            "fraction": float(post.get("suppress_fraction", 0.5))}
+            "fraction": suppress_fraction(cfg)}
 
 
 def aux_organ_map(probs: np.ndarray) -> np.ndarray:
@@ -172,5 +178,5 @@ def suppress_in_organs(probs: np.ndarray, sup: Mapping[str, Any], threshold: flo
 
 
 __all__ = ["CONNECTIVITY", "min_voxels", "remove_small_components", "min_lesion_ml", "lesion_mask",
-           "choose_min_ml", "suppression", "aux_organ_map", "suppress_in_organs", "suppress_components",
+           "choose_min_ml", "suppress_fraction", "suppression", "aux_organ_map", "suppress_in_organs", "suppress_components",
            "organ_map_suppression", "suppress_in_organ_map"]

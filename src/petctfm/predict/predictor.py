@@ -425,16 +425,15 @@ def _suppression(cfg: dict[str, Any], path: Path, names: Sequence[str] | None,
     organs (:func:`petctfm.inference.postprocess.suppression`: the config's, or ``names`` instead; empty: off). A
     name the deciding model does not predict is a one-line InputError."""
     from petctfm.inference.model import is_organ_model
-    from petctfm.inference.postprocess import organ_map_suppression, suppression
+    from petctfm.inference.postprocess import organ_map_suppression, suppress_fraction, suppression
 
     if is_organ_model(cfg):
         if names:
             raise InputError(f"{path}: --suppress-organs applies to a lesion model, not an organ model")
         return None
     if names and organ_model is not None:
-        fraction = float((cfg.get("postprocess") or {}).get("suppress_fraction", 0.5))
         try:
-            return organ_map_suppression(names, organ_classes(organ_model), fraction)
+            return organ_map_suppression(names, organ_classes(organ_model), suppress_fraction(cfg))
         except ValueError as exc:
             raise InputError(f"{organ_model.path}: {exc}") from None
     if names is not None:
