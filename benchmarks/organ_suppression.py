@@ -6,7 +6,9 @@ Every arm comes from ONE forward pass per case and run (the class probabilities 
 weights as the ablation scores them): ``none`` (``prob > 0.5``), ``suppress`` (the pre-registered rule:
 components with >= 50 % of their voxels in the predicted heart, brain, bladder or kidneys removed,
 :func:`petctfm.inference.postprocess.suppress_in_organs`), and the exploratory thresholds ``t0.6`` .. ``t0.9``.
-Per case it also records what the rule removed: its volume and the true-lesion volume inside it.
+Per case it also records what the rule removed: its volume and the true-lesion volume inside it; and, where the
+case has ground-truth organs, the true lesion lying in the rule's organs (``petctfm synth --organ-metastases``
+puts lesions there; the default phantoms never do) and how much of it each arm's mask keeps.
 
 Round nine (pre-registered 2026-12-07 12:14 UTC): with ``--organ-model RUN`` (a ``finetune --task organs`` run
 folder or checkpoint), the arm ``organ_model`` applies the same organs and fraction with the organs taken from
@@ -135,18 +137,40 @@ def score_run(run: str, data: str, ids: list[str], overlap: float | None = None,
         voxel_ml = float(np.prod(spacing)) / 1000.0
         plain = lesion_mask(probs[1], spacing)
         kept = lesion_mask(suppress_in_organs(probs, sup), spacing)
+        in_organs = _truth_in_rule_organs(case, truth)
         arms["none"][cid] = case_metrics(plain, truth, spacing)
         arms["suppress"][cid] = case_metrics(kept, truth, spacing)
         for t in THRESHOLDS:
             arms[f"t{t:g}"][cid] = case_metrics(lesion_mask(probs[1], spacing, threshold=t), truth, spacing)
-        removed[cid] = _removed(plain, kept, truth, voxel_ml)
+        removed[cid] = {**_removed(plain, kept, truth, voxel_ml), **_kept_in_organs(in_organs, voxel_ml, none=plain,
+                                                                                    suppress=kept)}
         if om_sup is not None:
             kept_om = suppress_in_organ_map(plain, np.load(Path(maps) / f"{cid}.npy"), om_sup)
             arms["organ_model"][cid] = case_metrics(kept_om, truth, spacing)
             removed[cid].update(_removed(plain, kept_om, truth, voxel_ml, "organ_model_"))
+            removed[cid].update(_kept_in_organs(in_organs, voxel_ml, organ_model=kept_om))
     return {"run": run, "data": data, "cases": ids, "overlap": overlap, "patch": cfg["data"]["patch_size"],
             "steps": summary.get("steps"), "organs": ORGANS, "fraction": FRACTION, "arms": arms, "removed": removed,
             "s_per_case": float(np.mean(seconds)) if seconds else float("nan")}
+
+
+def _truth_in_rule_organs(case: dict, truth: np.ndarray) -> np.ndarray | None:
+    """The true lesion voxels whose ground-truth organ is one of the rule's :data:`ORGANS` (bool, the case's
+    grid), or None for a case without an organ map."""
+    if case.get("organs") is None:
+        return None
+    from petctfm.core.labels import ORGAN_LABELS
+
+    return truth & np.isin(np.asarray(case["organs"]), [ORGAN_LABELS[n] for n in ORGANS])
+
+
+def _kept_in_organs(in_organs: np.ndarray | None, voxel_ml: float, **masks: np.ndarray) -> dict:
+    """``truth_in_organs_ml`` (the volume of ``in_organs``) and, per named mask, ``{name}_in_organs_ml``: how much
+    of it that mask keeps; empty without an organ map."""
+    if in_organs is None:
+        return {}
+    return {"truth_in_organs_ml": float(in_organs.sum() * voxel_ml),
+            **{f"{k}_in_organs_ml": float(((m > 0) & in_organs).sum() * voxel_ml) for k, m in masks.items()}}
 
 
 def _removed(plain: np.ndarray, kept: np.ndarray, truth: np.ndarray, voxel_ml: float, prefix: str = "") -> dict:
@@ -193,6 +217,13 @@ def report(out: Path) -> str:
         rem = np.mean([np.mean([v[key + "removed_ml"] for v in r["removed"].values()]) for r in results])
         rem_t = np.mean([np.mean([v[key + "removed_truth_ml"] for v in r["removed"].values()]) for r in results])
         lines.append(f"- {arm}: removed {rem:.1f} ml per case, of which {rem_t:.2f} ml true lesion")
+    inside = [v for r in results for v in r["removed"].values() if v.get("truth_in_organs_ml", 0) > 0]
+    if inside:  # true lesion in the rule's organs (an --organ-metastases cohort): how much each arm keeps
+        tot = sum(v["truth_in_organs_ml"] for v in inside)
+        kept = ", ".join(f"{arm} {sum(v[f'{arm}_in_organs_ml'] for v in inside) / tot:.0%}"
+                         for arm in ("none", "suppress", "organ_model") if f"{arm}_in_organs_ml" in inside[0])
+        lines.append(f"- true lesion inside {', '.join(ORGANS)} (ground-truth organs): {tot / len(results):.1f} ml "
+                     f"in {len(inside) // len(results)} cases; share of it kept: {kept}")
     lines.append(f"- {np.mean([r['s_per_case'] for r in results]):.1f} s per case (all classes, 1 thread)")
     maps = out / "organ_maps" / "organ_maps.json"
     if maps.is_file():

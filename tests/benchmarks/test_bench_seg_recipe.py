@@ -271,3 +271,27 @@ def test_organ_suppression_scores_every_arm_from_one_pass(tmp_path):
     assert "- suppress: removed" in table and "- organ_model: removed" in table and "the organ model's Dice" in table
     with pytest.raises(SystemExit, match="test"):
         osup.main(["--runs", str(run), "--data", data, "--split", "test", "--out", str(tmp_path / "o2")])
+
+
+def test_organ_suppression_counts_true_lesion_inside_the_rule_organs():
+    """What each arm keeps of the true lesion lying in the rule's organs (an --organ-metastases cohort), by hand."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import organ_suppression as osup
+
+    from petctfm.core.labels import ORGAN_LABELS
+
+    organs = np.zeros((4, 4, 4), np.uint8)
+    organs[:2] = ORGAN_LABELS["brain"]  # a rule organ
+    organs[2:] = ORGAN_LABELS["liver"]  # not one
+    truth = np.zeros_like(organs, bool)
+    truth[0, :2, :2] = True  # 4 voxels in the brain
+    truth[3, :2, :2] = True  # 4 in the liver: not counted
+    inside = osup._truth_in_rule_organs({"organs": organs}, truth)
+    assert inside.sum() == 4 and not inside[3].any()
+    assert osup._truth_in_rule_organs({"organs": None}, truth) is None
+    plain = truth.astype(np.uint8)
+    kept = plain.copy()
+    kept[0, 0, :2] = 0  # the rule took 2 of the 4 brain voxels
+    got = osup._kept_in_organs(inside, 0.5, none=plain, suppress=kept)
+    assert got == {"truth_in_organs_ml": 2.0, "none_in_organs_ml": 2.0, "suppress_in_organs_ml": 1.0}
+    assert osup._kept_in_organs(None, 0.5, none=plain) == {}

@@ -43,6 +43,7 @@ GOLDEN = {
 def test_default_case_is_bit_identical_to_before(index):
     assert _case_hash(generate_case(index, 0, size="tiny")) == GOLDEN[index]
     assert _case_hash(generate_case(index, 0, size="tiny", metabolic_structure=False)) == GOLDEN[index]
+    assert _case_hash(generate_case(index, 0, size="tiny", organ_metastases=False)) == GOLDEN[index]
 
 
 def test_structure_changes_organ_uptake_only():

@@ -24,6 +24,8 @@ petctfm synth --out data/pairs --cases 8 --seed 0 --size tiny --followup
 
 # 150 FDG phantoms whose organ uptake has a known correlation structure (for experiment metabolic-network)
 petctfm synth --out data/metab --cases 150 --seed 0 --size tiny --tracers fdg --formats autopet --metabolic-structure
+# lesions also inside the brain, kidneys, heart and bladder (to measure what organ-based post-processing removes)
+petctfm synth --out data/om --cases 48 --seed 11 --size small --formats autopet --organ-metastases
 """
 
 
@@ -59,6 +61,10 @@ def register(subparsers) -> None:
                    help="organ uptake follows patient-level latent factors (a known organ correlation matrix and a "
                    "lymphoma-vs-reference difference, written to OUT/organ_covariance.json; docs/synthetic-data.md); "
                    "off by default, so existing seeds give the same bytes")
+    p.add_argument("--organ-metastases", action="store_true",
+                   help="advanced cases may also get lesions inside the brain, kidneys, heart or bladder (sites the "
+                   "default phantoms never use; enriched rates, docs/synthetic-data.md), counted per case in "
+                   "metadata.csv (organ_metastases); off by default, so existing seeds give the same bytes")
     p.add_argument("--followup", action="store_true",
                    help="write N baseline + follow-up pairs instead (the baseline is the normal case; the follow-up "
                    "has its own pose, weight, scanner site and a drawn PERCIST response, CMR/PMR/SMD/PMD in turn) as "
@@ -82,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_followup(args, options)
     with flags({"n_cases": "--cases"}):
         rows = synthesize(args.out, n_cases=args.cases, seed=args.seed, progress=not args.no_progress,
-                          metabolic_structure=args.metabolic_structure, **options)
+                          metabolic_structure=args.metabolic_structure,
+                          organ_metastases=getattr(args, "organ_metastases", False), **options)
     formats = check_formats(options.get("formats") or FORMATS)
     n_pos = sum(1 for r in rows if str(r.get("n_lesions", "")) not in ("", "0"))
     print(f"wrote {len(rows)} cases ({n_pos} with lesions) in {', '.join(formats)} to {args.out}; "
@@ -99,6 +106,9 @@ def _run_followup(args: argparse.Namespace, options: dict) -> int:
     if "formats" in options:
         raise UsageError("--formats does not apply to --followup (it writes OUT/pairs/, autoPET-style)",
                          arg="formats")
+    if getattr(args, "organ_metastases", False):
+        raise UsageError("--organ-metastases does not apply to --followup (its pairs use the default lesion sites)",
+                         arg="organ_metastases")
     with flags({"n_cases": "--cases"}):
         rows = synthesize_pairs(args.out, n_pairs=args.cases, seed=args.seed, progress=not args.no_progress,
                                 metabolic_structure=args.metabolic_structure, **options)

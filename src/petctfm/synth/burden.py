@@ -22,6 +22,10 @@ How a plan is drawn (numbers in :data:`BURDEN`, sources and caveats in ``docs/sy
    have a necrotic (cold) core; small nodes near the ureters, bowel or brown fat are placed next to that
    hot physiology; uptake SUVmean = patient-level log-normal x lesion-level log-normal scatter, with a
    texture (heterogeneity) amplitude per lesion; a few small lesions are low contrast.
+
+Opt-in (``petctfm synth --organ-metastases``): :func:`draw_organ_metastases` adds, to an advanced case, lesions
+inside the organs the default plans never use (brain, kidneys, heart, bladder; :data:`ORGAN_METASTASES`), from
+a random stream of their own, so the rest of the plan is unchanged.
 """
 
 from __future__ import annotations
@@ -241,6 +245,44 @@ def draw_plan(diagnosis: str, advanced: bool, rng: np.random.Generator, body_ml:
         het = float(rng.uniform(0.08, 0.35))
         lesions.append(PlannedLesion(region, kind, vol, suv, het, necrotic, low, n_parts, near))
     return LesionPlan(diagnosis, advanced, total, tuple(lesions))
+
+
+#: ``petctfm synth --organ-metastases``: per diagnosis of an advanced case, the organ sites the default plans
+#: never use, as ``(organ, probability that a case has them, most lesions, smallest ml, largest ml)``. The
+#: probabilities are enriched over clinical prevalence (brain metastases at staging: roughly 10-20 % of advanced
+#: lung cancer and 20-40 % of stage IV melanoma; renal involvement in 3-8 % of lymphoma on CT; cardiac and
+#: bladder involvement rarer still), so a cohort of tens of cases holds enough of them to measure what a
+#: method does there; docs/synthetic-data.md.
+ORGAN_METASTASES: dict[str, tuple[tuple[str, float, int, float, float], ...]] = {
+    "lung_cancer": (("brain", 0.35, 3, 0.2, 8.0), ("kidney", 0.08, 1, 0.5, 15.0)),
+    "melanoma": (("brain", 0.35, 4, 0.2, 8.0), ("kidney", 0.08, 2, 0.5, 15.0), ("heart", 0.10, 1, 0.3, 4.0)),
+    "lymphoma": (("kidney", 0.20, 2, 1.0, 40.0), ("heart", 0.05, 1, 1.0, 10.0), ("brain", 0.03, 1, 1.0, 15.0)),
+    "prostate_cancer": (("bladder", 0.20, 1, 0.5, 10.0),),
+}
+#: The organ sites of :data:`ORGAN_METASTASES` as lesion regions (a kidney lesion is on one side).
+ORGAN_METASTASIS_REGIONS = ("brain", "kidney_left", "kidney_right", "heart", "bladder")
+
+
+def draw_organ_metastases(plan: LesionPlan, rng: np.random.Generator) -> LesionPlan:
+    """The lesions :data:`ORGAN_METASTASES` adds to ``plan`` (a plan of their own: only the new lesions, none for
+    an early or negative plan); pure in its arguments. Per organ site: present with its probability, 1 to its
+    most lesions, volumes log-uniform in its range; uptake scattered (log-SD 0.25) around the median SUVmean of
+    ``plan``'s lesions, as a patient's other lesions are; necrosis and low contrast as in :func:`draw_plan`."""
+    if not plan.advanced or not plan.lesions:
+        return LesionPlan(plan.diagnosis, plan.advanced, 0.0, ())
+    suv_patient = float(np.median([les.suv_mean for les in plan.lesions]))
+    lesions = []
+    for organ, p, most, lo, hi in ORGAN_METASTASES.get(plan.diagnosis, ()):
+        if rng.random() >= p:
+            continue
+        for _ in range(int(rng.integers(1, most + 1))):
+            vol = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+            region = organ if organ != "kidney" else f"kidney_{'left' if rng.random() < 0.5 else 'right'}"
+            necrotic = bool(vol >= 5.0 and rng.random() < 0.15)
+            low = bool(vol <= 5.0 and rng.random() < 0.15)
+            suv = float(np.clip(suv_patient * np.exp(0.25 * rng.standard_normal()), 2.5, 20.0))
+            lesions.append(PlannedLesion(region, "organ", vol, suv, float(rng.uniform(0.08, 0.35)), necrotic, low))
+    return LesionPlan(plan.diagnosis, plan.advanced, float(sum(les.volume_ml for les in lesions)), tuple(lesions))
 
 
 def _region_of(site: str, rng: np.random.Generator, side: str, other: str, skin_primary: str,

@@ -31,12 +31,16 @@ from petctfm.io.images import image_from_array
 from petctfm.synth.anatomy import add_benign_hotspots, build_anatomy
 from petctfm.synth.body import Patient, body_extent, body_of
 from petctfm.synth.case import SynthCase
-from petctfm.synth.burden import draw_plan
+from petctfm.synth.burden import ORGAN_METASTASIS_REGIONS, draw_organ_metastases, draw_plan
 from petctfm.synth.lesions import place_lesions, render_lesions, stage_of
 from petctfm.synth import metabolic as metabolic_model
 from petctfm.synth.physiology import draw_physiology, render
 from petctfm.synth.sites import SITES, SIZE_SCALE, SiteProfile, scaled_spacing
 from petctfm.synth.tissues import organ_lut
+
+#: The random stream of the opt-in organ metastases (``default_rng([seed, index, ORGAN_METASTASIS_STREAM])``),
+#: apart from the case's own and the metabolic structure's (24).
+ORGAN_METASTASIS_STREAM = 25
 
 SIZES = ("tiny", "small", "full")
 TRACERS = ("fdg", "psma")
@@ -254,7 +258,8 @@ def _lesion_volumes(seg_arr: np.ndarray, owner: np.ndarray, axes, pet_grid: "Gri
 
 
 def generate_case(index: int, seed: int, size: str = "small", sites: list[str] | None = None,
-                  tracers: list[str] | None = None, metabolic_structure: bool = False) -> SynthCase:
+                  tracers: list[str] | None = None, metabolic_structure: bool = False,
+                  organ_metastases: bool = False) -> SynthCase:
     """Generate case ``index`` of the cohort defined by ``seed`` (deterministic in all arguments).
 
     Args:
@@ -266,12 +271,16 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
             and then the diagnosis is prostate cancer or negative.
         metabolic_structure: organ uptake follows patient-level latent factors (:mod:`petctfm.synth.metabolic`,
             its own random stream); off (the default), the case is bit-identical to earlier versions.
+        organ_metastases: an advanced case may also get lesions inside the brain, kidneys, heart or bladder
+            (:func:`petctfm.synth.burden.draw_organ_metastases`), drawn and placed from a random stream of their
+            own after the case's other lesions: the patient, the organs and the other lesions are those of the
+            case without them (the image noise is not). Off (the default): bit-identical to earlier versions.
 
     Returns:
         A :class:`SynthCase`; see its docstring for the images and ``docs/synthetic-data.md`` for ``meta``.
     """
     # Every draw comes from this one generator, in the order of the steps below (the module docstring).
-    st = prepare_patient(index, seed, size, sites, tracers, metabolic_structure)
+    st = prepare_patient(index, seed, size, sites, tracers, metabolic_structure, organ_metastases)
     scan = Acquisition(st.site, st.profile, st.patient, st.times, st.ct_grid, st.pet_grid)
     return acquire_study(st, st.lesions, scan, st.rng)[0]
 
@@ -303,6 +312,7 @@ class PreparedPatient:
     lesions: list
     planned_ml: float
     rng: np.random.Generator
+    organ_metastases: bool = False  # drawn with ``organ_metastases`` (its metadata then counts them)
 
 
 @dataclass
@@ -322,7 +332,8 @@ class Acquisition:
 
 
 def prepare_patient(index: int, seed: int, size: str = "small", sites: list[str] | None = None,
-                    tracers: list[str] | None = None, metabolic_structure: bool = False) -> PreparedPatient:
+                    tracers: list[str] | None = None, metabolic_structure: bool = False,
+                    organ_metastases: bool = False) -> PreparedPatient:
     """Steps 1-3 of :func:`generate_case` (same arguments, same draws): patient, times, grids, anatomy and
     the placed lesions (:class:`PreparedPatient`)."""
     sites, tracers = _check_args(index, seed, size, sites, tracers)
@@ -341,9 +352,11 @@ def prepare_patient(index: int, seed: int, size: str = "small", sites: list[str]
         metabolic = (group, z)
     anat, hotspots, phys, hu, suv_true = _truth_maps(axes, patient, clin["tracer"], rng,
                                                      metabolic[1] if metabolic else None)
-    lesions, planned_ml = _plan_and_place_lesions(anat, clin, patient, pet_grid, size, rng)
+    orng = np.random.default_rng([int(seed), int(index), ORGAN_METASTASIS_STREAM]) if organ_metastases else None
+    lesions, planned_ml = _plan_and_place_lesions(anat, clin, patient, pet_grid, size, rng, orng)
     return PreparedPatient(int(index), int(seed), size, site, profile, clin, patient, times, ct_grid, pet_grid,
-                           axes, metabolic, anat, hotspots, phys, hu, suv_true, lesions, planned_ml, rng)
+                           axes, metabolic, anat, hotspots, phys, hu, suv_true, lesions, planned_ml, rng,
+                           bool(organ_metastases))
 
 
 def acquire_study(st: PreparedPatient, lesions: list, scan: Acquisition, rng: np.random.Generator
@@ -399,6 +412,8 @@ def acquire_study(st: PreparedPatient, lesions: list, scan: Acquisition, rng: np
     }
     if st.metabolic:
         meta.update(metabolic_model.case_meta(*st.metabolic))
+    if st.organ_metastases:  # how many of the kept lesions lie in the opt-in organ sites
+        meta["organ_metastases"] = sum(les.region in ORGAN_METASTASIS_REGIONS for les in lesions)
     if scan.extra_meta:
         meta.update(scan.extra_meta)
     case = SynthCase(case_id=meta["case_id"], ct=ct, pet=pet, suv=suv, ctres=ctres, seg=seg, organs=organs,
@@ -423,10 +438,12 @@ def _truth_maps(axes, patient: Patient, tracer: str, rng: np.random.Generator, m
 
 
 def _plan_and_place_lesions(anat, clin: dict, patient: Patient, pet_grid: Grid, size: str,
-                            rng: np.random.Generator) -> tuple[list, float]:
+                            rng: np.random.Generator, organ_rng: np.random.Generator | None = None
+                            ) -> tuple[list, float]:
     """The lesion plan (``burden.draw_plan``: count, volumes, sites, uptake; drawn first, from the rng alone)
-    placed in the anatomy inside the PET field of view. Returns ``(lesions, planned volume ml)``; none for a
-    negative case."""
+    placed in the anatomy inside the PET field of view. With ``organ_rng`` (``organ_metastases``), the organ
+    metastases of the plan (``burden.draw_organ_metastases``) are drawn and placed from that stream after the
+    others, clear of them. Returns ``(lesions, planned volume ml)``; none for a negative case."""
     diagnosis = clin["diagnosis"]
     if diagnosis == "negative":
         return [], 0.0
@@ -437,6 +454,12 @@ def _plan_and_place_lesions(anat, clin: dict, patient: Patient, pet_grid: Grid, 
     min_d = float(np.mean(pet_grid.spacing)) if size == "tiny" else 4.0
     lesions = place_lesions(anat, diagnosis, plan, rng, min_gap_mm=gap, bounds=pet_grid.bounds(),
                             min_diameter_mm=min_d)
+    if organ_rng is not None:
+        extra = draw_organ_metastases(plan, organ_rng)
+        if extra.lesions:
+            planned_ml += float(sum(extra.volumes_ml))
+            lesions += place_lesions(anat, diagnosis, extra, organ_rng, min_gap_mm=gap, bounds=pet_grid.bounds(),
+                                     min_diameter_mm=min_d, existing=lesions)
     return lesions, planned_ml
 
 

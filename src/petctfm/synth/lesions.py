@@ -4,7 +4,8 @@ What to place (count, volumes, sites, uptake per diagnosis) is drawn beforehand 
 :func:`petctfm.synth.burden.draw_plan`. A lesion is an irregular blob (a sphere whose radius is modulated by
 a few random low-frequency lobes, so lobulated rather than spherical) or a confluent mass of several such
 blobs, placed at a lymph-node station (or next to a ureter, bowel or brown fat) or inside an organ (lung,
-liver, bone, spleen, prostate, subcutaneous fat), scaled to its planned volume and clipped to the tissues it
+liver, bone, spleen, prostate, subcutaneous fat; with ``--organ-metastases`` also brain, kidney, myocardium,
+bladder), scaled to its planned volume and clipped to the tissues it
 may occupy. Its uptake is heterogeneous (smooth texture, brighter centre, optional necrotic core, optional
 low contrast) and its CT appearance depends on where it sits (soft tissue in fat or lung, hypodense in
 liver/spleen, lytic or sclerotic in bone).
@@ -90,11 +91,22 @@ def stage_of(diagnosis: str, lesions: list[Lesion]) -> str:
 # Placement
 
 
+#: The tissues an organ lesion is placed in and stays inside (a bone lesion is placed in marrow and may cover
+#: all of bone; a skin lesion, any other region, lies in subcutaneous fat). The last five are the organ sites
+#: of ``petctfm synth --organ-metastases`` (:data:`petctfm.synth.burden.ORGAN_METASTASES`): brain parenchyma,
+#: renal parenchyma (not the urine of the collecting system), myocardium, and the bladder.
+ORGAN_LESION_TISSUES: dict[str, tuple[int, ...]] = {
+    "lung_left": (T.LUNG_L,), "lung_right": (T.LUNG_R,), "liver": (T.LIVER,), "spleen": (T.SPLEEN,),
+    "bone": (T.MARROW,), "prostate": (T.PROSTATE,), "brain": (T.BRAIN,), "kidney_left": (T.KIDNEY_L,),
+    "kidney_right": (T.KIDNEY_R,), "heart": (T.MYOCARDIUM,), "bladder": (T.BLADDER,),
+}
+#: The share of an organ lesion's probe points that must lie in its organ (``_try_organ``): lower for the
+#: small prostate and the thin myocardium, whose lesions would otherwise rarely find a place.
+_MIN_INSIDE = {"prostate": 0.4, "heart": 0.3}
+
+
 def _organ_tissues(region: str) -> tuple[int, ...]:
-    if region.startswith("lung_"):
-        return (T.LUNG_L,) if region.endswith("left") else (T.LUNG_R,)
-    return {"liver": (T.LIVER,), "spleen": (T.SPLEEN,), "bone": (T.MARROW,), "prostate": (T.PROSTATE,)}.get(
-        region, (T.FAT_SC,))
+    return ORGAN_LESION_TISSUES.get(region, (T.FAT_SC,))
 
 
 def _skin_region(p: np.ndarray, anat: Anatomy) -> str:
@@ -135,8 +147,8 @@ def allowed_tissues(les: "Lesion") -> tuple[tuple[int, ...], bool]:
         return SKIN_EXCLUDE, False
     if les.region == "bone":
         return BONE, True
-    if les.region in ("liver", "spleen", "prostate") or les.region.startswith("lung_"):
-        return _organ_tissues(les.region), True
+    if les.region in ORGAN_LESION_TISSUES:
+        return ORGAN_LESION_TISSUES[les.region], True
     return (T.AIR, T.TABLE), False
 
 
@@ -382,7 +394,7 @@ def _try_organ(scene: _Scene, pl, r0: float, d0: float, rng: np.random.Generator
             return None  # prefer the planned skin region
     else:
         frac_in = np.isin(probe, tissues + (BONE if pl.region == "bone" else ())).mean()
-        if frac_in < (0.6 if pl.region != "prostate" else 0.4):
+        if frac_in < _MIN_INSIDE.get(pl.region, 0.6):
             return None
         reg = pl.region
     return _Spot("organ", reg, bool(c[2] > anat.z_diaphragm), None, [(c, d0)])
@@ -394,7 +406,8 @@ def _make_lesion(pl, diagnosis: str, shape: list[tuple[np.ndarray, float, np.nda
     region (bone: sclerotic or lytic, drawn; sclerotic is likelier in prostate cancer)."""
     reg = spot.region
     c, d0 = spot.blobs[0]
-    ct = {"liver": "hypodense", "spleen": "hypodense", "prostate": "isodense"}.get(reg, "soft")
+    ct = {"liver": "hypodense", "spleen": "hypodense", "prostate": "isodense", "kidney_left": "hypodense",
+          "kidney_right": "hypodense", "brain": "isodense", "heart": "isodense"}.get(reg, "soft")
     if reg == "bone":
         ct = "sclerotic" if rng.random() < (0.8 if diagnosis == "prostate_cancer" else 0.3) else "lytic"
     parts = [(off, float(d), lb) for off, d, lb in shape[1:]]

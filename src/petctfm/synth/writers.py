@@ -76,12 +76,12 @@ def _check_choice(kind: str, values: Sequence[str] | None, known: Iterable[str])
 
 
 def _make_case(index: int, seed: int, size: str, sites, tracers, out_dir: str, formats: list[str],
-               metabolic_structure: bool = False) -> dict:
+               metabolic_structure: bool = False, organ_metastases: bool = False) -> dict:
     """Generate case ``index`` and write it (runs in a worker process)."""
     from petctfm.synth import generator
 
     case = generator.generate_case(index, seed, size=size, sites=sites, tracers=tracers,
-                                   metabolic_structure=metabolic_structure)
+                                   metabolic_structure=metabolic_structure, organ_metastases=organ_metastases)
     return write_case(case, out_dir, formats, seed=seed)
 
 
@@ -96,6 +96,7 @@ def synthesize(
     workers: int = 1,
     progress: bool = True,
     metabolic_structure: bool = False,
+    organ_metastases: bool = False,
 ) -> list[dict[str, Any]]:
     """Generate ``n_cases`` cases (indices 0..n-1) and write them; returns the metadata rows (sorted).
 
@@ -103,7 +104,10 @@ def synthesize(
     holding threads such as the progress bar's); 1 runs in this process. ``metabolic_structure``: organ uptake
     follows latent factors (:mod:`petctfm.synth.metabolic`), recorded per case in ``metadata.csv``
     (``metabolic_structure``, ``metabolic_group``, ``metabolic_log_uptake``) and for the cohort in
-    ``organ_covariance.json``; off, the bytes written are those of earlier versions. Bad arguments raise
+    ``organ_covariance.json``; off, the bytes written are those of earlier versions. ``organ_metastases``:
+    advanced cases may also get lesions inside the brain, kidneys, heart or bladder
+    (:func:`petctfm.synth.burden.draw_organ_metastases`), counted per case in ``metadata.csv``
+    (``organ_metastases``); off, the bytes are those of earlier versions. Bad arguments raise
     :class:`~petctfm.core.errors.UsageError` naming the argument before anything is written.
     """
     from rich.progress import (
@@ -127,7 +131,8 @@ def synthesize(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    args = (int(seed), size, sites, tracers, str(out_dir), formats, bool(metabolic_structure))
+    args = (int(seed), size, sites, tracers, str(out_dir), formats, bool(metabolic_structure),
+            bool(organ_metastases))
     rows: list[dict[str, Any]] = []
     columns = (
         TextColumn("[bold]synth[/] {task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -1,0 +1,104 @@
+"""Opt-in lesions inside the brain, kidneys, heart and bladder (``petctfm synth --organ-metastases``): the plan's
+rates and ranges, placement inside each organ, the rest of the case unchanged, the metadata column and the CLI.
+That the default bytes are unchanged is checked with the golden hashes of tests/synth/test_metabolic.py."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from petctfm.synth.anatomy import build_anatomy
+from petctfm.synth.body import Patient, body_extent
+from petctfm.synth.burden import (ORGAN_METASTASES, ORGAN_METASTASIS_REGIONS, LesionPlan, PlannedLesion,
+                                  draw_organ_metastases, draw_plan)
+from petctfm.synth.generator import generate_case
+from petctfm.synth.lesions import ORGAN_LESION_TISSUES, allowed_tissues, place_lesions, render_lesions
+from petctfm.synth.physiology import draw_physiology, render
+from petctfm.synth.tissues import ORGAN_OF_TISSUE
+
+
+def test_plan_rates_ranges_and_early_cases():
+    n = 1500
+    for diagnosis, sites in ORGAN_METASTASES.items():
+        base = [draw_plan(diagnosis, True, np.random.default_rng([5, i])) for i in range(n)]
+        extra = [draw_organ_metastases(p, np.random.default_rng([6, i])) for i, p in enumerate(base)]
+        for organ, p, most, lo, hi in sites:
+            per_case = [[les for les in e.lesions if les.region.split("_")[0] == organ] for e in extra]
+            rate = np.mean([bool(c) for c in per_case])
+            assert abs(rate - p) < 4 * np.sqrt(p * (1 - p) / n) + 0.005, (diagnosis, organ, rate, p)
+            assert max(len(c) for c in per_case) <= most
+            vols = [les.volume_ml for c in per_case for les in c]
+            assert min(vols) >= lo - 1e-9 and max(vols) <= hi + 1e-9
+        for e, b in zip(extra, base):
+            assert all(les.kind == "organ" and les.region in ORGAN_METASTASIS_REGIONS for les in e.lesions)
+            assert all(2.5 <= les.suv_mean <= 20.0 for les in e.lesions)
+            assert e.total_ml == pytest.approx(sum(e.volumes_ml))
+    # an early or negative plan gets none, and the draw is pure in its arguments
+    early = draw_plan("melanoma", False, np.random.default_rng(1))
+    assert draw_organ_metastases(early, np.random.default_rng(2)).lesions == ()
+    assert draw_organ_metastases(draw_plan("negative", True, np.random.default_rng(1)),
+                                 np.random.default_rng(2)).lesions == ()
+    adv = draw_plan("lung_cancer", True, np.random.default_rng(3))
+    assert draw_organ_metastases(adv, np.random.default_rng(9)) == draw_organ_metastases(adv, np.random.default_rng(9))
+
+
+SP = (7.0, 7.0, 9.0)
+
+
+@pytest.mark.parametrize("region", ORGAN_METASTASIS_REGIONS)
+def test_placed_inside_its_organ(region):
+    p = Patient("M", 60, 178, 80, "down")
+    lo, hi = body_extent(p)
+    axes = tuple(np.arange(lo[k], hi[k] + SP[k], SP[k]) for k in range(3))
+    rng = np.random.default_rng(4)
+    anat = build_anatomy(axes, p, rng)
+    hu, suv = render(anat, draw_physiology("fdg", rng), rng)
+    plan = LesionPlan("melanoma", True, 3.0, (PlannedLesion(region, "organ", 3.0, 8.0, 0.2, False, False),))
+    lesions = place_lesions(anat, "melanoma", plan, np.random.default_rng(1), min_gap_mm=6.0, min_diameter_mm=9.0)
+    assert len(lesions) == 1 and lesions[0].region == region
+    owner = np.zeros(anat.labels.shape, np.uint8)
+    occ = render_lesions(anat, lesions, hu, suv, np.random.default_rng(2), owner=owner)
+    tissues, inclusive = allowed_tissues(lesions[0])
+    assert inclusive and tissues == ORGAN_LESION_TISSUES[region]
+    lab = anat.labels[occ > 0]
+    assert lab.size > 0 and np.isin(lab, tissues).all(), np.unique(lab)
+    assert lesions[0].volume_ml > 0
+
+
+def _arr(img) -> np.ndarray:
+    return sitk.GetArrayFromImage(img)
+
+
+def test_case_with_them_keeps_everything_else():
+    # case 10 of seed 3 at tiny: advanced melanoma that draws a brain metastasis (found by scanning the cohort)
+    off = generate_case(10, 3, size="tiny")
+    on = generate_case(10, 3, size="tiny", organ_metastases=True)
+    assert "organ_metastases" not in off.meta
+    assert on.meta["organ_metastases"] >= 1 and on.meta["stage"] == off.meta["stage"] == "advanced"
+    new = [les for les in on.meta["lesions"] if les["region"] in ORGAN_METASTASIS_REGIONS]
+    assert len(new) == on.meta["organ_metastases"] and on.meta["n_lesions"] == off.meta["n_lesions"] + len(new)
+    # the same patient and organs, and the other lesions where they were
+    assert np.array_equal(_arr(off.organs), _arr(on.organs))
+    assert [les["center_mm"] for les in off.meta["lesions"]] == [les["center_mm"] for les in on.meta["lesions"]
+                                                                if les["region"] not in ORGAN_METASTASIS_REGIONS]
+    # the new lesion is labelled inside its organ on the PET grid
+    organs, seg_on, seg_off = _arr(on.organs), _arr(on.seg) > 0, _arr(off.seg) > 0
+    from petctfm.synth.tissues import T
+
+    brain = ORGAN_OF_TISSUE[T.BRAIN]
+    assert (seg_on & (organs == brain)).sum() > 0 and (seg_off & (organs == brain)).sum() == 0
+
+
+def test_cli_flag_and_metadata_column(tmp_path, capsys):
+    from petctfm.cli.main import main
+
+    assert main(["synth", "--out", str(tmp_path / "om"), "--cases", "2", "--seed", "3", "--size", "tiny",
+                 "--formats", "autopet", "--organ-metastases", "--no-progress"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "om" / "metadata.csv")))
+    assert [r["organ_metastases"] for r in rows] == ["0", "0"]
+    assert main(["synth", "--out", str(tmp_path / "fu"), "--cases", "2", "--seed", "3", "--size", "tiny",
+                 "--followup", "--organ-metastases", "--no-progress"]) == 2
+    assert "--organ-metastases does not apply to --followup" in capsys.readouterr().err
