@@ -14,14 +14,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from petctfm.synth.anatomy import build_anatomy
-from petctfm.synth.body import Patient, body_extent
 from petctfm.synth.tissues import T
 from petctfm.synth.burden import (BURDEN, MIN_LESION_ML, SITE_MAX_ML, LesionPlan, PlannedLesion, draw_plan,
                                   total_quantile)
 from petctfm.synth.generator import generate_case
 from petctfm.synth.lesions import allowed_tissues, place_lesions, render_lesions
-from petctfm.synth.physiology import draw_physiology, render
 
 N_DRAWS = 200
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -109,20 +106,6 @@ def test_plan_is_pure_and_fast():
 # ----------------------------------------------------------------------------------------------------------
 # Placement and rendering on a truth-grid anatomy (tiny-like spacing)
 
-SP = (7.0, 7.0, 9.0)
-
-
-@pytest.fixture(scope="module")
-def body():
-    p = Patient("M", 55, 176, 78, "down")
-    lo, hi = body_extent(p)
-    axes = tuple(np.arange(lo[k], hi[k] + SP[k], SP[k]) for k in range(3))
-    rng = np.random.default_rng(3)
-    anat = build_anatomy(axes, p, rng)
-    hu, suv = render(anat, draw_physiology("fdg", rng), rng)
-    return anat, hu, suv
-
-
 def _render(body, plan, seed):
     anat, hu0, suv0 = body
     hu, suv = hu0.copy(), suv0.copy()
@@ -135,7 +118,7 @@ def _render(body, plan, seed):
 
 def test_lesions_stay_in_body_and_organ(body):
     anat = body[0]
-    vox_ml = float(np.prod(SP)) / 1000.0
+    vox_ml = float(np.prod(anat.spacing)) / 1000.0
     checked = set()
     for i, (diagnosis, adv) in enumerate([("lymphoma", True), ("melanoma", True), ("lung_cancer", True),
                                           ("prostate_cancer", True), ("lymphoma", True), ("melanoma", True)]):
@@ -170,9 +153,9 @@ def test_near_hot_physiology_lesions_touch_it(body):
     assert {les.near for les in near} >= {"bowel"}
     hot = {"ureter": (T.URETER,), "bowel": (T.BOWEL, T.COLON)}
     for les in near:
-        dist = ndimage.distance_transform_edt(~np.isin(anat.labels, hot[les.near]), sampling=SP)
+        dist = ndimage.distance_transform_edt(~np.isin(anat.labels, hot[les.near]), sampling=anat.spacing)
         i = anat.index_of(les.center)
-        assert dist[tuple(i)] <= les.diameter_mm / 2 + 2 * max(SP) + 4.0
+        assert dist[tuple(i)] <= les.diameter_mm / 2 + 2 * max(anat.spacing) + 4.0
 
 
 def test_huge_burden_does_not_swallow_the_body(body):
@@ -183,7 +166,7 @@ def test_huge_burden_does_not_swallow_the_body(body):
         ("mediastinum", "paraaortic", "mesenteric", "axilla_left", "iliac_right"))
         + tuple(les for les in plan.lesions if les.kind == "node"))
     lesions, occ, owner, suv = _render(body, big, 1)
-    vox_ml = float(np.prod(SP)) / 1000.0
+    vox_ml = float(np.prod(anat.spacing)) / 1000.0
     body_vox = (~np.isin(anat.labels, (T.AIR, T.TABLE))).sum()
     assert occ.sum() < 0.08 * body_vox  # at most a few % of the body
     assert occ.sum() * vox_ml > 300  # but really bulky

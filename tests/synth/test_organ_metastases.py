@@ -10,13 +10,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from petctfm.synth.anatomy import build_anatomy
-from petctfm.synth.body import Patient, body_extent
 from petctfm.synth.burden import (ORGAN_METASTASES, ORGAN_METASTASIS_REGIONS, LesionPlan, PlannedLesion,
                                   draw_organ_metastases, draw_plan)
 from petctfm.synth.generator import generate_case
 from petctfm.synth.lesions import ORGAN_LESION_TISSUES, allowed_tissues, place_lesions, render_lesions
-from petctfm.synth.physiology import draw_physiology, render
 from petctfm.synth.tissues import ORGAN_OF_TISSUE
 
 
@@ -45,17 +42,10 @@ def test_plan_rates_ranges_and_early_cases():
     assert draw_organ_metastases(adv, np.random.default_rng(9)) == draw_organ_metastases(adv, np.random.default_rng(9))
 
 
-SP = (7.0, 7.0, 9.0)
-
-
 @pytest.mark.parametrize("region", ORGAN_METASTASIS_REGIONS)
-def test_placed_inside_its_organ(region):
-    p = Patient("M", 60, 178, 80, "down")
-    lo, hi = body_extent(p)
-    axes = tuple(np.arange(lo[k], hi[k] + SP[k], SP[k]) for k in range(3))
-    rng = np.random.default_rng(4)
-    anat = build_anatomy(axes, p, rng)
-    hu, suv = render(anat, draw_physiology("fdg", rng), rng)
+def test_placed_inside_its_organ(body, region):
+    anat, hu0, suv0 = body
+    hu, suv = hu0.copy(), suv0.copy()
     plan = LesionPlan("melanoma", True, 3.0, (PlannedLesion(region, "organ", 3.0, 8.0, 0.2, False, False),))
     lesions = place_lesions(anat, "melanoma", plan, np.random.default_rng(1), min_gap_mm=6.0, min_diameter_mm=9.0)
     assert len(lesions) == 1 and lesions[0].region == region
