@@ -142,13 +142,13 @@ def score_run(run: str, data: str, ids: list[str], overlap: float | None = None,
         arms["suppress"][cid] = case_metrics(kept, truth, spacing)
         for t in THRESHOLDS:
             arms[f"t{t:g}"][cid] = case_metrics(lesion_mask(probs[1], spacing, threshold=t), truth, spacing)
-        removed[cid] = {**_removed(plain, kept, truth, voxel_ml), **_kept_in_organs(in_organs, voxel_ml, none=plain,
-                                                                                    suppress=kept)}
+        removed[cid] = _removed(plain, kept, truth, voxel_ml)
+        masks = {"none": plain, "suppress": kept}
         if om_sup is not None:
-            kept_om = suppress_in_organ_map(plain, np.load(Path(maps) / f"{cid}.npy"), om_sup)
+            masks["organ_model"] = kept_om = suppress_in_organ_map(plain, np.load(Path(maps) / f"{cid}.npy"), om_sup)
             arms["organ_model"][cid] = case_metrics(kept_om, truth, spacing)
             removed[cid].update(_removed(plain, kept_om, truth, voxel_ml, "organ_model_"))
-            removed[cid].update(_kept_in_organs(in_organs, voxel_ml, organ_model=kept_om))
+        removed[cid].update(_kept_in_organs(in_organs, voxel_ml, **masks))
     return {"run": run, "data": data, "cases": ids, "overlap": overlap, "patch": cfg["data"]["patch_size"],
             "steps": summary.get("steps"), "organs": ORGANS, "fraction": FRACTION, "arms": arms, "removed": removed,
             "s_per_case": float(np.mean(seconds)) if seconds else float("nan")}
