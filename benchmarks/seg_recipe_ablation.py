@@ -163,7 +163,10 @@ def _score(name: str, seed: int, summary: dict, data: str, split: str, ids: list
 
 
 def train_and_score(data: str, out: Path, name: str, steps: int, seed: int, split: str = "val",
-                    score_data: str | None = None) -> dict:
+                    score_data: str | None = None, patch_voxels: int | None = None) -> dict:
+    """Train row ``name`` (seed ``seed``, ``steps`` steps) into ``OUT/<name>_s<seed>`` and score it. A timed row
+    trains with its calibration's voxel budget, or with ``patch_voxels`` when given (the same budget on
+    differently harmonized copies of one dataset: equal voxels per step, no timing)."""
     from petctfm.train.run_dir import median_step_seconds
 
     run = out / f"{name}_s{seed}"
@@ -171,7 +174,9 @@ def train_and_score(data: str, out: Path, name: str, steps: int, seed: int, spli
     done = run / "summary.json"
     summary = json.loads(done.read_text()) if done.is_file() else None
     if summary is None or summary.get("steps") != steps:  # else trained before (the scoring was interrupted)
-        summary = _finetune(data, run, ROWS[name], steps, seed, _timed_rule(out, name))
+        timed = ({"patch_voxels": int(patch_voxels)} if patch_voxels and ROWS[name].get("step_seconds")
+                 else _timed_rule(out, name))
+        summary = _finetune(data, run, ROWS[name], steps, seed, timed)
     train_s = time.perf_counter() - t0
     row = _score(name, seed, summary, score_data or data, split, _score_ids(score_data))
     try:
@@ -324,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", action="store_true")
     ap.add_argument("--figure", default=None, metavar="PNG", help="draw every scored row of OUT (and OUT/confirm) as a PNG")
     ap.add_argument("--split", default="val", help="the split rows are scored on (never test)")
+    ap.add_argument("--patch-voxels", type=int, default=None, metavar="V",
+                    help="with --steps: timed rows train at this patch voxel budget instead of a calibration's")
     ap.add_argument("--steps", type=int, default=None,
                     help="equal fixed steps for every row instead of calibrated equal time (rows of equal step cost)")
     ap.add_argument("--confirm", default=None, metavar="DATASET",
@@ -343,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="score on every case of this harmonized development cohort (a new synth seed, never the "
                          "test or confirmation cohort) instead of --data's validation split")
     a = ap.parse_args(argv)
+    if a.patch_voxels is not None and (a.steps is None or a.patch_voxels < 1):
+        ap.error("--patch-voxels V needs --steps (no calibration) and V >= 1")
     if a.split == "test":
         ap.error("--split test: the ablation chooses, so it is scored on validation data, never on test")
     out = Path(a.out)
@@ -377,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         cal_file.write_text(json.dumps(cal, indent=1))
         jobs = [(n, int(s)) for s in a.seeds.split(",") for n in names if not (out / f"{n}_s{s}.json").is_file()]
         steps = {n: a.steps or max(1, int(a.minutes * 60 / cal[n])) for n in names}
-        futs = [ex.submit(train_and_score, a.data, out, n, steps[n], s, a.split, a.score_data) for n, s in jobs]
+        futs = [ex.submit(train_and_score, a.data, out, n, steps[n], s, a.split, a.score_data, a.patch_voxels)
+                for n, s in jobs]
         for f in futs:
             r = f.result()
             print(json.dumps({k: v for k, v in r.items() if k != "val_cases"}), flush=True)
