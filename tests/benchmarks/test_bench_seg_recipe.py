@@ -218,6 +218,29 @@ def test_timed_row_calibrates_with_the_budget_and_trains_every_seed_on_the_calib
     assert seen[-1]["plan_step_seconds"] == 0
 
 
+def test_patch_voxels_trains_a_timed_row_at_the_given_budget_without_a_calibration(tmp_path, monkeypatch):
+    """Round ten: ``--patch-voxels V`` gives a timed row the voxel budget V (no calibration run, no timing), so
+    two harmonizations of one dataset train with equal voxels per step; it needs ``--steps``."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import seg_recipe_ablation as A
+
+    seen = []
+    monkeypatch.setattr(A, "_finetune", lambda data, run, row, steps, seed, timed=None: seen.append(
+        (row, steps, seed, timed)) or {"steps": steps, "precision": "fp32"})
+    monkeypatch.setattr(A, "_score", lambda name, seed, summary, data, split, ids: {"row": name, "seed": seed})
+    from petctfm.train import run_dir
+
+    monkeypatch.setattr(run_dir, "median_step_seconds", lambda run: 1.0)
+    A.train_and_score("ds", tmp_path, "aux_organs_1s", 7, 1, patch_voxels=65536)
+    assert seen[-1][1:] == (7, 1, {"patch_voxels": 65536})
+    with pytest.raises(SystemExit, match="calibrate it first"):  # without V a timed row needs its calibration
+        A.train_and_score("ds", tmp_path, "aux_organs_1s", 7, 0)
+    A.train_and_score("ds", tmp_path, "aux_organs", 7, 0, patch_voxels=65536)  # an untimed row ignores V
+    assert seen[-1][3] is None
+    with pytest.raises(SystemExit):
+        A.main(["--data", "ds", "--out", str(tmp_path / "x"), "--patch-voxels", "65536"])  # no --steps
+
+
 def test_organ_suppression_scores_every_arm_from_one_pass(tmp_path):
     """benchmarks/organ_suppression.py (rounds eight and nine): the arms of one run on a split, the organ model's
     maps and arm, and the report's table."""
@@ -295,3 +318,53 @@ def test_organ_suppression_counts_true_lesion_inside_the_rule_organs():
     got = osup._kept_in_organs(inside, 0.5, none=plain, suppress=kept)
     assert got == {"truth_in_organs_ml": 2.0, "none_in_organs_ml": 2.0, "suppress_in_organs_ml": 1.0}
     assert osup._kept_in_organs(None, 0.5, none=plain) == {}
+
+
+def _svp():
+    import importlib.util
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("svp", ROOT / "benchmarks" / "score_via_predict.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_score_via_predict_report_pairs_seed_averaged_cases_against_the_first_arm(tmp_path):
+    """Round ten's table: per arm the Dice over the cases with lesions is averaged over the arm's runs per case;
+    the paired difference is taken case by case against the first arm; FP / FN / inference seconds are the mean
+    over runs of the per-case means over ALL scored cases (hand-computed values)."""
+    svp = _svp()
+
+    def case(dice, gt, fp=0.0, fn=0.0, f1=1.0):
+        return {"dice": dice, "gt_tmtv_ml": gt, "fp_volume_ml": fp, "fn_volume_ml": fn, "lesion_f1": f1}
+
+    runs = {"4mm": [{"a": case(0.2, 5, fp=4), "b": case(0.4, 3), "n": case(float("nan"), 0, fp=2)},
+                    {"a": case(0.0, 5), "b": case(0.2, 3), "n": case(float("nan"), 0)}],
+            "6mm": [{"a": case(0.6, 5), "b": case(0.4, 3), "n": case(float("nan"), 0, fn=0)},
+                    {"a": case(0.2, 5), "b": case(0.2, 3, fn=6), "n": case(float("nan"), 0)}]}
+    (tmp_path / "arms.json").write_text(json.dumps({"data": "ds", "split": "val", "overlap": 0.25,
+                                                    "arms": {a: [f"run{a}{k}" for k in range(2)] for a in runs}}))
+    for arm, rs in runs.items():
+        for k, cases in enumerate(rs):
+            (tmp_path / f"{arm}_{k}").mkdir()
+            (tmp_path / f"{arm}_{k}" / "result.json").write_text(json.dumps(
+                {"run": f"run{arm}{k}", "cases": cases, "inference_s_per_case": 10.0 + k}))
+    text = svp.report(tmp_path)
+    assert "3 cases, 2 with lesions" in text
+    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[1:-1]] for ln in text.splitlines()
+            if ln.startswith("| 4mm") or ln.startswith("| 6mm")}
+    assert rows["4mm"][2].startswith("0.200 ") and rows["4mm"][3] == "0.300 / 0.100"  # a 0.1, b 0.3
+    assert rows["6mm"][2].startswith("0.350 ") and rows["6mm"][4].startswith("+0.150 ")  # a +0.3, b 0.0
+    assert rows["4mm"][4] == "" and rows["4mm"][5] == "1.0" and rows["6mm"][6] == "1.0"  # FP (4+2)/3/2, FN 6/3/2
+    assert rows["4mm"][8] == "10.5"
+    against = svp.report(tmp_path, against="6mm")
+    assert "paired − 6mm" in against and "-0.150 [" in against
+
+
+def test_score_via_predict_refuses_the_test_split_and_a_bad_arm(tmp_path):
+    svp = _svp()
+    with pytest.raises(SystemExit):
+        svp.main(["--data", "ds", "--out", str(tmp_path), "--split", "test", "--arm", "a=r"])
+    with pytest.raises(SystemExit):
+        svp.main(["--data", "ds", "--out", str(tmp_path), "--arm", "no_runs"])
