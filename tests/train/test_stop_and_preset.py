@@ -55,7 +55,16 @@ def test_validation_gives_up_when_a_stop_is_requested(toy):
     assert not stop_requested()
 
 
-def test_sigterm_stops_finetune_within_5_s_after_a_checkpoint(toy, tmp_path):
+def _last_logged_step(run) -> int:
+    lines = [ln for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()] \
+        if (run / "metrics.jsonl").is_file() else []
+    return max((json.loads(ln).get("step", 0) for ln in lines if ln.startswith("{")), default=0)
+
+
+def test_sigterm_stops_finetune_at_the_next_step_after_a_checkpoint(toy, tmp_path):
+    """SIGTERM ends the run at the step boundary: at most two steps after the last one logged when the signal
+    was sent (the step in flight, and one whose log line was not yet flushed), never the epoch or the run's end.
+    Counted in steps, not seconds: a loaded machine is slower, not different."""
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     proc = subprocess.Popen([sys.executable, "-m", "petctfm.cli.main", "finetune", "--data", str(toy), "--out",
@@ -68,16 +77,15 @@ def test_sigterm_stops_finetune_within_5_s_after_a_checkpoint(toy, tmp_path):
             assert proc.poll() is None, proc.stdout.read()
             assert time.monotonic() - t0 < 300, "the run did not start"
             time.sleep(0.2)
-        sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-        took = time.monotonic() - sent
+        logged = _last_logged_step(run)
+        out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, out
-    assert took < 5.0, f"stopped {took:.1f} s after SIGTERM"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stopped"] == "SIGTERM" and summary["steps"] >= 1
     step = summary["steps"]
+    assert logged <= step <= logged + 2, f"stopped at step {step}, {step - logged} steps after SIGTERM"
     assert (run / "checkpoints" / f"step_{step:07d}" / "model.safetensors").is_file(), list((run / "checkpoints").iterdir())
