@@ -32,14 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))  # the sibling benchmark scripts (organ_suppression, seg_recipe_ablation)
 
 def export_split(data: str, split: str | None) -> list[str]:
     """The case ids of ``split`` (None: every case of splits.json), each exported once to ``DATA/nifti/<id>``."""
-    from petctfm.data import format as fmt
+    from organ_suppression import _ids
+
     from petctfm.harmonize.export import export_nifti
 
-    sp = fmt.load_splits(data)
-    ids = list(sp.get(split) or []) if split else sorted({c for k in ("train", "val", "test") for c in sp.get(k) or []})
+    ids = _ids(data, split, "all")
     if not ids:
         raise SystemExit(f"{data}: no case in split {split!r}")
     for cid in ids:
@@ -94,7 +95,6 @@ def _lesion_cases(res: dict) -> set[str]:
 
 def report(out: Path, against: str | None = None) -> str:
     """The markdown table of every arm scored in ``out``."""
-    sys.path.insert(0, str(Path(__file__).parent))
     from seg_recipe_ablation import _ci_text as ci
 
     spec = json.loads((out / "arms.json").read_text())

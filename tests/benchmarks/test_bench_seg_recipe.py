@@ -109,13 +109,18 @@ def test_ablation_table_averages_seeds_per_case_and_pairs_by_case(tmp_path):
     assert lines["lesion_balance"][6].startswith("+0.150 ")  # a: 0.4-0.1, b: 0.3-0.3
 
 
-def _abl():
+def _bench(script: str):
+    """A benchmark script of benchmarks/ loaded as a module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("abl", ROOT / "benchmarks" / "seg_recipe_ablation.py")
-    abl = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(abl)
-    return abl
+    spec = importlib.util.spec_from_file_location(script, ROOT / "benchmarks" / f"{script}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _abl():
+    return _bench("seg_recipe_ablation")
 
 
 def test_ablation_table_versus_pairs_the_same_row_of_another_folder(tmp_path):
@@ -321,13 +326,7 @@ def test_organ_suppression_counts_true_lesion_inside_the_rule_organs():
 
 
 def _svp():
-    import importlib.util
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("svp", ROOT / "benchmarks" / "score_via_predict.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _bench("score_via_predict")
 
 
 def test_score_via_predict_report_pairs_seed_averaged_cases_against_the_first_arm(tmp_path):
