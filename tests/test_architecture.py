@@ -45,7 +45,8 @@ ALLOWED: dict[str, set[str]] = {
     "harmonize": {"core", "io", "data", "viz"},
     "train": {"core", "io", "data", "models"},
     "inference": {"core", "io", "data", "models", "train"},
-    "methods": {"core", "io", "data", "models", "train", "inference", "evaluate", "viz"},
+    # methods -> harmonize: the segmentation plan's coarser training grid (harmonize/respace.py)
+    "methods": {"core", "io", "data", "models", "train", "inference", "evaluate", "viz", "harmonize"},
     "predict": {"core", "io", "data", "models", "train", "inference", "harmonize", "evaluate", "viz"},
     # treatment response (petctfm response): two predict outputs -> registration, matching, PERCIST, Deauville
     "response": {"core", "io", "data", "evaluate", "viz", "harmonize", "predict"},

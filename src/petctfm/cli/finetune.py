@@ -72,6 +72,10 @@ def register(subparsers) -> None:
                    help="with --plan: the step-time budget on this machine; the planner times a training step and "
                    "shrinks the patch until it fits (the CPU's analogue of nnU-Net's GPU-memory target). Default: "
                    "the target's (cpu: 1 s for a lesion run, none for --task organs; gpu: none); 0 = untimed")
+    p.add_argument("--plan-spacing", type=float, default=None, metavar="MM",
+                   help="with --plan: train on a grid no finer than MM on any axis (a copy of the dataset resampled "
+                   "once, in DATASET/respaced/; nnU-Net's 3d_lowres trade; predict resamples to the model's grid). "
+                   "Default: the target's (cpu and gpu: the dataset's spacing); 0 = the dataset's spacing")
     p.add_argument("--task", choices=["lesions", "organs"], default=None,
                    help="what to segment: lesions (label.npy, 2 classes; the default) or organs (the dataset's "
                    "organs.npy, one class per organ; docs/organs.md)")
@@ -118,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         opts["plan"] = args.plan
     if args.plan_step_seconds is not None:
         opts["plan_step_seconds"] = args.plan_step_seconds
+    if args.plan_spacing is not None:
+        opts["plan_spacing"] = args.plan_spacing
     if args.labels and args.task != "organs":
         from petctfm.core.errors import UsageError
 

@@ -234,6 +234,14 @@ def image_from_array(
     return img
 
 
+def image_from_ras(arr_xyz: np.ndarray, affine: np.ndarray) -> sitk.Image:
+    """A SimpleITK image (LPS geometry) of an array indexed ``[x, y, z]`` and its 4x4 voxel -> RAS mm ``affine``
+    (what nibabel and a harmonized case's ``meta.json`` hold); the inverse of :func:`ras_affine`."""
+    lps = np.diag([-1.0, -1.0, 1.0]) @ np.asarray(affine, np.float64)[:3]
+    spacing = np.linalg.norm(lps[:, :3], axis=0)
+    return image_from_array(arr_xyz, tuple(spacing), tuple(lps[:, 3]), tuple((lps[:, :3] / spacing).ravel()))
+
+
 def ras_affine(img: sitk.Image) -> np.ndarray:
     """4x4 voxel ``[x, y, z]`` index -> RAS mm of a SimpleITK image (its LPS geometry with x and y negated)."""
     d = np.asarray(img.GetDirection(), np.float64).reshape(3, 3)

@@ -341,11 +341,9 @@ def as_image(image: Any, float32: bool = False) -> sitk.Image:
             raise InputError(f"expected a 3D image, got an array of shape {arr.shape}")
         if arr.dtype == np.float64:
             arr = arr.astype(np.float32)
-        lps = np.diag([-1.0, -1.0, 1.0]) @ np.asarray(affine, np.float64)[:3]
-        spacing = np.linalg.norm(lps[:, :3], axis=0)
-        from petctfm.io.images import image_from_array
+        from petctfm.io.images import image_from_ras
 
-        img = image_from_array(arr, tuple(spacing), tuple(lps[:, 3]), tuple((lps[:, :3] / spacing).ravel()))
+        img = image_from_ras(arr, affine)
     if float32 and img.GetPixelID() != sitk.sitkFloat32:
         img = sitk.Cast(img, sitk.sitkFloat32)
     return img

@@ -5,7 +5,10 @@ RAS affine from ``meta.json``), so that ``petctfm evaluate --pred OUT --gt DATAS
 The model's own preprocessing (channels and normalization statistics saved in its config,
 :func:`petctfm.inference.normalize.normalized_input`) is applied to the raw [SUV, HU] volumes, so a model can
 predict on another harmonized dataset; inference is :func:`petctfm.inference.sliding_window.predict_case`
-(the training patch, Gaussian blending, overlap from the config).
+(the training patch, Gaussian blending, overlap from the config). A model trained on another grid than the
+dataset's (``finetune --plan-spacing``) predicts as ``petctfm predict`` does: each case is resampled to the
+model's spacing and the probability brought back onto the case's grid before the threshold
+(:class:`petctfm.predict.predictor.Predictor`), so the masks are always on the dataset's voxels.
 """
 
 from __future__ import annotations
@@ -74,18 +77,29 @@ def predict_split(run_or_ckpt: str | Path, dataset: str | Path, split: str = "te
     """
     from rich.progress import Progress
 
+    from petctfm.predict.predictor import Predictor, harmonize_settings
+
     model, cfg, _ = load_segmenter(run_or_ckpt)
     dev = resolve_device(device)
     model = model.to(dev)
     ov = float(cfg["val"]["overlap"] if overlap is None else overlap)
+    model_spacing = harmonize_settings(cfg)[0]
+    other_grid: Predictor | None = None  # built on the first case on another grid than the model's
     ids = list(cases) if cases is not None else list_cases(dataset, split)
     out: list[Path] = []
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"predict {split}", total=len(ids))
         for cid in ids:
             case = fmt.load_case(dataset, cid, mmap=True)
-            label = case_label_map(model, cfg, case["image"], ov, dev, spacing=fmt.case_spacing(case["meta"]))
-            out.append(write_label_nifti(label, np.asarray(case["meta"]["affine"]), Path(out_dir) / f"{cid}.nii.gz"))
+            spacing, affine = fmt.case_spacing(case["meta"]), np.asarray(case["meta"]["affine"])
+            if np.allclose(spacing, model_spacing, atol=1e-3):
+                label = case_label_map(model, cfg, case["image"], ov, dev, spacing=spacing)
+            else:  # the model's grid and back, as petctfm predict does
+                other_grid = other_grid or Predictor.load(run_or_ckpt, dev, overlap=ov, suppress_organs=None)
+                image = np.asarray(case["image"])
+                res = other_grid.predict_all((image[0], affine), (image[1], affine), case_id=cid)
+                label = res["organs"] if other_grid.organ_only else res["mask"]
+            out.append(write_label_nifti(label, affine, Path(out_dir) / f"{cid}.nii.gz"))
             bar.advance(task)
     return out
 

@@ -33,7 +33,8 @@ NAMED_OPTIONS: dict[str, str] = {
 
 
 def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str, *,
-               scratch: bool, rule: dict[str, Any] | None = None) -> dict[str, Any]:
+               scratch: bool, rule: dict[str, Any] | None = None, run_dir: str | Path | None = None
+               ) -> dict[str, Any]:
     """Plan the run for compute ``target`` (``cpu`` | ``gpu``; :mod:`~petctfm.methods.segmentation.plan`) from
     the fingerprint of its training cases, in place: ``plan`` (the plan and the fingerprint), the patch, the
     batch and, from scratch, the network (an nnU-Net backbone without constructor overrides gets the planned depth,
@@ -41,20 +42,29 @@ def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str
     patch is planned, fitting it. ``rule``: the target's numbers overridden (``plan.TARGETS``; e.g.
     ``{"step_seconds": None}``: untimed, ``{"patch_voxels": 38652}``). With a step-time budget (the ``cpu``
     target's default for a lesion run; an organ run only when ``rule`` gives one) the patch shrinks until a timed
-    step of the run's own network fits it (``plan.make_plan``).
+    step of the run's own network fits it (``plan.make_plan``). With a ``min_spacing`` (mm; the target's for a
+    lesion run, an organ run's only from ``rule``) coarser than the dataset's spacing, the run trains on the dataset's copy at that grid (``plan.train_spacing``,
+    :func:`training_grid`: ``DATASET/respaced/<tag>``, or ``run_dir/respaced/<tag>`` when the dataset's folder is
+    read-only): ``task_cfg["dataset"]`` becomes the copy, and ``plan.dataset`` records both.
     A lesion run also gets the plan's sliding-window overlap (``val.overlap``). Returns the train settings with
     the plan's precision, LR and poly schedule (explicit options and overrides still win: they are applied
     after)."""
     from petctfm.methods.segmentation.model import in_channels, n_classes
     from petctfm.methods.segmentation.plan import fingerprint, make_plan
 
+    rule = dict(rule or {})
+    lesions = task_cfg.setdefault("task", {}).get("name", "lesions") == "lesions"
+    source = task_cfg["dataset"]
+    # the target's training grid was chosen on lesion runs; an organ run gets one only when asked (not measured)
+    min_spacing = rule["min_spacing"] if "min_spacing" in rule else (
+        (TARGETS.get(target) or {}).get("min_spacing") if lesions else None)
+    task_cfg["dataset"] = str(training_grid(source, min_spacing, run_dir))
     fp = fingerprint(task_cfg["dataset"], task_cfg["subset"]["cases"])
     backbone = task_cfg["model"]["backbone"]
     keep = dict(task_cfg["model"].get("overrides") or {})
     net = None if (scratch and not keep) else keep
-    rule = dict(rule or {})
-    p = make_plan(fp, target, backbone=backbone, overrides=net, **{**rule, "step_seconds": None})
-    lesions = task_cfg.setdefault("task", {}).get("name", "lesions") == "lesions"
+    p = make_plan(fp, target, backbone=backbone, overrides=net, **{**rule, "step_seconds": None,
+                                                                   "min_spacing": min_spacing})
     if p["aux_organs"] and lesions:
         task_cfg["task"]["aux_classes"] = organ_task(task_cfg["dataset"], None)["classes"]
     # the target's step-time budget was chosen on lesion runs; an organ run is timed only when asked to be (its
@@ -63,7 +73,8 @@ def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str
     if step is not None:
         # timed with the run's own channels (the auxiliary organs included)
         p = make_plan(fp, target, backbone=backbone, overrides=net,
-                      channels=(in_channels(task_cfg), n_classes(task_cfg)), **{**rule, "step_seconds": step})
+                      channels=(in_channels(task_cfg), n_classes(task_cfg)),
+                      **{**rule, "step_seconds": step, "min_spacing": min_spacing})
     if p["planned_network"]:
         task_cfg["model"]["overrides"] = p["model_overrides"]
     task_cfg["data"]["patch_size"] = p["patch_size"]
@@ -72,9 +83,29 @@ def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str
     task_cfg["data"]["fg_balance"] = p["fg_balance"]
     if lesions:  # the plan's sliding-window overlap (organs: not measured)
         task_cfg.setdefault("val", {})["overlap"] = p["overlap"]
-    task_cfg["plan"] = {**p, "fingerprint": fp}
+    task_cfg["plan"] = {**p, "fingerprint": fp, "dataset": {"source": str(source), "trained_on": task_cfg["dataset"]}}
     return {**train_base, "precision": p["precision"], "lr_schedule": p["lr_schedule"],
             "batch_size": p["batch_size"], "lr": p["lr"]}
+
+
+def training_grid(dataset: str | Path, min_spacing: float | None, run_dir: str | Path | None = None) -> Path:
+    """The dataset a planned run trains on: ``dataset`` itself, or its copy at the coarser grid the rule's
+    ``min_spacing`` asks for (:func:`apply_plan`; made once, then reused)."""
+    import os
+
+    from petctfm.data import format as fmt
+    from petctfm.harmonize.respace import respace_dataset, respaced_dir, spacing_tag
+    from petctfm.methods.segmentation.plan import train_spacing
+
+    if min_spacing is None:  # no grid rule: the dataset is never opened here
+        return Path(dataset)
+    spacing = train_spacing(fmt.load_dataset_info(dataset).get("spacing") or [1.0, 1.0, 1.0], min_spacing)
+    if spacing is None:
+        return Path(dataset)
+    out = respaced_dir(dataset, spacing)
+    if not os.access(dataset, os.W_OK) and run_dir is not None:  # a read-only dataset: the copy goes in the run
+        out = Path(run_dir) / "respaced" / spacing_tag(spacing)
+    return respace_dataset(dataset, spacing, out, progress=True)
 
 
 def given_network(overrides: Overrides) -> dict[str, Any] | None:
@@ -131,7 +162,7 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
                      backbone: str | None = None, max_steps: int | None = None, max_time: float | None = None,
                      resume: bool = False, overrides: Overrides = None, plan: str | None = None,
                      plan_step_seconds: float | None = None, plan_rule: dict[str, Any] | None = None,
-                     **config: Any) -> tuple[dict[str, Any], TrainConfig]:
+                     plan_spacing: float | None = None, **config: Any) -> tuple[dict[str, Any], TrainConfig]:
     """(task config, TrainConfig) of a fine-tuning run; the arguments are those of :func:`finetune`."""
     from petctfm.methods.segmentation.config import CONFIG
     from petctfm.methods.segmentation.task import check_compatible, pretrained_config, resolve_subset
@@ -177,19 +208,22 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
         if (task_cfg.get("task") or {}).get("name") == "organs":
             cases = with_organ_labels(task_cfg["dataset"], cases)
         task_cfg["subset"] = {"name": name, "cases": cases}
-    for arg, v in (("plan_step_seconds", plan_step_seconds), ("plan_rule", plan_rule)):
+    for arg, v in (("plan_step_seconds", plan_step_seconds), ("plan_rule", plan_rule), ("plan_spacing", plan_spacing)):
         if v is not None and plan is None:
             raise UsageError(f"{arg}={v}: needs a plan (--plan cpu)", arg=arg)
     rule = dict(plan_rule or {})
     if plan_step_seconds is not None:
         rule["step_seconds"] = float(plan_step_seconds) or None  # 0: untimed
+    if plan_spacing is not None:
+        rule["min_spacing"] = float(plan_spacing) or None  # 0: the dataset's own spacing
     elif given.get("patch") is not None or any(k.strip() == "data.patch_size" for k, _ in parse_overrides(overrides)):
         rule.setdefault("step_seconds", None)  # the plan's patch is replaced: nothing to time
     if plan is not None and not resumed:
         given_net = given_network(overrides)
         if given_net is not None:  # an explicit network (even {}): the plan keeps it and fits only the patch
             task_cfg["model"]["overrides"] = given_net
-        train_base = apply_plan(task_cfg, dict(train_base), plan, scratch=scratch and given_net is None, rule=rule)
+        train_base = apply_plan(task_cfg, dict(train_base), plan, scratch=scratch and given_net is None, rule=rule,
+                                run_dir=out)
     named = {k: (NAMED_OPTIONS[k], v) for k, v in given.items()}
     named["mode"] = ("data.mode", mode if resumed or scratch else None)
     return finish_configs(CONFIG, task_cfg, train_base, named, overrides, run_options(config, max_steps, max_time))
@@ -200,7 +234,7 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
              backbone: str | None = None, max_steps: int | None = None, max_time: float | None = None,
              resume: bool = False, overrides: Overrides = None, plan: str | None = None,
              plan_step_seconds: float | None = None, plan_rule: dict[str, Any] | None = None,
-             **config: Any) -> dict[str, Any]:
+             plan_spacing: float | None = None, **config: Any) -> dict[str, Any]:
     """Fine-tune a lesion (or, with ``task="organs"``, a multi-organ) segmenter on a harmonized ``dataset`` into the run folder ``out``; the trainer's
     summary (``steps``, ``loss``, ``stopped``...; the best checkpoint by val Dice is ``out/best/``).
 
@@ -217,7 +251,9 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
     ``plan_step_seconds``: with a plan, the step-time budget on this machine (the patch shrinks until a timed
     step fits; docs/segmentation-recipe.md); None: the target's (``cpu``: 1 s; none when the patch is given
     explicitly), 0: untimed; ``plan_rule``: the plan target's numbers overridden
-    (``plan.TARGETS``; e.g. ``{"patch_voxels": 39483}``). ``overrides``: ``{"data.fg_prob": 0.5, "train.lr": 5e-5}`` or ``["data.fg_prob=0.5"]``. ``config``: named
+    (``plan.TARGETS``; e.g. ``{"patch_voxels": 39483}``); ``plan_spacing``: with a plan, train on a grid no finer
+    than this many mm (the rule's ``min_spacing``: a copy of the dataset at that grid, made once beside it;
+    ``petctfm predict`` resamples to the model's grid); 0: the dataset's own spacing. ``overrides``: ``{"data.fg_prob": 0.5, "train.lr": 5e-5}`` or ``["data.fg_prob=0.5"]``. ``config``: named
     options (:data:`NAMED_OPTIONS`: ``patch=32``, ``freeze_encoder=True``, ``layer_decay=0.75``...) and trainer
     settings (``lr``, ``seed``, ``progress``...). ``task``: ``"lesions"`` (default) or ``"organs"`` (the
     dataset's ``organs.npy``; cases without one are left out); ``labels``: with organs, a JSON name table
@@ -229,7 +265,7 @@ def finetune(dataset: str | Path | None, out: str | Path, init: str | Path | Non
     task_cfg, train_cfg = finetune_configs(dataset, out, init, preset, fraction, kshot=kshot, backbone=backbone,
                                            max_steps=max_steps, max_time=max_time, resume=resume,
                                            overrides=overrides, plan=plan, plan_step_seconds=plan_step_seconds,
-                                           plan_rule=plan_rule, **config)
+                                           plan_rule=plan_rule, plan_spacing=plan_spacing, **config)
     return trainer.train(FinetuneTask(task_cfg), train_cfg, out, resume=resume)
 
 

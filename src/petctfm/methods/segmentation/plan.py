@@ -4,6 +4,11 @@ network's depth, strides and width, the batch and the numerics, sized to a compu
 nnU-Net v2's rules are the starting point (its ``ExperimentPlanner`` for ``3d_fullres``); what differs is the
 budget they are sized against (``docs/segmentation-recipe.md`` says why and shows the measurements):
 
+0. **Training grid** (:func:`train_spacing`, the rule's ``min_spacing``): None trains at the dataset's spacing;
+   a number (mm) trains on a copy of the dataset resampled so that no axis is finer
+   (:func:`petctfm.harmonize.respace.respace_dataset`, made once beside the dataset), nnU-Net's ``3d_lowres``
+   trade for a compute budget. The fingerprint and everything after it are then the copy's; the model records
+   its grid, and ``petctfm predict`` resamples any study to it and brings the probability back.
 1. **Fingerprint** (:func:`fingerprint`, the training cases only): voxel spacing, each case's shape, the median
    shape, the share of cases with lesions, lesion counts and volumes (connected components, ``cc3d``) and the PET
    SUV / CT HU percentiles inside lesions (nnU-Net's foreground intensities). Labels are read: this is the
@@ -67,6 +72,10 @@ STEP_SECONDS = 1.0
 #: false-positive volume, 2.5x faster per case). The ``gpu`` target keeps nnU-Net's 0.5; organ runs keep the
 #: config's (0.5: not measured).
 OVERLAP_CPU = 0.25
+#: The ``cpu`` target's training grid: None trains at the dataset's spacing. A number (mm) trains on a copy of
+#: the dataset no finer than it on any axis (:func:`train_spacing`; nnU-Net's ``3d_lowres`` trade, round ten of
+#: docs/segmentation-recipe.md: at 6 mm the same voxels per step cover 3.4x the body they cover at 4 mm).
+MIN_SPACING_CPU: float | None = None
 #: Compute targets: voxels per patch (the budget's starting point when timed), base / maximum features, maximum
 #: stages, batch, step-time budget (None: untimed), sliding-window overlap of a lesion run. ``cpu``: one step of
 #: about a second on 1 core (64^3 with bf16 on the AMX VM; timed elsewhere, docs/segmentation-recipe.md);
@@ -74,10 +83,10 @@ OVERLAP_CPU = 0.25
 TARGETS: dict[str, dict[str, Any]] = {
     "cpu": {"patch_voxels": 64 ** 3, "base_features": 16, "max_features": 256, "max_stages": 5, "batch_size": 2,
             "lr": 1e-2, "fg_prob": FG_PROB, "fg_balance": FG_BALANCE, "aux_organs": AUX_ORGANS,
-            "step_seconds": STEP_SECONDS, "overlap": OVERLAP_CPU},
+            "step_seconds": STEP_SECONDS, "overlap": OVERLAP_CPU, "min_spacing": MIN_SPACING_CPU},
     "gpu": {"patch_voxels": 128 ** 3, "base_features": 32, "max_features": 320, "max_stages": 6, "batch_size": 2,
             "lr": 1e-2, "fg_prob": FG_PROB, "fg_balance": FG_BALANCE, "aux_organs": AUX_ORGANS,
-            "step_seconds": None, "overlap": 0.5},
+            "step_seconds": None, "overlap": 0.5, "min_spacing": None},
 }
 MIN_EDGE = 4  # nnU-Net: an axis is pooled only while its feature map stays >= 4 voxels after pooling
 #: The smallest patch a step-time budget shrinks to: 24^3 voxels (~10 cm at 4 mm, the p95 lesion of the phantoms
@@ -141,6 +150,20 @@ def fingerprint(dataset: str | Path, cases: Sequence[str], max_cases: int = 200)
 
 
 # ------------------------------------------------------------------------------------------------ rules
+
+
+def train_spacing(spacing: Sequence[float], min_spacing: float | None) -> list[float] | None:
+    """The grid a run trains on (mm, X, Y, Z) when the dataset is at ``spacing`` and the rule's ``min_spacing``
+    (module docstring, item 0): every axis at least ``min_spacing``; None when that is the dataset's own
+    spacing (no ``min_spacing``, or the dataset already as coarse)."""
+    if min_spacing is None:
+        return None
+    if not float(min_spacing) > 0:
+        from petctfm.core.config import ConfigError
+
+        raise ConfigError("plan.min_spacing", min_spacing, "must be > 0 mm (None: the dataset's spacing)")
+    out = [max(float(s), float(min_spacing)) for s in spacing]
+    return None if out == [float(s) for s in spacing] else out
 
 
 def pools_per_axis(patch: Sequence[int], max_stages: int) -> list[int]:
@@ -325,5 +348,5 @@ def make_plan(fp: dict[str, Any], target: str = "cpu", *, backbone: str = "nnune
             "aux_organs": bool(r.get("aux_organs")) and float(fp.get("cases_with_organs", 0.0)) == 1.0, **timing}
 
 
-__all__ = ["STEP_SECONDS", "OVERLAP_CPU", "TARGETS", "MIN_EDGE", "MIN_PATCH_VOXELS", "fingerprint", "pools_per_axis", "plan_patch", "plan_network",
+__all__ = ["STEP_SECONDS", "OVERLAP_CPU", "MIN_SPACING_CPU", "TARGETS", "train_spacing", "MIN_EDGE", "MIN_PATCH_VOXELS", "fingerprint", "pools_per_axis", "plan_patch", "plan_network",
            "stride_divisor", "measure_step", "timed_patch_voxels", "make_plan"]
