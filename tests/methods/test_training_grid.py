@@ -106,3 +106,23 @@ def test_a_read_only_dataset_gets_its_copy_in_the_run_folder(toy, tmp_path, monk
                               plan="cpu", plan_step_seconds=0, plan_spacing=8)
     assert cfg["dataset"] == str(tmp_path / "run" / "respaced" / "8x8x8")
     assert json.loads((tmp_path / "run" / "respaced" / "8x8x8" / "dataset.json").read_text())["spacing"] == [8.0] * 3
+
+
+def test_the_targets_default_grid_applies_to_planned_lesion_networks_only(toy, tmp_path, monkeypatch):
+    """A target's ``min_spacing`` (None for both today) reaches a lesion run whose network the plan plans; an organ
+    run, or a given network (as a label-efficiency experiment's scratch arm), keeps the dataset's grid unless the
+    run asks (``plan_spacing``)."""
+    from petctfm.methods.segmentation.api import finetune_configs
+
+    monkeypatch.setitem(P.TARGETS["cpu"], "min_spacing", 4.0)
+
+    def trained_on(**kw):
+        cfg, _ = finetune_configs(toy, tmp_path / "run", init="scratch", backbone="nnunet-plain", preset="tiny",
+                                  plan="cpu", plan_step_seconds=0, **kw)
+        return cfg["dataset"]
+
+    assert trained_on() == str(respaced_dir(toy, [4, 4, 4]))
+    assert trained_on(overrides=[("model.overrides", {})]) == str(toy)
+    assert trained_on(task="organs") == str(toy)
+    assert trained_on(task="organs", plan_spacing=4) == str(respaced_dir(toy, [4, 4, 4]))
+    assert trained_on(plan_spacing=0) == str(toy)

@@ -43,7 +43,7 @@ def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str
     ``{"step_seconds": None}``: untimed, ``{"patch_voxels": 38652}``). With a step-time budget (the ``cpu``
     target's default for a lesion run; an organ run only when ``rule`` gives one) the patch shrinks until a timed
     step of the run's own network fits it (``plan.make_plan``). With a ``min_spacing`` (mm; the target's for a
-    lesion run, an organ run's only from ``rule``) coarser than the dataset's spacing, the run trains on the dataset's copy at that grid (``plan.train_spacing``,
+    lesion run whose network is planned, otherwise only from ``rule``) coarser than the dataset's spacing, the run trains on the dataset's copy at that grid (``plan.train_spacing``,
     :func:`training_grid`: ``DATASET/respaced/<tag>``, or ``run_dir/respaced/<tag>`` when the dataset's folder is
     read-only): ``task_cfg["dataset"]`` becomes the copy, and ``plan.dataset`` records both.
     A lesion run also gets the plan's sliding-window overlap (``val.overlap``). Returns the train settings with
@@ -55,9 +55,10 @@ def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str
     rule = dict(rule or {})
     lesions = task_cfg.setdefault("task", {}).get("name", "lesions") == "lesions"
     source = task_cfg["dataset"]
-    # the target's training grid was chosen on lesion runs; an organ run gets one only when asked (not measured)
+    # the target's training grid was chosen on lesion runs with a planned network; an organ run, a pretrained init
+    # or a given network (which learned, or is compared, at the dataset's grid) gets one only when asked
     min_spacing = rule["min_spacing"] if "min_spacing" in rule else (
-        (TARGETS.get(target) or {}).get("min_spacing") if lesions else None)
+        (TARGETS.get(target) or {}).get("min_spacing") if lesions and scratch else None)
     task_cfg["dataset"] = str(training_grid(source, min_spacing, run_dir))
     fp = fingerprint(task_cfg["dataset"], task_cfg["subset"]["cases"])
     backbone = task_cfg["model"]["backbone"]
