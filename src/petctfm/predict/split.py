@@ -83,7 +83,7 @@ def predict_split(run_or_ckpt: str | Path, dataset: str | Path, split: str = "te
     dev = resolve_device(device)
     model = model.to(dev)
     ov = float(cfg["val"]["overlap"] if overlap is None else overlap)
-    model_spacing = harmonize_settings(cfg)[0]
+    model_spacing, _, recorded = harmonize_settings(cfg)  # a model that records no grid predicts on the dataset's
     other_grid: Predictor | None = None  # built on the first case on another grid than the model's
     ids = list(cases) if cases is not None else list_cases(dataset, split)
     out: list[Path] = []
@@ -92,7 +92,7 @@ def predict_split(run_or_ckpt: str | Path, dataset: str | Path, split: str = "te
         for cid in ids:
             case = fmt.load_case(dataset, cid, mmap=True)
             spacing, affine = fmt.case_spacing(case["meta"]), np.asarray(case["meta"]["affine"])
-            if np.allclose(spacing, model_spacing, atol=1e-3):
+            if recorded != "checkpoint" or np.allclose(spacing, model_spacing, atol=1e-3):
                 label = case_label_map(model, cfg, case["image"], ov, dev, spacing=spacing)
             else:  # the model's grid and back, as petctfm predict does
                 other_grid = other_grid or Predictor.load(run_or_ckpt, dev, overlap=ov, suppress_organs=None)
