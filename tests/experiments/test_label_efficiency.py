@@ -240,6 +240,12 @@ def test_plan_gives_both_arms_the_recipe_on_the_pretrained_network(env, tmp_path
     assert cfgs["pretrained"]["task"]["data"]["batch_size"] == cfgs["scratch"]["task"]["data"]["batch_size"]
     spec = yaml.safe_load((out / "experiment.yaml").read_text())
     assert spec["settings"]["plan"] == "cpu" and "--plan cpu" in spec["command"]
+    # the cpu target is timed: timed once before the first run, every run gets that budget and times nothing
+    budget = spec["settings"]["plan_voxels"]
+    assert isinstance(budget, int) and budget > 0
+    for arm, cfg in cfgs.items():
+        assert cfg["task"]["plan"]["rule"]["patch_voxels"] == budget and "timing" not in cfg["task"]["plan"], arm
+    assert f"one voxel budget timed once ({budget} voxels per patch)" in (out / "results.md").read_text()
     assert "segmentation recipe planned for `cpu`" in (out / "results.md").read_text()
     with pytest.raises(UsageError, match="plan"):
         run_label_efficiency(data, mae, tmp_path / "bad", runs="scratch:50", plan="tpu", progress=False)

@@ -157,6 +157,10 @@ class Settings:
     separated: list[str] = field(default_factory=list)
     holdout_site: str | None = None
     plan: str | None = None  # the segmentation recipe's compute target (cpu | gpu) for every fine-tuning run
+    # a timed target's voxel budget, timed once before the first run and given to every fine-tuning run (each run
+    # timing its own plan would give the arms different patches on a machine whose load changes); None: untimed,
+    # or a folder written before it (its runs timed their own)
+    plan_voxels: int | None = None
 
 
 def check_pretrained(pretrained: str | Path) -> tuple[Path, dict[str, Any]]:

@@ -233,6 +233,8 @@ def _intro_markdown(records: list[dict[str, Any]], summary: dict[str, Any], sett
         + (f", at most {settings.max_time:g} s" if settings.max_time is not None else "") + " per run"
         + (f"; the segmentation recipe planned for `{settings.plan}` from each run's training cases "
            "(docs/segmentation-recipe.md; the network kept)" if settings.plan else "")
+        + (f", every run at one voxel budget timed once ({settings.plan_voxels} voxels per patch)"
+           if getattr(settings, "plan_voxels", None) else "")
         + (f"; overrides {', '.join(f'`{o}`' for o in settings.overrides)}" if settings.overrides else "")
         + "; best checkpoint by val Dice predicts the test split",
         f"- Dice: mean over test cases with lesions [percentile bootstrap 95% CI over cases, {N_RESAMPLES} "

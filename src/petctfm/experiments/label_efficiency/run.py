@@ -49,10 +49,37 @@ def finetune_kwargs(run: PlannedRun, settings: Settings, run_dir: Path, progress
         overrides.append(("data.pet_transform", _pretrained_transform(settings)))  # the same input scale
     if settings.plan is not None:  # the recipe, planned from each run's own training cases (both arms alike)
         kw["plan"] = settings.plan
+        if settings.plan_voxels is not None:  # the budget timed once for every run: no run times its own
+            kw["plan_rule"] = {"patch_voxels": int(settings.plan_voxels), "step_seconds": None}
     if not progress:
         kw["progress"] = False
     kw["overrides"] = overrides + list(settings.overrides)
     return kw
+
+
+def timed_plan_voxels(exp_file: Path, settings: Settings, planned: list[PlannedRun], exp_dir: Path) -> int | None:
+    """The voxel budget of a timed plan target (``settings.plan``), timed once for every fine-tuning run of the
+    experiment: the one saved in ``exp_file`` when the folder has one (a folder written before the budget was
+    shared keeps None: its runs timed their own), else the first fine-tuning run's plan, timed now
+    (:func:`petctfm.methods.segmentation.api.finetune_configs`; nothing is trained or written). None for an
+    untimed target or an experiment without fine-tuning runs."""
+    import yaml
+
+    from petctfm.methods.segmentation.api import finetune_configs
+    from petctfm.methods.segmentation.plan import TARGETS
+
+    if settings.plan is None or TARGETS[settings.plan]["step_seconds"] is None:
+        return None
+    if exp_file.is_file():
+        saved = (yaml.safe_load(exp_file.read_text()) or {}).get("settings") or {}
+        if saved:
+            return saved.get("plan_voxels")
+    first = next((r for r in planned if r.kind == "finetune"), None)
+    if first is None:
+        return None
+    kw = finetune_kwargs(first, settings, exp_dir / first.name, progress=False)
+    task_cfg, _ = finetune_configs(**kw)
+    return int(task_cfg["plan"]["rule"]["patch_voxels"])
 
 
 def _pretrained_transform(settings: Settings) -> str:
@@ -335,6 +362,7 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
                       holdout)
     exp_dir = Path(out)
     exp_dir.mkdir(parents=True, exist_ok=True)
+    settings.plan_voxels = timed_plan_voxels(exp_dir / EXPERIMENT_FILE, settings, planned, exp_dir)
     check_settings(exp_dir / EXPERIMENT_FILE, settings)
     command = command_line(settings, exp_dir, seeds, None if explicit else list(arms),
                            None if explicit else [float(f) for f in fractions], explicit)
@@ -360,5 +388,5 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
             "plot": exp_dir / "label_efficiency.png", "command": command}
 
 
-__all__ = ["finetune_kwargs", "run_finetune", "run_probe_arm", "execute_run", "load_done", "run_plan",
+__all__ = ["finetune_kwargs", "timed_plan_voxels", "run_finetune", "run_probe_arm", "execute_run", "load_done", "run_plan",
            "check_arguments", "run_label_efficiency"]
