@@ -43,7 +43,8 @@ def apply_plan(task_cfg: dict[str, Any], train_base: dict[str, Any], target: str
     ``{"step_seconds": None}``: untimed, ``{"patch_voxels": 38652}``). With a step-time budget (the ``cpu``
     target's default for a lesion run; an organ run only when ``rule`` gives one) the patch shrinks until a timed
     step of the run's own network fits it (``plan.make_plan``). With a ``min_spacing`` (mm; the target's for a
-    lesion run whose network is planned, otherwise only from ``rule``) coarser than the dataset's spacing, the run trains on the dataset's copy at that grid (``plan.train_spacing``,
+    lesion run whose network is planned, otherwise only from ``rule``) coarser than the dataset's spacing, the
+    run trains on the dataset's copy at that grid (``plan.train_spacing``,
     :func:`training_grid`: ``DATASET/respaced/<tag>``, or ``run_dir/respaced/<tag>`` when the dataset's folder is
     read-only): ``task_cfg["dataset"]`` becomes the copy, and ``plan.dataset`` records both.
     A lesion run also gets the plan's sliding-window overlap (``val.overlap``). Returns the train settings with
@@ -95,7 +96,7 @@ def training_grid(dataset: str | Path, min_spacing: float | None, run_dir: str |
     import os
 
     from petctfm.data import format as fmt
-    from petctfm.harmonize.respace import respace_dataset, respaced_dir, spacing_tag
+    from petctfm.harmonize.respace import respace_dataset, respaced_dir
     from petctfm.methods.segmentation.plan import train_spacing
 
     if min_spacing is None:  # no grid rule: the dataset is never opened here
@@ -105,7 +106,7 @@ def training_grid(dataset: str | Path, min_spacing: float | None, run_dir: str |
         return Path(dataset)
     out = respaced_dir(dataset, spacing)
     if not os.access(dataset, os.W_OK) and run_dir is not None:  # a read-only dataset: the copy goes in the run
-        out = Path(run_dir) / "respaced" / spacing_tag(spacing)
+        out = respaced_dir(run_dir, spacing)
     return respace_dataset(dataset, spacing, out, progress=True)
 
 
