@@ -251,6 +251,33 @@ def test_plan_gives_both_arms_the_recipe_on_the_pretrained_network(env, tmp_path
         run_label_efficiency(data, mae, tmp_path / "bad", runs="scratch:50", plan="tpu", progress=False)
 
 
+def test_plan_spacing_trains_every_run_on_the_copy_and_scores_on_the_datasets_grid(env, tmp_path):
+    """``--plan-spacing MM``: both arms train on the dataset's copy at the coarser grid (the pretrained network
+    kept); their test predictions come back on the dataset's own grid, where they are scored."""
+    import nibabel as nib
+
+    from petctfm.harmonize.respace import respaced_dir
+
+    data, mae = env
+    out = tmp_path / "le_grid"
+    res = run_label_efficiency(data, mae, out, runs="pretrained:50,scratch:50", seeds=[0], preset="tiny",
+                               overrides=FAST, max_steps=2, probe_kshot=None, plan="cpu", plan_spacing=4,
+                               progress=False)
+    copy = respaced_dir(data, [4, 4, 4])
+    for run in res["plan"]:
+        task = yaml.safe_load((out / run.name / "config.yaml").read_text())["task"]
+        assert task["dataset"] == str(copy) and task["plan"]["dataset"]["source"] == str(data), run.name
+        assert task["plan"]["fingerprint"]["spacing"] == [4.0, 4.0, 4.0] and not task["plan"]["planned_network"]
+        for cid in ("toy005", "toy006"):
+            pred = nib.load(str(out / run.name / "pred_test" / f"{cid}.nii.gz"))
+            assert pred.shape == fmt.load_case(data, cid)["label"].shape == (32, 32, 32), (run.name, cid)
+    spec = yaml.safe_load((out / "experiment.yaml").read_text())
+    assert spec["settings"]["plan_spacing"] == 4.0 and "--plan-spacing 4" in spec["command"]
+    assert "no finer than 4 mm" in (out / "results.md").read_text()
+    with pytest.raises(UsageError, match="plan_spacing"):
+        run_label_efficiency(data, mae, tmp_path / "bad", runs="scratch:50", plan_spacing=4, progress=False)
+
+
 def test_jobs_run_the_same_runs_in_parallel_processes(env, tmp_path):
     """``jobs=2``: the runs train in two spawned processes; every run reaches its steps, writes its record and
     predictions, and the report is the same as a sequential experiment writes. A wrong value is a UsageError."""

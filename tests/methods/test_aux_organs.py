@@ -139,8 +139,10 @@ def test_organ_runs_are_not_timed_unless_asked(organs_ds, tmp_path, monkeypatch)
         return float(np.prod(patch)) / 16 ** 3
 
     monkeypatch.setattr(P, "measure_step", fake_measure)
-    untimed, _ = finetune_configs(organs_ds, tmp_path / "u", backbone="nnunet-plain", plan="cpu", plan_step_seconds=0)
-    lesion, _ = finetune_configs(organs_ds, tmp_path / "l", backbone="nnunet-plain", plan="cpu")
+    # at the dataset's grid (plan_spacing=0): the timing is the subject here, not the cpu target's 6 mm grid
+    untimed, _ = finetune_configs(organs_ds, tmp_path / "u", backbone="nnunet-plain", plan="cpu", plan_step_seconds=0,
+                                  plan_spacing=0)
+    lesion, _ = finetune_configs(organs_ds, tmp_path / "l", backbone="nnunet-plain", plan="cpu", plan_spacing=0)
     assert calls and "timing" in lesion["plan"] and lesion["plan"]["rule"]["step_seconds"] == P.STEP_SECONDS
     assert np.prod(lesion["data"]["patch_size"]) < np.prod(untimed["data"]["patch_size"])
     calls.clear()

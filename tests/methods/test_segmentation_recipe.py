@@ -139,7 +139,7 @@ def test_planned_run_trains_with_deep_supervision_and_reproduces_from_its_config
     try:
         run = tmp_path / "run"
         summary = finetune(toy, run, backbone="nnunet-plain", preset="tiny", plan="cpu", max_steps=3,
-                           plan_step_seconds=0, progress=False, figure_every=3, checkpoint_every=3,
+                           plan_step_seconds=0, plan_spacing=0, progress=False, figure_every=3, checkpoint_every=3,
                            overrides={"val.sw_batch_size": 1})
         assert summary["steps"] == 3 and np.isfinite(summary["loss"]) and summary["precision"] == "fp32"
         saved = yaml.safe_load((run / "config.yaml").read_text())
@@ -159,12 +159,12 @@ def test_planned_run_trains_with_deep_supervision_and_reproduces_from_its_config
         assert isinstance(out, torch.Tensor) and out.shape == (1, 2, 40, 24, 56)
         # an explicit patch wins over the plan
         run2 = tmp_path / "run2"
-        finetune(toy, run2, backbone="nnunet-plain", preset="tiny", plan="cpu", max_steps=1, progress=False,
-                 figure_every=0, overrides={"data.patch_size": [16, 16, 16],
-                                            "model.overrides.strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
-                                            "model.overrides.n_stages": 3,
-                                            "model.overrides.features_per_stage": [8, 16, 32],
-                                            "model.overrides.kernel_sizes": [[3, 3, 3]] * 3})
+        finetune(toy, run2, backbone="nnunet-plain", preset="tiny", plan="cpu", plan_spacing=0, max_steps=1,
+                 progress=False, figure_every=0, overrides={"data.patch_size": [16, 16, 16],
+                                                            "model.overrides.strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+                                                            "model.overrides.n_stages": 3,
+                                                            "model.overrides.features_per_stage": [8, 16, 32],
+                                                            "model.overrides.kernel_sizes": [[3, 3, 3]] * 3})
         t2 = yaml.safe_load((run2 / "config.yaml").read_text())["task"]
         assert t2["data"]["patch_size"] == [16, 16, 16] and t2["plan"]["patch_size"] == [40, 24, 56]
     finally:

@@ -108,10 +108,55 @@ def test_a_read_only_dataset_gets_its_copy_in_the_run_folder(toy, tmp_path, monk
     assert json.loads((tmp_path / "run" / "respaced" / "8x8x8" / "dataset.json").read_text())["spacing"] == [8.0] * 3
 
 
+def test_the_cpu_target_trains_a_planned_lesion_network_at_6_mm(toy, tmp_path):
+    """The ``cpu`` target's default grid (round ten, confirmed at equal CPU time): a planned lesion run trains on
+    the dataset's 6 mm copy; the ``gpu`` target keeps the dataset's grid."""
+    from petctfm.methods.segmentation.api import finetune_configs
+
+    cfg, _ = finetune_configs(toy, tmp_path / "cpu", init="scratch", backbone="nnunet-plain", preset="tiny",
+                              plan="cpu", plan_step_seconds=0)
+    assert cfg["dataset"] == str(respaced_dir(toy, [6, 6, 6])) and cfg["plan"]["rule"]["min_spacing"] == 6.0
+    assert fmt.load_dataset_info(cfg["dataset"])["spacing"] == [6.0, 6.0, 6.0]
+    gpu, _ = finetune_configs(toy, tmp_path / "gpu", init="scratch", backbone="nnunet-plain", preset="tiny",
+                              plan="gpu")
+    assert gpu["dataset"] == str(toy) and gpu["plan"]["rule"]["min_spacing"] is None
+
+
+def test_a_given_patch_is_not_timed_on_the_coarser_grid_either(toy, tmp_path, monkeypatch):
+    """An explicit patch replaces the plan's, so nothing is timed, with or without ``plan_spacing``."""
+    from petctfm.methods.segmentation.api import finetune_configs
+
+    def no_timing(*a, **k):
+        raise AssertionError("a given patch must not be timed")
+
+    monkeypatch.setattr(P, "measure_step", no_timing)
+    cfg, _ = finetune_configs(toy, tmp_path / "run", init="scratch", backbone="nnunet-plain", preset="tiny",
+                              plan="cpu", plan_spacing=4, overrides=[("data.patch_size", [16, 16, 16])])
+    assert cfg["data"]["patch_size"] == [16, 16, 16] and "timing" not in cfg["plan"]
+    assert cfg["dataset"] == str(respaced_dir(toy, [4, 4, 4]))
+
+
+def test_a_held_out_sites_cases_are_respaced_too(toy, tmp_path):
+    import shutil
+
+    from petctfm.io.atomic import atomic_write_json
+
+    src = tmp_path / "held"
+    shutil.copytree(toy, src, ignore=shutil.ignore_patterns("respaced"))
+    sp = fmt.load_splits(src)
+    # toy002 only in the held-out split (toy003 is val and test)
+    sp["train"], sp["holdout"], sp["holdout_site"] = ["toy000", "toy001"], ["toy002"], "site_x"
+    atomic_write_json(src / fmt.SPLITS_JSON, sp)
+    out = respace_dataset(src, [4, 4, 4])
+    assert fmt.load_splits(out)["holdout"] == sp["holdout"]
+    assert fmt.load_case(out, sp["holdout"][0])["meta"]["spacing"] == [4.0, 4.0, 4.0]
+    assert fmt.load_dataset_info(out)["num_cases"] == 4
+
+
 def test_the_targets_default_grid_applies_to_planned_lesion_networks_only(toy, tmp_path, monkeypatch):
-    """A target's ``min_spacing`` (None for both today) reaches a lesion run whose network the plan plans; an organ
-    run, or a given network (as a label-efficiency experiment's scratch arm), keeps the dataset's grid unless the
-    run asks (``plan_spacing``)."""
+    """A target's ``min_spacing`` (``cpu``: 6 mm; set to 4 mm here) reaches a lesion run whose network the plan
+    plans; an organ run, or a given network (as a label-efficiency experiment's scratch arm), keeps the dataset's
+    grid unless the run asks (``plan_spacing``)."""
     from petctfm.methods.segmentation.api import finetune_configs
 
     monkeypatch.setitem(P.TARGETS["cpu"], "min_spacing", 4.0)
@@ -126,3 +171,15 @@ def test_the_targets_default_grid_applies_to_planned_lesion_networks_only(toy, t
     assert trained_on(task="organs") == str(toy)
     assert trained_on(task="organs", plan_spacing=4) == str(respaced_dir(toy, [4, 4, 4]))
     assert trained_on(plan_spacing=0) == str(toy)
+
+
+def test_harmonize_respace_command(toy, capsys):
+    """``petctfm harmonize --respace DATASET --spacing X Y Z``: the same copy a plan makes (reused when it exists);
+    without --spacing, a usage error (exit 2)."""
+    from petctfm.cli.main import main
+
+    assert main(["harmonize", "--respace", str(toy), "--spacing", "4", "4", "4"]) == 0
+    assert str(respaced_dir(toy, [4, 4, 4])) in capsys.readouterr().out
+    assert fmt.load_dataset_info(respaced_dir(toy, [4, 4, 4]))["spacing"] == [4.0, 4.0, 4.0]
+    assert main(["harmonize", "--respace", str(toy)]) == 2
+    assert "--spacing X Y Z" in capsys.readouterr().err

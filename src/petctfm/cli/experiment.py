@@ -85,6 +85,9 @@ def _add_label_efficiency_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan", choices=["cpu", "gpu"], default=None,
                    help="every fine-tuning run uses the segmentation recipe planned for this compute target "
                    "(as petctfm finetune --plan), keeping the pretrained network in both arms")
+    p.add_argument("--plan-spacing", type=float, default=None, metavar="MM",
+                   help="with --plan: every fine-tuning run trains on a grid no finer than MM (as petctfm finetune "
+                   "--plan-spacing); the test split is still scored on the dataset's grid. Default: the dataset's")
     p.add_argument("--jobs", type=int, default=None, metavar="K",
                    help="runs trained at once, each in its own process with the cores shared among them (default 1; "
                    "the same steps and results, less wall time on a machine with idle cores)")
@@ -98,7 +101,7 @@ def _run_label_efficiency(args: argparse.Namespace) -> int:
     out = run_label_efficiency(
         args.data, args.pretrained, args.out, overrides=args.set, progress=not args.no_progress,
         **given(args, ("runs", "seeds", "preset", "arms", "fractions", "probe_kshot", "probe_steps", "separated",
-                       "max_steps", "max_time", "holdout_site", "plan", "jobs")))
+                       "max_steps", "max_time", "holdout_site", "plan", "plan_spacing", "jobs")))
     print(f"experiment label-efficiency: {len(out['records'])} runs; results in {out['results_md']}, "
           f"{out['results_csv']}, {out['plot']}")
     return 0

@@ -75,7 +75,8 @@ def register(subparsers) -> None:
     p.add_argument("--plan-spacing", type=float, default=None, metavar="MM",
                    help="with --plan: train on a grid no finer than MM on any axis (a copy of the dataset resampled "
                    "once, in DATASET/respaced/; nnU-Net's 3d_lowres trade; predict resamples to the model's grid). "
-                   "Default: the target's (cpu and gpu: the dataset's spacing); 0 = the dataset's spacing")
+                   "Default: the target's (cpu: 6 mm for a lesion run whose network the plan plans, else the dataset's "
+                   "spacing; gpu: the dataset's spacing); 0 = the dataset's spacing")
     p.add_argument("--task", choices=["lesions", "organs"], default=None,
                    help="what to segment: lesions (label.npy, 2 classes; the default) or organs (the dataset's "
                    "organs.npy, one class per organ; docs/organs.md)")

@@ -26,6 +26,9 @@ petctfm harmonize --in /data/autoPET --out ds --metadata clinical.csv --metadata
 petctfm harmonize --in /data/nnUNet_raw/Dataset500_Organs --out ds --label-roles roles.json
 #   roles.json: {"pancreas": "ignore", "GTV": "lesion", "Leber": "liver"}
 
+# a harmonized dataset's copy at a coarser grid (the same cases, splits and normalization), in ds/respaced/6x6x6
+petctfm harmonize --respace ds --spacing 6 6 6
+
 # keep a pseudonym -> source mapping OUTSIDE the dataset (only on request)
 petctfm harmonize --in /data/autoPET --out ds --write-mapping ~/private/ds_mapping.csv
 """
@@ -65,6 +68,9 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, action=_default("workers"), help="worker processes (default {default})")
     p.add_argument("--shard", metavar="i/n", help="process only shard i of n (0-based); then run --finalize")
     p.add_argument("--finalize", metavar="DATASET", help="only (re)compute splits, statistics, manifest, QA")
+    p.add_argument("--respace", metavar="DATASET",
+                   help="a copy of a harmonized DATASET at --spacing (every case, its splits and its normalization "
+                   "statistics kept; made once, in DATASET/respaced/<X>x<Y>x<Z> or --out)")
     p.add_argument("--seed", type=int, action=_default("seed"), help="seed of the splits (default {default})")
     p.add_argument("--holdout-site", metavar="NAME", default=None,
                    help="keep this site's cases out of train/val/test and the normalization statistics: they form "
@@ -105,8 +111,17 @@ def run(args) -> int:
         res = finalize_dataset(args.finalize, **given(args, {"seed": "seed", "holdout_site": "holdout_site"}))
         print(f"finalized {args.finalize}: {res['num_cases']} cases, {res['num_failed']} quarantined")
         return 0
+    if args.respace:
+        from petctfm.harmonize.respace import respace_dataset
+
+        if args.inputs or not args.spacing:
+            raise UsageError(f"--respace {args.respace} takes --spacing X Y Z and no --in (it resamples a "
+                             "harmonized dataset)")
+        out = respace_dataset(args.respace, args.spacing, args.out, progress=True)
+        print(f"dataset {args.respace} at {' x '.join(f'{s:g}' for s in args.spacing)} mm: {out}")
+        return 0
     if not args.inputs or not args.out:
-        raise UsageError("--in SRC and --out DATASET are required (or --finalize DATASET)")
+        raise UsageError("--in SRC and --out DATASET are required (or --finalize DATASET, --respace DATASET)")
     with flags(FLAGS, also=("spacing", "ct_window", "suv")):  # a re-run with other settings names them all
         options = HarmonizeOptions(**given(args, OPTIONS), thumbnails=not args.no_thumbnails, nifti=args.nifti,
                                    progress=True)

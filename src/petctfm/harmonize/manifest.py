@@ -32,7 +32,7 @@ from petctfm.data import format as fmt
 from petctfm.harmonize.duplicates import DUPLICATES_CSV, decoded_duplicates, write_duplicates_csv
 from petctfm.harmonize.pipeline import FAILED_DIR, WORK_DIR, lesion_volumes
 from petctfm.harmonize.qa import site_histograms, write_qa_table
-from petctfm.harmonize.splits import make_splits
+from petctfm.harmonize.splits import CASE_SPLITS, make_splits
 from petctfm.io.atomic import atomic_write_json, atomic_write_text
 from petctfm.io.tables import csv_text
 
@@ -156,7 +156,7 @@ def finalize(out: str | os.PathLike, seed: int = 0, input_sources: list[dict[str
     atomic_write_json(out / fmt.SPLITS_JSON, splits)
     info = _dataset_info(out, metas, failures, spacings, splits, holdout_site)
     fmt.write_dataset_info(out, info)
-    split_of = {cid: s for s in ("train", "val", "test", "holdout") for cid in splits.get(s, [])}
+    split_of = {cid: s for s in CASE_SPLITS for cid in splits.get(s, [])}
     atomic_write_text(out / fmt.MANIFEST_CSV, csv_text(_manifest_rows(out, metas, split_of), MANIFEST_COLUMNS))
     write_qa_table(out, metas)
     site_histograms(out, metas)

@@ -6,7 +6,7 @@ body they cover at 4 mm. :func:`respace_dataset` makes that copy once, by harmon
 (:func:`petctfm.harmonize.pipeline.harmonize_images`: SUV and HU linear, the lesion mask and the organ map nearest
 neighbour, the grid recropped to the body), and a later run reuses it:
 
-- every case of ``splits.json`` keeps its id, its metadata and its split; ``meta.json`` gets the new geometry and
+- every case of ``splits.json`` (train, val, test and a held-out site's ``holdout``) keeps its id, its metadata and its split; ``meta.json`` gets the new geometry and
   ``respaced_from`` (the source spacing); its ``stats`` and ``qa`` still describe the source grid;
 - ``dataset.json`` keeps the source's normalization statistics (a model normalizes its input as the dataset it
   was trained on says; the voxel statistics of one body barely move with the grid), gets the new ``spacing`` and
@@ -99,6 +99,7 @@ def respace_dataset(dataset: str | Path, spacing: Sequence[float], out: str | Pa
     from rich.progress import Progress
 
     from petctfm.data import format as fmt
+    from petctfm.harmonize.splits import CASE_SPLITS
 
     spacing = [float(s) for s in spacing]
     if len(spacing) != 3 or not all(s > 0 for s in spacing):
@@ -107,7 +108,7 @@ def respace_dataset(dataset: str | Path, spacing: Sequence[float], out: str | Pa
     if [float(s) for s in info.get("spacing") or []] == spacing:
         return Path(dataset)
     splits = fmt.load_splits(dataset)
-    ids = sorted({c for k in ("train", "val", "test") for c in splits.get(k) or []})
+    ids = sorted({c for k in CASE_SPLITS for c in splits.get(k) or []})
     out = Path(out) if out is not None else respaced_dir(dataset, spacing)
     with _locked(out.parent / f".{out.name}.lock"):
         if _is_complete(out, ids):

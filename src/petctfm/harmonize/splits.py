@@ -28,6 +28,8 @@ from petctfm.core.errors import InputError
 PATTERN = ["train", "test", "train", "val", "train", "train", "test", "train", "train", "train"]
 FRACTIONS = (1, 5, 10, 20, 40, 100)
 KSHOTS = (1, 5, 10)
+#: The splits.json lists that hold case ids, each case in one of them (``holdout`` only with a ``holdout_site``).
+CASE_SPLITS = ("train", "val", "test", "holdout")
 
 
 def _stratified_order(items: list[str], strata: dict[str, tuple], rng: np.random.Generator) -> list[str]:

@@ -161,6 +161,9 @@ class Settings:
     # timing its own plan would give the arms different patches on a machine whose load changes); None: untimed,
     # or a folder written before it (its runs timed their own)
     plan_voxels: int | None = None
+    # with a plan, every fine-tuning run trains on a grid no finer than this (mm; ``finetune(plan_spacing=...)``):
+    # None, the target's rule (which keeps a given network's grid: the dataset's), 0 the dataset's spacing
+    plan_spacing: float | None = None
 
 
 def check_pretrained(pretrained: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -230,6 +233,8 @@ def command_line(settings: Settings, out: str | Path, seeds: Sequence[int], arms
         argv += ["--holdout-site", settings.holdout_site]
     if settings.plan is not None:
         argv += ["--plan", settings.plan]
+    if settings.plan_spacing is not None:
+        argv += ["--plan-spacing", f"{settings.plan_spacing:g}"]
     for kv in settings.overrides:
         argv += ["--set", kv]
     return " ".join(shlex.quote(a) for a in argv)

@@ -51,6 +51,8 @@ def finetune_kwargs(run: PlannedRun, settings: Settings, run_dir: Path, progress
         kw["plan"] = settings.plan
         if settings.plan_voxels is not None:  # the budget timed once for every run: no run times its own
             kw["plan_rule"] = {"patch_voxels": int(settings.plan_voxels), "step_seconds": None}
+        if settings.plan_spacing is not None:  # every run on the same training grid
+            kw["plan_spacing"] = float(settings.plan_spacing)
     if not progress:
         kw["progress"] = False
     kw["overrides"] = overrides + list(settings.overrides)
@@ -268,7 +270,7 @@ def check_arguments(seeds: str | Sequence[int] = (0,), arms: str | Sequence[str]
                     runs: Sequence[tuple[str, float]] | str | None = None, preset: str | None = None,
                     probe_kshot: int | None = 5, probe_steps: int | None = None,
                     separated: Sequence[str] | None = None, max_steps: int | None = None,
-                    max_time: float | None = None, plan: str | None = None
+                    max_time: float | None = None, plan: str | None = None, plan_spacing: float | None = None
                     ) -> tuple[list[int], list[str], list[float]]:
     """:func:`run_label_efficiency`'s arguments, before anything is read: a value out of range is a UsageError
     naming the argument. ``seeds`` / ``arms`` / ``fractions`` may be comma-separated text; returns them as lists."""
@@ -297,6 +299,10 @@ def check_arguments(seeds: str | Sequence[int] = (0,), arms: str | Sequence[str]
         from petctfm.methods.segmentation.plan import TARGETS
 
         check_choice("plan", plan, sorted(TARGETS))
+    if plan_spacing is not None:
+        if plan is None:
+            raise UsageError(f"plan_spacing={plan_spacing}: needs a plan (--plan cpu)", arg="plan_spacing")
+        check_float("plan_spacing", plan_spacing, lo=0)
     return seeds, arms, fractions
 
 
@@ -307,7 +313,8 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
                          probe_kshot: int | None = 5, probe_steps: int | None = None,
                          separated: Sequence[str] | None = None, max_steps: int | None = None,
                          max_time: float | None = None, holdout_site: str | None = None,
-                         plan: str | None = None, jobs: int = 1, progress: bool = True) -> dict[str, Any]:
+                         plan: str | None = None, plan_spacing: float | None = None, jobs: int = 1,
+                         progress: bool = True) -> dict[str, Any]:
     """Plan, run (skipping finished runs), evaluate and report the experiment in ``out``.
 
     ``runs``: explicit ``[(arm, percent)]`` or ``"pretrained:10,scratch:100"`` instead of ``arms`` x
@@ -319,6 +326,9 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
     ``plan`` (``cpu`` | ``gpu``): every fine-tuning run uses the segmentation recipe (``finetune(plan=...)``,
     docs/segmentation-recipe.md) planned from its own training cases, keeping the pretrained network in both
     arms (only the patch, batch, numerics, schedule, oversampling and auxiliary organs are planned).
+    ``plan_spacing`` (mm, with ``plan``): every fine-tuning run trains on the dataset's copy at a grid no finer
+    (``finetune(plan_spacing=...)``; 0: the dataset's own); the test split is still predicted and scored on the
+    dataset's grid (predictions are resampled back).
     ``jobs``: runs trained at once, each in its own process with the cores shared among them (the same steps and
     records; only the wall time changes).
     Returns ``{"exp_dir", "plan", "records", "summary", "results_md", "results_csv", "plot", "command"}``.
@@ -335,7 +345,8 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
 
     seeds, arms, fractions = check_arguments(seeds=seeds, arms=arms, fractions=fractions, runs=runs, preset=preset,
                                              probe_kshot=probe_kshot, probe_steps=probe_steps, separated=separated,
-                                             max_steps=max_steps, max_time=max_time, plan=plan)
+                                             max_steps=max_steps, max_time=max_time, plan=plan,
+                                             plan_spacing=plan_spacing)
     check_int("jobs", jobs, lo=1)
     console = Console(quiet=not progress)
     data = Path(data)
@@ -357,7 +368,8 @@ def run_label_efficiency(data: str | Path, pretrained: str | Path, out: str | Pa
                         backbone=pcfg["model"]["backbone"], mode=pcfg["data"]["mode"],
                         model_overrides=dict(pcfg["model"].get("overrides") or {}), max_steps=max_steps,
                         max_time=max_time, overrides=list(overrides), probe_kshot=int(probe_kshot or 0) or None,
-                        probe_steps=probe_steps, separated=sep, holdout_site=holdout_site, plan=plan)
+                        probe_steps=probe_steps, separated=sep, holdout_site=holdout_site, plan=plan,
+                        plan_spacing=None if plan_spacing is None else float(plan_spacing))
     planned = build_plan(data, arms, fractions, seeds, explicit, settings.probe_kshot, str(weights), sep or None,
                       holdout)
     exp_dir = Path(out)

@@ -218,7 +218,9 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
         rule["step_seconds"] = float(plan_step_seconds) or None  # 0: untimed
     if plan_spacing is not None:
         rule["min_spacing"] = float(plan_spacing) or None  # 0: the dataset's own spacing
-    elif given.get("patch") is not None or any(k.strip() == "data.patch_size" for k, _ in parse_overrides(overrides)):
+    patch_given = given.get("patch") is not None or any(k.strip() == "data.patch_size"
+                                                         for k, _ in parse_overrides(overrides))
+    if plan_step_seconds is None and patch_given:
         rule.setdefault("step_seconds", None)  # the plan's patch is replaced: nothing to time
     if plan is not None and not resumed:
         given_net = given_network(overrides)

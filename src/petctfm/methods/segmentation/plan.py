@@ -8,7 +8,9 @@ budget they are sized against (``docs/segmentation-recipe.md`` says why and show
    a number (mm) trains on a copy of the dataset resampled so that no axis is finer
    (:func:`petctfm.harmonize.respace.respace_dataset`, made once beside the dataset), nnU-Net's ``3d_lowres``
    trade for a compute budget. The fingerprint and everything after it are then the copy's; the model records
-   its grid, and ``petctfm predict`` resamples any study to it and brings the probability back.
+   its grid, and ``petctfm predict`` resamples any study to it and brings the probability back. The ``cpu``
+   target trains a planned lesion network at 6 mm (:data:`MIN_SPACING_CPU`); the ``gpu`` target at the dataset's
+   spacing.
 1. **Fingerprint** (:func:`fingerprint`, the training cases only): voxel spacing, each case's shape, the median
    shape, the share of cases with lesions, lesion counts and volumes (connected components, ``cc3d``) and the PET
    SUV / CT HU percentiles inside lesions (nnU-Net's foreground intensities). Labels are read: this is the
@@ -72,10 +74,13 @@ STEP_SECONDS = 1.0
 #: false-positive volume, 2.5x faster per case). The ``gpu`` target keeps nnU-Net's 0.5; organ runs keep the
 #: config's (0.5: not measured).
 OVERLAP_CPU = 0.25
-#: The ``cpu`` target's training grid: None trains at the dataset's spacing. A number (mm) trains on a copy of
-#: the dataset no finer than it on any axis (:func:`train_spacing`; nnU-Net's ``3d_lowres`` trade, round ten of
-#: docs/segmentation-recipe.md: at 6 mm the same voxels per step cover 3.4x the body they cover at 4 mm).
-MIN_SPACING_CPU: float | None = None
+#: The ``cpu`` target's training grid for a lesion run whose network the plan plans (``api.apply_plan``): a copy
+#: of the dataset no finer than 6 mm on any axis (:func:`train_spacing`; nnU-Net's ``3d_lowres`` trade: the same
+#: voxels per step cover 3.4x the body they cover at 4 mm). Round ten of docs/segmentation-recipe.md chose it on
+#: validation and confirmed it on a cohort drawn after the choice, at equal steps and at equal CPU time (+0.195
+#: Dice [+0.111, +0.280] over 4 mm, predictions scored on the 4 mm grid), on the AMD VM without native bf16; not
+#: measured on a CPU with it. None would train at the dataset's spacing (``--plan-spacing 0``).
+MIN_SPACING_CPU: float | None = 6.0
 #: Compute targets: voxels per patch (the budget's starting point when timed), base / maximum features, maximum
 #: stages, batch, step-time budget (None: untimed), sliding-window overlap of a lesion run. ``cpu``: one step of
 #: about a second on 1 core (64^3 with bf16 on the AMX VM; timed elsewhere, docs/segmentation-recipe.md);
