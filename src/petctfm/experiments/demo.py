@@ -26,20 +26,15 @@ times on the 2-core VM (24 ``small`` cases, before fine-tuning joined): synth ~1
   (48^3 windows, overlap 0.5) took ~90 s on the shared VM; fine-tuning validates on the val cases and
   predicts every test case, so that would take the whole budget. At 4 mm (150 x 78 x 298 voxels) with
   overlap 0.25 one pass takes ~5 s (measured, 1 thread).
-- **train on a 6 mm copy** (``train_spacing``; ``petctfm harmonize --respace``, the segmentation recipe's ``cpu``
-  grid, round ten of docs/segmentation-recipe.md): pretraining and the three fine-tuning runs see the dataset
-  resampled to 6 mm (same cases, splits and normalization); the test split is predicted through the models'
-  recorded grid and scored on the 4 mm dataset, as before.
-- **pretrain 400 steps** on 32^3 patches at 6 mm, the body extent the 48^3 patches at 4 mm had (19.2 cm) at
-  a third of the voxels (before the 6 mm copy: 230-280 s on the AMD VM without native bf16, 48^3 at 4 mm):
-  the tiny residual UNet; a checkpoint and a reconstruction figure every 100 steps (the
+- **pretrain 400 steps** (~165 s idle on an Intel VM with AMX, 230-280 s on an AMD one without native bf16):
+  the tiny residual UNet at 48^3, ~0.4-0.6 s per step; a checkpoint and a reconstruction figure every 100 steps (the
   tiny preset's every 10 cost ~0.55 s each, ~20 s of the demo; the figure hook keeps the RNG, so the losses are
   the same). (The earlier 150 s cap
   gave 362 and 372 of its nominal 600 steps on the idle VM, docs/results.md; 400 fixed steps keep that.)
 - **fine-tune 3 runs at once** (:func:`finetune_jobs`; one thread each on 2 cores): the segmentation recipe
   (``plan="cpu"``: bf16 where the CPU has it natively, else fp32; AdamW 1e-2 with the poly schedule, lesion-balanced oversampling, and the organ map that
-  the synthetic DICOM-SEG carries as auxiliary classes) on the pretrained tiny network at 32^3 patches (at 6 mm
-  19 cm; 13 cm at the 4 mm of the demos before 2026-12-08), 600 steps (~0.6 s each, three runs on two cores), validation on the val cases every 300 steps keeping
+  the synthetic DICOM-SEG carries as auxiliary classes) on the pretrained tiny network at 32^3 patches (at 4 mm
+  13 cm), 600 steps (~0.6 s each, three runs on two cores), validation on the val cases every 300 steps keeping
   the best checkpoint, and the minimum lesion volume chosen on validation (``postprocess.choose_min_lesion_ml``).
   Chosen on the validation split of development cohort 2468 (docs/results.md, "The demo, second attempt"): the
   old settings (500 steps, ``data.fg_prob=0.67``, no plan) over-segmented physiological uptake (577 ml of false
@@ -48,8 +43,8 @@ times on the 2-core VM (24 ``small`` cases, before fine-tuning joined): synth ~1
   (the autoPET copy, used for nothing but the three views, cost about a fifth of the synth stage).
 
 The measured totals are in docs/results.md (cohort 1217: 911 and 1087 s on the 2-core AMD VM, 2026-12-06).
-The tiny preset (CI) runs the same story (the recipe, the minimum-volume choice and the coarser training copy, at
-12 mm, included) on 8 ``tiny`` cases at 8 mm (5 train / 1 val / 2 test; the 10% subset is one case, a lesion case by construction of the
+The tiny preset (CI) runs the same story (the recipe and the minimum-volume choice included) on 8 ``tiny``
+cases at 8 mm (5 train / 1 val / 2 test; the 10% subset is one case, a lesion case by construction of the
 splits) with 30 pretraining and 20 fine-tuning steps per run, at 32^3 patches as the cpu preset (the plan alone would
 choose 64 x 32 x 144 there: 1.4 s per step, a minute and a half of the test suite).
 """
@@ -64,21 +59,19 @@ from typing import Any, Callable
 
 #: Per preset: number of cases, phantom size, pretraining preset (+ overrides) and its steps, fine-tuning preset
 #: (+ overrides) and steps per run. Steps only: no wall-clock cap (a busy machine is slower, not different).
-#: ``train_spacing`` (mm): pretraining and fine-tuning on the dataset's copy at that grid (the test scored on the
-#: harmonized grid). The CPU demo pretrains the tiny residual UNet on 32^3 patches at 6 mm: on a 2-core machine the
-#: full nnU-Net-sized UNet takes 5-20 s per step at 64^3 (measured), far too slow to learn anything in a few
-#: minutes, while the tiny one ran about 0.6 s per step at 48^3 at 4 mm. Fine-tuning uses the same network (the backbone always comes
+#: The CPU demo pretrains the tiny residual UNet on 48^3 patches: on a 2-core machine the full nnU-Net-sized
+#: UNet takes 5-20 s per step at 64^3 (measured), far too slow to learn anything in a few minutes, while the
+#: tiny one runs about 0.6 s per step at 48^3. Fine-tuning uses the same network (the backbone always comes
 #: from the pretraining run; convolution weights do not depend on the patch size) with the recipe
 #: (``finetune_plan``) on 32^3 patches and validates every 300 steps, keeping the best checkpoint.
 PRESETS = {
-    "tiny": {"cases": 8, "size": "tiny", "spacing": [8, 8, 8], "train_spacing": 12, "pretrain_preset": "tiny",
-             "pretrain_set": [],
+    "tiny": {"cases": 8, "size": "tiny", "spacing": [8, 8, 8], "pretrain_preset": "tiny", "pretrain_set": [],
              "max_steps": 30, "finetune_preset": "tiny", "finetune_plan": "cpu",
              "finetune_set": ["data.patch_size=[32,32,32]", "val.overlap=0.25",
                               "postprocess.choose_min_lesion_ml=[0,0.5]"],
              "ft_max_steps": 20},
-    "cpu": {"cases": 24, "size": "small", "spacing": [4, 4, 4], "train_spacing": 6, "pretrain_preset": "tiny",
-            "pretrain_set": ["data.patch_size=[32,32,32]", "train.checkpoint_every=100", "train.figure_every=100"],
+    "cpu": {"cases": 24, "size": "small", "spacing": [4, 4, 4], "pretrain_preset": "tiny",
+            "pretrain_set": ["data.patch_size=[48,48,48]", "train.checkpoint_every=100", "train.figure_every=100"],
             "max_steps": 400,
             "finetune_preset": "tiny", "finetune_plan": "cpu",
             "finetune_set": ["data.patch_size=[32,32,32]", "val.overlap=0.25", "train.figure_every=300",
@@ -136,7 +129,6 @@ def run_demo(out: str | Path = "demo_out", preset: str | None = None, cases: int
 
     from petctfm.core.checks import check_choice, check_int
     from petctfm.harmonize.api import harmonize_folder
-    from petctfm.harmonize.respace import respace_dataset
     from petctfm.methods.early_fusion_mae.api import pretrain
     from petctfm.synth.writers import synthesize
 
@@ -167,22 +159,17 @@ def run_demo(out: str | Path = "demo_out", preset: str | None = None, cases: int
                                     progress=True), timings, console)
 
     _case_views(data_dir, report, timings, console)
-    train_dir = data_dir
-    if cfg.get("train_spacing"):  # pretraining and fine-tuning on a coarser copy; the test scored on data_dir's grid
-        grid = [float(cfg["train_spacing"])] * 3
-        train_dir = _stage("respace", ["harmonize", "--respace", str(data_dir), "--spacing", *(f"{g:g}" for g in grid)],
-                           lambda: respace_dataset(data_dir, grid, progress=True), timings, console)
 
     pretrained = _finished(run_dir, cfg["max_steps"])
     if pretrained:  # a rerun of a finished demo: keep the encoder the fine-tuning runs were made from
         console.print(f"[dim]pretrain: finished earlier ({pretrained.get('steps')} steps), kept[/]")
     else:
         resume = (run_dir / "checkpoints").exists()
-        _stage("pretrain", ["pretrain", "--data", str(train_dir), "--out", str(run_dir), "--preset",
+        _stage("pretrain", ["pretrain", "--data", str(data_dir), "--out", str(run_dir), "--preset",
                             cfg["pretrain_preset"], "--max-steps", str(cfg["max_steps"]),
                             "--seed", str(seed), *(["--resume"] if resume else []),
                             *[a for kv in cfg["pretrain_set"] for a in ("--set", kv)]],
-               lambda: pretrain(train_dir, run_dir, cfg["pretrain_preset"], max_steps=cfg["max_steps"],
+               lambda: pretrain(data_dir, run_dir, cfg["pretrain_preset"], max_steps=cfg["max_steps"],
                                 resume=resume, overrides=cfg["pretrain_set"], seed=seed), timings, console)
 
     experiment = _finetune_and_evaluate(data_dir, run_dir, exp_dir, cfg, seed, timings, console,
@@ -247,8 +234,7 @@ def _finetune_and_evaluate(data_dir: Path, run_dir: Path, exp_dir: Path, preset:
     out = run_label_efficiency(data_dir, run_dir, exp_dir, runs=DEMO_RUNS, seeds=[seed],
                                preset=preset["finetune_preset"], overrides=preset["finetune_set"],
                                max_steps=preset["ft_max_steps"], max_time=None, probe_kshot=None,
-                               plan=preset.get("finetune_plan"), plan_spacing=preset.get("train_spacing"), jobs=jobs,
-                               progress=True)
+                               plan=preset.get("finetune_plan"), jobs=jobs, progress=True)
     for rec in out["records"]:
         timings[f"fine-tune + test {rec['arm']} {rec['fraction']:g}%"] = float(rec.get("time_s") or 0.0)
     timings["fine-tune + evaluate (all)"] = round(time.perf_counter() - t0, 1)
