@@ -65,6 +65,10 @@ def register(subparsers) -> None:
                    help="advanced cases may also get lesions inside the brain, kidneys, heart or bladder (sites the "
                    "default phantoms never use; enriched rates, docs/synthetic-data.md), counted per case in "
                    "metadata.csv (organ_metastases); off by default, so existing seeds give the same bytes")
+    p.add_argument("--extranodal-sites", action="store_true",
+                   help="advanced cases may also get adrenal, pleural or peritoneal lesions (sites the default "
+                   "phantoms never use; docs/synthetic-data.md), counted per case in metadata.csv "
+                   "(extranodal_lesions); off by default, so existing seeds give the same bytes")
     p.add_argument("--followup", action="store_true",
                    help="write N baseline + follow-up pairs instead (the baseline is the normal case; the follow-up "
                    "has its own pose, weight, scanner site and a drawn PERCIST response, CMR/PMR/SMD/PMD in turn) as "
@@ -89,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     with flags({"n_cases": "--cases"}):
         rows = synthesize(args.out, n_cases=args.cases, seed=args.seed, progress=not args.no_progress,
                           metabolic_structure=args.metabolic_structure,
-                          organ_metastases=getattr(args, "organ_metastases", False), **options)
+                          organ_metastases=getattr(args, "organ_metastases", False),
+                          extranodal_sites=getattr(args, "extranodal_sites", False), **options)
     formats = check_formats(options.get("formats") or FORMATS)
     n_pos = sum(1 for r in rows if str(r.get("n_lesions", "")) not in ("", "0"))
     print(f"wrote {len(rows)} cases ({n_pos} with lesions) in {', '.join(formats)} to {args.out}; "
@@ -109,6 +114,9 @@ def _run_followup(args: argparse.Namespace, options: dict) -> int:
     if getattr(args, "organ_metastases", False):
         raise UsageError("--organ-metastases does not apply to --followup (its pairs use the default lesion sites)",
                          arg="organ_metastases")
+    if getattr(args, "extranodal_sites", False):
+        raise UsageError("--extranodal-sites does not apply to --followup (its pairs use the default lesion sites)",
+                         arg="extranodal_sites")
     with flags({"n_cases": "--cases"}):
         rows = synthesize_pairs(args.out, n_pairs=args.cases, seed=args.seed, progress=not args.no_progress,
                                 metabolic_structure=args.metabolic_structure, **options)

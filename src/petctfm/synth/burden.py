@@ -25,7 +25,9 @@ How a plan is drawn (numbers in :data:`BURDEN`, sources and caveats in ``docs/sy
 
 Opt-in (``petctfm synth --organ-metastases``): :func:`draw_organ_metastases` adds, to an advanced case, lesions
 inside the organs the default plans never use (brain, kidneys, heart, bladder; :data:`ORGAN_METASTASES`), from
-a random stream of their own, so the rest of the plan is unchanged.
+a random stream of their own, so the rest of the plan is unchanged. ``petctfm synth --extranodal-sites``:
+:func:`draw_extranodal_sites` adds adrenal, pleural and peritoneal lesions (:data:`EXTRANODAL_SITES`) the same
+way, from another stream.
 """
 
 from __future__ import annotations
@@ -263,26 +265,61 @@ ORGAN_METASTASES: dict[str, tuple[tuple[str, float, int, float, float], ...]] = 
 ORGAN_METASTASIS_REGIONS = ("brain", "kidney_left", "kidney_right", "heart", "bladder")
 
 
-def draw_organ_metastases(plan: LesionPlan, rng: np.random.Generator) -> LesionPlan:
-    """The lesions :data:`ORGAN_METASTASES` adds to ``plan`` (a plan of their own: only the new lesions, none for
-    an early or negative plan); pure in its arguments. Per organ site: present with its probability, 1 to its
-    most lesions, volumes log-uniform in its range; uptake scattered (log-SD 0.25) around the median SUVmean of
-    ``plan``'s lesions, as a patient's other lesions are; necrosis and low contrast as in :func:`draw_plan`."""
+#: ``petctfm synth --extranodal-sites``: per diagnosis of an advanced case, extranodal sites the default plans
+#: never use, as in :data:`ORGAN_METASTASES`: adrenal metastases (a nodule above and medial to a kidney's upper
+#: pole), pleural deposits (nodules on the pleura of one lung: several per case) and peritoneal deposits (nodules
+#: in the visceral fat against bowel, stomach or the liver surface). Approximate rates, enriched for the rarer
+#: ones: adrenal metastases are found in roughly 10-20 % of advanced lung cancer at staging (more at autopsy),
+#: less often in melanoma and rarely in lymphoma or prostate cancer; malignant pleural involvement in about 15 %
+#: of lung cancer; peritoneal disease in a few % of melanoma and lymphoma; docs/synthetic-data.md.
+EXTRANODAL_SITES: dict[str, tuple[tuple[str, float, int, float, float], ...]] = {
+    "lung_cancer": (("adrenal", 0.25, 2, 0.5, 30.0), ("pleura", 0.20, 6, 0.2, 4.0), ("peritoneum", 0.03, 3, 0.2, 3.0)),
+    "melanoma": (("adrenal", 0.15, 2, 0.5, 20.0), ("pleura", 0.05, 3, 0.2, 3.0), ("peritoneum", 0.10, 6, 0.2, 5.0)),
+    "lymphoma": (("adrenal", 0.05, 2, 1.0, 40.0), ("pleura", 0.05, 3, 0.5, 10.0), ("peritoneum", 0.05, 4, 0.5, 10.0)),
+    "prostate_cancer": (("adrenal", 0.03, 1, 0.5, 5.0), ("peritoneum", 0.03, 3, 0.2, 2.0)),
+}
+#: The sites of :data:`EXTRANODAL_SITES` as lesion regions (adrenal and pleura on one side).
+EXTRANODAL_REGIONS = ("adrenal_left", "adrenal_right", "pleura_left", "pleura_right", "peritoneum")
+#: Sites whose lesions of one case share a side (pleural deposits spread over one pleura); a kidney or adrenal
+#: lesion draws its own side.
+_ONE_SIDE = ("pleura",)
+_SIDED = ("kidney", "adrenal", "pleura")
+
+
+def _draw_site_lesions(plan: LesionPlan, rng: np.random.Generator,
+                       table: dict[str, tuple[tuple[str, float, int, float, float], ...]]) -> LesionPlan:
+    """The lesions ``table`` (:data:`ORGAN_METASTASES`, :data:`EXTRANODAL_SITES`) adds to ``plan``: a plan of
+    their own (only the new lesions; none for an early or negative plan), pure in its arguments. Per site:
+    present with its probability, 1 to its most lesions, volumes log-uniform in its range; uptake scattered
+    (log-SD 0.25) around the median SUVmean of ``plan``'s lesions, as a patient's other lesions are; necrosis and
+    low contrast as in :func:`draw_plan`."""
     if not plan.advanced or not plan.lesions:
         return LesionPlan(plan.diagnosis, plan.advanced, 0.0, ())
     suv_patient = float(np.median([les.suv_mean for les in plan.lesions]))
+    side = lambda: "left" if rng.random() < 0.5 else "right"  # noqa: E731
     lesions = []
-    for organ, p, most, lo, hi in ORGAN_METASTASES.get(plan.diagnosis, ()):
+    for site, p, most, lo, hi in table.get(plan.diagnosis, ()):
         if rng.random() >= p:
             continue
+        shared = side() if site in _ONE_SIDE else None
         for _ in range(int(rng.integers(1, most + 1))):
             vol = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-            region = organ if organ != "kidney" else f"kidney_{'left' if rng.random() < 0.5 else 'right'}"
+            region = f"{site}_{shared or side()}" if site in _SIDED else site
             necrotic = bool(vol >= 5.0 and rng.random() < 0.15)
             low = bool(vol <= 5.0 and rng.random() < 0.15)
             suv = float(np.clip(suv_patient * np.exp(0.25 * rng.standard_normal()), 2.5, 20.0))
             lesions.append(PlannedLesion(region, "organ", vol, suv, float(rng.uniform(0.08, 0.35)), necrotic, low))
     return LesionPlan(plan.diagnosis, plan.advanced, float(sum(les.volume_ml for les in lesions)), tuple(lesions))
+
+
+def draw_organ_metastases(plan: LesionPlan, rng: np.random.Generator) -> LesionPlan:
+    """The lesions :data:`ORGAN_METASTASES` adds to ``plan`` (:func:`_draw_site_lesions`)."""
+    return _draw_site_lesions(plan, rng, ORGAN_METASTASES)
+
+
+def draw_extranodal_sites(plan: LesionPlan, rng: np.random.Generator) -> LesionPlan:
+    """The lesions :data:`EXTRANODAL_SITES` adds to ``plan`` (:func:`_draw_site_lesions`)."""
+    return _draw_site_lesions(plan, rng, EXTRANODAL_SITES)
 
 
 def _region_of(site: str, rng: np.random.Generator, side: str, other: str, skin_primary: str,

@@ -31,7 +31,8 @@ from petctfm.io.images import image_from_array
 from petctfm.synth.anatomy import add_benign_hotspots, build_anatomy
 from petctfm.synth.body import Patient, body_extent, body_of
 from petctfm.synth.case import SynthCase
-from petctfm.synth.burden import ORGAN_METASTASIS_REGIONS, draw_organ_metastases, draw_plan
+from petctfm.synth.burden import (EXTRANODAL_REGIONS, ORGAN_METASTASIS_REGIONS, draw_extranodal_sites,
+                                  draw_organ_metastases, draw_plan)
 from petctfm.synth.lesions import place_lesions, render_lesions, stage_of
 from petctfm.synth import metabolic as metabolic_model
 from petctfm.synth.physiology import draw_physiology, render
@@ -41,6 +42,8 @@ from petctfm.synth.tissues import organ_lut
 #: The random stream of the opt-in organ metastases (``default_rng([seed, index, ORGAN_METASTASIS_STREAM])``),
 #: apart from the case's own and the metabolic structure's (24).
 ORGAN_METASTASIS_STREAM = 25
+#: The random stream of the opt-in extranodal sites (adrenal, pleura, peritoneum; ``--extranodal-sites``).
+EXTRANODAL_STREAM = 26
 
 SIZES = ("tiny", "small", "full")
 TRACERS = ("fdg", "psma")
@@ -259,7 +262,7 @@ def _lesion_volumes(seg_arr: np.ndarray, owner: np.ndarray, axes, pet_grid: "Gri
 
 def generate_case(index: int, seed: int, size: str = "small", sites: list[str] | None = None,
                   tracers: list[str] | None = None, metabolic_structure: bool = False,
-                  organ_metastases: bool = False) -> SynthCase:
+                  organ_metastases: bool = False, extranodal_sites: bool = False) -> SynthCase:
     """Generate case ``index`` of the cohort defined by ``seed`` (deterministic in all arguments).
 
     Args:
@@ -275,12 +278,15 @@ def generate_case(index: int, seed: int, size: str = "small", sites: list[str] |
             (:func:`petctfm.synth.burden.draw_organ_metastases`), drawn and placed from a random stream of their
             own after the case's other lesions: the patient, the organs and the other lesions are those of the
             case without them (the image noise is not). Off (the default): bit-identical to earlier versions.
+        extranodal_sites: an advanced case may also get adrenal, pleural or peritoneal lesions
+            (:func:`petctfm.synth.burden.draw_extranodal_sites`), from a stream of their own placed after the
+            others (and after the organ metastases), in the same way. Off (the default): bit-identical.
 
     Returns:
         A :class:`SynthCase`; see its docstring for the images and ``docs/synthetic-data.md`` for ``meta``.
     """
     # Every draw comes from this one generator, in the order of the steps below (the module docstring).
-    st = prepare_patient(index, seed, size, sites, tracers, metabolic_structure, organ_metastases)
+    st = prepare_patient(index, seed, size, sites, tracers, metabolic_structure, organ_metastases, extranodal_sites)
     scan = Acquisition(st.site, st.profile, st.patient, st.times, st.ct_grid, st.pet_grid)
     return acquire_study(st, st.lesions, scan, st.rng)[0]
 
@@ -313,6 +319,7 @@ class PreparedPatient:
     planned_ml: float
     rng: np.random.Generator
     organ_metastases: bool = False  # drawn with ``organ_metastases`` (its metadata then counts them)
+    extranodal_sites: bool = False  # drawn with ``extranodal_sites`` (its metadata then counts them)
 
 
 @dataclass
@@ -333,7 +340,7 @@ class Acquisition:
 
 def prepare_patient(index: int, seed: int, size: str = "small", sites: list[str] | None = None,
                     tracers: list[str] | None = None, metabolic_structure: bool = False,
-                    organ_metastases: bool = False) -> PreparedPatient:
+                    organ_metastases: bool = False, extranodal_sites: bool = False) -> PreparedPatient:
     """Steps 1-3 of :func:`generate_case` (same arguments, same draws): patient, times, grids, anatomy and
     the placed lesions (:class:`PreparedPatient`)."""
     sites, tracers = _check_args(index, seed, size, sites, tracers)
@@ -353,10 +360,11 @@ def prepare_patient(index: int, seed: int, size: str = "small", sites: list[str]
     anat, hotspots, phys, hu, suv_true = _truth_maps(axes, patient, clin["tracer"], rng,
                                                      metabolic[1] if metabolic else None)
     orng = np.random.default_rng([int(seed), int(index), ORGAN_METASTASIS_STREAM]) if organ_metastases else None
-    lesions, planned_ml = _plan_and_place_lesions(anat, clin, patient, pet_grid, size, rng, orng)
+    xrng = np.random.default_rng([int(seed), int(index), EXTRANODAL_STREAM]) if extranodal_sites else None
+    lesions, planned_ml = _plan_and_place_lesions(anat, clin, patient, pet_grid, size, rng, orng, xrng)
     return PreparedPatient(int(index), int(seed), size, site, profile, clin, patient, times, ct_grid, pet_grid,
                            axes, metabolic, anat, hotspots, phys, hu, suv_true, lesions, planned_ml, rng,
-                           bool(organ_metastases))
+                           bool(organ_metastases), bool(extranodal_sites))
 
 
 def acquire_study(st: PreparedPatient, lesions: list, scan: Acquisition, rng: np.random.Generator
@@ -414,6 +422,8 @@ def acquire_study(st: PreparedPatient, lesions: list, scan: Acquisition, rng: np
         meta.update(metabolic_model.case_meta(*st.metabolic))
     if st.organ_metastases:  # how many of the kept lesions lie in the opt-in organ sites
         meta["organ_metastases"] = sum(les.region in ORGAN_METASTASIS_REGIONS for les in lesions)
+    if st.extranodal_sites:  # how many of the kept lesions lie in the opt-in extranodal sites
+        meta["extranodal_lesions"] = sum(les.region in EXTRANODAL_REGIONS for les in lesions)
     if scan.extra_meta:
         meta.update(scan.extra_meta)
     case = SynthCase(case_id=meta["case_id"], ct=ct, pet=pet, suv=suv, ctres=ctres, seg=seg, organs=organs,
@@ -438,12 +448,13 @@ def _truth_maps(axes, patient: Patient, tracer: str, rng: np.random.Generator, m
 
 
 def _plan_and_place_lesions(anat, clin: dict, patient: Patient, pet_grid: Grid, size: str,
-                            rng: np.random.Generator, organ_rng: np.random.Generator | None = None
-                            ) -> tuple[list, float]:
+                            rng: np.random.Generator, organ_rng: np.random.Generator | None = None,
+                            extranodal_rng: np.random.Generator | None = None) -> tuple[list, float]:
     """The lesion plan (``burden.draw_plan``: count, volumes, sites, uptake; drawn first, from the rng alone)
     placed in the anatomy inside the PET field of view. With ``organ_rng`` (``organ_metastases``), the organ
     metastases of the plan (``burden.draw_organ_metastases``) are drawn and placed from that stream after the
-    others, clear of them. Returns ``(lesions, planned volume ml)``; none for a negative case."""
+    others, clear of them; with ``extranodal_rng`` (``extranodal_sites``), the adrenal, pleural and peritoneal
+    lesions (``burden.draw_extranodal_sites``) then, from that stream, clear of all of them. Returns ``(lesions, planned volume ml)``; none for a negative case."""
     diagnosis = clin["diagnosis"]
     if diagnosis == "negative":
         return [], 0.0
@@ -460,6 +471,12 @@ def _plan_and_place_lesions(anat, clin: dict, patient: Patient, pet_grid: Grid, 
             planned_ml += float(sum(extra.volumes_ml))
             lesions += place_lesions(anat, diagnosis, extra, organ_rng, min_gap_mm=gap, bounds=pet_grid.bounds(),
                                      min_diameter_mm=min_d, existing=lesions)
+    if extranodal_rng is not None:
+        extra = draw_extranodal_sites(plan, extranodal_rng)
+        if extra.lesions:
+            planned_ml += float(sum(extra.volumes_ml))
+            lesions += place_lesions(anat, diagnosis, extra, extranodal_rng, min_gap_mm=gap,
+                                     bounds=pet_grid.bounds(), min_diameter_mm=min_d, existing=lesions)
     return lesions, planned_ml
 
 

@@ -5,8 +5,8 @@ What to place (count, volumes, sites, uptake per diagnosis) is drawn beforehand 
 a few random low-frequency lobes, so lobulated rather than spherical) or a confluent mass of several such
 blobs, placed at a lymph-node station (or next to a ureter, bowel or brown fat) or inside an organ (lung,
 liver, bone, spleen, prostate, subcutaneous fat; with ``--organ-metastases`` also brain, kidney, myocardium,
-bladder), scaled to its planned volume and clipped to the tissues it
-may occupy. Its uptake is heterogeneous (smooth texture, brighter centre, optional necrotic core, optional
+bladder; with ``--extranodal-sites`` also adrenal, pleural and peritoneal nodules), scaled to its planned
+volume and clipped to the tissues it may occupy. Its uptake is heterogeneous (smooth texture, brighter centre, optional necrotic core, optional
 low contrast) and its CT appearance depends on where it sits (soft tissue in fat or lung, hypodense in
 liver/spleen, lytic or sclerotic in bone).
 
@@ -139,10 +139,26 @@ NODE_EXCLUDE = NODE_BAD + (T.AIR, T.TABLE, T.GAS)
 SKIN_EXCLUDE = (T.AIR, T.TABLE) + BONE
 
 
+#: The tissues a lesion of ``--extranodal-sites`` may cover, as ``(tissues, inclusive)``: an adrenal or peritoneal
+#: nodule what a node may (it lies in fat and is clipped away from organs, vessels and bone); a pleural deposit
+#: its lung and the soft tissue of the chest wall or mediastinum next to it (a pleural-based mass).
+EXTRANODAL_TISSUES: dict[str, tuple[tuple[int, ...], bool]] = {
+    "adrenal_left": (NODE_EXCLUDE, False), "adrenal_right": (NODE_EXCLUDE, False), "peritoneum": (NODE_EXCLUDE, False),
+    "pleura_left": ((T.LUNG_L, T.MUSCLE, T.FAT, T.SOFT), True),
+    "pleura_right": ((T.LUNG_R, T.MUSCLE, T.FAT, T.SOFT), True),
+}
+#: What lies against the pleura: the chest wall (muscle, fat, ribs) and the mediastinal fat.
+CHEST_WALL = (T.MUSCLE, T.FAT, T.FAT_SC, T.CORTICAL, T.MARROW)
+#: Where peritoneal deposits sit against: bowel, colon, stomach and the liver's surface.
+PERITONEAL_SURFACES = (T.BOWEL, T.COLON, T.STOMACH, T.LIVER)
+
+
 def allowed_tissues(les: "Lesion") -> tuple[tuple[int, ...], bool]:
     """(tissues, inclusive): the lesion may cover these tissues (inclusive) or all but these (exclusive)."""
     if les.kind == "node":
         return NODE_EXCLUDE, False
+    if les.region in EXTRANODAL_TISSUES:
+        return EXTRANODAL_TISSUES[les.region]
     if les.region.startswith("skin"):
         return SKIN_EXCLUDE, False
     if les.region == "bone":
@@ -257,13 +273,20 @@ class _Scene:
         self.anat, self.bounds, self.min_gap_mm = anat, bounds, min_gap_mm
         self.placed: list[Lesion] = []
         self.h = float(np.mean(anat.spacing))  # mean truth-grid spacing (mm)
-        self._cache: dict[tuple[int, ...], np.ndarray] = {}
+        self._cache: dict[tuple, np.ndarray] = {}
 
     def candidates(self, tissues: tuple[int, ...]) -> np.ndarray:
         """Voxel indices (n, 3) of the truth grid whose label is one of ``tissues``."""
         if tissues not in self._cache:
             self._cache[tissues] = np.argwhere(np.isin(self.anat.labels, tissues))
         return self._cache[tissues]
+
+    def extranodal(self, region: str) -> np.ndarray:
+        """:func:`extranodal_candidates` of ``region`` (cached)."""
+        key = ("extranodal", region)
+        if key not in self._cache:
+            self._cache[key] = extranodal_candidates(self.anat, region)
+        return self._cache[key]
 
     def fits(self, blobs: list[tuple[np.ndarray, float]]) -> bool:
         """Every blob ``(centre (3,) mm, diameter mm)`` lies inside ``bounds`` and at least ``min_gap_mm`` away
@@ -320,6 +343,8 @@ def _find_spot(scene: _Scene, pl, shape: list[tuple[np.ndarray, float, np.ndarra
     for attempt in range(tries):
         if pl.kind == "node":
             spot = _try_node(scene, pl, shape, r0, rng)
+        elif pl.region in EXTRANODAL_TISSUES:
+            spot = _try_extranodal(scene, pl, shape, r0, rng)
         else:
             spot = _try_organ(scene, pl, r0, shape[0][1], rng, attempt, tries)
         if spot is _NO_PLACE:
@@ -398,6 +423,62 @@ def _try_organ(scene: _Scene, pl, r0: float, d0: float, rng: np.random.Generator
             return None
         reg = pl.region
     return _Spot("organ", reg, bool(c[2] > anat.z_diaphragm), None, [(c, d0)])
+
+
+def extranodal_candidates(anat: Anatomy, region: str) -> np.ndarray:
+    """Truth-grid voxel indices (n, 3) where a lesion of extranodal ``region`` may be centred:
+
+    - ``adrenal_<side>``: fat or soft tissue within ~15 mm of the upper third of that side's kidney, above its
+      upper third's lowest point and no more lateral than the kidney's centre (the adrenal gland caps the upper
+      pole, medially; the phantoms draw no adrenal of their own);
+    - ``pleura_<side>``: that lung's voxels within two voxels of the chest wall or the mediastinal fat;
+    - ``peritoneum``: visceral fat within two voxels of bowel, colon, stomach or the liver, below the diaphragm.
+    """
+    from scipy import ndimage
+
+    lab = anat.labels
+    if region.startswith("pleura_"):
+        lung = T.LUNG_L if region.endswith("left") else T.LUNG_R
+        return np.argwhere((lab == lung) & ndimage.binary_dilation(np.isin(lab, CHEST_WALL), iterations=2))
+    z = np.asarray(anat.axes[2], float)
+    if region.startswith("adrenal_"):
+        kidney = lab == (T.KIDNEY_L if region.endswith("left") else T.KIDNEY_R)
+        zs = z[np.nonzero(kidney.any(axis=(0, 1)))[0]]
+        if not len(zs):
+            return np.zeros((0, 3), int)
+        z_cut = zs.max() - (zs.max() - zs.min()) / 3.0
+        upper = kidney & (z >= z_cut)[None, None, :]
+        reach = max(1, int(round(15.0 / float(np.mean(anat.spacing)))))
+        near = ndimage.binary_dilation(upper, iterations=reach) & (z >= z_cut)[None, None, :]
+        x = np.asarray(anat.axes[0], float)
+        kx = float(x[np.nonzero(kidney.any(axis=(1, 2)))[0]].mean())  # left kidney at +x, right at -x
+        medial = (np.abs(x) <= abs(kx)) & (np.sign(x) == np.sign(kx))
+        return np.argwhere(near & medial[:, None, None] & np.isin(lab, (T.FAT, T.SOFT)))
+    below = (z < anat.z_diaphragm)[None, None, :]
+    near = ndimage.binary_dilation(np.isin(lab, PERITONEAL_SURFACES), iterations=2)
+    return np.argwhere((lab == T.FAT) & near & below)
+
+
+def _try_extranodal(scene: _Scene, pl, shape: list[tuple[np.ndarray, float, np.ndarray]], r0: float,
+                    rng: np.random.Generator) -> _Spot | str | None:
+    """One random position of an extranodal lesion (:data:`EXTRANODAL_TISSUES`): a random voxel of
+    :func:`extranodal_candidates`, jittered within the voxel. An adrenal or peritoneal nodule must fit as a node
+    does (every blob, :func:`_node_ok`); a pleural deposit needs a third of its probe in its lung and most of the
+    rest in the soft tissue it may cover. Returns the spot, None (try another) or :data:`_NO_PLACE`."""
+    anat = scene.anat
+    cands = scene.extranodal(pl.region)
+    if len(cands) == 0:
+        return _NO_PLACE
+    c = anat.point_of(cands[rng.integers(len(cands))]) + rng.uniform(-0.5, 0.5, 3) * np.asarray(anat.spacing)
+    blobs = [(c + off, d) for off, d, _ in shape]
+    if pl.region.startswith("pleura_"):
+        tissues, _ = EXTRANODAL_TISSUES[pl.region]
+        probe = _probe(anat, c, 0.8 * r0)
+        if (probe == tissues[0]).mean() < 0.33 or np.isin(probe, tissues).mean() < 0.7:
+            return None
+    elif not all(_node_ok(anat, bc, bd / 2, main=j == 0) for j, (bc, bd) in enumerate(blobs)):
+        return None
+    return _Spot("organ", pl.region, bool(c[2] > anat.z_diaphragm), None, blobs)
 
 
 def _make_lesion(pl, diagnosis: str, shape: list[tuple[np.ndarray, float, np.ndarray]], spot: _Spot,

@@ -76,12 +76,14 @@ def _check_choice(kind: str, values: Sequence[str] | None, known: Iterable[str])
 
 
 def _make_case(index: int, seed: int, size: str, sites, tracers, out_dir: str, formats: list[str],
-               metabolic_structure: bool = False, organ_metastases: bool = False) -> dict:
+               metabolic_structure: bool = False, organ_metastases: bool = False,
+               extranodal_sites: bool = False) -> dict:
     """Generate case ``index`` and write it (runs in a worker process)."""
     from petctfm.synth import generator
 
     case = generator.generate_case(index, seed, size=size, sites=sites, tracers=tracers,
-                                   metabolic_structure=metabolic_structure, organ_metastases=organ_metastases)
+                                   metabolic_structure=metabolic_structure, organ_metastases=organ_metastases,
+                                   extranodal_sites=extranodal_sites)
     return write_case(case, out_dir, formats, seed=seed)
 
 
@@ -97,6 +99,7 @@ def synthesize(
     progress: bool = True,
     metabolic_structure: bool = False,
     organ_metastases: bool = False,
+    extranodal_sites: bool = False,
 ) -> list[dict[str, Any]]:
     """Generate ``n_cases`` cases (indices 0..n-1) and write them; returns the metadata rows (sorted).
 
@@ -107,7 +110,9 @@ def synthesize(
     ``organ_covariance.json``; off, the bytes written are those of earlier versions. ``organ_metastases``:
     advanced cases may also get lesions inside the brain, kidneys, heart or bladder
     (:func:`petctfm.synth.burden.draw_organ_metastases`), counted per case in ``metadata.csv``
-    (``organ_metastases``); off, the bytes are those of earlier versions. Bad arguments raise
+    (``organ_metastases``); off, the bytes are those of earlier versions. ``extranodal_sites``: likewise adrenal,
+    pleural and peritoneal lesions (:func:`petctfm.synth.burden.draw_extranodal_sites`), counted in
+    ``extranodal_lesions``. Bad arguments raise
     :class:`~petctfm.core.errors.UsageError` naming the argument before anything is written.
     """
     from rich.progress import (
@@ -132,7 +137,7 @@ def synthesize(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     args = (int(seed), size, sites, tracers, str(out_dir), formats, bool(metabolic_structure),
-            bool(organ_metastases))
+            bool(organ_metastases), bool(extranodal_sites))
     rows: list[dict[str, Any]] = []
     columns = (
         TextColumn("[bold]synth[/] {task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -1,0 +1,129 @@
+"""Opt-in adrenal, pleural and peritoneal lesions (``petctfm synth --extranodal-sites``): the plan's rates, ranges
+and sides, placement where each belongs, the rest of the case unchanged, the metadata column and the CLI. That
+the default bytes are unchanged is checked with the golden hashes of tests/synth/test_metabolic.py."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from petctfm.synth.burden import (EXTRANODAL_REGIONS, EXTRANODAL_SITES, LesionPlan, PlannedLesion,
+                                  draw_extranodal_sites, draw_plan)
+from petctfm.synth.generator import generate_case
+from petctfm.synth.lesions import (EXTRANODAL_TISSUES, allowed_tissues, extranodal_candidates, place_lesions,
+                                   render_lesions, stage_of)
+from petctfm.synth.tissues import T
+
+
+def test_plan_rates_ranges_and_sides():
+    n = 1500
+    for diagnosis, sites in EXTRANODAL_SITES.items():
+        base = [draw_plan(diagnosis, True, np.random.default_rng([5, i])) for i in range(n)]
+        extra = [draw_extranodal_sites(p, np.random.default_rng([7, i])) for i, p in enumerate(base)]
+        for site, p, most, lo, hi in sites:
+            per_case = [[les for les in e.lesions if les.region.split("_")[0] == site] for e in extra]
+            rate = np.mean([bool(c) for c in per_case])
+            assert abs(rate - p) < 4 * np.sqrt(p * (1 - p) / n) + 0.005, (diagnosis, site, rate, p)
+            assert max(len(c) for c in per_case) <= most
+            vols = [les.volume_ml for c in per_case for les in c]
+            assert min(vols) >= lo - 1e-9 and max(vols) <= hi + 1e-9
+            if site == "pleura":  # a case's pleural deposits lie on one pleura
+                assert all(len({les.region for les in c}) <= 1 for c in per_case)
+        for e in extra:
+            assert all(les.kind == "organ" and les.region in EXTRANODAL_REGIONS for les in e.lesions)
+            assert all(2.5 <= les.suv_mean <= 20.0 for les in e.lesions)
+    # adrenal lesions of lung cancer fall on both sides
+    lung = [draw_extranodal_sites(draw_plan("lung_cancer", True, np.random.default_rng([5, i])),
+                                  np.random.default_rng([7, i])) for i in range(400)]
+    sides = {les.region for e in lung for les in e.lesions if les.region.startswith("adrenal")}
+    assert sides == {"adrenal_left", "adrenal_right"}
+    assert draw_extranodal_sites(draw_plan("melanoma", False, np.random.default_rng(1)),
+                                 np.random.default_rng(2)).lesions == ()
+
+
+@pytest.mark.parametrize("region", EXTRANODAL_REGIONS)
+def test_placed_where_it_belongs(body, region):
+    anat, hu0, suv0 = body
+    hu, suv = hu0.copy(), suv0.copy()
+    plan = LesionPlan("lung_cancer", True, 2.0, (PlannedLesion(region, "organ", 2.0, 8.0, 0.2, False, False),))
+    lesions = place_lesions(anat, "lung_cancer", plan, np.random.default_rng(1), min_gap_mm=6.0, min_diameter_mm=9.0)
+    assert len(lesions) == 1 and lesions[0].region == region
+    les = lesions[0]
+    owner = np.zeros(anat.labels.shape, np.uint8)
+    occ = render_lesions(anat, lesions, hu, suv, np.random.default_rng(2), owner=owner)
+    tissues, inclusive = allowed_tissues(les)
+    assert (tissues, inclusive) == EXTRANODAL_TISSUES[region]
+    lab = anat.labels[occ > 0]
+    assert lab.size > 0 and les.volume_ml > 0
+    assert np.isin(lab, tissues).all() == inclusive and (inclusive or not np.isin(lab, tissues).any())
+    z = np.asarray(anat.axes[2], float)
+    c = les.center
+    if region.startswith("adrenal"):
+        kidney = np.argwhere(anat.labels == (T.KIDNEY_L if region.endswith("left") else T.KIDNEY_R))
+        kz = z[kidney[:, 2]]
+        assert c[2] > np.median(kz) and c[2] < kz.max() + 40.0  # at the upper pole
+        pts = np.stack([np.asarray(anat.axes[k], float)[kidney[:, k]] for k in range(3)], 1)
+        assert np.min(np.linalg.norm(pts - c, axis=1)) < 30.0
+        assert not np.isin(lab, (T.KIDNEY_L, T.KIDNEY_R, T.LIVER, T.SPLEEN, T.AORTA)).any()
+    elif region.startswith("pleura"):
+        lung = T.LUNG_L if region.endswith("left") else T.LUNG_R
+        assert anat.labels[tuple(anat.index_of(c))] == lung and (lab == lung).any()  # pleural-based, in its lung
+    else:
+        assert c[2] < anat.z_diaphragm and anat.labels[tuple(anat.index_of(c))] in (T.FAT, T.SOFT, T.BOWEL, T.COLON)
+    assert stage_of("lymphoma", lesions) == "advanced"  # extranodal
+
+
+def test_candidates_of_each_site(body):
+    anat = body[0]
+    z = np.asarray(anat.axes[2], float)
+    for region in EXTRANODAL_REGIONS:
+        idx = extranodal_candidates(anat, region)
+        assert len(idx) > 0, region
+        lab = anat.labels[idx[:, 0], idx[:, 1], idx[:, 2]]
+        if region.startswith("pleura"):
+            assert (lab == (T.LUNG_L if region.endswith("left") else T.LUNG_R)).all()
+        elif region == "peritoneum":
+            assert (lab == T.FAT).all() and (z[idx[:, 2]] < anat.z_diaphragm).all()
+        else:
+            assert np.isin(lab, (T.FAT, T.SOFT)).all()
+            x = np.asarray(anat.axes[0], float)[idx[:, 0]]
+            assert (np.sign(x) == (1 if region.endswith("left") else -1)).mean() > 0.9  # its side (left = +x)
+
+
+#: case 21 of seed 3 at tiny: advanced melanoma that draws two right adrenal lesions (found by scanning the cohort)
+CASE = (21, 3)
+
+
+def _arr(img) -> np.ndarray:
+    return sitk.GetArrayFromImage(img)
+
+
+def test_case_with_them_keeps_everything_else():
+    off = generate_case(CASE[0], CASE[1], size="tiny")
+    on = generate_case(CASE[0], CASE[1], size="tiny", extranodal_sites=True)
+    assert "extranodal_lesions" not in off.meta
+    assert on.meta["extranodal_lesions"] >= 1 and on.meta["stage"] == off.meta["stage"] == "advanced"
+    new = [les for les in on.meta["lesions"] if les["region"] in EXTRANODAL_REGIONS]
+    assert len(new) == on.meta["extranodal_lesions"] and on.meta["n_lesions"] == off.meta["n_lesions"] + len(new)
+    assert np.array_equal(_arr(off.organs), _arr(on.organs))
+    assert [les["center_mm"] for les in off.meta["lesions"]] == [les["center_mm"] for les in on.meta["lesions"]
+                                                                if les["region"] not in EXTRANODAL_REGIONS]
+    assert (_arr(on.seg) > 0).sum() > (_arr(off.seg) > 0).sum()
+    # with both flags, each stream adds its own lesions
+    both = generate_case(CASE[0], CASE[1], size="tiny", organ_metastases=True, extranodal_sites=True)
+    assert both.meta["extranodal_lesions"] >= 1 and "organ_metastases" in both.meta
+
+
+def test_cli_flag_and_metadata_column(tmp_path, capsys):
+    from petctfm.cli.main import main
+
+    assert main(["synth", "--out", str(tmp_path / "xs"), "--cases", "2", "--seed", "3", "--size", "tiny",
+                 "--formats", "autopet", "--extranodal-sites", "--no-progress"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "xs" / "metadata.csv")))
+    assert all(r["extranodal_lesions"].isdigit() for r in rows) and len(rows) == 2
+    assert main(["synth", "--out", str(tmp_path / "fu"), "--cases", "2", "--seed", "3", "--size", "tiny",
+                 "--followup", "--extranodal-sites", "--no-progress"]) == 2
+    assert "--extranodal-sites does not apply to --followup" in capsys.readouterr().err
