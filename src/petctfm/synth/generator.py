@@ -454,7 +454,8 @@ def _plan_and_place_lesions(anat, clin: dict, patient: Patient, pet_grid: Grid, 
     placed in the anatomy inside the PET field of view. With ``organ_rng`` (``organ_metastases``), the organ
     metastases of the plan (``burden.draw_organ_metastases``) are drawn and placed from that stream after the
     others, clear of them; with ``extranodal_rng`` (``extranodal_sites``), the adrenal, pleural and peritoneal
-    lesions (``burden.draw_extranodal_sites``) then, from that stream, clear of all of them. Returns ``(lesions, planned volume ml)``; none for a negative case."""
+    lesions (``burden.draw_extranodal_sites``) then, from that stream, clear of all of them. Returns
+    ``(lesions, planned volume ml)``; none for a negative case."""
     diagnosis = clin["diagnosis"]
     if diagnosis == "negative":
         return [], 0.0

@@ -6,9 +6,9 @@ a few random low-frequency lobes, so lobulated rather than spherical) or a confl
 blobs, placed at a lymph-node station (or next to a ureter, bowel or brown fat) or inside an organ (lung,
 liver, bone, spleen, prostate, subcutaneous fat; with ``--organ-metastases`` also brain, kidney, myocardium,
 bladder; with ``--extranodal-sites`` also adrenal, pleural and peritoneal nodules), scaled to its planned
-volume and clipped to the tissues it may occupy. Its uptake is heterogeneous (smooth texture, brighter centre, optional necrotic core, optional
-low contrast) and its CT appearance depends on where it sits (soft tissue in fat or lung, hypodense in
-liver/spleen, lytic or sclerotic in bone).
+volume and clipped to the tissues it may occupy. Its uptake is heterogeneous (smooth texture, brighter centre,
+optional necrotic core, optional low contrast) and its CT appearance depends on where it sits (soft tissue in
+fat or lung, hypodense in liver/spleen, lytic or sclerotic in bone).
 
 Stage rule (the label of the staging task, derived only from where the lesions are):
 - lymphoma (Ann Arbor): ``early`` when every lesion is nodal and all are on one side of the diaphragm;
