@@ -22,3 +22,4 @@ def body():
     anat = build_anatomy(axes, p, rng)
     hu, suv = render(anat, draw_physiology("fdg", rng), rng)
     return anat, hu, suv
+

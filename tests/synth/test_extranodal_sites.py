@@ -17,24 +17,13 @@ from petctfm.synth.lesions import (EXTRANODAL_TISSUES, allowed_tissues, extranod
                                    render_lesions, stage_of)
 from petctfm.synth.tissues import T
 
+from synth_site_tables import check_site_table
+
 
 def test_plan_rates_ranges_and_sides():
-    n = 1500
-    for diagnosis, sites in EXTRANODAL_SITES.items():
-        base = [draw_plan(diagnosis, True, np.random.default_rng([5, i])) for i in range(n)]
-        extra = [draw_extranodal_sites(p, np.random.default_rng([7, i])) for i, p in enumerate(base)]
-        for site, p, most, lo, hi in sites:
-            per_case = [[les for les in e.lesions if les.region.split("_")[0] == site] for e in extra]
-            rate = np.mean([bool(c) for c in per_case])
-            assert abs(rate - p) < 4 * np.sqrt(p * (1 - p) / n) + 0.005, (diagnosis, site, rate, p)
-            assert max(len(c) for c in per_case) <= most
-            vols = [les.volume_ml for c in per_case for les in c]
-            assert min(vols) >= lo - 1e-9 and max(vols) <= hi + 1e-9
-            if site == "pleura":  # a case's pleural deposits lie on one pleura
-                assert all(len({les.region for les in c}) <= 1 for c in per_case)
-        for e in extra:
-            assert all(les.kind == "organ" and les.region in EXTRANODAL_REGIONS for les in e.lesions)
-            assert all(2.5 <= les.suv_mean <= 20.0 for les in e.lesions)
+    drawn = check_site_table(EXTRANODAL_SITES, draw_extranodal_sites, EXTRANODAL_REGIONS, seed=7)
+    for per_site in drawn.values():  # a case's pleural deposits lie on one pleura
+        assert all(len({les.region for les in c}) <= 1 for c in per_site.get("pleura", []))
     # adrenal lesions of lung cancer fall on both sides
     lung = [draw_extranodal_sites(draw_plan("lung_cancer", True, np.random.default_rng([5, i])),
                                   np.random.default_rng([7, i])) for i in range(400)]

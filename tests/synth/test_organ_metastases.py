@@ -16,23 +16,11 @@ from petctfm.synth.generator import generate_case
 from petctfm.synth.lesions import ORGAN_LESION_TISSUES, allowed_tissues, place_lesions, render_lesions
 from petctfm.synth.tissues import ORGAN_OF_TISSUE
 
+from synth_site_tables import check_site_table
+
 
 def test_plan_rates_ranges_and_early_cases():
-    n = 1500
-    for diagnosis, sites in ORGAN_METASTASES.items():
-        base = [draw_plan(diagnosis, True, np.random.default_rng([5, i])) for i in range(n)]
-        extra = [draw_organ_metastases(p, np.random.default_rng([6, i])) for i, p in enumerate(base)]
-        for organ, p, most, lo, hi in sites:
-            per_case = [[les for les in e.lesions if les.region.split("_")[0] == organ] for e in extra]
-            rate = np.mean([bool(c) for c in per_case])
-            assert abs(rate - p) < 4 * np.sqrt(p * (1 - p) / n) + 0.005, (diagnosis, organ, rate, p)
-            assert max(len(c) for c in per_case) <= most
-            vols = [les.volume_ml for c in per_case for les in c]
-            assert min(vols) >= lo - 1e-9 and max(vols) <= hi + 1e-9
-        for e, b in zip(extra, base):
-            assert all(les.kind == "organ" and les.region in ORGAN_METASTASIS_REGIONS for les in e.lesions)
-            assert all(2.5 <= les.suv_mean <= 20.0 for les in e.lesions)
-            assert e.total_ml == pytest.approx(sum(e.volumes_ml))
+    check_site_table(ORGAN_METASTASES, draw_organ_metastases, ORGAN_METASTASIS_REGIONS, seed=6)
     # an early or negative plan gets none, and the draw is pure in its arguments
     early = draw_plan("melanoma", False, np.random.default_rng(1))
     assert draw_organ_metastases(early, np.random.default_rng(2)).lesions == ()

@@ -1,0 +1,33 @@
+"""A check shared by the tests of the opt-in lesion-site tables (organ metastases, extranodal sites)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def check_site_table(table, draw, regions, seed: int, n: int = 1500) -> dict:
+    """Check an opt-in site table (``burden.ORGAN_METASTASES``, ``burden.EXTRANODAL_SITES``) drawn by ``draw``
+    on ``n`` advanced plans per diagnosis: each site's rate within 4 SE of its probability, at most its lesions,
+    volumes in its range, regions among ``regions``, SUVmean in 2.5-20, totals summed. Returns, per diagnosis,
+    the per-case lists of each site's lesions (``{diagnosis: {site: [[lesion, ...], ...]}}``)."""
+    from petctfm.synth.burden import draw_plan
+
+    out: dict = {}
+    for diagnosis, sites in table.items():
+        base = [draw_plan(diagnosis, True, np.random.default_rng([5, i])) for i in range(n)]
+        extra = [draw(p, np.random.default_rng([seed, i])) for i, p in enumerate(base)]
+        out[diagnosis] = {}
+        for site, p, most, lo, hi in sites:
+            per_case = [[les for les in e.lesions if les.region.split("_")[0] == site] for e in extra]
+            rate = np.mean([bool(c) for c in per_case])
+            assert abs(rate - p) < 4 * np.sqrt(p * (1 - p) / n) + 0.005, (diagnosis, site, rate, p)
+            assert max(len(c) for c in per_case) <= most
+            vols = [les.volume_ml for c in per_case for les in c]
+            assert min(vols) >= lo - 1e-9 and max(vols) <= hi + 1e-9
+            out[diagnosis][site] = per_case
+        for e in extra:
+            assert all(les.kind == "organ" and les.region in regions for les in e.lesions)
+            assert all(2.5 <= les.suv_mean <= 20.0 for les in e.lesions)
+            assert e.total_ml == pytest.approx(sum(e.volumes_ml))
+    return out
