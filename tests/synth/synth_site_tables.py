@@ -31,3 +31,20 @@ def check_site_table(table, draw, regions, seed: int, n: int = 1500) -> dict:
             assert all(2.5 <= les.suv_mean <= 20.0 for les in e.lesions)
             assert e.total_ml == pytest.approx(sum(e.volumes_ml))
     return out
+
+
+def place_one(body, region: str, diagnosis: str, volume_ml: float):
+    """One planned ``region`` lesion of ``volume_ml`` placed (rng 1) and rendered (rng 2) into a copy of the
+    ``body`` fixture's maps; returns ``(anat, lesion, occupancy)``; asserts it was placed in its region."""
+    from petctfm.synth.burden import LesionPlan, PlannedLesion
+    from petctfm.synth.lesions import place_lesions, render_lesions
+
+    anat, hu0, suv0 = body
+    hu, suv = hu0.copy(), suv0.copy()
+    plan = LesionPlan(diagnosis, True, volume_ml,
+                      (PlannedLesion(region, "organ", volume_ml, 8.0, 0.2, False, False),))
+    lesions = place_lesions(anat, diagnosis, plan, np.random.default_rng(1), min_gap_mm=6.0, min_diameter_mm=9.0)
+    assert len(lesions) == 1 and lesions[0].region == region
+    owner = np.zeros(anat.labels.shape, np.uint8)
+    occ = render_lesions(anat, lesions, hu, suv, np.random.default_rng(2), owner=owner)
+    return anat, lesions[0], occ

@@ -10,14 +10,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from petctfm.synth.burden import (EXTRANODAL_REGIONS, EXTRANODAL_SITES, LesionPlan, PlannedLesion,
-                                  draw_extranodal_sites, draw_plan)
+from petctfm.synth.burden import (EXTRANODAL_REGIONS, EXTRANODAL_SITES, draw_extranodal_sites, draw_plan)
 from petctfm.synth.generator import generate_case
-from petctfm.synth.lesions import (EXTRANODAL_TISSUES, allowed_tissues, extranodal_candidates, place_lesions,
-                                   render_lesions, stage_of)
+from petctfm.synth.lesions import (EXTRANODAL_TISSUES, allowed_tissues, extranodal_candidates, stage_of)
 from petctfm.synth.tissues import T
 
-from synth_site_tables import check_site_table
+from synth_site_tables import check_site_table, place_one
 
 
 def test_plan_rates_ranges_and_sides():
@@ -35,14 +33,7 @@ def test_plan_rates_ranges_and_sides():
 
 @pytest.mark.parametrize("region", EXTRANODAL_REGIONS)
 def test_placed_where_it_belongs(body, region):
-    anat, hu0, suv0 = body
-    hu, suv = hu0.copy(), suv0.copy()
-    plan = LesionPlan("lung_cancer", True, 2.0, (PlannedLesion(region, "organ", 2.0, 8.0, 0.2, False, False),))
-    lesions = place_lesions(anat, "lung_cancer", plan, np.random.default_rng(1), min_gap_mm=6.0, min_diameter_mm=9.0)
-    assert len(lesions) == 1 and lesions[0].region == region
-    les = lesions[0]
-    owner = np.zeros(anat.labels.shape, np.uint8)
-    occ = render_lesions(anat, lesions, hu, suv, np.random.default_rng(2), owner=owner)
+    anat, les, occ = place_one(body, region, "lung_cancer", 2.0)
     tissues, inclusive = allowed_tissues(les)
     assert (tissues, inclusive) == EXTRANODAL_TISSUES[region]
     lab = anat.labels[occ > 0]
@@ -62,7 +53,7 @@ def test_placed_where_it_belongs(body, region):
         assert anat.labels[tuple(anat.index_of(c))] == lung and (lab == lung).any()  # pleural-based, in its lung
     else:
         assert c[2] < anat.z_diaphragm and anat.labels[tuple(anat.index_of(c))] in (T.FAT, T.SOFT, T.BOWEL, T.COLON)
-    assert stage_of("lymphoma", lesions) == "advanced"  # extranodal
+    assert stage_of("lymphoma", [les]) == "advanced"  # extranodal
 
 
 def test_candidates_of_each_site(body):

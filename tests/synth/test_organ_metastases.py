@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from petctfm.synth.burden import (ORGAN_METASTASES, ORGAN_METASTASIS_REGIONS, LesionPlan, PlannedLesion,
-                                  draw_organ_metastases, draw_plan)
+from petctfm.synth.burden import (ORGAN_METASTASES, ORGAN_METASTASIS_REGIONS, draw_organ_metastases, draw_plan)
 from petctfm.synth.generator import generate_case
-from petctfm.synth.lesions import ORGAN_LESION_TISSUES, allowed_tissues, place_lesions, render_lesions
+from petctfm.synth.lesions import ORGAN_LESION_TISSUES, allowed_tissues
 from petctfm.synth.tissues import ORGAN_OF_TISSUE
 
-from synth_site_tables import check_site_table
+from synth_site_tables import check_site_table, place_one
 
 
 def test_plan_rates_ranges_and_early_cases():
@@ -32,18 +31,12 @@ def test_plan_rates_ranges_and_early_cases():
 
 @pytest.mark.parametrize("region", ORGAN_METASTASIS_REGIONS)
 def test_placed_inside_its_organ(body, region):
-    anat, hu0, suv0 = body
-    hu, suv = hu0.copy(), suv0.copy()
-    plan = LesionPlan("melanoma", True, 3.0, (PlannedLesion(region, "organ", 3.0, 8.0, 0.2, False, False),))
-    lesions = place_lesions(anat, "melanoma", plan, np.random.default_rng(1), min_gap_mm=6.0, min_diameter_mm=9.0)
-    assert len(lesions) == 1 and lesions[0].region == region
-    owner = np.zeros(anat.labels.shape, np.uint8)
-    occ = render_lesions(anat, lesions, hu, suv, np.random.default_rng(2), owner=owner)
-    tissues, inclusive = allowed_tissues(lesions[0])
+    anat, les, occ = place_one(body, region, "melanoma", 3.0)
+    tissues, inclusive = allowed_tissues(les)
     assert inclusive and tissues == ORGAN_LESION_TISSUES[region]
     lab = anat.labels[occ > 0]
     assert lab.size > 0 and np.isin(lab, tissues).all(), np.unique(lab)
-    assert lesions[0].volume_ml > 0
+    assert les.volume_ml > 0
 
 
 def _arr(img) -> np.ndarray:
