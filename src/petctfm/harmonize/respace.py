@@ -6,8 +6,9 @@ body they cover at 4 mm. :func:`respace_dataset` makes that copy once, by harmon
 (:func:`petctfm.harmonize.pipeline.harmonize_images`: SUV and HU linear, the lesion mask and the organ map nearest
 neighbour, the grid recropped to the body), and a later run reuses it:
 
-- every case of ``splits.json`` (train, val, test and a held-out site's ``holdout``) keeps its id, its metadata and its split; ``meta.json`` gets the new geometry and
-  ``respaced_from`` (the source spacing); its ``stats`` and ``qa`` still describe the source grid;
+- every case of ``splits.json`` (train, val, test and a held-out site's ``holdout``) keeps its id, its metadata
+  and its split; ``meta.json`` gets the new geometry and ``respaced_from`` (the source spacing); its ``stats``
+  and ``qa`` still describe the source grid;
 - ``dataset.json`` keeps the source's normalization statistics (a model normalizes its input as the dataset it
   was trained on says; the voxel statistics of one body barely move with the grid), gets the new ``spacing`` and
   ``respaced_from`` (the source folder and spacing);

@@ -196,6 +196,12 @@ def _node_ok(anat: Anatomy, c: np.ndarray, r: float, main: bool = True) -> bool:
     return float(np.isin(probe, NODE_BAD + (T.AIR,)).mean()) <= tol
 
 
+def _fits_as_node(anat: Anatomy, blobs: list[tuple[np.ndarray, float]]) -> bool:
+    """Every blob ``(centre (3,) mm, diameter mm)`` of a nodal-like lesion fits (:func:`_node_ok`; the first is
+    the main one)."""
+    return all(_node_ok(anat, bc, bd / 2, main=j == 0) for j, (bc, bd) in enumerate(blobs))
+
+
 def _inside(pts: np.ndarray, center: np.ndarray, d: float, lobes: np.ndarray) -> np.ndarray:
     """Points inside one lobulated blob (the surface that :func:`render_lesions` anti-aliases)."""
     v = pts - center
@@ -378,7 +384,7 @@ def _try_node(scene: _Scene, pl, shape: list[tuple[np.ndarray, float, np.ndarray
     else:
         return _NO_PLACE
     blobs = [(c + off, d) for off, d, _ in shape]
-    if not all(_node_ok(anat, bc, bd / 2, main=j == 0) for j, (bc, bd) in enumerate(blobs)):
+    if not _fits_as_node(anat, blobs):
         return None
     above = bool(c[2] > anat.z_diaphragm) if near else bool(anat.stations[region][2]) \
         if region in anat.stations else bool(c[2] > anat.z_diaphragm)
@@ -476,7 +482,7 @@ def _try_extranodal(scene: _Scene, pl, shape: list[tuple[np.ndarray, float, np.n
         probe = _probe(anat, c, 0.8 * r0)
         if (probe == tissues[0]).mean() < 0.33 or np.isin(probe, tissues).mean() < 0.7:
             return None
-    elif not all(_node_ok(anat, bc, bd / 2, main=j == 0) for j, (bc, bd) in enumerate(blobs)):
+    elif not _fits_as_node(anat, blobs):
         return None
     return _Spot("organ", pl.region, bool(c[2] > anat.z_diaphragm), None, blobs)
 

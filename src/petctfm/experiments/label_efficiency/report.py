@@ -234,9 +234,9 @@ def _intro_markdown(records: list[dict[str, Any]], summary: dict[str, Any], sett
         + (f"; the segmentation recipe planned for `{settings.plan}` from each run's training cases "
            "(docs/segmentation-recipe.md; the network kept)" if settings.plan else "")
         + (f", every run at one voxel budget timed once ({settings.plan_voxels} voxels per patch)"
-           if getattr(settings, "plan_voxels", None) else "")
+           if settings.plan_voxels else "")
         + (f", trained on a grid no finer than {settings.plan_spacing:g} mm (the dataset's copy; test predictions "
-           "resampled back to the dataset's grid)" if getattr(settings, "plan_spacing", None) else "")
+           "resampled back to the dataset's grid)" if settings.plan_spacing else "")
         + (f"; overrides {', '.join(f'`{o}`' for o in settings.overrides)}" if settings.overrides else "")
         + "; best checkpoint by val Dice predicts the test split",
         f"- Dice: mean over test cases with lesions [percentile bootstrap 95% CI over cases, {N_RESAMPLES} "

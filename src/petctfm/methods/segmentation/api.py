@@ -218,10 +218,8 @@ def finetune_configs(dataset: str | Path | None, out: str | Path, init: str | Pa
         rule["step_seconds"] = float(plan_step_seconds) or None  # 0: untimed
     if plan_spacing is not None:
         rule["min_spacing"] = float(plan_spacing) or None  # 0: the dataset's own spacing
-    patch_given = given.get("patch") is not None or any(k.strip() == "data.patch_size"
-                                                         for k, _ in parse_overrides(overrides))
-    if plan_step_seconds is None and patch_given:
-        rule.setdefault("step_seconds", None)  # the plan's patch is replaced: nothing to time
+    if given.get("patch") is not None or any(k.strip() == "data.patch_size" for k, _ in parse_overrides(overrides)):
+        rule.setdefault("step_seconds", None)  # the plan's patch is replaced: nothing to time (unless asked)
     if plan is not None and not resumed:
         given_net = given_network(overrides)
         if given_net is not None:  # an explicit network (even {}): the plan keeps it and fits only the patch
