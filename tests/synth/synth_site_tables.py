@@ -48,3 +48,24 @@ def place_one(body, region: str, diagnosis: str, volume_ml: float):
     owner = np.zeros(anat.labels.shape, np.uint8)
     occ = render_lesions(anat, lesions, hu, suv, np.random.default_rng(2), owner=owner)
     return anat, lesions[0], occ
+
+
+def check_same_case_with_flag(index: int, seed: int, flag: str, count_key: str, regions):
+    """Case ``index`` of ``seed`` at ``tiny`` without and with the opt-in ``flag`` (a ``generate_case`` keyword):
+    only the lesions in ``regions`` are added, counted in ``meta[count_key]`` (absent without the flag), the case
+    is advanced in both, and the organs and the other lesions are unchanged. Returns ``(off, on)``."""
+    import SimpleITK as sitk
+
+    from petctfm.synth.generator import generate_case
+
+    off = generate_case(index, seed, size="tiny")
+    on = generate_case(index, seed, size="tiny", **{flag: True})
+    assert count_key not in off.meta
+    assert on.meta[count_key] >= 1 and on.meta["stage"] == off.meta["stage"] == "advanced"
+    new = [les for les in on.meta["lesions"] if les["region"] in regions]
+    assert len(new) == on.meta[count_key] and on.meta["n_lesions"] == off.meta["n_lesions"] + len(new)
+    # the same patient and organs, and the other lesions where they were
+    assert np.array_equal(sitk.GetArrayFromImage(off.organs), sitk.GetArrayFromImage(on.organs))
+    assert [les["center_mm"] for les in off.meta["lesions"]] == [les["center_mm"] for les in on.meta["lesions"]
+                                                                if les["region"] not in regions]
+    return off, on

@@ -15,7 +15,7 @@ from petctfm.synth.generator import generate_case
 from petctfm.synth.lesions import (EXTRANODAL_TISSUES, allowed_tissues, extranodal_candidates, stage_of)
 from petctfm.synth.tissues import T
 
-from synth_site_tables import check_site_table, place_one
+from synth_site_tables import check_same_case_with_flag, check_site_table, place_one
 
 
 def test_plan_rates_ranges_and_sides():
@@ -82,15 +82,7 @@ def _arr(img) -> np.ndarray:
 
 
 def test_case_with_them_keeps_everything_else():
-    off = generate_case(CASE[0], CASE[1], size="tiny")
-    on = generate_case(CASE[0], CASE[1], size="tiny", extranodal_sites=True)
-    assert "extranodal_lesions" not in off.meta
-    assert on.meta["extranodal_lesions"] >= 1 and on.meta["stage"] == off.meta["stage"] == "advanced"
-    new = [les for les in on.meta["lesions"] if les["region"] in EXTRANODAL_REGIONS]
-    assert len(new) == on.meta["extranodal_lesions"] and on.meta["n_lesions"] == off.meta["n_lesions"] + len(new)
-    assert np.array_equal(_arr(off.organs), _arr(on.organs))
-    assert [les["center_mm"] for les in off.meta["lesions"]] == [les["center_mm"] for les in on.meta["lesions"]
-                                                                if les["region"] not in EXTRANODAL_REGIONS]
+    off, on = check_same_case_with_flag(*CASE, "extranodal_sites", "extranodal_lesions", EXTRANODAL_REGIONS)
     assert (_arr(on.seg) > 0).sum() > (_arr(off.seg) > 0).sum()
     # with both flags, each stream adds its own lesions
     both = generate_case(CASE[0], CASE[1], size="tiny", organ_metastases=True, extranodal_sites=True)

@@ -11,11 +11,10 @@ import pytest
 import SimpleITK as sitk
 
 from petctfm.synth.burden import (ORGAN_METASTASES, ORGAN_METASTASIS_REGIONS, draw_organ_metastases, draw_plan)
-from petctfm.synth.generator import generate_case
 from petctfm.synth.lesions import ORGAN_LESION_TISSUES, allowed_tissues
 from petctfm.synth.tissues import ORGAN_OF_TISSUE
 
-from synth_site_tables import check_site_table, place_one
+from synth_site_tables import check_same_case_with_flag, check_site_table, place_one
 
 
 def test_plan_rates_ranges_and_early_cases():
@@ -45,16 +44,7 @@ def _arr(img) -> np.ndarray:
 
 def test_case_with_them_keeps_everything_else():
     # case 10 of seed 3 at tiny: advanced melanoma that draws a brain metastasis (found by scanning the cohort)
-    off = generate_case(10, 3, size="tiny")
-    on = generate_case(10, 3, size="tiny", organ_metastases=True)
-    assert "organ_metastases" not in off.meta
-    assert on.meta["organ_metastases"] >= 1 and on.meta["stage"] == off.meta["stage"] == "advanced"
-    new = [les for les in on.meta["lesions"] if les["region"] in ORGAN_METASTASIS_REGIONS]
-    assert len(new) == on.meta["organ_metastases"] and on.meta["n_lesions"] == off.meta["n_lesions"] + len(new)
-    # the same patient and organs, and the other lesions where they were
-    assert np.array_equal(_arr(off.organs), _arr(on.organs))
-    assert [les["center_mm"] for les in off.meta["lesions"]] == [les["center_mm"] for les in on.meta["lesions"]
-                                                                if les["region"] not in ORGAN_METASTASIS_REGIONS]
+    off, on = check_same_case_with_flag(10, 3, "organ_metastases", "organ_metastases", ORGAN_METASTASIS_REGIONS)
     # the new lesion is labelled inside its organ on the PET grid
     organs, seg_on, seg_off = _arr(on.organs), _arr(on.seg) > 0, _arr(off.seg) > 0
     from petctfm.synth.tissues import T
